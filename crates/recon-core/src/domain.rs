@@ -1,0 +1,398 @@
+//! The replicated domain: tenants, users, groups and memberships.
+//!
+//! Every entity lives inside a tenant (a tenant lives inside itself). Within
+//! its tenant and kind an entity is identified by an [`EntityKey`]; keys are
+//! ordered byte-wise, which is the order of every key-ordered stream in recon
+//! (source pages, store range reads, the merge-diff).
+
+use crate::{RowHash, Version};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest id accepted anywhere, in bytes.
+pub const MAX_ID_BYTES: usize = 200;
+
+/// A malformed value met at a boundary (an id, a cursor, a kind name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {reason}")]
+pub struct InvalidInput {
+    /// What was being parsed, e.g. `"user id"` or `"membership cursor"`.
+    pub what: &'static str,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+impl InvalidInput {
+    fn new(what: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks an entity id: non-empty, at most [`MAX_ID_BYTES`], no control
+/// characters. `what` names the id in the error.
+pub fn validate_id(what: &'static str, id: &str) -> Result<(), InvalidInput> {
+    if id.is_empty() {
+        return Err(InvalidInput::new(what, "must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(InvalidInput::new(
+            what,
+            format!("is {} bytes long, at most {MAX_ID_BYTES} allowed", id.len()),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(InvalidInput::new(what, "contains a control character"));
+    }
+    Ok(())
+}
+
+/// The four replicated entity kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A tenant; every other kind references one.
+    Tenant,
+    /// A user of a tenant.
+    User,
+    /// A group of a tenant.
+    Group,
+    /// A user's membership in a group, keyed by `(group_id, user_id)`.
+    Membership,
+}
+
+impl Kind {
+    /// All kinds in upsert order: tenants first, memberships last.
+    /// Deletions run in the reverse order.
+    pub const UPSERT_ORDER: [Kind; 4] = [Kind::Tenant, Kind::User, Kind::Group, Kind::Membership];
+
+    /// The kinds that live inside a tenant.
+    pub const TENANT_SCOPED: [Kind; 3] = [Kind::User, Kind::Group, Kind::Membership];
+
+    /// Lowercase name, as used in URLs, reports and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "tenant",
+            Kind::User => "user",
+            Kind::Group => "group",
+            Kind::Membership => "membership",
+        }
+    }
+
+    /// Parses an entity key of this kind from its cursor form (`id`, or
+    /// `group_id:user_id` for memberships).
+    pub fn parse_key(self, text: &str) -> Result<EntityKey, InvalidInput> {
+        match self {
+            Kind::Membership => {
+                let Some((group_id, user_id)) = text.split_once(':') else {
+                    return Err(InvalidInput::new(
+                        "membership cursor",
+                        format!("{text:?} is not of the form <group_id>:<user_id>"),
+                    ));
+                };
+                validate_id("group id", group_id)?;
+                validate_id("user id", user_id)?;
+                Ok(EntityKey::pair(group_id, user_id))
+            }
+            _ => {
+                validate_id("id", text)?;
+                Ok(EntityKey::id(text))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = InvalidInput;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "tenant" | "tenants" => Ok(Kind::Tenant),
+            "user" | "users" => Ok(Kind::User),
+            "group" | "groups" => Ok(Kind::Group),
+            "membership" | "memberships" => Ok(Kind::Membership),
+            other => Err(InvalidInput::new(
+                "kind",
+                format!("{other:?} is not one of tenant, user, group, membership"),
+            )),
+        }
+    }
+}
+
+/// Identity of an entity within its tenant and kind.
+///
+/// Ordered by `primary`, then `secondary`, each compared byte-wise — the
+/// order of the Source API's pages. Only memberships have a `secondary`
+/// (`primary` is the group id, `secondary` the user id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityKey {
+    /// The id (group id for memberships).
+    pub primary: String,
+    /// The user id of a membership; `None` for the other kinds.
+    pub secondary: Option<String>,
+}
+
+impl EntityKey {
+    /// Key of a tenant, user or group.
+    pub fn id(id: impl Into<String>) -> Self {
+        Self {
+            primary: id.into(),
+            secondary: None,
+        }
+    }
+
+    /// Key of a membership.
+    pub fn pair(group_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+        Self {
+            primary: group_id.into(),
+            secondary: Some(user_id.into()),
+        }
+    }
+}
+
+impl fmt::Display for EntityKey {
+    /// The cursor form: `id`, or `group_id:user_id`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.secondary {
+            None => formatter.write_str(&self.primary),
+            Some(secondary) => write!(formatter, "{}:{secondary}", self.primary),
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Tenant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Whether a user may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// The user may sign in.
+    Active,
+    /// The user is disabled.
+    Disabled,
+}
+
+impl UserStatus {
+    /// Lowercase name as in the Source API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl FromStr for UserStatus {
+    type Err = InvalidInput;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "active" => Ok(UserStatus::Active),
+            "disabled" => Ok(UserStatus::Disabled),
+            other => Err(InvalidInput::new(
+                "user status",
+                format!("{other:?} is not one of active, disabled"),
+            )),
+        }
+    }
+}
+
+/// A user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct User {
+    /// User id, unique within the tenant.
+    pub id: String,
+    /// E-mail address.
+    pub email: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Whether the user may sign in.
+    pub status: UserStatus,
+}
+
+/// A group of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Group {
+    /// Group id, unique within the tenant.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A user's membership in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Membership {
+    /// The group.
+    pub group_id: String,
+    /// The member.
+    pub user_id: String,
+}
+
+/// The data of one entity of any kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Record {
+    /// A tenant.
+    Tenant(Tenant),
+    /// A user.
+    User(User),
+    /// A group.
+    Group(Group),
+    /// A membership.
+    Membership(Membership),
+}
+
+impl Record {
+    /// The record's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Record::Tenant(_) => Kind::Tenant,
+            Record::User(_) => Kind::User,
+            Record::Group(_) => Kind::Group,
+            Record::Membership(_) => Kind::Membership,
+        }
+    }
+
+    /// The record's key within its tenant and kind.
+    pub fn key(&self) -> EntityKey {
+        match self {
+            Record::Tenant(tenant) => EntityKey::id(&tenant.id),
+            Record::User(user) => EntityKey::id(&user.id),
+            Record::Group(group) => EntityKey::id(&group.id),
+            Record::Membership(membership) => {
+                EntityKey::pair(&membership.group_id, &membership.user_id)
+            }
+        }
+    }
+
+    /// The canonical hash of the record's data (see [`RowHash`]).
+    pub fn row_hash(&self) -> RowHash {
+        RowHash::of(self)
+    }
+}
+
+/// One versioned entity as held by a source or a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Row {
+    /// The tenant the entity belongs to (for a tenant: its own id).
+    pub tenant_id: String,
+    /// The entity's data.
+    pub record: Record,
+    /// The version of the change that produced this data.
+    pub version: Version,
+}
+
+impl Row {
+    /// The entity's kind.
+    pub fn kind(&self) -> Kind {
+        self.record.kind()
+    }
+
+    /// The entity's key within its tenant and kind.
+    pub fn key(&self) -> EntityKey {
+        self.record.key()
+    }
+}
+
+/// The deletion of one entity, identified by tenant, kind and key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Deletion {
+    /// The tenant the entity belonged to (for a tenant: its own id).
+    pub tenant_id: String,
+    /// The entity's kind.
+    pub kind: Kind,
+    /// The entity's key.
+    pub key: EntityKey,
+    /// The version of the deletion; kept as a tombstone.
+    pub version: Version,
+}
+
+/// One change of one entity: what a Kafka event carries and what the store's
+/// apply path writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Create or update the entity to this data and version.
+    Upsert(Row),
+    /// Delete the entity, leaving a tombstone at this version.
+    Delete(Deletion),
+}
+
+impl Change {
+    /// The tenant the change belongs to.
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Change::Upsert(row) => &row.tenant_id,
+            Change::Delete(deletion) => &deletion.tenant_id,
+        }
+    }
+
+    /// The kind of the changed entity.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Upsert(row) => row.kind(),
+            Change::Delete(deletion) => deletion.kind,
+        }
+    }
+
+    /// The key of the changed entity.
+    pub fn key(&self) -> EntityKey {
+        match self {
+            Change::Upsert(row) => row.key(),
+            Change::Delete(deletion) => deletion.key.clone(),
+        }
+    }
+
+    /// The version of the change.
+    pub fn version(&self) -> Version {
+        match self {
+            Change::Upsert(row) => row.version,
+            Change::Delete(deletion) => deletion.version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_bytewise_then_by_secondary() {
+        assert!(EntityKey::id("B") < EntityKey::id("a"));
+        assert!(EntityKey::id("a") < EntityKey::id("ab"));
+        assert!(EntityKey::pair("g1", "z") < EntityKey::pair("g2", "a"));
+        assert!(EntityKey::pair("g", "a") < EntityKey::pair("g", "b"));
+    }
+
+    #[test]
+    fn membership_cursor_round_trips() {
+        let key = Kind::Membership.parse_key("g-1:u-2").expect("valid cursor");
+        assert_eq!(key, EntityKey::pair("g-1", "u-2"));
+        assert_eq!(key.to_string(), "g-1:u-2");
+    }
+
+    #[test]
+    fn bad_cursors_are_named() {
+        let error = Kind::Membership.parse_key("no-colon").expect_err("must fail");
+        assert_eq!(error.what, "membership cursor");
+        let error = Kind::User.parse_key("").expect_err("must fail");
+        assert!(error.to_string().contains("must not be empty"));
+        let error = Kind::User.parse_key(&"x".repeat(300)).expect_err("must fail");
+        assert!(error.to_string().contains("300 bytes"));
+        assert!("widgets".parse::<Kind>().is_err());
+    }
+}

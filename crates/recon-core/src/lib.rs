@@ -1,0 +1,19 @@
+//! Pure core of recon.
+//!
+//! Everything here is deterministic and free of I/O: the domain (the four
+//! replicated entity kinds and their keys), [`Version`]s, the canonical
+//! [`RowHash`], and the streaming [`diff`] of two key-ordered streams. The
+//! adapters (store, source client, Kafka, etcd) and the engine build on these
+//! types; nothing in this crate knows about them.
+
+pub mod diff;
+pub mod domain;
+pub mod hash;
+pub mod version;
+
+pub use diff::{DiffEntry, DiffItem, MergeDiff, merge_diff};
+pub use domain::{
+    Change, Deletion, EntityKey, Group, InvalidInput, Kind, Membership, Record, Row, Tenant, User, UserStatus,
+};
+pub use hash::RowHash;
+pub use version::Version;
