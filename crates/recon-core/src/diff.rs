@@ -78,17 +78,15 @@ where
         (None, None) => None,
         (Some(_), None) => Some(Step::Missing),
         (None, Some(_)) => Some(Step::Phantom),
-        (Some(source), Some(replica)) => Some(
-            match source.diff_key().cmp(replica.diff_key()) {
-                std::cmp::Ordering::Less => Step::Missing,
-                std::cmp::Ordering::Greater => Step::Phantom,
-                std::cmp::Ordering::Equal => {
-                    let same = source.diff_version() == replica.diff_version()
-                        && source.diff_hash() == replica.diff_hash();
-                    if same { Step::Equal } else { Step::Changed }
-                }
-            },
-        ),
+        (Some(source), Some(replica)) => Some(match source.diff_key().cmp(replica.diff_key()) {
+            std::cmp::Ordering::Less => Step::Missing,
+            std::cmp::Ordering::Greater => Step::Phantom,
+            std::cmp::Ordering::Equal => {
+                let same = source.diff_version() == replica.diff_version()
+                    && source.diff_hash() == replica.diff_hash();
+                if same { Step::Equal } else { Step::Changed }
+            }
+        }),
     }
 }
 
@@ -179,7 +177,9 @@ where
     /// Consumes the replica head; only called after a peek saw one.
     fn take_replica(&mut self) -> Result<R, MergeError<E>> {
         let Some(taken) = take_head(&mut self.replica, Side::Replica) else {
-            return Err(MergeError::Exhausted { side: Side::Replica });
+            return Err(MergeError::Exhausted {
+                side: Side::Replica,
+            });
         };
         let item = taken?;
         check_order(&mut self.last_replica_key, item.diff_key(), Side::Replica)?;
@@ -219,7 +219,11 @@ fn take_head<T, E, I>(iterator: &mut Peekable<I>, side: Side) -> Option<Result<T
 where
     I: Iterator<Item = Result<T, E>>,
 {
-    Some(iterator.next()?.map_err(|error| MergeError::Input { side, error }))
+    Some(
+        iterator
+            .next()?
+            .map_err(|error| MergeError::Input { side, error }),
+    )
 }
 
 fn check_order<K: Ord + Clone + std::fmt::Debug, E>(

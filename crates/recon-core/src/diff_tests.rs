@@ -49,7 +49,10 @@ fn ok_stream(items: Vec<Item>) -> impl Iterator<Item = Result<Item, Infallible>>
 fn table_strategy() -> impl Strategy<Value = Table> {
     prop::collection::btree_map(
         "[a-d]{1,3}",
-        ((0u64..3, 0u64..20).prop_map(|(g, s)| Version::new(g, s)), "[xy]{0,2}"),
+        (
+            (0u64..3, 0u64..20).prop_map(|(g, s)| Version::new(g, s)),
+            "[xy]{0,2}",
+        ),
         0..40,
     )
 }
@@ -161,13 +164,17 @@ fn same_version_different_data_is_changed() {
 #[test]
 fn source_error_stops_the_merge_before_any_later_phantom() {
     let source = vec![Ok(item("a", 1)), Err("page 2 failed"), Ok(item("z", 1))];
-    let replica: Vec<Result<Item, &str>> = vec![Ok(item("a", 1)), Ok(item("m", 1)), Ok(item("n", 1))];
+    let replica: Vec<Result<Item, &str>> =
+        vec![Ok(item("a", 1)), Ok(item("m", 1)), Ok(item("n", 1))];
     let entries: Vec<_> = merge_diff(source.into_iter(), replica.into_iter()).collect();
     assert_eq!(entries.len(), 2, "equal, then the error, then nothing");
     assert!(matches!(entries[0], Ok(DiffEntry::Equal { .. })));
     assert!(matches!(
         entries[1],
-        Err(MergeError::Input { side: Side::Source, .. })
+        Err(MergeError::Input {
+            side: Side::Source,
+            ..
+        })
     ));
 }
 
@@ -177,7 +184,10 @@ fn keys_going_backwards_stop_the_merge() {
     let entries: Vec<_> = merge_diff(ok_stream(source), ok_stream(vec![])).collect();
     assert!(matches!(
         entries.last(),
-        Some(Err(MergeError::OutOfOrder { side: Side::Source, .. }))
+        Some(Err(MergeError::OutOfOrder {
+            side: Side::Source,
+            ..
+        }))
     ));
 }
 
@@ -187,6 +197,9 @@ fn duplicate_keys_stop_the_merge() {
     let entries: Vec<_> = merge_diff(ok_stream(vec![]), ok_stream(replica)).collect();
     assert!(matches!(
         entries.last(),
-        Some(Err(MergeError::OutOfOrder { side: Side::Replica, .. }))
+        Some(Err(MergeError::OutOfOrder {
+            side: Side::Replica,
+            ..
+        }))
     ));
 }

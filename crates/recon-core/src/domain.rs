@@ -387,11 +387,15 @@ mod tests {
 
     #[test]
     fn bad_cursors_are_named() {
-        let error = Kind::Membership.parse_key("no-colon").expect_err("must fail");
+        let error = Kind::Membership
+            .parse_key("no-colon")
+            .expect_err("must fail");
         assert_eq!(error.what, "membership cursor");
         let error = Kind::User.parse_key("").expect_err("must fail");
         assert!(error.to_string().contains("must not be empty"));
-        let error = Kind::User.parse_key(&"x".repeat(300)).expect_err("must fail");
+        let error = Kind::User
+            .parse_key(&"x".repeat(300))
+            .expect_err("must fail");
         assert!(error.to_string().contains("300 bytes"));
         assert!("widgets".parse::<Kind>().is_err());
     }

@@ -242,7 +242,10 @@ mod tests {
     #[test]
     fn upsert_round_trips() {
         let change = Change::Upsert(user_row());
-        assert_eq!(decode_change(&encode_change(&change)).expect("decode"), change);
+        assert_eq!(
+            decode_change(&encode_change(&change)).expect("decode"),
+            change
+        );
     }
 
     #[test]
@@ -253,7 +256,10 @@ mod tests {
             key: EntityKey::pair("g", "u"),
             version: Version::new(1, 3),
         });
-        assert_eq!(decode_change(&encode_change(&change)).expect("decode"), change);
+        assert_eq!(
+            decode_change(&encode_change(&change)).expect("decode"),
+            change
+        );
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! The one apply path, shared by Kafka events and reconciliation.
+//!
+//! A batch is written in one transaction: changes are de-duplicated per
+//! entity (the newest version wins), grouped by kind in upsert order
+//! (tenants first), and each group becomes one multi-row
+//! `INSERT … ON CONFLICT DO UPDATE` in which upserts and tombstones travel
+//! together. The two [`WriteMode`]s differ only in the guard:
+//!
+//! * event form: `DO UPDATE … WHERE (stored version) < (incoming version)`,
+//!   and changes below the generation floor are dropped before writing;
+//! * reconciliation form: no version guard, but the fence is checked and
+//!   raised first, in the same transaction.
+//!
+//! Applying a batch twice has no further effect in either form, so a batch
+//! interrupted half-way (the transaction rolls back) is safe to retry.
+
+use crate::fence::{self, FenceToken};
+use crate::schema::{Table, table};
+use crate::sql::{self, Binder};
+use crate::{Error, Result, Store, error::database};
+use recon_core::{Change, Kind, Record, Version};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::instrument;
+
+/// Most rows in one statement (keeps bound parameters far below the limits
+/// of both backends).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Which of the two forms of the apply path a batch uses (DESIGN §3).
+#[derive(Debug, Clone, Copy)]
+pub enum WriteMode<'a> {
+    /// Kafka events: version-guarded, subject to the generation floor.
+    Event,
+    /// Reconciliation: authoritative, fenced by the plan's epoch.
+    Reconcile(&'a FenceToken),
+}
+
+impl WriteMode<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            WriteMode::Event => "event",
+            WriteMode::Reconcile(_) => "reconcile",
+        }
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Rows inserted or updated (upserts and tombstones).
+    pub written: u64,
+    /// Event-form changes not newer than the stored version (including
+    /// older duplicates within the batch).
+    pub skipped_stale: u64,
+    /// Event-form changes whose generation is below the floor.
+    pub skipped_below_floor: u64,
+}
+
+impl ApplyOutcome {
+    /// Adds another outcome's counts to this one.
+    pub fn add(&mut self, other: ApplyOutcome) {
+        self.written += other.written;
+        self.skipped_stale += other.skipped_stale;
+        self.skipped_below_floor += other.skipped_below_floor;
+    }
+}
+
+/// Identity of an entity across kinds and tenants, for de-duplication.
+type EntityId = (Kind, String, recon_core::EntityKey);
+
+impl Store {
+    /// Applies a batch of changes in one transaction through the one apply
+    /// path, in the given form. Returns what was written and skipped; fails
+    /// with [`Error::StaleEpoch`] (nothing written) when a reconciliation
+    /// batch is fenced off.
+    #[instrument(name = "store.apply_batch", skip_all, fields(changes = changes.len(), mode = mode.name()))]
+    pub async fn apply(&self, changes: &[Change], mode: WriteMode<'_>) -> Result<ApplyOutcome> {
+        for change in changes {
+            validate(change)?;
+        }
+        let transaction = self.connection.begin().await.map_err(database("begin"))?;
+        take_write_lock(&transaction).await?;
+        let mut outcome = ApplyOutcome::default();
+        let selected = match mode {
+            WriteMode::Reconcile(token) => {
+                fence::check_and_raise(&transaction, token).await?;
+                newest_per_entity(changes.iter())
+            }
+            WriteMode::Event => {
+                let floors = fence::floors_for(&transaction, changes).await?;
+                let above_floor = changes.iter().filter(|change| {
+                    change.version().generation >= floors.floor_for(change.tenant_id())
+                });
+                let selected = newest_per_entity(above_floor.clone());
+                outcome.skipped_below_floor = (changes.len() - above_floor.count()) as u64;
+                selected
+            }
+        };
+        let guarded = matches!(mode, WriteMode::Event);
+        let deleted_at_ms = now_ms();
+        for kind in Kind::UPSERT_ORDER {
+            let of_kind: Vec<&Change> = selected
+                .values()
+                .copied()
+                .filter(|c| c.kind() == kind)
+                .collect();
+            for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
+                outcome.written +=
+                    write_chunk(&transaction, table(kind), chunk, guarded, deleted_at_ms).await?;
+            }
+        }
+        for change in selected.values() {
+            if let Change::Delete(deletion) = change
+                && deletion.kind == Kind::Tenant
+            {
+                outcome.written += cascade_tenant_delete(
+                    &transaction,
+                    &deletion.tenant_id,
+                    deletion.version,
+                    guarded,
+                    deleted_at_ms,
+                )
+                .await?;
+            }
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(database("commit batch"))?;
+        if guarded {
+            let considered = changes.len() as u64 - outcome.skipped_below_floor;
+            outcome.skipped_stale = considered.saturating_sub(outcome.written.min(considered));
+        }
+        Ok(outcome)
+    }
+
+    /// Applies Kafka events (event form). Shorthand for
+    /// `apply(changes, WriteMode::Event)`.
+    pub async fn apply_events(&self, changes: &[Change]) -> Result<ApplyOutcome> {
+        self.apply(changes, WriteMode::Event).await
+    }
+
+    /// Applies reconciliation writes under `fence` (reconciliation form).
+    pub async fn apply_reconciliation(
+        &self,
+        fence: &FenceToken,
+        changes: &[Change],
+    ) -> Result<ApplyOutcome> {
+        self.apply(changes, WriteMode::Reconcile(fence)).await
+    }
+}
+
+fn validate(change: &Change) -> Result<()> {
+    if let Change::Upsert(row) = change
+        && let Record::Tenant(tenant) = &row.record
+        && tenant.id != row.tenant_id
+    {
+        return Err(Error::InvalidData(format!(
+            "tenant row {:?} filed under tenant {:?}",
+            tenant.id, row.tenant_id
+        )));
+    }
+    if let Change::Delete(deletion) = change
+        && deletion.kind == Kind::Tenant
+        && deletion.key.primary != deletion.tenant_id
+    {
+        return Err(Error::InvalidData(format!(
+            "tenant deletion {:?} filed under tenant {:?}",
+            deletion.key.primary, deletion.tenant_id
+        )));
+    }
+    Ok(())
+}
+
+/// SQLite upgrades a read transaction to a write one lazily and fails with
+/// "database is locked" if another writer got there first; writing first
+/// takes the lock up front and lets the busy timeout queue writers instead.
+async fn take_write_lock(transaction: &DatabaseTransaction) -> Result<()> {
+    if transaction.get_database_backend() == DbBackend::Sqlite {
+        transaction
+            .execute_unprepared("UPDATE fences SET epoch = epoch WHERE 1 = 0")
+            .await
+            .map_err(database("take write lock"))?;
+    }
+    Ok(())
+}
+
+/// Keeps, per entity, the change with the highest version (the later one on
+/// equal versions), in a deterministic order.
+fn newest_per_entity<'a>(
+    changes: impl Iterator<Item = &'a Change>,
+) -> BTreeMap<EntityId, &'a Change> {
+    let mut newest: BTreeMap<EntityId, &Change> = BTreeMap::new();
+    for change in changes {
+        let id = (change.kind(), change.tenant_id().to_owned(), change.key());
+        match newest.get(&id) {
+            Some(existing) if existing.version() > change.version() => {}
+            _ => {
+                newest.insert(id, change);
+            }
+        }
+    }
+    newest
+}
+
+async fn write_chunk(
+    transaction: &DatabaseTransaction,
+    table: &Table,
+    changes: &[&Change],
+    guarded: bool,
+    deleted_at_ms: i64,
+) -> Result<u64> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let mut binder = Binder::new(transaction.get_database_backend());
+    let mut tuples = Vec::with_capacity(changes.len());
+    for change in changes {
+        tuples.push(binder.bind_tuple(row_values(table, change, deleted_at_ms)?));
+    }
+    let mut columns = table.primary_key();
+    columns.extend_from_slice(table.data_columns);
+    columns.extend_from_slice(&[
+        "generation",
+        "sequence",
+        "row_hash",
+        "deleted",
+        "deleted_at_ms",
+    ]);
+    let key_columns = table.primary_key();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|column| !key_columns.contains(column))
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect();
+    let guard = if guarded {
+        format!(
+            " WHERE ({name}.generation, {name}.sequence) < (excluded.generation, excluded.sequence)",
+            name = table.name
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}{guard}",
+        table.name,
+        columns.join(", "),
+        tuples.join(", "),
+        key_columns.join(", "),
+        updates.join(", ")
+    );
+    let result = transaction
+        .execute_raw(binder.statement(sql))
+        .await
+        .map_err(database("apply batch"))?;
+    Ok(result.rows_affected())
+}
+
+/// Column values of one change, in the order of `write_chunk`'s columns.
+fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<Value>> {
+    let key = change.key();
+    let mut values: Vec<Value> = Vec::with_capacity(10);
+    if table.tenant_scoped {
+        values.push(change.tenant_id().to_owned().into());
+    }
+    values.push(key.primary.clone().into());
+    if let Some(secondary) = &key.secondary {
+        values.push(secondary.clone().into());
+    }
+    match change {
+        Change::Upsert(row) => {
+            values.extend(sql::data_values(&row.record));
+            values.extend(sql::version_values(row.version)?);
+            values.push(row.record.row_hash().to_hex().into());
+            values.push(false.into());
+            values.push(Value::BigInt(None));
+        }
+        Change::Delete(deletion) => {
+            values.extend(sql::tombstone_data_values(table.data_columns.len()));
+            values.extend(sql::version_values(deletion.version)?);
+            values.push(String::new().into());
+            values.push(true.into());
+            values.push(deleted_at_ms.into());
+        }
+    }
+    Ok(values)
+}
+
+/// Deleting a tenant tombstones its live rows at the deletion's version
+/// (event form: only rows older than the deletion).
+async fn cascade_tenant_delete(
+    transaction: &DatabaseTransaction,
+    tenant_id: &str,
+    version: Version,
+    guarded: bool,
+    deleted_at_ms: i64,
+) -> Result<u64> {
+    let mut written = 0;
+    for kind in Kind::TENANT_SCOPED.iter().rev() {
+        let mut binder = Binder::new(transaction.get_database_backend());
+        let [generation, sequence] = sql::version_values(version)?;
+        let set = format!(
+            "deleted = {}, deleted_at_ms = {}, generation = {}, sequence = {}, row_hash = ''",
+            binder.bind(true),
+            binder.bind(deleted_at_ms),
+            binder.bind(generation.clone()),
+            binder.bind(sequence.clone())
+        );
+        let mut condition = format!(
+            "tenant_id = {} AND deleted = {}",
+            binder.bind(tenant_id),
+            binder.bind(false)
+        );
+        if guarded {
+            condition.push_str(&format!(
+                " AND (generation, sequence) < ({}, {})",
+                binder.bind(generation),
+                binder.bind(sequence)
+            ));
+        }
+        let sql = format!("UPDATE {} SET {set} WHERE {condition}", table(*kind).name);
+        let result = transaction
+            .execute_raw(binder.statement(sql))
+            .await
+            .map_err(database("cascade tenant delete"))?;
+        written += result.rows_affected();
+    }
+    Ok(written)
+}
+
+fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Per-tenant floors read for one batch; see [`fence::floors_for`].
+#[derive(Debug, Default)]
+pub(crate) struct Floors {
+    /// Floor of the whole store (`*` scope).
+    pub global: u64,
+    /// Floors of individual tenants.
+    pub per_tenant: HashMap<String, u64>,
+}
+
+impl Floors {
+    /// The generation below which events of `tenant_id` are skipped.
+    pub fn floor_for(&self, tenant_id: &str) -> u64 {
+        let tenant_floor = self.per_tenant.get(tenant_id).copied().unwrap_or(0);
+        tenant_floor.max(self.global)
+    }
+}

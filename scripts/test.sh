@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs recon's whole test suite against real services on loopback.
+#
+# Installs what is missing (Debian packages: postgresql, etcd-server,
+# etcd-client, protobuf-compiler), starts a throw-away PostgreSQL cluster and
+# etcd member in a temporary directory, runs `cargo test --workspace`, and
+# stops everything again, whatever the outcome. Extra arguments go to
+# `cargo test` (e.g. `scripts/test.sh -p recon-core`).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_PORT="${RECON_TEST_PG_PORT:-54329}"
+ETCD_PORT="${RECON_TEST_ETCD_PORT:-23790}"
+ETCD_PEER_PORT="$((ETCD_PORT + 10))"
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_missing_packages() {
+  local missing=()
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v etcdctl >/dev/null || missing+=(etcd-client)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+WORK_DIR=""
+PG_BIN=""
+cleanup() {
+  local status=$?
+  if [ -n "$PG_BIN" ] && [ -f "$WORK_DIR/pg/postmaster.pid" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK_DIR/pg" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "${ETCD_PID:-}" ]; then kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; fi
+  [ -n "$WORK_DIR" ] && rm -rf "$WORK_DIR"
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+start_postgres() {
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+  mkdir -p "$WORK_DIR/pg"
+  chown postgres "$WORK_DIR" "$WORK_DIR/pg"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK_DIR/pg" -A trust -U postgres >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK_DIR/pg" -w -l "$WORK_DIR/pg/log" \
+    -o "-p $PG_PORT -k $WORK_DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off" start >/dev/null
+  export RECON_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  log "PostgreSQL on 127.0.0.1:$PG_PORT"
+}
+
+start_etcd() {
+  etcd --name recon-test --data-dir "$WORK_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "recon-test=http://127.0.0.1:$ETCD_PEER_PORT" >"$WORK_DIR/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  export RECON_TEST_ETCD_ENDPOINTS="http://127.0.0.1:$ETCD_PORT"
+  for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$RECON_TEST_ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1; then
+      log "etcd on 127.0.0.1:$ETCD_PORT"
+      return
+    fi
+    sleep 0.1
+  done
+  log "etcd did not become healthy"; cat "$WORK_DIR/etcd.log" >&2; return 1
+}
+
+install_missing_packages
+WORK_DIR="$(mktemp -d /tmp/recon-test.XXXXXX)"
+chmod 755 "$WORK_DIR"
+start_postgres
+start_etcd
+
+cd "$ROOT"
+log "cargo test --workspace $*"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,637 @@
+//! Conformance suite of the replica store, run against SQLite and a real
+//! PostgreSQL: the version guard, tombstones, the generation floor, the
+//! reconciliation form, batching, the fence, and key-ordered range reads.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use recon_core::{
+    Change, Deletion, EntityKey, Group, Kind, Membership, Record, Row, Tenant, User, UserStatus,
+    Version,
+};
+use recon_store::{ErrorKind, FenceToken, GLOBAL_SCOPE, KeyRange, Store, WriteMode};
+use recon_tests::{Backend, TestDatabase};
+use std::collections::BTreeSet;
+
+async fn store(backend: Backend) -> (Store, TestDatabase) {
+    let database = TestDatabase::create(backend).await.expect("test database");
+    let store = Store::connect(&database.url).await.expect("connect store");
+    (store, database)
+}
+
+fn user(tenant: &str, id: &str, name: &str, version: Version) -> Change {
+    Change::Upsert(Row {
+        tenant_id: tenant.into(),
+        record: Record::User(User {
+            id: id.into(),
+            email: format!("{id}@example.test"),
+            display_name: name.into(),
+            status: UserStatus::Active,
+        }),
+        version,
+    })
+}
+
+fn delete(tenant: &str, kind: Kind, key: EntityKey, version: Version) -> Change {
+    Change::Delete(Deletion {
+        tenant_id: tenant.into(),
+        kind,
+        key,
+        version,
+    })
+}
+
+fn tenant(id: &str, version: Version) -> Change {
+    Change::Upsert(Row {
+        tenant_id: id.into(),
+        record: Record::Tenant(Tenant {
+            id: id.into(),
+            name: format!("tenant {id}"),
+        }),
+        version,
+    })
+}
+
+fn membership(tenant: &str, group: &str, user: &str, version: Version) -> Change {
+    Change::Upsert(Row {
+        tenant_id: tenant.into(),
+        record: Record::Membership(Membership {
+            group_id: group.into(),
+            user_id: user.into(),
+        }),
+        version,
+    })
+}
+
+/// The live user `id` of `tenant` as (display name, version), if any.
+async fn live_user(store: &Store, tenant: &str, id: &str) -> Option<(String, Version)> {
+    let range = KeyRange {
+        after: None,
+        until: Some(EntityKey::id(id)),
+    };
+    let page = store
+        .read_page(tenant, Kind::User, &range, 10_000)
+        .await
+        .expect("read");
+    page.into_iter()
+        .find(|row| row.key == EntityKey::id(id))
+        .map(|row| match row.row.record {
+            Record::User(user) => (user.display_name, row.row.version),
+            other => panic!("not a user: {other:?}"),
+        })
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(recon_tests::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(recon_tests::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    tombstone_stops_an_older_create,
+    events_below_the_generation_floor_are_skipped,
+    reconciliation_form_overwrites_a_newer_version,
+    batched_apply_keeps_the_newest_of_duplicates,
+    fence_rejects_an_older_epoch_and_writes_nothing,
+    global_fence_covers_every_scope,
+    range_reads_are_key_ordered_bytewise,
+    tenant_delete_tombstones_its_rows,
+    purge_removes_old_tombstones_only,
+);
+
+async fn tombstone_stops_an_older_create(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[user("t", "u", "first", Version::new(1, 1))])
+        .await
+        .expect("create");
+    store
+        .apply_events(&[delete(
+            "t",
+            Kind::User,
+            EntityKey::id("u"),
+            Version::new(1, 5),
+        )])
+        .await
+        .expect("delete");
+    let outcome = store
+        .apply_events(&[user("t", "u", "replayed", Version::new(1, 3))])
+        .await
+        .expect("replay");
+    assert_eq!(outcome.written, 0);
+    assert_eq!(outcome.skipped_stale, 1);
+    assert_eq!(
+        live_user(&store, "t", "u").await,
+        None,
+        "an older create resurrected the row"
+    );
+    store
+        .apply_events(&[user("t", "u", "recreated", Version::new(1, 6))])
+        .await
+        .expect("recreate");
+    assert_eq!(
+        live_user(&store, "t", "u").await,
+        Some(("recreated".into(), Version::new(1, 6)))
+    );
+}
+
+async fn events_below_the_generation_floor_are_skipped(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let fence = FenceToken::new("t", 1);
+    store
+        .apply_events(&[user("t", "u", "gen1", Version::new(1, 10))])
+        .await
+        .expect("seed");
+    store
+        .raise_generation_floor(&fence, "t", 2)
+        .await
+        .expect("raise floor");
+    assert_eq!(store.generation_floor("t").await.expect("floor"), 2);
+    let outcome = store
+        .apply_events(&[
+            user("t", "u", "old generation", Version::new(1, 99)),
+            user("t", "v", "new", Version::new(2, 1)),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(outcome.skipped_below_floor, 1);
+    assert_eq!(outcome.written, 1);
+    assert_eq!(
+        live_user(&store, "t", "u").await,
+        Some(("gen1".into(), Version::new(1, 10)))
+    );
+    // The floor never goes down, and another tenant is not affected.
+    store
+        .raise_generation_floor(&fence, "t", 1)
+        .await
+        .expect("lower is a no-op");
+    assert_eq!(store.generation_floor("t").await.expect("floor"), 2);
+    assert_eq!(store.generation_floor("other").await.expect("floor"), 0);
+    // The global floor applies to every tenant.
+    store
+        .raise_generation_floor(&fence, GLOBAL_SCOPE, 3)
+        .await
+        .expect("global floor");
+    assert_eq!(store.generation_floor("other").await.expect("floor"), 3);
+}
+
+async fn reconciliation_form_overwrites_a_newer_version(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[user("t", "u", "phantom future", Version::new(1, 50))])
+        .await
+        .expect("seed");
+    // After a restore the source went back to (2, 7) — older by sequence, but
+    // the truth. Even an older generation is written by the reconciliation form.
+    let fence = FenceToken::new("t", 3);
+    let outcome = store
+        .apply(
+            &[user("t", "u", "restored truth", Version::new(1, 7))],
+            WriteMode::Reconcile(&fence),
+        )
+        .await
+        .expect("reconcile");
+    assert_eq!(outcome.written, 1);
+    assert_eq!(
+        live_user(&store, "t", "u").await,
+        Some(("restored truth".into(), Version::new(1, 7)))
+    );
+    // A phantom gets a tombstone at the page's watermark, whatever it held.
+    store
+        .apply_reconciliation(
+            &fence,
+            &[delete(
+                "t",
+                Kind::User,
+                EntityKey::id("u"),
+                Version::new(1, 8),
+            )],
+        )
+        .await
+        .expect("tombstone");
+    assert_eq!(live_user(&store, "t", "u").await, None);
+}
+
+async fn batched_apply_keeps_the_newest_of_duplicates(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let mut batch = Vec::new();
+    for index in 0..1_200u64 {
+        batch.push(user(
+            "t",
+            &format!("u{index:05}"),
+            "v1",
+            Version::new(1, index + 1),
+        ));
+    }
+    // Duplicates within the batch, newest not last.
+    batch.push(user("t", "dup", "newest", Version::new(1, 5_000)));
+    batch.push(user("t", "dup", "older", Version::new(1, 4_000)));
+    batch.push(delete(
+        "t",
+        Kind::User,
+        EntityKey::id("gone"),
+        Version::new(1, 6_000),
+    ));
+    batch.push(user(
+        "t",
+        "gone",
+        "older than its deletion",
+        Version::new(1, 5_999),
+    ));
+    let outcome = store.apply_events(&batch).await.expect("apply");
+    assert_eq!(
+        outcome.written, 1_202,
+        "1200 users, dup once, one tombstone"
+    );
+    assert_eq!(outcome.skipped_stale, 2);
+    assert_eq!(
+        store.count_live("t", Kind::User).await.expect("count"),
+        1_201
+    );
+    assert_eq!(
+        live_user(&store, "t", "dup").await,
+        Some(("newest".into(), Version::new(1, 5_000)))
+    );
+    assert_eq!(live_user(&store, "t", "gone").await, None);
+    // Applying the same batch again changes nothing.
+    let again = store.apply_events(&batch).await.expect("apply again");
+    assert_eq!(again.written, 0);
+}
+
+async fn fence_rejects_an_older_epoch_and_writes_nothing(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let current = FenceToken::new("t", 7);
+    store
+        .apply_reconciliation(
+            &current,
+            &[user("t", "u", "by epoch 7", Version::new(1, 1))],
+        )
+        .await
+        .expect("epoch 7");
+    let zombie = FenceToken::new("t", 6);
+    let error = store
+        .apply_reconciliation(
+            &zombie,
+            &[
+                user("t", "u", "by zombie", Version::new(1, 2)),
+                user("t", "z", "zombie row", Version::new(1, 3)),
+            ],
+        )
+        .await
+        .expect_err("epoch 6 must be rejected");
+    assert_eq!(error.kind(), ErrorKind::StaleEpoch, "{error}");
+    assert!(error.to_string().contains("stale epoch 6"), "{error}");
+    assert_eq!(
+        live_user(&store, "t", "u").await,
+        Some(("by epoch 7".into(), Version::new(1, 1)))
+    );
+    assert_eq!(
+        live_user(&store, "t", "z").await,
+        None,
+        "part of a fenced batch landed"
+    );
+    // The same epoch may keep writing, a newer one takes over.
+    store
+        .apply_reconciliation(&current, &[user("t", "u", "still 7", Version::new(1, 4))])
+        .await
+        .expect("same epoch");
+    store
+        .apply_reconciliation(
+            &FenceToken::new("t", 8),
+            &[user("t", "u", "by 8", Version::new(1, 5))],
+        )
+        .await
+        .expect("epoch 8");
+    let error = store
+        .raise_generation_floor(&current, "t", 9)
+        .await
+        .expect_err("floor raise is fenced too");
+    assert_eq!(error.kind(), ErrorKind::StaleEpoch);
+    assert_eq!(store.generation_floor("t").await.expect("floor"), 0);
+}
+
+async fn global_fence_covers_every_scope(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .raise_fence(&FenceToken::new(GLOBAL_SCOPE, 10))
+        .await
+        .expect("new leader raises global fence");
+    let error = store
+        .apply_reconciliation(
+            &FenceToken::new("never-touched-tenant", 9),
+            &[user(
+                "never-touched-tenant",
+                "u",
+                "zombie",
+                Version::new(1, 1),
+            )],
+        )
+        .await
+        .expect_err("zombie epoch 9 must be rejected on any scope");
+    assert_eq!(error.kind(), ErrorKind::StaleEpoch);
+    assert_eq!(
+        store
+            .count_live("never-touched-tenant", Kind::User)
+            .await
+            .expect("count"),
+        0
+    );
+    let error = store
+        .raise_fence(&FenceToken::new(GLOBAL_SCOPE, 9))
+        .await
+        .expect_err("older leader");
+    assert_eq!(error.kind(), ErrorKind::StaleEpoch);
+}
+
+async fn range_reads_are_key_ordered_bytewise(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    // Upper case sorts before lower case, '-' before digits, multi-byte after ASCII.
+    let ids = ["b", "B", "a-1", "a1", "a", "Z", "é", "~", "a-", "0"];
+    let batch: Vec<Change> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| user("t", id, "n", Version::new(1, index as u64 + 1)))
+        .collect();
+    store.apply_events(&batch).await.expect("apply");
+    store
+        .apply_events(&[user("other-tenant", "a0", "n", Version::new(1, 1))])
+        .await
+        .expect("other tenant");
+    let expected: Vec<String> = ids
+        .iter()
+        .map(|id| id.to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let read: Vec<String> = read_all(&store, "t", Kind::User, KeyRange::all(), 3).await;
+    assert_eq!(read, expected);
+    // (after, until] bounds.
+    let range = KeyRange {
+        after: Some(EntityKey::id("B")),
+        until: Some(EntityKey::id("a1")),
+    };
+    let bounded = read_all(&store, "t", Kind::User, range.clone(), 2).await;
+    let expected_bounded: Vec<String> = expected
+        .iter()
+        .filter(|id| range.contains(&EntityKey::id(id.as_str())))
+        .cloned()
+        .collect();
+    assert_eq!(bounded, expected_bounded);
+    assert_eq!(bounded.first().map(String::as_str), Some("Z"));
+    // Memberships order by (group_id, user_id), not by the joined string:
+    // "a:z" < "a-:b" as tuples, but ":" (0x3a) > "-" (0x2d) as strings.
+    let memberships = [("a-", "b"), ("a", "z"), ("a", "b")];
+    let batch: Vec<Change> = memberships
+        .iter()
+        .map(|(g, u)| membership("t", g, u, Version::new(1, 1)))
+        .collect();
+    store.apply_events(&batch).await.expect("memberships");
+    let read = read_all(&store, "t", Kind::Membership, KeyRange::all(), 1).await;
+    assert_eq!(read, vec!["a:b", "a:z", "a-:b"]);
+    let after = KeyRange {
+        after: Some(EntityKey::pair("a", "b")),
+        until: None,
+    };
+    assert_eq!(
+        read_all(&store, "t", Kind::Membership, after, 10).await,
+        vec!["a:z", "a-:b"]
+    );
+}
+
+async fn read_all(
+    store: &Store,
+    tenant: &str,
+    kind: Kind,
+    range: KeyRange,
+    page_size: u64,
+) -> Vec<String> {
+    use futures::TryStreamExt;
+    let rows: Vec<_> = store
+        .stream_range(tenant, kind, range, page_size)
+        .try_collect()
+        .await
+        .expect("stream");
+    rows.into_iter().map(|row| row.key.to_string()).collect()
+}
+
+async fn tenant_delete_tombstones_its_rows(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[
+            tenant("t", Version::new(1, 1)),
+            user("t", "u", "n", Version::new(1, 2)),
+            Change::Upsert(Row {
+                tenant_id: "t".into(),
+                record: Record::Group(Group {
+                    id: "g".into(),
+                    name: "G".into(),
+                }),
+                version: Version::new(1, 3),
+            }),
+            membership("t", "g", "u", Version::new(1, 4)),
+            user(
+                "t",
+                "late",
+                "created after the deletion",
+                Version::new(1, 20),
+            ),
+            tenant("keep", Version::new(1, 5)),
+            user("keep", "u", "n", Version::new(1, 6)),
+        ])
+        .await
+        .expect("seed");
+    store
+        .apply_events(&[delete(
+            "t",
+            Kind::Tenant,
+            EntityKey::id("t"),
+            Version::new(1, 10),
+        )])
+        .await
+        .expect("delete tenant");
+    assert_eq!(store.count_live("t", Kind::Group).await.expect("count"), 0);
+    assert_eq!(
+        store
+            .count_live("t", Kind::Membership)
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(
+        read_all(&store, "t", Kind::User, KeyRange::all(), 10).await,
+        vec!["late"],
+        "event form spares newer rows"
+    );
+    assert_eq!(
+        read_all(&store, "", Kind::Tenant, KeyRange::all(), 10).await,
+        vec!["keep"]
+    );
+    assert_eq!(
+        store.count_live("keep", Kind::User).await.expect("count"),
+        1
+    );
+    // The reconciliation form removes everything of a tenant the source lost.
+    store
+        .apply_reconciliation(
+            &FenceToken::new("t", 1),
+            &[delete(
+                "t",
+                Kind::Tenant,
+                EntityKey::id("t"),
+                Version::new(1, 11),
+            )],
+        )
+        .await
+        .expect("reconcile delete");
+    assert_eq!(store.count_live("t", Kind::User).await.expect("count"), 0);
+}
+
+async fn purge_removes_old_tombstones_only(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[
+            user("t", "live", "n", Version::new(1, 1)),
+            delete("t", Kind::User, EntityKey::id("dead"), Version::new(1, 2)),
+        ])
+        .await
+        .expect("seed");
+    assert_eq!(
+        store
+            .purge_tombstones(std::time::Duration::from_secs(3600))
+            .await
+            .expect("purge"),
+        0,
+        "too young"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        store
+            .purge_tombstones(std::time::Duration::ZERO)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(store.count_live("t", Kind::User).await.expect("count"), 1);
+    // With the tombstone gone (after retention), the row may be created again.
+    store
+        .apply_events(&[user("t", "dead", "back", Version::new(1, 1))])
+        .await
+        .expect("recreate");
+    assert!(live_user(&store, "t", "dead").await.is_some());
+}
+
+/// One entity's history: upserts and deletions at distinct versions.
+fn history_strategy() -> impl Strategy<Value = Vec<(u64, bool)>> {
+    prop::collection::btree_set(1u64..200, 1..8).prop_flat_map(|sequences| {
+        let sequences: Vec<u64> = sequences.into_iter().collect();
+        let length = sequences.len();
+        (
+            Just(sequences),
+            prop::collection::vec(any::<bool>(), length),
+        )
+            .prop_map(|(sequences, deletes)| sequences.into_iter().zip(deletes).collect::<Vec<_>>())
+    })
+}
+
+fn permutation_with_duplicates(
+    history: Vec<(u64, bool)>,
+) -> impl Strategy<Value = Vec<(u64, bool)>> {
+    let length = history.len();
+    (Just(history), prop::collection::vec(0..length, 0..4)).prop_flat_map(
+        |(history, duplicate_indices)| {
+            let mut events = history.clone();
+            events.extend(duplicate_indices.into_iter().map(|index| history[index]));
+            Just(events).prop_shuffle()
+        },
+    )
+}
+
+/// Any permutation of an entity's history, duplicates included, applied one
+/// event per batch or all in one batch, ends at the newest version.
+fn version_guard_property(backend: Backend) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (store, _db) = runtime.block_on(store(backend));
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = history_strategy().prop_flat_map(|history| {
+        (
+            Just(history.clone()),
+            permutation_with_duplicates(history),
+            any::<bool>(),
+        )
+    });
+    let case = std::sync::atomic::AtomicU64::new(0);
+    runner
+        .run(&strategy, |(history, events, one_batch)| {
+            let id = format!(
+                "entity-{}",
+                case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let changes: Vec<Change> = events
+                .iter()
+                .map(|(sequence, is_delete)| {
+                    let version = Version::new(1, *sequence);
+                    if *is_delete {
+                        delete("t", Kind::User, EntityKey::id(&id), version)
+                    } else {
+                        user("t", &id, &format!("name at {sequence}"), version)
+                    }
+                })
+                .collect();
+            let (newest_sequence, newest_is_delete) =
+                *history.iter().max().expect("non-empty history");
+            let live = runtime.block_on(async {
+                if one_batch {
+                    store.apply_events(&changes).await.expect("apply batch");
+                } else {
+                    for change in &changes {
+                        store
+                            .apply_events(std::slice::from_ref(change))
+                            .await
+                            .expect("apply one");
+                    }
+                }
+                live_user(&store, "t", &id).await
+            });
+            if newest_is_delete {
+                prop_assert_eq!(live, None);
+            } else {
+                prop_assert_eq!(
+                    live,
+                    Some((
+                        format!("name at {newest_sequence}"),
+                        Version::new(1, newest_sequence)
+                    ))
+                );
+            }
+            Ok(())
+        })
+        .expect("version guard holds for every permutation");
+}
+
+#[test]
+fn version_guard_any_permutation_sqlite() {
+    version_guard_property(Backend::Sqlite);
+}
+
+#[test]
+fn version_guard_any_permutation_postgres() {
+    version_guard_property(Backend::Postgres);
+}
