@@ -1,0 +1,178 @@
+//! Schema migrations of the monolith's database (sea-orm-migration).
+//!
+//! The schema is written as SQL once and specialised per backend: ids are
+//! `TEXT COLLATE "C"` on PostgreSQL so that they sort byte-wise, like
+//! SQLite's default `BINARY` collation already does.
+
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_query::{Alias, IntoIden};
+
+/// Runs the monolith's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(InitialSchema)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new("monolith_migrations").into_iden()
+    }
+}
+
+/// The first schema: data tables, meta counter, outbox, backups.
+struct InitialSchema;
+
+impl MigrationName for InitialSchema {
+    fn name(&self) -> &str {
+        "m0001_initial_schema"
+    }
+}
+
+const INITIAL_SCHEMA: &str = r#"
+CREATE TABLE meta (
+    id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL
+);
+INSERT INTO meta (id, generation, sequence) VALUES (1, 1, 0);
+CREATE TABLE tenants (
+    id {ID} NOT NULL PRIMARY KEY,
+    name TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL
+);
+CREATE TABLE users (
+    tenant_id {ID} NOT NULL REFERENCES tenants (id),
+    id {ID} NOT NULL,
+    email TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE "groups" (
+    tenant_id {ID} NOT NULL REFERENCES tenants (id),
+    id {ID} NOT NULL,
+    name TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE memberships (
+    tenant_id {ID} NOT NULL,
+    group_id {ID} NOT NULL,
+    user_id {ID} NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, group_id, user_id),
+    FOREIGN KEY (tenant_id, group_id) REFERENCES "groups" (tenant_id, id),
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id)
+);
+CREATE INDEX memberships_by_user ON memberships (tenant_id, user_id);
+CREATE TABLE outbox (
+    id {SERIAL},
+    tenant_id TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    payload {BYTES} NOT NULL,
+    published_at_ms BIGINT NULL
+);
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at_ms IS NULL;
+CREATE TABLE backups (
+    id {SERIAL},
+    created_at_ms BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL
+);
+CREATE TABLE backup_tenants (
+    backup_id BIGINT NOT NULL REFERENCES backups (id),
+    id {ID} NOT NULL,
+    name TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (backup_id, id)
+);
+CREATE TABLE backup_users (
+    backup_id BIGINT NOT NULL REFERENCES backups (id),
+    tenant_id {ID} NOT NULL,
+    id {ID} NOT NULL,
+    email TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (backup_id, tenant_id, id)
+);
+CREATE TABLE backup_groups (
+    backup_id BIGINT NOT NULL REFERENCES backups (id),
+    tenant_id {ID} NOT NULL,
+    id {ID} NOT NULL,
+    name TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (backup_id, tenant_id, id)
+);
+CREATE TABLE backup_memberships (
+    backup_id BIGINT NOT NULL REFERENCES backups (id),
+    tenant_id {ID} NOT NULL,
+    group_id {ID} NOT NULL,
+    user_id {ID} NOT NULL,
+    generation BIGINT NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (backup_id, tenant_id, group_id, user_id)
+)
+"#;
+
+/// The initial schema's statements for one backend.
+fn initial_schema_statements(backend: DbBackend) -> Vec<String> {
+    let (id_type, serial, bytes) = match backend {
+        DbBackend::Postgres => (r#"TEXT COLLATE "C""#, "BIGSERIAL PRIMARY KEY", "BYTEA"),
+        _ => ("TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+    };
+    INITIAL_SCHEMA
+        .replace("{ID}", id_type)
+        .replace("{SERIAL}", serial)
+        .replace("{BYTES}", bytes)
+        .split(';')
+        .map(str::trim)
+        .filter(|statement| !statement.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InitialSchema {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let connection = manager.get_connection();
+        for statement in initial_schema_statements(manager.get_database_backend()) {
+            connection.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_ids_sort_bytewise() {
+        let statements = initial_schema_statements(DbBackend::Postgres);
+        let tenants = statements
+            .iter()
+            .find(|statement| statement.starts_with("CREATE TABLE tenants"))
+            .expect("tenants table");
+        assert!(tenants.contains(r#"id TEXT COLLATE "C" NOT NULL"#));
+        let sqlite = initial_schema_statements(DbBackend::Sqlite);
+        assert!(
+            sqlite
+                .iter()
+                .all(|statement| !statement.contains("COLLATE"))
+        );
+        assert!(sqlite.iter().all(|statement| !statement.contains('{')));
+    }
+}

@@ -1,0 +1,195 @@
+//! The Source API read routes (contract: `proto/source-api.openapi.json`):
+//!
+//! * `GET /v1/tenants?after=<id>&limit=<n>`
+//! * `GET /v1/tenants/{tenant_id}/users|groups?after=<id>&limit=<n>`
+//! * `GET /v1/tenants/{tenant_id}/memberships?after=<group_id>:<user_id>&limit=<n>`
+//! * `GET /v1/tenants/{tenant_id}/counts`
+//!
+//! Query parameters other than `after` and `limit` are refused (400), so a
+//! client's typo does not silently read the wrong thing.
+
+use super::wire::{Item, PageBody};
+use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::error::Error;
+use crate::read::{Counts, DEFAULT_PAGE_LIMIT, Page, validate_limit};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use recon_core::domain::validate_id;
+use recon_core::{EntityKey, Kind};
+
+/// The read routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/{tenant_id}/users", get(list_users))
+        .route("/v1/tenants/{tenant_id}/groups", get(list_groups))
+        .route("/v1/tenants/{tenant_id}/memberships", get(list_memberships))
+        .route("/v1/tenants/{tenant_id}/counts", get(counts))
+}
+
+/// The parsed `after` and `limit` parameters.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageParams {
+    /// The key to start after, if any.
+    pub after: Option<EntityKey>,
+    /// The page size.
+    pub limit: u32,
+}
+
+/// Parses a page request's query parameters for `kind`. Errors name the
+/// parameter: unknown or repeated parameters, a malformed `after`, a `limit`
+/// that is not an integer in `1..=10000`.
+pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageParams, Error> {
+    let mut after = None;
+    let mut limit = None;
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "after" => &mut after,
+            "limit" => &mut limit,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown query parameter `{other}`; allowed are `after` and `limit`"
+                )));
+            }
+        };
+        if slot.replace(value.as_str()).is_some() {
+            return Err(Error::BadRequest(format!(
+                "query parameter `{name}` is given more than once"
+            )));
+        }
+    }
+    let after = match after {
+        None => None,
+        Some(text) => Some(kind.parse_key(text).map_err(|invalid| {
+            Error::BadRequest(format!("invalid query parameter `after`: {invalid}"))
+        })?),
+    };
+    let limit = match limit {
+        None => DEFAULT_PAGE_LIMIT,
+        Some(text) => text.parse::<u32>().map_err(|_| {
+            Error::BadRequest(format!(
+                "query parameter `limit` must be an integer between 1 and {}, got {text:?}",
+                crate::read::MAX_PAGE_LIMIT
+            ))
+        })?,
+    };
+    validate_limit(limit)?;
+    Ok(PageParams { after, limit })
+}
+
+fn page_body(page: Page) -> PageBody {
+    PageBody {
+        items: page.rows.into_iter().map(Item::of).collect(),
+        watermark: page.watermark,
+        next_after: page.next_after.map(|key| key.to_string()),
+    }
+}
+
+fn checked_tenant_id(tenant_id: &str) -> Result<(), ApiError> {
+    validate_id("tenant id", tenant_id).map_err(ApiError::from)
+}
+
+async fn list_tenants(
+    State(state): State<AppState>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<PageBody>, ApiError> {
+    let params = parse_page_params(&pairs, Kind::Tenant)?;
+    let after = params.after.as_ref().map(|key| key.primary.as_str());
+    let page = state.monolith.list_tenants(after, params.limit).await?;
+    Ok(Json(page_body(page)))
+}
+
+async fn list_of_kind(
+    state: AppState,
+    tenant_id: String,
+    pairs: Vec<(String, String)>,
+    kind: Kind,
+) -> Result<Json<PageBody>, ApiError> {
+    checked_tenant_id(&tenant_id)?;
+    let params = parse_page_params(&pairs, kind)?;
+    let page = state
+        .monolith
+        .list_entities(&tenant_id, kind, params.after.as_ref(), params.limit)
+        .await?;
+    Ok(Json(page_body(page)))
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<PageBody>, ApiError> {
+    list_of_kind(state, tenant_id, pairs, Kind::User).await
+}
+
+async fn list_groups(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<PageBody>, ApiError> {
+    list_of_kind(state, tenant_id, pairs, Kind::Group).await
+}
+
+async fn list_memberships(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<PageBody>, ApiError> {
+    list_of_kind(state, tenant_id, pairs, Kind::Membership).await
+}
+
+async fn counts(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Counts>, ApiError> {
+    checked_tenant_id(&tenant_id)?;
+    if let Some((name, _)) = pairs.first() {
+        return Err(Error::BadRequest(format!(
+            "unknown query parameter `{name}`; counts take no parameters"
+        ))
+        .into());
+    }
+    Ok(Json(state.monolith.counts(&tenant_id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        let params = parse_page_params(&[], Kind::User).expect("defaults");
+        assert_eq!(params.limit, DEFAULT_PAGE_LIMIT);
+        assert_eq!(params.after, None);
+        for bad in ["0", "10001", "abc", "-1", ""] {
+            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::User)
+                .expect_err("bad limit must fail");
+            assert!(error.to_string().contains("`limit`"), "{error}");
+        }
+        let params = parse_page_params(&pairs(&[("limit", "10000")]), Kind::User).expect("max");
+        assert_eq!(params.limit, 10_000);
+    }
+
+    #[test]
+    fn names_bad_parameters() {
+        let error = parse_page_params(&pairs(&[("offset", "5")]), Kind::User).expect_err("unknown");
+        assert!(error.to_string().contains("`offset`"));
+        let error = parse_page_params(&pairs(&[("after", "g1")]), Kind::Membership)
+            .expect_err("membership cursor needs a colon");
+        assert!(error.to_string().contains("`after`"));
+        let error = parse_page_params(&pairs(&[("limit", "1"), ("limit", "2")]), Kind::User)
+            .expect_err("repeated");
+        assert!(error.to_string().contains("more than once"));
+        let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::Membership).expect("ok");
+        assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
+    }
+}

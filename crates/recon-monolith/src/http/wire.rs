@@ -1,0 +1,151 @@
+//! JSON shapes of the HTTP interface. The read side's shapes are the
+//! Source API contract (`proto/source-api.openapi.json`); clients must
+//! ignore fields they do not know.
+
+use recon_core::{Record, Row, UserStatus, Version};
+use serde::{Deserialize, Serialize};
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, naming the offending parameter or field.
+    pub error: String,
+}
+
+/// A tenant as listed by the Source API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantItem {
+    /// Tenant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Version of the last change.
+    pub version: Version,
+}
+
+/// A user as listed by the Source API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserItem {
+    /// User id.
+    pub id: String,
+    /// E-mail address.
+    pub email: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// `active` or `disabled`.
+    pub status: UserStatus,
+    /// Version of the last change.
+    pub version: Version,
+}
+
+/// A group as listed by the Source API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupItem {
+    /// Group id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Version of the last change.
+    pub version: Version,
+}
+
+/// A membership as listed by the Source API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipItem {
+    /// The group.
+    pub group_id: String,
+    /// The member.
+    pub user_id: String,
+    /// Version of the last change.
+    pub version: Version,
+}
+
+/// One item of a page, of any kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Item {
+    /// A user (tried before a tenant: it has more required fields).
+    User(UserItem),
+    /// A tenant or a group (same shape).
+    Tenant(TenantItem),
+    /// A membership.
+    Membership(MembershipItem),
+}
+
+impl Item {
+    /// The item of a row.
+    pub fn of(row: Row) -> Item {
+        let version = row.version;
+        match row.record {
+            Record::Tenant(tenant) => Item::Tenant(TenantItem {
+                id: tenant.id,
+                name: tenant.name,
+                version,
+            }),
+            Record::User(user) => Item::User(UserItem {
+                id: user.id,
+                email: user.email,
+                display_name: user.display_name,
+                status: user.status,
+                version,
+            }),
+            Record::Group(group) => Item::Tenant(TenantItem {
+                id: group.id,
+                name: group.name,
+                version,
+            }),
+            Record::Membership(membership) => Item::Membership(MembershipItem {
+                group_id: membership.group_id,
+                user_id: membership.user_id,
+                version,
+            }),
+        }
+    }
+}
+
+/// One page of the Source API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageBody {
+    /// The items in strictly increasing key order.
+    pub items: Vec<Item>,
+    /// The version of the last change committed in the page's snapshot.
+    pub watermark: Version,
+    /// The cursor for the next page (`id`, or `group_id:user_id`); `null` on
+    /// the last page.
+    pub next_after: Option<String>,
+}
+
+/// `PUT /v1/tenants/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBody {
+    /// Display name.
+    pub name: String,
+}
+
+/// `PUT /v1/tenants/{tenant_id}/users/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    /// E-mail address.
+    pub email: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// `active` or `disabled`.
+    pub status: UserStatus,
+}
+
+/// `PUT /v1/tenants/{tenant_id}/groups/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBody {
+    /// Display name.
+    pub name: String,
+}
+
+/// Response of `POST /admin/backups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupBody {
+    /// The new backup's id.
+    pub backup_id: i64,
+}

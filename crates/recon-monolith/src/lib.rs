@@ -1,0 +1,78 @@
+//! The reference monolith: a small HTTP service over its own database that
+//! owns the truth recon replicates.
+//!
+//! * [`Monolith`] connects to its database (PostgreSQL, or SQLite as the
+//!   embedded default) and runs its migrations;
+//! * the write path ([`Monolith::put_user`] and friends, and the HTTP write
+//!   routes) gives every change a [`Version`](recon_core::Version) from one
+//!   serialized counter and appends a protobuf change event to the
+//!   transactional [`outbox`] in the same transaction;
+//! * the read side is the Source API ([`Monolith::list_tenants`],
+//!   [`Monolith::list_entities`], [`Monolith::counts`]): keyset pages read in
+//!   one snapshot, each carrying its watermark; its contract is
+//!   `proto/source-api.openapi.json`;
+//! * operator actions reproduce the failures recon repairs: [`backup`]s and
+//!   restores that bump the generation and emit no events;
+//! * [`seed`] generates a deterministic, heavy-tailed workload and a stream
+//!   of random changes.
+
+pub mod backup;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod outbox;
+pub mod read;
+pub mod seed;
+pub mod write;
+
+pub use backup::{BackupId, RestoreOutcome};
+pub use error::{Error, ErrorKind, Result};
+pub use outbox::OutboxEntry;
+pub use read::{Counts, Page};
+pub use seed::{SeedSpec, SeedSummary};
+pub use write::WriteOutcome;
+
+use sea_orm::{DatabaseConnection, DbBackend};
+use tracing::instrument;
+
+/// The monolith: a handle on its database. Cheap to clone (the connection
+/// pool is shared).
+#[derive(Debug, Clone)]
+pub struct Monolith {
+    connection: DatabaseConnection,
+}
+
+impl Monolith {
+    /// Connects to the database at `database_url` and runs pending
+    /// migrations.
+    ///
+    /// PostgreSQL URLs (`postgres://…`) and SQLite URLs are accepted; for
+    /// SQLite prefer a file (`sqlite://path/to/monolith.db?mode=rwc`, opened
+    /// in WAL mode with a busy timeout). `sqlite::memory:` works too, on a
+    /// single connection. Errors name the URL without its password.
+    #[instrument(skip_all, name = "monolith.connect")]
+    pub async fn connect(database_url: &str) -> Result<Monolith> {
+        let connection = db::connect(database_url).await?;
+        Ok(Monolith { connection })
+    }
+
+    /// The underlying database connection (for tests and tools; the monolith
+    /// owns its schema).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    /// Which database backend the monolith runs on.
+    pub fn backend(&self) -> DbBackend {
+        self.connection.get_database_backend()
+    }
+
+    /// Closes the connection pool.
+    pub async fn close(self) -> Result<()> {
+        use error::DbResultExt;
+        self.connection
+            .close()
+            .await
+            .during("close the database connection")
+    }
+}

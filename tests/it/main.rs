@@ -1,0 +1,3 @@
+//! Integration tests against real services.
+mod store;
+mod monolith;

@@ -1,0 +1,352 @@
+//! The Source API answers exactly what `proto/source-api.openapi.json`
+//! says, for every path and every declared status, and its pages are
+//! key-ordered with correct `next_after` semantics.
+
+use super::support::{Contract, Server, TOKEN, into_json};
+use anyhow::{Context, ensure};
+use recon_core::{Group, Membership, Tenant, User, UserStatus};
+use recon_tests::Backend;
+use serde_json::{Value, json};
+
+const TENANT: &str = "tenant-a";
+/// Ids chosen so that byte-wise order differs from case-insensitive or
+/// locale order ("B" < "Z-1" < "a" < "ab" < "é").
+const USER_IDS: [&str; 7] = ["a", "B", "ab", "Z-1", "user-10", "user-9", "é"];
+const GROUP_IDS: [&str; 3] = ["g1", "G", "g2"];
+
+async fn populate(server: &Server) -> anyhow::Result<()> {
+    let monolith = &server.monolith;
+    for id in ["tenant-b", TENANT, "Tenant-C", "tenant-0", "t"] {
+        let tenant = Tenant {
+            id: id.to_owned(),
+            name: format!("Tenant {id}"),
+        };
+        monolith.put_tenant(&tenant).await?;
+    }
+    for (number, id) in USER_IDS.iter().enumerate() {
+        let user = User {
+            id: (*id).to_owned(),
+            email: format!("{number}@example.com"),
+            display_name: format!("User {number}"),
+            status: if number % 3 == 0 {
+                UserStatus::Disabled
+            } else {
+                UserStatus::Active
+            },
+        };
+        monolith.put_user(TENANT, &user).await?;
+    }
+    for id in GROUP_IDS {
+        let group = Group {
+            id: id.to_owned(),
+            name: format!("Group {id}"),
+        };
+        monolith.put_group(TENANT, &group).await?;
+    }
+    for group_id in GROUP_IDS {
+        for user_id in &USER_IDS[..4] {
+            let membership = Membership {
+                group_id: group_id.to_owned(),
+                user_id: (*user_id).to_owned(),
+            };
+            monolith.put_membership(TENANT, &membership).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The key of an item in cursor form.
+fn item_key(item: &Value) -> anyhow::Result<String> {
+    if let Some(id) = item["id"].as_str() {
+        return Ok(id.to_owned());
+    }
+    let group_id = item["group_id"]
+        .as_str()
+        .context("item without id or group_id")?;
+    let user_id = item["user_id"]
+        .as_str()
+        .context("membership without user_id")?;
+    Ok(format!("{group_id}:{user_id}"))
+}
+
+/// Byte-wise key of an item for ordering (memberships by group, then user).
+fn sort_key(item: &Value) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    if let Some(id) = item["id"].as_str() {
+        return Ok((id.as_bytes().to_vec(), Vec::new()));
+    }
+    let group_id = item["group_id"].as_str().context("no group_id")?;
+    let user_id = item["user_id"].as_str().context("no user_id")?;
+    Ok((group_id.as_bytes().to_vec(), user_id.as_bytes().to_vec()))
+}
+
+/// Walks every page of `path` with page size `limit`, checking each page
+/// against the contract, strict key order across pages and `next_after`.
+async fn walk(
+    server: &Server,
+    contract: &Contract,
+    template: &str,
+    path: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let mut items: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = format!("{path}?limit={limit}");
+        if let Some(after) = &after {
+            url.push_str(&format!("&after={}", urlencode(after)));
+        }
+        let (status, body) = server.get(&url).await?;
+        ensure!(status == 200, "GET {url}: status {status}, body {body}");
+        contract.check(template, 200, &body)?;
+        pages += 1;
+        ensure!(pages <= 1000, "{template}: the walk does not end");
+        let page = body["items"].as_array().context("items")?;
+        ensure!(page.len() <= limit, "page longer than limit");
+        let next_after = body["next_after"].as_str().map(str::to_owned);
+        if let Some(next) = &next_after {
+            ensure!(page.len() == limit, "a non-last page must be full");
+            let last = page.last().context("non-last page is empty")?;
+            ensure!(
+                &item_key(last)? == next,
+                "next_after {next} is not the last key"
+            );
+        }
+        items.extend(page.iter().cloned());
+        match next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    for pair in items.windows(2) {
+        ensure!(
+            sort_key(&pair[0])? < sort_key(&pair[1])?,
+            "{template}: keys not strictly increasing: {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    ensure!(
+        pages == items.len().div_ceil(limit).max(1),
+        "{template}: {pages} pages for {} items",
+        items.len()
+    );
+    Ok(items)
+}
+
+/// Percent-encodes a cursor for a query string.
+pub fn urlencode(text: &str) -> String {
+    let mut encoded = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+const USERS: &str = "/v1/tenants/{tenant_id}/users";
+const GROUPS: &str = "/v1/tenants/{tenant_id}/groups";
+const MEMBERSHIPS: &str = "/v1/tenants/{tenant_id}/memberships";
+const COUNTS: &str = "/v1/tenants/{tenant_id}/counts";
+const TENANTS: &str = "/v1/tenants";
+
+fn concrete(template: &str, tenant_id: &str) -> String {
+    template.replace("{tenant_id}", tenant_id)
+}
+
+async fn check_pages(server: &Server, contract: &Contract) -> anyhow::Result<()> {
+    for limit in [1, 2, 3, 1000] {
+        let tenants = walk(server, contract, TENANTS, TENANTS, limit).await?;
+        ensure!(
+            tenants.len() == 5,
+            "expected 5 tenants, got {}",
+            tenants.len()
+        );
+        let users = walk(server, contract, USERS, &concrete(USERS, TENANT), limit).await?;
+        let mut expected: Vec<&str> = USER_IDS.to_vec();
+        expected.sort_unstable_by(|left, right| left.as_bytes().cmp(right.as_bytes()));
+        let got: Vec<String> = users.iter().map(item_key).collect::<anyhow::Result<_>>()?;
+        ensure!(got == expected, "users {got:?}, expected {expected:?}");
+        let groups = walk(server, contract, GROUPS, &concrete(GROUPS, TENANT), limit).await?;
+        ensure!(groups.len() == GROUP_IDS.len(), "groups: {}", groups.len());
+        let memberships = walk(
+            server,
+            contract,
+            MEMBERSHIPS,
+            &concrete(MEMBERSHIPS, TENANT),
+            limit,
+        )
+        .await?;
+        ensure!(
+            memberships.len() == 12,
+            "memberships: {}",
+            memberships.len()
+        );
+        let empty = walk(server, contract, USERS, &concrete(USERS, "tenant-b"), limit).await?;
+        ensure!(empty.is_empty(), "tenant-b has no users");
+    }
+    let (status, counts) = server.get(&concrete(COUNTS, TENANT)).await?;
+    ensure!(status == 200, "counts: {status} {counts}");
+    contract.check(COUNTS, 200, &counts)?;
+    ensure!(
+        counts["users"] == json!(7)
+            && counts["groups"] == json!(3)
+            && counts["memberships"] == json!(12),
+        "{counts}"
+    );
+    let watermark = server.monolith.watermark().await?;
+    ensure!(
+        counts["watermark"] == serde_json::to_value(watermark)?,
+        "counts watermark {counts}"
+    );
+    Ok(())
+}
+
+async fn check_errors(server: &Server, contract: &Contract) -> anyhow::Result<()> {
+    let tenant_paths = [USERS, GROUPS, MEMBERSHIPS];
+    let bad_queries = [
+        "limit=0",
+        "limit=10001",
+        "limit=abc",
+        "after=",
+        "offset=3",
+        "limit=5&limit=6",
+    ];
+    for template in std::iter::once(TENANTS).chain(tenant_paths) {
+        for query in bad_queries {
+            let url = format!("{}?{query}", concrete(template, TENANT));
+            let (status, body) = server.get(&url).await?;
+            ensure!(status == 400, "GET {url}: status {status}");
+            contract.check(template, 400, &body)?;
+            let message = body["error"].as_str().unwrap_or_default();
+            let parameter = query.split('=').next().unwrap_or_default();
+            ensure!(
+                message.contains(parameter),
+                "GET {url}: error {message:?} does not name {parameter}"
+            );
+        }
+    }
+    let url = format!("{}?after=no-colon", concrete(MEMBERSHIPS, TENANT));
+    let (status, body) = server.get(&url).await?;
+    ensure!(
+        status == 400 && body["error"].as_str().unwrap_or_default().contains("after"),
+        "{url}: {status} {body}"
+    );
+    contract.check(MEMBERSHIPS, 400, &body)?;
+    let (status, body) = server
+        .get(&format!("{}?limit=1", concrete(COUNTS, TENANT)))
+        .await?;
+    ensure!(status == 400, "counts with a parameter: {status}");
+    contract.check(COUNTS, 400, &body)?;
+    for template in tenant_paths.into_iter().chain([COUNTS]) {
+        let (status, body) = server.get(&concrete(template, "no-such-tenant")).await?;
+        ensure!(status == 404, "{template} for an unknown tenant: {status}");
+        contract.check(template, 404, &body)?;
+        let long_id = "x".repeat(300);
+        let (status, body) = server.get(&concrete(template, &long_id)).await?;
+        ensure!(
+            status == 400
+                && body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("tenant id"),
+            "{status} {body}"
+        );
+    }
+    for template in std::iter::once(TENANTS).chain(tenant_paths).chain([COUNTS]) {
+        let url = format!("{}{}", server.base_url, concrete(template, TENANT));
+        let (status, body) = into_json(server.client.get(&url).send().await?).await?;
+        ensure!(status == 401, "{url} without a token: {status}");
+        contract.check(template, 401, &body)?;
+        let wrong = server
+            .client
+            .get(&url)
+            .bearer_auth("wrong-token")
+            .send()
+            .await?;
+        let (status, body) = into_json(wrong).await?;
+        ensure!(status == 401, "{url} with a wrong token: {status}");
+        contract.check(template, 401, &body)?;
+    }
+    let health = server
+        .client
+        .get(format!("{}/healthz", server.base_url))
+        .send()
+        .await?;
+    ensure!(health.status().as_u16() == 200, "healthz needs no token");
+    Ok(())
+}
+
+async fn source_api_matches_contract(backend: Backend) -> anyhow::Result<()> {
+    let contract = Contract::load()?;
+    let server = Server::start(backend, Some(TOKEN)).await?;
+    populate(&server).await?;
+    check_pages(&server, &contract).await?;
+    check_errors(&server, &contract).await?;
+    let declared = contract.declared();
+    let covered = contract.covered();
+    let missing: Vec<_> = declared.difference(&covered).collect();
+    ensure!(
+        missing.is_empty(),
+        "declared responses never checked: {missing:?}"
+    );
+    let undeclared: Vec<_> = covered.difference(&declared).collect();
+    ensure!(
+        undeclared.is_empty(),
+        "responses the contract does not declare: {undeclared:?}"
+    );
+    server.stop().await
+}
+
+#[tokio::test]
+async fn source_api_matches_contract_on_postgres() -> anyhow::Result<()> {
+    source_api_matches_contract(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn source_api_matches_contract_on_sqlite() -> anyhow::Result<()> {
+    source_api_matches_contract(Backend::Sqlite).await
+}
+
+/// The contract is strict enough to catch mistakes: broken bodies fail.
+#[test]
+fn contract_rejects_broken_pages() -> anyhow::Result<()> {
+    let contract = Contract::load()?;
+    let version = json!({"generation": 1, "sequence": 5});
+    let good = json!({"items": [{"id": "u", "email": "e", "display_name": "d", "status": "active", "version": version, "extra": true}], "watermark": version, "next_after": null});
+    contract.check(USERS, 200, &good)?;
+    let broken = [
+        json!({"items": [{"id": "u", "email": "e", "display_name": "d", "status": "gone", "version": version}], "watermark": version, "next_after": null}),
+        json!({"items": [{"id": "u", "email": "e", "display_name": "d", "status": "active"}], "watermark": version, "next_after": null}),
+        json!({"items": [], "watermark": {"generation": 1, "sequence": -1}, "next_after": null}),
+        json!({"items": [], "watermark": version}),
+        json!({"items": [{"id": "", "email": "e", "display_name": "d", "status": "active", "version": version}], "watermark": version, "next_after": null}),
+        json!({"items": [], "watermark": version, "next_after": 7}),
+    ];
+    for body in broken {
+        ensure!(
+            contract.check(USERS, 200, &body).is_err(),
+            "accepted a broken page: {body}"
+        );
+    }
+    ensure!(
+        contract
+            .check(TENANTS, 400, &json!({"message": "x"}))
+            .is_err(),
+        "error without `error`"
+    );
+    ensure!(
+        contract
+            .check(
+                COUNTS,
+                200,
+                &json!({"users": 1, "groups": 1, "watermark": version})
+            )
+            .is_err(),
+        "counts without memberships"
+    );
+    Ok(())
+}
