@@ -2,7 +2,7 @@
 //! or a 5xx.
 
 use super::support::{Server, into_json};
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use recon_tests::Backend;
 use reqwest::Method;
 use serde_json::json;
@@ -244,4 +244,69 @@ async fn bad_requests_get_named_json_errors() -> anyhow::Result<()> {
     let (rows, _) = server.monolith.snapshot_rows().await?;
     ensure!(rows.len() == 1, "bad requests must not write: {rows:?}");
     server.stop().await
+}
+
+/// Connects as a role that does not exist, with a password, to the real
+/// test server: the error must name the target without the password.
+#[tokio::test]
+async fn connection_errors_do_not_reveal_the_password() -> anyhow::Result<()> {
+    let server_url = recon_tests::postgres_server_url()?;
+    let after_scheme = server_url
+        .split_once("://")
+        .map_or(server_url.as_str(), |(_, rest)| rest);
+    let host_and_path = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    let url = format!("postgres://no_such_role:hunter2-secret@{host_and_path}");
+    let error = match recon_monolith::Monolith::connect(&url).await {
+        Ok(_) => anyhow::bail!("the role no_such_role must not exist"),
+        Err(error) => error,
+    };
+    let mut chain = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    ensure!(!chain.contains("hunter2"), "the password leaked: {chain}");
+    // A URL with a password still connects (the password is handed to the
+    // driver separately; the test server trusts every password).
+    let database = recon_tests::TestDatabase::create(Backend::Postgres).await?;
+    let (scheme, rest) = database.url.split_once("://").context("scheme")?;
+    let (user, host) = rest.split_once('@').context("user")?;
+    let user = user.split(':').next().unwrap_or(user);
+    let with_password = format!("{scheme}://{user}:s%40me-pw@{host}");
+    recon_monolith::Monolith::connect(&with_password)
+        .await?
+        .close()
+        .await?;
+    ensure!(
+        chain.contains("no_such_role:***@"),
+        "the error names the redacted target: {chain}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() -> anyhow::Result<()> {
+    let monolith = recon_monolith::Monolith::connect("sqlite::memory:").await?;
+    let tenant = recon_core::Tenant {
+        id: "t".to_owned(),
+        name: "T".to_owned(),
+    };
+    monolith.put_tenant(&tenant).await?;
+    let backup = monolith.backup().await?;
+    monolith.delete_tenant("t").await?;
+    monolith.restore(backup).await?;
+    let page = monolith.list_tenants(None, 10).await?;
+    ensure!(
+        page.rows.len() == 1 && page.next_after.is_none(),
+        "{page:?}"
+    );
+    ensure!(
+        page.watermark == recon_core::Version::new(2, 1),
+        "{}",
+        page.watermark
+    );
+    Ok(())
 }

@@ -24,14 +24,22 @@ use entities::meta;
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to `database_url` and runs pending migrations.
+///
+/// A password in the URL is taken out of it and handed to the driver
+/// separately, so that the URL sea-orm records (in trace spans and parse
+/// errors) never contains it.
 pub(crate) async fn connect(database_url: &str) -> Result<DatabaseConnection> {
     let target = redact_url(database_url);
-    let mut options = ConnectOptions::new(database_url.to_owned());
+    let (url_without_password, password) = split_password(database_url);
+    let mut options = ConnectOptions::new(url_without_password);
     options.sqlx_logging(false);
     if database_url.starts_with("sqlite:") {
         configure_sqlite(&mut options, database_url);
     } else {
         options.max_connections(16);
+        if let Some(password) = password {
+            options.map_sqlx_postgres_opts(move |postgres| postgres.password(&password));
+        }
     }
     let connection = Database::connect(options)
         .await
@@ -40,6 +48,49 @@ pub(crate) async fn connect(database_url: &str) -> Result<DatabaseConnection> {
         .await
         .during("run the monolith's migrations")?;
     Ok(connection)
+}
+
+/// Splits `scheme://user:password@host/...` into the URL without the
+/// password and the (percent-decoded) password.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return (url.to_owned(), None);
+    };
+    let Some((user, password)) = user_info.split_once(':') else {
+        return (url.to_owned(), None);
+    };
+    (
+        format!("{scheme}://{user}@{host}{tail}"),
+        Some(percent_decode(password)),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[index], escaped) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// WAL, a generous busy timeout and a small pool for files; a single
@@ -197,5 +248,25 @@ pub(crate) fn version_columns(version: Version) -> Result<(i64, i64)> {
         _ => Err(Error::Corrupt(format!(
             "version {version} overflows BIGINT"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_taken_out_of_the_url() {
+        let (url, password) =
+            split_password("postgres://app:p%40ss:w@db:5432/mono?sslmode=disable");
+        assert_eq!(url, "postgres://app@db:5432/mono?sslmode=disable");
+        assert_eq!(password.as_deref(), Some("p@ss:w"));
+        let (url, password) = split_password("postgres://app@db/mono");
+        assert_eq!((url.as_str(), password), ("postgres://app@db/mono", None));
+        let (url, password) = split_password("sqlite://data/x.db?mode=rwc");
+        assert_eq!(
+            (url.as_str(), password),
+            ("sqlite://data/x.db?mode=rwc", None)
+        );
     }
 }
