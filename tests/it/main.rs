@@ -1,3 +1,3 @@
 //! Integration tests against real services.
-mod store;
 mod monolith;
+mod store;

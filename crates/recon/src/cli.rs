@@ -1,0 +1,89 @@
+//! Command-line interface. Every option can also come from the environment
+//! (`RECON_…`); flags win over the environment.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+
+/// recon keeps a service's copy of monolith data correct.
+#[derive(Debug, Parser)]
+#[command(name = "recon", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reference monolith (Source API, write API, operator actions).
+    Monolith(MonolithArgs),
+    /// Generate a deterministic, heavy-tailed workload in a monolith database.
+    Seed(SeedArgs),
+    /// The main job on embedded defaults: a monolith on SQLite, a generated
+    /// workload, and what its Source API reports.
+    Demo(DemoArgs),
+}
+
+impl Command {
+    /// Log filter used when `RUST_LOG` is not set.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Monolith(_) => "info",
+            Command::Seed(_) | Command::Demo(_) => "warn",
+        }
+    }
+}
+
+/// Options of `recon monolith`.
+#[derive(Debug, Args)]
+pub struct MonolithArgs {
+    /// Database of the monolith (`postgres://…` or `sqlite://path?mode=rwc`).
+    #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "RECON_MONOLITH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Bearer token required on /v1 and /admin routes (none: no auth).
+    #[arg(long, env = "RECON_MONOLITH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+}
+
+/// Workload shape shared by `seed` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadArgs {
+    /// Seed every id and value derives from.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of tenants.
+    #[arg(long, default_value_t = 40)]
+    pub tenants: usize,
+    /// Mean users per tenant (heavy-tailed: a few tenants get far more).
+    #[arg(long, default_value_t = 200.0)]
+    pub users_per_tenant_mean: f64,
+    /// Cap on the users of one tenant.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_users_per_tenant: usize,
+}
+
+/// Options of `recon seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Database of the monolith to fill.
+    #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// Options of `recon demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Keep the demo's data directory instead of deleting it at the end.
+    #[arg(long)]
+    pub keep_data: bool,
+}

@@ -1,0 +1,18 @@
+//! The subcommands. Each wires library crates together and reports back.
+
+mod demo;
+mod monolith;
+mod seed;
+
+use crate::cli::Command;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Runs one subcommand until it finishes or `shutdown` is cancelled.
+pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Monolith(args) => monolith::run(args, shutdown).await,
+        Command::Seed(args) => seed::run(args).await,
+        Command::Demo(args) => demo::run(args, shutdown).await,
+    }
+}

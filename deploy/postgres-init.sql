@@ -1,0 +1,3 @@
+-- Databases of the compose stack: the monolith's truth and one service's replica.
+CREATE DATABASE monolith;
+CREATE DATABASE replica;
