@@ -81,4 +81,12 @@ start_etcd
 
 cd "$ROOT"
 log "cargo test --workspace $*"
-cargo test --workspace --locked "$@"
+OUTPUT="$WORK_DIR/cargo-test.log"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$OUTPUT"
+STATUS=${PIPESTATUS[0]}
+set -e
+# One closing line over all test binaries (cargo prints one per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$OUTPUT"
+exit "$STATUS"

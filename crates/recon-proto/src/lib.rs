@@ -7,8 +7,8 @@
 
 use prost::Message;
 use recon_core::{
-    Change, Deletion, EntityKey, Group, InvalidInput, Kind, Membership, Record, Row, Tenant, User,
-    UserStatus, Version,
+    Change, Deletion, Group, InvalidInput, Kind, Membership, Record, Row, Tenant, User, UserStatus,
+    Version,
 };
 
 /// Generated protobuf types of `recon.events.v1`.
@@ -217,11 +217,6 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
     })
 }
 
-/// Convenience: the key of a decoded change (used in logs).
-pub fn change_key(change: &Change) -> EntityKey {
-    change.key()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +248,7 @@ mod tests {
         let change = Change::Delete(Deletion {
             tenant_id: "t1".into(),
             kind: Kind::Membership,
-            key: EntityKey::pair("g", "u"),
+            key: recon_core::EntityKey::pair("g", "u"),
             version: Version::new(1, 3),
         });
         assert_eq!(
