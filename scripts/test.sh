@@ -2,7 +2,7 @@
 # Runs recon's whole test suite against real services on loopback.
 #
 # Installs what is missing (Debian packages: postgresql, etcd-server,
-# etcd-client, protobuf-compiler), starts a throw-away PostgreSQL cluster and
+# etcd-client, protobuf-compiler; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
 # etcd member in a temporary directory, runs `cargo test --workspace`, and
 # stops everything again, whatever the outcome. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh -p recon-core`).
@@ -29,6 +29,14 @@ install_missing_packages() {
     log "installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_tansu() {
+  # The Kafka-protocol broker for tests; ~15 minutes to build the first time.
+  if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+    log "installing tansu 0.6.0 (first time only)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
   fi
 }
 
@@ -74,12 +82,15 @@ start_etcd() {
 }
 
 install_missing_packages
+install_tansu
 WORK_DIR="$(mktemp -d /tmp/recon-test.XXXXXX)"
 chmod 755 "$WORK_DIR"
 start_postgres
 start_etcd
 
 cd "$ROOT"
+# Multi-process tests start the real binary.
+cargo build --locked -p recon
 log "cargo test --workspace $*"
 OUTPUT="$WORK_DIR/cargo-test.log"
 set +e

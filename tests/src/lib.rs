@@ -1,10 +1,15 @@
-//! Harness for recon's integration tests: hands out throw-away databases on
-//! the real services that `scripts/test.sh` (and so CI) starts.
+//! Harness for recon's integration tests: throw-away databases on the real
+//! PostgreSQL that `scripts/test.sh` (and so CI) starts, a real broker
+//! ([`broker`]) and real `recon` processes ([`process`]) started by the
+//! tests themselves.
 //!
 //! Every test gets its own PostgreSQL database (`CREATE DATABASE` on the
 //! server named by `RECON_TEST_POSTGRES_URL`) or its own SQLite file, so tests
 //! run in parallel without seeing each other's rows. A missing service is a
 //! test failure with a message saying how to start it, never a silent skip.
+
+pub mod broker;
+pub mod process;
 
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};
@@ -93,4 +98,10 @@ fn replace_database_name(server_url: &str, name: &str) -> anyhow::Result<String>
         url.push_str(query);
     }
     Ok(url)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+    Ok(listener.local_addr().context("read the free port")?.port())
 }

@@ -9,6 +9,7 @@
 pub mod diff;
 pub mod domain;
 pub mod hash;
+pub mod ports;
 pub mod version;
 
 pub use diff::{DiffEntry, DiffItem, MergeDiff, merge_diff};

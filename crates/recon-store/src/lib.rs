@@ -20,6 +20,7 @@
 mod apply;
 mod error;
 mod fence;
+mod ports;
 mod read;
 mod schema;
 mod sql;

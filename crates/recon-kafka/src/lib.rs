@@ -1,0 +1,16 @@
+//! Kafka adapter of recon (rdkafka).
+//!
+//! * [`KafkaConfig`]: where the brokers are, the topic, extra client
+//!   properties (credentials among them, never logged);
+//! * [`admin::ensure_topic`]: creates the change topic if it is missing;
+//! * `producer`: publishes change events with W3C trace context headers;
+//! * `consumer`: the replica consumer — batches, applies through an
+//!   [`EventSink`](recon_core::ports::EventSink), stores offsets only after
+//!   the database commit, and can be paused through its pause gate.
+
+pub mod admin;
+mod config;
+mod error;
+
+pub use config::{DEFAULT_TOPIC, KafkaConfig};
+pub use error::{Error, Result};

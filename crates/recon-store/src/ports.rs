@@ -1,0 +1,60 @@
+//! The store as the Kafka consumer's [`EventSink`].
+
+use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
+use async_trait::async_trait;
+use recon_core::Change;
+use recon_core::ports::{AppliedCounts, EventSink, FailureKind, PortError};
+use sea_orm::ConnectionTrait;
+
+impl From<Error> for PortError {
+    fn from(error: Error) -> Self {
+        let kind = match error.kind() {
+            ErrorKind::Transient => FailureKind::Transient,
+            ErrorKind::Permanent => FailureKind::Permanent,
+            ErrorKind::StaleEpoch => FailureKind::StaleEpoch,
+        };
+        PortError::new(kind, render_chain(&error))
+    }
+}
+
+/// `error: cause: cause…` — the store's errors never carry credentials.
+fn render_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<ApplyOutcome> for AppliedCounts {
+    fn from(outcome: ApplyOutcome) -> Self {
+        AppliedCounts {
+            written: outcome.written,
+            skipped_stale: outcome.skipped_stale,
+            skipped_below_floor: outcome.skipped_below_floor,
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for Store {
+    async fn apply_events(&self, changes: &[Change]) -> Result<AppliedCounts, PortError> {
+        Ok(self.apply(changes, WriteMode::Event).await?.into())
+    }
+
+    async fn check_ready(&self) -> Result<(), PortError> {
+        self.connection
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                PortError::new(
+                    FailureKind::Transient,
+                    format!("replica store unreachable: {error}"),
+                )
+            })
+    }
+}

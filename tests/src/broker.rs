@@ -1,0 +1,139 @@
+//! A real Kafka-protocol broker (tansu) started by the test itself on a
+//! loopback port, in memory or on durable SQLite storage so that a test can
+//! restart it and find its messages and committed offsets again.
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Where the broker keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Lost when the process ends.
+    Memory,
+    /// A SQLite file in the broker's directory; survives restarts.
+    Durable,
+}
+
+/// A running tansu broker; killed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    port: u16,
+    storage: Storage,
+    directory: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it accepts
+    /// connections.
+    pub async fn start(storage: Storage) -> anyhow::Result<Self> {
+        let directory = tempfile::tempdir().context("create broker directory")?;
+        let port = crate::free_port()?;
+        let mut broker = Self {
+            child: None,
+            port,
+            storage,
+            directory,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker with SIGKILL and waits for it to exit.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("kill broker")?;
+        }
+        Ok(())
+    }
+
+    /// Kills the broker and starts it again on the same port and storage.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        self.spawn().await
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let engine = match self.storage {
+            Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Durable => "sqlite://tansu.db".to_owned(),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.directory.path().join("broker.log"))
+            .context("open broker log")?;
+        let child = Command::new(tansu_binary()?)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &engine])
+            .current_dir(self.directory.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("clone log handle")?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start tansu broker")?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20))
+            .await
+            .with_context(|| {
+                let log = std::fs::read_to_string(self.directory.path().join("broker.log"))
+                    .unwrap_or_default();
+                format!("tansu did not start listening; its log:\n{log}")
+            })
+    }
+}
+
+/// The tansu executable: `$RECON_TEST_TANSU`, else `tansu` on PATH, else
+/// cargo's bin directory.
+fn tansu_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("RECON_TEST_TANSU") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(path) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|directory| directory.join("tansu"))
+        .find(|candidate| candidate.is_file())
+    {
+        return Ok(path);
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let candidate = home.join("bin/tansu");
+    if candidate.is_file() {
+        return Ok(candidate);
+    }
+    bail!(
+        "tansu not found: run scripts/test.sh, which installs it (cargo install tansu --version 0.6.0 --features dynostore,libsql)"
+    )
+}
+
+/// Waits until something accepts TCP connections on a loopback port.
+pub async fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
