@@ -11,6 +11,8 @@
 pub mod admin;
 mod config;
 mod error;
+pub mod producer;
 
 pub use config::{DEFAULT_TOPIC, KafkaConfig};
 pub use error::{Error, Result};
+pub use producer::{ChangeProducer, PendingDelivery, RecordPosition, trace_context_from_headers};
