@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod outbox;
 pub mod read;
+pub mod relay;
 pub mod seed;
 pub mod write;
 
