@@ -47,6 +47,22 @@ pub struct MonolithArgs {
     /// Bearer token required on /v1 and /admin routes (none: no auth).
     #[arg(long, env = "RECON_MONOLITH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Kafka bootstrap servers (`host:port,…`) the outbox relay publishes
+    /// change events to; without them the monolith runs without a relay.
+    #[arg(long, env = "RECON_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// The change topic.
+    #[arg(long, env = "RECON_KAFKA_TOPIC", default_value = "recon.changes")]
+    pub kafka_topic: String,
+    /// Partitions of the change topic when the relay has to create it.
+    #[arg(long, env = "RECON_KAFKA_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub kafka_partitions: i32,
+    /// Most outbox rows the relay publishes per batch.
+    #[arg(long, env = "RECON_RELAY_BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub relay_batch_size: u64,
+    /// How often the relay polls a drained outbox, in milliseconds.
+    #[arg(long, env = "RECON_RELAY_POLL_INTERVAL_MS", default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub relay_poll_interval_ms: u64,
 }
 
 /// Workload shape shared by `seed` and `demo`.
