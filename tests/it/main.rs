@@ -1,3 +1,4 @@
 //! Integration tests against real services.
 mod monolith;
+mod relay;
 mod store;
