@@ -524,3 +524,57 @@ async fn relay_survives_a_broker_restart() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// librdkafka's in-process mock broker fails chosen produce requests, so
+/// that later records of a batch are acknowledged after an earlier one
+/// failed: only the acknowledged prefix may be marked, the rest is
+/// re-published, and the last occurrences stay in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_marks_only_the_acknowledged_prefix_when_a_record_fails() -> anyhow::Result<()> {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    init_logs();
+    let (monolith, _database) = monolith().await?;
+    let cluster = MockCluster::new(1).context("start the mock cluster")?;
+    cluster.create_topic(TOPIC, PARTITIONS, 1)?;
+    let mut kafka = KafkaConfig::new(cluster.bootstrap_servers()).with_topic(TOPIC);
+    // Small produce requests, so that one batch of the relay spans several.
+    kafka
+        .properties
+        .insert("batch.num.messages".into(), "10".into());
+    seed::run(&monolith, &spec(14, 6, 20.0)).await?;
+    // The 2nd and 3rd produce requests fail for good (not retriable).
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+        ],
+    );
+    let settings = RelaySettings {
+        batch_size: 100,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        ..RelaySettings::default()
+    };
+    let producer = Arc::new(ChangeProducer::new(&kafka)?);
+    let relay = Relay::new(monolith.clone(), producer, settings);
+    let metrics = relay.metrics();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    wait_for_backlog(&monolith, Duration::from_secs(60), 0).await?;
+    shutdown.cancel();
+    task.await.context("join the relay")?;
+    ensure!(
+        metrics.failures() >= 1,
+        "the injected produce errors were not seen"
+    );
+    let duplicates =
+        check_everything_published(&monolith, &cluster.bootstrap_servers(), false).await?;
+    ensure!(
+        duplicates > 0,
+        "records acknowledged after the failed one must have been published again"
+    );
+    Ok(())
+}
