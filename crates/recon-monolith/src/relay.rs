@@ -99,6 +99,7 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         info!(topic = %self.producer.topic(), batch_size = self.settings.batch_size, "outbox relay started");
         let mut last_backlog_refresh: Option<Instant> = None;
+        let mut failures_at_last_success = 0;
         loop {
             let step = (|| self.step())
                 .retry(self.backoff())
@@ -109,7 +110,17 @@ impl Relay {
                 outcome = step => outcome,
             };
             let outcome = match outcome {
-                Ok(outcome) => outcome,
+                Ok(outcome) => {
+                    let failures = self.metrics.failures();
+                    if failures > failures_at_last_success {
+                        info!(
+                            failed_attempts = failures - failures_at_last_success,
+                            "outbox relay publishing again"
+                        );
+                        failures_at_last_success = failures;
+                    }
+                    outcome
+                }
                 // Unreachable with an unbounded backoff; kept total anyway.
                 Err(error) => {
                     self.on_failure(&error, self.settings.max_backoff);
