@@ -10,9 +10,11 @@
 
 pub mod admin;
 mod config;
+pub mod consumer;
 mod error;
 pub mod producer;
 
 pub use config::{DEFAULT_TOPIC, KafkaConfig};
+pub use consumer::{ConsumerMetrics, ConsumerSettings, ConsumerStatus, PauseGate, ReplicaConsumer};
 pub use error::{Error, Result};
 pub use producer::{ChangeProducer, PendingDelivery, RecordPosition, trace_context_from_headers};

@@ -16,6 +16,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a replica: consume change events into the service database, with
+    /// an admin port for health, metrics and the pause gate.
+    Serve(ServeArgs),
     /// Run the reference monolith (Source API, write API, operator actions).
     Monolith(MonolithArgs),
     /// Generate a deterministic, heavy-tailed workload in a monolith database.
@@ -29,7 +32,7 @@ impl Command {
     /// Log filter used when `RUST_LOG` is not set.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
-            Command::Monolith(_) => "info",
+            Command::Serve(_) | Command::Monolith(_) => "info",
             Command::Seed(_) | Command::Demo(_) => "warn",
         }
     }
@@ -102,4 +105,53 @@ pub struct DemoArgs {
     /// Keep the demo's data directory instead of deleting it at the end.
     #[arg(long)]
     pub keep_data: bool,
+}
+
+/// Kafka connection options shared by the replica commands.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port,…`).
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "RECON_KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    pub bootstrap_servers: String,
+    /// The change topic.
+    #[arg(
+        long = "kafka-topic",
+        env = "RECON_KAFKA_TOPIC",
+        default_value = "recon.changes"
+    )]
+    pub topic: String,
+    /// Extra librdkafka property `key=value` (repeatable; e.g.
+    /// `security.protocol=SASL_SSL`). Values are never logged.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got {text:?}")),
+    }
+}
+
+/// Options of `recon serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service's replica database (`postgres://…` or `sqlite://path?mode=rwc`).
+    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group shared by all replicas of the service.
+    #[arg(long, env = "RECON_GROUP_ID", default_value = "recon-replica")]
+    pub group_id: String,
+    /// Most events applied in one transaction.
+    #[arg(long, env = "RECON_MAX_BATCH", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch: u32,
+    /// Admin HTTP address (health, readiness, metrics, pause gate).
+    #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    pub admin_listen: SocketAddr,
 }

@@ -3,6 +3,7 @@
 mod demo;
 mod monolith;
 mod seed;
+mod serve;
 
 use crate::cli::Command;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Runs one subcommand until it finishes or `shutdown` is cancelled.
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve(args) => serve::run(args, shutdown).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Demo(args) => demo::run(args, shutdown).await,

@@ -1,0 +1,74 @@
+//! The rdkafka consumer context: pauses partitions assigned while the gate
+//! is paused, and reads lag and broker state from librdkafka's statistics.
+
+use super::metrics::{ConsumerMetrics, PartitionLabels};
+use super::state::SharedState;
+use rdkafka::Statistics;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use std::sync::Arc;
+use tracing::{error, info, info_span, warn};
+
+/// Context of the replica consumer.
+pub(crate) struct GateContext {
+    pub state: Arc<SharedState>,
+    pub metrics: ConsumerMetrics,
+}
+
+impl ClientContext for GateContext {
+    fn stats(&self, statistics: Statistics) {
+        let broker_up = statistics
+            .brokers
+            .values()
+            .any(|broker| broker.state == "UP");
+        self.state.set_broker_up(broker_up);
+        for (topic_name, topic) in &statistics.topics {
+            for (partition_id, partition) in &topic.partitions {
+                if *partition_id < 0 {
+                    continue; // librdkafka's internal UA partition
+                }
+                self.state
+                    .set_lag(topic_name, *partition_id, partition.consumer_lag);
+                self.metrics
+                    .lag
+                    .get_or_create(&PartitionLabels {
+                        topic: topic_name.clone(),
+                        partition: *partition_id,
+                    })
+                    .set(partition.consumer_lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for GateContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let _span = info_span!("kafka.rebalance").entered();
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let assigned: Vec<(String, i32)> = partitions
+                    .elements()
+                    .iter()
+                    .map(|element| (element.topic().to_owned(), element.partition()))
+                    .collect();
+                // A rebalance does not keep a pause: pause what we were just given.
+                let paused = self.state.is_paused();
+                if paused && let Err(error) = consumer.pause(partitions) {
+                    error!(error = %error, "could not pause newly assigned partitions");
+                }
+                info!(partitions = ?assigned, paused, "partitions assigned");
+                self.state.set_assignment(assigned);
+            }
+            Rebalance::Revoke(partitions) => {
+                info!(partitions = partitions.count(), "partitions revoked");
+                self.state.set_assignment(Vec::new());
+            }
+            Rebalance::Error(error) => warn!(error = %error, "rebalance error"),
+        }
+    }
+}

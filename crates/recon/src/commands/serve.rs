@@ -1,0 +1,131 @@
+//! `recon serve`: a replica. Consumes change events into the replica store
+//! and serves the admin API:
+//!
+//! * `GET /healthz` — the process is alive;
+//! * `GET /readyz` — the store answers and a broker connection is up;
+//! * `GET /metrics` — Prometheus text format;
+//! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
+//! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate.
+
+use crate::cli::{KafkaArgs, ServeArgs};
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use recon_core::ports::EventSink;
+use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
+use recon_store::Store;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Clone)]
+struct AdminState {
+    store: Store,
+    gate: PauseGate,
+    registry: Arc<Registry>,
+}
+
+pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&args.database_url)
+        .await
+        .context("open the replica store")?;
+    let kafka = kafka_config(&args.kafka);
+    let mut registry = Registry::default();
+    let metrics = ConsumerMetrics::register(&mut registry);
+    let mut settings = ConsumerSettings::new(&args.group_id);
+    settings.max_batch = args.max_batch as usize;
+    let (consumer, gate) = ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics)
+        .context("create the Kafka consumer")?;
+    let consumer_shutdown = shutdown.child_token();
+    let consumer_task = consumer.spawn(consumer_shutdown.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("listen on {}", args.admin_listen))?;
+    info!(address = %args.admin_listen, group = %args.group_id, topic = %kafka.topic, "replica serving");
+    let state = AdminState {
+        store,
+        gate,
+        registry: Arc::new(registry),
+    };
+    let admin = axum::serve(listener, admin_router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let admin_result = admin.await;
+    consumer_shutdown.cancel();
+    consumer_task.await.context("consumer thread")?;
+    admin_result.context("serve the admin API")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Kafka settings of a command line.
+pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
+    let mut config = KafkaConfig::new(&args.bootstrap_servers).with_topic(&args.topic);
+    config.properties.extend(args.properties.iter().cloned());
+    config
+}
+
+fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness))
+        .route("/metrics", get(metrics))
+        .route("/consumer", get(consumer_status))
+        .route("/consumer/pause", post(pause))
+        .route("/consumer/resume", post(resume))
+        .with_state(state)
+}
+
+async fn readiness(State(state): State<AdminState>) -> Response {
+    let consumer = state.gate.status();
+    let store = state.store.check_ready().await;
+    let ready = store.is_ok() && consumer.broker_up;
+    let body = serde_json::json!({
+        "ready": ready,
+        "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|error| error.message.clone()),
+        "broker_up": consumer.broker_up,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn consumer_status(State(state): State<AdminState>) -> Response {
+    Json(state.gate.status()).into_response()
+}
+
+async fn pause(State(state): State<AdminState>) -> Response {
+    match state.gate.pause().await {
+        Ok(()) => Json(state.gate.status()).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+}
+
+async fn resume(State(state): State<AdminState>) -> Response {
+    match state.gate.resume().await {
+        Ok(()) => Json(state.gate.status()).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+}

@@ -1,0 +1,341 @@
+//! The replica consumer on a real broker (tansu) and a real PostgreSQL:
+//! the pause gate across a rebalance, replays and out-of-order deliveries,
+//! and undecodable records.
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use recon_core::ports::EventSink;
+use recon_core::{Change, Deletion, EntityKey, Kind, Record, Row, User, UserStatus, Version};
+use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
+use recon_store::{KeyRange, Store};
+use recon_tests::broker::{Broker, Storage};
+use recon_tests::{Backend, TestDatabase};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 4;
+
+struct Setup {
+    broker: Broker,
+    kafka: KafkaConfig,
+    store: Store,
+    _database: TestDatabase,
+}
+
+async fn setup() -> Setup {
+    let broker = Broker::start(Storage::Memory).await.expect("start broker");
+    let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("changes");
+    recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
+        .await
+        .expect("create topic");
+    let database = TestDatabase::create(Backend::Postgres)
+        .await
+        .expect("database");
+    let store = Store::connect(&database.url).await.expect("store");
+    Setup {
+        broker,
+        kafka,
+        store,
+        _database: database,
+    }
+}
+
+/// A consumer running in this process, and how to stop it.
+struct Replica {
+    gate: PauseGate,
+    metrics: ConsumerMetrics,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    fn start(setup: &Setup, group: &str, start_paused: bool) -> Self {
+        let mut settings = ConsumerSettings::new(group);
+        settings.start_paused = start_paused;
+        let metrics = ConsumerMetrics::unregistered();
+        let sink: Arc<dyn EventSink> = Arc::new(setup.store.clone());
+        let (consumer, gate) =
+            ReplicaConsumer::new(&setup.kafka, settings, sink, metrics.clone()).expect("consumer");
+        let shutdown = CancellationToken::new();
+        let task = consumer.spawn(shutdown.clone());
+        Self {
+            gate,
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        (&mut self.task).await.expect("consumer thread");
+    }
+}
+
+impl Drop for Replica {
+    /// A failing test must not leave the consumer thread running: the
+    /// runtime waits for blocking threads when it shuts down.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn producer(kafka: &KafkaConfig) -> FutureProducer {
+    kafka
+        .client_config()
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .expect("produce");
+}
+
+fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change {
+    Change::Upsert(Row {
+        tenant_id: tenant.into(),
+        record: Record::User(User {
+            id: id.into(),
+            email: format!("{id}@example.test"),
+            display_name: name.into(),
+            status: UserStatus::Active,
+        }),
+        version: Version::new(1, sequence),
+    })
+}
+
+fn delete_user(tenant: &str, id: &str, sequence: u64) -> Change {
+    Change::Delete(Deletion {
+        tenant_id: tenant.into(),
+        kind: Kind::User,
+        key: EntityKey::id(id),
+        version: Version::new(1, sequence),
+    })
+}
+
+async fn produce_changes(producer: &FutureProducer, topic: &str, changes: &[Change]) {
+    for change in changes {
+        produce(
+            producer,
+            topic,
+            change.tenant_id(),
+            &recon_proto::encode_change(change),
+        )
+        .await;
+    }
+}
+
+/// Live users of a tenant as (id, display name, version), in key order.
+async fn users(store: &Store, tenant: &str) -> Vec<(String, String, Version)> {
+    let page = store
+        .read_page(tenant, Kind::User, &KeyRange::all(), 100_000)
+        .await
+        .expect("read");
+    page.into_iter()
+        .map(|row| match row.row.record {
+            Record::User(user) => (user.id, user.display_name, row.row.version),
+            other => panic!("not a user: {other:?}"),
+        })
+        .collect()
+}
+
+async fn total_users(store: &Store, tenants: &[String]) -> u64 {
+    let mut total = 0;
+    for tenant in tenants {
+        total += store.count_live(tenant, Kind::User).await.expect("count");
+    }
+    total
+}
+
+/// Waits for a condition with a deadline, polling every 100 ms.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_replicas_apply_nothing_across_a_rebalance_until_resumed() {
+    let setup = setup().await;
+    let first = Replica::start(&setup, "replicas", false);
+    let second = Replica::start(&setup, "replicas", false);
+    eventually(
+        "both replicas own partitions",
+        Duration::from_secs(60),
+        || async {
+            !first.gate.status().partitions.is_empty()
+                && !second.gate.status().partitions.is_empty()
+        },
+    )
+    .await;
+    first.gate.pause().await.expect("pause first");
+    second.gate.pause().await.expect("pause second");
+
+    let tenants: Vec<String> = (0..8).map(|index| format!("tenant-{index}")).collect();
+    let producer = producer(&setup.kafka);
+    let mut changes = Vec::new();
+    for (index, tenant) in tenants.iter().enumerate() {
+        for user_index in 0..50u64 {
+            changes.push(user(
+                tenant,
+                &format!("u{user_index}"),
+                "n",
+                index as u64 * 100 + user_index + 1,
+            ));
+        }
+    }
+    produce_changes(&producer, "changes", &changes).await;
+
+    // A third replica joins while the run is in progress: it starts paused,
+    // and the rebalance must not un-pause the partitions the others get back.
+    let third = Replica::start(&setup, "replicas", true);
+    eventually(
+        "the third replica owns partitions",
+        Duration::from_secs(60),
+        || async { !third.gate.status().partitions.is_empty() },
+    )
+    .await;
+    eventually(
+        "the group settles on one owner per partition",
+        Duration::from_secs(60),
+        || async {
+            let owned: usize = [&first, &second, &third]
+                .iter()
+                .map(|replica| replica.gate.status().partitions.len())
+                .sum();
+            owned == PARTITIONS as usize
+        },
+    )
+    .await;
+    // Nothing may be applied while paused; give it ample time to misbehave.
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            total_users(&setup.store, &tenants).await,
+            0,
+            "an event was applied during the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for replica in [&first, &second, &third] {
+        assert!(replica.gate.is_paused());
+        assert_eq!(replica.metrics.events_received.get(), 0);
+        // Every partition was paused before it could fetch (the events were
+        // produced after the pause), so none had to be held back.
+        assert_eq!(
+            replica.metrics.events_held_back.get(),
+            0,
+            "a partition fetched during the pause"
+        );
+    }
+
+    for replica in [&first, &second, &third] {
+        replica.gate.resume().await.expect("resume");
+    }
+    eventually(
+        "every event applied after resume",
+        Duration::from_secs(60),
+        || async { total_users(&setup.store, &tenants).await == changes.len() as u64 },
+    )
+    .await;
+    for replica in [first, second, third] {
+        replica.stop().await;
+    }
+    drop(setup.broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replays_and_out_of_order_deliveries_keep_the_newest_versions() {
+    let setup = setup().await;
+    let producer = producer(&setup.kafka);
+    // History of tenant t: u1 created, renamed, deleted; u2 created, renamed.
+    let history = [
+        user("t", "u1", "u1 v1", 1),
+        user("t", "u2", "u2 v1", 2),
+        user("t", "u1", "u1 v2", 3),
+        delete_user("t", "u1", 4),
+        user("t", "u2", "u2 v2", 5),
+    ];
+    // Delivered out of order and duplicated; the stale create of u1 comes last.
+    let deliveries = [
+        history[4].clone(),
+        history[3].clone(),
+        history[1].clone(),
+        history[2].clone(),
+        history[4].clone(),
+        history[0].clone(),
+    ];
+    produce_changes(&producer, "changes", &deliveries).await;
+    let replica = Replica::start(&setup, "group-a", false);
+    let expected = vec![("u2".to_owned(), "u2 v2".to_owned(), Version::new(1, 5))];
+    eventually(
+        "the first delivery is applied",
+        Duration::from_secs(60),
+        || async { replica.metrics.events_received.get() == deliveries.len() as u64 },
+    )
+    .await;
+    assert_eq!(
+        users(&setup.store, "t").await,
+        expected,
+        "u1 resurrected or an old version won"
+    );
+    replica.stop().await;
+
+    // Replay the whole partition from offset 0 (a new group starts at the
+    // beginning): nothing changes.
+    let replay = Replica::start(&setup, "group-b", false);
+    eventually("the replay is applied", Duration::from_secs(60), || async {
+        replay.metrics.events_received.get() == deliveries.len() as u64
+    })
+    .await;
+    assert_eq!(
+        replay.metrics.events_written.get(),
+        0,
+        "a replayed event was written"
+    );
+    assert_eq!(users(&setup.store, "t").await, expected);
+    replay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_records_are_counted_and_skipped() {
+    let setup = setup().await;
+    let producer = producer(&setup.kafka);
+    produce_changes(&producer, "changes", &[user("t", "before", "n", 1)]).await;
+    produce(
+        &producer,
+        "changes",
+        "t",
+        b"\x00\xffnot a protobuf change event",
+    )
+    .await;
+    produce(&producer, "changes", "t", &[]).await;
+    produce_changes(&producer, "changes", &[user("t", "after", "n", 2)]).await;
+    let replica = Replica::start(&setup, "group", false);
+    eventually(
+        "the valid events around the bad ones are applied",
+        Duration::from_secs(60),
+        || async { users(&setup.store, "t").await.len() == 2 },
+    )
+    .await;
+    assert_eq!(replica.metrics.events_undecodable.get(), 2);
+    assert_eq!(replica.metrics.events_received.get(), 2);
+    replica.stop().await;
+}
