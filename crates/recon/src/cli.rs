@@ -23,6 +23,9 @@ pub enum Command {
     Monolith(MonolithArgs),
     /// Generate a deterministic, heavy-tailed workload in a monolith database.
     Seed(SeedArgs),
+    /// Benchmarks: print throughput figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// The main job on embedded defaults: a monolith on SQLite, a generated
     /// workload, and what its Source API reports.
     Demo(DemoArgs),
@@ -33,7 +36,7 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Monolith(_) => "info",
-            Command::Seed(_) | Command::Demo(_) => "warn",
+            Command::Seed(_) | Command::Demo(_) | Command::Bench(_) => "warn",
         }
     }
 }
@@ -154,4 +157,38 @@ pub struct ServeArgs {
     /// Admin HTTP address (health, readiness, metrics, pause gate).
     #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Produce a backlog of change events, then time a replica consumer
+    /// draining it into the store (events/s).
+    Drain(DrainArgs),
+}
+
+/// Options of `recon bench drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The replica database to drain into.
+    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "RECON_KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    pub bootstrap_servers: String,
+    /// Events in the backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Tenants the events are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub tenants: u64,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Most events applied in one transaction.
+    #[arg(long, default_value_t = 5_000)]
+    pub max_batch: usize,
 }

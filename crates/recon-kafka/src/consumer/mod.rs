@@ -118,6 +118,8 @@ impl ReplicaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "1000")
+            // Notice a topic created after we subscribed within seconds.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(context)

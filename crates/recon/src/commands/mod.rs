@@ -1,5 +1,6 @@
 //! The subcommands. Each wires library crates together and reports back.
 
+mod bench;
 mod demo;
 mod monolith;
 mod seed;
@@ -15,6 +16,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Serve(args) => serve::run(args, shutdown).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,
         Command::Seed(args) => seed::run(args).await,
+        Command::Bench(command) => bench::run(command, shutdown).await,
         Command::Demo(args) => demo::run(args, shutdown).await,
     }
 }

@@ -1,0 +1,220 @@
+//! The whole Kafka path as separate processes: a `recon monolith` with its
+//! outbox relay, a `recon serve` replica, a tansu broker — all real, on
+//! loopback — while the replica, the relay and the broker are killed and
+//! restarted. The replica must end equal to the monolith, row by row.
+
+use anyhow::{Context, ensure};
+use recon_monolith::Monolith;
+use recon_monolith::seed::{self, SeedSpec};
+use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::compare::compare_databases;
+use recon_tests::process::ReconProcess;
+use recon_tests::{Backend, TestDatabase, free_port};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "pipeline.changes";
+
+fn monolith_process(
+    logs: &Path,
+    database_url: &str,
+    listen_port: u16,
+    brokers: &str,
+) -> anyhow::Result<ReconProcess> {
+    let listen = format!("127.0.0.1:{listen_port}");
+    ReconProcess::start(
+        "monolith",
+        &[
+            "monolith",
+            "--database-url",
+            database_url,
+            "--listen",
+            &listen,
+            "--kafka-bootstrap-servers",
+            brokers,
+            "--kafka-topic",
+            TOPIC,
+            "--kafka-partitions",
+            "4",
+        ],
+        &[("RUST_LOG", "info")],
+        logs.join("monolith.log"),
+    )
+}
+
+fn replica_process(
+    logs: &Path,
+    database_url: &str,
+    admin_port: u16,
+    brokers: &str,
+) -> anyhow::Result<ReconProcess> {
+    let admin = format!("127.0.0.1:{admin_port}");
+    ReconProcess::start(
+        "replica",
+        &[
+            "serve",
+            "--database-url",
+            database_url,
+            "--kafka-bootstrap-servers",
+            brokers,
+            "--kafka-topic",
+            TOPIC,
+            "--group-id",
+            "replicas",
+            "--admin-listen",
+            &admin,
+            "--max-batch",
+            "500",
+        ],
+        &[("RUST_LOG", "info")],
+        logs.join("replica.log"),
+    )
+}
+
+/// A counter from the replica's Prometheus endpoint (0 if not exported yet).
+async fn replica_counter(admin_port: u16, name: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    for line in text.lines() {
+        if let Some(value) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return value.trim().parse().context("parse counter");
+        }
+    }
+    Ok(0)
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if matches!(condition().await, Ok(true)) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow::Result<()> {
+    let logs = tempfile::tempdir()?;
+    let mut broker = Broker::start(Storage::Durable).await?;
+    let brokers = broker.bootstrap_servers();
+    let monolith_database = TestDatabase::create(Backend::Postgres).await?;
+    let replica_database = TestDatabase::create(Backend::Postgres).await?;
+    let monolith = Monolith::connect(&monolith_database.url).await?;
+    let spec = SeedSpec {
+        seed: 11,
+        tenants: 24,
+        users_per_tenant_mean: 60.0,
+        max_users_per_tenant: 1_500,
+        ..SeedSpec::default()
+    };
+    let seeded = seed::run(&monolith, &spec).await?;
+
+    let monolith_port = free_port()?;
+    let mut relay = monolith_process(logs.path(), &monolith_database.url, monolith_port, &brokers)?;
+    wait_for_port(monolith_port, Duration::from_secs(30)).await?;
+    let admin_port = free_port()?;
+    let mut replica = replica_process(logs.path(), &replica_database.url, admin_port, &brokers)?;
+    wait_for_port(admin_port, Duration::from_secs(30)).await?;
+
+    // A stream of random changes while things break.
+    let writer = {
+        let monolith = monolith.clone();
+        tokio::spawn(async move {
+            let mut applied = 0;
+            for round in 0..40u64 {
+                applied += seed::random_changes(&monolith, 25, 1_000 + round)
+                    .await?
+                    .applied;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(applied)
+        })
+    };
+
+    wait_until(
+        Duration::from_secs(120),
+        "the replica applies events",
+        || async {
+            Ok(replica_counter(admin_port, "recon_consumer_events_received_total").await? > 0)
+        },
+    )
+    .await
+    .with_context(|| replica.log())?;
+    replica.kill().await?;
+    replica.restart().await?;
+    wait_for_port(admin_port, Duration::from_secs(30)).await?;
+
+    relay.kill().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.restart().await?;
+    wait_for_port(monolith_port, Duration::from_secs(30)).await?;
+
+    broker.restart().await?;
+    let changes = writer.await??;
+    ensure!(changes > 0, "the random writer applied nothing");
+
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(240) {
+        let differences = compare_databases(&monolith_database.url, &replica_database.url).await?;
+        if differences.is_empty() && differences.monolith_rows > 0 {
+            last = None;
+            break;
+        }
+        last = Some(differences);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if let Some(differences) = last {
+        anyhow::bail!(
+            "the replica did not converge: {} rows differ (monolith {}, replica {})\nonly in monolith: {:#?}\nonly in replica: {:#?}\nreplica log tail:\n{}",
+            differences.total,
+            differences.monolith_rows,
+            differences.replica_rows,
+            differences.only_in_monolith,
+            differences.only_in_replica,
+            tail(&replica.log(), 40)
+        );
+    }
+    let undecodable =
+        replica_counter(admin_port, "recon_consumer_events_undecodable_total").await?;
+    ensure!(undecodable == 0, "{undecodable} undecodable events");
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz")).await?;
+    ensure!(
+        ready.status().is_success(),
+        "replica not ready: {}",
+        ready.text().await?
+    );
+    assert!(seeded.users > 0);
+
+    let replica_exit = replica.terminate().await?;
+    ensure!(
+        replica_exit == Some(0),
+        "replica exited with {replica_exit:?} on SIGTERM"
+    );
+    let relay_exit = relay.terminate().await?;
+    ensure!(
+        relay_exit == Some(0),
+        "monolith exited with {relay_exit:?} on SIGTERM"
+    );
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
