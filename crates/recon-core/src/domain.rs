@@ -169,6 +169,34 @@ impl fmt::Display for EntityKey {
     }
 }
 
+/// A key range `(after, until]` of one kind within one tenant. `None`
+/// bounds are open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct KeyRange {
+    /// Exclusive lower bound.
+    pub after: Option<EntityKey>,
+    /// Inclusive upper bound.
+    pub until: Option<EntityKey>,
+}
+
+impl KeyRange {
+    /// The whole key space.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Whether `key` lies in the range.
+    pub fn contains(&self, key: &EntityKey) -> bool {
+        self.after.as_ref().is_none_or(|after| key > after)
+            && self.until.as_ref().is_none_or(|until| key <= until)
+    }
+
+    /// Whether every key above `key` lies beyond the range's upper bound.
+    pub fn ends_at_or_before(&self, key: &EntityKey) -> bool {
+        self.until.as_ref().is_some_and(|until| key >= until)
+    }
+}
+
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tenant {

@@ -14,8 +14,8 @@ pub mod version;
 
 pub use diff::{DiffEntry, DiffItem, MergeDiff, merge_diff};
 pub use domain::{
-    Change, Deletion, EntityKey, Group, InvalidInput, Kind, Membership, Record, Row, Tenant, User,
+    Change, Deletion, EntityKey, Group, KeyRange, InvalidInput, Kind, Membership, Record, Row, Tenant, User,
     UserStatus,
 };
 pub use hash::RowHash;
-pub use version::Version;
+pub use version::{FenceToken, GLOBAL_SCOPE, Version};

@@ -2,7 +2,7 @@
 //! talk to the outside world. Adapters (the store, the consumer, later the
 //! source client and the coordinator) implement them; nothing here does I/O.
 
-use crate::Change;
+use crate::{Change, EntityKey, FenceToken, Kind, Row, Version};
 use async_trait::async_trait;
 
 /// What the caller can do about a failed port call.
@@ -14,6 +14,9 @@ pub enum FailureKind {
     Permanent,
     /// A newer epoch owns the scope; this writer must stop.
     StaleEpoch,
+    /// The thing asked for does not exist (e.g. a tenant unknown to the
+    /// source).
+    NotFound,
 }
 
 /// An adapter's failure, reduced to what a caller acts on plus a message.
@@ -67,4 +70,86 @@ pub trait ConsumerGate: Send + Sync {
     async fn pause(&self) -> Result<(), PortError>;
     /// Resumes applying events.
     async fn resume(&self) -> Result<(), PortError>;
+}
+
+/// What to read from a source: one page of one kind, in key order, after a
+/// key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The tenant; ignored for [`Kind::Tenant`] (the tenant list).
+    pub tenant_id: String,
+    /// The kind to list.
+    pub kind: Kind,
+    /// Exclusive lower bound (`None`: from the start).
+    pub after: Option<EntityKey>,
+    /// Most items wanted (1..=10000).
+    pub limit: u32,
+}
+
+/// One page from the source, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePage {
+    /// The rows, validated: strictly increasing keys, all after the request's
+    /// `after`, all of the requested kind and tenant.
+    pub rows: Vec<Row>,
+    /// The source's version as of the page's snapshot.
+    pub watermark: Version,
+    /// Where the next page starts; `None` on the last page.
+    pub next_after: Option<EntityKey>,
+    /// Bytes of the response body.
+    pub bytes: u64,
+}
+
+/// A tenant's entity counts at the source, for planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TenantCounts {
+    /// Users.
+    pub users: u64,
+    /// Groups.
+    pub groups: u64,
+    /// Memberships.
+    pub memberships: u64,
+    /// The source's version as of the counts.
+    pub watermark: Version,
+}
+
+/// The source of truth (the monolith's Source API).
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Reads one page. Errors are [`FailureKind::Transient`] only when the
+    /// adapter gave up retrying; [`FailureKind::NotFound`] when the tenant is
+    /// unknown to the source.
+    async fn fetch_page(&self, request: &PageRequest) -> Result<SourcePage, PortError>;
+
+    /// A tenant's counts.
+    async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError>;
+}
+
+/// The replica store, as reconciliation sees it.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync {
+    /// Up to `limit` live rows of `kind` in `tenant_id` with keys after
+    /// `after`, in key order (for tenants `tenant_id` is ignored).
+    async fn read_rows(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        limit: u64,
+    ) -> Result<Vec<Row>, PortError>;
+
+    /// Writes changes in the reconciliation form, fenced by `fence`.
+    async fn apply_reconciliation(
+        &self,
+        fence: &FenceToken,
+        changes: &[Change],
+    ) -> Result<AppliedCounts, PortError>;
+
+    /// Raises the generation floor of `scope` to `generation`, fenced.
+    async fn raise_generation_floor(
+        &self,
+        fence: &FenceToken,
+        scope: &str,
+        generation: u64,
+    ) -> Result<(), PortError>;
 }

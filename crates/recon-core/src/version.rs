@@ -45,6 +45,33 @@ impl fmt::Display for Version {
     }
 }
 
+/// The scope that covers the whole replica store (fences, generation floors).
+pub const GLOBAL_SCOPE: &str = "*";
+
+/// The right to write for a scope, as of an epoch (DESIGN §2, fencing).
+///
+/// Every reconciliation write carries one; the store rejects writes whose
+/// epoch is older than the highest it has seen for the scope or for
+/// [`GLOBAL_SCOPE`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FenceToken {
+    /// What the writes cover: a tenant id, a work unit, or [`GLOBAL_SCOPE`].
+    pub scope: String,
+    /// The epoch of the plan the writes work for (the leader's election
+    /// key's creation revision); only grows.
+    pub epoch: u64,
+}
+
+impl FenceToken {
+    /// A token for `scope` at `epoch`.
+    pub fn new(scope: impl Into<String>, epoch: u64) -> Self {
+        Self {
+            scope: scope.into(),
+            epoch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,28 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait}
 use std::collections::BTreeSet;
 use tracing::{instrument, warn};
 
-/// The scope that covers the whole store.
-pub const GLOBAL_SCOPE: &str = "*";
-
-/// The right to write for a scope, as of an epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FenceToken {
-    /// What the writes cover: a tenant id, a work unit, or [`GLOBAL_SCOPE`].
-    pub scope: String,
-    /// The epoch of the plan the writes work for (the leader's election
-    /// key's creation revision); only grows.
-    pub epoch: u64,
-}
-
-impl FenceToken {
-    /// A token for `scope` at `epoch`.
-    pub fn new(scope: impl Into<String>, epoch: u64) -> Self {
-        Self {
-            scope: scope.into(),
-            epoch,
-        }
-    }
-}
+pub use recon_core::{FenceToken, GLOBAL_SCOPE};
 
 /// Raises the token's scope fence to its epoch (never lowers it) and fails
 /// if that scope or the global scope is fenced at a newer epoch.

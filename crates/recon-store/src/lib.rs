@@ -28,7 +28,8 @@ mod sql;
 pub use apply::{ApplyOutcome, WriteMode};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{FenceToken, GLOBAL_SCOPE};
-pub use read::{KeyRange, StoredRow};
+pub use read::StoredRow;
+pub use recon_core::KeyRange;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;

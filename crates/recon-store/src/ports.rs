@@ -2,8 +2,8 @@
 
 use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
-use recon_core::Change;
-use recon_core::ports::{AppliedCounts, EventSink, FailureKind, PortError};
+use recon_core::ports::{AppliedCounts, EventSink, FailureKind, PortError, ReplicaStore};
+use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row};
 use sea_orm::ConnectionTrait;
 
 impl From<Error> for PortError {
@@ -56,5 +56,31 @@ impl EventSink for Store {
                     format!("replica store unreachable: {error}"),
                 )
             })
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for Store {
+    async fn read_rows(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        limit: u64,
+    ) -> Result<Vec<Row>, PortError> {
+        let range = KeyRange {
+            after: after.cloned(),
+            until: None,
+        };
+        let page = self.read_page(tenant_id, kind, &range, limit).await?;
+        Ok(page.into_iter().map(|stored| stored.row).collect())
+    }
+
+    async fn apply_reconciliation(&self, fence: &FenceToken, changes: &[Change]) -> Result<AppliedCounts, PortError> {
+        Ok(self.apply(changes, WriteMode::Reconcile(fence)).await?.into())
+    }
+
+    async fn raise_generation_floor(&self, fence: &FenceToken, scope: &str, generation: u64) -> Result<(), PortError> {
+        Ok(Store::raise_generation_floor(self, fence, scope, generation).await?)
     }
 }

@@ -5,34 +5,11 @@ use crate::sql::{self, Binder};
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
 use recon_core::{
-    DiffItem, EntityKey, Group, Kind, Membership, Record, Row, RowHash, Tenant, User, Version,
+    DiffItem, EntityKey, KeyRange, Group, Kind, Membership, Record, Row, RowHash, Tenant, User, Version,
 };
 use sea_orm::{ConnectionTrait, QueryResult, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::instrument;
-
-/// A key range `(after, until]` of one kind within one tenant. `None` bounds
-/// are open.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyRange {
-    /// Exclusive lower bound.
-    pub after: Option<EntityKey>,
-    /// Inclusive upper bound.
-    pub until: Option<EntityKey>,
-}
-
-impl KeyRange {
-    /// The whole key space.
-    pub fn all() -> Self {
-        Self::default()
-    }
-
-    /// Whether `key` lies in the range.
-    pub fn contains(&self, key: &EntityKey) -> bool {
-        self.after.as_ref().is_none_or(|after| key > after)
-            && self.until.as_ref().is_none_or(|until| key <= until)
-    }
-}
 
 /// A live row read from the store, with the hash of the data as read (not as
 /// stored: a row changed behind recon's back must still show as changed).
