@@ -1,0 +1,340 @@
+//! [`HttpSource`]: the [`Source`] port over the Source API.
+//!
+//! One call reads one page. Each attempt waits for the shared rate limit,
+//! sends `GET` with the bearer token, and reads the body incrementally up
+//! to the cap. Transient failures are retried with exponential backoff and
+//! jitter (honouring `Retry-After`); the final error carries the kind the
+//! engine acts on. Retrying is safe: every request is a read.
+
+use crate::config::{SourceConfig, redact_url};
+use crate::error::{Error, Result, error_chain, into_port_error};
+use crate::validate::decode_page;
+use crate::wire::{CountsBody, ErrorBody};
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use recon_core::Kind;
+use recon_core::ports::{FailureKind, PageRequest, PortError, Source, SourcePage, TenantCounts};
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Response, Url};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tracing::field::Empty;
+use tracing::{Span, instrument, warn};
+
+/// Most bytes of an error response kept for its message.
+const ERROR_BODY_CAP: usize = 4096;
+/// Most characters of a server's error message quoted in an error.
+const ERROR_MESSAGE_CHARS: usize = 300;
+
+/// The Source API client. Cheap to clone; clones share the connection pool
+/// and the rate limit.
+#[derive(Clone)]
+pub struct HttpSource {
+    client: reqwest::Client,
+    base_url: Url,
+    token: Option<Arc<str>>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    backoff: ExponentialBuilder,
+    max_body_bytes: u64,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HttpSource")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSource {
+    /// A client for `config` (validated here; the error names the field).
+    pub fn new(config: &SourceConfig) -> Result<HttpSource> {
+        let base_url = config.validate().map_err(Error::Config)?;
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| Error::Config(format!("build the HTTP client: {error}")))?;
+        let limiter = config
+            .requests_per_second
+            .and_then(NonZeroU32::new)
+            .map(|rate| {
+                // A burst of one: requests are spaced evenly, never bunched.
+                let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
+                Arc::new(RateLimiter::direct(quota))
+            });
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(config.retry_min_backoff)
+            .with_max_delay(config.retry_max_backoff)
+            .with_max_times(usize::try_from(config.max_retries).unwrap_or(usize::MAX))
+            .with_jitter();
+        Ok(HttpSource {
+            client,
+            base_url,
+            token: config.bearer_token.as_deref().map(Arc::from),
+            limiter,
+            backoff,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The base URL, without credentials.
+    pub fn base_url(&self) -> String {
+        redact_url(&self.base_url)
+    }
+
+    /// The URL of `segments` under the base URL, with `query`.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// The URL of a page request.
+    fn page_url(&self, request: &PageRequest) -> Url {
+        let mut query = Vec::with_capacity(2);
+        if let Some(after) = &request.after {
+            query.push(("after", after.to_string()));
+        }
+        query.push(("limit", request.limit.to_string()));
+        match request.kind {
+            Kind::Tenant => self.url(&["v1", "tenants"], &query),
+            Kind::User => self.url(&["v1", "tenants", &request.tenant_id, "users"], &query),
+            Kind::Group => self.url(&["v1", "tenants", &request.tenant_id, "groups"], &query),
+            Kind::Membership => self.url(
+                &["v1", "tenants", &request.tenant_id, "memberships"],
+                &query,
+            ),
+        }
+    }
+
+    /// Reads one page (see [`Source::fetch_page`]).
+    #[instrument(
+        name = "source.fetch_page",
+        skip_all,
+        fields(
+            tenant = %request.tenant_id,
+            kind = %request.kind,
+            after = %request.after.as_ref().map(ToString::to_string).unwrap_or_default(),
+            status = Empty,
+            bytes = Empty,
+            attempt = Empty,
+        )
+    )]
+    pub async fn fetch(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
+        let url = self.page_url(request);
+        let (outcome, attempts) = self
+            .with_retries(&url, |body| match decode_page(request, &body) {
+                Err(source) => Err(Error::MalformedJson {
+                    url: redact_url(&url),
+                    source,
+                }),
+                Ok(Err(violation)) => Err(Error::InvalidPage {
+                    url: redact_url(&url),
+                    violation,
+                }),
+                Ok(Ok(page)) => Ok(page),
+            })
+            .await;
+        outcome.map_err(|error| {
+            let mut port_error = into_port_error(&error, attempts, self.token.as_deref());
+            if request.kind == Kind::Tenant && port_error.kind == FailureKind::NotFound {
+                // The tenant list has no tenant to miss: a 404 is a wrong URL.
+                port_error.kind = FailureKind::Permanent;
+            }
+            port_error
+        })
+    }
+
+    /// Reads a tenant's counts (see [`Source::counts`]).
+    #[instrument(name = "source.counts", skip_all, fields(tenant = %tenant_id, status = Empty, bytes = Empty, attempt = Empty))]
+    pub async fn tenant_counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
+        let url = self.url(&["v1", "tenants", tenant_id, "counts"], &[]);
+        let (outcome, attempts) = self
+            .with_retries(&url, |body| {
+                let counts: CountsBody =
+                    serde_json::from_slice(&body).map_err(|source| Error::MalformedJson {
+                        url: redact_url(&url),
+                        source,
+                    })?;
+                Ok(TenantCounts {
+                    users: counts.users,
+                    groups: counts.groups,
+                    memberships: counts.memberships,
+                    watermark: counts.watermark,
+                })
+            })
+            .await;
+        outcome.map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
+    }
+
+    /// Runs attempts of `GET url` until one succeeds, a permanent error
+    /// occurs, or the retries are used up; `decode` turns the body into the
+    /// answer (its errors are permanent, never retried). Returns the outcome
+    /// and the number of attempts made.
+    async fn with_retries<T>(
+        &self,
+        url: &Url,
+        decode: impl Fn(Vec<u8>) -> Result<T>,
+    ) -> (Result<T>, u32) {
+        let attempts = AtomicU32::new(0);
+        let attempt = || async {
+            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            Span::current().record("attempt", number);
+            let body = self.attempt(url).await?;
+            decode(body)
+        };
+        let outcome = attempt
+            .retry(self.backoff)
+            .when(Error::is_transient)
+            .adjust(|error, delay| delay.map(|delay| delay.max(retry_after(error))))
+            .notify(|error, delay| {
+                warn!(
+                    error = %error_chain(error),
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "source request failed, retrying"
+                );
+            })
+            .await;
+        (outcome, attempts.load(Ordering::Relaxed))
+    }
+
+    /// One attempt: rate limit, send, check the status, read the body.
+    async fn attempt(&self, url: &Url) -> Result<Vec<u8>> {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let mut request = self.client.get(url.clone());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| transport_error(url, error))?;
+        let status = response.status();
+        Span::current().record("status", status.as_u16());
+        if !status.is_success() {
+            return Err(status_error(url, response).await);
+        }
+        let body = read_capped(url, response, self.max_body_bytes).await?;
+        Span::current().record("bytes", body.len());
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl Source for HttpSource {
+    async fn fetch_page(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
+        self.fetch(request).await
+    }
+
+    async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
+        self.tenant_counts(tenant_id).await
+    }
+}
+
+/// The wait a 429 or 503 asked for with `Retry-After` (seconds), if any.
+fn retry_after(error: &Error) -> Duration {
+    match error {
+        Error::Status {
+            retry_after: Some(wait),
+            ..
+        } => *wait,
+        _ => Duration::ZERO,
+    }
+}
+
+fn transport_error(url: &Url, error: reqwest::Error) -> Error {
+    let problem = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "response body cut short or unreadable"
+    } else {
+        "request failed"
+    };
+    Error::Transport {
+        url: redact_url(url),
+        problem,
+        source: error.without_url(),
+    }
+}
+
+/// The error of a non-success response, quoting the server's message.
+async fn status_error(url: &Url, mut response: Response) -> Error {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds.min(300)));
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_CAP {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(ERROR_BODY_CAP);
+    let message = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(parsed) => parsed.error,
+        Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
+    };
+    let message = (!message.is_empty()).then(|| {
+        message
+            .chars()
+            .take(ERROR_MESSAGE_CHARS)
+            .collect::<String>()
+    });
+    let message = match (status, message) {
+        (401 | 403, Some(text)) => Some(format!("{text} (check the source's bearer_token)")),
+        (401 | 403, None) => Some("check the source's bearer_token".to_owned()),
+        (_, other) => other,
+    };
+    Error::Status {
+        url: redact_url(url),
+        status,
+        message,
+        retry_after,
+    }
+}
+
+/// Reads the body chunk by chunk, stopping as soon as it exceeds `cap`.
+async fn read_capped(url: &Url, mut response: Response, cap: u64) -> Result<Vec<u8>> {
+    let too_large = || Error::BodyTooLarge {
+        url: redact_url(url),
+        cap,
+    };
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > cap) {
+        return Err(too_large());
+    }
+    let initial = announced.unwrap_or(0).min(cap).min(1 << 20);
+    let mut body = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| transport_error(url, error))?
+    {
+        let length = u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX);
+        if length > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
