@@ -8,14 +8,18 @@
 
 pub mod diff;
 pub mod domain;
+pub mod guard;
 pub mod hash;
 pub mod ports;
+pub mod report;
 pub mod version;
 
 pub use diff::{DiffEntry, DiffItem, MergeDiff, merge_diff};
 pub use domain::{
-    Change, Deletion, EntityKey, Group, KeyRange, InvalidInput, Kind, Membership, Record, Row, Tenant, User,
-    UserStatus,
+    Change, Deletion, EntityKey, Group, InvalidInput, KeyRange, Kind, Membership, Record, Row,
+    Tenant, User, UserStatus,
 };
+pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
+pub use report::{RunReport, RunStatus, UnitOutcome, UnitReport};
 pub use version::{FenceToken, GLOBAL_SCOPE, Version};

@@ -145,6 +145,10 @@ pub trait ReplicaStore: Send + Sync {
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError>;
 
+    /// Raises the fence of `fence.scope` to `fence.epoch` without writing
+    /// data (a new leader does this for the global scope).
+    async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError>;
+
     /// Raises the generation floor of `scope` to `generation`, fenced.
     async fn raise_generation_floor(
         &self,

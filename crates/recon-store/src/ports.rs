@@ -80,6 +80,10 @@ impl ReplicaStore for Store {
         Ok(self.apply(changes, WriteMode::Reconcile(fence)).await?.into())
     }
 
+    async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
+        Ok(Store::raise_fence(self, fence).await?)
+    }
+
     async fn raise_generation_floor(&self, fence: &FenceToken, scope: &str, generation: u64) -> Result<(), PortError> {
         Ok(Store::raise_generation_floor(self, fence, scope, generation).await?)
     }

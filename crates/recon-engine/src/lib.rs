@@ -1,0 +1,36 @@
+//! The reconciliation engine (DESIGN §1, §3, §6).
+//!
+//! [`Reconciler::run`] pauses the replica's consumer, walks the source and
+//! the replica as key-ordered streams per (tenant, kind), merges them with
+//! the core's [`classify`](recon_core::diff::classify) step, and writes the
+//! differences in batches through the store's reconciliation form — the
+//! same apply path Kafka events use — fenced by the run's epoch. It then
+//! raises the generation floor and resumes the consumer.
+//!
+//! Each unit runs in two passes so that memory stays constant and nothing is
+//! deleted on partial information: the first pass writes missing and changed
+//! rows and only *counts* phantoms; only if it read every page of the unit
+//! and the [delete guard](recon_core::DeleteGuard) allows that many
+//! deletions, a second pass tombstones the phantoms (at the watermark of the
+//! page that covered each key). A unit is idempotent: cancelled half-way and
+//! run again, it converges to the same state.
+//!
+//! The engine knows nothing of HTTP, SQL or Kafka: it talks to the
+//! [`Source`](recon_core::ports::Source), [`ReplicaStore`](recon_core::ports::ReplicaStore)
+//! and [`ConsumerGate`](recon_core::ports::ConsumerGate) ports.
+
+mod options;
+mod progress;
+mod run;
+mod unit;
+mod walk;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+pub use options::{ReconcileOptions, Scope};
+pub use progress::{NoProgress, Progress};
+pub use run::Reconciler;
+pub use unit::{UnitError, UnitSpec};

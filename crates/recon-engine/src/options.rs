@@ -1,0 +1,54 @@
+//! Options of a reconciliation run.
+
+use recon_core::DeleteGuard;
+use std::time::Duration;
+
+/// Which tenants a run covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant; tenants the source no longer has are deleted.
+    AllTenants,
+    /// Only these tenants (their tenant rows and everything inside them).
+    Tenants(Vec<String>),
+}
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// Which tenants.
+    pub scope: Scope,
+    /// Report only: read and compare, write nothing.
+    pub dry_run: bool,
+    /// Items per source page (1..=10000).
+    pub page_size: u32,
+    /// Rows per replica read.
+    pub replica_page_size: u64,
+    /// Changes per write transaction.
+    pub write_batch: usize,
+    /// Tenants reconciled at the same time.
+    pub concurrency: usize,
+    /// Limits on deletions.
+    pub delete_guard: DeleteGuard,
+    /// The epoch every write carries (fencing).
+    pub epoch: u64,
+    /// A run still going after this long is aborted and the consumer
+    /// resumed, so that Kafka's retention is never outrun silently.
+    pub max_pause: Duration,
+}
+
+impl ReconcileOptions {
+    /// Defaults for a run at `epoch` over all tenants.
+    pub fn new(epoch: u64) -> Self {
+        Self {
+            scope: Scope::AllTenants,
+            dry_run: false,
+            page_size: 1_000,
+            replica_page_size: 1_000,
+            write_batch: 1_000,
+            concurrency: 4,
+            delete_guard: DeleteGuard::default(),
+            epoch,
+            max_pause: Duration::from_secs(30 * 60),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The engine against in-memory fakes: convergence (property-tested), the
+//! delete guard, source failures, dry runs.
+
+use crate::fakes::{FakeSource, FakeStore, Rows, insert};
+use crate::{ReconcileOptions, Reconciler, Scope};
+use proptest::prelude::*;
+use recon_core::{
+    GLOBAL_SCOPE, Group, GuardDecision, Kind, Membership, Record, Row, RunStatus, Tenant,
+    UnitOutcome, User, UserStatus, Version,
+};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+fn tenant(id: &str, name: &str, sequence: u64) -> Row {
+    Row {
+        tenant_id: id.into(),
+        record: Record::Tenant(Tenant {
+            id: id.into(),
+            name: name.into(),
+        }),
+        version: Version::new(1, sequence),
+    }
+}
+
+fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
+    Row {
+        tenant_id: tenant.into(),
+        record: Record::User(User {
+            id: id.into(),
+            email: format!("{id}@x"),
+            display_name: name.into(),
+            status: UserStatus::Active,
+        }),
+        version: Version::new(1, sequence),
+    }
+}
+
+fn group(tenant: &str, id: &str, sequence: u64) -> Row {
+    Row {
+        tenant_id: tenant.into(),
+        record: Record::Group(Group {
+            id: id.into(),
+            name: id.into(),
+        }),
+        version: Version::new(1, sequence),
+    }
+}
+
+fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
+    Row {
+        tenant_id: tenant.into(),
+        record: Record::Membership(Membership {
+            group_id: group_id.into(),
+            user_id: user_id.into(),
+        }),
+        version: Version::new(1, sequence),
+    }
+}
+
+fn options() -> ReconcileOptions {
+    let mut options = ReconcileOptions::new(1);
+    options.page_size = 3;
+    options.replica_page_size = 2;
+    options.write_batch = 2;
+    options
+}
+
+async fn run(
+    source: FakeSource,
+    store: &Arc<FakeStore>,
+    options: &ReconcileOptions,
+) -> recon_core::RunReport {
+    let reconciler = Reconciler::new(Arc::new(source), store.clone());
+    reconciler.run(options, &CancellationToken::new()).await
+}
+
+/// A random world: a few tenants, each with users, groups, memberships.
+fn world() -> impl Strategy<Value = Rows> {
+    let tenant_ids = prop::collection::btree_set("[ab]", 0..3);
+    tenant_ids.prop_flat_map(|ids| {
+        let ids: Vec<String> = ids.into_iter().collect();
+        let per_tenant = prop::collection::vec(
+            (
+                prop::collection::btree_map("[a-e]", ("[xy]", 1u64..5), 0..5),
+                prop::collection::btree_set("g[12]", 0..3),
+                prop::collection::btree_set(("g[12]", "[a-e]"), 0..4),
+            ),
+            ids.len(),
+        );
+        (Just(ids), per_tenant).prop_map(|(ids, contents)| {
+            let mut rows = Rows::new();
+            for (id, (users, groups, memberships)) in ids.iter().zip(contents) {
+                insert(&mut rows, tenant(id, "t", 1));
+                for (user_id, (name, sequence)) in users {
+                    insert(&mut rows, user(id, &user_id, &name, sequence));
+                }
+                for group_id in groups {
+                    insert(&mut rows, group(id, &group_id, 1));
+                }
+                for (group_id, user_id) in memberships {
+                    insert(&mut rows, membership(id, &group_id, &user_id, 1));
+                }
+            }
+            rows
+        })
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_run_makes_the_replica_equal_to_the_source(truth in world(), replica in world()) {
+        let mut options = options();
+        options.delete_guard.override_allowed = true;
+        let store = Arc::new(FakeStore::with(replica));
+        let report = runtime().block_on(run(FakeSource::new(truth.clone(), Version::new(2, 100)), &store, &options));
+        prop_assert_eq!(report.status, RunStatus::Completed);
+        let mut expected = truth.clone();
+        expected.retain(|_, keyed| !keyed.is_empty());
+        prop_assert_eq!(store.snapshot(), expected);
+        // A second run finds nothing to do.
+        let again = runtime().block_on(run(FakeSource::new(truth, Version::new(2, 100)), &store, &options));
+        prop_assert_eq!(again.total(|unit| unit.missing + unit.phantom + unit.changed), 0);
+    }
+
+    #[test]
+    fn a_dry_run_writes_nothing_and_predicts_the_real_run(truth in world(), replica in world()) {
+        let mut options = options();
+        options.delete_guard.override_allowed = true;
+        options.dry_run = true;
+        let store = Arc::new(FakeStore::with(replica.clone()));
+        let dry = runtime().block_on(run(FakeSource::new(truth.clone(), Version::new(2, 100)), &store, &options));
+        prop_assert_eq!(store.writes.load(std::sync::atomic::Ordering::SeqCst), 0);
+        prop_assert!(store.floors.lock().expect("lock").is_empty());
+        options.dry_run = false;
+        let real = runtime().block_on(run(FakeSource::new(truth, Version::new(2, 100)), &store, &options));
+        // Tenant-level figures match exactly; per-tenant units of tenants the
+        // real run deletes or creates are reported the same way.
+        prop_assert_eq!(dry.units[0].missing, real.units[0].missing);
+        prop_assert_eq!(dry.units[0].phantom, real.units[0].phantom);
+        prop_assert_eq!(dry.total(|unit| unit.missing + unit.changed), real.total(|unit| unit.missing + unit.changed));
+    }
+}
+
+fn big_tenant(users: u64) -> Rows {
+    let mut rows = Rows::new();
+    insert(&mut rows, tenant("t", "t", 1));
+    for index in 0..users {
+        insert(&mut rows, user("t", &format!("u{index:04}"), "n", 1));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
+    let replica = big_tenant(100);
+    let mut truth = replica.clone();
+    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
+        users.retain(|key, _| key.primary.ends_with(['0', '2', '4', '6', '8']));
+    }
+    let store = Arc::new(FakeStore::with(replica));
+    let report = run(
+        FakeSource::new(truth.clone(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    let users = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("user unit");
+    assert_eq!(users.guard, GuardDecision::Tripped);
+    assert_eq!(users.outcome, UnitOutcome::GuardTripped);
+    assert_eq!(users.skipped_by_guard, 50);
+    assert_eq!(
+        store.snapshot()[&(Kind::User, "t".into())].len(),
+        100,
+        "the guard let a deletion through"
+    );
+    assert_eq!(report.status, RunStatus::CompletedWithProblems);
+    assert!(
+        store.floors.lock().expect("lock").is_empty(),
+        "floor raised after a tripped guard"
+    );
+
+    let mut allowed = options();
+    allowed.delete_guard.override_allowed = true;
+    let report = run(FakeSource::new(truth, Version::new(1, 9)), &store, &allowed).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    assert_eq!(store.snapshot()[&(Kind::User, "t".into())].len(), 50);
+    assert_eq!(
+        store.floors.lock().expect("lock").get(GLOBAL_SCOPE),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_page_deletes_nothing() {
+    let replica = big_tenant(20);
+    let mut truth = replica.clone();
+    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
+        users.retain(|key, _| key.primary != "u0019");
+    }
+    // Requests: 1 = tenant list, 2 = the tenants to go into, 3..=9 = the
+    // seven user pages (3 rows each) of the first pass, 10 = groups,
+    // 11 = memberships, then the deleting pass over users.
+    for failing in 1..=12 {
+        let store = Arc::new(FakeStore::with(replica.clone()));
+        let mut source = FakeSource::new(truth.clone(), Version::new(1, 9));
+        source.fail_request = Some(failing);
+        let report = run(source, &store, &options()).await;
+        let users_left = store.snapshot()[&(Kind::User, "t".into())].len();
+        let users_unit_broken = failing <= 9 || failing == 12;
+        if users_unit_broken {
+            assert_eq!(
+                users_left, 20,
+                "request {failing} failing let a deletion through"
+            );
+        } else {
+            assert_eq!(
+                users_left, 19,
+                "request {failing} (another unit) blocked the complete users unit"
+            );
+        }
+        assert_ne!(
+            report.status,
+            RunStatus::Completed,
+            "request {failing}: a failure went unreported"
+        );
+        let failed = report.units.iter().any(|unit| matches!(&unit.outcome, UnitOutcome::Failed(reason) if reason.contains("injected failure")));
+        assert!(
+            failed,
+            "request {failing}: the report does not name the failure: {report:#?}"
+        );
+        assert!(
+            store.floors.lock().expect("lock").is_empty(),
+            "request {failing}: floor raised after a failure"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_tenant_list_trips_the_guard() {
+    let mut replica = Rows::new();
+    for id in ["a", "b", "c", "d", "e", "f", "g"] {
+        insert(&mut replica, tenant(id, "t", 1));
+        insert(&mut replica, user(id, "u", "n", 1));
+    }
+    let store = Arc::new(FakeStore::with(replica.clone()));
+    let report = run(
+        FakeSource::new(Rows::new(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    assert_eq!(report.units[0].outcome, UnitOutcome::GuardTripped);
+    assert_eq!(store.snapshot(), replica);
+}
+
+#[tokio::test]
+async fn listed_tenants_leave_the_others_alone() {
+    let mut truth = Rows::new();
+    let mut replica = Rows::new();
+    for id in ["a", "b"] {
+        insert(&mut truth, tenant(id, "new name", 2));
+        insert(&mut truth, user(id, "u", "fixed", 2));
+        insert(&mut replica, tenant(id, "old name", 1));
+        insert(&mut replica, user(id, "u", "broken", 1));
+    }
+    let store = Arc::new(FakeStore::with(replica));
+    let mut options = options();
+    options.scope = Scope::Tenants(vec!["a".into()]);
+    let report = run(FakeSource::new(truth, Version::new(1, 9)), &store, &options).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    let rows = store.snapshot();
+    let name_of = |tenant: &str| {
+        rows[&(Kind::User, tenant.into())]
+            .values()
+            .next()
+            .map(|row| row.record.clone())
+    };
+    assert!(matches!(name_of("a"), Some(Record::User(user)) if user.display_name == "fixed"));
+    assert!(matches!(name_of("b"), Some(Record::User(user)) if user.display_name == "broken"));
+    assert_eq!(store.floors.lock().expect("lock").get("a"), Some(&1));
+    assert_eq!(store.floors.lock().expect("lock").get(GLOBAL_SCOPE), None);
+}
+
+#[tokio::test]
+async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
+    // Checked through the store's writes: the deletion carries the watermark.
+    let replica = big_tenant(3);
+    let mut truth = replica.clone();
+    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
+        users.retain(|key, _| key.primary != "u0001");
+    }
+    struct Recording(FakeStore, std::sync::Mutex<Vec<recon_core::Change>>);
+    #[async_trait::async_trait]
+    impl recon_core::ports::ReplicaStore for Recording {
+        async fn read_rows(
+            &self,
+            t: &str,
+            k: Kind,
+            a: Option<&recon_core::EntityKey>,
+            l: u64,
+        ) -> Result<Vec<Row>, recon_core::ports::PortError> {
+            self.0.read_rows(t, k, a, l).await
+        }
+        async fn apply_reconciliation(
+            &self,
+            f: &recon_core::FenceToken,
+            c: &[recon_core::Change],
+        ) -> Result<recon_core::ports::AppliedCounts, recon_core::ports::PortError> {
+            self.1.lock().expect("lock").extend_from_slice(c);
+            self.0.apply_reconciliation(f, c).await
+        }
+        async fn raise_fence(
+            &self,
+            f: &recon_core::FenceToken,
+        ) -> Result<(), recon_core::ports::PortError> {
+            self.0.raise_fence(f).await
+        }
+        async fn raise_generation_floor(
+            &self,
+            f: &recon_core::FenceToken,
+            s: &str,
+            g: u64,
+        ) -> Result<(), recon_core::ports::PortError> {
+            self.0.raise_generation_floor(f, s, g).await
+        }
+    }
+    let store = Arc::new(Recording(
+        FakeStore::with(replica),
+        std::sync::Mutex::new(Vec::new()),
+    ));
+    let reconciler = Reconciler::new(
+        Arc::new(FakeSource::new(truth, Version::new(3, 77))),
+        store.clone(),
+    );
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed);
+    let writes = store.1.lock().expect("lock");
+    let deletions: Vec<_> = writes
+        .iter()
+        .filter_map(|change| match change {
+            recon_core::Change::Delete(deletion) => Some(deletion.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletions.len(), 1);
+    assert_eq!(deletions[0].key, recon_core::EntityKey::id("u0001"));
+    assert_eq!(deletions[0].version, Version::new(3, 77));
+}

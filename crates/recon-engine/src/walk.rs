@@ -1,0 +1,306 @@
+//! Key-ordered walks over the source's pages and the replica's rows, one
+//! item of look-ahead each, with the checks that keep a broken stream from
+//! ever being read as "rows are gone".
+
+use crate::unit::UnitError;
+use recon_core::diff::{DiffItem, Side};
+use recon_core::ports::{PageRequest, ReplicaStore, Source};
+use recon_core::{EntityKey, KeyRange, Kind, Row, RowHash, Version};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A row with its key and hash computed once.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyed {
+    pub row: Row,
+    pub key: EntityKey,
+    pub hash: RowHash,
+}
+
+impl Keyed {
+    fn new(row: Row) -> Self {
+        Self {
+            key: row.key(),
+            hash: row.record.row_hash(),
+            row,
+        }
+    }
+}
+
+impl DiffItem for Keyed {
+    type Key = EntityKey;
+    fn diff_key(&self) -> &EntityKey {
+        &self.key
+    }
+    fn diff_version(&self) -> Version {
+        self.row.version
+    }
+    fn diff_hash(&self) -> RowHash {
+        self.hash
+    }
+}
+
+/// Which keys of a walk to keep (the others are read and checked, then
+/// skipped); `None` keeps all.
+pub(crate) type KeyFilter = Option<Arc<BTreeSet<EntityKey>>>;
+
+/// Shared order bookkeeping of both walks.
+struct Order {
+    side: Side,
+    last: Option<EntityKey>,
+}
+
+impl Order {
+    fn check(&mut self, key: &EntityKey) -> Result<(), UnitError> {
+        if self.last.as_ref().is_some_and(|last| key <= last) {
+            return Err(UnitError::OutOfOrder {
+                side: self.side,
+                key: key.to_string(),
+                previous: self
+                    .last
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            });
+        }
+        self.last = Some(key.clone());
+        Ok(())
+    }
+}
+
+/// The source side: pages fetched on demand.
+pub(crate) struct SourceWalk {
+    source: Arc<dyn Source>,
+    request: PageRequest,
+    range: KeyRange,
+    filter: KeyFilter,
+    buffer: VecDeque<Keyed>,
+    order: Order,
+    exhausted: bool,
+    watermark: Option<Version>,
+    /// Pages read so far.
+    pub pages: u64,
+    /// Response bytes read so far.
+    pub bytes: u64,
+}
+
+impl SourceWalk {
+    pub fn new(
+        source: Arc<dyn Source>,
+        tenant_id: &str,
+        kind: Kind,
+        range: &KeyRange,
+        page_size: u32,
+        filter: KeyFilter,
+    ) -> Self {
+        Self {
+            source,
+            request: PageRequest {
+                tenant_id: tenant_id.to_owned(),
+                kind,
+                after: range.after.clone(),
+                limit: page_size,
+            },
+            range: range.clone(),
+            filter,
+            buffer: VecDeque::new(),
+            order: Order {
+                side: Side::Source,
+                last: None,
+            },
+            exhausted: false,
+            watermark: None,
+            pages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The next row without consuming it; fetches a page when needed.
+    pub async fn head(&mut self) -> Result<Option<&Keyed>, UnitError> {
+        while self.buffer.is_empty() && !self.exhausted {
+            self.fetch().await?;
+        }
+        Ok(self.buffer.front())
+    }
+
+    /// Consumes the head.
+    pub fn pop(&mut self) -> Option<Keyed> {
+        self.buffer.pop_front()
+    }
+
+    /// The watermark of the page the current head came from — after the end,
+    /// of the last page. It is the version a phantom whose key this page
+    /// covers is tombstoned at.
+    pub fn watermark(&self) -> Option<Version> {
+        self.watermark
+    }
+
+    async fn fetch(&mut self) -> Result<(), UnitError> {
+        let requested_after = self.request.after.clone();
+        let page = self
+            .source
+            .fetch_page(&self.request)
+            .await
+            .map_err(UnitError::Source)?;
+        self.pages += 1;
+        self.bytes += page.bytes;
+        self.watermark = Some(page.watermark);
+        check_page_shape(&page.rows, page.next_after.as_ref())?;
+        for row in page.rows {
+            let keyed = Keyed::new(row);
+            self.check_item(&keyed, requested_after.as_ref())?;
+            if !self.range.contains(&keyed.key) {
+                // Past the unit's upper bound: this walk is complete.
+                self.exhausted = true;
+                return Ok(());
+            }
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|keep| keep.contains(&keyed.key))
+            {
+                self.buffer.push_back(keyed);
+            }
+        }
+        match page.next_after {
+            Some(next) if !self.range.ends_at_or_before(&next) => self.request.after = Some(next),
+            _ => self.exhausted = true,
+        }
+        Ok(())
+    }
+
+    fn check_item(
+        &mut self,
+        keyed: &Keyed,
+        requested_after: Option<&EntityKey>,
+    ) -> Result<(), UnitError> {
+        let kind = self.request.kind;
+        if keyed.row.kind() != kind {
+            return Err(UnitError::BrokenPage(format!(
+                "a {} item in a {kind} page",
+                keyed.row.kind()
+            )));
+        }
+        if kind != Kind::Tenant && keyed.row.tenant_id != self.request.tenant_id {
+            return Err(UnitError::BrokenPage(format!(
+                "an item of tenant {:?} in a page of tenant {:?}",
+                keyed.row.tenant_id, self.request.tenant_id
+            )));
+        }
+        if requested_after.is_some_and(|after| &keyed.key <= after) {
+            return Err(UnitError::BrokenPage(format!(
+                "item {} is not after the requested cursor {}",
+                keyed.key,
+                requested_after.map(ToString::to_string).unwrap_or_default()
+            )));
+        }
+        self.order.check(&keyed.key)
+    }
+}
+
+/// A page must end where its cursor says and never be empty mid-walk:
+/// otherwise rows between pages would be skipped and look deleted.
+fn check_page_shape(rows: &[Row], next_after: Option<&EntityKey>) -> Result<(), UnitError> {
+    let Some(next) = next_after else {
+        return Ok(());
+    };
+    match rows.last() {
+        None => Err(UnitError::BrokenPage(
+            "an empty page that says more pages follow".into(),
+        )),
+        Some(last) if &last.key() != next => Err(UnitError::BrokenPage(format!(
+            "next_after {next} is not the page's last key {}",
+            last.key()
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The replica side: live rows read in key order, a page at a time.
+pub(crate) struct ReplicaWalk {
+    store: Arc<dyn ReplicaStore>,
+    tenant_id: String,
+    kind: Kind,
+    range: KeyRange,
+    filter: KeyFilter,
+    page_size: u64,
+    after: Option<EntityKey>,
+    buffer: VecDeque<Keyed>,
+    order: Order,
+    exhausted: bool,
+    /// Live rows seen in the unit's range (for the delete guard).
+    pub rows_seen: u64,
+}
+
+impl ReplicaWalk {
+    pub fn new(
+        store: Arc<dyn ReplicaStore>,
+        tenant_id: &str,
+        kind: Kind,
+        range: &KeyRange,
+        page_size: u64,
+        filter: KeyFilter,
+    ) -> Self {
+        Self {
+            store,
+            tenant_id: tenant_id.to_owned(),
+            kind,
+            after: range.after.clone(),
+            range: range.clone(),
+            filter,
+            page_size,
+            buffer: VecDeque::new(),
+            order: Order {
+                side: Side::Replica,
+                last: None,
+            },
+            exhausted: false,
+            rows_seen: 0,
+        }
+    }
+
+    /// The next row without consuming it; reads a page when needed.
+    pub async fn head(&mut self) -> Result<Option<&Keyed>, UnitError> {
+        while self.buffer.is_empty() && !self.exhausted {
+            self.fetch().await?;
+        }
+        Ok(self.buffer.front())
+    }
+
+    /// Consumes the head.
+    pub fn pop(&mut self) -> Option<Keyed> {
+        self.buffer.pop_front()
+    }
+
+    async fn fetch(&mut self) -> Result<(), UnitError> {
+        let rows = self
+            .store
+            .read_rows(
+                &self.tenant_id,
+                self.kind,
+                self.after.as_ref(),
+                self.page_size,
+            )
+            .await
+            .map_err(UnitError::Store)?;
+        self.exhausted = (rows.len() as u64) < self.page_size;
+        for row in rows {
+            let keyed = Keyed::new(row);
+            self.order.check(&keyed.key)?;
+            self.after = Some(keyed.key.clone());
+            if !self.range.contains(&keyed.key) {
+                self.exhausted = true;
+                return Ok(());
+            }
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|keep| keep.contains(&keyed.key))
+            {
+                self.rows_seen += 1;
+                self.buffer.push_back(keyed);
+            }
+        }
+        Ok(())
+    }
+}
