@@ -3,4 +3,5 @@ mod consumer;
 mod monolith;
 mod pipeline;
 mod relay;
+mod source_client;
 mod store;

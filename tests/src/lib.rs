@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod compare;
+pub mod faulty_source;
 pub mod process;
 
 use anyhow::{Context, bail};
