@@ -6,8 +6,8 @@
 use anyhow::{Context, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
+use recon_monolith::verify::compare_databases;
 use recon_tests::broker::{Broker, Storage, wait_for_port};
-use recon_tests::compare::compare_databases;
 use recon_tests::process::ReconProcess;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::path::Path;

@@ -9,7 +9,6 @@
 //! test failure with a message saying how to start it, never a silent skip.
 
 pub mod broker;
-pub mod compare;
 pub mod faulty_source;
 pub mod process;
 

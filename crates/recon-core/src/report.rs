@@ -120,6 +120,12 @@ impl RunReport {
     /// A plain-text table: one line per unit with differences or problems
     /// (units with nothing to report are summed up in one line), then totals.
     pub fn to_table(&self) -> String {
+        self.to_table_limited(usize::MAX)
+    }
+
+    /// Like [`RunReport::to_table`], but lists at most `max_units` units:
+    /// problems first, then those with the most differences.
+    pub fn to_table_limited(&self, max_units: usize) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -136,14 +142,22 @@ impl RunReport {
             "bytes",
             "secs"
         );
-        let mut quiet = 0;
-        for unit in &self.units {
-            let interesting =
-                unit.missing + unit.phantom + unit.changed > 0 || unit.outcome != UnitOutcome::Done;
-            if !interesting {
-                quiet += 1;
-                continue;
-            }
+        let differences = |unit: &UnitReport| unit.missing + unit.phantom + unit.changed;
+        let mut interesting: Vec<&UnitReport> = self
+            .units
+            .iter()
+            .filter(|unit| differences(unit) > 0 || unit.outcome != UnitOutcome::Done)
+            .collect();
+        let quiet = self.units.len() - interesting.len();
+        if interesting.len() > max_units {
+            interesting.sort_by_key(|unit| {
+                (
+                    unit.outcome == UnitOutcome::Done,
+                    std::cmp::Reverse(differences(unit)),
+                )
+            });
+        }
+        for unit in interesting.iter().take(max_units) {
             let tenant = if unit.tenant.is_empty() {
                 "(tenant list)"
             } else {
@@ -164,6 +178,13 @@ impl RunReport {
                 unit.bytes,
                 unit.seconds,
                 outcome_text(&unit.outcome)
+            );
+        }
+        if interesting.len() > max_units {
+            let _ = writeln!(
+                out,
+                "({} more units with differences)",
+                interesting.len() - max_units
             );
         }
         if quiet > 0 {

@@ -270,8 +270,13 @@ impl Reconciler {
         }
     }
 
-    /// After a run, events of an older generation than the source's are void
-    /// for what was reconciled: raise the floor where every unit is done.
+    /// After a run, events of an older generation than the source's are
+    /// void or already reflected in what was reconciled (DESIGN §3), so the
+    /// floor goes up: for the whole store once the tenant list is reconciled
+    /// (a tenant whose own units failed is reported and stays stale until the
+    /// next run — applying pre-restore events would only move it further from
+    /// the truth); for a run over listed tenants, per tenant whose units are
+    /// all done.
     async fn raise_floors(
         &self,
         options: &ReconcileOptions,
@@ -279,11 +284,14 @@ impl Reconciler {
         generation: Option<u64>,
     ) -> Option<u64> {
         let generation = generation?;
-        let all_done = report
-            .units
-            .iter()
-            .all(|unit| unit.outcome == UnitOutcome::Done);
-        let scopes: Vec<String> = if all_done && options.scope == Scope::AllTenants {
+        let scopes: Vec<String> = if options.scope == Scope::AllTenants {
+            let tenant_list_done = report
+                .units
+                .iter()
+                .any(|unit| unit.kind == Kind::Tenant && unit.outcome == UnitOutcome::Done);
+            if !tenant_list_done {
+                return None;
+            }
             vec![GLOBAL_SCOPE.to_owned()]
         } else {
             let failed: BTreeSet<&str> = report

@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod read;
 pub mod relay;
 pub mod seed;
+pub mod verify;
 pub mod write;
 
 pub use backup::{BackupId, RestoreOutcome};

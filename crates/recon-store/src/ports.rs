@@ -76,15 +76,27 @@ impl ReplicaStore for Store {
         Ok(page.into_iter().map(|stored| stored.row).collect())
     }
 
-    async fn apply_reconciliation(&self, fence: &FenceToken, changes: &[Change]) -> Result<AppliedCounts, PortError> {
-        Ok(self.apply(changes, WriteMode::Reconcile(fence)).await?.into())
+    async fn apply_reconciliation(
+        &self,
+        fence: &FenceToken,
+        changes: &[Change],
+    ) -> Result<AppliedCounts, PortError> {
+        Ok(self
+            .apply(changes, WriteMode::Reconcile(fence))
+            .await?
+            .into())
     }
 
     async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
         Ok(Store::raise_fence(self, fence).await?)
     }
 
-    async fn raise_generation_floor(&self, fence: &FenceToken, scope: &str, generation: u64) -> Result<(), PortError> {
+    async fn raise_generation_floor(
+        &self,
+        fence: &FenceToken,
+        scope: &str,
+        generation: u64,
+    ) -> Result<(), PortError> {
         Ok(Store::raise_generation_floor(self, fence, scope, generation).await?)
     }
 }

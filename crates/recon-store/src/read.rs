@@ -5,7 +5,8 @@ use crate::sql::{self, Binder};
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
 use recon_core::{
-    DiffItem, EntityKey, KeyRange, Group, Kind, Membership, Record, Row, RowHash, Tenant, User, Version,
+    DiffItem, EntityKey, Group, KeyRange, Kind, Membership, Record, Row, RowHash, Tenant, User,
+    Version,
 };
 use sea_orm::{ConnectionTrait, QueryResult, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

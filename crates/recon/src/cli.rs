@@ -19,6 +19,9 @@ pub enum Command {
     /// Run a replica: consume change events into the service database, with
     /// an admin port for health, metrics and the pause gate.
     Serve(ServeArgs),
+    /// Reconcile the replica store against the source of truth (one
+    /// instance): pause the replicas' consumers, diff, fix, resume.
+    Reconcile(ReconcileArgs),
     /// Run the reference monolith (Source API, write API, operator actions).
     Monolith(MonolithArgs),
     /// Generate a deterministic, heavy-tailed workload in a monolith database.
@@ -36,7 +39,9 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Monolith(_) => "info",
-            Command::Seed(_) | Command::Demo(_) | Command::Bench(_) => "warn",
+            Command::Seed(_) | Command::Bench(_) | Command::Reconcile(_) => "warn",
+            // The demo's report already says what went wrong.
+            Command::Demo(_) => "error",
         }
     }
 }
@@ -191,4 +196,80 @@ pub struct DrainArgs {
     /// Most events applied in one transaction.
     #[arg(long, default_value_t = 5_000)]
     pub max_batch: usize,
+}
+
+/// How to print a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Table,
+    /// JSON for tools.
+    Json,
+}
+
+/// Where the truth comes from.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Base URL of the Source API (the `/v1/...` paths are appended).
+    #[arg(long, env = "RECON_SOURCE_URL")]
+    pub source_url: String,
+    /// Bearer token for the Source API.
+    #[arg(long, env = "RECON_SOURCE_TOKEN", hide_env_values = true)]
+    pub source_token: Option<String>,
+    /// Most Source API requests per second.
+    #[arg(long, env = "RECON_SOURCE_RPS")]
+    pub source_requests_per_second: Option<u32>,
+}
+
+/// How a reconciliation behaves.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Only these tenants (repeatable); default: all.
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    /// Read and compare only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Items per Source API page.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+    /// Tenants reconciled at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Changes per write transaction.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub write_batch: u32,
+    /// Largest share of a unit's rows a run may delete (delete guard).
+    #[arg(long, default_value_t = 0.2)]
+    pub max_delete_share: f64,
+    /// Override the delete guard: delete whatever the source lacks.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Abort (and resume consumers) after this many seconds.
+    #[arg(long, default_value_t = 1_800)]
+    pub max_pause_secs: u64,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Options of `recon reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The replica store to reconcile.
+    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The source of truth.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Admin URL of a replica whose consumer to pause during the run
+    /// (repeatable), e.g. `http://127.0.0.1:9464`.
+    #[arg(long = "replica-admin-url")]
+    pub replica_admin_urls: Vec<String>,
+    /// Run behaviour.
+    #[command(flatten)]
+    pub run: RunArgs,
 }

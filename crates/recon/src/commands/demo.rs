@@ -1,174 +1,311 @@
-//! `recon demo`: the main job on embedded defaults.
+//! `recon demo`: the main job on embedded defaults (SQLite, librdkafka's
+//! in-process mock cluster, the in-process coordinator), end to end:
 //!
-//! Today it starts the reference monolith on a SQLite file, seeds a
-//! heavy-tailed workload, and reads it back through the Source API over HTTP
-//! (every tenant page and every tenant's counts), checking that the API
-//! reports exactly what was seeded. Later issues extend it with the Kafka
-//! path, a replica and reconciliation.
+//! 1. a monolith on SQLite with a seeded, heavy-tailed workload;
+//! 2. its outbox relayed to Kafka and applied by a replica consumer into a
+//!    replica store (SQLite);
+//! 3. a backup, more changes, then a lagging consumer while changes pile up
+//!    in Kafka, then a **restore** of the backup (phantoms and regressions,
+//!    and old-generation events waiting in Kafka);
+//! 4. random **corruption** of replica rows (simulated replication bugs);
+//! 5. a **reconciliation** (consumer paused) while the monolith keeps
+//!    changing, with its report;
+//! 6. the backlog drains; an independent row-by-row check of both databases
+//!    decides the exit code.
 
+use super::progress::Bars;
 use crate::cli::DemoArgs;
 use anyhow::{Context, bail};
-use recon_monolith::Monolith;
-use serde::Deserialize;
+use rdkafka::mocking::MockCluster;
+use recon_core::UnitOutcome;
+use recon_core::ports::ConsumerGate;
+use recon_engine::{ReconcileOptions, Reconciler, Scope};
+use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
+use recon_monolith::relay::{ChangeProducer, Relay, RelaySettings};
+use recon_monolith::verify::{Differences, compare_databases};
+use recon_monolith::{Monolith, seed};
+use recon_source::{HttpSource, SourceConfig};
+use recon_store::Store;
+use sea_orm::ConnectionTrait;
+use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Deserialize)]
-struct TenantPage {
-    items: Vec<TenantItem>,
-    next_after: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TenantItem {
-    id: String,
-    name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Counts {
-    users: u64,
-    groups: u64,
-    memberships: u64,
-}
+const TOPIC: &str = "recon.changes";
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
     let data_dir = tempfile::Builder::new()
         .prefix("recon-demo-")
         .tempdir()
         .context("create the demo's data directory")?;
-    let database_url = format!(
+    let monolith_url = format!(
         "sqlite://{}?mode=rwc",
         data_dir.path().join("monolith.db").display()
     );
-    println!(
-        "monolith database: {}",
-        data_dir.path().join("monolith.db").display()
+    let replica_url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.path().join("replica.db").display()
     );
+    let tasks = shutdown.child_token();
 
-    let monolith = Monolith::connect(&database_url)
+    step("1", "monolith on SQLite, seeded workload");
+    let monolith = Monolith::connect(&monolith_url)
         .await
         .context("open the monolith database")?;
-    let started = Instant::now();
-    let summary = recon_monolith::seed::run(&monolith, &super::seed::spec(&args.workload))
+    let summary = seed::run(&monolith, &super::seed::spec(&args.workload))
         .await
         .context("seed the workload")?;
     println!(
-        "seeded {} tenants, {} users, {} groups, {} memberships in {:.1}s (largest tenant {} users, median {})",
+        "   {} tenants, {} users, {} groups, {} memberships (largest tenant {} users, median {})",
         summary.tenants,
         summary.users,
         summary.groups,
         summary.memberships,
-        started.elapsed().as_secs_f64(),
         summary.largest_tenant_users,
         summary.median_tenant_users
     );
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .context("bind the monolith's port")?;
-    let address = listener.local_addr()?;
-    let server_shutdown = shutdown.child_token();
+        .context("bind the Source API port")?;
+    let source_url = format!("http://{}", listener.local_addr()?);
     let server = {
-        let monolith = monolith.clone();
-        let token = server_shutdown.clone();
+        let (monolith, token) = (monolith.clone(), tasks.clone());
         tokio::spawn(async move { monolith.serve(listener, None, token).await })
     };
-    println!("monolith serving the Source API on http://{address}/v1");
+    println!("   Source API on {source_url}/v1");
 
-    let totals = read_back(&format!("http://{address}")).await;
-    server_shutdown.cancel();
-    server
-        .await
-        .context("monolith task")?
-        .context("serve the monolith")?;
-    let totals = totals?;
-
-    if args.keep_data {
-        let kept = data_dir.keep();
-        println!("kept data in {}", kept.display());
-    }
-    let expected = (
-        summary.tenants,
-        summary.users,
-        summary.groups,
-        summary.memberships,
+    step(
+        "2",
+        "Kafka (librdkafka mock cluster), outbox relay, replica consumer",
     );
-    if totals != expected {
-        bail!(
-            "the Source API reported {totals:?} (tenants, users, groups, memberships) but {expected:?} were seeded"
+    let cluster = MockCluster::new(1).context("start the mock Kafka cluster")?;
+    cluster
+        .create_topic(TOPIC, 4, 1)
+        .context("create the change topic")?;
+    let kafka = KafkaConfig::new(cluster.bootstrap_servers()).with_topic(TOPIC);
+    let producer = Arc::new(ChangeProducer::new(&kafka).context("create the relay's producer")?);
+    let relay = Relay::new(monolith.clone(), producer, RelaySettings::default());
+    let relay_task = tokio::spawn(relay.run(tasks.clone()));
+    let store = Store::connect(&replica_url)
+        .await
+        .context("open the replica store")?;
+    let metrics = ConsumerMetrics::unregistered();
+    let (consumer, gate) = ReplicaConsumer::new(
+        &kafka,
+        ConsumerSettings::new("demo-replicas"),
+        Arc::new(store.clone()),
+        metrics.clone(),
+    )
+    .context("create the replica consumer")?;
+    let consumer_task = consumer.spawn(tasks.clone());
+    let caught_up = wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await?;
+    println!(
+        "   replica caught up through Kafka: {} rows equal",
+        caught_up.replica_rows
+    );
+
+    step(
+        "3",
+        "backup, more changes, a lagging consumer, then a restore",
+    );
+    let backup = monolith.backup().await.context("take a backup")?;
+    let changed = seed::random_changes(&monolith, 300, args.workload.seed + 1)
+        .await
+        .context("change data")?;
+    wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await?;
+    println!(
+        "   backup {backup:?} taken; {} changes made and replicated",
+        changed.applied
+    );
+    gate.pause().await.context("pause the consumer")?;
+    let piled_up = seed::random_changes(&monolith, 200, args.workload.seed + 2)
+        .await
+        .context("change data")?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the relay publish them
+    println!(
+        "   consumer paused (lagging); {} changes of generation 1 wait in Kafka",
+        piled_up.applied
+    );
+    let restored = monolith
+        .restore(backup)
+        .await
+        .context("restore the backup")?;
+    println!(
+        "   restored backup {backup:?}: generation now {}; the monolith forgot everything since",
+        restored.generation
+    );
+    let drift = compare_databases(&monolith_url, &replica_url).await?;
+    println!("   drift after the restore: {} rows differ", drift.total);
+
+    step(
+        "4",
+        "random corruption of replica rows (simulated replication bugs)",
+    );
+    let corrupted = corrupt(&store).await?;
+    println!(
+        "   {} user names garbled, {} memberships dropped, {} phantom groups added",
+        corrupted.0, corrupted.1, corrupted.2
+    );
+
+    step(
+        "5",
+        "reconciliation, consumer paused, while the monolith keeps changing",
+    );
+    let writer = {
+        let monolith = monolith.clone();
+        let seed = args.workload.seed;
+        tokio::spawn(async move {
+            let mut applied = 0;
+            for round in 0..10 {
+                applied += seed::random_changes(&monolith, 20, seed + 100 + round)
+                    .await?
+                    .applied;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(applied)
+        })
+    };
+    let options = ReconcileOptions::new(super::reconcile::wall_clock_epoch());
+    let report = reconcile(&source_url, &store, gate.clone(), &options, &shutdown).await;
+    print!("{}", indent(&report.to_table_limited(12)));
+    let during = writer.await.context("writer task")??;
+    println!("   {during} changes were made during the run; they wait in Kafka");
+    let tripped: Vec<String> = report
+        .units
+        .iter()
+        .filter(|unit| unit.outcome == UnitOutcome::GuardTripped)
+        .map(|unit| unit.tenant.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !tripped.is_empty() {
+        println!(
+            "   the delete guard withheld deletions in {} tenant(s); the operator checks them and re-runs those with --allow-mass-delete:",
+            tripped.len()
         );
+        let mut override_options = ReconcileOptions::new(super::reconcile::wall_clock_epoch());
+        override_options.scope = Scope::Tenants(tripped);
+        override_options.delete_guard.override_allowed = true;
+        let second = reconcile(
+            &source_url,
+            &store,
+            gate.clone(),
+            &override_options,
+            &shutdown,
+        )
+        .await;
+        print!("{}", indent(&second.to_table_limited(12)));
     }
-    println!("check: the Source API reports exactly the seeded rows");
-    Ok(ExitCode::SUCCESS)
+
+    step("6", "backlog drains; independent row-by-row check");
+    let before = metrics.events_skipped_below_floor.get();
+    let verdict = wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await;
+    println!(
+        "   consumer: {} events applied in all, {} skipped as stale, {} skipped below the generation floor",
+        metrics.events_received.get(),
+        metrics.events_skipped_stale.get(),
+        metrics.events_skipped_below_floor.get().max(before)
+    );
+    tasks.cancel();
+    let _ = consumer_task.await;
+    let _ = relay_task.await;
+    let _ = server.await;
+    drop(cluster);
+    if args.keep_data {
+        println!("   data kept in {}", data_dir.keep().display());
+    }
+    match verdict {
+        Ok(differences) => {
+            println!(
+                "\nOK: all {} replica rows equal the monolith's ({:.0}s)",
+                differences.replica_rows,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("\nFAILED: {error:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
-/// Walks every tenant page and every tenant's counts over HTTP; prints the
-/// largest tenants and returns (tenants, users, groups, memberships).
-async fn read_back(base_url: &str) -> anyhow::Result<(u64, u64, u64, u64)> {
-    let client = reqwest::Client::new();
-    let mut tenants = Vec::new();
-    let mut after: Option<String> = None;
-    let mut pages = 0;
+fn step(number: &str, title: &str) {
+    println!("\n[{number}] {title}");
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("   {line}\n")).collect()
+}
+
+async fn reconcile(
+    source_url: &str,
+    store: &Store,
+    gate: PauseGate,
+    options: &ReconcileOptions,
+    shutdown: &CancellationToken,
+) -> recon_core::RunReport {
+    let source = match HttpSource::new(&SourceConfig::new(source_url)) {
+        Ok(source) => source,
+        Err(error) => panic!("the demo's source configuration is valid: {error}"),
+    };
+    let bars = Arc::new(Bars::new());
+    let gate: Arc<dyn ConsumerGate> = Arc::new(gate);
+    let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()))
+        .with_gate(gate)
+        .with_progress(bars.clone());
+    let report = reconciler.run(options, shutdown).await;
+    bars.finish();
+    report
+}
+
+/// Garbles, drops and invents replica rows behind recon's back; returns
+/// how many of each.
+async fn corrupt(store: &Store) -> anyhow::Result<(u64, u64, u64)> {
+    let connection = store.connection();
+    let garbled = connection
+        .execute_unprepared("UPDATE replica_users SET display_name = 'garbled ' || display_name WHERE NOT deleted AND rowid % 37 = 0")
+        .await?
+        .rows_affected();
+    let dropped = connection
+        .execute_unprepared("DELETE FROM replica_memberships WHERE NOT deleted AND rowid % 41 = 0")
+        .await?
+        .rows_affected();
+    let invented = connection
+        .execute_unprepared(
+            "INSERT INTO replica_groups (tenant_id, id, name, generation, sequence, row_hash, deleted, deleted_at_ms) \
+             SELECT id, 'phantom-group-' || id, 'never existed', 1, 1, '', 0, NULL FROM replica_tenants WHERE NOT deleted AND rowid % 5 = 0",
+        )
+        .await?
+        .rows_affected();
+    Ok((garbled, dropped, invented))
+}
+
+/// Polls the independent check until both databases are equal.
+async fn wait_for_equal(
+    monolith_url: &str,
+    replica_url: &str,
+    timeout: Duration,
+) -> anyhow::Result<Differences> {
+    let deadline = Instant::now() + timeout;
     loop {
-        let mut request = client
-            .get(format!("{base_url}/v1/tenants"))
-            .query(&[("limit", "16")]);
-        if let Some(after) = &after {
-            request = request.query(&[("after", after)]);
-        }
-        let page: TenantPage = request
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+        let differences = compare_databases(monolith_url, replica_url)
             .await
-            .context("decode a tenant page")?;
-        pages += 1;
-        tenants.extend(page.items);
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
+            .context("compare the databases")?;
+        if differences.is_empty() {
+            return Ok(differences);
         }
+        if Instant::now() > deadline {
+            bail!(
+                "after {timeout:?} {} rows still differ; only in the monolith: {:?}; only in the replica: {:?}",
+                differences.total,
+                differences.only_in_monolith,
+                differences.only_in_replica
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let mut rows = Vec::with_capacity(tenants.len());
-    for tenant in &tenants {
-        let counts: Counts = client
-            .get(format!("{base_url}/v1/tenants/{}/counts", tenant.id))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
-            .context("decode tenant counts")?;
-        rows.push((tenant, counts));
-    }
-    rows.sort_by_key(|(_, counts)| std::cmp::Reverse(counts.users));
-    println!(
-        "\n{} tenants read in {pages} pages; the largest:",
-        tenants.len()
-    );
-    println!(
-        "{:<38} {:<24} {:>8} {:>8} {:>12}",
-        "tenant", "name", "users", "groups", "memberships"
-    );
-    for (tenant, counts) in rows.iter().take(8) {
-        println!(
-            "{:<38} {:<24} {:>8} {:>8} {:>12}",
-            tenant.id, tenant.name, counts.users, counts.groups, counts.memberships
-        );
-    }
-    let sum = |pick: fn(&Counts) -> u64| rows.iter().map(|(_, counts)| pick(counts)).sum::<u64>();
-    let totals = (
-        tenants.len() as u64,
-        sum(|c| c.users),
-        sum(|c| c.groups),
-        sum(|c| c.memberships),
-    );
-    println!(
-        "{:<63} {:>8} {:>8} {:>12}\n",
-        "total", totals.1, totals.2, totals.3
-    );
-    Ok(totals)
 }

@@ -3,6 +3,8 @@
 mod bench;
 mod demo;
 mod monolith;
+mod progress;
+mod reconcile;
 mod seed;
 mod serve;
 
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::run(args, shutdown).await,
+        Command::Reconcile(args) => reconcile::run(args, shutdown).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Bench(command) => bench::run(command, shutdown).await,

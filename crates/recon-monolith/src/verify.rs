@@ -1,11 +1,12 @@
 //! An independent check that a replica holds exactly the monolith's rows.
 //!
 //! Reads both databases with plain SQL — the monolith's own tables and the
-//! replica store's live rows — and compares every field and version. It
-//! shares no code with recon's diff, so a bug there cannot hide here.
+//! replica store's live rows (`replica_*` tables, tombstones excluded) — and
+//! compares every field and version. It shares no code with recon's diff or
+//! store, so a bug there cannot hide here. The demo ends with it and the
+//! integration tests use it.
 
-use anyhow::Context;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
 use std::collections::BTreeSet;
 
 /// (kind, monolith query, replica query); every query yields one text
@@ -61,13 +62,9 @@ impl Differences {
 pub async fn compare_databases(
     monolith_url: &str,
     replica_url: &str,
-) -> anyhow::Result<Differences> {
-    let monolith = Database::connect(monolith_url)
-        .await
-        .context("connect to the monolith database")?;
-    let replica = Database::connect(replica_url)
-        .await
-        .context("connect to the replica database")?;
+) -> Result<Differences, DbErr> {
+    let monolith = Database::connect(monolith_url).await?;
+    let replica = Database::connect(replica_url).await?;
     let mut differences = Differences::default();
     for (kind, monolith_query, replica_query) in QUERIES {
         let truth = lines(&monolith, kind, monolith_query).await?;
@@ -96,17 +93,12 @@ async fn lines(
     connection: &DatabaseConnection,
     kind: &str,
     query: &str,
-) -> anyhow::Result<BTreeSet<String>> {
+) -> Result<BTreeSet<String>, DbErr> {
     let statement = Statement::from_string(connection.get_database_backend(), query.to_owned());
-    let rows = connection
-        .query_all_raw(statement)
-        .await
-        .with_context(|| format!("read {kind} rows"))?;
+    let rows = connection.query_all_raw(statement).await?;
     let mut lines = BTreeSet::new();
     for row in rows {
-        let line: String = row
-            .try_get("", "line")
-            .with_context(|| format!("decode a {kind} row"))?;
+        let line: String = row.try_get("", "line")?;
         lines.insert(format!("{kind}|{line}"));
     }
     Ok(lines)

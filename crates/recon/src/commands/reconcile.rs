@@ -1,0 +1,152 @@
+//! `recon reconcile`: one instance reconciles the replica store against the
+//! source, pausing the replicas' consumers (through their admin API) around
+//! the run. Exit code: 0 completed, 3 completed with problems (failed units
+//! or a tripped guard), 4 aborted.
+
+use super::progress::Bars;
+use crate::cli::{OutputFormat, ReconcileArgs, RunArgs, SourceArgs};
+use anyhow::Context;
+use async_trait::async_trait;
+use recon_core::ports::{ConsumerGate, FailureKind, PortError};
+use recon_core::{DeleteGuard, RunReport, RunStatus};
+use recon_engine::{ReconcileOptions, Reconciler, Scope};
+use recon_source::{HttpSource, SourceConfig};
+use recon_store::Store;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&args.database_url)
+        .await
+        .context("open the replica store")?;
+    let source = http_source(&args.source)?;
+    let mut reconciler = Reconciler::new(Arc::new(source), Arc::new(store));
+    if !args.replica_admin_urls.is_empty() {
+        reconciler =
+            reconciler.with_gate(Arc::new(AdminApiGate::new(args.replica_admin_urls.clone())));
+    }
+    let bars = (!args.run.no_progress).then(|| Arc::new(Bars::new()));
+    if let Some(bars) = &bars {
+        reconciler = reconciler.with_progress(bars.clone());
+    }
+    let options = options(&args.run, wall_clock_epoch());
+    let mut report = reconciler.run(&options, &shutdown).await;
+    if let Some(bars) = bars {
+        bars.finish();
+    }
+    report.peak_rss_bytes = peak_rss_bytes();
+    print_report(&report, args.run.output)?;
+    Ok(exit_code(&report))
+}
+
+/// The HTTP source of a command line.
+pub fn http_source(args: &SourceArgs) -> anyhow::Result<HttpSource> {
+    let mut config = SourceConfig::new(&args.source_url);
+    config.bearer_token = args.source_token.clone();
+    config.requests_per_second = args.source_requests_per_second;
+    HttpSource::new(&config).context("configure the Source API client")
+}
+
+/// Engine options of a command line.
+pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
+    let mut options = ReconcileOptions::new(epoch);
+    options.scope = if run.tenants.is_empty() {
+        Scope::AllTenants
+    } else {
+        Scope::Tenants(run.tenants.clone())
+    };
+    options.dry_run = run.dry_run;
+    options.page_size = run.page_size;
+    options.concurrency = run.concurrency as usize;
+    options.write_batch = run.write_batch as usize;
+    options.delete_guard = DeleteGuard {
+        max_share: run.max_delete_share,
+        override_allowed: run.allow_mass_delete,
+        ..DeleteGuard::default()
+    };
+    options.max_pause = Duration::from_secs(run.max_pause_secs);
+    options
+}
+
+/// A single instance has no election; milliseconds since the epoch give it a
+/// fencing epoch that grows from run to run.
+pub fn wall_clock_epoch() -> u64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub fn print_report(report: &RunReport, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table => print!("{}", report.to_table()),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
+    }
+    Ok(())
+}
+
+pub fn exit_code(report: &RunReport) -> ExitCode {
+    match report.status {
+        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::CompletedWithProblems => ExitCode::from(3),
+        RunStatus::Aborted => ExitCode::from(4),
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// Pauses replicas through `POST {admin}/consumer/pause` and `…/resume`.
+struct AdminApiGate {
+    client: reqwest::Client,
+    admin_urls: Vec<String>,
+}
+
+impl AdminApiGate {
+    fn new(admin_urls: Vec<String>) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            admin_urls,
+        }
+    }
+
+    async fn post_all(&self, action: &str) -> Result<(), PortError> {
+        for url in &self.admin_urls {
+            let target = format!("{}/consumer/{action}", url.trim_end_matches('/'));
+            let response = self
+                .client
+                .post(&target)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .map_err(|error| {
+                    PortError::new(FailureKind::Transient, format!("POST {target}: {error}"))
+                })?;
+            if !response.status().is_success() {
+                return Err(PortError::new(
+                    FailureKind::Permanent,
+                    format!("POST {target}: HTTP {}", response.status()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConsumerGate for AdminApiGate {
+    async fn pause(&self) -> Result<(), PortError> {
+        self.post_all("pause").await
+    }
+
+    async fn resume(&self) -> Result<(), PortError> {
+        self.post_all("resume").await
+    }
+}
