@@ -2,6 +2,7 @@
 mod consumer;
 mod monolith;
 mod pipeline;
+mod reconcile;
 mod relay;
 mod source_client;
 mod store;
