@@ -19,6 +19,7 @@
 //! [`Source`](recon_core::ports::Source), [`ReplicaStore`](recon_core::ports::ReplicaStore)
 //! and [`ConsumerGate`](recon_core::ports::ConsumerGate) ports.
 
+pub mod cluster;
 mod options;
 mod progress;
 mod run;

@@ -1,0 +1,361 @@
+//! The in-process coordinator: several members in one process share a hub.
+//! It is the single-instance default (one member, no etcd) and runs the
+//! demo's three replicas; tests expel members to simulate a lost lease.
+
+use super::port::{Coordinator, Leadership};
+use super::types::{Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId};
+use async_trait::async_trait;
+use recon_core::ports::{FailureKind, PortError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct RunRecords {
+    plan: Option<Plan>,
+    acks: BTreeSet<MemberId>,
+    assignments: BTreeMap<UnitId, MemberId>,
+    claims: BTreeMap<UnitId, MemberId>,
+    done: BTreeMap<UnitId, DoneRecord>,
+    barrier: Option<Barrier>,
+}
+
+#[derive(Default)]
+struct HubState {
+    members: BTreeMap<MemberId, (MemberInfo, CancellationToken)>,
+    leader: Option<(MemberId, u64, CancellationToken)>,
+    next_epoch: u64,
+    request: Option<RunRequest>,
+    current: Option<RunState>,
+    runs: BTreeMap<String, RunRecords>,
+}
+
+/// The shared state of in-process members. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct InProcessHub {
+    state: Arc<Mutex<HubState>>,
+}
+
+impl InProcessHub {
+    /// A hub whose first leader gets epoch `first_epoch` (give a single
+    /// instance a wall-clock epoch so it grows across restarts).
+    pub fn new(first_epoch: u64) -> Self {
+        let hub = Self::default();
+        hub.lock().next_epoch = first_epoch.max(1);
+        hub
+    }
+
+    /// Adds a member and returns its coordinator handle.
+    pub fn join(&self, id: &str) -> InProcessCoordinator {
+        let session = CancellationToken::new();
+        let joined_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0);
+        let info = MemberInfo {
+            id: id.to_owned(),
+            admin_url: None,
+            joined_unix_ms,
+        };
+        self.lock()
+            .members
+            .insert(id.to_owned(), (info, session.clone()));
+        InProcessCoordinator {
+            hub: self.clone(),
+            member: id.to_owned(),
+            session,
+        }
+    }
+
+    /// Simulates a member's lease expiring: its session and leadership end,
+    /// its session-bound keys vanish.
+    pub fn expel(&self, id: &str) {
+        let mut state = self.lock();
+        if let Some((_, session)) = state.members.remove(id) {
+            session.cancel();
+        }
+        if state
+            .leader
+            .as_ref()
+            .is_some_and(|(leader, _, _)| leader == id)
+        {
+            if let Some((_, _, lost)) = state.leader.take() {
+                lost.cancel();
+            }
+        }
+        for records in state.runs.values_mut() {
+            records.acks.remove(id);
+            records.claims.retain(|_, member| member != id);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One member's handle on an [`InProcessHub`].
+#[derive(Clone)]
+pub struct InProcessCoordinator {
+    hub: InProcessHub,
+    member: MemberId,
+    session: CancellationToken,
+}
+
+impl InProcessCoordinator {
+    fn alive(&self) -> Result<(), PortError> {
+        if self.session.is_cancelled() {
+            return Err(PortError::new(
+                FailureKind::StaleEpoch,
+                format!("member {} lost its session", self.member),
+            ));
+        }
+        Ok(())
+    }
+
+    fn leading(&self, state: &HubState, leadership: &Leadership) -> Result<(), PortError> {
+        self.alive()?;
+        match &state.leader {
+            Some((leader, epoch, _)) if leader == &self.member && *epoch == leadership.epoch => {
+                Ok(())
+            }
+            _ => Err(PortError::new(
+                FailureKind::StaleEpoch,
+                format!("epoch {} no longer leads", leadership.epoch),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Coordinator for InProcessCoordinator {
+    fn member_id(&self) -> &str {
+        &self.member
+    }
+
+    fn session_lost(&self) -> CancellationToken {
+        self.session.clone()
+    }
+
+    async fn members(&self) -> Result<Vec<MemberInfo>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .members
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect())
+    }
+
+    async fn campaign(&self, cancel: &CancellationToken) -> Result<Leadership, PortError> {
+        loop {
+            self.alive()?;
+            {
+                let mut state = self.hub.lock();
+                if state.leader.is_none() {
+                    let epoch = state.next_epoch;
+                    state.next_epoch += 1;
+                    let lost = self.session.child_token();
+                    state.leader = Some((self.member.clone(), epoch, lost.clone()));
+                    return Ok(Leadership { epoch, lost });
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(PortError::new(FailureKind::Transient, "campaign cancelled")),
+                _ = self.session.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    async fn resign(&self, leadership: &Leadership) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        if self.leading(&state, leadership).is_ok()
+            && let Some((_, _, lost)) = state.leader.take()
+        {
+            lost.cancel();
+        }
+        Ok(())
+    }
+
+    async fn leader(&self) -> Result<Option<(MemberId, u64)>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .leader
+            .as_ref()
+            .map(|(member, epoch, _)| (member.clone(), *epoch)))
+    }
+
+    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
+        self.hub.lock().request = Some(request.clone());
+        Ok(())
+    }
+
+    async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
+        Ok(self.hub.lock().request.clone())
+    }
+
+    async fn current_run(&self) -> Result<Option<RunState>, PortError> {
+        Ok(self.hub.lock().current.clone())
+    }
+
+    async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        state.current = Some(run.clone());
+        state.request = None;
+        state.runs.entry(run.run_id.clone()).or_default();
+        Ok(())
+    }
+
+    async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        state.runs.entry(plan.run_id.clone()).or_default().plan = Some(plan.clone());
+        Ok(())
+    }
+
+    async fn plan(&self, run_id: &str) -> Result<Option<Plan>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .and_then(|records| records.plan.clone()))
+    }
+
+    async fn ack_pause(&self, run_id: &str) -> Result<(), PortError> {
+        self.alive()?;
+        self.hub
+            .lock()
+            .runs
+            .entry(run_id.to_owned())
+            .or_default()
+            .acks
+            .insert(self.member.clone());
+        Ok(())
+    }
+
+    async fn pause_acks(&self, run_id: &str) -> Result<BTreeSet<MemberId>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|records| records.acks.clone())
+            .unwrap_or_default())
+    }
+
+    async fn assign(
+        &self,
+        leadership: &Leadership,
+        run_id: &str,
+        unit: &str,
+        member: &str,
+    ) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        state
+            .runs
+            .entry(run_id.to_owned())
+            .or_default()
+            .assignments
+            .insert(unit.to_owned(), member.to_owned());
+        Ok(())
+    }
+
+    async fn assignments(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|records| records.assignments.clone())
+            .unwrap_or_default())
+    }
+
+    async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        self.alive()?;
+        let mut state = self.hub.lock();
+        let records = state.runs.entry(run_id.to_owned()).or_default();
+        match records.claims.get(unit) {
+            Some(holder) if holder != &self.member => Ok(false),
+            _ => {
+                records.claims.insert(unit.to_owned(), self.member.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|records| records.claims.clone())
+            .unwrap_or_default())
+    }
+
+    async fn put_done(
+        &self,
+        run_id: &str,
+        unit: &str,
+        record: &DoneRecord,
+    ) -> Result<(), PortError> {
+        self.alive()?;
+        self.hub
+            .lock()
+            .runs
+            .entry(run_id.to_owned())
+            .or_default()
+            .done
+            .insert(unit.to_owned(), record.clone());
+        Ok(())
+    }
+
+    async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|records| records.done.clone())
+            .unwrap_or_default())
+    }
+
+    async fn put_barrier(
+        &self,
+        leadership: &Leadership,
+        barrier: &Barrier,
+    ) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        state
+            .runs
+            .entry(barrier.run_id.clone())
+            .or_default()
+            .barrier = Some(barrier.clone());
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|run| run.run_id == barrier.run_id)
+        {
+            state.current = None;
+        }
+        Ok(())
+    }
+
+    async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .and_then(|records| records.barrier.clone()))
+    }
+}

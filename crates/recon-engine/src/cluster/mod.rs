@@ -1,0 +1,14 @@
+//! Reconciliation as a cluster operation (DESIGN §2): a leader elected
+//! through the [`Coordinator`], a plan of work units, pause
+//! acknowledgements, units handed to followers, a completion barrier.
+
+mod in_process;
+mod port;
+mod types;
+
+pub use in_process::{InProcessCoordinator, InProcessHub};
+pub use port::{Coordinator, Leadership};
+pub use types::{
+    Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunPhase, RunRequest, RunState, UnitId,
+    UnitPlan,
+};

@@ -1,0 +1,113 @@
+//! The coordinator port: how replicas agree on a leader and share a run's
+//! state. Implemented in process (single instance, the embedded default)
+//! and on etcd.
+
+use super::types::{Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId};
+use async_trait::async_trait;
+use recon_core::ports::PortError;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio_util::sync::CancellationToken;
+
+/// This member's leadership. `epoch` is the fencing token (for etcd: the
+/// creation revision of its election key); `lost` is cancelled the moment
+/// the leadership (or the member's session) is gone.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    /// The fencing epoch; a later leader always has a higher one.
+    pub epoch: u64,
+    /// Cancelled when leadership is lost.
+    pub lost: CancellationToken,
+}
+
+/// Coordination between the replicas of one service.
+///
+/// Writes marked *leader-guarded* succeed only while `leadership` is still
+/// held (etcd: a transaction comparing the election key's revision) and fail
+/// with [`FailureKind::StaleEpoch`](recon_core::ports::FailureKind) otherwise.
+/// Writes marked *session-bound* live as long as this member's session
+/// (etcd: its lease) and vanish when it dies.
+#[async_trait]
+pub trait Coordinator: Send + Sync {
+    /// This member's id.
+    fn member_id(&self) -> &str;
+
+    /// Cancelled when this member's session is lost (lease expired, keep-alive
+    /// failed): everything it does as leader or follower must stop at once.
+    fn session_lost(&self) -> CancellationToken;
+
+    /// The live members.
+    async fn members(&self) -> Result<Vec<MemberInfo>, PortError>;
+
+    /// Waits until this member is the leader (or `cancel` fires).
+    async fn campaign(&self, cancel: &CancellationToken) -> Result<Leadership, PortError>;
+
+    /// Gives leadership up.
+    async fn resign(&self, leadership: &Leadership) -> Result<(), PortError>;
+
+    /// The current leader and its epoch, if any.
+    async fn leader(&self) -> Result<Option<(MemberId, u64)>, PortError>;
+
+    /// Asks for a run (any member or tool); a pending request is replaced.
+    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError>;
+
+    /// The pending request, if any.
+    async fn pending_request(&self) -> Result<Option<RunRequest>, PortError>;
+
+    /// The current (unfinished) run, if any.
+    async fn current_run(&self) -> Result<Option<RunState>, PortError>;
+
+    /// Writes the current run and deletes the pending request. Leader-guarded.
+    async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError>;
+
+    /// Writes a run's plan. Leader-guarded.
+    async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError>;
+
+    /// A run's plan, if written.
+    async fn plan(&self, run_id: &str) -> Result<Option<Plan>, PortError>;
+
+    /// This member has paused its consumer for the run. Session-bound.
+    async fn ack_pause(&self, run_id: &str) -> Result<(), PortError>;
+
+    /// Members that acknowledged the pause (and are alive).
+    async fn pause_acks(&self, run_id: &str) -> Result<BTreeSet<MemberId>, PortError>;
+
+    /// Hands a unit to a member. Leader-guarded.
+    async fn assign(
+        &self,
+        leadership: &Leadership,
+        run_id: &str,
+        unit: &str,
+        member: &str,
+    ) -> Result<(), PortError>;
+
+    /// Current assignments of a run.
+    async fn assignments(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
+
+    /// Claims a unit for this member if nobody holds it; `false` if another
+    /// live member does. Session-bound.
+    async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError>;
+
+    /// Live claims of a run.
+    async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
+
+    /// Records a finished unit (kept after the member dies).
+    async fn put_done(
+        &self,
+        run_id: &str,
+        unit: &str,
+        record: &DoneRecord,
+    ) -> Result<(), PortError>;
+
+    /// Done-records of a run.
+    async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError>;
+
+    /// Writes the barrier and clears the current run. Leader-guarded.
+    async fn put_barrier(
+        &self,
+        leadership: &Leadership,
+        barrier: &Barrier,
+    ) -> Result<(), PortError>;
+
+    /// A run's barrier, if written.
+    async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError>;
+}

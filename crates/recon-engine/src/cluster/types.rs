@@ -1,0 +1,139 @@
+//! What replicas share through the coordinator: members, run requests, the
+//! run's state, its plan, done-records and the barrier. All serde, so that
+//! the etcd adapter stores them as JSON values.
+
+use recon_core::{EntityKey, InvalidInput, KeyRange, Kind, RunStatus, UnitReport};
+use serde::{Deserialize, Serialize};
+
+/// A replica's id (unique per process start).
+pub type MemberId = String;
+
+/// A work unit's id within its run.
+pub type UnitId = String;
+
+/// A live replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: MemberId,
+    /// Its admin API, if any.
+    pub admin_url: Option<String>,
+    /// When it joined (Unix milliseconds).
+    pub joined_unix_ms: u64,
+}
+
+/// Someone asks for a reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// Who asked (a member id, `recon reconcile --cluster`, …).
+    pub requested_by: String,
+    /// When (Unix milliseconds).
+    pub requested_unix_ms: u64,
+    /// Only these tenants (empty: all).
+    pub tenants: Vec<String>,
+    /// Report only.
+    pub dry_run: bool,
+    /// Override the delete guard.
+    pub allow_mass_delete: bool,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    /// Waiting for every live member to pause its consumer.
+    Pausing,
+    /// The leader reconciles the tenant list and writes the plan.
+    Planning,
+    /// Units are handed out and reconciled.
+    Working,
+}
+
+/// The current run, as the leader last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Unique id of the run.
+    pub run_id: String,
+    /// What was asked.
+    pub request: RunRequest,
+    /// Where it is.
+    pub phase: RunPhase,
+    /// The epoch of the leader that last wrote it.
+    pub epoch: u64,
+    /// When the run began (Unix milliseconds); `max_pause` counts from here.
+    pub started_unix_ms: u64,
+    /// W3C `traceparent` of the run's root span, so that followers join the
+    /// run's trace.
+    pub traceparent: Option<String>,
+}
+
+/// One piece of work: a whole tenant, or a key range of one kind of a big
+/// tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitPlan {
+    /// Id within the run.
+    pub id: UnitId,
+    /// The tenant.
+    pub tenant_id: String,
+    /// `None`: every kind of the tenant; `Some`: only this kind, in `range`.
+    pub kind: Option<Kind>,
+    /// Exclusive lower bound, cursor form.
+    pub after: Option<String>,
+    /// Inclusive upper bound, cursor form.
+    pub until: Option<String>,
+    /// Rows the source counted for it (planning weight).
+    pub weight: u64,
+}
+
+impl UnitPlan {
+    /// The unit's key range (the whole space for whole-tenant units).
+    pub fn range(&self) -> Result<KeyRange, InvalidInput> {
+        let kind = self.kind.unwrap_or(Kind::User);
+        let parse = |text: &Option<String>| -> Result<Option<EntityKey>, InvalidInput> {
+            text.as_deref().map(|text| kind.parse_key(text)).transpose()
+        };
+        Ok(KeyRange {
+            after: parse(&self.after)?,
+            until: parse(&self.until)?,
+        })
+    }
+}
+
+/// The plan of a run, written once by the leader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The run.
+    pub run_id: String,
+    /// The epoch the units' writes carry.
+    pub epoch: u64,
+    /// The source's generation when planned (the floor to raise).
+    pub generation: u64,
+    /// The tenant list's own report.
+    pub tenant_list: UnitReport,
+    /// The units.
+    pub units: Vec<UnitPlan>,
+}
+
+/// What a member did with a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneRecord {
+    /// Who did it.
+    pub member: MemberId,
+    /// Under which epoch.
+    pub epoch: u64,
+    /// Its reports (one per kind reconciled).
+    pub reports: Vec<UnitReport>,
+}
+
+/// The completion barrier: consumers resume when it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Barrier {
+    /// The run.
+    pub run_id: String,
+    /// Completed, with problems, or aborted.
+    pub status: RunStatus,
+    /// Why, when aborted.
+    pub reason: Option<String>,
+    /// The epoch of the leader that wrote it.
+    pub epoch: u64,
+}
