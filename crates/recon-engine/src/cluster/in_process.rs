@@ -75,14 +75,12 @@ impl InProcessHub {
         if let Some((_, session)) = state.members.remove(id) {
             session.cancel();
         }
-        if state
+        let leads = state
             .leader
             .as_ref()
-            .is_some_and(|(leader, _, _)| leader == id)
-        {
-            if let Some((_, _, lost)) = state.leader.take() {
-                lost.cancel();
-            }
+            .is_some_and(|(leader, _, _)| leader == id);
+        if leads && let Some((_, _, lost)) = state.leader.take() {
+            lost.cancel();
         }
         for records in state.runs.values_mut() {
             records.acks.remove(id);
