@@ -10,6 +10,7 @@ pub mod diff;
 pub mod domain;
 pub mod guard;
 pub mod hash;
+pub mod plan;
 pub mod ports;
 pub mod report;
 pub mod version;
