@@ -31,6 +31,8 @@ pub struct FakeSource {
     pub watermark: Version,
     pub fail_request: Option<u64>,
     pub requests: AtomicU64,
+    /// Time every page takes, to keep work in flight for a while.
+    pub page_delay: std::time::Duration,
 }
 
 impl FakeSource {
@@ -40,6 +42,7 @@ impl FakeSource {
             watermark,
             fail_request: None,
             requests: AtomicU64::new(0),
+            page_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -48,6 +51,9 @@ impl FakeSource {
 impl Source for FakeSource {
     async fn fetch_page(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
         let number = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.page_delay.is_zero() {
+            tokio::time::sleep(self.page_delay).await;
+        }
         if self.fail_request == Some(number) {
             return Err(PortError::new(
                 FailureKind::Transient,
@@ -82,8 +88,18 @@ impl Source for FakeSource {
         })
     }
 
-    async fn counts(&self, _tenant_id: &str) -> Result<TenantCounts, PortError> {
-        Ok(TenantCounts::default())
+    async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
+        let count = |kind: Kind| {
+            self.rows
+                .get(&(kind, tenant_id.to_owned()))
+                .map_or(0, |rows| rows.len() as u64)
+        };
+        Ok(TenantCounts {
+            users: count(Kind::User),
+            groups: count(Kind::Group),
+            memberships: count(Kind::Membership),
+            watermark: self.watermark,
+        })
     }
 }
 

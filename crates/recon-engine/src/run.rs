@@ -20,8 +20,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 /// the replica's consumer gate.
 #[derive(Clone)]
 pub struct Reconciler {
-    source: Arc<dyn Source>,
-    store: Arc<dyn ReplicaStore>,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) store: Arc<dyn ReplicaStore>,
     gate: Option<Arc<dyn ConsumerGate>>,
     progress: Arc<dyn Progress>,
 }
@@ -138,7 +138,7 @@ impl Reconciler {
 
     /// Reconciles the tenant rows and returns the tenants to go into, and the
     /// source's generation.
-    async fn tenant_list(
+    pub(crate) async fn tenant_list(
         &self,
         options: &ReconcileOptions,
         cancel: &CancellationToken,
@@ -209,7 +209,7 @@ impl Reconciler {
     }
 
     /// Users and groups, then memberships; deletions in the reverse order.
-    async fn tenant(
+    pub(crate) async fn tenant(
         &self,
         tenant_id: &str,
         options: &ReconcileOptions,
@@ -254,7 +254,7 @@ impl Reconciler {
         units
     }
 
-    fn context<'a>(
+    pub(crate) fn context<'a>(
         &'a self,
         options: &'a ReconcileOptions,
         cancel: &'a CancellationToken,
@@ -277,7 +277,7 @@ impl Reconciler {
     /// next run — applying pre-restore events would only move it further from
     /// the truth); for a run over listed tenants, per tenant whose units are
     /// all done.
-    async fn raise_floors(
+    pub(crate) async fn raise_floors(
         &self,
         options: &ReconcileOptions,
         report: &RunReport,

@@ -3,12 +3,17 @@
 //! acknowledgements, units handed to followers, a completion barrier.
 
 mod in_process;
+mod member;
 mod port;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
+pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use port::{Coordinator, Leadership};
 pub use types::{
     Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunPhase, RunRequest, RunState, UnitId,
     UnitPlan,
 };
+
+#[cfg(test)]
+mod tests;

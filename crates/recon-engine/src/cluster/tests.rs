@@ -1,0 +1,339 @@
+//! Cluster reconciliation with in-process members over the in-process hub
+//! and the in-memory fakes: units spread across members, leader loss, and
+//! `max_pause`.
+
+use super::*;
+use crate::fakes::{FakeSource, FakeStore, Rows, insert};
+use crate::{ReconcileOptions, Reconciler};
+use async_trait::async_trait;
+use recon_core::ports::{ConsumerGate, PortError};
+use recon_core::{Kind, Record, Row, RunStatus, Tenant, User, UserStatus, Version};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct FakeGate {
+    paused: AtomicBool,
+    pauses: AtomicU64,
+}
+
+#[async_trait]
+impl ConsumerGate for FakeGate {
+    async fn pause(&self) -> Result<(), PortError> {
+        self.paused.store(true, Ordering::SeqCst);
+        self.pauses.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn resume(&self) -> Result<(), PortError> {
+        self.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn world() -> Rows {
+    let mut rows = Rows::new();
+    for (tenant, users) in [
+        ("big", 240u64),
+        ("small-a", 5),
+        ("small-b", 8),
+        ("small-c", 3),
+    ] {
+        insert(
+            &mut rows,
+            Row {
+                tenant_id: tenant.into(),
+                record: Record::Tenant(Tenant {
+                    id: tenant.into(),
+                    name: tenant.into(),
+                }),
+                version: Version::new(1, 1),
+            },
+        );
+        for index in 0..users {
+            // UUID-like ids spread over the key space, like the monolith's.
+            let id = format!(
+                "{:08x}-0000-4000-8000-000000000000",
+                (index * 2_654_435_761) as u32
+            );
+            insert(
+                &mut rows,
+                Row {
+                    tenant_id: tenant.into(),
+                    record: Record::User(User {
+                        id,
+                        email: "e@x".into(),
+                        display_name: "n".into(),
+                        status: UserStatus::Active,
+                    }),
+                    version: Version::new(1, index + 2),
+                },
+            );
+        }
+    }
+    rows
+}
+
+struct Member {
+    coordinator: InProcessCoordinator,
+    gate: Arc<FakeGate>,
+    counters: Arc<MemberCounters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn settings(max_pause: Duration) -> ClusterSettings {
+    let mut template = ReconcileOptions::new(0);
+    template.page_size = 16;
+    template.replica_page_size = 16;
+    ClusterSettings {
+        poll_interval: Duration::from_millis(5),
+        max_pause,
+        min_unit_rows: 20,
+        template,
+    }
+}
+
+fn start(
+    hub: &InProcessHub,
+    id: &str,
+    source: &Arc<FakeSource>,
+    store: &Arc<FakeStore>,
+    max_pause: Duration,
+    cancel: &CancellationToken,
+) -> Member {
+    let coordinator = hub.join(id);
+    let gate = Arc::new(FakeGate::default());
+    let reconciler = Reconciler::new(source.clone(), store.clone());
+    let member = Arc::new(ClusterMember::new(
+        Arc::new(coordinator.clone()),
+        reconciler,
+        gate.clone(),
+        settings(max_pause),
+    ));
+    let counters = member.counters();
+    let task = tokio::spawn(member.run(cancel.clone()));
+    Member {
+        coordinator,
+        gate,
+        counters,
+        task,
+    }
+}
+
+fn request() -> RunRequest {
+    RunRequest {
+        requested_by: "test".into(),
+        requested_unix_ms: 0,
+        tenants: Vec::new(),
+        dry_run: false,
+        allow_mass_delete: true,
+    }
+}
+
+/// Waits for a run to start and returns its id.
+async fn run_id(coordinator: &InProcessCoordinator) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(run) = coordinator.current_run().await.expect("current") {
+            return run.run_id;
+        }
+        assert!(Instant::now() < deadline, "no run started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn barrier(coordinator: &InProcessCoordinator, run_id: &str) -> Barrier {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(barrier) = coordinator.barrier(run_id).await.expect("barrier") {
+            return barrier;
+        }
+        assert!(Instant::now() < deadline, "no barrier");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn resumed(members: &[&Member]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while members
+        .iter()
+        .any(|member| member.gate.paused.load(Ordering::SeqCst))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a member did not resume after the barrier"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_share_the_units_and_converge() {
+    let truth = world();
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let members: Vec<Member> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| start(&hub, id, &source, &store, Duration::from_secs(60), &cancel))
+        .collect();
+    members[1]
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&members[0].coordinator).await;
+    let barrier = barrier(&members[0].coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Completed);
+    resumed(&members.iter().collect::<Vec<_>>()).await;
+    assert_eq!(store.snapshot(), truth);
+    let plan = members[0]
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .expect("a plan");
+    assert!(
+        plan.units.iter().any(|unit| unit.kind == Some(Kind::User)),
+        "the big tenant was not split"
+    );
+    let completed: Vec<u64> = members
+        .iter()
+        .map(|member| member.counters.units_completed.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(
+        completed.iter().sum::<u64>(),
+        plan.units.len() as u64,
+        "a unit was done twice or not at all: {completed:?}"
+    );
+    assert!(
+        completed.iter().filter(|count| **count > 0).count() >= 2,
+        "units were not spread: {completed:?}"
+    );
+    assert!(
+        members
+            .iter()
+            .all(|member| member.gate.pauses.load(Ordering::SeqCst) >= 1)
+    );
+    cancel.cancel();
+    for member in members {
+        member.task.await.expect("member");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_the_run_of_a_lost_one() {
+    let truth = world();
+    // Slow pages keep units in flight long after the plan is written.
+    let mut slow = FakeSource::new(truth.clone(), Version::new(1, 999));
+    slow.page_delay = Duration::from_millis(20);
+    let source = Arc::new(slow);
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let members: Vec<Member> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|id| start(&hub, id, &source, &store, Duration::from_secs(60), &cancel))
+        .collect();
+    members[0]
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&members[0].coordinator).await;
+    // Wait until the plan exists, then take the leader away.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members[0]
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no plan");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (leader, first_epoch) = members[0]
+        .coordinator
+        .leader()
+        .await
+        .expect("leader")
+        .expect("a leader");
+    hub.expel(&leader);
+    let survivors: Vec<&Member> = members
+        .iter()
+        .filter(|member| member.coordinator.member_id() != leader)
+        .collect();
+    let barrier = barrier(&survivors[0].coordinator, &run).await;
+    assert!(
+        barrier.epoch > first_epoch,
+        "the barrier came from epoch {} after leader epoch {first_epoch}",
+        barrier.epoch
+    );
+    assert_ne!(barrier.status, RunStatus::Aborted);
+    resumed(&survivors).await;
+    assert_eq!(store.snapshot(), truth);
+    let plan = survivors[0]
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .expect("a plan");
+    let done = survivors[0].coordinator.done(&run).await.expect("done");
+    assert_eq!(done.len(), plan.units.len());
+    let completed: u64 = members
+        .iter()
+        .map(|member| member.counters.units_completed.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(
+        completed,
+        plan.units.len() as u64,
+        "a unit was completed twice"
+    );
+    cancel.cancel();
+    for member in members {
+        member.task.await.expect("member");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_max_pause_is_aborted_and_consumers_resume() {
+    let source = Arc::new(FakeSource::new(world(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let member = start(
+        &hub,
+        "m1",
+        &source,
+        &store,
+        Duration::from_millis(300),
+        &cancel,
+    );
+    // A member that joined but never acknowledges keeps the run in `pausing`.
+    let _silent = hub.join("silent");
+    member
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&member.coordinator).await;
+    let barrier = barrier(&member.coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Aborted);
+    assert!(
+        barrier
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("max_pause")),
+        "{barrier:?}"
+    );
+    resumed(&[&member]).await;
+    assert!(
+        store.snapshot().is_empty(),
+        "an aborted run before the plan wrote rows"
+    );
+    cancel.cancel();
+    member.task.await.expect("member");
+}
