@@ -162,6 +162,46 @@ pub struct ServeArgs {
     /// Admin HTTP address (health, readiness, metrics, pause gate).
     #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
+    /// Cluster reconciliation (enabled when `--source-url` is given).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Options of a replica's part in cluster reconciliation.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Base URL of the Source API; without it this replica takes no part in
+    /// reconciliation.
+    #[arg(long, env = "RECON_SOURCE_URL")]
+    pub source_url: Option<String>,
+    /// Bearer token for the Source API.
+    #[arg(long, env = "RECON_SOURCE_TOKEN", hide_env_values = true)]
+    pub source_token: Option<String>,
+    /// etcd endpoints (comma-separated); without them the replica is a
+    /// single instance with the in-process coordinator.
+    #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Service name: the etcd key prefix is `/recon/<service>`.
+    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
+    pub service: String,
+    /// This replica's member id (default: `<hostname>-<pid>`).
+    #[arg(long, env = "RECON_MEMBER_ID")]
+    pub member_id: Option<String>,
+    /// Lease TTL in seconds; keep-alives every third of it.
+    #[arg(long, env = "RECON_LEASE_TTL_SECS", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+    /// A run older than this is aborted and consumers resume.
+    #[arg(long, env = "RECON_MAX_PAUSE_SECS", default_value_t = 1_800)]
+    pub max_pause_secs: u64,
+    /// Items per Source API page.
+    #[arg(long, default_value_t = 1_000)]
+    pub page_size: u32,
+    /// Smallest unit worth splitting a big tenant for.
+    #[arg(long, default_value_t = 20_000)]
+    pub min_unit_rows: u64,
+    /// How often run state is polled, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub poll_interval_ms: u64,
 }
 
 /// The benchmarks.

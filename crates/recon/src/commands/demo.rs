@@ -2,24 +2,27 @@
 //! in-process mock cluster, the in-process coordinator), end to end:
 //!
 //! 1. a monolith on SQLite with a seeded, heavy-tailed workload;
-//! 2. its outbox relayed to Kafka and applied by a replica consumer into a
-//!    replica store (SQLite);
-//! 3. a backup, more changes, then a lagging consumer while changes pile up
+//! 2. its outbox relayed to Kafka and applied by three replicas (one
+//!    consumer group, one shared replica store);
+//! 3. a backup, more changes, then lagging consumers while changes pile up
 //!    in Kafka, then a **restore** of the backup (phantoms and regressions,
 //!    and old-generation events waiting in Kafka);
 //! 4. random **corruption** of replica rows (simulated replication bugs);
-//! 5. a **reconciliation** (consumer paused) while the monolith keeps
-//!    changing, with its report;
+//! 5. a **cluster reconciliation** by the three replicas: a leader with its
+//!    epoch, a plan of units spread over the replicas, every consumer paused
+//!    until the barrier — while the monolith keeps changing; the delete guard
+//!    withholds large deletions and the operator's override run follows;
 //! 6. the backlog drains; an independent row-by-row check of both databases
 //!    decides the exit code.
 
-use super::progress::Bars;
 use crate::cli::DemoArgs;
 use anyhow::{Context, bail};
 use rdkafka::mocking::MockCluster;
-use recon_core::UnitOutcome;
-use recon_core::ports::ConsumerGate;
-use recon_engine::{ReconcileOptions, Reconciler, Scope};
+use recon_core::{RunReport, UnitOutcome};
+use recon_engine::cluster::{
+    ClusterMember, ClusterSettings, Coordinator, InProcessHub, RunRequest,
+};
+use recon_engine::{ReconcileOptions, Reconciler};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_monolith::relay::{ChangeProducer, Relay, RelaySettings};
 use recon_monolith::verify::{Differences, compare_databases};
@@ -27,13 +30,14 @@ use recon_monolith::{Monolith, seed};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use sea_orm::ConnectionTrait;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "recon.changes";
+const REPLICAS: usize = 3;
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -79,7 +83,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     step(
         "2",
-        "Kafka (librdkafka mock cluster), outbox relay, replica consumer",
+        "Kafka (librdkafka mock cluster), outbox relay, three replicas",
     );
     let cluster = MockCluster::new(1).context("start the mock Kafka cluster")?;
     cluster
@@ -87,29 +91,35 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         .context("create the change topic")?;
     let kafka = KafkaConfig::new(cluster.bootstrap_servers()).with_topic(TOPIC);
     let producer = Arc::new(ChangeProducer::new(&kafka).context("create the relay's producer")?);
-    let relay = Relay::new(monolith.clone(), producer, RelaySettings::default());
-    let relay_task = tokio::spawn(relay.run(tasks.clone()));
+    let relay_task = tokio::spawn(
+        Relay::new(monolith.clone(), producer, RelaySettings::default()).run(tasks.clone()),
+    );
     let store = Store::connect(&replica_url)
         .await
         .context("open the replica store")?;
     let metrics = ConsumerMetrics::unregistered();
-    let (consumer, gate) = ReplicaConsumer::new(
-        &kafka,
-        ConsumerSettings::new("demo-replicas"),
-        Arc::new(store.clone()),
-        metrics.clone(),
-    )
-    .context("create the replica consumer")?;
-    let consumer_task = consumer.spawn(tasks.clone());
+    let mut gates: Vec<PauseGate> = Vec::with_capacity(REPLICAS);
+    let mut consumer_tasks = Vec::with_capacity(REPLICAS);
+    for _ in 0..REPLICAS {
+        let (consumer, gate) = ReplicaConsumer::new(
+            &kafka,
+            ConsumerSettings::new("demo-replicas"),
+            Arc::new(store.clone()),
+            metrics.clone(),
+        )
+        .context("create a replica consumer")?;
+        consumer_tasks.push(consumer.spawn(tasks.clone()));
+        gates.push(gate);
+    }
     let caught_up = wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await?;
     println!(
-        "   replica caught up through Kafka: {} rows equal",
+        "   {REPLICAS} replicas (one consumer group, one store) caught up: {} rows equal",
         caught_up.replica_rows
     );
 
     step(
         "3",
-        "backup, more changes, a lagging consumer, then a restore",
+        "backup, more changes, lagging consumers, then a restore",
     );
     let backup = monolith.backup().await.context("take a backup")?;
     let changed = seed::random_changes(&monolith, 300, args.workload.seed + 1)
@@ -120,13 +130,15 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         "   backup {backup:?} taken; {} changes made and replicated",
         changed.applied
     );
-    gate.pause().await.context("pause the consumer")?;
+    for gate in &gates {
+        gate.pause().await.context("pause a consumer")?;
+    }
     let piled_up = seed::random_changes(&monolith, 200, args.workload.seed + 2)
         .await
         .context("change data")?;
     tokio::time::sleep(Duration::from_millis(500)).await; // let the relay publish them
     println!(
-        "   consumer paused (lagging); {} changes of generation 1 wait in Kafka",
+        "   consumers paused (lagging); {} changes of generation 1 wait in Kafka",
         piled_up.applied
     );
     let restored = monolith
@@ -152,7 +164,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
 
     step(
         "5",
-        "reconciliation, consumer paused, while the monolith keeps changing",
+        "cluster reconciliation by the three replicas, while the monolith keeps changing",
     );
     let writer = {
         let monolith = monolith.clone();
@@ -168,11 +180,28 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             anyhow::Ok(applied)
         })
     };
-    let options = ReconcileOptions::new(super::reconcile::wall_clock_epoch());
-    let report = reconcile(&source_url, &store, gate.clone(), &options, &shutdown).await;
+    let hub = InProcessHub::new(super::reconcile::wall_clock_epoch());
+    let mut member_tasks = Vec::with_capacity(REPLICAS);
+    for (index, gate) in gates.iter().enumerate() {
+        let coordinator: Arc<dyn Coordinator> =
+            Arc::new(hub.join(&format!("replica-{}", index + 1)));
+        let source = HttpSource::new(&SourceConfig::new(&source_url))
+            .context("configure the Source API client")?;
+        let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
+        let member = Arc::new(ClusterMember::new(
+            coordinator,
+            reconciler,
+            Arc::new(gate.clone()),
+            demo_cluster_settings(),
+        ));
+        member_tasks.push(tokio::spawn(member.run(tasks.clone())));
+    }
+    let coordinator: Arc<dyn Coordinator> = Arc::new(hub.join("operator"));
+    hub.expel("operator"); // a tool that asks for runs, not a replica
+    let report = cluster_run(&coordinator, request(Vec::new(), false)).await?;
     print!("{}", indent(&report.to_table_limited(12)));
     let during = writer.await.context("writer task")??;
-    println!("   {during} changes were made during the run; they wait in Kafka");
+    println!("   {during} changes were made during the run; they waited in Kafka");
     let tripped: Vec<String> = report
         .units
         .iter()
@@ -186,31 +215,25 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             "   the delete guard withheld deletions in {} tenant(s); the operator checks them and re-runs those with --allow-mass-delete:",
             tripped.len()
         );
-        let mut override_options = ReconcileOptions::new(super::reconcile::wall_clock_epoch());
-        override_options.scope = Scope::Tenants(tripped);
-        override_options.delete_guard.override_allowed = true;
-        let second = reconcile(
-            &source_url,
-            &store,
-            gate.clone(),
-            &override_options,
-            &shutdown,
-        )
-        .await;
+        let second = cluster_run(&coordinator, request(tripped, true)).await?;
         print!("{}", indent(&second.to_table_limited(12)));
     }
 
     step("6", "backlog drains; independent row-by-row check");
-    let before = metrics.events_skipped_below_floor.get();
     let verdict = wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await;
     println!(
-        "   consumer: {} events applied in all, {} skipped as stale, {} skipped below the generation floor",
+        "   consumers: {} events applied in all, {} skipped as stale, {} skipped below the generation floor",
         metrics.events_received.get(),
         metrics.events_skipped_stale.get(),
-        metrics.events_skipped_below_floor.get().max(before)
+        metrics.events_skipped_below_floor.get()
     );
     tasks.cancel();
-    let _ = consumer_task.await;
+    for task in consumer_tasks {
+        let _ = task.await;
+    }
+    for task in member_tasks {
+        let _ = task.await;
+    }
     let _ = relay_task.await;
     let _ = server.await;
     drop(cluster);
@@ -233,37 +256,91 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
+fn demo_cluster_settings() -> ClusterSettings {
+    let mut template = ReconcileOptions::new(0);
+    template.page_size = 500;
+    ClusterSettings {
+        poll_interval: Duration::from_millis(50),
+        max_pause: Duration::from_secs(300),
+        min_unit_rows: 400,
+        template,
+    }
+}
+
+fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
+    RunRequest {
+        requested_by: "recon demo".into(),
+        requested_unix_ms: super::reconcile::wall_clock_epoch(),
+        tenants,
+        dry_run: false,
+        allow_mass_delete,
+    }
+}
+
+/// Asks the cluster for a run, waits for its barrier, prints who did what,
+/// and returns the run's report assembled from the plan and done-records.
+async fn cluster_run(
+    coordinator: &Arc<dyn Coordinator>,
+    request: RunRequest,
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    coordinator
+        .request_run(&request)
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut run_id = None;
+    loop {
+        if run_id.is_none() {
+            run_id = coordinator
+                .current_run()
+                .await
+                .ok()
+                .flatten()
+                .map(|run| run.run_id);
+        }
+        if let Some(id) = &run_id
+            && let Ok(Some(barrier)) = coordinator.barrier(id).await
+        {
+            let plan = coordinator.plan(id).await.ok().flatten();
+            let done = coordinator.done(id).await.unwrap_or_default();
+            let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
+            for record in done.values() {
+                *per_member.entry(record.member.clone()).or_default() += 1;
+            }
+            println!(
+                "   run {id}: leader epoch {}, {} units, done by {per_member:?}, {:?}",
+                barrier.epoch,
+                plan.as_ref().map_or(0, |plan| plan.units.len()),
+                barrier.status
+            );
+            let mut units = plan.map(|plan| vec![plan.tenant_list]).unwrap_or_default();
+            units.extend(done.into_values().flat_map(|record| record.reports));
+            return Ok(RunReport {
+                epoch: barrier.epoch,
+                dry_run: request.dry_run,
+                status: barrier.status,
+                abort_reason: barrier.reason,
+                generation_floor: None,
+                seconds: started.elapsed().as_secs_f64(),
+                peak_rss_bytes: None,
+                units,
+            });
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster run did not finish within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn step(number: &str, title: &str) {
     println!("\n[{number}] {title}");
 }
-
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("   {line}\n")).collect()
 }
 
-async fn reconcile(
-    source_url: &str,
-    store: &Store,
-    gate: PauseGate,
-    options: &ReconcileOptions,
-    shutdown: &CancellationToken,
-) -> recon_core::RunReport {
-    let source = match HttpSource::new(&SourceConfig::new(source_url)) {
-        Ok(source) => source,
-        Err(error) => panic!("the demo's source configuration is valid: {error}"),
-    };
-    let bars = Arc::new(Bars::new());
-    let gate: Arc<dyn ConsumerGate> = Arc::new(gate);
-    let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()))
-        .with_gate(gate)
-        .with_progress(bars.clone());
-    let report = reconciler.run(options, shutdown).await;
-    bars.finish();
-    report
-}
-
-/// Garbles, drops and invents replica rows behind recon's back; returns
-/// how many of each.
 async fn corrupt(store: &Store) -> anyhow::Result<(u64, u64, u64)> {
     let connection = store.connection();
     let garbled = connection

@@ -1,6 +1,7 @@
 //! The subcommands. Each wires library crates together and reports back.
 
 mod bench;
+mod cluster;
 mod demo;
 mod monolith;
 mod progress;

@@ -5,7 +5,15 @@
 //! * `GET /readyz` — the store answers and a broker connection is up;
 //! * `GET /metrics` — Prometheus text format;
 //! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
-//! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate.
+//! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate;
+//! * `POST /reconcile` — asks the cluster for a run (body: optional JSON
+//!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool}`);
+//! * `GET /cluster` — leader, epoch, members, current run, this member's
+//!   counters.
+//!
+//! With `--source-url` the replica takes part in cluster reconciliation
+//! (etcd with `--etcd-endpoints`, else as a single in-process member); a
+//! replica that starts while a run is in progress starts paused.
 
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
@@ -16,10 +24,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
+use recon_engine::cluster::{Coordinator, MemberCounters, RunRequest};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_store::Store;
+use serde::Deserialize;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -28,6 +39,8 @@ struct AdminState {
     store: Store,
     gate: PauseGate,
     registry: Arc<Registry>,
+    coordinator: Arc<dyn Coordinator>,
+    counters: Option<Arc<MemberCounters>>,
 }
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -35,27 +48,49 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .await
         .context("open the replica store")?;
     let kafka = kafka_config(&args.kafka);
+    let member_id = super::cluster::member_id(&args.cluster);
+    let coordinator = super::cluster::coordinator(&args.cluster, &member_id, &shutdown).await?;
+    let run_in_progress = coordinator
+        .current_run()
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message))?
+        .is_some();
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
+    // Joining while a run is in progress: apply nothing before its barrier.
+    settings.start_paused = run_in_progress && args.cluster.source_url.is_some();
     let (consumer, gate) = ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics)
         .context("create the Kafka consumer")?;
     let consumer_shutdown = shutdown.child_token();
     let consumer_task = consumer.spawn(consumer_shutdown.clone());
+    let member = super::cluster::member(
+        &args.cluster,
+        coordinator.clone(),
+        &store,
+        Arc::new(gate.clone()),
+    )?;
+    let counters = member.as_ref().map(|member| member.counters());
+    let member_task = member.map(|member| tokio::spawn(member.run(shutdown.child_token())));
 
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("listen on {}", args.admin_listen))?;
-    info!(address = %args.admin_listen, group = %args.group_id, topic = %kafka.topic, "replica serving");
+    info!(address = %args.admin_listen, group = %args.group_id, topic = %kafka.topic, member = %member_id, "replica serving");
     let state = AdminState {
         store,
         gate,
         registry: Arc::new(registry),
+        coordinator,
+        counters,
     };
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let admin_result = admin.await;
+    if let Some(task) = member_task {
+        let _ = task.await;
+    }
     consumer_shutdown.cancel();
     consumer_task.await.context("consumer thread")?;
     admin_result.context("serve the admin API")?;
@@ -77,6 +112,8 @@ fn admin_router(state: AdminState) -> Router {
         .route("/consumer", get(consumer_status))
         .route("/consumer/pause", post(pause))
         .route("/consumer/resume", post(resume))
+        .route("/reconcile", post(request_reconcile))
+        .route("/cluster", get(cluster_status))
         .with_state(state)
 }
 
@@ -128,4 +165,53 @@ async fn resume(State(state): State<AdminState>) -> Response {
         Ok(()) => Json(state.gate.status()).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ReconcileBody {
+    tenants: Vec<String>,
+    dry_run: bool,
+    allow_mass_delete: bool,
+}
+
+async fn request_reconcile(
+    State(state): State<AdminState>,
+    body: Option<Json<ReconcileBody>>,
+) -> Response {
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let request = RunRequest {
+        requested_by: format!("admin API of {}", state.coordinator.member_id()),
+        requested_unix_ms: super::reconcile::wall_clock_epoch(),
+        tenants: body.tenants,
+        dry_run: body.dry_run,
+        allow_mass_delete: body.allow_mass_delete,
+    };
+    match state.coordinator.request_run(&request).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+}
+
+async fn cluster_status(State(state): State<AdminState>) -> Response {
+    let coordinator = &state.coordinator;
+    let leader = coordinator.leader().await.ok().flatten();
+    let members = coordinator.members().await.unwrap_or_default();
+    let run = coordinator.current_run().await.ok().flatten();
+    let counters = state.counters.as_ref().map(|counters| {
+        serde_json::json!({
+            "units_completed": counters.units_completed.load(Ordering::SeqCst),
+            "units_fenced": counters.units_fenced.load(Ordering::SeqCst),
+            "runs_led": counters.runs_led.load(Ordering::SeqCst),
+        })
+    });
+    Json(serde_json::json!({
+        "member": coordinator.member_id(),
+        "leader": leader.as_ref().map(|(member, _)| member.clone()),
+        "epoch": leader.map(|(_, epoch)| epoch),
+        "members": members,
+        "run": run,
+        "counters": counters,
+    }))
+    .into_response()
 }
