@@ -22,6 +22,9 @@ pub enum Command {
     /// Reconcile the replica store against the source of truth (one
     /// instance): pause the replicas' consumers, diff, fix, resume.
     Reconcile(ReconcileArgs),
+    /// Show the cluster: leader and epoch, members, the current run with its
+    /// units by state and owner, pause age.
+    Status(StatusArgs),
     /// Run the reference monolith (Source API, write API, operator actions).
     Monolith(MonolithArgs),
     /// Generate a deterministic, heavy-tailed workload in a monolith database.
@@ -39,7 +42,9 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Monolith(_) => "info",
-            Command::Seed(_) | Command::Bench(_) | Command::Reconcile(_) => "warn",
+            Command::Seed(_) | Command::Bench(_) | Command::Reconcile(_) | Command::Status(_) => {
+                "warn"
+            }
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
         }
@@ -312,4 +317,15 @@ pub struct ReconcileArgs {
     /// Run behaviour.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Options of `recon status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Admin URL of any replica, e.g. `http://127.0.0.1:9464`.
+    #[arg(long, env = "RECON_ADMIN_URL", default_value = "http://127.0.0.1:9464")]
+    pub admin_url: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
 }

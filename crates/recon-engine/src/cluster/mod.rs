@@ -5,11 +5,13 @@
 mod in_process;
 mod member;
 mod port;
+mod status;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use port::{Coordinator, Leadership};
+pub use status::{ClusterStatus, RunView, UnitState, UnitView, cluster_status};
 pub use types::{
     Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunPhase, RunRequest, RunState, UnitId,
     UnitPlan,

@@ -337,3 +337,54 @@ async fn a_run_past_max_pause_is_aborted_and_consumers_resume() {
     cancel.cancel();
     member.task.await.expect("member");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_who_has_not_acknowledged() {
+    let source = Arc::new(FakeSource::new(world(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let member = start(
+        &hub,
+        "m1",
+        &source,
+        &store,
+        Duration::from_secs(60),
+        &cancel,
+    );
+    let _silent = hub.join("silent");
+    member
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = cluster_status(&member.coordinator).await.expect("status");
+        if status
+            .run
+            .as_ref()
+            .is_some_and(|run| !run.acknowledged.is_empty())
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "m1 never acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(status.leader.as_deref(), Some("m1"));
+    assert_eq!(status.members.len(), 2);
+    let run = status.run.as_ref().expect("a run");
+    assert_eq!(
+        run.phase,
+        RunPhase::Pausing,
+        "work began without every member's acknowledgement"
+    );
+    assert_eq!(run.acknowledged, vec!["m1".to_owned()]);
+    assert!(
+        status.to_table().contains("phase Pausing"),
+        "{}",
+        status.to_table()
+    );
+    cancel.cancel();
+    member.task.await.expect("member");
+}

@@ -8,6 +8,7 @@ mod progress;
 mod reconcile;
 mod seed;
 mod serve;
+mod status;
 
 use crate::cli::Command;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
     match command {
         Command::Serve(args) => serve::run(args, shutdown).await,
         Command::Reconcile(args) => reconcile::run(args, shutdown).await,
+        Command::Status(args) => status::run(args).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,
         Command::Seed(args) => seed::run(args).await,
         Command::Bench(command) => bench::run(command, shutdown).await,

@@ -194,10 +194,10 @@ async fn request_reconcile(
 }
 
 async fn cluster_status(State(state): State<AdminState>) -> Response {
-    let coordinator = &state.coordinator;
-    let leader = coordinator.leader().await.ok().flatten();
-    let members = coordinator.members().await.unwrap_or_default();
-    let run = coordinator.current_run().await.ok().flatten();
+    let status = match recon_engine::cluster::cluster_status(state.coordinator.as_ref()).await {
+        Ok(status) => status,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    };
     let counters = state.counters.as_ref().map(|counters| {
         serde_json::json!({
             "units_completed": counters.units_completed.load(Ordering::SeqCst),
@@ -206,11 +206,8 @@ async fn cluster_status(State(state): State<AdminState>) -> Response {
         })
     });
     Json(serde_json::json!({
-        "member": coordinator.member_id(),
-        "leader": leader.as_ref().map(|(member, _)| member.clone()),
-        "epoch": leader.map(|(_, epoch)| epoch),
-        "members": members,
-        "run": run,
+        "member": state.coordinator.member_id(),
+        "status": status,
         "counters": counters,
     }))
     .into_response()
