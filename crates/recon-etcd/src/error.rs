@@ -1,0 +1,86 @@
+//! Errors of the etcd adapter: [`Error`] for connecting, and the mapping of
+//! etcd failures onto the port's [`PortError`] kinds.
+
+use recon_core::ports::{FailureKind, PortError};
+
+/// Why [`EtcdCoordinator::connect`](crate::EtcdCoordinator::connect) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is unusable.
+    #[error("invalid etcd setting {field}: {reason}")]
+    InvalidSettings {
+        /// The field, e.g. `"lease_ttl_secs"`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An etcd request failed.
+    #[error("etcd {operation} failed")]
+    Etcd {
+        /// What was being done, e.g. `"grant lease"`.
+        operation: &'static str,
+        /// The client's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// An etcd request did not answer in time.
+    #[error("etcd {0} timed out")]
+    Timeout(&'static str),
+    /// etcd answered something this adapter cannot use.
+    #[error("etcd {operation}: {reason}")]
+    Unexpected {
+        /// What was being done.
+        operation: &'static str,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+}
+
+/// Result of the etcd adapter's own operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether etcd says the lease a request used no longer exists.
+pub(crate) fn is_lease_not_found(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.message().contains("lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
+    }
+}
+
+/// An etcd or transport failure: worth retrying.
+pub(crate) fn transient(operation: &str, error: &etcd_client::Error) -> PortError {
+    PortError::new(
+        FailureKind::Transient,
+        format!("etcd {operation} failed: {error}"),
+    )
+}
+
+/// A request that did not answer within its deadline.
+pub(crate) fn timed_out(operation: &str) -> PortError {
+    PortError::new(
+        FailureKind::Transient,
+        format!("etcd {operation} timed out"),
+    )
+}
+
+/// Something stored or answered that cannot be read (bad JSON, bad key).
+pub(crate) fn permanent(message: impl Into<String>) -> PortError {
+    PortError::new(FailureKind::Permanent, message)
+}
+
+/// This member's session (lease) is gone.
+pub(crate) fn session_lost(member: &str) -> PortError {
+    PortError::new(
+        FailureKind::StaleEpoch,
+        format!("member {member} lost its session"),
+    )
+}
+
+/// A leader-guarded write whose epoch no longer leads.
+pub(crate) fn stale_epoch(epoch: u64) -> PortError {
+    PortError::new(
+        FailureKind::StaleEpoch,
+        format!("epoch {epoch} no longer leads"),
+    )
+}

@@ -1,0 +1,125 @@
+//! Leader-guarded writes: one etcd transaction whose compare is "the leader
+//! key of this member still exists, was created at the leadership's epoch
+//! and names this member". A deposed leader (a zombie) changes nothing.
+
+use crate::error::stale_epoch;
+use crate::kv::{decode, encode};
+use crate::member::EtcdCoordinator;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use recon_core::ports::{FailureKind, PortError};
+use recon_engine::cluster::{Barrier, Leadership, RunState};
+use tracing::{debug, instrument};
+
+/// Writing the barrier re-reads the current run this often at most when it
+/// changes under the write.
+const BARRIER_ATTEMPTS: usize = 5;
+
+/// What a guarded transaction found.
+enum Guarded {
+    /// The compare held; the operations ran.
+    Done,
+    /// The leadership compare failed: another epoch leads.
+    Stale,
+    /// The leadership holds but one of the extra compares failed.
+    Conflict,
+}
+
+impl EtcdCoordinator {
+    /// Runs `operations` if `leadership` still leads; `StaleEpoch` if not.
+    #[instrument(name = "coord.guarded_write", skip_all, fields(operation = %operation, epoch = leadership.epoch))]
+    pub(crate) async fn guarded_write(
+        &self,
+        operation: &'static str,
+        leadership: &Leadership,
+        operations: Vec<TxnOp>,
+    ) -> Result<(), PortError> {
+        match self
+            .guarded_txn(operation, leadership, Vec::new(), operations)
+            .await?
+        {
+            Guarded::Done => Ok(()),
+            Guarded::Stale | Guarded::Conflict => {
+                debug!(operation, "leader-guarded write refused");
+                Err(stale_epoch(leadership.epoch))
+            }
+        }
+    }
+
+    /// Writes the barrier and, in the same transaction, deletes the current
+    /// run if it is the barrier's run.
+    #[instrument(name = "coord.put_barrier", skip_all, fields(run = %barrier.run_id, epoch = leadership.epoch))]
+    pub(crate) async fn write_barrier(
+        &self,
+        leadership: &Leadership,
+        barrier: &Barrier,
+    ) -> Result<(), PortError> {
+        let value = encode(barrier)?;
+        let current_key = self.keys().current_run();
+        for _attempt in 0..BARRIER_ATTEMPTS {
+            let current = self.kv().get(&current_key).await?;
+            let barrier_put = TxnOp::put(self.keys().barrier(&barrier.run_id), value.clone(), None);
+            let mut operations = vec![barrier_put];
+            let mut read_revision = 0;
+            if let Some(entry) = &current {
+                read_revision = entry.mod_revision();
+                let run: RunState = decode(entry)?;
+                if run.run_id == barrier.run_id {
+                    operations.push(TxnOp::delete(current_key.clone(), None));
+                }
+            }
+            // The current run must still be what was read.
+            let unchanged =
+                Compare::mod_revision(current_key.clone(), CompareOp::Equal, read_revision);
+            let outcome = self
+                .guarded_txn("put barrier", leadership, vec![unchanged], operations)
+                .await?;
+            match outcome {
+                Guarded::Done => return Ok(()),
+                Guarded::Stale => return Err(stale_epoch(leadership.epoch)),
+                Guarded::Conflict => debug!("current run changed under the barrier, retrying"),
+            }
+        }
+        Err(PortError::new(
+            FailureKind::Transient,
+            "the current run kept changing while the barrier was written",
+        ))
+    }
+
+    async fn guarded_txn(
+        &self,
+        operation: &'static str,
+        leadership: &Leadership,
+        extra_compares: Vec<Compare>,
+        operations: Vec<TxnOp>,
+    ) -> Result<Guarded, PortError> {
+        self.alive()?;
+        let Ok(epoch) = i64::try_from(leadership.epoch) else {
+            return Ok(Guarded::Stale);
+        };
+        let leader_key = self.election_key();
+        let mut compares = vec![
+            Compare::create_revision(leader_key.clone(), CompareOp::Equal, epoch),
+            Compare::value(leader_key.clone(), CompareOp::Equal, self.member()),
+        ];
+        compares.extend(extra_compares);
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(operations)
+            .or_else([TxnOp::get(leader_key, None)]);
+        let answer = self.kv().txn(operation, txn).await?;
+        if answer.succeeded() {
+            return Ok(Guarded::Done);
+        }
+        let still_leads = answer.op_responses().iter().any(|response| match response {
+            TxnOpResponse::Get(read) => read.kvs().first().is_some_and(|entry| {
+                entry.create_revision() == epoch && entry.value() == self.member().as_bytes()
+            }),
+            _ => false,
+        });
+        Ok(if still_leads {
+            Guarded::Conflict
+        } else {
+            Guarded::Stale
+        })
+    }
+}

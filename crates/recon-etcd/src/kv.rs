@@ -1,0 +1,139 @@
+//! Requests to etcd with a deadline, errors mapped to port errors, and JSON
+//! values.
+
+use crate::error::{is_lease_not_found, permanent, session_lost, timed_out, transient};
+use etcd_client::{
+    Client, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnResponse,
+};
+use recon_core::ports::PortError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A handle for one member's requests. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Kv {
+    pub(crate) client: Client,
+    pub(crate) request_timeout: Duration,
+    /// The member's session: cancelled here when etcd reports its lease gone.
+    pub(crate) session: CancellationToken,
+    pub(crate) member: String,
+}
+
+impl Kv {
+    /// Runs one request under the deadline and maps its failure.
+    pub(crate) async fn call<T>(
+        &self,
+        operation: &str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, PortError> {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Err(_elapsed) => Err(timed_out(operation)),
+            Ok(Err(error)) => Err(self.map_error(operation, error)),
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+
+    /// An etcd failure as a port error: `StaleEpoch` (and the session
+    /// cancelled) if etcd says the member's lease is gone, else `Transient`.
+    pub(crate) fn map_error(&self, operation: &str, error: etcd_client::Error) -> PortError {
+        if is_lease_not_found(&error) {
+            self.session.cancel();
+            return session_lost(&self.member);
+        }
+        transient(operation, &error)
+    }
+
+    /// The key's current entry, if any.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<KeyValue>, PortError> {
+        let mut client = self.client.clone();
+        let mut response = self.call("get", client.get(key, None)).await?;
+        Ok(response.take_kvs().into_iter().next())
+    }
+
+    /// Every entry under `prefix`, in key order.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, PortError> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new().with_prefix();
+        let mut response = self.call("list", client.get(prefix, Some(options))).await?;
+        Ok(response.take_kvs())
+    }
+
+    /// The entry under `prefix` created first (the election's leader), and
+    /// the revision the answer was read at.
+    pub(crate) async fn first_created(
+        &self,
+        prefix: &str,
+    ) -> Result<(Option<KeyValue>, i64), PortError> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let mut response = self
+            .call("read election", client.get(prefix, Some(options)))
+            .await?;
+        let revision = response.header().map_or(0, |header| header.revision());
+        Ok((response.take_kvs().into_iter().next(), revision))
+    }
+
+    /// Puts `value` as JSON, under `lease` if given.
+    pub(crate) async fn put_json<T: Serialize>(
+        &self,
+        operation: &str,
+        key: &str,
+        value: &T,
+        lease: Option<i64>,
+    ) -> Result<(), PortError> {
+        let bytes = encode(value)?;
+        let options = lease.map(|lease| PutOptions::new().with_lease(lease));
+        let mut client = self.client.clone();
+        self.call(operation, client.put(key, bytes, options))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a transaction.
+    pub(crate) async fn txn(&self, operation: &str, txn: Txn) -> Result<TxnResponse, PortError> {
+        let mut client = self.client.clone();
+        self.call(operation, client.txn(txn)).await
+    }
+
+    /// The key's value read as JSON, if the key exists.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, PortError> {
+        match self.get(key).await? {
+            Some(entry) => decode(&entry).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A value as JSON bytes.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PortError> {
+    serde_json::to_vec(value).map_err(|error| permanent(format!("encode JSON value: {error}")))
+}
+
+/// An entry's value read as JSON.
+pub(crate) fn decode<T: DeserializeOwned>(entry: &KeyValue) -> Result<T, PortError> {
+    serde_json::from_slice(entry.value()).map_err(|error| {
+        permanent(format!(
+            "bad JSON at etcd key {}: {error}",
+            String::from_utf8_lossy(entry.key())
+        ))
+    })
+}
+
+/// An entry's key without `prefix`, as UTF-8.
+pub(crate) fn key_suffix<'entry>(
+    entry: &'entry KeyValue,
+    prefix: &str,
+) -> Result<&'entry str, PortError> {
+    let key = std::str::from_utf8(entry.key()).map_err(|_| permanent("etcd key is not UTF-8"))?;
+    key.strip_prefix(prefix)
+        .ok_or_else(|| permanent(format!("etcd key {key} is not under {prefix}")))
+}

@@ -1,0 +1,189 @@
+//! [`EtcdCoordinator`]: connecting, the lease, registration under
+//! `members/`, and what every port method shares.
+
+use crate::error::{Error, Result, session_lost};
+use crate::keys::Keys;
+use crate::kv::{Kv, encode};
+use crate::session::KeepAlive;
+use crate::settings::EtcdSettings;
+use etcd_client::{Client, ConnectOptions, PutOptions};
+use recon_core::ports::PortError;
+use recon_engine::cluster::MemberInfo;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, instrument};
+
+/// One member's handle on the service's coordination state in etcd.
+///
+/// Cheap to clone. When the `shutdown` token given to
+/// [`connect`](Self::connect) is cancelled, or the last clone is dropped,
+/// the session ends: [`session_lost`](recon_engine::cluster::Coordinator::session_lost)
+/// is cancelled and the lease revoked, so the member's lease-bound keys
+/// vanish at once. A lost session is final: connect again to rejoin.
+#[derive(Clone)]
+pub struct EtcdCoordinator {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) kv: Kv,
+    pub(crate) keys: Keys,
+    pub(crate) info: MemberInfo,
+    pub(crate) lease_id: i64,
+    pub(crate) session: CancellationToken,
+    /// The `lost` token of the leadership this member holds, if any.
+    pub(crate) leading: Mutex<Option<CancellationToken>>,
+    _stop_on_drop: DropGuard,
+}
+
+impl EtcdCoordinator {
+    /// Connects, grants this member's lease, keeps it alive on a timer and
+    /// registers the member under `<prefix>/members/<id>`.
+    ///
+    /// Fails if a setting is invalid or etcd does not answer in time; the
+    /// lease is revoked again if registering fails.
+    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
+    pub async fn connect(settings: EtcdSettings, shutdown: CancellationToken) -> Result<Self> {
+        settings.validate()?;
+        let request_timeout = settings.request_timeout();
+        let options = ConnectOptions::new().with_connect_timeout(request_timeout);
+        let connecting = Client::connect(&settings.endpoints, Some(options));
+        let client = within(request_timeout, "connect", connecting).await?;
+
+        let granted_at = Instant::now();
+        let grant = within(
+            request_timeout,
+            "grant lease",
+            client.clone().lease_grant(settings.lease_ttl_secs, None),
+        )
+        .await?;
+        // Lease 0 means "no lease": a key put under it would outlive us.
+        if grant.id() == 0 || grant.ttl() <= 0 {
+            return Err(Error::Unexpected {
+                operation: "grant lease",
+                reason: format!("granted lease {} with TTL {}", grant.id(), grant.ttl()),
+            });
+        }
+        let lease_id = grant.id();
+        let ttl = Duration::from_secs(grant.ttl() as u64);
+
+        let stop = shutdown.child_token();
+        let session = stop.child_token();
+        let keep_alive = KeepAlive {
+            client: client.clone(),
+            lease_id,
+            ttl,
+            renewed_at: granted_at,
+            session: session.clone(),
+            request_timeout,
+        };
+        tokio::spawn(keep_alive.run());
+
+        let keys = Keys::new(&settings.prefix);
+        let registered = register(&client, &keys, &settings.member, lease_id, request_timeout);
+        if let Err(error) = registered.await {
+            stop.cancel();
+            return Err(error);
+        }
+        info!(
+            lease = lease_id,
+            ttl_secs = grant.ttl(),
+            "member registered"
+        );
+
+        let kv = Kv {
+            client,
+            request_timeout,
+            session: session.clone(),
+            member: settings.member.id.clone(),
+        };
+        let shared = Shared {
+            kv,
+            keys,
+            info: settings.member,
+            lease_id,
+            session,
+            leading: Mutex::new(None),
+            _stop_on_drop: stop.drop_guard(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The id of this member's lease (every session-bound key is under it).
+    pub fn lease_id(&self) -> i64 {
+        self.shared.lease_id
+    }
+
+    /// The key prefix of the service, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        self.shared.keys.root()
+    }
+
+    pub(crate) fn kv(&self) -> &Kv {
+        &self.shared.kv
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.shared.keys
+    }
+
+    pub(crate) fn member(&self) -> &str {
+        &self.shared.info.id
+    }
+
+    /// This member's key in the election.
+    pub(crate) fn election_key(&self) -> String {
+        self.shared.keys.election_key(self.shared.lease_id)
+    }
+
+    /// Fails with `StaleEpoch` once the session is lost.
+    pub(crate) fn alive(&self) -> Result<(), PortError> {
+        if self.shared.session.is_cancelled() {
+            return Err(session_lost(self.member()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn leading(&self) -> MutexGuard<'_, Option<CancellationToken>> {
+        self.shared
+            .leading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn register(
+    client: &Client,
+    keys: &Keys,
+    member: &MemberInfo,
+    lease_id: i64,
+    request_timeout: Duration,
+) -> Result<()> {
+    let value = encode(member).map_err(|error| Error::Unexpected {
+        operation: "register member",
+        reason: error.message,
+    })?;
+    let options = PutOptions::new().with_lease(lease_id);
+    let mut client = client.clone();
+    let put = client.put(keys.member(&member.id), value, Some(options));
+    within(request_timeout, "register member", put).await?;
+    Ok(())
+}
+
+/// Runs one of `connect`'s requests under the deadline.
+async fn within<T>(
+    deadline: Duration,
+    operation: &'static str,
+    request: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(deadline, request).await {
+        Err(_elapsed) => Err(Error::Timeout(operation)),
+        Ok(Err(source)) => Err(Error::Etcd { operation, source }),
+        Ok(Ok(value)) => Ok(value),
+    }
+}

@@ -1,0 +1,196 @@
+//! The [`Coordinator`] port on etcd: reads, session-bound writes, and the
+//! dispatch to the election and the leader-guarded writes.
+
+use crate::error::permanent;
+use crate::keys::{Collection, unescape};
+use crate::kv::{decode, encode, key_suffix};
+use crate::member::EtcdCoordinator;
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use recon_core::ports::PortError;
+use recon_engine::cluster::{
+    Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan, RunRequest, RunState,
+    UnitId,
+};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+impl EtcdCoordinator {
+    /// A run's collection, keyed by the (unescaped) member or unit id.
+    async fn read_collection<T: DeserializeOwned>(
+        &self,
+        run_id: &str,
+        collection: Collection,
+    ) -> Result<BTreeMap<String, T>, PortError> {
+        let prefix = self.keys().collection(run_id, collection);
+        let mut entries = BTreeMap::new();
+        for entry in self.kv().list(&prefix).await? {
+            let segment = key_suffix(&entry, &prefix)?;
+            let id = unescape(segment)
+                .ok_or_else(|| permanent(format!("bad id segment {segment} under {prefix}")))?;
+            entries.insert(id, decode(&entry)?);
+        }
+        Ok(entries)
+    }
+
+    /// Creates the claim key under this member's lease unless it exists.
+    #[instrument(name = "coord.claim", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
+    async fn claim_unit(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        self.alive()?;
+        let key = self.keys().entry(run_id, Collection::Claims, unit);
+        let value = encode(&self.member())?;
+        let under_lease = PutOptions::new().with_lease(self.lease_id());
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, Some(under_lease))])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = self.kv().txn("claim unit", txn).await?;
+        if answer.succeeded() {
+            return Ok(true);
+        }
+        for response in answer.op_responses() {
+            if let TxnOpResponse::Get(read) = response
+                && let Some(entry) = read.kvs().first()
+            {
+                let holder: MemberId = decode(entry)?;
+                return Ok(holder == self.member());
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl Coordinator for EtcdCoordinator {
+    fn member_id(&self) -> &str {
+        self.member()
+    }
+
+    fn session_lost(&self) -> CancellationToken {
+        self.shared.session.clone()
+    }
+
+    async fn members(&self) -> Result<Vec<MemberInfo>, PortError> {
+        let entries = self.kv().list(&self.keys().members_prefix()).await?;
+        let mut members = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            members.push(decode::<MemberInfo>(entry)?);
+        }
+        members.sort_by(|left, right| left.id.cmp(&right.id));
+        Ok(members)
+    }
+
+    async fn campaign(&self, cancel: &CancellationToken) -> Result<Leadership, PortError> {
+        self.campaign_until_leading(cancel).await
+    }
+
+    async fn resign(&self, leadership: &Leadership) -> Result<(), PortError> {
+        self.resign_leadership(leadership).await
+    }
+
+    async fn leader(&self) -> Result<Option<(MemberId, u64)>, PortError> {
+        self.current_leader().await
+    }
+
+    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
+        let key = self.keys().request();
+        self.kv().put_json("put request", &key, request, None).await
+    }
+
+    async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
+        self.kv().get_json(&self.keys().request()).await
+    }
+
+    async fn current_run(&self) -> Result<Option<RunState>, PortError> {
+        self.kv().get_json(&self.keys().current_run()).await
+    }
+
+    async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
+        let operations = vec![
+            TxnOp::put(self.keys().current_run(), encode(run)?, None),
+            TxnOp::delete(self.keys().request(), None),
+        ];
+        self.guarded_write("put run", leadership, operations).await
+    }
+
+    async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {
+        let operations = vec![TxnOp::put(
+            self.keys().plan(&plan.run_id),
+            encode(plan)?,
+            None,
+        )];
+        self.guarded_write("put plan", leadership, operations).await
+    }
+
+    async fn plan(&self, run_id: &str) -> Result<Option<Plan>, PortError> {
+        self.kv().get_json(&self.keys().plan(run_id)).await
+    }
+
+    async fn ack_pause(&self, run_id: &str) -> Result<(), PortError> {
+        self.alive()?;
+        let key = self.keys().entry(run_id, Collection::Acks, self.member());
+        let member = self.member().to_owned();
+        let lease = Some(self.lease_id());
+        self.kv().put_json("ack pause", &key, &member, lease).await
+    }
+
+    async fn pause_acks(&self, run_id: &str) -> Result<BTreeSet<MemberId>, PortError> {
+        let acks: BTreeMap<MemberId, MemberId> =
+            self.read_collection(run_id, Collection::Acks).await?;
+        Ok(acks.into_keys().collect())
+    }
+
+    async fn assign(
+        &self,
+        leadership: &Leadership,
+        run_id: &str,
+        unit: &str,
+        member: &str,
+    ) -> Result<(), PortError> {
+        let key = self.keys().entry(run_id, Collection::Assign, unit);
+        let operations = vec![TxnOp::put(key, encode(&member)?, None)];
+        self.guarded_write("assign unit", leadership, operations)
+            .await
+    }
+
+    async fn assignments(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError> {
+        self.read_collection(run_id, Collection::Assign).await
+    }
+
+    async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        self.claim_unit(run_id, unit).await
+    }
+
+    async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError> {
+        self.read_collection(run_id, Collection::Claims).await
+    }
+
+    async fn put_done(
+        &self,
+        run_id: &str,
+        unit: &str,
+        record: &DoneRecord,
+    ) -> Result<(), PortError> {
+        self.alive()?;
+        let key = self.keys().entry(run_id, Collection::Done, unit);
+        self.kv().put_json("put done", &key, record, None).await
+    }
+
+    async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {
+        self.read_collection(run_id, Collection::Done).await
+    }
+
+    async fn put_barrier(
+        &self,
+        leadership: &Leadership,
+        barrier: &Barrier,
+    ) -> Result<(), PortError> {
+        self.write_barrier(leadership, barrier).await
+    }
+
+    async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
+        self.kv().get_json(&self.keys().barrier(run_id)).await
+    }
+}
