@@ -1,5 +1,6 @@
 //! Integration tests against real services.
 mod consumer;
+mod coordinator;
 mod monolith;
 mod pipeline;
 mod reconcile;

@@ -1,0 +1,84 @@
+//! Conformance suite of the `Coordinator` port: every scenario is written
+//! once, generic over a [`Cluster`] factory, and instantiated for the
+//! in-process hub and for etcd (`RECON_TEST_ETCD_ENDPOINTS`, set by
+//! `scripts/test.sh`). etcd-only behaviour (the keep-alive, a frozen member,
+//! shutdown) is tested in `coordinator::etcd`.
+
+mod etcd;
+mod fixtures;
+mod proxy;
+mod scenarios;
+
+use recon_engine::cluster::{Coordinator, InProcessHub};
+use std::sync::Arc;
+
+/// A fresh coordination space (one hub, or one etcd prefix) whose members a
+/// scenario joins and kills.
+pub(crate) trait Cluster {
+    /// Joins a new member with this id.
+    async fn member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>>;
+
+    /// Ends a member's session the way a lost lease does, and returns once
+    /// the member has noticed (its `session_lost` is cancelled).
+    async fn kill(&self, id: &str) -> anyhow::Result<()>;
+}
+
+/// The in-process implementation: members share a hub; `kill` expels.
+pub(crate) struct InProcessCluster {
+    hub: InProcessHub,
+}
+
+impl InProcessCluster {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        Ok(Self {
+            hub: InProcessHub::new(1),
+        })
+    }
+}
+
+impl Cluster for InProcessCluster {
+    async fn member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>> {
+        Ok(Arc::new(self.hub.join(id)))
+    }
+
+    async fn kill(&self, id: &str) -> anyhow::Result<()> {
+        self.hub.expel(id);
+        Ok(())
+    }
+}
+
+/// One `#[tokio::test]` per scenario, each on a fresh cluster made by
+/// `$start` (an async constructor returning `anyhow::Result<impl Cluster>`).
+macro_rules! coordinator_suite {
+    ($implementation:ident, $start:path) => {
+        coordinator_suite!(@tests $implementation, $start, [
+            members_lists_joined_and_drops_killed,
+            one_leader_at_a_time_and_failover_raises_the_epoch,
+            resign_lets_another_member_lead,
+            cancelled_campaign_gives_up_without_leading,
+            deposed_leader_writes_are_refused_and_change_nothing,
+            killed_leader_and_member_writes_are_refused,
+            put_run_consumes_the_pending_request,
+            plan_round_trips,
+            assignments_follow_the_last_assign,
+            acks_of_a_killed_member_vanish,
+            claims_are_exclusive_and_die_with_the_holder,
+            done_records_survive_the_member,
+            barrier_clears_only_its_own_current_run,
+        ]);
+    };
+    (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {
+        mod $implementation {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    let cluster = $start().await?;
+                    super::scenarios::$scenario(&cluster).await
+                }
+            )*
+        }
+    };
+}
+
+coordinator_suite!(in_process, crate::coordinator::InProcessCluster::start);
+coordinator_suite!(etcd_suite, crate::coordinator::etcd::EtcdCluster::start);

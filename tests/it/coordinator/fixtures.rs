@@ -1,0 +1,113 @@
+//! Values and waiting helpers shared by the coordinator scenarios.
+
+use anyhow::{Context, bail};
+use recon_core::ports::{FailureKind, PortError};
+use recon_core::{Kind, RunStatus, UnitReport};
+use recon_engine::cluster::{
+    Barrier, Coordinator, DoneRecord, Plan, RunPhase, RunRequest, RunState, UnitPlan,
+};
+use std::future::Future;
+use std::time::Duration;
+
+/// How long anything that must happen may take.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long something that must not happen is given to show up.
+pub(crate) const QUIET: Duration = Duration::from_millis(800);
+
+/// Awaits `future` or fails naming `what`.
+pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .with_context(|| format!("timed out after {DEADLINE:?} waiting for {what}"))
+}
+
+/// Fails unless `result` is a `StaleEpoch` error.
+pub(crate) fn expect_stale<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, PortError>,
+) -> anyhow::Result<()> {
+    match result {
+        Err(error) if error.kind == FailureKind::StaleEpoch => Ok(()),
+        Err(error) => bail!(
+            "{what}: expected StaleEpoch, got {:?}: {}",
+            error.kind,
+            error
+        ),
+        Ok(value) => bail!("{what}: expected StaleEpoch, but it succeeded with {value:?}"),
+    }
+}
+
+/// The ids of the live members, in order.
+pub(crate) async fn member_ids(coordinator: &dyn Coordinator) -> anyhow::Result<Vec<String>> {
+    let members = coordinator.members().await.context("list members")?;
+    Ok(members.into_iter().map(|member| member.id).collect())
+}
+
+pub(crate) fn request(requested_by: &str) -> RunRequest {
+    RunRequest {
+        requested_by: requested_by.to_owned(),
+        requested_unix_ms: 1_700_000_000_000,
+        tenants: vec!["t1".to_owned()],
+        dry_run: false,
+        allow_mass_delete: false,
+    }
+}
+
+pub(crate) fn run(run_id: &str, epoch: u64) -> RunState {
+    RunState {
+        run_id: run_id.to_owned(),
+        request: request("test"),
+        phase: RunPhase::Pausing,
+        epoch,
+        started_unix_ms: 1_700_000_000_001,
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+    }
+}
+
+pub(crate) fn plan(run_id: &str, epoch: u64) -> Plan {
+    Plan {
+        run_id: run_id.to_owned(),
+        epoch,
+        generation: 3,
+        tenant_list: UnitReport::new("", Kind::Tenant),
+        units: vec![
+            UnitPlan {
+                id: "t1".to_owned(),
+                tenant_id: "t1".to_owned(),
+                kind: None,
+                after: None,
+                until: None,
+                weight: 10,
+            },
+            UnitPlan {
+                id: "t2/users/2".to_owned(),
+                tenant_id: "t2".to_owned(),
+                kind: Some(Kind::User),
+                after: Some("u-0500".to_owned()),
+                until: None,
+                weight: 500,
+            },
+        ],
+    }
+}
+
+pub(crate) fn done_record(member: &str, epoch: u64) -> DoneRecord {
+    let mut report = UnitReport::new("t1", Kind::User);
+    report.compared = 42;
+    report.missing = 2;
+    DoneRecord {
+        member: member.to_owned(),
+        epoch,
+        reports: vec![report],
+    }
+}
+
+pub(crate) fn barrier(run_id: &str, epoch: u64) -> Barrier {
+    Barrier {
+        run_id: run_id.to_owned(),
+        status: RunStatus::Completed,
+        reason: None,
+        epoch,
+    }
+}

@@ -1,0 +1,102 @@
+//! A loopback TCP proxy that can freeze: it stops moving bytes both ways
+//! while connections stay open, which is how a member paused by SIGSTOP, or
+//! cut off by a partition, looks to etcd (and etcd to it).
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A running proxy; stops when dropped.
+pub(crate) struct FreezableProxy {
+    /// `http://127.0.0.1:<port>`, to use as an etcd endpoint.
+    pub(crate) url: String,
+    frozen: watch::Sender<bool>,
+    stop: CancellationToken,
+}
+
+impl FreezableProxy {
+    /// Listens on a free loopback port and forwards to `target`.
+    pub(crate) async fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind proxy")?;
+        let url = format!("http://{}", listener.local_addr().context("proxy address")?);
+        let (frozen, frozen_watch) = watch::channel(false);
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, target, frozen_watch, stop.clone()));
+        Ok(Self { url, frozen, stop })
+    }
+
+    /// Stops forwarding; bytes in flight stay where they are.
+    pub(crate) fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    frozen: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((client, _)) = accepted else { continue };
+        let Ok(server) = TcpStream::connect(target).await else {
+            continue;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        tokio::spawn(pump(
+            client_read,
+            server_write,
+            frozen.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(pump(
+            server_read,
+            client_write,
+            frozen.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+/// Copies one direction, holding each chunk back while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let mut buffer = vec![0_u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = from.read(&mut buffer) => read,
+        };
+        let Ok(length) = read else { return };
+        if length == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            thawed = frozen.wait_for(|is_frozen| !is_frozen) => if thawed.is_err() { return },
+        }
+        if to.write_all(&buffer[..length]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The coordinator scenarios, each written once for every implementation.
+
+use super::Cluster;
+use super::fixtures::{
+    QUIET, barrier, done_record, expect_stale, member_ids, plan, request, run, within,
+};
+use anyhow::{Context, ensure};
+use recon_engine::cluster::{Coordinator, Leadership};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+type Campaign = JoinHandle<Result<Leadership, recon_core::ports::PortError>>;
+
+/// Campaigns in the background until `cancel` fires.
+fn campaign_in_background(member: &Arc<dyn Coordinator>, cancel: CancellationToken) -> Campaign {
+    let member = member.clone();
+    tokio::spawn(async move { member.campaign(&cancel).await })
+}
+
+/// Leads now (no other candidate) or fails.
+async fn lead(member: &Arc<dyn Coordinator>) -> anyhow::Result<Leadership> {
+    let never = CancellationToken::new();
+    let campaign = within("an uncontested campaign", member.campaign(&never)).await?;
+    campaign.context("uncontested campaign")
+}
+
+/// The leadership a background campaign won.
+async fn won(what: &str, campaign: Campaign) -> anyhow::Result<Leadership> {
+    let joined = within(what, campaign).await?;
+    joined.context("campaign task")?.context("campaign")
+}
+
+/// Fails if `campaign` finishes within [`QUIET`] (someone else leads).
+async fn still_waiting(what: &str, campaign: &Campaign) -> anyhow::Result<()> {
+    tokio::time::sleep(QUIET).await;
+    ensure!(
+        !campaign.is_finished(),
+        "{what} won the lead while another member held it"
+    );
+    Ok(())
+}
+
+pub(crate) async fn members_lists_joined_and_drops_killed(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let _c = cluster.member("c").await?;
+    ensure!(
+        member_ids(&*a).await? == ["a", "b", "c"],
+        "joined members listed"
+    );
+    cluster.kill("b").await?;
+    ensure!(
+        b.session_lost().is_cancelled(),
+        "the killed member's session is lost"
+    );
+    ensure!(
+        !a.session_lost().is_cancelled(),
+        "the others' sessions live on"
+    );
+    ensure!(
+        member_ids(&*a).await? == ["a", "c"],
+        "the killed member is gone"
+    );
+    Ok(())
+}
+
+pub(crate) async fn one_leader_at_a_time_and_failover_raises_the_epoch(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    ensure!(a.leader().await?.is_none(), "no leader before any campaign");
+    let first = lead(&a).await?;
+    ensure!(
+        b.leader().await? == Some(("a".to_owned(), first.epoch)),
+        "b sees a lead"
+    );
+    let contender = campaign_in_background(&b, CancellationToken::new());
+    still_waiting("b", &contender).await?;
+    ensure!(!first.lost.is_cancelled(), "a still leads");
+
+    cluster.kill("a").await?;
+    within("a's leadership to be lost", first.lost.cancelled()).await?;
+    let second = won("b's campaign after a died", contender).await?;
+    ensure!(
+        second.epoch > first.epoch,
+        "epoch {} follows {}",
+        second.epoch,
+        first.epoch
+    );
+    ensure!(
+        b.leader().await? == Some(("b".to_owned(), second.epoch)),
+        "b leads"
+    );
+    ensure!(!second.lost.is_cancelled(), "b's leadership is alive");
+    Ok(())
+}
+
+pub(crate) async fn resign_lets_another_member_lead(cluster: &impl Cluster) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let first = lead(&a).await?;
+    let contender = campaign_in_background(&b, CancellationToken::new());
+    still_waiting("b", &contender).await?;
+    a.resign(&first).await?;
+    ensure!(
+        first.lost.is_cancelled(),
+        "resigning cancels the leadership's token"
+    );
+    let second = won("b's campaign after a resigned", contender).await?;
+    ensure!(
+        second.epoch > first.epoch,
+        "epoch {} follows {}",
+        second.epoch,
+        first.epoch
+    );
+    ensure!(
+        a.leader().await? == Some(("b".to_owned(), second.epoch)),
+        "b leads"
+    );
+    ensure!(
+        !a.session_lost().is_cancelled(),
+        "resigning keeps the session"
+    );
+    Ok(())
+}
+
+pub(crate) async fn cancelled_campaign_gives_up_without_leading(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let first = lead(&a).await?;
+    let cancel = CancellationToken::new();
+    let contender = campaign_in_background(&b, cancel.clone());
+    still_waiting("b", &contender).await?;
+    cancel.cancel();
+    let outcome = within("the cancelled campaign to return", contender).await?;
+    let outcome = outcome.context("campaign task")?;
+    ensure!(
+        outcome.is_err(),
+        "a cancelled campaign returns an error, got {outcome:?}"
+    );
+    a.resign(&first).await?;
+    ensure!(
+        a.leader().await?.is_none(),
+        "nobody leads: the cancelled candidate withdrew"
+    );
+    Ok(())
+}
+
+pub(crate) async fn deposed_leader_writes_are_refused_and_change_nothing(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let old = lead(&a).await?;
+    a.put_run(&old, &run("r1", old.epoch)).await?;
+    a.resign(&old).await?;
+    let new = lead(&b).await?;
+    b.put_run(&new, &run("r2", new.epoch)).await?;
+    b.put_plan(&new, &plan("r2", new.epoch)).await?;
+    b.assign(&new, "r2", "t1", "b").await?;
+
+    // a's session is alive: only the epoch compare stands in its way.
+    expect_stale(
+        "zombie put_run",
+        a.put_run(&old, &run("zombie", old.epoch)).await,
+    )?;
+    expect_stale(
+        "zombie put_plan",
+        a.put_plan(&old, &plan("r2", old.epoch)).await,
+    )?;
+    expect_stale("zombie assign", a.assign(&old, "r2", "t1", "a").await)?;
+    expect_stale(
+        "zombie put_barrier",
+        a.put_barrier(&old, &barrier("r2", old.epoch)).await,
+    )?;
+    ensure!(
+        b.current_run().await? == Some(run("r2", new.epoch)),
+        "current run unchanged"
+    );
+    ensure!(
+        b.plan("r2").await? == Some(plan("r2", new.epoch)),
+        "plan unchanged"
+    );
+    let expected = BTreeMap::from([("t1".to_owned(), "b".to_owned())]);
+    ensure!(
+        b.assignments("r2").await? == expected,
+        "assignments unchanged"
+    );
+    ensure!(b.barrier("r2").await?.is_none(), "no barrier written");
+
+    // Leading again later does not revive the old epoch.
+    b.resign(&new).await?;
+    let again = lead(&a).await?;
+    ensure!(
+        again.epoch > new.epoch,
+        "epoch {} follows {}",
+        again.epoch,
+        new.epoch
+    );
+    expect_stale(
+        "old epoch of the new leader",
+        a.put_plan(&old, &plan("r3", old.epoch)).await,
+    )?;
+    ensure!(
+        a.plan("r3").await?.is_none(),
+        "the stale plan was not written"
+    );
+    a.put_plan(&again, &plan("r3", again.epoch)).await?;
+    ensure!(
+        a.plan("r3").await? == Some(plan("r3", again.epoch)),
+        "current epoch writes"
+    );
+    Ok(())
+}
+
+pub(crate) async fn killed_leader_and_member_writes_are_refused(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    a.put_run(&leadership, &run("r1", leadership.epoch)).await?;
+    cluster.kill("a").await?;
+    within(
+        "the killed leader's leadership to be lost",
+        leadership.lost.cancelled(),
+    )
+    .await?;
+    expect_stale(
+        "killed leader put_run",
+        a.put_run(&leadership, &run("r9", 1)).await,
+    )?;
+    expect_stale(
+        "killed leader put_barrier",
+        a.put_barrier(&leadership, &barrier("r1", 1)).await,
+    )?;
+    expect_stale("killed member ack_pause", a.ack_pause("r1").await)?;
+    expect_stale("killed member claim", a.claim("r1", "t1").await)?;
+    ensure!(
+        b.current_run().await? == Some(run("r1", leadership.epoch)),
+        "run unchanged"
+    );
+    ensure!(b.barrier("r1").await?.is_none(), "no barrier");
+    ensure!(b.pause_acks("r1").await?.is_empty(), "no ack from the dead");
+    ensure!(b.claims("r1").await?.is_empty(), "no claim from the dead");
+    Ok(())
+}
+
+pub(crate) async fn put_run_consumes_the_pending_request(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    ensure!(a.pending_request().await?.is_none(), "no request at first");
+    a.request_run(&request("operator")).await?;
+    a.request_run(&request("a")).await?;
+    ensure!(
+        a.pending_request().await? == Some(request("a")),
+        "the last request is pending"
+    );
+    ensure!(a.current_run().await?.is_none(), "no current run yet");
+    let leadership = lead(&a).await?;
+    a.put_run(&leadership, &run("r1", leadership.epoch)).await?;
+    ensure!(
+        a.pending_request().await?.is_none(),
+        "put_run consumed the request"
+    );
+    ensure!(
+        a.current_run().await? == Some(run("r1", leadership.epoch)),
+        "current run"
+    );
+    Ok(())
+}
+
+pub(crate) async fn plan_round_trips(cluster: &impl Cluster) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    ensure!(
+        b.plan("r1").await?.is_none(),
+        "no plan before it is written"
+    );
+    a.put_plan(&leadership, &plan("r1", leadership.epoch))
+        .await?;
+    ensure!(
+        b.plan("r1").await? == Some(plan("r1", leadership.epoch)),
+        "plan round-trips"
+    );
+    ensure!(b.plan("r2").await?.is_none(), "plans are per run");
+    Ok(())
+}
+
+pub(crate) async fn assignments_follow_the_last_assign(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let leadership = lead(&a).await?;
+    a.assign(&leadership, "r1", "t1", "a").await?;
+    a.assign(&leadership, "r1", "t2/users/2", "b").await?;
+    a.assign(&leadership, "r1", "t1", "b").await?;
+    let expected = BTreeMap::from([
+        ("t1".to_owned(), "b".to_owned()),
+        ("t2/users/2".to_owned(), "b".to_owned()),
+    ]);
+    ensure!(
+        a.assignments("r1").await? == expected,
+        "the last assignment wins"
+    );
+    ensure!(
+        a.assignments("r2").await?.is_empty(),
+        "assignments are per run"
+    );
+    Ok(())
+}
+
+pub(crate) async fn acks_of_a_killed_member_vanish(cluster: &impl Cluster) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    a.ack_pause("r1").await?;
+    b.ack_pause("r1").await?;
+    b.ack_pause("r1").await?;
+    let both = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+    ensure!(a.pause_acks("r1").await? == both, "both acknowledged");
+    ensure!(a.pause_acks("r2").await?.is_empty(), "acks are per run");
+    cluster.kill("b").await?;
+    ensure!(
+        a.pause_acks("r1").await? == BTreeSet::from(["a".to_owned()]),
+        "b's ack vanished"
+    );
+    Ok(())
+}
+
+pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    ensure!(a.claim("r1", "t2/users/2").await?, "a claims a free unit");
+    ensure!(
+        !b.claim("r1", "t2/users/2").await?,
+        "b cannot claim a's unit"
+    );
+    ensure!(
+        a.claim("r1", "t2/users/2").await?,
+        "a re-claims its own unit"
+    );
+    ensure!(b.claim("r1", "t1").await?, "b claims another unit");
+    let expected = BTreeMap::from([
+        ("t1".to_owned(), "b".to_owned()),
+        ("t2/users/2".to_owned(), "a".to_owned()),
+    ]);
+    ensure!(b.claims("r1").await? == expected, "claims listed by unit");
+    cluster.kill("a").await?;
+    let remaining = BTreeMap::from([("t1".to_owned(), "b".to_owned())]);
+    ensure!(
+        b.claims("r1").await? == remaining,
+        "the dead holder's claim vanished"
+    );
+    ensure!(
+        b.claim("r1", "t2/users/2").await?,
+        "b takes the orphaned unit"
+    );
+    ensure!(
+        b.claims("r1").await?.get("t2/users/2").map(String::as_str) == Some("b"),
+        "b holds it"
+    );
+    Ok(())
+}
+
+pub(crate) async fn done_records_survive_the_member(cluster: &impl Cluster) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    a.put_done("r1", "t2/users/2", &done_record("a", 7)).await?;
+    cluster.kill("a").await?;
+    let expected = BTreeMap::from([("t2/users/2".to_owned(), done_record("a", 7))]);
+    ensure!(
+        b.done("r1").await? == expected,
+        "the done-record outlived its member"
+    );
+    ensure!(b.done("r2").await?.is_empty(), "done-records are per run");
+    Ok(())
+}
+
+pub(crate) async fn barrier_clears_only_its_own_current_run(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let leadership = lead(&a).await?;
+    let epoch = leadership.epoch;
+    a.put_run(&leadership, &run("r1", epoch)).await?;
+    a.put_barrier(&leadership, &barrier("r0", epoch)).await?;
+    ensure!(
+        a.current_run().await? == Some(run("r1", epoch)),
+        "another run's barrier keeps it"
+    );
+    ensure!(
+        a.barrier("r0").await? == Some(barrier("r0", epoch)),
+        "r0's barrier written"
+    );
+    ensure!(a.barrier("r1").await?.is_none(), "no barrier for r1 yet");
+    a.put_barrier(&leadership, &barrier("r1", epoch)).await?;
+    ensure!(
+        a.current_run().await?.is_none(),
+        "the barrier cleared the current run"
+    );
+    ensure!(
+        a.barrier("r1").await? == Some(barrier("r1", epoch)),
+        "r1's barrier written"
+    );
+    Ok(())
+}
