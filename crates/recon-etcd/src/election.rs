@@ -69,23 +69,37 @@ impl EtcdCoordinator {
 
     /// Gives the lead up: deletes the leader key if it is still the one
     /// created at `leadership.epoch` (what etcd's `Resign` does).
+    ///
+    /// Retries until etcd answers or the session is lost (then the lease
+    /// takes the key with it), so that a failed resign never leaves behind
+    /// a leader key that nobody acts on.
     #[instrument(name = "coord.resign", skip_all, fields(member = %self.member(), epoch = leadership.epoch))]
     pub(crate) async fn resign_leadership(&self, leadership: &Leadership) -> Result<(), PortError> {
         let key = self.election_key();
         let epoch = i64::try_from(leadership.epoch).unwrap_or(i64::MAX);
+        let same_epoch = Compare::create_revision(key.clone(), CompareOp::Equal, epoch);
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                key.clone(),
-                CompareOp::Equal,
-                epoch,
-            )])
+            .when([same_epoch])
             .and_then([TxnOp::delete(key, None)]);
-        let answer = self.kv().txn("resign", txn).await?;
         leadership.lost.cancel();
-        if answer.succeeded() {
-            info!("leadership resigned");
+        loop {
+            match self.kv().txn("resign", txn.clone()).await {
+                Ok(answer) => {
+                    if answer.succeeded() {
+                        info!("leadership resigned");
+                    }
+                    return Ok(());
+                }
+                Err(error) if self.shared.session.is_cancelled() => {
+                    debug!(error = %error, "resign failed after the session ended; the lease takes the key");
+                    return Ok(());
+                }
+                Err(error) => {
+                    warn!(error = %error, "resign failed, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
         }
-        Ok(())
     }
 
     /// The current leader: the candidate key created first.

@@ -28,6 +28,18 @@ pub struct EtcdCoordinator {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for EtcdCoordinator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EtcdCoordinator")
+            .field("member", &self.shared.info.id)
+            .field("prefix", &self.shared.keys.root())
+            .field("lease_id", &self.shared.lease_id)
+            .field("session_lost", &self.shared.session.is_cancelled())
+            .finish()
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) kv: Kv,
     pub(crate) keys: Keys,

@@ -64,12 +64,14 @@ impl EtcdCluster {
         })
     }
 
-    /// Connects a member through `endpoints`, ending with `shutdown`.
+    /// Connects a member through `endpoints` with a lease of
+    /// `lease_ttl_secs`, ending with `shutdown`.
     async fn connect(
         &self,
         id: &str,
         endpoints: Vec<String>,
         shutdown: CancellationToken,
+        lease_ttl_secs: i64,
     ) -> anyhow::Result<EtcdCoordinator> {
         let member = MemberInfo {
             id: id.to_owned(),
@@ -80,7 +82,7 @@ impl EtcdCluster {
             endpoints,
             prefix: self.prefix.clone(),
             member,
-            lease_ttl_secs: TEST_TTL_SECS,
+            lease_ttl_secs,
         };
         EtcdCoordinator::connect(settings, shutdown)
             .await
@@ -89,7 +91,12 @@ impl EtcdCluster {
 
     async fn direct_member(&self, id: &str) -> anyhow::Result<EtcdCoordinator> {
         let member = self
-            .connect(id, self.endpoints.clone(), self.shutdown.child_token())
+            .connect(
+                id,
+                self.endpoints.clone(),
+                self.shutdown.child_token(),
+                TEST_TTL_SECS,
+            )
             .await?;
         self.members_lock().insert(id.to_owned(), member.clone());
         Ok(member)
@@ -199,11 +206,14 @@ async fn keep_alive_holds_the_member_across_several_ttls() -> anyhow::Result<()>
 async fn a_frozen_member_stops_before_its_keys_expire() -> anyhow::Result<()> {
     let cluster = EtcdCluster::start().await?;
     let proxy = FreezableProxy::start(cluster.first_address()?).await?;
+    // A longer TTL than elsewhere: the margin between the member stopping
+    // (two thirds of a TTL) and etcd expiring its lease is a third of it.
     let frozen = cluster
         .connect(
             "frozen",
             vec![proxy.url.clone()],
             cluster.shutdown.child_token(),
+            3,
         )
         .await?;
     let observer = cluster.direct_member("observer").await?;
@@ -259,6 +269,44 @@ async fn a_frozen_member_stops_before_its_keys_expire() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resign_cut_off_from_etcd_returns_once_the_session_is_lost() -> anyhow::Result<()> {
+    let cluster = EtcdCluster::start().await?;
+    let proxy = FreezableProxy::start(cluster.first_address()?).await?;
+    let leader = cluster
+        .connect(
+            "cut-off",
+            vec![proxy.url.clone()],
+            cluster.shutdown.child_token(),
+            TEST_TTL_SECS,
+        )
+        .await?;
+    let observer = cluster.direct_member("observer").await?;
+    let leadership = within("campaign", leader.campaign(&CancellationToken::new())).await??;
+    proxy.freeze();
+    within("resign while cut off", leader.resign(&leadership)).await??;
+    ensure!(
+        leadership.lost.is_cancelled(),
+        "resigning stops the leader at once"
+    );
+    ensure!(
+        leader.session_lost().is_cancelled(),
+        "resign returned because the session ended"
+    );
+    let next = within(
+        "observer's campaign",
+        observer.campaign(&CancellationToken::new()),
+    )
+    .await??;
+    ensure!(
+        next.epoch > leadership.epoch,
+        "epoch {} follows {}",
+        next.epoch,
+        leadership.epoch
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_lease_is_noticed_within_a_third_of_the_ttl() -> anyhow::Result<()> {
     let cluster = EtcdCluster::start().await?;
     let member = cluster.direct_member("a").await?;
@@ -296,7 +344,12 @@ async fn shutdown_ends_the_session_and_revokes_the_lease() -> anyhow::Result<()>
     let observer = cluster.direct_member("observer").await?;
     let shutdown = CancellationToken::new();
     let leaving = cluster
-        .connect("leaving", cluster.endpoints.clone(), shutdown.clone())
+        .connect(
+            "leaving",
+            cluster.endpoints.clone(),
+            shutdown.clone(),
+            TEST_TTL_SECS,
+        )
         .await?;
     let leadership = within("campaign", leaving.campaign(&CancellationToken::new())).await??;
     leaving.ack_pause("r1").await?;
