@@ -60,9 +60,7 @@ impl Store {
                 target: redact_url(database_url),
                 source,
             })?;
-        schema::Migrator::up(&connection, None)
-            .await
-            .map_err(Error::Migrate)?;
+        migrate(&connection).await?;
         Ok(Self { connection })
     }
 
@@ -74,6 +72,24 @@ impl Store {
     /// The underlying connection (for tests and operator tools).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.connection
+    }
+}
+
+/// Brings the schema up to date. Replicas sharing one store may start at
+/// the same moment and race on the migration table; the loser retries and
+/// finds the work done.
+async fn migrate(connection: &DatabaseConnection) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match schema::Migrator::up(connection, None).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(error = %error, attempt, "schema migration raced with another replica, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => return Err(Error::Migrate(error)),
+        }
     }
 }
 

@@ -6,8 +6,11 @@ use super::reconcile::wall_clock_epoch;
 use crate::cli::ClusterArgs;
 use anyhow::Context;
 use recon_core::ports::ConsumerGate;
-use recon_engine::cluster::{ClusterMember, ClusterSettings, Coordinator, InProcessHub};
+use recon_engine::cluster::{
+    ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberInfo,
+};
 use recon_engine::{ReconcileOptions, Reconciler};
+use recon_etcd::{EtcdCoordinator, EtcdSettings};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use std::sync::Arc;
@@ -29,13 +32,28 @@ pub fn member_id(args: &ClusterArgs) -> String {
 pub async fn coordinator(
     args: &ClusterArgs,
     member: &str,
-    _shutdown: &CancellationToken,
+    admin_url: Option<String>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
-    if !args.etcd_endpoints.is_empty() {
-        anyhow::bail!("etcd coordination is not wired into recon serve yet (--etcd-endpoints)");
+    if args.etcd_endpoints.is_empty() {
+        let hub = InProcessHub::new(wall_clock_epoch());
+        return Ok(Arc::new(hub.join(member)));
     }
-    let hub = InProcessHub::new(wall_clock_epoch());
-    Ok(Arc::new(hub.join(member)))
+    let info = MemberInfo {
+        id: member.to_owned(),
+        admin_url,
+        joined_unix_ms: wall_clock_epoch(),
+    };
+    let mut settings = EtcdSettings::new(
+        args.etcd_endpoints.clone(),
+        format!("/recon/{}", args.service),
+        info,
+    );
+    settings.lease_ttl_secs = i64::try_from(args.lease_ttl_secs).unwrap_or(i64::MAX);
+    let coordinator = EtcdCoordinator::connect(settings, shutdown.clone())
+        .await
+        .context("join the cluster through etcd")?;
+    Ok(Arc::new(coordinator))
 }
 
 /// Member settings of a command line.

@@ -49,7 +49,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .context("open the replica store")?;
     let kafka = kafka_config(&args.kafka);
     let member_id = super::cluster::member_id(&args.cluster);
-    let coordinator = super::cluster::coordinator(&args.cluster, &member_id, &shutdown).await?;
+    let admin_url = Some(format!("http://{}", args.admin_listen));
+    let coordinator =
+        super::cluster::coordinator(&args.cluster, &member_id, admin_url, &shutdown).await?;
     let run_in_progress = coordinator
         .current_run()
         .await
@@ -72,7 +74,22 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         Arc::new(gate.clone()),
     )?;
     let counters = member.as_ref().map(|member| member.counters());
-    let member_task = member.map(|member| tokio::spawn(member.run(shutdown.child_token())));
+    // Crash-only: a replica whose cluster session is lost (lease expired,
+    // e.g. after being frozen) stops, and its supervisor starts a fresh one,
+    // which joins as a new member and starts paused if a run is going on.
+    let session_lost = coordinator.session_lost();
+    let member_task = member.map(|member| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            member.run(shutdown.child_token()).await;
+            if !shutdown.is_cancelled() && session_lost.is_cancelled() {
+                tracing::error!("cluster session lost; stopping this replica");
+                shutdown.cancel();
+                return true;
+            }
+            false
+        })
+    });
 
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
@@ -88,12 +105,18 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let admin_result = admin.await;
-    if let Some(task) = member_task {
-        let _ = task.await;
-    }
+    let session_lost = match member_task {
+        Some(task) => task.await.unwrap_or(false),
+        None => false,
+    };
     consumer_shutdown.cancel();
     consumer_task.await.context("consumer thread")?;
     admin_result.context("serve the admin API")?;
+    if session_lost {
+        anyhow::bail!(
+            "the cluster session was lost (lease expired); restart the replica to rejoin"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
