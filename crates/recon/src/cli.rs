@@ -118,6 +118,10 @@ pub struct DemoArgs {
     /// Keep the demo's data directory instead of deleting it at the end.
     #[arg(long)]
     pub keep_data: bool,
+    /// Coordinate the three replicas through this etcd (e.g.
+    /// `http://127.0.0.1:2379`) instead of the in-process coordinator.
+    #[arg(long)]
+    pub etcd: Option<String>,
 }
 
 /// Kafka connection options shared by the replica commands.

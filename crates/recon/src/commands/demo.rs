@@ -181,10 +181,22 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         })
     };
     let hub = InProcessHub::new(super::reconcile::wall_clock_epoch());
+    let etcd_prefix = format!("/recon/demo-{}", super::reconcile::wall_clock_epoch());
+    match &args.etcd {
+        Some(endpoint) => {
+            println!("   coordinating through etcd at {endpoint} under {etcd_prefix}")
+        }
+        None => println!("   coordinating in process (pass --etcd <url> to use a real etcd)"),
+    }
     let mut member_tasks = Vec::with_capacity(REPLICAS);
+    let mut handles: Vec<Arc<dyn Coordinator>> = Vec::with_capacity(REPLICAS);
     for (index, gate) in gates.iter().enumerate() {
-        let coordinator: Arc<dyn Coordinator> =
-            Arc::new(hub.join(&format!("replica-{}", index + 1)));
+        let member_id = format!("replica-{}", index + 1);
+        let coordinator: Arc<dyn Coordinator> = match &args.etcd {
+            Some(endpoint) => etcd_member(endpoint, &etcd_prefix, &member_id, &tasks).await?,
+            None => Arc::new(hub.join(&member_id)),
+        };
+        handles.push(coordinator.clone());
         let source = HttpSource::new(&SourceConfig::new(&source_url))
             .context("configure the Source API client")?;
         let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
@@ -196,8 +208,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         ));
         member_tasks.push(tokio::spawn(member.run(tasks.clone())));
     }
-    let coordinator: Arc<dyn Coordinator> = Arc::new(hub.join("operator"));
-    hub.expel("operator"); // a tool that asks for runs, not a replica
+    // The operator asks for runs through a replica (as `POST /reconcile` does).
+    let coordinator = handles[0].clone();
     let report = cluster_run(&coordinator, request(Vec::new(), false)).await?;
     print!("{}", indent(&report.to_table_limited(12)));
     let during = writer.await.context("writer task")??;
@@ -254,6 +266,25 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// A replica registered in etcd under its own lease.
+async fn etcd_member(
+    endpoint: &str,
+    prefix: &str,
+    member_id: &str,
+    tasks: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Coordinator>> {
+    let info = recon_engine::cluster::MemberInfo {
+        id: member_id.to_owned(),
+        admin_url: None,
+        joined_unix_ms: super::reconcile::wall_clock_epoch(),
+    };
+    let settings = recon_etcd::EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
+    let coordinator = recon_etcd::EtcdCoordinator::connect(settings, tasks.clone())
+        .await
+        .context("join the demo cluster through etcd")?;
+    Ok(Arc::new(coordinator))
 }
 
 fn demo_cluster_settings() -> ClusterSettings {
