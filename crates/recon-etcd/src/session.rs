@@ -42,14 +42,14 @@ type Channel = Option<(LeaseKeeper, LeaseKeepAliveStream)>;
 
 impl KeepAlive {
     /// Renews until the session ends, then revokes the lease.
-    #[instrument(name = "coord.keepalive", skip_all, fields(lease = self.lease_id))]
+    #[instrument(name = "coord.keepalive", parent = None, skip_all, fields(lease = self.lease_id))]
     pub(crate) async fn run(mut self) {
         let interval = self.ttl / 3;
         let mut channel: Channel = None;
         loop {
             tokio::select! {
                 _ = self.session.cancelled() => break,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(self.renewed_at + interval) => {}
             }
             let attempt_started = Instant::now();
             let give_up_at = self.renewed_at + self.ttl * 2 / 3;
