@@ -8,7 +8,7 @@
 //! [`classify`] is the single decision step; [`MergeDiff`] drives it over two
 //! iterators. An async driver (the engine's) reuses [`classify`].
 
-use crate::{RowHash, Version};
+use crate::{EntityKey, Row, RowHash, Version};
 use std::iter::Peekable;
 
 /// What the merge needs to know about an item of either side.
@@ -21,6 +21,43 @@ pub trait DiffItem {
     fn diff_version(&self) -> Version;
     /// The canonical hash of the item's data.
     fn diff_hash(&self) -> RowHash;
+}
+
+/// A row with its key and canonical hash computed once — what both sides
+/// of a reconciliation merge hold. The hash is of the data as read, so a
+/// row changed behind recon's back shows as changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRow {
+    /// The row.
+    pub row: Row,
+    /// Its key within its tenant and kind.
+    pub key: EntityKey,
+    /// Canonical hash of its data.
+    pub hash: RowHash,
+}
+
+impl KeyedRow {
+    /// Computes the key and hash of `row`.
+    pub fn new(row: Row) -> Self {
+        Self {
+            key: row.key(),
+            hash: row.record.row_hash(),
+            row,
+        }
+    }
+}
+
+impl DiffItem for KeyedRow {
+    type Key = EntityKey;
+    fn diff_key(&self) -> &EntityKey {
+        &self.key
+    }
+    fn diff_version(&self) -> Version {
+        self.row.version
+    }
+    fn diff_hash(&self) -> RowHash {
+        self.hash
+    }
 }
 
 /// The classification of one key.

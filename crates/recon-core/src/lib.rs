@@ -15,7 +15,7 @@ pub mod ports;
 pub mod report;
 pub mod version;
 
-pub use diff::{DiffEntry, DiffItem, MergeDiff, merge_diff};
+pub use diff::{DiffEntry, DiffItem, KeyedRow, MergeDiff, merge_diff};
 pub use domain::{
     Change, Deletion, EntityKey, Group, InvalidInput, KeyRange, Kind, Membership, Record, Row,
     Tenant, User, UserStatus,

@@ -3,42 +3,14 @@
 //! ever being read as "rows are gone".
 
 use crate::unit::UnitError;
-use recon_core::diff::{DiffItem, Side};
+use recon_core::diff::Side;
 use recon_core::ports::{PageRequest, ReplicaStore, Source};
-use recon_core::{EntityKey, KeyRange, Kind, Row, RowHash, Version};
+use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, Row, Version};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-/// A row with its key and hash computed once.
-#[derive(Debug, Clone)]
-pub(crate) struct Keyed {
-    pub row: Row,
-    pub key: EntityKey,
-    pub hash: RowHash,
-}
-
-impl Keyed {
-    fn new(row: Row) -> Self {
-        Self {
-            key: row.key(),
-            hash: row.record.row_hash(),
-            row,
-        }
-    }
-}
-
-impl DiffItem for Keyed {
-    type Key = EntityKey;
-    fn diff_key(&self) -> &EntityKey {
-        &self.key
-    }
-    fn diff_version(&self) -> Version {
-        self.row.version
-    }
-    fn diff_hash(&self) -> RowHash {
-        self.hash
-    }
-}
+/// Both walks hold [`KeyedRow`]s.
+pub(crate) type Keyed = KeyedRow;
 
 /// Which keys of a walk to keep (the others are read and checked, then
 /// skipped); `None` keeps all.

@@ -5,47 +5,15 @@ use crate::sql::{self, Binder};
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
 use recon_core::{
-    DiffItem, EntityKey, Group, KeyRange, Kind, Membership, Record, Row, RowHash, Tenant, User,
-    Version,
+    EntityKey, Group, KeyRange, KeyedRow, Kind, Membership, Record, Row, Tenant, User, Version,
 };
 use sea_orm::{ConnectionTrait, QueryResult, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::instrument;
 
-/// A live row read from the store, with the hash of the data as read (not as
-/// stored: a row changed behind recon's back must still show as changed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRow {
-    /// The row.
-    pub row: Row,
-    /// Its key (cached for the diff).
-    pub key: EntityKey,
-    /// Canonical hash of the data as read.
-    pub hash: RowHash,
-}
-
-impl StoredRow {
-    fn new(row: Row) -> Self {
-        Self {
-            key: row.key(),
-            hash: row.record.row_hash(),
-            row,
-        }
-    }
-}
-
-impl DiffItem for StoredRow {
-    type Key = EntityKey;
-    fn diff_key(&self) -> &EntityKey {
-        &self.key
-    }
-    fn diff_version(&self) -> Version {
-        self.row.version
-    }
-    fn diff_hash(&self) -> RowHash {
-        self.hash
-    }
-}
+/// A live row read from the store, with the hash of the data as read (not
+/// as stored: a row changed behind recon's back must still show as changed).
+pub type StoredRow = KeyedRow;
 
 impl Store {
     /// Reads up to `limit` live rows of `kind` in `tenant_id` within `range`,
@@ -92,7 +60,7 @@ impl Store {
             .map_err(database("read page"))?;
         let mut page = Vec::with_capacity(rows.len());
         for row in rows {
-            page.push(StoredRow::new(parse_row(table, kind, &row)?));
+            page.push(KeyedRow::new(parse_row(table, kind, &row)?));
         }
         Ok(page)
     }
