@@ -60,9 +60,11 @@ mod keys;
 mod kv;
 mod member;
 mod port;
+mod request;
 mod session;
 mod settings;
 
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
+pub use request::request_run;
 pub use settings::EtcdSettings;

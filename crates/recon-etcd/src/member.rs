@@ -188,7 +188,7 @@ async fn register(
 }
 
 /// Runs one of `connect`'s requests under the deadline.
-async fn within<T>(
+pub(crate) async fn within<T>(
     deadline: Duration,
     operation: &'static str,
     request: impl Future<Output = Result<T, etcd_client::Error>>,

@@ -260,8 +260,8 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Base URL of the Source API (the `/v1/...` paths are appended).
-    #[arg(long, env = "RECON_SOURCE_URL")]
-    pub source_url: String,
+    #[arg(long, env = "RECON_SOURCE_URL", required_unless_present = "cluster")]
+    pub source_url: Option<String>,
     /// Bearer token for the Source API.
     #[arg(long, env = "RECON_SOURCE_TOKEN", hide_env_values = true)]
     pub source_token: Option<String>,
@@ -308,9 +308,24 @@ pub struct RunArgs {
 /// Options of `recon reconcile`.
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
-    /// The replica store to reconcile.
-    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// Ask the replicas' cluster for a run (through etcd) instead of
+    /// reconciling from this process.
+    #[arg(long, requires = "etcd_endpoints")]
+    pub cluster: bool,
+    /// etcd endpoints of the cluster (with `--cluster`).
+    #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Service name of the cluster: its etcd prefix is `/recon/<service>`.
+    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
+    pub service: String,
+    /// The replica store to reconcile (without `--cluster`).
+    #[arg(
+        long,
+        env = "RECON_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "cluster"
+    )]
+    pub database_url: Option<String>,
     /// The source of truth.
     #[command(flatten)]
     pub source: SourceArgs,

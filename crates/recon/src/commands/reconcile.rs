@@ -9,6 +9,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use recon_core::ports::{ConsumerGate, FailureKind, PortError};
 use recon_core::{DeleteGuard, RunReport, RunStatus};
+use recon_engine::cluster::RunRequest;
 use recon_engine::{ReconcileOptions, Reconciler, Scope};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
@@ -18,7 +19,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&args.database_url)
+    if args.cluster {
+        return request_cluster_run(&args).await;
+    }
+    let database_url = args
+        .database_url
+        .as_deref()
+        .context("--database-url is required without --cluster")?;
+    let store = Store::connect(database_url)
         .await
         .context("open the replica store")?;
     let source = http_source(&args.source)?;
@@ -41,9 +49,30 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(exit_code(&report))
 }
 
+/// `--cluster`: writes the run request for the replicas' leader to pick up.
+async fn request_cluster_run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let request = RunRequest {
+        requested_by: "recon reconcile --cluster".into(),
+        requested_unix_ms: wall_clock_epoch(),
+        tenants: args.run.tenants.clone(),
+        dry_run: args.run.dry_run,
+        allow_mass_delete: args.run.allow_mass_delete,
+    };
+    let prefix = format!("/recon/{}", args.service);
+    recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
+        .await
+        .context("write the run request to etcd")?;
+    println!("run requested under {prefix}; follow it with `recon status --admin-url <a replica>`");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The HTTP source of a command line.
 pub fn http_source(args: &SourceArgs) -> anyhow::Result<HttpSource> {
-    let mut config = SourceConfig::new(&args.source_url);
+    let source_url = args
+        .source_url
+        .as_deref()
+        .context("--source-url is required without --cluster")?;
+    let mut config = SourceConfig::new(source_url);
     config.bearer_token = args.source_token.clone();
     config.requests_per_second = args.source_requests_per_second;
     HttpSource::new(&config).context("configure the Source API client")
