@@ -111,6 +111,8 @@ impl Store {
                     write_chunk(&transaction, table(kind), chunk, guarded, deleted_at_ms).await?;
             }
         }
+        // Changes that landed; the cascades below write other rows.
+        let landed = outcome.written;
         for change in selected.values() {
             if let Change::Delete(deletion) = change
                 && deletion.kind == Kind::Tenant
@@ -131,7 +133,7 @@ impl Store {
             .map_err(database("commit batch"))?;
         if guarded {
             let considered = changes.len() as u64 - outcome.skipped_below_floor;
-            outcome.skipped_stale = considered.saturating_sub(outcome.written.min(considered));
+            outcome.skipped_stale = considered.saturating_sub(landed);
         }
         Ok(outcome)
     }
