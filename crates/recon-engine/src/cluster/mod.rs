@@ -3,6 +3,7 @@
 //! acknowledgements, units handed to followers, a completion barrier.
 
 mod in_process;
+mod leader;
 mod member;
 mod port;
 mod status;
