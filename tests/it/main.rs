@@ -1,4 +1,5 @@
 //! Integration tests against real services.
+mod cluster;
 mod consumer;
 mod coordinator;
 mod monolith;

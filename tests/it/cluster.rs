@@ -1,0 +1,29 @@
+//! Acceptance tests of "many replicas" (DESIGN §2) on real services: three
+//! `recon serve` processes sharing one PostgreSQL replica database, one
+//! consumer group on a real broker and one etcd service prefix, reconciling
+//! against a real `recon monolith` while it keeps changing.
+//!
+//! What is checked, and how:
+//! * end state: `compare_databases`, plain SQL over both databases;
+//! * units: etcd's history of the service prefix, recorded by a watch of the
+//!   test's own ([`history`]) — every put of a done-record, so a unit
+//!   completed twice shows up even though the second put overwrites the
+//!   first key;
+//! * the pause: each replica's `recon_consumer_events_received_total`, which
+//!   must stay flat between its acknowledgement and the barrier;
+//! * leaders and epochs: `GET /cluster` of a surviving replica, and the
+//!   global fence in the replica database.
+//!
+//! Needs `RECON_TEST_POSTGRES_URL`, `RECON_TEST_ETCD_ENDPOINTS` and the
+//! `recon` binary (`scripts/test.sh` provides all three).
+
+mod admin;
+mod checks;
+mod completes;
+mod database;
+mod failover;
+mod fixture;
+mod follower;
+mod history;
+mod pause;
+mod zombie;

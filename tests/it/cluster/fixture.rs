@@ -1,0 +1,475 @@
+//! The shared fixture: a seeded monolith (`recon monolith`, PostgreSQL, its
+//! outbox relay), a broker, one replica database and three `recon serve`
+//! replicas in one consumer group and one etcd service prefix, each reading
+//! the Source API through a fault-injecting proxy of its own so that a test
+//! can slow one replica's units down without touching the others.
+
+use super::admin::{Admin, ClusterView};
+use super::history::History;
+use anyhow::{Context, bail};
+use recon_monolith::Monolith;
+use recon_monolith::seed::{self, SeedSpec};
+use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::faulty_source::FaultySource;
+use recon_tests::process::ReconProcess;
+use recon_tests::{Backend, TestDatabase, free_port};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "cluster.changes";
+
+/// Lease TTL of every replica: short, so that failovers fit in a test.
+pub const LEASE_TTL_SECS: u64 = 3;
+
+/// How long after a consumer stops heartbeating the broker has surely
+/// expired it from the group (`session.timeout.ms` is 10 s in recon).
+const GROUP_EXPIRY: Duration = Duration::from_secs(12);
+
+/// Smallest unit the planner splits a big tenant into.
+const MIN_UNIT_ROWS: &str = "200";
+
+/// What differs between the fixtures of the tests.
+pub struct Settings {
+    /// Seed of the workload.
+    pub seed: u64,
+    /// `--max-pause-secs` of the replicas.
+    pub max_pause_secs: u64,
+}
+
+impl Settings {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            max_pause_secs: 120,
+        }
+    }
+}
+
+/// One `recon serve` process and its Source API proxy.
+pub struct Replica {
+    /// Its member id.
+    pub id: String,
+    /// Its admin port.
+    pub port: u16,
+    /// The process.
+    pub process: ReconProcess,
+    /// The proxy it reads the Source API through.
+    pub proxy: FaultySource,
+    /// Since when it is frozen or dead, if it is.
+    pub silent_since: Option<Instant>,
+    /// Whether a new replica took its place.
+    pub replaced: bool,
+}
+
+/// Everything a cluster test runs against.
+pub struct Cluster {
+    /// Client of the replicas' admin APIs.
+    pub admin: Admin,
+    /// Everything written under the service's etcd prefix.
+    pub history: History,
+    /// The monolith's database as a library (random changes, outbox).
+    pub monolith: Monolith,
+    /// The monolith's database.
+    pub monolith_db: TestDatabase,
+    /// The replica database all replicas share.
+    pub replica_db: TestDatabase,
+    /// `recon monolith`: Source API and outbox relay.
+    pub monolith_process: ReconProcess,
+    /// Every replica started, dead ones included.
+    pub replicas: Vec<Replica>,
+    monolith_url: String,
+    endpoints: Vec<String>,
+    service: String,
+    brokers: String,
+    settings: Settings,
+    logs: tempfile::TempDir,
+    _broker: Broker,
+}
+
+impl Cluster {
+    /// Starts everything, waits until three members are in and the replica
+    /// equals the monolith through Kafka alone.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let endpoints = etcd_endpoints()?;
+        let logs = tempfile::tempdir()?;
+        let broker = Broker::start(Storage::Memory).await?;
+        let monolith_db = TestDatabase::create(Backend::Postgres).await?;
+        let replica_db = TestDatabase::create(Backend::Postgres).await?;
+        let monolith = Monolith::connect(&monolith_db.url).await?;
+        seed::run(&monolith, &spec(settings.seed)).await?;
+        let monolith_port = free_port()?;
+        let brokers = broker.bootstrap_servers();
+        let monolith_process =
+            start_monolith(logs.path(), &monolith_db.url, monolith_port, &brokers)?;
+        wait_for_port(monolith_port, Duration::from_secs(30)).await?;
+        let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
+        let history = History::start(&endpoints, &format!("/recon/{service}")).await?;
+        let mut cluster = Self {
+            admin: Admin::new()?,
+            history,
+            monolith,
+            monolith_db,
+            replica_db,
+            monolith_process,
+            replicas: Vec::new(),
+            monolith_url: format!("http://127.0.0.1:{monolith_port}"),
+            endpoints,
+            service,
+            brokers,
+            settings,
+            logs,
+            _broker: broker,
+        };
+        let started = async {
+            for _ in 0..3 {
+                cluster.add_replica().await?;
+            }
+            cluster.wait_for_members(3).await?;
+            cluster.wait_until_equal("initial replication").await
+        };
+        match started.await {
+            Ok(()) => Ok(cluster),
+            Err(error) => {
+                eprintln!("{}", cluster.log_tails());
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts one more replica (`r<n>`) and waits for its admin port.
+    pub async fn add_replica(&mut self) -> anyhow::Result<&Replica> {
+        let id = format!("r{}", self.replicas.len() + 1);
+        let port = free_port()?;
+        let proxy = FaultySource::start(&self.monolith_url).await?;
+        let admin_listen = format!("127.0.0.1:{port}");
+        let endpoints = self.endpoints.join(",");
+        let ttl = LEASE_TTL_SECS.to_string();
+        let max_pause = self.settings.max_pause_secs.to_string();
+        let arguments = [
+            "serve",
+            "--database-url",
+            &self.replica_db.url,
+            "--kafka-bootstrap-servers",
+            &self.brokers,
+            "--kafka-topic",
+            TOPIC,
+            "--group-id",
+            "replicas",
+            "--admin-listen",
+            &admin_listen,
+            "--max-batch",
+            "500",
+            "--source-url",
+            proxy.base_url(),
+            "--etcd-endpoints",
+            &endpoints,
+            "--service",
+            &self.service,
+            "--member-id",
+            &id,
+            "--lease-ttl-secs",
+            &ttl,
+            "--max-pause-secs",
+            &max_pause,
+            "--page-size",
+            "50",
+            "--min-unit-rows",
+            MIN_UNIT_ROWS,
+            "--poll-interval-ms",
+            "100",
+        ];
+        let log = self.logs.path().join(format!("{id}.log"));
+        let process = ReconProcess::start(&id, &arguments, &[("RUST_LOG", "info")], log)?;
+        wait_for_port(port, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("{id} did not open its admin port"))?;
+        self.replicas.push(Replica {
+            id,
+            port,
+            process,
+            proxy,
+            silent_since: None,
+            replaced: false,
+        });
+        Ok(self.replicas.last().expect("just pushed"))
+    }
+
+    /// The replica with member id `id`.
+    pub fn replica(&self, id: &str) -> anyhow::Result<&Replica> {
+        self.replicas
+            .iter()
+            .find(|replica| replica.id == id)
+            .with_context(|| format!("no replica {id}"))
+    }
+
+    /// The replica with member id `id`, mutable.
+    pub fn replica_mut(&mut self, id: &str) -> anyhow::Result<&mut Replica> {
+        self.replicas
+            .iter_mut()
+            .find(|replica| replica.id == id)
+            .with_context(|| format!("no replica {id}"))
+    }
+
+    /// SIGKILLs a replica; returns when.
+    pub async fn kill(&mut self, member: &str) -> anyhow::Result<Instant> {
+        let replica = self.replica_mut(member)?;
+        let killed_at = Instant::now();
+        replica.process.kill().await?;
+        replica.silent_since.get_or_insert(killed_at);
+        Ok(killed_at)
+    }
+
+    /// SIGSTOPs a replica; returns when.
+    pub fn freeze(&mut self, member: &str) -> anyhow::Result<Instant> {
+        let replica = self.replica_mut(member)?;
+        let frozen_at = Instant::now();
+        replica.process.stop()?;
+        replica.silent_since.get_or_insert(frozen_at);
+        Ok(frozen_at)
+    }
+
+    /// Starts a new replica for each one that died, as a supervisor would,
+    /// and waits until the consumer group owns every partition again.
+    ///
+    /// Each new one is started once the broker has had time to expire the
+    /// dead member from the group: tansu 0.6.0 does not make the survivors
+    /// rejoin when it expires a member, so the partitions the dead member
+    /// held stay unowned until someone joins the group after the expiry.
+    pub async fn replace_dead(&mut self) -> anyhow::Result<()> {
+        let dead: Vec<Instant> = self
+            .replicas
+            .iter_mut()
+            .filter(|replica| !replica.replaced)
+            .filter_map(|replica| {
+                let since = replica.silent_since?;
+                replica.replaced = true;
+                Some(since)
+            })
+            .collect();
+        for since in dead {
+            tokio::time::sleep_until((since + GROUP_EXPIRY).into()).await;
+            self.add_replica().await?;
+        }
+        let live = self.live_ports().len();
+        self.wait_for_members(live).await?;
+        self.wait_for_partitions().await
+    }
+
+    /// Waits until every partition has exactly one owner among the live
+    /// replicas.
+    pub async fn wait_for_partitions(&self) -> anyhow::Result<()> {
+        wait_until(
+            "every partition owned by one live replica",
+            Duration::from_secs(30),
+            || async {
+                let mut owned = Vec::new();
+                for port in self.live_ports() {
+                    for partition in self.admin.consumer(port).await?.partitions {
+                        owned.push(partition["partition"].as_i64().unwrap_or(-1));
+                    }
+                }
+                owned.sort_unstable();
+                Ok(owned == [0, 1, 2, 3])
+            },
+        )
+        .await
+    }
+
+    /// Polls `GET /cluster` on `port` every 50 ms until `condition` holds;
+    /// returns the view that satisfied it.
+    pub async fn wait_for_view(
+        &self,
+        port: u16,
+        what: &str,
+        condition: impl Fn(&ClusterView) -> bool,
+    ) -> anyhow::Result<ClusterView> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(view) = self.admin.cluster(port).await
+                && condition(&view)
+            {
+                return Ok(view);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after 30 s waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `units_completed` of every live member.
+    pub async fn units_completed(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut counters = BTreeMap::new();
+        for replica in &self.replicas {
+            if replica.silent_since.is_none() {
+                let view = self.admin.cluster(replica.port).await?;
+                counters.insert(replica.id.clone(), view.units_completed());
+            }
+        }
+        Ok(counters)
+    }
+
+    /// Whether a replica's process has exited (reaped or not).
+    pub fn has_exited(&self, member: &str) -> anyhow::Result<bool> {
+        let Some(pid) = self.replica(member)?.process.pid() else {
+            return Ok(true);
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return Ok(true);
+        };
+        // `pid (name) state …`: Z is an exited process nobody reaped yet.
+        let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+        Ok(state.starts_with('Z') || state.starts_with('X'))
+    }
+
+    /// Admin ports of the replicas that still run.
+    pub fn live_ports(&self) -> Vec<u16> {
+        self.replicas
+            .iter()
+            .filter(|replica| replica.silent_since.is_none())
+            .map(|replica| replica.port)
+            .collect()
+    }
+
+    /// Waits until every live replica sees `count` members and a leader.
+    pub async fn wait_for_members(&self, count: usize) -> anyhow::Result<()> {
+        for port in self.live_ports() {
+            let what = format!("replica on {port} to see {count} members and a leader");
+            wait_until(&what, Duration::from_secs(30), || async {
+                let view = self.admin.cluster(port).await?;
+                Ok(view.status.members.len() == count && view.status.leader.is_some())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The current leader and its epoch, as the replica on `port` sees it.
+    pub async fn leader_seen_by(&self, port: u16) -> anyhow::Result<(String, u64)> {
+        let status = self.admin.cluster(port).await?.status;
+        match (status.leader, status.epoch) {
+            (Some(leader), Some(epoch)) => Ok((leader, epoch)),
+            _ => bail!("the replica on {port} sees no leader"),
+        }
+    }
+
+    /// Asks for a run (guard override: random deletions during the run may
+    /// legitimately empty small tenants) and returns its id.
+    pub async fn request_run(&self) -> anyhow::Result<String> {
+        let seen = self.history.len();
+        let port = *self.live_ports().first().context("no live replica")?;
+        let body = serde_json::json!({ "allow_mass_delete": true });
+        self.admin.request_run(port, body).await?;
+        self.history.wait_for_new_run(seen).await
+    }
+
+    /// The last lines of every process's log.
+    pub fn log_tails(&self) -> String {
+        let mut text = String::new();
+        let processes = std::iter::once(&self.monolith_process)
+            .chain(self.replicas.iter().map(|replica| &replica.process));
+        for process in processes {
+            let log = process.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            text.push_str(&format!(
+                "\n--- {} (last 25 lines) ---\n{tail}\n",
+                process.name
+            ));
+        }
+        text
+    }
+
+    /// Ends a test: on failure, prints every log's tail and keeps the logs.
+    pub fn finish(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+        if outcome.is_err() {
+            eprintln!("{}", self.log_tails());
+            eprintln!("logs kept in {}", self.logs.keep().display());
+        }
+        outcome
+    }
+}
+
+/// Sixteen tenants, heavy-tailed (1 000 to 3 000 users in all): with
+/// `--min-unit-rows 200` and three members the biggest one or two are split
+/// into key ranges per kind (the seeds the tests use have a biggest tenant
+/// of 148 to 349 users; `completes` checks that its plan has split units).
+fn spec(seed: u64) -> SeedSpec {
+    SeedSpec {
+        seed,
+        tenants: 16,
+        users_per_tenant_mean: 120.0,
+        max_users_per_tenant: 1_000,
+        ..SeedSpec::default()
+    }
+}
+
+fn etcd_endpoints() -> anyhow::Result<Vec<String>> {
+    let value = std::env::var("RECON_TEST_ETCD_ENDPOINTS").unwrap_or_default();
+    let endpoints: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if endpoints.is_empty() {
+        bail!(
+            "RECON_TEST_ETCD_ENDPOINTS is not set: run the tests through scripts/test.sh, \
+             which starts etcd, or start one and export RECON_TEST_ETCD_ENDPOINTS"
+        );
+    }
+    Ok(endpoints)
+}
+
+fn start_monolith(
+    logs: &std::path::Path,
+    database_url: &str,
+    port: u16,
+    brokers: &str,
+) -> anyhow::Result<ReconProcess> {
+    let listen = format!("127.0.0.1:{port}");
+    ReconProcess::start(
+        "monolith",
+        &[
+            "monolith",
+            "--database-url",
+            database_url,
+            "--listen",
+            &listen,
+            "--kafka-bootstrap-servers",
+            brokers,
+            "--kafka-topic",
+            TOPIC,
+            "--kafka-partitions",
+            "4",
+        ],
+        &[("RUST_LOG", "info")],
+        logs.join("monolith.log"),
+    )
+}
+
+/// Polls `condition` every 100 ms until it holds (errors count as "not
+/// yet"); fails after `timeout`.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match condition().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,141 @@
+//! The pause: a replica joining the consumer group while a run is paused
+//! (a rebalance) applies nothing before the barrier, nor does anyone else.
+
+use super::checks::{
+    PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
+};
+use super::fixture::{Cluster, Settings, wait_until};
+use super::history::Changes;
+use anyhow::ensure;
+use recon_engine::cluster::RunPhase;
+use recon_tests::faulty_source::Fault;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_joining_during_the_pause_applies_nothing_before_the_barrier()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Settings::new(111)).await?;
+    let outcome = join_during_the_pause(&mut cluster).await;
+    cluster.finish(outcome)
+}
+
+async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Result<()> {
+    // Slow units (2 s per users page) hold the run in its working phase
+    // while the group rebalances; released once that was observed.
+    hold_the_source(cluster, true);
+    cluster.drift().await?;
+    let writer = Writer::start(cluster.monolith.clone(), 40);
+    let run = cluster.request_run().await?;
+    let originals: Vec<(String, u16)> = cluster
+        .replicas
+        .iter()
+        .map(|replica| (replica.id.clone(), replica.port))
+        .collect();
+    let probe = PauseProbe::start(cluster.admin.clone(), &run, originals.clone());
+    cluster
+        .history
+        .wait_for("the working phase", Duration::from_secs(30), |changes| {
+            changes
+                .run_states(&run)
+                .iter()
+                .any(|(_, state)| state.phase == RunPhase::Working)
+                .then_some(())
+        })
+        .await?;
+    let written_before_join = writer.applied();
+
+    let joined = cluster.add_replica().await?;
+    let (joined_id, joined_port) = (joined.id.clone(), joined.port);
+    let late_probe = PauseProbe::start(
+        cluster.admin.clone(),
+        &run,
+        vec![(joined_id.clone(), joined_port)],
+    );
+    cluster
+        .wait_for_view(
+            joined_port,
+            "the new replica to acknowledge the pause",
+            |view| {
+                view.status
+                    .run
+                    .as_ref()
+                    .is_some_and(|current| current.acknowledged.contains(&joined_id))
+            },
+        )
+        .await?;
+    cluster.wait_for_partitions().await?;
+    wait_until(
+        "the new replica to own partitions and the writes of the pause to be published",
+        Duration::from_secs(30),
+        || async {
+            let owns = !cluster
+                .admin
+                .consumer(joined_port)
+                .await?
+                .partitions
+                .is_empty();
+            let published = cluster.monolith.outbox_backlog().await? == 0;
+            Ok(owns && published && writer.applied() > written_before_join)
+        },
+    )
+    .await?;
+    cluster.history.sync().await?;
+    ensure!(
+        cluster.history.changes().barrier(&run).is_none(),
+        "the run ended before the rebalance and the writes; the pause was not tested"
+    );
+
+    hold_the_source(cluster, false);
+    let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(90)).await?;
+    ensure_completed(&barrier)?;
+    for port in cluster.live_ports() {
+        wait_until(
+            "every consumer to resume",
+            Duration::from_secs(10),
+            || async { Ok(!cluster.admin.consumer(port).await?.paused) },
+        )
+        .await?;
+    }
+    let samples = probe.stop().await?;
+    let late_samples = late_probe.stop().await?;
+    let ids: Vec<String> = originals.iter().map(|(id, _)| id.clone()).collect();
+    ensure_flat(&samples, &ids, 3)?;
+    ensure_flat(&late_samples, std::slice::from_ref(&joined_id), 2)?;
+    ensure!(
+        late_samples[&joined_id].iter().all(|applied| *applied == 0),
+        "the replica that joined during the pause applied events before the barrier: {:?}",
+        late_samples[&joined_id]
+    );
+    let tally = units_done_once(&cluster.history, &run).await?;
+    eprintln!(
+        "{joined_id} joined during the pause; {} units done by {:?}; applied-event counters during the pause: {samples:?} and {late_samples:?}",
+        tally.units, tally.done_by
+    );
+    writer.stop().await?;
+    cluster.wait_until_equal("after the run").await?;
+    let mut applied_after = 0;
+    for (member, port) in originals.iter().chain([&(joined_id.clone(), joined_port)]) {
+        let during = samples
+            .get(member)
+            .or(late_samples.get(member))
+            .and_then(|values| values.last().copied())
+            .unwrap_or_default();
+        applied_after += cluster.admin.events_applied(*port).await? - during;
+    }
+    ensure!(applied_after > 0, "no event was applied after the barrier");
+    Ok(())
+}
+
+/// Makes every replica's users pages slow (or fast again).
+fn hold_the_source(cluster: &Cluster, hold: bool) {
+    for replica in &cluster.replicas {
+        replica.proxy.set_fault(if hold {
+            Fault::Delay {
+                path_contains: "/users".to_owned(),
+                delay: Duration::from_secs(2),
+            }
+        } else {
+            Fault::None
+        });
+    }
+}
