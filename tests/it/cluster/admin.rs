@@ -9,6 +9,8 @@ use std::time::Duration;
 /// What `GET /cluster` answers.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClusterView {
+    /// The answering member.
+    pub member: String,
     /// Leader, epoch, members, current run.
     pub status: ClusterStatus,
     /// The answering member's counters.
