@@ -1,9 +1,7 @@
 //! The pause: a replica joining the consumer group while a run is paused
 //! (a rebalance) applies nothing before the barrier, nor does anyone else;
 //! and a run that cannot finish within `max_pause` is aborted and the
-//! consumers resume (DESIGN §2). The two `max_pause` tests fail on the
-//! current product and are ignored until it is fixed: run them with
-//! `-- --ignored cluster::pause`.
+//! consumers resume (DESIGN §2).
 
 use super::checks::{
     PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
@@ -149,10 +147,6 @@ fn hold_the_source(cluster: &Cluster, hold: bool) {
 const MAX_PAUSE_SECS: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "recon bug: max_pause is not enforced while the leader waits on the source in \
-            make_plan (recon-engine cluster/leader.rs): with the source down the run ends as \
-            completed_with_problems once the client gives up; a hanging source keeps the \
-            consumers paused for minutes"]
 async fn a_run_whose_source_is_down_before_planning_is_aborted_at_max_pause() -> anyhow::Result<()>
 {
     let mut settings = Settings::new(103);
@@ -170,9 +164,6 @@ async fn source_down_before_planning(cluster: &mut Cluster) -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "recon bug: ClusterMember::work (recon-engine cluster/member.rs) keeps executing \
-            the units of a run after its barrier, so after a max_pause abort the followers \
-            resume their consumers only when every unit of theirs has failed (minutes)"]
 async fn a_run_whose_source_fails_mid_run_is_aborted_and_every_consumer_resumes()
 -> anyhow::Result<()> {
     let mut settings = Settings::new(100);

@@ -79,22 +79,47 @@ impl ClusterMember {
             run.epoch = leadership.epoch;
             self.coordinator.put_run(leadership, &run).await?;
         }
-        let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
-        if age > self.settings.max_pause {
-            let reason = format!(
-                "max_pause of {}s exceeded in phase {:?}; consumers resumed, run unfinished",
-                self.settings.max_pause.as_secs(),
-                run.phase
-            );
-            self.write_barrier(leadership, &run, RunStatus::Aborted, Some(reason))
-                .await?;
-            return Ok(true);
-        }
+        let Some(remaining) = self.remaining_pause(&run) else {
+            return self.abort_for_max_pause(leadership, &run).await;
+        };
         match run.phase {
             RunPhase::Pausing => self.check_acks(leadership, run).await.map(|_| false),
-            RunPhase::Planning => self.make_plan(leadership, run).await.map(|_| false),
+            // Planning waits on the source: bound it by what is left of max_pause.
+            RunPhase::Planning => {
+                match tokio::time::timeout(remaining, self.make_plan(leadership, run.clone())).await
+                {
+                    Ok(result) => result,
+                    Err(_elapsed) => self.abort_for_max_pause(leadership, &run).await,
+                }
+            }
             RunPhase::Working => self.hand_out(leadership, &run).await,
         }
+    }
+
+    /// What is left of `max_pause` for `run`; `None` once it is exceeded.
+    pub(super) fn remaining_pause(&self, run: &RunState) -> Option<Duration> {
+        let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
+        self.settings
+            .max_pause
+            .checked_sub(age)
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Ends a run that could not finish in time: the barrier says why and
+    /// every consumer resumes (Kafka's retention must not be outrun).
+    async fn abort_for_max_pause(
+        &self,
+        leadership: &Leadership,
+        run: &RunState,
+    ) -> Result<bool, PortError> {
+        let reason = format!(
+            "max_pause of {}s exceeded in phase {:?}; consumers resumed, run unfinished",
+            self.settings.max_pause.as_secs(),
+            run.phase
+        );
+        self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason))
+            .await?;
+        Ok(true)
     }
 
     async fn start_run(
@@ -139,7 +164,13 @@ impl ClusterMember {
         Ok(())
     }
 
-    async fn make_plan(&self, leadership: &Leadership, mut run: RunState) -> Result<(), PortError> {
+    /// Reconciles the tenant list and writes the plan; `true` if it ended the
+    /// run instead (the tenant list failed or tripped the guard).
+    async fn make_plan(
+        &self,
+        leadership: &Leadership,
+        mut run: RunState,
+    ) -> Result<bool, PortError> {
         if self.coordinator.plan(&run.run_id).await?.is_none() {
             let options = self.options(&run);
             let cancel = leadership.lost.child_token();
@@ -161,7 +192,7 @@ impl ClusterMember {
                     Some(reason),
                 )
                 .await?;
-                return Ok(());
+                return Ok(true);
             }
             let mut weights = Vec::with_capacity(tenants.len());
             for tenant_id in tenants {
@@ -198,7 +229,8 @@ impl ClusterMember {
             self.coordinator.put_plan(leadership, &plan).await?;
         }
         run.phase = RunPhase::Working;
-        self.coordinator.put_run(leadership, &run).await
+        self.coordinator.put_run(leadership, &run).await?;
+        Ok(false)
     }
 
     /// Assigns units that nobody live holds; finishes when all are done.

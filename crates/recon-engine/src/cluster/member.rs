@@ -189,7 +189,24 @@ impl ClusterMember {
                 continue;
             }
             let span = info_span!("reconcile.unit", run = %run.run_id, unit = %unit.id, tenant = %unit.tenant_id);
-            let reports = self.execute(run, unit, stop).instrument(span).await;
+            // The leader aborts the run at max_pause and consumers resume; a
+            // unit must not write after that, so it is dropped (its open
+            // transaction rolls back) at the same deadline.
+            let Some(remaining) = self.remaining_pause(run) else {
+                return Ok(());
+            };
+            let reports = match tokio::time::timeout(
+                remaining,
+                self.execute(run, unit, stop).instrument(span),
+            )
+            .await
+            {
+                Ok(reports) => reports,
+                Err(_elapsed) => {
+                    warn!(unit = %unit.id, "max_pause reached; unit abandoned");
+                    return Ok(());
+                }
+            };
             let fenced = reports.iter().any(|report| matches!(&report.outcome, UnitOutcome::Failed(reason) if reason.contains("stale epoch")));
             if fenced {
                 self.counters.units_fenced.fetch_add(1, Ordering::SeqCst);
