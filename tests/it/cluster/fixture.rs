@@ -6,7 +6,7 @@
 
 use super::admin::{Admin, ClusterView};
 use super::history::History;
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{Broker, Storage, wait_for_port};
@@ -87,8 +87,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts everything, waits until three members are in and the replica
-    /// equals the monolith through Kafka alone.
+    /// Starts everything, waits until three members are in, every partition
+    /// has one owner, and the replica equals the monolith through Kafka
+    /// alone.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let endpoints = etcd_endpoints()?;
         let logs = tempfile::tempdir()?;
@@ -125,6 +126,9 @@ impl Cluster {
                 cluster.add_replica().await?;
             }
             cluster.wait_for_members(3).await?;
+            // A run starts on a settled group: a rebalance during a pause is
+            // tested on purpose only (see `pause`).
+            cluster.wait_for_partitions().await?;
             cluster.wait_until_equal("initial replication").await
         };
         match started.await {
@@ -228,6 +232,17 @@ impl Cluster {
         Ok(frozen_at)
     }
 
+    /// Stops a replica gracefully (SIGTERM: its consumer leaves the group);
+    /// it is not replaced.
+    pub async fn retire(&mut self, member: &str) -> anyhow::Result<()> {
+        let replica = self.replica_mut(member)?;
+        let exit = replica.process.terminate().await?;
+        replica.silent_since = Some(Instant::now());
+        replica.replaced = true;
+        ensure!(exit == Some(0), "{member} exited with {exit:?} on SIGTERM");
+        Ok(())
+    }
+
     /// Starts a new replica for each one that died, as a supervisor would,
     /// and waits until the consumer group owns every partition again.
     ///
@@ -255,16 +270,21 @@ impl Cluster {
         self.wait_for_partitions().await
     }
 
-    /// Waits until every partition has exactly one owner among the live
-    /// replicas.
+    /// Waits until the group has settled: every live replica owns a
+    /// partition (there are at most four) and every partition has exactly
+    /// one owner.
     pub async fn wait_for_partitions(&self) -> anyhow::Result<()> {
         wait_until(
-            "every partition owned by one live replica",
+            "every live replica to own partitions, and every partition one owner",
             Duration::from_secs(30),
             || async {
                 let mut owned = Vec::new();
                 for port in self.live_ports() {
-                    for partition in self.admin.consumer(port).await?.partitions {
+                    let partitions = self.admin.consumer(port).await?.partitions;
+                    if partitions.is_empty() {
+                        return Ok(false);
+                    }
+                    for partition in partitions {
                         owned.push(partition["partition"].as_i64().unwrap_or(-1));
                     }
                 }
