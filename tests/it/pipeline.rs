@@ -158,6 +158,23 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     replica.kill().await?;
     replica.restart().await?;
     wait_for_port(admin_port, Duration::from_secs(30)).await?;
+    // The killed member must have left the group before the broker restarts:
+    // tansu 0.6 restores group members from its storage but does not expire
+    // one that died before the restart, which would keep its partitions.
+    wait_until(
+        Duration::from_secs(90),
+        "the restarted replica owns every partition",
+        || async {
+            let status: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{admin_port}/consumer"))
+                    .await?
+                    .json()
+                    .await?;
+            Ok(status["partitions"].as_array().map_or(0, Vec::len) == 4)
+        },
+    )
+    .await
+    .with_context(|| replica.log())?;
 
     relay.kill().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
