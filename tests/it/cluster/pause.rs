@@ -1,11 +1,8 @@
 //! The pause: a replica joining the consumer group while a run is paused
 //! (a rebalance) applies nothing before the barrier, nor does anyone else;
 //! and a run that cannot finish within `max_pause` is aborted and the
-//! consumers resume (DESIGN §2).
-//!
-//! `partitions_taken_away_during_the_pause_…` fails on the current product
-//! (a recon-kafka bug, see its `ignore` reason) and is ignored until that is
-//! fixed: run it with `-- --ignored cluster::pause`.
+//! consumers resume (DESIGN §2); and partitions a rebalance took away
+//! during the pause are consumed again when they come back after it.
 
 use super::checks::{
     PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
@@ -134,10 +131,6 @@ async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "recon bug: a partition the gate paused and a rebalance took away during the \
-            pause stays paused in librdkafka; when a later rebalance hands it back after the \
-            resume nothing resumes it and its events are never applied (recon-kafka \
-            consumer/context.rs, post_rebalance)"]
 async fn partitions_taken_away_during_the_pause_are_consumed_when_they_come_back()
 -> anyhow::Result<()> {
     let mut cluster = Cluster::start(Settings::new(100)).await?;

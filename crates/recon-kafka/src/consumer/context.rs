@@ -58,8 +58,17 @@ impl ConsumerContext for GateContext {
                     .collect();
                 // A rebalance does not keep a pause: pause what we were just given.
                 let paused = self.state.is_paused();
-                if paused && let Err(error) = consumer.pause(partitions) {
-                    error!(error = %error, "could not pause newly assigned partitions");
+                // librdkafka keeps a partition's pause flag across revoke and
+                // re-assign: set it explicitly either way, or a partition
+                // paused before a rebalance took it away would come back
+                // paused after the resume and never be consumed again.
+                let result = if paused {
+                    consumer.pause(partitions)
+                } else {
+                    consumer.resume(partitions)
+                };
+                if let Err(error) = result {
+                    error!(error = %error, paused, "could not set the pause state of newly assigned partitions");
                 }
                 info!(partitions = ?assigned, paused, "partitions assigned");
                 self.state.set_assignment(assigned);
