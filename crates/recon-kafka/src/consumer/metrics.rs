@@ -77,6 +77,11 @@ impl ConsumerMetrics {
             metrics.events_rejected.clone(),
         );
         sub.register(
+            "events_held_back",
+            "Records that arrived while paused, re-read after the resume",
+            metrics.events_held_back.clone(),
+        );
+        sub.register(
             "batch_seconds",
             "Time to apply and commit one batch",
             metrics.batch_seconds.clone(),
