@@ -39,6 +39,24 @@ impl PortError {
     }
 }
 
+/// An error and its sources on one line, joined with `: ` (for logs and
+/// [`PortError`] messages). A cause whose text the message before it already
+/// quotes is left out, as some libraries repeat their cause in their own
+/// message.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What applying a batch of events did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppliedCounts {

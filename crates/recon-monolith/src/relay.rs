@@ -31,6 +31,7 @@ pub use settings::{RelayMetrics, RelayMetricsSnapshot, RelaySettings};
 
 use crate::{Monolith, OutboxEntry};
 use backon::{ExponentialBuilder, Retryable};
+use recon_core::ports::error_chain;
 use recon_kafka::producer::{current_trace_context, trace_headers};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,23 +268,6 @@ fn publish_error(entry: &OutboxEntry, source: recon_kafka::Error) -> RelayError 
         tenant_id: entry.tenant_id.clone(),
         source,
     }
-}
-
-/// `error: cause: cause…` on one line, for logs (causes already quoted by
-/// the message before them are left out).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // rdkafka's errors repeat their cause in their own message.
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Creates the topic (if missing) with `partitions` partitions, retrying

@@ -102,20 +102,7 @@ fn kind_of_status(status: u16) -> FailureKind {
     }
 }
 
-/// The error and its sources, joined with `: `, skipping repeats.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use recon_core::ports::error_chain;
 
 /// Turns the final error of a call into a [`PortError`]: the kind, and the
 /// message with its cause chain and the number of attempts made.

@@ -2,7 +2,9 @@
 
 use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
-use recon_core::ports::{AppliedCounts, EventSink, FailureKind, PortError, ReplicaStore};
+use recon_core::ports::{
+    AppliedCounts, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
+};
 use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row};
 use sea_orm::ConnectionTrait;
 
@@ -13,20 +15,9 @@ impl From<Error> for PortError {
             ErrorKind::Permanent => FailureKind::Permanent,
             ErrorKind::StaleEpoch => FailureKind::StaleEpoch,
         };
-        PortError::new(kind, render_chain(&error))
+        // The store's errors never carry credentials.
+        PortError::new(kind, error_chain(&error))
     }
-}
-
-/// `error: cause: cause…` — the store's errors never carry credentials.
-fn render_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<ApplyOutcome> for AppliedCounts {

@@ -89,7 +89,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
         if matches!(kind, ErrorKind::Transient | ErrorKind::Internal) {
-            error!(error = %error_chain(&self.0), "request failed");
+            error!(error = %recon_core::ports::error_chain(&self.0), "request failed");
         }
         let body = Json(ErrorBody {
             error: self.0.to_string(),
@@ -102,18 +102,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// The error and its sources, for logs.
-fn error_chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `axum::Json` with JSON errors.
