@@ -8,39 +8,12 @@ use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::verify::compare_databases;
 use recon_tests::broker::{Broker, Storage, wait_for_port};
-use recon_tests::process::ReconProcess;
+use recon_tests::process::{ReconProcess, metric_value, start_monolith};
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "pipeline.changes";
-
-fn monolith_process(
-    logs: &Path,
-    database_url: &str,
-    listen_port: u16,
-    brokers: &str,
-) -> anyhow::Result<ReconProcess> {
-    let listen = format!("127.0.0.1:{listen_port}");
-    ReconProcess::start(
-        "monolith",
-        &[
-            "monolith",
-            "--database-url",
-            database_url,
-            "--listen",
-            &listen,
-            "--kafka-bootstrap-servers",
-            brokers,
-            "--kafka-topic",
-            TOPIC,
-            "--kafka-partitions",
-            "4",
-        ],
-        &[("RUST_LOG", "info")],
-        logs.join("monolith.log"),
-    )
-}
 
 fn replica_process(
     logs: &Path,
@@ -78,15 +51,7 @@ async fn replica_counter(admin_port: u16, name: &str) -> anyhow::Result<u64> {
         .error_for_status()?
         .text()
         .await?;
-    for line in text.lines() {
-        if let Some(value) = line
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(' '))
-        {
-            return value.trim().parse().context("parse counter");
-        }
-    }
-    Ok(0)
+    metric_value(&text, name)
 }
 
 async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<()>
@@ -125,7 +90,13 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     let seeded = seed::run(&monolith, &spec).await?;
 
     let monolith_port = free_port()?;
-    let mut relay = monolith_process(logs.path(), &monolith_database.url, monolith_port, &brokers)?;
+    let mut relay = start_monolith(
+        logs.path(),
+        &monolith_database.url,
+        monolith_port,
+        &brokers,
+        TOPIC,
+    )?;
     wait_for_port(monolith_port, Duration::from_secs(30)).await?;
     let admin_port = free_port()?;
     let mut replica = replica_process(logs.path(), &replica_database.url, admin_port, &brokers)?;

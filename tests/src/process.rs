@@ -145,3 +145,50 @@ impl ReconProcess {
             .with_context(|| format!("send {signal} to {}", self.name))
     }
 }
+
+/// Starts `recon monolith` on `127.0.0.1:<port>` with its outbox relay to
+/// `topic` (4 partitions); output goes to `<logs>/monolith.log`.
+pub fn start_monolith(
+    logs: &std::path::Path,
+    database_url: &str,
+    port: u16,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<ReconProcess> {
+    let listen = format!("127.0.0.1:{port}");
+    ReconProcess::start(
+        "monolith",
+        &[
+            "monolith",
+            "--database-url",
+            database_url,
+            "--listen",
+            &listen,
+            "--kafka-bootstrap-servers",
+            brokers,
+            "--kafka-topic",
+            topic,
+            "--kafka-partitions",
+            "4",
+        ],
+        &[("RUST_LOG", "info")],
+        logs.join("monolith.log"),
+    )
+}
+
+/// The value of an unlabelled counter in Prometheus text (`name value`),
+/// 0 while it is not exported yet.
+pub fn metric_value(metrics_text: &str, name: &str) -> anyhow::Result<u64> {
+    for line in metrics_text.lines() {
+        if let Some(value) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return value
+                .trim()
+                .parse()
+                .with_context(|| format!("parse metric {name}"));
+        }
+    }
+    Ok(0)
+}

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use recon_engine::cluster::{ClusterStatus, UnitState};
+use recon_tests::process::metric_value;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -106,15 +107,7 @@ impl Admin {
             .error_for_status()?
             .text()
             .await?;
-        for line in text.lines() {
-            if let Some(value) = line
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-            {
-                return value.trim().parse().context("parse a metric");
-            }
-        }
-        Ok(0)
+        metric_value(&text, name)
     }
 
     /// Events the replica's consumer applied so far.

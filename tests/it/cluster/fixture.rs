@@ -11,7 +11,7 @@ use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{Broker, Storage, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
-use recon_tests::process::ReconProcess;
+use recon_tests::process::{ReconProcess, start_monolith};
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -100,8 +100,13 @@ impl Cluster {
         seed::run(&monolith, &spec(settings.seed)).await?;
         let monolith_port = free_port()?;
         let brokers = broker.bootstrap_servers();
-        let monolith_process =
-            start_monolith(logs.path(), &monolith_db.url, monolith_port, &brokers)?;
+        let monolith_process = start_monolith(
+            logs.path(),
+            &monolith_db.url,
+            monolith_port,
+            &brokers,
+            TOPIC,
+        )?;
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
         let history = History::start(&endpoints, &format!("/recon/{service}")).await?;
@@ -439,33 +444,6 @@ fn etcd_endpoints() -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(endpoints)
-}
-
-fn start_monolith(
-    logs: &std::path::Path,
-    database_url: &str,
-    port: u16,
-    brokers: &str,
-) -> anyhow::Result<ReconProcess> {
-    let listen = format!("127.0.0.1:{port}");
-    ReconProcess::start(
-        "monolith",
-        &[
-            "monolith",
-            "--database-url",
-            database_url,
-            "--listen",
-            &listen,
-            "--kafka-bootstrap-servers",
-            brokers,
-            "--kafka-topic",
-            TOPIC,
-            "--kafka-partitions",
-            "4",
-        ],
-        &[("RUST_LOG", "info")],
-        logs.join("monolith.log"),
-    )
 }
 
 /// Polls `condition` every 100 ms until it holds (errors count as "not
