@@ -26,4 +26,5 @@ mod fixture;
 mod follower;
 mod history;
 mod pause;
+mod pause_only;
 mod zombie;

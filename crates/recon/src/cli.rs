@@ -179,8 +179,8 @@ pub struct ServeArgs {
 /// Options of a replica's part in cluster reconciliation.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
-    /// Base URL of the Source API; without it this replica takes no part in
-    /// reconciliation.
+    /// Base URL of the Source API; without it this replica reconciles
+    /// nothing, but on etcd it still pauses its consumer for runs.
     #[arg(long, env = "RECON_SOURCE_URL")]
     pub source_url: Option<String>,
     /// Bearer token for the Source API.

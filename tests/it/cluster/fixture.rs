@@ -147,6 +147,16 @@ impl Cluster {
 
     /// Starts one more replica (`r<n>`) and waits for its admin port.
     pub async fn add_replica(&mut self) -> anyhow::Result<&Replica> {
+        self.start_replica(true).await
+    }
+
+    /// Starts one more replica (`r<n>`) without `--source-url`: it consumes
+    /// and pauses for runs but cannot reconcile. Waits for its admin port.
+    pub async fn add_pause_only_replica(&mut self) -> anyhow::Result<&Replica> {
+        self.start_replica(false).await
+    }
+
+    async fn start_replica(&mut self, with_source: bool) -> anyhow::Result<&Replica> {
         let id = format!("r{}", self.replicas.len() + 1);
         let port = free_port()?;
         let proxy = FaultySource::start(&self.monolith_url).await?;
@@ -154,7 +164,7 @@ impl Cluster {
         let endpoints = self.endpoints.join(",");
         let ttl = LEASE_TTL_SECS.to_string();
         let max_pause = self.settings.max_pause_secs.to_string();
-        let arguments = [
+        let mut arguments = vec![
             "serve",
             "--database-url",
             &self.replica_db.url,
@@ -168,8 +178,6 @@ impl Cluster {
             &admin_listen,
             "--max-batch",
             "500",
-            "--source-url",
-            proxy.base_url(),
             "--etcd-endpoints",
             &endpoints,
             "--service",
@@ -187,6 +195,9 @@ impl Cluster {
             "--poll-interval-ms",
             "100",
         ];
+        if with_source {
+            arguments.extend(["--source-url", proxy.base_url()]);
+        }
         let log = self.logs.path().join(format!("{id}.log"));
         let process = ReconProcess::start(&id, &arguments, &[("RUST_LOG", "info")], log)?;
         wait_for_port(port, Duration::from_secs(30))

@@ -8,7 +8,7 @@ use super::proxy::FreezableProxy;
 use anyhow::{Context, bail, ensure};
 use etcd_client::Client;
 use recon_core::ports::FailureKind;
-use recon_engine::cluster::{Coordinator, MemberInfo};
+use recon_engine::cluster::{Coordinator, MemberInfo, MemberRole};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +77,7 @@ impl EtcdCluster {
             id: id.to_owned(),
             admin_url: Some(format!("http://127.0.0.1:1/{id}")),
             joined_unix_ms: 1_700_000_000_000,
+            role: MemberRole::Reconciler,
         };
         let settings = EtcdSettings {
             endpoints,
@@ -393,6 +394,7 @@ async fn connecting_to_nothing_fails_in_time() -> anyhow::Result<()> {
         id: "lonely".to_owned(),
         admin_url: None,
         joined_unix_ms: 0,
+        role: MemberRole::Reconciler,
     };
     let port = recon_tests::free_port()?;
     let settings = EtcdSettings::new(vec![format!("http://127.0.0.1:{port}")], "/recon/x", member);

@@ -3,7 +3,9 @@
 //! demo's three replicas; tests expel members to simulate a lost lease.
 
 use super::port::{Coordinator, Leadership};
-use super::types::{Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId};
+use super::types::{
+    Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest, RunState, UnitId,
+};
 use async_trait::async_trait;
 use recon_core::ports::{FailureKind, PortError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,8 +48,13 @@ impl InProcessHub {
         hub
     }
 
-    /// Adds a member and returns its coordinator handle.
+    /// Adds a member that reconciles and returns its coordinator handle.
     pub fn join(&self, id: &str) -> InProcessCoordinator {
+        self.join_as(id, MemberRole::Reconciler)
+    }
+
+    /// Adds a member with `role` and returns its coordinator handle.
+    pub fn join_as(&self, id: &str, role: MemberRole) -> InProcessCoordinator {
         let session = CancellationToken::new();
         let joined_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -57,6 +64,7 @@ impl InProcessHub {
             id: id.to_owned(),
             admin_url: None,
             joined_unix_ms,
+            role,
         };
         self.lock()
             .members

@@ -4,7 +4,9 @@
 
 use super::member::{ClusterMember, now_ms};
 use super::port::Leadership;
-use super::types::{Barrier, DoneRecord, Plan, RunPhase, RunRequest, RunState, UnitPlan};
+use super::types::{
+    Barrier, DoneRecord, MemberRole, Plan, RunPhase, RunRequest, RunState, UnitPlan,
+};
 use crate::options::Scope;
 use recon_core::ports::PortError;
 use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
@@ -149,6 +151,18 @@ impl ClusterMember {
             .collect())
     }
 
+    /// Live members that can be handed units (pause-only ones cannot).
+    async fn live_reconcilers(&self) -> Result<BTreeSet<String>, PortError> {
+        Ok(self
+            .coordinator
+            .members()
+            .await?
+            .into_iter()
+            .filter(|member| member.role == MemberRole::Reconciler)
+            .map(|member| member.id)
+            .collect())
+    }
+
     async fn check_acks(
         &self,
         leadership: &Leadership,
@@ -204,7 +218,7 @@ impl ClusterMember {
                     memberships: counts.memberships,
                 });
             }
-            let members = self.live_members().await?.len();
+            let members = self.live_reconcilers().await?.len().max(1);
             let units =
                 recon_core::plan::plan_units(&weights, members, self.settings.min_unit_rows)
                     .into_iter()
@@ -247,7 +261,7 @@ impl ClusterMember {
             return Ok(true);
         }
         let live: BTreeSet<String> = self
-            .live_members()
+            .live_reconcilers()
             .await?
             .intersection(&self.coordinator.pause_acks(&run.run_id).await?)
             .cloned()

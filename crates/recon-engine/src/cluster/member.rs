@@ -14,6 +14,7 @@
 //! on from the state it finds; done units are never redone. A run older than
 //! `max_pause` is aborted with a barrier that says why.
 
+use super::pause::PauseTracker;
 use super::port::Coordinator;
 use super::types::{DoneRecord, RunPhase, RunState, UnitPlan};
 use crate::options::{ReconcileOptions, Scope};
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 /// How a member takes part.
 #[derive(Debug, Clone)]
@@ -59,6 +60,7 @@ pub struct ClusterMember {
     gate: Arc<dyn ConsumerGate>,
     pub(super) settings: ClusterSettings,
     pub(super) counters: Arc<MemberCounters>,
+    pause: Arc<PauseTracker>,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -83,7 +85,16 @@ impl ClusterMember {
             gate,
             settings,
             counters: Arc::new(MemberCounters::default()),
+            pause: Arc::new(PauseTracker::new()),
         }
+    }
+
+    /// The same member, keeping which run its consumer is paused for in
+    /// `pause` (e.g. a consumer that started paused because a run was in
+    /// progress when the replica joined).
+    pub fn with_pause_tracker(mut self, pause: Arc<PauseTracker>) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// This member's counters.
@@ -121,9 +132,8 @@ impl ClusterMember {
     /// Every member: pause for a run, acknowledge, do assigned units, resume
     /// at the barrier.
     async fn follow(&self, stop: &CancellationToken) {
-        let mut paused_for: Option<String> = None;
         while !stop.is_cancelled() {
-            if let Err(error) = self.follow_step(&mut paused_for, stop).await {
+            if let Err(error) = self.follow_step(stop).await {
                 warn!(error = %error, "follower step failed, retrying");
             }
             tokio::select! {
@@ -133,34 +143,15 @@ impl ClusterMember {
         }
     }
 
-    async fn follow_step(
-        &self,
-        paused_for: &mut Option<String>,
-        stop: &CancellationToken,
-    ) -> Result<(), PortError> {
-        match self.coordinator.current_run().await? {
-            Some(run) => {
-                if paused_for.as_deref() != Some(run.run_id.as_str()) {
-                    self.gate.pause().await?;
-                    *paused_for = Some(run.run_id.clone());
-                }
-                let acks = self.coordinator.pause_acks(&run.run_id).await?;
-                if !acks.contains(self.coordinator.member_id()) {
-                    self.coordinator.ack_pause(&run.run_id).await?;
-                }
-                if run.phase == RunPhase::Working {
-                    self.work(&run, stop).await?;
-                }
-            }
-            None => {
-                if let Some(run_id) = paused_for.clone()
-                    && let Some(barrier) = self.coordinator.barrier(&run_id).await?
-                {
-                    info!(run = %run_id, status = ?barrier.status, "barrier seen; resuming the consumer");
-                    self.gate.resume().await?;
-                    *paused_for = None;
-                }
-            }
+    async fn follow_step(&self, stop: &CancellationToken) -> Result<(), PortError> {
+        let current = self
+            .pause
+            .step(self.coordinator.as_ref(), self.gate.as_ref())
+            .await?;
+        if let Some(run) = current
+            && run.phase == RunPhase::Working
+        {
+            self.work(&run, stop).await?;
         }
         Ok(())
     }

@@ -5,16 +5,18 @@
 mod in_process;
 mod leader;
 mod member;
+mod pause;
 mod port;
 mod status;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
+pub use pause::{PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, Leadership};
 pub use status::{ClusterStatus, RunView, UnitState, UnitView, cluster_status};
 pub use types::{
-    Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunPhase, RunRequest, RunState, UnitId,
+    Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunPhase, RunRequest, RunState, UnitId,
     UnitPlan,
 };
 

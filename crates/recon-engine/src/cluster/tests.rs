@@ -3,6 +3,8 @@
 //! `max_pause`.
 
 use super::*;
+
+mod pause;
 use crate::fakes::{FakeSource, FakeStore, Rows, insert};
 use crate::{ReconcileOptions, Reconciler};
 use async_trait::async_trait;

@@ -20,6 +20,22 @@ pub struct MemberInfo {
     pub admin_url: Option<String>,
     /// When it joined (Unix milliseconds).
     pub joined_unix_ms: u64,
+    /// What it does in a run; members registered before roles existed
+    /// reconcile.
+    #[serde(default)]
+    pub role: MemberRole,
+}
+
+/// What a member does in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Pauses its consumer, acknowledges, may lead and is handed units.
+    #[default]
+    Reconciler,
+    /// Pauses its consumer and acknowledges, but cannot reconcile (no
+    /// source configured): it never leads and is handed no units.
+    PauseOnly,
 }
 
 /// Someone asks for a reconciliation.

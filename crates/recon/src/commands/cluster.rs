@@ -1,13 +1,15 @@
 //! Wiring of cluster reconciliation for `recon serve` and `recon demo`: the
 //! coordinator (etcd, or the in-process one for a single instance) and the
-//! member that takes part in runs.
+//! member that takes part in runs (reconciling, or pause-only without a
+//! source).
 
 use super::reconcile::wall_clock_epoch;
 use crate::cli::ClusterArgs;
 use anyhow::Context;
 use recon_core::ports::ConsumerGate;
 use recon_engine::cluster::{
-    ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberInfo,
+    ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberCounters, MemberInfo,
+    MemberRole, PauseOnlyMember, PauseTracker,
 };
 use recon_engine::{ReconcileOptions, Reconciler};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
@@ -43,6 +45,7 @@ pub async fn coordinator(
         id: member.to_owned(),
         admin_url,
         joined_unix_ms: wall_clock_epoch(),
+        role: role(args),
     };
     let mut settings = EtcdSettings::new(
         args.etcd_endpoints.clone(),
@@ -54,6 +57,15 @@ pub async fn coordinator(
         .await
         .context("join the cluster through etcd")?;
     Ok(Arc::new(coordinator))
+}
+
+/// What this replica does in a run: without a source it can only pause.
+fn role(args: &ClusterArgs) -> MemberRole {
+    if args.source_url.is_some() {
+        MemberRole::Reconciler
+    } else {
+        MemberRole::PauseOnly
+    }
 }
 
 /// Member settings of a command line.
@@ -68,24 +80,56 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
     }
 }
 
-/// The member that takes part in runs, if a source is configured.
+/// This replica's part in runs.
+pub enum Participant {
+    /// Pauses, acknowledges, may lead and reconciles units.
+    Reconciling(Arc<ClusterMember>),
+    /// Pauses and acknowledges only (no source configured).
+    PauseOnly(PauseOnlyMember),
+}
+
+impl Participant {
+    /// Takes part until `cancel` fires or the cluster session is lost.
+    pub async fn run(self, cancel: CancellationToken) {
+        match self {
+            Self::Reconciling(member) => member.run(cancel).await,
+            Self::PauseOnly(member) => member.run(cancel).await,
+        }
+    }
+
+    /// The reconciling member's counters.
+    pub fn counters(&self) -> Option<Arc<MemberCounters>> {
+        match self {
+            Self::Reconciling(member) => Some(member.counters()),
+            Self::PauseOnly(_) => None,
+        }
+    }
+}
+
+/// The member that takes part in runs: a reconciling one if a source is
+/// configured, else a pause-only one when the cluster runs on etcd (other
+/// replicas may reconcile; this one's consumer must pause with theirs).
+/// `None` for a single instance without a source. `pause` says which run
+/// the consumer is already paused for.
 pub fn member(
     args: &ClusterArgs,
     coordinator: Arc<dyn Coordinator>,
     store: &Store,
     gate: Arc<dyn ConsumerGate>,
-) -> anyhow::Result<Option<Arc<ClusterMember>>> {
+    pause: Arc<PauseTracker>,
+) -> anyhow::Result<Option<Participant>> {
+    let settings = settings(args);
     let Some(source_url) = &args.source_url else {
-        return Ok(None);
+        if args.etcd_endpoints.is_empty() {
+            return Ok(None);
+        }
+        let member = PauseOnlyMember::new(coordinator, gate, settings.poll_interval, pause);
+        return Ok(Some(Participant::PauseOnly(member)));
     };
     let mut config = SourceConfig::new(source_url);
     config.bearer_token = args.source_token.clone();
     let source = HttpSource::new(&config).context("configure the Source API client")?;
     let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
-    Ok(Some(Arc::new(ClusterMember::new(
-        coordinator,
-        reconciler,
-        gate,
-        settings(args),
-    ))))
+    let member = ClusterMember::new(coordinator, reconciler, gate, settings).with_pause_tracker(pause);
+    Ok(Some(Participant::Reconciling(Arc::new(member))))
 }

@@ -279,6 +279,7 @@ async fn etcd_member(
         id: member_id.to_owned(),
         admin_url: None,
         joined_unix_ms: super::reconcile::wall_clock_epoch(),
+        role: recon_engine::cluster::MemberRole::Reconciler,
     };
     let settings = recon_etcd::EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
     let coordinator = recon_etcd::EtcdCoordinator::connect(settings, tasks.clone())

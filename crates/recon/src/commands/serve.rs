@@ -12,7 +12,9 @@
 //!   counters.
 //!
 //! With `--source-url` the replica takes part in cluster reconciliation
-//! (etcd with `--etcd-endpoints`, else as a single in-process member); a
+//! (etcd with `--etcd-endpoints`, else as a single in-process member);
+//! without it, on etcd, it registers as a pause-only member: it pauses and
+//! acknowledges with the others but is handed no units and never leads. A
 //! replica that starts while a run is in progress starts paused.
 
 use crate::cli::{KafkaArgs, ServeArgs};
@@ -24,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
-use recon_engine::cluster::{Coordinator, MemberCounters, RunRequest};
+use recon_engine::cluster::{Coordinator, MemberCounters, PauseTracker, RunRequest};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_store::Store;
 use serde::Deserialize;
@@ -55,14 +57,23 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let run_in_progress = coordinator
         .current_run()
         .await
-        .map_err(|error| anyhow::anyhow!(error.message))?
-        .is_some();
+        .map_err(|error| anyhow::anyhow!(error.message))?;
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
-    // Joining while a run is in progress: apply nothing before its barrier.
-    settings.start_paused = run_in_progress && args.cluster.source_url.is_some();
+    // Joining while a run is in progress: apply nothing before it is over.
+    // The member resumes the consumer when it sees the run over, even if
+    // that happens before its first look (it is told which run it is).
+    let takes_part = !args.cluster.etcd_endpoints.is_empty() || args.cluster.source_url.is_some();
+    let pause = match run_in_progress {
+        Some(run) if takes_part => {
+            info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
+            settings.start_paused = true;
+            PauseTracker::paused_for_run(run.run_id)
+        }
+        _ => PauseTracker::new(),
+    };
     let (consumer, gate) = ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics)
         .context("create the Kafka consumer")?;
     let consumer_shutdown = shutdown.child_token();
@@ -72,8 +83,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         coordinator.clone(),
         &store,
         Arc::new(gate.clone()),
+        Arc::new(pause),
     )?;
-    let counters = member.as_ref().map(|member| member.counters());
+    let counters = member.as_ref().and_then(|member| member.counters());
     // Crash-only: a replica whose cluster session is lost (lease expired,
     // e.g. after being frozen) stops, and its supervisor starts a fresh one,
     // which joins as a new member and starts paused if a run is going on.

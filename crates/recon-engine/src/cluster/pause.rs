@@ -1,0 +1,134 @@
+//! The pause half of following a run, which every member does whether it
+//! reconciles or not: pause the consumer when a run is current, acknowledge,
+//! resume once the run is over.
+//!
+//! Which run the consumer is paused for is kept in a [`PauseTracker`] that
+//! outlives one member: a replica that joins while a run is in progress
+//! starts its consumer paused for that run (and must resume even if the run
+//! ends before its member first looks), and one whose cluster session is
+//! lost stays paused for the run it saw until it can see that run is over.
+
+use super::port::Coordinator;
+use super::types::RunState;
+use recon_core::ports::{ConsumerGate, PortError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The run this replica's consumer is paused for, if any.
+#[derive(Debug, Default)]
+pub struct PauseTracker {
+    paused_for: Mutex<Option<String>>,
+}
+
+impl PauseTracker {
+    /// A consumer that is not paused for any run.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A consumer that starts paused because `run_id` was in progress when
+    /// the replica joined.
+    pub fn paused_for_run(run_id: impl Into<String>) -> Self {
+        Self {
+            paused_for: Mutex::new(Some(run_id.into())),
+        }
+    }
+
+    /// The run the consumer is paused for.
+    pub fn paused_for(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<String>> {
+        self.paused_for
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One look at the cluster: pauses and acknowledges for the current run,
+    /// resumes once no run is current any more (the current run is cleared
+    /// only together with its barrier). Returns the current run.
+    pub(super) async fn step(
+        &self,
+        coordinator: &dyn Coordinator,
+        gate: &dyn ConsumerGate,
+    ) -> Result<Option<RunState>, PortError> {
+        let paused_for = self.paused_for();
+        match coordinator.current_run().await? {
+            Some(run) => {
+                if paused_for.as_deref() != Some(run.run_id.as_str()) {
+                    gate.pause().await?;
+                    *self.lock() = Some(run.run_id.clone());
+                }
+                let acks = coordinator.pause_acks(&run.run_id).await?;
+                if !acks.contains(coordinator.member_id()) {
+                    coordinator.ack_pause(&run.run_id).await?;
+                }
+                Ok(Some(run))
+            }
+            None => {
+                if let Some(run_id) = paused_for {
+                    let status = match coordinator.barrier(&run_id).await {
+                        Ok(barrier) => barrier.map(|barrier| format!("{:?}", barrier.status)),
+                        Err(error) => Some(format!("unknown ({error})")),
+                    };
+                    let status = status.unwrap_or_else(|| "no barrier found".to_owned());
+                    info!(run = %run_id, status, "run over; resuming the consumer");
+                    gate.resume().await?;
+                    *self.lock() = None;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A replica that cannot reconcile (no source configured) but consumes
+/// events: it pauses and acknowledges like every member, registered as
+/// [`MemberRole::PauseOnly`](super::MemberRole::PauseOnly), so that runs do
+/// not wait for it in vain; it never leads and is handed no units.
+pub struct PauseOnlyMember {
+    coordinator: Arc<dyn Coordinator>,
+    gate: Arc<dyn ConsumerGate>,
+    poll_interval: Duration,
+    pause: Arc<PauseTracker>,
+}
+
+impl PauseOnlyMember {
+    /// A member pausing `gate`, polling every `poll_interval`; `pause` says
+    /// which run the consumer is already paused for.
+    pub fn new(
+        coordinator: Arc<dyn Coordinator>,
+        gate: Arc<dyn ConsumerGate>,
+        poll_interval: Duration,
+        pause: Arc<PauseTracker>,
+    ) -> Self {
+        Self {
+            coordinator,
+            gate,
+            poll_interval,
+            pause,
+        }
+    }
+
+    /// Follows runs until `cancel` fires or the member's session is lost.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let session = self.coordinator.session_lost();
+        while !cancel.is_cancelled() && !session.is_cancelled() {
+            if let Err(error) = self
+                .pause
+                .step(self.coordinator.as_ref(), self.gate.as_ref())
+                .await
+            {
+                warn!(error = %error, "pause-only follower step failed, retrying");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = session.cancelled() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+}

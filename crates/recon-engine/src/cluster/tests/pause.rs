@@ -1,0 +1,106 @@
+//! The pause never outlives its run: a replica that joined paused for a run
+//! that ended before its member first looked resumes, and a member that
+//! cannot reconcile acknowledges (pause only) and is handed no units.
+
+use super::*;
+
+/// A fake gate that is paused from the start, like a consumer started with
+/// `start_paused`.
+fn paused_gate() -> Arc<FakeGate> {
+    let gate = Arc::new(FakeGate::default());
+    gate.paused.store(true, Ordering::SeqCst);
+    gate
+}
+
+async fn wait_resumed(gate: &FakeGate, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.paused.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "{what} stayed paused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_paused_for_a_run_that_ended_before_it_looked_resumes() {
+    let truth = world();
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let first = start(&hub, "m1", &source, &store, Duration::from_secs(60), &cancel);
+    first.coordinator.request_run(&request()).await.expect("request");
+    let run = run_id(&first.coordinator).await;
+    // The replica read the current run at startup and started its consumer
+    // paused for it; the run ends before its member first polls.
+    let tracker = Arc::new(PauseTracker::paused_for_run(run.clone()));
+    barrier(&first.coordinator, &run).await;
+    let late = hub.join("m2");
+    let gate = paused_gate();
+    let member = Arc::new(
+        ClusterMember::new(
+            Arc::new(late.clone()),
+            Reconciler::new(source.clone(), store.clone()),
+            gate.clone(),
+            settings(Duration::from_secs(60)),
+        )
+        .with_pause_tracker(tracker.clone()),
+    );
+    let task = tokio::spawn(member.run(cancel.clone()));
+    wait_resumed(&gate, "the replica that joined during the finished run").await;
+    assert_eq!(tracker.paused_for(), None);
+    cancel.cancel();
+    task.await.expect("member");
+    first.task.await.expect("member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_only_member_acknowledges_and_is_handed_no_units() {
+    let truth = world();
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let reconcilers: Vec<Member> = ["m1", "m2"]
+        .iter()
+        .map(|id| start(&hub, id, &source, &store, Duration::from_secs(60), &cancel))
+        .collect();
+    let pause_only = hub.join_as("p1", MemberRole::PauseOnly);
+    let gate = Arc::new(FakeGate::default());
+    let follower = PauseOnlyMember::new(
+        Arc::new(pause_only.clone()),
+        gate.clone(),
+        Duration::from_millis(5),
+        Arc::new(PauseTracker::new()),
+    );
+    let follower_task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { follower.run(cancel).await })
+    };
+    reconcilers[0]
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&reconcilers[0].coordinator).await;
+    let barrier = barrier(&reconcilers[0].coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Completed, "{barrier:?}");
+    assert!(
+        gate.pauses.load(Ordering::SeqCst) >= 1,
+        "the pause-only member never paused"
+    );
+    wait_resumed(&gate, "the pause-only member").await;
+    resumed(&reconcilers.iter().collect::<Vec<_>>()).await;
+    assert_eq!(store.snapshot(), truth);
+    let assignments = pause_only.assignments(&run).await.expect("assignments");
+    assert!(
+        !assignments.is_empty() && assignments.values().all(|member| member != "p1"),
+        "units handed to the pause-only member: {assignments:?}"
+    );
+    let (leader, _) = pause_only.leader().await.expect("leader").unwrap_or_default();
+    assert_ne!(leader, "p1");
+    cancel.cancel();
+    follower_task.await.expect("pause-only member");
+    for member in reconcilers {
+        member.task.await.expect("member");
+    }
+}
