@@ -151,7 +151,7 @@ impl EtcdCoordinator {
             lost: lost.clone(),
             request_timeout: self.kv().request_timeout,
         };
-        tokio::spawn(watch.run());
+        self.shared.tasks.spawn(watch.run());
         info!(epoch, "leadership won");
         Leadership {
             epoch: epoch as u64,

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 use tracing::{info, instrument};
 
 /// One member's handle on the service's coordination state in etcd.
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) session: CancellationToken,
     /// The `lost` token of the leadership this member holds, if any.
     pub(crate) leading: Mutex<Option<CancellationToken>>,
+    /// Where the session's background tasks run.
+    pub(crate) tasks: TaskTracker,
     _stop_on_drop: DropGuard,
 }
 
@@ -57,8 +60,20 @@ impl EtcdCoordinator {
     ///
     /// Fails if a setting is invalid or etcd does not answer in time; the
     /// lease is revoked again if registering fails.
-    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
     pub async fn connect(settings: EtcdSettings, shutdown: CancellationToken) -> Result<Self> {
+        Self::connect_tracked(settings, shutdown, TaskTracker::new()).await
+    }
+
+    /// Like [`connect`](Self::connect), spawning the session's background
+    /// tasks (the keep-alive, which revokes the lease when the session
+    /// ends, and leadership watches) on `tasks`, so that a caller shutting
+    /// down can wait for them: once they are done the lease is revoked.
+    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
+    pub async fn connect_tracked(
+        settings: EtcdSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self> {
         settings.validate()?;
         let request_timeout = settings.request_timeout();
         let options = ConnectOptions::new().with_connect_timeout(request_timeout);
@@ -92,7 +107,7 @@ impl EtcdCoordinator {
             session: session.clone(),
             request_timeout,
         };
-        tokio::spawn(keep_alive.run());
+        tasks.spawn(keep_alive.run());
 
         let keys = Keys::new(&settings.prefix);
         let registered = register(&client, &keys, &settings.member, lease_id, request_timeout);
@@ -119,6 +134,7 @@ impl EtcdCoordinator {
             lease_id,
             session,
             leading: Mutex::new(None),
+            tasks,
             _stop_on_drop: stop.drop_guard(),
         };
         Ok(Self {

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 const MAX_PAUSE_SECS: u64 = 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_without_a_source_pauses_acknowledges_and_gets_no_units() -> anyhow::Result<()>
-{
+async fn a_replica_without_a_source_pauses_acknowledges_and_gets_no_units() -> anyhow::Result<()> {
     let mut settings = Settings::new(113);
     settings.max_pause_secs = MAX_PAUSE_SECS;
     let mut cluster = Cluster::start(settings).await?;

@@ -97,6 +97,13 @@ impl ClusterMember {
         self
     }
 
+    /// The same member, counting into `counters` (e.g. those of the
+    /// replica's previous session).
+    pub fn with_counters(mut self, counters: Arc<MemberCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// This member's counters.
     pub fn counters(&self) -> Arc<MemberCounters> {
         self.counters.clone()

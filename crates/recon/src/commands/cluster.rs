@@ -18,6 +18,7 @@ use recon_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// This process's member id.
 pub fn member_id(args: &ClusterArgs) -> String {
@@ -29,13 +30,14 @@ pub fn member_id(args: &ClusterArgs) -> String {
     })
 }
 
-/// The coordinator: etcd when endpoints are given, else a single in-process
-/// member.
+/// The coordinator: etcd when endpoints are given (its background tasks on
+/// `tasks`), else a single in-process member.
 pub async fn coordinator(
     args: &ClusterArgs,
     member: &str,
     admin_url: Option<String>,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
     if args.etcd_endpoints.is_empty() {
         let hub = InProcessHub::new(wall_clock_epoch());
@@ -53,7 +55,7 @@ pub async fn coordinator(
         info,
     );
     settings.lease_ttl_secs = i64::try_from(args.lease_ttl_secs).unwrap_or(i64::MAX);
-    let coordinator = EtcdCoordinator::connect(settings, shutdown.clone())
+    let coordinator = EtcdCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
         .await
         .context("join the cluster through etcd")?;
     Ok(Arc::new(coordinator))
@@ -96,27 +98,21 @@ impl Participant {
             Self::PauseOnly(member) => member.run(cancel).await,
         }
     }
-
-    /// The reconciling member's counters.
-    pub fn counters(&self) -> Option<Arc<MemberCounters>> {
-        match self {
-            Self::Reconciling(member) => Some(member.counters()),
-            Self::PauseOnly(_) => None,
-        }
-    }
 }
 
 /// The member that takes part in runs: a reconciling one if a source is
 /// configured, else a pause-only one when the cluster runs on etcd (other
 /// replicas may reconcile; this one's consumer must pause with theirs).
 /// `None` for a single instance without a source. `pause` says which run
-/// the consumer is already paused for.
+/// the consumer is already paused for; `counters` are the reconciling
+/// member's (kept across sessions).
 pub fn member(
     args: &ClusterArgs,
     coordinator: Arc<dyn Coordinator>,
     store: &Store,
     gate: Arc<dyn ConsumerGate>,
     pause: Arc<PauseTracker>,
+    counters: Arc<MemberCounters>,
 ) -> anyhow::Result<Option<Participant>> {
     let settings = settings(args);
     let Some(source_url) = &args.source_url else {
@@ -130,6 +126,8 @@ pub fn member(
     config.bearer_token = args.source_token.clone();
     let source = HttpSource::new(&config).context("configure the Source API client")?;
     let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
-    let member = ClusterMember::new(coordinator, reconciler, gate, settings).with_pause_tracker(pause);
+    let member = ClusterMember::new(coordinator, reconciler, gate, settings)
+        .with_pause_tracker(pause)
+        .with_counters(counters);
     Ok(Some(Participant::Reconciling(Arc::new(member))))
 }

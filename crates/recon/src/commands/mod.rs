@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod membership;
 mod monolith;
 mod progress;
 mod reconcile;

@@ -16,7 +16,15 @@
 //! without it, on etcd, it registers as a pause-only member: it pauses and
 //! acknowledges with the others but is handed no units and never leads. A
 //! replica that starts while a run is in progress starts paused.
+//!
+//! Event consumption does not depend on etcd: the replica starts consuming
+//! when etcd is down, and a lost cluster session takes it out of
+//! reconciliation (see `membership`) while it goes on consuming — unless it
+//! is paused for a run it has not seen end — and reconnects with backoff.
+//! On shutdown the cluster tasks are awaited (within a deadline) so that
+//! the lease is revoked before the process exits.
 
+use super::membership::{CoordinatorSlot, Membership, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
 use axum::extract::State;
@@ -26,22 +34,29 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
-use recon_engine::cluster::{Coordinator, MemberCounters, PauseTracker, RunRequest};
+use recon_engine::cluster::{MemberCounters, PauseTracker, RunRequest};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_store::Store;
 use serde::Deserialize;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// How long shutdown waits for the cluster session's tasks (the keep-alive
+/// revokes the lease on its way out) and the member.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct AdminState {
     store: Store,
     gate: PauseGate,
     registry: Arc<Registry>,
-    coordinator: Arc<dyn Coordinator>,
+    member_id: String,
+    coordinator: CoordinatorSlot,
     counters: Option<Arc<MemberCounters>>,
 }
 
@@ -52,12 +67,34 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let kafka = kafka_config(&args.kafka);
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(format!("http://{}", args.admin_listen));
-    let coordinator =
-        super::cluster::coordinator(&args.cluster, &member_id, admin_url, &shutdown).await?;
-    let run_in_progress = coordinator
-        .current_run()
+    let tasks = TaskTracker::new();
+    let on_etcd = !args.cluster.etcd_endpoints.is_empty();
+    // Consumption never waits for etcd: if it does not answer now, the
+    // replica consumes and keeps trying to join in the background.
+    let first = if on_etcd {
+        connect_once(
+            &args.cluster,
+            &member_id,
+            admin_url.clone(),
+            &shutdown,
+            &tasks,
+        )
         .await
-        .map_err(|error| anyhow::anyhow!(error.message))?;
+    } else {
+        let coordinator =
+            super::cluster::coordinator(&args.cluster, &member_id, None, &shutdown, &tasks);
+        Some(coordinator.await?)
+    };
+    let run_in_progress = match &first {
+        Some(coordinator) => match coordinator.current_run().await {
+            Ok(run) => run,
+            Err(error) => {
+                warn!(error = %error, "could not read the current run; starting unpaused");
+                None
+            }
+        },
+        None => None,
+    };
     let mut registry = Registry::default();
     let metrics = ConsumerMetrics::register(&mut registry);
     let mut settings = ConsumerSettings::new(&args.group_id);
@@ -65,7 +102,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     // Joining while a run is in progress: apply nothing before it is over.
     // The member resumes the consumer when it sees the run over, even if
     // that happens before its first look (it is told which run it is).
-    let takes_part = !args.cluster.etcd_endpoints.is_empty() || args.cluster.source_url.is_some();
+    let takes_part = on_etcd || args.cluster.source_url.is_some();
     let pause = match run_in_progress {
         Some(run) if takes_part => {
             info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
@@ -78,30 +115,38 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .context("create the Kafka consumer")?;
     let consumer_shutdown = shutdown.child_token();
     let consumer_task = consumer.spawn(consumer_shutdown.clone());
-    let member = super::cluster::member(
-        &args.cluster,
-        coordinator.clone(),
-        &store,
-        Arc::new(gate.clone()),
-        Arc::new(pause),
-    )?;
-    let counters = member.as_ref().and_then(|member| member.counters());
-    // Crash-only: a replica whose cluster session is lost (lease expired,
-    // e.g. after being frozen) stops, and its supervisor starts a fresh one,
-    // which joins as a new member and starts paused if a run is going on.
-    let session_lost = coordinator.session_lost();
-    let member_task = member.map(|member| {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            member.run(shutdown.child_token()).await;
-            if !shutdown.is_cancelled() && session_lost.is_cancelled() {
-                tracing::error!("cluster session lost; stopping this replica");
-                shutdown.cancel();
-                return true;
-            }
-            false
-        })
-    });
+    let counters = args
+        .cluster
+        .source_url
+        .is_some()
+        .then(|| Arc::new(MemberCounters::default()));
+    let slot = CoordinatorSlot::holding(first.clone());
+    if on_etcd {
+        let membership = Membership {
+            args: args.cluster.clone(),
+            member_id: member_id.clone(),
+            admin_url,
+            store: store.clone(),
+            gate: Arc::new(gate.clone()),
+            pause: Arc::new(pause),
+            counters: counters.clone().unwrap_or_default(),
+            slot: slot.clone(),
+            tasks: tasks.clone(),
+        };
+        tasks.spawn(membership.keep(first, shutdown.clone()));
+    } else if let Some(coordinator) = first {
+        let member = super::cluster::member(
+            &args.cluster,
+            coordinator,
+            &store,
+            Arc::new(gate.clone()),
+            Arc::new(pause),
+            counters.clone().unwrap_or_default(),
+        )?;
+        if let Some(member) = member {
+            tasks.spawn(member.run(shutdown.child_token()));
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(args.admin_listen)
         .await
@@ -111,24 +156,28 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         store,
         gate,
         registry: Arc::new(registry),
-        coordinator,
+        member_id,
+        coordinator: slot,
         counters,
     };
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let admin_result = admin.await;
-    let session_lost = match member_task {
-        Some(task) => task.await.unwrap_or(false),
-        None => false,
-    };
+    // The admin API ends on shutdown only; make sure everything else does.
+    shutdown.cancel();
     consumer_shutdown.cancel();
     consumer_task.await.context("consumer thread")?;
-    admin_result.context("serve the admin API")?;
-    if session_lost {
-        anyhow::bail!(
-            "the cluster session was lost (lease expired); restart the replica to rejoin"
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
+            "cluster tasks did not end in time; the lease expires on its own"
         );
     }
+    admin_result.context("serve the admin API")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -215,21 +264,33 @@ async fn request_reconcile(
     body: Option<Json<ReconcileBody>>,
 ) -> Response {
     let body = body.map(|Json(body)| body).unwrap_or_default();
+    let Some(coordinator) = state.coordinator.get() else {
+        return not_connected();
+    };
     let request = RunRequest {
-        requested_by: format!("admin API of {}", state.coordinator.member_id()),
+        requested_by: format!("admin API of {}", state.member_id),
         requested_unix_ms: super::reconcile::wall_clock_epoch(),
         tenants: body.tenants,
         dry_run: body.dry_run,
         allow_mass_delete: body.allow_mass_delete,
     };
-    match state.coordinator.request_run(&request).await {
+    match coordinator.request_run(&request).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(request)).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     }
 }
 
+/// The answer while this replica is not in the cluster (etcd unreachable).
+fn not_connected() -> Response {
+    let reason = "not connected to the cluster (etcd unreachable); consuming on, reconnecting";
+    (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+}
+
 async fn cluster_status(State(state): State<AdminState>) -> Response {
-    let status = match recon_engine::cluster::cluster_status(state.coordinator.as_ref()).await {
+    let Some(coordinator) = state.coordinator.get() else {
+        return not_connected();
+    };
+    let status = match recon_engine::cluster::cluster_status(coordinator.as_ref()).await {
         Ok(status) => status,
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     };
@@ -241,7 +302,7 @@ async fn cluster_status(State(state): State<AdminState>) -> Response {
         })
     });
     Json(serde_json::json!({
-        "member": state.coordinator.member_id(),
+        "member": state.member_id,
         "status": status,
         "counters": counters,
     }))

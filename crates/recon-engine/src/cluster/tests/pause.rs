@@ -27,8 +27,19 @@ async fn a_member_started_paused_for_a_run_that_ended_before_it_looked_resumes()
     let store = Arc::new(FakeStore::default());
     let hub = InProcessHub::new(10);
     let cancel = CancellationToken::new();
-    let first = start(&hub, "m1", &source, &store, Duration::from_secs(60), &cancel);
-    first.coordinator.request_run(&request()).await.expect("request");
+    let first = start(
+        &hub,
+        "m1",
+        &source,
+        &store,
+        Duration::from_secs(60),
+        &cancel,
+    );
+    first
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
     let run = run_id(&first.coordinator).await;
     // The replica read the current run at startup and started its consumer
     // paused for it; the run ends before its member first polls.
@@ -96,7 +107,11 @@ async fn a_pause_only_member_acknowledges_and_is_handed_no_units() {
         !assignments.is_empty() && assignments.values().all(|member| member != "p1"),
         "units handed to the pause-only member: {assignments:?}"
     );
-    let (leader, _) = pause_only.leader().await.expect("leader").unwrap_or_default();
+    let (leader, _) = pause_only
+        .leader()
+        .await
+        .expect("leader")
+        .unwrap_or_default();
     assert_ne!(leader, "p1");
     cancel.cancel();
     follower_task.await.expect("pause-only member");

@@ -1,0 +1,174 @@
+//! A replica's membership in the cluster, kept up across etcd outages.
+//!
+//! Event consumption never waits on etcd: `recon serve` starts consuming
+//! whether or not etcd answers, and this module connects in the background
+//! (retrying with backoff), takes part in runs until the session is lost
+//! (lease expired, etcd unreachable for two thirds of a TTL), then drops
+//! out — the member's unit work stops at once and its session-bound keys go
+//! with its lease, so the leader hands its units to others — and connects
+//! again with a new session under the same member id. Which run the
+//! consumer is paused for survives the reconnect ([`PauseTracker`]): a
+//! replica that saw a run start stays paused until it sees the run over.
+
+use super::cluster::{coordinator, member};
+use crate::cli::ClusterArgs;
+use recon_core::ports::ConsumerGate;
+use recon_engine::cluster::{Coordinator, MemberCounters, PauseTracker};
+use recon_store::Store;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// First pause between connection attempts; doubled after each failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest pause between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The coordinator of the current session, if connected; the admin API
+/// reads it for `GET /cluster` and `POST /reconcile`.
+#[derive(Clone, Default)]
+pub struct CoordinatorSlot {
+    current: Arc<RwLock<Option<Arc<dyn Coordinator>>>>,
+}
+
+impl CoordinatorSlot {
+    /// A slot holding `coordinator`.
+    pub fn holding(coordinator: Option<Arc<dyn Coordinator>>) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(coordinator)),
+        }
+    }
+
+    /// The current session's coordinator; `None` while disconnected.
+    pub fn get(&self) -> Option<Arc<dyn Coordinator>> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set(&self, coordinator: Option<Arc<dyn Coordinator>>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = coordinator;
+    }
+}
+
+/// What a member needs besides its coordinator; shared by every session.
+pub struct Membership {
+    /// The command line's cluster options.
+    pub args: ClusterArgs,
+    /// This replica's member id (the same in every session).
+    pub member_id: String,
+    /// Its admin API, as other members see it.
+    pub admin_url: Option<String>,
+    /// The replica store.
+    pub store: Store,
+    /// The consumer's pause gate.
+    pub gate: Arc<dyn ConsumerGate>,
+    /// Which run the consumer is paused for.
+    pub pause: Arc<PauseTracker>,
+    /// The reconciling member's counters, kept across sessions.
+    pub counters: Arc<MemberCounters>,
+    /// Where the admin API finds the current coordinator.
+    pub slot: CoordinatorSlot,
+    /// Tracks the coordinators' background tasks (keep-alive, watches).
+    pub tasks: TaskTracker,
+}
+
+impl Membership {
+    /// Connects, retrying with backoff until it works or `shutdown` fires.
+    async fn connect(&self, shutdown: &CancellationToken) -> Option<Arc<dyn Coordinator>> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let attempt = connect_once(
+                &self.args,
+                &self.member_id,
+                self.admin_url.clone(),
+                shutdown,
+                &self.tasks,
+            );
+            if let Some(coordinator) = attempt.await {
+                return Some(coordinator);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Takes part in runs session after session until `shutdown` fires,
+    /// starting with `first` if the replica connected at startup.
+    pub async fn keep(self, first: Option<Arc<dyn Coordinator>>, shutdown: CancellationToken) {
+        let mut next = first;
+        loop {
+            let coordinator = match next.take() {
+                Some(coordinator) => coordinator,
+                None => match self.connect(&shutdown).await {
+                    Some(coordinator) => coordinator,
+                    None => return,
+                },
+            };
+            info!(member = %self.member_id, "joined the cluster");
+            self.slot.set(Some(coordinator.clone()));
+            self.take_part(coordinator).await;
+            self.slot.set(None);
+            if shutdown.is_cancelled() {
+                return;
+            }
+            warn!(
+                member = %self.member_id,
+                paused_for = self.pause.paused_for().as_deref().unwrap_or(""),
+                "cluster session lost; out of reconciliation, reconnecting"
+            );
+        }
+    }
+
+    /// One session: until it is lost (or the process shuts down, which ends
+    /// the session too: its token is a child of `shutdown`).
+    async fn take_part(&self, coordinator: Arc<dyn Coordinator>) {
+        let session = coordinator.session_lost();
+        let participant = member(
+            &self.args,
+            coordinator,
+            &self.store,
+            self.gate.clone(),
+            self.pause.clone(),
+            self.counters.clone(),
+        );
+        match participant {
+            Ok(Some(participant)) => participant.run(session.child_token()).await,
+            Ok(None) => session.cancelled().await,
+            Err(error) => {
+                warn!(error = format!("{error:#}"), "cannot take part in runs");
+                session.cancelled().await;
+            }
+        }
+    }
+}
+
+/// Connects once; `None` (logged) if etcd does not answer.
+pub async fn connect_once(
+    args: &ClusterArgs,
+    member_id: &str,
+    admin_url: Option<String>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Option<Arc<dyn Coordinator>> {
+    match coordinator(args, member_id, admin_url, shutdown, tasks).await {
+        Ok(coordinator) => Some(coordinator),
+        Err(error) => {
+            let error = format!("{error:#}");
+            warn!(error, "could not join the cluster; consuming on, retrying");
+            None
+        }
+    }
+}
