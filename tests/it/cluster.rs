@@ -21,6 +21,7 @@ mod admin;
 mod checks;
 mod completes;
 mod database;
+mod etcd_outage;
 mod failover;
 mod fixture;
 mod follower;

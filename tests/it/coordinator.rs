@@ -6,7 +6,7 @@
 
 mod etcd;
 mod fixtures;
-mod proxy;
+pub(crate) mod proxy;
 mod scenarios;
 
 use recon_engine::cluster::{Coordinator, InProcessHub};

@@ -109,6 +109,9 @@ pub struct FakeStore {
     pub rows: Mutex<Rows>,
     pub floors: Mutex<BTreeMap<String, u64>>,
     pub writes: AtomicU64,
+    /// Raising a fence never returns while set (a row lock held by a
+    /// frozen member).
+    pub fence_stuck: std::sync::atomic::AtomicBool,
 }
 
 impl FakeStore {
@@ -189,6 +192,9 @@ impl ReplicaStore for FakeStore {
     }
 
     async fn raise_fence(&self, _fence: &FenceToken) -> Result<(), PortError> {
+        if self.fence_stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 

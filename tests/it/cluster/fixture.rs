@@ -6,6 +6,7 @@
 
 use super::admin::{Admin, ClusterView};
 use super::history::History;
+use crate::coordinator::proxy::FreezableProxy;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
@@ -14,6 +15,7 @@ use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith};
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "cluster.changes";
@@ -34,6 +36,9 @@ pub struct Settings {
     pub seed: u64,
     /// `--max-pause-secs` of the replicas.
     pub max_pause_secs: u64,
+    /// The replicas reach etcd through a proxy the test can freeze (an
+    /// etcd outage for them only).
+    pub etcd_proxy: bool,
 }
 
 impl Settings {
@@ -41,6 +46,7 @@ impl Settings {
         Self {
             seed,
             max_pause_secs: 120,
+            etcd_proxy: false,
         }
     }
 }
@@ -78,7 +84,9 @@ pub struct Cluster {
     /// Every replica started, dead ones included.
     pub replicas: Vec<Replica>,
     monolith_url: String,
+    /// The etcd endpoints the replicas use (the proxy's, if any).
     endpoints: Vec<String>,
+    etcd_proxy: Option<FreezableProxy>,
     service: String,
     brokers: String,
     settings: Settings,
@@ -110,6 +118,15 @@ impl Cluster {
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
         let history = History::start(&endpoints, &format!("/recon/{service}")).await?;
+        let etcd_proxy = if settings.etcd_proxy {
+            Some(FreezableProxy::start(first_address(&endpoints)?).await?)
+        } else {
+            None
+        };
+        let endpoints = match &etcd_proxy {
+            Some(proxy) => vec![proxy.url.clone()],
+            None => endpoints,
+        };
         let mut cluster = Self {
             admin: Admin::new()?,
             history,
@@ -120,6 +137,7 @@ impl Cluster {
             replicas: Vec::new(),
             monolith_url: format!("http://127.0.0.1:{monolith_port}"),
             endpoints,
+            etcd_proxy,
             service,
             brokers,
             settings,
@@ -212,6 +230,11 @@ impl Cluster {
             replaced: false,
         });
         Ok(self.replicas.last().expect("just pushed"))
+    }
+
+    /// The proxy between the replicas and etcd, if the settings asked for one.
+    pub fn etcd_proxy(&self) -> Option<&FreezableProxy> {
+        self.etcd_proxy.as_ref()
     }
 
     /// The replica with member id `id`.
@@ -455,6 +478,18 @@ fn etcd_endpoints() -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(endpoints)
+}
+
+/// The socket address of the first etcd endpoint (`http://IP:PORT`).
+fn first_address(endpoints: &[String]) -> anyhow::Result<SocketAddr> {
+    let url = endpoints.first().context("no etcd endpoint")?;
+    let address = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    address
+        .parse()
+        .with_context(|| format!("etcd endpoint {url} is not http://IP:PORT"))
 }
 
 /// Polls `condition` every 100 ms until it holds (errors count as "not

@@ -34,6 +34,11 @@ impl FreezableProxy {
     pub(crate) fn freeze(&self) {
         self.frozen.send_replace(true);
     }
+
+    /// Forwards again, starting with the bytes held back.
+    pub(crate) fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
 }
 
 impl Drop for FreezableProxy {

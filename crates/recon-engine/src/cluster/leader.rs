@@ -43,29 +43,105 @@ impl ClusterMember {
     /// leadership is lost.
     async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) {
         info!("elected leader");
-        let global = FenceToken::new(GLOBAL_SCOPE, leadership.epoch);
-        if let Err(error) = self.reconciler.store.raise_fence(&global).await {
-            error!(error = %error, "could not raise the global fence; giving leadership up");
-            let _ = self.coordinator.resign(leadership).await;
+        if !self.raise_global_fence(leadership, stop).await {
+            info!("leadership ended before the fence was raised");
             return;
         }
         while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
-            match self.lead_step(leadership).await {
-                Ok(true) => {
+            // Every step has a deadline: whatever it waits on (a row lock of
+            // a frozen member, a stalled connection), the run is still
+            // aborted at max_pause by the next step.
+            let step = tokio::time::timeout(self.step_deadline(), self.lead_step(leadership));
+            let stepped = tokio::select! {
+                stepped = step => stepped,
+                _ = leadership.lost.cancelled() => break,
+                _ = stop.cancelled() => break,
+            };
+            match stepped {
+                Ok(Ok(true)) => {
                     self.counters.runs_led.fetch_add(1, Ordering::SeqCst);
                     let _ = self.coordinator.resign(leadership).await;
                     return;
                 }
-                Ok(false) => {}
-                Err(error) => warn!(error = %error, "leader step failed, retrying"),
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => warn!(error = %error, "leader step failed, retrying"),
+                Err(_elapsed) => warn!(
+                    deadline_ms = self.step_deadline().as_millis() as u64,
+                    "leader step exceeded its deadline, retrying"
+                ),
             }
-            tokio::select! {
-                _ = leadership.lost.cancelled() => {}
-                _ = stop.cancelled() => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            if !self.pause_between_steps(leadership, stop).await {
+                break;
             }
         }
         info!("leadership ended");
+    }
+
+    /// Raises the store's global fence to this leadership's epoch, each
+    /// attempt under the step deadline, until it is raised (`true`) or the
+    /// leadership ends (`false`). Meanwhile a run past `max_pause` is
+    /// aborted: the barrier needs etcd only, so a fence raise blocked on a
+    /// frozen member's row lock does not hold every consumer paused.
+    async fn raise_global_fence(&self, leadership: &Leadership, stop: &CancellationToken) -> bool {
+        let global = FenceToken::new(GLOBAL_SCOPE, leadership.epoch);
+        while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
+            let raise = tokio::time::timeout(
+                self.step_deadline(),
+                self.reconciler.store.raise_fence(&global),
+            );
+            let raised = tokio::select! {
+                raised = raise => raised,
+                _ = leadership.lost.cancelled() => break,
+                _ = stop.cancelled() => break,
+            };
+            match raised {
+                Ok(Ok(())) => return true,
+                Ok(Err(error)) => {
+                    error!(error = %error, "could not raise the global fence, retrying");
+                }
+                Err(_elapsed) => {
+                    error!("raising the global fence exceeded the step deadline, retrying");
+                }
+            }
+            let overdue =
+                tokio::time::timeout(self.step_deadline(), self.abort_if_overdue(leadership));
+            match overdue.await {
+                Ok(Ok(true)) => info!("aborted the run past max_pause while the fence was blocked"),
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => warn!(error = %error, "could not check the run for max_pause"),
+                Err(_elapsed) => warn!("checking the run for max_pause exceeded the step deadline"),
+            }
+            if !self.pause_between_steps(leadership, stop).await {
+                break;
+            }
+        }
+        false
+    }
+
+    /// Waits one poll interval; `false` if leadership ended meanwhile.
+    async fn pause_between_steps(&self, leadership: &Leadership, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = leadership.lost.cancelled() => false,
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(self.settings.poll_interval) => true,
+        }
+    }
+
+    /// The deadline of one leader step: what is left of `max_pause` is
+    /// checked at the start of every step, so no step may outlast it.
+    fn step_deadline(&self) -> Duration {
+        self.settings.max_pause.max(self.settings.poll_interval)
+    }
+
+    /// Aborts the current run if it is past `max_pause`; `true` if it did.
+    async fn abort_if_overdue(&self, leadership: &Leadership) -> Result<bool, PortError> {
+        let Some(run) = self.coordinator.current_run().await? else {
+            return Ok(false);
+        };
+        if self.remaining_pause(&run).is_some() {
+            return Ok(false);
+        }
+        self.abort_for_max_pause(leadership, &run).await
     }
 
     /// One step of the leader's state machine; `true` once a barrier is written.
@@ -84,17 +160,21 @@ impl ClusterMember {
         let Some(remaining) = self.remaining_pause(&run) else {
             return self.abort_for_max_pause(leadership, &run).await;
         };
-        match run.phase {
-            RunPhase::Pausing => self.check_acks(leadership, run).await.map(|_| false),
-            // Planning waits on the source: bound it by what is left of max_pause.
-            RunPhase::Planning => {
-                match tokio::time::timeout(remaining, self.make_plan(leadership, run.clone())).await
-                {
-                    Ok(result) => result,
-                    Err(_elapsed) => self.abort_for_max_pause(leadership, &run).await,
-                }
+        // Whatever a phase waits on (the source while planning, the store
+        // while raising floors), it is bounded by what is left of max_pause.
+        let phase = async {
+            match run.phase {
+                RunPhase::Pausing => self
+                    .check_acks(leadership, run.clone())
+                    .await
+                    .map(|_| false),
+                RunPhase::Planning => self.make_plan(leadership, run.clone()).await,
+                RunPhase::Working => self.hand_out(leadership, &run).await,
             }
-            RunPhase::Working => self.hand_out(leadership, &run).await,
+        };
+        match tokio::time::timeout(remaining, phase).await {
+            Ok(result) => result,
+            Err(_elapsed) => self.abort_for_max_pause(leadership, &run).await,
         }
     }
 

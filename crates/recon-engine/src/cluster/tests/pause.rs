@@ -119,3 +119,70 @@ async fn a_pause_only_member_acknowledges_and_is_handed_no_units() {
         member.task.await.expect("member");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_blocked_raising_the_fence_still_aborts_the_run_at_max_pause() {
+    let truth = world();
+    // Slow pages keep the run working until the leader is taken away.
+    let mut slow = FakeSource::new(truth.clone(), Version::new(1, 999));
+    slow.page_delay = Duration::from_millis(50);
+    let source = Arc::new(slow);
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let max_pause = Duration::from_millis(1_500);
+    let members: Vec<Member> = ["m1", "m2"]
+        .iter()
+        .map(|id| start(&hub, id, &source, &store, max_pause, &cancel))
+        .collect();
+    members[0]
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&members[0].coordinator).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members[0]
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no plan");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The next leader's fence raise waits on a lock that is never released.
+    store.fence_stuck.store(true, Ordering::SeqCst);
+    let (leader, _) = members[0]
+        .coordinator
+        .leader()
+        .await
+        .expect("leader")
+        .expect("a leader");
+    hub.expel(&leader);
+    let survivor = members
+        .iter()
+        .find(|member| member.coordinator.member_id() != leader)
+        .expect("a survivor");
+    let started = Instant::now();
+    let barrier = barrier(&survivor.coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Aborted, "{barrier:?}");
+    assert!(
+        barrier
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("max_pause")),
+        "{barrier:?}"
+    );
+    assert!(
+        started.elapsed() < max_pause + Duration::from_secs(2),
+        "aborted only after {:?}",
+        started.elapsed()
+    );
+    resumed(&[survivor]).await;
+    cancel.cancel();
+    for member in members {
+        member.task.await.expect("member");
+    }
+}
