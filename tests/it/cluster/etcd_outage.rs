@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_keep_consuming_through_an_etcd_outage_and_rejoin_after_it() -> anyhow::Result<()>
 {
-    let mut settings = Settings::new(114);
+    let mut settings = Settings::new(116);
     settings.etcd_proxy = true;
     let mut cluster = Cluster::start(settings).await?;
     let outcome = etcd_outage(&mut cluster).await;
