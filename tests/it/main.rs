@@ -1,6 +1,7 @@
 //! Integration tests against real services.
 mod cluster;
 mod consumer;
+mod consumer_faults;
 mod coordinator;
 mod monolith;
 mod pipeline;

@@ -68,13 +68,40 @@ pub struct AppliedCounts {
     pub skipped_below_floor: u64,
 }
 
+/// A record the consumer could not apply because of its own content (an
+/// undecodable payload, or an event the store refused for its data), kept
+/// with where it came from so that it can be found and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic of the record.
+    pub topic: String,
+    /// Partition of the record.
+    pub partition: i32,
+    /// Offset of the record in its partition.
+    pub offset: i64,
+    /// The record's key as sent, if any.
+    pub key: Option<Vec<u8>>,
+    /// The record's payload as sent, if any.
+    pub payload: Option<Vec<u8>>,
+    /// Why it was refused.
+    pub error: String,
+}
+
 /// Where the Kafka consumer applies decoded change events: the event form of
 /// the store's one apply path (version-guarded, generation floor). Applying
 /// the same batch twice must be harmless.
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// Applies one batch atomically; on error nothing of it is applied.
+    /// [`FailureKind::Permanent`] means the batch's *data* is refused (some
+    /// event in it would be refused by any healthy store); every failure of
+    /// the store itself is [`FailureKind::Transient`].
     async fn apply_events(&self, changes: &[Change]) -> Result<AppliedCounts, PortError>;
+
+    /// Records dead letters durably, before their offsets are stored.
+    /// Recording the same letter (same topic, partition and offset) twice
+    /// keeps one. Any failure is worth retrying.
+    async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError>;
 
     /// Whether the sink is reachable (for readiness probes).
     async fn check_ready(&self) -> Result<(), PortError>;

@@ -3,7 +3,7 @@
 use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
-    AppliedCounts, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
+    AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
 };
 use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row};
 use sea_orm::ConnectionTrait;
@@ -34,6 +34,12 @@ impl From<ApplyOutcome> for AppliedCounts {
 impl EventSink for Store {
     async fn apply_events(&self, changes: &[Change]) -> Result<AppliedCounts, PortError> {
         Ok(self.apply(changes, WriteMode::Event).await?.into())
+    }
+
+    async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError> {
+        Store::record_dead_letters(self, letters)
+            .await
+            .map_err(|error| PortError::new(FailureKind::Transient, error_chain(&error)))
     }
 
     async fn check_ready(&self) -> Result<(), PortError> {
