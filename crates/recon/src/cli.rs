@@ -2,7 +2,9 @@
 //! (`RECON_…`); flags win over the environment.
 
 use clap::{Args, Parser, Subcommand};
+use recon_store::{StoreOptions, TombstonePurge};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// recon keeps a service's copy of monolith data correct.
 #[derive(Debug, Parser)]
@@ -171,9 +173,90 @@ pub struct ServeArgs {
     /// Admin HTTP address (health, readiness, metrics, pause gate).
     #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
+    /// Session timeouts of the replica store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Tombstones (deleted rows kept with their version) older than this are
+    /// purged, e.g. `7d`, `36h`, `3600` (seconds). MUST exceed the longest
+    /// retention of the change topic: an older event for a purged key,
+    /// replayed from Kafka, would bring the row back.
+    #[arg(long, env = "RECON_TOMBSTONE_RETENTION", default_value = "7d", value_parser = parse_positive_duration)]
+    pub tombstone_retention: Duration,
+    /// How often the tombstone purge runs; one replica of the store purges
+    /// per interval, whichever claims it first.
+    #[arg(long, env = "RECON_TOMBSTONE_PURGE_INTERVAL", default_value = "1h", value_parser = parse_positive_duration)]
+    pub tombstone_purge_interval: Duration,
     /// Cluster reconciliation (enabled when `--source-url` is given).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+impl ServeArgs {
+    /// The tombstone purge schedule.
+    pub fn tombstone_purge(&self) -> TombstonePurge {
+        TombstonePurge {
+            retention: self.tombstone_retention,
+            interval: self.tombstone_purge_interval,
+        }
+    }
+}
+
+/// Session timeouts of the replica store (DESIGN §6, bounded waits): a
+/// statement waiting on a lock, a long statement, or a transaction left
+/// idle (e.g. by a frozen process) fails instead of stalling the cluster,
+/// and is retried.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Longest wait for a lock (PostgreSQL `lock_timeout`), e.g. `5s`.
+    #[arg(long, env = "RECON_STORE_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub store_lock_timeout: Duration,
+    /// Longest statement (PostgreSQL `statement_timeout`).
+    #[arg(long, env = "RECON_STORE_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub store_statement_timeout: Duration,
+    /// Longest idle time inside a transaction before the server ends the
+    /// session (PostgreSQL `idle_in_transaction_session_timeout`).
+    #[arg(long, env = "RECON_STORE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub store_idle_in_transaction_timeout: Duration,
+    /// Longest wait for the database lock (SQLite busy timeout).
+    #[arg(long, env = "RECON_STORE_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub store_busy_timeout: Duration,
+}
+
+impl StoreArgs {
+    /// The store's connection options.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            lock_timeout: self.store_lock_timeout,
+            statement_timeout: self.store_statement_timeout,
+            idle_in_transaction_timeout: self.store_idle_in_transaction_timeout,
+            busy_timeout: self.store_busy_timeout,
+        }
+    }
+}
+
+/// A duration: whole seconds (`3600`) or a number with a unit: `ms`, `s`,
+/// `m`, `h`, `d` (`500ms`, `5s`, `7d`). Zero is refused.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 5m, 7d or seconds, got {text:?}"))?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(value),
+        "ms" => Duration::from_millis(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        "h" => Duration::from_secs(value.saturating_mul(3_600)),
+        "d" => Duration::from_secs(value.saturating_mul(86_400)),
+        other => return Err(format!("unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)")),
+    };
+    if duration.is_zero() {
+        return Err(format!("the duration must be positive, got {text:?}"));
+    }
+    Ok(duration)
 }
 
 /// Options of a replica's part in cluster reconciliation.
@@ -326,6 +409,9 @@ pub struct ReconcileArgs {
         required_unless_present = "cluster"
     )]
     pub database_url: Option<String>,
+    /// Session timeouts of the replica store.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The source of truth.
     #[command(flatten)]
     pub source: SourceArgs,
@@ -347,4 +433,27 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_positive_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_positive_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_positive_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_positive_duration("36h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_positive_duration("7d"), Ok(Duration::from_secs(604_800)));
+    }
+
+    #[test]
+    fn zero_negative_and_unknown_units_are_refused() {
+        for text in ["0", "0s", "-5s", "5 weeks", "s", "", "1.5h"] {
+            assert!(parse_positive_duration(text).is_err(), "{text:?}");
+        }
+    }
 }
