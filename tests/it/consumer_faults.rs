@@ -26,6 +26,17 @@ use std::time::{Duration, Instant};
 const TOPIC: &str = "changes";
 const PARTITIONS: i32 = 4;
 
+/// Shows the consumer's logs in the test output (`RUST_LOG`, default
+/// `warn`): what it did about each database failure.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// One event as produced: where it landed and the user it writes.
 #[derive(Debug, Clone)]
 struct Produced {
@@ -233,6 +244,7 @@ async fn read_only_database_stores_no_offset_past_an_unapplied_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_restart_while_events_flow_loses_nothing() {
+    init_logs();
     let cluster = PrivatePostgres::start().await.expect("private PostgreSQL");
     let url = cluster
         .create_database("replica")
@@ -245,29 +257,36 @@ async fn database_restart_while_events_flow_loses_nothing() {
         .await
         .expect("create topic");
     let group = "restart";
-    let replica = Replica::start_on(&kafka, &store, group, false);
     let producer = producer(&kafka);
-    let mut produced = produce_users(&producer, 0..100, Duration::ZERO).await;
-    eventually("the first events land", Duration::from_secs(60), || async {
-        live_user_ids(&store).await == all_ids(&produced)
+    // A backlog first, so that the replica takes big batches: a restart
+    // then cuts a statement in flight.
+    let mut produced = produce_users(&producer, 0..3_000, Duration::ZERO).await;
+    let replica = Replica::start_on(&kafka, &store, group, false);
+    eventually("a big batch is taken", Duration::from_secs(60), || async {
+        replica.metrics.events_received.get() >= 500
     })
     .await;
+    cluster.restart_immediate().await.expect("restart 1");
+    // Whatever the consumer does after the first cut (retry the batch, or
+    // apply it event by event), cut it again while it writes.
+    let written = replica.metrics.events_written.get();
+    eventually("writes resume after the restart", Duration::from_secs(60), || async {
+        replica.metrics.events_written.get() >= written + 100
+    })
+    .await;
+    cluster.restart_immediate().await.expect("restart 2");
 
+    // And while a live flow goes on.
     let flow = tokio::spawn({
         let producer = producer.clone();
-        async move { produce_users(&producer, 100..600, Duration::from_millis(5)).await }
+        async move { produce_users(&producer, 3_000..3_300, Duration::from_millis(5)).await }
     });
-    for restart in 1..=3u64 {
-        let received = replica.metrics.events_received.get();
-        eventually("events keep flowing", Duration::from_secs(60), || async {
-            replica.metrics.events_received.get() >= received + 40
-        })
-        .await;
-        cluster
-            .restart_immediate()
-            .await
-            .unwrap_or_else(|error| panic!("restart {restart}: {error:#}"));
-    }
+    let received = replica.metrics.events_received.get();
+    eventually("events keep flowing", Duration::from_secs(60), || async {
+        replica.metrics.events_received.get() >= received + 40
+    })
+    .await;
+    cluster.restart_immediate().await.expect("restart 3");
     produced.extend(flow.await.expect("producer task"));
     eventually(
         "every event lands after the restarts",
@@ -278,7 +297,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
     eventually(
         "the offsets reach the end",
         Duration::from_secs(30),
-        || async { committed_offsets(&kafka, group).values().sum::<i64>() == 600 },
+        || async { committed_offsets(&kafka, group).values().sum::<i64>() == 3_300 },
     )
     .await;
     assert_no_offset_past_unapplied(&kafka, group, &store, &produced).await;

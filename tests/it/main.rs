@@ -9,3 +9,4 @@ mod reconcile;
 mod relay;
 mod source_client;
 mod store;
+mod store_upkeep;
