@@ -281,9 +281,11 @@ async fn database_restart_while_events_flow_loses_nothing() {
     // Whatever the consumer does after the first cut (retry the batch, or
     // apply it event by event), cut it again while it writes.
     let written = replica.metrics.events_written.get();
-    eventually("writes resume after the restart", Duration::from_secs(60), || async {
-        replica.metrics.events_written.get() >= written + 100
-    })
+    eventually(
+        "writes resume after the restart",
+        Duration::from_secs(60),
+        || async { replica.metrics.events_written.get() >= written + 100 },
+    )
     .await;
     cluster.restart_immediate().await.expect("restart 2");
 

@@ -104,7 +104,11 @@ async fn scheduled_purge_removes_old_tombstones_once_per_interval(backend: Backe
     let second = Store::connect(&database.url).await.expect("second replica");
     EventSink::apply_events(
         &first,
-        &[user("live", "n", 1), user("gone", "n", 2), delete_user("gone", 3)],
+        &[
+            user("live", "n", 1),
+            user("gone", "n", 2),
+            delete_user("gone", 3),
+        ],
     )
     .await
     .expect("seed");
@@ -116,8 +120,14 @@ async fn scheduled_purge_removes_old_tombstones_once_per_interval(backend: Backe
     };
     // The first claim of the interval purges (nothing is old enough yet);
     // the other replica's claim in the same interval does nothing.
-    assert_eq!(first.purge_tombstones_if_due(purge).await.expect("purge"), Some(0));
-    assert_eq!(second.purge_tombstones_if_due(purge).await.expect("purge"), None);
+    assert_eq!(
+        first.purge_tombstones_if_due(purge).await.expect("purge"),
+        Some(0)
+    );
+    assert_eq!(
+        second.purge_tombstones_if_due(purge).await.expect("purge"),
+        None
+    );
     assert_eq!(tombstones(&first).await, 1, "a young tombstone was purged");
 
     // Both replicas run the schedule with a short interval: the tombstone

@@ -160,7 +160,10 @@ fn server_bin() -> anyhow::Result<PathBuf> {
         "no PostgreSQL server installed under /usr/lib/postgresql (scripts/test.sh installs it)",
     )? {
         let entry = entry.context("list /usr/lib/postgresql")?;
-        let version: Option<u32> = entry.file_name().to_str().and_then(|name| name.parse().ok());
+        let version: Option<u32> = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok());
         let bin = entry.path().join("bin");
         if let Some(version) = version
             && bin.join("pg_ctl").exists()

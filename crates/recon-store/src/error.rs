@@ -159,8 +159,14 @@ mod tests {
 
     #[test]
     fn postgres_data_and_constraint_errors_are_permanent() {
-        for sqlstate in ["22021", "22001", "22003", "22P02", "23505", "23503", "23502", "23514"] {
-            assert_eq!(classify_sqlstate(sqlstate), ErrorKind::Permanent, "{sqlstate}");
+        for sqlstate in [
+            "22021", "22001", "22003", "22P02", "23505", "23503", "23502", "23514",
+        ] {
+            assert_eq!(
+                classify_sqlstate(sqlstate),
+                ErrorKind::Permanent,
+                "{sqlstate}"
+            );
         }
     }
 
@@ -186,7 +192,11 @@ mod tests {
             "",
         ];
         for sqlstate in transient {
-            assert_eq!(classify_sqlstate(sqlstate), ErrorKind::Transient, "{sqlstate:?}");
+            assert_eq!(
+                classify_sqlstate(sqlstate),
+                ErrorKind::Transient,
+                "{sqlstate:?}"
+            );
         }
     }
 
@@ -213,9 +223,9 @@ mod tests {
     fn errors_without_a_database_code_are_transient() {
         let lost = Error::Database {
             operation: "apply batch",
-            source: DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(
-                sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
-            ))),
+            source: DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(sqlx::Error::Io(
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            )))),
         };
         assert_eq!(lost.kind(), ErrorKind::Transient);
         let acquire = Error::Database {

@@ -97,7 +97,11 @@ impl Store {
             }
             match self.purge_tombstones_if_due(purge).await {
                 Ok(Some(purged)) => {
-                    info!(purged, retention_secs = purge.retention.as_secs(), "tombstones purged");
+                    info!(
+                        purged,
+                        retention_secs = purge.retention.as_secs(),
+                        "tombstones purged"
+                    );
                 }
                 Ok(None) => {}
                 Err(error) => {

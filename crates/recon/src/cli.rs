@@ -251,7 +251,11 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(value.saturating_mul(60)),
         "h" => Duration::from_secs(value.saturating_mul(3_600)),
         "d" => Duration::from_secs(value.saturating_mul(86_400)),
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)"
+            ));
+        }
     };
     if duration.is_zero() {
         return Err(format!("the duration must be positive, got {text:?}"));
@@ -442,12 +446,24 @@ mod duration_tests {
 
     #[test]
     fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_positive_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_positive_duration("3600"),
+            Ok(Duration::from_secs(3600))
+        );
         assert_eq!(parse_positive_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_positive_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_positive_duration("36h"), Ok(Duration::from_secs(129_600)));
-        assert_eq!(parse_positive_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(
+            parse_positive_duration("36h"),
+            Ok(Duration::from_secs(129_600))
+        );
+        assert_eq!(
+            parse_positive_duration("7d"),
+            Ok(Duration::from_secs(604_800))
+        );
     }
 
     #[test]

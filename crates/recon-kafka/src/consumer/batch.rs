@@ -74,7 +74,10 @@ impl PendingBatch {
 
     /// Events that decoded.
     pub fn decoded_events(&self) -> usize {
-        self.decoded.iter().filter(|decoded| decoded.is_ok()).count()
+        self.decoded
+            .iter()
+            .filter(|decoded| decoded.is_ok())
+            .count()
     }
 
     /// A dead letter for record `index`.
@@ -177,7 +180,8 @@ impl ReplicaConsumer {
                 Err(error) if error.kind == FailureKind::Transient => return Err(error),
                 Err(refusal) => {
                     let letter = batch.dead_letter(index, refusal.message.clone());
-                    runtime.block_on(self.sink.record_dead_letters(std::slice::from_ref(&letter)))?;
+                    runtime
+                        .block_on(self.sink.record_dead_letters(std::slice::from_ref(&letter)))?;
                     self.metrics.events_rejected.inc();
                     self.metrics.dead_letters.inc();
                     error!(error = %refusal, topic = %letter.topic, partition = letter.partition, offset = letter.offset, tenant = change.tenant_id(), kind = %change.kind(), key = %change.key(), "store refused an event for its data; written to the dead-letter table");

@@ -32,8 +32,8 @@ pub use metrics::{ConsumerMetrics, PartitionLabels};
 pub use state::{ConsumerStatus, PartitionStatus};
 
 use crate::{Error, KafkaConfig, Result};
-use context::GateContext;
 use batch::PendingBatch;
+use context::GateContext;
 use gate::GateCommand;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -187,7 +187,9 @@ impl ReplicaConsumer {
             self.start_batch(batch, runtime);
         }
         if self.pending.is_some() {
-            warn!("shutting down with a batch not yet applied; it is replayed from the last committed offset");
+            warn!(
+                "shutting down with a batch not yet applied; it is replayed from the last committed offset"
+            );
         }
         self.commit_sync("shutdown");
         self.consumer.unsubscribe();
@@ -383,7 +385,8 @@ impl ReplicaConsumer {
         } else {
             warn!(error = %error, failures = batch.failures + 1, retry_in_ms = batch.backoff.as_millis() as u64, "replica store still unavailable, retrying the batch");
         }
-        self.state.set_store_unavailable(Some(error.message.clone()));
+        self.state
+            .set_store_unavailable(Some(error.message.clone()));
         batch.failures += 1;
         batch.retry_at = Instant::now() + batch.backoff;
         batch.backoff = (batch.backoff * 2).min(self.settings.max_retry_backoff);
@@ -392,7 +395,10 @@ impl ReplicaConsumer {
     fn store_available_again(&mut self, batch: &PendingBatch) {
         self.state.set_store_unavailable(None);
         self.metrics.store_unavailable.set(0);
-        info!(failures = batch.failures, "replica store available again: the held batch landed, resuming consumption");
+        info!(
+            failures = batch.failures,
+            "replica store available again: the held batch landed, resuming consumption"
+        );
         if !self.state.is_paused() {
             self.release_held_back();
         }
