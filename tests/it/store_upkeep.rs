@@ -48,6 +48,24 @@ async fn a_held_row_lock_fails_an_apply_within_the_lock_timeout_as_transient() {
         .await
         .expect("seed");
 
+    for (setting, expected) in [
+        ("lock_timeout", "5s"),
+        ("statement_timeout", "1min"),
+        ("idle_in_transaction_session_timeout", "1min"),
+    ] {
+        let row = store
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                store.backend(),
+                format!("SHOW {setting}"),
+            ))
+            .await
+            .expect("show setting")
+            .expect("a row");
+        let value: String = row.try_get("", setting).expect("setting value");
+        assert_eq!(value, expected, "{setting}");
+    }
+
     // Another session (a process frozen mid-transaction) holds the row.
     let holder = Database::connect(&database.url)
         .await
