@@ -30,6 +30,8 @@ mod walk;
 mod fakes;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;
 
 pub use options::{ReconcileOptions, Scope};
 pub use progress::{NoProgress, Progress};

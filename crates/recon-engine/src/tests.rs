@@ -11,7 +11,7 @@ use recon_core::{
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-fn tenant(id: &str, name: &str, sequence: u64) -> Row {
+pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: id.into(),
         record: Record::Tenant(Tenant {
@@ -22,7 +22,7 @@ fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     }
 }
 
-fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
+pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::User(User {
@@ -57,7 +57,7 @@ fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row
     }
 }
 
-fn options() -> ReconcileOptions {
+pub(crate) fn options() -> ReconcileOptions {
     let mut options = ReconcileOptions::new(1);
     options.page_size = 3;
     options.replica_page_size = 2;
