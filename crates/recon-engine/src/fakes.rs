@@ -5,7 +5,7 @@ use recon_core::ports::{
     AppliedCounts, FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage,
     TenantCounts,
 };
-use recon_core::{Change, EntityKey, FenceToken, Kind, Row, Version};
+use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,13 +178,47 @@ impl ReplicaStore for FakeStore {
             .unwrap_or_default())
     }
 
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError> {
+        let rows = self.rows.lock().expect("lock");
+        let count = rows
+            .iter()
+            .filter(|((of_kind, tenant), _)| {
+                *of_kind == kind
+                    && (kind == Kind::Tenant || tenant_id.is_none_or(|wanted| wanted == tenant))
+            })
+            .flat_map(|(_, keyed)| keyed.keys())
+            .filter(|key| range.contains(key))
+            .count();
+        Ok(count as u64)
+    }
+
     async fn apply_reconciliation(
         &self,
         _fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
         let mut rows = self.rows.lock().expect("lock");
+        let mut kept_newer = 0;
         for change in changes {
+            let tenant = if change.kind() == Kind::Tenant {
+                String::new()
+            } else {
+                change.tenant_id().to_owned()
+            };
+            let stored = rows
+                .get(&(change.kind(), tenant))
+                .and_then(|keyed| keyed.get(&change.key()))
+                .map(|row| row.version);
+            if stored.is_some_and(|stored| stored > watermark) {
+                kept_newer += 1;
+                continue;
+            }
             match change {
                 Change::Upsert(row) => insert(&mut rows, row.clone()),
                 Change::Delete(deletion) => {
@@ -207,7 +241,8 @@ impl ReplicaStore for FakeStore {
         self.writes
             .fetch_add(changes.len() as u64, Ordering::SeqCst);
         Ok(AppliedCounts {
-            written: changes.len() as u64,
+            written: changes.len() as u64 - kept_newer,
+            kept_newer,
             ..AppliedCounts::default()
         })
     }

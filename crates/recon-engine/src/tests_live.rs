@@ -1,9 +1,9 @@
 //! The engine against a live source: one whose data changes while a run
 //! reads it, as a monolith in production does.
 
+use crate::Reconciler;
 use crate::fakes::{FakeSource, FakeStore, Rows, insert};
 use crate::tests::{options, tenant, user};
-use crate::Reconciler;
 use recon_core::{Kind, RunStatus, UnitOutcome, Version};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,8 +63,12 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
     let mut expected = source.rows.lock().expect("lock").clone();
     expected.retain(|_, keyed| !keyed.is_empty());
     assert_eq!(
-        store.snapshot()[&(Kind::User, "t".into())].keys().collect::<Vec<_>>(),
-        expected[&(Kind::User, "t".into())].keys().collect::<Vec<_>>(),
+        store.snapshot()[&(Kind::User, "t".into())]
+            .keys()
+            .collect::<Vec<_>>(),
+        expected[&(Kind::User, "t".into())]
+            .keys()
+            .collect::<Vec<_>>(),
         "the replica's users differ from the source's after the run"
     );
 }
