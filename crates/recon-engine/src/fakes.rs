@@ -133,6 +133,10 @@ pub struct FakeStore {
     pub rows: Mutex<Rows>,
     pub floors: Mutex<BTreeMap<String, u64>>,
     pub writes: AtomicU64,
+    /// Every floor raise fails (transiently) while set.
+    pub fail_floors: std::sync::atomic::AtomicBool,
+    /// Floor raises attempted.
+    pub floor_attempts: AtomicU64,
 }
 
 impl FakeStore {
@@ -257,6 +261,13 @@ impl ReplicaStore for FakeStore {
         scope: &str,
         generation: u64,
     ) -> Result<(), PortError> {
+        self.floor_attempts.fetch_add(1, Ordering::SeqCst);
+        if self.fail_floors.load(Ordering::SeqCst) {
+            return Err(PortError::new(
+                FailureKind::Transient,
+                "injected failure of the floor raise",
+            ));
+        }
         self.floors
             .lock()
             .expect("lock")

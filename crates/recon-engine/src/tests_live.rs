@@ -72,3 +72,77 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
         "the replica's users differ from the source's after the run"
     );
 }
+
+/// A restore of the monolith between the tenant list and a tenant's pages:
+/// the run read generation 2 but listed tenants at generation 1. It must
+/// not finish with a floor of 1 (events of generation 1 that the restore
+/// voided would apply) — it aborts and says why.
+#[tokio::test]
+async fn a_restore_during_the_run_aborts_it_without_raising_the_floor() {
+    let replica = users(10);
+    let mut source = FakeSource::new(replica.clone(), Version::new(1, 100));
+    source.live = Some(Box::new(|request, _rows, watermark| {
+        if request.kind == Kind::User && watermark.generation == 1 {
+            *watermark = Version::new(2, 50);
+        }
+    }));
+    let store = Arc::new(FakeStore::with(replica));
+    let reconciler = Reconciler::new(Arc::new(source), store.clone());
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Aborted, "{}", report.to_table());
+    let reason = report.abort_reason.clone().unwrap_or_default();
+    assert!(reason.contains("restored"), "{reason}");
+    assert_eq!(report.generation_floor, None);
+    assert!(
+        store.floors.lock().expect("lock").is_empty(),
+        "a floor was raised below the generation the run read"
+    );
+}
+
+/// The floor raise is part of completing a run: retried, and when it cannot
+/// be done the run is not Completed and says why.
+#[tokio::test]
+async fn a_floor_that_cannot_be_raised_leaves_the_run_not_completed() {
+    let replica = users(10);
+    let store = Arc::new(FakeStore::with(replica.clone()));
+    store.fail_floors.store(true, Ordering::SeqCst);
+    let reconciler = Reconciler::new(
+        Arc::new(FakeSource::new(replica, Version::new(1, 100))),
+        store.clone(),
+    );
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_ne!(report.status, RunStatus::Completed, "{}", report.to_table());
+    let reason = report.abort_reason.clone().unwrap_or_default();
+    assert!(reason.contains("generation floor"), "{reason}");
+    assert_eq!(report.generation_floor, None);
+    assert_eq!(
+        store.floor_attempts.load(Ordering::SeqCst),
+        u64::from(options().attempts),
+        "the raise was not retried"
+    );
+}
+
+/// Cancelling a run is its own outcome, not a failure.
+#[tokio::test]
+async fn a_cancelled_run_is_cancelled_not_failed() {
+    let replica = users(10);
+    let cancel = CancellationToken::new();
+    let mut source = FakeSource::new(replica.clone(), Version::new(1, 100));
+    let trigger = cancel.clone();
+    source.live = Some(Box::new(move |request, _rows, _watermark| {
+        if request.kind == Kind::User {
+            trigger.cancel();
+        }
+    }));
+    let store = Arc::new(FakeStore::with(replica));
+    let reconciler = Reconciler::new(Arc::new(source), store.clone());
+    let report = reconciler.run(&options(), &cancel).await;
+    assert_eq!(report.status, RunStatus::Cancelled, "{}", report.to_table());
+    let users = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("users unit");
+    assert_eq!(users.outcome, UnitOutcome::Cancelled);
+    assert!(store.floors.lock().expect("lock").is_empty());
+}
