@@ -596,16 +596,17 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
         store.count_live("keep", Kind::User).await.expect("count"),
         1
     );
-    // The reconciliation form removes everything of a tenant the source lost.
+    // The reconciliation form removes everything of a tenant the source lost
+    // that is not newer than the page's watermark.
     store
         .apply_reconciliation(
             &FenceToken::new("t", 1),
-            Version::new(1, 11),
+            Version::new(1, 30),
             &[delete(
                 "t",
                 Kind::Tenant,
                 EntityKey::id("t"),
-                Version::new(1, 11),
+                Version::new(1, 30),
             )],
         )
         .await

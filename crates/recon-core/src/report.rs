@@ -124,6 +124,22 @@ impl UnitReport {
     }
 }
 
+impl UnitReport {
+    /// The outcome in words, with the tenants the source lost and their row
+    /// counts (for barriers and logs).
+    pub fn describe(&self) -> String {
+        let mut text = outcome_text(self);
+        for removal in &self.removed_tenants {
+            let _ = write!(
+                text,
+                "; tenant {} gone from the source ({} users, {} groups, {} memberships)",
+                removal.tenant, removal.users, removal.groups, removal.memberships
+            );
+        }
+        text
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

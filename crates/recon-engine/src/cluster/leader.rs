@@ -184,7 +184,7 @@ impl ClusterMember {
                 self.reconciler.tenant_list(&options, &cancel, filter).await;
             if tenant_list.outcome != UnitOutcome::Done {
                 // A tripped guard or a source failure on the tenant list ends the run.
-                let reason = format!("tenant list: {:?}", tenant_list.outcome);
+                let reason = format!("tenant list: {}", tenant_list.describe());
                 self.write_barrier(
                     leadership,
                     &run,
