@@ -3,12 +3,12 @@
 //! * a whole tenant: its users, groups and memberships walked in that order,
 //!   then their phantoms deleted in the reverse order (memberships before
 //!   what they point to);
-//! * a key range of one kind of a split tenant.
+//! * a key range of one kind of a split tenant, whose limit is its share of
+//!   the tenant's ([`DeleteGuard::share_limit`](recon_core::DeleteGuard::share_limit)):
+//!   the ranges of one tenant never add up to more than the tenant's limit,
+//!   however it is split (the always-allowed minimum is split with it).
 //!
-//! Either way a unit's limit is its share of its tenant's
-//! ([`DeleteGuard::share_limit`](recon_core::DeleteGuard::share_limit)): the
-//! units of one tenant never add up to more than the tenant's limit, however
-//! it is split, and the always-allowed minimum is split with it.
+//! Either way a tenant loses at most its limit in one run.
 //! * the tenant list: a tenant's deletion cascades to all its rows, so every
 //!   phantom tenant is counted with its rows, per tenant and per run.
 
@@ -26,9 +26,9 @@ struct WalkedUnit {
 }
 
 impl UnitContext<'_> {
-    /// Reconciles a whole tenant: every kind walked once, then deletions —
-    /// each kind within its share of the tenant's limit — made in reverse
-    /// kind order.
+    /// Reconciles a whole tenant: every kind walked once, then deletions
+    /// made in reverse kind order — if each kind stays within its own limit
+    /// and the tenant's phantoms together within the tenant's.
     pub async fn whole_tenant(&self, tenant_id: &str) -> Vec<UnitReport> {
         let guard = self.options.delete_guard;
         let (counted, count_attempts) = self
@@ -50,18 +50,33 @@ impl UnitContext<'_> {
             }
         };
         let tenant_rows: u64 = rows_per_kind.iter().sum();
+        let tenant_limit = guard.limit(tenant_rows);
         let mut units = Vec::with_capacity(3);
+        let mut found = 0u64;
         for (kind, kind_rows) in Kind::TENANT_SCOPED.into_iter().zip(rows_per_kind) {
             let spec = UnitSpec {
                 tenant_id: tenant_id.to_owned(),
                 kind,
                 range: KeyRange::all(),
             };
-            let limit = guard.share_limit(kind_rows, tenant_rows);
-            units.push((self.walk_unit(spec, limit, false).await, limit));
+            let kind_limit = guard.limit(kind_rows);
+            let hold = kind_limit.min(tenant_limit.saturating_sub(found));
+            let unit = self.walk_unit(spec, hold, false).await;
+            found = found.saturating_add(unit.walked.as_ref().map_or(0, |walked| walked.phantom));
+            units.push((unit, kind_limit));
         }
-        for (unit, limit) in units.iter_mut().rev() {
-            let decision = decide(unit, *limit);
+        let within_tenant_limit = found <= tenant_limit;
+        if !within_tenant_limit {
+            warn!(
+                tenant = tenant_id,
+                phantoms = found,
+                tenant_rows,
+                "the tenant's phantoms together exceed its delete limit"
+            );
+        }
+        for (unit, kind_limit) in units.iter_mut().rev() {
+            let limit = if within_tenant_limit { *kind_limit } else { 0 };
+            let decision = decide(unit, limit);
             self.settle(unit, decision).await;
         }
         units.into_iter().map(|(unit, _)| unit.report).collect()

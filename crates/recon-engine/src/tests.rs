@@ -35,7 +35,7 @@ pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     }
 }
 
-fn group(tenant: &str, id: &str, sequence: u64) -> Row {
+pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::Group(Group {
@@ -46,7 +46,7 @@ fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     }
 }
 
-fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
+pub(crate) fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::Membership(Membership {
@@ -203,6 +203,59 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
         store.floors.lock().expect("lock").get(GLOBAL_SCOPE),
         Some(&1)
     );
+}
+
+/// Each kind within its own limit, but together more than the tenant's:
+/// the tenant's limit holds (the guard is per tenant, not per kind).
+#[tokio::test]
+async fn the_kinds_of_a_tenant_share_its_limit() {
+    let mut replica = Rows::new();
+    insert(&mut replica, tenant("t", "t", 1));
+    for index in 0..10 {
+        insert(&mut replica, user("t", &format!("u{index}"), "n", 1));
+        insert(&mut replica, group("t", &format!("g{index}"), 1));
+        insert(&mut replica, membership("t", "g0", &format!("u{index}"), 1));
+    }
+    let mut truth = replica.clone();
+    for kind in [Kind::User, Kind::Group] {
+        if let Some(rows) = truth.get_mut(&(kind, "t".into())) {
+            let gone: Vec<_> = rows.keys().take(4).cloned().collect();
+            for key in gone {
+                rows.remove(&key);
+            }
+        }
+    }
+    // 30 rows: the tenant may lose 6; users and groups lose 4 each (each
+    // within its own limit of 5).
+    let store = Arc::new(FakeStore::with(replica.clone()));
+    let report = run(
+        FakeSource::new(truth.clone(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    assert_eq!(store.snapshot(), replica, "{}", report.to_table());
+    let tripped = report
+        .units
+        .iter()
+        .filter(|unit| unit.outcome == UnitOutcome::GuardTripped)
+        .count();
+    assert_eq!(tripped, 2, "{}", report.to_table());
+    // Four of one kind alone are allowed.
+    let mut only_users = replica.clone();
+    only_users.insert(
+        (Kind::User, "t".into()),
+        truth[&(Kind::User, "t".into())].clone(),
+    );
+    let store = Arc::new(FakeStore::with(replica));
+    let report = run(
+        FakeSource::new(only_users.clone(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.to_table());
+    assert_eq!(store.snapshot(), only_users);
 }
 
 #[tokio::test]

@@ -145,5 +145,8 @@ async fn a_cluster_run_whose_floor_cannot_be_raised_is_not_completed() {
             .is_some_and(|reason| reason.contains("generation floor")),
         "{barrier:?}"
     );
-    assert!(store.floor_attempts.load(Ordering::SeqCst) > 1, "not retried");
+    assert!(
+        store.floor_attempts.load(Ordering::SeqCst) > 1,
+        "not retried"
+    );
 }
