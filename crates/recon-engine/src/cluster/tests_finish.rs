@@ -1,6 +1,7 @@
 //! How the leader completes a cluster run: the generation floor is part of
 //! it (retried; a run whose floor cannot be raised is not Completed), and a
-//! restore of the source while the run is in flight aborts it.
+//! restore of the source while the run is in flight aborts it. And the
+//! delete guard of a split tenant's range units.
 
 use super::*;
 use crate::fakes::{FakeSource, FakeStore, Rows, insert};
@@ -60,24 +61,37 @@ fn world() -> Rows {
 
 /// Runs one cluster run with a single member and returns its barrier.
 async fn one_run(source: FakeSource, store: &Arc<FakeStore>) -> Barrier {
+    run_with(source, store, 1).await
+}
+
+/// Runs one cluster run with `members` members and returns its barrier.
+async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) -> Barrier {
     let hub = InProcessHub::new(10);
-    let coordinator = hub.join("m1");
     let mut template = ReconcileOptions::new(0);
     template.retry_backoff = Duration::from_millis(1);
+    template.page_size = 16;
     let settings = ClusterSettings {
         poll_interval: Duration::from_millis(5),
         max_pause: Duration::from_secs(60),
         min_unit_rows: 20,
         template,
     };
-    let member = Arc::new(ClusterMember::new(
-        Arc::new(coordinator.clone()),
-        Reconciler::new(Arc::new(source), store.clone()),
-        Arc::new(OpenGate),
-        settings,
-    ));
+    let source = Arc::new(source);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(member.run(cancel.clone()));
+    let mut tasks = Vec::with_capacity(members);
+    let mut coordinators = Vec::with_capacity(members);
+    for index in 0..members {
+        let coordinator = hub.join(&format!("m{index}"));
+        let member = Arc::new(ClusterMember::new(
+            Arc::new(coordinator.clone()),
+            Reconciler::new(source.clone(), store.clone()),
+            Arc::new(OpenGate),
+            settings.clone(),
+        ));
+        tasks.push(tokio::spawn(member.run(cancel.clone())));
+        coordinators.push(coordinator);
+    }
+    let coordinator = &coordinators[0];
     coordinator
         .request_run(&RunRequest {
             requested_by: "test".into(),
@@ -104,7 +118,9 @@ async fn one_run(source: FakeSource, store: &Arc<FakeStore>) -> Barrier {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     cancel.cancel();
-    task.await.expect("member");
+    for task in tasks {
+        task.await.expect("member");
+    }
     barrier
 }
 
@@ -148,5 +164,63 @@ async fn a_cluster_run_whose_floor_cannot_be_raised_is_not_completed() {
     assert!(
         store.floor_attempts.load(Ordering::SeqCst) > 1,
         "not retried"
+    );
+}
+
+/// A split tenant's key-range units share the tenant's limit: 240 users in
+/// 12 ranges of about 20 may lose 48 in all, about 4 per range — not the
+/// always-allowed 5 in every range (12 × 5 = 60 in all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ranges_of_a_split_tenant_share_its_limit() {
+    let mut replica = Rows::new();
+    insert(
+        &mut replica,
+        Row {
+            tenant_id: "big".into(),
+            record: Record::Tenant(Tenant {
+                id: "big".into(),
+                name: "big".into(),
+            }),
+            version: Version::new(1, 1),
+        },
+    );
+    for index in 0..240u64 {
+        let id = format!(
+            "{:08x}-0000-4000-8000-000000000000",
+            (index * 2_654_435_761) as u32
+        );
+        insert(
+            &mut replica,
+            Row {
+                tenant_id: "big".into(),
+                record: Record::User(User {
+                    id,
+                    email: "e@x".into(),
+                    display_name: "n".into(),
+                    status: UserStatus::Active,
+                }),
+                version: Version::new(1, index + 2),
+            },
+        );
+    }
+    // The source lost the five lowest user ids: all in the first range.
+    let mut truth = replica.clone();
+    if let Some(users) = truth.get_mut(&(Kind::User, "big".into())) {
+        let lowest: Vec<_> = users.keys().take(5).cloned().collect();
+        for key in lowest {
+            users.remove(&key);
+        }
+    }
+    let store = Arc::new(FakeStore::with(replica.clone()));
+    let barrier = run_with(FakeSource::new(truth, Version::new(1, 999)), &store, 3).await;
+    assert_eq!(
+        barrier.status,
+        RunStatus::CompletedWithProblems,
+        "{barrier:?}"
+    );
+    assert_eq!(
+        store.snapshot()[&(Kind::User, "big".into())].len(),
+        240,
+        "a range unit deleted more than its share of the tenant's limit"
     );
 }
