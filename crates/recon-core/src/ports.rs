@@ -2,7 +2,7 @@
 //! talk to the outside world. Adapters (the store, the consumer, later the
 //! source client and the coordinator) implement them; nothing here does I/O.
 
-use crate::{Change, EntityKey, FenceToken, Kind, Row, Version};
+use crate::{Change, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use async_trait::async_trait;
 
 /// What the caller can do about a failed port call.
@@ -66,6 +66,9 @@ pub struct AppliedCounts {
     pub skipped_stale: u64,
     /// Changes of a generation below the store's floor.
     pub skipped_below_floor: u64,
+    /// Reconciliation changes not written because the stored version was
+    /// newer than the page's watermark (a newer event had landed).
+    pub kept_newer: u64,
 }
 
 /// A record the consumer could not apply because of its own content (an
@@ -183,10 +186,24 @@ pub trait ReplicaStore: Send + Sync {
         limit: u64,
     ) -> Result<Vec<Row>, PortError>;
 
-    /// Writes changes in the reconciliation form, fenced by `fence`.
+    /// Live rows of `kind` within `range`: of one tenant, or of every
+    /// tenant when `tenant_id` is `None` (ignored for [`Kind::Tenant`]).
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError>;
+
+    /// Writes changes in the reconciliation form, fenced by `fence`: each
+    /// row is set only where the stored version is not newer than
+    /// `watermark`, the watermark of the source page the changes come from
+    /// (a newer stored version is an event newer than that page: it is kept
+    /// and counted in [`AppliedCounts::kept_newer`]).
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError>;
 

@@ -9,7 +9,9 @@
 //!   the stored one (tombstones included) and its generation is not below
 //!   the store's generation floor;
 //! * [`WriteMode::Reconcile`]: the row is set to exactly the source's data
-//!   and version, fenced by the epoch of the plan it works for: a write
+//!   and version unless the stored version is newer than the watermark of
+//!   the page it was read in (then it is kept and counted), fenced by the
+//!   epoch of the plan it works for: a write
 //!   carrying an epoch older than the highest seen for its scope fails with
 //!   [`Error::StaleEpoch`], checked and raised in the same transaction.
 //!

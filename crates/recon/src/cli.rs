@@ -155,6 +155,30 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A share in `0..=1`, written as a fraction (`0.2`) or a percentage
+/// (`20%`); anything else is an error that says what is accepted (never
+/// clamped: a typo must not widen the delete guard).
+fn parse_share(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (trimmed, 1.0),
+    };
+    let share = number
+        .parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite())
+        .map(|value| value / scale)
+        .ok_or_else(|| format!("expected a share such as 0.2 or 20%, got {text:?}"))?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!(
+            "a share must lie between 0 and 1 (0% and 100%), got {text:?}"
+        ))
+    }
+}
+
 /// Options of `recon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -375,8 +399,9 @@ pub struct RunArgs {
     /// Changes per write transaction.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub write_batch: u32,
-    /// Largest share of a unit's rows a run may delete (delete guard).
-    #[arg(long, default_value_t = 0.2)]
+    /// Largest share of a tenant's rows a run may delete (delete guard):
+    /// a fraction in `0..=1` (`0.2`) or a percentage (`20%`).
+    #[arg(long, default_value = "0.2", value_parser = parse_share)]
     pub max_delete_share: f64,
     /// Override the delete guard: delete whatever the source lacks.
     #[arg(long)]
@@ -437,6 +462,37 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_share;
+
+    #[test]
+    fn shares_are_fractions_or_percentages() {
+        assert_eq!(parse_share("0.2"), Ok(0.2));
+        assert_eq!(parse_share("20%"), Ok(0.2));
+        assert_eq!(parse_share(" 100 % "), Ok(1.0));
+        assert_eq!(parse_share("0"), Ok(0.0));
+    }
+
+    #[test]
+    fn shares_outside_zero_to_one_are_refused_not_clamped() {
+        for text in [
+            "1.5",
+            "-0.1",
+            "150%",
+            "-5%",
+            "NaN",
+            "inf",
+            "",
+            "20 percent",
+            "%",
+        ] {
+            let error = parse_share(text).expect_err(text);
+            assert!(error.contains(&format!("{text:?}")), "{error}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ pub fn exit_code(report: &RunReport) -> ExitCode {
     match report.status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::CompletedWithProblems => ExitCode::from(3),
-        RunStatus::Aborted => ExitCode::from(4),
+        RunStatus::Aborted | RunStatus::Cancelled => ExitCode::from(4),
     }
 }
 
