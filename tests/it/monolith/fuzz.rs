@@ -142,13 +142,16 @@ fn parameters_of(contract: &Contract, operation: &Value) -> anyhow::Result<Vec<P
     Ok(parameters)
 }
 
+/// Query pairs of a request.
+type Query = Vec<(String, String)>;
+
 /// Path segments (the template with its parameters filled in) and query
 /// pairs of one generated request.
 fn generate(
     runner: &mut TestRunner,
     template: &str,
     parameters: &[Parameter],
-) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
+) -> anyhow::Result<(Vec<String>, Query)> {
     let mut segments: Vec<String> = template
         .trim_start_matches('/')
         .split('/')
