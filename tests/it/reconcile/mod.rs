@@ -6,6 +6,7 @@
 //! databases, never with recon's own diff.
 
 mod faults;
+mod guard;
 mod restore;
 
 use recon_core::RunReport;
