@@ -23,7 +23,7 @@ pub(crate) struct Setup {
 }
 
 pub(crate) async fn setup() -> Setup {
-    let broker = Broker::start(Storage::Memory).await.expect("start broker");
+    let broker = Broker::start(Storage::Durable).await.expect("start broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("changes");
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await

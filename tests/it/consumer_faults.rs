@@ -262,7 +262,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
         .await
         .expect("create database");
     let store = Store::connect(&url).await.expect("store");
-    let broker = Broker::start(Storage::Memory).await.expect("broker");
+    let broker = Broker::start(Storage::Durable).await.expect("broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await

@@ -11,7 +11,10 @@ use tokio::process::{Child, Command};
 /// Where the broker keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
-    /// Lost when the process ends.
+    /// Lost when the process ends. tansu 0.6's memory storage loses
+    /// records when a fetch starts inside a stored batch (a consumer that
+    /// rebalances or seeks back mid-batch skips them; see SERVICES.md), so
+    /// tests that consume use [`Storage::Durable`].
     Memory,
     /// A SQLite file in the broker's directory; survives restarts.
     Durable,

@@ -101,7 +101,7 @@ impl Cluster {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let endpoints = etcd_endpoints()?;
         let logs = tempfile::tempdir()?;
-        let broker = Broker::start(Storage::Memory).await?;
+        let broker = Broker::start(Storage::Durable).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
         let replica_db = TestDatabase::create(Backend::Postgres).await?;
         let monolith = Monolith::connect(&monolith_db.url).await?;

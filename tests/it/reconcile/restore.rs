@@ -45,7 +45,7 @@ async fn wait_until_published(fixture: &Fixture) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restore_lag_and_corruption_converge_with_changes_during_the_run() {
     let fixture = Fixture::new(small_spec(31)).await;
-    let broker = Broker::start(Storage::Memory).await.expect("broker");
+    let broker = Broker::start(Storage::Durable).await.expect("broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("restore.changes");
     recon_kafka::admin::ensure_topic(&kafka, 4)
         .await
