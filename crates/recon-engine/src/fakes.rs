@@ -5,7 +5,7 @@ use recon_core::ports::{
     AppliedCounts, FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage,
     TenantCounts,
 };
-use recon_core::{Change, EntityKey, FenceToken, Kind, Row, Version};
+use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, Kind, Row, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +109,8 @@ pub struct FakeStore {
     pub rows: Mutex<Rows>,
     pub floors: Mutex<BTreeMap<String, u64>>,
     pub writes: AtomicU64,
+    /// The last epoch handed out and the latest election that acquired one.
+    pub epochs: Mutex<(u64, Option<ElectionClaim>)>,
 }
 
 impl FakeStore {
@@ -190,6 +192,21 @@ impl ReplicaStore for FakeStore {
 
     async fn raise_fence(&self, _fence: &FenceToken) -> Result<(), PortError> {
         Ok(())
+    }
+
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError> {
+        let mut epochs = self.epochs.lock().expect("lock");
+        if let Some(claim) = claim {
+            if epochs.1.is_some_and(|held| held > claim) {
+                return Err(PortError::new(
+                    recon_core::ports::FailureKind::StaleEpoch,
+                    format!("stale election {claim:?}"),
+                ));
+            }
+            epochs.1 = Some(claim);
+        }
+        epochs.0 += 1;
+        Ok(epochs.0)
     }
 
     async fn raise_generation_floor(

@@ -45,6 +45,11 @@ impl Keys {
         format!("{}{lease:x}", self.election_prefix())
     }
 
+    /// The incarnation of this etcd's coordination state (set once).
+    pub(crate) fn incarnation(&self) -> String {
+        format!("{}/incarnation", self.root)
+    }
+
     pub(crate) fn request(&self) -> String {
         format!("{}/request", self.root)
     }

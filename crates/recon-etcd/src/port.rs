@@ -94,6 +94,30 @@ impl Coordinator for EtcdCoordinator {
         self.current_leader().await
     }
 
+    async fn incarnation(&self) -> Result<Option<u64>, PortError> {
+        self.kv().get_json(&self.keys().incarnation()).await
+    }
+
+    async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError> {
+        let key = self.keys().incarnation();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), encode(&proposed)?, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = self.kv().txn("init incarnation", txn).await?;
+        if answer.succeeded() {
+            return Ok(proposed);
+        }
+        for response in answer.op_responses() {
+            if let TxnOpResponse::Get(read) = response
+                && let Some(entry) = read.kvs().first()
+            {
+                return decode(entry);
+            }
+        }
+        Err(permanent("etcd incarnation vanished while it was set"))
+    }
+
     async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
         let key = self.keys().request();
         self.kv().put_json("put request", &key, request, None).await

@@ -9,7 +9,10 @@
 //!
 //! * `fences(scope, epoch)`: highest reconciliation epoch seen per scope;
 //! * `generation_floors(scope, generation)`: events of an older generation
-//!   are skipped (scope = tenant id, or `*` for the whole store).
+//!   are skipped (scope = tenant id, or `*` for the whole store);
+//! * `epoch_claims(singleton, incarnation, election)`: the latest election
+//!   that acquired an epoch (one row), so an older one cannot acquire after
+//!   it.
 
 use recon_core::Kind;
 use sea_orm::DbBackend;
@@ -105,7 +108,7 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema)]
+        vec![Box::new(InitialSchema), Box::new(EpochClaims)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -144,6 +147,29 @@ impl MigrationTrait for InitialSchema {
             .execute_unprepared(&format!(
                 "CREATE TABLE IF NOT EXISTS generation_floors (scope {id_type} PRIMARY KEY, generation BIGINT NOT NULL)"
             ))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The election that last acquired an epoch (see [`crate::Store::acquire_epoch`]).
+struct EpochClaims;
+
+impl MigrationName for EpochClaims {
+    fn name(&self) -> &str {
+        "m0002_epoch_claims"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for EpochClaims {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS epoch_claims (singleton INTEGER PRIMARY KEY, \
+                 incarnation BIGINT NOT NULL, election BIGINT NOT NULL)",
+            )
             .await?;
         Ok(())
     }

@@ -26,6 +26,7 @@ struct HubState {
     members: BTreeMap<MemberId, (MemberInfo, CancellationToken)>,
     leader: Option<(MemberId, u64, CancellationToken)>,
     next_epoch: u64,
+    incarnation: Option<u64>,
     request: Option<RunRequest>,
     current: Option<RunState>,
     runs: BTreeMap<String, RunRecords>,
@@ -38,8 +39,9 @@ pub struct InProcessHub {
 }
 
 impl InProcessHub {
-    /// A hub whose first leader gets epoch `first_epoch` (give a single
-    /// instance a wall-clock epoch so it grows across restarts).
+    /// A hub whose first leader gets election epoch `first_epoch`. The
+    /// store epochs its leaders write with come from the store, whatever
+    /// this is.
     pub fn new(first_epoch: u64) -> Self {
         let hub = Self::default();
         hub.lock().next_epoch = first_epoch.max(1);
@@ -158,7 +160,12 @@ impl Coordinator for InProcessCoordinator {
                     state.next_epoch += 1;
                     let lost = self.session.child_token();
                     state.leader = Some((self.member.clone(), epoch, lost.clone()));
-                    return Ok(Leadership { epoch, lost });
+                    return Ok(Leadership {
+                        epoch,
+                        store_epoch: 0,
+                        incarnation: 0,
+                        lost,
+                    });
                 }
             }
             tokio::select! {
@@ -186,6 +193,14 @@ impl Coordinator for InProcessCoordinator {
             .leader
             .as_ref()
             .map(|(member, epoch, _)| (member.clone(), *epoch)))
+    }
+
+    async fn incarnation(&self) -> Result<Option<u64>, PortError> {
+        Ok(self.hub.lock().incarnation)
+    }
+
+    async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError> {
+        Ok(*self.hub.lock().incarnation.get_or_insert(proposed))
     }
 
     async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {

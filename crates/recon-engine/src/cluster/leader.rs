@@ -2,12 +2,13 @@
 //! run, wait for every acknowledgement, plan, hand units out (again when an
 //! assignee dies), finish with the floor and the barrier, resign.
 
+use super::backoff::Backoff;
 use super::member::{ClusterMember, now_ms};
 use super::port::Leadership;
 use super::types::{Barrier, DoneRecord, Plan, RunPhase, RunRequest, RunState, UnitPlan};
 use crate::options::Scope;
-use recon_core::ports::PortError;
-use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
+use recon_core::ports::{FailureKind, PortError};
+use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,15 +16,22 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+/// The longest wait between campaigns after leadership could not be used.
+const MAX_CAMPAIGN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The longest wait between attempts to write a barrier.
+const MAX_BARRIER_BACKOFF: Duration = Duration::from_secs(5);
+
 impl ClusterMember {
     pub(super) async fn lead_forever(self: Arc<Self>, stop: CancellationToken) {
+        let mut backoff = Backoff::new(self.settings.poll_interval, MAX_CAMPAIGN_BACKOFF);
         while !stop.is_cancelled() {
             let leadership = match self.coordinator.campaign(&stop).await {
                 Ok(leadership) => leadership,
                 Err(error) => {
                     if !stop.is_cancelled() {
                         warn!(error = %error, "campaign failed, retrying");
-                        tokio::time::sleep(self.settings.poll_interval).await;
+                        backoff.wait(&stop).await;
                     }
                     continue;
                 }
@@ -33,26 +41,39 @@ impl ClusterMember {
                 member = self.coordinator.member_id(),
                 epoch = leadership.epoch
             );
-            self.lead(&leadership, &stop).instrument(span).await;
+            if self.lead(leadership, &stop).instrument(span).await {
+                backoff.reset();
+            } else {
+                // The store refused or could not give an epoch: campaigning
+                // again at once would spin (and fail the same way).
+                backoff.wait(&stop).await;
+            }
         }
     }
 
     /// Leads until the current run's barrier is written (then resigns) or
-    /// leadership is lost.
-    async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) {
+    /// leadership is lost; `false` if it could not acquire a store epoch.
+    async fn lead(&self, mut leadership: Leadership, stop: &CancellationToken) -> bool {
         info!("elected leader");
-        let global = FenceToken::new(GLOBAL_SCOPE, leadership.epoch);
-        if let Err(error) = self.reconciler.store.raise_fence(&global).await {
-            error!(error = %error, "could not raise the global fence; giving leadership up");
-            let _ = self.coordinator.resign(leadership).await;
-            return;
+        match self.acquire_store_epoch(&mut leadership).await {
+            Ok(()) => info!(
+                store_epoch = leadership.store_epoch,
+                incarnation = leadership.incarnation,
+                "store epoch acquired"
+            ),
+            Err(error) => {
+                error!(error = %error, "could not acquire a store epoch; giving leadership up");
+                let _ = self.coordinator.resign(&leadership).await;
+                return false;
+            }
         }
+        let leadership = &leadership;
         while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
             match self.lead_step(leadership).await {
                 Ok(true) => {
                     self.counters.runs_led.fetch_add(1, Ordering::SeqCst);
                     let _ = self.coordinator.resign(leadership).await;
-                    return;
+                    return true;
                 }
                 Ok(false) => {}
                 Err(error) => warn!(error = %error, "leader step failed, retrying"),
@@ -64,6 +85,27 @@ impl ClusterMember {
             }
         }
         info!("leadership ended");
+        true
+    }
+
+    /// Gets this leadership's epoch from the store (DESIGN §2: epochs come
+    /// from the store, never from a clock), presenting its election so that
+    /// an older election can never acquire after a newer one. The first
+    /// leader of a coordination state (a new or rebuilt etcd) sets its
+    /// incarnation to a fresh store epoch first.
+    async fn acquire_store_epoch(&self, leadership: &mut Leadership) -> Result<(), PortError> {
+        let store = &self.reconciler.store;
+        leadership.incarnation = match self.coordinator.incarnation().await? {
+            Some(incarnation) => incarnation,
+            None => {
+                let proposed = store.acquire_epoch(None).await?;
+                let incarnation = self.coordinator.init_incarnation(proposed).await?;
+                info!(incarnation, "coordination state incarnated");
+                incarnation
+            }
+        };
+        leadership.store_epoch = store.acquire_epoch(Some(leadership.claim())).await?;
+        Ok(())
     }
 
     /// One step of the leader's state machine; `true` once a barrier is written.
@@ -74,9 +116,9 @@ impl ClusterMember {
             }
             return Ok(false);
         };
-        if run.epoch != leadership.epoch {
+        if run.epoch != leadership.store_epoch {
             info!(run = %run.run_id, previous_epoch = run.epoch, "adopting the run of a previous leader");
-            run.epoch = leadership.epoch;
+            run.epoch = leadership.store_epoch;
             self.coordinator.put_run(leadership, &run).await?;
         }
         let Some(remaining) = self.remaining_pause(&run) else {
@@ -128,10 +170,10 @@ impl ClusterMember {
         request: RunRequest,
     ) -> Result<(), PortError> {
         let run = RunState {
-            run_id: format!("run-{}-{}", now_ms(), leadership.epoch),
+            run_id: format!("run-{}-{}", now_ms(), leadership.store_epoch),
             request,
             phase: RunPhase::Pausing,
-            epoch: leadership.epoch,
+            epoch: leadership.store_epoch,
             started_unix_ms: now_ms(),
             traceparent: None,
         };
@@ -325,6 +367,14 @@ impl ClusterMember {
             .await
     }
 
+    /// Closes the run in the store, then writes its barrier.
+    ///
+    /// Closing acquires a fresh store epoch, which raises the global fence
+    /// past the run's epoch: a follower frozen mid-unit that wakes up after
+    /// consumers resumed lands nothing. From then on this leadership's run
+    /// epoch is fenced, so the barrier write is retried here (with backoff)
+    /// until it lands or the leadership is lost — a new leader adopts the
+    /// run with a newer epoch and finishes it again.
     async fn write_barrier(
         &self,
         leadership: &Leadership,
@@ -332,13 +382,31 @@ impl ClusterMember {
         status: RunStatus,
         reason: Option<String>,
     ) -> Result<(), PortError> {
+        let closed_at = self
+            .reconciler
+            .store
+            .acquire_epoch(Some(leadership.claim()))
+            .await?;
+        info!(run = %run.run_id, epoch = run.epoch, fence = closed_at, "run closed in the store");
         info!(run = %run.run_id, ?status, reason = reason.as_deref().unwrap_or(""), "writing the barrier");
         let barrier = Barrier {
             run_id: run.run_id.clone(),
             status,
             reason,
-            epoch: leadership.epoch,
+            epoch: leadership.store_epoch,
         };
-        self.coordinator.put_barrier(leadership, &barrier).await
+        let mut backoff = Backoff::new(self.settings.poll_interval, MAX_BARRIER_BACKOFF);
+        loop {
+            match self.coordinator.put_barrier(leadership, &barrier).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind == FailureKind::StaleEpoch => return Err(error),
+                Err(error) => {
+                    warn!(error = %error, "barrier write failed, retrying");
+                    if !backoff.wait(&leadership.lost).await {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 }

@@ -205,7 +205,7 @@ async fn request_reconcile(
     let body = body.map(|Json(body)| body).unwrap_or_default();
     let request = RunRequest {
         requested_by: format!("admin API of {}", state.coordinator.member_id()),
-        requested_unix_ms: super::reconcile::wall_clock_epoch(),
+        requested_unix_ms: super::reconcile::now_unix_ms(),
         tenants: body.tenants,
         dry_run: body.dry_run,
         allow_mass_delete: body.allow_mass_delete,
