@@ -1,0 +1,235 @@
+//! Epochs come from one source per store (DESIGN §2): `recon reconcile`, an
+//! etcd cluster and a rebuilt (wiped) etcd reconcile the same replica
+//! database one after the other, and every run completes.
+//!
+//! Before, `recon reconcile` fenced the store at its wall-clock epoch
+//! (~1.7e12), above any etcd revision: no cluster leader could raise the
+//! fence afterwards, and none finished a run.
+
+use super::{Fixture, small_spec};
+use anyhow::{Context, bail, ensure};
+use async_trait::async_trait;
+use recon_core::ports::{ConsumerGate, PortError};
+use recon_engine::ReconcileOptions;
+use recon_engine::cluster::{ClusterMember, ClusterSettings, MemberInfo, RunRequest};
+use recon_engine::{Reconciler, cluster::Coordinator};
+use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_source::{HttpSource, SourceConfig};
+use recon_tests::free_port;
+use recon_tests::process::recon_binary;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(61)).await;
+    let prefix = format!("/recon/epochs-{}", uuid::Uuid::new_v4().simple());
+
+    damage(&fixture).await?;
+    standalone_reconcile(&fixture).await?;
+    ensure!(fixture.differences().await == 0, "standalone run left differences");
+
+    let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
+        .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
+    damage(&fixture).await?;
+    cluster_run(&fixture, &etcd, &prefix, "after a standalone run").await?;
+
+    // A rebuilt etcd: new data directory, revisions from 1 again.
+    let rebuilt = FreshEtcd::start().await?;
+    damage(&fixture).await?;
+    cluster_run(&fixture, &rebuilt.endpoint, &prefix, "on a rebuilt etcd").await?;
+
+    damage(&fixture).await?;
+    standalone_reconcile(&fixture).await?;
+    ensure!(fixture.differences().await == 0, "last standalone run left differences");
+    Ok(())
+}
+
+/// Deletes replica rows so that a run has something to repair.
+async fn damage(fixture: &Fixture) -> anyhow::Result<()> {
+    let deleted = fixture
+        .replica_sql("DELETE FROM replica_memberships WHERE user_id IN (SELECT user_id FROM replica_memberships ORDER BY user_id LIMIT 3)")
+        .await;
+    // The first damage happens on an empty replica; later ones must bite.
+    let total = fixture.differences().await;
+    ensure!(deleted > 0 || total > 0, "nothing to reconcile");
+    Ok(())
+}
+
+/// `recon reconcile` as a user runs it.
+async fn standalone_reconcile(fixture: &Fixture) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(recon_binary()?)
+        .args([
+            "reconcile",
+            "--database-url",
+            &fixture.replica_db.url,
+            "--source-url",
+            &fixture.source_url,
+            "--no-progress",
+            "--allow-mass-delete",
+            "--page-size",
+            "50",
+        ])
+        .output()
+        .await
+        .context("run recon reconcile")?;
+    ensure!(
+        output.status.success(),
+        "recon reconcile failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Two members on `endpoint` under `prefix`; one run requested; waits until
+/// its barrier is written and the replica equals the monolith.
+async fn cluster_run(
+    fixture: &Fixture,
+    endpoint: &str,
+    prefix: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut members = Vec::new();
+    for id in ["e1", "e2"] {
+        let info = MemberInfo {
+            id: id.to_owned(),
+            admin_url: None,
+            joined_unix_ms: 0,
+        };
+        let mut settings = EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
+        settings.lease_ttl_secs = 3;
+        let coordinator = EtcdCoordinator::connect(settings, shutdown.clone()).await?;
+        let mut config = SourceConfig::new(&fixture.source_url);
+        config.request_timeout = Duration::from_secs(5);
+        let source = HttpSource::new(&config)?;
+        let reconciler = Reconciler::new(Arc::new(source), Arc::new(fixture.store.clone()));
+        let mut template = ReconcileOptions::new(0);
+        template.page_size = 50;
+        let member = Arc::new(ClusterMember::new(
+            Arc::new(coordinator.clone()),
+            reconciler,
+            Arc::new(NoGate),
+            ClusterSettings {
+                poll_interval: Duration::from_millis(50),
+                max_pause: Duration::from_secs(60),
+                min_unit_rows: 200,
+                template,
+            },
+        ));
+        let task = tokio::spawn(member.clone().run(shutdown.clone()));
+        members.push((coordinator, member, task));
+    }
+    let request = RunRequest {
+        requested_by: "epochs test".into(),
+        requested_unix_ms: 0,
+        tenants: Vec::new(),
+        dry_run: false,
+        allow_mass_delete: true,
+    };
+    members[0].0.request_run(&request).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let led: u64 = members
+            .iter()
+            .map(|(_, member, _)| member.counters().runs_led.load(Ordering::SeqCst))
+            .sum();
+        if led >= 1 {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!("no run finished {what} within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shutdown.cancel();
+    for (_, _, task) in members {
+        task.await?;
+    }
+    outcome?;
+    ensure!(
+        fixture.differences().await == 0,
+        "the cluster run {what} left differences"
+    );
+    Ok(())
+}
+
+/// Consumers are not part of this test.
+struct NoGate;
+
+#[async_trait]
+impl ConsumerGate for NoGate {
+    async fn pause(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+/// A throw-away single-member etcd with an empty data directory.
+struct FreshEtcd {
+    endpoint: String,
+    child: tokio::process::Child,
+    _data: tempfile::TempDir,
+}
+
+impl FreshEtcd {
+    async fn start() -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = tokio::process::Command::new("etcd")
+            .args([
+                "--name",
+                "rebuilt",
+                "--data-dir",
+                &data.path().join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("rebuilt={peer}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start etcd (is it installed? scripts/test.sh installs it)")?;
+        let etcd = Self {
+            endpoint,
+            child,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut client) = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await
+                && client.get("health", None).await.is_ok()
+            {
+                return Ok(etcd);
+            }
+            if Instant::now() > deadline {
+                bail!("the fresh etcd on {} did not answer", etcd.endpoint);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for FreshEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
