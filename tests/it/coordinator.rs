@@ -64,6 +64,7 @@ macro_rules! coordinator_suite {
             acks_of_a_killed_member_vanish,
             claims_are_exclusive_and_die_with_the_holder,
             done_records_survive_the_member,
+            done_records_need_the_assignment_and_the_claim,
             barrier_clears_only_its_own_current_run,
         ]);
     };

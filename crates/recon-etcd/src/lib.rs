@@ -20,8 +20,8 @@
 //! | `<prefix>/runs/<run>/plan` | [`Plan`](recon_engine::cluster::Plan) | none | the leader, guarded (`put_plan`) |
 //! | `<prefix>/runs/<run>/acks/<member>` | the member id (JSON string) | the member's | the member (`ack_pause`) |
 //! | `<prefix>/runs/<run>/assign/<unit>` | the assignee's id (JSON string) | none | the leader, guarded (`assign`) |
-//! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent) |
-//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`) |
+//! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent and the unit is assigned to it) |
+//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
 //! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
 //!
 //! # Session, leadership, fencing

@@ -7,7 +7,7 @@ use crate::kv::{decode, encode, key_suffix};
 use crate::member::EtcdCoordinator;
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use recon_core::ports::PortError;
+use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{
     Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan, RunRequest, RunState,
     UnitId,
@@ -35,15 +35,20 @@ impl EtcdCoordinator {
         Ok(entries)
     }
 
-    /// Creates the claim key under this member's lease unless it exists.
+    /// Creates the claim key under this member's lease if the unit is
+    /// assigned to this member and nobody holds it.
     #[instrument(name = "coord.claim", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
     async fn claim_unit(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
         self.alive()?;
         let key = self.keys().entry(run_id, Collection::Claims, unit);
         let value = encode(&self.member())?;
         let under_lease = PutOptions::new().with_lease(self.lease_id());
+        let assigned = self.assigned_to_me(run_id, unit)?;
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .when([
+                assigned,
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            ])
             .and_then([TxnOp::put(key.clone(), value, Some(under_lease))])
             .or_else([TxnOp::get(key, None)]);
         let answer = self.kv().txn("claim unit", txn).await?;
@@ -55,10 +60,63 @@ impl EtcdCoordinator {
                 && let Some(entry) = read.kvs().first()
             {
                 let holder: MemberId = decode(entry)?;
-                return Ok(holder == self.member());
+                // Held by this member: still ours only while assigned to us.
+                return Ok(holder == self.member() && self.still_assigned(run_id, unit).await?);
             }
         }
         Ok(false)
+    }
+
+    /// Writes a done-record if the unit is still assigned to this member and
+    /// its claim (under this member's lease) still stands: a member frozen
+    /// past its lease, whose unit went to another, writes nothing.
+    #[instrument(name = "coord.put_done", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
+    async fn put_done_if_assigned(
+        &self,
+        run_id: &str,
+        unit: &str,
+        record: &DoneRecord,
+    ) -> Result<(), PortError> {
+        self.alive()?;
+        let claim = self.keys().entry(run_id, Collection::Claims, unit);
+        let done = self.keys().entry(run_id, Collection::Done, unit);
+        let txn = Txn::new()
+            .when([
+                self.assigned_to_me(run_id, unit)?,
+                Compare::value(claim, CompareOp::Equal, encode(&self.member())?),
+                Compare::lease(
+                    self.keys().entry(run_id, Collection::Claims, unit),
+                    CompareOp::Equal,
+                    self.lease_id(),
+                ),
+            ])
+            .and_then([TxnOp::put(done, encode(record)?, None)]);
+        if self.kv().txn("put done", txn).await?.succeeded() {
+            return Ok(());
+        }
+        Err(PortError::new(
+            FailureKind::StaleEpoch,
+            format!(
+                "unit {unit} of run {run_id} is no longer assigned to and claimed by {}",
+                self.member()
+            ),
+        ))
+    }
+
+    /// The compare "`unit` is assigned to this member".
+    fn assigned_to_me(&self, run_id: &str, unit: &str) -> Result<Compare, PortError> {
+        let key = self.keys().entry(run_id, Collection::Assign, unit);
+        Ok(Compare::value(
+            key,
+            CompareOp::Equal,
+            encode(&self.member())?,
+        ))
+    }
+
+    async fn still_assigned(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        let key = self.keys().entry(run_id, Collection::Assign, unit);
+        let assignee: Option<MemberId> = self.kv().get_json(&key).await?;
+        Ok(assignee.as_deref() == Some(self.member()))
     }
 }
 
@@ -197,9 +255,7 @@ impl Coordinator for EtcdCoordinator {
         unit: &str,
         record: &DoneRecord,
     ) -> Result<(), PortError> {
-        self.alive()?;
-        let key = self.keys().entry(run_id, Collection::Done, unit);
-        self.kv().put_json("put done", &key, record, None).await
+        self.put_done_if_assigned(run_id, unit, record).await
     }
 
     async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {

@@ -49,9 +49,7 @@ pub enum Error {
     },
     /// A leader asked for an epoch with an election older than one that
     /// already acquired an epoch (a zombie of an older election).
-    #[error(
-        "stale election {claimed:?}: the store already handed an epoch to election {held:?}"
-    )]
+    #[error("stale election {claimed:?}: the store already handed an epoch to election {held:?}")]
     StaleElection {
         /// The election presented.
         claimed: recon_core::ElectionClaim,

@@ -206,13 +206,16 @@ impl Store {
             .query_all_raw(binder.statement(select))
             .await
             .map_err(database("acquire epoch"))?;
-        let highest = Binder::new(backend).statement("SELECT MAX(epoch) AS epoch FROM fences".to_owned());
+        let highest =
+            Binder::new(backend).statement("SELECT MAX(epoch) AS epoch FROM fences".to_owned());
         let row = transaction
             .query_one_raw(highest)
             .await
             .map_err(database("acquire epoch"))?;
         let fence: Option<i64> = match row {
-            Some(row) => row.try_get("", "epoch").map_err(database("acquire epoch"))?,
+            Some(row) => row
+                .try_get("", "epoch")
+                .map_err(database("acquire epoch"))?,
             None => None,
         };
         let fence = sql::from_db(fence.unwrap_or(0), "epoch")?;
@@ -261,7 +264,10 @@ async fn record_claim(transaction: &DatabaseTransaction, claim: ElectionClaim) -
         };
         if held > claim {
             warn!(?claim, ?held, "epoch refused to an older election");
-            return Err(Error::StaleElection { claimed: claim, held });
+            return Err(Error::StaleElection {
+                claimed: claim,
+                held,
+            });
         }
     }
     let mut binder = Binder::new(backend);

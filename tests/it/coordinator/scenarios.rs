@@ -341,6 +341,9 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
 ) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    a.assign(&leadership, "r1", "t2/users/2", "a").await?;
+    a.assign(&leadership, "r1", "t1", "b").await?;
     ensure!(a.claim("r1", "t2/users/2").await?, "a claims a free unit");
     ensure!(
         !b.claim("r1", "t2/users/2").await?,
@@ -363,6 +366,12 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
         "the dead holder's claim vanished"
     );
     ensure!(
+        !b.claim("r1", "t2/users/2").await?,
+        "b cannot claim the orphaned unit before it is handed to b"
+    );
+    let next = lead(&b).await?;
+    b.assign(&next, "r1", "t2/users/2", "b").await?;
+    ensure!(
         b.claim("r1", "t2/users/2").await?,
         "b takes the orphaned unit"
     );
@@ -376,6 +385,9 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
 pub(crate) async fn done_records_survive_the_member(cluster: &impl Cluster) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;
+    let leadership = lead(&b).await?;
+    b.assign(&leadership, "r1", "t2/users/2", "a").await?;
+    ensure!(a.claim("r1", "t2/users/2").await?, "a claims its unit");
     a.put_done("r1", "t2/users/2", &done_record("a", 7)).await?;
     cluster.kill("a").await?;
     let expected = BTreeMap::from([("t2/users/2".to_owned(), done_record("a", 7))]);
@@ -413,5 +425,44 @@ pub(crate) async fn barrier_clears_only_its_own_current_run(
         a.barrier("r1").await? == Some(barrier("r1", epoch)),
         "r1's barrier written"
     );
+    Ok(())
+}
+
+/// A member whose unit was handed to another (it was frozen past its
+/// lease, say) can neither claim it nor write its done-record, and the
+/// other member's record stands.
+pub(crate) async fn done_records_need_the_assignment_and_the_claim(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    ensure!(!b.claim("r1", "t1").await?, "b claims an unassigned unit");
+    expect_stale(
+        "done-record of an unassigned unit",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    a.assign(&leadership, "r1", "t1", "b").await?;
+    expect_stale(
+        "done-record without the claim",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    ensure!(b.claim("r1", "t1").await?, "b claims its unit");
+    // The unit is handed to a while b still holds its claim (b is frozen).
+    a.assign(&leadership, "r1", "t1", "a").await?;
+    ensure!(
+        !b.claim("r1", "t1").await?,
+        "b re-claims a unit handed away"
+    );
+    expect_stale(
+        "done-record of a unit handed away",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    ensure!(b.done("r1").await?.is_empty(), "b's done-record landed");
+    cluster.kill("b").await?;
+    ensure!(a.claim("r1", "t1").await?, "a claims the unit");
+    a.put_done("r1", "t1", &done_record("a", 8)).await?;
+    let expected = BTreeMap::from([("t1".to_owned(), done_record("a", 8))]);
+    ensure!(a.done("r1").await? == expected, "a's done-record stands");
     Ok(())
 }

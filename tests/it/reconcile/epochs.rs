@@ -9,9 +9,10 @@
 use super::{Fixture, small_spec};
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
-use recon_core::ports::{ConsumerGate, PortError};
+use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
+use recon_core::{Change, Deletion, EntityKey, FenceToken, Kind, Version};
 use recon_engine::ReconcileOptions;
-use recon_engine::cluster::{ClusterMember, ClusterSettings, MemberInfo, RunRequest};
+use recon_engine::cluster::{ClusterMember, ClusterSettings, MemberInfo, Plan, RunRequest};
 use recon_engine::{Reconciler, cluster::Coordinator};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
 use recon_source::{HttpSource, SourceConfig};
@@ -29,7 +30,10 @@ async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::
 
     damage(&fixture).await?;
     standalone_reconcile(&fixture).await?;
-    ensure!(fixture.differences().await == 0, "standalone run left differences");
+    ensure!(
+        fixture.differences().await == 0,
+        "standalone run left differences"
+    );
 
     let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
         .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
@@ -43,8 +47,51 @@ async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::
 
     damage(&fixture).await?;
     standalone_reconcile(&fixture).await?;
-    ensure!(fixture.differences().await == 0, "last standalone run left differences");
+    ensure!(
+        fixture.differences().await == 0,
+        "last standalone run left differences"
+    );
     Ok(())
+}
+
+/// The run is closed in the store before its barrier is written: a write
+/// that still carries the run's epoch (a follower frozen mid-unit that wakes
+/// up after consumers resumed) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(62)).await;
+    let prefix = format!("/recon/closed-{}", uuid::Uuid::new_v4().simple());
+    let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
+        .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
+    cluster_run(&fixture, &etcd, &prefix, "on an empty replica").await?;
+    let epoch = run_epoch(&etcd, &prefix).await?;
+    let late = Change::Delete(Deletion {
+        tenant_id: "late-tenant".into(),
+        kind: Kind::User,
+        key: EntityKey::id("late-user"),
+        version: Version::new(u64::MAX / 2, 1),
+    });
+    let token = FenceToken::new("late-tenant", epoch);
+    match ReplicaStore::apply_reconciliation(&fixture.store, &token, &[late]).await {
+        Err(error) if error.kind == FailureKind::StaleEpoch => Ok(()),
+        Err(error) => bail!("the late write failed, but not on the fence: {error}"),
+        Ok(counts) => bail!("a write at the finished run's epoch {epoch} landed: {counts:?}"),
+    }
+}
+
+/// The epoch of the (only) run under `prefix`, from its plan.
+async fn run_epoch(endpoint: &str, prefix: &str) -> anyhow::Result<u64> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+    let runs = format!("{prefix}/runs/");
+    let options = etcd_client::GetOptions::new().with_prefix();
+    let response = client.get(runs.as_str(), Some(options)).await?;
+    for entry in response.kvs() {
+        if entry.key_str()?.ends_with("/plan") {
+            let plan: Plan = serde_json::from_slice(entry.value())?;
+            return Ok(plan.epoch);
+        }
+    }
+    bail!("no plan under {runs}")
 }
 
 /// Deletes replica rows so that a run has something to repair.
@@ -215,7 +262,8 @@ impl FreshEtcd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut client) = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await
+            if let Ok(mut client) =
+                etcd_client::Client::connect([etcd.endpoint.as_str()], None).await
                 && client.get("health", None).await.is_ok()
             {
                 return Ok(etcd);

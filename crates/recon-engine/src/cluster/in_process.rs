@@ -295,6 +295,9 @@ impl Coordinator for InProcessCoordinator {
         self.alive()?;
         let mut state = self.hub.lock();
         let records = state.runs.entry(run_id.to_owned()).or_default();
+        if records.assignments.get(unit) != Some(&self.member) {
+            return Ok(false);
+        }
         match records.claims.get(unit) {
             Some(holder) if holder != &self.member => Ok(false),
             _ => {
@@ -321,13 +324,19 @@ impl Coordinator for InProcessCoordinator {
         record: &DoneRecord,
     ) -> Result<(), PortError> {
         self.alive()?;
-        self.hub
-            .lock()
-            .runs
-            .entry(run_id.to_owned())
-            .or_default()
-            .done
-            .insert(unit.to_owned(), record.clone());
+        let mut state = self.hub.lock();
+        let records = state.runs.entry(run_id.to_owned()).or_default();
+        let mine = Some(&self.member);
+        if records.assignments.get(unit) != mine || records.claims.get(unit) != mine {
+            return Err(PortError::new(
+                FailureKind::StaleEpoch,
+                format!(
+                    "unit {unit} of run {run_id} is no longer assigned to and claimed by {}",
+                    self.member
+                ),
+            ));
+        }
+        records.done.insert(unit.to_owned(), record.clone());
         Ok(())
     }
 

@@ -115,14 +115,18 @@ pub trait Coordinator: Send + Sync {
     /// Current assignments of a run.
     async fn assignments(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
 
-    /// Claims a unit for this member if nobody holds it; `false` if another
-    /// live member does. Session-bound.
+    /// Claims a unit for this member if it is assigned to this member and
+    /// nobody else holds it; `false` otherwise. Session-bound.
     async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError>;
 
     /// Live claims of a run.
     async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
 
-    /// Records a finished unit (kept after the member dies).
+    /// Records a finished unit (kept after the member dies), only while the
+    /// unit is still assigned to this member and claimed by it; fails with
+    /// [`FailureKind::StaleEpoch`](recon_core::ports::FailureKind) otherwise
+    /// and writes nothing, so a frozen member never replaces the record of
+    /// the member its unit was handed to.
     async fn put_done(
         &self,
         run_id: &str,
