@@ -9,13 +9,14 @@
 use super::{Fixture, small_spec};
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
-use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
-use recon_core::{Change, Deletion, EntityKey, FenceToken, Kind, Version};
+use recon_core::ports::{AppliedCounts, ConsumerGate, FailureKind, PortError, ReplicaStore};
+use recon_core::{Change, Deletion, ElectionClaim, EntityKey, FenceToken, Kind, Row, Version};
 use recon_engine::ReconcileOptions;
 use recon_engine::cluster::{ClusterMember, ClusterSettings, MemberInfo, Plan, RunRequest};
 use recon_engine::{Reconciler, cluster::Coordinator};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
 use recon_source::{HttpSource, SourceConfig};
+use recon_store::Store;
 use recon_tests::free_port;
 use recon_tests::process::recon_binary;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
     let prefix = format!("/recon/closed-{}", uuid::Uuid::new_v4().simple());
     let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
         .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
-    cluster_run(&fixture, &etcd, &prefix, "on an empty replica").await?;
+    cluster_run_with(&fixture, &etcd, &prefix, "on an empty replica", true).await?;
     let epoch = run_epoch(&etcd, &prefix).await?;
     let late = Change::Delete(Deletion {
         tenant_id: "late-tenant".into(),
@@ -140,7 +141,27 @@ async fn cluster_run(
     prefix: &str,
     what: &str,
 ) -> anyhow::Result<()> {
+    cluster_run_with(fixture, endpoint, prefix, what, false).await
+}
+
+/// [`cluster_run`]; with `one_term`, the store refuses every leader an
+/// epoch once no run is current or pending, so that no leader elected after
+/// the barrier moves the fence (what it would do only milliseconds later).
+async fn cluster_run_with(
+    fixture: &Fixture,
+    endpoint: &str,
+    prefix: &str,
+    what: &str,
+    one_term: bool,
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    let request = RunRequest {
+        requested_by: "epochs test".into(),
+        requested_unix_ms: 0,
+        tenants: Vec::new(),
+        dry_run: false,
+        allow_mass_delete: true,
+    };
     let mut members = Vec::new();
     for id in ["e1", "e2"] {
         let info = MemberInfo {
@@ -154,11 +175,23 @@ async fn cluster_run(
         let mut config = SourceConfig::new(&fixture.source_url);
         config.request_timeout = Duration::from_secs(5);
         let source = HttpSource::new(&config)?;
-        let reconciler = Reconciler::new(Arc::new(source), Arc::new(fixture.store.clone()));
+        let coordinator_port: Arc<dyn Coordinator> = Arc::new(coordinator.clone());
+        if members.is_empty() {
+            coordinator_port.request_run(&request).await?;
+        }
+        let store: Arc<dyn ReplicaStore> = if one_term {
+            Arc::new(EpochsDuringRunsOnly {
+                store: fixture.store.clone(),
+                coordinator: coordinator_port.clone(),
+            })
+        } else {
+            Arc::new(fixture.store.clone())
+        };
+        let reconciler = Reconciler::new(Arc::new(source), store);
         let mut template = ReconcileOptions::new(0);
         template.page_size = 50;
         let member = Arc::new(ClusterMember::new(
-            Arc::new(coordinator.clone()),
+            coordinator_port,
             reconciler,
             Arc::new(NoGate),
             ClusterSettings {
@@ -171,14 +204,6 @@ async fn cluster_run(
         let task = tokio::spawn(member.clone().run(shutdown.clone()));
         members.push((coordinator, member, task));
     }
-    let request = RunRequest {
-        requested_by: "epochs test".into(),
-        requested_unix_ms: 0,
-        tenants: Vec::new(),
-        dry_run: false,
-        allow_mass_delete: true,
-    };
-    members[0].0.request_run(&request).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
         let led: u64 = members
@@ -203,6 +228,60 @@ async fn cluster_run(
         "the cluster run {what} left differences"
     );
     Ok(())
+}
+
+/// The replica store, except that a leader gets no epoch while no run is
+/// current or pending (see [`cluster_run_with`]).
+struct EpochsDuringRunsOnly {
+    store: Store,
+    coordinator: Arc<dyn Coordinator>,
+}
+
+#[async_trait]
+impl ReplicaStore for EpochsDuringRunsOnly {
+    async fn read_rows(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        limit: u64,
+    ) -> Result<Vec<Row>, PortError> {
+        self.store.read_rows(tenant_id, kind, after, limit).await
+    }
+
+    async fn apply_reconciliation(
+        &self,
+        fence: &FenceToken,
+        changes: &[Change],
+    ) -> Result<AppliedCounts, PortError> {
+        ReplicaStore::apply_reconciliation(&self.store, fence, changes).await
+    }
+
+    async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
+        ReplicaStore::raise_fence(&self.store, fence).await
+    }
+
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError> {
+        if claim.is_some()
+            && self.coordinator.current_run().await?.is_none()
+            && self.coordinator.pending_request().await?.is_none()
+        {
+            return Err(PortError::new(
+                FailureKind::Transient,
+                "test: no epochs between runs",
+            ));
+        }
+        ReplicaStore::acquire_epoch(&self.store, claim).await
+    }
+
+    async fn raise_generation_floor(
+        &self,
+        fence: &FenceToken,
+        scope: &str,
+        generation: u64,
+    ) -> Result<(), PortError> {
+        ReplicaStore::raise_generation_floor(&self.store, fence, scope, generation).await
+    }
 }
 
 /// Consumers are not part of this test.
