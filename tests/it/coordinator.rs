@@ -65,6 +65,7 @@ macro_rules! coordinator_suite {
             claims_are_exclusive_and_die_with_the_holder,
             done_records_survive_the_member,
             done_records_need_the_assignment_and_the_claim,
+            a_request_during_a_run_waits_for_the_next,
             barrier_clears_only_its_own_current_run,
         ]);
     };

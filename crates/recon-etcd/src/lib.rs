@@ -15,7 +15,7 @@
 //! | `<prefix>/members/<member>` | [`MemberInfo`](recon_engine::cluster::MemberInfo) | the member's | the member, on [`connect`](EtcdCoordinator::connect) |
 //! | `<prefix>/election/<lease hex>` | the member id, raw UTF-8 (etcd's election API) | the member's | etcd's `Campaign` for the member; its create revision is the **epoch**; the first created is the leader; deleted by `resign` |
 //! | `<prefix>/incarnation` | an epoch the store handed out (JSON number) | none | the first leader of this etcd (`init_incarnation`: create if absent); orders a rebuilt etcd's elections after the old one's |
-//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | none | anyone (`request_run`); deleted by `put_run` |
+//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | none | anyone (`request_run`: merged into the pending one, compare-and-swap); deleted by `put_run` of a run started from it |
 //! | `<prefix>/run/current` | [`RunState`](recon_engine::cluster::RunState) | none | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
 //! | `<prefix>/runs/<run>/plan` | [`Plan`](recon_engine::cluster::Plan) | none | the leader, guarded (`put_plan`) |
 //! | `<prefix>/runs/<run>/acks/<member>` | the member id (JSON string) | the member's | the member (`ack_pause`) |
@@ -67,5 +67,5 @@ mod settings;
 
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
-pub use request::request_run;
+pub use request::{Requested, request_run};
 pub use settings::EtcdSettings;

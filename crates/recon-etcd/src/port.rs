@@ -17,6 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
+/// Merging a request into the pending one re-reads it this often at most
+/// when it changes under the write.
+const REQUEST_ATTEMPTS: usize = 10;
+
 impl EtcdCoordinator {
     /// A run's collection, keyed by the (unescaped) member or unit id.
     async fn read_collection<T: DeserializeOwned>(
@@ -176,9 +180,32 @@ impl Coordinator for EtcdCoordinator {
         Err(permanent("etcd incarnation vanished while it was set"))
     }
 
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
         let key = self.keys().request();
-        self.kv().put_json("put request", &key, request, None).await
+        for _attempt in 0..REQUEST_ATTEMPTS {
+            let current = self.kv().get(&key).await?;
+            let (pending, read_revision) = match &current {
+                Some(entry) => {
+                    let pending: RunRequest = decode(entry)?;
+                    (pending.merge(request.clone()), entry.mod_revision())
+                }
+                None => (request.clone(), 0),
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    read_revision,
+                )])
+                .and_then([TxnOp::put(key.clone(), encode(&pending)?, None)]);
+            if self.kv().txn("put request", txn).await?.succeeded() {
+                return Ok(pending);
+            }
+        }
+        Err(PortError::new(
+            FailureKind::Transient,
+            "the pending run request kept changing while it was merged",
+        ))
     }
 
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
@@ -190,9 +217,19 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
+        // The request is consumed only if it is still the one the run was
+        // started from; one made or merged meanwhile waits for the next run.
+        let request = self.keys().request();
+        let consume = Txn::new()
+            .when([Compare::value(
+                request.clone(),
+                CompareOp::Equal,
+                encode(&run.request)?,
+            )])
+            .and_then([TxnOp::delete(request, None)]);
         let operations = vec![
             TxnOp::put(self.keys().current_run(), encode(run)?, None),
-            TxnOp::delete(self.keys().request(), None),
+            TxnOp::txn(consume),
         ];
         self.guarded_write("put run", leadership, operations).await
     }

@@ -5,7 +5,7 @@ use super::fixtures::{
     QUIET, barrier, done_record, expect_stale, member_ids, plan, request, run, within,
 };
 use anyhow::{Context, ensure};
-use recon_engine::cluster::{Coordinator, Leadership};
+use recon_engine::cluster::{Coordinator, Leadership, RunPhase};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -259,21 +259,53 @@ pub(crate) async fn put_run_consumes_the_pending_request(
     let a = cluster.member("a").await?;
     ensure!(a.pending_request().await?.is_none(), "no request at first");
     a.request_run(&request("operator")).await?;
-    a.request_run(&request("a")).await?;
+    let pending = a.request_run(&request("a")).await?;
+    let merged = request("operator").merge(request("a"));
+    ensure!(pending == merged, "the later request merged: {pending:?}");
     ensure!(
-        a.pending_request().await? == Some(request("a")),
-        "the last request is pending"
+        a.pending_request().await? == Some(merged.clone()),
+        "the merged request is pending"
     );
     ensure!(a.current_run().await?.is_none(), "no current run yet");
     let leadership = lead(&a).await?;
-    a.put_run(&leadership, &run("r1", leadership.epoch)).await?;
+    let mut started = run("r1", leadership.epoch);
+    started.request = merged;
+    a.put_run(&leadership, &started).await?;
     ensure!(
         a.pending_request().await?.is_none(),
         "put_run consumed the request"
     );
+    ensure!(a.current_run().await? == Some(started), "current run");
+    Ok(())
+}
+
+/// A request made while a run is in progress is not lost at the run's next
+/// phase change: it stays pending (later ones merge into it) for the next
+/// run.
+pub(crate) async fn a_request_during_a_run_waits_for_the_next(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let leadership = lead(&a).await?;
+    let mut current = run("r1", leadership.epoch);
+    a.put_run(&leadership, &current).await?;
+    let mut second = request("second");
+    second.tenants = vec!["t2".to_owned()];
+    a.request_run(&second).await?;
+    current.phase = RunPhase::Planning;
+    a.put_run(&leadership, &current).await?;
+    current.phase = RunPhase::Working;
+    a.put_run(&leadership, &current).await?;
+    let mut third = request("third");
+    third.tenants = vec!["t3".to_owned()];
+    let pending = a.request_run(&third).await?;
     ensure!(
-        a.current_run().await? == Some(run("r1", leadership.epoch)),
-        "current run"
+        pending.tenants == ["t2", "t3"],
+        "the requests merged: {pending:?}"
+    );
+    ensure!(
+        a.pending_request().await? == Some(pending),
+        "the request made during the run is still pending"
     );
     Ok(())
 }

@@ -203,9 +203,14 @@ impl Coordinator for InProcessCoordinator {
         Ok(*self.hub.lock().incarnation.get_or_insert(proposed))
     }
 
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
-        self.hub.lock().request = Some(request.clone());
-        Ok(())
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
+        let mut state = self.hub.lock();
+        let pending = match state.request.take() {
+            Some(pending) => pending.merge(request.clone()),
+            None => request.clone(),
+        };
+        state.request = Some(pending.clone());
+        Ok(pending)
     }
 
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
@@ -220,7 +225,9 @@ impl Coordinator for InProcessCoordinator {
         let mut state = self.hub.lock();
         self.leading(&state, leadership)?;
         state.current = Some(run.clone());
-        state.request = None;
+        if state.request.as_ref() == Some(&run.request) {
+            state.request = None;
+        }
         state.runs.entry(run.run_id.clone()).or_default();
         Ok(())
     }

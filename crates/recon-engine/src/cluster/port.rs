@@ -79,8 +79,11 @@ pub trait Coordinator: Send + Sync {
     /// `proposed` is discarded); returns the one that holds.
     async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError>;
 
-    /// Asks for a run (any member or tool); a pending request is replaced.
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError>;
+    /// Asks for a run (any member or tool). There is at most one pending
+    /// request: a later one is merged into it ([`RunRequest::merge`]), also
+    /// while a run is in progress (it is the next run). Returns the pending
+    /// request as it now stands.
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError>;
 
     /// The pending request, if any.
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError>;
@@ -88,7 +91,10 @@ pub trait Coordinator: Send + Sync {
     /// The current (unfinished) run, if any.
     async fn current_run(&self) -> Result<Option<RunState>, PortError>;
 
-    /// Writes the current run and deletes the pending request. Leader-guarded.
+    /// Writes the current run, and deletes the pending request if it is
+    /// still the one the run was started from (`run.request`): a request
+    /// made or merged meanwhile stays pending for the next run.
+    /// Leader-guarded.
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError>;
 
     /// Writes a run's plan. Leader-guarded.

@@ -65,10 +65,18 @@ async fn request_cluster_run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         allow_mass_delete: args.run.allow_mass_delete,
     };
     let prefix = format!("/recon/{}", args.service);
-    recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
+    let requested = recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
         .await
         .context("write the run request to etcd")?;
-    println!("run requested under {prefix}; follow it with `recon status --admin-url <a replica>`");
+    if requested.merged {
+        println!("merged into the pending run request under {prefix}");
+    } else {
+        println!("run requested under {prefix}");
+    }
+    if let Some(run) = &requested.queued_behind {
+        println!("queued: it starts when run {run} is finished");
+    }
+    println!("follow it with `recon status --admin-url <a replica>`");
     Ok(ExitCode::SUCCESS)
 }
 
