@@ -66,6 +66,11 @@ impl Keys {
         format!("{}/plan", self.run(run_id))
     }
 
+    /// The prefix of a plan's pages of units.
+    pub(crate) fn plan_pages(&self, run_id: &str) -> String {
+        format!("{}/plan-pages/", self.run(run_id))
+    }
+
     pub(crate) fn barrier(&self, run_id: &str) -> String {
         format!("{}/barrier", self.run(run_id))
     }

@@ -235,16 +235,11 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {
-        let operations = vec![TxnOp::put(
-            self.keys().plan(&plan.run_id),
-            encode(plan)?,
-            None,
-        )];
-        self.guarded_write("put plan", leadership, operations).await
+        self.write_plan(leadership, plan).await
     }
 
     async fn plan(&self, run_id: &str) -> Result<Option<Plan>, PortError> {
-        self.kv().get_json(&self.keys().plan(run_id)).await
+        self.read_plan(run_id).await
     }
 
     async fn ack_pause(&self, run_id: &str) -> Result<(), PortError> {

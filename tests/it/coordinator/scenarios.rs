@@ -5,7 +5,8 @@ use super::fixtures::{
     QUIET, barrier, done_record, expect_stale, member_ids, plan, request, run, within,
 };
 use anyhow::{Context, ensure};
-use recon_engine::cluster::{Coordinator, Leadership, RunPhase};
+use recon_core::Kind;
+use recon_engine::cluster::{Coordinator, Leadership, RunPhase, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -325,6 +326,44 @@ pub(crate) async fn plan_round_trips(cluster: &impl Cluster) -> anyhow::Result<(
         "plan round-trips"
     );
     ensure!(b.plan("r2").await?.is_none(), "plans are per run");
+    Ok(())
+}
+
+/// A plan of 50,000 tenants (one unit each, realistic ids and cursors) is
+/// written and read back whole: far beyond what one etcd value may hold.
+pub(crate) async fn a_plan_of_50000_units_round_trips(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    let mut big = plan("r1", leadership.epoch);
+    big.units = (0..50_000)
+        .map(|index| UnitPlan {
+            id: format!("u{index:05}"),
+            tenant_id: format!("tenant-{index:05}-{}", "x".repeat(24)),
+            kind: Some(Kind::User),
+            after: Some(format!("user-{index:08}")),
+            until: Some(format!("user-{:08}", index + 1)),
+            weight: 1_000 + index,
+        })
+        .collect();
+    a.put_plan(&leadership, &big).await?;
+    let read = b.plan("r1").await?.context("the plan was not written")?;
+    ensure!(
+        read.units.len() == 50_000,
+        "{} units read back",
+        read.units.len()
+    );
+    ensure!(read == big, "the plan read back differs");
+    // Writing it again (a new leader re-planning) leaves no stale units.
+    let mut small = plan("r1", leadership.epoch);
+    small.units.truncate(1);
+    a.put_plan(&leadership, &small).await?;
+    ensure!(
+        b.plan("r1").await? == Some(small),
+        "a re-written plan keeps units of the old one"
+    );
     Ok(())
 }
 
