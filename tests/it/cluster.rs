@@ -24,6 +24,7 @@ mod database;
 mod failover;
 mod fixture;
 mod follower;
+mod frozen;
 mod history;
 mod pause;
 mod zombie;

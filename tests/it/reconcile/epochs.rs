@@ -88,7 +88,9 @@ async fn run_epoch(endpoint: &str, prefix: &str) -> anyhow::Result<u64> {
     let response = client.get(runs.as_str(), Some(options)).await?;
     for entry in response.kvs() {
         if entry.key_str()?.ends_with("/plan") {
-            let plan: Plan = serde_json::from_slice(entry.value())?;
+            // The plan without its units (they are in pages), and the pages.
+            let header: serde_json::Value = serde_json::from_slice(entry.value())?;
+            let plan: Plan = serde_json::from_value(header["plan"].clone())?;
             return Ok(plan.epoch);
         }
     }
