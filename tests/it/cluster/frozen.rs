@@ -39,19 +39,13 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     cluster.drift().await?;
     let writer = Writer::start(cluster.monolith.clone(), 40);
     let run = cluster.request_run().await?;
-    let view = cluster
+    cluster
         .wait_for_view(leader_port, "the follower to hold a unit", |view| {
             view.units_in(UnitState::Claimed)
                 .iter()
                 .any(|(_, owner)| owner.as_deref() == Some(frozen_id.as_str()))
         })
         .await?;
-    let unit = view
-        .units_in(UnitState::Claimed)
-        .into_iter()
-        .find(|(_, owner)| owner.as_deref() == Some(frozen_id.as_str()))
-        .map(|(unit, _)| unit)
-        .context("the follower's unit")?;
     // Frozen while it waits for a source page, not inside a transaction.
     let proxy = &cluster.replica(&frozen_id)?.proxy;
     let requests = proxy.requests("/users");
@@ -66,6 +60,17 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
             path_contains: "/users".to_owned(),
             share: 0.5,
         });
+    // The unit it holds now, frozen (it may have finished the one seen
+    // before and moved on).
+    let unit = cluster
+        .admin
+        .cluster(leader_port)
+        .await?
+        .units_in(UnitState::Claimed)
+        .into_iter()
+        .find(|(_, owner)| owner.as_deref() == Some(frozen_id.as_str()))
+        .map(|(unit, _)| unit)
+        .context("the unit the follower was frozen in")?;
 
     let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(90)).await?;
     ensure_completed(&barrier)?;
