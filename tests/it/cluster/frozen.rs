@@ -118,8 +118,8 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         .changes()
         .done_puts(&run)
         .into_iter()
-        .filter(|(done_unit, _, _)| *done_unit == unit)
-        .last()
+        .rev()
+        .find(|(done_unit, _, _)| *done_unit == unit)
         .map(|(_, record, _)| record.member)
         .context("no done-record of the unit")?;
     ensure!(
