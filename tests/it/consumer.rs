@@ -15,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
 
-struct Setup {
-    broker: Broker,
-    kafka: KafkaConfig,
-    store: Store,
-    _database: TestDatabase,
+pub(crate) struct Setup {
+    pub(crate) broker: Broker,
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) store: Store,
+    pub(crate) database: TestDatabase,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let broker = Broker::start(Storage::Memory).await.expect("start broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("changes");
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
@@ -36,26 +36,36 @@ async fn setup() -> Setup {
         broker,
         kafka,
         store,
-        _database: database,
+        database,
     }
 }
 
 /// A consumer running in this process, and how to stop it.
-struct Replica {
-    gate: PauseGate,
-    metrics: ConsumerMetrics,
+pub(crate) struct Replica {
+    pub(crate) gate: PauseGate,
+    pub(crate) metrics: ConsumerMetrics,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Replica {
-    fn start(setup: &Setup, group: &str, start_paused: bool) -> Self {
+    pub(crate) fn start(setup: &Setup, group: &str, start_paused: bool) -> Self {
+        Self::start_on(&setup.kafka, &setup.store, group, start_paused)
+    }
+
+    /// A consumer of `kafka`'s topic applying into `store`.
+    pub(crate) fn start_on(
+        kafka: &KafkaConfig,
+        store: &Store,
+        group: &str,
+        start_paused: bool,
+    ) -> Self {
         let mut settings = ConsumerSettings::new(group);
         settings.start_paused = start_paused;
         let metrics = ConsumerMetrics::unregistered();
-        let sink: Arc<dyn EventSink> = Arc::new(setup.store.clone());
+        let sink: Arc<dyn EventSink> = Arc::new(store.clone());
         let (consumer, gate) =
-            ReplicaConsumer::new(&setup.kafka, settings, sink, metrics.clone()).expect("consumer");
+            ReplicaConsumer::new(kafka, settings, sink, metrics.clone()).expect("consumer");
         let shutdown = CancellationToken::new();
         let task = consumer.spawn(shutdown.clone());
         Self {
@@ -66,7 +76,7 @@ impl Replica {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         (&mut self.task).await.expect("consumer thread");
     }
@@ -80,7 +90,7 @@ impl Drop for Replica {
     }
 }
 
-fn producer(kafka: &KafkaConfig) -> FutureProducer {
+pub(crate) fn producer(kafka: &KafkaConfig) -> FutureProducer {
     kafka
         .client_config()
         .set("acks", "all")
@@ -88,7 +98,7 @@ fn producer(kafka: &KafkaConfig) -> FutureProducer {
         .expect("producer")
 }
 
-async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+pub(crate) async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
     producer
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -99,7 +109,7 @@ async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &[u
         .expect("produce");
 }
 
-fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change {
+pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
         record: Record::User(User {
@@ -121,7 +131,7 @@ fn delete_user(tenant: &str, id: &str, sequence: u64) -> Change {
     })
 }
 
-async fn produce_changes(producer: &FutureProducer, topic: &str, changes: &[Change]) {
+pub(crate) async fn produce_changes(producer: &FutureProducer, topic: &str, changes: &[Change]) {
     for change in changes {
         produce(
             producer,
@@ -134,7 +144,7 @@ async fn produce_changes(producer: &FutureProducer, topic: &str, changes: &[Chan
 }
 
 /// Live users of a tenant as (id, display name, version), in key order.
-async fn users(store: &Store, tenant: &str) -> Vec<(String, String, Version)> {
+pub(crate) async fn users(store: &Store, tenant: &str) -> Vec<(String, String, Version)> {
     let page = store
         .read_page(tenant, Kind::User, &KeyRange::all(), 100_000)
         .await
@@ -156,7 +166,7 @@ async fn total_users(store: &Store, tenants: &[String]) -> u64 {
 }
 
 /// Waits for a condition with a deadline, polling every 100 ms.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

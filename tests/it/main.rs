@@ -1,6 +1,7 @@
 //! Integration tests against real services.
 mod cluster;
 mod consumer;
+mod consumer_faults;
 mod coordinator;
 mod monolith;
 mod pipeline;
@@ -8,3 +9,4 @@ mod reconcile;
 mod relay;
 mod source_client;
 mod store;
+mod store_upkeep;

@@ -105,6 +105,8 @@ on_both_backends!(
     tombstone_stops_an_older_create,
     events_below_the_generation_floor_are_skipped,
     reconciliation_form_overwrites_a_newer_version,
+    reconciliation_form_keeps_a_row_newer_than_the_page,
+    count_rows_counts_live_rows_in_a_range,
     batched_apply_keeps_the_newest_of_duplicates,
     fence_rejects_an_older_epoch_and_writes_nothing,
     global_fence_covers_every_scope,
@@ -195,13 +197,14 @@ async fn reconciliation_form_overwrites_a_newer_version(backend: Backend) {
         .apply_events(&[user("t", "u", "phantom future", Version::new(1, 50))])
         .await
         .expect("seed");
-    // After a restore the source went back to (2, 7) — older by sequence, but
-    // the truth. Even an older generation is written by the reconciliation form.
+    // After a restore (generation 2) the source holds the row at (1, 7) —
+    // older than the stored (1, 50), but the truth: the stored version is
+    // below the page's watermark (2, 7), so the reconciliation form writes it.
     let fence = FenceToken::new("t", 3);
     let outcome = store
         .apply(
             &[user("t", "u", "restored truth", Version::new(1, 7))],
-            WriteMode::Reconcile(&fence),
+            WriteMode::Reconcile(&fence, Version::new(2, 7)),
         )
         .await
         .expect("reconcile");
@@ -214,16 +217,117 @@ async fn reconciliation_form_overwrites_a_newer_version(backend: Backend) {
     store
         .apply_reconciliation(
             &fence,
+            Version::new(2, 8),
             &[delete(
                 "t",
                 Kind::User,
                 EntityKey::id("u"),
-                Version::new(1, 8),
+                Version::new(2, 8),
             )],
         )
         .await
         .expect("tombstone");
     assert_eq!(live_user(&store, "t", "u").await, None);
+}
+
+/// An event newer than the page that reconciliation read has landed: the
+/// reconciliation form keeps it (upsert, tombstone and tenant cascade
+/// alike) and counts it.
+async fn reconciliation_form_keeps_a_row_newer_than_the_page(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[
+            user(
+                "t",
+                "newer",
+                "event after the snapshot",
+                Version::new(1, 20),
+            ),
+            user("t", "older", "stale", Version::new(1, 5)),
+            user("c", "x", "old", Version::new(1, 5)),
+            user("c", "y", "event after the snapshot", Version::new(1, 30)),
+        ])
+        .await
+        .expect("seed");
+    let fence = FenceToken::new("t", 1);
+    let watermark = Version::new(1, 10);
+    let outcome = store
+        .apply_reconciliation(
+            &fence,
+            watermark,
+            &[
+                user("t", "newer", "snapshot", Version::new(1, 9)),
+                user("t", "older", "snapshot", Version::new(1, 9)),
+            ],
+        )
+        .await
+        .expect("reconcile");
+    assert_eq!((outcome.written, outcome.kept_newer), (1, 1));
+    assert_eq!(
+        live_user(&store, "t", "newer").await,
+        Some(("event after the snapshot".into(), Version::new(1, 20)))
+    );
+    assert_eq!(
+        live_user(&store, "t", "older").await,
+        Some(("snapshot".into(), Version::new(1, 9)))
+    );
+    let outcome = store
+        .apply_reconciliation(
+            &fence,
+            watermark,
+            &[delete("t", Kind::User, EntityKey::id("newer"), watermark)],
+        )
+        .await
+        .expect("tombstone");
+    assert_eq!((outcome.written, outcome.kept_newer), (0, 1));
+    assert!(live_user(&store, "t", "newer").await.is_some());
+    store
+        .apply_reconciliation(
+            &FenceToken::new("c", 1),
+            watermark,
+            &[delete("c", Kind::Tenant, EntityKey::id("c"), watermark)],
+        )
+        .await
+        .expect("tenant delete");
+    assert_eq!(live_user(&store, "c", "x").await, None);
+    assert_eq!(
+        live_user(&store, "c", "y").await,
+        Some(("event after the snapshot".into(), Version::new(1, 30))),
+        "the cascade tombstoned a row newer than the page"
+    );
+}
+
+async fn count_rows_counts_live_rows_in_a_range(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[
+            tenant("a", Version::new(1, 1)),
+            tenant("b", Version::new(1, 1)),
+            user("a", "u1", "n", Version::new(1, 1)),
+            user("a", "u2", "n", Version::new(1, 1)),
+            user("a", "u3", "n", Version::new(1, 1)),
+            user("b", "u1", "n", Version::new(1, 1)),
+            delete("a", Kind::User, EntityKey::id("u4"), Version::new(1, 2)),
+        ])
+        .await
+        .expect("seed");
+    let range = KeyRange {
+        after: Some(EntityKey::id("u1")),
+        until: Some(EntityKey::id("u2")),
+    };
+    let count = |tenant: Option<&'static str>, kind: Kind, range: KeyRange| {
+        let store = store.clone();
+        async move {
+            store
+                .count_live_in(tenant, kind, &range)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(count(Some("a"), Kind::User, KeyRange::all()).await, 3);
+    assert_eq!(count(Some("a"), Kind::User, range).await, 1);
+    assert_eq!(count(None, Kind::User, KeyRange::all()).await, 4);
+    assert_eq!(count(None, Kind::Tenant, KeyRange::all()).await, 2);
 }
 
 async fn batched_apply_keeps_the_newest_of_duplicates(backend: Backend) {
@@ -278,6 +382,7 @@ async fn fence_rejects_an_older_epoch_and_writes_nothing(backend: Backend) {
     store
         .apply_reconciliation(
             &current,
+            Version::new(1, 100),
             &[user("t", "u", "by epoch 7", Version::new(1, 1))],
         )
         .await
@@ -286,6 +391,7 @@ async fn fence_rejects_an_older_epoch_and_writes_nothing(backend: Backend) {
     let error = store
         .apply_reconciliation(
             &zombie,
+            Version::new(1, 100),
             &[
                 user("t", "u", "by zombie", Version::new(1, 2)),
                 user("t", "z", "zombie row", Version::new(1, 3)),
@@ -306,12 +412,17 @@ async fn fence_rejects_an_older_epoch_and_writes_nothing(backend: Backend) {
     );
     // The same epoch may keep writing, a newer one takes over.
     store
-        .apply_reconciliation(&current, &[user("t", "u", "still 7", Version::new(1, 4))])
+        .apply_reconciliation(
+            &current,
+            Version::new(1, 100),
+            &[user("t", "u", "still 7", Version::new(1, 4))],
+        )
         .await
         .expect("same epoch");
     store
         .apply_reconciliation(
             &FenceToken::new("t", 8),
+            Version::new(1, 100),
             &[user("t", "u", "by 8", Version::new(1, 5))],
         )
         .await
@@ -333,6 +444,7 @@ async fn global_fence_covers_every_scope(backend: Backend) {
     let error = store
         .apply_reconciliation(
             &FenceToken::new("never-touched-tenant", 9),
+            Version::new(1, 100),
             &[user(
                 "never-touched-tenant",
                 "u",
@@ -484,15 +596,17 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
         store.count_live("keep", Kind::User).await.expect("count"),
         1
     );
-    // The reconciliation form removes everything of a tenant the source lost.
+    // The reconciliation form removes everything of a tenant the source lost
+    // that is not newer than the page's watermark.
     store
         .apply_reconciliation(
             &FenceToken::new("t", 1),
+            Version::new(1, 30),
             &[delete(
                 "t",
                 Kind::Tenant,
                 EntityKey::id("t"),
-                Version::new(1, 11),
+                Version::new(1, 30),
             )],
         )
         .await

@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod faulty_source;
+pub mod private_postgres;
 pub mod process;
 
 use anyhow::{Context, bail};

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// Longest id accepted anywhere, in bytes.
-pub const MAX_ID_BYTES: usize = 200;
+/// Longest id accepted anywhere, in characters (Unicode scalar values).
+pub const MAX_ID_CHARS: usize = 200;
 
 /// A malformed value met at a boundary (an id, a cursor, a kind name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,16 +32,19 @@ impl InvalidInput {
     }
 }
 
-/// Checks an entity id: non-empty, at most [`MAX_ID_BYTES`], no control
-/// characters. `what` names the id in the error.
+/// Checks an entity id: non-empty, at most [`MAX_ID_CHARS`] characters
+/// (Unicode scalar values, as JSON Schema's `maxLength` counts them), no
+/// control characters (general category Cc). `what` names the id in the
+/// error.
 pub fn validate_id(what: &'static str, id: &str) -> Result<(), InvalidInput> {
     if id.is_empty() {
         return Err(InvalidInput::new(what, "must not be empty"));
     }
-    if id.len() > MAX_ID_BYTES {
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
         return Err(InvalidInput::new(
             what,
-            format!("is {} bytes long, at most {MAX_ID_BYTES} allowed", id.len()),
+            format!("is {chars} characters long, at most {MAX_ID_CHARS} allowed"),
         ));
     }
     if id.chars().any(char::is_control) {
@@ -424,7 +427,10 @@ mod tests {
         let error = Kind::User
             .parse_key(&"x".repeat(300))
             .expect_err("must fail");
-        assert!(error.to_string().contains("300 bytes"));
+        assert!(error.to_string().contains("300 characters"));
+        // Counted in characters, as JSON Schema's maxLength counts them.
+        assert!(Kind::User.parse_key(&"é".repeat(200)).is_ok());
+        assert!(Kind::User.parse_key(&"é".repeat(201)).is_err());
         assert!("widgets".parse::<Kind>().is_err());
     }
 }

@@ -5,7 +5,14 @@
 //! deletes only after every page of its scope was read successfully, and
 //! not at all when it would delete more than a configured share of its rows
 //! — unless the operator explicitly allowed it for this run.
+//!
+//! The share is a tenant's: the units of one tenant (its kinds, or the key
+//! ranges of a split tenant) together never get more than the tenant's limit
+//! ([`DeleteGuard::share_limit`]). Deleting a tenant removes every row of it,
+//! so the tenant list's deletions are counted with what they cascade to
+//! ([`DeleteGuard::decide_tenant_removals`]).
 
+use crate::report::TenantRemoval;
 use serde::{Deserialize, Serialize};
 
 /// Limits on what one unit may delete.
@@ -53,6 +60,50 @@ impl DeleteGuard {
         by_share.max(self.always_allowed)
     }
 
+    /// Most deletions allowed for a unit holding `unit_rows` of a tenant's
+    /// `tenant_rows`: its proportional share of the tenant's limit, rounded
+    /// down, so the shares of a tenant's units never add up to more than the
+    /// tenant's limit (the always-allowed minimum is split, not multiplied).
+    pub fn share_limit(&self, unit_rows: u64, tenant_rows: u64) -> u64 {
+        if self.override_allowed {
+            return u64::MAX;
+        }
+        if tenant_rows == 0 {
+            return 0;
+        }
+        let unit_rows = u128::from(unit_rows.min(tenant_rows));
+        let share = u128::from(self.limit(tenant_rows)) * unit_rows / u128::from(tenant_rows);
+        u64::try_from(share).unwrap_or(u64::MAX)
+    }
+
+    /// Decides on deleting whole tenants (their users, groups and
+    /// memberships go with them): each tenant loses all of its rows, judged
+    /// against its own limit; the tenant list loses `removals.len()` of its
+    /// `tenant_rows`; the store loses the sum out of its `store_rows`. Any
+    /// of the three over its limit trips the guard.
+    pub fn decide_tenant_removals(
+        &self,
+        removals: &[TenantRemoval],
+        tenant_rows: u64,
+        store_rows: u64,
+    ) -> GuardDecision {
+        if removals.is_empty() {
+            return GuardDecision::NothingToDelete;
+        }
+        let each_tenant_allowed = removals
+            .iter()
+            .all(|removal| removal.rows() <= self.limit(removal.rows()));
+        let removed: u64 = removals.iter().map(TenantRemoval::rows).sum();
+        let allowed = each_tenant_allowed
+            && self.decide(removals.len() as u64, tenant_rows) == GuardDecision::Allowed
+            && self.decide(removed, store_rows) == GuardDecision::Allowed;
+        if allowed {
+            GuardDecision::Allowed
+        } else {
+            GuardDecision::Tripped
+        }
+    }
+
     /// Decides whether a unit may delete `phantoms` of its `replica_rows`.
     pub fn decide(&self, phantoms: u64, replica_rows: u64) -> GuardDecision {
         if phantoms == 0 {
@@ -95,7 +146,71 @@ mod tests {
         assert_eq!(guard.decide(1_000, 1_000), GuardDecision::Allowed);
     }
 
+    fn removal(tenant: &str, users: u64) -> TenantRemoval {
+        TenantRemoval {
+            tenant: tenant.into(),
+            users,
+            groups: 0,
+            memberships: 0,
+        }
+    }
+
+    #[test]
+    fn losing_a_tenant_with_a_thousand_users_trips_the_guard() {
+        let guard = DeleteGuard::default();
+        let removals = [removal("big", 1_000)];
+        assert_eq!(
+            guard.decide_tenant_removals(&removals, 100, 1_000_000),
+            GuardDecision::Tripped
+        );
+        // A tenant with a few rows may go, one of many in a big store.
+        assert_eq!(
+            guard.decide_tenant_removals(&[removal("tiny", 3)], 100, 1_000_000),
+            GuardDecision::Allowed
+        );
+        // Many tiny tenants add up against the store's rows.
+        let many: Vec<_> = (0..40)
+            .map(|index| removal(&index.to_string(), 3))
+            .collect();
+        assert_eq!(
+            guard.decide_tenant_removals(&many, 1_000, 500),
+            GuardDecision::Tripped
+        );
+        let allowed = DeleteGuard {
+            override_allowed: true,
+            ..DeleteGuard::default()
+        };
+        assert_eq!(
+            allowed.decide_tenant_removals(&removals, 100, 1_000_000),
+            GuardDecision::Allowed
+        );
+    }
+
+    #[test]
+    fn a_split_tenant_does_not_multiply_the_minimum() {
+        let guard = DeleteGuard::default();
+        // 768 range units of 10 rows: the tenant may lose 1,536 rows, not
+        // 768 × 5 + its share.
+        let shares: u64 = (0..768).map(|_| guard.share_limit(10, 7_680)).sum();
+        assert!(shares <= guard.limit(7_680), "{shares}");
+        assert_eq!(guard.share_limit(10, 7_680), 2);
+    }
+
     proptest! {
+        /// The shares of a tenant's units never add up to more than the
+        /// tenant's own limit, however its rows are split.
+        #[test]
+        fn shares_of_a_tenant_never_exceed_its_limit(
+            units in prop::collection::vec(0u64..5_000, 1..800),
+            share in 0.0f64..1.0,
+            always_allowed in 0u64..50,
+        ) {
+            let guard = DeleteGuard { max_share: share, always_allowed, override_allowed: false };
+            let tenant_rows: u64 = units.iter().sum();
+            let total: u64 = units.iter().map(|rows| guard.share_limit(*rows, tenant_rows)).sum();
+            prop_assert!(total <= guard.limit(tenant_rows), "{} > {}", total, guard.limit(tenant_rows));
+        }
+
         #[test]
         fn never_allows_more_than_the_limit(phantoms in 0u64..10_000, rows in 0u64..10_000, share in 0.0f64..1.0) {
             let guard = DeleteGuard { max_share: share, ..DeleteGuard::default() };

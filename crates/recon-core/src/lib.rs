@@ -22,5 +22,5 @@ pub use domain::{
 };
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
-pub use report::{RunReport, RunStatus, UnitOutcome, UnitReport};
+pub use report::{RunReport, RunStatus, TenantRemoval, UnitOutcome, UnitReport};
 pub use version::{ElectionClaim, FenceToken, GLOBAL_SCOPE, Version};

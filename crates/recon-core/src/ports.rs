@@ -2,7 +2,7 @@
 //! talk to the outside world. Adapters (the store, the consumer, later the
 //! source client and the coordinator) implement them; nothing here does I/O.
 
-use crate::{Change, ElectionClaim, EntityKey, FenceToken, Kind, Row, Version};
+use crate::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use async_trait::async_trait;
 
 /// What the caller can do about a failed port call.
@@ -66,6 +66,28 @@ pub struct AppliedCounts {
     pub skipped_stale: u64,
     /// Changes of a generation below the store's floor.
     pub skipped_below_floor: u64,
+    /// Reconciliation changes not written because the stored version was
+    /// newer than the page's watermark (a newer event had landed).
+    pub kept_newer: u64,
+}
+
+/// A record the consumer could not apply because of its own content (an
+/// undecodable payload, or an event the store refused for its data), kept
+/// with where it came from so that it can be found and replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic of the record.
+    pub topic: String,
+    /// Partition of the record.
+    pub partition: i32,
+    /// Offset of the record in its partition.
+    pub offset: i64,
+    /// The record's key as sent, if any.
+    pub key: Option<Vec<u8>>,
+    /// The record's payload as sent, if any.
+    pub payload: Option<Vec<u8>>,
+    /// Why it was refused.
+    pub error: String,
 }
 
 /// Where the Kafka consumer applies decoded change events: the event form of
@@ -74,7 +96,15 @@ pub struct AppliedCounts {
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// Applies one batch atomically; on error nothing of it is applied.
+    /// [`FailureKind::Permanent`] means the batch's *data* is refused (some
+    /// event in it would be refused by any healthy store); every failure of
+    /// the store itself is [`FailureKind::Transient`].
     async fn apply_events(&self, changes: &[Change]) -> Result<AppliedCounts, PortError>;
+
+    /// Records dead letters durably, before their offsets are stored.
+    /// Recording the same letter (same topic, partition and offset) twice
+    /// keeps one. Any failure is worth retrying.
+    async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError>;
 
     /// Whether the sink is reachable (for readiness probes).
     async fn check_ready(&self) -> Result<(), PortError>;
@@ -156,10 +186,24 @@ pub trait ReplicaStore: Send + Sync {
         limit: u64,
     ) -> Result<Vec<Row>, PortError>;
 
-    /// Writes changes in the reconciliation form, fenced by `fence`.
+    /// Live rows of `kind` within `range`: of one tenant, or of every
+    /// tenant when `tenant_id` is `None` (ignored for [`Kind::Tenant`]).
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError>;
+
+    /// Writes changes in the reconciliation form, fenced by `fence`: each
+    /// row is set only where the stored version is not newer than
+    /// `watermark`, the watermark of the source page the changes come from
+    /// (a newer stored version is an event newer than that page: it is kept
+    /// and counted in [`AppliedCounts::kept_newer`]).
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError>;
 

@@ -15,6 +15,39 @@ pub enum UnitOutcome {
     GuardTripped,
     /// The unit stopped on an error; nothing was deleted after it.
     Failed(String),
+    /// The run was cancelled (shutdown, lost leadership) before the unit
+    /// finished: not a failure of the unit, which a later run redoes.
+    Cancelled,
+}
+
+impl UnitOutcome {
+    /// True when the unit wrote every difference it found, deletions
+    /// possibly withheld by the guard: its rows are the source's as of its
+    /// pages (the generation floor may cover it).
+    pub fn reconciled(&self) -> bool {
+        matches!(self, UnitOutcome::Done | UnitOutcome::GuardTripped)
+    }
+}
+
+/// A tenant the source no longer lists, with what deleting it removes from
+/// the replica (the tenant row and every live row inside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRemoval {
+    /// The tenant.
+    pub tenant: String,
+    /// Its live users in the replica.
+    pub users: u64,
+    /// Its live groups.
+    pub groups: u64,
+    /// Its live memberships.
+    pub memberships: u64,
+}
+
+impl TenantRemoval {
+    /// Rows deleting the tenant removes, its own row included.
+    pub fn rows(&self) -> u64 {
+        1 + self.users + self.groups + self.memberships
+    }
 }
 
 /// Figures of one unit: one kind of one tenant (or the tenant list).
@@ -36,6 +69,23 @@ pub struct UnitReport {
     pub written: u64,
     /// Deletions withheld by the guard.
     pub skipped_by_guard: u64,
+    /// Rows whose stored version was newer than the watermark of the page
+    /// that read them (an event newer than the snapshot had landed): kept.
+    #[serde(default)]
+    pub kept_newer: u64,
+    /// Tenants this unit (the tenant list) found gone from the source, with
+    /// what deleting each removes (deleted, or withheld by the guard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_tenants: Vec<TenantRemoval>,
+    /// Lowest source generation among the watermarks of the pages read.
+    #[serde(default)]
+    pub min_generation: Option<u64>,
+    /// Highest source generation among the watermarks of the pages read.
+    #[serde(default)]
+    pub max_generation: Option<u64>,
+    /// Walks made (more than one when transient failures were retried).
+    #[serde(default)]
+    pub attempts: u32,
     /// The guard's verdict.
     pub guard: GuardDecision,
     /// Source pages read.
@@ -60,12 +110,33 @@ impl UnitReport {
             changed: 0,
             written: 0,
             skipped_by_guard: 0,
+            kept_newer: 0,
+            removed_tenants: Vec::new(),
+            min_generation: None,
+            max_generation: None,
+            attempts: 0,
             guard: GuardDecision::NothingToDelete,
             pages: 0,
             bytes: 0,
             seconds: 0.0,
             outcome: UnitOutcome::Done,
         }
+    }
+}
+
+impl UnitReport {
+    /// The outcome in words, with the tenants the source lost and their row
+    /// counts (for barriers and logs).
+    pub fn describe(&self) -> String {
+        let mut text = outcome_text(self);
+        for removal in &self.removed_tenants {
+            let _ = write!(
+                text,
+                "; tenant {} gone from the source ({} users, {} groups, {} memberships)",
+                removal.tenant, removal.users, removal.groups, removal.memberships
+            );
+        }
+        text
     }
 }
 
@@ -77,8 +148,12 @@ pub enum RunStatus {
     Completed,
     /// Some units failed or tripped the guard; the others are done.
     CompletedWithProblems,
-    /// The run stopped before finishing (e.g. `max_pause` exceeded).
+    /// The run stopped before finishing (e.g. `max_pause` exceeded, a
+    /// restore of the source during the run, a generation floor that could
+    /// not be raised); the reason says why.
     Aborted,
+    /// The run was cancelled (shutdown) before it finished.
+    Cancelled,
 }
 
 /// The whole run.
@@ -110,11 +185,65 @@ impl RunReport {
 
     /// The status a run with these units has, unless aborted.
     pub fn status_of(units: &[UnitReport]) -> RunStatus {
-        if units.iter().all(|unit| unit.outcome == UnitOutcome::Done) {
+        if units
+            .iter()
+            .any(|unit| unit.outcome == UnitOutcome::Cancelled)
+        {
+            RunStatus::Cancelled
+        } else if units.iter().all(|unit| unit.outcome == UnitOutcome::Done) {
             RunStatus::Completed
         } else {
             RunStatus::CompletedWithProblems
         }
+    }
+
+    /// Why the run must not raise the generation floor to `generation` (the
+    /// one its tenant list was read at): a page read at another generation
+    /// means the source was restored while the run was in flight.
+    pub fn generation_change(&self, generation: u64) -> Option<String> {
+        self.units.iter().find_map(|unit| {
+            let seen = [unit.min_generation, unit.max_generation];
+            let other = seen.into_iter().flatten().find(|seen| *seen != generation)?;
+            let tenant = if unit.tenant.is_empty() {
+                "the tenant list"
+            } else {
+                unit.tenant.as_str()
+            };
+            Some(format!(
+                "the source was restored during the run: the tenant list was read at generation {generation}, a {} page of {tenant} at generation {other}",
+                unit.kind
+            ))
+        })
+    }
+
+    /// The scopes whose generation floor a run with these units may raise
+    /// (DESIGN §3): none unless the tenant list was reconciled; the whole
+    /// store when `all_tenants` and every unit was reconciled; otherwise each
+    /// tenant whose units were all reconciled (a failed tenant keeps its
+    /// floor, and the events of its old generation stay applicable).
+    pub fn floor_scopes(&self, all_tenants: bool, global_scope: &str) -> Vec<String> {
+        let tenant_list_done = self
+            .units
+            .iter()
+            .any(|unit| unit.kind == Kind::Tenant && unit.outcome.reconciled());
+        if !tenant_list_done {
+            return Vec::new();
+        }
+        let tenant_units = self.units.iter().filter(|unit| unit.kind != Kind::Tenant);
+        let failed: std::collections::BTreeSet<&str> = tenant_units
+            .clone()
+            .filter(|unit| !unit.outcome.reconciled())
+            .map(|unit| unit.tenant.as_str())
+            .collect();
+        if all_tenants && failed.is_empty() {
+            return vec![global_scope.to_owned()];
+        }
+        let tenants: std::collections::BTreeSet<&str> =
+            tenant_units.map(|unit| unit.tenant.as_str()).collect();
+        tenants
+            .difference(&failed)
+            .map(|tenant| (*tenant).to_owned())
+            .collect()
     }
 
     /// A plain-text table: one line per unit with differences or problems
@@ -177,8 +306,15 @@ impl RunReport {
                 unit.pages,
                 unit.bytes,
                 unit.seconds,
-                outcome_text(&unit.outcome)
+                outcome_text(unit)
             );
+            for removal in &unit.removed_tenants {
+                let _ = writeln!(
+                    out,
+                    "  tenant {} gone from the source: {} users, {} groups, {} memberships",
+                    removal.tenant, removal.users, removal.groups, removal.memberships
+                );
+            }
         }
         if interesting.len() > max_units {
             let _ = writeln!(
@@ -212,12 +348,20 @@ impl RunReport {
     }
 }
 
-fn outcome_text(outcome: &UnitOutcome) -> String {
-    match outcome {
+fn outcome_text(unit: &UnitReport) -> String {
+    let mut text = match &unit.outcome {
         UnitOutcome::Done => "done".to_owned(),
         UnitOutcome::GuardTripped => "guard tripped: nothing deleted".to_owned(),
         UnitOutcome::Failed(reason) => format!("failed: {reason}"),
+        UnitOutcome::Cancelled => "cancelled".to_owned(),
+    };
+    if unit.kept_newer > 0 {
+        let _ = write!(text, " ({} newer rows kept)", unit.kept_newer);
     }
+    if unit.attempts > 1 {
+        let _ = write!(text, " (after {} attempts)", unit.attempts);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -253,5 +397,63 @@ mod tests {
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["units"][1]["outcome"]["state"], "failed");
         assert_eq!(json["units"][0]["missing"], 2);
+    }
+
+    fn report_of(units: Vec<UnitReport>) -> RunReport {
+        RunReport {
+            epoch: 1,
+            dry_run: false,
+            status: RunReport::status_of(&units),
+            abort_reason: None,
+            generation_floor: None,
+            seconds: 0.0,
+            peak_rss_bytes: None,
+            units,
+        }
+    }
+
+    #[test]
+    fn a_failed_tenant_keeps_the_run_from_raising_its_floor() {
+        let list = UnitReport::new("", Kind::Tenant);
+        let good = UnitReport::new("a", Kind::User);
+        let mut tripped = UnitReport::new("b", Kind::User);
+        tripped.outcome = UnitOutcome::GuardTripped;
+        let mut failed = UnitReport::new("c", Kind::Group);
+        failed.outcome = UnitOutcome::Failed("source: timeout".into());
+        let c_users = UnitReport::new("c", Kind::User);
+        let all_good = report_of(vec![list.clone(), good.clone(), tripped.clone()]);
+        assert_eq!(all_good.floor_scopes(true, "*"), vec!["*".to_owned()]);
+        assert_eq!(
+            all_good.floor_scopes(false, "*"),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        let one_failed = report_of(vec![list.clone(), good, tripped, failed, c_users]);
+        assert_eq!(
+            one_failed.floor_scopes(true, "*"),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        let mut list_failed = list;
+        list_failed.outcome = UnitOutcome::Cancelled;
+        assert!(
+            report_of(vec![list_failed])
+                .floor_scopes(true, "*")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_page_of_another_generation_is_a_restore_during_the_run() {
+        let mut list = UnitReport::new("", Kind::Tenant);
+        list.min_generation = Some(3);
+        list.max_generation = Some(3);
+        let mut users = UnitReport::new("a", Kind::User);
+        users.min_generation = Some(3);
+        users.max_generation = Some(4);
+        let report = report_of(vec![list.clone()]);
+        assert_eq!(report.generation_change(3), None);
+        let restored = report_of(vec![list, users]);
+        let reason = restored.generation_change(3).expect("a change");
+        assert!(reason.contains("generation 4"), "{reason}");
+        assert!(reason.contains("user page of a"), "{reason}");
     }
 }

@@ -5,7 +5,7 @@ use recon_core::ports::{
     AppliedCounts, FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage,
     TenantCounts,
 };
-use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, Kind, Row, Version};
+use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,24 +25,38 @@ pub fn insert(rows: &mut Rows, row: Row) {
         .insert(row.key(), row);
 }
 
-/// A source serving fixed rows, failing the n-th page request if asked.
+/// A change a live source makes to its data: called with the page request
+/// about to be served, the rows and the watermark.
+pub type LiveChange = Box<dyn Fn(&PageRequest, &mut Rows, &mut Version) + Send + Sync>;
+
+/// A source serving rows, failing the n-th page request if asked, and
+/// changing its data between requests like a live monolith if asked.
 pub struct FakeSource {
-    pub rows: Rows,
-    pub watermark: Version,
+    pub rows: Mutex<Rows>,
+    pub watermark: Mutex<Version>,
     pub fail_request: Option<u64>,
+    /// How the injected failure is classified.
+    pub fail_kind: FailureKind,
+    /// Fail every request from `fail_request` on, not just that one.
+    pub fail_persistently: bool,
     pub requests: AtomicU64,
     /// Time every page takes, to keep work in flight for a while.
     pub page_delay: std::time::Duration,
+    /// Applied before each page request is served.
+    pub live: Option<LiveChange>,
 }
 
 impl FakeSource {
     pub fn new(rows: Rows, watermark: Version) -> Self {
         Self {
-            rows,
-            watermark,
+            rows: Mutex::new(rows),
+            watermark: Mutex::new(watermark),
             fail_request: None,
+            fail_kind: FailureKind::Transient,
+            fail_persistently: false,
             requests: AtomicU64::new(0),
             page_delay: std::time::Duration::ZERO,
+            live: None,
         }
     }
 }
@@ -54,11 +68,21 @@ impl Source for FakeSource {
         if !self.page_delay.is_zero() {
             tokio::time::sleep(self.page_delay).await;
         }
-        if self.fail_request == Some(number) {
+        let failing = match self.fail_request {
+            Some(first) if self.fail_persistently => number >= first,
+            Some(first) => number == first,
+            None => false,
+        };
+        if failing {
             return Err(PortError::new(
-                FailureKind::Transient,
+                self.fail_kind,
                 format!("injected failure of request {number}"),
             ));
+        }
+        let mut all_rows = self.rows.lock().expect("lock");
+        let mut watermark = self.watermark.lock().expect("lock");
+        if let Some(live) = &self.live {
+            live(request, &mut all_rows, &mut watermark);
         }
         let tenant = if request.kind == Kind::Tenant {
             String::new()
@@ -66,7 +90,7 @@ impl Source for FakeSource {
             request.tenant_id.clone()
         };
         let empty = BTreeMap::new();
-        let rows = self.rows.get(&(request.kind, tenant)).unwrap_or(&empty);
+        let rows = all_rows.get(&(request.kind, tenant)).unwrap_or(&empty);
         let mut page: Vec<Row> = rows
             .iter()
             .filter(|(key, _)| request.after.as_ref().is_none_or(|after| *key > after))
@@ -82,23 +106,23 @@ impl Source for FakeSource {
         };
         Ok(SourcePage {
             rows: page,
-            watermark: self.watermark,
+            watermark: *watermark,
             next_after,
             bytes: 100,
         })
     }
 
     async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
+        let rows = self.rows.lock().expect("lock");
         let count = |kind: Kind| {
-            self.rows
-                .get(&(kind, tenant_id.to_owned()))
+            rows.get(&(kind, tenant_id.to_owned()))
                 .map_or(0, |rows| rows.len() as u64)
         };
         Ok(TenantCounts {
             users: count(Kind::User),
             groups: count(Kind::Group),
             memberships: count(Kind::Membership),
-            watermark: self.watermark,
+            watermark: *self.watermark.lock().expect("lock"),
         })
     }
 }
@@ -111,6 +135,10 @@ pub struct FakeStore {
     pub writes: AtomicU64,
     /// The last epoch handed out and the latest election that acquired one.
     pub epochs: Mutex<(u64, Option<ElectionClaim>)>,
+    /// Every floor raise fails (transiently) while set.
+    pub fail_floors: std::sync::atomic::AtomicBool,
+    /// Floor raises attempted.
+    pub floor_attempts: AtomicU64,
 }
 
 impl FakeStore {
@@ -156,13 +184,47 @@ impl ReplicaStore for FakeStore {
             .unwrap_or_default())
     }
 
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError> {
+        let rows = self.rows.lock().expect("lock");
+        let count = rows
+            .iter()
+            .filter(|((of_kind, tenant), _)| {
+                *of_kind == kind
+                    && (kind == Kind::Tenant || tenant_id.is_none_or(|wanted| wanted == tenant))
+            })
+            .flat_map(|(_, keyed)| keyed.keys())
+            .filter(|key| range.contains(key))
+            .count();
+        Ok(count as u64)
+    }
+
     async fn apply_reconciliation(
         &self,
         _fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
         let mut rows = self.rows.lock().expect("lock");
+        let mut kept_newer = 0;
         for change in changes {
+            let tenant = if change.kind() == Kind::Tenant {
+                String::new()
+            } else {
+                change.tenant_id().to_owned()
+            };
+            let stored = rows
+                .get(&(change.kind(), tenant))
+                .and_then(|keyed| keyed.get(&change.key()))
+                .map(|row| row.version);
+            if stored.is_some_and(|stored| stored > watermark) {
+                kept_newer += 1;
+                continue;
+            }
             match change {
                 Change::Upsert(row) => insert(&mut rows, row.clone()),
                 Change::Delete(deletion) => {
@@ -185,7 +247,8 @@ impl ReplicaStore for FakeStore {
         self.writes
             .fetch_add(changes.len() as u64, Ordering::SeqCst);
         Ok(AppliedCounts {
-            written: changes.len() as u64,
+            written: changes.len() as u64 - kept_newer,
+            kept_newer,
             ..AppliedCounts::default()
         })
     }
@@ -215,6 +278,13 @@ impl ReplicaStore for FakeStore {
         scope: &str,
         generation: u64,
     ) -> Result<(), PortError> {
+        self.floor_attempts.fetch_add(1, Ordering::SeqCst);
+        if self.fail_floors.load(Ordering::SeqCst) {
+            return Err(PortError::new(
+                FailureKind::Transient,
+                "injected failure of the floor raise",
+            ));
+        }
         self.floors
             .lock()
             .expect("lock")

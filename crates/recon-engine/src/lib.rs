@@ -7,19 +7,22 @@
 //! same apply path Kafka events use — fenced by the run's epoch. It then
 //! raises the generation floor and resumes the consumer.
 //!
-//! Each unit runs in two passes so that memory stays constant and nothing is
-//! deleted on partial information: the first pass writes missing and changed
-//! rows and only *counts* phantoms; only if it read every page of the unit
-//! and the [delete guard](recon_core::DeleteGuard) allows that many
-//! deletions, a second pass tombstones the phantoms (at the watermark of the
-//! page that covered each key). A unit is idempotent: cancelled half-way and
-//! run again, it converges to the same state.
+//! Each unit is reconciled in **one walk** (the source changes while a run
+//! reads it; a second walk would see a different source): the walk writes
+//! missing and changed rows and *holds* the phantoms, each at the watermark
+//! of the page that covered its key — at most as many as the
+//! [delete guard](recon_core::DeleteGuard) could allow. Only once the walk
+//! read every page, and the guard allows what was found (a tenant's share,
+//! cascades of deleted tenants counted), are they tombstoned. A unit is
+//! idempotent: cancelled half-way and run again, it converges to the same
+//! state, so transient failures are retried within the run.
 //!
 //! The engine knows nothing of HTTP, SQL or Kafka: it talks to the
 //! [`Source`](recon_core::ports::Source), [`ReplicaStore`](recon_core::ports::ReplicaStore)
 //! and [`ConsumerGate`](recon_core::ports::ConsumerGate) ports.
 
 pub mod cluster;
+mod guarded;
 mod options;
 mod progress;
 mod run;
@@ -30,6 +33,8 @@ mod walk;
 mod fakes;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;
 
 pub use options::{ReconcileOptions, Scope};
 pub use progress::{NoProgress, Progress};

@@ -34,6 +34,11 @@ pub struct ReconcileOptions {
     /// A run still going after this long is aborted and the consumer
     /// resumed, so that Kafka's retention is never outrun silently.
     pub max_pause: Duration,
+    /// Walks of a unit (and raises of a generation floor) tried before a
+    /// transient failure is final; at least 1.
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub retry_backoff: Duration,
 }
 
 impl ReconcileOptions {
@@ -49,6 +54,8 @@ impl ReconcileOptions {
             delete_guard: DeleteGuard::default(),
             epoch,
             max_pause: Duration::from_secs(30 * 60),
+            attempts: 4,
+            retry_backoff: Duration::from_millis(500),
         }
     }
 }

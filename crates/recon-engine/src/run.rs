@@ -2,15 +2,13 @@
 
 use crate::options::{ReconcileOptions, Scope};
 use crate::progress::{NoProgress, Progress};
-use crate::unit::{UnitContext, UnitSpec};
+use crate::unit::{UnitContext, UnitError};
 use crate::walk::KeyFilter;
 use futures::StreamExt;
-use recon_core::ports::{ConsumerGate, PageRequest, ReplicaStore, Source};
+use recon_core::ports::{ConsumerGate, ReplicaStore, Source};
 use recon_core::{
-    EntityKey, FenceToken, GLOBAL_SCOPE, KeyRange, Kind, RunReport, RunStatus, UnitOutcome,
-    UnitReport,
+    EntityKey, FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport,
 };
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -87,8 +85,7 @@ impl Reconciler {
                     options.max_pause.as_secs()
                 ));
             } else if cancel.is_cancelled() {
-                report.status = RunStatus::Aborted;
-                report.abort_reason = Some("cancelled".into());
+                report.status = RunStatus::Cancelled;
             }
             if let Some(gate) = &self.gate
                 && let Err(error) = gate.resume().await
@@ -116,28 +113,66 @@ impl Reconciler {
             self.tenant_list(options, cancel, tenant_filter).await;
         let tenant_list_done = tenant_report.outcome == UnitOutcome::Done;
         report.units.push(tenant_report);
-        if !tenant_list_done {
-            report.status = RunReport::status_of(&report.units);
+        if tenant_list_done {
+            self.progress.tenants_planned(tenant_ids.len() as u64);
+            let concurrency = options.concurrency.max(1);
+            let results: Vec<Vec<UnitReport>> = futures::stream::iter(tenant_ids)
+                .map(|tenant_id| async move { self.tenant(&tenant_id, options, cancel).await })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            let mut units: Vec<UnitReport> = results.into_iter().flatten().collect();
+            units
+                .sort_by(|left, right| (&left.tenant, left.kind).cmp(&(&right.tenant, right.kind)));
+            report.units.extend(units);
+        }
+        self.complete(options, report, generation, cancel).await;
+    }
+
+    /// Completes a run whose units are all reported: its status, then —
+    /// unless cancelled, dry, or the source was restored while it ran — the
+    /// generation floors, retried; a floor that cannot be raised leaves the
+    /// run not completed, with the reason. Used by the single-instance run
+    /// and the cluster leader alike.
+    pub(crate) async fn complete(
+        &self,
+        options: &ReconcileOptions,
+        report: &mut RunReport,
+        generation: Option<u64>,
+        cancel: &CancellationToken,
+    ) {
+        report.status = RunReport::status_of(&report.units);
+        if cancel.is_cancelled() {
+            report.status = RunStatus::Cancelled;
             return;
         }
-        self.progress.tenants_planned(tenant_ids.len() as u64);
-        let concurrency = options.concurrency.max(1);
-        let results: Vec<Vec<UnitReport>> = futures::stream::iter(tenant_ids)
-            .map(|tenant_id| async move { self.tenant(&tenant_id, options, cancel).await })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let mut units: Vec<UnitReport> = results.into_iter().flatten().collect();
-        units.sort_by(|left, right| (&left.tenant, left.kind).cmp(&(&right.tenant, right.kind)));
-        report.units.extend(units);
-        report.status = RunReport::status_of(&report.units);
-        if !options.dry_run && !cancel.is_cancelled() {
-            report.generation_floor = self.raise_floors(options, report, generation).await;
+        if let Some(reason) = generation.and_then(|generation| report.generation_change(generation))
+        {
+            warn!(reason = %reason, "run aborted: the source was restored while it ran");
+            report.status = RunStatus::Aborted;
+            report.abort_reason = Some(reason);
+            return;
+        }
+        if options.dry_run {
+            return;
+        }
+        match self.raise_floors(options, report, generation, cancel).await {
+            Ok(floor) => report.generation_floor = floor,
+            Err(reason) => {
+                error!(reason = %reason, "run not completed: the generation floor was not raised");
+                report.status = if cancel.is_cancelled() {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Aborted
+                };
+                report.abort_reason = Some(reason);
+            }
         }
     }
 
-    /// Reconciles the tenant rows and returns the tenants to go into, and the
-    /// source's generation.
+    /// Reconciles the tenant rows and returns their report, the tenants to
+    /// go into (what the source listed in that same walk, in scope) and the
+    /// source's generation as of the tenant list.
     pub(crate) async fn tenant_list(
         &self,
         options: &ReconcileOptions,
@@ -145,70 +180,16 @@ impl Reconciler {
         filter: KeyFilter,
     ) -> (UnitReport, Vec<String>, Option<u64>) {
         let context = self.context(options, cancel, filter);
-        let spec = UnitSpec {
-            tenant_id: String::new(),
-            kind: Kind::Tenant,
-            range: KeyRange::all(),
-        };
-        let (mut report, first) = context.first_pass(&spec).await;
-        let Ok(replica_rows) = first else {
-            return (report, Vec::new(), None);
-        };
-        context.second_pass(&spec, &mut report, replica_rows).await;
+        let (report, tenants) = context.tenant_list().await;
         if report.outcome != UnitOutcome::Done {
             return (report, Vec::new(), None);
         }
-        // The tenants to go into: what the source lists now (in scope).
-        match self
-            .source_tenants(options, cancel, context.filter.clone())
-            .await
-        {
-            Ok((ids, generation)) => (report, ids, Some(generation)),
-            Err(error) => {
-                report.outcome = UnitOutcome::Failed(error);
-                (report, Vec::new(), None)
-            }
-        }
+        let generation = report.max_generation;
+        (report, tenants, generation)
     }
 
-    async fn source_tenants(
-        &self,
-        options: &ReconcileOptions,
-        cancel: &CancellationToken,
-        filter: KeyFilter,
-    ) -> Result<(Vec<String>, u64), String> {
-        let mut ids = Vec::new();
-        let mut generation = 0;
-        let mut request = PageRequest {
-            tenant_id: String::new(),
-            kind: Kind::Tenant,
-            after: None,
-            limit: options.page_size,
-        };
-        loop {
-            if cancel.is_cancelled() {
-                return Err("cancelled".into());
-            }
-            let page = self
-                .source
-                .fetch_page(&request)
-                .await
-                .map_err(|error| format!("source: {error}"))?;
-            generation = generation.max(page.watermark.generation);
-            for row in &page.rows {
-                let key = row.key();
-                if filter.as_ref().is_none_or(|keep| keep.contains(&key)) {
-                    ids.push(key.primary);
-                }
-            }
-            match page.next_after {
-                Some(next) => request.after = Some(next),
-                None => return Ok((ids, generation)),
-            }
-        }
-    }
-
-    /// Users and groups, then memberships; deletions in the reverse order.
+    /// One whole tenant: users and groups, then memberships; deletions in
+    /// the reverse order, within the tenant's delete guard.
     pub(crate) async fn tenant(
         &self,
         tenant_id: &str,
@@ -223,30 +204,7 @@ impl Reconciler {
             .map(|counts| counts.users + counts.groups + counts.memberships);
         self.progress.tenant_started(tenant_id, expected);
         let context = self.context(options, cancel, None);
-        let mut units = Vec::with_capacity(3);
-        let mut first_passes = Vec::with_capacity(3);
-        for kind in Kind::TENANT_SCOPED {
-            let spec = UnitSpec {
-                tenant_id: tenant_id.to_owned(),
-                kind,
-                range: KeyRange::all(),
-            };
-            let (report, first) = context.first_pass(&spec).await;
-            units.push(report);
-            first_passes.push((spec, first));
-        }
-        for (index, (spec, first)) in first_passes.into_iter().enumerate().rev() {
-            match first {
-                Ok(replica_rows) => {
-                    context
-                        .second_pass(&spec, &mut units[index], replica_rows)
-                        .await
-                }
-                Err(error) => {
-                    warn!(tenant = tenant_id, kind = %spec.kind, error = %error, "unit failed; nothing deleted")
-                }
-            }
-        }
+        let units = context.whole_tenant(tenant_id).await;
         for unit in &units {
             self.progress.unit_finished(unit);
         }
@@ -272,57 +230,42 @@ impl Reconciler {
 
     /// After a run, events of an older generation than the source's are
     /// void or already reflected in what was reconciled (DESIGN §3), so the
-    /// floor goes up: for the whole store once the tenant list is reconciled
-    /// (a tenant whose own units failed is reported and stays stale until the
-    /// next run — applying pre-restore events would only move it further from
-    /// the truth); for a run over listed tenants, per tenant whose units are
-    /// all done.
+    /// floor goes up — for the whole store when every unit was reconciled,
+    /// else for each tenant whose units all were (a failed tenant keeps its
+    /// floor: the run did not read it). Each raise is retried; the first
+    /// that fails for good is the error.
     pub(crate) async fn raise_floors(
         &self,
         options: &ReconcileOptions,
         report: &RunReport,
         generation: Option<u64>,
-    ) -> Option<u64> {
-        let generation = generation?;
-        let scopes: Vec<String> = if options.scope == Scope::AllTenants {
-            let tenant_list_done = report
-                .units
-                .iter()
-                .any(|unit| unit.kind == Kind::Tenant && unit.outcome == UnitOutcome::Done);
-            if !tenant_list_done {
-                return None;
-            }
-            vec![GLOBAL_SCOPE.to_owned()]
-        } else {
-            let failed: BTreeSet<&str> = report
-                .units
-                .iter()
-                .filter(|unit| unit.outcome != UnitOutcome::Done)
-                .map(|unit| unit.tenant.as_str())
-                .collect();
-            let tenants: BTreeSet<&str> = report
-                .units
-                .iter()
-                .filter(|unit| unit.kind != Kind::Tenant)
-                .map(|unit| unit.tenant.as_str())
-                .collect();
-            tenants
-                .difference(&failed)
-                .map(|tenant| tenant.to_string())
-                .collect()
+        cancel: &CancellationToken,
+    ) -> Result<Option<u64>, String> {
+        let Some(generation) = generation else {
+            return Ok(None);
         };
+        let scopes = report.floor_scopes(options.scope == Scope::AllTenants, GLOBAL_SCOPE);
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let context = self.context(options, cancel, None);
         for scope in &scopes {
             let fence = FenceToken::new(scope.clone(), options.epoch);
-            if let Err(error) = self
-                .store
-                .raise_generation_floor(&fence, scope, generation)
-                .await
-            {
-                error!(error = %error, scope = %scope, "could not raise the generation floor");
-                return None;
+            let (result, _) = context
+                .retrying("raise the generation floor", || async {
+                    self.store
+                        .raise_generation_floor(&fence, scope, generation)
+                        .await
+                        .map_err(UnitError::Store)
+                })
+                .await;
+            if let Err(error) = result {
+                return Err(format!(
+                    "could not raise the generation floor of {scope} to {generation}: {error}"
+                ));
             }
         }
         info!(generation, scopes = scopes.len(), "generation floor raised");
-        Some(generation)
+        Ok(Some(generation))
     }
 }

@@ -11,7 +11,7 @@ use recon_core::{
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-fn tenant(id: &str, name: &str, sequence: u64) -> Row {
+pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: id.into(),
         record: Record::Tenant(Tenant {
@@ -22,7 +22,7 @@ fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     }
 }
 
-fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
+pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::User(User {
@@ -35,7 +35,7 @@ fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     }
 }
 
-fn group(tenant: &str, id: &str, sequence: u64) -> Row {
+pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::Group(Group {
@@ -46,7 +46,7 @@ fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     }
 }
 
-fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
+pub(crate) fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
         record: Record::Membership(Membership {
@@ -57,11 +57,12 @@ fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row
     }
 }
 
-fn options() -> ReconcileOptions {
+pub(crate) fn options() -> ReconcileOptions {
     let mut options = ReconcileOptions::new(1);
     options.page_size = 3;
     options.replica_page_size = 2;
     options.write_batch = 2;
+    options.retry_backoff = std::time::Duration::from_millis(1);
     options
 }
 
@@ -204,6 +205,59 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
     );
 }
 
+/// Each kind within its own limit, but together more than the tenant's:
+/// the tenant's limit holds (the guard is per tenant, not per kind).
+#[tokio::test]
+async fn the_kinds_of_a_tenant_share_its_limit() {
+    let mut replica = Rows::new();
+    insert(&mut replica, tenant("t", "t", 1));
+    for index in 0..10 {
+        insert(&mut replica, user("t", &format!("u{index}"), "n", 1));
+        insert(&mut replica, group("t", &format!("g{index}"), 1));
+        insert(&mut replica, membership("t", "g0", &format!("u{index}"), 1));
+    }
+    let mut truth = replica.clone();
+    for kind in [Kind::User, Kind::Group] {
+        if let Some(rows) = truth.get_mut(&(kind, "t".into())) {
+            let gone: Vec<_> = rows.keys().take(4).cloned().collect();
+            for key in gone {
+                rows.remove(&key);
+            }
+        }
+    }
+    // 30 rows: the tenant may lose 6; users and groups lose 4 each (each
+    // within its own limit of 5).
+    let store = Arc::new(FakeStore::with(replica.clone()));
+    let report = run(
+        FakeSource::new(truth.clone(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    assert_eq!(store.snapshot(), replica, "{}", report.to_table());
+    let tripped = report
+        .units
+        .iter()
+        .filter(|unit| unit.outcome == UnitOutcome::GuardTripped)
+        .count();
+    assert_eq!(tripped, 2, "{}", report.to_table());
+    // Four of one kind alone are allowed.
+    let mut only_users = replica.clone();
+    only_users.insert(
+        (Kind::User, "t".into()),
+        truth[&(Kind::User, "t".into())].clone(),
+    );
+    let store = Arc::new(FakeStore::with(replica));
+    let report = run(
+        FakeSource::new(only_users.clone(), Version::new(1, 9)),
+        &store,
+        &options(),
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.to_table());
+    assert_eq!(store.snapshot(), only_users);
+}
+
 #[tokio::test]
 async fn a_failing_page_deletes_nothing() {
     let replica = big_tenant(20);
@@ -211,16 +265,17 @@ async fn a_failing_page_deletes_nothing() {
     if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
         users.retain(|key, _| key.primary != "u0019");
     }
-    // Requests: 1 = tenant list, 2 = the tenants to go into, 3..=9 = the
-    // seven user pages (3 rows each) of the first pass, 10 = groups,
-    // 11 = memberships, then the deleting pass over users.
-    for failing in 1..=12 {
+    // Requests: 1 = tenant list, 2..=8 = the seven user pages (3 rows
+    // each), 9 = groups, 10 = memberships. From `failing` on, every request
+    // fails (retries included).
+    for failing in 1..=10 {
         let store = Arc::new(FakeStore::with(replica.clone()));
         let mut source = FakeSource::new(truth.clone(), Version::new(1, 9));
         source.fail_request = Some(failing);
+        source.fail_persistently = true;
         let report = run(source, &store, &options()).await;
         let users_left = store.snapshot()[&(Kind::User, "t".into())].len();
-        let users_unit_broken = failing <= 9 || failing == 12;
+        let users_unit_broken = failing <= 8;
         if users_unit_broken {
             assert_eq!(
                 users_left, 20,
@@ -237,22 +292,65 @@ async fn a_failing_page_deletes_nothing() {
             RunStatus::Completed,
             "request {failing}: a failure went unreported"
         );
-        let failed = report.units.iter().any(|unit| matches!(&unit.outcome, UnitOutcome::Failed(reason) if reason.contains("injected failure")));
+        let failed = report.units.iter().any(|unit| matches!(&unit.outcome, UnitOutcome::Failed(reason) if reason.contains("injected failure")) && unit.attempts == 4);
         assert!(
             failed,
-            "request {failing}: the report does not name the failure: {report:#?}"
+            "request {failing}: the report does not name the failure after 4 attempts: {report:#?}"
         );
-        let floor_raised = store
-            .floors
-            .lock()
-            .expect("lock")
-            .contains_key(GLOBAL_SCOPE);
-        assert_eq!(
-            floor_raised,
-            failing >= 3,
-            "request {failing}: floor raised without the tenant list, or not after it"
+        // Tenant t was not (wholly) read: no floor may cover it.
+        let floors = store.floors.lock().expect("lock").clone();
+        assert!(
+            floors.is_empty(),
+            "request {failing}: a floor covers the failed tenant: {floors:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_within_the_run() {
+    let replica = big_tenant(20);
+    let mut truth = replica.clone();
+    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
+        users.retain(|key, _| key.primary != "u0019");
+    }
+    for failing in 1..=10 {
+        let store = Arc::new(FakeStore::with(replica.clone()));
+        let mut source = FakeSource::new(truth.clone(), Version::new(1, 9));
+        source.fail_request = Some(failing);
+        let report = run(source, &store, &options()).await;
+        assert_eq!(
+            report.status,
+            RunStatus::Completed,
+            "request {failing}: {}",
+            report.to_table()
+        );
+        assert_eq!(
+            report
+                .units
+                .iter()
+                .filter(|unit| unit.attempts == 2)
+                .count(),
+            1
+        );
+        assert_eq!(store.snapshot()[&(Kind::User, "t".into())].len(), 19);
+        assert_eq!(
+            store.floors.lock().expect("lock").get(GLOBAL_SCOPE),
+            Some(&1)
+        );
+    }
+    // A permanent failure is not retried.
+    let store = Arc::new(FakeStore::with(replica));
+    let mut source = FakeSource::new(truth, Version::new(1, 9));
+    source.fail_request = Some(3);
+    source.fail_kind = recon_core::ports::FailureKind::Permanent;
+    let report = run(source, &store, &options()).await;
+    let users = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("users unit");
+    assert!(matches!(&users.outcome, UnitOutcome::Failed(_)));
+    assert_eq!(users.attempts, 1);
 }
 
 #[tokio::test]
@@ -321,13 +419,22 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
         ) -> Result<Vec<Row>, recon_core::ports::PortError> {
             self.0.read_rows(t, k, a, l).await
         }
+        async fn count_rows(
+            &self,
+            t: Option<&str>,
+            k: Kind,
+            r: &recon_core::KeyRange,
+        ) -> Result<u64, recon_core::ports::PortError> {
+            self.0.count_rows(t, k, r).await
+        }
         async fn apply_reconciliation(
             &self,
             f: &recon_core::FenceToken,
+            w: Version,
             c: &[recon_core::Change],
         ) -> Result<recon_core::ports::AppliedCounts, recon_core::ports::PortError> {
             self.1.lock().expect("lock").extend_from_slice(c);
-            self.0.apply_reconciliation(f, c).await
+            self.0.apply_reconciliation(f, w, c).await
         }
         async fn raise_fence(
             &self,

@@ -1,16 +1,32 @@
 //! One unit: one kind within one tenant (or the tenant list), optionally a
-//! key range of it.
+//! key range of it, reconciled in **one walk** (DESIGN §6).
+//!
+//! The walk streams the source's pages and the replica's rows in key order
+//! and writes missing and changed rows in batches as it goes, each batch
+//! guarded by the watermark of the page its rows came from. Phantoms (rows
+//! only the replica has) are not deleted during the walk: they are *held*,
+//! each as a tombstone at the watermark of the page that covered its key,
+//! and deleted only after the walk read its last page — so what is deleted
+//! is exactly what one walk found, whatever the source does meanwhile. At
+//! most the guard's limit is held: past it the unit will trip anyway, so
+//! holding stops and memory stays bounded. The caller decides with the
+//! guard and then calls [`UnitContext::delete`].
+//!
+//! A walk is idempotent: cancelled or failed half-way and walked again, it
+//! converges to the same state, so transient failures are retried
+//! ([`UnitContext::retrying`]).
 
 use crate::options::ReconcileOptions;
 use crate::progress::Progress;
-use crate::walk::{KeyFilter, Keyed, ReplicaWalk, SourceWalk};
+use crate::walk::{KeyFilter, ReplicaWalk, SourceWalk};
 use recon_core::diff::{Side, Step, classify};
 use recon_core::ports::{FailureKind, PortError, ReplicaStore, Source};
 use recon_core::{
-    Change, Deletion, FenceToken, GuardDecision, KeyRange, Kind, UnitOutcome, UnitReport,
+    Change, Deletion, EntityKey, FenceToken, KeyRange, Kind, UnitOutcome, UnitReport, Version,
 };
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -47,12 +63,6 @@ pub enum UnitError {
         /// The key before it.
         previous: String,
     },
-    /// The second pass found more phantoms than the guard allowed.
-    #[error("more phantoms than the delete guard allows ({limit}); stopped deleting")]
-    GuardExceeded {
-        /// The guard's limit.
-        limit: u64,
-    },
     /// The run was cancelled (not a failure of the unit).
     #[error("cancelled")]
     Cancelled,
@@ -63,28 +73,69 @@ impl UnitError {
     pub fn is_fenced(&self) -> bool {
         matches!(self, UnitError::Store(error) if error.kind == FailureKind::StaleEpoch)
     }
+
+    /// True when walking again may succeed (the source or the store said
+    /// so through the failure's kind).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UnitError::Source(error) | UnitError::Store(error) if error.kind == FailureKind::Transient)
+    }
+
+    /// The unit's outcome after this error.
+    pub fn outcome(&self) -> UnitOutcome {
+        match self {
+            UnitError::Cancelled => UnitOutcome::Cancelled,
+            error => UnitOutcome::Failed(error.to_string()),
+        }
+    }
 }
 
-/// Whether a pass may delete.
-#[derive(Debug, Clone, Copy)]
-enum Deletes {
-    /// Count phantoms only.
-    Count,
-    /// Tombstone phantoms, at most this many.
-    Apply { limit: u64 },
-}
-
-/// What one pass saw.
+/// What one walk found and did.
 #[derive(Debug, Default)]
-struct PassCounts {
-    compared: u64,
-    missing: u64,
-    changed: u64,
-    phantom: u64,
-    replica_rows: u64,
-    written: u64,
-    pages: u64,
-    bytes: u64,
+pub(crate) struct Walked {
+    pub compared: u64,
+    pub missing: u64,
+    pub changed: u64,
+    /// Phantoms found (all of them, held or not).
+    pub phantom: u64,
+    /// Live replica rows seen in the unit's range.
+    pub replica_rows: u64,
+    pub written: u64,
+    pub kept_newer: u64,
+    pub pages: u64,
+    pub bytes: u64,
+    pub generations: Option<(u64, u64)>,
+    /// The phantoms' tombstones, each at its covering page's watermark; at
+    /// most the hold limit of them.
+    pub held: Vec<Deletion>,
+    /// The source's keys, when asked for (the tenant list).
+    pub source_keys: Vec<EntityKey>,
+}
+
+impl Walked {
+    /// More phantoms were found than could be held.
+    pub fn overflowed(&self) -> bool {
+        self.phantom > self.held.len() as u64
+    }
+
+    /// Copies the figures into `report`.
+    pub fn fill(&self, report: &mut UnitReport) {
+        report.compared = self.compared;
+        report.missing = self.missing;
+        report.changed = self.changed;
+        report.phantom = self.phantom;
+        report.written = self.written;
+        report.kept_newer = self.kept_newer;
+        report.pages = self.pages;
+        report.bytes = self.bytes;
+        report.min_generation = self.generations.map(|(low, _)| low);
+        report.max_generation = self.generations.map(|(_, high)| high);
+    }
+}
+
+/// Changes waiting to be written, all read at one watermark.
+struct Pending {
+    watermark: Option<Version>,
+    changes: Vec<Change>,
 }
 
 /// Everything a unit needs.
@@ -107,54 +158,83 @@ impl UnitContext<'_> {
         FenceToken::new(scope, self.options.epoch)
     }
 
-    /// First pass: writes missing and changed rows, counts phantoms.
-    pub async fn first_pass(&self, spec: &UnitSpec) -> (UnitReport, Result<u64, UnitError>) {
-        let started = Instant::now();
-        let mut report = UnitReport::new(&spec.tenant_id, spec.kind);
-        let span =
-            info_span!("reconcile.unit", tenant = %spec.tenant_id, kind = %spec.kind, pass = 1);
-        let result = self.pass(spec, Deletes::Count).instrument(span).await;
-        let replica_rows = fill(&mut report, &result);
-        report.seconds = started.elapsed().as_secs_f64();
-        (report, result.map(|_| replica_rows))
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts of
+    /// the options are used up; transient failures are retried with a
+    /// doubling backoff. Returns the result and the attempts made.
+    pub async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        mut attempt: F,
+    ) -> (Result<T, UnitError>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, UnitError>>,
+    {
+        let attempts = self.options.attempts.max(1);
+        let mut backoff = self.options.retry_backoff;
+        let mut made = 0;
+        loop {
+            made += 1;
+            let result = attempt().await;
+            match result {
+                Err(error) if error.is_transient() && made < attempts => {
+                    warn!(error = %error, what, attempt = made, "transient failure, retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return (Err(UnitError::Cancelled), made),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = backoff.saturating_mul(2).min(Duration::from_secs(30));
+                }
+                result => return (result, made),
+            }
+        }
     }
 
-    /// Decides with the guard and, if allowed, runs the deleting second pass.
-    /// Updates `report`; a unit whose first pass failed must not get here.
-    pub async fn second_pass(&self, spec: &UnitSpec, report: &mut UnitReport, replica_rows: u64) {
-        let started = Instant::now();
-        let guard = self.options.delete_guard;
-        report.guard = guard.decide(report.phantom, replica_rows);
-        match report.guard {
-            GuardDecision::NothingToDelete => return,
-            GuardDecision::Tripped => {
-                report.skipped_by_guard = report.phantom;
-                report.outcome = UnitOutcome::GuardTripped;
-                warn!(tenant = %spec.tenant_id, kind = %spec.kind, phantoms = report.phantom, replica_rows, "delete guard tripped, nothing deleted");
-                return;
-            }
-            GuardDecision::Allowed if self.options.dry_run => return,
-            GuardDecision::Allowed => {}
+    /// Live replica rows of `kind` in `range` (`None`: of every tenant).
+    pub async fn count(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, UnitError> {
+        if self.cancel.is_cancelled() {
+            return Err(UnitError::Cancelled);
         }
-        let limit = guard.limit(replica_rows);
-        let span =
-            info_span!("reconcile.unit", tenant = %spec.tenant_id, kind = %spec.kind, pass = 2);
-        let result = self
-            .pass(spec, Deletes::Apply { limit })
+        self.store
+            .count_rows(tenant_id, kind, range)
+            .await
+            .map_err(UnitError::Store)
+    }
+
+    /// Live replica rows of a tenant, all kinds (its own row excluded).
+    pub async fn tenant_rows(&self, tenant_id: &str) -> Result<[u64; 3], UnitError> {
+        let mut rows = [0; 3];
+        for (index, kind) in Kind::TENANT_SCOPED.into_iter().enumerate() {
+            rows[index] = self.count(Some(tenant_id), kind, &KeyRange::all()).await?;
+        }
+        Ok(rows)
+    }
+
+    /// Walks the unit once, retrying transient failures: writes missing and
+    /// changed rows, holds at most `hold` phantoms.
+    pub async fn walk_retrying(
+        &self,
+        spec: &UnitSpec,
+        hold: u64,
+        keep_source_keys: bool,
+    ) -> (Result<Walked, UnitError>, u32) {
+        let span = info_span!("reconcile.unit", tenant = %spec.tenant_id, kind = %spec.kind);
+        self.retrying("unit walk", || self.walk(spec, hold, keep_source_keys))
             .instrument(span)
-            .await;
-        match result {
-            Ok(counts) => {
-                report.written += counts.written;
-                report.pages += counts.pages;
-                report.bytes += counts.bytes;
-            }
-            Err(error) => report.outcome = outcome_of(&error),
-        }
-        report.seconds += started.elapsed().as_secs_f64();
+            .await
     }
 
-    async fn pass(&self, spec: &UnitSpec, deletes: Deletes) -> Result<PassCounts, UnitError> {
+    async fn walk(
+        &self,
+        spec: &UnitSpec,
+        hold: u64,
+        keep_source_keys: bool,
+    ) -> Result<Walked, UnitError> {
         let options = self.options;
         let mut source = SourceWalk::new(
             self.source.clone(),
@@ -172,8 +252,11 @@ impl UnitContext<'_> {
             options.replica_page_size,
             self.filter.clone(),
         );
-        let mut counts = PassCounts::default();
-        let mut pending: Vec<Change> = Vec::with_capacity(options.write_batch);
+        let mut walked = Walked::default();
+        let mut pending = Pending {
+            watermark: None,
+            changes: Vec::with_capacity(options.write_batch),
+        };
         let fence = self.fence(spec);
         let mut reported = 0;
         loop {
@@ -182,109 +265,167 @@ impl UnitContext<'_> {
             }
             let step = classify(source.head().await?, replica.head().await?);
             let Some(step) = step else { break };
-            counts.compared += 1;
+            walked.compared += 1;
+            let watermark = covering_watermark(&source)?;
             match step {
                 Step::Missing | Step::Changed => {
                     if step == Step::Missing {
-                        counts.missing += 1;
+                        walked.missing += 1;
                     } else {
-                        counts.changed += 1;
+                        walked.changed += 1;
                         replica.pop();
                     }
                     let Some(item) = source.pop() else { break };
-                    pending.push(Change::Upsert(item.row));
+                    if keep_source_keys {
+                        walked.source_keys.push(item.key.clone());
+                    }
+                    if pending.watermark != Some(watermark) {
+                        self.flush(&fence, &mut pending, &mut walked).await?;
+                        pending.watermark = Some(watermark);
+                    }
+                    pending.changes.push(Change::Upsert(item.row));
                 }
                 Step::Equal => {
-                    source.pop();
+                    if let Some(item) = source.pop()
+                        && keep_source_keys
+                    {
+                        walked.source_keys.push(item.key);
+                    }
                     replica.pop();
                 }
                 Step::Phantom => {
                     let Some(item) = replica.pop() else { break };
-                    counts.phantom += 1;
-                    if let Deletes::Apply { limit } = deletes {
-                        if counts.phantom > limit {
-                            return Err(UnitError::GuardExceeded { limit });
-                        }
-                        pending.push(tombstone(item, &source)?);
+                    walked.phantom += 1;
+                    if (walked.held.len() as u64) < hold {
+                        walked.held.push(Deletion {
+                            tenant_id: item.row.tenant_id,
+                            kind: spec.kind,
+                            key: item.key,
+                            version: watermark,
+                        });
                     }
                 }
             }
-            if pending.len() >= options.write_batch {
-                counts.written += self.flush(&fence, &mut pending).await?;
+            if pending.changes.len() >= options.write_batch {
+                self.flush(&fence, &mut pending, &mut walked).await?;
             }
-            if counts.compared - reported >= 1_000 {
+            if walked.compared - reported >= 1_000 {
                 self.progress
-                    .rows_compared(&spec.tenant_id, spec.kind, counts.compared - reported);
-                reported = counts.compared;
+                    .rows_compared(&spec.tenant_id, spec.kind, walked.compared - reported);
+                reported = walked.compared;
             }
         }
-        counts.written += self.flush(&fence, &mut pending).await?;
+        self.flush(&fence, &mut pending, &mut walked).await?;
         self.progress
-            .rows_compared(&spec.tenant_id, spec.kind, counts.compared - reported);
-        counts.replica_rows = replica.rows_seen;
-        counts.pages = source.pages;
-        counts.bytes = source.bytes;
+            .rows_compared(&spec.tenant_id, spec.kind, walked.compared - reported);
+        walked.replica_rows = replica.rows_seen;
+        walked.pages = source.pages;
+        walked.bytes = source.bytes;
+        walked.generations = source.generations;
         info!(
-            compared = counts.compared,
-            missing = counts.missing,
-            changed = counts.changed,
-            phantom = counts.phantom,
-            written = counts.written,
-            "unit pass done"
+            compared = walked.compared,
+            missing = walked.missing,
+            changed = walked.changed,
+            phantom = walked.phantom,
+            held = walked.held.len(),
+            written = walked.written,
+            kept_newer = walked.kept_newer,
+            "unit walked"
         );
-        Ok(counts)
+        Ok(walked)
     }
 
-    async fn flush(&self, fence: &FenceToken, pending: &mut Vec<Change>) -> Result<u64, UnitError> {
-        if pending.is_empty() || self.options.dry_run {
-            pending.clear();
-            return Ok(0);
+    async fn flush(
+        &self,
+        fence: &FenceToken,
+        pending: &mut Pending,
+        walked: &mut Walked,
+    ) -> Result<(), UnitError> {
+        let Some(watermark) = pending.watermark else {
+            pending.changes.clear();
+            return Ok(());
+        };
+        let (written, kept_newer) = self.write(fence, watermark, &pending.changes).await?;
+        walked.written += written;
+        walked.kept_newer += kept_newer;
+        pending.changes.clear();
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        fence: &FenceToken,
+        watermark: Version,
+        changes: &[Change],
+    ) -> Result<(u64, u64), UnitError> {
+        if changes.is_empty() || self.options.dry_run {
+            return Ok((0, 0));
         }
         let applied = self
             .store
-            .apply_reconciliation(fence, pending)
+            .apply_reconciliation(fence, watermark, changes)
             .await
             .map_err(UnitError::Store)?;
-        pending.clear();
-        Ok(applied.written)
+        Ok((applied.written, applied.kept_newer))
+    }
+
+    /// Tombstones the held phantoms of a walk, each at its page's
+    /// watermark, in batches of one watermark each; updates `report`. A key
+    /// re-created at the source after its page was read has a newer version
+    /// than the tombstone, so its event brings it back.
+    pub async fn delete(&self, spec: &UnitSpec, held: Vec<Deletion>, report: &mut UnitReport) {
+        let fence = self.fence(spec);
+        let (result, attempts) = self
+            .retrying("delete phantoms", || self.delete_once(&fence, &held))
+            .await;
+        report.attempts += attempts.saturating_sub(1);
+        match result {
+            Ok((written, kept_newer)) => {
+                report.written += written;
+                report.kept_newer += kept_newer;
+            }
+            Err(error) => {
+                warn!(tenant = %spec.tenant_id, kind = %spec.kind, error = %error, "deleting phantoms failed");
+                report.outcome = error.outcome();
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        fence: &FenceToken,
+        held: &[Deletion],
+    ) -> Result<(u64, u64), UnitError> {
+        let mut totals = (0, 0);
+        let mut start = 0;
+        while start < held.len() {
+            if self.cancel.is_cancelled() {
+                return Err(UnitError::Cancelled);
+            }
+            let watermark = held[start].version;
+            let same = held[start..]
+                .iter()
+                .take(self.options.write_batch.max(1))
+                .take_while(|deletion| deletion.version == watermark)
+                .count();
+            let batch: Vec<Change> = held[start..start + same]
+                .iter()
+                .cloned()
+                .map(Change::Delete)
+                .collect();
+            let (written, kept_newer) = self.write(fence, watermark, &batch).await?;
+            totals.0 += written;
+            totals.1 += kept_newer;
+            start += same;
+        }
+        Ok(totals)
     }
 }
 
-/// The deletion of a phantom, at the watermark of the page covering its key.
-fn tombstone(item: Keyed, source: &SourceWalk) -> Result<Change, UnitError> {
-    let Some(version) = source.watermark() else {
-        return Err(UnitError::BrokenPage(
-            "no page was read before a deletion".into(),
-        ));
-    };
-    Ok(Change::Delete(Deletion {
-        tenant_id: item.row.tenant_id,
-        kind: item.row.record.kind(),
-        key: item.key,
-        version,
-    }))
-}
-
-/// Copies a first pass's counts into the report; returns the replica rows.
-fn fill(report: &mut UnitReport, result: &Result<PassCounts, UnitError>) -> u64 {
-    match result {
-        Ok(counts) => {
-            report.compared = counts.compared;
-            report.missing = counts.missing;
-            report.changed = counts.changed;
-            report.phantom = counts.phantom;
-            report.written = counts.written;
-            report.pages = counts.pages;
-            report.bytes = counts.bytes;
-            counts.replica_rows
-        }
-        Err(error) => {
-            report.outcome = outcome_of(error);
-            0
-        }
-    }
-}
-
-fn outcome_of(error: &UnitError) -> UnitOutcome {
-    UnitOutcome::Failed(error.to_string())
+/// The watermark of the page the source's head came from (after the end,
+/// of the last page): the page that covers the key being classified.
+fn covering_watermark(source: &SourceWalk) -> Result<Version, UnitError> {
+    source
+        .watermark()
+        .ok_or_else(|| UnitError::BrokenPage("a key classified before any page was read".into()))
 }

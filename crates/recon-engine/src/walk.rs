@@ -50,6 +50,8 @@ pub(crate) struct SourceWalk {
     order: Order,
     exhausted: bool,
     watermark: Option<Version>,
+    /// Lowest and highest generation of the pages' watermarks so far.
+    pub generations: Option<(u64, u64)>,
     /// Pages read so far.
     pub pages: u64,
     /// Response bytes read so far.
@@ -82,6 +84,7 @@ impl SourceWalk {
             },
             exhausted: false,
             watermark: None,
+            generations: None,
             pages: 0,
             bytes: 0,
         }
@@ -117,6 +120,11 @@ impl SourceWalk {
         self.pages += 1;
         self.bytes += page.bytes;
         self.watermark = Some(page.watermark);
+        let generation = page.watermark.generation;
+        self.generations = Some(match self.generations {
+            None => (generation, generation),
+            Some((low, high)) => (low.min(generation), high.max(generation)),
+        });
         check_page_shape(&page.rows, page.next_after.as_ref())?;
         for row in page.rows {
             let keyed = Keyed::new(row);

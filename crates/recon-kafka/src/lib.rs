@@ -6,7 +6,8 @@
 //! * `producer`: publishes change events with W3C trace context headers;
 //! * `consumer`: the replica consumer — batches, applies through an
 //!   [`EventSink`](recon_core::ports::EventSink), stores offsets only after
-//!   the database commit, and can be paused through its pause gate.
+//!   the database commit (or the dead letter's), holds and retries while the
+//!   store fails transiently, and can be paused through its pause gate.
 
 pub mod admin;
 mod config;

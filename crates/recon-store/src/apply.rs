@@ -8,7 +8,11 @@
 //!
 //! * event form: `DO UPDATE … WHERE (stored version) < (incoming version)`,
 //!   and changes below the generation floor are dropped before writing;
-//! * reconciliation form: no version guard, but the fence is checked and
+//! * reconciliation form: `DO UPDATE … WHERE (stored version) <= (the
+//!   page's watermark)` — the source's data replaces whatever is not newer
+//!   than the snapshot it was read in (also a restore's older versions),
+//!   and a stored version newer than the watermark (an event newer than the
+//!   snapshot already landed) is kept and counted; the fence is checked and
 //!   raised first, in the same transaction.
 //!
 //! Applying a batch twice has no further effect in either form, so a batch
@@ -33,15 +37,16 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub enum WriteMode<'a> {
     /// Kafka events: version-guarded, subject to the generation floor.
     Event,
-    /// Reconciliation: authoritative, fenced by the plan's epoch.
-    Reconcile(&'a FenceToken),
+    /// Reconciliation: authoritative up to the watermark of the source page
+    /// the changes were read in, fenced by the plan's epoch.
+    Reconcile(&'a FenceToken, Version),
 }
 
 impl WriteMode<'_> {
     fn name(&self) -> &'static str {
         match self {
             WriteMode::Event => "event",
-            WriteMode::Reconcile(_) => "reconcile",
+            WriteMode::Reconcile(..) => "reconcile",
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct ApplyOutcome {
     pub skipped_stale: u64,
     /// Event-form changes whose generation is below the floor.
     pub skipped_below_floor: u64,
+    /// Reconciliation-form changes not written because the stored version
+    /// was newer than the page's watermark.
+    pub kept_newer: u64,
 }
 
 impl ApplyOutcome {
@@ -64,6 +72,7 @@ impl ApplyOutcome {
         self.written += other.written;
         self.skipped_stale += other.skipped_stale;
         self.skipped_below_floor += other.skipped_below_floor;
+        self.kept_newer += other.kept_newer;
     }
 }
 
@@ -84,7 +93,7 @@ impl Store {
         take_write_lock(&transaction).await?;
         let mut outcome = ApplyOutcome::default();
         let selected = match mode {
-            WriteMode::Reconcile(token) => {
+            WriteMode::Reconcile(token, _) => {
                 fence::check_and_raise(&transaction, token).await?;
                 newest_per_entity(changes.iter())
             }
@@ -98,7 +107,10 @@ impl Store {
                 selected
             }
         };
-        let guarded = matches!(mode, WriteMode::Event);
+        let guard = match mode {
+            WriteMode::Event => VersionGuard::Newer,
+            WriteMode::Reconcile(_, watermark) => VersionGuard::AtMost(watermark),
+        };
         let deleted_at_ms = now_ms();
         for kind in Kind::UPSERT_ORDER {
             let of_kind: Vec<&Change> = selected
@@ -108,7 +120,7 @@ impl Store {
                 .collect();
             for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
                 outcome.written +=
-                    write_chunk(&transaction, table(kind), chunk, guarded, deleted_at_ms).await?;
+                    write_chunk(&transaction, table(kind), chunk, guard, deleted_at_ms).await?;
             }
         }
         // Changes that landed; the cascades below write other rows.
@@ -121,7 +133,7 @@ impl Store {
                     &transaction,
                     &deletion.tenant_id,
                     deletion.version,
-                    guarded,
+                    guard,
                     deleted_at_ms,
                 )
                 .await?;
@@ -131,9 +143,14 @@ impl Store {
             .commit()
             .await
             .map_err(database("commit batch"))?;
-        if guarded {
-            let considered = changes.len() as u64 - outcome.skipped_below_floor;
-            outcome.skipped_stale = considered.saturating_sub(landed);
+        match guard {
+            VersionGuard::Newer => {
+                let considered = changes.len() as u64 - outcome.skipped_below_floor;
+                outcome.skipped_stale = considered.saturating_sub(landed);
+            }
+            VersionGuard::AtMost(_) => {
+                outcome.kept_newer = (selected.len() as u64).saturating_sub(landed);
+            }
         }
         Ok(outcome)
     }
@@ -144,13 +161,16 @@ impl Store {
         self.apply(changes, WriteMode::Event).await
     }
 
-    /// Applies reconciliation writes under `fence` (reconciliation form).
+    /// Applies reconciliation writes read at `watermark` under `fence`
+    /// (reconciliation form).
     pub async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<ApplyOutcome> {
-        self.apply(changes, WriteMode::Reconcile(fence)).await
+        self.apply(changes, WriteMode::Reconcile(fence, watermark))
+            .await
     }
 }
 
@@ -207,11 +227,20 @@ fn newest_per_entity<'a>(
     newest
 }
 
+/// Which stored rows a write may replace.
+#[derive(Debug, Clone, Copy)]
+enum VersionGuard {
+    /// Event form: rows older than the incoming version.
+    Newer,
+    /// Reconciliation form: rows not newer than the page's watermark.
+    AtMost(Version),
+}
+
 async fn write_chunk(
     transaction: &DatabaseTransaction,
     table: &Table,
     changes: &[&Change],
-    guarded: bool,
+    version_guard: VersionGuard,
     deleted_at_ms: i64,
 ) -> Result<u64> {
     if changes.is_empty() {
@@ -237,13 +266,20 @@ async fn write_chunk(
         .filter(|column| !key_columns.contains(column))
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
-    let guard = if guarded {
-        format!(
+    let guard = match version_guard {
+        VersionGuard::Newer => format!(
             " WHERE ({name}.generation, {name}.sequence) < (excluded.generation, excluded.sequence)",
             name = table.name
-        )
-    } else {
-        String::new()
+        ),
+        VersionGuard::AtMost(watermark) => {
+            let [generation, sequence] = sql::version_values(watermark)?;
+            format!(
+                " WHERE ({name}.generation, {name}.sequence) <= ({}, {})",
+                binder.bind(generation),
+                binder.bind(sequence),
+                name = table.name
+            )
+        }
     };
     let sql = format!(
         "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}{guard}",
@@ -291,12 +327,13 @@ fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<
 }
 
 /// Deleting a tenant tombstones its live rows at the deletion's version
-/// (event form: only rows older than the deletion).
+/// (event form: only rows older than the deletion; reconciliation form:
+/// rows not newer than the page's watermark).
 async fn cascade_tenant_delete(
     transaction: &DatabaseTransaction,
     tenant_id: &str,
     version: Version,
-    guarded: bool,
+    version_guard: VersionGuard,
     deleted_at_ms: i64,
 ) -> Result<u64> {
     let mut written = 0;
@@ -315,13 +352,15 @@ async fn cascade_tenant_delete(
             binder.bind(tenant_id),
             binder.bind(false)
         );
-        if guarded {
-            condition.push_str(&format!(
-                " AND (generation, sequence) < ({}, {})",
-                binder.bind(generation),
-                binder.bind(sequence)
-            ));
-        }
+        let (operator, [bound_generation, bound_sequence]) = match version_guard {
+            VersionGuard::Newer => ("<", [generation, sequence]),
+            VersionGuard::AtMost(watermark) => ("<=", sql::version_values(watermark)?),
+        };
+        condition.push_str(&format!(
+            " AND (generation, sequence) {operator} ({}, {})",
+            binder.bind(bound_generation),
+            binder.bind(bound_sequence)
+        ));
         let sql = format!("UPDATE {} SET {set} WHERE {condition}", table(*kind).name);
         let result = transaction
             .execute_raw(binder.statement(sql))

@@ -9,7 +9,9 @@
 //!   the stored one (tombstones included) and its generation is not below
 //!   the store's generation floor;
 //! * [`WriteMode::Reconcile`]: the row is set to exactly the source's data
-//!   and version, fenced by the epoch of the plan it works for: a write
+//!   and version unless the stored version is newer than the watermark of
+//!   the page it was read in (then it is kept and counted), fenced by the
+//!   epoch of the plan it works for: a write
 //!   carrying an epoch older than the highest seen for its scope fails with
 //!   [`Error::StaleEpoch`], checked and raised in the same transaction.
 //!
@@ -24,16 +26,52 @@ mod ports;
 mod read;
 mod schema;
 mod sql;
+mod upkeep;
 
 pub use apply::{ApplyOutcome, WriteMode};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
 pub use read::StoredRow;
 pub use recon_core::KeyRange;
+pub use upkeep::TombstonePurge;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
+
+/// Session settings of a store's connections (DESIGN §6, bounded waits).
+///
+/// On PostgreSQL every session gets `lock_timeout`, `statement_timeout`
+/// and `idle_in_transaction_session_timeout`, so a writer frozen inside a
+/// transaction (or a lock held by anyone) cannot stall the cluster: the
+/// waiting statement fails with a transient error and is retried, and the
+/// frozen session is ended by the server. SQLite waits up to `busy_timeout`
+/// for the database lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Longest wait for a row or table lock (PostgreSQL).
+    pub lock_timeout: Duration,
+    /// Longest run of one statement (PostgreSQL).
+    pub statement_timeout: Duration,
+    /// Longest idle time inside an open transaction before the server ends
+    /// the session (PostgreSQL).
+    pub idle_in_transaction_timeout: Duration,
+    /// Longest wait for the database lock (SQLite).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    /// 5 s lock wait, 60 s per statement, 60 s idle in a transaction, 5 s
+    /// SQLite busy wait.
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(60),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Handle on a replica store database. Cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
@@ -42,9 +80,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to `database_url` (`postgres://…` or `sqlite://…`) and brings
-    /// the schema up to date. The URL never appears in errors or logs.
+    /// Connects to `database_url` (`postgres://…` or `sqlite://…`) with the
+    /// default [`StoreOptions`] and brings the schema up to date. The URL
+    /// never appears in errors or logs.
     pub async fn connect(database_url: &str) -> Result<Self> {
+        Self::connect_with(database_url, StoreOptions::default()).await
+    }
+
+    /// Connects with the given session settings; see [`Store::connect`].
+    pub async fn connect_with(database_url: &str, store_options: StoreOptions) -> Result<Self> {
         let mut options = ConnectOptions::new(database_url.to_owned());
         options
             .max_connections(if database_url.starts_with("sqlite") {
@@ -54,6 +98,17 @@ impl Store {
             })
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
+        let session_settings = [
+            ("lock_timeout", millis(store_options.lock_timeout)),
+            ("statement_timeout", millis(store_options.statement_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(store_options.idle_in_transaction_timeout),
+            ),
+        ];
+        options.map_sqlx_postgres_opts(move |postgres| postgres.options(session_settings.clone()));
+        let busy_timeout = store_options.busy_timeout;
+        options.map_sqlx_sqlite_opts(move |sqlite| sqlite.busy_timeout(busy_timeout));
         let connection = Database::connect(options)
             .await
             .map_err(|source| Error::Connect {
@@ -91,6 +146,12 @@ async fn migrate(connection: &DatabaseConnection) -> Result<()> {
             Err(error) => return Err(Error::Migrate(error)),
         }
     }
+}
+
+/// A duration as a PostgreSQL setting in milliseconds (at least 1: `0`
+/// would switch the timeout off).
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
 }
 
 /// Renders a database URL without its credentials, for messages.

@@ -3,9 +3,9 @@
 use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
-    AppliedCounts, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
+    AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
 };
-use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row};
+use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use sea_orm::ConnectionTrait;
 
 impl From<Error> for PortError {
@@ -26,6 +26,7 @@ impl From<ApplyOutcome> for AppliedCounts {
             written: outcome.written,
             skipped_stale: outcome.skipped_stale,
             skipped_below_floor: outcome.skipped_below_floor,
+            kept_newer: outcome.kept_newer,
         }
     }
 }
@@ -34,6 +35,12 @@ impl From<ApplyOutcome> for AppliedCounts {
 impl EventSink for Store {
     async fn apply_events(&self, changes: &[Change]) -> Result<AppliedCounts, PortError> {
         Ok(self.apply(changes, WriteMode::Event).await?.into())
+    }
+
+    async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PortError> {
+        Store::record_dead_letters(self, letters)
+            .await
+            .map_err(|error| PortError::new(FailureKind::Transient, error_chain(&error)))
     }
 
     async fn check_ready(&self) -> Result<(), PortError> {
@@ -67,13 +74,23 @@ impl ReplicaStore for Store {
         Ok(page.into_iter().map(|stored| stored.row).collect())
     }
 
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError> {
+        Ok(self.count_live_in(tenant_id, kind, range).await?)
+    }
+
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
         Ok(self
-            .apply(changes, WriteMode::Reconcile(fence))
+            .apply(changes, WriteMode::Reconcile(fence, watermark))
             .await?
             .into())
     }

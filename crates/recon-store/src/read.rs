@@ -103,19 +103,45 @@ impl Store {
     /// Counts live rows of `kind` in `tenant_id` (all tenants for
     /// [`Kind::Tenant`]).
     pub async fn count_live(&self, tenant_id: &str, kind: Kind) -> Result<u64> {
+        self.count_live_in(Some(tenant_id), kind, &KeyRange::all())
+            .await
+    }
+
+    /// Counts live rows of `kind` within `range`: of `tenant_id`, or of every
+    /// tenant when it is `None` (ignored for [`Kind::Tenant`]).
+    #[instrument(name = "store.count_rows", skip_all, fields(kind = %kind))]
+    pub async fn count_live_in(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64> {
         let table = table(kind);
         let mut binder = Binder::new(self.backend());
-        let mut sql = format!(
-            "SELECT COUNT(*) AS n FROM {} WHERE deleted = {}",
-            table.name,
-            binder.bind(false)
-        );
-        if table.tenant_scoped {
-            sql.push_str(&format!(
-                " AND tenant_id = {}",
-                binder.bind(tenant_id.to_owned())
+        let mut conditions = vec![format!("deleted = {}", binder.bind(false))];
+        if table.tenant_scoped
+            && let Some(tenant_id) = tenant_id
+        {
+            conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
+        }
+        let key_tuple = format!("({})", table.key_columns.join(", "));
+        if let Some(after) = &range.after {
+            conditions.push(format!(
+                "{key_tuple} > {}",
+                binder.bind_tuple(key_values(after))
             ));
         }
+        if let Some(until) = &range.until {
+            conditions.push(format!(
+                "{key_tuple} <= {}",
+                binder.bind_tuple(key_values(until))
+            ));
+        }
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM {} WHERE {}",
+            table.name,
+            conditions.join(" AND ")
+        );
         let row = self
             .connection
             .query_one_raw(binder.statement(sql))

@@ -10,6 +10,10 @@
 //! * `fences(scope, epoch)`: highest reconciliation epoch seen per scope;
 //! * `generation_floors(scope, generation)`: events of an older generation
 //!   are skipped (scope = tenant id, or `*` for the whole store);
+//! * `dead_letters(topic, kafka_partition, kafka_offset, …)`: records the
+//!   consumer refused for their content, with key, payload and error;
+//! * `store_upkeep(task, last_run_ms)`: when a periodic upkeep task (the
+//!   tombstone purge) last ran, claimed by one replica per interval;
 //! * `epoch_claims(singleton, incarnation, election)`: the latest election
 //!   that acquired an epoch (one row), so an older one cannot acquire after
 //!   it.
@@ -108,7 +112,11 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema), Box::new(EpochClaims)]
+        vec![
+            Box::new(InitialSchema),
+            Box::new(DeadLettersAndUpkeep),
+            Box::new(EpochClaims),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -152,12 +160,56 @@ impl MigrationTrait for InitialSchema {
     }
 }
 
+struct DeadLettersAndUpkeep;
+
+impl MigrationName for DeadLettersAndUpkeep {
+    fn name(&self) -> &str {
+        "m0002_dead_letters_and_upkeep"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for DeadLettersAndUpkeep {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let connection = manager.get_connection();
+        let (id_type, bytes_type) = match manager.get_database_backend() {
+            DbBackend::Postgres => ("TEXT COLLATE \"C\" NOT NULL", "BYTEA"),
+            _ => ("TEXT NOT NULL", "BLOB"),
+        };
+        connection
+            .execute_unprepared(&format!(
+                "CREATE TABLE IF NOT EXISTS dead_letters (\n  \
+                 topic {id_type},\n  \
+                 kafka_partition BIGINT NOT NULL,\n  \
+                 kafka_offset BIGINT NOT NULL,\n  \
+                 record_key {bytes_type},\n  \
+                 payload {bytes_type},\n  \
+                 error TEXT NOT NULL,\n  \
+                 dead_at_ms BIGINT NOT NULL,\n  \
+                 PRIMARY KEY (topic, kafka_partition, kafka_offset)\n)"
+            ))
+            .await?;
+        connection
+            .execute_unprepared(&format!(
+                "CREATE TABLE IF NOT EXISTS store_upkeep (task {id_type} PRIMARY KEY, last_run_ms BIGINT NOT NULL)"
+            ))
+            .await?;
+        connection
+            .execute_unprepared(
+                "INSERT INTO store_upkeep (task, last_run_ms) VALUES ('purge_tombstones', 0) \
+                 ON CONFLICT (task) DO NOTHING",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// The election that last acquired an epoch (see [`crate::Store::acquire_epoch`]).
 struct EpochClaims;
 
 impl MigrationName for EpochClaims {
     fn name(&self) -> &str {
-        "m0002_epoch_claims"
+        "m0003_epoch_claims"
     }
 }
 

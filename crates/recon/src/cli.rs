@@ -2,7 +2,9 @@
 //! (`RECON_…`); flags win over the environment.
 
 use clap::{Args, Parser, Subcommand};
+use recon_store::{StoreOptions, TombstonePurge};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// recon keeps a service's copy of monolith data correct.
 #[derive(Debug, Parser)]
@@ -153,6 +155,30 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A share in `0..=1`, written as a fraction (`0.2`) or a percentage
+/// (`20%`); anything else is an error that says what is accepted (never
+/// clamped: a typo must not widen the delete guard).
+fn parse_share(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (trimmed, 1.0),
+    };
+    let share = number
+        .parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite())
+        .map(|value| value / scale)
+        .ok_or_else(|| format!("expected a share such as 0.2 or 20%, got {text:?}"))?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!(
+            "a share must lie between 0 and 1 (0% and 100%), got {text:?}"
+        ))
+    }
+}
+
 /// Options of `recon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -171,9 +197,94 @@ pub struct ServeArgs {
     /// Admin HTTP address (health, readiness, metrics, pause gate).
     #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
+    /// Session timeouts of the replica store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Tombstones (deleted rows kept with their version) older than this are
+    /// purged, e.g. `7d`, `36h`, `3600` (seconds). MUST exceed the longest
+    /// retention of the change topic: an older event for a purged key,
+    /// replayed from Kafka, would bring the row back.
+    #[arg(long, env = "RECON_TOMBSTONE_RETENTION", default_value = "7d", value_parser = parse_positive_duration)]
+    pub tombstone_retention: Duration,
+    /// How often the tombstone purge runs; one replica of the store purges
+    /// per interval, whichever claims it first.
+    #[arg(long, env = "RECON_TOMBSTONE_PURGE_INTERVAL", default_value = "1h", value_parser = parse_positive_duration)]
+    pub tombstone_purge_interval: Duration,
     /// Cluster reconciliation (enabled when `--source-url` is given).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+impl ServeArgs {
+    /// The tombstone purge schedule.
+    pub fn tombstone_purge(&self) -> TombstonePurge {
+        TombstonePurge {
+            retention: self.tombstone_retention,
+            interval: self.tombstone_purge_interval,
+        }
+    }
+}
+
+/// Session timeouts of the replica store (DESIGN §6, bounded waits): a
+/// statement waiting on a lock, a long statement, or a transaction left
+/// idle (e.g. by a frozen process) fails instead of stalling the cluster,
+/// and is retried.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Longest wait for a lock (PostgreSQL `lock_timeout`), e.g. `5s`.
+    #[arg(long, env = "RECON_STORE_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub store_lock_timeout: Duration,
+    /// Longest statement (PostgreSQL `statement_timeout`).
+    #[arg(long, env = "RECON_STORE_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub store_statement_timeout: Duration,
+    /// Longest idle time inside a transaction before the server ends the
+    /// session (PostgreSQL `idle_in_transaction_session_timeout`).
+    #[arg(long, env = "RECON_STORE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub store_idle_in_transaction_timeout: Duration,
+    /// Longest wait for the database lock (SQLite busy timeout).
+    #[arg(long, env = "RECON_STORE_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub store_busy_timeout: Duration,
+}
+
+impl StoreArgs {
+    /// The store's connection options.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            lock_timeout: self.store_lock_timeout,
+            statement_timeout: self.store_statement_timeout,
+            idle_in_transaction_timeout: self.store_idle_in_transaction_timeout,
+            busy_timeout: self.store_busy_timeout,
+        }
+    }
+}
+
+/// A duration: whole seconds (`3600`) or a number with a unit: `ms`, `s`,
+/// `m`, `h`, `d` (`500ms`, `5s`, `7d`). Zero is refused.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 5m, 7d or seconds, got {text:?}"))?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(value),
+        "ms" => Duration::from_millis(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        "h" => Duration::from_secs(value.saturating_mul(3_600)),
+        "d" => Duration::from_secs(value.saturating_mul(86_400)),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (ms, s, m, h, d)"
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err(format!("the duration must be positive, got {text:?}"));
+    }
+    Ok(duration)
 }
 
 /// Options of a replica's part in cluster reconciliation.
@@ -288,8 +399,9 @@ pub struct RunArgs {
     /// Changes per write transaction.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub write_batch: u32,
-    /// Largest share of a unit's rows a run may delete (delete guard).
-    #[arg(long, default_value_t = 0.2)]
+    /// Largest share of a tenant's rows a run may delete (delete guard):
+    /// a fraction in `0..=1` (`0.2`) or a percentage (`20%`).
+    #[arg(long, default_value = "0.2", value_parser = parse_share)]
     pub max_delete_share: f64,
     /// Override the delete guard: delete whatever the source lacks.
     #[arg(long)]
@@ -326,6 +438,9 @@ pub struct ReconcileArgs {
         required_unless_present = "cluster"
     )]
     pub database_url: Option<String>,
+    /// Session timeouts of the replica store.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The source of truth.
     #[command(flatten)]
     pub source: SourceArgs,
@@ -347,4 +462,70 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_share;
+
+    #[test]
+    fn shares_are_fractions_or_percentages() {
+        assert_eq!(parse_share("0.2"), Ok(0.2));
+        assert_eq!(parse_share("20%"), Ok(0.2));
+        assert_eq!(parse_share(" 100 % "), Ok(1.0));
+        assert_eq!(parse_share("0"), Ok(0.0));
+    }
+
+    #[test]
+    fn shares_outside_zero_to_one_are_refused_not_clamped() {
+        for text in [
+            "1.5",
+            "-0.1",
+            "150%",
+            "-5%",
+            "NaN",
+            "inf",
+            "",
+            "20 percent",
+            "%",
+        ] {
+            let error = parse_share(text).expect_err(text);
+            assert!(error.contains(&format!("{text:?}")), "{error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_positive_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(
+            parse_positive_duration("3600"),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(parse_positive_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            parse_positive_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            parse_positive_duration("36h"),
+            Ok(Duration::from_secs(129_600))
+        );
+        assert_eq!(
+            parse_positive_duration("7d"),
+            Ok(Duration::from_secs(604_800))
+        );
+    }
+
+    #[test]
+    fn zero_negative_and_unknown_units_are_refused() {
+        for text in ["0", "0s", "-5s", "5 weeks", "s", "", "1.5h"] {
+            assert!(parse_positive_duration(text).is_err(), "{text:?}");
+        }
+    }
 }

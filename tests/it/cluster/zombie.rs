@@ -233,7 +233,11 @@ async fn a_write_at_the_zombie_epoch_is_rejected(
         version: Version::new(u64::from(u32::MAX), 1),
     });
     let result = store
-        .apply_reconciliation(&FenceToken::new(tenant, epoch), &[tombstone])
+        .apply_reconciliation(
+            &FenceToken::new(tenant, epoch),
+            Version::new(u64::from(u32::MAX), 1),
+            &[tombstone],
+        )
         .await;
     match result {
         Err(error) if error.kind() == ErrorKind::StaleEpoch => {}

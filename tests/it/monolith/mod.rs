@@ -1,10 +1,11 @@
 //! Integration tests of the reference monolith (`recon-monolith`) against
 //! real databases: the Source API checked against its OpenAPI contract,
-//! keyset pagination under concurrent writes, backup/restore, bad input,
+//! a fuzzer driven by that contract, keyset pagination under concurrent writes, backup/restore, bad input,
 //! seed determinism, and the write path's versions and outbox.
 
 mod backup_restore;
 mod bad_input;
+mod fuzz;
 mod pagination;
 mod seed;
 mod source_api;

@@ -158,8 +158,13 @@ impl Contract {
             .unwrap_or_default()
     }
 
+    /// The whole document.
+    pub fn document(&self) -> &Value {
+        &self.document
+    }
+
     /// Follows a local `$ref` (`#/a/b`) if `value` is one.
-    fn resolve<'a>(&'a self, value: &'a Value) -> anyhow::Result<&'a Value> {
+    pub fn resolve<'a>(&'a self, value: &'a Value) -> anyhow::Result<&'a Value> {
         let Some(reference) = value.get("$ref").and_then(Value::as_str) else {
             return Ok(value);
         };

@@ -10,7 +10,9 @@ use super::{Fixture, small_spec};
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
 use recon_core::ports::{AppliedCounts, ConsumerGate, FailureKind, PortError, ReplicaStore};
-use recon_core::{Change, Deletion, ElectionClaim, EntityKey, FenceToken, Kind, Row, Version};
+use recon_core::{
+    Change, Deletion, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version,
+};
 use recon_engine::ReconcileOptions;
 use recon_engine::cluster::{ClusterMember, ClusterSettings, MemberInfo, Plan, RunRequest};
 use recon_engine::{Reconciler, cluster::Coordinator};
@@ -73,7 +75,8 @@ async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
         version: Version::new(u64::MAX / 2, 1),
     });
     let token = FenceToken::new("late-tenant", epoch);
-    match ReplicaStore::apply_reconciliation(&fixture.store, &token, &[late]).await {
+    let watermark = Version::new(u64::MAX / 2, 2);
+    match ReplicaStore::apply_reconciliation(&fixture.store, &token, watermark, &[late]).await {
         Err(error) if error.kind == FailureKind::StaleEpoch => Ok(()),
         Err(error) => bail!("the late write failed, but not on the fence: {error}"),
         Ok(counts) => bail!("a write at the finished run's epoch {epoch} landed: {counts:?}"),
@@ -251,12 +254,22 @@ impl ReplicaStore for EpochsDuringRunsOnly {
         self.store.read_rows(tenant_id, kind, after, limit).await
     }
 
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError> {
+        self.store.count_rows(tenant_id, kind, range).await
+    }
+
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
+        watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
-        ReplicaStore::apply_reconciliation(&self.store, fence, changes).await
+        ReplicaStore::apply_reconciliation(&self.store, fence, watermark, changes).await
     }
 
     async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {

@@ -133,7 +133,7 @@ async fn source_faults_never_delete_and_are_reported() {
         let explained = report.units.iter().any(|unit| match &unit.outcome {
             UnitOutcome::Failed(reason) => !reason.is_empty(),
             UnitOutcome::GuardTripped => true,
-            UnitOutcome::Done => false,
+            UnitOutcome::Done | UnitOutcome::Cancelled => false,
         });
         assert!(
             explained,

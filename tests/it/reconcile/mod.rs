@@ -7,6 +7,7 @@
 
 mod epochs;
 mod faults;
+mod guard;
 mod restore;
 
 use recon_core::RunReport;

@@ -226,7 +226,7 @@ impl ClusterMember {
                 self.reconciler.tenant_list(&options, &cancel, filter).await;
             if tenant_list.outcome != UnitOutcome::Done {
                 // A tripped guard or a source failure on the tenant list ends the run.
-                let reason = format!("tenant list: {:?}", tenant_list.outcome);
+                let reason = format!("tenant list: {}", tenant_list.describe());
                 self.write_barrier(
                     leadership,
                     &run,
@@ -357,13 +357,24 @@ impl ClusterMember {
             peak_rss_bytes: None,
             units,
         };
-        if !run.request.dry_run {
-            report.generation_floor = self
-                .reconciler
-                .raise_floors(&self.options(run), &report, Some(plan.generation))
-                .await;
+        // Floors raised (retried) or the reason why not; a restore seen by
+        // any unit aborts the run instead.
+        let cancel = leadership.lost.child_token();
+        self.reconciler
+            .complete(
+                &self.options(run),
+                &mut report,
+                Some(plan.generation),
+                &cancel,
+            )
+            .await;
+        if report.status == RunStatus::Cancelled {
+            return Err(PortError::new(
+                recon_core::ports::FailureKind::Transient,
+                "leadership lost while completing the run",
+            ));
         }
-        self.write_barrier(leadership, run, report.status, None)
+        self.write_barrier(leadership, run, report.status, report.abort_reason)
             .await
     }
 

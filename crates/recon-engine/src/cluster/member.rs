@@ -207,6 +207,13 @@ impl ClusterMember {
                     return Ok(());
                 }
             };
+            if reports
+                .iter()
+                .any(|report| report.outcome == UnitOutcome::Cancelled)
+            {
+                info!(unit = %unit.id, "unit cancelled; leaving it to be handed out again");
+                continue;
+            }
             let fenced = reports.iter().any(|report| matches!(&report.outcome, UnitOutcome::Failed(reason) if reason.contains("stale epoch")));
             if fenced {
                 self.counters.units_fenced.fetch_add(1, Ordering::SeqCst);
@@ -257,10 +264,6 @@ impl ClusterMember {
                 until: range.until,
             },
         };
-        let (mut report, first) = context.first_pass(&spec).await;
-        if let Ok(replica_rows) = first {
-            context.second_pass(&spec, &mut report, replica_rows).await;
-        }
-        vec![report]
+        vec![context.range_unit(&spec).await]
     }
 }

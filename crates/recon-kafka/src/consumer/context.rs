@@ -1,5 +1,5 @@
 //! The rdkafka consumer context: pauses partitions assigned while the gate
-//! is paused, and reads lag and broker state from librdkafka's statistics.
+//! is paused or the replica store is unavailable, and reads lag and broker state from librdkafka's statistics.
 
 use super::metrics::{ConsumerMetrics, PartitionLabels};
 use super::state::SharedState;
@@ -56,8 +56,9 @@ impl ConsumerContext for GateContext {
                     .iter()
                     .map(|element| (element.topic().to_owned(), element.partition()))
                     .collect();
-                // A rebalance does not keep a pause: pause what we were just given.
-                let paused = self.state.is_paused();
+                // A rebalance does not keep a pause: pause what we were just
+                // given while paused or while waiting for the store.
+                let paused = self.state.is_holding();
                 // librdkafka keeps a partition's pause flag across revoke and
                 // re-assign: set it explicitly either way, or a partition
                 // paused before a rebalance took it away would come back

@@ -29,8 +29,16 @@ pub struct ConsumerMetrics {
     pub events_skipped_below_floor: Counter,
     /// Records that are not decodable change events.
     pub events_undecodable: Counter,
-    /// Events the store refused permanently (logged and skipped).
+    /// Events the store refused for their data (sent to the dead-letter
+    /// table).
     pub events_rejected: Counter,
+    /// Records written to the dead-letter table (refused or undecodable).
+    pub dead_letters: Counter,
+    /// 1 while the replica store fails to take a batch for a transient
+    /// reason (consumption held, the batch retried).
+    pub store_unavailable: Gauge,
+    /// Retries of a batch after a transient store failure.
+    pub store_retries: Counter,
     /// Records that arrived while paused and were left for after the resume.
     pub events_held_back: Counter,
     /// Time to apply and commit one batch.
@@ -73,8 +81,23 @@ impl ConsumerMetrics {
         );
         sub.register(
             "events_rejected",
-            "Change events the store refused permanently",
+            "Change events the store refused for their data (dead-lettered)",
             metrics.events_rejected.clone(),
+        );
+        sub.register(
+            "dead_letters",
+            "Records written to the dead-letter table",
+            metrics.dead_letters.clone(),
+        );
+        sub.register(
+            "store_unavailable",
+            "1 while the replica store fails transiently and consumption is held",
+            metrics.store_unavailable.clone(),
+        );
+        sub.register(
+            "store_retries",
+            "Retries of a batch after a transient replica store failure",
+            metrics.store_retries.clone(),
         );
         sub.register(
             "events_held_back",
@@ -108,6 +131,9 @@ impl ConsumerMetrics {
             events_skipped_below_floor: Counter::default(),
             events_undecodable: Counter::default(),
             events_rejected: Counter::default(),
+            dead_letters: Counter::default(),
+            store_unavailable: Gauge::default(),
+            store_retries: Counter::default(),
             events_held_back: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             paused: Gauge::default(),

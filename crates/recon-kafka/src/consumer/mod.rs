@@ -7,16 +7,21 @@
 //! makes harmless). Offsets are committed every second and synchronously on
 //! pause and on shutdown.
 //!
-//! An undecodable record is logged with its topic, partition and offset,
-//! counted, and skipped. A batch the store refuses for a transient reason is
-//! retried with backoff until it lands or the consumer is shut down; one it
-//! refuses permanently is retried event by event so that only the offending
-//! events are skipped (and counted).
+//! Nothing is skipped without a trace (DESIGN §6): an undecodable record,
+//! and an event the store refuses for its *data*, is written to the store's
+//! dead-letter table before its offset is stored (see [`batch`]). Any other
+//! failure is the store's, not the event's: the batch stays pending and is
+//! retried with backoff until it lands or the consumer is shut down. While
+//! it is pending the loop keeps polling (so the member stays in its group
+//! past `max.poll.interval.ms`), the assignment is paused, what still
+//! arrives is held back and re-read afterwards, `/readyz` says why, and the
+//! `store_unavailable` gauge is 1.
 //!
-//! While paused the loop keeps polling (so the member stays in its group);
-//! a message that still arrives then is not applied: its partition is sought
-//! back to it when the gate resumes.
+//! While paused the loop keeps polling too; a message that still arrives
+//! then is not applied: its partition is sought back to it when the gate
+//! resumes.
 
+mod batch;
 mod context;
 mod gate;
 mod metrics;
@@ -27,13 +32,13 @@ pub use metrics::{ConsumerMetrics, PartitionLabels};
 pub use state::{ConsumerStatus, PartitionStatus};
 
 use crate::{Error, KafkaConfig, Result};
+use batch::PendingBatch;
 use context::GateContext;
 use gate::GateCommand;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use recon_core::Change;
-use recon_core::ports::{EventSink, FailureKind};
+use recon_core::ports::{EventSink, PortError};
 use state::SharedState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +82,7 @@ struct Record {
     topic: String,
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
 }
 
@@ -88,8 +94,11 @@ pub struct ReplicaConsumer {
     metrics: ConsumerMetrics,
     state: Arc<SharedState>,
     commands: mpsc::UnboundedReceiver<GateCommand>,
-    /// While paused: the first unapplied offset seen per partition.
+    /// While held (paused, or waiting for the store): the first unapplied
+    /// offset seen per partition.
     rewind: BTreeMap<(String, i32), i64>,
+    /// The batch being applied while the store fails transiently.
+    pending: Option<PendingBatch>,
 }
 
 impl ReplicaConsumer {
@@ -146,6 +155,7 @@ impl ReplicaConsumer {
             state,
             commands,
             rewind: BTreeMap::new(),
+            pending: None,
         };
         Ok((consumer, gate))
     }
@@ -160,6 +170,11 @@ impl ReplicaConsumer {
     fn run(mut self, runtime: &Handle, shutdown: &CancellationToken) {
         info!(group = %self.settings.group_id, "consumer started");
         while !shutdown.is_cancelled() {
+            if self.pending.is_some() {
+                // Gate commands wait: a pause returns once this batch landed.
+                self.retry_pending(runtime);
+                continue;
+            }
             self.handle_commands();
             let batch = self.next_batch();
             if batch.is_empty() {
@@ -169,9 +184,12 @@ impl ReplicaConsumer {
                 self.hold_back(&batch);
                 continue;
             }
-            if !self.process(batch, runtime, shutdown) {
-                break;
-            }
+            self.start_batch(batch, runtime);
+        }
+        if self.pending.is_some() {
+            warn!(
+                "shutting down with a batch not yet applied; it is replayed from the last committed offset"
+            );
         }
         self.commit_sync("shutdown");
         self.consumer.unsubscribe();
@@ -210,6 +228,19 @@ impl ReplicaConsumer {
     }
 
     fn resume_assignment(&mut self) {
+        self.state.set_paused(false);
+        self.metrics.paused.set(0);
+        if self.state.is_holding() {
+            info!("consumer resumed; still waiting for the replica store");
+            return;
+        }
+        self.release_held_back();
+        info!("consumer resumed");
+    }
+
+    /// Seeks every partition back to its first held-back record and resumes
+    /// the assignment.
+    fn release_held_back(&mut self) {
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(error) => {
@@ -228,15 +259,12 @@ impl ReplicaConsumer {
                 Offset::Offset(offset),
                 Duration::from_secs(5),
             ) {
-                error!(error = %error, topic, partition, offset, "could not rewind a partition held back during the pause");
+                error!(error = %error, topic, partition, offset, "could not rewind a partition held back");
             }
         }
-        self.state.set_paused(false);
-        self.metrics.paused.set(0);
         if let Err(error) = self.consumer.resume(&assignment) {
             error!(error = %error, "could not resume assigned partitions");
         }
-        info!("consumer resumed");
     }
 
     /// Polls one batch: waits up to 100 ms for a first record, then up to
@@ -267,6 +295,7 @@ impl ReplicaConsumer {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
                 offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
             }),
             Err(error) => {
@@ -276,7 +305,8 @@ impl ReplicaConsumer {
         }
     }
 
-    /// Remembers where each partition must restart after the pause.
+    /// Remembers where each partition must restart after the pause (or
+    /// once the store is back).
     fn hold_back(&mut self, batch: &[Record]) {
         for record in batch {
             let key = (record.topic.clone(), record.partition);
@@ -284,113 +314,94 @@ impl ReplicaConsumer {
             *first = (*first).min(record.offset);
         }
         self.metrics.events_held_back.inc_by(batch.len() as u64);
-        debug!(records = batch.len(), "records held back while paused");
+        debug!(records = batch.len(), "records held back");
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
         }
     }
 
-    /// Decodes, applies and stores offsets of one batch. Returns `false` if
-    /// shutdown interrupted it (nothing of it was stored then).
-    fn process(
-        &mut self,
-        batch: Vec<Record>,
-        runtime: &Handle,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let span = info_span!("consumer.batch", records = batch.len());
+    /// Starts applying a batch; it stays pending while the store fails
+    /// transiently.
+    fn start_batch(&mut self, records: Vec<Record>, runtime: &Handle) {
+        let batch = PendingBatch::new(records);
+        self.metrics
+            .events_received
+            .inc_by(batch.decoded_events() as u64);
+        self.attempt(batch, runtime);
+    }
+
+    /// While a batch is pending: polls (so the member stays in its group),
+    /// holds back what arrives, and retries the batch when its backoff is up.
+    fn retry_pending(&mut self, runtime: &Handle) {
+        let Some(batch) = self.pending.take() else {
+            return;
+        };
+        let wait = batch
+            .retry_at
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        if let Some(record) = self.poll_record(wait) {
+            self.hold_back(std::slice::from_ref(&record));
+        }
+        if Instant::now() < batch.retry_at {
+            self.pending = Some(batch);
+            return;
+        }
+        self.metrics.store_retries.inc();
+        self.attempt(batch, runtime);
+    }
+
+    /// Carries a batch as far as it goes; stores its offsets when done.
+    fn attempt(&mut self, mut batch: PendingBatch, runtime: &Handle) {
+        let span = info_span!("consumer.batch", records = batch.records.len());
         let _entered = span.enter();
-        let started = Instant::now();
-        let mut changes = Vec::with_capacity(batch.len());
-        for record in &batch {
-            match record.payload.as_deref().map(recon_proto::decode_change) {
-                Some(Ok(change)) => changes.push(change),
-                Some(Err(error)) => self.undecodable(record, &error.to_string()),
-                None => self.undecodable(record, "record has no payload"),
-            }
-        }
-        if !changes.is_empty() && !self.apply_with_retries(&changes, runtime, shutdown) {
-            return false;
-        }
-        self.store_offsets(&batch);
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        true
-    }
-
-    fn undecodable(&self, record: &Record, reason: &str) {
-        self.metrics.events_undecodable.inc();
-        warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason, "skipping undecodable record");
-    }
-
-    fn apply_with_retries(
-        &self,
-        changes: &[Change],
-        runtime: &Handle,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        self.metrics.events_received.inc_by(changes.len() as u64);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match runtime.block_on(self.sink.apply_events(changes)) {
-                Ok(counts) => {
-                    self.record_applied(counts);
-                    return true;
-                }
-                Err(error) if error.kind == FailureKind::Transient => {
-                    warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "applying a batch failed, retrying");
-                }
-                Err(error) => {
-                    warn!(error = %error, events = changes.len(), "store refused a batch, applying its events one by one");
-                    return self.apply_one_by_one(changes, runtime, shutdown);
+        match self.advance(&mut batch, runtime) {
+            Ok(()) => {
+                self.store_offsets(&batch.records);
+                self.metrics
+                    .batch_seconds
+                    .observe(batch.started.elapsed().as_secs_f64());
+                if batch.failures > 0 {
+                    self.store_available_again(&batch);
                 }
             }
-            if wait_or_shutdown(runtime, shutdown, backoff) {
-                return false;
+            Err(error) => {
+                self.store_unavailable(&mut batch, &error);
+                self.pending = Some(batch);
             }
-            backoff = (backoff * 2).min(self.settings.max_retry_backoff);
         }
     }
 
-    fn apply_one_by_one(
-        &self,
-        changes: &[Change],
-        runtime: &Handle,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        for change in changes {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match runtime.block_on(self.sink.apply_events(std::slice::from_ref(change))) {
-                    Ok(counts) => {
-                        self.record_applied(counts);
-                        break;
-                    }
-                    Err(error) if error.kind == FailureKind::Transient => {}
-                    Err(error) => {
-                        self.metrics.events_rejected.inc();
-                        error!(error = %error, tenant = change.tenant_id(), kind = %change.kind(), key = %change.key(), "store refused an event, skipping it");
-                        break;
-                    }
-                }
-                if wait_or_shutdown(runtime, shutdown, backoff) {
-                    return false;
-                }
-                backoff = (backoff * 2).min(self.settings.max_retry_backoff);
+    /// A transient store failure: hold consumption, say why, back off.
+    fn store_unavailable(&mut self, batch: &mut PendingBatch, error: &PortError) {
+        if batch.failures == 0 {
+            error!(error = %error, records = batch.records.len(), "replica store unavailable: holding consumption and retrying the batch until it lands");
+            self.metrics.store_unavailable.set(1);
+            if let Ok(assignment) = self.consumer.assignment()
+                && let Err(pause_error) = self.consumer.pause(&assignment)
+            {
+                error!(error = %pause_error, "could not pause assigned partitions");
             }
+        } else {
+            warn!(error = %error, failures = batch.failures + 1, retry_in_ms = batch.backoff.as_millis() as u64, "replica store still unavailable, retrying the batch");
         }
-        true
+        self.state
+            .set_store_unavailable(Some(error.message.clone()));
+        batch.failures += 1;
+        batch.retry_at = Instant::now() + batch.backoff;
+        batch.backoff = (batch.backoff * 2).min(self.settings.max_retry_backoff);
     }
 
-    fn record_applied(&self, counts: recon_core::ports::AppliedCounts) {
-        self.metrics.events_written.inc_by(counts.written);
-        self.metrics
-            .events_skipped_stale
-            .inc_by(counts.skipped_stale);
-        self.metrics
-            .events_skipped_below_floor
-            .inc_by(counts.skipped_below_floor);
+    fn store_available_again(&mut self, batch: &PendingBatch) {
+        self.state.set_store_unavailable(None);
+        self.metrics.store_unavailable.set(0);
+        info!(
+            failures = batch.failures,
+            "replica store available again: the held batch landed, resuming consumption"
+        );
+        if !self.state.is_paused() {
+            self.release_held_back();
+        }
     }
 
     fn store_offsets(&self, batch: &[Record]) {
@@ -425,14 +436,4 @@ impl ReplicaConsumer {
             Err(error) => warn!(error = %error, reason, "could not commit offsets"),
         }
     }
-}
-
-/// Sleeps `delay` unless shutdown comes first; returns whether it did.
-fn wait_or_shutdown(runtime: &Handle, shutdown: &CancellationToken, delay: Duration) -> bool {
-    runtime.block_on(async {
-        tokio::select! {
-            _ = shutdown.cancelled() => true,
-            _ = tokio::time::sleep(delay) => false,
-        }
-    })
 }

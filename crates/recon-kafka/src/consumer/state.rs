@@ -31,6 +31,9 @@ pub struct ConsumerStatus {
     pub paused_for_secs: Option<f64>,
     /// Whether a broker connection was up at the last statistics report.
     pub broker_up: bool,
+    /// While the replica store fails to take a batch for a transient reason
+    /// (consumption is held and the batch retried): the last error.
+    pub store_unavailable: Option<String>,
     /// Assigned partitions with their lag.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -46,6 +49,7 @@ struct PauseSince {
 pub(crate) struct SharedState {
     paused: AtomicBool,
     broker_up: AtomicBool,
+    store_unavailable: Mutex<Option<String>>,
     since: Mutex<PauseSince>,
     partitions: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -69,6 +73,27 @@ impl SharedState {
         } else {
             PauseSince::default()
         };
+    }
+
+    /// Whether consumption is held: paused by the gate, or waiting for the
+    /// replica store.
+    pub fn is_holding(&self) -> bool {
+        self.is_paused() || self.store_error().is_some()
+    }
+
+    /// Records why the store is unavailable (`None`: available again).
+    pub fn set_store_unavailable(&self, reason: Option<String>) {
+        *self
+            .store_unavailable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
+    }
+
+    fn store_error(&self) -> Option<String> {
+        self.store_unavailable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn set_broker_up(&self, up: bool) {
@@ -116,6 +141,7 @@ impl SharedState {
                 .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             paused_for_secs: since.monotonic.map(|start| start.elapsed().as_secs_f64()),
             broker_up: self.broker_up.load(Ordering::SeqCst),
+            store_unavailable: self.store_error(),
             partitions: partitions
                 .iter()
                 .map(|((topic, partition), lag)| PartitionStatus {

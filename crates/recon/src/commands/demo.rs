@@ -18,7 +18,7 @@
 use crate::cli::DemoArgs;
 use anyhow::{Context, bail};
 use rdkafka::mocking::MockCluster;
-use recon_core::{RunReport, UnitOutcome};
+use recon_core::{Kind, RunReport, RunStatus, UnitOutcome};
 use recon_engine::cluster::{
     ClusterMember, ClusterSettings, Coordinator, InProcessHub, RunRequest,
 };
@@ -222,7 +222,19 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if !tripped.is_empty() {
+    // No tenant list in the report: it was not reconciled (the guard
+    // withheld the deletion of tenants the source no longer has, with all
+    // their rows), and the run ended before planning.
+    let tenant_list_withheld = report.status == RunStatus::CompletedWithProblems
+        && report.units.iter().all(|unit| unit.kind != Kind::Tenant);
+    if tenant_list_withheld {
+        println!(
+            "   the delete guard withheld deleting tenants the source lost ({}); the operator checks them and re-runs with --allow-mass-delete:",
+            report.abort_reason.as_deref().unwrap_or("")
+        );
+        let second = cluster_run(&coordinator, request(Vec::new(), true)).await?;
+        print!("{}", indent(&second.to_table_limited(12)));
+    } else if !tripped.is_empty() {
         println!(
             "   the delete guard withheld deletions in {} tenant(s); the operator checks them and re-runs those with --allow-mass-delete:",
             tripped.len()

@@ -26,7 +26,7 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         .database_url
         .as_deref()
         .context("--database-url is required without --cluster")?;
-    let store = Store::connect(database_url)
+    let store = Store::connect_with(database_url, args.store.options())
         .await
         .context("open the replica store")?;
     // The store hands out the epoch (never a clock): this run then fences
@@ -134,7 +134,7 @@ pub fn exit_code(report: &RunReport) -> ExitCode {
     match report.status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::CompletedWithProblems => ExitCode::from(3),
-        RunStatus::Aborted => ExitCode::from(4),
+        RunStatus::Aborted | RunStatus::Cancelled => ExitCode::from(4),
     }
 }
 

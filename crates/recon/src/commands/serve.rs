@@ -2,7 +2,9 @@
 //! and serves the admin API:
 //!
 //! * `GET /healthz` — the process is alive;
-//! * `GET /readyz` — the store answers and a broker connection is up;
+//! * `GET /readyz` — the store answers, a broker connection is up, and the
+//!   consumer is not holding a batch the store fails to take (the body says
+//!   why not);
 //! * `GET /metrics` — Prometheus text format;
 //! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
 //! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate;
@@ -16,6 +18,13 @@
 //! With `--source-url` the replica takes part in cluster reconciliation
 //! (etcd with `--etcd-endpoints`, else as a single in-process member); a
 //! replica that starts while a run is in progress starts paused.
+//!
+//! Every replica also runs the tombstone purge (`--tombstone-retention`,
+//! default 7 days, which must exceed the change topic's retention) every
+//! `--tombstone-purge-interval`. It is not tied to cluster leadership: the
+//! replicas sharing a store claim each interval's purge in the store itself
+//! (one conditional update), so exactly one of them purges per interval,
+//! with or without etcd.
 
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
@@ -46,9 +55,19 @@ struct AdminState {
 }
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&args.database_url)
+    let store = Store::connect_with(&args.database_url, args.store.options())
         .await
         .context("open the replica store")?;
+    let purge_task = tokio::spawn({
+        let store = store.clone();
+        let purge = args.tombstone_purge();
+        let shutdown = shutdown.clone();
+        async move {
+            store
+                .run_tombstone_purge(purge, shutdown.cancelled_owned())
+                .await;
+        }
+    });
     let kafka = kafka_config(&args.kafka);
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(format!("http://{}", args.admin_listen));
@@ -113,6 +132,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     };
     consumer_shutdown.cancel();
     consumer_task.await.context("consumer thread")?;
+    purge_task.await.context("tombstone purge task")?;
     admin_result.context("serve the admin API")?;
     if session_lost {
         anyhow::bail!(
@@ -145,11 +165,12 @@ fn admin_router(state: AdminState) -> Router {
 async fn readiness(State(state): State<AdminState>) -> Response {
     let consumer = state.gate.status();
     let store = state.store.check_ready().await;
-    let ready = store.is_ok() && consumer.broker_up;
+    let ready = store.is_ok() && consumer.broker_up && consumer.store_unavailable.is_none();
     let body = serde_json::json!({
         "ready": ready,
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|error| error.message.clone()),
         "broker_up": consumer.broker_up,
+        "consumer_store_error": consumer.store_unavailable,
     });
     let status = if ready {
         StatusCode::OK

@@ -1,0 +1,267 @@
+//! The three shapes a unit takes, each with its delete guard (DESIGN §6):
+//!
+//! * a whole tenant: its users, groups and memberships walked in that order,
+//!   then their phantoms deleted in the reverse order (memberships before
+//!   what they point to);
+//! * a key range of one kind of a split tenant, whose limit is its share of
+//!   the tenant's ([`DeleteGuard::share_limit`](recon_core::DeleteGuard::share_limit)):
+//!   the ranges of one tenant never add up to more than the tenant's limit,
+//!   however it is split (the always-allowed minimum is split with it).
+//!
+//! Either way a tenant loses at most its limit in one run.
+//! * the tenant list: a tenant's deletion cascades to all its rows, so every
+//!   phantom tenant is counted with its rows, per tenant and per run.
+
+use crate::unit::{UnitContext, UnitError, UnitSpec, Walked};
+use recon_core::{
+    EntityKey, GuardDecision, KeyRange, Kind, TenantRemoval, UnitOutcome, UnitReport,
+};
+use tracing::warn;
+
+/// A walked unit awaiting the guard's decision.
+struct WalkedUnit {
+    spec: UnitSpec,
+    report: UnitReport,
+    walked: Option<Walked>,
+}
+
+impl UnitContext<'_> {
+    /// Reconciles a whole tenant: every kind walked once, then deletions
+    /// made in reverse kind order — if each kind stays within its own limit
+    /// and the tenant's phantoms together within the tenant's.
+    pub async fn whole_tenant(&self, tenant_id: &str) -> Vec<UnitReport> {
+        let guard = self.options.delete_guard;
+        let (counted, count_attempts) = self
+            .retrying("count tenant rows", || self.tenant_rows(tenant_id))
+            .await;
+        let rows_per_kind = match counted {
+            Ok(rows) => rows,
+            Err(error) => {
+                warn!(tenant = tenant_id, error = %error, "could not count the tenant's rows; nothing walked");
+                return Kind::TENANT_SCOPED
+                    .into_iter()
+                    .map(|kind| {
+                        let mut report = UnitReport::new(tenant_id, kind);
+                        report.outcome = error.outcome();
+                        report.attempts = count_attempts;
+                        report
+                    })
+                    .collect();
+            }
+        };
+        let tenant_rows: u64 = rows_per_kind.iter().sum();
+        let tenant_limit = guard.limit(tenant_rows);
+        let mut units = Vec::with_capacity(3);
+        let mut found = 0u64;
+        for (kind, kind_rows) in Kind::TENANT_SCOPED.into_iter().zip(rows_per_kind) {
+            let spec = UnitSpec {
+                tenant_id: tenant_id.to_owned(),
+                kind,
+                range: KeyRange::all(),
+            };
+            let kind_limit = guard.limit(kind_rows);
+            let hold = kind_limit.min(tenant_limit.saturating_sub(found));
+            let unit = self.walk_unit(spec, hold, false).await;
+            found = found.saturating_add(unit.walked.as_ref().map_or(0, |walked| walked.phantom));
+            units.push((unit, kind_limit));
+        }
+        let within_tenant_limit = found <= tenant_limit;
+        if !within_tenant_limit {
+            warn!(
+                tenant = tenant_id,
+                phantoms = found,
+                tenant_rows,
+                "the tenant's phantoms together exceed its delete limit"
+            );
+        }
+        for (unit, kind_limit) in units.iter_mut().rev() {
+            let limit = if within_tenant_limit { *kind_limit } else { 0 };
+            let decision = decide(unit, limit);
+            self.settle(unit, decision).await;
+        }
+        units.into_iter().map(|(unit, _)| unit.report).collect()
+    }
+
+    /// Reconciles one key range of one kind of a split tenant, with its
+    /// share of the tenant's limit.
+    pub async fn range_unit(&self, spec: &UnitSpec) -> UnitReport {
+        let guard = self.options.delete_guard;
+        let (counted, count_attempts) = self
+            .retrying("count unit rows", || async {
+                let tenant = self.tenant_rows(&spec.tenant_id).await?;
+                let unit = self
+                    .count(Some(&spec.tenant_id), spec.kind, &spec.range)
+                    .await?;
+                Ok((tenant.iter().sum::<u64>(), unit))
+            })
+            .await;
+        let (tenant_rows, unit_rows) = match counted {
+            Ok(counts) => counts,
+            Err(error) => {
+                let mut report = UnitReport::new(&spec.tenant_id, spec.kind);
+                report.outcome = error.outcome();
+                report.attempts = count_attempts;
+                return report;
+            }
+        };
+        let limit = guard.share_limit(unit_rows, tenant_rows);
+        let mut unit = self.walk_unit(spec.clone(), limit, false).await;
+        let decision = decide(&unit, limit);
+        self.settle(&mut unit, decision).await;
+        unit.report
+    }
+
+    /// Reconciles the tenant rows; returns the report and the tenants the
+    /// source lists (in scope), read in the same walk.
+    pub async fn tenant_list(&self) -> (UnitReport, Vec<String>) {
+        let guard = self.options.delete_guard;
+        let (counted, count_attempts) = self
+            .retrying("count store rows", || async {
+                let mut store_rows = 0;
+                for kind in Kind::UPSERT_ORDER {
+                    store_rows += self.count(None, kind, &KeyRange::all()).await?;
+                }
+                let tenant_rows = self.count(None, Kind::Tenant, &KeyRange::all()).await?;
+                Ok((tenant_rows, store_rows))
+            })
+            .await;
+        let (tenant_rows, store_rows) = match counted {
+            Ok(counts) => counts,
+            Err(error) => {
+                let mut report = UnitReport::new("", Kind::Tenant);
+                report.outcome = error.outcome();
+                report.attempts = count_attempts;
+                return (report, Vec::new());
+            }
+        };
+        // A scoped run sees only its tenants: they bound what is held.
+        let hold = if self.filter.is_some() {
+            u64::MAX
+        } else {
+            guard.limit(tenant_rows)
+        };
+        let spec = UnitSpec {
+            tenant_id: String::new(),
+            kind: Kind::Tenant,
+            range: KeyRange::all(),
+        };
+        let mut unit = self.walk_unit(spec, hold, true).await;
+        let tenants: Vec<String> = unit
+            .walked
+            .as_mut()
+            .map(|walked| std::mem::take(&mut walked.source_keys))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|key: EntityKey| key.primary)
+            .collect();
+        let Some(walked) = &unit.walked else {
+            return (unit.report, tenants);
+        };
+        let decision = if walked.overflowed() {
+            GuardDecision::Tripped
+        } else {
+            let held: Vec<String> = walked
+                .held
+                .iter()
+                .map(|deletion| deletion.tenant_id.clone())
+                .collect();
+            match self.removals(&held).await {
+                Ok(removals) => {
+                    let decision =
+                        guard.decide_tenant_removals(&removals, walked.replica_rows, store_rows);
+                    unit.report.removed_tenants = removals;
+                    decision
+                }
+                Err(error) => {
+                    unit.report.outcome = error.outcome();
+                    unit.walked = None;
+                    return (unit.report, tenants);
+                }
+            }
+        };
+        self.settle(&mut unit, decision).await;
+        (unit.report, tenants)
+    }
+
+    /// What deleting each of `tenants` removes.
+    async fn removals(&self, tenants: &[String]) -> Result<Vec<TenantRemoval>, UnitError> {
+        let mut removals = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let (counted, _) = self
+                .retrying("count tenant rows", || self.tenant_rows(tenant))
+                .await;
+            let [users, groups, memberships] = counted?;
+            removals.push(TenantRemoval {
+                tenant: tenant.clone(),
+                users,
+                groups,
+                memberships,
+            });
+        }
+        Ok(removals)
+    }
+
+    async fn walk_unit(&self, spec: UnitSpec, hold: u64, keep_source_keys: bool) -> WalkedUnit {
+        let started = std::time::Instant::now();
+        let mut report = UnitReport::new(&spec.tenant_id, spec.kind);
+        let (result, attempts) = self.walk_retrying(&spec, hold, keep_source_keys).await;
+        report.attempts = attempts;
+        let walked = match result {
+            Ok(walked) => {
+                walked.fill(&mut report);
+                Some(walked)
+            }
+            Err(error) => {
+                warn!(tenant = %spec.tenant_id, kind = %spec.kind, error = %error, attempts, "unit failed; nothing deleted");
+                report.outcome = error.outcome();
+                None
+            }
+        };
+        report.seconds = started.elapsed().as_secs_f64();
+        WalkedUnit {
+            spec,
+            report,
+            walked,
+        }
+    }
+
+    /// Applies the guard's decision to a walked unit: deletes its held
+    /// phantoms, or reports them withheld.
+    async fn settle(&self, unit: &mut WalkedUnit, decision: GuardDecision) {
+        let Some(walked) = unit.walked.take() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let report = &mut unit.report;
+        if walked.phantom == 0 {
+            report.guard = GuardDecision::NothingToDelete;
+            return;
+        }
+        report.guard = decision;
+        match decision {
+            GuardDecision::NothingToDelete => {}
+            GuardDecision::Tripped => {
+                report.skipped_by_guard = walked.phantom;
+                report.outcome = UnitOutcome::GuardTripped;
+                warn!(tenant = %unit.spec.tenant_id, kind = %unit.spec.kind, phantoms = walked.phantom, "delete guard tripped, nothing deleted");
+            }
+            GuardDecision::Allowed if self.options.dry_run => {}
+            GuardDecision::Allowed => {
+                self.delete(&unit.spec, walked.held, report).await;
+            }
+        }
+        report.seconds += started.elapsed().as_secs_f64();
+    }
+}
+
+/// The guard's verdict on a walked unit allowed `limit` deletions.
+fn decide(unit: &WalkedUnit, limit: u64) -> GuardDecision {
+    let phantoms = unit.walked.as_ref().map_or(0, |walked| walked.phantom);
+    if phantoms == 0 {
+        GuardDecision::NothingToDelete
+    } else if phantoms <= limit {
+        GuardDecision::Allowed
+    } else {
+        GuardDecision::Tripped
+    }
+}
