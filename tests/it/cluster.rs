@@ -25,6 +25,7 @@ mod etcd_outage;
 mod failover;
 mod fixture;
 mod follower;
+mod frozen;
 mod history;
 mod pause;
 mod pause_only;

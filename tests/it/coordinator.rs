@@ -64,6 +64,9 @@ macro_rules! coordinator_suite {
             acks_of_a_killed_member_vanish,
             claims_are_exclusive_and_die_with_the_holder,
             done_records_survive_the_member,
+            done_records_need_the_assignment_and_the_claim,
+            a_request_during_a_run_waits_for_the_next,
+            a_plan_of_50000_units_round_trips,
             barrier_clears_only_its_own_current_run,
         ]);
     };

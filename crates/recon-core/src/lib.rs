@@ -23,4 +23,4 @@ pub use domain::{
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
 pub use report::{RunReport, RunStatus, TenantRemoval, UnitOutcome, UnitReport};
-pub use version::{FenceToken, GLOBAL_SCOPE, Version};
+pub use version::{ElectionClaim, FenceToken, GLOBAL_SCOPE, Version};

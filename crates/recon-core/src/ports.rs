@@ -2,7 +2,7 @@
 //! talk to the outside world. Adapters (the store, the consumer, later the
 //! source client and the coordinator) implement them; nothing here does I/O.
 
-use crate::{Change, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
+use crate::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use async_trait::async_trait;
 
 /// What the caller can do about a failed port call.
@@ -210,6 +210,13 @@ pub trait ReplicaStore: Send + Sync {
     /// Raises the fence of `fence.scope` to `fence.epoch` without writing
     /// data (a new leader does this for the global scope).
     async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError>;
+
+    /// Hands out the next epoch: raises the global fence to `fence + 1` and
+    /// returns it, in one transaction, which fences every older epoch off.
+    /// With a `claim`, fails with
+    /// [`FailureKind::StaleEpoch`] if the store already gave an epoch to a
+    /// later election.
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError>;
 
     /// Raises the generation floor of `scope` to `generation`, fenced.
     async fn raise_generation_floor(

@@ -57,9 +57,29 @@ pub const GLOBAL_SCOPE: &str = "*";
 pub struct FenceToken {
     /// What the writes cover: a tenant id, a work unit, or [`GLOBAL_SCOPE`].
     pub scope: String,
-    /// The epoch of the plan the writes work for (the leader's election
-    /// key's creation revision); only grows.
+    /// The epoch of the plan the writes work for, as handed out by the
+    /// store ([`ElectionClaim`]); only grows.
     pub epoch: u64,
+}
+
+/// Which election a leader won, when it asks the store for an epoch.
+///
+/// Epochs come from one source per store: the store hands out `fence + 1` in
+/// the transaction that raises its global fence to it. A leader elected
+/// through a coordinator presents its election, and the store refuses it if
+/// it has already handed an epoch to a later election: claims are ordered by
+/// `(incarnation, election)`, so a zombie of an older election can never
+/// acquire an epoch after a newer one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ElectionClaim {
+    /// The coordinator's incarnation: an epoch the store handed out when that
+    /// coordination state (an etcd cluster, an in-process hub) first had a
+    /// leader, so a rebuilt etcd orders after the one it replaces. Compared
+    /// first.
+    pub incarnation: u64,
+    /// The election within the incarnation (etcd: the creation revision of
+    /// the leader's election key).
+    pub election: u64,
 }
 
 impl FenceToken {

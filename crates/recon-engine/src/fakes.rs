@@ -5,7 +5,7 @@ use recon_core::ports::{
     AppliedCounts, FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage,
     TenantCounts,
 };
-use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
+use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,9 +133,11 @@ pub struct FakeStore {
     pub rows: Mutex<Rows>,
     pub floors: Mutex<BTreeMap<String, u64>>,
     pub writes: AtomicU64,
-    /// Raising a fence never returns while set (a row lock held by a
-    /// frozen member).
+    /// Raising a fence or acquiring an epoch never returns while set (a
+    /// row lock held by a frozen member).
     pub fence_stuck: std::sync::atomic::AtomicBool,
+    /// The last epoch handed out and the latest election that acquired one.
+    pub epochs: Mutex<(u64, Option<ElectionClaim>)>,
     /// Every floor raise fails (transiently) while set.
     pub fail_floors: std::sync::atomic::AtomicBool,
     /// Floor raises attempted.
@@ -259,6 +261,24 @@ impl ReplicaStore for FakeStore {
             std::future::pending::<()>().await;
         }
         Ok(())
+    }
+
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError> {
+        if self.fence_stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let mut epochs = self.epochs.lock().expect("lock");
+        if let Some(claim) = claim {
+            if epochs.1.is_some_and(|held| held > claim) {
+                return Err(PortError::new(
+                    recon_core::ports::FailureKind::StaleEpoch,
+                    format!("stale election {claim:?}"),
+                ));
+            }
+            epochs.1 = Some(claim);
+        }
+        epochs.0 += 1;
+        Ok(epochs.0)
     }
 
     async fn raise_generation_floor(

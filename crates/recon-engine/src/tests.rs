@@ -442,6 +442,12 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
         ) -> Result<(), recon_core::ports::PortError> {
             self.0.raise_fence(f).await
         }
+        async fn acquire_epoch(
+            &self,
+            c: Option<recon_core::ElectionClaim>,
+        ) -> Result<u64, recon_core::ports::PortError> {
+            self.0.acquire_epoch(c).await
+        }
         async fn raise_generation_floor(
             &self,
             f: &recon_core::FenceToken,

@@ -155,6 +155,8 @@ impl EtcdCoordinator {
         info!(epoch, "leadership won");
         Leadership {
             epoch: epoch as u64,
+            store_epoch: 0,
+            incarnation: 0,
             lost,
         }
     }

@@ -45,6 +45,11 @@ impl Keys {
         format!("{}{lease:x}", self.election_prefix())
     }
 
+    /// The incarnation of this etcd's coordination state (set once).
+    pub(crate) fn incarnation(&self) -> String {
+        format!("{}/incarnation", self.root)
+    }
+
     pub(crate) fn request(&self) -> String {
         format!("{}/request", self.root)
     }
@@ -59,6 +64,11 @@ impl Keys {
 
     pub(crate) fn plan(&self, run_id: &str) -> String {
         format!("{}/plan", self.run(run_id))
+    }
+
+    /// The prefix of a plan's pages of units.
+    pub(crate) fn plan_pages(&self, run_id: &str) -> String {
+        format!("{}/plan-pages/", self.run(run_id))
     }
 
     pub(crate) fn barrier(&self, run_id: &str) -> String {

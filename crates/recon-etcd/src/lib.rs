@@ -14,13 +14,15 @@
 //! |-----|-------|-------|------------|
 //! | `<prefix>/members/<member>` | [`MemberInfo`](recon_engine::cluster::MemberInfo) | the member's | the member, on [`connect`](EtcdCoordinator::connect) |
 //! | `<prefix>/election/<lease hex>` | the member id, raw UTF-8 (etcd's election API) | the member's | etcd's `Campaign` for the member; its create revision is the **epoch**; the first created is the leader; deleted by `resign` |
-//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | none | anyone (`request_run`); deleted by `put_run` |
+//! | `<prefix>/incarnation` | an epoch the store handed out (JSON number) | none | the first leader of this etcd (`init_incarnation`: create if absent); orders a rebuilt etcd's elections after the old one's |
+//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | none | anyone (`request_run`: merged into the pending one, compare-and-swap); deleted by `put_run` of a run started from it |
 //! | `<prefix>/run/current` | [`RunState`](recon_engine::cluster::RunState) | none | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
-//! | `<prefix>/runs/<run>/plan` | [`Plan`](recon_engine::cluster::Plan) | none | the leader, guarded (`put_plan`) |
+//! | `<prefix>/runs/<run>/plan` | the [`Plan`](recon_engine::cluster::Plan) without its units, and its number of pages | none | the leader, guarded (`put_plan`), after every page |
+//! | `<prefix>/runs/<run>/plan-pages/<index>` | a JSON array of the plan's units (at most 256 KiB) | none | the leader, guarded (`put_plan`), one transaction per page |
 //! | `<prefix>/runs/<run>/acks/<member>` | the member id (JSON string) | the member's | the member (`ack_pause`) |
 //! | `<prefix>/runs/<run>/assign/<unit>` | the assignee's id (JSON string) | none | the leader, guarded (`assign`) |
-//! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent) |
-//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`) |
+//! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent and the unit is assigned to it) |
+//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
 //! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
 //!
 //! # Session, leadership, fencing
@@ -59,6 +61,7 @@ mod guard;
 mod keys;
 mod kv;
 mod member;
+mod plan;
 mod port;
 mod request;
 mod session;
@@ -66,5 +69,5 @@ mod settings;
 
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
-pub use request::request_run;
+pub use request::{Requested, request_run};
 pub use settings::EtcdSettings;

@@ -7,7 +7,7 @@ use crate::kv::{decode, encode, key_suffix};
 use crate::member::EtcdCoordinator;
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use recon_core::ports::PortError;
+use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{
     Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan, RunRequest, RunState,
     UnitId,
@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
+
+/// Merging a request into the pending one re-reads it this often at most
+/// when it changes under the write.
+const REQUEST_ATTEMPTS: usize = 10;
 
 impl EtcdCoordinator {
     /// A run's collection, keyed by the (unescaped) member or unit id.
@@ -35,15 +39,20 @@ impl EtcdCoordinator {
         Ok(entries)
     }
 
-    /// Creates the claim key under this member's lease unless it exists.
+    /// Creates the claim key under this member's lease if the unit is
+    /// assigned to this member and nobody holds it.
     #[instrument(name = "coord.claim", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
     async fn claim_unit(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
         self.alive()?;
         let key = self.keys().entry(run_id, Collection::Claims, unit);
         let value = encode(&self.member())?;
         let under_lease = PutOptions::new().with_lease(self.lease_id());
+        let assigned = self.assigned_to_me(run_id, unit)?;
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .when([
+                assigned,
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            ])
             .and_then([TxnOp::put(key.clone(), value, Some(under_lease))])
             .or_else([TxnOp::get(key, None)]);
         let answer = self.kv().txn("claim unit", txn).await?;
@@ -55,10 +64,63 @@ impl EtcdCoordinator {
                 && let Some(entry) = read.kvs().first()
             {
                 let holder: MemberId = decode(entry)?;
-                return Ok(holder == self.member());
+                // Held by this member: still ours only while assigned to us.
+                return Ok(holder == self.member() && self.still_assigned(run_id, unit).await?);
             }
         }
         Ok(false)
+    }
+
+    /// Writes a done-record if the unit is still assigned to this member and
+    /// its claim (under this member's lease) still stands: a member frozen
+    /// past its lease, whose unit went to another, writes nothing.
+    #[instrument(name = "coord.put_done", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
+    async fn put_done_if_assigned(
+        &self,
+        run_id: &str,
+        unit: &str,
+        record: &DoneRecord,
+    ) -> Result<(), PortError> {
+        self.alive()?;
+        let claim = self.keys().entry(run_id, Collection::Claims, unit);
+        let done = self.keys().entry(run_id, Collection::Done, unit);
+        let txn = Txn::new()
+            .when([
+                self.assigned_to_me(run_id, unit)?,
+                Compare::value(claim, CompareOp::Equal, encode(&self.member())?),
+                Compare::lease(
+                    self.keys().entry(run_id, Collection::Claims, unit),
+                    CompareOp::Equal,
+                    self.lease_id(),
+                ),
+            ])
+            .and_then([TxnOp::put(done, encode(record)?, None)]);
+        if self.kv().txn("put done", txn).await?.succeeded() {
+            return Ok(());
+        }
+        Err(PortError::new(
+            FailureKind::StaleEpoch,
+            format!(
+                "unit {unit} of run {run_id} is no longer assigned to and claimed by {}",
+                self.member()
+            ),
+        ))
+    }
+
+    /// The compare "`unit` is assigned to this member".
+    fn assigned_to_me(&self, run_id: &str, unit: &str) -> Result<Compare, PortError> {
+        let key = self.keys().entry(run_id, Collection::Assign, unit);
+        Ok(Compare::value(
+            key,
+            CompareOp::Equal,
+            encode(&self.member())?,
+        ))
+    }
+
+    async fn still_assigned(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        let key = self.keys().entry(run_id, Collection::Assign, unit);
+        let assignee: Option<MemberId> = self.kv().get_json(&key).await?;
+        Ok(assignee.as_deref() == Some(self.member()))
     }
 }
 
@@ -94,9 +156,56 @@ impl Coordinator for EtcdCoordinator {
         self.current_leader().await
     }
 
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
+    async fn incarnation(&self) -> Result<Option<u64>, PortError> {
+        self.kv().get_json(&self.keys().incarnation()).await
+    }
+
+    async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError> {
+        let key = self.keys().incarnation();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), encode(&proposed)?, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = self.kv().txn("init incarnation", txn).await?;
+        if answer.succeeded() {
+            return Ok(proposed);
+        }
+        for response in answer.op_responses() {
+            if let TxnOpResponse::Get(read) = response
+                && let Some(entry) = read.kvs().first()
+            {
+                return decode(entry);
+            }
+        }
+        Err(permanent("etcd incarnation vanished while it was set"))
+    }
+
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
         let key = self.keys().request();
-        self.kv().put_json("put request", &key, request, None).await
+        for _attempt in 0..REQUEST_ATTEMPTS {
+            let current = self.kv().get(&key).await?;
+            let (pending, read_revision) = match &current {
+                Some(entry) => {
+                    let pending: RunRequest = decode(entry)?;
+                    (pending.merge(request.clone()), entry.mod_revision())
+                }
+                None => (request.clone(), 0),
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    read_revision,
+                )])
+                .and_then([TxnOp::put(key.clone(), encode(&pending)?, None)]);
+            if self.kv().txn("put request", txn).await?.succeeded() {
+                return Ok(pending);
+            }
+        }
+        Err(PortError::new(
+            FailureKind::Transient,
+            "the pending run request kept changing while it was merged",
+        ))
     }
 
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
@@ -108,24 +217,29 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
+        // The request is consumed only if it is still the one the run was
+        // started from; one made or merged meanwhile waits for the next run.
+        let request = self.keys().request();
+        let consume = Txn::new()
+            .when([Compare::value(
+                request.clone(),
+                CompareOp::Equal,
+                encode(&run.request)?,
+            )])
+            .and_then([TxnOp::delete(request, None)]);
         let operations = vec![
             TxnOp::put(self.keys().current_run(), encode(run)?, None),
-            TxnOp::delete(self.keys().request(), None),
+            TxnOp::txn(consume),
         ];
         self.guarded_write("put run", leadership, operations).await
     }
 
     async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {
-        let operations = vec![TxnOp::put(
-            self.keys().plan(&plan.run_id),
-            encode(plan)?,
-            None,
-        )];
-        self.guarded_write("put plan", leadership, operations).await
+        self.write_plan(leadership, plan).await
     }
 
     async fn plan(&self, run_id: &str) -> Result<Option<Plan>, PortError> {
-        self.kv().get_json(&self.keys().plan(run_id)).await
+        self.read_plan(run_id).await
     }
 
     async fn ack_pause(&self, run_id: &str) -> Result<(), PortError> {
@@ -173,9 +287,7 @@ impl Coordinator for EtcdCoordinator {
         unit: &str,
         record: &DoneRecord,
     ) -> Result<(), PortError> {
-        self.alive()?;
-        let key = self.keys().entry(run_id, Collection::Done, unit);
-        self.kv().put_json("put done", &key, record, None).await
+        self.put_done_if_assigned(run_id, unit, record).await
     }
 
     async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {

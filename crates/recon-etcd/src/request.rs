@@ -1,16 +1,32 @@
 //! Asking a cluster for a run without being one of its members
-//! (`recon reconcile --cluster`): one put of the request key. The leader
-//! picks it up; a pending request is replaced by a newer one.
+//! (`recon reconcile --cluster`): the request is merged into the pending one
+//! (compare-and-swap on the request key), also while a run is in progress;
+//! the leader picks it up as the next run.
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::member::within;
-use etcd_client::{Client, ConnectOptions};
-use recon_engine::cluster::RunRequest;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use recon_engine::cluster::{RunRequest, RunState};
 use std::time::Duration;
 
-/// Writes `<prefix>/request`.
-pub async fn request_run(endpoints: &[String], prefix: &str, request: &RunRequest) -> Result<()> {
+/// What [`request_run`] left pending.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    /// The pending request, merged with any that was pending before.
+    pub pending: RunRequest,
+    /// Whether it was merged into an earlier pending request.
+    pub merged: bool,
+    /// The run in progress it waits behind, if any.
+    pub queued_behind: Option<String>,
+}
+
+/// Merges `request` into `<prefix>/request`.
+pub async fn request_run(
+    endpoints: &[String],
+    prefix: &str,
+    request: &RunRequest,
+) -> Result<Requested> {
     let deadline = Duration::from_secs(5);
     let options = ConnectOptions::new().with_connect_timeout(deadline);
     let client = within(
@@ -19,16 +35,62 @@ pub async fn request_run(endpoints: &[String], prefix: &str, request: &RunReques
         Client::connect(endpoints, Some(options)),
     )
     .await?;
-    let value = serde_json::to_vec(request).map_err(|error| Error::Unexpected {
-        operation: "encode the run request",
-        reason: error.to_string(),
-    })?;
+    let keys = Keys::new(prefix);
+    let key = keys.request();
     let mut kv = client.kv_client();
-    within(
-        deadline,
-        "put request",
-        kv.put(Keys::new(prefix).request(), value, None),
-    )
-    .await?;
-    Ok(())
+    for _attempt in 0..10 {
+        let read = within(deadline, "read request", kv.get(key.clone(), None)).await?;
+        let (pending, merged, read_revision) = match read.kvs().first() {
+            Some(entry) => {
+                let earlier: RunRequest = decode_json(entry.value(), "the pending run request")?;
+                (earlier.merge(request.clone()), true, entry.mod_revision())
+            }
+            None => (request.clone(), false, 0),
+        };
+        let value = serde_json::to_vec(&pending).map_err(|error| Error::Unexpected {
+            operation: "encode the run request",
+            reason: error.to_string(),
+        })?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                read_revision,
+            )])
+            .and_then([TxnOp::put(key.clone(), value, None)]);
+        if within(deadline, "put request", kv.txn(txn))
+            .await?
+            .succeeded()
+        {
+            let current = within(
+                deadline,
+                "read current run",
+                kv.get(keys.current_run(), None),
+            )
+            .await?;
+            let queued_behind = match current.kvs().first() {
+                Some(entry) => {
+                    let run: RunState = decode_json(entry.value(), "the current run")?;
+                    Some(run.run_id)
+                }
+                None => None,
+            };
+            return Ok(Requested {
+                pending,
+                merged,
+                queued_behind,
+            });
+        }
+    }
+    Err(Error::Unexpected {
+        operation: "put request",
+        reason: "the pending run request kept changing while it was merged".into(),
+    })
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| Error::Unexpected {
+        operation: what,
+        reason: error.to_string(),
+    })
 }

@@ -60,6 +60,15 @@ pub enum Error {
         /// The highest epoch seen for the scope.
         fence: u64,
     },
+    /// A leader asked for an epoch with an election older than one that
+    /// already acquired an epoch (a zombie of an older election).
+    #[error("stale election {claimed:?}: the store already handed an epoch to election {held:?}")]
+    StaleElection {
+        /// The election presented.
+        claimed: recon_core::ElectionClaim,
+        /// The latest election that acquired an epoch.
+        held: recon_core::ElectionClaim,
+    },
     /// Data that cannot be stored or was stored malformed.
     #[error("invalid data: {0}")]
     InvalidData(String),
@@ -69,7 +78,7 @@ impl Error {
     /// Classifies the error for the caller's retry logic.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
+            Error::StaleEpoch { .. } | Error::StaleElection { .. } => ErrorKind::StaleEpoch,
             Error::InvalidData(_) => ErrorKind::Permanent,
             // A migration that fails (e.g. on a read-only database) may
             // succeed once the database is back.

@@ -8,6 +8,13 @@
 //! [`Error::StaleEpoch`] and nothing of its batch lands. A new leader raises
 //! the global fence when it takes over, which fences a zombie leader off
 //! every scope at once.
+//!
+//! Epochs come from the store itself ([`Store::acquire_epoch`]: `fence + 1`,
+//! handed out in the transaction that raises the global fence to it), so
+//! single-instance runs, `recon reconcile`, an etcd cluster and a rebuilt
+//! etcd can follow each other on one database in any order. A leader elected
+//! through a coordinator presents its [`ElectionClaim`]; the latest claim is
+//! kept in `epoch_claims`, and an older one is refused.
 
 use crate::apply::Floors;
 use crate::sql::{self, Binder};
@@ -15,9 +22,9 @@ use crate::{Error, Result, Store, error::database};
 use recon_core::Change;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
 use std::collections::BTreeSet;
-use tracing::{instrument, warn};
+use tracing::{info, instrument, warn};
 
-pub use recon_core::{FenceToken, GLOBAL_SCOPE};
+pub use recon_core::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
 
 /// Raises the token's scope fence to its epoch (never lowers it) and fails
 /// if that scope or the global scope is fenced at a newer epoch.
@@ -159,4 +166,121 @@ impl Store {
         check_and_raise(&transaction, token).await?;
         transaction.commit().await.map_err(database("commit fence"))
     }
+}
+
+impl Store {
+    /// Hands out the next epoch: `fence + 1` over every scope, with the
+    /// global fence raised to it in the same transaction — every older epoch
+    /// is fenced off when this returns, and a write of an older epoch still in
+    /// flight has committed before it (it holds the global fence row shared).
+    ///
+    /// With a `claim`, fails with [`Error::StaleElection`] if a later election
+    /// already acquired an epoch, and records the claim otherwise. Without
+    /// one (a single instance, `recon reconcile`) the recorded claim stays.
+    #[instrument(name = "store.acquire_epoch", skip_all, fields(claim = ?claim))]
+    pub async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64> {
+        let transaction = self.connection.begin().await.map_err(database("begin"))?;
+        let backend = transaction.get_database_backend();
+        // Writing first takes SQLite's write lock at once; on PostgreSQL the
+        // row lock below serializes acquisitions and waits for fenced writes.
+        let mut binder = Binder::new(backend);
+        let ensure = format!(
+            "INSERT INTO fences (scope, epoch) VALUES ({}, 0) ON CONFLICT (scope) DO NOTHING",
+            binder.bind(GLOBAL_SCOPE)
+        );
+        transaction
+            .execute_raw(binder.statement(ensure))
+            .await
+            .map_err(database("acquire epoch"))?;
+        let mut binder = Binder::new(backend);
+        let lock = if backend == DbBackend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let select = format!(
+            "SELECT epoch FROM fences WHERE scope = {}{lock}",
+            binder.bind(GLOBAL_SCOPE)
+        );
+        transaction
+            .query_all_raw(binder.statement(select))
+            .await
+            .map_err(database("acquire epoch"))?;
+        let highest =
+            Binder::new(backend).statement("SELECT MAX(epoch) AS epoch FROM fences".to_owned());
+        let row = transaction
+            .query_one_raw(highest)
+            .await
+            .map_err(database("acquire epoch"))?;
+        let fence: Option<i64> = match row {
+            Some(row) => row
+                .try_get("", "epoch")
+                .map_err(database("acquire epoch"))?,
+            None => None,
+        };
+        let fence = sql::from_db(fence.unwrap_or(0), "epoch")?;
+        if let Some(claim) = claim {
+            record_claim(&transaction, claim).await?;
+        }
+        let epoch = fence.saturating_add(1);
+        let mut binder = Binder::new(backend);
+        let raise = format!(
+            "UPDATE fences SET epoch = {} WHERE scope = {}",
+            binder.bind(sql::to_db(epoch, "epoch")?),
+            binder.bind(GLOBAL_SCOPE)
+        );
+        transaction
+            .execute_raw(binder.statement(raise))
+            .await
+            .map_err(database("acquire epoch"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(database("commit epoch"))?;
+        info!(epoch, "epoch acquired; older epochs are fenced off");
+        Ok(epoch)
+    }
+}
+
+/// Records `claim` as the latest election, or fails if a later one holds.
+async fn record_claim(transaction: &DatabaseTransaction, claim: ElectionClaim) -> Result<()> {
+    let backend = transaction.get_database_backend();
+    let select = Binder::new(backend)
+        .statement("SELECT incarnation, election FROM epoch_claims WHERE singleton = 1".to_owned());
+    let held = transaction
+        .query_one_raw(select)
+        .await
+        .map_err(database("read epoch claim"))?;
+    if let Some(row) = held {
+        let incarnation: i64 = row
+            .try_get("", "incarnation")
+            .map_err(database("read epoch claim"))?;
+        let election: i64 = row
+            .try_get("", "election")
+            .map_err(database("read epoch claim"))?;
+        let held = ElectionClaim {
+            incarnation: sql::from_db(incarnation, "incarnation")?,
+            election: sql::from_db(election, "election")?,
+        };
+        if held > claim {
+            warn!(?claim, ?held, "epoch refused to an older election");
+            return Err(Error::StaleElection {
+                claimed: claim,
+                held,
+            });
+        }
+    }
+    let mut binder = Binder::new(backend);
+    let upsert = format!(
+        "INSERT INTO epoch_claims (singleton, incarnation, election) VALUES (1, {}, {}) \
+         ON CONFLICT (singleton) DO UPDATE SET incarnation = excluded.incarnation, \
+         election = excluded.election",
+        binder.bind(sql::to_db(claim.incarnation, "incarnation")?),
+        binder.bind(sql::to_db(claim.election, "election")?)
+    );
+    transaction
+        .execute_raw(binder.statement(upsert))
+        .await
+        .map_err(database("record epoch claim"))?;
+    Ok(())
 }

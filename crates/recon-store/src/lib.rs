@@ -30,7 +30,7 @@ mod upkeep;
 
 pub use apply::{ApplyOutcome, WriteMode};
 pub use error::{Error, ErrorKind, Result};
-pub use fence::{FenceToken, GLOBAL_SCOPE};
+pub use fence::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
 pub use read::StoredRow;
 pub use recon_core::KeyRange;
 pub use upkeep::TombstonePurge;

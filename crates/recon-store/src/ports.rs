@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use recon_core::ports::{
     AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
 };
-use recon_core::{Change, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
+use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use sea_orm::ConnectionTrait;
 
 impl From<Error> for PortError {
@@ -97,6 +97,10 @@ impl ReplicaStore for Store {
 
     async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
         Ok(Store::raise_fence(self, fence).await?)
+    }
+
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError> {
+        Ok(Store::acquire_epoch(self, claim).await?)
     }
 
     async fn raise_generation_floor(

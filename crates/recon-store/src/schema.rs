@@ -13,7 +13,10 @@
 //! * `dead_letters(topic, kafka_partition, kafka_offset, …)`: records the
 //!   consumer refused for their content, with key, payload and error;
 //! * `store_upkeep(task, last_run_ms)`: when a periodic upkeep task (the
-//!   tombstone purge) last ran, claimed by one replica per interval.
+//!   tombstone purge) last ran, claimed by one replica per interval;
+//! * `epoch_claims(singleton, incarnation, election)`: the latest election
+//!   that acquired an epoch (one row), so an older one cannot acquire after
+//!   it.
 
 use recon_core::Kind;
 use sea_orm::DbBackend;
@@ -109,7 +112,11 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema), Box::new(DeadLettersAndUpkeep)]
+        vec![
+            Box::new(InitialSchema),
+            Box::new(DeadLettersAndUpkeep),
+            Box::new(EpochClaims),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -191,6 +198,29 @@ impl MigrationTrait for DeadLettersAndUpkeep {
             .execute_unprepared(
                 "INSERT INTO store_upkeep (task, last_run_ms) VALUES ('purge_tombstones', 0) \
                  ON CONFLICT (task) DO NOTHING",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The election that last acquired an epoch (see [`crate::Store::acquire_epoch`]).
+struct EpochClaims;
+
+impl MigrationName for EpochClaims {
+    fn name(&self) -> &str {
+        "m0003_epoch_claims"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for EpochClaims {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS epoch_claims (singleton INTEGER PRIMARY KEY, \
+                 incarnation BIGINT NOT NULL, election BIGINT NOT NULL)",
             )
             .await?;
         Ok(())

@@ -94,6 +94,7 @@ async fn kill_the_leader(
     let before = cluster.units_completed().await?;
     let writer = Writer::start(cluster.monolith.clone(), 10 + round);
     let run = cluster.request_run().await?;
+    let run_epoch = cluster.run_epoch(&run)?;
 
     let (stopped_at, leader_last_seen) = match at {
         KillAt::Planning => {
@@ -143,13 +144,21 @@ async fn kill_the_leader(
         replica.proxy.set_fault(Fault::None);
     }
 
-    let failover =
-        measure_failover(cluster, survivor, &run, &leader, epoch, stopped_at, at).await?;
+    let failover = measure_failover(
+        cluster,
+        survivor,
+        &run,
+        &leader,
+        (epoch, run_epoch),
+        stopped_at,
+        at,
+    )
+    .await?;
     let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(60)).await?;
     ensure_completed(&barrier)?;
     ensure!(
-        barrier.epoch > epoch,
-        "the barrier was written by epoch {}, not by the new leader (old epoch {epoch})",
+        barrier.epoch > run_epoch,
+        "the barrier was written by epoch {}, not by the new leader (old run epoch {run_epoch})",
         barrier.epoch
     );
     let tally = units_done_once(&cluster.history, &run).await?;
@@ -243,7 +252,7 @@ async fn measure_failover(
     survivor: u16,
     run: &str,
     leader: &str,
-    epoch: u64,
+    (epoch, run_epoch): (u64, u64),
     stopped_at: Instant,
     at: KillAt,
 ) -> anyhow::Result<Failover> {
@@ -274,7 +283,7 @@ async fn measure_failover(
                 changes
                     .run_states(run)
                     .into_iter()
-                    .find(|(_, state)| state.epoch > epoch)
+                    .find(|(_, state)| state.epoch > run_epoch)
                     .map(|(change, _)| change.seen_at)
             },
         )

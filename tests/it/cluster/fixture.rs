@@ -412,6 +412,18 @@ impl Cluster {
         }
     }
 
+    /// The store epoch the run's writes carry, as its leader last wrote it
+    /// (it changes when another leader adopts the run).
+    pub fn run_epoch(&self, run: &str) -> anyhow::Result<u64> {
+        use super::history::Changes as _;
+        self.history
+            .changes()
+            .run_states(run)
+            .last()
+            .map(|(_, state)| state.epoch)
+            .with_context(|| format!("no state of run {run} seen"))
+    }
+
     /// Asks for a run (guard override: random deletions during the run may
     /// legitimately empty small tenants) and returns its id.
     pub async fn request_run(&self) -> anyhow::Result<String> {

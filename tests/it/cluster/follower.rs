@@ -19,7 +19,7 @@ async fn a_follower_killed_mid_unit_has_its_unit_done_by_another_member() -> any
 
 async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
     let leader_port = cluster.replicas[0].port;
-    let (leader, epoch) = cluster.leader_seen_by(leader_port).await?;
+    let (leader, _) = cluster.leader_seen_by(leader_port).await?;
     let leader_port = cluster.replica(&leader)?.port;
     let follower = cluster
         .replicas
@@ -37,6 +37,7 @@ async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
     let before = cluster.units_completed().await?;
     let writer = Writer::start(cluster.monolith.clone(), 20);
     let run = cluster.request_run().await?;
+    let epoch = cluster.run_epoch(&run)?;
 
     let view = cluster
         .wait_for_view(

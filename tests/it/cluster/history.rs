@@ -7,7 +7,7 @@
 
 use anyhow::{Context, bail};
 use etcd_client::{Client, EventType, WatchOptions};
-use recon_engine::cluster::{Barrier, DoneRecord, Plan, RunState};
+use recon_engine::cluster::{Barrier, DoneRecord, Plan, RunState, UnitPlan};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -181,12 +181,22 @@ impl Changes for [Change] {
             .collect()
     }
 
+    /// The plan key holds the plan without its units and the number of
+    /// pages; the units are in `plan-pages/<index>` (see recon-etcd).
     fn plan(&self, run_id: &str) -> Option<Plan> {
-        let key = format!("runs/{run_id}/plan");
-        self.iter()
-            .rev()
-            .find(|change| change.key == key && !change.deleted)
-            .and_then(Change::decode)
+        let latest = |key: &str| {
+            self.iter()
+                .rev()
+                .find(|change| change.key == key && !change.deleted)
+        };
+        let header: serde_json::Value = latest(&format!("runs/{run_id}/plan"))?.decode()?;
+        let mut plan: Plan = serde_json::from_value(header.get("plan")?.clone()).ok()?;
+        let pages = header.get("pages")?.as_u64()?;
+        for index in 0..pages {
+            let page = latest(&format!("runs/{run_id}/plan-pages/{index:06}"))?;
+            plan.units.extend(page.decode::<Vec<UnitPlan>>()?);
+        }
+        Some(plan)
     }
 
     fn done_puts(&self, run_id: &str) -> Vec<(String, DoneRecord, Change)> {

@@ -30,7 +30,7 @@ async fn a_frozen_leader_is_fenced_off_after_another_takes_over() -> anyhow::Res
 }
 
 async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
-    let (zombie, epoch) = cluster.leader_seen_by(cluster.replicas[0].port).await?;
+    let (zombie, election) = cluster.leader_seen_by(cluster.replicas[0].port).await?;
     let zombie_port = cluster.replica(&zombie)?.port;
     let survivor = cluster
         .replicas
@@ -45,6 +45,8 @@ async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     cluster.drift().await?;
     let writer = Writer::start(cluster.monolith.clone(), 30);
     let run = cluster.request_run().await?;
+    // The store epoch the zombie's writes carry.
+    let epoch = cluster.run_epoch(&run)?;
     cluster
         .wait_for_view(
             survivor,
@@ -84,13 +86,20 @@ async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         .map(|(unit, _)| unit)
         .context("the unit the leader was frozen in")?;
 
-    let (new_leader, new_epoch) =
+    let (new_leader, new_election) =
         wait_for_new_leader(cluster, survivor, &zombie, frozen_at).await?;
     let takeover = frozen_at.elapsed();
     ensure!(
-        new_epoch > epoch,
-        "{new_leader} leads with epoch {new_epoch}, not above the zombie's {epoch}"
+        new_election > election,
+        "{new_leader} leads with election {new_election}, not above the zombie's {election}"
     );
+    wait_until(
+        "the new leader to adopt the run with a newer store epoch",
+        Duration::from_secs(15),
+        || async { Ok(cluster.run_epoch(&run)? > epoch) },
+    )
+    .await?;
+    let new_epoch = cluster.run_epoch(&run)?;
     wait_until(
         "the new leader to raise the global fence",
         Duration::from_secs(15),

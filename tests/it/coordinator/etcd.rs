@@ -220,6 +220,7 @@ async fn a_frozen_member_stops_before_its_keys_expire() -> anyhow::Result<()> {
     let observer = cluster.direct_member("observer").await?;
     let leadership = within("campaign", frozen.campaign(&CancellationToken::new())).await??;
     frozen.ack_pause("r1").await?;
+    frozen.assign(&leadership, "r1", "t1", "frozen").await?;
     ensure!(frozen.claim("r1", "t1").await?, "claim before the freeze");
 
     let frozen_at = Instant::now();

@@ -5,7 +5,8 @@ use super::fixtures::{
     QUIET, barrier, done_record, expect_stale, member_ids, plan, request, run, within,
 };
 use anyhow::{Context, ensure};
-use recon_engine::cluster::{Coordinator, Leadership};
+use recon_core::Kind;
+use recon_engine::cluster::{Coordinator, Leadership, RunPhase, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -259,21 +260,53 @@ pub(crate) async fn put_run_consumes_the_pending_request(
     let a = cluster.member("a").await?;
     ensure!(a.pending_request().await?.is_none(), "no request at first");
     a.request_run(&request("operator")).await?;
-    a.request_run(&request("a")).await?;
+    let pending = a.request_run(&request("a")).await?;
+    let merged = request("operator").merge(request("a"));
+    ensure!(pending == merged, "the later request merged: {pending:?}");
     ensure!(
-        a.pending_request().await? == Some(request("a")),
-        "the last request is pending"
+        a.pending_request().await? == Some(merged.clone()),
+        "the merged request is pending"
     );
     ensure!(a.current_run().await?.is_none(), "no current run yet");
     let leadership = lead(&a).await?;
-    a.put_run(&leadership, &run("r1", leadership.epoch)).await?;
+    let mut started = run("r1", leadership.epoch);
+    started.request = merged;
+    a.put_run(&leadership, &started).await?;
     ensure!(
         a.pending_request().await?.is_none(),
         "put_run consumed the request"
     );
+    ensure!(a.current_run().await? == Some(started), "current run");
+    Ok(())
+}
+
+/// A request made while a run is in progress is not lost at the run's next
+/// phase change: it stays pending (later ones merge into it) for the next
+/// run.
+pub(crate) async fn a_request_during_a_run_waits_for_the_next(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let leadership = lead(&a).await?;
+    let mut current = run("r1", leadership.epoch);
+    a.put_run(&leadership, &current).await?;
+    let mut second = request("second");
+    second.tenants = vec!["t2".to_owned()];
+    a.request_run(&second).await?;
+    current.phase = RunPhase::Planning;
+    a.put_run(&leadership, &current).await?;
+    current.phase = RunPhase::Working;
+    a.put_run(&leadership, &current).await?;
+    let mut third = request("third");
+    third.tenants = vec!["t3".to_owned()];
+    let pending = a.request_run(&third).await?;
     ensure!(
-        a.current_run().await? == Some(run("r1", leadership.epoch)),
-        "current run"
+        pending.tenants == ["t2", "t3"],
+        "the requests merged: {pending:?}"
+    );
+    ensure!(
+        a.pending_request().await? == Some(pending),
+        "the request made during the run is still pending"
     );
     Ok(())
 }
@@ -293,6 +326,44 @@ pub(crate) async fn plan_round_trips(cluster: &impl Cluster) -> anyhow::Result<(
         "plan round-trips"
     );
     ensure!(b.plan("r2").await?.is_none(), "plans are per run");
+    Ok(())
+}
+
+/// A plan of 50,000 tenants (one unit each, realistic ids and cursors) is
+/// written and read back whole: far beyond what one etcd value may hold.
+pub(crate) async fn a_plan_of_50000_units_round_trips(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    let mut big = plan("r1", leadership.epoch);
+    big.units = (0..50_000)
+        .map(|index| UnitPlan {
+            id: format!("u{index:05}"),
+            tenant_id: format!("tenant-{index:05}-{}", "x".repeat(24)),
+            kind: Some(Kind::User),
+            after: Some(format!("user-{index:08}")),
+            until: Some(format!("user-{:08}", index + 1)),
+            weight: 1_000 + index,
+        })
+        .collect();
+    a.put_plan(&leadership, &big).await?;
+    let read = b.plan("r1").await?.context("the plan was not written")?;
+    ensure!(
+        read.units.len() == 50_000,
+        "{} units read back",
+        read.units.len()
+    );
+    ensure!(read == big, "the plan read back differs");
+    // Writing it again (a new leader re-planning) leaves no stale units.
+    let mut small = plan("r1", leadership.epoch);
+    small.units.truncate(1);
+    a.put_plan(&leadership, &small).await?;
+    ensure!(
+        b.plan("r1").await? == Some(small),
+        "a re-written plan keeps units of the old one"
+    );
     Ok(())
 }
 
@@ -341,6 +412,9 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
 ) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    a.assign(&leadership, "r1", "t2/users/2", "a").await?;
+    a.assign(&leadership, "r1", "t1", "b").await?;
     ensure!(a.claim("r1", "t2/users/2").await?, "a claims a free unit");
     ensure!(
         !b.claim("r1", "t2/users/2").await?,
@@ -363,6 +437,12 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
         "the dead holder's claim vanished"
     );
     ensure!(
+        !b.claim("r1", "t2/users/2").await?,
+        "b cannot claim the orphaned unit before it is handed to b"
+    );
+    let next = lead(&b).await?;
+    b.assign(&next, "r1", "t2/users/2", "b").await?;
+    ensure!(
         b.claim("r1", "t2/users/2").await?,
         "b takes the orphaned unit"
     );
@@ -376,6 +456,9 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
 pub(crate) async fn done_records_survive_the_member(cluster: &impl Cluster) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;
+    let leadership = lead(&b).await?;
+    b.assign(&leadership, "r1", "t2/users/2", "a").await?;
+    ensure!(a.claim("r1", "t2/users/2").await?, "a claims its unit");
     a.put_done("r1", "t2/users/2", &done_record("a", 7)).await?;
     cluster.kill("a").await?;
     let expected = BTreeMap::from([("t2/users/2".to_owned(), done_record("a", 7))]);
@@ -413,5 +496,44 @@ pub(crate) async fn barrier_clears_only_its_own_current_run(
         a.barrier("r1").await? == Some(barrier("r1", epoch)),
         "r1's barrier written"
     );
+    Ok(())
+}
+
+/// A member whose unit was handed to another (it was frozen past its
+/// lease, say) can neither claim it nor write its done-record, and the
+/// other member's record stands.
+pub(crate) async fn done_records_need_the_assignment_and_the_claim(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    ensure!(!b.claim("r1", "t1").await?, "b claims an unassigned unit");
+    expect_stale(
+        "done-record of an unassigned unit",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    a.assign(&leadership, "r1", "t1", "b").await?;
+    expect_stale(
+        "done-record without the claim",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    ensure!(b.claim("r1", "t1").await?, "b claims its unit");
+    // The unit is handed to a while b still holds its claim (b is frozen).
+    a.assign(&leadership, "r1", "t1", "a").await?;
+    ensure!(
+        !b.claim("r1", "t1").await?,
+        "b re-claims a unit handed away"
+    );
+    expect_stale(
+        "done-record of a unit handed away",
+        b.put_done("r1", "t1", &done_record("b", 7)).await,
+    )?;
+    ensure!(b.done("r1").await?.is_empty(), "b's done-record landed");
+    cluster.kill("b").await?;
+    ensure!(a.claim("r1", "t1").await?, "a claims the unit");
+    a.put_done("r1", "t1", &done_record("a", 8)).await?;
+    let expected = BTreeMap::from([("t1".to_owned(), done_record("a", 8))]);
+    ensure!(a.done("r1").await? == expected, "a's done-record stands");
     Ok(())
 }

@@ -28,6 +28,7 @@ struct HubState {
     members: BTreeMap<MemberId, (MemberInfo, CancellationToken)>,
     leader: Option<(MemberId, u64, CancellationToken)>,
     next_epoch: u64,
+    incarnation: Option<u64>,
     request: Option<RunRequest>,
     current: Option<RunState>,
     runs: BTreeMap<String, RunRecords>,
@@ -40,8 +41,9 @@ pub struct InProcessHub {
 }
 
 impl InProcessHub {
-    /// A hub whose first leader gets epoch `first_epoch` (give a single
-    /// instance a wall-clock epoch so it grows across restarts).
+    /// A hub whose first leader gets election epoch `first_epoch`. The
+    /// store epochs its leaders write with come from the store, whatever
+    /// this is.
     pub fn new(first_epoch: u64) -> Self {
         let hub = Self::default();
         hub.lock().next_epoch = first_epoch.max(1);
@@ -166,7 +168,12 @@ impl Coordinator for InProcessCoordinator {
                     state.next_epoch += 1;
                     let lost = self.session.child_token();
                     state.leader = Some((self.member.clone(), epoch, lost.clone()));
-                    return Ok(Leadership { epoch, lost });
+                    return Ok(Leadership {
+                        epoch,
+                        store_epoch: 0,
+                        incarnation: 0,
+                        lost,
+                    });
                 }
             }
             tokio::select! {
@@ -196,9 +203,22 @@ impl Coordinator for InProcessCoordinator {
             .map(|(member, epoch, _)| (member.clone(), *epoch)))
     }
 
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError> {
-        self.hub.lock().request = Some(request.clone());
-        Ok(())
+    async fn incarnation(&self) -> Result<Option<u64>, PortError> {
+        Ok(self.hub.lock().incarnation)
+    }
+
+    async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError> {
+        Ok(*self.hub.lock().incarnation.get_or_insert(proposed))
+    }
+
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
+        let mut state = self.hub.lock();
+        let pending = match state.request.take() {
+            Some(pending) => pending.merge(request.clone()),
+            None => request.clone(),
+        };
+        state.request = Some(pending.clone());
+        Ok(pending)
     }
 
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError> {
@@ -213,7 +233,9 @@ impl Coordinator for InProcessCoordinator {
         let mut state = self.hub.lock();
         self.leading(&state, leadership)?;
         state.current = Some(run.clone());
-        state.request = None;
+        if state.request.as_ref() == Some(&run.request) {
+            state.request = None;
+        }
         state.runs.entry(run.run_id.clone()).or_default();
         Ok(())
     }
@@ -288,6 +310,9 @@ impl Coordinator for InProcessCoordinator {
         self.alive()?;
         let mut state = self.hub.lock();
         let records = state.runs.entry(run_id.to_owned()).or_default();
+        if records.assignments.get(unit) != Some(&self.member) {
+            return Ok(false);
+        }
         match records.claims.get(unit) {
             Some(holder) if holder != &self.member => Ok(false),
             _ => {
@@ -314,13 +339,19 @@ impl Coordinator for InProcessCoordinator {
         record: &DoneRecord,
     ) -> Result<(), PortError> {
         self.alive()?;
-        self.hub
-            .lock()
-            .runs
-            .entry(run_id.to_owned())
-            .or_default()
-            .done
-            .insert(unit.to_owned(), record.clone());
+        let mut state = self.hub.lock();
+        let records = state.runs.entry(run_id.to_owned()).or_default();
+        let mine = Some(&self.member);
+        if records.assignments.get(unit) != mine || records.claims.get(unit) != mine {
+            return Err(PortError::new(
+                FailureKind::StaleEpoch,
+                format!(
+                    "unit {unit} of run {run_id} is no longer assigned to and claimed by {}",
+                    self.member
+                ),
+            ));
+        }
+        records.done.insert(unit.to_owned(), record.clone());
         Ok(())
     }
 

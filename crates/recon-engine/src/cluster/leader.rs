@@ -2,14 +2,15 @@
 //! run, wait for every acknowledgement, plan, hand units out (again when an
 //! assignee dies), finish with the floor and the barrier, resign.
 
+use super::backoff::Backoff;
 use super::member::{ClusterMember, now_ms};
 use super::port::Leadership;
 use super::types::{
     Barrier, DoneRecord, MemberRole, Plan, RunPhase, RunRequest, RunState, UnitPlan,
 };
 use crate::options::Scope;
-use recon_core::ports::PortError;
-use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
+use recon_core::ports::{FailureKind, PortError};
+use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,15 +18,37 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+/// The longest wait between campaigns after leadership could not be used.
+const MAX_CAMPAIGN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The longest wait between attempts to write a barrier.
+const MAX_BARRIER_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Longest wait for one store call that a bounded pause depends on (an
+/// epoch acquisition, closing an aborted run); the store's own lock timeout
+/// normally ends such a call sooner.
+const STORE_ATTEMPT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How acquiring a store epoch ended.
+enum Acquired {
+    /// The leadership holds a store epoch.
+    Yes,
+    /// The store refused: a newer election acquired one.
+    Refused(PortError),
+    /// Leadership or the member ended first.
+    Ended,
+}
+
 impl ClusterMember {
     pub(super) async fn lead_forever(self: Arc<Self>, stop: CancellationToken) {
+        let mut backoff = Backoff::new(self.settings.poll_interval, MAX_CAMPAIGN_BACKOFF);
         while !stop.is_cancelled() {
             let leadership = match self.coordinator.campaign(&stop).await {
                 Ok(leadership) => leadership,
                 Err(error) => {
                     if !stop.is_cancelled() {
                         warn!(error = %error, "campaign failed, retrying");
-                        tokio::time::sleep(self.settings.poll_interval).await;
+                        backoff.wait(&stop).await;
                     }
                     continue;
                 }
@@ -35,18 +58,40 @@ impl ClusterMember {
                 member = self.coordinator.member_id(),
                 epoch = leadership.epoch
             );
-            self.lead(&leadership, &stop).instrument(span).await;
+            if self.lead(leadership, &stop).instrument(span).await {
+                backoff.reset();
+            } else {
+                // The store refused or could not give an epoch: campaigning
+                // again at once would spin (and fail the same way).
+                backoff.wait(&stop).await;
+            }
         }
     }
 
     /// Leads until the current run's barrier is written (then resigns) or
-    /// leadership is lost.
-    async fn lead(&self, leadership: &Leadership, stop: &CancellationToken) {
+    /// leadership is lost; `false` if it could not acquire a store epoch.
+    async fn lead(&self, mut leadership: Leadership, stop: &CancellationToken) -> bool {
         info!("elected leader");
-        if !self.raise_global_fence(leadership, stop).await {
-            info!("leadership ended before the fence was raised");
-            return;
+        match self
+            .acquire_store_epoch_retrying(&mut leadership, stop)
+            .await
+        {
+            Acquired::Yes => info!(
+                store_epoch = leadership.store_epoch,
+                incarnation = leadership.incarnation,
+                "store epoch acquired"
+            ),
+            Acquired::Refused(error) => {
+                error!(error = %error, "the store refused this election an epoch; giving leadership up");
+                let _ = self.coordinator.resign(&leadership).await;
+                return false;
+            }
+            Acquired::Ended => {
+                info!("leadership ended before a store epoch was acquired");
+                return true;
+            }
         }
+        let leadership = &leadership;
         while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
             // Every step has a deadline: whatever it waits on (a row lock of
             // a frozen member, a stalled connection), the run is still
@@ -61,7 +106,7 @@ impl ClusterMember {
                 Ok(Ok(true)) => {
                     self.counters.runs_led.fetch_add(1, Ordering::SeqCst);
                     let _ = self.coordinator.resign(leadership).await;
-                    return;
+                    return true;
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(error)) => warn!(error = %error, "leader step failed, retrying"),
@@ -75,38 +120,69 @@ impl ClusterMember {
             }
         }
         info!("leadership ended");
+        true
     }
 
-    /// Raises the store's global fence to this leadership's epoch, each
-    /// attempt under the step deadline, until it is raised (`true`) or the
-    /// leadership ends (`false`). Meanwhile a run past `max_pause` is
-    /// aborted: the barrier needs etcd only, so a fence raise blocked on a
-    /// frozen member's row lock does not hold every consumer paused.
-    async fn raise_global_fence(&self, leadership: &Leadership, stop: &CancellationToken) -> bool {
-        let global = FenceToken::new(GLOBAL_SCOPE, leadership.epoch);
+    /// Gets this leadership's epoch from the store (DESIGN §2: epochs come
+    /// from the store, never from a clock), presenting its election so that
+    /// an older election can never acquire after a newer one. The first
+    /// leader of a coordination state (a new or rebuilt etcd) sets its
+    /// incarnation to a fresh store epoch first.
+    async fn acquire_store_epoch(&self, leadership: &mut Leadership) -> Result<(), PortError> {
+        let store = &self.reconciler.store;
+        leadership.incarnation = match self.coordinator.incarnation().await? {
+            Some(incarnation) => incarnation,
+            None => {
+                let proposed = store.acquire_epoch(None).await?;
+                let incarnation = self.coordinator.init_incarnation(proposed).await?;
+                info!(incarnation, "coordination state incarnated");
+                incarnation
+            }
+        };
+        leadership.store_epoch = store.acquire_epoch(Some(leadership.claim())).await?;
+        Ok(())
+    }
+
+    /// Acquires this leadership's store epoch (which raises the store's
+    /// global fence), each attempt bounded, until it is acquired, refused
+    /// (an election newer than this one holds the store), or the leadership
+    /// ends. Meanwhile a run past `max_pause` is aborted: an acquisition
+    /// blocked on a frozen member's row lock must not hold every consumer
+    /// paused.
+    async fn acquire_store_epoch_retrying(
+        &self,
+        leadership: &mut Leadership,
+        stop: &CancellationToken,
+    ) -> Acquired {
+        let attempt_deadline = self.store_attempt_deadline();
         while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
-            let raise = tokio::time::timeout(
-                self.step_deadline(),
-                self.reconciler.store.raise_fence(&global),
-            );
-            let raised = tokio::select! {
-                raised = raise => raised,
-                _ = leadership.lost.cancelled() => break,
+            let lost = leadership.lost.clone();
+            let acquire =
+                tokio::time::timeout(attempt_deadline, self.acquire_store_epoch(leadership));
+            let acquired = tokio::select! {
+                acquired = acquire => acquired,
+                _ = lost.cancelled() => break,
                 _ = stop.cancelled() => break,
             };
-            match raised {
-                Ok(Ok(())) => return true,
+            match acquired {
+                Ok(Ok(())) => return Acquired::Yes,
+                Ok(Err(error)) if error.kind == FailureKind::StaleEpoch => {
+                    return Acquired::Refused(error);
+                }
                 Ok(Err(error)) => {
-                    error!(error = %error, "could not raise the global fence, retrying");
+                    error!(error = %error, "could not acquire a store epoch, retrying");
                 }
                 Err(_elapsed) => {
-                    error!("raising the global fence exceeded the step deadline, retrying");
+                    error!(
+                        deadline_ms = attempt_deadline.as_millis() as u64,
+                        "acquiring a store epoch exceeded its deadline, retrying"
+                    );
                 }
             }
             let overdue =
                 tokio::time::timeout(self.step_deadline(), self.abort_if_overdue(leadership));
             match overdue.await {
-                Ok(Ok(true)) => info!("aborted the run past max_pause while the fence was blocked"),
+                Ok(Ok(true)) => info!("aborted the run past max_pause while the store was blocked"),
                 Ok(Ok(false)) => {}
                 Ok(Err(error)) => warn!(error = %error, "could not check the run for max_pause"),
                 Err(_elapsed) => warn!("checking the run for max_pause exceeded the step deadline"),
@@ -115,7 +191,7 @@ impl ClusterMember {
                 break;
             }
         }
-        false
+        Acquired::Ended
     }
 
     /// Waits one poll interval; `false` if leadership ended meanwhile.
@@ -131,6 +207,13 @@ impl ClusterMember {
     /// checked at the start of every step, so no step may outlast it.
     fn step_deadline(&self) -> Duration {
         self.settings.max_pause.max(self.settings.poll_interval)
+    }
+
+    /// The bound of one store call that a bounded pause depends on: half a
+    /// step, so that a step that closes a run still writes its barrier
+    /// within its own deadline.
+    fn store_attempt_deadline(&self) -> Duration {
+        STORE_ATTEMPT_DEADLINE.min(self.step_deadline() / 2)
     }
 
     /// Aborts the current run if it is past `max_pause`; `true` if it did.
@@ -152,9 +235,9 @@ impl ClusterMember {
             }
             return Ok(false);
         };
-        if run.epoch != leadership.epoch {
+        if run.epoch != leadership.store_epoch {
             info!(run = %run.run_id, previous_epoch = run.epoch, "adopting the run of a previous leader");
-            run.epoch = leadership.epoch;
+            run.epoch = leadership.store_epoch;
             self.coordinator.put_run(leadership, &run).await?;
         }
         let Some(remaining) = self.remaining_pause(&run) else {
@@ -210,10 +293,10 @@ impl ClusterMember {
         request: RunRequest,
     ) -> Result<(), PortError> {
         let run = RunState {
-            run_id: format!("run-{}-{}", now_ms(), leadership.epoch),
+            run_id: format!("run-{}-{}", now_ms(), leadership.store_epoch),
             request,
             phase: RunPhase::Pausing,
-            epoch: leadership.epoch,
+            epoch: leadership.store_epoch,
             started_unix_ms: now_ms(),
             traceparent: None,
         };
@@ -430,6 +513,14 @@ impl ClusterMember {
             .await
     }
 
+    /// Closes the run in the store, then writes its barrier.
+    ///
+    /// Closing acquires a fresh store epoch, which raises the global fence
+    /// past the run's epoch: a follower frozen mid-unit that wakes up after
+    /// consumers resumed lands nothing. From then on this leadership's run
+    /// epoch is fenced, so the barrier write is retried here (with backoff)
+    /// until it lands or the leadership is lost — a new leader adopts the
+    /// run with a newer epoch and finishes it again.
     async fn write_barrier(
         &self,
         leadership: &Leadership,
@@ -437,13 +528,65 @@ impl ClusterMember {
         status: RunStatus,
         reason: Option<String>,
     ) -> Result<(), PortError> {
+        let mut reason = reason;
+        let close = tokio::time::timeout(
+            self.store_attempt_deadline(),
+            self.reconciler
+                .store
+                .acquire_epoch(Some(leadership.claim())),
+        );
+        match close.await {
+            Ok(Ok(closed_at)) => {
+                info!(run = %run.run_id, epoch = run.epoch, fence = closed_at, "run closed in the store");
+            }
+            Ok(Err(error)) if error.kind == FailureKind::StaleEpoch => return Err(error),
+            // A completed run must be closed before consumers resume; it is
+            // retried by the next step.
+            Ok(Err(error)) if status != RunStatus::Aborted => return Err(error),
+            Err(elapsed) if status != RunStatus::Aborted => {
+                return Err(PortError::new(
+                    FailureKind::Transient,
+                    format!("closing the run in the store: {elapsed}"),
+                ));
+            }
+            // An aborted run resumes the consumers even if the store cannot
+            // close it (the pause stays bounded); a late write of a frozen
+            // member is then still held by the watermark guard and the
+            // store's idle-in-transaction timeout. The barrier says so.
+            failed => {
+                let why = match failed {
+                    Ok(Err(error)) => error.message,
+                    _ => format!(
+                        "no answer within {} ms",
+                        self.store_attempt_deadline().as_millis()
+                    ),
+                };
+                warn!(run = %run.run_id, error = %why, "could not close the aborted run in the store");
+                reason = Some(format!(
+                    "{}; the store could not close the run: {why}",
+                    reason.unwrap_or_default()
+                ));
+            }
+        }
         info!(run = %run.run_id, ?status, reason = reason.as_deref().unwrap_or(""), "writing the barrier");
         let barrier = Barrier {
             run_id: run.run_id.clone(),
             status,
             reason,
-            epoch: leadership.epoch,
+            epoch: leadership.store_epoch,
         };
-        self.coordinator.put_barrier(leadership, &barrier).await
+        let mut backoff = Backoff::new(self.settings.poll_interval, MAX_BARRIER_BACKOFF);
+        loop {
+            match self.coordinator.put_barrier(leadership, &barrier).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind == FailureKind::StaleEpoch => return Err(error),
+                Err(error) => {
+                    warn!(error = %error, "barrier write failed, retrying");
+                    if !backoff.wait(&leadership.lost).await {
+                        return Err(error);
+                    }
+                }
+            }
+        }
     }
 }

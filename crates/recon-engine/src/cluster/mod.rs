@@ -2,6 +2,7 @@
 //! through the [`Coordinator`], a plan of work units, pause
 //! acknowledgements, units handed to followers, a completion barrier.
 
+mod backoff;
 mod in_process;
 mod leader;
 mod member;

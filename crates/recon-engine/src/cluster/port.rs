@@ -4,19 +4,41 @@
 
 use super::types::{Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId};
 use async_trait::async_trait;
+use recon_core::ElectionClaim;
 use recon_core::ports::PortError;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
-/// This member's leadership. `epoch` is the fencing token (for etcd: the
-/// creation revision of its election key); `lost` is cancelled the moment
-/// the leadership (or the member's session) is gone.
+/// This member's leadership. `epoch` is the coordinator's token of the
+/// election (for etcd: the creation revision of its election key) that its
+/// leader-guarded writes compare; `store_epoch` is the fencing epoch the
+/// store handed to this leadership (DESIGN §2: epochs come from the store);
+/// `lost` is cancelled the moment the leadership (or the member's session)
+/// is gone.
 #[derive(Debug, Clone)]
 pub struct Leadership {
-    /// The fencing epoch; a later leader always has a higher one.
+    /// The election's token; a later leader of the same incarnation always
+    /// has a higher one.
     pub epoch: u64,
+    /// The store epoch this leadership acquired
+    /// ([`ReplicaStore::acquire_epoch`](recon_core::ports::ReplicaStore::acquire_epoch)),
+    /// which its runs' writes carry; 0 until the member acquired it.
+    pub store_epoch: u64,
+    /// The coordinator's incarnation this leadership was won in
+    /// ([`Coordinator::incarnation`]); 0 until the member read it.
+    pub incarnation: u64,
     /// Cancelled when leadership is lost.
     pub lost: CancellationToken,
+}
+
+impl Leadership {
+    /// The election this leadership presents to the store for an epoch.
+    pub fn claim(&self) -> ElectionClaim {
+        ElectionClaim {
+            incarnation: self.incarnation,
+            election: self.epoch,
+        }
+    }
 }
 
 /// Coordination between the replicas of one service.
@@ -47,8 +69,21 @@ pub trait Coordinator: Send + Sync {
     /// The current leader and its epoch, if any.
     async fn leader(&self) -> Result<Option<(MemberId, u64)>, PortError>;
 
-    /// Asks for a run (any member or tool); a pending request is replaced.
-    async fn request_run(&self, request: &RunRequest) -> Result<(), PortError>;
+    /// The incarnation of this coordination state, if one was set: an epoch
+    /// the store handed out when it first had a leader. A rebuilt etcd has
+    /// none, gets a newer one, and so its elections order after the old
+    /// etcd's ([`ElectionClaim`](recon_core::ElectionClaim)).
+    async fn incarnation(&self) -> Result<Option<u64>, PortError>;
+
+    /// Sets the incarnation to `proposed` unless one is set already (then
+    /// `proposed` is discarded); returns the one that holds.
+    async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError>;
+
+    /// Asks for a run (any member or tool). There is at most one pending
+    /// request: a later one is merged into it ([`RunRequest::merge`]), also
+    /// while a run is in progress (it is the next run). Returns the pending
+    /// request as it now stands.
+    async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError>;
 
     /// The pending request, if any.
     async fn pending_request(&self) -> Result<Option<RunRequest>, PortError>;
@@ -56,7 +91,10 @@ pub trait Coordinator: Send + Sync {
     /// The current (unfinished) run, if any.
     async fn current_run(&self) -> Result<Option<RunState>, PortError>;
 
-    /// Writes the current run and deletes the pending request. Leader-guarded.
+    /// Writes the current run, and deletes the pending request if it is
+    /// still the one the run was started from (`run.request`): a request
+    /// made or merged meanwhile stays pending for the next run.
+    /// Leader-guarded.
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError>;
 
     /// Writes a run's plan. Leader-guarded.
@@ -83,14 +121,18 @@ pub trait Coordinator: Send + Sync {
     /// Current assignments of a run.
     async fn assignments(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
 
-    /// Claims a unit for this member if nobody holds it; `false` if another
-    /// live member does. Session-bound.
+    /// Claims a unit for this member if it is assigned to this member and
+    /// nobody else holds it; `false` otherwise. Session-bound.
     async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError>;
 
     /// Live claims of a run.
     async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError>;
 
-    /// Records a finished unit (kept after the member dies).
+    /// Records a finished unit (kept after the member dies), only while the
+    /// unit is still assigned to this member and claimed by it; fails with
+    /// [`FailureKind::StaleEpoch`](recon_core::ports::FailureKind) otherwise
+    /// and writes nothing, so a frozen member never replaces the record of
+    /// the member its unit was handed to.
     async fn put_done(
         &self,
         run_id: &str,

@@ -257,12 +257,20 @@ async fn a_new_leader_finishes_the_run_of_a_lost_one() {
         assert!(Instant::now() < deadline, "no plan");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let (leader, first_epoch) = members[0]
+    let (leader, _) = members[0]
         .coordinator
         .leader()
         .await
         .expect("leader")
         .expect("a leader");
+    // The plan carries the store epoch of the leader that wrote it.
+    let first_epoch = members[0]
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .expect("a plan")
+        .epoch;
     hub.expel(&leader);
     let survivors: Vec<&Member> = members
         .iter()

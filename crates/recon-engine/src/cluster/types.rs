@@ -53,6 +53,39 @@ pub struct RunRequest {
     pub allow_mass_delete: bool,
 }
 
+impl RunRequest {
+    /// One pending request that asks for what both ask for: the union of
+    /// their tenants (all tenants if either asks for all); a dry run only if
+    /// both are; the delete guard overridden only if both override it (an
+    /// override never reaches tenants whose requester did not ask for it).
+    /// Keeps the earlier request time and names both requesters.
+    pub fn merge(self, later: RunRequest) -> RunRequest {
+        let tenants = if self.tenants.is_empty() || later.tenants.is_empty() {
+            Vec::new()
+        } else {
+            let mut tenants = self.tenants;
+            for tenant in later.tenants {
+                if !tenants.contains(&tenant) {
+                    tenants.push(tenant);
+                }
+            }
+            tenants
+        };
+        let requested_by = if self.requested_by == later.requested_by {
+            self.requested_by
+        } else {
+            format!("{}, {}", self.requested_by, later.requested_by)
+        };
+        RunRequest {
+            requested_by,
+            requested_unix_ms: self.requested_unix_ms.min(later.requested_unix_ms),
+            tenants,
+            dry_run: self.dry_run && later.dry_run,
+            allow_mass_delete: self.allow_mass_delete && later.allow_mass_delete,
+        }
+    }
+}
+
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -152,4 +185,42 @@ pub struct Barrier {
     pub reason: Option<String>,
     /// The epoch of the leader that wrote it.
     pub epoch: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(by: &str, tenants: &[&str], dry_run: bool, allow: bool) -> RunRequest {
+        RunRequest {
+            requested_by: by.to_owned(),
+            requested_unix_ms: by.len() as u64,
+            tenants: tenants.iter().map(|tenant| tenant.to_string()).collect(),
+            dry_run,
+            allow_mass_delete: allow,
+        }
+    }
+
+    #[test]
+    fn merged_requests_cover_both_and_stay_as_careful_as_either() {
+        let merged = request("a", &["t1", "t2"], true, true).merge(request(
+            "bb",
+            &["t2", "t3"],
+            false,
+            false,
+        ));
+        assert_eq!(merged.tenants, ["t1", "t2", "t3"]);
+        assert!(!merged.dry_run, "one asked for a real run");
+        assert!(!merged.allow_mass_delete, "one did not override the guard");
+        assert_eq!(merged.requested_by, "a, bb");
+        assert_eq!(merged.requested_unix_ms, 1);
+    }
+
+    #[test]
+    fn all_tenants_wins_and_a_dry_run_needs_everyone() {
+        let merged = request("a", &["t1"], true, true).merge(request("a", &[], true, true));
+        assert!(merged.tenants.is_empty(), "all tenants");
+        assert!(merged.dry_run && merged.allow_mass_delete);
+        assert_eq!(merged.requested_by, "a");
+    }
 }

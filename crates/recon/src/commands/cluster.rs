@@ -3,7 +3,7 @@
 //! member that takes part in runs (reconciling, or pause-only without a
 //! source).
 
-use super::reconcile::wall_clock_epoch;
+use super::reconcile::now_unix_ms;
 use crate::cli::ClusterArgs;
 use anyhow::Context;
 use recon_core::ports::ConsumerGate;
@@ -40,13 +40,13 @@ pub async fn coordinator(
     tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
     if args.etcd_endpoints.is_empty() {
-        let hub = InProcessHub::new(wall_clock_epoch());
+        let hub = InProcessHub::new(1);
         return Ok(Arc::new(hub.join(member)));
     }
     let info = MemberInfo {
         id: member.to_owned(),
         admin_url,
-        joined_unix_ms: wall_clock_epoch(),
+        joined_unix_ms: now_unix_ms(),
         role: role(args),
     };
     let mut settings = EtcdSettings::new(

@@ -180,8 +180,8 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             anyhow::Ok(applied)
         })
     };
-    let hub = InProcessHub::new(super::reconcile::wall_clock_epoch());
-    let etcd_prefix = format!("/recon/demo-{}", super::reconcile::wall_clock_epoch());
+    let hub = InProcessHub::new(1);
+    let etcd_prefix = format!("/recon/demo-{}", super::reconcile::now_unix_ms());
     match &args.etcd {
         Some(endpoint) => {
             println!("   coordinating through etcd at {endpoint} under {etcd_prefix}")
@@ -290,7 +290,7 @@ async fn etcd_member(
     let info = recon_engine::cluster::MemberInfo {
         id: member_id.to_owned(),
         admin_url: None,
-        joined_unix_ms: super::reconcile::wall_clock_epoch(),
+        joined_unix_ms: super::reconcile::now_unix_ms(),
         role: recon_engine::cluster::MemberRole::Reconciler,
     };
     let settings = recon_etcd::EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
@@ -314,7 +314,7 @@ fn demo_cluster_settings() -> ClusterSettings {
 fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
     RunRequest {
         requested_by: "recon demo".into(),
-        requested_unix_ms: super::reconcile::wall_clock_epoch(),
+        requested_unix_ms: super::reconcile::now_unix_ms(),
         tenants,
         dry_run: false,
         allow_mass_delete,

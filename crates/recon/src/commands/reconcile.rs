@@ -29,6 +29,12 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
     let store = Store::connect_with(database_url, args.store.options())
         .await
         .context("open the replica store")?;
+    // The store hands out the epoch (never a clock): this run then fences
+    // off any older one, and a cluster leader elected later gets a newer one.
+    let epoch = store
+        .acquire_epoch(None)
+        .await
+        .context("acquire an epoch from the replica store")?;
     let source = http_source(&args.source)?;
     let mut reconciler = Reconciler::new(Arc::new(source), Arc::new(store));
     if !args.replica_admin_urls.is_empty() {
@@ -39,7 +45,7 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
     if let Some(bars) = &bars {
         reconciler = reconciler.with_progress(bars.clone());
     }
-    let options = options(&args.run, wall_clock_epoch());
+    let options = options(&args.run, epoch);
     let mut report = reconciler.run(&options, &shutdown).await;
     if let Some(bars) = bars {
         bars.finish();
@@ -53,16 +59,24 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
 async fn request_cluster_run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
     let request = RunRequest {
         requested_by: "recon reconcile --cluster".into(),
-        requested_unix_ms: wall_clock_epoch(),
+        requested_unix_ms: now_unix_ms(),
         tenants: args.run.tenants.clone(),
         dry_run: args.run.dry_run,
         allow_mass_delete: args.run.allow_mass_delete,
     };
     let prefix = format!("/recon/{}", args.service);
-    recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
+    let requested = recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
         .await
         .context("write the run request to etcd")?;
-    println!("run requested under {prefix}; follow it with `recon status --admin-url <a replica>`");
+    if requested.merged {
+        println!("merged into the pending run request under {prefix}");
+    } else {
+        println!("run requested under {prefix}");
+    }
+    if let Some(run) = &requested.queued_behind {
+        println!("queued: it starts when run {run} is finished");
+    }
+    println!("follow it with `recon status --admin-url <a replica>`");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -99,9 +113,9 @@ pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
     options
 }
 
-/// A single instance has no election; milliseconds since the epoch give it a
-/// fencing epoch that grows from run to run.
-pub fn wall_clock_epoch() -> u64 {
+/// Milliseconds since the Unix epoch, for timestamps (never for fencing:
+/// epochs come from the store).
+pub fn now_unix_ms() -> u64 {
     let elapsed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -9,7 +9,9 @@
 //! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
 //! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate;
 //! * `POST /reconcile` — asks the cluster for a run (body: optional JSON
-//!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool}`);
+//!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool}`); 202
+//!   with the pending request, `merged` (it was merged into an earlier
+//!   pending one) and `queued_behind` (the run in progress it waits for);
 //! * `GET /cluster` — leader, epoch, members, current run, this member's
 //!   counters.
 //!
@@ -290,15 +292,28 @@ async fn request_reconcile(
     };
     let request = RunRequest {
         requested_by: format!("admin API of {}", state.member_id),
-        requested_unix_ms: super::reconcile::wall_clock_epoch(),
+        requested_unix_ms: super::reconcile::now_unix_ms(),
         tenants: body.tenants,
         dry_run: body.dry_run,
         allow_mass_delete: body.allow_mass_delete,
     };
-    match coordinator.request_run(&request).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(request)).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    let pending = match coordinator.request_run(&request).await {
+        Ok(pending) => pending,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    };
+    // Say whether it waits behind a run in progress and was merged into an
+    // earlier request; best effort: the request itself is recorded.
+    let queued_behind = match coordinator.current_run().await {
+        Ok(run) => run.map(|run| run.run_id),
+        Err(_) => None,
+    };
+    let merged = pending != request;
+    let mut body = serde_json::to_value(&pending).unwrap_or_default();
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("merged".into(), merged.into());
+        fields.insert("queued_behind".into(), queued_behind.into());
     }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 /// The answer while this replica is not in the cluster (etcd unreachable).

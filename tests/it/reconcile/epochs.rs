@@ -1,0 +1,380 @@
+//! Epochs come from one source per store (DESIGN §2): `recon reconcile`, an
+//! etcd cluster and a rebuilt (wiped) etcd reconcile the same replica
+//! database one after the other, and every run completes.
+//!
+//! Before, `recon reconcile` fenced the store at its wall-clock epoch
+//! (~1.7e12), above any etcd revision: no cluster leader could raise the
+//! fence afterwards, and none finished a run.
+
+use super::{Fixture, small_spec};
+use anyhow::{Context, bail, ensure};
+use async_trait::async_trait;
+use recon_core::ports::{AppliedCounts, ConsumerGate, FailureKind, PortError, ReplicaStore};
+use recon_core::{
+    Change, Deletion, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version,
+};
+use recon_engine::ReconcileOptions;
+use recon_engine::cluster::{
+    ClusterMember, ClusterSettings, MemberInfo, MemberRole, Plan, RunRequest,
+};
+use recon_engine::{Reconciler, cluster::Coordinator};
+use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_source::{HttpSource, SourceConfig};
+use recon_store::Store;
+use recon_tests::free_port;
+use recon_tests::process::recon_binary;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(61)).await;
+    let prefix = format!("/recon/epochs-{}", uuid::Uuid::new_v4().simple());
+
+    damage(&fixture).await?;
+    standalone_reconcile(&fixture).await?;
+    ensure!(
+        fixture.differences().await == 0,
+        "standalone run left differences"
+    );
+
+    let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
+        .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
+    damage(&fixture).await?;
+    cluster_run(&fixture, &etcd, &prefix, "after a standalone run").await?;
+
+    // A rebuilt etcd: new data directory, revisions from 1 again.
+    let rebuilt = FreshEtcd::start().await?;
+    damage(&fixture).await?;
+    cluster_run(&fixture, &rebuilt.endpoint, &prefix, "on a rebuilt etcd").await?;
+
+    damage(&fixture).await?;
+    standalone_reconcile(&fixture).await?;
+    ensure!(
+        fixture.differences().await == 0,
+        "last standalone run left differences"
+    );
+    Ok(())
+}
+
+/// The run is closed in the store before its barrier is written: a write
+/// that still carries the run's epoch (a follower frozen mid-unit that wakes
+/// up after consumers resumed) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(62)).await;
+    let prefix = format!("/recon/closed-{}", uuid::Uuid::new_v4().simple());
+    let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
+        .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
+    cluster_run_with(&fixture, &etcd, &prefix, "on an empty replica", true).await?;
+    let epoch = run_epoch(&etcd, &prefix).await?;
+    let late = Change::Delete(Deletion {
+        tenant_id: "late-tenant".into(),
+        kind: Kind::User,
+        key: EntityKey::id("late-user"),
+        version: Version::new(u64::MAX / 2, 1),
+    });
+    let token = FenceToken::new("late-tenant", epoch);
+    let watermark = Version::new(u64::MAX / 2, 2);
+    match ReplicaStore::apply_reconciliation(&fixture.store, &token, watermark, &[late]).await {
+        Err(error) if error.kind == FailureKind::StaleEpoch => Ok(()),
+        Err(error) => bail!("the late write failed, but not on the fence: {error}"),
+        Ok(counts) => bail!("a write at the finished run's epoch {epoch} landed: {counts:?}"),
+    }
+}
+
+/// The epoch of the (only) run under `prefix`, from its plan.
+async fn run_epoch(endpoint: &str, prefix: &str) -> anyhow::Result<u64> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+    let runs = format!("{prefix}/runs/");
+    let options = etcd_client::GetOptions::new().with_prefix();
+    let response = client.get(runs.as_str(), Some(options)).await?;
+    for entry in response.kvs() {
+        if entry.key_str()?.ends_with("/plan") {
+            // The plan without its units (they are in pages), and the pages.
+            let header: serde_json::Value = serde_json::from_slice(entry.value())?;
+            let plan: Plan = serde_json::from_value(header["plan"].clone())?;
+            return Ok(plan.epoch);
+        }
+    }
+    bail!("no plan under {runs}")
+}
+
+/// Deletes replica rows so that a run has something to repair.
+async fn damage(fixture: &Fixture) -> anyhow::Result<()> {
+    let deleted = fixture
+        .replica_sql("DELETE FROM replica_memberships WHERE user_id IN (SELECT user_id FROM replica_memberships ORDER BY user_id LIMIT 3)")
+        .await;
+    // The first damage happens on an empty replica; later ones must bite.
+    let total = fixture.differences().await;
+    ensure!(deleted > 0 || total > 0, "nothing to reconcile");
+    Ok(())
+}
+
+/// `recon reconcile` as a user runs it.
+async fn standalone_reconcile(fixture: &Fixture) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(recon_binary()?)
+        .args([
+            "reconcile",
+            "--database-url",
+            &fixture.replica_db.url,
+            "--source-url",
+            &fixture.source_url,
+            "--no-progress",
+            "--allow-mass-delete",
+            "--page-size",
+            "50",
+        ])
+        .output()
+        .await
+        .context("run recon reconcile")?;
+    ensure!(
+        output.status.success(),
+        "recon reconcile failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Two members on `endpoint` under `prefix`; one run requested; waits until
+/// its barrier is written and the replica equals the monolith.
+async fn cluster_run(
+    fixture: &Fixture,
+    endpoint: &str,
+    prefix: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    cluster_run_with(fixture, endpoint, prefix, what, false).await
+}
+
+/// [`cluster_run`]; with `one_term`, the store refuses every leader an
+/// epoch once no run is current or pending, so that no leader elected after
+/// the barrier moves the fence (what it would do only milliseconds later).
+async fn cluster_run_with(
+    fixture: &Fixture,
+    endpoint: &str,
+    prefix: &str,
+    what: &str,
+    one_term: bool,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let request = RunRequest {
+        requested_by: "epochs test".into(),
+        requested_unix_ms: 0,
+        tenants: Vec::new(),
+        dry_run: false,
+        allow_mass_delete: true,
+    };
+    let mut members = Vec::new();
+    for id in ["e1", "e2"] {
+        let info = MemberInfo {
+            id: id.to_owned(),
+            admin_url: None,
+            joined_unix_ms: 0,
+            role: MemberRole::Reconciler,
+        };
+        let mut settings = EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
+        settings.lease_ttl_secs = 3;
+        let coordinator = EtcdCoordinator::connect(settings, shutdown.clone()).await?;
+        let mut config = SourceConfig::new(&fixture.source_url);
+        config.request_timeout = Duration::from_secs(5);
+        let source = HttpSource::new(&config)?;
+        let coordinator_port: Arc<dyn Coordinator> = Arc::new(coordinator.clone());
+        if members.is_empty() {
+            coordinator_port.request_run(&request).await?;
+        }
+        let store: Arc<dyn ReplicaStore> = if one_term {
+            Arc::new(EpochsDuringRunsOnly {
+                store: fixture.store.clone(),
+                coordinator: coordinator_port.clone(),
+            })
+        } else {
+            Arc::new(fixture.store.clone())
+        };
+        let reconciler = Reconciler::new(Arc::new(source), store);
+        let mut template = ReconcileOptions::new(0);
+        template.page_size = 50;
+        let member = Arc::new(ClusterMember::new(
+            coordinator_port,
+            reconciler,
+            Arc::new(NoGate),
+            ClusterSettings {
+                poll_interval: Duration::from_millis(50),
+                max_pause: Duration::from_secs(60),
+                min_unit_rows: 200,
+                template,
+            },
+        ));
+        let task = tokio::spawn(member.clone().run(shutdown.clone()));
+        members.push((coordinator, member, task));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let led: u64 = members
+            .iter()
+            .map(|(_, member, _)| member.counters().runs_led.load(Ordering::SeqCst))
+            .sum();
+        if led >= 1 {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!("no run finished {what} within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shutdown.cancel();
+    for (_, _, task) in members {
+        task.await?;
+    }
+    outcome?;
+    ensure!(
+        fixture.differences().await == 0,
+        "the cluster run {what} left differences"
+    );
+    Ok(())
+}
+
+/// The replica store, except that a leader gets no epoch while no run is
+/// current or pending (see [`cluster_run_with`]).
+struct EpochsDuringRunsOnly {
+    store: Store,
+    coordinator: Arc<dyn Coordinator>,
+}
+
+#[async_trait]
+impl ReplicaStore for EpochsDuringRunsOnly {
+    async fn read_rows(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        limit: u64,
+    ) -> Result<Vec<Row>, PortError> {
+        self.store.read_rows(tenant_id, kind, after, limit).await
+    }
+
+    async fn count_rows(
+        &self,
+        tenant_id: Option<&str>,
+        kind: Kind,
+        range: &KeyRange,
+    ) -> Result<u64, PortError> {
+        self.store.count_rows(tenant_id, kind, range).await
+    }
+
+    async fn apply_reconciliation(
+        &self,
+        fence: &FenceToken,
+        watermark: Version,
+        changes: &[Change],
+    ) -> Result<AppliedCounts, PortError> {
+        ReplicaStore::apply_reconciliation(&self.store, fence, watermark, changes).await
+    }
+
+    async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
+        ReplicaStore::raise_fence(&self.store, fence).await
+    }
+
+    async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError> {
+        if claim.is_some()
+            && self.coordinator.current_run().await?.is_none()
+            && self.coordinator.pending_request().await?.is_none()
+        {
+            return Err(PortError::new(
+                FailureKind::Transient,
+                "test: no epochs between runs",
+            ));
+        }
+        ReplicaStore::acquire_epoch(&self.store, claim).await
+    }
+
+    async fn raise_generation_floor(
+        &self,
+        fence: &FenceToken,
+        scope: &str,
+        generation: u64,
+    ) -> Result<(), PortError> {
+        ReplicaStore::raise_generation_floor(&self.store, fence, scope, generation).await
+    }
+}
+
+/// Consumers are not part of this test.
+struct NoGate;
+
+#[async_trait]
+impl ConsumerGate for NoGate {
+    async fn pause(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+/// A throw-away single-member etcd with an empty data directory.
+struct FreshEtcd {
+    endpoint: String,
+    child: tokio::process::Child,
+    _data: tempfile::TempDir,
+}
+
+impl FreshEtcd {
+    async fn start() -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = tokio::process::Command::new("etcd")
+            .args([
+                "--name",
+                "rebuilt",
+                "--data-dir",
+                &data.path().join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("rebuilt={peer}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start etcd (is it installed? scripts/test.sh installs it)")?;
+        let etcd = Self {
+            endpoint,
+            child,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut client) =
+                etcd_client::Client::connect([etcd.endpoint.as_str()], None).await
+                && client.get("health", None).await.is_ok()
+            {
+                return Ok(etcd);
+            }
+            if Instant::now() > deadline {
+                bail!("the fresh etcd on {} did not answer", etcd.endpoint);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for FreshEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
