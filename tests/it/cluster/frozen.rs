@@ -1,6 +1,6 @@
 //! A follower frozen (SIGSTOP) in the middle of a unit for longer than its
 //! lease: the leader hands its unit to another member, which completes it,
-//! and the run ends. Thawed (SIGCONT) after the barrier, the follower lands
+//! and the run ends. Thawed (SIGCONT) after the barrier, the follower rejoins and lands
 //! nothing: its done-record does not replace the real one (done-records
 //! compare the unit's assignment and the claimant's lease-bound claim), and
 //! none of its writes reach the replica database (the run was closed in the
@@ -88,18 +88,22 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     let thawed_revision = cluster.history.sync().await?;
     let log_before = cluster.replica(&frozen_id)?.process.log().len();
     cluster.replica(&frozen_id)?.process.resume()?;
+    // It notices its lost session, drops out of the run and joins again
+    // with a new session (event consumption never depends on etcd).
     wait_until(
-        "the thawed follower to notice its lost session",
+        "the thawed follower to notice its lost session and rejoin",
         Duration::from_secs(20),
         || async {
             let log = cluster.replica(&frozen_id)?.process.log();
-            let noticed = log
-                .get(log_before..)
-                .is_some_and(|after| after.contains("session lost"));
-            Ok(noticed || cluster.has_exited(&frozen_id)?)
+            let after_thaw = log.get(log_before..).unwrap_or_default();
+            Ok(after_thaw.contains("session lost") && after_thaw.contains("joined the cluster"))
         },
     )
     .await?;
+    ensure!(
+        !cluster.has_exited(&frozen_id)?,
+        "the thawed follower exited instead of rejoining"
+    );
     cluster.history.sync().await?;
     let late_done: Vec<String> = cluster
         .history
@@ -130,6 +134,8 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         "follower {frozen_id} frozen holding {unit}; {owner} completed it; nothing landed after the thaw"
     );
     writer.stop().await?;
+    // It rejoined: nobody replaces it.
+    cluster.replica_mut(&frozen_id)?.silent_since = None;
     cluster.replace_dead().await?;
     cluster
         .wait_until_equal("after the frozen follower thawed")
