@@ -145,6 +145,14 @@ async fn run_id(coordinator: &InProcessCoordinator) -> String {
     }
 }
 
+async fn wait_for_plan(coordinator: &InProcessCoordinator, run_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while coordinator.plan(run_id).await.expect("plan").is_none() {
+        assert!(Instant::now() < deadline, "no plan");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn barrier(coordinator: &InProcessCoordinator, run_id: &str) -> Barrier {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -246,17 +254,7 @@ async fn a_new_leader_finishes_the_run_of_a_lost_one() {
         .expect("request");
     let run = run_id(&members[0].coordinator).await;
     // Wait until the plan exists, then take the leader away.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while members[0]
-        .coordinator
-        .plan(&run)
-        .await
-        .expect("plan")
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "no plan");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_plan(&members[0].coordinator, &run).await;
     let (leader, _) = members[0]
         .coordinator
         .leader()

@@ -141,17 +141,7 @@ async fn a_new_leader_blocked_raising_the_fence_still_aborts_the_run_at_max_paus
         .await
         .expect("request");
     let run = run_id(&members[0].coordinator).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while members[0]
-        .coordinator
-        .plan(&run)
-        .await
-        .expect("plan")
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "no plan");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_plan(&members[0].coordinator, &run).await;
     // The next leader's fence raise waits on a lock that is never released.
     store.fence_stuck.store(true, Ordering::SeqCst);
     let (leader, _) = members[0]
