@@ -18,6 +18,9 @@ pub enum UnitOutcome {
     /// The run was cancelled (shutdown, lost leadership) before the unit
     /// finished: not a failure of the unit, which a later run redoes.
     Cancelled,
+    /// The store refused the unit's writes: a newer epoch owns its scope
+    /// (this writer's leader was replaced); the new leader redoes the unit.
+    Fenced(String),
 }
 
 impl UnitOutcome {
@@ -354,6 +357,7 @@ fn outcome_text(unit: &UnitReport) -> String {
         UnitOutcome::GuardTripped => "guard tripped: nothing deleted".to_owned(),
         UnitOutcome::Failed(reason) => format!("failed: {reason}"),
         UnitOutcome::Cancelled => "cancelled".to_owned(),
+        UnitOutcome::Fenced(reason) => format!("fenced off: {reason}"),
     };
     if unit.kept_newer > 0 {
         let _ = write!(text, " ({} newer rows kept)", unit.kept_newer);

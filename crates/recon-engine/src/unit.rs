@@ -84,6 +84,7 @@ impl UnitError {
     pub fn outcome(&self) -> UnitOutcome {
         match self {
             UnitError::Cancelled => UnitOutcome::Cancelled,
+            error if error.is_fenced() => UnitOutcome::Fenced(error.to_string()),
             error => UnitOutcome::Failed(error.to_string()),
         }
     }
@@ -428,4 +429,21 @@ fn covering_watermark(source: &SourceWalk) -> Result<Version, UnitError> {
     source
         .watermark()
         .ok_or_else(|| UnitError::BrokenPage("a key classified before any page was read".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_kind_decides_the_outcome_not_the_message() {
+        let fenced = UnitError::Store(PortError::new(FailureKind::StaleEpoch, "refused"));
+        assert!(matches!(fenced.outcome(), UnitOutcome::Fenced(_)));
+        let looks_fenced = UnitError::Store(PortError::new(
+            FailureKind::Permanent,
+            "stale epoch 3 for scope \"t\": the fence is at 4",
+        ));
+        assert!(matches!(looks_fenced.outcome(), UnitOutcome::Failed(_)));
+        assert_eq!(UnitError::Cancelled.outcome(), UnitOutcome::Cancelled);
+    }
 }

@@ -131,7 +131,7 @@ async fn source_faults_never_delete_and_are_reported() {
             report.to_table()
         );
         let explained = report.units.iter().any(|unit| match &unit.outcome {
-            UnitOutcome::Failed(reason) => !reason.is_empty(),
+            UnitOutcome::Failed(reason) | UnitOutcome::Fenced(reason) => !reason.is_empty(),
             UnitOutcome::GuardTripped => true,
             UnitOutcome::Done | UnitOutcome::Cancelled => false,
         });

@@ -212,7 +212,9 @@ impl ClusterMember {
                 info!(unit = %unit.id, "unit cancelled; leaving it to be handed out again");
                 continue;
             }
-            let fenced = reports.iter().any(|report| matches!(&report.outcome, UnitOutcome::Failed(reason) if reason.contains("stale epoch")));
+            let fenced = reports
+                .iter()
+                .any(|report| matches!(report.outcome, UnitOutcome::Fenced(_)));
             if fenced {
                 self.counters.units_fenced.fetch_add(1, Ordering::SeqCst);
                 warn!(unit = %unit.id, "fenced off by a newer epoch; leaving the unit to the new leader");
