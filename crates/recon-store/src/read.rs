@@ -29,23 +29,7 @@ impl Store {
     ) -> Result<Vec<StoredRow>> {
         let table = table(kind);
         let mut binder = Binder::new(self.backend());
-        let mut conditions = vec![format!("deleted = {}", binder.bind(false))];
-        if table.tenant_scoped {
-            conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
-        }
-        let key_tuple = format!("({})", table.key_columns.join(", "));
-        if let Some(after) = &range.after {
-            conditions.push(format!(
-                "{key_tuple} > {}",
-                binder.bind_tuple(key_values(after))
-            ));
-        }
-        if let Some(until) = &range.until {
-            conditions.push(format!(
-                "{key_tuple} <= {}",
-                binder.bind_tuple(key_values(until))
-            ));
-        }
+        let conditions = live_in_range(&mut binder, table, Some(tenant_id), range);
         let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let sql = format!(
             "SELECT * FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
@@ -118,25 +102,7 @@ impl Store {
     ) -> Result<u64> {
         let table = table(kind);
         let mut binder = Binder::new(self.backend());
-        let mut conditions = vec![format!("deleted = {}", binder.bind(false))];
-        if table.tenant_scoped
-            && let Some(tenant_id) = tenant_id
-        {
-            conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
-        }
-        let key_tuple = format!("({})", table.key_columns.join(", "));
-        if let Some(after) = &range.after {
-            conditions.push(format!(
-                "{key_tuple} > {}",
-                binder.bind_tuple(key_values(after))
-            ));
-        }
-        if let Some(until) = &range.until {
-            conditions.push(format!(
-                "{key_tuple} <= {}",
-                binder.bind_tuple(key_values(until))
-            ));
-        }
+        let conditions = live_in_range(&mut binder, table, tenant_id, range);
         let sql = format!(
             "SELECT COUNT(*) AS n FROM {} WHERE {}",
             table.name,
@@ -237,4 +203,35 @@ fn parse_row(table: &Table, kind: Kind, row: &QueryResult) -> Result<Row> {
         record,
         version,
     })
+}
+
+/// The conditions selecting the live rows of `table` in `range`: of
+/// `tenant_id`, or of every tenant when it is `None` (tenant-scoped tables
+/// only), bound into `binder`.
+fn live_in_range(
+    binder: &mut Binder,
+    table: &Table,
+    tenant_id: Option<&str>,
+    range: &KeyRange,
+) -> Vec<String> {
+    let mut conditions = vec![format!("deleted = {}", binder.bind(false))];
+    if table.tenant_scoped
+        && let Some(tenant_id) = tenant_id
+    {
+        conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
+    }
+    let key_tuple = format!("({})", table.key_columns.join(", "));
+    if let Some(after) = &range.after {
+        conditions.push(format!(
+            "{key_tuple} > {}",
+            binder.bind_tuple(key_values(after))
+        ));
+    }
+    if let Some(until) = &range.until {
+        conditions.push(format!(
+            "{key_tuple} <= {}",
+            binder.bind_tuple(key_values(until))
+        ));
+    }
+    conditions
 }
