@@ -258,13 +258,19 @@ async fn the_kinds_of_a_tenant_share_its_limit() {
     assert_eq!(store.snapshot(), only_users);
 }
 
-#[tokio::test]
-async fn a_failing_page_deletes_nothing() {
+/// A replica of a tenant of 20 users, and a truth that lost the last one.
+fn a_big_tenant_losing_one_user() -> (Rows, Rows) {
     let replica = big_tenant(20);
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
         users.retain(|key, _| key.primary != "u0019");
     }
+    (replica, truth)
+}
+
+#[tokio::test]
+async fn a_failing_page_deletes_nothing() {
+    let (replica, truth) = a_big_tenant_losing_one_user();
     // Requests: 1 = tenant list, 2..=8 = the seven user pages (3 rows
     // each), 9 = groups, 10 = memberships. From `failing` on, every request
     // fails (retries included).
@@ -308,11 +314,7 @@ async fn a_failing_page_deletes_nothing() {
 
 #[tokio::test]
 async fn a_transient_failure_is_retried_within_the_run() {
-    let replica = big_tenant(20);
-    let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
-        users.retain(|key, _| key.primary != "u0019");
-    }
+    let (replica, truth) = a_big_tenant_losing_one_user();
     for failing in 1..=10 {
         let store = Arc::new(FakeStore::with(replica.clone()));
         let mut source = FakeSource::new(truth.clone(), Version::new(1, 9));
