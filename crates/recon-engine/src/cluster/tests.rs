@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// A consumer gate that records its state (shared with `tests_finish`).
 #[derive(Default)]
-struct FakeGate {
+pub(super) struct FakeGate {
     paused: AtomicBool,
     pauses: AtomicU64,
 }

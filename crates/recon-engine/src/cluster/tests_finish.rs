@@ -5,54 +5,22 @@
 
 use super::*;
 use crate::fakes::{FakeSource, FakeStore, Rows, insert};
+use crate::tests::{tenant, user};
 use crate::{ReconcileOptions, Reconciler};
-use async_trait::async_trait;
-use recon_core::ports::{ConsumerGate, PortError};
-use recon_core::{Kind, Record, Row, RunStatus, Tenant, User, UserStatus, Version};
+use recon_core::{Kind, RunStatus, Version};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-struct OpenGate;
-
-#[async_trait]
-impl ConsumerGate for OpenGate {
-    async fn pause(&self) -> Result<(), PortError> {
-        Ok(())
-    }
-    async fn resume(&self) -> Result<(), PortError> {
-        Ok(())
-    }
-}
-
 fn world() -> Rows {
     let mut rows = Rows::new();
-    for tenant in ["a", "b"] {
-        insert(
-            &mut rows,
-            Row {
-                tenant_id: tenant.into(),
-                record: Record::Tenant(Tenant {
-                    id: tenant.into(),
-                    name: tenant.into(),
-                }),
-                version: Version::new(1, 1),
-            },
-        );
+    for tenant_id in ["a", "b"] {
+        insert(&mut rows, tenant(tenant_id, tenant_id, 1));
         for index in 0..5u64 {
             insert(
                 &mut rows,
-                Row {
-                    tenant_id: tenant.into(),
-                    record: Record::User(User {
-                        id: format!("u{index}"),
-                        email: "e@x".into(),
-                        display_name: "n".into(),
-                        status: UserStatus::Active,
-                    }),
-                    version: Version::new(1, index + 2),
-                },
+                user(tenant_id, &format!("u{index}"), "n", index + 2),
             );
         }
     }
@@ -85,7 +53,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
         let member = Arc::new(ClusterMember::new(
             Arc::new(coordinator.clone()),
             Reconciler::new(source.clone(), store.clone()),
-            Arc::new(OpenGate),
+            Arc::new(super::tests::FakeGate::default()),
             settings.clone(),
         ));
         tasks.push(tokio::spawn(member.run(cancel.clone())));
@@ -173,35 +141,13 @@ async fn a_cluster_run_whose_floor_cannot_be_raised_is_not_completed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ranges_of_a_split_tenant_share_its_limit() {
     let mut replica = Rows::new();
-    insert(
-        &mut replica,
-        Row {
-            tenant_id: "big".into(),
-            record: Record::Tenant(Tenant {
-                id: "big".into(),
-                name: "big".into(),
-            }),
-            version: Version::new(1, 1),
-        },
-    );
+    insert(&mut replica, tenant("big", "big", 1));
     for index in 0..240u64 {
         let id = format!(
             "{:08x}-0000-4000-8000-000000000000",
             (index * 2_654_435_761) as u32
         );
-        insert(
-            &mut replica,
-            Row {
-                tenant_id: "big".into(),
-                record: Record::User(User {
-                    id,
-                    email: "e@x".into(),
-                    display_name: "n".into(),
-                    status: UserStatus::Active,
-                }),
-                version: Version::new(1, index + 2),
-            },
-        );
+        insert(&mut replica, user("big", &id, "n", index + 2));
     }
     // The source lost the five lowest user ids: all in the first range.
     let mut truth = replica.clone();
