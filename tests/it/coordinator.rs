@@ -6,7 +6,6 @@
 
 mod etcd;
 mod fixtures;
-pub(crate) mod proxy;
 mod scenarios;
 
 use recon_engine::cluster::{Coordinator, InProcessHub};

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod faulty_source;
 pub mod private_postgres;
 pub mod process;
+pub mod proxy;
 
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};

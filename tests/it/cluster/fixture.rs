@@ -6,13 +6,13 @@
 
 use super::admin::{Admin, ClusterView};
 use super::history::History;
-use crate::coordinator::proxy::FreezableProxy;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{Broker, Storage, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith};
+use recon_tests::proxy::FreezableProxy;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

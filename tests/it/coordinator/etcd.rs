@@ -4,12 +4,12 @@
 
 use super::Cluster;
 use super::fixtures::{expect_stale, member_ids, plan, within};
-use super::proxy::FreezableProxy;
 use anyhow::{Context, bail, ensure};
 use etcd_client::Client;
 use recon_core::ports::FailureKind;
 use recon_engine::cluster::{Coordinator, MemberInfo, MemberRole};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_tests::proxy::FreezableProxy;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

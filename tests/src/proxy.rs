@@ -10,16 +10,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// A running proxy; stops when dropped.
-pub(crate) struct FreezableProxy {
+pub struct FreezableProxy {
     /// `http://127.0.0.1:<port>`, to use as an etcd endpoint.
-    pub(crate) url: String,
+    pub url: String,
     frozen: watch::Sender<bool>,
     stop: CancellationToken,
 }
 
 impl FreezableProxy {
     /// Listens on a free loopback port and forwards to `target`.
-    pub(crate) async fn start(target: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn start(target: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind proxy")?;
@@ -31,12 +31,12 @@ impl FreezableProxy {
     }
 
     /// Stops forwarding; bytes in flight stay where they are.
-    pub(crate) fn freeze(&self) {
+    pub fn freeze(&self) {
         self.frozen.send_replace(true);
     }
 
     /// Forwards again, starting with the bytes held back.
-    pub(crate) fn thaw(&self) {
+    pub fn thaw(&self) {
         self.frozen.send_replace(false);
     }
 }
