@@ -13,6 +13,11 @@ pub fn recon_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let test_executable = std::env::current_exe().context("locate the test executable")?;
+    // A binary of the workspace (recon-chaos) sits next to it.
+    let sibling = test_executable.with_file_name("recon");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
     // target/<profile>/deps/integration-<hash> → target/<profile>/recon
     let profile_directory = test_executable
         .parent()
@@ -90,6 +95,18 @@ impl ReconProcess {
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Whether the process has exited on its own (reaps it); `false` while
+    /// it runs or after [`Self::kill`].
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.
