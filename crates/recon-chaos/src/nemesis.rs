@@ -376,7 +376,7 @@ impl Nemesis {
                     .push((after(millis), Undo::HealPostgresLink(member)));
             }
             Fault::RequestRun => {
-                self.request_run().await?;
+                self.request_run_patiently(Duration::from_secs(15)).await?;
             }
             Fault::Drift => {
                 workload::drift(&self.world.replica_db, self.seed * 100 + index as u64).await?;
@@ -420,6 +420,26 @@ impl Nemesis {
         let Some(leader) = self.resolve(Target::Leader).await else {
             return Ok(false);
         };
+        if phase == RunPhase::LastDone {
+            // The window between the last done-record and the barrier is
+            // milliseconds wide: freeze the leader with one unit left, let
+            // a follower write the last done-record, then kill it.
+            self.world.freeze(&leader, true)?;
+            let all_done = self
+                .recorder
+                .wait_for("the last done-record", Duration::from_secs(15), |changes| {
+                    let progress = progress(changes, &run);
+                    (progress.units > 0 && progress.done >= progress.units).then_some(())
+                })
+                .await;
+            if all_done.is_err() {
+                *self
+                    .outcome
+                    .phases_hit
+                    .entry("LastDone held by the leader".into())
+                    .or_default() += 1;
+            }
+        }
         self.kill(&leader, true).await?;
         let still = in_phase(&self.recorder.changes(), &run, phase);
         let hit = if still { "hit" } else { "late" };
@@ -429,6 +449,22 @@ impl Nemesis {
             .entry(format!("{phase:?} {hit}"))
             .or_default() += 1;
         Ok(true)
+    }
+
+    /// [`Self::request_run`], retried for up to `patience` as an operator
+    /// would while etcd is unreachable (the supervisor keeps going).
+    async fn request_run_patiently(&mut self, patience: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.request_run().await {
+                Ok(run) => return Ok(run),
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => {
+                    self.idle_until(Instant::now() + Duration::from_secs(1))
+                        .await?
+                }
+            }
+        }
     }
 
     /// Asks an answering replica for a run; the new run's id.
@@ -492,7 +528,7 @@ impl Nemesis {
             self.wait_barrier(&run, longest).await?;
         }
         for _ in 0..3 {
-            let run = self.request_run().await?;
+            let run = self.request_run_patiently(Duration::from_secs(60)).await?;
             let status = self.wait_barrier(&run, longest).await?;
             if status.starts_with("completed") {
                 return Ok(());
@@ -640,38 +676,52 @@ fn current_run(changes: &[Change]) -> Option<String> {
     (!latest.deleted && !changes.iter().any(|change| change.key == barrier)).then(|| run.to_owned())
 }
 
-/// Whether `run` is in `phase` now, by its keys in etcd.
-fn in_phase(changes: &[Change], run: &str, phase: RunPhase) -> bool {
+/// Where a run stands, by its keys in etcd.
+#[derive(Debug, Default)]
+struct Progress {
+    plan: bool,
+    units: usize,
+    assigned: bool,
+    done: usize,
+    barrier: bool,
+}
+
+fn progress(changes: &[Change], run: &str) -> Progress {
     let prefix = format!("runs/{run}/");
-    let mut plan = false;
-    let mut units = 0;
-    let mut assigned = false;
+    let mut progress = Progress::default();
     let mut done = BTreeSet::new();
-    let mut barrier = false;
     for change in changes.iter().filter(|change| !change.deleted) {
         let Some(key) = change.key.strip_prefix(&prefix) else {
             continue;
         };
         if key == "plan" {
-            plan = true;
+            progress.plan = true;
         } else if key.starts_with("plan-pages/") {
-            units += change.value.as_array().map_or(0, Vec::len);
+            progress.units += change.value.as_array().map_or(0, Vec::len);
         } else if key.starts_with("assign/") {
-            assigned = true;
+            progress.assigned = true;
         } else if let Some(unit) = key.strip_prefix("done/") {
-            done.insert(unit.to_owned());
+            done.insert(unit);
         } else if key == "barrier" {
-            barrier = true;
+            progress.barrier = true;
         }
     }
-    if barrier {
+    progress.done = done.len();
+    progress
+}
+
+/// Whether `run` is in `phase` now; for [`RunPhase::LastDone`], whether
+/// at most one unit is left.
+fn in_phase(changes: &[Change], run: &str, phase: RunPhase) -> bool {
+    let progress = progress(changes, run);
+    if progress.barrier {
         return false;
     }
     match phase {
-        RunPhase::Planning => !plan,
-        RunPhase::Acks => plan && !assigned,
-        RunPhase::Units => !done.is_empty() && done.len() < units,
-        RunPhase::LastDone => units > 0 && done.len() >= units,
+        RunPhase::Planning => !progress.plan,
+        RunPhase::Acks => progress.plan && !progress.assigned,
+        RunPhase::Units => progress.done > 0 && progress.done < progress.units,
+        RunPhase::LastDone => progress.units > 0 && progress.done + 1 >= progress.units,
     }
 }
 
