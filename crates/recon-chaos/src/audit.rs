@@ -109,8 +109,9 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
            coalesce((SELECT string_agg(w.txid || ' wrote ' || w.scope || ' at epoch ' || w.epoch || \
              ' committed ' || w.committed_at || ' after fence ' || f.scope || '=' || f.epoch || \
              ' committed ' || f.committed_at, E'\\n') \
-           FROM written w JOIN fenced f ON f.scope IN (w.scope, '*') AND f.epoch > w.epoch \
-             AND f.committed_at < w.committed_at AND f.txid <> w.txid), '') AS violations",
+           FROM written w CROSS JOIN LATERAL (SELECT * FROM fenced f WHERE f.scope IN (w.scope, '*') \
+             AND f.epoch > w.epoch AND f.committed_at < w.committed_at AND f.txid <> w.txid \
+             ORDER BY f.committed_at LIMIT 1) f), '') AS violations",
         at = committed("e.txid"),
         fence_at = committed("f.txid"),
     );
@@ -130,4 +131,78 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
             .map(str::to_owned)
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recon_tests::private_postgres::PrivatePostgres;
+
+    /// The columns of recon's tables the audit touches (and a key).
+    const TABLES: [&str; 5] = [
+        "CREATE TABLE fences (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL)",
+        "CREATE TABLE replica_tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+        "CREATE TABLE replica_users (id TEXT PRIMARY KEY)",
+        "CREATE TABLE replica_groups (id TEXT PRIMARY KEY)",
+        "CREATE TABLE replica_memberships (id TEXT PRIMARY KEY)",
+    ];
+
+    /// A reconciliation write as recon's store makes it: the fence raise
+    /// of its scope and the data, in one transaction.
+    fn write_at(epoch: u64, name: &str) -> String {
+        format!(
+            "BEGIN; \
+             INSERT INTO fences VALUES ('t1', {epoch}) ON CONFLICT (scope) DO UPDATE \
+               SET epoch = excluded.epoch WHERE fences.epoch < excluded.epoch; \
+             INSERT INTO replica_tenants VALUES ('t1', '{name}') ON CONFLICT (id) DO UPDATE SET name = excluded.name; \
+             COMMIT"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_data_write_committed_after_a_newer_fence_is_found() -> anyhow::Result<()> {
+        let postgres = PrivatePostgres::start().await?;
+        let url = postgres.create_database("audit").await?;
+        let connection = Database::connect(&url).await?;
+        for statement in TABLES {
+            connection.execute_unprepared(statement).await?;
+        }
+        install(&url).await?;
+        connection
+            .execute_unprepared(&write_at(2, "at epoch 2"))
+            .await?;
+        // A new leader takes over: the global fence moves to 3.
+        connection
+            .execute_unprepared("INSERT INTO fences VALUES ('*', 3)")
+            .await?;
+        connection
+            .execute_unprepared(&write_at(3, "at epoch 3"))
+            .await?;
+        let clean = check(&url).await?;
+        assert_eq!(clean.fenced_writes_checked, 2);
+        assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+        // A zombie of epoch 2 whose write a broken fence let through.
+        connection
+            .execute_unprepared(&write_at(2, "zombie"))
+            .await?;
+        // A consumer write carries no epoch: not audited.
+        connection
+            .execute_unprepared("UPDATE replica_tenants SET name = 'event'")
+            .await?;
+        let found = check(&url).await?;
+        assert_eq!(found.fenced_writes_checked, 3);
+        assert_eq!(found.violations.len(), 1, "{:?}", found.violations);
+        assert!(
+            found.violations[0].contains("at epoch 2"),
+            "{:?}",
+            found.violations
+        );
+        assert!(
+            found.violations[0].contains("after fence *=3"),
+            "{:?}",
+            found.violations
+        );
+        connection.close().await.ok();
+        Ok(())
+    }
 }

@@ -112,6 +112,18 @@ struct TenantModel {
     memberships: BTreeSet<(String, String)>,
 }
 
+/// One write to a tenant of the client's own.
+enum Op {
+    DeleteTenant,
+    NewUser,
+    UpdateUser(String),
+    DeleteUser(String),
+    NewGroup,
+    DeleteGroup(String),
+    AddMember(String, String),
+    RemoveMember(String, String),
+}
+
 struct Writer {
     http: reqwest::Client,
     base: String,
@@ -155,110 +167,105 @@ impl Writer {
             }
             return;
         }
-        let choice = self.rng.random_range(0..100);
-        let model = &self.tenants[&tenant];
+        let op = self.choose(&tenant);
+        self.apply(&tenant, op).await;
+    }
+
+    /// Picks a write for a tenant of this client's, from what it believes
+    /// the tenant holds.
+    fn choose(&mut self, tenant: &str) -> Op {
+        let model = &self.tenants[tenant];
+        let pick = |rng: &mut ChaCha8Rng, count: usize| rng.random_range(0..count.max(1));
         let user = model
             .users
             .iter()
-            .nth(self.rng.random_range(0..model.users.len().max(1)))
+            .nth(pick(&mut self.rng, model.users.len()))
             .cloned();
         let group = model
             .groups
             .iter()
-            .nth(self.rng.random_range(0..model.groups.len().max(1)))
+            .nth(pick(&mut self.rng, model.groups.len()))
             .cloned();
         let membership = model
             .memberships
             .iter()
-            .nth(self.rng.random_range(0..model.memberships.len().max(1)))
+            .nth(pick(&mut self.rng, model.memberships.len()))
             .cloned();
-        match (choice, user, group, membership) {
-            (0..2, ..) => {
-                if self
-                    .send("DELETE", &format!("/v1/tenants/{tenant}"), None)
-                    .await
-                {
-                    self.tenants.remove(&tenant);
+        match (self.rng.random_range(0..100), user, group, membership) {
+            (0..2, ..) => Op::DeleteTenant,
+            (30..40, Some(user), ..) => Op::UpdateUser(user),
+            (40..48, Some(user), ..) => Op::DeleteUser(user),
+            (48..60, ..) => Op::NewGroup,
+            (60..65, _, Some(group), _) => Op::DeleteGroup(group),
+            (65..90, Some(user), Some(group), _) => Op::AddMember(group, user),
+            (90..100, _, _, Some((group, user))) => Op::RemoveMember(group, user),
+            _ => Op::NewUser,
+        }
+    }
+
+    async fn apply(&mut self, tenant: &str, op: Op) {
+        let base = format!("/v1/tenants/{tenant}");
+        match op {
+            Op::DeleteTenant => {
+                if self.send("DELETE", &base, None).await {
+                    self.tenants.remove(tenant);
                 }
             }
-            (2..30, ..) | (30..40, None, ..) => {
-                let id = self.fresh_id("u");
+            Op::NewUser | Op::UpdateUser(_) => {
+                let id = match op {
+                    Op::UpdateUser(id) => id,
+                    _ => self.fresh_id("u"),
+                };
                 let body = self.user_body(&id);
                 if self
-                    .send(
-                        "PUT",
-                        &format!("/v1/tenants/{tenant}/users/{id}"),
-                        Some(body),
-                    )
+                    .send("PUT", &format!("{base}/users/{id}"), Some(body))
                     .await
                 {
-                    self.model(&tenant).users.insert(id);
+                    self.model(tenant).users.insert(id);
                 }
             }
-            (30..40, Some(user), ..) => {
-                let body = self.user_body(&user);
-                self.send(
-                    "PUT",
-                    &format!("/v1/tenants/{tenant}/users/{user}"),
-                    Some(body),
-                )
-                .await;
-            }
-            (40..48, Some(user), ..) => {
+            Op::DeleteUser(user) => {
                 if self
-                    .send(
-                        "DELETE",
-                        &format!("/v1/tenants/{tenant}/users/{user}"),
-                        None,
-                    )
+                    .send("DELETE", &format!("{base}/users/{user}"), None)
                     .await
                 {
-                    let model = self.model(&tenant);
+                    let model = self.model(tenant);
                     model.users.remove(&user);
                     model.memberships.retain(|(_, member)| *member != user);
                 }
             }
-            (48..60, ..) => {
+            Op::NewGroup => {
                 let id = self.fresh_id("g");
                 let body = json!({ "name": format!("group {id}") });
                 if self
-                    .send(
-                        "PUT",
-                        &format!("/v1/tenants/{tenant}/groups/{id}"),
-                        Some(body),
-                    )
+                    .send("PUT", &format!("{base}/groups/{id}"), Some(body))
                     .await
                 {
-                    self.model(&tenant).groups.insert(id);
+                    self.model(tenant).groups.insert(id);
                 }
             }
-            (60..65, _, Some(group), _) => {
+            Op::DeleteGroup(group) => {
                 if self
-                    .send(
-                        "DELETE",
-                        &format!("/v1/tenants/{tenant}/groups/{group}"),
-                        None,
-                    )
+                    .send("DELETE", &format!("{base}/groups/{group}"), None)
                     .await
                 {
-                    let model = self.model(&tenant);
+                    let model = self.model(tenant);
                     model.groups.remove(&group);
                     model.memberships.retain(|(of, _)| *of != group);
                 }
             }
-            (65..90, Some(user), Some(group), _) => {
-                let path = format!("/v1/tenants/{tenant}/groups/{group}/members/{user}");
+            Op::AddMember(group, user) => {
+                let path = format!("{base}/groups/{group}/members/{user}");
                 if self.send("PUT", &path, None).await {
-                    self.model(&tenant).memberships.insert((group, user));
+                    self.model(tenant).memberships.insert((group, user));
                 }
             }
-            (90..100, _, _, Some((group, user))) => {
-                let path = format!("/v1/tenants/{tenant}/groups/{group}/members/{user}");
+            Op::RemoveMember(group, user) => {
+                let path = format!("{base}/groups/{group}/members/{user}");
                 if self.send("DELETE", &path, None).await {
-                    self.model(&tenant).memberships.remove(&(group, user));
+                    self.model(tenant).memberships.remove(&(group, user));
                 }
             }
-            _ => {}
         }
     }
 
