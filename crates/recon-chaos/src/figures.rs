@@ -55,6 +55,9 @@ pub struct Figures {
     pub leader_kills: u64,
     /// Partitions (from etcd or PostgreSQL) injected.
     pub partitions: u64,
+    /// How partitions were made: `iptables` rules, or the links' proxies
+    /// where iptables is not available.
+    pub partitions_by: String,
     /// Leader kills at a chosen run phase: reached or missed.
     pub leader_kill_phases: BTreeMap<String, u64>,
     /// Runs that completed.
@@ -155,8 +158,8 @@ impl Figures {
             ),
         ];
         lines.push(format!(
-            "faults injected        {} leader kills, {} partitions",
-            self.leader_kills, self.partitions
+            "faults injected        {} leader kills, {} partitions (by {})",
+            self.leader_kills, self.partitions, self.partitions_by
         ));
         for (fault, count) in &self.faults {
             lines.push(format!("  {fault:<28} {count}"));

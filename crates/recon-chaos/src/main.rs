@@ -12,6 +12,7 @@ mod checker;
 mod etcd;
 mod figures;
 mod nemesis;
+mod net;
 mod observe;
 mod schedule;
 mod workload;
@@ -56,6 +57,9 @@ struct Args {
     /// temporary directory that is kept and printed).
     #[arg(long)]
     logs: Option<PathBuf>,
+    /// Keep the logs of clean schedules too.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[tokio::main]
@@ -73,6 +77,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut figures = Figures::new(args.seed);
+    figures.partitions_by = if net::Firewall::probe().available() {
+        "iptables".into()
+    } else {
+        "proxy".into()
+    };
     let (mut failovers, mut converges) = (Vec::new(), Vec::new());
     for seed in args.seed..args.seed + args.schedules {
         let logs = match &args.logs {
@@ -86,14 +95,11 @@ async fn main() -> anyhow::Result<()> {
                 .tempdir()?,
         };
         let schedule_started = Instant::now();
-        let result = nemesis::run(seed, &options, logs.path()).await;
-        let (outcome, finished) = match result {
-            Ok(outcome) => (outcome, true),
-            Err(error) => {
-                eprintln!("schedule {seed}: did not finish: {error:#}");
-                (nemesis::Outcome::default(), false)
-            }
-        };
+        let outcome = nemesis::run(seed, &options, logs.path()).await;
+        let finished = outcome.error.is_none();
+        if let Some(error) = &outcome.error {
+            eprintln!("schedule {seed}: did not finish: {error}");
+        }
         figures.add(seed, &outcome, finished, &mut failovers, &mut converges);
         let clean = finished && outcome.violations.is_empty();
         println!(
@@ -105,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
             outcome.runs_aborted.len(),
             outcome.violations.len()
         );
-        if !clean {
+        if args.keep_logs && clean {
+            println!("  logs kept in {}", logs.keep().display());
+        } else if !clean {
             for violation in &outcome.violations {
                 println!(
                     "  violation [{}]: {}",

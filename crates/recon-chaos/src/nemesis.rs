@@ -3,6 +3,7 @@
 //! drain, then check.
 
 use crate::checker::{self, Violation};
+use crate::net::Firewall;
 use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
 use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Step, Target};
 use crate::workload::{self, Workload};
@@ -61,6 +62,8 @@ pub struct Outcome {
     pub broker_events: BTreeMap<String, u64>,
     /// Replicas that exited without being killed.
     pub unexpected_exits: usize,
+    /// Why the schedule could not run to its end, if it could not.
+    pub error: Option<String>,
     /// Writes accepted / refused / failed.
     pub writes: [u64; 3],
     /// Evidence that the checks saw something: done-records, paused
@@ -78,13 +81,19 @@ struct Shared {
     missing_metrics: Vec<String>,
 }
 
+/// A replica's link to a service.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Etcd,
+    Postgres,
+}
+
 /// Undoing a timed fault.
 #[derive(Debug, Clone)]
 enum Undo {
     Thaw(String),
     ThawEtcd,
-    HealEtcdLink(String),
-    HealPostgresLink(String),
+    Heal(String, Link),
     ClearSource(String),
 }
 
@@ -101,11 +110,21 @@ struct Nemesis {
     etcd_stopped_at: Option<Instant>,
     kills: Vec<(Instant, String)>,
     unowned_since: Option<Instant>,
+    last_fault: Option<&'static str>,
+    firewall: Firewall,
 }
 
 /// Runs schedule `seed`; logs go to `logs`.
-pub async fn run(seed: u64, options: &Options, logs: &Path) -> anyhow::Result<Outcome> {
-    let world = World::start(logs, seed, options.timing).await?;
+pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
+    let world = match World::start(logs, seed, options.timing).await {
+        Ok(world) => world,
+        Err(error) => {
+            return Outcome {
+                error: Some(format!("the services did not start: {error:#}")),
+                ..Outcome::default()
+            };
+        }
+    };
     let recorder = Recorder::start(world.etcd.endpoint(), world.prefix.clone());
     let admin = world.admin().clone();
     let mut nemesis = Nemesis {
@@ -120,19 +139,22 @@ pub async fn run(seed: u64, options: &Options, logs: &Path) -> anyhow::Result<Ou
         etcd_stopped_at: None,
         kills: Vec::new(),
         unowned_since: None,
+        last_fault: None,
+        firewall: Firewall::probe(),
         world,
     };
-    let result = nemesis.schedule(options).await;
-    if result.is_err() {
+    if let Err(error) = nemesis.schedule(options).await {
         eprintln!("{}", nemesis.world.log_tails(30));
+        nemesis.outcome.error = Some(format!("{error:#}"));
     }
-    result.map(|()| nemesis.outcome)
+    nemesis.outcome
 }
 
 impl Nemesis {
     async fn schedule(&mut self, options: &Options) -> anyhow::Result<()> {
-        self.wait_converged("initial replication", Duration::from_secs(120))
-            .await?;
+        if let Some(detail) = self.wait_converged(Duration::from_secs(120)).await? {
+            bail!("initial replication: {detail}");
+        }
         crate::audit::install(&self.world.replica_db).await?;
         self.backup = workload::backup(&self.world.monolith_url).await?;
         let stop_sampling = CancellationToken::new();
@@ -169,9 +191,13 @@ impl Nemesis {
         workload.counts_into(&mut self.outcome.writes);
         workload.stop().await;
         self.final_run(options).await?;
-        self.wait_converged("after heal", Duration::from_secs(180))
-            .await?;
-        self.outcome.converge_millis = Some(millis(healed_at.elapsed()));
+        match self.wait_converged(Duration::from_secs(180)).await? {
+            None => self.outcome.converge_millis = Some(millis(healed_at.elapsed())),
+            Some(detail) => self.outcome.violations.push(Violation {
+                invariant: "converged",
+                detail: format!("after heal: {detail}"),
+            }),
+        }
         stop_sampling.cancel();
         sampler.await.context("sampler task")?;
         self.check(options).await
@@ -220,10 +246,13 @@ impl Nemesis {
         }
         let since = *self.unowned_since.get_or_insert_with(Instant::now);
         if since.elapsed() > Duration::from_secs(20) {
+            let after = self.last_fault.unwrap_or("start");
             *self
                 .outcome
                 .broker_events
-                .entry("partition left without consumer".into())
+                .entry(format!(
+                    "partition left without consumer (last fault: {after})"
+                ))
                 .or_default() += 1;
             let bounced = self.world.bounce_one().await?;
             eprintln!(
@@ -236,6 +265,7 @@ impl Nemesis {
     }
 
     fn count(&mut self, fault: &Fault) {
+        self.last_fault = Some(fault.name());
         *self
             .outcome
             .injected
@@ -358,22 +388,18 @@ impl Nemesis {
                 });
                 self.undo.push((after(millis), Undo::ClearSource(member)));
             }
-            Fault::PartitionEtcd { millis, .. } => {
+            Fault::PartitionEtcd { millis, .. } | Fault::PartitionPostgres { millis, .. } => {
                 let Some(member) = resolved else {
                     self.skipped(&fault);
                     return Ok(());
                 };
-                self.world.replica_mut(&member)?.etcd_link.freeze();
-                self.undo.push((after(millis), Undo::HealEtcdLink(member)));
-            }
-            Fault::PartitionPostgres { millis, .. } => {
-                let Some(member) = resolved else {
-                    self.skipped(&fault);
-                    return Ok(());
+                let link = if matches!(fault, Fault::PartitionEtcd { .. }) {
+                    Link::Etcd
+                } else {
+                    Link::Postgres
                 };
-                self.world.replica_mut(&member)?.postgres_link.freeze();
-                self.undo
-                    .push((after(millis), Undo::HealPostgresLink(member)));
+                self.partition(&member, link, true)?;
+                self.undo.push((after(millis), Undo::Heal(member, link)));
             }
             Fault::RequestRun => {
                 self.request_run_patiently(Duration::from_secs(15)).await?;
@@ -491,6 +517,23 @@ impl Nemesis {
             .await
     }
 
+    /// Cuts (or heals) one replica's link: with iptables where it works,
+    /// else by making the link's proxy stop forwarding.
+    fn partition(&mut self, member: &str, link: Link, cut: bool) -> anyhow::Result<()> {
+        let replica = self.world.replica_mut(member)?;
+        let proxy = match link {
+            Link::Etcd => &replica.etcd_link,
+            Link::Postgres => &replica.postgres_link,
+        };
+        match (self.firewall.available(), cut) {
+            (true, true) => self.firewall.cut(proxy.port)?,
+            (true, false) => self.firewall.heal(proxy.port)?,
+            (false, true) => proxy.freeze(),
+            (false, false) => proxy.thaw(),
+        }
+        Ok(())
+    }
+
     fn undo(&mut self, undo: Undo) -> anyhow::Result<()> {
         match undo {
             Undo::Thaw(member) => self.world.freeze(&member, false)?,
@@ -500,8 +543,7 @@ impl Nemesis {
                     self.etcd_down.push((stopped, Instant::now()));
                 }
             }
-            Undo::HealEtcdLink(member) => self.world.replica_mut(&member)?.etcd_link.thaw(),
-            Undo::HealPostgresLink(member) => self.world.replica_mut(&member)?.postgres_link.thaw(),
+            Undo::Heal(member, link) => self.partition(&member, link, false)?,
             Undo::ClearSource(member) => self
                 .world
                 .replica_mut(&member)?
@@ -562,40 +604,50 @@ impl Nemesis {
     }
 
     /// Waits until the relay published everything and the replica equals
-    /// the monolith row by row, keeping the supervisor going.
-    async fn wait_converged(&mut self, what: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
+    /// the monolith row by row, keeping the supervisor going; what still
+    /// differs after `timeout`, if anything.
+    async fn wait_converged(&mut self, timeout: Duration) -> anyhow::Result<Option<String>> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut last_report = started;
         loop {
-            let backlog = self
-                .world
-                .monolith
-                .outbox_backlog()
-                .await
-                .unwrap_or(u64::MAX);
+            let backlog = self.world.monolith.outbox_backlog().await;
             let differences =
                 compare_databases(&self.world.monolith_db, &self.world.replica_db).await;
-            if let Ok(differences) = &differences
-                && backlog == 0
+            if let (Ok(0), Ok(differences)) = (&backlog, &differences)
                 && differences.is_empty()
                 && differences.monolith_rows > 0
             {
-                return Ok(());
+                return Ok(None);
+            }
+            if last_report.elapsed() > Duration::from_secs(20) {
+                last_report = Instant::now();
+                let total = differences
+                    .as_ref()
+                    .map(|differences| differences.total)
+                    .ok();
+                eprintln!(
+                    "schedule {}: converging for {:?}: outbox backlog {:?}, rows differing {total:?}",
+                    self.seed,
+                    started.elapsed(),
+                    backlog.as_ref().ok()
+                );
             }
             if Instant::now() > deadline {
+                let backlog = match backlog {
+                    Ok(backlog) => backlog.to_string(),
+                    Err(error) => format!("unknown: {error}"),
+                };
                 let detail = match differences {
                     Ok(differences) => format!(
-                        "{} rows differ (outbox backlog {backlog})\nonly in monolith: {:#?}\nonly in replica: {:#?}",
+                        "{} rows differ, outbox backlog {backlog}\nonly in monolith: {:#?}\nonly in replica: {:#?}",
                         differences.total,
                         differences.only_in_monolith,
                         differences.only_in_replica
                     ),
-                    Err(error) => format!("comparison failed: {error}"),
+                    Err(error) => format!("comparison failed: {error}; outbox backlog {backlog}"),
                 };
-                self.outcome.violations.push(Violation {
-                    invariant: "converged",
-                    detail: format!("{what}: not equal after {timeout:?}: {detail}"),
-                });
-                bail!("{what}: the replica does not equal the monolith after {timeout:?}");
+                return Ok(Some(format!("not equal after {timeout:?}: {detail}")));
             }
             self.idle_until(Instant::now() + Duration::from_millis(500))
                 .await?;
