@@ -57,6 +57,7 @@ impl Workload {
                     seeded: seeded.clone(),
                     next_id: 0,
                     counts: counts.clone(),
+                    refused: false,
                 };
                 tokio::spawn(writer.run(stop.clone()))
             })
@@ -133,6 +134,8 @@ struct Writer {
     seeded: Vec<String>,
     next_id: u64,
     counts: Arc<WriteCounts>,
+    /// The last write was refused (404/409).
+    refused: bool,
 }
 
 impl Writer {
@@ -169,6 +172,11 @@ impl Writer {
         }
         let op = self.choose(&tenant);
         self.apply(&tenant, op).await;
+        if self.refused {
+            // A restore (or another client) took rows this client believed
+            // in: forget the tenant, it is created again next time.
+            self.tenants.remove(&tenant);
+        }
     }
 
     /// Picks a write for a tenant of this client's, from what it believes
@@ -327,7 +335,8 @@ impl Writer {
     }
 
     /// Sends one write; true when it was accepted.
-    async fn send(&self, method: &str, path: &str, body: Option<Value>) -> bool {
+    async fn send(&mut self, method: &str, path: &str, body: Option<Value>) -> bool {
+        self.refused = false;
         let url = format!("{}{path}", self.base);
         let request = match (method, body) {
             ("PUT", Some(body)) => self.http.put(&url).json(&body),
@@ -341,6 +350,7 @@ impl Writer {
             }
             Ok(status) if status.as_u16() == 404 || status.as_u16() == 409 => {
                 self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.refused = true;
                 false
             }
             _ => {
