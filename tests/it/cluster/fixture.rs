@@ -13,6 +13,7 @@ use recon_tests::broker::{Broker, Storage, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith};
 use recon_tests::proxy::FreezableProxy;
+pub use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -502,30 +503,4 @@ fn first_address(endpoints: &[String]) -> anyhow::Result<SocketAddr> {
     address
         .parse()
         .with_context(|| format!("etcd endpoint {url} is not http://IP:PORT"))
-}
-
-/// Polls `condition` every 100 ms until it holds (errors count as "not
-/// yet"); fails after `timeout`.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut condition: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match condition().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
