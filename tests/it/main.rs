@@ -5,6 +5,7 @@ mod consumer_faults;
 mod coordinator;
 mod monolith;
 mod pipeline;
+mod recon_binary;
 mod reconcile;
 mod relay;
 mod source_client;

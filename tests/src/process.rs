@@ -6,27 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
-/// The `recon` binary next to the test executable (`target/<profile>/recon`).
-/// `scripts/test.sh` builds it before the tests run.
-pub fn recon_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("RECON_TEST_BINARY") {
-        return Ok(PathBuf::from(path));
-    }
-    let test_executable = std::env::current_exe().context("locate the test executable")?;
-    // target/<profile>/deps/integration-<hash> → target/<profile>/recon
-    let profile_directory = test_executable
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target directory")?;
-    let binary = profile_directory.join("recon");
-    if !binary.is_file() {
-        bail!(
-            "{} does not exist: build it first (cargo build -p recon), as scripts/test.sh does",
-            binary.display()
-        );
-    }
-    Ok(binary)
-}
+pub use crate::recon_build::recon_binary;
 
 /// A child `recon` process; killed when dropped.
 pub struct ReconProcess {
