@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::verify::compare_databases;
-use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
 use recon_tests::process::{ReconProcess, metric_value, start_monolith};
 use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
@@ -110,11 +110,12 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     )
     .await
     .with_context(|| replica.log())?;
+    let killed_at = Instant::now();
     replica.kill().await?;
     // tansu 0.6 hands a dead member's partitions to nobody once it expires
-    // it (after the 10 s session timeout) unless another member joins after
-    // that; a supervisor's restart delay does the same.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // it unless another member joins after that; a supervisor's restart
+    // delay does the same.
+    wait_until_group_member_expired(killed_at).await;
     replica.restart().await?;
     wait_for_port(admin_port, Duration::from_secs(30)).await?;
     // The restarted member owns every partition before the broker restarts.

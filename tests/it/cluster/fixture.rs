@@ -9,7 +9,7 @@ use super::history::History;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith};
 use recon_tests::proxy::FreezableProxy;
@@ -23,10 +23,6 @@ const TOPIC: &str = "cluster.changes";
 
 /// Lease TTL of every replica: short, so that failovers fit in a test.
 pub const LEASE_TTL_SECS: u64 = 3;
-
-/// How long after a consumer stops heartbeating the broker has surely
-/// expired it from the group (`session.timeout.ms` is 10 s in recon).
-const GROUP_EXPIRY: Duration = Duration::from_secs(12);
 
 /// Smallest unit the planner splits a big tenant into.
 const MIN_UNIT_ROWS: &str = "200";
@@ -302,7 +298,7 @@ impl Cluster {
             })
             .collect();
         for since in dead {
-            tokio::time::sleep_until((since + GROUP_EXPIRY).into()).await;
+            wait_until_group_member_expired(since).await;
             self.add_replica().await?;
         }
         let live = self.live_ports().len();
