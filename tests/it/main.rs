@@ -1,4 +1,5 @@
 //! Integration tests against real services.
+mod broker;
 mod cluster;
 mod consumer;
 mod consumer_faults;
