@@ -180,6 +180,7 @@ pub fn metric_value(metrics_text: &str, name: &str) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::metric_value;
+    use anyhow::Context;
 
     const TEXT: &str = "\
 # HELP recon_consumer_events_received Decoded change events handed to the store.
@@ -195,42 +196,50 @@ recon_consumer_events_written_total 0
 ";
 
     #[test]
-    fn reads_a_present_counter() {
+    fn reads_a_present_counter() -> anyhow::Result<()> {
         assert_eq!(
-            metric_value(TEXT, "recon_consumer_events_received_total").unwrap(),
+            metric_value(TEXT, "recon_consumer_events_received_total")?,
             42
         );
         assert_eq!(
-            metric_value(TEXT, "recon_consumer_events_written_total").unwrap(),
+            metric_value(TEXT, "recon_consumer_events_written_total")?,
             0
         );
+        Ok(())
     }
 
     #[test]
-    fn an_absent_metric_is_an_error_naming_it() {
-        let error = metric_value(TEXT, "recon_consumer_events_rejected_total").unwrap_err();
+    fn an_absent_metric_is_an_error_naming_it() -> anyhow::Result<()> {
+        let error = metric_value(TEXT, "recon_consumer_events_rejected_total")
+            .err()
+            .context("expected an error")?;
         assert!(
             error
                 .to_string()
                 .contains("recon_consumer_events_rejected_total"),
             "{error:#}"
         );
+        Ok(())
     }
 
     #[test]
-    fn a_name_is_not_confused_with_longer_names_labels_or_comments() {
+    fn a_name_is_not_confused_with_longer_names_labels_or_comments() -> anyhow::Result<()> {
         // Only the unlabelled line counts, not `{partition=…}` nor `_max`.
-        assert_eq!(metric_value(TEXT, "recon_consumer_lag").unwrap(), 5);
+        assert_eq!(metric_value(TEXT, "recon_consumer_lag")?, 5);
         // `…_received` is only in comments and as a prefix of `…_total`.
         assert!(metric_value(TEXT, "recon_consumer_events_received").is_err());
         // A labelled-only family has no unlabelled value.
         let labelled_only = "recon_consumer_lag{partition=\"1\"} 9\n";
         assert!(metric_value(labelled_only, "recon_consumer_lag").is_err());
+        Ok(())
     }
 
     #[test]
-    fn an_unparsable_value_is_an_error() {
-        let error = metric_value("recon_x_total NaN\n", "recon_x_total").unwrap_err();
+    fn an_unparsable_value_is_an_error() -> anyhow::Result<()> {
+        let error = metric_value("recon_x_total NaN\n", "recon_x_total")
+            .err()
+            .context("expected an error")?;
         assert!(format!("{error:#}").contains("recon_x_total"), "{error:#}");
+        Ok(())
     }
 }

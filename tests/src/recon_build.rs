@@ -203,27 +203,28 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
-    fn a_test_executable_under_deps_is_in_the_dev_profile() {
-        let target = tempfile::tempdir().unwrap();
-        std::fs::write(target.path().join("CACHEDIR.TAG"), "").unwrap();
+    fn a_test_executable_under_deps_is_in_the_dev_profile() -> anyhow::Result<()> {
+        let target = tempfile::tempdir()?;
+        std::fs::write(target.path().join("CACHEDIR.TAG"), "")?;
         let executable = target.path().join("debug/deps/integration-0123");
         assert_eq!(
-            BuildLayout::of_executable(&executable).unwrap(),
+            BuildLayout::of_executable(&executable)?,
             BuildLayout {
                 target_directory: target.path().to_path_buf(),
                 profile: "dev".to_owned(),
                 target_triple: None,
             }
         );
+        Ok(())
     }
 
     #[test]
-    fn a_binary_beside_recon_and_a_cross_target_are_recognised() {
-        let target = tempfile::tempdir().unwrap();
-        std::fs::write(target.path().join("CACHEDIR.TAG"), "").unwrap();
+    fn a_binary_beside_recon_and_a_cross_target_are_recognised() -> anyhow::Result<()> {
+        let target = tempfile::tempdir()?;
+        std::fs::write(target.path().join("CACHEDIR.TAG"), "")?;
         let chaos = target.path().join("release/recon-chaos");
         assert_eq!(
-            BuildLayout::of_executable(&chaos).unwrap(),
+            BuildLayout::of_executable(&chaos)?,
             BuildLayout {
                 target_directory: target.path().to_path_buf(),
                 profile: "release".to_owned(),
@@ -234,13 +235,14 @@ mod tests {
             .path()
             .join("x86_64-unknown-linux-musl/debug/deps/integration-0123");
         assert_eq!(
-            BuildLayout::of_executable(&cross).unwrap(),
+            BuildLayout::of_executable(&cross)?,
             BuildLayout {
                 target_directory: target.path().to_path_buf(),
                 profile: "dev".to_owned(),
                 target_triple: Some("x86_64-unknown-linux-musl".to_owned()),
             }
         );
+        Ok(())
     }
 
     #[test]
@@ -270,16 +272,14 @@ mod tests {
     }
 
     #[test]
-    fn the_executable_is_read_from_the_bin_artifact_only() {
+    fn the_executable_is_read_from_the_bin_artifact_only() -> anyhow::Result<()> {
         let messages = r#"{"reason":"compiler-artifact","target":{"name":"recon","kind":["lib"]},"executable":null}
 Compiling…
 {"reason":"compiler-artifact","target":{"name":"recon-core","kind":["lib"]},"executable":null}
 {"reason":"compiler-artifact","target":{"name":"recon","kind":["bin"]},"executable":"/t/debug/recon"}
 {"reason":"build-finished","success":true}"#;
-        assert_eq!(
-            built_executable(messages).unwrap(),
-            PathBuf::from("/t/debug/recon")
-        );
+        assert_eq!(built_executable(messages)?, PathBuf::from("/t/debug/recon"));
         assert!(built_executable(r#"{"reason":"build-finished","success":true}"#).is_err());
+        Ok(())
     }
 }
