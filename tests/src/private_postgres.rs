@@ -59,6 +59,11 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Creates a database and returns its URL.
     pub async fn create_database(&self, name: &str) -> anyhow::Result<String> {
         let admin = Database::connect(&self.server_url())
@@ -117,7 +122,8 @@ struct ClusterHandle {
 impl ClusterHandle {
     fn pg_ctl(&self, arguments: &[&str]) -> anyhow::Result<()> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c max_connections=300 -c track_commit_timestamp=on",
             self.port,
             self.data.display()
         );

@@ -72,6 +72,18 @@ impl ReconProcess {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Whether the process has exited on its own (reaps it); `false` while
+    /// it runs or after [`Self::kill`].
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

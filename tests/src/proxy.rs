@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub struct FreezableProxy {
     /// `http://127.0.0.1:<port>`, to use as an etcd endpoint.
     pub url: String,
+    /// The loopback port it listens on.
+    pub port: u16,
     frozen: watch::Sender<bool>,
     stop: CancellationToken,
 }
@@ -23,11 +25,17 @@ impl FreezableProxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind proxy")?;
-        let url = format!("http://{}", listener.local_addr().context("proxy address")?);
+        let address = listener.local_addr().context("proxy address")?;
+        let url = format!("http://{address}");
         let (frozen, frozen_watch) = watch::channel(false);
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, target, frozen_watch, stop.clone()));
-        Ok(Self { url, frozen, stop })
+        Ok(Self {
+            url,
+            port: address.port(),
+            frozen,
+            stop,
+        })
     }
 
     /// Stops forwarding; bytes in flight stay where they are.

@@ -1,0 +1,208 @@
+//! The fencing audit: triggers of the checker's own in the replica
+//! database record, for every committed transaction, which epoch it
+//! presented to the fence table and whether it wrote data rows, and every
+//! change of a fence row. With PostgreSQL's commit timestamps
+//! (`track_commit_timestamp`, set by the private cluster) that says whether
+//! any data write committed with an epoch older than a fence committed
+//! before it: a write accepted from a fenced epoch.
+//!
+//! Rolled-back transactions leave nothing (the audit rows roll back with
+//! them). Consumer writes (event form) present no epoch and are not
+//! audited. Nothing here is recon's code: the triggers are plain SQL.
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use std::time::{Duration, Instant};
+
+/// Statements that create the audit tables and triggers.
+const INSTALL: [&str; 8] = [
+    "CREATE TABLE chaos_epochs (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
+    "CREATE TABLE chaos_fences (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
+    "CREATE TABLE chaos_writes (txid BIGINT NOT NULL, table_name TEXT NOT NULL)",
+    "CREATE FUNCTION chaos_note_epoch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+       INSERT INTO chaos_epochs VALUES (txid_current(), NEW.scope, NEW.epoch); RETURN NEW; END $$",
+    "CREATE FUNCTION chaos_note_fence() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+       INSERT INTO chaos_fences VALUES (txid_current(), NEW.scope, NEW.epoch); RETURN NULL; END $$",
+    "CREATE FUNCTION chaos_note_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+       INSERT INTO chaos_writes VALUES (txid_current(), TG_TABLE_NAME); RETURN NULL; END $$",
+    // Fires for the row an `INSERT … ON CONFLICT` proposes, also when the
+    // conflict then changes nothing: the epoch the transaction presented.
+    "CREATE TRIGGER chaos_epoch BEFORE INSERT ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_epoch()",
+    "CREATE TRIGGER chaos_fence AFTER INSERT OR UPDATE ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_fence()",
+];
+
+/// The data tables whose writes are audited.
+const DATA_TABLES: [&str; 4] = [
+    "replica_tenants",
+    "replica_users",
+    "replica_groups",
+    "replica_memberships",
+];
+
+/// Installs the audit once recon created its schema (waits up to 60 s).
+pub async fn install(replica_db: &str) -> anyhow::Result<()> {
+    let connection = Database::connect(replica_db).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let exists = connection
+            .query_one_raw(Statement::from_string(
+                connection.get_database_backend(),
+                "SELECT to_regclass('fences') IS NOT NULL AND to_regclass('replica_memberships') IS NOT NULL AS ready",
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "ready"))
+            .transpose()?
+            .unwrap_or(false);
+        if exists {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "recon did not create its schema within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for statement in INSTALL {
+        connection
+            .execute_unprepared(statement)
+            .await
+            .with_context(|| format!("install audit: {statement}"))?;
+    }
+    for table in DATA_TABLES {
+        connection
+            .execute_unprepared(&format!(
+                "CREATE TRIGGER chaos_write AFTER INSERT OR UPDATE OR DELETE ON {table} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION chaos_note_write()"
+            ))
+            .await
+            .with_context(|| format!("install audit on {table}"))?;
+    }
+    connection.close().await.ok();
+    Ok(())
+}
+
+/// What the audit found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Committed transactions that wrote data under an epoch.
+    pub fenced_writes_checked: u64,
+    /// Those that committed after a newer fence of their scope (or the
+    /// global one) had committed: one line each.
+    pub violations: Vec<String>,
+}
+
+/// Reads the audit: every data-writing transaction with an epoch whose
+/// commit came after the commit of a fence change, of its scope or the
+/// global one, to a newer epoch.
+pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
+    let connection = Database::connect(replica_db).await?;
+    let backend = connection.get_database_backend();
+    let committed =
+        |txid: &str| format!("pg_xact_commit_timestamp(({txid} % 4294967296)::text::xid)");
+    let written = format!(
+        "WITH written AS ( \
+           SELECT e.txid, e.scope, max(e.epoch) AS epoch, {at} AS committed_at \
+           FROM chaos_epochs e WHERE EXISTS (SELECT 1 FROM chaos_writes w WHERE w.txid = e.txid) \
+           GROUP BY e.txid, e.scope), \
+         fenced AS (SELECT f.txid, f.scope, f.epoch, {fence_at} AS committed_at FROM chaos_fences f) \
+         SELECT (SELECT count(*) FROM written) AS checked, \
+           coalesce((SELECT string_agg(w.txid || ' wrote ' || w.scope || ' at epoch ' || w.epoch || \
+             ' committed ' || w.committed_at || ' after fence ' || f.scope || '=' || f.epoch || \
+             ' committed ' || f.committed_at, E'\\n') \
+           FROM written w CROSS JOIN LATERAL (SELECT * FROM fenced f WHERE f.scope IN (w.scope, '*') \
+             AND f.epoch > w.epoch AND f.committed_at < w.committed_at AND f.txid <> w.txid \
+             ORDER BY f.committed_at LIMIT 1) f), '') AS violations",
+        at = committed("e.txid"),
+        fence_at = committed("f.txid"),
+    );
+    let row = connection
+        .query_one_raw(Statement::from_string(backend, written))
+        .await
+        .context("read the fencing audit")?
+        .context("the audit query returned no row")?;
+    connection.close().await.ok();
+    let checked: i64 = row.try_get("", "checked")?;
+    let violations: String = row.try_get("", "violations")?;
+    Ok(Findings {
+        fenced_writes_checked: u64::try_from(checked).unwrap_or(0),
+        violations: violations
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recon_tests::private_postgres::PrivatePostgres;
+
+    /// The columns of recon's tables the audit touches (and a key).
+    const TABLES: [&str; 5] = [
+        "CREATE TABLE fences (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL)",
+        "CREATE TABLE replica_tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+        "CREATE TABLE replica_users (id TEXT PRIMARY KEY)",
+        "CREATE TABLE replica_groups (id TEXT PRIMARY KEY)",
+        "CREATE TABLE replica_memberships (id TEXT PRIMARY KEY)",
+    ];
+
+    /// A reconciliation write as recon's store makes it: the fence raise
+    /// of its scope and the data, in one transaction.
+    fn write_at(epoch: u64, name: &str) -> String {
+        format!(
+            "BEGIN; \
+             INSERT INTO fences VALUES ('t1', {epoch}) ON CONFLICT (scope) DO UPDATE \
+               SET epoch = excluded.epoch WHERE fences.epoch < excluded.epoch; \
+             INSERT INTO replica_tenants VALUES ('t1', '{name}') ON CONFLICT (id) DO UPDATE SET name = excluded.name; \
+             COMMIT"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_data_write_committed_after_a_newer_fence_is_found() -> anyhow::Result<()> {
+        let postgres = PrivatePostgres::start().await?;
+        let url = postgres.create_database("audit").await?;
+        let connection = Database::connect(&url).await?;
+        for statement in TABLES {
+            connection.execute_unprepared(statement).await?;
+        }
+        install(&url).await?;
+        connection
+            .execute_unprepared(&write_at(2, "at epoch 2"))
+            .await?;
+        // A new leader takes over: the global fence moves to 3.
+        connection
+            .execute_unprepared("INSERT INTO fences VALUES ('*', 3)")
+            .await?;
+        connection
+            .execute_unprepared(&write_at(3, "at epoch 3"))
+            .await?;
+        let clean = check(&url).await?;
+        assert_eq!(clean.fenced_writes_checked, 2);
+        assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+        // A zombie of epoch 2 whose write a broken fence let through.
+        connection
+            .execute_unprepared(&write_at(2, "zombie"))
+            .await?;
+        // A consumer write carries no epoch: not audited.
+        connection
+            .execute_unprepared("UPDATE replica_tenants SET name = 'event'")
+            .await?;
+        let found = check(&url).await?;
+        assert_eq!(found.fenced_writes_checked, 3);
+        assert_eq!(found.violations.len(), 1, "{:?}", found.violations);
+        assert!(
+            found.violations[0].contains("at epoch 2"),
+            "{:?}",
+            found.violations
+        );
+        assert!(
+            found.violations[0].contains("after fence *=3"),
+            "{:?}",
+            found.violations
+        );
+        connection.close().await.ok();
+        Ok(())
+    }
+}

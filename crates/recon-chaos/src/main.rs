@@ -1,0 +1,140 @@
+//! `recon-chaos`: random fault schedules against a three-replica recon
+//! cluster on real services (PostgreSQL, etcd, a Kafka-protocol broker, the
+//! reference monolith), an independent checker, and figures.
+//!
+//! Each schedule starts its own services on loopback, writes to the
+//! monolith all the time, injects the faults drawn from its seed, heals,
+//! lets a last run complete and the backlog drain, and checks the
+//! invariants. `--seed S --schedules 1` replays schedule `S`.
+
+mod audit;
+mod checker;
+mod etcd;
+mod figures;
+mod nemesis;
+mod net;
+mod observe;
+mod schedule;
+mod workload;
+mod world;
+
+use anyhow::Context;
+use clap::Parser;
+use figures::{Figures, Spread};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Random fault schedules against a three-replica recon cluster.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Schedules to run; schedule i uses seed `seed + i`.
+    #[arg(long, default_value_t = 3)]
+    schedules: u64,
+    /// Seed of the first schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of faults per schedule.
+    #[arg(long, default_value_t = 40)]
+    length_secs: u64,
+    /// Random faults per schedule besides the fixed ones (two leader
+    /// kills, a partition, two run requests, a drift).
+    #[arg(long, default_value_t = 6)]
+    random_faults: usize,
+    /// Writer clients.
+    #[arg(long, default_value_t = 3)]
+    clients: u64,
+    /// `--lease-ttl-secs` of the replicas.
+    #[arg(long, default_value_t = 3)]
+    lease_ttl_secs: u64,
+    /// `--max-pause-secs` of the replicas.
+    #[arg(long, default_value_t = 60)]
+    max_pause_secs: u64,
+    /// Where to write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where to keep the logs of schedules that fail (default: a
+    /// temporary directory that is kept and printed).
+    #[arg(long)]
+    logs: Option<PathBuf>,
+    /// Keep the logs of clean schedules too.
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let options = nemesis::Options {
+        length: Duration::from_secs(args.length_secs),
+        random_faults: args.random_faults,
+        timing: world::Timing {
+            lease_ttl_secs: args.lease_ttl_secs,
+            max_pause_secs: args.max_pause_secs,
+            restart_delay: Duration::from_secs(2),
+        },
+        clients: args.clients,
+    };
+    let started = Instant::now();
+    let mut figures = Figures::new(args.seed);
+    figures.partitions_by = if net::Firewall::probe().available() {
+        "iptables".into()
+    } else {
+        "proxy".into()
+    };
+    let (mut failovers, mut converges) = (Vec::new(), Vec::new());
+    for seed in args.seed..args.seed + args.schedules {
+        let logs = match &args.logs {
+            Some(root) => {
+                let directory = root.join(format!("seed-{seed}"));
+                std::fs::create_dir_all(&directory).context("create the logs directory")?;
+                tempfile::Builder::new().tempdir_in(directory)?
+            }
+            None => tempfile::Builder::new()
+                .prefix(&format!("recon-chaos-{seed}-"))
+                .tempdir()?,
+        };
+        let schedule_started = Instant::now();
+        let outcome = nemesis::run(seed, &options, logs.path()).await;
+        let finished = outcome.error.is_none();
+        if let Some(error) = &outcome.error {
+            eprintln!("schedule {seed}: did not finish: {error}");
+        }
+        figures.add(seed, &outcome, finished, &mut failovers, &mut converges);
+        let clean = finished && outcome.violations.is_empty();
+        println!(
+            "schedule {seed}: {} in {} s — {} faults, {} runs completed, {} aborted, {} violations",
+            if clean { "clean" } else { "FAILED" },
+            schedule_started.elapsed().as_secs(),
+            outcome.injected.values().sum::<u64>(),
+            outcome.runs_completed,
+            outcome.runs_aborted.len(),
+            outcome.violations.len()
+        );
+        if args.keep_logs && clean {
+            println!("  logs kept in {}", logs.keep().display());
+        } else if !clean {
+            for violation in &outcome.violations {
+                println!(
+                    "  violation [{}]: {}",
+                    violation.invariant, violation.detail
+                );
+            }
+            println!("  replay: cargo run -p recon-chaos -- --seed {seed} --schedules 1");
+            println!("  schedule: {}", serde_json::to_string(&outcome.steps)?);
+            println!("  logs kept in {}", logs.keep().display());
+        }
+    }
+    figures.failover_millis = Spread::of(failovers);
+    figures.converge_millis = Spread::of(converges);
+    figures.seconds = started.elapsed().as_secs();
+    println!("\n{}", figures.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if figures.schedules_clean < figures.schedules {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,807 @@
+//! One schedule, end to end: start the world, run the workload and the
+//! faults of the schedule, heal, let the last run complete and the backlog
+//! drain, then check.
+
+use crate::checker::{self, Violation};
+use crate::net::Firewall;
+use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
+use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Step, Target};
+use crate::workload::{self, Workload};
+use crate::world::{PARTITIONS, Timing, World};
+use anyhow::{Context, bail};
+use recon_monolith::verify::compare_databases;
+use recon_tests::faulty_source::Fault as ProxyFault;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What every schedule shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long faults are injected.
+    pub length: Duration,
+    /// Random faults per schedule, besides the fixed ones.
+    pub random_faults: usize,
+    /// Replica timing.
+    pub timing: Timing,
+    /// Writer clients.
+    pub clients: u64,
+}
+
+/// What one schedule yields for the figures.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The steps drawn.
+    pub steps: Vec<Step>,
+    /// Faults injected, by name (a step skipped for want of a target is
+    /// not counted).
+    pub injected: BTreeMap<String, u64>,
+    /// Steps skipped for want of a target (no leader answering, etcd
+    /// already stopped), by name.
+    pub skipped: BTreeMap<String, u64>,
+    /// Leader kills injected.
+    pub leader_kills: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Leader kills at a run phase, by phase reached.
+    pub phases_hit: BTreeMap<String, u64>,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+    /// Runs that completed.
+    pub runs_completed: usize,
+    /// Runs aborted (with reasons).
+    pub runs_aborted: Vec<String>,
+    /// Milliseconds from each leader kill to a new leader seen by a member.
+    pub failover_millis: Vec<u64>,
+    /// Milliseconds from heal to converged.
+    pub converge_millis: Option<u64>,
+    /// Broker problems met (orphaned partitions), by kind.
+    pub broker_events: BTreeMap<String, u64>,
+    /// Replicas that exited without being killed.
+    pub unexpected_exits: usize,
+    /// Why the schedule could not run to its end, if it could not.
+    pub error: Option<String>,
+    /// Writes accepted / refused / failed.
+    pub writes: [u64; 3],
+    /// Evidence that the checks saw something: done-records, paused
+    /// samples, fenced transactions audited.
+    pub evidence: [u64; 3],
+}
+
+/// What the sampler and the nemesis share.
+#[derive(Default)]
+struct Shared {
+    /// (member, incarnation, port) of the replicas that answer.
+    answering: Vec<(String, u32, u16)>,
+    samples: Vec<Sample>,
+    leaders: Vec<LeaderSeen>,
+    missing_metrics: Vec<String>,
+}
+
+/// A replica's link to a service.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Etcd,
+    Postgres,
+}
+
+/// Undoing a timed fault.
+#[derive(Debug, Clone)]
+enum Undo {
+    Thaw(String),
+    ThawEtcd,
+    Heal(String, Link),
+    ClearSource(String),
+}
+
+struct Nemesis {
+    world: World,
+    recorder: Recorder,
+    shared: Arc<Mutex<Shared>>,
+    admin: Admin,
+    backup: String,
+    seed: u64,
+    outcome: Outcome,
+    undo: Vec<(Instant, Undo)>,
+    etcd_down: Vec<(Instant, Instant)>,
+    etcd_stopped_at: Option<Instant>,
+    kills: Vec<(Instant, String)>,
+    unowned_since: Option<Instant>,
+    last_fault: Option<&'static str>,
+    firewall: Firewall,
+}
+
+/// Runs schedule `seed`; logs go to `logs`.
+pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
+    let world = match World::start(logs, seed, options.timing).await {
+        Ok(world) => world,
+        Err(error) => {
+            return Outcome {
+                error: Some(format!("the services did not start: {error:#}")),
+                ..Outcome::default()
+            };
+        }
+    };
+    let recorder = Recorder::start(world.etcd.endpoint(), world.prefix.clone());
+    let admin = world.admin().clone();
+    let mut nemesis = Nemesis {
+        recorder,
+        shared: Arc::new(Mutex::new(Shared::default())),
+        admin,
+        backup: String::new(),
+        seed,
+        outcome: Outcome::default(),
+        undo: Vec::new(),
+        etcd_down: Vec::new(),
+        etcd_stopped_at: None,
+        kills: Vec::new(),
+        unowned_since: None,
+        last_fault: None,
+        firewall: Firewall::probe(),
+        world,
+    };
+    if let Err(error) = nemesis.schedule(options).await {
+        eprintln!("{}", nemesis.world.log_tails(30));
+        nemesis.outcome.error = Some(format!("{error:#}"));
+    }
+    nemesis.outcome
+}
+
+impl Nemesis {
+    async fn schedule(&mut self, options: &Options) -> anyhow::Result<()> {
+        if let Some(detail) = self.wait_converged(Duration::from_secs(120)).await? {
+            bail!("initial replication: {detail}");
+        }
+        crate::audit::install(&self.world.replica_db).await?;
+        self.backup = workload::backup(&self.world.monolith_url).await?;
+        let stop_sampling = CancellationToken::new();
+        self.publish_answering();
+        let sampler = tokio::spawn(sample_loop(
+            self.admin.clone(),
+            self.shared.clone(),
+            stop_sampling.clone(),
+        ));
+        let workload =
+            Workload::start(&self.world.monolith_url, options.clients, self.seed).await?;
+        let shape = Shape {
+            length: options.length,
+            lease_ttl: Duration::from_secs(options.timing.lease_ttl_secs),
+            random_faults: options.random_faults,
+        };
+        self.outcome.steps = schedule::draw(self.seed, &shape);
+        let start = Instant::now();
+        for (index, step) in self.outcome.steps.clone().into_iter().enumerate() {
+            let due = start + Duration::from_millis(step.at_millis);
+            self.idle_until(due).await?;
+            if let Err(error) = self.inject(index, step.fault).await {
+                eprintln!(
+                    "schedule {}: step {index} ({}) failed: {error:#}",
+                    self.seed,
+                    step.fault.name()
+                );
+            }
+        }
+        self.idle_until(start + options.length).await?;
+        // Heal everything, stop writing, let the last run finish.
+        let healed_at = Instant::now();
+        self.heal().await?;
+        workload.counts_into(&mut self.outcome.writes);
+        workload.stop().await;
+        self.final_run(options).await?;
+        match self.wait_converged(Duration::from_secs(180)).await? {
+            None => self.outcome.converge_millis = Some(millis(healed_at.elapsed())),
+            Some(detail) => self.outcome.violations.push(Violation {
+                invariant: "converged",
+                detail: format!("after heal: {detail}"),
+            }),
+        }
+        stop_sampling.cancel();
+        sampler.await.context("sampler task")?;
+        self.check(options).await
+    }
+
+    /// Runs the supervisor and the ownership check until `due`, undoing
+    /// timed faults as they expire.
+    async fn idle_until(&mut self, due: Instant) -> anyhow::Result<()> {
+        loop {
+            let now = Instant::now();
+            let mut expired = Vec::new();
+            self.undo.retain(|(at, undo)| {
+                let done = *at <= now;
+                if done {
+                    expired.push(undo.clone());
+                }
+                !done
+            });
+            for undo in expired {
+                self.undo(undo)?;
+            }
+            self.world.supervise().await?;
+            self.publish_answering();
+            self.watch_ownership().await?;
+            if now >= due {
+                return Ok(());
+            }
+            tokio::time::sleep((due - now).min(Duration::from_millis(200))).await;
+        }
+    }
+
+    fn publish_answering(&self) {
+        lock(&self.shared).answering = self.world.answering();
+    }
+
+    /// tansu 0.6 can leave a partition without a consumer when a member
+    /// comes back within the session timeout: when every replica answers
+    /// and a partition stayed unowned for 20 s, that is recorded as a
+    /// broker event and one replica is restarted to make the group
+    /// rebalance (production Kafka rebalances by itself).
+    async fn watch_ownership(&mut self) -> anyhow::Result<()> {
+        let (owned, all_answered) = self.world.ownership().await;
+        if !all_answered || owned.len() == PARTITIONS as usize {
+            self.unowned_since = None;
+            return Ok(());
+        }
+        let since = *self.unowned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > Duration::from_secs(20) {
+            let after = self.last_fault.unwrap_or("start");
+            *self
+                .outcome
+                .broker_events
+                .entry(format!(
+                    "partition left without consumer (last fault: {after})"
+                ))
+                .or_default() += 1;
+            let bounced = self.world.bounce_one().await?;
+            eprintln!(
+                "schedule {}: partitions owned {owned:?}; restarted {bounced} to rebalance",
+                self.seed
+            );
+            self.unowned_since = None;
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, fault: &Fault) {
+        self.last_fault = Some(fault.name());
+        *self
+            .outcome
+            .injected
+            .entry(fault.name().into())
+            .or_default() += 1;
+        self.outcome.leader_kills += u64::from(fault.kills_leader());
+        self.outcome.partitions += u64::from(fault.partitions());
+    }
+
+    /// The member a target names now; waits up to 10 s for a leader that
+    /// answers (a leader frozen or just killed has none for a while).
+    async fn resolve(&self, target: Target) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answering: Vec<String> = self
+                .world
+                .answering()
+                .into_iter()
+                .map(|(member, _, _)| member)
+                .collect();
+            let leader = self.world.leader().await.map(|(leader, _)| leader);
+            let chosen = match target {
+                Target::Leader => leader.filter(|leader| answering.contains(leader)),
+                Target::Follower => {
+                    let followers: Vec<&String> = answering
+                        .iter()
+                        .filter(|member| Some(*member) != leader.as_ref())
+                        .collect();
+                    let index = usize::try_from(self.seed).unwrap_or(0) % followers.len().max(1);
+                    followers.get(index).map(|member| (*member).clone())
+                }
+            };
+            if chosen.is_some() || Instant::now() > deadline {
+                return chosen;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn skipped(&mut self, fault: &Fault) {
+        *self.outcome.skipped.entry(fault.name().into()).or_default() += 1;
+    }
+
+    async fn inject(&mut self, index: usize, fault: Fault) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let after = |millis: u64| now + Duration::from_millis(millis);
+        let resolved = match fault {
+            Fault::Kill { target }
+            | Fault::Freeze { target, .. }
+            | Fault::Source { target, .. }
+            | Fault::PartitionEtcd { target, .. }
+            | Fault::PartitionPostgres { target, .. } => self.resolve(target).await,
+            _ => None,
+        };
+        match fault {
+            Fault::Kill { target } => {
+                let Some(member) = resolved else {
+                    self.skipped(&fault);
+                    return Ok(());
+                };
+                self.kill(&member, target == Target::Leader).await?;
+            }
+            Fault::KillLeaderIn { phase } => {
+                if !self.kill_leader_in(phase).await? {
+                    self.skipped(&fault);
+                    return Ok(());
+                }
+            }
+            Fault::Freeze { millis, .. } => {
+                let Some(member) = resolved else {
+                    self.skipped(&fault);
+                    return Ok(());
+                };
+                self.world.freeze(&member, true)?;
+                self.undo.push((after(millis), Undo::Thaw(member)));
+            }
+            Fault::RestartEtcd => {
+                let down = Instant::now();
+                self.world.etcd.restart().await?;
+                self.etcd_down.push((down, Instant::now()));
+            }
+            Fault::StopEtcd { millis } => {
+                if self.etcd_stopped_at.is_some() {
+                    self.skipped(&fault);
+                    return Ok(());
+                }
+                self.world.etcd.freeze(true)?;
+                self.etcd_stopped_at = Some(now);
+                self.undo.push((after(millis), Undo::ThawEtcd));
+            }
+            Fault::RestartPostgres => self.world.postgres.restart_immediate().await?,
+            Fault::RestartBroker => self.world.broker.restart().await?,
+            Fault::Source {
+                fault: source_fault,
+                millis,
+                ..
+            } => {
+                let Some(member) = resolved else {
+                    self.skipped(&fault);
+                    return Ok(());
+                };
+                let replica = self.world.replica_mut(&member)?;
+                let path_contains = "/v1/".to_owned();
+                let page = replica.source.requests("/v1/");
+                replica.source.set_fault(match source_fault {
+                    SourceFault::ServerErrors => ProxyFault::ServerErrorAtPage {
+                        path_contains,
+                        page,
+                        times: usize::MAX / 2,
+                    },
+                    SourceFault::Slow => ProxyFault::Delay {
+                        path_contains,
+                        delay: Duration::from_secs(3),
+                    },
+                    SourceFault::Resets => ProxyFault::TruncatedBody {
+                        path_contains,
+                        page,
+                        times: usize::MAX / 2,
+                    },
+                });
+                self.undo.push((after(millis), Undo::ClearSource(member)));
+            }
+            Fault::PartitionEtcd { millis, .. } | Fault::PartitionPostgres { millis, .. } => {
+                let Some(member) = resolved else {
+                    self.skipped(&fault);
+                    return Ok(());
+                };
+                let link = if matches!(fault, Fault::PartitionEtcd { .. }) {
+                    Link::Etcd
+                } else {
+                    Link::Postgres
+                };
+                self.partition(&member, link, true)?;
+                self.undo.push((after(millis), Undo::Heal(member, link)));
+            }
+            Fault::RequestRun => {
+                self.request_run_patiently(Duration::from_secs(15)).await?;
+            }
+            Fault::Drift => {
+                workload::drift(&self.world.replica_db, self.seed * 100 + index as u64).await?;
+            }
+            Fault::Restore => workload::restore(&self.world.monolith_url, &self.backup).await?,
+        }
+        self.count(&fault);
+        Ok(())
+    }
+
+    async fn kill(&mut self, member: &str, leader: bool) -> anyhow::Result<()> {
+        if leader {
+            self.kills.push((Instant::now(), member.to_owned()));
+        }
+        self.world.kill(member).await?;
+        self.publish_answering();
+        Ok(())
+    }
+
+    /// Requests a run (unless one is current), waits until it reaches
+    /// `phase` (at most 30 s) and kills the leader then. Whether it did.
+    async fn kill_leader_in(&mut self, phase: RunPhase) -> anyhow::Result<bool> {
+        let run = match current_run(&self.recorder.changes()) {
+            Some(run) => run,
+            None => self.request_run().await?,
+        };
+        let reached = self
+            .recorder
+            .wait_for("the run phase", Duration::from_secs(30), |changes| {
+                in_phase(changes, &run, phase).then_some(())
+            })
+            .await;
+        let Ok(()) = reached else {
+            *self
+                .outcome
+                .phases_hit
+                .entry(format!("{phase:?} missed"))
+                .or_default() += 1;
+            return Ok(false);
+        };
+        let Some(leader) = self.resolve(Target::Leader).await else {
+            return Ok(false);
+        };
+        if phase == RunPhase::LastDone {
+            // The window between the last done-record and the barrier is
+            // milliseconds wide: freeze the leader with one unit left, let
+            // a follower write the last done-record, then kill it.
+            self.world.freeze(&leader, true)?;
+            let all_done = self
+                .recorder
+                .wait_for("the last done-record", Duration::from_secs(15), |changes| {
+                    let progress = progress(changes, &run);
+                    (progress.units > 0 && progress.done >= progress.units).then_some(())
+                })
+                .await;
+            if all_done.is_err() {
+                *self
+                    .outcome
+                    .phases_hit
+                    .entry("LastDone held by the leader".into())
+                    .or_default() += 1;
+            }
+        }
+        self.kill(&leader, true).await?;
+        let still = in_phase(&self.recorder.changes(), &run, phase);
+        let hit = if still { "hit" } else { "late" };
+        *self
+            .outcome
+            .phases_hit
+            .entry(format!("{phase:?} {hit}"))
+            .or_default() += 1;
+        Ok(true)
+    }
+
+    /// [`Self::request_run`], retried for up to `patience` as an operator
+    /// would while etcd is unreachable (the supervisor keeps going).
+    async fn request_run_patiently(&mut self, patience: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.request_run().await {
+                Ok(run) => return Ok(run),
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => {
+                    self.idle_until(Instant::now() + Duration::from_secs(1))
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Asks an answering replica for a run; the new run's id.
+    async fn request_run(&self) -> anyhow::Result<String> {
+        let before: BTreeSet<String> = run_ids(&self.recorder.changes());
+        let body = json!({ "allow_mass_delete": true });
+        let mut last_error = None;
+        for (_, _, port) in self.world.answering() {
+            match self.admin.request_run(port, &body).await {
+                Ok(()) => {
+                    last_error = None;
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if let Some(error) = last_error {
+            return Err(error);
+        }
+        self.recorder
+            .wait_for("a new run", Duration::from_secs(30), |changes| {
+                run_ids(changes).difference(&before).next().cloned()
+            })
+            .await
+    }
+
+    /// Cuts (or heals) one replica's link: with iptables where it works,
+    /// else by making the link's proxy stop forwarding.
+    fn partition(&mut self, member: &str, link: Link, cut: bool) -> anyhow::Result<()> {
+        let replica = self.world.replica_mut(member)?;
+        let proxy = match link {
+            Link::Etcd => &replica.etcd_link,
+            Link::Postgres => &replica.postgres_link,
+        };
+        match (self.firewall.available(), cut) {
+            (true, true) => self.firewall.cut(proxy.port)?,
+            (true, false) => self.firewall.heal(proxy.port)?,
+            (false, true) => proxy.freeze(),
+            (false, false) => proxy.thaw(),
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, undo: Undo) -> anyhow::Result<()> {
+        match undo {
+            Undo::Thaw(member) => self.world.freeze(&member, false)?,
+            Undo::ThawEtcd => {
+                self.world.etcd.freeze(false)?;
+                if let Some(stopped) = self.etcd_stopped_at.take() {
+                    self.etcd_down.push((stopped, Instant::now()));
+                }
+            }
+            Undo::Heal(member, link) => self.partition(&member, link, false)?,
+            Undo::ClearSource(member) => self
+                .world
+                .replica_mut(&member)?
+                .source
+                .set_fault(ProxyFault::None),
+        }
+        Ok(())
+    }
+
+    async fn heal(&mut self) -> anyhow::Result<()> {
+        for (_, undo) in std::mem::take(&mut self.undo) {
+            self.undo(undo)?;
+        }
+        self.world.heal().await?;
+        self.publish_answering();
+        Ok(())
+    }
+
+    /// Waits for the current run to end, then requests runs until one
+    /// completes (at most three).
+    async fn final_run(&mut self, options: &Options) -> anyhow::Result<()> {
+        let longest = Duration::from_secs(options.timing.max_pause_secs + 60);
+        if let Some(run) = current_run(&self.recorder.changes()) {
+            self.wait_barrier(&run, longest).await?;
+        }
+        for _ in 0..3 {
+            let run = self.request_run_patiently(Duration::from_secs(60)).await?;
+            let status = self.wait_barrier(&run, longest).await?;
+            if status.starts_with("completed") {
+                return Ok(());
+            }
+            eprintln!(
+                "schedule {}: final run {run} ended {status}; again",
+                self.seed
+            );
+        }
+        bail!("no final run completed in three tries")
+    }
+
+    async fn wait_barrier(&mut self, run: &str, timeout: Duration) -> anyhow::Result<String> {
+        let key = format!("runs/{run}/barrier");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(change) = self
+                .recorder
+                .changes()
+                .iter()
+                .find(|change| change.key == key && !change.deleted)
+            {
+                return Ok(change.value["status"].as_str().unwrap_or("?").to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("run {run} got no barrier within {timeout:?}");
+            }
+            self.idle_until(Instant::now() + Duration::from_millis(250))
+                .await?;
+        }
+    }
+
+    /// Waits until the relay published everything and the replica equals
+    /// the monolith row by row, keeping the supervisor going; what still
+    /// differs after `timeout`, if anything.
+    async fn wait_converged(&mut self, timeout: Duration) -> anyhow::Result<Option<String>> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut last_report = started;
+        loop {
+            let backlog = self.world.monolith.outbox_backlog().await;
+            let differences =
+                compare_databases(&self.world.monolith_db, &self.world.replica_db).await;
+            if let (Ok(0), Ok(differences)) = (&backlog, &differences)
+                && differences.is_empty()
+                && differences.monolith_rows > 0
+            {
+                return Ok(None);
+            }
+            if last_report.elapsed() > Duration::from_secs(20) {
+                last_report = Instant::now();
+                let total = differences
+                    .as_ref()
+                    .map(|differences| differences.total)
+                    .ok();
+                eprintln!(
+                    "schedule {}: converging for {:?}: outbox backlog {:?}, rows differing {total:?}",
+                    self.seed,
+                    started.elapsed(),
+                    backlog.as_ref().ok()
+                );
+            }
+            if Instant::now() > deadline {
+                let backlog = match backlog {
+                    Ok(backlog) => backlog.to_string(),
+                    Err(error) => format!("unknown: {error}"),
+                };
+                let detail = match differences {
+                    Ok(differences) => format!(
+                        "{} rows differ, outbox backlog {backlog}\nonly in monolith: {:#?}\nonly in replica: {:#?}",
+                        differences.total,
+                        differences.only_in_monolith,
+                        differences.only_in_replica
+                    ),
+                    Err(error) => format!("comparison failed: {error}; outbox backlog {backlog}"),
+                };
+                return Ok(Some(format!("not equal after {timeout:?}: {detail}")));
+            }
+            self.idle_until(Instant::now() + Duration::from_millis(500))
+                .await?;
+        }
+    }
+
+    async fn check(&mut self, options: &Options) -> anyhow::Result<()> {
+        let changes = self.recorder.changes();
+        let shared = std::mem::take(&mut *lock(&self.shared));
+        let violations = &mut self.outcome.violations;
+        violations.extend(checker::units_done_once(&changes));
+        violations.extend(checker::paused_until_barrier(&shared.samples));
+        for missing in shared.missing_metrics {
+            violations.push(Violation {
+                invariant: "paused until barrier",
+                detail: missing,
+            });
+        }
+        let (ends, ended) = checker::runs_ended(
+            &changes,
+            Duration::from_secs(options.timing.max_pause_secs),
+            Duration::from_secs(options.timing.lease_ttl_secs * 3 + 10),
+            &self.etcd_down,
+        );
+        violations.extend(ended);
+        let audit = crate::audit::check(&self.world.replica_db).await?;
+        violations.extend(audit.violations.into_iter().map(|detail| Violation {
+            invariant: "no write from a fenced epoch",
+            detail,
+        }));
+        self.outcome.runs_completed = ends.completed;
+        self.outcome.runs_aborted = ends.aborted;
+        self.outcome.evidence = [
+            checker::done_records(&changes) as u64,
+            checker::paused_samples(&shared.samples) as u64,
+            audit.fenced_writes_checked,
+        ];
+        self.outcome.failover_millis = failovers(&self.kills, &shared.leaders);
+        self.outcome.unexpected_exits = self.world.unexpected_exits.len();
+        Ok(())
+    }
+}
+
+/// For each leader kill, the time until a member reported another leader.
+fn failovers(kills: &[(Instant, String)], leaders: &[LeaderSeen]) -> Vec<u64> {
+    kills
+        .iter()
+        .filter_map(|(at, old)| {
+            leaders
+                .iter()
+                .find(|seen| seen.at > *at && seen.leader != *old)
+                .map(|seen| millis(seen.at.duration_since(*at)))
+        })
+        .collect()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Ids of every run seen in `run/current`.
+fn run_ids(changes: &[Change]) -> BTreeSet<String> {
+    changes
+        .iter()
+        .filter(|change| change.key == "run/current" && !change.deleted)
+        .filter_map(|change| change.value["run_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The run in `run/current` that has no barrier yet.
+fn current_run(changes: &[Change]) -> Option<String> {
+    let latest = changes
+        .iter()
+        .rev()
+        .find(|change| change.key == "run/current")?;
+    let run = latest.value["run_id"].as_str()?;
+    let barrier = format!("runs/{run}/barrier");
+    (!latest.deleted && !changes.iter().any(|change| change.key == barrier)).then(|| run.to_owned())
+}
+
+/// Where a run stands, by its keys in etcd.
+#[derive(Debug, Default)]
+struct Progress {
+    plan: bool,
+    units: usize,
+    assigned: bool,
+    done: usize,
+    barrier: bool,
+}
+
+fn progress(changes: &[Change], run: &str) -> Progress {
+    let prefix = format!("runs/{run}/");
+    let mut progress = Progress::default();
+    let mut done = BTreeSet::new();
+    for change in changes.iter().filter(|change| !change.deleted) {
+        let Some(key) = change.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if key == "plan" {
+            progress.plan = true;
+        } else if key.starts_with("plan-pages/") {
+            progress.units += change.value.as_array().map_or(0, Vec::len);
+        } else if key.starts_with("assign/") {
+            progress.assigned = true;
+        } else if let Some(unit) = key.strip_prefix("done/") {
+            done.insert(unit);
+        } else if key == "barrier" {
+            progress.barrier = true;
+        }
+    }
+    progress.done = done.len();
+    progress
+}
+
+/// Whether `run` is in `phase` now; for [`RunPhase::LastDone`], whether
+/// at most one unit is left.
+fn in_phase(changes: &[Change], run: &str, phase: RunPhase) -> bool {
+    let progress = progress(changes, run);
+    if progress.barrier {
+        return false;
+    }
+    match phase {
+        RunPhase::Planning => !progress.plan,
+        RunPhase::Acks => progress.plan && !progress.assigned,
+        RunPhase::Units => progress.done > 0 && progress.done < progress.units,
+        RunPhase::LastDone => progress.units > 0 && progress.done + 1 >= progress.units,
+    }
+}
+
+/// Samples every answering replica every 150 ms until stopped.
+async fn sample_loop(admin: Admin, shared: Arc<Mutex<Shared>>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let answering = lock(&shared).answering.clone();
+        let samples =
+            futures::future::join_all(answering.iter().map(|(member, incarnation, port)| {
+                observe::sample(&admin, member, *incarnation, *port)
+            }))
+            .await;
+        {
+            let mut shared = lock(&shared);
+            for result in samples {
+                match result {
+                    Ok(Some((sample, leader))) => {
+                        shared.samples.push(sample);
+                        shared.leaders.extend(leader);
+                    }
+                    Ok(None) => {}
+                    Err(error) => shared.missing_metrics.push(format!("{error:#}")),
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+        }
+    }
+}
