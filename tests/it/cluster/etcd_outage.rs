@@ -1,11 +1,11 @@
 //! An etcd outage does not stop replication (DESIGN §2): the replicas'
 //! etcd goes silent (a proxy in front of it stops moving bytes, as a
 //! SIGSTOPped etcd looks to them) until etcd has expired all their leases,
-//! while the monolith keeps changing. Their sessions are lost, yet every replica stays up and
-//! keeps applying events — the replica catches up with the monolith during
-//! the outage — and a replica started during the outage starts consuming
-//! instead of failing. Once etcd answers again they rejoin with new
-//! sessions and a run requested then completes.
+//! while the monolith keeps changing. Their sessions are lost, yet every
+//! replica stays up and keeps applying events — the replica catches up with
+//! the monolith during the outage — and a replica started during the outage
+//! starts consuming instead of failing. Once etcd answers again they rejoin
+//! with new sessions and a run requested then completes.
 
 use super::checks::{Writer, ensure_completed, wait_for_barrier};
 use super::fixture::{Cluster, LEASE_TTL_SECS, Settings};
