@@ -9,6 +9,7 @@ mod pipeline;
 mod recon_binary;
 mod reconcile;
 mod relay;
+mod replica_metrics;
 mod source_client;
 mod store;
 mod store_upkeep;
