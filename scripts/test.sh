@@ -91,7 +91,9 @@ start_postgres
 start_etcd
 
 cd "$ROOT"
-# Multi-process tests start the real binary.
+# Multi-process tests start the real binary. They build it themselves too
+# (recon_tests::recon_build, a no-op when up to date); building it here first
+# keeps a compile out of the first such test's time and checks Cargo.lock.
 cargo build --locked -p recon
 log "cargo test --workspace $*"
 OUTPUT="$WORK_DIR/cargo-test.log"

@@ -7,8 +7,9 @@ use anyhow::{Context, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::verify::compare_databases;
-use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
 use recon_tests::process::{ReconProcess, metric_value, start_monolith};
+use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,7 +45,8 @@ fn replica_process(
     )
 }
 
-/// A counter from the replica's Prometheus endpoint (0 if not exported yet).
+/// A counter from the replica's Prometheus endpoint (an error if it is not
+/// exported).
 async fn replica_counter(admin_port: u16, name: &str) -> anyhow::Result<u64> {
     let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .await?
@@ -52,24 +54,6 @@ async fn replica_counter(admin_port: u16, name: &str) -> anyhow::Result<u64> {
         .text()
         .await?;
     metric_value(&text, name)
-}
-
-async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if matches!(condition().await, Ok(true)) {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,25 +102,26 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     };
 
     wait_until(
-        Duration::from_secs(120),
         "the replica applies events",
+        Duration::from_secs(120),
         || async {
             Ok(replica_counter(admin_port, "recon_consumer_events_received_total").await? > 0)
         },
     )
     .await
     .with_context(|| replica.log())?;
+    let killed_at = Instant::now();
     replica.kill().await?;
     // tansu 0.6 hands a dead member's partitions to nobody once it expires
-    // it (after the 10 s session timeout) unless another member joins after
-    // that; a supervisor's restart delay does the same.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // it unless another member joins after that; a supervisor's restart
+    // delay does the same.
+    wait_until_group_member_expired(killed_at).await;
     replica.restart().await?;
     wait_for_port(admin_port, Duration::from_secs(30)).await?;
     // The restarted member owns every partition before the broker restarts.
     wait_until(
-        Duration::from_secs(90),
         "the restarted replica owns every partition",
+        Duration::from_secs(90),
         || async {
             let status: serde_json::Value =
                 reqwest::get(format!("http://127.0.0.1:{admin_port}/consumer"))

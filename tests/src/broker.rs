@@ -124,6 +124,27 @@ fn tansu_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// `session.timeout.ms` of recon's consumers (set in recon-kafka's
+/// consumer).
+pub const CONSUMER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns once a consumer-group member silent (killed or frozen) since
+/// `silent_since` is surely expired for the broker's next group request.
+///
+/// A bound on the clock, not a guessed settling time: tansu 0.6 expires a
+/// member lazily, in the first join, sync, heartbeat or leave request that
+/// finds it silent for longer than its session timeout — with no surviving
+/// member nothing asks, so there is no broker state to observe before a
+/// replacement joins. The member's last contact was no later than
+/// `silent_since`, so a join from `silent_since` + session timeout + 2 s of
+/// margin on finds it expired, however loaded the machine (load only makes
+/// the join later). Joining earlier is what leaves a partition without a
+/// consumer (`docs/broker-notes.md`).
+pub async fn wait_until_group_member_expired(silent_since: Instant) {
+    let expired_at = silent_since + CONSUMER_SESSION_TIMEOUT + Duration::from_secs(2);
+    tokio::time::sleep_until(expired_at.into()).await;
+}
+
 /// Waits until something accepts TCP connections on a loopback port.
 pub async fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;

@@ -8,9 +8,9 @@
 //! `path_contains`, from 0, since the fault was set — retries are requests
 //! too, so the retry of request `page` is request `page + 1`.
 //!
-//! The proxy counts requests per path ([`FaultySource::requests`]) and lets
-//! a test await a count ([`FaultySource::wait_for_requests`]) instead of
-//! sleeping.
+//! The proxy counts requests per path ([`FaultySource::requests`]), keeps
+//! their arrival times ([`FaultySource::arrival_times`]) and lets a test
+//! await a count ([`FaultySource::wait_for_requests`]) instead of sleeping.
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -133,6 +133,8 @@ struct ProxyState {
     client: reqwest::Client,
     plan: Mutex<Plan>,
     counts: Mutex<BTreeMap<String, usize>>,
+    /// When each request arrived, in order.
+    arrivals: Mutex<Vec<Instant>>,
     total: watch::Sender<usize>,
 }
 
@@ -175,6 +177,7 @@ impl FaultySource {
                 previous_last_item: None,
             }),
             counts: Mutex::new(BTreeMap::new()),
+            arrivals: Mutex::new(Vec::new()),
             total: watch::Sender::new(0),
         });
         let router = Router::new().fallback(proxy).with_state(state.clone());
@@ -222,9 +225,15 @@ impl FaultySource {
         lock(&self.state.counts).clone()
     }
 
-    /// Forgets the request counts.
+    /// When each request (of any path) arrived, in order of arrival.
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        lock(&self.state.arrivals).clone()
+    }
+
+    /// Forgets the request counts and arrival times.
     pub fn reset_counts(&self) {
         lock(&self.state.counts).clear();
+        lock(&self.state.arrivals).clear();
     }
 
     /// Waits until at least `count` requests whose path contains
@@ -315,6 +324,7 @@ async fn proxy(State(state): State<Arc<ProxyState>>, request: Request) -> Respon
         .uri()
         .path_and_query()
         .map_or_else(|| path.clone(), ToString::to_string);
+    lock(&state.arrivals).push(Instant::now());
     *lock(&state.counts).entry(path.clone()).or_default() += 1;
     state.total.send_modify(|total| *total += 1);
     let action = decide(&mut lock(&state.plan), &path, &path_and_query);

@@ -13,6 +13,8 @@ pub mod faulty_source;
 pub mod private_postgres;
 pub mod process;
 pub mod proxy;
+pub mod recon_build;
+pub mod wait;
 
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};

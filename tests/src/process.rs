@@ -6,32 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
-/// The `recon` binary next to the test executable (`target/<profile>/recon`).
-/// `scripts/test.sh` builds it before the tests run.
-pub fn recon_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("RECON_TEST_BINARY") {
-        return Ok(PathBuf::from(path));
-    }
-    let test_executable = std::env::current_exe().context("locate the test executable")?;
-    // A binary of the workspace (recon-chaos) sits next to it.
-    let sibling = test_executable.with_file_name("recon");
-    if sibling.is_file() {
-        return Ok(sibling);
-    }
-    // target/<profile>/deps/integration-<hash> → target/<profile>/recon
-    let profile_directory = test_executable
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test executable has no target directory")?;
-    let binary = profile_directory.join("recon");
-    if !binary.is_file() {
-        bail!(
-            "{} does not exist: build it first (cargo build -p recon), as scripts/test.sh does",
-            binary.display()
-        );
-    }
-    Ok(binary)
-}
+pub use crate::recon_build::recon_binary;
 
 /// A child `recon` process; killed when dropped.
 pub struct ReconProcess {
@@ -193,8 +168,12 @@ pub fn start_monolith(
     )
 }
 
-/// The value of an unlabelled counter in Prometheus text (`name value`),
-/// 0 while it is not exported yet.
+/// The value of an unlabelled counter in Prometheus text (`name value`).
+///
+/// A metric that is not in the text is an error naming it, never a zero:
+/// `recon serve` registers its counters at 0 before its admin API listens,
+/// so an absent one means a renamed or unregistered metric, which a test
+/// must not read as "nothing happened yet".
 pub fn metric_value(metrics_text: &str, name: &str) -> anyhow::Result<u64> {
     for line in metrics_text.lines() {
         if let Some(value) = line
@@ -204,8 +183,75 @@ pub fn metric_value(metrics_text: &str, name: &str) -> anyhow::Result<u64> {
             return value
                 .trim()
                 .parse()
-                .with_context(|| format!("parse metric {name}"));
+                .with_context(|| format!("parse metric {name} from {line:?}"));
         }
     }
-    Ok(0)
+    bail!("metric {name} is not exported in /metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+    use anyhow::Context;
+
+    const TEXT: &str = "\
+# HELP recon_consumer_events_received Decoded change events handed to the store.
+# TYPE recon_consumer_events_received counter
+recon_consumer_events_received_total 42
+# HELP recon_consumer_lag Consumer lag per partition.
+# TYPE recon_consumer_lag gauge
+recon_consumer_lag{partition=\"0\"} 7
+recon_consumer_lag_max 3
+recon_consumer_lag 5
+recon_consumer_events_written_total 0
+# EOF
+";
+
+    #[test]
+    fn reads_a_present_counter() -> anyhow::Result<()> {
+        assert_eq!(
+            metric_value(TEXT, "recon_consumer_events_received_total")?,
+            42
+        );
+        assert_eq!(
+            metric_value(TEXT, "recon_consumer_events_written_total")?,
+            0
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_absent_metric_is_an_error_naming_it() -> anyhow::Result<()> {
+        let error = metric_value(TEXT, "recon_consumer_events_rejected_total")
+            .err()
+            .context("expected an error")?;
+        assert!(
+            error
+                .to_string()
+                .contains("recon_consumer_events_rejected_total"),
+            "{error:#}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_name_is_not_confused_with_longer_names_labels_or_comments() -> anyhow::Result<()> {
+        // Only the unlabelled line counts, not `{partition=…}` nor `_max`.
+        assert_eq!(metric_value(TEXT, "recon_consumer_lag")?, 5);
+        // `…_received` is only in comments and as a prefix of `…_total`.
+        assert!(metric_value(TEXT, "recon_consumer_events_received").is_err());
+        // A labelled-only family has no unlabelled value.
+        let labelled_only = "recon_consumer_lag{partition=\"1\"} 9\n";
+        assert!(metric_value(labelled_only, "recon_consumer_lag").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn an_unparsable_value_is_an_error() -> anyhow::Result<()> {
+        let error = metric_value("recon_x_total NaN\n", "recon_x_total")
+            .err()
+            .context("expected an error")?;
+        assert!(format!("{error:#}").contains("recon_x_total"), "{error:#}");
+        Ok(())
+    }
 }

@@ -95,7 +95,8 @@ impl Admin {
         response.json().await.context("parse GET /consumer")
     }
 
-    /// A counter from the replica's `/metrics` (0 while not exported yet).
+    /// A counter from the replica's `/metrics`; an error if it is not
+    /// exported (the replica registers its counters at 0 at start-up).
     pub async fn metric(&self, port: u16, name: &str) -> anyhow::Result<u64> {
         let url = format!("http://127.0.0.1:{port}/metrics");
         let text = self

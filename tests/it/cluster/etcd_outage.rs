@@ -1,15 +1,17 @@
 //! An etcd outage does not stop replication (DESIGN §2): the replicas'
 //! etcd goes silent (a proxy in front of it stops moving bytes, as a
-//! SIGSTOPped etcd looks to them) for three lease TTLs while the monolith
-//! keeps changing. Their sessions are lost, yet every replica stays up and
-//! keeps applying events — the replica catches up with the monolith during
-//! the outage — and a replica started during the outage starts consuming
-//! instead of failing. Once etcd answers again they rejoin with new
-//! sessions and a run requested then completes.
+//! SIGSTOPped etcd looks to them) until etcd has expired all their leases,
+//! while the monolith keeps changing. Their sessions are lost, yet every
+//! replica stays up and keeps applying events — the replica catches up with
+//! the monolith during the outage — and a replica started during the outage
+//! starts consuming instead of failing. Once etcd answers again they rejoin
+//! with new sessions and a run requested then completes.
 
 use super::checks::{Writer, ensure_completed, wait_for_barrier};
 use super::fixture::{Cluster, LEASE_TTL_SECS, Settings};
+use super::history::Change;
 use anyhow::{Context, ensure};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -23,7 +25,14 @@ async fn replicas_keep_consuming_through_an_etcd_outage_and_rejoin_after_it() ->
 }
 
 async fn etcd_outage(cluster: &mut Cluster) -> anyhow::Result<()> {
-    let outage = Duration::from_secs(3 * LEASE_TTL_SECS);
+    // Everything written before the freeze, members' keys included.
+    cluster.history.sync().await?;
+    let before_freeze = cluster.history.len();
+    let members = registered_members(&cluster.history.changes());
+    ensure!(
+        members.len() == cluster.live_ports().len(),
+        "members registered before the outage: {members:?}"
+    );
     let proxy = cluster.etcd_proxy().context("no etcd proxy")?;
     proxy.freeze();
     let frozen_at = Instant::now();
@@ -41,10 +50,29 @@ async fn etcd_outage(cluster: &mut Cluster) -> anyhow::Result<()> {
     );
     cluster.wait_for_partitions().await?;
     cluster.wait_until_equal("during the etcd outage").await?;
-    // etcd stays silent until the replica caught up, and for three TTLs at
-    // least: every session is surely lost by then.
+    // etcd stays silent until the replica caught up, and until etcd itself
+    // has expired every session the replicas held (their member keys go
+    // with their leases) — seen through the test's own watch, which does
+    // not go through the frozen proxy.
     let caught_up_after = frozen_at.elapsed();
-    tokio::time::sleep(outage.saturating_sub(caught_up_after)).await;
+    cluster
+        .history
+        .wait_for(
+            "every member's lease to expire during the outage",
+            Duration::from_secs(3 * LEASE_TTL_SECS + 30),
+            |changes| {
+                let after_freeze = &changes[before_freeze.min(changes.len())..];
+                members
+                    .iter()
+                    .all(|key| {
+                        after_freeze
+                            .iter()
+                            .any(|change| &change.key == key && change.deleted)
+                    })
+                    .then_some(())
+            },
+        )
+        .await?;
     for replica in &cluster.replicas {
         ensure!(
             !cluster.has_exited(&replica.id)?,
@@ -69,4 +97,21 @@ async fn etcd_outage(cluster: &mut Cluster) -> anyhow::Result<()> {
     let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(90)).await?;
     ensure_completed(&barrier)?;
     cluster.wait_until_equal("after the run").await
+}
+
+/// The `members/<id>` keys present after `changes` (put and not deleted
+/// since).
+fn registered_members(changes: &[Change]) -> BTreeSet<String> {
+    let mut members = BTreeSet::new();
+    for change in changes {
+        if !change.key.starts_with("members/") {
+            continue;
+        }
+        if change.deleted {
+            members.remove(&change.key);
+        } else {
+            members.insert(change.key.clone());
+        }
+    }
+    members
 }

@@ -9,10 +9,11 @@ use super::history::History;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith};
 use recon_tests::proxy::FreezableProxy;
+pub use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,10 +23,6 @@ const TOPIC: &str = "cluster.changes";
 
 /// Lease TTL of every replica: short, so that failovers fit in a test.
 pub const LEASE_TTL_SECS: u64 = 3;
-
-/// How long after a consumer stops heartbeating the broker has surely
-/// expired it from the group (`session.timeout.ms` is 10 s in recon).
-const GROUP_EXPIRY: Duration = Duration::from_secs(12);
 
 /// Smallest unit the planner splits a big tenant into.
 const MIN_UNIT_ROWS: &str = "200";
@@ -301,7 +298,7 @@ impl Cluster {
             })
             .collect();
         for since in dead {
-            tokio::time::sleep_until((since + GROUP_EXPIRY).into()).await;
+            wait_until_group_member_expired(since).await;
             self.add_replica().await?;
         }
         let live = self.live_ports().len();
@@ -502,30 +499,4 @@ fn first_address(endpoints: &[String]) -> anyhow::Result<SocketAddr> {
     address
         .parse()
         .with_context(|| format!("etcd endpoint {url} is not http://IP:PORT"))
-}
-
-/// Polls `condition` every 100 ms until it holds (errors count as "not
-/// yet"); fails after `timeout`.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut condition: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match condition().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

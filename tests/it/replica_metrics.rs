@@ -1,0 +1,65 @@
+//! `recon serve` exports the counters the tests read from its first
+//! `/metrics` answer on, at 0: a counter missing from `/metrics` is a test
+//! failure (`recon_tests::process::metric_value`), never read as 0, so the
+//! tests rely on the replica registering them at start-up.
+
+use anyhow::{Context, ensure};
+use recon_tests::TestDatabase;
+use recon_tests::broker::wait_for_port;
+use recon_tests::free_port;
+use recon_tests::process::{ReconProcess, metric_value};
+use std::time::Duration;
+
+/// Every counter of `recon serve` that an integration test reads.
+const COUNTERS_THE_TESTS_READ: [&str; 2] = [
+    "recon_consumer_events_received_total",
+    "recon_consumer_events_undecodable_total",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_exports_the_counters_the_tests_read_at_zero() -> anyhow::Result<()> {
+    let logs = tempfile::tempdir()?;
+    let database = TestDatabase::sqlite()?;
+    // No broker listens there: nothing is consumed, so every counter is 0.
+    let brokers = format!("127.0.0.1:{}", free_port()?);
+    let admin_port = free_port()?;
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut replica = ReconProcess::start(
+        "replica",
+        &[
+            "serve",
+            "--database-url",
+            &database.url,
+            "--kafka-bootstrap-servers",
+            &brokers,
+            "--kafka-topic",
+            "metrics.changes",
+            "--group-id",
+            "replicas",
+            "--admin-listen",
+            &admin,
+        ],
+        &[("RUST_LOG", "info")],
+        logs.path().join("replica.log"),
+    )?;
+    wait_for_port(admin_port, Duration::from_secs(30))
+        .await
+        .with_context(|| replica.log())?;
+    // The first answer: the admin API listens only once metrics are registered.
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    for counter in COUNTERS_THE_TESTS_READ {
+        let value = metric_value(&text, counter)
+            .with_context(|| format!("read {counter}; /metrics answered:\n{text}"))?;
+        ensure!(
+            value == 0,
+            "{counter} is {value} on a replica that consumed nothing"
+        );
+    }
+    let exit = replica.terminate().await?;
+    ensure!(exit == Some(0), "replica exited with {exit:?} on SIGTERM");
+    Ok(())
+}
