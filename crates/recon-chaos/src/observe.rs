@@ -8,6 +8,7 @@
 
 use anyhow::{Context, bail};
 use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
+use recon_tests::process::metric_value;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -204,24 +205,6 @@ impl Admin {
     }
 }
 
-/// The value of an unlabelled counter in Prometheus text; an error when the
-/// metric is missing.
-pub fn counter(text: &str, name: &str) -> anyhow::Result<u64> {
-    for line in text.lines() {
-        if let Some(value) = line
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(' '))
-        {
-            return value
-                .trim()
-                .parse::<f64>()
-                .map(|value| value as u64)
-                .with_context(|| format!("parse metric {name}: {value}"));
-        }
-    }
-    bail!("metric {name} is missing from /metrics")
-}
-
 /// The leader and the current run as one replica saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSeen {
@@ -288,7 +271,7 @@ pub async fn sample(
     let Ok(metrics) = admin.metrics(port).await else {
         return Ok(None);
     };
-    let events = counter(&metrics, EVENTS_COUNTER)?;
+    let events = metric_value(&metrics, EVENTS_COUNTER)?;
     let Ok(after) = admin.cluster(port).await else {
         return Ok(None);
     };
@@ -314,19 +297,6 @@ pub async fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_counter_is_an_error_not_a_zero() {
-        let text =
-            "# TYPE x counter\nrecon_consumer_events_received_total 42\nother_total{a=\"b\"} 1\n";
-        assert_eq!(counter(text, EVENTS_COUNTER).expect("present"), 42);
-        let error = counter(text, "recon_missing_total").expect_err("missing");
-        assert!(error.to_string().contains("recon_missing_total"));
-        assert!(
-            counter(text, "other_total").is_err(),
-            "labelled lines are not the counter"
-        );
-    }
 
     #[test]
     fn the_run_seen_names_whether_the_member_acknowledged() {
