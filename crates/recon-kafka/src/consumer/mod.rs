@@ -62,6 +62,11 @@ pub struct ConsumerSettings {
     /// Start with the gate paused (a replica joining while a reconciliation
     /// runs must not apply anything before the barrier).
     pub start_paused: bool,
+    /// Static group membership (`group.instance.id`): a member that comes
+    /// back under the same id within the session timeout gets its
+    /// partitions back without a rebalance. Must be stable across restarts
+    /// and unique in the group (a pod name, `--member-id`).
+    pub group_instance_id: Option<String>,
 }
 
 impl ConsumerSettings {
@@ -73,6 +78,7 @@ impl ConsumerSettings {
             max_batch_wait: Duration::from_millis(20),
             max_retry_backoff: Duration::from_secs(5),
             start_paused: false,
+            group_instance_id: None,
         }
     }
 }
@@ -119,8 +125,14 @@ impl ReplicaConsumer {
             state: state.clone(),
             metrics: metrics.clone(),
         };
-        let consumer: BaseConsumer<GateContext> = kafka
-            .client_config()
+        let mut config = kafka.client_config();
+        // A `group.instance.id` given as a Kafka property wins.
+        if let Some(instance) = &settings.group_instance_id
+            && config.get("group.instance.id").is_none()
+        {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: BaseConsumer<GateContext> = config
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
