@@ -287,6 +287,13 @@ impl World {
         let delay = self.timing.restart_delay;
         for replica in &mut self.replicas {
             if replica.killed_at.is_none() && replica.process.exited() {
+                let log = replica.process.log();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!(
+                    "{} exited without being killed; its last lines:\n{}",
+                    replica.id,
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                );
                 self.unexpected_exits
                     .push((replica.id.clone(), Instant::now()));
                 replica.killed_at = Some(Instant::now());
