@@ -29,4 +29,5 @@ mod frozen;
 mod history;
 mod pause;
 mod pause_only;
+mod quick_restart;
 mod zombie;
