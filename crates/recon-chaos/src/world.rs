@@ -169,8 +169,7 @@ impl World {
         let admin_listen = format!("127.0.0.1:{port}");
         let ttl = self.timing.lease_ttl_secs.to_string();
         let max_pause = self.timing.max_pause_secs.to_string();
-        let instance = format!("group.instance.id={id}");
-        let mut arguments = vec![
+        let arguments = vec![
             "serve",
             "--database-url",
             &database_url,
@@ -202,10 +201,9 @@ impl World {
             "100",
             "--source-url",
             source.base_url(),
+            // The supervisor restarts a replica under its own id.
+            "--static-membership",
         ];
-        if std::env::var_os("RECON_CHAOS_STATIC_MEMBERSHIP").is_some() {
-            arguments.extend(["--kafka-property", &instance]);
-        }
         let log = self.logs.join(format!("{id}.log"));
         let process = ReconProcess::start(id, &arguments, &[("RUST_LOG", "info")], log)?;
         wait_for_port(port, Duration::from_secs(30))

@@ -36,6 +36,8 @@ pub struct Settings {
     /// The replicas reach etcd through a proxy the test can freeze (an
     /// etcd outage for them only).
     pub etcd_proxy: bool,
+    /// The replicas join the consumer group with static membership.
+    pub static_membership: bool,
 }
 
 impl Settings {
@@ -44,6 +46,7 @@ impl Settings {
             seed,
             max_pause_secs: 120,
             etcd_proxy: false,
+            static_membership: false,
         }
     }
 }
@@ -212,6 +215,9 @@ impl Cluster {
         ];
         if with_source {
             arguments.extend(["--source-url", proxy.base_url()]);
+        }
+        if self.settings.static_membership {
+            arguments.push("--static-membership");
         }
         let log = self.logs.path().join(format!("{id}.log"));
         let process = ReconProcess::start(&id, &arguments, &[("RUST_LOG", "info")], log)?;

@@ -1,6 +1,6 @@
 //! A replica restarted within the consumer group's session timeout gets its
-//! partitions back at once: it joins with static membership
-//! (`group.instance.id` from its `--member-id`), so the broker hands the
+//! partitions back at once: with `--static-membership` it joins with
+//! `group.instance.id` = its `--member-id`, so the broker hands the
 //! same member its assignment again instead of waiting to expire a dead
 //! member. tansu 0.6 otherwise leaves the dead member's partitions without
 //! a consumer until someone else joins (`docs/broker-notes.md`).
@@ -12,7 +12,9 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_restarted_within_the_session_timeout_keeps_every_partition_consumed()
 -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(Settings::new(131)).await?;
+    let mut settings = Settings::new(131);
+    settings.static_membership = true;
+    let mut cluster = Cluster::start(settings).await?;
     let outcome = quick_restart(&mut cluster).await;
     cluster.finish(outcome)
 }

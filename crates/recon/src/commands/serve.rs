@@ -120,10 +120,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let metrics = ConsumerMetrics::register(&mut registry);
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
-    // An explicit member id is stable across restarts: static membership
-    // lets a replica restarted within the session timeout keep its
-    // partitions (a generated `<host>-<pid>` id is not stable, so no).
-    settings.group_instance_id = args.cluster.member_id.clone();
+    if args.static_membership {
+        settings.group_instance_id = args.cluster.member_id.clone();
+    }
     // Joining while a run is in progress: apply nothing before it is over.
     // The member resumes the consumer when it sees the run over, even if
     // that happens before its first look (it is told which run it is).
