@@ -245,7 +245,7 @@ impl HttpSource {
             _ => "memberships",
         };
         let url = self.url(
-            &["v1", "tenants", &request.tenant_id, kind, "digests"],
+            &["v1", "tenants", &request.tenant_id, "digests", kind],
             &query,
         );
         let (outcome, attempts) = self

@@ -1,5 +1,5 @@
 //! Decoding and checking the Source API's range digests
-//! (`GET /v1/tenants/{id}/{kind}/digests`) and capabilities
+//! (`GET /v1/tenants/{id}/digests/{kind}`) and capabilities
 //! (`GET /v1/capabilities`).
 //!
 //! A digest answer is trusted only if its ranges cover the requested range

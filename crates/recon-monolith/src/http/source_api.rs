@@ -4,7 +4,8 @@
 //! * `GET /v1/tenants/{tenant_id}/users|groups?after=<id>&limit=<n>`
 //! * `GET /v1/tenants/{tenant_id}/memberships?after=<group_id>:<user_id>&limit=<n>`
 //! * `GET /v1/tenants/{tenant_id}/counts`
-//! * `GET /v1/tenants/{tenant_id}/users|groups|memberships/digests?after=&until=&buckets=`
+//! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
+//!   (not under `.../users/`, where a user id `digests` would clash)
 //! * `GET /v1/capabilities`
 //!
 //! Query parameters other than `after` and `limit` are refused (400), so a
@@ -28,7 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}/groups", get(list_groups))
         .route("/v1/tenants/{tenant_id}/memberships", get(list_memberships))
         .route("/v1/tenants/{tenant_id}/counts", get(counts))
-        .route("/v1/tenants/{tenant_id}/{kind}/digests", get(digests))
+        .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
         .route("/v1/capabilities", get(capabilities))
 }
 
@@ -226,7 +227,7 @@ async fn digests(
         "memberships" => Kind::Membership,
         other => {
             return Err(
-                Error::NotFound(format!("route GET /v1/tenants/{{id}}/{other}/digests")).into(),
+                Error::NotFound(format!("route GET /v1/tenants/{{id}}/digests/{other}")).into(),
             );
         }
     };

@@ -119,7 +119,7 @@ pub struct PageBody {
 /// and counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapabilitiesBody {
-    /// Whether `GET /v1/tenants/{id}/{kind}/digests` is served.
+    /// Whether `GET /v1/tenants/{id}/digests/{kind}` is served.
     pub digests: bool,
     /// Most buckets one digest request may ask for.
     pub max_digest_buckets: u32,
@@ -137,7 +137,7 @@ pub struct DigestRangeBody {
     pub digest: String,
 }
 
-/// `GET /v1/tenants/{id}/{kind}/digests` body.
+/// `GET /v1/tenants/{id}/digests/{kind}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestsBody {
     /// Consecutive ranges covering the requested one, in key order; the
