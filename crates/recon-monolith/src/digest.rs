@@ -9,7 +9,7 @@
 //! SQLite does not offer digests (`GET /v1/capabilities` says so) and its
 //! clients walk every range.
 
-use crate::db::{self, read_meta};
+use crate::db::read_meta;
 use crate::error::{DbResultExt, Error, Result};
 use crate::{Monolith, read::require_tenant};
 use recon_core::{EntityKey, KeyRange, Kind, RangeDigest, Version};
@@ -109,9 +109,6 @@ impl Monolith {
                 "range digests (this monolith's database is not PostgreSQL)".to_owned(),
             ));
         }
-        let txn = db::begin_snapshot(&self.connection).await?;
-        let watermark = read_meta(&txn).await?;
-        require_tenant(&txn, tenant_id).await?;
         let mut values: Vec<Value> = vec![tenant_id.into()];
         let mut conditions = vec!["tenant_id = $1".to_owned()];
         if let Some(after) = &range.after {
@@ -123,20 +120,27 @@ impl Monolith {
         let keys = key_columns.join(", ");
         let sums = "count(*) AS n, coalesce(sum(digest >> 32), 0)::bigint AS high, \
                     coalesce(sum(digest & 4294967295), 0)::bigint AS low";
-        let sql = if buckets == 1 {
+        let aggregate = if buckets == 1 {
             format!(
                 "SELECT {sums}, NULL::text[] AS last FROM {table} WHERE {}",
                 conditions.join(" AND ")
             )
         } else {
             format!(
-                "SELECT {sums}, max(ARRAY[{keys}] COLLATE \"C\") AS last FROM \
+                "SELECT {sums}, max(ARRAY[{keys}] COLLATE \"C\") AS last, bucket FROM \
                  (SELECT {keys}, digest, ntile({buckets}) OVER (ORDER BY {keys}) AS bucket \
-                  FROM {table} WHERE {}) ranged GROUP BY bucket ORDER BY bucket",
+                  FROM {table} WHERE {}) ranged GROUP BY bucket",
                 conditions.join(" AND ")
             )
         };
-        let rows = txn
+        // One statement is one snapshot: the watermark and the aggregate
+        // are read together, in one round trip.
+        let sql = format!(
+            "SELECT meta.generation, meta.sequence, d.n, d.high, d.low, d.last FROM meta \
+             CROSS JOIN LATERAL ({aggregate}) d WHERE meta.id = 1 ORDER BY d.last NULLS LAST"
+        );
+        let rows = self
+            .connection
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 sql,
@@ -144,7 +148,26 @@ impl Monolith {
             ))
             .await
             .during("aggregate range digests")?;
-        txn.commit().await.during("end a snapshot")?;
+        let watermark = match rows.first() {
+            Some(row) => {
+                let generation: i64 = row.try_get("", "generation").during("read the watermark")?;
+                let sequence: i64 = row.try_get("", "sequence").during("read the watermark")?;
+                Version::new(
+                    u64::try_from(generation).unwrap_or_default(),
+                    u64::try_from(sequence).unwrap_or_default(),
+                )
+            }
+            None => read_meta(&self.connection).await?,
+        };
+        let empty = rows.iter().all(|row| {
+            row.try_get::<i64>("", "n")
+                .map(|count| count == 0)
+                .unwrap_or(true)
+        });
+        if empty {
+            // No row in the range: say whether the tenant exists at all.
+            require_tenant(&self.connection, tenant_id).await?;
+        }
         let mut answer = Vec::with_capacity(rows.len().max(1));
         for row in rows {
             let count: i64 = row.try_get("", "n").during("read a digest count")?;
