@@ -7,7 +7,7 @@
 //! engine acts on. Retrying is safe: every request is a read.
 
 use crate::config::{SourceConfig, redact_url};
-use crate::digests::{Capabilities, decode_digests};
+use crate::digests::{Capabilities, decode_digests, decode_tenant_digests};
 use crate::error::{Error, Result, error_chain, into_port_error};
 use crate::validate::decode_page;
 use crate::wire::{CountsBody, ErrorBody};
@@ -17,7 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
 use recon_core::ports::{
     DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests, SourcePage,
-    TenantCounts,
+    TenantCounts, TenantDigests,
 };
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
@@ -266,6 +266,35 @@ impl HttpSource {
             .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
     }
 
+    /// Reads a tenant's digests, every kind whole (see
+    /// [`Source::tenant_digests`]); `None` when the source offers none.
+    #[instrument(name = "source.tenant_digests", skip_all, fields(tenant = %tenant_id, status = Empty, bytes = Empty, attempt = Empty))]
+    pub async fn whole_tenant_digests(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<TenantDigests>, PortError> {
+        if !self.capabilities().await?.digests {
+            return Ok(None);
+        }
+        let url = self.url(&["v1", "tenants", tenant_id, "digests"], &[]);
+        let (outcome, attempts) = self
+            .with_retries(&url, |body| match decode_tenant_digests(&body) {
+                Err(source) => Err(Error::MalformedJson {
+                    url: redact_url(&url),
+                    source,
+                }),
+                Ok(Err(violation)) => Err(Error::InvalidPage {
+                    url: redact_url(&url),
+                    violation,
+                }),
+                Ok(Ok(digests)) => Ok(digests),
+            })
+            .await;
+        outcome
+            .map(Some)
+            .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
+    }
+
     /// Runs attempts of `GET url` until one succeeds, a permanent error
     /// occurs, or the retries are used up; `decode` turns the body into the
     /// answer (its errors are permanent, never retried). Returns the outcome
@@ -333,6 +362,10 @@ impl Source for HttpSource {
 
     async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
         self.range_digests(request).await
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
+        self.whole_tenant_digests(tenant_id).await
     }
 }
 

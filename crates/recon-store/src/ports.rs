@@ -102,6 +102,17 @@ impl ReplicaStore for Store {
         }
     }
 
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+        if let Some(digests) = self.aggregate_tenant_digests(tenant_id).await? {
+            return Ok(digests);
+        }
+        let mut digests = [RangeDigest::default(); 3];
+        for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
+            *digest = digests_by_scan(self, tenant_id, kind, None, &[None]).await?[0];
+        }
+        Ok(digests)
+    }
+
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
