@@ -304,7 +304,6 @@ impl UnitContext<'_> {
     }
 }
 
-/// The guard's verdict on a walked unit allowed `limit` deletions.
 /// What [`UnitContext::first_look`] found.
 struct FirstLook {
     /// Live replica rows per kind (users, groups, memberships).
@@ -345,6 +344,7 @@ fn matched_unit(spec: UnitSpec, (digest, watermark): (RangeDigest, Version)) -> 
     }
 }
 
+/// The guard's verdict on a walked unit allowed `limit` deletions.
 fn decide(unit: &WalkedUnit, limit: u64) -> GuardDecision {
     let phantoms = unit.walked.as_ref().map_or(0, |walked| walked.phantom);
     if phantoms == 0 {
