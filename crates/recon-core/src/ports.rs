@@ -307,12 +307,21 @@ pub trait ReplicaStore: Send + Sync {
     /// whole (in [`Kind::TENANT_SCOPED`] order); their counts are the
     /// tenant's live rows per kind.
     async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
-        let mut digests = [RangeDigest::default(); 3];
-        for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
-            *digest = self.digest_ranges(tenant_id, kind, None, &[None]).await?[0];
-        }
-        Ok(digests)
+        tenant_digests_by_scan(self, tenant_id).await
     }
+}
+
+/// [`ReplicaStore::tenant_digests`] computed by reading every row of the
+/// tenant in key order and hashing it as read.
+pub async fn tenant_digests_by_scan<S: ReplicaStore + ?Sized>(
+    store: &S,
+    tenant_id: &str,
+) -> Result<[RangeDigest; 3], PortError> {
+    let mut digests = [RangeDigest::default(); 3];
+    for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
+        *digest = digests_by_scan(store, tenant_id, kind, None, &[None]).await?[0];
+    }
+    Ok(digests)
 }
 
 /// [`ReplicaStore::digest_ranges`] computed by reading the rows in key order

@@ -4,7 +4,7 @@ use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
     AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, digests_by_scan,
-    error_chain,
+    error_chain, tenant_digests_by_scan,
 };
 use recon_core::{
     Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, RangeDigest, Row, Version,
@@ -103,14 +103,10 @@ impl ReplicaStore for Store {
     }
 
     async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
-        if let Some(digests) = self.aggregate_tenant_digests(tenant_id).await? {
-            return Ok(digests);
+        match self.aggregate_tenant_digests(tenant_id).await? {
+            Some(digests) => Ok(digests),
+            None => tenant_digests_by_scan(self, tenant_id).await,
         }
-        let mut digests = [RangeDigest::default(); 3];
-        for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
-            *digest = digests_by_scan(self, tenant_id, kind, None, &[None]).await?[0];
-        }
-        Ok(digests)
     }
 
     async fn apply_reconciliation(
