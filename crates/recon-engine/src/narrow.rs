@@ -7,11 +7,57 @@
 //! [`leaf_rows`] rows is walked rather than split, and when most of a
 //! range's sub-ranges differ (drift spread everywhere), they are all walked
 //! at once — splitting further would cost another pass over both sides for
-//! little to skip.
+//! little to skip. And when narrowing has lately not paid for most units of
+//! a reconciler ([`NarrowStats`]: damage spread over every tenant), units
+//! whose kind differs as a whole are walked straight away, but one in eight
+//! still narrows so that the statistics follow the damage.
+//!
+//! A whole kind of a tenant was already compared as a whole by the
+//! tenant's first look (`guarded.rs`): narrowing it starts by splitting.
 
 use crate::unit::{UnitContext, UnitError, UnitSpec};
 use recon_core::ports::DigestRequest;
 use recon_core::{EntityKey, KeyRange, Kind};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How narrowing paid off in a reconciler's recent units.
+#[derive(Debug, Default)]
+pub(crate) struct NarrowStats {
+    tried: AtomicU64,
+    unpaid: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl NarrowStats {
+    /// Fewer units than this decide nothing.
+    const SAMPLE: u64 = 8;
+    /// Past this many, both counts are halved: recent units weigh most.
+    const WINDOW: u64 = 64;
+
+    /// Whether to narrow the next unit.
+    fn worth_trying(&self) -> bool {
+        let tried = self.tried.load(Ordering::Relaxed);
+        let unpaid = self.unpaid.load(Ordering::Relaxed);
+        if tried < Self::SAMPLE || unpaid * 2 <= tried {
+            return true;
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed) % Self::SAMPLE == Self::SAMPLE - 1
+    }
+
+    /// Records whether narrowing a unit paid: whether it skipped at least a
+    /// quarter of the unit's rows.
+    fn record(&self, paid: bool) {
+        let tried = self.tried.fetch_add(1, Ordering::Relaxed) + 1;
+        if !paid {
+            self.unpaid.fetch_add(1, Ordering::Relaxed);
+        }
+        if tried >= Self::WINDOW {
+            self.tried.store(tried / 2, Ordering::Relaxed);
+            let unpaid = self.unpaid.load(Ordering::Relaxed);
+            self.unpaid.store(unpaid / 2, Ordering::Relaxed);
+        }
+    }
+}
 
 /// What the digests left to walk.
 #[derive(Debug, Default)]
@@ -40,10 +86,21 @@ impl UnitContext<'_> {
         if !self.options.digests || spec.kind == Kind::Tenant || self.filter.is_some() {
             return Ok(None);
         }
+        // A whole kind was compared as a whole already (the tenant's first
+        // look): it differs, so splitting is the first step.
+        let whole = spec.range == KeyRange::all();
+        if whole && !self.narrowing.worth_trying() {
+            return Ok(None);
+        }
         let mut narrowed = Narrowed::default();
         let mut to_walk = Vec::new();
         let mut level = vec![spec.range.clone()];
-        let mut buckets = 1;
+        let mut buckets = if whole {
+            self.options.digest_fanout.max(2)
+        } else {
+            1
+        };
+        let mut rows = 0;
         while !level.is_empty() {
             let mut next = Vec::new();
             for range in level {
@@ -68,6 +125,9 @@ impl UnitContext<'_> {
                     to_walk.push(range);
                     continue;
                 };
+                if narrowed.requests == 0 {
+                    rows = source.ranges.iter().map(|part| part.digest.count).sum();
+                }
                 narrowed.requests += 1;
                 let generation = source.watermark.generation;
                 narrowed.generations = Some(match narrowed.generations {
@@ -120,6 +180,9 @@ impl UnitContext<'_> {
             buckets = self.options.digest_fanout.max(2);
         }
         narrowed.ranges = merge_adjacent(to_walk);
+        if whole {
+            self.narrowing.record(narrowed.matched * 4 >= rows);
+        }
         Ok(Some(narrowed))
     }
 }
@@ -149,6 +212,21 @@ mod tests {
             after: after.map(EntityKey::id),
             until: until.map(EntityKey::id),
         }
+    }
+
+    #[test]
+    fn narrowing_that_does_not_pay_is_mostly_skipped_until_it_pays_again() {
+        let stats = NarrowStats::default();
+        assert!(stats.worth_trying(), "no evidence yet");
+        for _ in 0..NarrowStats::SAMPLE {
+            stats.record(false);
+        }
+        let tries = (0..80).filter(|_| stats.worth_trying()).count();
+        assert_eq!(tries, 10, "one unit in eight still narrows");
+        for _ in 0..NarrowStats::WINDOW {
+            stats.record(true);
+        }
+        assert!(stats.worth_trying(), "narrowing paid again");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A whole run: pause, tenant list, tenants, generation floor, resume.
 
+use crate::narrow::NarrowStats;
 use crate::options::{ReconcileOptions, Scope};
 use crate::progress::{NoProgress, Progress};
 use crate::unit::{UnitContext, UnitError};
@@ -22,6 +23,7 @@ pub struct Reconciler {
     pub(crate) store: Arc<dyn ReplicaStore>,
     gate: Option<Arc<dyn ConsumerGate>>,
     progress: Arc<dyn Progress>,
+    narrowing: Arc<NarrowStats>,
 }
 
 impl Reconciler {
@@ -32,6 +34,7 @@ impl Reconciler {
             store,
             gate: None,
             progress: Arc::new(NoProgress),
+            narrowing: Arc::default(),
         }
     }
 
@@ -228,6 +231,7 @@ impl Reconciler {
             progress: self.progress.as_ref(),
             cancel,
             filter,
+            narrowing: &self.narrowing,
         }
     }
 

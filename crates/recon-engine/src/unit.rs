@@ -152,6 +152,8 @@ pub(crate) struct UnitContext<'a> {
     pub progress: &'a dyn Progress,
     pub cancel: &'a CancellationToken,
     pub filter: KeyFilter,
+    /// How narrowing with digests paid off lately (the reconciler's).
+    pub narrowing: &'a crate::narrow::NarrowStats,
 }
 
 impl UnitContext<'_> {
