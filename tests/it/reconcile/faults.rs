@@ -107,7 +107,7 @@ async fn source_faults_never_delete_and_are_reported() {
             "500 on digests, persistent",
             Fault::ServerErrorAtPage {
                 path_contains: digests_path.clone(),
-                page: 1,
+                page: 0,
                 times: 1_000,
             },
         ),
@@ -115,7 +115,7 @@ async fn source_faults_never_delete_and_are_reported() {
             "malformed digests",
             Fault::MalformedJson {
                 path_contains: digests_path.clone(),
-                page: 1,
+                page: 0,
             },
         ),
     ];
