@@ -44,9 +44,9 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Monolith(_) => "info",
-            Command::Seed(_) | Command::Bench(_) | Command::Reconcile(_) | Command::Status(_) => {
-                "warn"
-            }
+            Command::Seed(_) | Command::Reconcile(_) | Command::Status(_) => "warn",
+            // The bench's own statements (drift, checks) are slow on purpose.
+            Command::Bench(_) => "warn,sqlx::query=error",
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
         }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Runs one benchmark.
 pub async fn run(command: BenchCommand, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Drain(args) => drain(args, shutdown).await,

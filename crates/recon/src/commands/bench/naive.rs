@@ -69,6 +69,8 @@ struct Naive {
     figures: NaiveFigures,
 }
 
+/// Runs the naive baseline against the source and store of `args` and
+/// prints its [`NaiveFigures`] as JSON.
 pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let store = Store::connect(&args.database_url)

@@ -43,6 +43,7 @@ struct Bench<'a> {
     shutdown: CancellationToken,
 }
 
+/// Runs the whole bench; exits with status 1 when a run did not converge.
 pub async fn run(
     args: ReconcileBenchArgs,
     shutdown: CancellationToken,
