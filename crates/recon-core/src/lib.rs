@@ -7,6 +7,7 @@
 //! types; nothing in this crate knows about them.
 
 pub mod diff;
+pub mod digest;
 pub mod domain;
 pub mod guard;
 pub mod hash;
@@ -16,6 +17,7 @@ pub mod report;
 pub mod version;
 
 pub use diff::{DiffEntry, DiffItem, KeyedRow, MergeDiff, merge_diff};
+pub use digest::RangeDigest;
 pub use domain::{
     Change, Deletion, EntityKey, Group, InvalidInput, KeyRange, Kind, Membership, Record, Row,
     Tenant, User, UserStatus,

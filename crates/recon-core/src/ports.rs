@@ -2,6 +2,8 @@
 //! talk to the outside world. Adapters (the store, the consumer, later the
 //! source client and the coordinator) implement them; nothing here does I/O.
 
+pub use crate::digest::RangeDigest;
+use crate::digest::record_element;
 use crate::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use async_trait::async_trait;
 
@@ -161,6 +163,40 @@ pub struct TenantCounts {
     pub watermark: Version,
 }
 
+/// What digests to compute: one kind of one tenant over a key range, split
+/// into at most `buckets` consecutive ranges of about equal row counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRequest {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The kind (not [`Kind::Tenant`]).
+    pub kind: Kind,
+    /// The range to cover.
+    pub range: KeyRange,
+    /// Most ranges wanted (1..=256).
+    pub buckets: u32,
+}
+
+/// One range of a [`DigestRequest`]'s answer: from the previous range's
+/// `until` (or the request's `after`), exclusive, to `until`, inclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRange {
+    /// Inclusive upper bound; the last range ends where the request's range
+    /// ends (`None`: unbounded).
+    pub until: Option<EntityKey>,
+    /// Its digest.
+    pub digest: RangeDigest,
+}
+
+/// The source's digests of a request, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDigests {
+    /// Consecutive ranges covering the requested range exactly, in key order.
+    pub ranges: Vec<DigestRange>,
+    /// The source's version as of the snapshot.
+    pub watermark: Version,
+}
+
 /// The source of truth (the monolith's Source API).
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -171,6 +207,13 @@ pub trait Source: Send + Sync {
 
     /// A tenant's counts.
     async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError>;
+
+    /// Range digests (DESIGN §4), or `None` when the source does not offer
+    /// them — then every range is walked. The default offers none.
+    async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
+        let _ = request;
+        Ok(None)
+    }
 }
 
 /// The replica store, as reconciliation sees it.
@@ -225,4 +268,56 @@ pub trait ReplicaStore: Send + Sync {
         scope: &str,
         generation: u64,
     ) -> Result<(), PortError>;
+
+    /// The digests of the live rows of `kind` in `tenant_id` over
+    /// consecutive ranges: the first after `after`, each up to its bound in
+    /// `bounds` (inclusive; `None`: unbounded). Computed from the rows' data
+    /// as stored, so a row changed behind recon's back changes its range's
+    /// digest. The default reads the rows in key order and hashes them;
+    /// a store that keeps the element as a column aggregates it instead.
+    async fn digest_ranges(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        bounds: &[Option<EntityKey>],
+    ) -> Result<Vec<RangeDigest>, PortError> {
+        digests_by_scan(self, tenant_id, kind, after, bounds).await
+    }
+}
+
+/// [`ReplicaStore::digest_ranges`] computed by reading the rows in key order
+/// and hashing them as read.
+pub async fn digests_by_scan<S: ReplicaStore + ?Sized>(
+    store: &S,
+    tenant_id: &str,
+    kind: Kind,
+    after: Option<&EntityKey>,
+    bounds: &[Option<EntityKey>],
+) -> Result<Vec<RangeDigest>, PortError> {
+    const PAGE: u64 = 1_000;
+    let mut digests = vec![RangeDigest::default(); bounds.len()];
+    let mut index = 0;
+    let mut cursor = after.cloned();
+    'pages: while index < bounds.len() {
+        let rows = store
+            .read_rows(tenant_id, kind, cursor.as_ref(), PAGE)
+            .await?;
+        let complete = (rows.len() as u64) < PAGE;
+        for row in rows {
+            let key = row.key();
+            while bounds[index].as_ref().is_some_and(|until| &key > until) {
+                index += 1;
+                if index == bounds.len() {
+                    break 'pages;
+                }
+            }
+            digests[index].add(record_element(&row.record, row.version));
+            cursor = Some(key);
+        }
+        if complete {
+            break;
+        }
+    }
+    Ok(digests)
 }

@@ -95,6 +95,13 @@ pub struct UnitReport {
     pub pages: u64,
     /// Source bytes read.
     pub bytes: u64,
+    /// Rows in ranges whose digests were equal on both sides: compared
+    /// without being transferred (not counted in `compared`).
+    #[serde(default)]
+    pub digest_matched: u64,
+    /// Digest requests made to the source.
+    #[serde(default)]
+    pub digest_requests: u64,
     /// Wall time.
     pub seconds: f64,
     /// How it ended.
@@ -121,6 +128,8 @@ impl UnitReport {
             guard: GuardDecision::NothingToDelete,
             pages: 0,
             bytes: 0,
+            digest_matched: 0,
+            digest_requests: 0,
             seconds: 0.0,
             outcome: UnitOutcome::Done,
         }

@@ -1,9 +1,10 @@
 //! In-memory source and store for the engine's unit tests.
 
 use async_trait::async_trait;
+use recon_core::digest::record_element;
 use recon_core::ports::{
-    AppliedCounts, FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage,
-    TenantCounts,
+    AppliedCounts, DigestRange, DigestRequest, FailureKind, PageRequest, PortError, RangeDigest,
+    ReplicaStore, Source, SourceDigests, SourcePage, TenantCounts,
 };
 use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
@@ -44,6 +45,10 @@ pub struct FakeSource {
     pub page_delay: std::time::Duration,
     /// Applied before each page request is served.
     pub live: Option<LiveChange>,
+    /// Serve range digests (most buckets per request); `None`: none.
+    pub digest_buckets: Option<u32>,
+    /// Digest requests served.
+    pub digest_requests: AtomicU64,
 }
 
 impl FakeSource {
@@ -57,7 +62,15 @@ impl FakeSource {
             requests: AtomicU64::new(0),
             page_delay: std::time::Duration::ZERO,
             live: None,
+            digest_buckets: None,
+            digest_requests: AtomicU64::new(0),
         }
+    }
+
+    /// The same source, serving digests of up to `buckets` ranges.
+    pub fn with_digests(mut self, buckets: u32) -> Self {
+        self.digest_buckets = Some(buckets);
+        self
     }
 }
 
@@ -110,6 +123,48 @@ impl Source for FakeSource {
             next_after,
             bytes: 100,
         })
+    }
+
+    async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
+        let Some(max) = self.digest_buckets else {
+            return Ok(None);
+        };
+        self.digest_requests.fetch_add(1, Ordering::SeqCst);
+        let all_rows = self.rows.lock().expect("lock");
+        let empty = BTreeMap::new();
+        let rows: Vec<&Row> = all_rows
+            .get(&(request.kind, request.tenant_id.clone()))
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|(key, _)| request.range.contains(key))
+            .map(|(_, row)| row)
+            .collect();
+        let buckets = request.buckets.clamp(1, max) as usize;
+        let size = rows.len().div_ceil(buckets).max(1);
+        let mut ranges: Vec<DigestRange> = rows
+            .chunks(size)
+            .map(|chunk| {
+                let mut digest = RangeDigest::default();
+                for row in chunk {
+                    digest.add(record_element(&row.record, row.version));
+                }
+                DigestRange {
+                    until: chunk.last().map(|row| row.key()),
+                    digest,
+                }
+            })
+            .collect();
+        match ranges.last_mut() {
+            Some(last) => last.until = request.range.until.clone(),
+            None => ranges.push(DigestRange {
+                until: request.range.until.clone(),
+                digest: RangeDigest::default(),
+            }),
+        }
+        Ok(Some(SourceDigests {
+            ranges,
+            watermark: *self.watermark.lock().expect("lock"),
+        }))
     }
 
     async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {

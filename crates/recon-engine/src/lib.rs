@@ -23,6 +23,7 @@
 
 pub mod cluster;
 mod guarded;
+mod narrow;
 mod options;
 mod progress;
 mod run;

@@ -39,6 +39,12 @@ pub struct ReconcileOptions {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one.
     pub retry_backoff: Duration,
+    /// Skip key ranges whose digests are equal on both sides, where the
+    /// source offers digests (DESIGN §4); `false` walks every row.
+    pub digests: bool,
+    /// Sub-ranges a differing range is split into when narrowing with
+    /// digests.
+    pub digest_fanout: u32,
 }
 
 impl ReconcileOptions {
@@ -56,6 +62,8 @@ impl ReconcileOptions {
             max_pause: Duration::from_secs(30 * 60),
             attempts: 4,
             retry_backoff: Duration::from_millis(500),
+            digests: true,
+            digest_fanout: 16,
         }
     }
 }

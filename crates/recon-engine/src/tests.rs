@@ -133,6 +133,24 @@ proptest! {
     }
 
     #[test]
+    fn a_run_with_digests_makes_the_replica_equal_and_a_second_reads_no_page(truth in world(), replica in world()) {
+        let mut options = options();
+        options.delete_guard.override_allowed = true;
+        options.digest_fanout = 2;
+        let store = Arc::new(FakeStore::with(replica));
+        let source = || FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(4);
+        let report = runtime().block_on(run(source(), &store, &options));
+        prop_assert_eq!(report.status, RunStatus::Completed);
+        let mut expected = truth.clone();
+        expected.retain(|_, keyed| !keyed.is_empty());
+        prop_assert_eq!(store.snapshot(), expected);
+        let again = runtime().block_on(run(source(), &store, &options));
+        prop_assert_eq!(again.total(|unit| unit.missing + unit.phantom + unit.changed), 0);
+        let tenant_scoped_pages: u64 = again.units.iter().filter(|unit| unit.kind != Kind::Tenant).map(|unit| unit.pages).sum();
+        prop_assert_eq!(tenant_scoped_pages, 0);
+    }
+
+    #[test]
     fn a_dry_run_writes_nothing_and_predicts_the_real_run(truth in world(), replica in world()) {
         let mut options = options();
         options.delete_guard.override_allowed = true;
@@ -158,6 +176,44 @@ fn big_tenant(users: u64) -> Rows {
         insert(&mut rows, user("t", &format!("u{index:04}"), "n", 1));
     }
     rows
+}
+
+#[tokio::test]
+async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
+    let truth = big_tenant(2_000);
+    let mut replica = truth.clone();
+    let users = replica.get_mut(&(Kind::User, "t".into())).expect("users");
+    // One changed row, one missing, one phantom — in three places.
+    let changed = user("t", "u0100", "garbled", 1);
+    users.insert(changed.key(), changed);
+    users.remove(&recon_core::EntityKey::id("u1500"));
+    let phantom = user("t", "u1999x", "n", 1);
+    users.insert(phantom.key(), phantom);
+    let store = Arc::new(FakeStore::with(replica));
+    let mut options = options();
+    options.page_size = 10;
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(16));
+    let reconciler = Reconciler::new(source.clone(), store.clone());
+    let report = reconciler.run(&options, &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    let mut expected = truth.clone();
+    expected.retain(|_, keyed| !keyed.is_empty());
+    assert_eq!(store.snapshot(), expected);
+    let users = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("user unit");
+    assert_eq!((users.changed, users.missing, users.phantom), (1, 1, 1));
+    assert!(
+        users.digest_matched > 1_900,
+        "most rows matched by digest: {users:?}"
+    );
+    assert!(
+        users.pages < 20,
+        "only the differing ranges were walked ({} pages of 10 rows, 200 for all)",
+        users.pages
+    );
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ pub(crate) struct Walked {
     pub kept_newer: u64,
     pub pages: u64,
     pub bytes: u64,
+    /// Rows skipped because their ranges' digests were equal.
+    pub digest_matched: u64,
+    pub digest_requests: u64,
     pub generations: Option<(u64, u64)>,
     /// The phantoms' tombstones, each at its covering page's watermark; at
     /// most the hold limit of them.
@@ -128,6 +131,8 @@ impl Walked {
         report.kept_newer = self.kept_newer;
         report.pages = self.pages;
         report.bytes = self.bytes;
+        report.digest_matched = self.digest_matched;
+        report.digest_requests = self.digest_requests;
         report.min_generation = self.generations.map(|(low, _)| low);
         report.max_generation = self.generations.map(|(_, high)| high);
     }
@@ -236,12 +241,67 @@ impl UnitContext<'_> {
         hold: u64,
         keep_source_keys: bool,
     ) -> Result<Walked, UnitError> {
+        let mut walked = Walked::default();
+        let ranges = match self.narrow(spec).await? {
+            Some(narrowed) => {
+                walked.digest_matched = narrowed.matched;
+                walked.digest_requests = narrowed.requests;
+                walked.generations = narrowed.generations;
+                narrowed.ranges
+            }
+            None => vec![spec.range.clone()],
+        };
+        let mut pending = Pending {
+            watermark: None,
+            changes: Vec::with_capacity(self.options.write_batch),
+        };
+        let fence = self.fence(spec);
+        for range in &ranges {
+            self.walk_range(
+                spec,
+                range,
+                hold,
+                keep_source_keys,
+                &fence,
+                &mut pending,
+                &mut walked,
+            )
+            .await?;
+        }
+        self.flush(&fence, &mut pending, &mut walked).await?;
+        info!(
+            compared = walked.compared,
+            digest_matched = walked.digest_matched,
+            ranges = ranges.len(),
+            missing = walked.missing,
+            changed = walked.changed,
+            phantom = walked.phantom,
+            held = walked.held.len(),
+            written = walked.written,
+            kept_newer = walked.kept_newer,
+            "unit walked"
+        );
+        Ok(walked)
+    }
+
+    /// Walks one key range of the unit into `walked`.
+    #[allow(clippy::too_many_arguments)]
+    async fn walk_range(
+        &self,
+        spec: &UnitSpec,
+        range: &KeyRange,
+        hold: u64,
+        keep_source_keys: bool,
+        fence: &FenceToken,
+        pending: &mut Pending,
+        walked: &mut Walked,
+    ) -> Result<(), UnitError> {
         let options = self.options;
         let mut source = SourceWalk::new(
             self.source.clone(),
             &spec.tenant_id,
             spec.kind,
-            &spec.range,
+            range,
             options.page_size,
             self.filter.clone(),
         );
@@ -249,17 +309,11 @@ impl UnitContext<'_> {
             self.store.clone(),
             &spec.tenant_id,
             spec.kind,
-            &spec.range,
+            range,
             options.replica_page_size,
             self.filter.clone(),
         );
-        let mut walked = Walked::default();
-        let mut pending = Pending {
-            watermark: None,
-            changes: Vec::with_capacity(options.write_batch),
-        };
-        let fence = self.fence(spec);
-        let mut reported = 0;
+        let mut reported = walked.compared;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(UnitError::Cancelled);
@@ -281,7 +335,7 @@ impl UnitContext<'_> {
                         walked.source_keys.push(item.key.clone());
                     }
                     if pending.watermark != Some(watermark) {
-                        self.flush(&fence, &mut pending, &mut walked).await?;
+                        self.flush(fence, pending, walked).await?;
                         pending.watermark = Some(watermark);
                     }
                     pending.changes.push(Change::Upsert(item.row));
@@ -308,7 +362,7 @@ impl UnitContext<'_> {
                 }
             }
             if pending.changes.len() >= options.write_batch {
-                self.flush(&fence, &mut pending, &mut walked).await?;
+                self.flush(fence, pending, walked).await?;
             }
             if walked.compared - reported >= 1_000 {
                 self.progress
@@ -316,24 +370,18 @@ impl UnitContext<'_> {
                 reported = walked.compared;
             }
         }
-        self.flush(&fence, &mut pending, &mut walked).await?;
         self.progress
             .rows_compared(&spec.tenant_id, spec.kind, walked.compared - reported);
-        walked.replica_rows = replica.rows_seen;
-        walked.pages = source.pages;
-        walked.bytes = source.bytes;
-        walked.generations = source.generations;
-        info!(
-            compared = walked.compared,
-            missing = walked.missing,
-            changed = walked.changed,
-            phantom = walked.phantom,
-            held = walked.held.len(),
-            written = walked.written,
-            kept_newer = walked.kept_newer,
-            "unit walked"
-        );
-        Ok(walked)
+        walked.replica_rows += replica.rows_seen;
+        walked.pages += source.pages;
+        walked.bytes += source.bytes;
+        if let Some((low, high)) = source.generations {
+            walked.generations = Some(match walked.generations {
+                None => (low, high),
+                Some((old_low, old_high)) => (old_low.min(low), old_high.max(high)),
+            });
+        }
+        Ok(())
     }
 
     async fn flush(

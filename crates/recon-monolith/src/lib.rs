@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod db;
+pub mod digest;
 pub mod error;
 pub mod http;
 pub mod outbox;

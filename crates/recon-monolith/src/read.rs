@@ -197,7 +197,10 @@ impl Monolith {
     }
 }
 
-async fn require_tenant(connection: &impl ConnectionTrait, tenant_id: &str) -> Result<()> {
+pub(crate) async fn require_tenant(
+    connection: &impl ConnectionTrait,
+    tenant_id: &str,
+) -> Result<()> {
     if exists(
         connection,
         tenant_id,

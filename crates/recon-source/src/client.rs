@@ -7,6 +7,7 @@
 //! engine acts on. Retrying is safe: every request is a read.
 
 use crate::config::{SourceConfig, redact_url};
+use crate::digests::{Capabilities, decode_digests};
 use crate::error::{Error, Result, error_chain, into_port_error};
 use crate::validate::decode_page;
 use crate::wire::{CountsBody, ErrorBody};
@@ -14,7 +15,10 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
-use recon_core::ports::{FailureKind, PageRequest, PortError, Source, SourcePage, TenantCounts};
+use recon_core::ports::{
+    DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests, SourcePage,
+    TenantCounts,
+};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
 use std::num::NonZeroU32;
@@ -39,6 +43,7 @@ pub struct HttpSource {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     backoff: ExponentialBuilder,
     max_body_bytes: u64,
+    capabilities: Arc<tokio::sync::OnceCell<Capabilities>>,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -81,6 +86,7 @@ impl HttpSource {
             limiter,
             backoff,
             max_body_bytes: config.max_body_bytes,
+            capabilities: Arc::default(),
         })
     }
 
@@ -179,6 +185,87 @@ impl HttpSource {
         outcome.map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
     }
 
+    /// What the source offers, asked once (`GET /v1/capabilities`); a
+    /// source without that route offers nothing beyond pages and counts.
+    pub async fn capabilities(&self) -> Result<Capabilities, PortError> {
+        self.capabilities
+            .get_or_try_init(|| async {
+                let url = self.url(&["v1", "capabilities"], &[]);
+                let (outcome, attempts) = self
+                    .with_retries(&url, |body| {
+                        serde_json::from_slice::<Capabilities>(&body).map_err(|source| {
+                            Error::MalformedJson {
+                                url: redact_url(&url),
+                                source,
+                            }
+                        })
+                    })
+                    .await;
+                match outcome {
+                    Err(Error::Status { status: 404, .. }) => Ok(Capabilities::default()),
+                    outcome => outcome
+                        .map_err(|error| into_port_error(&error, attempts, self.token.as_deref())),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// Reads range digests (see [`Source::digests`]); `None` when the
+    /// source does not offer them. Asks for at most the buckets the source
+    /// allows.
+    #[instrument(
+        name = "source.digests",
+        skip_all,
+        fields(tenant = %request.tenant_id, kind = %request.kind, buckets = request.buckets, status = Empty, bytes = Empty, attempt = Empty)
+    )]
+    pub async fn range_digests(
+        &self,
+        request: &DigestRequest,
+    ) -> Result<Option<SourceDigests>, PortError> {
+        let capabilities = self.capabilities().await?;
+        if !capabilities.digests || request.kind == Kind::Tenant {
+            return Ok(None);
+        }
+        let mut request = request.clone();
+        request.buckets = request
+            .buckets
+            .clamp(1, capabilities.max_digest_buckets.max(1));
+        let mut query = Vec::with_capacity(3);
+        if let Some(after) = &request.range.after {
+            query.push(("after", after.to_string()));
+        }
+        if let Some(until) = &request.range.until {
+            query.push(("until", until.to_string()));
+        }
+        query.push(("buckets", request.buckets.to_string()));
+        let kind = match request.kind {
+            Kind::User => "users",
+            Kind::Group => "groups",
+            _ => "memberships",
+        };
+        let url = self.url(
+            &["v1", "tenants", &request.tenant_id, "digests", kind],
+            &query,
+        );
+        let (outcome, attempts) = self
+            .with_retries(&url, |body| match decode_digests(&request, &body) {
+                Err(source) => Err(Error::MalformedJson {
+                    url: redact_url(&url),
+                    source,
+                }),
+                Ok(Err(violation)) => Err(Error::InvalidPage {
+                    url: redact_url(&url),
+                    violation,
+                }),
+                Ok(Ok(digests)) => Ok(digests),
+            })
+            .await;
+        outcome
+            .map(Some)
+            .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
+    }
+
     /// Runs attempts of `GET url` until one succeeds, a permanent error
     /// occurs, or the retries are used up; `decode` turns the body into the
     /// answer (its errors are permanent, never retried). Returns the outcome
@@ -242,6 +329,10 @@ impl Source for HttpSource {
 
     async fn counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
         self.tenant_counts(tenant_id).await
+    }
+
+    async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
+        self.range_digests(request).await
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+pub mod digests;
 pub mod error;
 pub mod validate;
 pub mod walk;

@@ -11,6 +11,10 @@ use recon_core::ports::{PageRequest, SourcePage};
 /// A page that breaks the Source API contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PageViolation {
+    /// A digest answer that does not cover the requested range exactly
+    /// (bounds out of order or out of range, a bad count or sum).
+    #[error("digest answer: {0}")]
+    InvalidDigests(String),
     /// An item is missing a field, has a wrong type or an invalid value.
     #[error("item {index}: {problem}")]
     InvalidItem {

@@ -3,9 +3,12 @@
 use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
-    AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, error_chain,
+    AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, digests_by_scan,
+    error_chain,
 };
-use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
+use recon_core::{
+    Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, RangeDigest, Row, Version,
+};
 use sea_orm::ConnectionTrait;
 
 impl From<Error> for PortError {
@@ -81,6 +84,22 @@ impl ReplicaStore for Store {
         range: &KeyRange,
     ) -> Result<u64, PortError> {
         Ok(self.count_live_in(tenant_id, kind, range).await?)
+    }
+
+    async fn digest_ranges(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        bounds: &[Option<EntityKey>],
+    ) -> Result<Vec<RangeDigest>, PortError> {
+        match self
+            .aggregate_digests(tenant_id, kind, after, bounds)
+            .await?
+        {
+            Some(digests) => Ok(digests),
+            None => digests_by_scan(self, tenant_id, kind, after, bounds).await,
+        }
     }
 
     async fn apply_reconciliation(

@@ -14,6 +14,10 @@
 //!   consumer refused for their content, with key, payload and error;
 //! * `store_upkeep(task, last_run_ms)`: when a periodic upkeep task (the
 //!   tombstone purge) last ran, claimed by one replica per interval;
+//! * on PostgreSQL, `digest` in the users, groups and memberships tables:
+//!   each row's range-digest element ([`recon_core::digest`]), a column the
+//!   database generates from the row's own columns — also when a row is
+//!   changed behind recon's back — so that a range's digest is an aggregate;
 //! * `epoch_claims(singleton, incarnation, election)`: the latest election
 //!   that acquired an epoch (one row), so an older one cannot acquire after
 //!   it.
@@ -116,6 +120,7 @@ impl MigratorTrait for Migrator {
             Box::new(InitialSchema),
             Box::new(DeadLettersAndUpkeep),
             Box::new(EpochClaims),
+            Box::new(DigestColumns),
         ]
     }
 
@@ -223,6 +228,39 @@ impl MigrationTrait for EpochClaims {
                  incarnation BIGINT NOT NULL, election BIGINT NOT NULL)",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// Range digests (PostgreSQL only; SQLite has no SHA-256 in SQL and hashes
+/// rows as it reads them instead).
+struct DigestColumns;
+
+impl MigrationName for DigestColumns {
+    fn name(&self) -> &str {
+        "m0004_digest_columns"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for DigestColumns {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
+            .await?;
+        for kind in Kind::TENANT_SCOPED {
+            connection
+                .execute_unprepared(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS digest BIGINT GENERATED ALWAYS AS ({}) STORED",
+                    table(kind).name,
+                    recon_core::digest::postgres_element_expression(kind)
+                ))
+                .await?;
+        }
         Ok(())
     }
 }

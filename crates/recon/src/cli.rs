@@ -325,6 +325,9 @@ pub struct ClusterArgs {
     /// Items per Source API page.
     #[arg(long, default_value_t = 1_000)]
     pub page_size: u32,
+    /// Range digests in runs: `auto` (where the source offers them) or `off`.
+    #[arg(long, value_enum, default_value = "auto", env = "RECON_DIGESTS")]
+    pub digests: DigestMode,
     /// Smallest unit worth splitting a big tenant for.
     #[arg(long, default_value_t = 20_000)]
     pub min_unit_rows: u64,
@@ -449,6 +452,15 @@ pub struct DrainArgs {
     pub max_batch: usize,
 }
 
+/// Whether reconciliation narrows ranges with digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DigestMode {
+    /// Use digests where the source offers them.
+    Auto,
+    /// Compare every row.
+    Off,
+}
+
 /// How to print a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -500,6 +512,12 @@ pub struct RunArgs {
     /// Abort (and resume consumers) after this many seconds.
     #[arg(long, default_value_t = 1_800)]
     pub max_pause_secs: u64,
+    /// Range digests: `auto` skips key ranges whose digests are equal on
+    /// both sides where the source offers digests; `off` compares every row
+    /// (also finds a row changed behind recon's back on a store that does
+    /// not recompute digests itself — PostgreSQL does).
+    #[arg(long, value_enum, default_value = "auto", env = "RECON_DIGESTS")]
+    pub digests: DigestMode,
     /// Report format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputFormat,

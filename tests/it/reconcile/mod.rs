@@ -5,6 +5,7 @@
 //! Every end state is checked with `compare_databases`, plain SQL over both
 //! databases, never with recon's own diff.
 
+mod digests;
 mod epochs;
 mod faults;
 mod guard;

@@ -4,6 +4,7 @@
 //! `TEXT COLLATE "C"` on PostgreSQL so that they sort byte-wise, like
 //! SQLite's default `BINARY` collation already does.
 
+use recon_core::Kind;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_query::{Alias, IntoIden};
@@ -14,7 +15,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema)]
+        vec![Box::new(InitialSchema), Box::new(DigestColumns)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -149,6 +150,52 @@ impl MigrationTrait for InitialSchema {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let connection = manager.get_connection();
         for statement in initial_schema_statements(manager.get_database_backend()) {
+            connection.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Range digests (PostgreSQL only): each data table keeps its rows'
+/// digest element in a generated column, computed by the database from the
+/// row's own columns in the transaction that writes it.
+struct DigestColumns;
+
+impl MigrationName for DigestColumns {
+    fn name(&self) -> &str {
+        "m0002_digest_columns"
+    }
+}
+
+/// The statements adding the digest columns (PostgreSQL).
+fn digest_column_statements() -> Vec<String> {
+    use recon_core::digest::postgres_element_expression;
+    [
+        ("users", Kind::User),
+        ("\"groups\"", Kind::Group),
+        ("memberships", Kind::Membership),
+    ]
+    .into_iter()
+    .map(|(table, kind)| {
+        format!(
+            "ALTER TABLE {table} ADD COLUMN digest BIGINT GENERATED ALWAYS AS ({}) STORED",
+            postgres_element_expression(kind)
+        )
+    })
+    .collect()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DigestColumns {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
+            .await?;
+        for statement in digest_column_statements() {
             connection.execute_unprepared(&statement).await?;
         }
         Ok(())

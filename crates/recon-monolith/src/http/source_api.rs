@@ -4,11 +4,14 @@
 //! * `GET /v1/tenants/{tenant_id}/users|groups?after=<id>&limit=<n>`
 //! * `GET /v1/tenants/{tenant_id}/memberships?after=<group_id>:<user_id>&limit=<n>`
 //! * `GET /v1/tenants/{tenant_id}/counts`
+//! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
+//!   (not under `.../users/`, where a user id `digests` would clash)
+//! * `GET /v1/capabilities`
 //!
 //! Query parameters other than `after` and `limit` are refused (400), so a
 //! client's typo does not silently read the wrong thing.
 
-use super::wire::{Item, PageBody};
+use super::wire::{CapabilitiesBody, DigestRangeBody, DigestsBody, Item, PageBody};
 use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::error::Error;
 use crate::read::{Counts, DEFAULT_PAGE_LIMIT, Page, validate_limit};
@@ -16,7 +19,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use recon_core::domain::validate_id;
-use recon_core::{EntityKey, Kind};
+use recon_core::{EntityKey, KeyRange, Kind};
 
 /// The read routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -26,6 +29,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}/groups", get(list_groups))
         .route("/v1/tenants/{tenant_id}/memberships", get(list_memberships))
         .route("/v1/tenants/{tenant_id}/counts", get(counts))
+        .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
+        .route("/v1/capabilities", get(capabilities))
 }
 
 /// The parsed `after` and `limit` parameters.
@@ -154,6 +159,97 @@ async fn counts(
     Ok(Json(state.monolith.counts(&tenant_id).await?))
 }
 
+async fn capabilities(State(state): State<AppState>) -> Json<CapabilitiesBody> {
+    Json(CapabilitiesBody {
+        digests: state.monolith.offers_digests(),
+        max_digest_buckets: crate::digest::MAX_BUCKETS,
+    })
+}
+
+/// The parsed parameters of a digest request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DigestParams {
+    /// The range to cover.
+    pub range: KeyRange,
+    /// Most ranges wanted.
+    pub buckets: u32,
+}
+
+/// Parses a digest request's query parameters (`after`, `until`,
+/// `buckets`, each at most once) for `kind`; errors name the parameter.
+pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<DigestParams, Error> {
+    let mut range = KeyRange::all();
+    let mut buckets = None;
+    let mut seen = Vec::new();
+    for (name, value) in pairs {
+        if seen.contains(name) {
+            return Err(Error::BadRequest(format!(
+                "query parameter `{name}` is given more than once"
+            )));
+        }
+        seen.push(name.clone());
+        let key = || {
+            kind.parse_key(value).map_err(|invalid| {
+                Error::BadRequest(format!("invalid query parameter `{name}`: {invalid}"))
+            })
+        };
+        match name.as_str() {
+            "after" => range.after = Some(key()?),
+            "until" => range.until = Some(key()?),
+            "buckets" => buckets = Some(value.parse::<u32>().map_err(|_| {
+                Error::BadRequest(format!(
+                    "query parameter `buckets` must be an integer between 1 and {}, got {value:?}",
+                    crate::digest::MAX_BUCKETS
+                ))
+            })?),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown query parameter `{other}`; allowed are `after`, `until` and `buckets`"
+                )));
+            }
+        }
+    }
+    Ok(DigestParams {
+        range,
+        buckets: buckets.unwrap_or(1),
+    })
+}
+
+async fn digests(
+    State(state): State<AppState>,
+    ApiPath((tenant_id, kind)): ApiPath<(String, String)>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<DigestsBody>, ApiError> {
+    checked_tenant_id(&tenant_id)?;
+    let kind = match kind.as_str() {
+        "users" => Kind::User,
+        "groups" => Kind::Group,
+        "memberships" => Kind::Membership,
+        other => {
+            return Err(
+                Error::NotFound(format!("route GET /v1/tenants/{{id}}/digests/{other}")).into(),
+            );
+        }
+    };
+    let params = parse_digest_params(&pairs, kind)?;
+    let digests = state
+        .monolith
+        .digests(&tenant_id, kind, &params.range, params.buckets)
+        .await?;
+    Ok(Json(DigestsBody {
+        ranges: digests
+            .buckets
+            .into_iter()
+            .map(|bucket| DigestRangeBody {
+                until: bucket.until.map(|key| key.to_string()),
+                count: bucket.digest.count,
+                digest: bucket.digest.sum_hex(),
+            })
+            .collect(),
+        watermark: digests.watermark,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +287,35 @@ mod tests {
         assert!(error.to_string().contains("more than once"));
         let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::Membership).expect("ok");
         assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
+    }
+
+    #[test]
+    fn digest_parameters_are_checked_by_name() {
+        let params = parse_digest_params(
+            &pairs(&[("after", "g:u"), ("until", "h:v"), ("buckets", "16")]),
+            Kind::Membership,
+        )
+        .expect("ok");
+        assert_eq!(params.range.after, Some(EntityKey::pair("g", "u")));
+        assert_eq!(params.range.until, Some(EntityKey::pair("h", "v")));
+        assert_eq!(params.buckets, 16);
+        assert_eq!(
+            parse_digest_params(&[], Kind::User)
+                .expect("defaults")
+                .buckets,
+            1
+        );
+        for (bad, named) in [
+            (pairs(&[("until", "g")]), "`until`"),
+            (pairs(&[("buckets", "x")]), "`buckets`"),
+            (pairs(&[("limit", "5")]), "`limit`"),
+            (
+                pairs(&[("after", "a:1"), ("after", "b:2")]),
+                "more than once",
+            ),
+        ] {
+            let error = parse_digest_params(&bad, Kind::Membership).expect_err("must fail");
+            assert!(error.to_string().contains(named), "{error}");
+        }
     }
 }

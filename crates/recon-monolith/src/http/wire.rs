@@ -115,6 +115,39 @@ pub struct PageBody {
     pub next_after: Option<String>,
 }
 
+/// `GET /v1/capabilities` body: what this Source API offers beyond pages
+/// and counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesBody {
+    /// Whether `GET /v1/tenants/{id}/digests/{kind}` is served.
+    pub digests: bool,
+    /// Most buckets one digest request may ask for.
+    pub max_digest_buckets: u32,
+}
+
+/// One range of a digest answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestRangeBody {
+    /// Inclusive upper bound (cursor form, like `after`); `null` for an
+    /// unbounded last range.
+    pub until: Option<String>,
+    /// Rows in the range.
+    pub count: u64,
+    /// Sum of the rows' digest elements modulo 2^64, 16 lowercase hex digits.
+    pub digest: String,
+}
+
+/// `GET /v1/tenants/{id}/digests/{kind}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestsBody {
+    /// Consecutive ranges covering the requested one, in key order; the
+    /// first starts after the request's `after`, the last ends at its
+    /// `until`.
+    pub ranges: Vec<DigestRangeBody>,
+    /// The version of the last change committed in the snapshot.
+    pub watermark: Version,
+}
+
 /// `PUT /v1/tenants/{id}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -74,6 +74,7 @@ fn role(args: &ClusterArgs) -> MemberRole {
 pub fn settings(args: &ClusterArgs) -> ClusterSettings {
     let mut template = ReconcileOptions::new(0);
     template.page_size = args.page_size;
+    template.digests = args.digests == crate::cli::DigestMode::Auto;
     ClusterSettings {
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         max_pause: Duration::from_secs(args.max_pause_secs),

@@ -110,6 +110,7 @@ pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
         ..DeleteGuard::default()
     };
     options.max_pause = Duration::from_secs(run.max_pause_secs);
+    options.digests = run.digests == crate::cli::DigestMode::Auto;
     options
 }
 

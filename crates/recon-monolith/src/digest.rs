@@ -1,0 +1,178 @@
+//! Range digests of the Source API (DESIGN §4; element definition in
+//! [`recon_core::digest`]).
+//!
+//! On PostgreSQL every data table keeps its rows' element in a generated
+//! column `digest` (computed by the database from the row's own columns in
+//! the writing transaction), so a digest is an aggregate over an index
+//! range: `count(*)` and the element sum, split into buckets of about equal
+//! row counts with `ntile`. SQLite has no SHA-256 in SQL: a monolith on
+//! SQLite does not offer digests (`GET /v1/capabilities` says so) and its
+//! clients walk every range.
+
+use crate::db::{self, read_meta};
+use crate::error::{DbResultExt, Error, Result};
+use crate::{Monolith, read::require_tenant};
+use recon_core::{EntityKey, KeyRange, Kind, RangeDigest, Version};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use tracing::instrument;
+
+/// Most buckets one request may ask for.
+pub const MAX_BUCKETS: u32 = 256;
+
+/// One range of a digest answer: after the previous range's `until` (or the
+/// request's `after`), up to and including `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// Inclusive upper bound; the last bucket ends where the request does.
+    pub until: Option<EntityKey>,
+    /// Count and element sum.
+    pub digest: RangeDigest,
+}
+
+/// Digests of a range, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// Consecutive buckets covering the requested range, in key order.
+    pub buckets: Vec<Bucket>,
+    /// The version of the last change committed in the snapshot.
+    pub watermark: Version,
+}
+
+/// Table and key columns of a tenant-scoped kind.
+fn layout(kind: Kind) -> Result<(&'static str, &'static [&'static str])> {
+    match kind {
+        Kind::User => Ok(("users", &["id"])),
+        Kind::Group => Ok(("\"groups\"", &["id"])),
+        Kind::Membership => Ok(("memberships", &["group_id", "user_id"])),
+        Kind::Tenant => Err(Error::BadRequest(
+            "digests are per tenant: users, groups or memberships".to_owned(),
+        )),
+    }
+}
+
+/// The SQL condition `key > bound` (or `<=`) over `columns`, binding the
+/// bound's parts as `$n` parameters.
+fn key_condition(
+    columns: &[&str],
+    operator: &str,
+    key: &EntityKey,
+    values: &mut Vec<Value>,
+) -> String {
+    let mut placeholders = Vec::with_capacity(columns.len());
+    let parts = [Some(key.primary.clone()), key.secondary.clone()];
+    for part in parts.into_iter().take(columns.len()) {
+        values.push(part.unwrap_or_default().into());
+        placeholders.push(format!("${}", values.len()));
+    }
+    format!(
+        "({}) {operator} ({})",
+        columns.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+fn parse_last(kind: Kind, parts: Vec<String>) -> Result<EntityKey> {
+    let mut parts = parts.into_iter();
+    let primary = parts.next().unwrap_or_default();
+    Ok(match kind {
+        Kind::Membership => EntityKey::pair(primary, parts.next().unwrap_or_default()),
+        _ => EntityKey::id(primary),
+    })
+}
+
+impl Monolith {
+    /// Whether this monolith serves range digests (PostgreSQL only).
+    pub fn offers_digests(&self) -> bool {
+        self.connection.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// The digests of a tenant's rows of `kind` in `range`, split into at
+    /// most `buckets` consecutive ranges of about equal row counts. An
+    /// unknown tenant is [`Error::NotFound`]; a monolith on SQLite answers
+    /// [`Error::NotFound`] too (it offers no digests).
+    #[instrument(skip_all, name = "monolith.digests", fields(tenant = %tenant_id, kind = %kind, buckets))]
+    pub async fn digests(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        range: &KeyRange,
+        buckets: u32,
+    ) -> Result<Digests> {
+        if !(1..=MAX_BUCKETS).contains(&buckets) {
+            return Err(Error::BadRequest(format!(
+                "query parameter `buckets` must be between 1 and {MAX_BUCKETS}, got {buckets}"
+            )));
+        }
+        let (table, key_columns) = layout(kind)?;
+        if !self.offers_digests() {
+            return Err(Error::NotFound(
+                "range digests (this monolith's database is not PostgreSQL)".to_owned(),
+            ));
+        }
+        let txn = db::begin_snapshot(&self.connection).await?;
+        let watermark = read_meta(&txn).await?;
+        require_tenant(&txn, tenant_id).await?;
+        let mut values: Vec<Value> = vec![tenant_id.into()];
+        let mut conditions = vec!["tenant_id = $1".to_owned()];
+        if let Some(after) = &range.after {
+            conditions.push(key_condition(key_columns, ">", after, &mut values));
+        }
+        if let Some(until) = &range.until {
+            conditions.push(key_condition(key_columns, "<=", until, &mut values));
+        }
+        let keys = key_columns.join(", ");
+        let sums = "count(*) AS n, coalesce(sum(digest >> 32), 0)::bigint AS high, \
+                    coalesce(sum(digest & 4294967295), 0)::bigint AS low";
+        let sql = if buckets == 1 {
+            format!(
+                "SELECT {sums}, NULL::text[] AS last FROM {table} WHERE {}",
+                conditions.join(" AND ")
+            )
+        } else {
+            format!(
+                "SELECT {sums}, max(ARRAY[{keys}] COLLATE \"C\") AS last FROM \
+                 (SELECT {keys}, digest, ntile({buckets}) OVER (ORDER BY {keys}) AS bucket \
+                  FROM {table} WHERE {}) ranged GROUP BY bucket ORDER BY bucket",
+                conditions.join(" AND ")
+            )
+        };
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await
+            .during("aggregate range digests")?;
+        txn.commit().await.during("end a snapshot")?;
+        let mut answer = Vec::with_capacity(rows.len().max(1));
+        for row in rows {
+            let count: i64 = row.try_get("", "n").during("read a digest count")?;
+            let high: i64 = row.try_get("", "high").during("read a digest sum")?;
+            let low: i64 = row.try_get("", "low").during("read a digest sum")?;
+            let last: Option<Vec<String>> =
+                row.try_get("", "last").during("read a digest bound")?;
+            answer.push(Bucket {
+                until: last.map(|parts| parse_last(kind, parts)).transpose()?,
+                digest: RangeDigest::from_split_sums(
+                    u64::try_from(count).unwrap_or_default(),
+                    high,
+                    low,
+                ),
+            });
+        }
+        // The last bucket reaches the end of the requested range, so that
+        // rows past the source's last key (a replica's phantoms) fall in it.
+        match answer.last_mut() {
+            Some(last) => last.until = range.until.clone(),
+            None => answer.push(Bucket {
+                until: range.until.clone(),
+                digest: RangeDigest::default(),
+            }),
+        }
+        Ok(Digests {
+            buckets: answer,
+            watermark,
+        })
+    }
+}

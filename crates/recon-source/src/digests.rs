@@ -1,0 +1,197 @@
+//! Decoding and checking the Source API's range digests
+//! (`GET /v1/tenants/{id}/digests/{kind}`) and capabilities
+//! (`GET /v1/capabilities`).
+//!
+//! A digest answer is trusted only if its ranges cover the requested range
+//! exactly: consecutive, strictly increasing bounds inside the range, the
+//! last ending where the request ends. Otherwise a range could be skipped
+//! that nobody compared.
+
+use crate::validate::PageViolation;
+use recon_core::ports::{DigestRange, DigestRequest, SourceDigests};
+use recon_core::{RangeDigest, Version};
+use serde::Deserialize;
+
+/// What a source offers beyond pages and counts; all `false` for a source
+/// that does not serve `GET /v1/capabilities`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Capabilities {
+    /// Range digests are served.
+    #[serde(default)]
+    pub digests: bool,
+    /// Most buckets one digest request may ask for.
+    #[serde(default = "default_buckets")]
+    pub max_digest_buckets: u32,
+}
+
+fn default_buckets() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRange {
+    until: Option<String>,
+    count: u64,
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDigests {
+    ranges: Vec<RawRange>,
+    watermark: Version,
+}
+
+/// Decodes a digest answer to `request`: `Err` for malformed JSON,
+/// `Ok(Err)` for an answer that breaks the contract.
+pub fn decode_digests(
+    request: &DigestRequest,
+    body: &[u8],
+) -> Result<Result<SourceDigests, PageViolation>, serde_json::Error> {
+    let raw: RawDigests = serde_json::from_slice(body)?;
+    Ok(check(request, raw))
+}
+
+fn check(request: &DigestRequest, raw: RawDigests) -> Result<SourceDigests, PageViolation> {
+    let broken = |problem: String| PageViolation::InvalidDigests(problem);
+    if raw.ranges.is_empty() {
+        return Err(broken("no ranges".into()));
+    }
+    if raw.ranges.len() > request.buckets as usize {
+        return Err(broken(format!(
+            "{} ranges, more than the {} buckets asked for",
+            raw.ranges.len(),
+            request.buckets
+        )));
+    }
+    let last_index = raw.ranges.len() - 1;
+    let mut ranges = Vec::with_capacity(raw.ranges.len());
+    let mut previous = request.range.after.clone();
+    for (index, range) in raw.ranges.into_iter().enumerate() {
+        let until = range
+            .until
+            .as_deref()
+            .map(|text| request.kind.parse_key(text))
+            .transpose()
+            .map_err(|invalid| broken(format!("range {index}: bad `until`: {invalid}")))?;
+        if index == last_index {
+            if until != request.range.until {
+                return Err(broken(format!(
+                    "the last range ends at {until:?}, not where the request does ({:?})",
+                    request.range.until
+                )));
+            }
+        } else {
+            let Some(bound) = &until else {
+                return Err(broken(format!(
+                    "range {index} is unbounded but not the last"
+                )));
+            };
+            if previous.as_ref().is_some_and(|after| bound <= after)
+                || !request.range.contains(bound)
+            {
+                return Err(broken(format!(
+                    "range {index} ends at {bound}, not after the previous bound and inside the requested range"
+                )));
+            }
+            previous = Some(bound.clone());
+        }
+        let sum = u64::from_str_radix(&range.digest, 16)
+            .ok()
+            .filter(|_| range.digest.len() == 16)
+            .ok_or_else(|| {
+                broken(format!(
+                    "range {index}: digest {:?} is not 16 hex digits",
+                    range.digest
+                ))
+            })?;
+        ranges.push(DigestRange {
+            until,
+            digest: RangeDigest {
+                count: range.count,
+                sum,
+            },
+        });
+    }
+    Ok(SourceDigests {
+        ranges,
+        watermark: raw.watermark,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recon_core::{EntityKey, KeyRange, Kind};
+
+    fn request(after: Option<&str>, until: Option<&str>) -> DigestRequest {
+        DigestRequest {
+            tenant_id: "t1".into(),
+            kind: Kind::User,
+            range: KeyRange {
+                after: after.map(EntityKey::id),
+                until: until.map(EntityKey::id),
+            },
+            buckets: 4,
+        }
+    }
+
+    fn decode(request: &DigestRequest, ranges: &str) -> Result<SourceDigests, PageViolation> {
+        let body =
+            format!(r#"{{"ranges": {ranges}, "watermark": {{"generation": 1, "sequence": 9}}}}"#);
+        decode_digests(request, body.as_bytes()).expect("json")
+    }
+
+    #[test]
+    fn consecutive_ranges_covering_the_request_are_accepted() {
+        let digests = decode(
+            &request(Some("a"), Some("z")),
+            r#"[{"until": "f", "count": 2, "digest": "00000000000000ff"},
+                {"until": "z", "count": 0, "digest": "0000000000000000"}]"#,
+        )
+        .expect("valid");
+        assert_eq!(digests.ranges.len(), 2);
+        assert_eq!(digests.ranges[0].until, Some(EntityKey::id("f")));
+        assert_eq!(digests.ranges[0].digest, RangeDigest { count: 2, sum: 255 });
+        assert_eq!(digests.watermark, Version::new(1, 9));
+    }
+
+    #[test]
+    fn answers_that_leave_keys_uncovered_are_refused() {
+        let unbounded = request(None, None);
+        for (ranges, problem) in [
+            ("[]", "no ranges"),
+            (
+                r#"[{"until": "f", "count": 1, "digest": "0000000000000001"}]"#,
+                "last range",
+            ),
+            (
+                r#"[{"until": "f", "count": 1, "digest": "0000000000000001"},
+                    {"until": "c", "count": 1, "digest": "0000000000000001"},
+                    {"until": null, "count": 1, "digest": "0000000000000001"}]"#,
+                "range 1 ends at c",
+            ),
+            (
+                r#"[{"until": null, "count": 1, "digest": "0000000000000001"},
+                    {"until": null, "count": 1, "digest": "0000000000000001"}]"#,
+                "unbounded but not the last",
+            ),
+            (
+                r#"[{"until": null, "count": 1, "digest": "12"}]"#,
+                "16 hex digits",
+            ),
+        ] {
+            let error = decode(&unbounded, ranges).expect_err(problem);
+            assert!(error.to_string().contains(problem), "{error}");
+        }
+        let error = decode(
+            &request(Some("m"), None),
+            r#"[{"until": "c", "count": 1, "digest": "0000000000000001"},
+                {"until": null, "count": 1, "digest": "0000000000000001"}]"#,
+        )
+        .expect_err("bound before the range");
+        assert!(
+            error.to_string().contains("inside the requested range"),
+            "{error}"
+        );
+    }
+}
