@@ -194,10 +194,16 @@ fn unit_sum(report: &Value, field: &str) -> Option<u64> {
 /// Figures from a `RunReport` as JSON (read as JSON values, so that fields
 /// a newer report adds, such as rows fetched, are used when present).
 fn measurement_of_report(report: &Value, seconds: f64) -> Measurement {
-    let compared = unit_sum(report, "compared").unwrap_or(0);
+    // Rows of ranges whose digests matched are covered without being
+    // compared row by row (nor transferred); `compared` counts the others.
+    let compared_row_by_row = unit_sum(report, "compared").unwrap_or(0);
+    let compared = compared_row_by_row + unit_sum(report, "digest_matched").unwrap_or(0);
     let transferred = ["rows_fetched", "fetched", "rows_transferred", "transferred"]
         .iter()
         .find_map(|field| unit_sum(report, field));
+    let requests = unit_sum(report, "pages").map(|pages| {
+        pages + unit_sum(report, "digest_requests").unwrap_or(0)
+    });
     let differences = ["missing", "phantom", "changed"]
         .iter()
         .filter_map(|field| unit_sum(report, field))
@@ -205,12 +211,12 @@ fn measurement_of_report(report: &Value, seconds: f64) -> Measurement {
     Measurement {
         seconds: Some(seconds),
         rows_compared: Some(compared),
-        rows_transferred: transferred.or(Some(compared)),
+        rows_transferred: transferred.or(Some(compared_row_by_row)),
         transferred_is_compared: transferred.is_none(),
         differences: Some(differences),
         written: unit_sum(report, "written"),
         bytes: unit_sum(report, "bytes"),
-        requests: unit_sum(report, "pages"),
+        requests,
         peak_rss_bytes: report["peak_rss_bytes"].as_u64(),
         ..Measurement::default()
     }

@@ -18,15 +18,17 @@ pub struct Measurement {
     pub variant: String,
     /// Wall time, child process spawn to exit.
     pub seconds: Option<f64>,
-    /// Rows compared (recon: keys of both sides; naive: source rows
-    /// fetched and upserted; reladiff: rows of the monolith's tables).
+    /// Rows compared (recon: keys of both sides, rows of ranges with equal
+    /// digests included; naive: source rows fetched and upserted; reladiff:
+    /// rows of the monolith's tables).
     pub rows_compared: Option<u64>,
     /// Rows sent by the Source API (reladiff: rows it downloaded from the
     /// two databases to compare locally).
     pub rows_transferred: Option<u64>,
     /// True when the report had no figure for rows transferred and
-    /// `rows_transferred` repeats `rows_compared` (every compared row was
-    /// fetched: recon without digests).
+    /// `rows_transferred` is the keys recon compared row by row (the union
+    /// of both sides in the ranges it walked: an upper bound of the source
+    /// rows fetched, rows of ranges with equal digests excluded).
     pub transferred_is_compared: bool,
     /// Differences found (missing + phantom + changed).
     pub differences: Option<u64>,
@@ -34,7 +36,7 @@ pub struct Measurement {
     pub written: Option<u64>,
     /// Source API bytes read.
     pub bytes: Option<u64>,
-    /// Source API requests (pages).
+    /// Source API requests (pages and digest requests).
     pub requests: Option<u64>,
     /// Peak resident memory of the process that did the work.
     pub peak_rss_bytes: Option<u64>,
