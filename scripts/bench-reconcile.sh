@@ -72,7 +72,10 @@ start_postgres
 cd "$ROOT"
 cargo build --release --locked -p recon
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Run a private copy: the bench starts children from its own executable, and
+# a build in a shared target directory must not swap it mid-run.
+cp "$TARGET_DIR/release/recon" "$WORK_DIR/recon"
 export RECON_MONOLITH_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_monolith"
 export RECON_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_replica"
 log "recon bench reconcile $*"
-"$TARGET_DIR/release/recon" bench reconcile "$@"
+"$WORK_DIR/recon" bench reconcile "$@"
