@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Peak memory of a reconciliation against tenant size (DESIGN §6: constant
-# memory). Seeds a monolith with ONE tenant of N users (SQLite), serves it,
-# reconciles it into an empty replica with `recon reconcile`, and prints the
-# peak RSS the run reports — for 20k and 200k users by default.
+# memory). For each size N, seeds a monolith with ONE tenant of N users (and
+# its groups and memberships; SQLite), serves it, and runs `recon reconcile`
+# twice into a SQLite replica:
+#   * full load: the replica is empty (every row is written);
+#   * drift: 1% of the replica's users changed, 1% deleted and 1% phantoms
+#     added, 1% of its memberships deleted — both walks run, rows are
+#     written AND deleted (the phantoms are held, then tombstoned).
+# Prints, per run, the rows compared, what was found, the seconds and the
+# peak RSS the run reports, then the 1M/100k ratio of the peak RSS.
 #
-#   scripts/bench-memory.sh [users...]
+#   scripts/bench-memory.sh [users...]        (default: 100000 1000000)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -13,9 +19,26 @@ RECON="$ROOT/target/release/recon"
 WORK="$(mktemp -d /tmp/recon-bench-memory.XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 SIZES=("$@")
-[ "${#SIZES[@]}" -gt 0 ] || SIZES=(20000 200000)
+[ "${#SIZES[@]}" -gt 0 ] || SIZES=(100000 1000000)
 PORT=18571
-printf '%10s %12s %10s %14s\n' users rows seconds peak_rss_MiB
+printf '%10s %-10s %10s %8s %8s %8s %8s %8s %14s\n' \
+  users run compared missing changed phantom deleted seconds peak_rss_MiB | tee "$WORK/table"
+
+reconcile() { # size, run name
+  "$RECON" reconcile --database-url "$REPLICA" --source-url "http://127.0.0.1:$PORT" \
+    --output json --no-progress > "$WORK/report-$1-$2.json" || true
+  python3 - "$WORK/report-$1-$2.json" "$1" "$2" <<'PY' | tee -a "$WORK/table"
+import json, sys
+report = json.load(open(sys.argv[1]))
+units = report["units"]
+total = lambda field: sum(unit[field] for unit in units)
+deleted = total("phantom") - total("skipped_by_guard")
+print(f'{sys.argv[2]:>10} {sys.argv[3]:<10} {total("compared"):>10} {total("missing"):>8} '
+      f'{total("changed"):>8} {total("phantom"):>8} {deleted:>8} {report["seconds"]:>8.1f} '
+      f'{report["peak_rss_bytes"] / 2**20:>14.1f}')
+PY
+}
+
 for USERS in "${SIZES[@]}"; do
   MONOLITH="sqlite://$WORK/monolith-$USERS.db?mode=rwc"
   REPLICA="sqlite://$WORK/replica-$USERS.db?mode=rwc"
@@ -25,13 +48,28 @@ for USERS in "${SIZES[@]}"; do
   "$RECON" monolith --database-url "$MONOLITH" --listen "127.0.0.1:$PORT" 2>/dev/null &
   SERVER=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-  "$RECON" reconcile --database-url "$REPLICA" --source-url "http://127.0.0.1:$PORT" \
-    --output json --no-progress > "$WORK/report-$USERS.json" || true
-  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
-  python3 - "$WORK/report-$USERS.json" "$USERS" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-rows = sum(unit["compared"] for unit in report["units"])
-print(f'{sys.argv[2]:>10} {rows:>12} {report["seconds"]:>10.1f} {report["peak_rss_bytes"] / 2**20:>14.1f}')
+  reconcile "$USERS" full-load
+  python3 - "$WORK/replica-$USERS.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+users = "SELECT rowid FROM replica_users WHERE NOT deleted"
+db.execute(f"UPDATE replica_users SET display_name = 'drift ' || display_name WHERE rowid IN ({users} AND rowid % 100 = 1)")
+db.execute(f"DELETE FROM replica_users WHERE rowid IN ({users} AND rowid % 100 = 2)")
+db.execute("INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) "
+           f"SELECT tenant_id, id || '-phantom', email, display_name, status, generation, sequence, row_hash, 0 FROM replica_users WHERE rowid IN ({users} AND rowid % 100 = 3)")
+db.execute("DELETE FROM replica_memberships WHERE rowid % 100 = 4")
+db.commit()
 PY
+  reconcile "$USERS" drift
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 done
+python3 - "$WORK/table" <<'PY'
+import sys
+rows = [line.split() for line in open(sys.argv[1]).read().splitlines()[1:]]
+peak = {}
+for row in rows:
+    peak.setdefault(int(row[0]), []).append(float(row[-1]))
+if len(peak) >= 2:
+    small, large = min(peak), max(peak)
+    print(f'peak RSS {large} vs {small} users: {max(peak[large]) / max(peak[small]):.2f}x')
+PY

@@ -113,6 +113,21 @@ pub fn postgres_element_expression(kind: Kind) -> String {
     )
 }
 
+/// The statements (PostgreSQL) that give each `(table, kind)` its
+/// generated `digest` column: [`POSTGRES_FUNCTIONS`] first, then one
+/// `ALTER TABLE` each (idempotent; rewrites the table once).
+pub fn postgres_digest_columns(tables: &[(&str, Kind)]) -> Vec<String> {
+    let mut statements = vec![POSTGRES_FUNCTIONS.to_owned()];
+    statements.extend(tables.iter().map(|(table, kind)| {
+        format!(
+            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS digest BIGINT \
+             GENERATED ALWAYS AS ({}) STORED",
+            postgres_element_expression(*kind)
+        )
+    }));
+    statements
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,16 @@ pub struct SourceDigests {
     pub watermark: Version,
 }
 
+/// The digests of a tenant's users, groups and memberships, each over its
+/// whole key space, read in one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantDigests {
+    /// In [`Kind::TENANT_SCOPED`] order: users, groups, memberships.
+    pub kinds: [RangeDigest; 3],
+    /// The source's version as of the snapshot.
+    pub watermark: Version,
+}
+
 /// The source of truth (the monolith's Source API).
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -212,6 +222,14 @@ pub trait Source: Send + Sync {
     /// them — then every range is walked. The default offers none.
     async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
         let _ = request;
+        Ok(None)
+    }
+
+    /// A tenant's digests, every kind whole, in one request — or `None`
+    /// when the source does not offer digests. [`FailureKind::NotFound`]
+    /// when the tenant is unknown. The default offers none.
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
+        let _ = tenant_id;
         Ok(None)
     }
 }
@@ -284,6 +302,26 @@ pub trait ReplicaStore: Send + Sync {
     ) -> Result<Vec<RangeDigest>, PortError> {
         digests_by_scan(self, tenant_id, kind, after, bounds).await
     }
+
+    /// The digests of a tenant's live users, groups and memberships, each
+    /// whole (in [`Kind::TENANT_SCOPED`] order); their counts are the
+    /// tenant's live rows per kind.
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+        tenant_digests_by_scan(self, tenant_id).await
+    }
+}
+
+/// [`ReplicaStore::tenant_digests`] computed by reading every row of the
+/// tenant in key order and hashing it as read.
+pub async fn tenant_digests_by_scan<S: ReplicaStore + ?Sized>(
+    store: &S,
+    tenant_id: &str,
+) -> Result<[RangeDigest; 3], PortError> {
+    let mut digests = [RangeDigest::default(); 3];
+    for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
+        *digest = digests_by_scan(store, tenant_id, kind, None, &[None]).await?[0];
+    }
+    Ok(digests)
 }
 
 /// [`ReplicaStore::digest_ranges`] computed by reading the rows in key order

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use recon_core::digest::record_element;
 use recon_core::ports::{
     AppliedCounts, DigestRange, DigestRequest, FailureKind, PageRequest, PortError, RangeDigest,
-    ReplicaStore, Source, SourceDigests, SourcePage, TenantCounts,
+    ReplicaStore, Source, SourceDigests, SourcePage, TenantCounts, TenantDigests,
 };
 use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
@@ -163,6 +163,28 @@ impl Source for FakeSource {
         }
         Ok(Some(SourceDigests {
             ranges,
+            watermark: *self.watermark.lock().expect("lock"),
+        }))
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
+        if self.digest_buckets.is_none() {
+            return Ok(None);
+        }
+        self.digest_requests.fetch_add(1, Ordering::SeqCst);
+        let rows = self.rows.lock().expect("lock");
+        let mut kinds = [RangeDigest::default(); 3];
+        for (digest, kind) in kinds.iter_mut().zip(Kind::TENANT_SCOPED) {
+            for row in rows
+                .get(&(kind, tenant_id.to_owned()))
+                .into_iter()
+                .flat_map(BTreeMap::values)
+            {
+                digest.add(record_element(&row.record, row.version));
+            }
+        }
+        Ok(Some(TenantDigests {
+            kinds,
             watermark: *self.watermark.lock().expect("lock"),
         }))
     }

@@ -13,8 +13,10 @@
 //!   phantom tenant is counted with its rows, per tenant and per run.
 
 use crate::unit::{UnitContext, UnitError, UnitSpec, Walked};
+use recon_core::ports::TenantDigests;
 use recon_core::{
-    EntityKey, GuardDecision, KeyRange, Kind, TenantRemoval, UnitOutcome, UnitReport,
+    EntityKey, GuardDecision, KeyRange, Kind, RangeDigest, TenantRemoval, UnitOutcome, UnitReport,
+    Version,
 };
 use tracing::warn;
 
@@ -31,11 +33,11 @@ impl UnitContext<'_> {
     /// and the tenant's phantoms together within the tenant's.
     pub async fn whole_tenant(&self, tenant_id: &str) -> Vec<UnitReport> {
         let guard = self.options.delete_guard;
-        let (counted, count_attempts) = self
-            .retrying("count tenant rows", || self.tenant_rows(tenant_id))
+        let (looked, count_attempts) = self
+            .retrying("count tenant rows", || self.first_look(tenant_id))
             .await;
-        let rows_per_kind = match counted {
-            Ok(rows) => rows,
+        let look = match looked {
+            Ok(look) => look,
             Err(error) => {
                 warn!(tenant = tenant_id, error = %error, "could not count the tenant's rows; nothing walked");
                 return Kind::TENANT_SCOPED
@@ -49,6 +51,7 @@ impl UnitContext<'_> {
                     .collect();
             }
         };
+        let rows_per_kind = look.replica_rows;
         let tenant_rows: u64 = rows_per_kind.iter().sum();
         let tenant_limit = guard.limit(tenant_rows);
         let mut units = Vec::with_capacity(3);
@@ -60,10 +63,22 @@ impl UnitContext<'_> {
                 range: KeyRange::all(),
             };
             let kind_limit = guard.limit(kind_rows);
+            if let Some(matched) = look.matched(kind) {
+                self.progress
+                    .rows_compared(tenant_id, kind, matched.0.count);
+                units.push((matched_unit(spec, matched), kind_limit));
+                continue;
+            }
             let hold = kind_limit.min(tenant_limit.saturating_sub(found));
             let unit = self.walk_unit(spec, hold, false).await;
             found = found.saturating_add(unit.walked.as_ref().map_or(0, |walked| walked.phantom));
             units.push((unit, kind_limit));
+        }
+        if look.source.is_some()
+            && let Some((first, _)) = units.first_mut()
+        {
+            // The tenant's digest request, counted once.
+            first.report.digest_requests += 1;
         }
         let within_tenant_limit = found <= tenant_limit;
         if !within_tenant_limit {
@@ -80,6 +95,41 @@ impl UnitContext<'_> {
             self.settle(unit, decision).await;
         }
         units.into_iter().map(|(unit, _)| unit.report).collect()
+    }
+
+    /// The tenant's live rows per kind, and — where the source offers
+    /// digests — which kinds are equal on both sides as a whole: one source
+    /// request and one store statement, so an unchanged tenant costs no
+    /// more.
+    async fn first_look(&self, tenant_id: &str) -> Result<FirstLook, UnitError> {
+        if self.cancel.is_cancelled() {
+            return Err(UnitError::Cancelled);
+        }
+        let source = if self.options.digests && self.filter.is_none() {
+            self.source
+                .tenant_digests(tenant_id)
+                .await
+                .map_err(UnitError::Source)?
+        } else {
+            None
+        };
+        let Some(source) = source else {
+            return Ok(FirstLook {
+                replica_rows: self.tenant_rows(tenant_id).await?,
+                source: None,
+                replica: [RangeDigest::default(); 3],
+            });
+        };
+        let replica = self
+            .store
+            .tenant_digests(tenant_id)
+            .await
+            .map_err(UnitError::Store)?;
+        Ok(FirstLook {
+            replica_rows: replica.map(|digest| digest.count),
+            source: Some(source),
+            replica,
+        })
     }
 
     /// Reconciles one key range of one kind of a split tenant, with its
@@ -251,6 +301,46 @@ impl UnitContext<'_> {
             }
         }
         report.seconds += started.elapsed().as_secs_f64();
+    }
+}
+
+/// What [`UnitContext::first_look`] found.
+struct FirstLook {
+    /// Live replica rows per kind (users, groups, memberships).
+    replica_rows: [u64; 3],
+    /// The source's digests of each kind, if it offers them.
+    source: Option<TenantDigests>,
+    /// The replica's, when the source's are known.
+    replica: [RangeDigest; 3],
+}
+
+impl FirstLook {
+    /// The source's digest of `kind` and the watermark it was read at, if
+    /// it equals the replica's.
+    fn matched(&self, kind: Kind) -> Option<(RangeDigest, Version)> {
+        let index = Kind::TENANT_SCOPED
+            .iter()
+            .position(|known| *known == kind)?;
+        let source = self.source.as_ref()?;
+        (source.kinds[index] == self.replica[index])
+            .then_some((source.kinds[index], source.watermark))
+    }
+}
+
+/// A unit whose digests were equal on both sides: done without a walk.
+fn matched_unit(spec: UnitSpec, (digest, watermark): (RangeDigest, Version)) -> WalkedUnit {
+    let walked = Walked {
+        digest_matched: digest.count,
+        generations: Some((watermark.generation, watermark.generation)),
+        ..Walked::default()
+    };
+    let mut report = UnitReport::new(&spec.tenant_id, spec.kind);
+    report.attempts = 1;
+    walked.fill(&mut report);
+    WalkedUnit {
+        spec,
+        report,
+        walked: Some(walked),
     }
 }
 

@@ -5,6 +5,11 @@ use recon_core::{Kind, UnitReport};
 
 /// Receives progress events; every method has a no-op default.
 pub trait Progress: Send + Sync {
+    /// Whether [`Progress::tenant_started`] wants the tenant's expected rows
+    /// (they cost the source a counts request per tenant).
+    fn wants_expected_rows(&self) -> bool {
+        true
+    }
     /// The run will reconcile this many tenants.
     fn tenants_planned(&self, _tenants: u64) {}
     /// A tenant's reconciliation starts; `expected_rows` from the source's
@@ -22,4 +27,8 @@ pub trait Progress: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoProgress;
 
-impl Progress for NoProgress {}
+impl Progress for NoProgress {
+    fn wants_expected_rows(&self) -> bool {
+        false
+    }
+}

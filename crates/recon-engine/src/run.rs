@@ -196,12 +196,15 @@ impl Reconciler {
         options: &ReconcileOptions,
         cancel: &CancellationToken,
     ) -> Vec<UnitReport> {
-        let expected = self
-            .source
-            .counts(tenant_id)
-            .await
-            .ok()
-            .map(|counts| counts.users + counts.groups + counts.memberships);
+        let expected = if self.progress.wants_expected_rows() {
+            self.source
+                .counts(tenant_id)
+                .await
+                .ok()
+                .map(|counts| counts.users + counts.groups + counts.memberships)
+        } else {
+            None
+        };
         self.progress.tenant_started(tenant_id, expected);
         let context = self.context(options, cancel, None);
         let units = context.whole_tenant(tenant_id).await;

@@ -217,6 +217,32 @@ async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
 }
 
 #[tokio::test]
+async fn an_unchanged_tenant_costs_one_digest_request() {
+    let truth = big_tenant(2_000);
+    let store = Arc::new(FakeStore::with(truth.clone()));
+    let source = Arc::new(FakeSource::new(truth, Version::new(2, 100)).with_digests(16));
+    let reconciler = Reconciler::new(source.clone(), store.clone());
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    assert_eq!(
+        source
+            .digest_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let users = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("user unit");
+    assert_eq!(
+        (users.pages, users.digest_matched, users.compared),
+        (0, 2_000, 0)
+    );
+    assert_eq!(store.writes.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
     let replica = big_tenant(100);
     let mut truth = replica.clone();

@@ -9,7 +9,7 @@
 //! SQLite does not offer digests (`GET /v1/capabilities` says so) and its
 //! clients walk every range.
 
-use crate::db::{self, read_meta};
+use crate::db::read_meta;
 use crate::error::{DbResultExt, Error, Result};
 use crate::{Monolith, read::require_tenant};
 use recon_core::{EntityKey, KeyRange, Kind, RangeDigest, Version};
@@ -34,6 +34,15 @@ pub struct Bucket {
 pub struct Digests {
     /// Consecutive buckets covering the requested range, in key order.
     pub buckets: Vec<Bucket>,
+    /// The version of the last change committed in the snapshot.
+    pub watermark: Version,
+}
+
+/// A tenant's digests, every kind whole, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDigests {
+    /// Users, groups, memberships.
+    pub kinds: [RangeDigest; 3],
     /// The version of the last change committed in the snapshot.
     pub watermark: Version,
 }
@@ -109,9 +118,6 @@ impl Monolith {
                 "range digests (this monolith's database is not PostgreSQL)".to_owned(),
             ));
         }
-        let txn = db::begin_snapshot(&self.connection).await?;
-        let watermark = read_meta(&txn).await?;
-        require_tenant(&txn, tenant_id).await?;
         let mut values: Vec<Value> = vec![tenant_id.into()];
         let mut conditions = vec!["tenant_id = $1".to_owned()];
         if let Some(after) = &range.after {
@@ -123,20 +129,27 @@ impl Monolith {
         let keys = key_columns.join(", ");
         let sums = "count(*) AS n, coalesce(sum(digest >> 32), 0)::bigint AS high, \
                     coalesce(sum(digest & 4294967295), 0)::bigint AS low";
-        let sql = if buckets == 1 {
+        let aggregate = if buckets == 1 {
             format!(
                 "SELECT {sums}, NULL::text[] AS last FROM {table} WHERE {}",
                 conditions.join(" AND ")
             )
         } else {
             format!(
-                "SELECT {sums}, max(ARRAY[{keys}] COLLATE \"C\") AS last FROM \
+                "SELECT {sums}, max(ARRAY[{keys}] COLLATE \"C\") AS last, bucket FROM \
                  (SELECT {keys}, digest, ntile({buckets}) OVER (ORDER BY {keys}) AS bucket \
-                  FROM {table} WHERE {}) ranged GROUP BY bucket ORDER BY bucket",
+                  FROM {table} WHERE {}) ranged GROUP BY bucket",
                 conditions.join(" AND ")
             )
         };
-        let rows = txn
+        // One statement is one snapshot: the watermark and the aggregate
+        // are read together, in one round trip.
+        let sql = format!(
+            "SELECT meta.generation, meta.sequence, d.n, d.high, d.low, d.last FROM meta \
+             CROSS JOIN LATERAL ({aggregate}) d WHERE meta.id = 1 ORDER BY d.last NULLS LAST"
+        );
+        let rows = self
+            .connection
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 sql,
@@ -144,7 +157,26 @@ impl Monolith {
             ))
             .await
             .during("aggregate range digests")?;
-        txn.commit().await.during("end a snapshot")?;
+        let watermark = match rows.first() {
+            Some(row) => {
+                let generation: i64 = row.try_get("", "generation").during("read the watermark")?;
+                let sequence: i64 = row.try_get("", "sequence").during("read the watermark")?;
+                Version::new(
+                    u64::try_from(generation).unwrap_or_default(),
+                    u64::try_from(sequence).unwrap_or_default(),
+                )
+            }
+            None => read_meta(&self.connection).await?,
+        };
+        let empty = rows.iter().all(|row| {
+            row.try_get::<i64>("", "n")
+                .map(|count| count == 0)
+                .unwrap_or(true)
+        });
+        if empty {
+            // No row in the range: say whether the tenant exists at all.
+            require_tenant(&self.connection, tenant_id).await?;
+        }
         let mut answer = Vec::with_capacity(rows.len().max(1));
         for row in rows {
             let count: i64 = row.try_get("", "n").during("read a digest count")?;
@@ -173,6 +205,67 @@ impl Monolith {
         Ok(Digests {
             buckets: answer,
             watermark,
+        })
+    }
+}
+
+impl Monolith {
+    /// A tenant's digests, users, groups and memberships each whole, in one
+    /// statement (one snapshot, one round trip): what a client compares
+    /// first, so that an unchanged tenant costs one request. An unknown
+    /// tenant, or a monolith on SQLite, is [`Error::NotFound`].
+    #[instrument(skip_all, name = "monolith.tenant_digests", fields(tenant = %tenant_id))]
+    pub async fn tenant_digests(&self, tenant_id: &str) -> Result<TenantDigests> {
+        if !self.offers_digests() {
+            return Err(Error::NotFound(
+                "range digests (this monolith's database is not PostgreSQL)".to_owned(),
+            ));
+        }
+        let aggregate = |table: &str| {
+            format!(
+                "(SELECT count(*) AS n, coalesce(sum(digest >> 32), 0)::bigint AS high, \
+                 coalesce(sum(digest & 4294967295), 0)::bigint AS low FROM {table} WHERE tenant_id = $1)"
+            )
+        };
+        let sql = format!(
+            "SELECT meta.generation, meta.sequence, \
+             (SELECT count(*) FROM tenants WHERE id = $1) AS known, \
+             u.n AS u_n, u.high AS u_high, u.low AS u_low, \
+             g.n AS g_n, g.high AS g_high, g.low AS g_low, \
+             m.n AS m_n, m.high AS m_high, m.low AS m_low \
+             FROM meta, {} u, {} g, {} m WHERE meta.id = 1",
+            aggregate("users"),
+            aggregate("\"groups\""),
+            aggregate("memberships"),
+        );
+        let action = "aggregate a tenant's digests";
+        let row = self
+            .connection
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                [Value::from(tenant_id)],
+            ))
+            .await
+            .during(action)?
+            .ok_or_else(|| Error::Corrupt("the meta row is missing".to_owned()))?;
+        let number = |column: &str| -> Result<i64> { row.try_get("", column).during(action) };
+        if number("known")? == 0 {
+            return Err(Error::NotFound(format!("tenant {tenant_id:?}")));
+        }
+        let digest = |prefix: &str| -> Result<RangeDigest> {
+            Ok(RangeDigest::from_split_sums(
+                u64::try_from(number(&format!("{prefix}_n"))?).unwrap_or_default(),
+                number(&format!("{prefix}_high"))?,
+                number(&format!("{prefix}_low"))?,
+            ))
+        };
+        Ok(TenantDigests {
+            kinds: [digest("u")?, digest("g")?, digest("m")?],
+            watermark: Version::new(
+                u64::try_from(number("generation")?).unwrap_or_default(),
+                u64::try_from(number("sequence")?).unwrap_or_default(),
+            ),
         })
     }
 }

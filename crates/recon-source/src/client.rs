@@ -7,9 +7,9 @@
 //! engine acts on. Retrying is safe: every request is a read.
 
 use crate::config::{SourceConfig, redact_url};
-use crate::digests::{Capabilities, decode_digests};
+use crate::digests::{Capabilities, decode_digests, decode_tenant_digests};
 use crate::error::{Error, Result, error_chain, into_port_error};
-use crate::validate::decode_page;
+use crate::validate::{PageViolation, decode_page};
 use crate::wire::{CountsBody, ErrorBody};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -17,7 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
 use recon_core::ports::{
     DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests, SourcePage,
-    TenantCounts,
+    TenantCounts, TenantDigests,
 };
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
@@ -141,17 +141,7 @@ impl HttpSource {
     pub async fn fetch(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
         let url = self.page_url(request);
         let (outcome, attempts) = self
-            .with_retries(&url, |body| match decode_page(request, &body) {
-                Err(source) => Err(Error::MalformedJson {
-                    url: redact_url(&url),
-                    source,
-                }),
-                Ok(Err(violation)) => Err(Error::InvalidPage {
-                    url: redact_url(&url),
-                    violation,
-                }),
-                Ok(Ok(page)) => Ok(page),
-            })
+            .with_retries(&url, |body| checked(&url, decode_page(request, &body)))
             .await;
         outcome.map_err(|error| {
             let mut port_error = into_port_error(&error, attempts, self.token.as_deref());
@@ -249,17 +239,26 @@ impl HttpSource {
             &query,
         );
         let (outcome, attempts) = self
-            .with_retries(&url, |body| match decode_digests(&request, &body) {
-                Err(source) => Err(Error::MalformedJson {
-                    url: redact_url(&url),
-                    source,
-                }),
-                Ok(Err(violation)) => Err(Error::InvalidPage {
-                    url: redact_url(&url),
-                    violation,
-                }),
-                Ok(Ok(digests)) => Ok(digests),
-            })
+            .with_retries(&url, |body| checked(&url, decode_digests(&request, &body)))
+            .await;
+        outcome
+            .map(Some)
+            .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
+    }
+
+    /// Reads a tenant's digests, every kind whole (see
+    /// [`Source::tenant_digests`]); `None` when the source offers none.
+    #[instrument(name = "source.tenant_digests", skip_all, fields(tenant = %tenant_id, status = Empty, bytes = Empty, attempt = Empty))]
+    pub async fn whole_tenant_digests(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<TenantDigests>, PortError> {
+        if !self.capabilities().await?.digests {
+            return Ok(None);
+        }
+        let url = self.url(&["v1", "tenants", tenant_id, "digests"], &[]);
+        let (outcome, attempts) = self
+            .with_retries(&url, |body| checked(&url, decode_tenant_digests(&body)))
             .await;
         outcome
             .map(Some)
@@ -333,6 +332,29 @@ impl Source for HttpSource {
 
     async fn digests(&self, request: &DigestRequest) -> Result<Option<SourceDigests>, PortError> {
         self.range_digests(request).await
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
+        self.whole_tenant_digests(tenant_id).await
+    }
+}
+
+/// A decoded answer, or the error naming `url`: malformed JSON, or an
+/// answer that breaks the contract.
+fn checked<T>(
+    url: &Url,
+    decoded: std::result::Result<std::result::Result<T, PageViolation>, serde_json::Error>,
+) -> Result<T> {
+    match decoded {
+        Err(source) => Err(Error::MalformedJson {
+            url: redact_url(url),
+            source,
+        }),
+        Ok(Err(violation)) => Err(Error::InvalidPage {
+            url: redact_url(url),
+            violation,
+        }),
+        Ok(Ok(answer)) => Ok(answer),
     }
 }
 

@@ -8,7 +8,7 @@
 //! that nobody compared.
 
 use crate::validate::PageViolation;
-use recon_core::ports::{DigestRange, DigestRequest, SourceDigests};
+use recon_core::ports::{DigestRange, DigestRequest, SourceDigests, TenantDigests};
 use recon_core::{RangeDigest, Version};
 use serde::Deserialize;
 
@@ -39,6 +39,56 @@ struct RawRange {
 struct RawDigests {
     ranges: Vec<RawRange>,
     watermark: Version,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawKindDigest {
+    count: u64,
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTenantDigests {
+    users: RawKindDigest,
+    groups: RawKindDigest,
+    memberships: RawKindDigest,
+    watermark: Version,
+}
+
+/// The sum of a digest answer: exactly 16 hex digits.
+fn parse_sum(text: &str) -> Option<u64> {
+    (text.len() == 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+/// Decodes a tenant's digests (`GET /v1/tenants/{id}/digests`): `Err` for
+/// malformed JSON, `Ok(Err)` for a sum that is not 16 hex digits.
+pub fn decode_tenant_digests(
+    body: &[u8],
+) -> Result<Result<TenantDigests, PageViolation>, serde_json::Error> {
+    let raw: RawTenantDigests = serde_json::from_slice(body)?;
+    let mut kinds = [RangeDigest::default(); 3];
+    for (slot, (name, kind)) in kinds.iter_mut().zip([
+        ("users", &raw.users),
+        ("groups", &raw.groups),
+        ("memberships", &raw.memberships),
+    ]) {
+        let Some(sum) = parse_sum(&kind.digest) else {
+            return Ok(Err(PageViolation::InvalidDigests(format!(
+                "{name}: digest {:?} is not 16 hex digits",
+                kind.digest
+            ))));
+        };
+        *slot = RangeDigest {
+            count: kind.count,
+            sum,
+        };
+    }
+    Ok(Ok(TenantDigests {
+        kinds,
+        watermark: raw.watermark,
+    }))
 }
 
 /// Decodes a digest answer to `request`: `Err` for malformed JSON,
@@ -95,15 +145,12 @@ fn check(request: &DigestRequest, raw: RawDigests) -> Result<SourceDigests, Page
             }
             previous = Some(bound.clone());
         }
-        let sum = u64::from_str_radix(&range.digest, 16)
-            .ok()
-            .filter(|_| range.digest.len() == 16)
-            .ok_or_else(|| {
-                broken(format!(
-                    "range {index}: digest {:?} is not 16 hex digits",
-                    range.digest
-                ))
-            })?;
+        let sum = parse_sum(&range.digest).ok_or_else(|| {
+            broken(format!(
+                "range {index}: digest {:?} is not 16 hex digits",
+                range.digest
+            ))
+        })?;
         ranges.push(DigestRange {
             until,
             digest: RangeDigest {
@@ -153,6 +200,26 @@ mod tests {
         assert_eq!(digests.ranges[0].until, Some(EntityKey::id("f")));
         assert_eq!(digests.ranges[0].digest, RangeDigest { count: 2, sum: 255 });
         assert_eq!(digests.watermark, Version::new(1, 9));
+    }
+
+    #[test]
+    fn tenant_digests_are_decoded_per_kind() {
+        let body = br#"{"users": {"count": 2, "digest": "00000000000000ff"},
+            "groups": {"count": 0, "digest": "0000000000000000"},
+            "memberships": {"count": 1, "digest": "ffffffffffffffff"},
+            "watermark": {"generation": 2, "sequence": 5}}"#;
+        let digests = decode_tenant_digests(body).expect("json").expect("valid");
+        assert_eq!(digests.kinds[0], RangeDigest { count: 2, sum: 255 });
+        assert_eq!(digests.kinds[2].sum, u64::MAX);
+        assert_eq!(digests.watermark, Version::new(2, 5));
+        let bad = br#"{"users": {"count": 2, "digest": "ff"},
+            "groups": {"count": 0, "digest": "0000000000000000"},
+            "memberships": {"count": 1, "digest": "0000000000000000"},
+            "watermark": {"generation": 2, "sequence": 5}}"#;
+        let error = decode_tenant_digests(bad)
+            .expect("json")
+            .expect_err("short sum");
+        assert!(error.to_string().contains("users"), "{error}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
     AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, digests_by_scan,
-    error_chain,
+    error_chain, tenant_digests_by_scan,
 };
 use recon_core::{
     Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, RangeDigest, Row, Version,
@@ -99,6 +99,13 @@ impl ReplicaStore for Store {
         {
             Some(digests) => Ok(digests),
             None => digests_by_scan(self, tenant_id, kind, after, bounds).await,
+        }
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+        match self.aggregate_tenant_digests(tenant_id).await? {
+            Some(digests) => Ok(digests),
+            None => tenant_digests_by_scan(self, tenant_id).await,
         }
     }
 

@@ -124,8 +124,8 @@ impl Store {
     /// The digests of the live rows of `kind` in `tenant_id` over the
     /// consecutive ranges after `after` up to each of `bounds` (see
     /// [`recon_core::ports::ReplicaStore::digest_ranges`]): on PostgreSQL an
-    /// aggregate of the generated `digest` column, one statement for all
-    /// ranges; `None` on SQLite, which hashes rows as it reads them.
+    /// aggregate of the generated `digest` column; `None` on SQLite, which
+    /// hashes rows as it reads them.
     #[instrument(name = "store.digest_ranges", skip_all, fields(tenant = %tenant_id, kind = %kind, ranges = bounds.len()))]
     pub async fn aggregate_digests(
         &self,
@@ -134,28 +134,60 @@ impl Store {
         after: Option<&EntityKey>,
         bounds: &[Option<EntityKey>],
     ) -> Result<Option<Vec<RangeDigest>>> {
-        if self.backend() != DbBackend::Postgres || kind == Kind::Tenant {
-            return Ok(None);
-        }
-        let table = table(kind);
-        let mut digests = Vec::with_capacity(bounds.len());
         let mut lower = after.cloned();
-        for chunk in bounds.chunks(64) {
-            let mut binder = Binder::new(self.backend());
-            let mut selects = Vec::with_capacity(chunk.len());
-            for (index, until) in chunk.iter().enumerate() {
+        let parts: Vec<(Kind, KeyRange)> = bounds
+            .iter()
+            .map(|until| {
                 let range = KeyRange {
                     after: lower.clone(),
                     until: until.clone(),
                 };
-                let conditions = live_in_range(&mut binder, table, Some(tenant_id), &range);
+                lower.clone_from(until);
+                (kind, range)
+            })
+            .collect();
+        self.aggregate(tenant_id, &parts).await
+    }
+
+    /// A tenant's live users, groups and memberships, each whole, as
+    /// digests in one statement (PostgreSQL; `None` on SQLite).
+    #[instrument(name = "store.tenant_digests", skip_all, fields(tenant = %tenant_id))]
+    pub async fn aggregate_tenant_digests(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<[RangeDigest; 3]>> {
+        let parts = Kind::TENANT_SCOPED.map(|kind| (kind, KeyRange::all()));
+        Ok(self
+            .aggregate(tenant_id, &parts)
+            .await?
+            .map(|digests| [digests[0], digests[1], digests[2]]))
+    }
+
+    /// Count and element sums of each `(kind, range)` of a tenant, in
+    /// statements of up to 64 parts (`UNION ALL`).
+    async fn aggregate(
+        &self,
+        tenant_id: &str,
+        parts: &[(Kind, KeyRange)],
+    ) -> Result<Option<Vec<RangeDigest>>> {
+        if self.backend() != DbBackend::Postgres
+            || parts.iter().any(|(kind, _)| *kind == Kind::Tenant)
+        {
+            return Ok(None);
+        }
+        let mut digests = Vec::with_capacity(parts.len());
+        for chunk in parts.chunks(64) {
+            let mut binder = Binder::new(self.backend());
+            let mut selects = Vec::with_capacity(chunk.len());
+            for (index, (kind, range)) in chunk.iter().enumerate() {
+                let table = table(*kind);
+                let conditions = live_in_range(&mut binder, table, Some(tenant_id), range);
                 selects.push(format!(
                     "SELECT {index} AS i, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
                      COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low FROM {} WHERE {}",
                     table.name,
                     conditions.join(" AND ")
                 ));
-                lower.clone_from(until);
             }
             let sql = format!("{} ORDER BY i", selects.join(" UNION ALL "));
             let rows = self

@@ -249,17 +249,9 @@ impl MigrationTrait for DigestColumns {
             return Ok(());
         }
         let connection = manager.get_connection();
-        connection
-            .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
-            .await?;
-        for kind in Kind::TENANT_SCOPED {
-            connection
-                .execute_unprepared(&format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS digest BIGINT GENERATED ALWAYS AS ({}) STORED",
-                    table(kind).name,
-                    recon_core::digest::postgres_element_expression(kind)
-                ))
-                .await?;
+        let tables = Kind::TENANT_SCOPED.map(|kind| (table(kind).name, kind));
+        for statement in recon_core::digest::postgres_digest_columns(&tables) {
+            connection.execute_unprepared(&statement).await?;
         }
         Ok(())
     }

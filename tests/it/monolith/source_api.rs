@@ -153,6 +153,7 @@ const MEMBERSHIPS: &str = "/v1/tenants/{tenant_id}/memberships";
 const COUNTS: &str = "/v1/tenants/{tenant_id}/counts";
 const TENANTS: &str = "/v1/tenants";
 const DIGESTS: &str = "/v1/tenants/{tenant_id}/digests/{kind}";
+const TENANT_DIGESTS: &str = "/v1/tenants/{tenant_id}/digests";
 const CAPABILITIES: &str = "/v1/capabilities";
 
 fn concrete(template: &str, tenant_id: &str) -> String {
@@ -258,6 +259,42 @@ async fn check_digests(
             "{empty}"
         );
     }
+    let (status, whole) = server.get(&concrete(TENANT_DIGESTS, TENANT)).await?;
+    if offered {
+        ensure!(status == 200, "tenant digests: {status} {whole}");
+        contract.check(TENANT_DIGESTS, 200, &whole)?;
+        ensure!(
+            whole["users"]["count"] == json!(7)
+                && whole["groups"]["count"] == json!(3)
+                && whole["memberships"]["count"] == json!(12),
+            "{whole}"
+        );
+        let (_, users) = server.get(&digests("users", TENANT, "")).await?;
+        ensure!(
+            whole["users"]["digest"] == users["ranges"][0]["digest"],
+            "a tenant's users digest equals the users' range digest: {whole} {users}"
+        );
+    } else {
+        ensure!(status == 404, "tenant digests on {backend:?}: {status}");
+        contract.check(TENANT_DIGESTS, 404, &whole)?;
+    }
+    let (status, body) = server
+        .get(&format!("{}?buckets=2", concrete(TENANT_DIGESTS, TENANT)))
+        .await?;
+    ensure!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("buckets"),
+        "{status} {body}"
+    );
+    contract.check(TENANT_DIGESTS, 400, &body)?;
+    let (status, body) = server
+        .get(&concrete(TENANT_DIGESTS, "no-such-tenant"))
+        .await?;
+    ensure!(status == 404, "{status}");
+    contract.check(TENANT_DIGESTS, 404, &body)?;
     for query in [
         "buckets=0",
         "buckets=257",
@@ -282,12 +319,11 @@ async fn check_digests(
     let (status, body) = server.get(&digests("users", "no-such-tenant", "")).await?;
     ensure!(status == 404, "{status}");
     contract.check(DIGESTS, 404, &body)?;
-    for url in [digests("users", TENANT, ""), CAPABILITIES.to_owned()] {
-        let template = if url == CAPABILITIES {
-            CAPABILITIES
-        } else {
-            DIGESTS
-        };
+    for (template, url) in [
+        (DIGESTS, digests("users", TENANT, "")),
+        (TENANT_DIGESTS, concrete(TENANT_DIGESTS, TENANT)),
+        (CAPABILITIES, CAPABILITIES.to_owned()),
+    ] {
         let response = server
             .client
             .get(format!("{}{url}", server.base_url))
@@ -387,6 +423,7 @@ async fn source_api_matches_contract(backend: Backend) -> anyhow::Result<()> {
         // A monolith on SQLite offers no digests (it says so in its
         // capabilities): their 200 cannot be seen there.
         declared.remove(&(DIGESTS.to_owned(), 200));
+        declared.remove(&(TENANT_DIGESTS.to_owned(), 200));
     }
     let covered = contract.covered();
     let missing: Vec<_> = declared.difference(&covered).collect();

@@ -161,7 +161,7 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
         .map(|bucket| bucket.digest.count)
         .collect();
     assert!(
-        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        sizes.iter().max().expect("sizes") - sizes.iter().min().expect("sizes") <= 1,
         "ntile balances the buckets: {sizes:?}"
     );
     // A sub-range: after the first bucket's bound, up to the third's.

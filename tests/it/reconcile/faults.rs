@@ -55,6 +55,7 @@ async fn source_faults_never_delete_and_are_reported() {
         .await
         .expect("proxy");
     let users_path = format!("/tenants/{tenant}/users");
+    let digests_path = format!("/tenants/{tenant}/digests/users");
     let faults = vec![
         (
             "500 at page 2, persistent",
@@ -102,12 +103,30 @@ async fn source_faults_never_delete_and_are_reported() {
         ),
         ("empty tenant list", Fault::EmptyTenantList),
         ("source stopped", Fault::Stopped),
+        (
+            "500 on digests, persistent",
+            Fault::ServerErrorAtPage {
+                path_contains: digests_path.clone(),
+                page: 1,
+                times: 1_000,
+            },
+        ),
+        (
+            "malformed digests",
+            Fault::MalformedJson {
+                path_contains: digests_path.clone(),
+                page: 1,
+            },
+        ),
     ];
     // Write every change at once, so that a deletion decided too early
     // would land before the fault stops the unit.
     let mut options = test_options(2);
     options.write_batch = 1;
     for (name, fault) in faults {
+        // Page faults are tested on walks of every page: with digests, an
+        // honest digest would rightly spare the walk the faulty pages.
+        options.digests = name.contains("digests");
         proxy.set_fault(fault);
         let report = fixture.reconcile_via(proxy.base_url(), &options).await;
         assert_eq!(
@@ -168,6 +187,9 @@ async fn losing_half_a_tenant_trips_the_guard_and_the_override_deletes() {
     });
     let mut options = test_options(2);
     options.scope = Scope::Tenants(vec![tenant.clone()]);
+    // The proxy lies in pages only: an honest digest would (rightly) find
+    // the tenant unchanged and read no page.
+    options.digests = false;
     let guarded = fixture.reconcile_via(proxy.base_url(), &options).await;
     let unit = guarded
         .units

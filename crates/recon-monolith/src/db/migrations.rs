@@ -167,24 +167,6 @@ impl MigrationName for DigestColumns {
     }
 }
 
-/// The statements adding the digest columns (PostgreSQL).
-fn digest_column_statements() -> Vec<String> {
-    use recon_core::digest::postgres_element_expression;
-    [
-        ("users", Kind::User),
-        ("\"groups\"", Kind::Group),
-        ("memberships", Kind::Membership),
-    ]
-    .into_iter()
-    .map(|(table, kind)| {
-        format!(
-            "ALTER TABLE {table} ADD COLUMN digest BIGINT GENERATED ALWAYS AS ({}) STORED",
-            postgres_element_expression(kind)
-        )
-    })
-    .collect()
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for DigestColumns {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -192,10 +174,12 @@ impl MigrationTrait for DigestColumns {
             return Ok(());
         }
         let connection = manager.get_connection();
-        connection
-            .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
-            .await?;
-        for statement in digest_column_statements() {
+        let tables = [
+            ("users", Kind::User),
+            ("\"groups\"", Kind::Group),
+            ("memberships", Kind::Membership),
+        ];
+        for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
         }
         Ok(())

@@ -6,12 +6,16 @@
 //! * `GET /v1/tenants/{tenant_id}/counts`
 //! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
 //!   (not under `.../users/`, where a user id `digests` would clash)
+//! * `GET /v1/tenants/{tenant_id}/digests` (each kind whole)
 //! * `GET /v1/capabilities`
 //!
 //! Query parameters other than `after` and `limit` are refused (400), so a
 //! client's typo does not silently read the wrong thing.
 
-use super::wire::{CapabilitiesBody, DigestRangeBody, DigestsBody, Item, PageBody};
+use super::wire::{
+    CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody, PageBody,
+    TenantDigestsBody,
+};
 use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::error::Error;
 use crate::read::{Counts, DEFAULT_PAGE_LIMIT, Page, validate_limit};
@@ -29,6 +33,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}/groups", get(list_groups))
         .route("/v1/tenants/{tenant_id}/memberships", get(list_memberships))
         .route("/v1/tenants/{tenant_id}/counts", get(counts))
+        .route("/v1/tenants/{tenant_id}/digests", get(tenant_digests))
         .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
         .route("/v1/capabilities", get(capabilities))
 }
@@ -213,6 +218,32 @@ pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<Dig
         range,
         buckets: buckets.unwrap_or(1),
     })
+}
+
+async fn tenant_digests(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<TenantDigestsBody>, ApiError> {
+    checked_tenant_id(&tenant_id)?;
+    if let Some((name, _)) = pairs.first() {
+        return Err(Error::BadRequest(format!(
+            "unknown query parameter `{name}`; a tenant's digests take no parameters"
+        ))
+        .into());
+    }
+    let digests = state.monolith.tenant_digests(&tenant_id).await?;
+    let body = |digest: recon_core::RangeDigest| KindDigestBody {
+        count: digest.count,
+        digest: digest.sum_hex(),
+    };
+    let [users, groups, memberships] = digests.kinds;
+    Ok(Json(TenantDigestsBody {
+        users: body(users),
+        groups: body(groups),
+        memberships: body(memberships),
+        watermark: digests.watermark,
+    }))
 }
 
 async fn digests(

@@ -148,6 +148,28 @@ pub struct DigestsBody {
     pub watermark: Version,
 }
 
+/// A range's count and digest (sum of elements, 16 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindDigestBody {
+    /// Rows.
+    pub count: u64,
+    /// Sum of the rows' digest elements modulo 2^64, 16 lowercase hex digits.
+    pub digest: String,
+}
+
+/// `GET /v1/tenants/{id}/digests` body: each kind whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantDigestsBody {
+    /// The tenant's users.
+    pub users: KindDigestBody,
+    /// Its groups.
+    pub groups: KindDigestBody,
+    /// Its memberships.
+    pub memberships: KindDigestBody,
+    /// The version of the last change committed in the snapshot.
+    pub watermark: Version,
+}
+
 /// `PUT /v1/tenants/{id}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
