@@ -201,9 +201,8 @@ fn measurement_of_report(report: &Value, seconds: f64) -> Measurement {
     let transferred = ["rows_fetched", "fetched", "rows_transferred", "transferred"]
         .iter()
         .find_map(|field| unit_sum(report, field));
-    let requests = unit_sum(report, "pages").map(|pages| {
-        pages + unit_sum(report, "digest_requests").unwrap_or(0)
-    });
+    let requests = unit_sum(report, "pages")
+        .map(|pages| pages + unit_sum(report, "digest_requests").unwrap_or(0));
     let differences = ["missing", "phantom", "changed"]
         .iter()
         .filter_map(|field| unit_sum(report, field))
