@@ -1,4 +1,16 @@
 //! `recon bench`: throughput figures measured in one run.
+//!
+//! * `drain`: a replica consumer applying a Kafka backlog (this file);
+//! * `reconcile`: `recon reconcile` against the reference monolith, next to
+//!   a naive baseline and reladiff ([`reconcile`] and its helpers).
+
+mod children;
+mod drift;
+mod naive;
+mod reconcile;
+mod reladiff;
+mod table;
+mod workload;
 
 use crate::cli::{BenchCommand, DrainArgs};
 use anyhow::{Context, bail};
@@ -12,9 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Runs one benchmark.
 pub async fn run(command: BenchCommand, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Drain(args) => drain(args, shutdown).await,
+        BenchCommand::Reconcile(args) => reconcile::run(args, shutdown).await,
+        BenchCommand::Naive(args) => naive::run(args).await,
     }
 }
 

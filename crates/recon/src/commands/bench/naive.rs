@@ -1,0 +1,221 @@
+//! The naive baseline of `recon bench reconcile`, run as the hidden
+//! subcommand `recon bench naive` in a child process (so that its time and
+//! peak memory are measured like recon's own runs).
+//!
+//! An honest plain implementation of "make the replica equal to the
+//! source", with none of recon's ideas: no merge of two ordered streams, no
+//! diff, no batching. It
+//!
+//! 1. fetches every page of the tenant list and of every tenant's users,
+//!    groups and memberships through the Source API client, and upserts
+//!    every fetched row through the store's apply path, one row per
+//!    statement (one transaction each), remembering every source key;
+//! 2. reads the replica's live rows in key order through the store and
+//!    deletes, again one statement per row, every row whose key the source
+//!    did not have (memberships, then groups and users, then tenants).
+//!
+//! Rows go through the *reconciliation* form of the apply path (fenced by an
+//! epoch from the store, authoritative up to the page's watermark), not the
+//! event form: the event form only writes a strictly newer version, so it
+//! could never repair a row whose data is wrong under the right version,
+//! and the baseline would not converge. Memory grows with the number of
+//! source keys (they are all kept in a set): that is part of being naive.
+
+use crate::cli::NaiveArgs;
+use anyhow::Context;
+use recon_core::ports::PageRequest;
+use recon_core::{Change, Deletion, EntityKey, FenceToken, KeyRange, Kind, Version};
+use recon_source::{HttpSource, SourceConfig};
+use recon_store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Rows read from the replica per query in the delete pass.
+const READ_PAGE_ROWS: u64 = 1_000;
+
+/// What the baseline did; printed as JSON on stdout.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NaiveFigures {
+    /// Rows fetched from the source (every one was upserted).
+    pub fetched: u64,
+    /// Live replica rows read in the delete pass.
+    pub replica_rows: u64,
+    /// Upserts that changed a row.
+    pub written: u64,
+    /// Rows deleted (tombstoned) because the source lacked them.
+    pub deleted: u64,
+    /// Source pages fetched.
+    pub pages: u64,
+    /// Source bytes read.
+    pub bytes: u64,
+    /// Wall time inside the process.
+    pub seconds: f64,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// A source key: the tenant (empty for tenant rows), the kind and the key.
+type SourceKey = (String, Kind, EntityKey);
+
+struct Naive {
+    source: HttpSource,
+    store: Store,
+    epoch: u64,
+    page_size: u32,
+    seen: HashSet<SourceKey>,
+    watermark: Version,
+    figures: NaiveFigures,
+}
+
+/// Runs the naive baseline against the source and store of `args` and
+/// prints its [`NaiveFigures`] as JSON.
+pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let store = Store::connect(&args.database_url)
+        .await
+        .context("open the replica store")?;
+    let epoch = store
+        .acquire_epoch(None)
+        .await
+        .context("acquire an epoch from the replica store")?;
+    let source = HttpSource::new(&SourceConfig::new(&args.source_url))
+        .context("configure the Source API client")?;
+    let mut naive = Naive {
+        source,
+        store,
+        epoch,
+        page_size: args.page_size,
+        seen: HashSet::new(),
+        watermark: Version::ZERO,
+        figures: NaiveFigures::default(),
+    };
+    let tenants = naive.upsert_all("", Kind::Tenant).await?;
+    for tenant in &tenants {
+        for kind in [Kind::User, Kind::Group, Kind::Membership] {
+            naive.upsert_all(tenant, kind).await?;
+        }
+    }
+    let replica_tenants = naive.live_keys("", Kind::Tenant).await?;
+    for tenant in &replica_tenants {
+        for kind in [Kind::Membership, Kind::Group, Kind::User] {
+            naive.delete_absent(&tenant.primary, kind).await?;
+        }
+    }
+    naive.delete_absent("", Kind::Tenant).await?;
+    naive.figures.seconds = started.elapsed().as_secs_f64();
+    naive.figures.peak_rss_bytes = crate::commands::reconcile::peak_rss_bytes();
+    println!("{}", serde_json::to_string_pretty(&naive.figures)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Naive {
+    fn fence(&self, tenant_id: &str, kind: Kind) -> FenceToken {
+        let scope = if kind == Kind::Tenant {
+            "tenants"
+        } else {
+            tenant_id
+        };
+        FenceToken::new(scope, self.epoch)
+    }
+
+    /// Fetches every page of one kind and upserts each row on its own.
+    /// Returns the keys' primary ids (the tenant ids, for the tenant list).
+    async fn upsert_all(&mut self, tenant_id: &str, kind: Kind) -> anyhow::Result<Vec<String>> {
+        let fence = self.fence(tenant_id, kind);
+        let mut ids = Vec::new();
+        let mut after: Option<EntityKey> = None;
+        loop {
+            let request = PageRequest {
+                tenant_id: tenant_id.to_owned(),
+                kind,
+                after: after.clone(),
+                limit: self.page_size,
+            };
+            let page = self
+                .source
+                .fetch(&request)
+                .await
+                .with_context(|| format!("fetch a {kind} page of tenant {tenant_id:?}"))?;
+            self.figures.pages += 1;
+            self.figures.bytes += page.bytes;
+            self.watermark = self.watermark.max(page.watermark);
+            for row in page.rows {
+                let key = row.key();
+                ids.push(key.primary.clone());
+                self.seen.insert((seen_tenant(kind, tenant_id), kind, key));
+                self.figures.fetched += 1;
+                let outcome = self
+                    .store
+                    .apply_reconciliation(&fence, page.watermark, &[Change::Upsert(row)])
+                    .await
+                    .context("upsert a source row")?;
+                self.figures.written += outcome.written;
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    /// Every live key of one kind in the replica, in key order.
+    async fn live_keys(&mut self, tenant_id: &str, kind: Kind) -> anyhow::Result<Vec<EntityKey>> {
+        let mut keys = Vec::new();
+        let mut range = KeyRange::all();
+        loop {
+            let page = self
+                .store
+                .read_page(tenant_id, kind, &range, READ_PAGE_ROWS)
+                .await
+                .context("read replica rows")?;
+            let exhausted = (page.len() as u64) < READ_PAGE_ROWS;
+            for stored in &page {
+                keys.push(stored.key.clone());
+            }
+            self.figures.replica_rows += page.len() as u64;
+            match page.last() {
+                Some(last) if !exhausted => range.after = Some(last.key.clone()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Deletes, one statement each, the live rows the source did not list.
+    async fn delete_absent(&mut self, tenant_id: &str, kind: Kind) -> anyhow::Result<()> {
+        let fence = self.fence(tenant_id, kind);
+        for key in self.live_keys(tenant_id, kind).await? {
+            let seen_key = (seen_tenant(kind, tenant_id), kind, key);
+            if self.seen.contains(&seen_key) {
+                continue;
+            }
+            let (_, _, key) = seen_key;
+            let row_tenant = if kind == Kind::Tenant {
+                key.primary.clone()
+            } else {
+                tenant_id.to_owned()
+            };
+            let deletion = Change::Delete(Deletion {
+                tenant_id: row_tenant,
+                kind,
+                key,
+                version: self.watermark,
+            });
+            self.store
+                .apply_reconciliation(&fence, self.watermark, &[deletion])
+                .await
+                .context("delete a replica row the source lacks")?;
+            self.figures.deleted += 1;
+        }
+        Ok(())
+    }
+}
+
+fn seen_tenant(kind: Kind, tenant_id: &str) -> String {
+    if kind == Kind::Tenant {
+        String::new()
+    } else {
+        tenant_id.to_owned()
+    }
+}
