@@ -450,6 +450,20 @@ pub struct DrainArgs {
     /// Most events applied in one transaction.
     #[arg(long, default_value_t = 5_000)]
     pub max_batch: usize,
+    /// What the backlog holds.
+    #[arg(long, value_enum, default_value = "inserts")]
+    pub workload: DrainWorkload,
+}
+
+/// The backlog of `recon bench drain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrainWorkload {
+    /// Every event creates a new user.
+    Inserts,
+    /// Half the events create users; of the other half a third update
+    /// them, a third re-send an old version (a conflict: skipped) and a
+    /// third delete them.
+    Mixed,
 }
 
 /// Whether reconciliation narrows ranges with digests.
