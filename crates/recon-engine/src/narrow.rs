@@ -93,7 +93,7 @@ impl UnitContext<'_> {
             return Ok(None);
         }
         let mut narrowed = Narrowed::default();
-        let mut to_walk = Vec::new();
+        let mut pieces = Vec::new();
         let mut level = vec![spec.range.clone()];
         let mut buckets = if whole {
             self.options.digest_fanout.max(2)
@@ -122,7 +122,7 @@ impl UnitContext<'_> {
                     if narrowed.requests == 0 {
                         return Ok(None);
                     }
-                    to_walk.push(range);
+                    pieces.push((range, Piece::Walk));
                     continue;
                 };
                 if narrowed.requests == 0 {
@@ -158,9 +158,7 @@ impl UnitContext<'_> {
                         until: part.until.clone(),
                     };
                     if part.digest == *replica_digest {
-                        narrowed.matched += part.digest.count;
-                        self.progress
-                            .rows_compared(&spec.tenant_id, spec.kind, part.digest.count);
+                        pieces.push((sub, Piece::Matched(part.digest.count)));
                     } else {
                         differing.push((sub, part.digest.count.max(replica_digest.count)));
                     }
@@ -170,7 +168,7 @@ impl UnitContext<'_> {
                     && (source.ranges.len() == 1 || differing.len() * 2 > source.ranges.len());
                 for (sub, rows) in differing {
                     if spread || rows <= leaf_rows(self.options.page_size) {
-                        to_walk.push(sub);
+                        pieces.push((sub, Piece::Walk));
                     } else {
                         next.push(sub);
                     }
@@ -179,28 +177,53 @@ impl UnitContext<'_> {
             level = next;
             buckets = self.options.digest_fanout.max(2);
         }
-        narrowed.ranges = merge_adjacent(to_walk);
+        let (ranges, matched) = plan_walks(pieces, u64::from(self.options.page_size));
+        narrowed.ranges = ranges;
+        narrowed.matched = matched;
+        self.progress
+            .rows_compared(&spec.tenant_id, spec.kind, matched);
         if whole {
-            self.narrowing.record(narrowed.matched * 4 >= rows);
+            self.narrowing.record(matched * 2 >= rows);
         }
         Ok(Some(narrowed))
     }
 }
 
-/// Sorts ranges by start and joins those that touch (one's `until` is the
-/// next one's `after`), so that a walk reads across them without a new page.
-fn merge_adjacent(mut ranges: Vec<KeyRange>) -> Vec<KeyRange> {
-    ranges.sort_by(|left, right| left.after.cmp(&right.after));
-    let mut merged: Vec<KeyRange> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if last.until.is_some() && last.until == range.after => {
-                last.until = range.until;
+/// A piece of a unit's range once narrowing is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Its digests differ: walk it.
+    Walk,
+    /// Its digests are equal; it holds this many rows.
+    Matched(u64),
+}
+
+/// The walks that cover the `Walk` pieces (which, with the matched ones,
+/// tile the unit's range), in key order: touching ones are joined, and so
+/// are ones separated by at most `max_gap` matched rows — reading a few
+/// equal rows again is cheaper than a walk's extra page requests. Returns
+/// the walks and the matched rows left unread.
+fn plan_walks(mut pieces: Vec<(KeyRange, Piece)>, max_gap: u64) -> (Vec<KeyRange>, u64) {
+    pieces.sort_by(|left, right| left.0.after.cmp(&right.0.after));
+    let mut walks: Vec<KeyRange> = Vec::new();
+    let mut matched = 0;
+    let mut gap = 0;
+    for (range, piece) in pieces {
+        match piece {
+            Piece::Matched(rows) => gap += rows,
+            Piece::Walk => {
+                match walks.last_mut() {
+                    Some(last) if gap <= max_gap => last.until = range.until,
+                    _ => {
+                        matched += gap;
+                        walks.push(range);
+                    }
+                }
+                gap = 0;
             }
-            _ => merged.push(range),
         }
     }
-    merged
+    (walks, matched + gap)
 }
 
 #[cfg(test)]
@@ -230,13 +253,24 @@ mod tests {
     }
 
     #[test]
-    fn touching_ranges_are_joined_in_key_order() {
-        let merged = merge_adjacent(vec![
-            range(Some("m"), None),
-            range(None, Some("c")),
-            range(Some("f"), Some("m")),
-            range(Some("c"), Some("d")),
-        ]);
-        assert_eq!(merged, vec![range(None, Some("d")), range(Some("f"), None)]);
+    fn walks_join_across_small_gaps_and_skip_big_ones() {
+        let pieces = vec![
+            (range(Some("m"), None), Piece::Walk),
+            (range(None, Some("c")), Piece::Walk),
+            (range(Some("f"), Some("m")), Piece::Matched(500)),
+            (range(Some("c"), Some("d")), Piece::Walk),
+            (range(Some("d"), Some("f")), Piece::Matched(5)),
+        ];
+        // ..c and c..d touch; d..m holds 505 equal rows: skipped at a max
+        // gap of 100, read again at 1000.
+        let (walks, matched) = plan_walks(pieces.clone(), 100);
+        assert_eq!(walks, vec![range(None, Some("d")), range(Some("m"), None)]);
+        assert_eq!(matched, 505);
+        let (walks, matched) = plan_walks(pieces, 1_000);
+        assert_eq!(walks, vec![range(None, None)]);
+        assert_eq!(matched, 0);
+        let (walks, matched) = plan_walks(vec![(range(None, None), Piece::Matched(9))], 100);
+        assert!(walks.is_empty());
+        assert_eq!(matched, 9);
     }
 }

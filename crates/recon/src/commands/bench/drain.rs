@@ -284,7 +284,11 @@ mod tests {
         for events in [1, 2, 7, 10, 99, 1_000] {
             for workload in [DrainWorkload::Inserts, DrainWorkload::Mixed] {
                 let (live, stale) = live_after(workload, events);
-                assert_eq!(live, expected_live_rows(workload, events), "{workload:?} {events}");
+                assert_eq!(
+                    live,
+                    expected_live_rows(workload, events),
+                    "{workload:?} {events}"
+                );
                 if workload == DrainWorkload::Mixed && events >= 10 {
                     assert!(stale > 0, "the mixed backlog has conflicts");
                     assert!(live < events / 2, "and deletes");
