@@ -62,8 +62,9 @@ impl NarrowStats {
 /// What the digests left to walk.
 #[derive(Debug, Default)]
 pub(crate) struct Narrowed {
-    /// Ranges to walk row by row, in key order, adjacent ones merged.
-    pub ranges: Vec<KeyRange>,
+    /// Ranges to walk row by row, in key order, adjacent ones merged, each
+    /// with the rows the source had in it (`None`: unknown).
+    pub ranges: Vec<(KeyRange, Option<u64>)>,
     /// Rows (source side) in ranges found equal and skipped.
     pub matched: u64,
     /// Digest requests made.
@@ -122,7 +123,7 @@ impl UnitContext<'_> {
                     if narrowed.requests == 0 {
                         return Ok(None);
                     }
-                    pieces.push((range, Piece::Walk));
+                    pieces.push((range, Piece::Walk(None)));
                     continue;
                 };
                 if narrowed.requests == 0 {
@@ -160,15 +161,19 @@ impl UnitContext<'_> {
                     if part.digest == *replica_digest {
                         pieces.push((sub, Piece::Matched(part.digest.count)));
                     } else {
-                        differing.push((sub, part.digest.count.max(replica_digest.count)));
+                        differing.push((
+                            sub,
+                            part.digest.count,
+                            part.digest.count.max(replica_digest.count),
+                        ));
                     }
                     lower.clone_from(&part.until);
                 }
                 let spread = buckets > 1
                     && (source.ranges.len() == 1 || differing.len() * 2 > source.ranges.len());
-                for (sub, rows) in differing {
+                for (sub, source_rows, rows) in differing {
                     if spread || rows <= leaf_rows(self.options.page_size) {
-                        pieces.push((sub, Piece::Walk));
+                        pieces.push((sub, Piece::Walk(Some(source_rows))));
                     } else {
                         next.push(sub);
                     }
@@ -192,8 +197,8 @@ impl UnitContext<'_> {
 /// A piece of a unit's range once narrowing is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Piece {
-    /// Its digests differ: walk it.
-    Walk,
+    /// Its digests differ: walk it; the source's rows in it, if known.
+    Walk(Option<u64>),
     /// Its digests are equal; it holds this many rows.
     Matched(u64),
 }
@@ -203,20 +208,26 @@ enum Piece {
 /// are ones separated by at most `max_gap` matched rows — reading a few
 /// equal rows again is cheaper than a walk's extra page requests. Returns
 /// the walks and the matched rows left unread.
-fn plan_walks(mut pieces: Vec<(KeyRange, Piece)>, max_gap: u64) -> (Vec<KeyRange>, u64) {
+fn plan_walks(
+    mut pieces: Vec<(KeyRange, Piece)>,
+    max_gap: u64,
+) -> (Vec<(KeyRange, Option<u64>)>, u64) {
     pieces.sort_by(|left, right| left.0.after.cmp(&right.0.after));
-    let mut walks: Vec<KeyRange> = Vec::new();
+    let mut walks: Vec<(KeyRange, Option<u64>)> = Vec::new();
     let mut matched = 0;
     let mut gap = 0;
     for (range, piece) in pieces {
         match piece {
             Piece::Matched(rows) => gap += rows,
-            Piece::Walk => {
+            Piece::Walk(rows) => {
                 match walks.last_mut() {
-                    Some(last) if gap <= max_gap => last.until = range.until,
+                    Some((last, last_rows)) if gap <= max_gap => {
+                        last.until = range.until;
+                        *last_rows = last_rows.zip(rows).map(|(left, right)| left + gap + right);
+                    }
                     _ => {
                         matched += gap;
-                        walks.push(range);
+                        walks.push((range, rows));
                     }
                 }
                 gap = 0;
@@ -255,19 +266,25 @@ mod tests {
     #[test]
     fn walks_join_across_small_gaps_and_skip_big_ones() {
         let pieces = vec![
-            (range(Some("m"), None), Piece::Walk),
-            (range(None, Some("c")), Piece::Walk),
+            (range(Some("m"), None), Piece::Walk(Some(7))),
+            (range(None, Some("c")), Piece::Walk(Some(2))),
             (range(Some("f"), Some("m")), Piece::Matched(500)),
-            (range(Some("c"), Some("d")), Piece::Walk),
+            (range(Some("c"), Some("d")), Piece::Walk(Some(3))),
             (range(Some("d"), Some("f")), Piece::Matched(5)),
         ];
         // ..c and c..d touch; d..m holds 505 equal rows: skipped at a max
         // gap of 100, read again at 1000.
         let (walks, matched) = plan_walks(pieces.clone(), 100);
-        assert_eq!(walks, vec![range(None, Some("d")), range(Some("m"), None)]);
+        assert_eq!(
+            walks,
+            vec![
+                (range(None, Some("d")), Some(5)),
+                (range(Some("m"), None), Some(7))
+            ]
+        );
         assert_eq!(matched, 505);
         let (walks, matched) = plan_walks(pieces, 1_000);
-        assert_eq!(walks, vec![range(None, None)]);
+        assert_eq!(walks, vec![(range(None, None), Some(517))]);
         assert_eq!(matched, 0);
         let (walks, matched) = plan_walks(vec![(range(None, None), Piece::Matched(9))], 100);
         assert!(walks.is_empty());

@@ -251,17 +251,25 @@ impl UnitContext<'_> {
                 walked.generations = narrowed.generations;
                 narrowed.ranges
             }
-            None => vec![spec.range.clone()],
+            None => vec![(spec.range.clone(), None)],
         };
         let mut pending = Pending {
             watermark: None,
             changes: Vec::with_capacity(self.options.write_batch),
         };
         let fence = self.fence(spec);
-        for range in &ranges {
+        for (range, source_rows) in &ranges {
+            // A range known to be small is read in a page of its size, not
+            // a full page that runs past its end.
+            let page_size = source_rows.map_or(self.options.page_size, |rows| {
+                u32::try_from(rows.saturating_add(1))
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, self.options.page_size)
+            });
             self.walk_range(
                 spec,
                 range,
+                page_size,
                 hold,
                 keep_source_keys,
                 &fence,
@@ -292,6 +300,7 @@ impl UnitContext<'_> {
         &self,
         spec: &UnitSpec,
         range: &KeyRange,
+        page_size: u32,
         hold: u64,
         keep_source_keys: bool,
         fence: &FenceToken,
@@ -304,7 +313,7 @@ impl UnitContext<'_> {
             &spec.tenant_id,
             spec.kind,
             range,
-            options.page_size,
+            page_size,
             self.filter.clone(),
         );
         let mut replica = ReplicaWalk::new(
