@@ -61,6 +61,7 @@ impl UnitContext<'_> {
                 tenant_id: tenant_id.to_owned(),
                 kind,
                 range: KeyRange::all(),
+                source_rows: look.source_rows(kind),
             };
             let kind_limit = guard.limit(kind_rows);
             if let Some(matched) = look.matched(kind) {
@@ -194,6 +195,7 @@ impl UnitContext<'_> {
             tenant_id: String::new(),
             kind: Kind::Tenant,
             range: KeyRange::all(),
+            source_rows: None,
         };
         let mut unit = self.walk_unit(spec, hold, true).await;
         let tenants: Vec<String> = unit
@@ -315,6 +317,14 @@ struct FirstLook {
 }
 
 impl FirstLook {
+    /// The source's rows of `kind`, if its digests are known.
+    fn source_rows(&self, kind: Kind) -> Option<u64> {
+        let index = Kind::TENANT_SCOPED
+            .iter()
+            .position(|known| *known == kind)?;
+        Some(self.source.as_ref()?.kinds[index].count)
+    }
+
     /// The source's digest of `kind` and the watermark it was read at, if
     /// it equals the replica's.
     fn matched(&self, kind: Kind) -> Option<(RangeDigest, Version)> {

@@ -90,6 +90,14 @@ impl UnitContext<'_> {
         // A whole kind was compared as a whole already (the tenant's first
         // look): it differs, so splitting is the first step.
         let whole = spec.range == KeyRange::all();
+        // A kind of a few pages is walked: splitting it costs about as much
+        // as reading it.
+        if spec
+            .source_rows
+            .is_some_and(|rows| rows <= leaf_rows(self.options.page_size) * 2)
+        {
+            return Ok(None);
+        }
         if whole && !self.narrowing.worth_trying() {
             return Ok(None);
         }

@@ -39,6 +39,9 @@ pub struct UnitSpec {
     pub kind: Kind,
     /// The key range.
     pub range: KeyRange,
+    /// The source's rows in the range, when a digest told (a small range
+    /// is walked rather than narrowed).
+    pub source_rows: Option<u64>,
 }
 
 /// Why a unit stopped.

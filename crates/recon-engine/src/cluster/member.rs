@@ -263,6 +263,7 @@ impl ClusterMember {
                 after: range.after,
                 until: range.until,
             },
+            source_rows: None,
         };
         vec![context.range_unit(&spec).await]
     }
