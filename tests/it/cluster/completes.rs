@@ -24,7 +24,7 @@ async fn run_spreads_units(cluster: &Cluster) -> anyhow::Result<()> {
     // monolith changes while every consumer is paused.
     for replica in &cluster.replicas {
         replica.proxy.set_fault(Fault::Delay {
-            path_contains: "/users".to_owned(),
+            path_contains: "/tenants/".to_owned(),
             delay: Duration::from_millis(100),
         });
     }

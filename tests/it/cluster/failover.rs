@@ -177,8 +177,8 @@ async fn kill_the_leader(
 fn slow_down(at: KillAt) -> Fault {
     let (path_contains, millis) = match at {
         KillAt::Planning => ("/counts", 200),
-        KillAt::UnitsInFlight => ("/users", 300),
-        KillAt::AllUnitsDone => ("/users", 100),
+        KillAt::UnitsInFlight => ("/tenants/", 300),
+        KillAt::AllUnitsDone => ("/tenants/", 100),
     };
     Fault::Delay {
         path_contains: path_contains.to_owned(),

@@ -28,9 +28,11 @@ async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
         .context("no follower")?;
     let follower_id = follower.id.clone();
     let follower_port = follower.port;
-    // Its units take a while, so that it is in the middle of one.
+    // Its units take a while, so that it is in the middle of one: every
+    // tenant-scoped request is slowed (a unit whose digests match makes no
+    // page request at all).
     follower.proxy.set_fault(Fault::Delay {
-        path_contains: "/users".to_owned(),
+        path_contains: "/tenants/".to_owned(),
         delay: Duration::from_millis(300),
     });
     cluster.drift().await?;

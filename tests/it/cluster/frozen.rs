@@ -33,7 +33,7 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         .context("no follower")?;
     let frozen_id = follower.id.clone();
     follower.proxy.set_fault(Fault::Delay {
-        path_contains: "/users".to_owned(),
+        path_contains: "/tenants/".to_owned(),
         delay: Duration::from_millis(300),
     });
     cluster.drift().await?;
@@ -57,7 +57,7 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         .replica(&frozen_id)?
         .proxy
         .set_fault(Fault::DropItems {
-            path_contains: "/users".to_owned(),
+            path_contains: "/tenants/".to_owned(),
             share: 0.5,
         });
     // The unit it holds now, frozen (it may have finished the one seen

@@ -186,12 +186,13 @@ async fn partitions_come_back(cluster: &mut Cluster) -> anyhow::Result<()> {
         .await
 }
 
-/// Makes every replica's users pages slow (or fast again).
+/// Makes every replica's units slow (or fast again): each unit of a tenant
+/// starts with the tenant's digests; planning (counts) stays fast.
 fn hold_the_source(cluster: &Cluster, hold: bool) {
     for replica in &cluster.replicas {
         replica.proxy.set_fault(if hold {
             Fault::Delay {
-                path_contains: "/users".to_owned(),
+                path_contains: "/digests".to_owned(),
                 delay: Duration::from_secs(2),
             }
         } else {

@@ -39,7 +39,7 @@ async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
         .map(|replica| replica.port)
         .context("no survivor")?;
     cluster.replica(&zombie)?.proxy.set_fault(Fault::Delay {
-        path_contains: "/users".to_owned(),
+        path_contains: "/tenants/".to_owned(),
         delay: Duration::from_millis(300),
     });
     cluster.drift().await?;
@@ -73,7 +73,7 @@ async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     let log_before = cluster.replica(&zombie)?.process.log().len();
     let frozen_at = cluster.freeze(&zombie)?;
     cluster.replica(&zombie)?.proxy.set_fault(Fault::DropItems {
-        path_contains: "/users".to_owned(),
+        path_contains: "/tenants/".to_owned(),
         share: 0.5,
     });
     let unit = cluster
