@@ -16,6 +16,7 @@
 //! tenant's first look (`guarded.rs`): narrowing it starts by splitting.
 
 use crate::unit::{UnitContext, UnitError, UnitSpec};
+use crate::walk::widen;
 use recon_core::ports::DigestRequest;
 use recon_core::{EntityKey, KeyRange, Kind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,10 +140,7 @@ impl UnitContext<'_> {
                 }
                 narrowed.requests += 1;
                 let generation = source.watermark.generation;
-                narrowed.generations = Some(match narrowed.generations {
-                    None => (generation, generation),
-                    Some((low, high)) => (low.min(generation), high.max(generation)),
-                });
+                widen(&mut narrowed.generations, generation, generation);
                 let bounds: Vec<Option<EntityKey>> = source
                     .ranges
                     .iter()

@@ -18,7 +18,7 @@
 
 use crate::options::ReconcileOptions;
 use crate::progress::Progress;
-use crate::walk::{KeyFilter, ReplicaWalk, SourceWalk};
+use crate::walk::{KeyFilter, ReplicaWalk, SourceWalk, widen};
 use recon_core::diff::{Side, Step, classify};
 use recon_core::ports::{FailureKind, PortError, ReplicaStore, Source};
 use recon_core::{
@@ -390,10 +390,7 @@ impl UnitContext<'_> {
         walked.pages += source.pages;
         walked.bytes += source.bytes;
         if let Some((low, high)) = source.generations {
-            walked.generations = Some(match walked.generations {
-                None => (low, high),
-                Some((old_low, old_high)) => (old_low.min(low), old_high.max(high)),
-            });
+            widen(&mut walked.generations, low, high);
         }
         Ok(())
     }

@@ -120,11 +120,11 @@ impl SourceWalk {
         self.pages += 1;
         self.bytes += page.bytes;
         self.watermark = Some(page.watermark);
-        let generation = page.watermark.generation;
-        self.generations = Some(match self.generations {
-            None => (generation, generation),
-            Some((low, high)) => (low.min(generation), high.max(generation)),
-        });
+        widen(
+            &mut self.generations,
+            page.watermark.generation,
+            page.watermark.generation,
+        );
         check_page_shape(&page.rows, page.next_after.as_ref())?;
         for row in page.rows {
             let keyed = Keyed::new(row);
@@ -176,6 +176,14 @@ impl SourceWalk {
         }
         self.order.check(&keyed.key)
     }
+}
+
+/// Widens a lowest-and-highest generation span to cover `low..=high`.
+pub(crate) fn widen(span: &mut Option<(u64, u64)>, low: u64, high: u64) {
+    *span = Some(match *span {
+        None => (low, high),
+        Some((old_low, old_high)) => (old_low.min(low), old_high.max(high)),
+    });
 }
 
 /// A page must end where its cursor says and never be empty mid-walk:
