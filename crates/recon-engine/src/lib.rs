@@ -23,6 +23,7 @@
 
 pub mod cluster;
 mod guarded;
+pub mod metrics;
 mod narrow;
 mod options;
 mod progress;

@@ -3,6 +3,8 @@
 //! * [`KafkaConfig`]: where the brokers are, the topic, extra client
 //!   properties (credentials among them, never logged);
 //! * [`admin::ensure_topic`]: creates the change topic if it is missing;
+//! * [`GroupMonitor`]: the consumer group's lag on every partition and the
+//!   partitions nobody owns, whoever owns the rest;
 //! * `producer`: publishes change events with W3C trace context headers;
 //! * `consumer`: the replica consumer — batches, applies through an
 //!   [`EventSink`](recon_core::ports::EventSink), stores offsets only after
@@ -13,9 +15,11 @@ pub mod admin;
 mod config;
 pub mod consumer;
 mod error;
+pub mod group;
 pub mod producer;
 
 pub use config::{DEFAULT_TOPIC, KafkaConfig};
 pub use consumer::{ConsumerMetrics, ConsumerSettings, ConsumerStatus, PauseGate, ReplicaConsumer};
 pub use error::{Error, Result};
+pub use group::{GroupMetrics, GroupMonitor};
 pub use producer::{ChangeProducer, PendingDelivery, RecordPosition, trace_context_from_headers};

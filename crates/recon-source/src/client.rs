@@ -9,6 +9,7 @@
 use crate::config::{SourceConfig, redact_url};
 use crate::digests::{Capabilities, decode_digests, decode_tenant_digests};
 use crate::error::{Error, Result, error_chain, into_port_error};
+use crate::metrics::SourceMetrics;
 use crate::validate::{PageViolation, decode_page};
 use crate::wire::{CountsBody, ErrorBody};
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use reqwest::{Response, Url};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::{Span, instrument, warn};
 
@@ -44,6 +45,7 @@ pub struct HttpSource {
     backoff: ExponentialBuilder,
     max_body_bytes: u64,
     capabilities: Arc<tokio::sync::OnceCell<Capabilities>>,
+    metrics: SourceMetrics,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -87,7 +89,15 @@ impl HttpSource {
             backoff,
             max_body_bytes: config.max_body_bytes,
             capabilities: Arc::default(),
+            metrics: SourceMetrics::default(),
         })
+    }
+
+    /// The same client, recording its attempts into `metrics` (those the
+    /// replica exports).
+    pub fn with_metrics(mut self, metrics: SourceMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The base URL, without credentials.
@@ -305,10 +315,12 @@ impl HttpSource {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| transport_error(url, error))?;
+        let started = Instant::now();
+        let sent = request.send().await;
+        let seconds = started.elapsed().as_secs_f64();
+        let status = sent.as_ref().ok().map(|response| response.status().as_u16());
+        self.metrics.record(url, status, seconds);
+        let response = sent.map_err(|error| transport_error(url, error))?;
         let status = response.status();
         Span::current().record("status", status.as_u16());
         if !status.is_success() {

@@ -219,6 +219,10 @@ pub struct ServeArgs {
     /// per interval, whichever claims it first.
     #[arg(long, env = "RECON_TOMBSTONE_PURGE_INTERVAL", default_value = "1h", value_parser = parse_positive_duration)]
     pub tombstone_purge_interval: Duration,
+    /// How often the consumer group's lag on every partition (and the
+    /// partitions no member owns) is read from the broker for `/metrics`.
+    #[arg(long, env = "RECON_GROUP_LAG_INTERVAL", default_value = "15s", value_parser = parse_positive_duration)]
+    pub group_lag_interval: Duration,
     /// Cluster reconciliation (enabled when `--source-url` is given).
     #[command(flatten)]
     pub cluster: ClusterArgs,

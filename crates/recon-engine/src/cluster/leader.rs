@@ -76,11 +76,14 @@ impl ClusterMember {
             .acquire_store_epoch_retrying(&mut leadership, stop)
             .await
         {
-            Acquired::Yes => info!(
-                store_epoch = leadership.store_epoch,
-                incarnation = leadership.incarnation,
-                "store epoch acquired"
-            ),
+            Acquired::Yes => {
+                info!(
+                    store_epoch = leadership.store_epoch,
+                    incarnation = leadership.incarnation,
+                    "store epoch acquired"
+                );
+                self.metrics.leadership_won(leadership.store_epoch);
+            }
             Acquired::Refused(error) => {
                 error!(error = %error, "the store refused this election an epoch; giving leadership up");
                 let _ = self.coordinator.resign(&leadership).await;
@@ -91,7 +94,13 @@ impl ClusterMember {
                 return true;
             }
         }
-        let leadership = &leadership;
+        let led = self.lead_with_epoch(&leadership, stop).await;
+        self.metrics.leadership_ended();
+        led
+    }
+
+    /// [`lead`](Self::lead) once the leadership holds a store epoch.
+    async fn lead_with_epoch(&self, leadership: &Leadership, stop: &CancellationToken) -> bool {
         while !leadership.lost.is_cancelled() && !stop.is_cancelled() {
             // Every step has a deadline: whatever it waits on (a row lock of
             // a frozen member, a stalled connection), the run is still
@@ -284,6 +293,7 @@ impl ClusterMember {
         );
         self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason))
             .await?;
+        self.metrics.record_aborted_run(run_seconds(run));
         Ok(true)
     }
 
@@ -433,6 +443,12 @@ impl ClusterMember {
             return Ok(false);
         }
         let assignments = self.coordinator.assignments(&run.run_id).await?;
+        let open = |unit: &&String| !done.contains_key(*unit);
+        let assigned = assignments.keys().filter(open).count() as u64;
+        let total = plan.units.len() as u64;
+        let finished = done.len() as u64;
+        self.metrics
+            .set_units_in_run(total.saturating_sub(finished + assigned), assigned, finished);
         let mut load: BTreeMap<String, usize> =
             live.iter().map(|member| (member.clone(), 0)).collect();
         for (unit, member) in &assignments {
@@ -509,8 +525,23 @@ impl ClusterMember {
                 "leadership lost while completing the run",
             ));
         }
-        self.write_barrier(leadership, run, report.status, report.abort_reason)
-            .await
+        self.write_barrier(leadership, run, report.status, report.abort_reason.clone())
+            .await?;
+        report.seconds = run_seconds(run);
+        info!(
+            run = %run.run_id,
+            status = ?report.status,
+            seconds = report.seconds,
+            compared = report.total(|unit| unit.compared),
+            missing = report.total(|unit| unit.missing),
+            phantom = report.total(|unit| unit.phantom),
+            changed = report.total(|unit| unit.changed),
+            written = report.total(|unit| unit.written),
+            withheld = report.total(|unit| unit.skipped_by_guard),
+            "run ended"
+        );
+        self.metrics.record_run(&report, report.seconds);
+        Ok(())
     }
 
     /// Closes the run in the store, then writes its barrier.
@@ -589,4 +620,9 @@ impl ClusterMember {
             }
         }
     }
+}
+
+/// Seconds since `run` started (by the clock of the member asking).
+fn run_seconds(run: &RunState) -> f64 {
+    Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
 }

@@ -17,6 +17,7 @@
 use super::pause::PauseTracker;
 use super::port::Coordinator;
 use super::types::{DoneRecord, RunPhase, RunState, UnitPlan};
+use crate::metrics::ReconcileMetrics;
 use crate::options::{ReconcileOptions, Scope};
 use crate::run::Reconciler;
 use crate::unit::UnitSpec;
@@ -24,7 +25,7 @@ use recon_core::ports::{ConsumerGate, PortError};
 use recon_core::{KeyRange, UnitOutcome, UnitReport};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -60,6 +61,7 @@ pub struct ClusterMember {
     gate: Arc<dyn ConsumerGate>,
     pub(super) settings: ClusterSettings,
     pub(super) counters: Arc<MemberCounters>,
+    pub(super) metrics: ReconcileMetrics,
     pause: Arc<PauseTracker>,
 }
 
@@ -85,8 +87,16 @@ impl ClusterMember {
             gate,
             settings,
             counters: Arc::new(MemberCounters::default()),
+            metrics: ReconcileMetrics::default(),
             pause: Arc::new(PauseTracker::new()),
         }
+    }
+
+    /// The same member, recording into `metrics` (those the replica
+    /// exports).
+    pub fn with_metrics(mut self, metrics: ReconcileMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same member, keeping which run its consumer is paused for in
@@ -193,6 +203,7 @@ impl ClusterMember {
             let Some(remaining) = self.remaining_pause(run) else {
                 return Ok(());
             };
+            let started = Instant::now();
             let reports = match tokio::time::timeout(
                 remaining,
                 self.execute(run, unit, stop).instrument(span),
@@ -205,6 +216,8 @@ impl ClusterMember {
                     return Ok(());
                 }
             };
+            self.metrics
+                .record_unit(&reports, started.elapsed().as_secs_f64());
             if reports
                 .iter()
                 .any(|report| report.outcome == UnitOutcome::Cancelled)

@@ -5,7 +5,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 /// Labels of a per-partition series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +46,8 @@ pub struct ConsumerMetrics {
     pub batch_seconds: Histogram,
     /// 1 while paused.
     pub paused: Gauge,
+    /// Seconds spent paused (grows during a pause, not only at its end).
+    pub paused_seconds: Counter<f64, AtomicU64>,
     /// Consumer lag per partition.
     pub lag: Family<PartitionLabels, Gauge>,
 }
@@ -114,6 +117,12 @@ impl ConsumerMetrics {
             "1 while event application is paused",
             metrics.paused.clone(),
         );
+        sub.register_with_unit(
+            "paused",
+            "Time event application spent paused",
+            Unit::Seconds,
+            metrics.paused_seconds.clone(),
+        );
         sub.register(
             "lag",
             "Messages behind the high watermark per partition",
@@ -137,6 +146,7 @@ impl ConsumerMetrics {
             events_held_back: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             paused: Gauge::default(),
+            paused_seconds: Counter::default(),
             lag: Family::default(),
         }
     }

@@ -105,6 +105,8 @@ pub struct ReplicaConsumer {
     rewind: BTreeMap<(String, i32), i64>,
     /// The batch being applied while the store fails transiently.
     pending: Option<PendingBatch>,
+    /// Up to when paused time was added to `paused_seconds`.
+    pause_clock: Instant,
 }
 
 impl ReplicaConsumer {
@@ -168,6 +170,7 @@ impl ReplicaConsumer {
             commands,
             rewind: BTreeMap::new(),
             pending: None,
+            pause_clock: Instant::now(),
         };
         Ok((consumer, gate))
     }
@@ -182,6 +185,7 @@ impl ReplicaConsumer {
     fn run(mut self, runtime: &Handle, shutdown: &CancellationToken) {
         info!(group = %self.settings.group_id, "consumer started");
         while !shutdown.is_cancelled() {
+            self.account_pause();
             if self.pending.is_some() {
                 // Gate commands wait: a pause returns once this batch landed.
                 self.retry_pending(runtime);
@@ -206,6 +210,17 @@ impl ReplicaConsumer {
         self.commit_sync("shutdown");
         self.consumer.unsubscribe();
         info!("consumer stopped");
+    }
+
+    /// Adds the time since the last call to `paused_seconds` if paused
+    /// meanwhile (state changes only between calls).
+    fn account_pause(&mut self) {
+        let now = Instant::now();
+        if self.state.is_paused() {
+            let paused = now.duration_since(self.pause_clock).as_secs_f64();
+            self.metrics.paused_seconds.inc_by(paused);
+        }
+        self.pause_clock = now;
     }
 
     fn handle_commands(&mut self) {

@@ -11,9 +11,10 @@ use recon_engine::cluster::{
     ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberCounters, MemberInfo,
     MemberRole, PauseOnlyMember, PauseTracker,
 };
+use recon_engine::metrics::ReconcileMetrics;
 use recon_engine::{ReconcileOptions, Reconciler};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
-use recon_source::{HttpSource, SourceConfig};
+use recon_source::{HttpSource, SourceConfig, SourceMetrics};
 use recon_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,18 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
     }
 }
 
+/// What a reconciling member records, kept across cluster sessions
+/// (cheap to clone: shared handles).
+#[derive(Clone, Debug, Default)]
+pub struct MemberTelemetry {
+    /// Counters of the admin API's `/cluster`.
+    pub counters: Arc<MemberCounters>,
+    /// The reconciliation metrics the replica exports.
+    pub reconcile: ReconcileMetrics,
+    /// The Source API client's metrics the replica exports.
+    pub source: SourceMetrics,
+}
+
 /// This replica's part in runs.
 pub enum Participant {
     /// Pauses, acknowledges, may lead and reconciles units.
@@ -105,15 +118,15 @@ impl Participant {
 /// configured, else a pause-only one when the cluster runs on etcd (other
 /// replicas may reconcile; this one's consumer must pause with theirs).
 /// `None` for a single instance without a source. `pause` says which run
-/// the consumer is already paused for; `counters` are the reconciling
-/// member's (kept across sessions).
+/// the consumer is already paused for; `telemetry` is what the reconciling
+/// member records into (kept across sessions).
 pub fn member(
     args: &ClusterArgs,
     coordinator: Arc<dyn Coordinator>,
     store: &Store,
     gate: Arc<dyn ConsumerGate>,
     pause: Arc<PauseTracker>,
-    counters: Arc<MemberCounters>,
+    telemetry: MemberTelemetry,
 ) -> anyhow::Result<Option<Participant>> {
     let settings = settings(args);
     let Some(source_url) = &args.source_url else {
@@ -125,10 +138,13 @@ pub fn member(
     };
     let mut config = SourceConfig::new(source_url);
     config.bearer_token = args.source_token.clone();
-    let source = HttpSource::new(&config).context("configure the Source API client")?;
+    let source = HttpSource::new(&config)
+        .context("configure the Source API client")?
+        .with_metrics(telemetry.source);
     let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
     let member = ClusterMember::new(coordinator, reconciler, gate, settings)
         .with_pause_tracker(pause)
-        .with_counters(counters);
+        .with_counters(telemetry.counters)
+        .with_metrics(telemetry.reconcile);
     Ok(Some(Participant::Reconciling(Arc::new(member))))
 }

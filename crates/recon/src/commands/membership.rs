@@ -10,10 +10,10 @@
 //! consumer is paused for survives the reconnect ([`PauseTracker`]): a
 //! replica that saw a run start stays paused until it sees the run over.
 
-use super::cluster::{coordinator, member};
+use super::cluster::{MemberTelemetry, coordinator, member};
 use crate::cli::ClusterArgs;
 use recon_core::ports::ConsumerGate;
-use recon_engine::cluster::{Coordinator, MemberCounters, PauseTracker};
+use recon_engine::cluster::{Coordinator, PauseTracker};
 use recon_store::Store;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -71,8 +71,8 @@ pub struct Membership {
     pub gate: Arc<dyn ConsumerGate>,
     /// Which run the consumer is paused for.
     pub pause: Arc<PauseTracker>,
-    /// The reconciling member's counters, kept across sessions.
-    pub counters: Arc<MemberCounters>,
+    /// What the reconciling member records, kept across sessions.
+    pub telemetry: MemberTelemetry,
     /// Where the admin API finds the current coordinator.
     pub slot: CoordinatorSlot,
     /// Tracks the coordinators' background tasks (keep-alive, watches).
@@ -142,7 +142,7 @@ impl Membership {
             &self.store,
             self.gate.clone(),
             self.pause.clone(),
-            self.counters.clone(),
+            self.telemetry.clone(),
         );
         match participant {
             Ok(Some(participant)) => participant.run(session.child_token()).await,

@@ -35,6 +35,7 @@
 //! (one conditional update), so exactly one of them purges per interval,
 //! with or without etcd.
 
+use super::cluster::MemberTelemetry;
 use super::membership::{CoordinatorSlot, Membership, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
@@ -43,10 +44,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
 use recon_engine::cluster::{MemberCounters, PauseTracker, RunRequest};
-use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
+use recon_engine::metrics::ReconcileMetrics;
+use recon_kafka::{
+    ConsumerMetrics, ConsumerSettings, GroupMetrics, GroupMonitor, KafkaConfig, PauseGate,
+    ReplicaConsumer,
+};
+use recon_source::SourceMetrics;
 use recon_store::Store;
 use serde::Deserialize;
 use std::process::ExitCode;
@@ -117,7 +124,16 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         None => None,
     };
     let mut registry = Registry::default();
+    register_build_info(&mut registry);
     let metrics = ConsumerMetrics::register(&mut registry);
+    let telemetry = MemberTelemetry {
+        counters: Arc::default(),
+        reconcile: ReconcileMetrics::register(&mut registry),
+        source: SourceMetrics::register(&mut registry),
+    };
+    let group_monitor = GroupMonitor::new(&kafka, &args.group_id, GroupMetrics::register(&mut registry))
+        .context("create the consumer group monitor")?
+        .spawn(args.group_lag_interval, shutdown.child_token());
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
     if args.static_membership {
@@ -143,7 +159,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .cluster
         .source_url
         .is_some()
-        .then(|| Arc::new(MemberCounters::default()));
+        .then(|| telemetry.counters.clone());
     let slot = CoordinatorSlot::holding(first.clone());
     if on_etcd {
         let membership = Membership {
@@ -153,7 +169,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
             store: store.clone(),
             gate: Arc::new(gate.clone()),
             pause: Arc::new(pause),
-            counters: counters.clone().unwrap_or_default(),
+            telemetry: telemetry.clone(),
             slot: slot.clone(),
             tasks: tasks.clone(),
         };
@@ -165,7 +181,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
             &store,
             Arc::new(gate.clone()),
             Arc::new(pause),
-            counters.clone().unwrap_or_default(),
+            telemetry.clone(),
         )?;
         if let Some(member) = member {
             tasks.spawn(member.run(shutdown.child_token()));
@@ -192,6 +208,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     consumer_shutdown.cancel();
     consumer_task.await.context("consumer thread")?;
     purge_task.await.context("tombstone purge task")?;
+    group_monitor.await.context("consumer group monitor")?;
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
         .await
@@ -204,6 +221,12 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     admin_result.context("serve the admin API")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `recon_build_info{version}`, always 1: which build a replica runs.
+fn register_build_info(registry: &mut Registry) {
+    let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+    registry.register("recon_build", "The running build of recon", info);
 }
 
 /// The Kafka settings of a command line.
