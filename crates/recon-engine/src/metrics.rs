@@ -126,7 +126,11 @@ impl ReconcileMetrics {
         let rows = [
             ("compared", "Rows compared by runs", &metrics.rows.compared),
             ("missing", "Rows only the source had", &metrics.rows.missing),
-            ("phantom", "Rows only the replica had", &metrics.rows.phantom),
+            (
+                "phantom",
+                "Rows only the replica had",
+                &metrics.rows.phantom,
+            ),
             ("changed", "Rows that differed", &metrics.rows.changed),
             ("written", "Rows written by runs", &metrics.rows.written),
             (

@@ -3,8 +3,8 @@
 //! * [`KafkaConfig`]: where the brokers are, the topic, extra client
 //!   properties (credentials among them, never logged);
 //! * [`admin::ensure_topic`]: creates the change topic if it is missing;
-//! * [`GroupMonitor`]: the consumer group's lag on every partition and the
-//!   partitions nobody owns, whoever owns the rest;
+//! * [`GroupMonitor`]: the consumer group's lag on every partition,
+//!   whoever owns it;
 //! * `producer`: publishes change events with W3C trace context headers;
 //! * `consumer`: the replica consumer — batches, applies through an
 //!   [`EventSink`](recon_core::ports::EventSink), stores offsets only after

@@ -318,7 +318,10 @@ impl HttpSource {
         let started = Instant::now();
         let sent = request.send().await;
         let seconds = started.elapsed().as_secs_f64();
-        let status = sent.as_ref().ok().map(|response| response.status().as_u16());
+        let status = sent
+            .as_ref()
+            .ok()
+            .map(|response| response.status().as_u16());
         self.metrics.record(url, status, seconds);
         let response = sent.map_err(|error| transport_error(url, error))?;
         let status = response.status();

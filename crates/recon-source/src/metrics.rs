@@ -96,7 +96,10 @@ pub fn endpoint_of(url: &Url) -> &'static str {
         "digests",
         "capabilities",
     ];
-    let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     if segments.contains(&"digests") {
         return "digests";
     }
@@ -140,6 +143,9 @@ mod tests {
             status: status.into(),
         };
         assert_eq!(metrics.requests.get_or_create(&labels("500")).get(), 1);
-        assert_eq!(metrics.requests.get_or_create(&labels("transport")).get(), 1);
+        assert_eq!(
+            metrics.requests.get_or_create(&labels("transport")).get(),
+            1
+        );
     }
 }

@@ -447,8 +447,11 @@ impl ClusterMember {
         let assigned = assignments.keys().filter(open).count() as u64;
         let total = plan.units.len() as u64;
         let finished = done.len() as u64;
-        self.metrics
-            .set_units_in_run(total.saturating_sub(finished + assigned), assigned, finished);
+        self.metrics.set_units_in_run(
+            total.saturating_sub(finished + assigned),
+            assigned,
+            finished,
+        );
         let mut load: BTreeMap<String, usize> =
             live.iter().map(|member| (member.clone(), 0)).collect();
         for (unit, member) in &assignments {

@@ -72,10 +72,12 @@ impl ConsumerContext for GateContext {
                     error!(error = %error, paused, "could not set the pause state of newly assigned partitions");
                 }
                 info!(partitions = ?assigned, paused, "partitions assigned");
+                self.metrics.show_assignment(&assigned);
                 self.state.set_assignment(assigned);
             }
             Rebalance::Revoke(partitions) => {
                 info!(partitions = partitions.count(), "partitions revoked");
+                self.metrics.show_assignment(&[]);
                 self.state.set_assignment(Vec::new());
             }
             Rebalance::Error(error) => warn!(error = %error, "rebalance error"),

@@ -50,9 +50,25 @@ pub struct ConsumerMetrics {
     pub paused_seconds: Counter<f64, AtomicU64>,
     /// Consumer lag per partition.
     pub lag: Family<PartitionLabels, Gauge>,
+    /// 1 for each partition this replica is assigned (series of revoked
+    /// partitions are removed).
+    pub assigned: Family<PartitionLabels, Gauge>,
 }
 
 impl ConsumerMetrics {
+    /// Shows `assignment` (topic, partition) as this replica's partitions.
+    pub fn show_assignment(&self, assignment: &[(String, i32)]) {
+        self.assigned.clear();
+        for (topic, partition) in assignment {
+            self.assigned
+                .get_or_create(&PartitionLabels {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .set(1);
+        }
+    }
+
     /// Creates the metrics and registers them under `recon_consumer_…`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::unregistered();
@@ -128,6 +144,11 @@ impl ConsumerMetrics {
             "Messages behind the high watermark per partition",
             metrics.lag.clone(),
         );
+        sub.register(
+            "assigned",
+            "1 for each partition this replica consumes",
+            metrics.assigned.clone(),
+        );
         metrics
     }
 
@@ -148,6 +169,7 @@ impl ConsumerMetrics {
             paused: Gauge::default(),
             paused_seconds: Counter::default(),
             lag: Family::default(),
+            assigned: Family::default(),
         }
     }
 }

@@ -131,9 +131,13 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         reconcile: ReconcileMetrics::register(&mut registry),
         source: SourceMetrics::register(&mut registry),
     };
-    let group_monitor = GroupMonitor::new(&kafka, &args.group_id, GroupMetrics::register(&mut registry))
-        .context("create the consumer group monitor")?
-        .spawn(args.group_lag_interval, shutdown.child_token());
+    let group_monitor = GroupMonitor::new(
+        &kafka,
+        &args.group_id,
+        GroupMetrics::register(&mut registry),
+    )
+    .context("create the consumer group monitor")?
+    .spawn(args.group_lag_interval, shutdown.child_token());
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
     if args.static_membership {
