@@ -10,9 +10,22 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "recon", version, about)]
 pub struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object per line, with
+    /// the current span and its parents, for log pipelines).
+    #[arg(long, global = true, env = "RECON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
