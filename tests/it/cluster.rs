@@ -27,6 +27,7 @@ mod fixture;
 mod follower;
 mod frozen;
 mod history;
+mod observability;
 mod pause;
 mod pause_only;
 mod quick_restart;

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod faulty_source;
 pub mod private_postgres;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod recon_build;
 pub mod wait;

@@ -212,6 +212,8 @@ impl Cluster {
             MIN_UNIT_ROWS,
             "--poll-interval-ms",
             "100",
+            "--group-lag-interval",
+            "2s",
         ];
         if with_source {
             arguments.extend(["--source-url", proxy.base_url()]);
