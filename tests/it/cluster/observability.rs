@@ -59,6 +59,16 @@ async fn every_dashboard_query_and_alert_rule_works_on_a_real_prometheus() -> an
 /// The row figures compared between the report and the metrics.
 const FIGURES: [&str; 4] = ["missing", "phantom", "changed", "written"];
 
+/// One of the [`FIGURES`] of a unit's report.
+fn figure_of(figure: &str, unit: &UnitReport) -> u64 {
+    match figure {
+        "missing" => unit.missing,
+        "phantom" => unit.phantom,
+        "changed" => unit.changed,
+        _ => unit.written,
+    }
+}
+
 /// `"<figure> <kind>"` → the sum over the replicas of its counter.
 async fn metric_figures(prometheus: &Prometheus) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut seen = BTreeMap::new();
@@ -112,20 +122,15 @@ async fn dashboards_and_alerts(cluster: &Cluster, rules: &Path) -> anyhow::Resul
     for (_, record, _) in changes.done_puts(&run) {
         units.extend(record.reports);
     }
-    let figures: [(&str, fn(&UnitReport) -> u64); FIGURES.len()] = [
-        ("missing", |unit| unit.missing),
-        ("phantom", |unit| unit.phantom),
-        ("changed", |unit| unit.changed),
-        ("written", |unit| unit.written),
-    ];
     // Every kind's series exists from the start, at 0.
     let mut report: BTreeMap<String, u64> = FIGURES
         .iter()
         .flat_map(|figure| Kind::UPSERT_ORDER.map(|kind| (format!("{figure} {kind}"), 0)))
         .collect();
-    for (figure, value) in figures {
+    for figure in FIGURES {
         for unit in &units {
-            *report.entry(format!("{figure} {}", unit.kind)).or_default() += value(unit);
+            *report.entry(format!("{figure} {}", unit.kind)).or_default() +=
+                figure_of(figure, unit);
         }
     }
     ensure!(
