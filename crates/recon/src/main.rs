@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod telemetry;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -11,35 +12,19 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.command.default_log_filter(), cli.log_format);
+    let telemetry = telemetry::Telemetry::init(cli.command.default_log_filter(), cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match commands::run(cli.command, shutdown).await {
+    let code = match commands::run(cli.command, shutdown).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)
         }
-    }
-}
-
-fn init_tracing(default_filter: &str, format: cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let lines = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        cli::LogFormat::Text => lines
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        cli::LogFormat::Json => lines
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .flatten_event(true)
-            .init(),
-    }
+    };
+    // The exporter's connection lives on this runtime: flush beside it.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }
 
 /// Cancels the root token on SIGINT or SIGTERM.
