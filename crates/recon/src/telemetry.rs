@@ -63,7 +63,7 @@ impl Telemetry {
                 .with_current_span(true)
                 .with_span_list(true)
                 .flatten_event(true)
-                .map_event_format(|json| WithTraceIds(json))
+                .map_event_format(WithTraceIds)
                 .boxed(),
         };
         tracing_subscriber::registry()
