@@ -256,11 +256,7 @@ impl ReconcileMetrics {
 
     /// Records a unit this member finished in `seconds`.
     pub fn record_unit(&self, reports: &[UnitReport], seconds: f64) {
-        let worst = reports
-            .iter()
-            .map(|report| unit_outcome(&report.outcome))
-            .max_by_key(|label| UNIT_OUTCOMES.iter().position(|known| known == label))
-            .unwrap_or("done");
+        let worst = worst_outcome(reports);
         self.units.get_or_create(&outcome(worst)).inc();
         self.unit_seconds.observe(seconds);
         if worst == "fenced" {
@@ -298,6 +294,15 @@ impl ReconcileMetrics {
 /// Unit outcomes from best to worst: a unit of several kinds counts as its
 /// worst.
 const UNIT_OUTCOMES: [&str; 5] = ["done", "guard_tripped", "cancelled", "fenced", "failed"];
+
+/// The `outcome` label of a unit of several kinds: its worst kind's.
+pub fn worst_outcome(reports: &[UnitReport]) -> &'static str {
+    reports
+        .iter()
+        .map(|report| unit_outcome(&report.outcome))
+        .max_by_key(|label| UNIT_OUTCOMES.iter().position(|known| known == label))
+        .unwrap_or(UNIT_OUTCOMES[0])
+}
 
 /// The `outcome` label of a unit.
 pub fn unit_outcome(outcome: &UnitOutcome) -> &'static str {

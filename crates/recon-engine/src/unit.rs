@@ -234,7 +234,7 @@ impl UnitContext<'_> {
         hold: u64,
         keep_source_keys: bool,
     ) -> (Result<Walked, UnitError>, u32) {
-        let span = info_span!("reconcile.unit", tenant = %spec.tenant_id, kind = %spec.kind);
+        let span = info_span!("reconcile.walk", tenant = %spec.tenant_id, kind = %spec.kind);
         self.retrying("unit walk", || self.walk(spec, hold, keep_source_keys))
             .instrument(span)
             .await

@@ -37,8 +37,8 @@ impl Telemetry {
     /// runtime (the gRPC exporter's connection lives on it).
     pub fn init(default_filter: &str, format: LogFormat) -> Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let filter = EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
         let (provider, export_error) = match export_requested() {
             true => match otlp_provider() {
                 Ok(provider) => (Some(provider), None),
@@ -50,9 +50,9 @@ impl Telemetry {
             }
             false => (None, None),
         };
-        let spans = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer().with_tracer(provider.tracer("recon"))
-        });
+        let spans = provider
+            .as_ref()
+            .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("recon")));
         let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
         let lines = match format {
             LogFormat::Text => lines
@@ -133,7 +133,10 @@ where
         });
         match (ids, line.strip_prefix('{')) {
             (Some((trace_id, span_id)), Some(rest)) => {
-                write!(writer, "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}")
+                write!(
+                    writer,
+                    "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+                )
             }
             _ => writer.write_str(&line),
         }

@@ -5,18 +5,20 @@
 use super::backoff::Backoff;
 use super::member::{ClusterMember, now_ms};
 use super::port::Leadership;
+use super::trace;
 use super::types::{
     Barrier, DoneRecord, MemberRole, Plan, RunPhase, RunRequest, RunState, UnitPlan,
 };
+use crate::metrics::run_outcome;
 use crate::options::Scope;
 use recon_core::ports::{FailureKind, PortError};
 use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, Span, error, field, info, info_span, warn};
 
 /// The longest wait between campaigns after leadership could not be used.
 const MAX_CAMPAIGN_BACKOFF: Duration = Duration::from_secs(30);
@@ -96,6 +98,9 @@ impl ClusterMember {
         }
         let led = self.lead_with_epoch(&leadership, stop).await;
         self.metrics.leadership_ended();
+        // A run left unfinished ends its span here (a next leader continues
+        // the trace).
+        lock(&self.run_span).take();
         led
     }
 
@@ -249,8 +254,19 @@ impl ClusterMember {
             run.epoch = leadership.store_epoch;
             self.coordinator.put_run(leadership, &run).await?;
         }
-        let Some(remaining) = self.remaining_pause(&run) else {
-            return self.abort_for_max_pause(leadership, &run).await;
+        let span = self.run_span_of(&run);
+        let ended = self.run_step(leadership, &run).instrument(span).await;
+        if matches!(ended, Ok(true)) {
+            // The barrier is written: the run's span ends here.
+            lock(&self.run_span).take();
+        }
+        ended
+    }
+
+    /// One step of a run in progress; `true` once its barrier is written.
+    async fn run_step(&self, leadership: &Leadership, run: &RunState) -> Result<bool, PortError> {
+        let Some(remaining) = self.remaining_pause(run) else {
+            return self.abort_for_max_pause(leadership, run).await;
         };
         // Whatever a phase waits on (the source while planning, the store
         // while raising floors), it is bounded by what is left of max_pause.
@@ -261,12 +277,12 @@ impl ClusterMember {
                     .await
                     .map(|_| false),
                 RunPhase::Planning => self.make_plan(leadership, run.clone()).await,
-                RunPhase::Working => self.hand_out(leadership, &run).await,
+                RunPhase::Working => self.hand_out(leadership, run).await,
             }
         };
         match tokio::time::timeout(remaining, phase).await {
             Ok(result) => result,
-            Err(_elapsed) => self.abort_for_max_pause(leadership, &run).await,
+            Err(_elapsed) => self.abort_for_max_pause(leadership, run).await,
         }
     }
 
@@ -293,6 +309,7 @@ impl ClusterMember {
         );
         self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason))
             .await?;
+        Span::current().record("status", run_outcome(RunStatus::Aborted));
         self.metrics.record_aborted_run(run_seconds(run));
         Ok(true)
     }
@@ -302,16 +319,35 @@ impl ClusterMember {
         leadership: &Leadership,
         request: RunRequest,
     ) -> Result<(), PortError> {
+        let run_id = format!("run-{}-{}", now_ms(), leadership.store_epoch);
+        let span = run_span(&run_id, leadership.store_epoch, false);
         let run = RunState {
-            run_id: format!("run-{}-{}", now_ms(), leadership.store_epoch),
+            run_id,
             request,
             phase: RunPhase::Pausing,
             epoch: leadership.store_epoch,
             started_unix_ms: now_ms(),
-            traceparent: None,
+            traceparent: trace::traceparent_of(&span),
         };
         info!(run = %run.run_id, "run started");
-        self.coordinator.put_run(leadership, &run).await
+        self.coordinator.put_run(leadership, &run).await?;
+        *lock(&self.run_span) = Some((run.run_id.clone(), span));
+        Ok(())
+    }
+
+    /// The span of `run` on this leader: the root span it started, or a
+    /// child of the run's root for a run it adopted.
+    fn run_span_of(&self, run: &RunState) -> Span {
+        let mut held = lock(&self.run_span);
+        if let Some((run_id, span)) = held.as_ref()
+            && *run_id == run.run_id
+        {
+            return span.clone();
+        }
+        let span = run_span(&run.run_id, run.epoch, true);
+        trace::join_run(&span, run);
+        *held = Some((run.run_id.clone(), span.clone()));
+        span
     }
 
     async fn live_members(&self) -> Result<BTreeSet<String>, PortError> {
@@ -543,6 +579,12 @@ impl ClusterMember {
             withheld = report.total(|unit| unit.skipped_by_guard),
             "run ended"
         );
+        let span = Span::current();
+        span.record("status", run_outcome(report.status));
+        span.record("units", report.units.len());
+        for (field, figure) in REPORT_FIGURES {
+            span.record(field, report.total(figure));
+        }
         self.metrics.record_run(&report, report.seconds);
         Ok(())
     }
@@ -628,4 +670,42 @@ impl ClusterMember {
 /// Seconds since `run` started (by the clock of the member asking).
 fn run_seconds(run: &RunState) -> f64 {
     Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
+}
+
+/// The figures a run's span and a unit's span carry, as span fields.
+pub(super) const REPORT_FIGURES: [(&str, fn(&UnitReport) -> u64); 7] = [
+    ("compared", |unit| unit.compared),
+    ("missing", |unit| unit.missing),
+    ("phantom", |unit| unit.phantom),
+    ("changed", |unit| unit.changed),
+    ("written", |unit| unit.written),
+    ("withheld", |unit| unit.skipped_by_guard),
+    ("bytes", |unit| unit.bytes),
+];
+
+/// A `reconcile.run` span, a root (its parent, if any, is set from the run
+/// state by [`trace::join_run`]); the figures are recorded at its end.
+fn run_span(run_id: &str, epoch: u64, adopted: bool) -> Span {
+    tracing::info_span!(
+        parent: None,
+        "reconcile.run",
+        run = %run_id,
+        epoch,
+        adopted,
+        status = field::Empty,
+        units = field::Empty,
+        compared = field::Empty,
+        missing = field::Empty,
+        phantom = field::Empty,
+        changed = field::Empty,
+        written = field::Empty,
+        withheld = field::Empty,
+        bytes = field::Empty,
+    )
+}
+
+/// The lock of a span slot; a panic elsewhere never poisons tracing.
+pub(super) fn lock<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

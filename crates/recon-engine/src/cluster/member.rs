@@ -14,8 +14,10 @@
 //! on from the state it finds; done units are never redone. A run older than
 //! `max_pause` is aborted with a barrier that says why.
 
+use super::leader::REPORT_FIGURES;
 use super::pause::PauseTracker;
 use super::port::Coordinator;
+use super::trace;
 use super::types::{DoneRecord, RunPhase, RunState, UnitPlan};
 use crate::metrics::ReconcileMetrics;
 use crate::options::{ReconcileOptions, Scope};
@@ -23,11 +25,11 @@ use crate::run::Reconciler;
 use crate::unit::UnitSpec;
 use recon_core::ports::{ConsumerGate, PortError};
 use recon_core::{KeyRange, UnitOutcome, UnitReport};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, Span, field, info, info_span, warn};
 
 /// How a member takes part.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct ClusterMember {
     pub(super) settings: ClusterSettings,
     pub(super) counters: Arc<MemberCounters>,
     pub(super) metrics: ReconcileMetrics,
+    /// The span of the run this member leads, while it leads one.
+    pub(super) run_span: Mutex<Option<(String, Span)>>,
     pause: Arc<PauseTracker>,
 }
 
@@ -70,6 +74,16 @@ pub(super) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Records a finished unit's figures on its span.
+fn record_unit_figures(span: &Span, reports: &[UnitReport]) {
+    span.record("outcome", crate::metrics::worst_outcome(reports));
+    let attempts: u32 = reports.iter().map(|report| report.attempts).sum();
+    span.record("attempts", attempts);
+    for (field, figure) in REPORT_FIGURES {
+        span.record(field, reports.iter().map(figure).sum::<u64>());
+    }
 }
 
 impl ClusterMember {
@@ -88,6 +102,7 @@ impl ClusterMember {
             settings,
             counters: Arc::new(MemberCounters::default()),
             metrics: ReconcileMetrics::default(),
+            run_span: Mutex::new(None),
             pause: Arc::new(PauseTracker::new()),
         }
     }
@@ -196,7 +211,23 @@ impl ClusterMember {
             if stop.is_cancelled() || !self.coordinator.claim(&run.run_id, &unit.id).await? {
                 continue;
             }
-            let span = info_span!("reconcile.unit", run = %run.run_id, unit = %unit.id, tenant = %unit.tenant_id);
+            let span = info_span!(
+                "reconcile.unit",
+                run = %run.run_id,
+                unit = %unit.id,
+                tenant = %unit.tenant_id,
+                member = %me,
+                outcome = field::Empty,
+                attempts = field::Empty,
+                compared = field::Empty,
+                missing = field::Empty,
+                phantom = field::Empty,
+                changed = field::Empty,
+                written = field::Empty,
+                withheld = field::Empty,
+                bytes = field::Empty,
+            );
+            trace::join_run(&span, run);
             // The leader aborts the run at max_pause and consumers resume; a
             // unit must not write after that, so it is dropped (its open
             // transaction rolls back) at the same deadline.
@@ -206,7 +237,7 @@ impl ClusterMember {
             let started = Instant::now();
             let reports = match tokio::time::timeout(
                 remaining,
-                self.execute(run, unit, stop).instrument(span),
+                self.execute(run, unit, stop).instrument(span.clone()),
             )
             .await
             {
@@ -218,6 +249,7 @@ impl ClusterMember {
             };
             self.metrics
                 .record_unit(&reports, started.elapsed().as_secs_f64());
+            record_unit_figures(&span, &reports);
             if reports
                 .iter()
                 .any(|report| report.outcome == UnitOutcome::Cancelled)

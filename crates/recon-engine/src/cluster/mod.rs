@@ -9,6 +9,7 @@ mod member;
 mod pause;
 mod port;
 mod status;
+mod trace;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
