@@ -672,8 +672,11 @@ fn run_seconds(run: &RunState) -> f64 {
     Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
 }
 
+/// One figure of a unit's report.
+type Figure = fn(&UnitReport) -> u64;
+
 /// The figures a run's span and a unit's span carry, as span fields.
-pub(super) const REPORT_FIGURES: [(&str, fn(&UnitReport) -> u64); 7] = [
+pub(super) const REPORT_FIGURES: [(&str, Figure); 7] = [
     ("compared", |unit| unit.compared),
     ("missing", |unit| unit.missing),
     ("phantom", |unit| unit.phantom),
