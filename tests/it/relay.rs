@@ -21,6 +21,7 @@ use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::{Monolith, OutboxEntry};
 use recon_tests::broker::{Broker, Storage};
 use recon_tests::process::ReconProcess;
+use recon_tests::traced::traced;
 use recon_tests::{Backend, TestDatabase};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -343,7 +344,7 @@ async fn start_relay(
     let relay = Relay::new(monolith.clone(), producer, settings);
     let metrics = relay.metrics();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let task = tokio::spawn(traced(relay.run(shutdown.clone())));
     Ok(RunningRelay {
         metrics,
         shutdown,
@@ -562,7 +563,7 @@ async fn relay_marks_only_the_acknowledged_prefix_when_a_record_fails() -> anyho
     let relay = Relay::new(monolith.clone(), producer, settings);
     let metrics = relay.metrics();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let task = tokio::spawn(traced(relay.run(shutdown.clone())));
     wait_for_backlog(&monolith, Duration::from_secs(60), 0).await?;
     shutdown.cancel();
     task.await.context("join the relay")?;

@@ -15,6 +15,7 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod recon_build;
+pub mod traced;
 pub mod wait;
 
 use anyhow::{Context, bail};

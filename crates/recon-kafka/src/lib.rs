@@ -22,4 +22,6 @@ pub use config::{DEFAULT_TOPIC, KafkaConfig};
 pub use consumer::{ConsumerMetrics, ConsumerSettings, ConsumerStatus, PauseGate, ReplicaConsumer};
 pub use error::{Error, Result};
 pub use group::{GroupMetrics, GroupMonitor};
-pub use producer::{ChangeProducer, PendingDelivery, RecordPosition, trace_context_from_headers};
+pub use producer::{
+    ChangeProducer, PendingDelivery, RecordPosition, trace_context_from_headers, trace_headers,
+};

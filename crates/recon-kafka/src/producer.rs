@@ -13,29 +13,26 @@
 //! awaits every returned [`PendingDelivery`]: a record that failed may be
 //! followed by later ones that went through.
 //!
-//! The trace helpers are pure: [`traceparent`] formats a span context,
-//! [`parse_traceparent`] and [`trace_context_from_headers`] read one back
-//! (the consumer uses the latter to link its spans to the producer's).
+//! Trace context goes through OpenTelemetry's global propagator (W3C
+//! `TraceContextPropagator`, installed by the binary): [`trace_headers`]
+//! writes the current span's, [`trace_context_from_headers`] reads it back
+//! (the consumer continues the producer's trace with it).
 
 use crate::{Error, KafkaConfig, Result};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::global;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::RwLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tracing::warn;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// Record header carrying the W3C `traceparent`.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
-/// Record header carrying the W3C `tracestate` (only sent when non-empty).
-pub const TRACESTATE_HEADER: &str = "tracestate";
 
 /// Producer settings recon always uses; they cannot be overridden because
 /// the relay's guarantees rest on them.
@@ -222,222 +219,107 @@ impl Future for PendingDelivery {
     }
 }
 
-/// The trace context to send with records produced now: the current
-/// `tracing` span's OpenTelemetry context when an OpenTelemetry layer
-/// records it, else a freshly generated (sampled) one, so that every record
-/// carries a valid `traceparent`.
-pub fn current_trace_context() -> SpanContext {
+/// Record headers carrying the current span's trace context (W3C
+/// `traceparent` and `tracestate`, written by the global propagator), so
+/// that a consumer's spans continue the producer's trace. Empty when the
+/// current span has no OpenTelemetry context (no layer installed).
+pub fn trace_headers() -> OwnedHeaders {
+    let mut injector = HeaderInjector(OwnedHeaders::new_with_capacity(2));
     let context = tracing::Span::current().context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        return span_context;
-    }
-    generated_trace_context()
-}
-
-/// A new random trace and span id, sampled.
-pub fn generated_trace_context() -> SpanContext {
-    let trace_id = loop {
-        let candidate: u128 = rand::random();
-        if candidate != 0 {
-            break TraceId::from(candidate);
-        }
-    };
-    let span_id = loop {
-        let candidate: u64 = rand::random();
-        if candidate != 0 {
-            break SpanId::from(candidate);
-        }
-    };
-    SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::NONE,
-    )
-}
-
-/// The W3C `traceparent` value of a span context (version `00`).
-pub fn traceparent(span_context: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        span_context.trace_id(),
-        span_context.span_id(),
-        span_context.trace_flags().to_u8()
-    )
-}
-
-/// Record headers carrying `span_context` (`traceparent`, and `tracestate`
-/// when it is not empty).
-pub fn trace_headers(span_context: &SpanContext) -> OwnedHeaders {
-    let parent = traceparent(span_context);
-    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
-        key: TRACEPARENT_HEADER,
-        value: Some(parent.as_str()),
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut injector)
     });
-    let state = span_context.trace_state().header();
-    if !state.is_empty() {
-        headers = headers.insert(Header {
-            key: TRACESTATE_HEADER,
-            value: Some(state.as_str()),
+    injector.0
+}
+
+/// The producer's trace context from a record's headers, read by the
+/// global propagator; `None` if they carry no valid one.
+pub fn trace_context_from_headers<H: Headers + ?Sized>(headers: &H) -> Option<SpanContext> {
+    let context =
+        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// Writes propagated fields as record headers.
+struct HeaderInjector(OwnedHeaders);
+
+impl Injector for HeaderInjector {
+    fn set(&mut self, key: &str, value: String) {
+        let headers = std::mem::replace(&mut self.0, OwnedHeaders::new());
+        self.0 = headers.insert(Header {
+            key,
+            value: Some(value.as_str()),
         });
     }
-    headers
 }
 
-/// Parses a W3C `traceparent` into a remote span context; `None` if the
-/// value is malformed (wrong lengths, non-lowercase-hex, version `ff`, an
-/// all-zero trace or parent id, or extra fields on version `00`).
-pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
-    let mut fields = value.trim().split('-');
-    let version = fields.next()?;
-    let trace_id = fields.next()?;
-    let parent_id = fields.next()?;
-    let flags = fields.next()?;
-    let has_more = fields.next().is_some();
-    if !is_lower_hex(version, 2) || version == "ff" || (version == "00" && has_more) {
-        return None;
+/// Reads propagated fields from record headers (keys match case-insensitively,
+/// values that are not UTF-8 are ignored).
+struct HeaderExtractor<'a, H: ?Sized>(&'a H);
+
+impl<H: Headers + ?Sized> HeaderExtractor<'_, H> {
+    fn headers(&self) -> impl Iterator<Item = Header<'_, &[u8]>> {
+        (0..self.0.count()).filter_map(|index| self.0.try_get(index))
     }
-    if !is_lower_hex(trace_id, 32) || !is_lower_hex(parent_id, 16) || !is_lower_hex(flags, 2) {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace_id).ok()?;
-    let span_id = SpanId::from_hex(parent_id).ok()?;
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
-        return None;
-    }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some(SpanContext::new(
-        trace_id,
-        span_id,
-        TraceFlags::new(flags),
-        true,
-        TraceState::NONE,
-    ))
 }
 
-fn is_lower_hex(text: &str, length: usize) -> bool {
-    text.len() == length
-        && text
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The producer's trace context from a record's headers, as a remote span
-/// context; `None` if there is no valid `traceparent`. A malformed
-/// `tracestate` is dropped, as W3C asks.
-///
-/// A consumer links its span with tracing-opentelemetry:
-/// `span.set_parent(Context::new().with_remote_span_context(context))`.
-pub fn trace_context_from_headers<H: Headers + ?Sized>(headers: &H) -> Option<SpanContext> {
-    let mut parent = None;
-    let mut state = TraceState::NONE;
-    for index in 0..headers.count() {
-        let Some(header) = headers.try_get(index) else {
-            continue;
-        };
-        let Some(value) = header
-            .value
+impl<H: Headers + ?Sized> Extractor for HeaderExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.headers()
+            .find(|header| header.key.eq_ignore_ascii_case(key))
+            .and_then(|header| header.value)
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
-        else {
-            continue;
-        };
-        if header.key.eq_ignore_ascii_case(TRACEPARENT_HEADER) {
-            parent = parse_traceparent(value);
-        } else if header.key.eq_ignore_ascii_case(TRACESTATE_HEADER) {
-            state = TraceState::from_str(value).unwrap_or(TraceState::NONE);
-        }
     }
-    let parent = parent?;
-    Some(SpanContext::new(
-        parent.trace_id(),
-        parent.span_id(),
-        parent.trace_flags(),
-        true,
-        state,
-    ))
+
+    fn keys(&self) -> Vec<&str> {
+        self.headers().map(|header| header.key).collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn traceparent_round_trips() {
-        let context = parse_traceparent(EXAMPLE).expect("valid example");
-        assert!(context.is_remote() && context.is_sampled());
-        assert_eq!(traceparent(&context), EXAMPLE);
-    }
-
-    #[test]
-    fn generated_contexts_are_valid_and_distinct() {
-        let first = generated_trace_context();
-        let second = generated_trace_context();
-        assert!(first.is_valid() && first.is_sampled());
-        assert_ne!(first.trace_id(), second.trace_id());
-        let text = traceparent(&first);
-        assert_eq!(text.len(), 55);
-        let parsed = parse_traceparent(&text).expect("own output parses");
-        assert_eq!(parsed.trace_id(), first.trace_id());
-        assert_eq!(parsed.span_id(), first.span_id());
-    }
-
-    #[test]
-    fn current_context_without_an_opentelemetry_layer_is_generated() {
-        assert!(current_trace_context().is_valid());
-    }
-
-    #[test]
-    fn malformed_traceparents_are_refused() {
-        let bad = [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "0-4bf92f3577b34da6a3ce929d0e0e47360-00f067aa0ba902b7-01",
-        ];
-        for value in bad {
-            assert!(parse_traceparent(value).is_none(), "accepted {value:?}");
-        }
-        // A future version may append fields.
-        assert!(
-            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
-                .is_some()
-        );
-    }
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     #[test]
     fn headers_carry_the_context_both_ways() {
-        let state = TraceState::from_key_value([("vendor", "value")]).expect("valid state");
+        global::set_text_map_propagator(TraceContextPropagator::new());
         let sent = SpanContext::new(
-            TraceId::from(7_u128),
-            SpanId::from(9_u64),
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("hex"),
+            SpanId::from_hex("b7ad6b7169203331").expect("hex"),
             TraceFlags::SAMPLED,
-            false,
-            state,
+            true,
+            TraceState::from_key_value([("vendor", "value")]).expect("state"),
         );
-        let headers = trace_headers(&sent).insert(Header {
-            key: "other",
-            value: Some("x"),
+        let context = opentelemetry::Context::new().with_remote_span_context(sent.clone());
+        let mut injector = HeaderInjector(OwnedHeaders::new());
+        global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut injector)
         });
-        let received = trace_context_from_headers(&headers).expect("context");
+        let traceparent = HeaderExtractor(&injector.0)
+            .get("TraceParent")
+            .map(str::to_owned);
+        assert_eq!(
+            traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        let received = trace_context_from_headers(&injector.0).expect("a context");
         assert_eq!(received.trace_id(), sent.trace_id());
         assert_eq!(received.span_id(), sent.span_id());
-        assert!(received.is_remote());
         assert_eq!(received.trace_state().header(), "vendor=value");
-        assert!(trace_context_from_headers(&OwnedHeaders::new()).is_none());
+        assert!(received.is_remote());
     }
 
     #[test]
-    fn empty_trace_state_sends_no_header() {
-        let headers = trace_headers(&generated_trace_context());
-        assert_eq!(headers.count(), 1);
+    fn headers_without_a_valid_context_give_none() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+        });
+        assert!(trace_context_from_headers(&headers).is_none());
+        assert!(trace_context_from_headers(&OwnedHeaders::new()).is_none());
     }
 }

@@ -32,7 +32,7 @@ pub use settings::{RelayMetrics, RelayMetricsSnapshot, RelaySettings};
 use crate::{Monolith, OutboxEntry};
 use backon::{ExponentialBuilder, Retryable};
 use recon_core::ports::error_chain;
-use recon_kafka::producer::{current_trace_context, trace_headers};
+use recon_kafka::producer::trace_headers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -182,7 +182,6 @@ impl Relay {
             rows = entries.len(),
             first_id = first.id,
             last_id = last.id,
-            trace_id = field::Empty,
             published = field::Empty,
         );
         self.publish(&entries).instrument(span).await?;
@@ -193,9 +192,7 @@ impl Relay {
     }
 
     async fn publish(&self, entries: &[OutboxEntry]) -> Result<(), RelayError> {
-        let trace_context = current_trace_context();
-        tracing::Span::current().record("trace_id", field::display(trace_context.trace_id()));
-        let headers = trace_headers(&trace_context);
+        let headers = trace_headers();
         let mut pending = Vec::with_capacity(entries.len());
         let mut first_failure: Option<RelayError> = None;
         for entry in entries {

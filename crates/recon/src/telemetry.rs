@@ -2,10 +2,11 @@
 //!
 //! * Logs go to stderr as text or JSON (`--log-format`); a JSON line
 //!   written inside a span carries the span's `trace_id` and `span_id`.
-//! * Spans become OpenTelemetry spans (tracing-opentelemetry) whenever they
-//!   are exported or their ids are logged, with W3C trace context
-//!   propagation (`TraceContextPropagator`) across processes: through the
-//!   run state in etcd and the change events' record headers.
+//! * Spans are OpenTelemetry spans (tracing-opentelemetry), exported or
+//!   not, with W3C trace context propagation (`TraceContextPropagator`)
+//!   across processes: through the run state in etcd and the change events'
+//!   record headers — so a trace continues through a process that does not
+//!   export (the relay's records still carry its context).
 //! * Export is OTLP over gRPC, configured by the standard variables and off
 //!   when no endpoint is set: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`,
@@ -26,9 +27,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// The tracer provider to flush at exit, if spans are recorded.
+/// The tracer provider to flush at exit.
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    provider: SdkTracerProvider,
 }
 
 impl Telemetry {
@@ -39,20 +40,14 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-        let (provider, export_error) = match export_requested() {
-            true => match otlp_provider() {
-                Ok(provider) => (Some(provider), None),
-                Err(error) => (None, Some(error)),
-            },
-            // Spans still get ids for the JSON lines, exported nowhere.
-            false if format == LogFormat::Json => {
-                (Some(SdkTracerProvider::builder().build()), None)
-            }
-            false => (None, None),
+        // Without export, spans still get ids (for the JSON lines and the
+        // propagated context), and are dropped at their end.
+        let (provider, export_error) = match export_requested().then(otlp_provider) {
+            Some(Ok(provider)) => (provider, None),
+            Some(Err(error)) => (SdkTracerProvider::builder().build(), Some(error)),
+            None => (SdkTracerProvider::builder().build(), None),
         };
-        let spans = provider
-            .as_ref()
-            .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("recon")));
+        let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("recon"));
         let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
         let lines = match format {
             LogFormat::Text => lines
@@ -79,9 +74,7 @@ impl Telemetry {
 
     /// Exports the spans still buffered (bounded by the exporter's timeout).
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(error) = provider.shutdown()
-        {
+        if let Err(error) = self.provider.shutdown() {
             eprintln!("warning: flushing the last spans failed: {error}");
         }
     }

@@ -31,10 +31,12 @@ pub use gate::PauseGate;
 pub use metrics::{ConsumerMetrics, PartitionLabels};
 pub use state::{ConsumerStatus, PartitionStatus};
 
+use crate::producer::trace_context_from_headers;
 use crate::{Error, KafkaConfig, Result};
 use batch::PendingBatch;
 use context::GateContext;
 use gate::GateCommand;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,6 +49,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Tuning of the replica consumer.
 #[derive(Debug, Clone)]
@@ -90,6 +93,8 @@ struct Record {
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
+    /// The producer's trace context from the record's headers.
+    trace: Option<SpanContext>,
 }
 
 /// The replica consumer; [`ReplicaConsumer::spawn`] runs it.
@@ -324,6 +329,7 @@ impl ReplicaConsumer {
                 offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().map(<[u8]>::to_vec),
+                trace: message.headers().and_then(trace_context_from_headers),
             }),
             Err(error) => {
                 warn!(error = %error, "kafka poll error");
@@ -381,6 +387,7 @@ impl ReplicaConsumer {
     /// Carries a batch as far as it goes; stores its offsets when done.
     fn attempt(&mut self, mut batch: PendingBatch, runtime: &Handle) {
         let span = info_span!("consumer.batch", records = batch.records.len());
+        continue_producer_traces(&span, &batch.records);
         let _entered = span.enter();
         match self.advance(&mut batch, runtime) {
             Ok(()) => {
@@ -461,6 +468,31 @@ impl ReplicaConsumer {
                 rdkafka::types::RDKafkaErrorCode::NoOffset,
             )) => {}
             Err(error) => warn!(error = %error, reason, "could not commit offsets"),
+        }
+    }
+}
+
+/// Most producer traces a batch span links to besides its parent.
+const MAX_TRACE_LINKS: usize = 32;
+
+/// Makes a batch's span continue the trace of its first record that carries
+/// one (the relay's batch usually wrote them all), linked to the other
+/// traces its records came from.
+fn continue_producer_traces(span: &tracing::Span, records: &[Record]) {
+    let mut traces = records.iter().filter_map(|record| record.trace.as_ref());
+    let Some(first) = traces.next() else {
+        return;
+    };
+    let parent = opentelemetry::Context::new().with_remote_span_context(first.clone());
+    let _ = span.set_parent(parent);
+    let mut linked = vec![first.trace_id()];
+    for context in traces {
+        if linked.len() > MAX_TRACE_LINKS {
+            break;
+        }
+        if !linked.contains(&context.trace_id()) {
+            linked.push(context.trace_id());
+            span.add_link(context.clone());
         }
     }
 }
