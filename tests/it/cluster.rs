@@ -31,4 +31,5 @@ mod observability;
 mod pause;
 mod pause_only;
 mod quick_restart;
+mod tracing;
 mod zombie;

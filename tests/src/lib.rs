@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod faulty_source;
+pub mod otlp;
 pub mod private_postgres;
 pub mod process;
 pub mod prometheus;

@@ -38,6 +38,8 @@ pub struct Settings {
     pub etcd_proxy: bool,
     /// The replicas join the consumer group with static membership.
     pub static_membership: bool,
+    /// Where the replicas export their spans (OTLP/gRPC), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -47,6 +49,7 @@ impl Settings {
             max_pause_secs: 120,
             etcd_proxy: false,
             static_membership: false,
+            otlp_endpoint: None,
         }
     }
 }
@@ -222,7 +225,17 @@ impl Cluster {
             arguments.push("--static-membership");
         }
         let log = self.logs.path().join(format!("{id}.log"));
-        let process = ReconProcess::start(&id, &arguments, &[("RUST_LOG", "info")], log)?;
+        let service_name = format!("recon-{id}");
+        let mut environment = vec![("RUST_LOG", "info")];
+        if let Some(endpoint) = &self.settings.otlp_endpoint {
+            environment.extend([
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_SERVICE_NAME", service_name.as_str()),
+                // Export promptly: the test waits for the spans.
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ]);
+        }
+        let process = ReconProcess::start(&id, &arguments, &environment, log)?;
         wait_for_port(port, Duration::from_secs(30))
             .await
             .with_context(|| format!("{id} did not open its admin port"))?;
