@@ -67,6 +67,7 @@ macro_rules! coordinator_suite {
             a_request_during_a_run_waits_for_the_next,
             a_plan_of_50000_units_round_trips,
             barrier_clears_only_its_own_current_run,
+            finished_runs_are_listed_newest_first,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

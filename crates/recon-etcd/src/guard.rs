@@ -45,8 +45,8 @@ impl EtcdCoordinator {
         }
     }
 
-    /// Writes the barrier and, in the same transaction, deletes the current
-    /// run if it is the barrier's run.
+    /// Writes the barrier and its copy in the run history and, in the same
+    /// transaction, deletes the current run if it is the barrier's run.
     #[instrument(name = "coord.put_barrier", skip_all, fields(run = %barrier.run_id, epoch = leadership.epoch))]
     pub(crate) async fn write_barrier(
         &self,
@@ -58,7 +58,8 @@ impl EtcdCoordinator {
         for _attempt in 0..BARRIER_ATTEMPTS {
             let current = self.kv().get(&current_key).await?;
             let barrier_put = TxnOp::put(self.keys().barrier(&barrier.run_id), value.clone(), None);
-            let mut operations = vec![barrier_put];
+            let history_put = TxnOp::put(self.keys().history(&barrier.run_id), value.clone(), None);
+            let mut operations = vec![barrier_put, history_put];
             let mut read_revision = 0;
             if let Some(entry) = &current {
                 read_revision = entry.mod_revision();

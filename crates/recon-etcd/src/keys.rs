@@ -71,6 +71,16 @@ impl Keys {
         format!("{}/plan-pages/", self.run(run_id))
     }
 
+    /// The prefix of the run history: one copy of each barrier, keyed by
+    /// run id (which orders by start time).
+    pub(crate) fn history_prefix(&self) -> String {
+        format!("{}/history/", self.root)
+    }
+
+    pub(crate) fn history(&self, run_id: &str) -> String {
+        format!("{}{}", self.history_prefix(), escape(run_id))
+    }
+
     pub(crate) fn barrier(&self, run_id: &str) -> String {
         format!("{}/barrier", self.run(run_id))
     }

@@ -61,6 +61,23 @@ impl Kv {
         Ok(response.take_kvs())
     }
 
+    /// The last `limit` entries under `prefix`, in descending key order.
+    pub(crate) async fn list_last(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<KeyValue>, PortError> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(limit);
+        let mut response = self
+            .call("list last", client.get(prefix, Some(options)))
+            .await?;
+        Ok(response.take_kvs())
+    }
+
     /// The entry under `prefix` created first (the election's leader), and
     /// the revision the answer was read at.
     pub(crate) async fn first_created(

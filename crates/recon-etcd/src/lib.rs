@@ -24,6 +24,7 @@
 //! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent and the unit is assigned to it) |
 //! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
 //! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
+//! | `<prefix>/history/<run>` | the same [`Barrier`](recon_engine::cluster::Barrier) (with its run summary), for `recent_barriers` | none | the leader, in the barrier's transaction |
 //!
 //! # Session, leadership, fencing
 //!

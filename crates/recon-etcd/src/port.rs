@@ -305,4 +305,13 @@ impl Coordinator for EtcdCoordinator {
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
         self.kv().get_json(&self.keys().barrier(run_id)).await
     }
+
+    async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let entries = self
+            .kv()
+            .list_last(&self.keys().history_prefix(), limit)
+            .await?;
+        entries.iter().map(decode).collect()
+    }
 }

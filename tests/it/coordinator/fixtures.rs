@@ -4,7 +4,8 @@ use anyhow::{Context, bail};
 use recon_core::ports::{FailureKind, PortError};
 use recon_core::{Kind, RunStatus, UnitReport};
 use recon_engine::cluster::{
-    Barrier, Coordinator, DoneRecord, Plan, RunPhase, RunRequest, RunState, UnitPlan,
+    Barrier, Coordinator, DoneRecord, KindFigures, Plan, RunPhase, RunRequest, RunState,
+    RunSummary, UnitPlan,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -104,10 +105,24 @@ pub(crate) fn done_record(member: &str, epoch: u64) -> DoneRecord {
 }
 
 pub(crate) fn barrier(run_id: &str, epoch: u64) -> Barrier {
+    let figures = KindFigures {
+        compared: 10,
+        missing: 2,
+        written: 2,
+        ..KindFigures::default()
+    };
     Barrier {
         run_id: run_id.to_owned(),
         status: RunStatus::Completed,
         reason: None,
         epoch,
+        summary: Some(RunSummary {
+            request: request("tester"),
+            started_unix_ms: 1_000,
+            ended_unix_ms: 2_000,
+            units: 3,
+            by_kind: [(Kind::User, figures)].into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+        }),
     }
 }

@@ -537,3 +537,27 @@ pub(crate) async fn done_records_need_the_assignment_and_the_claim(
     ensure!(a.done("r1").await? == expected, "a's done-record stands");
     Ok(())
 }
+
+pub(crate) async fn finished_runs_are_listed_newest_first(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    ensure!(
+        a.recent_barriers(5).await?.is_empty(),
+        "no run finished yet"
+    );
+    let leadership = lead(&a).await?;
+    let epoch = leadership.epoch;
+    for run_id in ["run-1000-1", "run-1001-1", "run-1002-1"] {
+        a.put_run(&leadership, &run(run_id, epoch)).await?;
+        a.put_barrier(&leadership, &barrier(run_id, epoch)).await?;
+    }
+    let b = cluster.member("b").await?;
+    let last_two = b.recent_barriers(2).await?;
+    ensure!(
+        last_two == vec![barrier("run-1002-1", epoch), barrier("run-1001-1", epoch)],
+        "the last two runs, newest first, with their summaries: {last_two:?}"
+    );
+    ensure!(b.recent_barriers(10).await?.len() == 3, "all three kept");
+    Ok(())
+}

@@ -395,4 +395,15 @@ impl Coordinator for InProcessCoordinator {
             .get(run_id)
             .and_then(|records| records.barrier.clone()))
     }
+
+    async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError> {
+        let state = self.hub.lock();
+        Ok(state
+            .runs
+            .values()
+            .rev()
+            .filter_map(|records| records.barrier.clone())
+            .take(limit)
+            .collect())
+    }
 }

@@ -7,7 +7,8 @@ use super::member::{ClusterMember, now_ms};
 use super::port::Leadership;
 use super::trace;
 use super::types::{
-    Barrier, DoneRecord, MemberRole, Plan, RunPhase, RunRequest, RunState, UnitPlan,
+    Barrier, DoneRecord, KindFigures, MemberRole, Plan, RunPhase, RunRequest, RunState, RunSummary,
+    UnitPlan,
 };
 use crate::metrics::run_outcome;
 use crate::options::Scope;
@@ -307,7 +308,8 @@ impl ClusterMember {
             self.settings.max_pause.as_secs(),
             run.phase
         );
-        self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason))
+        let summary = run_summary(run, 0, BTreeMap::new());
+        self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason), summary)
             .await?;
         Span::current().record("status", run_outcome(RunStatus::Aborted));
         self.metrics.record_aborted_run(run_seconds(run));
@@ -408,13 +410,12 @@ impl ClusterMember {
             if tenant_list.outcome != UnitOutcome::Done {
                 // A tripped guard or a source failure on the tenant list ends the run.
                 let reason = format!("tenant list: {}", tenant_list.describe());
-                self.write_barrier(
-                    leadership,
-                    &run,
-                    RunStatus::CompletedWithProblems,
-                    Some(reason),
-                )
-                .await?;
+                let mut report = run_report(&run, vec![tenant_list]);
+                report.status = RunStatus::CompletedWithProblems;
+                let summary = run_summary(&run, 0, KindFigures::by_kind(&report.units));
+                self.write_barrier(leadership, &run, report.status, Some(reason), summary)
+                    .await?;
+                self.metrics.record_run(&report, run_seconds(&run));
                 return Ok(true);
             }
             let mut weights = Vec::with_capacity(tenants.len());
@@ -537,16 +538,7 @@ impl ClusterMember {
             done.values()
                 .flat_map(|record| record.reports.iter().cloned()),
         );
-        let mut report = RunReport {
-            epoch: run.epoch,
-            dry_run: run.request.dry_run,
-            status: RunReport::status_of(&units),
-            abort_reason: None,
-            generation_floor: None,
-            seconds: 0.0,
-            peak_rss_bytes: None,
-            units,
-        };
+        let mut report = run_report(run, units);
         // Floors raised (retried) or the reason why not; a restore seen by
         // any unit aborts the run instead.
         let cancel = leadership.lost.child_token();
@@ -564,8 +556,16 @@ impl ClusterMember {
                 "leadership lost while completing the run",
             ));
         }
-        self.write_barrier(leadership, run, report.status, report.abort_reason.clone())
-            .await?;
+        let units = u64::try_from(plan.units.len()).unwrap_or(u64::MAX);
+        let summary = run_summary(run, units, KindFigures::by_kind(&report.units));
+        self.write_barrier(
+            leadership,
+            run,
+            report.status,
+            report.abort_reason.clone(),
+            summary,
+        )
+        .await?;
         report.seconds = run_seconds(run);
         info!(
             run = %run.run_id,
@@ -603,6 +603,7 @@ impl ClusterMember {
         run: &RunState,
         status: RunStatus,
         reason: Option<String>,
+        mut summary: RunSummary,
     ) -> Result<(), PortError> {
         let mut reason = reason;
         let close = tokio::time::timeout(
@@ -645,11 +646,13 @@ impl ClusterMember {
             }
         }
         info!(run = %run.run_id, ?status, reason = reason.as_deref().unwrap_or(""), "writing the barrier");
+        summary.ended_unix_ms = now_ms();
         let barrier = Barrier {
             run_id: run.run_id.clone(),
             status,
             reason,
             epoch: leadership.store_epoch,
+            summary: Some(summary),
         };
         let mut backoff = Backoff::new(self.settings.poll_interval, MAX_BARRIER_BACKOFF);
         loop {
@@ -664,6 +667,37 @@ impl ClusterMember {
                 }
             }
         }
+    }
+}
+
+/// The report of `run` with these units, its status theirs.
+fn run_report(run: &RunState, units: Vec<UnitReport>) -> RunReport {
+    RunReport {
+        epoch: run.epoch,
+        dry_run: run.request.dry_run,
+        status: RunReport::status_of(&units),
+        abort_reason: None,
+        generation_floor: None,
+        seconds: 0.0,
+        peak_rss_bytes: None,
+        units,
+    }
+}
+
+/// The summary of `run` kept with its barrier (its end time is set when
+/// the barrier is written).
+fn run_summary(
+    run: &RunState,
+    units: u64,
+    by_kind: BTreeMap<recon_core::Kind, KindFigures>,
+) -> RunSummary {
+    RunSummary {
+        request: run.request.clone(),
+        started_unix_ms: run.started_unix_ms,
+        ended_unix_ms: 0,
+        units,
+        by_kind,
+        traceparent: run.traceparent.clone(),
     }
 }
 

@@ -18,8 +18,8 @@ pub use pause::{PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, Leadership};
 pub use status::{ClusterStatus, RunView, UnitState, UnitView, cluster_status};
 pub use types::{
-    Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunPhase, RunRequest, RunState,
-    UnitId, UnitPlan,
+    Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan, RunPhase, RunRequest,
+    RunState, RunSummary, UnitId, UnitPlan,
 };
 
 #[cfg(test)]

@@ -152,4 +152,8 @@ pub trait Coordinator: Send + Sync {
 
     /// A run's barrier, if written.
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError>;
+
+    /// The barriers of the last `limit` finished runs, newest first (run
+    /// ids order by start time).
+    async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError>;
 }

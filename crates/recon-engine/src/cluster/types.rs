@@ -4,6 +4,7 @@
 
 use recon_core::{EntityKey, InvalidInput, KeyRange, Kind, RunStatus, UnitReport};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A replica's id (unique per process start).
 pub type MemberId = String;
@@ -39,7 +40,7 @@ pub enum MemberRole {
 }
 
 /// Someone asks for a reconciliation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequest {
     /// Who asked (a member id, `recon reconcile --cluster`, …).
     pub requested_by: String,
@@ -185,6 +186,60 @@ pub struct Barrier {
     pub reason: Option<String>,
     /// The epoch of the leader that wrote it.
     pub epoch: u64,
+    /// What the run did (absent in barriers of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<RunSummary>,
+}
+
+/// A finished run in brief, kept with its barrier for the run history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// What was asked.
+    pub request: RunRequest,
+    /// When the run began (Unix milliseconds).
+    pub started_unix_ms: u64,
+    /// When its barrier was written (Unix milliseconds, the leader's clock).
+    pub ended_unix_ms: u64,
+    /// Units of its plan (0 if it ended before planning).
+    pub units: u64,
+    /// The report's figures by kind (empty for an aborted run).
+    pub by_kind: BTreeMap<Kind, KindFigures>,
+    /// W3C `traceparent` of the run's root span, if traced.
+    pub traceparent: Option<String>,
+}
+
+/// Rows of one kind in a run's report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindFigures {
+    /// Keys compared.
+    pub compared: u64,
+    /// Rows only the source had.
+    pub missing: u64,
+    /// Rows only the replica had.
+    pub phantom: u64,
+    /// Rows that differed.
+    pub changed: u64,
+    /// Rows written.
+    pub written: u64,
+    /// Deletions withheld by the guard.
+    pub withheld: u64,
+}
+
+impl KindFigures {
+    /// The figures of `units`, by kind.
+    pub fn by_kind(units: &[UnitReport]) -> BTreeMap<Kind, KindFigures> {
+        let mut figures: BTreeMap<Kind, KindFigures> = BTreeMap::new();
+        for unit in units {
+            let entry = figures.entry(unit.kind).or_default();
+            entry.compared += unit.compared;
+            entry.missing += unit.missing;
+            entry.phantom += unit.phantom;
+            entry.changed += unit.changed;
+            entry.written += unit.written;
+            entry.withheld += unit.skipped_by_guard;
+        }
+        figures
+    }
 }
 
 #[cfg(test)]
