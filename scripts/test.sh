@@ -2,7 +2,7 @@
 # Runs recon's whole test suite against real services on loopback.
 #
 # Installs what is missing (Debian packages: postgresql, etcd-server,
-# etcd-client, protobuf-compiler, iptables, prometheus; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
+# etcd-client, protobuf-compiler, iptables, prometheus, chromium; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
 # etcd member in a temporary directory, runs `cargo test --workspace`, and
 # stops everything again, whatever the outcome. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh -p recon-core`).
@@ -29,6 +29,8 @@ install_missing_packages() {
   command -v iptables >/dev/null || missing+=(iptables)
   # The dashboard and alert rules are checked against a real Prometheus.
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  # The status page is tested in headless Chromium.
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq

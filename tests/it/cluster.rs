@@ -31,5 +31,6 @@ mod observability;
 mod pause;
 mod pause_only;
 mod quick_restart;
+mod status_page;
 mod tracing;
 mod zombie;

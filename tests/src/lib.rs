@@ -9,6 +9,7 @@
 //! test failure with a message saying how to start it, never a silent skip.
 
 pub mod broker;
+pub mod chromium;
 pub mod faulty_source;
 pub mod otlp;
 pub mod private_postgres;

@@ -236,6 +236,11 @@ pub struct ServeArgs {
     /// partitions no member owns) is read from the broker for `/metrics`.
     #[arg(long, env = "RECON_GROUP_LAG_INTERVAL", default_value = "15s", value_parser = parse_positive_duration)]
     pub group_lag_interval: Duration,
+    /// Link from the status page to a run's trace in your tracing UI, with
+    /// `{trace_id}` where the id goes, e.g.
+    /// `http://localhost:16686/trace/{trace_id}` (Jaeger).
+    #[arg(long, env = "RECON_TRACE_LINK")]
+    pub trace_link: Option<String>,
     /// Cluster reconciliation (enabled when `--source-url` is given).
     #[command(flatten)]
     pub cluster: ClusterArgs,

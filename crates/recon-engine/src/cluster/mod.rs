@@ -16,7 +16,9 @@ pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, Leadership};
-pub use status::{ClusterStatus, RunView, UnitState, UnitView, cluster_status};
+pub use status::{
+    ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status, trace_id_of,
+};
 pub use types::{
     Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan, RunPhase, RunRequest,
     RunState, RunSummary, UnitId, UnitPlan,

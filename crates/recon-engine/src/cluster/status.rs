@@ -2,7 +2,7 @@
 //! its epoch, the members, and the current run with its units by state.
 
 use super::port::Coordinator;
-use super::types::{MemberInfo, RunPhase, RunRequest};
+use super::types::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest};
 use recon_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -54,6 +54,8 @@ pub struct RunView {
     pub acknowledged: Vec<String>,
     /// Units by state.
     pub units: Vec<UnitView>,
+    /// The run's trace id, if traced.
+    pub trace_id: Option<String>,
 }
 
 /// The whole picture.
@@ -67,6 +69,18 @@ pub struct ClusterStatus {
     pub members: Vec<MemberInfo>,
     /// The run in progress, if any.
     pub run: Option<RunView>,
+    /// The last finished runs, newest first.
+    pub recent_runs: Vec<Barrier>,
+}
+
+/// How many finished runs the status shows.
+pub const RECENT_RUNS: usize = 10;
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let trace_id = traceparent.split('-').nth(1)?;
+    let valid = trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit());
+    valid.then_some(trace_id)
 }
 
 /// Reads the cluster's state through any member's (or observer's)
@@ -117,6 +131,11 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
                 .unwrap_or(0);
             Some(RunView {
                 paused_for_secs: now_ms.saturating_sub(run.started_unix_ms) as f64 / 1000.0,
+                trace_id: run
+                    .traceparent
+                    .as_deref()
+                    .and_then(trace_id_of)
+                    .map(str::to_owned),
                 run_id: run.run_id,
                 phase: run.phase,
                 epoch: run.epoch,
@@ -131,6 +150,7 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
         epoch: leader.map(|(_, epoch)| epoch),
         members,
         run,
+        recent_runs: coordinator.recent_barriers(RECENT_RUNS).await?,
     })
 }
 
@@ -154,6 +174,9 @@ impl ClusterStatus {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        for barrier in &self.recent_runs {
+            let _ = writeln!(out, "{}", describe_finished(barrier));
+        }
         let Some(run) = &self.run else {
             let _ = writeln!(out, "no run in progress; consumers are not held");
             return out;
@@ -193,4 +216,34 @@ impl ClusterStatus {
         }
         out
     }
+}
+
+/// One line about a finished run.
+fn describe_finished(barrier: &Barrier) -> String {
+    let mut line = format!(
+        "finished {}: {}",
+        barrier.run_id,
+        crate::metrics::run_outcome(barrier.status)
+    );
+    if let Some(summary) = &barrier.summary {
+        let seconds = summary
+            .ended_unix_ms
+            .saturating_sub(summary.started_unix_ms) as f64
+            / 1000.0;
+        let total =
+            |figure: fn(&KindFigures) -> u64| summary.by_kind.values().map(figure).sum::<u64>();
+        let _ = write!(
+            line,
+            " in {seconds:.1}s, {} units, {} missing, {} phantom, {} changed, {} written",
+            summary.units,
+            total(|kind| kind.missing),
+            total(|kind| kind.phantom),
+            total(|kind| kind.changed),
+            total(|kind| kind.written)
+        );
+    }
+    if let Some(reason) = &barrier.reason {
+        let _ = write!(line, " ({reason})");
+    }
+    line
 }

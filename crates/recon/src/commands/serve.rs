@@ -1,6 +1,9 @@
 //! `recon serve`: a replica. Consumes change events into the replica store
 //! and serves the admin API:
 //!
+//! * `GET /` — the status page (cluster, current run with its units by
+//!   state and owner, the last runs, links to their traces), reading
+//!   `/cluster` every second;
 //! * `GET /healthz` — the process is alive;
 //! * `GET /readyz` — the store answers, a broker connection is up, and the
 //!   consumer is not holding a batch the store fails to take (the body says
@@ -41,7 +44,7 @@ use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::metrics::info::Info;
@@ -64,6 +67,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+/// The status page: static HTML and script, rendering `/cluster`.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
 /// How long shutdown waits for the cluster session's tasks (the keep-alive
 /// revokes the lease on its way out) and the member.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -76,6 +82,7 @@ struct AdminState {
     member_id: String,
     coordinator: CoordinatorSlot,
     counters: Option<Arc<MemberCounters>>,
+    trace_link: Option<String>,
 }
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -203,6 +210,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         member_id,
         coordinator: slot,
         counters,
+        trace_link: args.trace_link.clone(),
     };
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -242,6 +250,7 @@ pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
 
 fn admin_router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readiness))
         .route("/metrics", get(metrics))
@@ -371,6 +380,7 @@ async fn cluster_status(State(state): State<AdminState>) -> Response {
         "member": state.member_id,
         "status": status,
         "counters": counters,
+        "trace_link": state.trace_link,
     }))
     .into_response()
 }
