@@ -31,6 +31,8 @@ install_missing_packages() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   # The status page is tested in headless Chromium.
   command -v chromium >/dev/null || missing+=(chromium)
+  # kubernetes-validate is installed in a virtualenv.
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
@@ -44,6 +46,18 @@ install_tansu() {
     log "installing tansu 0.6.0 (first time only)"
     cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
   fi
+}
+
+install_python_tools() {
+  # kubernetes-validate (PyPI) checks the rendered Kubernetes manifests
+  # offline, against the schemas it ships.
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/recon-venv"
+  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate in $venv (first time only)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q kubernetes-validate
+  fi
+  export PATH="$PATH:$venv/bin"
 }
 
 WORK_DIR=""
@@ -89,6 +103,7 @@ start_etcd() {
 
 install_missing_packages
 install_tansu
+install_python_tools
 WORK_DIR="$(mktemp -d /tmp/recon-test.XXXXXX)"
 chmod 755 "$WORK_DIR"
 start_postgres

@@ -4,6 +4,7 @@ mod cluster;
 mod consumer;
 mod consumer_faults;
 mod coordinator;
+mod deploy;
 mod group_lag;
 mod monolith;
 mod pipeline;

@@ -145,7 +145,9 @@ async fn one_trace(cluster: &Cluster, receiver: &OtlpReceiver) -> anyhow::Result
     );
     let mut names: BTreeMap<(String, String), usize> = BTreeMap::new();
     for span in spans.iter().filter(|span| span.trace_id == root.trace_id) {
-        *names.entry((span.service.clone(), span.name.clone())).or_default() += 1;
+        *names
+            .entry((span.service.clone(), span.name.clone()))
+            .or_default() += 1;
     }
     eprintln!("spans of the trace by service and name: {names:?}");
     Ok(())

@@ -1,0 +1,242 @@
+//! The Kubernetes manifests (`deploy/k8s`), offline: `kubectl kustomize`
+//! renders the base and the example overlay, every rendered object is
+//! validated against the Kubernetes schemas (`kubernetes-validate`, from
+//! PyPI, strict), and the objects are checked for what operators rely on:
+//! probes on the admin port, no secret in a ConfigMap, pinned images,
+//! consistent labels, non-root containers, a grace period covering a batch.
+//! `scripts/test.sh` installs `kubernetes-validate` in a virtualenv and
+//! puts it on PATH; kubectl is on the machine (no cluster is needed).
+
+use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(program: &str, arguments: &[&str], input: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(program)
+        .args(arguments)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {program} (scripts/test.sh installs it)"))?;
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "{program} {arguments:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr))
+}
+
+/// The Python of the virtualenv `kubernetes-validate` lives in (it ships
+/// PyYAML, used here to turn the rendered YAML into JSON).
+fn python() -> anyhow::Result<PathBuf> {
+    let validate = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|directory| directory.join("kubernetes-validate"))
+        .find(|candidate| candidate.is_file())
+        .context("kubernetes-validate not on PATH (scripts/test.sh installs it)")?;
+    Ok(validate.with_file_name("python3"))
+}
+
+/// Renders `directory` and returns its objects as JSON values, after
+/// validating them.
+fn render_and_validate(directory: &str) -> anyhow::Result<Vec<Value>> {
+    let path = repository().join(directory);
+    let rendered = run("kubectl", &["kustomize", &path.display().to_string()], None)?;
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(file.path(), &rendered)?;
+    let report = run(
+        "kubernetes-validate",
+        &[
+            "--strict",
+            "-k",
+            "1.32.0",
+            &file.path().display().to_string(),
+        ],
+        None,
+    )?;
+    for line in report.lines().filter(|line| !line.starts_with("INFO")) {
+        // CRDs have no schema in kubernetes-validate; only the
+        // Prometheus Operator's ServiceMonitor is expected.
+        if !line.contains("kind ServiceMonitor with api version monitoring.coreos.com/v1") {
+            bail!("{directory}: {line}");
+        }
+    }
+    let json = run(
+        &python()?.display().to_string(),
+        &[
+            "-c",
+            "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ],
+        Some(&rendered),
+    )?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+fn kind(object: &Value) -> &str {
+    object["kind"].as_str().unwrap_or_default()
+}
+
+fn name(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// The pod template of a workload (Deployment or CronJob).
+fn pod_spec(object: &Value) -> Option<&Value> {
+    match kind(object) {
+        "Deployment" => Some(&object["spec"]["template"]["spec"]),
+        "CronJob" => Some(&object["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        _ => None,
+    }
+}
+
+/// Checks the rendered objects; `with_secrets`: the Secrets the pods
+/// refer to must be among them (an overlay's job, not the base's).
+fn check(objects: &[Value], with_secrets: bool) -> anyhow::Result<()> {
+    let kinds: Vec<&str> = objects.iter().map(kind).collect();
+    for expected in [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ConfigMap",
+        "CronJob",
+    ] {
+        ensure!(
+            kinds.contains(&expected),
+            "no {expected} rendered: {kinds:?}"
+        );
+    }
+    for object in objects {
+        let labels = &object["metadata"]["labels"];
+        ensure!(
+            labels["app.kubernetes.io/name"] == "recon",
+            "{} {} lacks app.kubernetes.io/name=recon",
+            kind(object),
+            name(object)
+        );
+        if kind(object) == "ConfigMap" {
+            for (key, value) in object["data"].as_object().into_iter().flatten() {
+                let value = value.as_str().unwrap_or_default();
+                let secret_key = ["PASSWORD", "TOKEN", "SECRET", "DATABASE_URL", "KEY"]
+                    .iter()
+                    .any(|word| key.to_uppercase().contains(word));
+                let credentials_in_url = value.contains("://") && value.contains('@');
+                ensure!(
+                    !secret_key && !credentials_in_url,
+                    "ConfigMap {} holds a secret: {key}",
+                    name(object)
+                );
+            }
+        }
+        let Some(pod) = pod_spec(object) else {
+            continue;
+        };
+        ensure!(
+            pod["securityContext"]["runAsNonRoot"] == true,
+            "{} {} may run as root",
+            kind(object),
+            name(object)
+        );
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let image = container["image"].as_str().unwrap_or_default();
+            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+            ensure!(
+                !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+                "image {image:?} is not pinned to a tag"
+            );
+            ensure!(
+                container["resources"]["requests"]["memory"].is_string(),
+                "{image} has no memory request"
+            );
+        }
+    }
+    let deployment = objects
+        .iter()
+        .find(|object| kind(object) == "Deployment")
+        .context("no Deployment")?;
+    let template_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        ensure!(
+            &template_labels[key] == value,
+            "the Deployment's selector {key}={value} does not match its pods"
+        );
+    }
+    let pod = pod_spec(deployment).context("no pod template")?;
+    ensure!(
+        pod["terminationGracePeriodSeconds"].as_u64() >= Some(20),
+        "the grace period does not cover a batch and the session's revocation"
+    );
+    let container = &pod["containers"][0];
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        ensure!(
+            container[probe]["httpGet"]["path"] == path,
+            "{probe} is not GET {path}: {}",
+            container[probe]
+        );
+    }
+    let secrets: Vec<&str> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|variable| variable["valueFrom"]["secretKeyRef"]["name"].as_str())
+        .collect();
+    ensure!(
+        !secrets.is_empty(),
+        "the database URL does not come from a Secret"
+    );
+    for secret in secrets.iter().filter(|_| with_secrets) {
+        let made = objects
+            .iter()
+            .any(|object| kind(object) == "Secret" && name(object) == *secret);
+        ensure!(
+            made,
+            "the Deployment refers to Secret {secret}, which is not made"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_kubernetes_base_and_overlay_render_validate_and_hold_together() -> anyhow::Result<()> {
+    check(&render_and_validate("deploy/k8s/base")?, false).context("base")?;
+    let overlay = render_and_validate("deploy/k8s/overlays/example")?;
+    check(&overlay, true).context("example overlay")?;
+    let replicas = overlay
+        .iter()
+        .find(|object| kind(object) == "Deployment")
+        .map(|deployment| deployment["spec"]["replicas"].clone());
+    ensure!(
+        replicas == Some(Value::from(5)),
+        "the overlay's replica count: {replicas:?}"
+    );
+    ensure!(
+        overlay
+            .iter()
+            .all(|object| object["metadata"]["namespace"] == "recon"),
+        "an object outside the overlay's namespace"
+    );
+    Ok(())
+}
