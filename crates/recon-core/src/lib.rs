@@ -13,6 +13,7 @@ pub mod guard;
 pub mod hash;
 pub mod plan;
 pub mod ports;
+pub mod redact;
 pub mod report;
 pub mod version;
 
@@ -24,5 +25,6 @@ pub use domain::{
 };
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
+pub use redact::redact_url;
 pub use report::{RunReport, RunStatus, TenantRemoval, UnitOutcome, UnitReport};
 pub use version::{ElectionClaim, FenceToken, GLOBAL_SCOPE, Version};

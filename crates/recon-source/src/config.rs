@@ -72,7 +72,7 @@ impl SourceConfig {
         let base_url = Url::parse(&self.base_url).map_err(|error| {
             format!(
                 "source base_url {:?} is not a URL: {error}",
-                redact_url_text(&self.base_url)
+                recon_core::redact_url(&self.base_url)
             )
         })?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
@@ -116,7 +116,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("SourceConfig")
-            .field("base_url", &redact_url_text(&self.base_url))
+            .field("base_url", &recon_core::redact_url(&self.base_url))
             .field(
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
@@ -132,24 +132,9 @@ impl fmt::Debug for SourceConfig {
     }
 }
 
-/// `url` without user name and password, for messages.
+/// `url` without credentials, for messages.
 pub(crate) fn redact_url(url: &Url) -> String {
-    let mut redacted = url.clone();
-    if redacted.password().is_some() || !redacted.username().is_empty() {
-        // Both only fail for URLs that cannot carry credentials anyway.
-        redacted.set_password(None).ok();
-        redacted.set_username("").ok();
-    }
-    redacted.to_string()
-}
-
-/// [`redact_url`] of a text that may not even parse.
-fn redact_url_text(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(url) => redact_url(&url),
-        Err(_) if text.contains('@') => "<unparsable URL with credentials>".to_owned(),
-        Err(_) => text.to_owned(),
-    }
+    recon_core::redact_url(url.as_str())
 }
 
 /// Durations as whole milliseconds in configuration files.

@@ -112,7 +112,7 @@ impl Store {
         let connection = Database::connect(options)
             .await
             .map_err(|source| Error::Connect {
-                target: redact_url(database_url),
+                target: recon_core::redact_url(database_url),
                 source,
             })?;
         migrate(&connection).await?;
@@ -152,31 +152,4 @@ async fn migrate(connection: &DatabaseConnection) -> Result<()> {
 /// would switch the timeout off).
 fn millis(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
-}
-
-/// Renders a database URL without its credentials, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<database url>".to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((_credentials, host)) => format!("{scheme}://***@{host}"),
-        None => format!("{scheme}://{rest}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://recon:s3cret@db:5432/replica"),
-            "postgres://***@db:5432/replica"
-        );
-        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
-        assert!(!redact_url("postgres://u:p4ss@h/d").contains("p4ss"));
-        assert_eq!(redact_url("not a url"), "<database url>");
-    }
 }

@@ -6,8 +6,9 @@ pub mod entities;
 pub mod migrations;
 pub(crate) mod rows;
 
-use crate::error::{DbResultExt, Error, Result, redact_url};
+use crate::error::{DbResultExt, Error, Result};
 use recon_core::Version;
+use recon_core::redact_url;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
