@@ -197,15 +197,41 @@ fn check(objects: &[Value], with_secrets: bool) -> anyhow::Result<()> {
             container[probe]
         );
     }
-    let secrets: Vec<&str> = container["env"]
+    let environment: Vec<&Value> = container["env"].as_array().into_iter().flatten().collect();
+    let variable = |name: &str| environment.iter().find(|variable| variable["name"] == name);
+    for secret in [
+        "RECON_DATABASE_URL",
+        "RECON_ADMIN_TOKEN",
+        "RECON_SOURCE_TOKEN",
+    ] {
+        ensure!(
+            variable(secret).is_none(),
+            "{secret} is set as a variable; secrets come from files"
+        );
+        let file = variable(&format!("{secret}_FILE"))
+            .and_then(|variable| variable["value"].as_str())
+            .with_context(|| format!("{secret}_FILE is not set"))?;
+        let mounted = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|mount| mount["mountPath"].as_str())
+            .any(|path| file.starts_with(path));
+        ensure!(mounted, "{secret}_FILE={file} is on no mounted volume");
+    }
+    let secrets: Vec<&str> = pod["volumes"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|variable| variable["valueFrom"]["secretKeyRef"]["name"].as_str())
+        .filter_map(|volume| volume["secret"]["secretName"].as_str())
         .collect();
+    ensure!(!secrets.is_empty(), "no Secret is mounted");
+    let advertised = variable("RECON_ADVERTISE_ADMIN_URL")
+        .and_then(|variable| variable["value"].as_str())
+        .unwrap_or_default();
     ensure!(
-        !secrets.is_empty(),
-        "the database URL does not come from a Secret"
+        !advertised.is_empty() && !advertised.contains("0.0.0.0"),
+        "the advertised admin URL {advertised:?} is not reachable by other replicas"
     );
     for secret in secrets.iter().filter(|_| with_secrets) {
         let made = objects

@@ -1,4 +1,5 @@
 //! Integration tests against real services.
+mod admin_auth;
 mod broker;
 mod cluster;
 mod consumer;

@@ -496,7 +496,7 @@ impl Nemesis {
     /// Asks an answering replica for a run; the new run's id.
     async fn request_run(&self) -> anyhow::Result<String> {
         let before: BTreeSet<String> = run_ids(&self.recorder.changes());
-        let body = json!({ "allow_mass_delete": true });
+        let body = json!({ "allow_mass_delete": true, "confirm_mass_delete": true });
         let mut last_error = None;
         for (_, _, port) in self.world.answering() {
             match self.admin.request_run(port, &body).await {

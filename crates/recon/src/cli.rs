@@ -1,9 +1,11 @@
 //! Command-line interface. Every option can also come from the environment
 //! (`RECON_…`); flags win over the environment.
 
+use crate::secrets;
 use clap::{Args, Parser, Subcommand};
 use recon_store::{StoreOptions, TombstonePurge};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// recon keeps a service's copy of monolith data correct.
@@ -66,18 +68,53 @@ impl Command {
     }
 }
 
+impl MonolithArgs {
+    /// The monolith database's URL, given or read from its file.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        secrets::require(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+            "--database-url",
+        )
+    }
+
+    /// The Source API's bearer token, if any.
+    pub fn auth_token(&self) -> anyhow::Result<Option<String>> {
+        secrets::resolve(
+            self.auth_token.as_deref(),
+            self.auth_token_file.as_deref(),
+            "--auth-token",
+        )
+    }
+}
+
 /// Options of `recon monolith`.
 #[derive(Debug, Args)]
 pub struct MonolithArgs {
     /// Database of the monolith (`postgres://…` or `sqlite://path?mode=rwc`).
-    #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(
+        long,
+        env = "RECON_MONOLITH_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "database_url_file"
+    )]
+    pub database_url: Option<String>,
+    /// A file holding the database URL (instead of `--database-url`).
+    #[arg(
+        long,
+        env = "RECON_MONOLITH_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "RECON_MONOLITH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Bearer token required on /v1 and /admin routes (none: no auth).
     #[arg(long, env = "RECON_MONOLITH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// A file holding the bearer token (instead of `--auth-token`).
+    #[arg(long, env = "RECON_MONOLITH_TOKEN_FILE", conflicts_with = "auth_token")]
+    pub auth_token_file: Option<PathBuf>,
     /// Kafka bootstrap servers (`host:port,…`) the outbox relay publishes
     /// change events to; without them the monolith runs without a relay.
     #[arg(long, env = "RECON_KAFKA_BOOTSTRAP_SERVERS")]
@@ -196,8 +233,16 @@ fn parse_share(text: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The service's replica database (`postgres://…` or `sqlite://path?mode=rwc`).
-    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(
+        long,
+        env = "RECON_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "database_url_file"
+    )]
+    pub database_url: Option<String>,
+    /// A file holding the database URL (instead of `--database-url`).
+    #[arg(long, env = "RECON_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
     /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -219,6 +264,20 @@ pub struct ServeArgs {
     /// Admin HTTP address (health, readiness, metrics, pause gate).
     #[arg(long, env = "RECON_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
     pub admin_listen: SocketAddr,
+    /// The admin API's URL as the other replicas reach it (their leader
+    /// calls nothing on it today; it is shown in `/cluster`). Default: the
+    /// listen address, or this host's name when listening on all
+    /// interfaces; never `0.0.0.0`.
+    #[arg(long, env = "RECON_ADVERTISE_ADMIN_URL")]
+    pub advertise_admin_url: Option<String>,
+    /// Bearer token the admin API's mutating endpoints (`POST
+    /// /consumer/pause`, `/consumer/resume`, `/reconcile`) require. Without
+    /// one they answer only on a loopback listen address.
+    #[arg(long, env = "RECON_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token (instead of `--admin-token`).
+    #[arg(long, env = "RECON_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
     /// Session timeouts of the replica store.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -247,6 +306,24 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The replica database's URL, given or read from its file.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        secrets::require(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+            "--database-url",
+        )
+    }
+
+    /// The admin token, if any.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        secrets::resolve(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            "--admin-token",
+        )
+    }
+
     /// The tombstone purge schedule.
     pub fn tombstone_purge(&self) -> TombstonePurge {
         TombstonePurge {
@@ -318,6 +395,17 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+impl ClusterArgs {
+    /// The Source API token, if any.
+    pub fn source_token(&self) -> anyhow::Result<Option<String>> {
+        secrets::resolve(
+            self.source_token.as_deref(),
+            self.source_token_file.as_deref(),
+            "--source-token",
+        )
+    }
+}
+
 /// Options of a replica's part in cluster reconciliation.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
@@ -328,6 +416,9 @@ pub struct ClusterArgs {
     /// Bearer token for the Source API.
     #[arg(long, env = "RECON_SOURCE_TOKEN", hide_env_values = true)]
     pub source_token: Option<String>,
+    /// A file holding the Source API token (instead of `--source-token`).
+    #[arg(long, env = "RECON_SOURCE_TOKEN_FILE", conflicts_with = "source_token")]
+    pub source_token_file: Option<PathBuf>,
     /// etcd endpoints (comma-separated); without them the replica is a
     /// single instance with the in-process coordinator.
     #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
@@ -506,6 +597,17 @@ pub enum OutputFormat {
     Json,
 }
 
+impl SourceArgs {
+    /// The Source API token, if any.
+    pub fn source_token(&self) -> anyhow::Result<Option<String>> {
+        secrets::resolve(
+            self.source_token.as_deref(),
+            self.source_token_file.as_deref(),
+            "--source-token",
+        )
+    }
+}
+
 /// Where the truth comes from.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
@@ -515,6 +617,9 @@ pub struct SourceArgs {
     /// Bearer token for the Source API.
     #[arg(long, env = "RECON_SOURCE_TOKEN", hide_env_values = true)]
     pub source_token: Option<String>,
+    /// A file holding the Source API token (instead of `--source-token`).
+    #[arg(long, env = "RECON_SOURCE_TOKEN_FILE", conflicts_with = "source_token")]
+    pub source_token_file: Option<PathBuf>,
     /// Most Source API requests per second.
     #[arg(long, env = "RECON_SOURCE_RPS")]
     pub source_requests_per_second: Option<u32>,
@@ -562,6 +667,18 @@ pub struct RunArgs {
     pub no_progress: bool,
 }
 
+impl ReconcileArgs {
+    /// The replica database's URL (without `--cluster`), given or read from
+    /// its file.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        secrets::require(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+            "--database-url",
+        )
+    }
+}
+
 /// Options of `recon reconcile`.
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -580,9 +697,12 @@ pub struct ReconcileArgs {
         long,
         env = "RECON_DATABASE_URL",
         hide_env_values = true,
-        required_unless_present = "cluster"
+        required_unless_present_any = ["cluster", "database_url_file"]
     )]
     pub database_url: Option<String>,
+    /// A file holding the database URL (instead of `--database-url`).
+    #[arg(long, env = "RECON_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
     /// Session timeouts of the replica store.
     #[command(flatten)]
     pub store: StoreArgs,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod secrets;
 mod telemetry;
 
 use clap::Parser;

@@ -447,7 +447,7 @@ impl Cluster {
     pub async fn request_run(&self) -> anyhow::Result<String> {
         let seen = self.history.len();
         let port = *self.live_ports().first().context("no live replica")?;
-        let body = serde_json::json!({ "allow_mass_delete": true });
+        let body = serde_json::json!({ "allow_mass_delete": true, "confirm_mass_delete": true });
         self.admin.request_run(port, body).await?;
         self.history.wait_for_new_run(seen).await
     }

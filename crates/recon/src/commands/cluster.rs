@@ -23,12 +23,19 @@ use tokio_util::task::TaskTracker;
 
 /// This process's member id.
 pub fn member_id(args: &ClusterArgs) -> String {
-    args.member_id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|name| name.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
-        format!("{host}-{}", std::process::id())
-    })
+    args.member_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()))
+}
+
+/// This host's name (`$HOSTNAME`, else `/etc/hostname`, else `localhost`).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The coordinator: etcd when endpoints are given (its background tasks on
@@ -137,7 +144,7 @@ pub fn member(
         return Ok(Some(Participant::PauseOnly(member)));
     };
     let mut config = SourceConfig::new(source_url);
-    config.bearer_token = args.source_token.clone();
+    config.bearer_token = args.source_token()?;
     let source = HttpSource::new(&config)
         .context("configure the Source API client")?
         .with_metrics(telemetry.source);

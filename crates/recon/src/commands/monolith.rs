@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 const RELAY_STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: MonolithArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let monolith = Monolith::connect(&args.database_url)
+    let auth_token = args.auth_token()?;
+    let monolith = Monolith::connect(&args.database_url()?)
         .await
         .context("open the monolith database")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -26,7 +27,7 @@ pub async fn run(args: MonolithArgs, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("listen on {}", args.listen))?;
     let relay = start_relay(&args, &monolith, shutdown.child_token())?;
     let served = monolith
-        .serve(listener, args.auth_token, shutdown.clone())
+        .serve(listener, auth_token, shutdown.clone())
         .await
         .context("serve the monolith");
     // A server error stops the relay too.

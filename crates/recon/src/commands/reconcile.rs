@@ -22,11 +22,8 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
     if args.cluster {
         return request_cluster_run(&args).await;
     }
-    let database_url = args
-        .database_url
-        .as_deref()
-        .context("--database-url is required without --cluster")?;
-    let store = Store::connect_with(database_url, args.store.options())
+    let database_url = args.database_url()?;
+    let store = Store::connect_with(&database_url, args.store.options())
         .await
         .context("open the replica store")?;
     // The store hands out the epoch (never a clock): this run then fences
@@ -87,7 +84,7 @@ pub fn http_source(args: &SourceArgs) -> anyhow::Result<HttpSource> {
         .as_deref()
         .context("--source-url is required without --cluster")?;
     let mut config = SourceConfig::new(source_url);
-    config.bearer_token = args.source_token.clone();
+    config.bearer_token = args.source_token()?;
     config.requests_per_second = args.source_requests_per_second;
     HttpSource::new(&config).context("configure the Source API client")
 }

@@ -12,11 +12,16 @@
 //! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
 //! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate;
 //! * `POST /reconcile` — asks the cluster for a run (body: optional JSON
-//!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool}`); 202
+//!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool,
+//!   "confirm_mass_delete": bool}`, the override needing the confirmation); 202
 //!   with the pending request, `merged` (it was merged into an earlier
 //!   pending one) and `queued_behind` (the run in progress it waits for);
-//! * `GET /cluster` — leader, epoch, members, current run, this member's
-//!   counters.
+//! * `GET /cluster` — leader, epoch, members, current run, the last runs,
+//!   this member's counters.
+//!
+//! The mutating endpoints (`POST`) need the admin token as a bearer token
+//! (`--admin-token[-file]`); without a token they answer only when the
+//! admin port listens on loopback. Everything else is read-only and open.
 //!
 //! With `--source-url` the replica takes part in cluster reconciliation
 //! (etcd with `--etcd-endpoints`, else as a single in-process member);
@@ -42,8 +47,10 @@ use super::cluster::MemberTelemetry;
 use super::membership::{CoordinatorSlot, Membership, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -59,6 +66,7 @@ use recon_kafka::{
 use recon_source::SourceMetrics;
 use recon_store::Store;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,10 +91,113 @@ struct AdminState {
     coordinator: CoordinatorSlot,
     counters: Option<Arc<MemberCounters>>,
     trace_link: Option<String>,
+    mutations: MutationPolicy,
+}
+
+/// Who may call the admin API's mutating endpoints.
+#[derive(Clone)]
+enum MutationPolicy {
+    /// Callers presenting this bearer token.
+    Token(Arc<str>),
+    /// Anyone who reaches the port: it listens on loopback only.
+    Loopback,
+    /// Nobody: no token is configured and the port is reachable from
+    /// other hosts.
+    Refused,
+}
+
+impl MutationPolicy {
+    fn new(token: Option<String>, listen: SocketAddr) -> Self {
+        match token {
+            Some(token) => Self::Token(Arc::from(token)),
+            None if listen.ip().is_loopback() => Self::Loopback,
+            None => Self::Refused,
+        }
+    }
+
+    /// `None` if `headers` may mutate, else the refusal.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        match self {
+            Self::Loopback => None,
+            Self::Refused => Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    "mutating admin endpoints are off: the admin port listens beyond loopback and no admin token is set (RECON_ADMIN_TOKEN or RECON_ADMIN_TOKEN_FILE)",
+                )
+                    .into_response(),
+            ),
+            Self::Token(token) => {
+                let presented = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.strip_prefix("Bearer "));
+                match presented {
+                    Some(presented) if same_secret(presented.as_bytes(), token.as_bytes()) => None,
+                    _ => Some(
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            "this admin endpoint needs the admin token as a bearer token",
+                        )
+                            .into_response(),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+/// Refuses mutating requests that the policy does not allow.
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    match state.mutations.refusal(request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// The admin URL other members see: `--advertise-admin-url`, else the
+/// listen address, with this host's name for an all-interfaces address.
+fn advertised_admin_url(args: &ServeArgs) -> anyhow::Result<String> {
+    if let Some(url) = &args.advertise_admin_url {
+        let parsed = reqwest::Url::parse(url)
+            .with_context(|| format!("--advertise-admin-url {url:?} is not a URL"))?;
+        let unspecified = parsed
+            .host_str()
+            .and_then(|host| {
+                host.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            })
+            .is_some_and(|ip| ip.is_unspecified());
+        anyhow::ensure!(
+            parsed.has_host() && !unspecified,
+            "--advertise-admin-url {url:?} must name a host other replicas can reach"
+        );
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
+    if args.admin_listen.ip().is_unspecified() {
+        return Ok(format!(
+            "http://{}:{}",
+            super::cluster::host_name(),
+            args.admin_listen.port()
+        ));
+    }
+    Ok(format!("http://{}", args.admin_listen))
 }
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
-    let store = Store::connect_with(&args.database_url, args.store.options())
+    let admin_token = args.admin_token()?;
+    let store = Store::connect_with(&args.database_url()?, args.store.options())
         .await
         .context("open the replica store")?;
     let purge_task = tokio::spawn({
@@ -101,7 +212,8 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     });
     let kafka = kafka_config(&args.kafka);
     let member_id = super::cluster::member_id(&args.cluster);
-    let admin_url = Some(format!("http://{}", args.admin_listen));
+    let admin_url = Some(advertised_admin_url(&args)?);
+    let mutations = MutationPolicy::new(admin_token, args.admin_listen);
     let tasks = TaskTracker::new();
     let on_etcd = !args.cluster.etcd_endpoints.is_empty();
     // Consumption never waits for etcd: if it does not answer now, the
@@ -211,6 +323,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         coordinator: slot,
         counters,
         trace_link: args.trace_link.clone(),
+        mutations,
     };
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -249,16 +362,19 @@ pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
 }
 
 fn admin_router(state: AdminState) -> Router {
+    let mutating = Router::new()
+        .route("/consumer/pause", post(pause))
+        .route("/consumer/resume", post(resume))
+        .route("/reconcile", post(request_reconcile))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/", get(|| async { Html(STATUS_PAGE) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readiness))
         .route("/metrics", get(metrics))
         .route("/consumer", get(consumer_status))
-        .route("/consumer/pause", post(pause))
-        .route("/consumer/resume", post(resume))
-        .route("/reconcile", post(request_reconcile))
         .route("/cluster", get(cluster_status))
+        .merge(mutating)
         .with_state(state)
 }
 
@@ -319,6 +435,9 @@ struct ReconcileBody {
     tenants: Vec<String>,
     dry_run: bool,
     allow_mass_delete: bool,
+    /// Must be `true` with `allow_mass_delete`: overriding the delete guard
+    /// over HTTP is never a default or a typo.
+    confirm_mass_delete: bool,
 }
 
 async fn request_reconcile(
@@ -326,6 +445,10 @@ async fn request_reconcile(
     body: Option<Json<ReconcileBody>>,
 ) -> Response {
     let body = body.map(|Json(body)| body).unwrap_or_default();
+    if body.allow_mass_delete && !body.confirm_mass_delete {
+        let refusal = "allow_mass_delete overrides the delete guard: send \"confirm_mass_delete\": true with it";
+        return (StatusCode::BAD_REQUEST, refusal).into_response();
+    }
     let Some(coordinator) = state.coordinator.get() else {
         return not_connected();
     };
@@ -383,4 +506,59 @@ async fn cluster_status(State(state): State<AdminState>) -> Response {
         "trace_link": state.trace_link,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut arguments = vec![
+            "recon",
+            "serve",
+            "--database-url",
+            "sqlite://x.db",
+            "--kafka-bootstrap-servers",
+            "b:9092",
+        ];
+        arguments.extend(extra);
+        match crate::cli::Cli::try_parse_from(arguments)
+            .expect("parses")
+            .command
+        {
+            crate::cli::Command::Serve(args) => args,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_advertised_admin_url_is_never_an_unspecified_address() {
+        let listen_all = serve_args(&["--admin-listen", "0.0.0.0:9464"]);
+        let advertised = advertised_admin_url(&listen_all).expect("derived");
+        assert!(!advertised.contains("0.0.0.0"), "{advertised}");
+        assert!(advertised.ends_with(":9464"), "{advertised}");
+        let loopback = serve_args(&["--admin-listen", "127.0.0.1:9470"]);
+        assert_eq!(
+            advertised_admin_url(&loopback).expect("listen"),
+            "http://127.0.0.1:9470"
+        );
+        let given = serve_args(&["--advertise-admin-url", "http://replica-1.recon:9464/"]);
+        assert_eq!(
+            advertised_admin_url(&given).expect("given"),
+            "http://replica-1.recon:9464"
+        );
+        for bad in ["http://0.0.0.0:9464", "http://[::]:9464", "not a url"] {
+            let args = serve_args(&["--advertise-admin-url", bad]);
+            assert!(advertised_admin_url(&args).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_token_is_compared_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+        assert!(!same_secret(b"S3cret", b"s3cret"));
+    }
 }
