@@ -35,7 +35,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a replica: consume change events into the service database, with
     /// an admin port for health, metrics and the pause gate.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Reconcile the replica store against the source of truth (one
     /// instance): pause the replicas' consumers, diff, fix, resume.
     Reconcile(ReconcileArgs),

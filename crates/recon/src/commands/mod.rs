@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// Runs one subcommand until it finishes or `shutdown` is cancelled.
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::run(args, shutdown).await,
+        Command::Serve(args) => serve::run(*args, shutdown).await,
         Command::Reconcile(args) => reconcile::run(args, shutdown).await,
         Command::Status(args) => status::run(args).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,

@@ -527,7 +527,7 @@ mod tests {
             .expect("parses")
             .command
         {
-            crate::cli::Command::Serve(args) => args,
+            crate::cli::Command::Serve(args) => *args,
             _ => panic!("not serve"),
         }
     }
