@@ -147,7 +147,21 @@ pub fn start_monolith(
     brokers: &str,
     topic: &str,
 ) -> anyhow::Result<ReconProcess> {
+    start_monolith_with(logs, database_url, port, brokers, topic, &[])
+}
+
+/// [`start_monolith`] with extra environment variables (e.g. its token).
+pub fn start_monolith_with(
+    logs: &std::path::Path,
+    database_url: &str,
+    port: u16,
+    brokers: &str,
+    topic: &str,
+    environment: &[(&str, &str)],
+) -> anyhow::Result<ReconProcess> {
     let listen = format!("127.0.0.1:{port}");
+    let mut variables = vec![("RUST_LOG", "info")];
+    variables.extend_from_slice(environment);
     ReconProcess::start(
         "monolith",
         &[
@@ -163,7 +177,7 @@ pub fn start_monolith(
             "--kafka-partitions",
             "4",
         ],
-        &[("RUST_LOG", "info")],
+        &variables,
         logs.join("monolith.log"),
     )
 }

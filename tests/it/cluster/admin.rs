@@ -67,6 +67,8 @@ pub struct ConsumerView {
 #[derive(Clone)]
 pub struct Admin {
     http: reqwest::Client,
+    /// The admin token the mutating endpoints need, if the replicas have one.
+    pub token: Option<String>,
 }
 
 impl Admin {
@@ -75,7 +77,7 @@ impl Admin {
             .timeout(Duration::from_secs(3))
             .build()
             .context("build the admin HTTP client")?;
-        Ok(Self { http })
+        Ok(Self { http, token: None })
     }
 
     /// `GET /cluster` of the replica on `port`.
@@ -120,13 +122,11 @@ impl Admin {
     /// `POST /reconcile` on the replica on `port`.
     pub async fn request_run(&self, port: u16, body: serde_json::Value) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{port}/reconcile");
-        let response = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .context("POST /reconcile")?;
+        let mut request = self.http.post(&url).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.context("POST /reconcile")?;
         if !response.status().is_success() {
             bail!(
                 "POST {url}: {} {}",

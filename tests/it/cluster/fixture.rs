@@ -11,7 +11,7 @@ use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
 use recon_tests::faulty_source::FaultySource;
-use recon_tests::process::{ReconProcess, start_monolith};
+use recon_tests::process::{ReconProcess, start_monolith_with};
 use recon_tests::proxy::FreezableProxy;
 pub use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
@@ -40,6 +40,20 @@ pub struct Settings {
     pub static_membership: bool,
     /// Where the replicas export their spans (OTLP/gRPC), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// Credentials everywhere (read from files): a password in the replica
+    /// database's URL, the Source API token, the admin token.
+    pub secrets: Option<Secrets>,
+}
+
+/// The credentials of a cluster started with [`Settings::secrets`].
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// A password in the replica database's URL (the test server trusts any).
+    pub database_password: String,
+    /// The monolith's Source API bearer token.
+    pub source_token: String,
+    /// The replicas' admin token.
+    pub admin_token: String,
 }
 
 impl Settings {
@@ -50,6 +64,7 @@ impl Settings {
             etcd_proxy: false,
             static_membership: false,
             otlp_endpoint: None,
+            secrets: None,
         }
     }
 }
@@ -111,12 +126,22 @@ impl Cluster {
         seed::run(&monolith, &spec(settings.seed)).await?;
         let monolith_port = free_port()?;
         let brokers = broker.bootstrap_servers();
-        let monolith_process = start_monolith(
+        let mut monolith_environment = Vec::new();
+        if let Some(secrets) = &settings.secrets {
+            let file = write_secret(logs.path(), "source-token", &secrets.source_token)?;
+            monolith_environment.push(("RECON_MONOLITH_TOKEN_FILE".to_owned(), file));
+        }
+        let monolith_environment: Vec<(&str, &str)> = monolith_environment
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let monolith_process = start_monolith_with(
             logs.path(),
             &monolith_db.url,
             monolith_port,
             &brokers,
             TOPIC,
+            &monolith_environment,
         )?;
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
@@ -130,8 +155,13 @@ impl Cluster {
             Some(proxy) => vec![proxy.url.clone()],
             None => endpoints,
         };
+        let mut admin = Admin::new()?;
+        admin.token = settings
+            .secrets
+            .as_ref()
+            .map(|secrets| secrets.admin_token.clone());
         let mut cluster = Self {
-            admin: Admin::new()?,
+            admin,
             history,
             monolith,
             monolith_db,
@@ -187,8 +217,6 @@ impl Cluster {
         let max_pause = self.settings.max_pause_secs.to_string();
         let mut arguments = vec![
             "serve",
-            "--database-url",
-            &self.replica_db.url,
             "--kafka-bootstrap-servers",
             &self.brokers,
             "--kafka-topic",
@@ -227,6 +255,32 @@ impl Cluster {
         let log = self.logs.path().join(format!("{id}.log"));
         let service_name = format!("recon-{id}");
         let mut environment = vec![("RUST_LOG", "info")];
+        let secret_files = match &self.settings.secrets {
+            Some(secrets) => {
+                let url = with_password(&self.replica_db.url, &secrets.database_password)?;
+                Some([
+                    (
+                        "RECON_DATABASE_URL_FILE",
+                        write_secret(self.logs.path(), "database-url", &url)?,
+                    ),
+                    (
+                        "RECON_SOURCE_TOKEN_FILE",
+                        write_secret(self.logs.path(), "source-token", &secrets.source_token)?,
+                    ),
+                    (
+                        "RECON_ADMIN_TOKEN_FILE",
+                        write_secret(self.logs.path(), "admin-token", &secrets.admin_token)?,
+                    ),
+                ])
+            }
+            None => None,
+        };
+        match &secret_files {
+            Some(files) => {
+                environment.extend(files.iter().map(|(name, path)| (*name, path.as_str())))
+            }
+            None => arguments.extend(["--database-url", self.replica_db.url.as_str()]),
+        }
         if let Some(endpoint) = &self.settings.otlp_endpoint {
             environment.extend([
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -477,6 +531,20 @@ impl Cluster {
         }
         outcome
     }
+}
+
+/// Writes `value` to the file `name` under `directory`; returns its path.
+fn write_secret(directory: &std::path::Path, name: &str, value: &str) -> anyhow::Result<String> {
+    let path = directory.join(name);
+    std::fs::write(&path, format!("{value}\n"))?;
+    Ok(path.display().to_string())
+}
+
+/// `url` (`postgres://user@host/…`) with `password` for its user.
+fn with_password(url: &str, password: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").context("a URL without scheme")?;
+    let (user, host) = rest.split_once('@').context("a URL without user")?;
+    Ok(format!("{scheme}://{user}:{password}@{host}"))
 }
 
 /// Sixteen tenants, heavy-tailed (1 000 to 3 000 users in all): with
