@@ -16,3 +16,4 @@ mod replica_metrics;
 mod source_client;
 mod store;
 mod store_upkeep;
+mod tls;

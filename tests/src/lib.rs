@@ -17,6 +17,7 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod recon_build;
+pub mod tls;
 pub mod traced;
 pub mod wait;
 

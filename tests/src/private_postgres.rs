@@ -17,18 +17,29 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Extra `-c` settings (TLS).
+    settings: String,
     _directory: tempfile::TempDir,
 }
 
 impl PrivatePostgres {
     /// Creates and starts a cluster; returns once it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        tokio::task::spawn_blocking(|| Self::start_blocking(None))
             .await
             .context("join the cluster start")?
     }
 
-    fn start_blocking() -> anyhow::Result<Self> {
+    /// A cluster that accepts TLS connections only, with a server
+    /// certificate for `127.0.0.1` signed by `ca`.
+    pub async fn start_with_tls(ca: &crate::tls::TestCa) -> anyhow::Result<Self> {
+        let server = ca.server("postgres")?;
+        tokio::task::spawn_blocking(move || Self::start_blocking(Some(server)))
+            .await
+            .context("join the cluster start")?
+    }
+
+    fn start_blocking(tls: Option<crate::tls::CertifiedFiles>) -> anyhow::Result<Self> {
         let bin = server_bin()?;
         let directory = tempfile::tempdir().context("create the cluster directory")?;
         let data = directory.path().join("pg");
@@ -43,15 +54,42 @@ impl PrivatePostgres {
                 bail!("chown postgres {} failed: {status}", path.display());
             }
         }
-        let cluster = Self {
+        let mut cluster = Self {
             bin,
             data,
             port: crate::free_port()?,
+            settings: String::new(),
             _directory: directory,
         };
         cluster.run_as_postgres("initdb", &["-A", "trust", "-U", "postgres", "-D"])?;
+        if let Some(files) = tls {
+            cluster.require_tls(&files)?;
+        }
         cluster.pg_ctl(&["start", "-w"])?;
         Ok(cluster)
+    }
+
+    /// Installs the server certificate and refuses connections without TLS.
+    fn require_tls(&mut self, files: &crate::tls::CertifiedFiles) -> anyhow::Result<()> {
+        let certificate = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::copy(&files.certificate, &certificate).context("install server.crt")?;
+        std::fs::copy(&files.key, &key).context("install server.key")?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        for path in [&certificate, &key] {
+            let status = Command::new("chown").arg("postgres").arg(path).status()?;
+            if !status.success() {
+                bail!("chown postgres {} failed: {status}", path.display());
+            }
+        }
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .context("write pg_hba.conf")?;
+        self.settings =
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned();
+        Ok(())
     }
 
     /// URL of the cluster's `postgres` database (superuser, no password).
@@ -94,6 +132,7 @@ impl PrivatePostgres {
             bin: self.bin.clone(),
             data: self.data.clone(),
             port: self.port,
+            settings: self.settings.clone(),
         }
     }
 
@@ -117,15 +156,17 @@ struct ClusterHandle {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    settings: String,
 }
 
 impl ClusterHandle {
     fn pg_ctl(&self, arguments: &[&str]) -> anyhow::Result<()> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c max_connections=300 -c track_commit_timestamp=on",
+             -c max_connections=300 -c track_commit_timestamp=on {}",
             self.port,
-            self.data.display()
+            self.data.display(),
+            self.settings
         );
         let log = self.data.join("log");
         let mut all: Vec<&str> = arguments.to_vec();
