@@ -4,13 +4,25 @@
 //! replica store connects with `sslmode=verify-full` and the test CA, the
 //! session is encrypted (`pg_stat_ssl`), and a connection without TLS or
 //! trusting another CA is refused with an error that says why.
+//!
+//! etcd: a private etcd serving TLS with `--client-cert-auth` that a member
+//! joins with the CA and a client certificate (and not without them); an
+//! etcd with authentication enabled that a member joins as a user allowed
+//! under `/recon/`, while a wrong password is refused as permanent — and a
+//! `recon serve` given it exits at startup saying so.
 
 use anyhow::{Context, ensure};
 use recon_core::ports::EventSink as _;
+use recon_engine::cluster::{Coordinator as _, MemberInfo, MemberRole};
+use recon_etcd::{EtcdCoordinator, EtcdSecurity, EtcdSettings};
 use recon_store::Store;
+use recon_tests::etcd::EtcdServer;
 use recon_tests::private_postgres::PrivatePostgres;
+use recon_tests::process::ReconProcess;
 use recon_tests::tls::TestCa;
 use sea_orm::{ConnectionTrait, Database, Statement};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -77,5 +89,178 @@ async fn the_replica_store_connects_to_postgresql_over_verified_tls() -> anyhow:
         refused.contains("certificate"),
         "the error does not name the certificate: {refused}"
     );
+    Ok(())
+}
+
+fn settings(endpoint: &str, member: &str, security: EtcdSecurity) -> EtcdSettings {
+    let info = MemberInfo {
+        id: member.to_owned(),
+        admin_url: None,
+        joined_unix_ms: 0,
+        role: MemberRole::Reconciler,
+    };
+    let mut settings = EtcdSettings::new(vec![endpoint.to_owned()], "/recon/secured", info);
+    settings.security = security;
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_an_etcd_that_requires_tls_and_client_certificates() -> anyhow::Result<()> {
+    let ca = TestCa::new("recon test CA")?;
+    let directory = tempfile::tempdir()?;
+    let etcd = EtcdServer::start_tls(directory.path().to_path_buf(), &ca).await?;
+    let client = ca.client("recon")?;
+    let secured = EtcdSecurity {
+        ca_file: Some(ca.certificate()),
+        client_identity: Some((client.certificate.clone(), client.key.clone())),
+        credentials: None,
+    };
+    let shutdown = CancellationToken::new();
+    let member = EtcdCoordinator::connect(
+        settings(&etcd.endpoint(), "m1", secured.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .context("join over TLS with a client certificate")?;
+    let members = member
+        .members()
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message))?;
+    ensure!(
+        members.iter().any(|info| info.id == "m1"),
+        "not registered: {members:?}"
+    );
+
+    let without_certificate = EtcdSecurity {
+        client_identity: None,
+        ..secured.clone()
+    };
+    let refused = EtcdCoordinator::connect(
+        settings(&etcd.endpoint(), "m2", without_certificate),
+        shutdown.clone(),
+    )
+    .await;
+    ensure!(refused.is_err(), "a client without a certificate joined");
+    let other = TestCa::new("another CA")?;
+    let untrusting = EtcdSecurity {
+        ca_file: Some(other.certificate()),
+        ..secured
+    };
+    let refused = EtcdCoordinator::connect(
+        settings(&etcd.endpoint(), "m3", untrusting),
+        shutdown.clone(),
+    )
+    .await;
+    ensure!(
+        refused.is_err(),
+        "a server certificate from an untrusted CA was accepted"
+    );
+    shutdown.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replica_at_startup()
+-> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    let etcd = EtcdServer::start(directory.path().to_path_buf()).await?;
+    for command in [
+        vec!["user", "add", "root", "--new-user-password", "root-pw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["role", "add", "recon"],
+        vec![
+            "role",
+            "grant-permission",
+            "recon",
+            "--prefix=true",
+            "readwrite",
+            "/recon/",
+        ],
+        vec!["user", "add", "recon", "--new-user-password", "recon-pw"],
+        vec!["user", "grant-role", "recon", "recon"],
+        vec!["auth", "enable"],
+    ] {
+        etcd.etcdctl(&command).await?;
+    }
+    let shutdown = CancellationToken::new();
+    let user = |password: &str| EtcdSecurity {
+        credentials: Some(("recon".to_owned(), password.to_owned())),
+        ..EtcdSecurity::default()
+    };
+    let member = EtcdCoordinator::connect(
+        settings(&etcd.endpoint(), "m1", user("recon-pw")),
+        shutdown.clone(),
+    )
+    .await
+    .context("join as the recon user")?;
+    let members = member
+        .members()
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message))?;
+    ensure!(
+        members.iter().any(|info| info.id == "m1"),
+        "not registered: {members:?}"
+    );
+
+    let refused = EtcdCoordinator::connect(
+        settings(&etcd.endpoint(), "m2", user("wrong")),
+        shutdown.clone(),
+    )
+    .await
+    .err()
+    .context("a wrong password was accepted")?;
+    ensure!(
+        refused.is_permanent(),
+        "a wrong password is not a permanent refusal: {refused}"
+    );
+
+    // A replica given the wrong password stops at startup with a clear error.
+    let logs = tempfile::tempdir()?;
+    let password_file = logs.path().join("etcd-password");
+    std::fs::write(&password_file, "wrong\n")?;
+    let database = recon_tests::TestDatabase::sqlite()?;
+    let admin = format!("127.0.0.1:{}", recon_tests::free_port()?);
+    let brokers = format!("127.0.0.1:{}", recon_tests::free_port()?);
+    let endpoint = etcd.endpoint();
+    let password_path = password_file.display().to_string();
+    let mut replica = ReconProcess::start(
+        "replica",
+        &[
+            "serve",
+            "--database-url",
+            &database.url,
+            "--kafka-bootstrap-servers",
+            &brokers,
+            "--admin-listen",
+            &admin,
+            "--etcd-endpoints",
+            &endpoint,
+            "--etcd-user",
+            "recon",
+            "--etcd-password-file",
+            &password_path,
+        ],
+        &[("RUST_LOG", "warn")],
+        logs.path().join("replica.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !replica.exited() {
+        ensure!(
+            Instant::now() < deadline,
+            "the replica did not stop: {}",
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = replica.log();
+    ensure!(
+        log.contains("etcd refused") && log.contains("authentication failed"),
+        "unclear startup error:\n{log}"
+    );
+    ensure!(
+        !log.contains("wrong\n") && !log.contains("recon-pw"),
+        "a password in the log:\n{log}"
+    );
+    shutdown.cancel();
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod chromium;
+pub mod etcd;
 pub mod faulty_source;
 pub mod otlp;
 pub mod private_postgres;

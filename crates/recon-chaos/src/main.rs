@@ -9,7 +9,6 @@
 
 mod audit;
 mod checker;
-mod etcd;
 mod figures;
 mod nemesis;
 mod net;

@@ -8,12 +8,12 @@
 //! its Source API fail without touching the others. A supervisor restarts a
 //! killed replica after a short delay, as Kubernetes would.
 
-use crate::etcd::EtcdServer;
 use crate::observe::Admin;
 use anyhow::{Context, bail};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::etcd::EtcdServer;
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::free_port;
 use recon_tests::private_postgres::PrivatePostgres;

@@ -23,6 +23,17 @@ pub enum Error {
         #[source]
         source: etcd_client::Error,
     },
+    /// etcd refused this client: wrong or missing credentials, or a user
+    /// without the needed permission. Retrying cannot help.
+    #[error(
+        "etcd refused {operation}: {reason} (check the etcd user, password and client certificate)"
+    )]
+    Refused {
+        /// What was being done.
+        operation: &'static str,
+        /// etcd's answer.
+        reason: String,
+    },
     /// An etcd request did not answer in time.
     #[error("etcd {0} timed out")]
     Timeout(&'static str),
@@ -34,6 +45,14 @@ pub enum Error {
         /// What was wrong with the answer.
         reason: String,
     },
+}
+
+impl Error {
+    /// Whether retrying with the same settings cannot succeed (bad settings,
+    /// refused credentials), as opposed to etcd being unreachable or slow.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::InvalidSettings { .. } | Self::Refused { .. })
+    }
 }
 
 /// Result of the etcd adapter's own operations.

@@ -71,4 +71,4 @@ mod settings;
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
 pub use request::{Requested, request_run};
-pub use settings::EtcdSettings;
+pub use settings::{EtcdSecurity, EtcdSettings};

@@ -6,7 +6,7 @@ use crate::keys::Keys;
 use crate::kv::{Kv, encode};
 use crate::session::KeepAlive;
 use crate::settings::EtcdSettings;
-use etcd_client::{Client, ConnectOptions, PutOptions};
+use etcd_client::{Client, PutOptions};
 use recon_core::ports::PortError;
 use recon_engine::cluster::MemberInfo;
 use std::future::Future;
@@ -76,7 +76,7 @@ impl EtcdCoordinator {
     ) -> Result<Self> {
         settings.validate()?;
         let request_timeout = settings.request_timeout();
-        let options = ConnectOptions::new().with_connect_timeout(request_timeout);
+        let options = settings.security.connect_options(request_timeout)?;
         let connecting = Client::connect(&settings.endpoints, Some(options));
         let client = within(request_timeout, "connect", connecting).await?;
 
@@ -204,6 +204,19 @@ async fn register(
 }
 
 /// Runs one of `connect`'s requests under the deadline.
+/// Whether etcd refused this client (wrong or missing credentials, not
+/// allowed): retrying the same settings cannot succeed.
+fn is_refusal(error: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+    ) || (status.code() == tonic::Code::InvalidArgument
+        && status.message().contains("authentication failed"))
+}
+
 pub(crate) async fn within<T>(
     deadline: Duration,
     operation: &'static str,
@@ -211,6 +224,10 @@ pub(crate) async fn within<T>(
 ) -> Result<T> {
     match tokio::time::timeout(deadline, request).await {
         Err(_elapsed) => Err(Error::Timeout(operation)),
+        Ok(Err(source)) if is_refusal(&source) => Err(Error::Refused {
+            operation,
+            reason: source.to_string(),
+        }),
         Ok(Err(source)) => Err(Error::Etcd { operation, source }),
         Ok(Ok(value)) => Ok(value),
     }

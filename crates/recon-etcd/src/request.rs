@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::member::within;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use crate::settings::EtcdSecurity;
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use recon_engine::cluster::{RunRequest, RunState};
 use std::time::Duration;
 
@@ -24,11 +25,12 @@ pub struct Requested {
 /// Merges `request` into `<prefix>/request`.
 pub async fn request_run(
     endpoints: &[String],
+    security: &EtcdSecurity,
     prefix: &str,
     request: &RunRequest,
 ) -> Result<Requested> {
     let deadline = Duration::from_secs(5);
-    let options = ConnectOptions::new().with_connect_timeout(deadline);
+    let options = security.connect_options(deadline)?;
     let client = within(
         deadline,
         "connect",

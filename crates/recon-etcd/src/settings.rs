@@ -2,12 +2,72 @@
 //! member is.
 
 use crate::error::{Error, Result};
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use recon_engine::cluster::MemberInfo;
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
+/// How to reach a secured etcd: TLS (a CA to trust, a client certificate
+/// for `--client-cert-auth`) and etcd's user/password authentication.
+/// Both are off by default (plain `http://` endpoints).
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// PEM file of the CA that signed etcd's server certificate; setting it
+    /// turns TLS on.
+    pub ca_file: Option<PathBuf>,
+    /// PEM files of this client's certificate and key, for etcd's
+    /// `--client-cert-auth`.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// User name and password for etcd's authentication.
+    pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for EtcdSecurity {
+    /// Shows who, never the password.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("EtcdSecurity")
+            .field("ca_file", &self.ca_file)
+            .field("client_identity", &self.client_identity)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
+}
+
+impl EtcdSecurity {
+    /// Client options with `timeout` for connecting; fails naming the file
+    /// that cannot be read.
+    pub fn connect_options(&self, timeout: Duration) -> Result<ConnectOptions> {
+        let mut options = ConnectOptions::new().with_connect_timeout(timeout);
+        if self.ca_file.is_some() || self.client_identity.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read("ca_file", ca)?));
+            }
+            if let Some((certificate, key)) = &self.client_identity {
+                tls = tls.identity(Identity::from_pem(
+                    read("client certificate", certificate)?,
+                    read("client key", key)?,
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &self.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        Ok(options)
+    }
+}
+
+fn read(field: &'static str, path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| Error::InvalidSettings {
+        field,
+        reason: format!("cannot read {}: {error}", path.display()),
+    })
+}
+
 /// How an [`EtcdCoordinator`](crate::EtcdCoordinator) connects and registers.
-///
-/// Holds no credentials: the endpoints are plain URLs.
 #[derive(Debug, Clone)]
 pub struct EtcdSettings {
     /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
@@ -20,6 +80,8 @@ pub struct EtcdSettings {
     /// The lease's time-to-live in seconds: how long a silent member still
     /// counts as alive. etcd raises values below its minimum (about 2 s).
     pub lease_ttl_secs: i64,
+    /// TLS and authentication.
+    pub security: EtcdSecurity,
 }
 
 impl EtcdSettings {
@@ -33,6 +95,7 @@ impl EtcdSettings {
             prefix: prefix.into(),
             member,
             lease_ttl_secs: Self::DEFAULT_LEASE_TTL_SECS,
+            security: EtcdSecurity::default(),
         }
     }
 

@@ -395,6 +395,63 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// TLS and authentication towards etcd (all off by default).
+#[derive(Debug, Clone, Default, Args)]
+pub struct EtcdSecurityArgs {
+    /// PEM file of the CA that signed etcd's certificate (turns TLS on; use
+    /// `https://` endpoints).
+    #[arg(long, env = "RECON_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate (etcd `--client-cert-auth`).
+    #[arg(long, env = "RECON_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM file of this client's private key.
+    #[arg(long, env = "RECON_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user (etcd's authentication).
+    #[arg(long, env = "RECON_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password.
+    #[arg(
+        long,
+        env = "RECON_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
+    /// A file holding the etcd password (instead of `--etcd-password`).
+    #[arg(
+        long,
+        env = "RECON_ETCD_PASSWORD_FILE",
+        conflicts_with = "etcd_password",
+        requires = "etcd_user"
+    )]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdSecurityArgs {
+    /// The security settings of the etcd client.
+    pub fn security(&self) -> anyhow::Result<recon_etcd::EtcdSecurity> {
+        let password = secrets::resolve(
+            self.etcd_password.as_deref(),
+            self.etcd_password_file.as_deref(),
+            "--etcd-password",
+        )?;
+        let credentials = match (&self.etcd_user, password) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            (Some(user), None) => {
+                anyhow::bail!("--etcd-user {user} needs --etcd-password or --etcd-password-file")
+            }
+            (None, _) => None,
+        };
+        Ok(recon_etcd::EtcdSecurity {
+            ca_file: self.etcd_ca_file.clone(),
+            client_identity: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
+            credentials,
+        })
+    }
+}
+
 impl ClusterArgs {
     /// The Source API token, if any.
     pub fn source_token(&self) -> anyhow::Result<Option<String>> {
@@ -423,6 +480,9 @@ pub struct ClusterArgs {
     /// single instance with the in-process coordinator.
     #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// TLS and authentication towards etcd.
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
     /// Service name: the etcd key prefix is `/recon/<service>`.
     #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
     pub service: String,
@@ -689,6 +749,9 @@ pub struct ReconcileArgs {
     /// etcd endpoints of the cluster (with `--cluster`).
     #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
+    /// TLS and authentication towards etcd (with `--cluster`).
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
     /// Service name of the cluster: its etcd prefix is `/recon/<service>`.
     #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
     pub service: String,

@@ -84,6 +84,7 @@ impl EtcdCluster {
             prefix: self.prefix.clone(),
             member,
             lease_ttl_secs,
+            security: Default::default(),
         };
         EtcdCoordinator::connect(settings, shutdown)
             .await

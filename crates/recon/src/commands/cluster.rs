@@ -63,6 +63,7 @@ pub async fn coordinator(
         info,
     );
     settings.lease_ttl_secs = i64::try_from(args.lease_ttl_secs).unwrap_or(i64::MAX);
+    settings.security = args.etcd_security.security()?;
     let coordinator = EtcdCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
         .await
         .context("join the cluster through etcd")?;

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// First pause between connection attempts; doubled after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -94,8 +94,15 @@ impl Membership {
                 shutdown,
                 &self.tasks,
             );
-            if let Some(coordinator) = attempt.await {
-                return Some(coordinator);
+            match attempt.await {
+                Ok(Some(coordinator)) => return Some(coordinator),
+                Ok(None) => {}
+                // Refused now (credentials changed under a running replica):
+                // keep consuming and keep trying; the operator is told.
+                Err(error) => error!(
+                    error = format!("{error:#}"),
+                    "etcd refuses this replica; consuming on, retrying"
+                ),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -155,20 +162,29 @@ impl Membership {
     }
 }
 
-/// Connects once; `None` (logged) if etcd does not answer.
+/// Connects once; `None` (logged) if etcd does not answer, an error if it
+/// cannot ever work with these settings (etcd refused the credentials, a
+/// certificate file is unreadable).
 pub async fn connect_once(
     args: &ClusterArgs,
     member_id: &str,
     admin_url: Option<String>,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> Option<Arc<dyn Coordinator>> {
+) -> anyhow::Result<Option<Arc<dyn Coordinator>>> {
     match coordinator(args, member_id, admin_url, shutdown, tasks).await {
-        Ok(coordinator) => Some(coordinator),
+        Ok(coordinator) => Ok(Some(coordinator)),
         Err(error) => {
+            let permanent = error
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<recon_etcd::Error>())
+                .any(recon_etcd::Error::is_permanent);
+            if permanent {
+                return Err(error);
+            }
             let error = format!("{error:#}");
             warn!(error, "could not join the cluster; consuming on, retrying");
-            None
+            Ok(None)
         }
     }
 }

@@ -62,7 +62,8 @@ async fn request_cluster_run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         allow_mass_delete: args.run.allow_mass_delete,
     };
     let prefix = format!("/recon/{}", args.service);
-    let requested = recon_etcd::request_run(&args.etcd_endpoints, &prefix, &request)
+    let security = args.etcd_security.security()?;
+    let requested = recon_etcd::request_run(&args.etcd_endpoints, &security, &prefix, &request)
         .await
         .context("write the run request to etcd")?;
     if requested.merged {

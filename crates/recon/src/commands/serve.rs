@@ -226,7 +226,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
             &shutdown,
             &tasks,
         )
-        .await
+        .await?
     } else {
         let coordinator =
             super::cluster::coordinator(&args.cluster, &member_id, None, &shutdown, &tasks);

@@ -1,6 +1,8 @@
-//! A single-member etcd of the harness's own, so that the nemesis can
-//! kill, restart and freeze it without disturbing anything else.
+//! A single-member etcd of a test's own (the nemesis kills, restarts and
+//! freezes it; the TLS tests start it with certificates and client
+//! certificate authentication), without disturbing the shared one.
 
+use crate::tls::{CertifiedFiles, TestCa};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -13,25 +15,84 @@ pub struct EtcdServer {
     port: u16,
     peer_port: u16,
     directory: PathBuf,
+    tls: Option<ServerTls>,
+}
+
+/// The files of an etcd serving TLS and requiring client certificates.
+#[derive(Debug, Clone)]
+struct ServerTls {
+    ca: PathBuf,
+    server: CertifiedFiles,
+    /// A client certificate for the harness's own `etcdctl` calls.
+    client: CertifiedFiles,
 }
 
 impl EtcdServer {
     /// Starts etcd with its data in `directory` on free loopback ports and
     /// waits until it answers.
     pub async fn start(directory: PathBuf) -> anyhow::Result<Self> {
+        Self::start_with(directory, None).await
+    }
+
+    /// Starts etcd serving TLS with a certificate signed by `ca` and
+    /// accepting only clients with a certificate `ca` signed
+    /// (`--client-cert-auth`).
+    pub async fn start_tls(directory: PathBuf, ca: &TestCa) -> anyhow::Result<Self> {
+        let tls = ServerTls {
+            ca: ca.certificate(),
+            server: ca.server("etcd")?,
+            client: ca.client("etcd-harness")?,
+        };
+        Self::start_with(directory, Some(tls)).await
+    }
+
+    async fn start_with(directory: PathBuf, tls: Option<ServerTls>) -> anyhow::Result<Self> {
         let mut server = Self {
             child: None,
-            port: recon_tests::free_port()?,
-            peer_port: recon_tests::free_port()?,
+            port: crate::free_port()?,
+            peer_port: crate::free_port()?,
             directory,
+            tls,
         };
         server.spawn().await?;
         Ok(server)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `etcdctl` against this server (with the harness's client
+    /// certificate under TLS) and returns its output.
+    pub async fn etcdctl(&self, arguments: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client.certificate)
+                .arg("--key")
+                .arg(&tls.client.key);
+        }
+        let output =
+            command.args(arguments).output().await.context(
+                "run etcdctl (installed by scripts/test.sh: apt-get install etcd-client)",
+            )?;
+        if !output.status.success() {
+            bail!(
+                "etcdctl {arguments:?} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// The client port's socket address.
@@ -71,7 +132,18 @@ impl EtcdServer {
             .append(true)
             .open(self.directory.join("etcd.log"))
             .context("open etcd log")?;
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server.certificate)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "chaos"])
             .arg("--data-dir")
             .arg(self.directory.join("data"))
@@ -92,12 +164,8 @@ impl EtcdServer {
 
     async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let http = reqwest::Client::new();
-        let url = format!("{}/health", self.endpoint());
         loop {
-            if let Ok(response) = http.get(&url).send().await
-                && response.status().is_success()
-            {
+            if self.etcdctl(&["endpoint", "health"]).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
