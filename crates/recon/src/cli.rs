@@ -38,7 +38,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Reconcile the replica store against the source of truth (one
     /// instance): pause the replicas' consumers, diff, fix, resume.
-    Reconcile(ReconcileArgs),
+    Reconcile(Box<ReconcileArgs>),
     /// Show the cluster: leader and epoch, members, the current run with its
     /// units by state and owner, pause age.
     Status(StatusArgs),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::run(*args, shutdown).await,
-        Command::Reconcile(args) => reconcile::run(args, shutdown).await,
+        Command::Reconcile(args) => reconcile::run(*args, shutdown).await,
         Command::Status(args) => status::run(args).await,
         Command::Monolith(args) => monolith::run(args, shutdown).await,
         Command::Seed(args) => seed::run(args).await,
