@@ -18,7 +18,9 @@ mod error;
 pub mod group;
 pub mod producer;
 
-pub use config::{DEFAULT_TOPIC, KafkaConfig};
+pub use config::{
+    DEFAULT_TOPIC, KafkaConfig, PROPERTY_VARIABLE_PREFIX, parse_properties, properties_from_variables,
+};
 pub use consumer::{ConsumerMetrics, ConsumerSettings, ConsumerStatus, PauseGate, ReplicaConsumer};
 pub use error::{Error, Result};
 pub use group::{GroupMetrics, GroupMonitor};

@@ -2,6 +2,7 @@
 //! (`RECON_…`); flags win over the environment.
 
 use crate::secrets;
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use recon_store::{StoreOptions, TombstonePurge};
 use std::net::SocketAddr;
@@ -125,6 +126,9 @@ pub struct MonolithArgs {
     /// Partitions of the change topic when the relay has to create it.
     #[arg(long, env = "RECON_KAFKA_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub kafka_partitions: i32,
+    /// Extra librdkafka properties of the relay's producer.
+    #[command(flatten)]
+    pub kafka_properties: KafkaPropertyArgs,
     /// Most outbox rows the relay publishes per batch.
     #[arg(long, env = "RECON_RELAY_BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub relay_batch_size: u64,
@@ -192,10 +196,42 @@ pub struct KafkaArgs {
         default_value = "recon.changes"
     )]
     pub topic: String,
-    /// Extra librdkafka property `key=value` (repeatable; e.g.
-    /// `security.protocol=SASL_SSL`). Values are never logged.
+    /// Extra librdkafka properties (TLS, SASL, tuning).
+    #[command(flatten)]
+    pub properties: KafkaPropertyArgs,
+}
+
+/// Extra librdkafka properties for every Kafka client of a command, from a
+/// properties file, then `RECON_KAFKA_PROPERTY_<NAME>` variables (e.g.
+/// `RECON_KAFKA_PROPERTY_SECURITY_PROTOCOL=SSL`), then `--kafka-property`
+/// flags, later ones winning. Values are never logged.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaPropertyArgs {
+    /// A librdkafka property `key=value` (repeatable; e.g.
+    /// `security.protocol=SASL_SSL`).
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+    /// A properties file (`key=value` lines), e.g. holding
+    /// `sasl.password`: secrets need no flag.
+    #[arg(long, env = "RECON_KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<PathBuf>,
+}
+
+impl KafkaPropertyArgs {
+    /// Every property, in the order file, variables, flags.
+    pub fn resolve(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut properties = Vec::new();
+        if let Some(path) = &self.kafka_properties_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read --kafka-properties-file {}", path.display()))?;
+            let parsed = recon_kafka::parse_properties(&text)
+                .map_err(|problem| anyhow::anyhow!("--kafka-properties-file {}: {problem}", path.display()))?;
+            properties.extend(parsed);
+        }
+        properties.extend(recon_kafka::properties_from_variables(std::env::vars()));
+        properties.extend(self.properties.iter().cloned());
+        Ok(properties)
+    }
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -611,6 +647,9 @@ pub struct DrainArgs {
         env = "RECON_KAFKA_BOOTSTRAP_SERVERS"
     )]
     pub bootstrap_servers: String,
+    /// Extra librdkafka properties of the bench's producer and consumer.
+    #[command(flatten)]
+    pub kafka_properties: KafkaPropertyArgs,
     /// Events in the backlog.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,

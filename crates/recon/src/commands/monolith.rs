@@ -53,7 +53,9 @@ fn start_relay(
         tracing::info!("no Kafka bootstrap servers configured, outbox relay off");
         return Ok(None);
     };
-    let config = KafkaConfig::new(bootstrap_servers.clone()).with_topic(args.kafka_topic.clone());
+    let mut config =
+        KafkaConfig::new(bootstrap_servers.clone()).with_topic(args.kafka_topic.clone());
+    config.properties.extend(args.kafka_properties.resolve()?);
     let settings = RelaySettings {
         batch_size: args.relay_batch_size,
         idle_poll_interval: Duration::from_millis(args.relay_poll_interval_ms),

@@ -210,7 +210,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
                 .await;
         }
     });
-    let kafka = kafka_config(&args.kafka);
+    let kafka = kafka_config(&args.kafka)?;
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(advertised_admin_url(&args)?);
     let mutations = MutationPolicy::new(admin_token, args.admin_listen);
@@ -355,10 +355,10 @@ fn register_build_info(registry: &mut Registry) {
 }
 
 /// The Kafka settings of a command line.
-pub fn kafka_config(args: &KafkaArgs) -> KafkaConfig {
+pub fn kafka_config(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
     let mut config = KafkaConfig::new(&args.bootstrap_servers).with_topic(&args.topic);
-    config.properties.extend(args.properties.iter().cloned());
-    config
+    config.properties.extend(args.properties.resolve()?);
+    Ok(config)
 }
 
 fn admin_router(state: AdminState) -> Router {

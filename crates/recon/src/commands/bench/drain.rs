@@ -27,8 +27,9 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let kafka =
+    let mut kafka =
         KafkaConfig::new(&args.bootstrap_servers).with_topic(format!("bench.drain.{run_id}"));
+    kafka.properties.extend(args.kafka_properties.resolve()?);
     recon_kafka::admin::ensure_topic(&kafka, args.partitions)
         .await
         .context("create the benchmark topic")?;
