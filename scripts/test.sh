@@ -2,7 +2,8 @@
 # Runs recon's whole test suite against real services on loopback.
 #
 # Installs what is missing (Debian packages: postgresql, etcd-server,
-# etcd-client, protobuf-compiler, iptables, prometheus, chromium; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
+# etcd-client, protobuf-compiler, iptables, prometheus, chromium, libssl-dev,
+# python3-venv; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
 # etcd member in a temporary directory, runs `cargo test --workspace`, and
 # stops everything again, whatever the outcome. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh -p recon-core`).
@@ -31,6 +32,9 @@ install_missing_packages() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   # The status page is tested in headless Chromium.
   command -v chromium >/dev/null || missing+=(chromium)
+  # rdkafka is built with OpenSSL (Kafka over TLS).
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
   # kubernetes-validate is installed in a virtualenv.
   python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -24,6 +24,8 @@ pub enum Storage {
 pub struct Broker {
     child: Option<Child>,
     port: u16,
+    /// The port clients are told to use (a TLS terminator's, in front).
+    advertised_port: u16,
     storage: Storage,
     directory: tempfile::TempDir,
 }
@@ -32,16 +34,42 @@ impl Broker {
     /// Starts a broker on a free loopback port and waits until it accepts
     /// connections.
     pub async fn start(storage: Storage) -> anyhow::Result<Self> {
-        let directory = tempfile::tempdir().context("create broker directory")?;
         let port = crate::free_port()?;
+        Self::start_advertising(storage, port, port).await
+    }
+
+    /// Starts a broker on `port` that tells clients to connect to
+    /// `advertised_port` (where something forwards to it).
+    async fn start_advertising(
+        storage: Storage,
+        port: u16,
+        advertised_port: u16,
+    ) -> anyhow::Result<Self> {
+        let directory = tempfile::tempdir().context("create broker directory")?;
         let mut broker = Self {
             child: None,
             port,
+            advertised_port,
             storage,
             directory,
         };
         broker.spawn().await?;
         Ok(broker)
+    }
+
+    /// A broker reachable over TLS only through a terminator with a server
+    /// certificate from `ca` (tansu 0.6 takes `--cert` but never serves
+    /// TLS), which it advertises to clients. Returns the broker and the
+    /// terminator; `bootstrap_servers` of the terminator is the address.
+    pub async fn start_behind_tls(
+        storage: Storage,
+        ca: &crate::tls::TestCa,
+    ) -> anyhow::Result<(Self, crate::tls::TlsTerminator)> {
+        let port = crate::free_port()?;
+        let tls_port = crate::free_port()?;
+        let broker = Self::start_advertising(storage, port, tls_port).await?;
+        let terminator = crate::tls::TlsTerminator::start(tls_port, port, ca).await?;
+        Ok((broker, terminator))
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -65,6 +93,7 @@ impl Broker {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port);
         let engine = match self.storage {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Durable => "sqlite://tansu.db".to_owned(),
@@ -76,7 +105,12 @@ impl Broker {
             .context("open broker log")?;
         let child = Command::new(tansu_binary()?)
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", &engine])
             .current_dir(self.directory.path())
             .env("RUST_LOG", "warn")

@@ -19,7 +19,8 @@ pub mod group;
 pub mod producer;
 
 pub use config::{
-    DEFAULT_TOPIC, KafkaConfig, PROPERTY_VARIABLE_PREFIX, parse_properties, properties_from_variables,
+    DEFAULT_TOPIC, KafkaConfig, PROPERTY_VARIABLE_PREFIX, parse_properties,
+    properties_from_variables,
 };
 pub use consumer::{ConsumerMetrics, ConsumerSettings, ConsumerStatus, PauseGate, ReplicaConsumer};
 pub use error::{Error, Result};

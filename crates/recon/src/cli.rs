@@ -224,8 +224,9 @@ impl KafkaPropertyArgs {
         if let Some(path) = &self.kafka_properties_file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read --kafka-properties-file {}", path.display()))?;
-            let parsed = recon_kafka::parse_properties(&text)
-                .map_err(|problem| anyhow::anyhow!("--kafka-properties-file {}: {problem}", path.display()))?;
+            let parsed = recon_kafka::parse_properties(&text).map_err(|problem| {
+                anyhow::anyhow!("--kafka-properties-file {}: {problem}", path.display())
+            })?;
             properties.extend(parsed);
         }
         properties.extend(recon_kafka::properties_from_variables(std::env::vars()));
