@@ -141,16 +141,24 @@ pub struct MonolithArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Seed every id and value derives from.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, env = "RECON_WORKLOAD_SEED")]
     pub seed: u64,
     /// Number of tenants.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, env = "RECON_WORKLOAD_TENANTS")]
     pub tenants: usize,
     /// Mean users per tenant (heavy-tailed: a few tenants get far more).
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(
+        long,
+        default_value_t = 200.0,
+        env = "RECON_WORKLOAD_USERS_PER_TENANT_MEAN"
+    )]
     pub users_per_tenant_mean: f64,
     /// Cap on the users of one tenant.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(
+        long,
+        default_value_t = 20_000,
+        env = "RECON_WORKLOAD_MAX_USERS_PER_TENANT"
+    )]
     pub max_users_per_tenant: usize,
 }
 
@@ -172,11 +180,11 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub workload: WorkloadArgs,
     /// Keep the demo's data directory instead of deleting it at the end.
-    #[arg(long)]
+    #[arg(long, env = "RECON_DEMO_KEEP_DATA")]
     pub keep_data: bool,
     /// Coordinate the three replicas through this etcd (e.g.
     /// `http://127.0.0.1:2379`) instead of the in-process coordinator.
-    #[arg(long)]
+    #[arg(long, env = "RECON_DEMO_ETCD")]
     pub etcd: Option<String>,
 }
 
@@ -533,16 +541,16 @@ pub struct ClusterArgs {
     #[arg(long, env = "RECON_MAX_PAUSE_SECS", default_value_t = 1_800)]
     pub max_pause_secs: u64,
     /// Items per Source API page.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, env = "RECON_PAGE_SIZE")]
     pub page_size: u32,
     /// Range digests in runs: `auto` (where the source offers them) or `off`.
     #[arg(long, value_enum, default_value = "auto", env = "RECON_DIGESTS")]
     pub digests: DigestMode,
     /// Smallest unit worth splitting a big tenant for.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, env = "RECON_MIN_UNIT_ROWS")]
     pub min_unit_rows: u64,
     /// How often run state is polled, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, env = "RECON_POLL_INTERVAL_MS")]
     pub poll_interval_ms: u64,
 }
 
@@ -579,36 +587,36 @@ pub struct ReconcileBenchArgs {
     pub replica_database_url: String,
     /// Workload size: 1.0 is W1 (1,000 heavy-tailed tenants, about 1M
     /// users, 50k groups and 2M memberships); 0.1 is a tenth of it.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale, env = "RECON_BENCH_SCALE")]
     pub scale: f64,
     /// Drift shares to measure (comma-separated): the share of the users,
     /// groups and memberships damaged, a third each changed, missing and
     /// phantom.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1", value_parser = parse_share)]
+    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1", value_parser = parse_share, env = "RECON_BENCH_DRIFT")]
     pub drift: Vec<f64>,
     /// Seed of the workload and of the drift.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, env = "RECON_BENCH_SEED")]
     pub seed: u64,
     /// Skip the naive baseline (slow: one statement per row).
-    #[arg(long)]
+    #[arg(long, env = "RECON_BENCH_SKIP_NAIVE")]
     pub skip_naive: bool,
     /// Drift shares (of `--drift`) the naive baseline runs on
     /// (comma-separated); one transaction per row makes it take about
     /// 4 ms a row on a durable PostgreSQL.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01", value_parser = parse_share)]
+    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01", value_parser = parse_share, env = "RECON_BENCH_NAIVE_DRIFT")]
     pub naive_drift: Vec<f64>,
     /// Skip reladiff's detection.
-    #[arg(long)]
+    #[arg(long, env = "RECON_BENCH_SKIP_RELADIFF")]
     pub skip_reladiff: bool,
     /// Also write the results as JSON to this file.
-    #[arg(long)]
+    #[arg(long, env = "RECON_BENCH_JSON")]
     pub json: Option<std::path::PathBuf>,
     /// Items per Source API page (passed to `recon reconcile` and used by
     /// the naive baseline).
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_BENCH_PAGE_SIZE")]
     pub page_size: u32,
     /// Tenants reconciled at the same time (passed to `recon reconcile`).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), env = "RECON_BENCH_CONCURRENCY")]
     pub concurrency: u32,
 }
 
@@ -629,10 +637,10 @@ pub struct NaiveArgs {
     #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Base URL of the Source API.
-    #[arg(long)]
+    #[arg(long, env = "RECON_SOURCE_URL")]
     pub source_url: String,
     /// Items per Source API page.
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_BENCH_PAGE_SIZE")]
     pub page_size: u32,
 }
 
@@ -652,19 +660,24 @@ pub struct DrainArgs {
     #[command(flatten)]
     pub kafka_properties: KafkaPropertyArgs,
     /// Events in the backlog.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, env = "RECON_BENCH_DRAIN_EVENTS")]
     pub events: u64,
     /// Tenants the events are spread over.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, env = "RECON_BENCH_DRAIN_TENANTS")]
     pub tenants: u64,
     /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, env = "RECON_BENCH_DRAIN_PARTITIONS")]
     pub partitions: i32,
     /// Most events applied in one transaction.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, env = "RECON_BENCH_DRAIN_MAX_BATCH")]
     pub max_batch: usize,
     /// What the backlog holds.
-    #[arg(long, value_enum, default_value = "inserts")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "inserts",
+        env = "RECON_BENCH_DRAIN_WORKLOAD"
+    )]
     pub workload: DrainWorkload,
 }
 
@@ -729,29 +742,29 @@ pub struct SourceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Only these tenants (repeatable); default: all.
-    #[arg(long = "tenant")]
+    #[arg(long = "tenant", env = "RECON_TENANTS", value_delimiter = ',')]
     pub tenants: Vec<String>,
     /// Read and compare only; write nothing.
-    #[arg(long)]
+    #[arg(long, env = "RECON_DRY_RUN")]
     pub dry_run: bool,
     /// Items per Source API page.
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_PAGE_SIZE")]
     pub page_size: u32,
     /// Tenants reconciled at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), env = "RECON_CONCURRENCY")]
     pub concurrency: u32,
     /// Changes per write transaction.
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=50_000), env = "RECON_WRITE_BATCH")]
     pub write_batch: u32,
     /// Largest share of a tenant's rows a run may delete (delete guard):
     /// a fraction in `0..=1` (`0.2`) or a percentage (`20%`).
-    #[arg(long, default_value = "0.2", value_parser = parse_share)]
+    #[arg(long, default_value = "0.2", value_parser = parse_share, env = "RECON_MAX_DELETE_SHARE")]
     pub max_delete_share: f64,
     /// Override the delete guard: delete whatever the source lacks.
-    #[arg(long)]
+    #[arg(long, env = "RECON_ALLOW_MASS_DELETE")]
     pub allow_mass_delete: bool,
     /// Abort (and resume consumers) after this many seconds.
-    #[arg(long, default_value_t = 1_800)]
+    #[arg(long, default_value_t = 1_800, env = "RECON_MAX_PAUSE_SECS")]
     pub max_pause_secs: u64,
     /// Range digests: `auto` skips key ranges whose digests are equal on
     /// both sides where the source offers digests; `off` compares every row
@@ -760,10 +773,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto", env = "RECON_DIGESTS")]
     pub digests: DigestMode,
     /// Report format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", env = "RECON_OUTPUT")]
     pub output: OutputFormat,
     /// No progress bars.
-    #[arg(long)]
+    #[arg(long, env = "RECON_NO_PROGRESS")]
     pub no_progress: bool,
 }
 
@@ -784,7 +797,7 @@ impl ReconcileArgs {
 pub struct ReconcileArgs {
     /// Ask the replicas' cluster for a run (through etcd) instead of
     /// reconciling from this process.
-    #[arg(long, requires = "etcd_endpoints")]
+    #[arg(long, requires = "etcd_endpoints", env = "RECON_CLUSTER")]
     pub cluster: bool,
     /// etcd endpoints of the cluster (with `--cluster`).
     #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
@@ -814,7 +827,11 @@ pub struct ReconcileArgs {
     pub source: SourceArgs,
     /// Admin URL of a replica whose consumer to pause during the run
     /// (repeatable), e.g. `http://127.0.0.1:9464`.
-    #[arg(long = "replica-admin-url")]
+    #[arg(
+        long = "replica-admin-url",
+        env = "RECON_REPLICA_ADMIN_URLS",
+        value_delimiter = ','
+    )]
     pub replica_admin_urls: Vec<String>,
     /// Run behaviour.
     #[command(flatten)]
@@ -828,7 +845,7 @@ pub struct StatusArgs {
     #[arg(long, env = "RECON_ADMIN_URL", default_value = "http://127.0.0.1:9464")]
     pub admin_url: String,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, default_value = "table", env = "RECON_STATUS_OUTPUT")]
     pub output: OutputFormat,
 }
 
@@ -894,6 +911,54 @@ mod duration_tests {
     fn zero_negative_and_unknown_units_are_refused() {
         for text in ["0", "0s", "-5s", "5 weeks", "s", "", "1.5h"] {
             assert!(parse_positive_duration(text).is_err(), "{text:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod variable_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option of every subcommand, with its long name and variable.
+    fn options(
+        command: &clap::Command,
+        path: &str,
+        out: &mut Vec<(String, String, Option<String>)>,
+    ) {
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .map(|name| name.to_string_lossy().into_owned());
+            out.push((path.to_owned(), long.to_owned(), env));
+        }
+        for sub in command.get_subcommands() {
+            options(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_has_a_recon_variable() {
+        let mut all = Vec::new();
+        options(&Cli::command(), "recon", &mut all);
+        assert!(all.len() > 60, "only {} options found", all.len());
+        // Repeatable `key=value` properties come from RECON_KAFKA_PROPERTY_<NAME>.
+        let without: Vec<_> = all
+            .iter()
+            .filter(|(_, long, env)| env.is_none() && long != "kafka-property")
+            .collect();
+        assert!(
+            without.is_empty(),
+            "options without a variable: {without:?}"
+        );
+        for (path, long, env) in &all {
+            if let Some(env) = env {
+                assert!(env.starts_with("RECON_"), "{path} --{long}: {env}");
+            }
         }
     }
 }
