@@ -13,6 +13,10 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "recon", version, about)]
 pub struct Cli {
+    /// A configuration file (TOML, one table per subcommand keyed by option
+    /// names); variables and flags override it.
+    #[arg(long, global = true, env = "RECON_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log lines as `text` (for people) or `json` (one object per line, with
     /// the current span and its parents, for log pipelines).
     #[arg(long, global = true, env = "RECON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -53,6 +57,23 @@ pub enum Command {
     /// The main job on embedded defaults: a monolith on SQLite, a generated
     /// workload, and what its Source API reports.
     Demo(DemoArgs),
+    /// The configuration: `recon config print serve` shows every option of
+    /// `serve` with its effective value and where it came from (default,
+    /// file, environment, flag), secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `recon config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Prints the effective configuration of a command line, e.g.
+    /// `recon config print serve --page-size 10`.
+    Print {
+        /// The command line to show (a subcommand and its options).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 impl Command {
@@ -65,6 +86,7 @@ impl Command {
             Command::Bench(_) => "warn,sqlx::query=error",
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
+            Command::Config(_) => "warn",
         }
     }
 }
@@ -552,6 +574,23 @@ pub struct ClusterArgs {
     /// How often run state is polled, in milliseconds.
     #[arg(long, default_value_t = 200, env = "RECON_POLL_INTERVAL_MS")]
     pub poll_interval_ms: u64,
+    /// Most Source API requests per second of this replica (retries
+    /// included); unlimited without.
+    #[arg(long, env = "RECON_SOURCE_RPS")]
+    pub source_requests_per_second: Option<u32>,
+    /// Deadline of one Source API request, e.g. `30s`.
+    #[arg(long, env = "RECON_SOURCE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub source_timeout: Duration,
+    /// Retries of a Source API request after a transient failure.
+    #[arg(long, env = "RECON_SOURCE_RETRIES", default_value_t = 5)]
+    pub source_retries: u32,
+    /// Units' Source API pages in flight at once per unit.
+    #[arg(long, env = "RECON_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Most deletions a unit may make, as a share of its rows (`0.2` or
+    /// `20%`); more trips the guard unless a run overrides it.
+    #[arg(long, env = "RECON_MAX_DELETE_SHARE", default_value = "0.2", value_parser = parse_share)]
+    pub max_delete_share: f64,
 }
 
 /// The benchmarks.

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod config_file;
 mod secrets;
 mod telemetry;
 
@@ -12,7 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let (args, _from_file) = match config_file::apply(std::env::args_os().collect()) {
+        Ok(applied) => applied,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let telemetry = telemetry::Telemetry::init(cli.command.default_log_filter(), cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -84,6 +84,8 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
     let mut template = ReconcileOptions::new(0);
     template.page_size = args.page_size;
     template.digests = args.digests == crate::cli::DigestMode::Auto;
+    template.concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
+    template.delete_guard.max_share = args.max_delete_share;
     ClusterSettings {
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         max_pause: Duration::from_secs(args.max_pause_secs),
@@ -146,6 +148,9 @@ pub fn member(
     };
     let mut config = SourceConfig::new(source_url);
     config.bearer_token = args.source_token()?;
+    config.requests_per_second = args.source_requests_per_second;
+    config.request_timeout = args.source_timeout;
+    config.max_retries = args.source_retries;
     let source = HttpSource::new(&config)
         .context("configure the Source API client")?
         .with_metrics(telemetry.source);

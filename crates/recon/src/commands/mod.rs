@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod config;
 mod demo;
 mod membership;
 mod monolith;
@@ -25,5 +26,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Seed(args) => seed::run(args).await,
         Command::Bench(command) => bench::run(command, shutdown).await,
         Command::Demo(args) => demo::run(args, shutdown).await,
+        Command::Config(command) => config::run(command),
     }
 }
