@@ -53,13 +53,14 @@ install_tansu() {
 }
 
 install_python_tools() {
-  # kubernetes-validate (PyPI) checks the rendered Kubernetes manifests
-  # offline, against the schemas it ships.
+  # From PyPI, checking the deployment files offline: kubernetes-validate
+  # (the rendered Kubernetes manifests, against the schemas it ships) and
+  # check-jsonschema (docker-compose.yml, against the compose spec).
   local venv="${XDG_CACHE_HOME:-$HOME/.cache}/recon-venv"
-  if [ ! -x "$venv/bin/kubernetes-validate" ]; then
-    log "installing kubernetes-validate in $venv (first time only)"
+  if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ]; then
+    log "installing kubernetes-validate and check-jsonschema in $venv (first time only)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q kubernetes-validate
+    "$venv/bin/pip" install -q kubernetes-validate check-jsonschema
   fi
   export PATH="$PATH:$venv/bin"
 }

@@ -6,6 +6,11 @@
 //! consistent labels, non-root containers, a grace period covering a batch.
 //! `scripts/test.sh` installs `kubernetes-validate` in a virtualenv and
 //! puts it on PATH; kubectl is on the machine (no cluster is needed).
+//!
+//! The compose stack, offline too (no Docker daemon here): validated
+//! against the compose specification (`check-jsonschema`), every service
+//! the README names is in it and nothing else, images are pinned, the files
+//! it mounts exist, and the replicas' admin token comes from a file.
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
@@ -54,6 +59,19 @@ fn python() -> anyhow::Result<PathBuf> {
         .find(|candidate| candidate.is_file())
         .context("kubernetes-validate not on PATH (scripts/test.sh installs it)")?;
     Ok(validate.with_file_name("python3"))
+}
+
+/// A YAML document as JSON, through the virtualenv's PyYAML.
+fn yaml_to_json(yaml: &str) -> anyhow::Result<Value> {
+    let json = run(
+        &python()?.display().to_string(),
+        &[
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ],
+        Some(yaml),
+    )?;
+    Ok(serde_json::from_str(&json)?)
 }
 
 /// Renders `directory` and returns its objects as JSON values, after
@@ -264,5 +282,89 @@ fn the_kubernetes_base_and_overlay_render_validate_and_hold_together() -> anyhow
             .all(|object| object["metadata"]["namespace"] == "recon"),
         "an object outside the overlay's namespace"
     );
+    Ok(())
+}
+
+#[test]
+fn the_compose_stack_validates_and_holds_what_the_readme_names() -> anyhow::Result<()> {
+    let path = repository().join("docker-compose.yml");
+    run(
+        "check-jsonschema",
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            &path.display().to_string(),
+        ],
+        None,
+    )?;
+    let compose = yaml_to_json(&std::fs::read_to_string(&path)?)?;
+    let services = compose["services"].as_object().context("no services")?;
+    let readme = std::fs::read_to_string(repository().join("README.md"))?;
+    let start = readme
+        .find("Services: `")
+        .context("the README names no services")?;
+    let end = start
+        + readme[start..]
+            .find(|character: char| character == '.')
+            .context("unterminated list")?;
+    let named: Vec<&str> = readme[start..end].split('`').skip(1).step_by(2).collect();
+    ensure!(named.len() >= 10, "only {named:?} named");
+    for name in &named {
+        ensure!(
+            services.contains_key(*name),
+            "the README names `{name}`, which compose lacks"
+        );
+    }
+    for name in services.keys() {
+        ensure!(
+            named.contains(&name.as_str()),
+            "compose runs `{name}`, which the README does not name"
+        );
+    }
+    for (name, service) in services {
+        if let Some(image) = service["image"].as_str() {
+            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+            ensure!(
+                !tag.is_empty() && tag != "latest",
+                "{name}: image {image} is not pinned"
+            );
+        } else {
+            ensure!(
+                service["build"].is_object(),
+                "{name} has neither image nor build"
+            );
+        }
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume
+                .as_str()
+                .and_then(|text| text.split(':').next())
+                .unwrap_or_default();
+            if source.starts_with("./") {
+                ensure!(
+                    repository().join(source).exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+    for replica in ["replica-1", "replica-2", "replica-3"] {
+        let environment = &services[replica]["environment"];
+        ensure!(
+            environment["RECON_ADMIN_TOKEN_FILE"].is_string(),
+            "{replica} has no admin token file"
+        );
+        ensure!(
+            environment["RECON_ADMIN_TOKEN"].is_null(),
+            "{replica} has its admin token in a variable"
+        );
+    }
+    for secret in compose["secrets"].as_object().into_iter().flatten() {
+        let file = secret.1["file"].as_str().unwrap_or_default();
+        ensure!(
+            repository().join(file).exists(),
+            "secret {} reads {file}, which does not exist",
+            secret.0
+        );
+    }
     Ok(())
 }

@@ -37,7 +37,10 @@ pub fn apply(args: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<String>)
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("parse the configuration file {}", path.display()))?;
-    let given: Vec<String> = args.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    let given: Vec<String> = args
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
     let extra = settings_for(&given, &table, |name| std::env::var_os(name).is_some())
         .with_context(|| format!("in the configuration file {}", path.display()))?;
     let names = extra
@@ -97,7 +100,9 @@ pub fn settings_for(
         if value.is_table() {
             continue; // a nested subcommand's table
         }
-        let Some(arg) = command.get_arguments().find(|arg| arg.get_long() == Some(key.as_str()))
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.as_str()))
         else {
             bail!("unknown setting `{key}` in [{section}]");
         };
@@ -112,7 +117,9 @@ pub fn settings_for(
             continue;
         }
         let values = match value {
-            toml::Value::Array(items) => items.iter().map(scalar).collect::<anyhow::Result<Vec<_>>>(),
+            toml::Value::Array(items) => {
+                items.iter().map(scalar).collect::<anyhow::Result<Vec<_>>>()
+            }
             other => scalar(other).map(|text| vec![text]),
         }
         .with_context(|| format!("setting `{key}` in [{section}]"))?;
@@ -137,7 +144,10 @@ fn scalar(value: &toml::Value) -> anyhow::Result<String> {
         toml::Value::Integer(number) => Ok(number.to_string()),
         toml::Value::Float(number) => Ok(number.to_string()),
         toml::Value::Boolean(flag) => Ok(flag.to_string()),
-        other => bail!("expected a string, number or boolean, got {}", other.type_str()),
+        other => bail!(
+            "expected a string, number or boolean, got {}",
+            other.type_str()
+        ),
     }
 }
 
@@ -166,22 +176,35 @@ mod tests {
             group-id = "from-file"
             "#,
         );
-        let extra = settings_for(
-            &args("recon serve --member-id from-flag"),
-            &file,
-            |name| name == "RECON_GROUP_ID",
-        )
+        let extra = settings_for(&args("recon serve --member-id from-flag"), &file, |name| {
+            name == "RECON_GROUP_ID"
+        })
         .expect("applies");
         let mut pairs: Vec<String> = extra.chunks(2).map(|pair| pair.join(" ")).collect();
         pairs.sort();
         assert_eq!(
-            extra.iter().filter(|arg| *arg == "--static-membership").count(),
+            extra
+                .iter()
+                .filter(|arg| *arg == "--static-membership")
+                .count(),
             1
         );
-        assert!(pairs.contains(&"--kafka-bootstrap-servers kafka:9092".to_owned()), "{extra:?}");
+        assert!(
+            pairs.contains(&"--kafka-bootstrap-servers kafka:9092".to_owned()),
+            "{extra:?}"
+        );
         assert!(pairs.contains(&"--page-size 500".to_owned()), "{extra:?}");
-        assert_eq!(extra.iter().filter(|arg| *arg == "--etcd-endpoints").count(), 2);
-        assert!(!extra.contains(&"from-file".to_owned()), "a flag or variable lost: {extra:?}");
+        assert_eq!(
+            extra
+                .iter()
+                .filter(|arg| *arg == "--etcd-endpoints")
+                .count(),
+            2
+        );
+        assert!(
+            !extra.contains(&"from-file".to_owned()),
+            "a flag or variable lost: {extra:?}"
+        );
     }
 
     #[test]
@@ -195,6 +218,9 @@ mod tests {
     fn an_unknown_key_is_an_error_naming_it() {
         let file = table("[serve]\npage_sise = 7\n");
         let error = settings_for(&args("recon serve"), &file, |_| false).expect_err("unknown");
-        assert!(format!("{error:#}").contains("unknown setting `page_sise` in [serve]"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("unknown setting `page_sise` in [serve]"),
+            "{error:#}"
+        );
     }
 }

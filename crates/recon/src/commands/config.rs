@@ -24,7 +24,9 @@ fn effective(command: &[String]) -> anyhow::Result<String> {
     argv.extend(command.iter().map(OsString::from));
     let (argv, from_file) = config_file::apply(argv)?;
     // Missing required options are shown as unset rather than refused.
-    let matches = Cli::command().ignore_errors(true).try_get_matches_from(&argv)?;
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(&argv)?;
     let mut definition = Cli::command();
     let mut matches = &matches;
     let mut path = String::from("recon");
@@ -46,7 +48,10 @@ fn effective(command: &[String]) -> anyhow::Result<String> {
         let id = arg.get_id().as_str();
         let values: Vec<String> = matches
             .get_raw(id)
-            .map(|raw| raw.map(|value| value.to_string_lossy().into_owned()).collect())
+            .map(|raw| {
+                raw.map(|value| value.to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let source = match matches.value_source(id) {
             Some(ValueSource::DefaultValue) => "default",
@@ -115,12 +120,34 @@ mod tests {
         .map(str::to_owned)
         .to_vec();
         let text = effective(&command).expect("prints");
-        assert!(!text.contains("s3cret") && !text.contains("t0ken") && !text.contains("hunter2") && !text.contains(":pw@"), "{text}");
+        assert!(
+            !text.contains("s3cret")
+                && !text.contains("t0ken")
+                && !text.contains("hunter2")
+                && !text.contains(":pw@"),
+            "{text}"
+        );
         assert!(line(&text, "database-url").contains("<redacted>"), "{text}");
-        assert!(line(&text, "kafka-bootstrap-servers").contains("kafka:9092"), "{text}");
-        assert!(line(&text, "kafka-bootstrap-servers").contains("# flag"), "{text}");
-        assert!(line(&text, "source-url").contains("http://***@monolith:8080"), "{text}");
-        assert!(line(&text, "kafka-property").contains("sasl.password=<redacted>"), "{text}");
-        assert!(line(&text, "page-size").contains("1000") && line(&text, "page-size").contains("# default"), "{text}");
+        assert!(
+            line(&text, "kafka-bootstrap-servers").contains("kafka:9092"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "kafka-bootstrap-servers").contains("# flag"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "source-url").contains("http://***@monolith:8080"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "kafka-property").contains("sasl.password=<redacted>"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "page-size").contains("1000")
+                && line(&text, "page-size").contains("# default"),
+            "{text}"
+        );
     }
 }
