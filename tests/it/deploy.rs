@@ -303,10 +303,7 @@ fn the_compose_stack_validates_and_holds_what_the_readme_names() -> anyhow::Resu
     let start = readme
         .find("Services: `")
         .context("the README names no services")?;
-    let end = start
-        + readme[start..]
-            .find(|character: char| character == '.')
-            .context("unterminated list")?;
+    let end = start + readme[start..].find('.').context("unterminated list")?;
     let named: Vec<&str> = readme[start..end].split('`').skip(1).step_by(2).collect();
     ensure!(named.len() >= 10, "only {named:?} named");
     for name in &named {
