@@ -365,3 +365,38 @@ fn the_compose_stack_validates_and_holds_what_the_readme_names() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[test]
+fn the_image_runs_as_a_non_root_user_and_its_context_leaves_the_build_output_out()
+-> anyhow::Result<()> {
+    let dockerfile = std::fs::read_to_string(repository().join("deploy/Dockerfile"))?;
+    let stages: Vec<&str> = dockerfile.split("\nFROM ").collect();
+    let runtime = stages.last().context("no stage")?;
+    let user = runtime
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("USER "))
+        .last()
+        .context("the runtime stage sets no USER")?;
+    let uid = user.split(':').next().unwrap_or_default();
+    ensure!(
+        uid != "0" && uid != "root" && !uid.is_empty(),
+        "the image runs as {user}"
+    );
+    ensure!(
+        dockerfile.contains("--mount=type=cache,target=/usr/local/cargo/registry"),
+        "the dependency build is not cached between builds"
+    );
+    ensure!(
+        runtime.contains("libssl3"),
+        "the runtime stage lacks OpenSSL, which rdkafka links"
+    );
+    let ignored = std::fs::read_to_string(repository().join(".dockerignore"))
+        .context("no .dockerignore: the build context would carry target/")?;
+    for path in ["target/", ".git/"] {
+        ensure!(
+            ignored.lines().any(|line| line.trim() == path),
+            ".dockerignore does not leave out {path}"
+        );
+    }
+    Ok(())
+}
