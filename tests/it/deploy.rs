@@ -375,7 +375,7 @@ fn the_image_runs_as_a_non_root_user_and_its_context_leaves_the_build_output_out
     let user = runtime
         .lines()
         .filter_map(|line| line.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .context("the runtime stage sets no USER")?;
     let uid = user.split(':').next().unwrap_or_default();
     ensure!(
