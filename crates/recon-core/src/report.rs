@@ -264,20 +264,36 @@ impl RunReport {
         self.to_table_limited(usize::MAX)
     }
 
+    /// Rows `unit` wrote or, in a dry run, would have written: the missing
+    /// and changed rows, and the deletions the guard did not withhold.
+    pub fn written_or_would_write(&self, unit: &UnitReport) -> u64 {
+        if !self.dry_run {
+            return unit.written;
+        }
+        unit.missing + unit.changed + unit.phantom.saturating_sub(unit.skipped_by_guard)
+    }
+
     /// Like [`RunReport::to_table`], but lists at most `max_units` units:
     /// problems first, then those with the most differences.
     pub fn to_table_limited(&self, max_units: usize) -> String {
         let mut out = String::new();
+        if self.dry_run {
+            let _ = writeln!(
+                out,
+                "DRY RUN: nothing was written; \"would write\" counts what a run would have"
+            );
+        }
+        let written = |unit: &UnitReport| self.written_or_would_write(unit);
         let _ = writeln!(
             out,
-            "{:<38} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>10} {:>7}  outcome",
+            "{:<38} {:<10} {:>9} {:>8} {:>8} {:>8} {:>11} {:>7} {:>6} {:>10} {:>7}  outcome",
             "tenant",
             "kind",
             "compared",
             "missing",
             "phantom",
             "changed",
-            "written",
+            if self.dry_run { "would write" } else { "written" },
             "guarded",
             "pages",
             "bytes",
@@ -306,14 +322,14 @@ impl RunReport {
             };
             let _ = writeln!(
                 out,
-                "{:<38} {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>10} {:>7.2}  {}",
+                "{:<38} {:<10} {:>9} {:>8} {:>8} {:>8} {:>11} {:>7} {:>6} {:>10} {:>7.2}  {}",
                 tenant,
                 unit.kind.as_str(),
                 unit.compared,
                 unit.missing,
                 unit.phantom,
                 unit.changed,
-                unit.written,
+                written(unit),
                 unit.skipped_by_guard,
                 unit.pages,
                 unit.bytes,
@@ -340,13 +356,13 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "{:<49} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>10} {:>7.2}  {:?}",
+            "{:<49} {:>9} {:>8} {:>8} {:>8} {:>11} {:>7} {:>6} {:>10} {:>7.2}  {:?}",
             "total",
             self.total(|unit| unit.compared),
             self.total(|unit| unit.missing),
             self.total(|unit| unit.phantom),
             self.total(|unit| unit.changed),
-            self.total(|unit| unit.written),
+            self.units.iter().map(written).sum::<u64>(),
             self.total(|unit| unit.skipped_by_guard),
             self.total(|unit| unit.pages),
             self.total(|unit| unit.bytes),
@@ -410,6 +426,30 @@ mod tests {
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["units"][1]["outcome"]["state"], "failed");
         assert_eq!(json["units"][0]["missing"], 2);
+    }
+
+    #[test]
+    fn a_dry_run_says_so_and_counts_what_it_would_write() {
+        let mut unit = UnitReport::new("t1", Kind::User);
+        unit.compared = 10;
+        unit.missing = 2;
+        unit.changed = 1;
+        unit.phantom = 4;
+        unit.skipped_by_guard = 3;
+        let mut report = report_of(vec![unit]);
+        report.dry_run = true;
+        let table = report.to_table();
+        assert!(table.starts_with("DRY RUN: nothing was written"), "{table}");
+        assert!(table.contains("would write"), "{table}");
+        // 2 missing + 1 changed + 1 deletion the guard allowed.
+        assert_eq!(report.written_or_would_write(&report.units[0]), 4);
+        let total = table.lines().find(|line| line.starts_with("total")).expect("total line");
+        assert!(total.split_whitespace().any(|figure| figure == "4"), "{total}");
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["dry_run"], true);
+        report.dry_run = false;
+        assert!(!report.to_table().contains("DRY RUN"));
+        assert!(!report.to_table().contains("would write"));
     }
 
     fn report_of(units: Vec<UnitReport>) -> RunReport {
