@@ -31,6 +31,7 @@ mod observability;
 mod pause;
 mod pause_only;
 mod quick_restart;
+mod run_ids;
 mod secrets;
 mod status_page;
 mod tracing;

@@ -75,12 +75,19 @@ impl ReconProcess {
     /// Whether the process has exited on its own (reaps it); `false` while
     /// it runs or after [`Self::kill`].
     pub fn exited(&mut self) -> bool {
+        self.exit_code().is_some()
+    }
+
+    /// `Some(code)` once the process has exited on its own (reaps it; the
+    /// inner `None` for a death by signal); `None` while it runs or after
+    /// [`Self::kill`].
+    pub fn exit_code(&mut self) -> Option<Option<i32>> {
         match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(Some(_))) => {
+            Some(Ok(Some(status))) => {
                 self.child = None;
-                true
+                Some(status.code())
             }
-            _ => false,
+            _ => None,
         }
     }
 

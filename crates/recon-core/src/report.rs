@@ -293,7 +293,11 @@ impl RunReport {
             "missing",
             "phantom",
             "changed",
-            if self.dry_run { "would write" } else { "written" },
+            if self.dry_run {
+                "would write"
+            } else {
+                "written"
+            },
             "guarded",
             "pages",
             "bytes",
@@ -443,8 +447,14 @@ mod tests {
         assert!(table.contains("would write"), "{table}");
         // 2 missing + 1 changed + 1 deletion the guard allowed.
         assert_eq!(report.written_or_would_write(&report.units[0]), 4);
-        let total = table.lines().find(|line| line.starts_with("total")).expect("total line");
-        assert!(total.split_whitespace().any(|figure| figure == "4"), "{total}");
+        let total = table
+            .lines()
+            .find(|line| line.starts_with("total"))
+            .expect("total line");
+        assert!(
+            total.split_whitespace().any(|figure| figure == "4"),
+            "{total}"
+        );
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["dry_run"], true);
         report.dry_run = false;

@@ -70,5 +70,5 @@ mod settings;
 
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
-pub use request::{Requested, request_run};
+pub use request::{Requested, RunProgress, request_run, run_progress};
 pub use settings::{EtcdSecurity, EtcdSettings};

@@ -1,14 +1,16 @@
 //! Asking a cluster for a run without being one of its members
 //! (`recon reconcile --cluster`): the request is merged into the pending one
 //! (compare-and-swap on the request key), also while a run is in progress;
-//! the leader picks it up as the next run.
+//! the leader picks it up as the next run. [`run_progress`] follows a run
+//! by its id (`--wait`).
 
 use crate::error::{Error, Result};
+use crate::keys::Collection;
 use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
-use recon_engine::cluster::{RunRequest, RunState};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use recon_engine::cluster::{Barrier, RunRequest, RunState};
 use std::time::Duration;
 
 /// What [`request_run`] left pending.
@@ -22,6 +24,77 @@ pub struct Requested {
     pub queued_behind: Option<String>,
 }
 
+/// Where a run stands, as read from etcd.
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress {
+    /// The run's state while it is the current run.
+    pub current: Option<RunState>,
+    /// Units with a done-record so far.
+    pub units_done: usize,
+    /// The barrier, once the run is over.
+    pub barrier: Option<Barrier>,
+}
+
+/// A client of `endpoints` for one-off requests.
+async fn connect(endpoints: &[String], security: &EtcdSecurity) -> Result<Client> {
+    let options = security.connect_options(REQUEST_DEADLINE)?;
+    within(
+        REQUEST_DEADLINE,
+        "connect",
+        Client::connect(endpoints, Some(options)),
+    )
+    .await
+}
+
+/// Deadline of one request of a non-member.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where the run `run_id` of the service under `prefix` stands.
+pub async fn run_progress(
+    endpoints: &[String],
+    security: &EtcdSecurity,
+    prefix: &str,
+    run_id: &str,
+) -> Result<RunProgress> {
+    let client = connect(endpoints, security).await?;
+    let keys = Keys::new(prefix);
+    let mut kv = client.kv_client();
+    let barrier = within(
+        REQUEST_DEADLINE,
+        "read barrier",
+        kv.get(keys.barrier(run_id), None),
+    )
+    .await?;
+    let barrier = match barrier.kvs().first() {
+        Some(entry) => Some(decode_json(entry.value(), "the run's barrier")?),
+        None => None,
+    };
+    let current = within(
+        REQUEST_DEADLINE,
+        "read current run",
+        kv.get(keys.current_run(), None),
+    )
+    .await?;
+    let current = match current.kvs().first() {
+        Some(entry) => Some(decode_json::<RunState>(entry.value(), "the current run")?),
+        None => None,
+    }
+    .filter(|run| run.run_id == run_id);
+    let done_prefix = keys.collection(run_id, Collection::Done);
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let done = within(
+        REQUEST_DEADLINE,
+        "count done units",
+        kv.get(done_prefix, Some(options)),
+    )
+    .await?;
+    Ok(RunProgress {
+        current,
+        units_done: usize::try_from(done.count()).unwrap_or(usize::MAX),
+        barrier,
+    })
+}
+
 /// Merges `request` into `<prefix>/request`.
 pub async fn request_run(
     endpoints: &[String],
@@ -29,14 +102,8 @@ pub async fn request_run(
     prefix: &str,
     request: &RunRequest,
 ) -> Result<Requested> {
-    let deadline = Duration::from_secs(5);
-    let options = security.connect_options(deadline)?;
-    let client = within(
-        deadline,
-        "connect",
-        Client::connect(endpoints, Some(options)),
-    )
-    .await?;
+    let deadline = REQUEST_DEADLINE;
+    let client = connect(endpoints, security).await?;
     let keys = Keys::new(prefix);
     let key = keys.request();
     let mut kv = client.kv_client();

@@ -838,6 +838,10 @@ pub struct ReconcileArgs {
     /// reconciling from this process.
     #[arg(long, requires = "etcd_endpoints", env = "RECON_CLUSTER")]
     pub cluster: bool,
+    /// With `--cluster`: follow the run until its barrier and exit with its
+    /// outcome (0 completed, 3 with problems, 4 aborted).
+    #[arg(long, requires = "cluster", env = "RECON_WAIT")]
+    pub wait: bool,
     /// etcd endpoints of the cluster (with `--cluster`).
     #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,

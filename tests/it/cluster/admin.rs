@@ -119,8 +119,13 @@ impl Admin {
             .await
     }
 
-    /// `POST /reconcile` on the replica on `port`.
-    pub async fn request_run(&self, port: u16, body: serde_json::Value) -> anyhow::Result<()> {
+    /// `POST /reconcile` on the replica on `port`; its answer (the pending
+    /// request, with the run id that will serve it).
+    pub async fn request_run(
+        &self,
+        port: u16,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
         let url = format!("http://127.0.0.1:{port}/reconcile");
         let mut request = self.http.post(&url).json(&body);
         if let Some(token) = &self.token {
@@ -134,6 +139,9 @@ impl Admin {
                 response.text().await.unwrap_or_default()
             );
         }
-        Ok(())
+        response
+            .json()
+            .await
+            .context("decode the answer of POST /reconcile")
     }
 }

@@ -304,6 +304,21 @@ impl Cluster {
         Ok(self.replicas.last().expect("just pushed"))
     }
 
+    /// The etcd endpoints the replicas use, comma-separated.
+    pub fn etcd_endpoints(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    /// The service name: the replicas' etcd prefix is `/recon/<service>`.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Where the test keeps the processes' logs.
+    pub fn logs(&self) -> &std::path::Path {
+        self.logs.path()
+    }
+
     /// The proxy between the replicas and etcd, if the settings asked for one.
     pub fn etcd_proxy(&self) -> Option<&FreezableProxy> {
         self.etcd_proxy.as_ref()

@@ -52,6 +52,7 @@ pub(crate) fn request(requested_by: &str) -> RunRequest {
         tenants: vec!["t1".to_owned()],
         dry_run: false,
         allow_mass_delete: false,
+        run_id: None,
     }
 }
 

@@ -168,6 +168,7 @@ async fn cluster_run_with(
         tenants: Vec::new(),
         dry_run: false,
         allow_mass_delete: true,
+        run_id: None,
     };
     let mut members = Vec::new();
     for id in ["e1", "e2"] {

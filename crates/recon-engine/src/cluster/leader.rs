@@ -321,7 +321,10 @@ impl ClusterMember {
         leadership: &Leadership,
         request: RunRequest,
     ) -> Result<(), PortError> {
-        let run_id = format!("run-{}-{}", now_ms(), leadership.store_epoch);
+        let run_id = request
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("run-{}-{}", now_ms(), leadership.store_epoch));
         let span = run_span(&run_id, leadership.store_epoch, false);
         let run = RunState {
             run_id,

@@ -131,6 +131,7 @@ fn request() -> RunRequest {
         tenants: Vec::new(),
         dry_run: false,
         allow_mass_delete: true,
+        run_id: None,
     }
 }
 

@@ -67,6 +67,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
             tenants: Vec::new(),
             dry_run: false,
             allow_mass_delete: false,
+            run_id: None,
         })
         .await
         .expect("request");

@@ -52,14 +52,26 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Override the delete guard.
     pub allow_mass_delete: bool,
+    /// The id the run serving this request gets, chosen by the first
+    /// requester ([`RunRequest::new_run_id`]); a request merged into a
+    /// pending one takes the pending one's id. Requests of older versions
+    /// have none (the leader then names the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl RunRequest {
+    /// A fresh run id made at `now_unix_ms` (ids order by request time;
+    /// `nonce` tells apart requests of the same millisecond).
+    pub fn new_run_id(now_unix_ms: u64, nonce: u32) -> String {
+        format!("run-{now_unix_ms:013}-{nonce:08x}")
+    }
+
     /// One pending request that asks for what both ask for: the union of
     /// their tenants (all tenants if either asks for all); a dry run only if
     /// both are; the delete guard overridden only if both override it (an
     /// override never reaches tenants whose requester did not ask for it).
-    /// Keeps the earlier request time and names both requesters.
+    /// Keeps the earlier request time and run id and names both requesters.
     pub fn merge(self, later: RunRequest) -> RunRequest {
         let tenants = if self.tenants.is_empty() || later.tenants.is_empty() {
             Vec::new()
@@ -83,6 +95,7 @@ impl RunRequest {
             tenants,
             dry_run: self.dry_run && later.dry_run,
             allow_mass_delete: self.allow_mass_delete && later.allow_mass_delete,
+            run_id: self.run_id.or(later.run_id),
         }
     }
 }
@@ -253,6 +266,7 @@ mod tests {
             tenants: tenants.iter().map(|tenant| tenant.to_string()).collect(),
             dry_run,
             allow_mass_delete: allow,
+            run_id: None,
         }
     }
 
@@ -269,6 +283,21 @@ mod tests {
         assert!(!merged.allow_mass_delete, "one did not override the guard");
         assert_eq!(merged.requested_by, "a, bb");
         assert_eq!(merged.requested_unix_ms, 1);
+    }
+
+    #[test]
+    fn a_merged_request_is_served_by_the_pending_run() {
+        let mut pending = request("a", &[], false, false);
+        pending.run_id = Some(RunRequest::new_run_id(1_700_000_000_000, 1));
+        let mut later = request("b", &[], false, false);
+        later.run_id = Some(RunRequest::new_run_id(1_700_000_000_500, 2));
+        let merged = pending.clone().merge(later.clone());
+        assert_eq!(merged.run_id, pending.run_id);
+        // A pending request of an older version adopts the later id.
+        let old = request("a", &[], false, false);
+        assert_eq!(old.merge(later.clone()).run_id, later.run_id);
+        // Ids order by request time.
+        assert!(RunRequest::new_run_id(999, 7) < RunRequest::new_run_id(1_000, 0));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     if args.cluster {
-        return request_cluster_run(&args).await;
+        return request_cluster_run(&args, &shutdown).await;
     }
     let database_url = args.database_url()?;
     let store = Store::connect_with(&database_url, args.store.options())
@@ -52,31 +52,104 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(exit_code(&report))
 }
 
-/// `--cluster`: writes the run request for the replicas' leader to pick up.
-async fn request_cluster_run(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+/// `--cluster`: writes the run request for the replicas' leader to pick up
+/// and, with `--wait`, follows the run to its barrier.
+async fn request_cluster_run(
+    args: &ReconcileArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let request = RunRequest {
         requested_by: "recon reconcile --cluster".into(),
         requested_unix_ms: now_unix_ms(),
         tenants: args.run.tenants.clone(),
         dry_run: args.run.dry_run,
         allow_mass_delete: args.run.allow_mass_delete,
+        run_id: Some(new_run_id()),
     };
     let prefix = format!("/recon/{}", args.service);
     let security = args.etcd_security.security()?;
     let requested = recon_etcd::request_run(&args.etcd_endpoints, &security, &prefix, &request)
         .await
         .context("write the run request to etcd")?;
+    let run_id = requested
+        .pending
+        .run_id
+        .clone()
+        .context("the pending request has no run id (replicas of an older version)")?;
     if requested.merged {
-        println!("merged into the pending run request under {prefix}");
+        println!("run {run_id}: merged into the pending request under {prefix}");
     } else {
-        println!("run requested under {prefix}");
+        println!("run {run_id}: requested under {prefix}");
     }
     if let Some(run) = &requested.queued_behind {
         println!("queued: it starts when run {run} is finished");
     }
-    println!("follow it with `recon status --admin-url <a replica>`");
-    Ok(ExitCode::SUCCESS)
+    if !args.wait {
+        println!("follow it with `recon status --admin-url <a replica>` or --wait");
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_for_run(args, &security, &prefix, &run_id, shutdown).await
 }
+
+/// Follows `run_id` until its barrier, printing each change of phase or
+/// progress; exits with the run's outcome.
+async fn wait_for_run(
+    args: &ReconcileArgs,
+    security: &recon_etcd::EtcdSecurity,
+    prefix: &str,
+    run_id: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let mut shown = String::new();
+    loop {
+        match recon_etcd::run_progress(&args.etcd_endpoints, security, prefix, run_id).await {
+            Ok(progress) => {
+                if let Some(barrier) = progress.barrier {
+                    let summary = barrier.summary.as_ref();
+                    let figures = |figure: fn(&recon_engine::cluster::KindFigures) -> u64| {
+                        summary.map_or(0, |summary| {
+                            summary.by_kind.values().map(figure).sum::<u64>()
+                        })
+                    };
+                    println!(
+                        "run {run_id}: {} ({} units; {} missing, {} phantom, {} changed, {} written){}",
+                        recon_engine::metrics::run_outcome(barrier.status),
+                        summary.map_or(0, |summary| summary.units),
+                        figures(|kind| kind.missing),
+                        figures(|kind| kind.phantom),
+                        figures(|kind| kind.changed),
+                        figures(|kind| kind.written),
+                        barrier
+                            .reason
+                            .map(|reason| format!(": {reason}"))
+                            .unwrap_or_default()
+                    );
+                    return Ok(status_code(barrier.status));
+                }
+                let line = match &progress.current {
+                    Some(run) => format!(
+                        "run {run_id}: {:?}, {} units done",
+                        run.phase, progress.units_done
+                    )
+                    .to_lowercase(),
+                    None => format!("run {run_id}: waiting to start"),
+                };
+                if line != shown {
+                    println!("{line}");
+                    shown = line;
+                }
+            }
+            Err(error) => eprintln!("warning: cannot read the run from etcd, retrying: {error}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(ExitCode::from(130)),
+            _ = tokio::time::sleep(WAIT_POLL) => {}
+        }
+    }
+}
+
+/// How often `--wait` looks at the run.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// The HTTP source of a command line.
 pub fn http_source(args: &SourceArgs) -> anyhow::Result<HttpSource> {
@@ -112,6 +185,11 @@ pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
     options
 }
 
+/// A fresh id for the run a new request asks for.
+pub fn new_run_id() -> String {
+    RunRequest::new_run_id(now_unix_ms(), rand::random())
+}
+
 /// Milliseconds since the Unix epoch, for timestamps (never for fencing:
 /// epochs come from the store).
 pub fn now_unix_ms() -> u64 {
@@ -130,7 +208,13 @@ pub fn print_report(report: &RunReport, format: OutputFormat) -> anyhow::Result<
 }
 
 pub fn exit_code(report: &RunReport) -> ExitCode {
-    match report.status {
+    status_code(report.status)
+}
+
+/// The exit code of a run that ended with `status`: 0 completed, 3 with
+/// problems, 4 aborted or cancelled.
+fn status_code(status: RunStatus) -> ExitCode {
+    match status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::CompletedWithProblems => ExitCode::from(3),
         RunStatus::Aborted | RunStatus::Cancelled => ExitCode::from(4),

@@ -458,6 +458,7 @@ async fn request_reconcile(
         tenants: body.tenants,
         dry_run: body.dry_run,
         allow_mass_delete: body.allow_mass_delete,
+        run_id: Some(super::reconcile::new_run_id()),
     };
     let pending = match coordinator.request_run(&request).await {
         Ok(pending) => pending,
