@@ -17,6 +17,7 @@
 //! Needs `RECON_TEST_POSTGRES_URL`, `RECON_TEST_ETCD_ENDPOINTS` and the
 //! `recon` binary (`scripts/test.sh` provides all three).
 
+mod abort;
 mod admin;
 mod checks;
 mod completes;

@@ -68,6 +68,7 @@ macro_rules! coordinator_suite {
             a_plan_of_50000_units_round_trips,
             barrier_clears_only_its_own_current_run,
             finished_runs_are_listed_newest_first,
+            an_abort_request_is_kept_with_its_run,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

@@ -81,6 +81,11 @@ impl Keys {
         format!("{}{}", self.history_prefix(), escape(run_id))
     }
 
+    /// An operator's request to abort the run.
+    pub(crate) fn abort(&self, run_id: &str) -> String {
+        format!("{}/abort", self.run(run_id))
+    }
+
     pub(crate) fn barrier(&self, run_id: &str) -> String {
         format!("{}/barrier", self.run(run_id))
     }

@@ -23,6 +23,7 @@
 //! | `<prefix>/runs/<run>/assign/<unit>` | the assignee's id (JSON string) | none | the leader, guarded (`assign`) |
 //! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent and the unit is assigned to it) |
 //! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
+//! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_engine::cluster::AbortRequest) | none | anyone (`request_abort`); the leader then writes an aborted barrier |
 //! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
 //! | `<prefix>/history/<run>` | the same [`Barrier`](recon_engine::cluster::Barrier) (with its run summary), for `recent_barriers` | none | the leader, in the barrier's transaction |
 //!
@@ -70,5 +71,5 @@ mod settings;
 
 pub use error::{Error, Result};
 pub use member::EtcdCoordinator;
-pub use request::{Requested, RunProgress, request_run, run_progress};
+pub use request::{Requested, RunProgress, request_abort, request_run, run_progress};
 pub use settings::{EtcdSecurity, EtcdSettings};

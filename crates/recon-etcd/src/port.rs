@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{
-    Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan, RunRequest, RunState,
-    UnitId,
+    AbortRequest, Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan,
+    RunRequest, RunState, UnitId,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -304,6 +304,16 @@ impl Coordinator for EtcdCoordinator {
 
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
         self.kv().get_json(&self.keys().barrier(run_id)).await
+    }
+
+    async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError> {
+        self.kv()
+            .put_json("request abort", &self.keys().abort(run_id), abort, None)
+            .await
+    }
+
+    async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError> {
+        self.kv().get_json(&self.keys().abort(run_id)).await
     }
 
     async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError> {

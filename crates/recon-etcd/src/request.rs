@@ -10,7 +10,7 @@ use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-use recon_engine::cluster::{Barrier, RunRequest, RunState};
+use recon_engine::cluster::{AbortRequest, Barrier, RunRequest, RunState};
 use std::time::Duration;
 
 /// What [`request_run`] left pending.
@@ -93,6 +93,56 @@ pub async fn run_progress(
         units_done: usize::try_from(done.count()).unwrap_or(usize::MAX),
         barrier,
     })
+}
+
+/// Asks the leader of the service under `prefix` to abort the run in
+/// progress (`run_id`, or whichever is current); returns the run's id.
+/// Fails, naming it, if that run is not in progress.
+pub async fn request_abort(
+    endpoints: &[String],
+    security: &EtcdSecurity,
+    prefix: &str,
+    run_id: Option<&str>,
+    abort: &AbortRequest,
+) -> Result<String> {
+    let client = connect(endpoints, security).await?;
+    let keys = Keys::new(prefix);
+    let mut kv = client.kv_client();
+    let current = within(
+        REQUEST_DEADLINE,
+        "read current run",
+        kv.get(keys.current_run(), None),
+    )
+    .await?;
+    let current = match current.kvs().first() {
+        Some(entry) => Some(decode_json::<RunState>(entry.value(), "the current run")?.run_id),
+        None => None,
+    };
+    let target = match (run_id, current) {
+        (Some(wanted), Some(current)) if wanted == current => current,
+        (None, Some(current)) => current,
+        (wanted, current) => {
+            return Err(Error::Unexpected {
+                operation: "request abort",
+                reason: format!(
+                    "run {} is not in progress (current: {})",
+                    wanted.unwrap_or("<any>"),
+                    current.as_deref().unwrap_or("none")
+                ),
+            });
+        }
+    };
+    let value = serde_json::to_vec(abort).map_err(|error| Error::Unexpected {
+        operation: "encode the abort request",
+        reason: error.to_string(),
+    })?;
+    within(
+        REQUEST_DEADLINE,
+        "put abort request",
+        kv.put(keys.abort(&target), value, None),
+    )
+    .await?;
+    Ok(target)
 }
 
 /// Merges `request` into `<prefix>/request`.

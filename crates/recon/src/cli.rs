@@ -57,11 +57,41 @@ pub enum Command {
     /// The main job on embedded defaults: a monolith on SQLite, a generated
     /// workload, and what its Source API reports.
     Demo(DemoArgs),
+    /// Ask the replicas' leader to abort the run in progress (through
+    /// etcd): it writes an aborted barrier with the reason, and every
+    /// consumer resumes.
+    Abort(AbortArgs),
     /// The configuration: `recon config print serve` shows every option of
     /// `serve` with its effective value and where it came from (default,
     /// file, environment, flag), secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+/// Options of `recon abort`.
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// etcd endpoints of the cluster.
+    #[arg(
+        long,
+        env = "RECON_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// TLS and authentication towards etcd.
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
+    /// Service name of the cluster: its etcd prefix is `/recon/<service>`.
+    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
+    pub service: String,
+    /// The run to abort (refused if it is not the one in progress);
+    /// default: the run in progress.
+    #[arg(long, env = "RECON_ABORT_RUN")]
+    pub run: Option<String>,
+    /// Why (kept in the run's barrier and history).
+    #[arg(long, env = "RECON_ABORT_REASON")]
+    pub reason: String,
 }
 
 /// `recon config …`.
@@ -86,7 +116,7 @@ impl Command {
             Command::Bench(_) => "warn,sqlx::query=error",
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
-            Command::Config(_) => "warn",
+            Command::Config(_) | Command::Abort(_) => "warn",
         }
     }
 }

@@ -561,3 +561,24 @@ pub(crate) async fn finished_runs_are_listed_newest_first(
     ensure!(b.recent_barriers(10).await?.len() == 3, "all three kept");
     Ok(())
 }
+
+pub(crate) async fn an_abort_request_is_kept_with_its_run(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    ensure!(a.abort_request("r1").await?.is_none(), "no abort asked yet");
+    let abort = recon_engine::cluster::AbortRequest {
+        requested_by: "operator".to_owned(),
+        reason: "wrong source".to_owned(),
+        requested_unix_ms: 5,
+    };
+    // Any member (or tool) may ask; every member sees it.
+    b.request_abort("r1", &abort).await?;
+    ensure!(
+        a.abort_request("r1").await? == Some(abort),
+        "the abort is kept"
+    );
+    ensure!(a.abort_request("r2").await?.is_none(), "aborts are per run");
+    Ok(())
+}

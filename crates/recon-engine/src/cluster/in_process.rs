@@ -4,7 +4,8 @@
 
 use super::port::{Coordinator, Leadership};
 use super::types::{
-    Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest, RunState, UnitId,
+    AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest,
+    RunState, UnitId,
 };
 use async_trait::async_trait;
 use recon_core::ports::{FailureKind, PortError};
@@ -21,6 +22,7 @@ struct RunRecords {
     claims: BTreeMap<UnitId, MemberId>,
     done: BTreeMap<UnitId, DoneRecord>,
     barrier: Option<Barrier>,
+    abort: Option<AbortRequest>,
 }
 
 #[derive(Default)]
@@ -394,6 +396,25 @@ impl Coordinator for InProcessCoordinator {
             .runs
             .get(run_id)
             .and_then(|records| records.barrier.clone()))
+    }
+
+    async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError> {
+        self.hub
+            .lock()
+            .runs
+            .entry(run_id.to_owned())
+            .or_default()
+            .abort = Some(abort.clone());
+        Ok(())
+    }
+
+    async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .and_then(|records| records.abort.clone()))
     }
 
     async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError> {

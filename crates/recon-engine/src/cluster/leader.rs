@@ -266,6 +266,11 @@ impl ClusterMember {
 
     /// One step of a run in progress; `true` once its barrier is written.
     async fn run_step(&self, leadership: &Leadership, run: &RunState) -> Result<bool, PortError> {
+        if let Some(abort) = self.coordinator.abort_request(&run.run_id).await? {
+            let reason = format!("aborted by {}: {}", abort.requested_by, abort.reason);
+            warn!(run = %run.run_id, reason = %reason, "operator abort: writing an aborted barrier");
+            return self.abort_run(leadership, run, reason).await;
+        }
         let Some(remaining) = self.remaining_pause(run) else {
             return self.abort_for_max_pause(leadership, run).await;
         };
@@ -308,6 +313,17 @@ impl ClusterMember {
             self.settings.max_pause.as_secs(),
             run.phase
         );
+        self.abort_run(leadership, run, reason).await
+    }
+
+    /// Ends `run` with an aborted barrier saying `reason`; units done so far
+    /// stay, the rest is left to the next run.
+    async fn abort_run(
+        &self,
+        leadership: &Leadership,
+        run: &RunState,
+        reason: String,
+    ) -> Result<bool, PortError> {
         let summary = run_summary(run, 0, BTreeMap::new());
         self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason), summary)
             .await?;

@@ -20,8 +20,8 @@ pub use status::{
     ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status, trace_id_of,
 };
 pub use types::{
-    Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan, RunPhase, RunRequest,
-    RunState, RunSummary, UnitId, UnitPlan,
+    AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
+    RunPhase, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
 };
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! state. Implemented in process (single instance, the embedded default)
 //! and on etcd.
 
-use super::types::{Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId};
+use super::types::{
+    AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId,
+};
 use async_trait::async_trait;
 use recon_core::ElectionClaim;
 use recon_core::ports::PortError;
@@ -152,6 +154,14 @@ pub trait Coordinator: Send + Sync {
 
     /// A run's barrier, if written.
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError>;
+
+    /// Asks the leader to abort the run `run_id` (anyone may ask; the
+    /// leader writes an aborted barrier at its next step). The request is
+    /// kept with the run.
+    async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError>;
+
+    /// The abort asked for the run `run_id`, if any.
+    async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError>;
 
     /// The barriers of the last `limit` finished runs, newest first (run
     /// ids order by start time).

@@ -204,6 +204,17 @@ pub struct Barrier {
     pub summary: Option<RunSummary>,
 }
 
+/// An operator's request to abort a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortRequest {
+    /// Who asked (an admin API, `recon abort`, …).
+    pub requested_by: String,
+    /// Why, as the operator said it.
+    pub reason: String,
+    /// When (Unix milliseconds).
+    pub requested_unix_ms: u64,
+}
+
 /// A finished run in brief, kept with its barrier for the run history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSummary {

@@ -1,5 +1,6 @@
 //! The subcommands. Each wires library crates together and reports back.
 
+mod abort;
 mod bench;
 mod cluster;
 mod config;
@@ -27,5 +28,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Bench(command) => bench::run(command, shutdown).await,
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Config(command) => config::run(command),
+        Command::Abort(args) => abort::run(args).await,
     }
 }

@@ -17,7 +17,11 @@
 //!   with the pending request, `merged` (it was merged into an earlier
 //!   pending one) and `queued_behind` (the run in progress it waits for);
 //! * `GET /cluster` — leader, epoch, members, current run, the last runs,
-//!   this member's counters.
+//!   this member's counters;
+//! * `GET /runs`, `GET /runs/{id}` — the last finished runs; one run,
+//!   finished or in progress;
+//! * `POST /runs/{id}/abort` — asks the leader to abort the run in progress
+//!   (body: optional `{"reason": "..."}`); 409 if that run is not current.
 //!
 //! The mutating endpoints (`POST`) need the admin token as a bearer token
 //! (`--admin-token[-file]`); without a token they answer only when the
@@ -48,7 +52,7 @@ use super::membership::{CoordinatorSlot, Membership, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
 use axum::extract::Request;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -57,7 +61,7 @@ use axum::{Json, Router};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
-use recon_engine::cluster::{MemberCounters, PauseTracker, RunRequest};
+use recon_engine::cluster::{AbortRequest, MemberCounters, PauseTracker, RunRequest};
 use recon_engine::metrics::ReconcileMetrics;
 use recon_kafka::{
     ConsumerMetrics, ConsumerSettings, GroupMetrics, GroupMonitor, KafkaConfig, PauseGate,
@@ -366,6 +370,7 @@ fn admin_router(state: AdminState) -> Router {
         .route("/consumer/pause", post(pause))
         .route("/consumer/resume", post(resume))
         .route("/reconcile", post(request_reconcile))
+        .route("/runs/{run_id}/abort", post(abort_run))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/", get(|| async { Html(STATUS_PAGE) }))
@@ -374,6 +379,8 @@ fn admin_router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/consumer", get(consumer_status))
         .route("/cluster", get(cluster_status))
+        .route("/runs", get(recent_runs))
+        .route("/runs/{run_id}", get(run_by_id))
         .merge(mutating)
         .with_state(state)
 }
@@ -477,6 +484,89 @@ async fn request_reconcile(
         fields.insert("queued_behind".into(), queued_behind.into());
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AbortBody {
+    reason: String,
+}
+
+/// `POST /runs/{id}/abort`: asks the leader to end the run in progress with
+/// an aborted barrier saying who asked and why.
+async fn abort_run(
+    State(state): State<AdminState>,
+    Path(run_id): Path<String>,
+    body: Option<Json<AbortBody>>,
+) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return not_connected();
+    };
+    let current = match coordinator.current_run().await {
+        Ok(current) => current.map(|run| run.run_id),
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    };
+    if current.as_deref() != Some(run_id.as_str()) {
+        let message = format!(
+            "run {run_id} is not in progress (current: {})",
+            current.as_deref().unwrap_or("none")
+        );
+        return (StatusCode::CONFLICT, message).into_response();
+    }
+    let reason = body.map(|Json(body)| body.reason).unwrap_or_default();
+    let abort = AbortRequest {
+        requested_by: format!("admin API of {}", state.member_id),
+        reason: if reason.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            reason
+        },
+        requested_unix_ms: super::reconcile::now_unix_ms(),
+    };
+    match coordinator.request_abort(&run_id, &abort).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "run_id": run_id, "abort": abort })),
+        )
+            .into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+}
+
+/// `GET /runs`: the last finished runs, newest first.
+async fn recent_runs(State(state): State<AdminState>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return not_connected();
+    };
+    match coordinator
+        .recent_barriers(recon_engine::cluster::RECENT_RUNS)
+        .await
+    {
+        Ok(runs) => Json(runs).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+}
+
+/// `GET /runs/{id}`: a run's barrier once finished, else its state while
+/// in progress (404 otherwise).
+async fn run_by_id(State(state): State<AdminState>, Path(run_id): Path<String>) -> Response {
+    let Some(coordinator) = state.coordinator.get() else {
+        return not_connected();
+    };
+    let barrier = match coordinator.barrier(&run_id).await {
+        Ok(barrier) => barrier,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    };
+    if let Some(barrier) = barrier {
+        return Json(serde_json::json!({ "finished": barrier })).into_response();
+    }
+    match coordinator.current_run().await {
+        Ok(Some(run)) if run.run_id == run_id => {
+            Json(serde_json::json!({ "in_progress": run })).into_response()
+        }
+        Ok(_) => (StatusCode::NOT_FOUND, format!("no run {run_id}")).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
 }
 
 /// The answer while this replica is not in the cluster (etcd unreachable).

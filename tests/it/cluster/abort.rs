@@ -1,0 +1,88 @@
+//! Aborting a run (issue 13): `recon abort` during the units makes the
+//! leader write an aborted barrier saying who asked and why; consumers
+//! resume; the next run repairs everything, so nothing the aborted run left
+//! half done stays wrong.
+
+use super::checks::{ensure_completed, wait_for_barrier};
+use super::fixture::{Cluster, Settings};
+use super::history::Changes as _;
+use anyhow::ensure;
+use recon_core::RunStatus;
+use recon_engine::cluster::RunPhase;
+use recon_tests::faulty_source::Fault;
+use recon_tests::process::ReconProcess;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aborted_run_resumes_consumers_and_the_next_run_repairs_all() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Settings::new(161)).await?;
+    let outcome = abort_then_repair(&cluster).await;
+    cluster.finish(outcome)
+}
+
+async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
+    // Slow units, so that the abort lands while they run.
+    for replica in &cluster.replicas {
+        replica.proxy.set_fault(Fault::Delay {
+            path_contains: "/tenants/".to_owned(),
+            delay: Duration::from_millis(300),
+        });
+    }
+    cluster.drift().await?;
+    let run = cluster.request_run().await?;
+    cluster
+        .history
+        .wait_for("units being done", Duration::from_secs(60), |changes| {
+            let working = changes
+                .run_states(&run)
+                .iter()
+                .any(|(_, state)| state.phase == RunPhase::Working);
+            (working && !changes.done_puts(&run).is_empty()).then_some(())
+        })
+        .await?;
+    let endpoints = cluster.etcd_endpoints();
+    let mut abort = ReconProcess::start(
+        "abort",
+        &[
+            "abort",
+            "--etcd-endpoints",
+            &endpoints,
+            "--service",
+            cluster.service(),
+            "--run",
+            &run,
+            "--reason",
+            "operator test",
+        ],
+        &[("RUST_LOG", "warn")],
+        cluster.logs().join("abort.log"),
+    )?;
+    let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(60)).await?;
+    let code = abort.terminate().await.ok().flatten();
+    ensure!(
+        barrier.status == RunStatus::Aborted,
+        "the run ended {:?}",
+        barrier.status
+    );
+    let reason = barrier.reason.clone().unwrap_or_default();
+    ensure!(
+        reason.contains("aborted by recon abort") && reason.contains("operator test"),
+        "the barrier does not say who aborted and why: {reason}"
+    );
+    ensure!(
+        abort.log().contains(&format!("run {run}: abort requested")),
+        "{} (exit {code:?})",
+        abort.log()
+    );
+
+    // Consumers resumed; the next run repairs what the aborted one left.
+    for replica in &cluster.replicas {
+        replica.proxy.set_fault(Fault::None);
+    }
+    let next = cluster.request_run().await?;
+    let barrier = wait_for_barrier(&cluster.history, &next, Duration::from_secs(90)).await?;
+    ensure_completed(&barrier)?;
+    cluster
+        .wait_until_equal("after the run that followed the abort")
+        .await
+}
