@@ -20,6 +20,10 @@ pub(crate) trait Cluster {
     /// Ends a member's session the way a lost lease does, and returns once
     /// the member has noticed (its `session_lost` is cancelled).
     async fn kill(&self, id: &str) -> anyhow::Result<()>;
+
+    /// How many keys the coordination state holds, where there are keys to
+    /// count (etcd); `None` in process.
+    async fn stored_keys(&self) -> anyhow::Result<Option<usize>>;
 }
 
 /// The in-process implementation: members share a hub; `kill` expels.
@@ -43,6 +47,10 @@ impl Cluster for InProcessCluster {
     async fn kill(&self, id: &str) -> anyhow::Result<()> {
         self.hub.expel(id);
         Ok(())
+    }
+
+    async fn stored_keys(&self) -> anyhow::Result<Option<usize>> {
+        Ok(None)
     }
 }
 
@@ -69,6 +77,7 @@ macro_rules! coordinator_suite {
             barrier_clears_only_its_own_current_run,
             finished_runs_are_listed_newest_first,
             an_abort_request_is_kept_with_its_run,
+            finished_runs_leave_only_their_history,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

@@ -62,6 +62,11 @@ impl Keys {
         format!("{}/runs/{}", self.root, escape(run_id))
     }
 
+    /// Every key of one run ends up under this prefix.
+    pub(crate) fn run_prefix(&self, run_id: &str) -> String {
+        format!("{}/", self.run(run_id))
+    }
+
     pub(crate) fn plan(&self, run_id: &str) -> String {
         format!("{}/plan", self.run(run_id))
     }

@@ -61,6 +61,20 @@ impl Kv {
         Ok(response.take_kvs())
     }
 
+    /// The keys under `prefix`, in key order (no values).
+    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let mut response = self
+            .call("list keys", client.get(prefix, Some(options)))
+            .await?;
+        Ok(response
+            .take_kvs()
+            .iter()
+            .map(|entry| String::from_utf8_lossy(entry.key()).into_owned())
+            .collect())
+    }
+
     /// The last `limit` entries under `prefix`, in descending key order.
     pub(crate) async fn list_last(
         &self,

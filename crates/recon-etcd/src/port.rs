@@ -6,16 +6,20 @@ use crate::keys::{Collection, unescape};
 use crate::kv::{decode, encode, key_suffix};
 use crate::member::EtcdCoordinator;
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{
-    AbortRequest, Barrier, Coordinator, DoneRecord, Leadership, MemberId, MemberInfo, Plan,
-    RunRequest, RunState, UnitId,
+    AbortRequest, Barrier, Coordinator, DoneRecord, HISTORY_KEPT, Leadership, MemberId, MemberInfo,
+    Plan, RunRequest, RunState, UnitId,
 };
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
+
+/// Keys deleted per transaction when the history is trimmed (etcd refuses
+/// transactions of more than 128 operations by default).
+const HISTORY_TRIM_BATCH: usize = 64;
 
 /// Merging a request into the pending one re-reads it this often at most
 /// when it changes under the write.
@@ -303,7 +307,36 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
-        self.kv().get_json(&self.keys().barrier(run_id)).await
+        // The history keeps the barrier after the run's keys are purged.
+        match self.kv().get_json(&self.keys().history(run_id)).await? {
+            Some(barrier) => Ok(Some(barrier)),
+            None => self.kv().get_json(&self.keys().barrier(run_id)).await,
+        }
+    }
+
+    async fn purge_run(&self, run_id: &str) -> Result<(), PortError> {
+        // One range delete, however many units the plan had, and only once
+        // the barrier is in the history.
+        let in_history = Compare::version(self.keys().history(run_id), CompareOp::Greater, 0);
+        let run_prefix = self.keys().run_prefix(run_id);
+        let purge = Txn::new().when([in_history]).and_then([TxnOp::delete(
+            run_prefix,
+            Some(DeleteOptions::new().with_prefix()),
+        )]);
+        self.kv().txn("purge run", purge).await?;
+        let history = self.keys().history_prefix();
+        let kept = self.kv().list_keys(&history).await?;
+        let excess = kept.len().saturating_sub(HISTORY_KEPT);
+        for chunk in kept[..excess].chunks(HISTORY_TRIM_BATCH) {
+            let deletes: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::delete(key.clone(), None))
+                .collect();
+            self.kv()
+                .txn("trim history", Txn::new().and_then(deletes))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError> {

@@ -134,6 +134,18 @@ impl Cluster for EtcdCluster {
         Ok(Arc::new(self.direct_member(id).await?))
     }
 
+    async fn stored_keys(&self) -> anyhow::Result<Option<usize>> {
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        let answer = self
+            .admin
+            .clone()
+            .get(format!("{}/", self.prefix), Some(options))
+            .await?;
+        Ok(Some(usize::try_from(answer.count())?))
+    }
+
     /// Revokes the member's lease from outside, as its expiry would.
     async fn kill(&self, id: &str) -> anyhow::Result<()> {
         let member = self.members_lock().get(id).cloned();

@@ -582,3 +582,70 @@ pub(crate) async fn an_abort_request_is_kept_with_its_run(
     ensure!(a.abort_request("r2").await?.is_none(), "aborts are per run");
     Ok(())
 }
+
+pub(crate) async fn finished_runs_leave_only_their_history(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let leadership = lead(&a).await?;
+    let epoch = leadership.epoch;
+    // A run not finished yet keeps its keys.
+    a.put_run(&leadership, &run("run-0000000000999-0", epoch))
+        .await?;
+    a.put_plan(&leadership, &plan("run-0000000000999-0", epoch))
+        .await?;
+    a.purge_run("run-0000000000999-0").await?;
+    ensure!(
+        a.plan("run-0000000000999-0").await?.is_some(),
+        "an unfinished run was purged"
+    );
+    let mut counted = Vec::new();
+    for index in 0..100u64 {
+        let run_id = format!("run-{:013}-0", 1_000 + index);
+        a.put_run(&leadership, &run(&run_id, epoch)).await?;
+        a.put_plan(&leadership, &plan(&run_id, epoch)).await?;
+        a.ack_pause(&run_id).await?;
+        a.assign(&leadership, &run_id, "t1", "a").await?;
+        ensure!(a.claim(&run_id, "t1").await?, "claim of {run_id}");
+        a.put_done(&run_id, "t1", &done_record("a", epoch)).await?;
+        a.request_abort(&run_id, &recon_engine::cluster::AbortRequest::default())
+            .await?;
+        a.put_barrier(&leadership, &barrier(&run_id, epoch)).await?;
+        a.purge_run(&run_id).await?;
+        if index == 29 || index == 99 {
+            counted.push(cluster.stored_keys().await?);
+        }
+    }
+    let last = "run-0000000001099-0";
+    ensure!(a.plan(last).await?.is_none(), "the plan outlived its run");
+    ensure!(
+        a.done(last).await?.is_empty(),
+        "done-records outlived their run"
+    );
+    ensure!(
+        a.assignments(last).await?.is_empty(),
+        "assignments outlived their run"
+    );
+    ensure!(
+        a.abort_request(last).await?.is_none(),
+        "the abort outlived its run"
+    );
+    ensure!(
+        a.barrier(last).await? == Some(barrier(last, epoch)),
+        "the barrier is kept"
+    );
+    let kept = a.recent_barriers(1_000).await?;
+    ensure!(
+        kept.len() == recon_engine::cluster::HISTORY_KEPT && kept[0].run_id == last,
+        "the history keeps the last {} runs, newest first: {} kept, first {:?}",
+        recon_engine::cluster::HISTORY_KEPT,
+        kept.len(),
+        kept.first().map(|barrier| &barrier.run_id)
+    );
+    // The key count is flat: after 30 runs as after 100.
+    ensure!(
+        counted[0] == counted[1],
+        "keys after 30 and after 100 runs: {counted:?}"
+    );
+    Ok(())
+}

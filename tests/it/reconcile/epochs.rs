@@ -208,6 +208,7 @@ async fn cluster_run_with(
                 max_pause: Duration::from_secs(60),
                 min_unit_rows: 200,
                 template,
+                purge_finished_runs: false,
             },
         ));
         let task = tokio::spawn(member.clone().run(shutdown.clone()));

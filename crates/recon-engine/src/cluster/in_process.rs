@@ -417,6 +417,31 @@ impl Coordinator for InProcessCoordinator {
             .and_then(|records| records.abort.clone()))
     }
 
+    async fn purge_run(&self, run_id: &str) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        let Some(records) = state.runs.get_mut(run_id) else {
+            return Ok(());
+        };
+        let Some(barrier) = records.barrier.take() else {
+            return Ok(());
+        };
+        *records = RunRecords {
+            barrier: Some(barrier),
+            ..RunRecords::default()
+        };
+        let finished: Vec<String> = state
+            .runs
+            .iter()
+            .filter(|(_, records)| records.barrier.is_some())
+            .map(|(run_id, _)| run_id.clone())
+            .collect();
+        let excess = finished.len().saturating_sub(super::port::HISTORY_KEPT);
+        for run_id in finished.into_iter().take(excess) {
+            state.runs.remove(&run_id);
+        }
+        Ok(())
+    }
+
     async fn recent_barriers(&self, limit: usize) -> Result<Vec<Barrier>, PortError> {
         let state = self.hub.lock();
         Ok(state

@@ -676,7 +676,15 @@ impl ClusterMember {
         let mut backoff = Backoff::new(self.settings.poll_interval, MAX_BARRIER_BACKOFF);
         loop {
             match self.coordinator.put_barrier(leadership, &barrier).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Best effort: a run left unpurged is purged by nobody
+                    // else, but holds no member back.
+                    let purge = self.settings.purge_finished_runs;
+                    if purge && let Err(error) = self.coordinator.purge_run(&run.run_id).await {
+                        warn!(run = %run.run_id, error = %error, "could not purge the finished run's keys");
+                    }
+                    return Ok(());
+                }
                 Err(error) if error.kind == FailureKind::StaleEpoch => return Err(error),
                 Err(error) => {
                     warn!(error = %error, "barrier write failed, retrying");

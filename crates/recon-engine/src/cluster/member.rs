@@ -43,6 +43,10 @@ pub struct ClusterSettings {
     /// Page sizes, batch size, guard limits (epoch, scope and dry-run come
     /// from each run).
     pub template: ReconcileOptions,
+    /// Delete a finished run's keys from the coordinator once its barrier is
+    /// in the history ([`Coordinator::purge_run`]); off to inspect runs
+    /// afterwards (tests, debugging).
+    pub purge_finished_runs: bool,
 }
 
 /// Counters of one member, for tests and the admin API.

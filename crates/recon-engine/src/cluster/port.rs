@@ -11,6 +11,9 @@ use recon_core::ports::PortError;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
+/// How many finished runs the coordinator keeps in its history.
+pub const HISTORY_KEPT: usize = 20;
+
 /// This member's leadership. `epoch` is the coordinator's token of the
 /// election (for etcd: the creation revision of its election key) that its
 /// leader-guarded writes compare; `store_epoch` is the fencing epoch the
@@ -162,6 +165,12 @@ pub trait Coordinator: Send + Sync {
 
     /// The abort asked for the run `run_id`, if any.
     async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError>;
+
+    /// Deletes a finished run's keys, once its barrier is in the history
+    /// (nothing otherwise), and trims the history to the last
+    /// [`HISTORY_KEPT`] runs: finished runs leave no state behind but their
+    /// barrier.
+    async fn purge_run(&self, run_id: &str) -> Result<(), PortError>;
 
     /// The barriers of the last `limit` finished runs, newest first (run
     /// ids order by start time).

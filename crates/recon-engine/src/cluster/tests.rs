@@ -94,6 +94,7 @@ fn settings(max_pause: Duration) -> ClusterSettings {
         max_pause,
         min_unit_rows: 20,
         template,
+        purge_finished_runs: false,
     }
 }
 

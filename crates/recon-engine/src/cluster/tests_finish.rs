@@ -43,6 +43,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
         max_pause: Duration::from_secs(60),
         min_unit_rows: 20,
         template,
+        purge_finished_runs: false,
     };
     let source = Arc::new(source);
     let cancel = CancellationToken::new();

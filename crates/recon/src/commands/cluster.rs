@@ -91,6 +91,7 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
         max_pause: Duration::from_secs(args.max_pause_secs),
         min_unit_rows: args.min_unit_rows,
         template,
+        purge_finished_runs: true,
     }
 }
 

@@ -308,6 +308,7 @@ fn demo_cluster_settings() -> ClusterSettings {
         max_pause: Duration::from_secs(300),
         min_unit_rows: 400,
         template,
+        purge_finished_runs: true,
     }
 }
 
