@@ -59,16 +59,15 @@ pub async fn run_progress(
     let client = connect(endpoints, security).await?;
     let keys = Keys::new(prefix);
     let mut kv = client.kv_client();
-    let barrier = within(
-        REQUEST_DEADLINE,
-        "read barrier",
-        kv.get(keys.barrier(run_id), None),
-    )
-    .await?;
-    let barrier = match barrier.kvs().first() {
-        Some(entry) => Some(decode_json(entry.value(), "the run's barrier")?),
-        None => None,
-    };
+    // The history keeps the barrier once the run's own keys are purged.
+    let mut barrier = None;
+    for key in [keys.history(run_id), keys.barrier(run_id)] {
+        let read = within(REQUEST_DEADLINE, "read barrier", kv.get(key, None)).await?;
+        if let Some(entry) = read.kvs().first() {
+            barrier = Some(decode_json(entry.value(), "the run's barrier")?);
+            break;
+        }
+    }
     let current = within(
         REQUEST_DEADLINE,
         "read current run",
