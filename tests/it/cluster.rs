@@ -33,6 +33,7 @@ mod pause;
 mod pause_only;
 mod quick_restart;
 mod run_ids;
+mod schedule;
 mod scoped;
 mod secrets;
 mod status_page;

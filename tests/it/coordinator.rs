@@ -78,6 +78,7 @@ macro_rules! coordinator_suite {
             finished_runs_are_listed_newest_first,
             an_abort_request_is_kept_with_its_run,
             finished_runs_leave_only_their_history,
+            a_schedule_slot_fires_once_across_leaders,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

@@ -86,6 +86,38 @@ impl EtcdCoordinator {
         ))
     }
 
+    /// Records `slot` as the last schedule slot fired, if it is later than
+    /// the one recorded (compare-and-swap under the leader guard).
+    pub(crate) async fn write_slot_fired(
+        &self,
+        leadership: &Leadership,
+        slot: u64,
+    ) -> Result<bool, PortError> {
+        let key = self.keys().slot_fired();
+        loop {
+            let current = self.kv().get(&key).await?;
+            let (fired, revision) = match &current {
+                Some(entry) => (Some(decode::<u64>(entry)?), entry.mod_revision()),
+                None => (None, 0),
+            };
+            if fired.is_some_and(|fired| fired >= slot) {
+                return Ok(false);
+            }
+            let unchanged = Compare::mod_revision(key.clone(), CompareOp::Equal, revision);
+            let put = TxnOp::put(key.clone(), encode(&slot)?, None);
+            match self
+                .guarded_txn("mark slot fired", leadership, vec![unchanged], vec![put])
+                .await?
+            {
+                Guarded::Done => return Ok(true),
+                Guarded::Stale => return Err(stale_epoch(leadership.epoch)),
+                Guarded::Conflict => {
+                    debug!("the fired slot changed under the write, reading again")
+                }
+            }
+        }
+    }
+
     async fn guarded_txn(
         &self,
         operation: &'static str,

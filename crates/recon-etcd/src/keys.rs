@@ -76,6 +76,11 @@ impl Keys {
         format!("{}/plan-pages/", self.run(run_id))
     }
 
+    /// The last schedule slot a leader fired.
+    pub(crate) fn slot_fired(&self) -> String {
+        format!("{}/schedule/fired", self.root)
+    }
+
     /// The prefix of the run history: one copy of each barrier, keyed by
     /// run id (which orders by start time).
     pub(crate) fn history_prefix(&self) -> String {

@@ -314,6 +314,14 @@ impl Coordinator for EtcdCoordinator {
         }
     }
 
+    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError> {
+        self.kv().get_json(&self.keys().slot_fired()).await
+    }
+
+    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError> {
+        self.write_slot_fired(leadership, slot).await
+    }
+
     async fn purge_run(&self, run_id: &str) -> Result<(), PortError> {
         // One range delete, however many units the plan had, and only once
         // the barrier is in the history.

@@ -621,6 +621,11 @@ pub struct ClusterArgs {
     /// `20%`); more trips the guard unless a run overrides it.
     #[arg(long, env = "RECON_MAX_DELETE_SHARE", default_value = "0.2", value_parser = parse_share)]
     pub max_delete_share: f64,
+    /// Request a run at each slot of this cron schedule (UTC; 5 fields, or
+    /// 6 with seconds first), e.g. `0 3 * * *`; the leader fires each slot
+    /// once, whatever the failovers.
+    #[arg(long, env = "RECON_SCHEDULE", value_parser = recon_engine::cluster::Schedule::parse)]
+    pub schedule: Option<recon_engine::cluster::Schedule>,
 }
 
 /// The benchmarks.

@@ -43,6 +43,8 @@ pub struct Settings {
     /// Credentials everywhere (read from files): a password in the replica
     /// database's URL, the Source API token, the admin token.
     pub secrets: Option<Secrets>,
+    /// `--schedule` of the replicas.
+    pub schedule: Option<String>,
 }
 
 /// The credentials of a cluster started with [`Settings::secrets`].
@@ -65,6 +67,7 @@ impl Settings {
             static_membership: false,
             otlp_endpoint: None,
             secrets: None,
+            schedule: None,
         }
     }
 }
@@ -251,6 +254,9 @@ impl Cluster {
         }
         if self.settings.static_membership {
             arguments.push("--static-membership");
+        }
+        if let Some(schedule) = &self.settings.schedule {
+            arguments.extend(["--schedule", schedule.as_str()]);
         }
         let log = self.logs.path().join(format!("{id}.log"));
         let service_name = format!("recon-{id}");

@@ -209,6 +209,7 @@ async fn cluster_run_with(
                 min_unit_rows: 200,
                 template,
                 purge_finished_runs: false,
+                schedule: None,
             },
         ));
         let task = tokio::spawn(member.clone().run(shutdown.clone()));

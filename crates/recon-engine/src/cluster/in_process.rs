@@ -34,6 +34,7 @@ struct HubState {
     request: Option<RunRequest>,
     current: Option<RunState>,
     runs: BTreeMap<String, RunRecords>,
+    slot_fired: Option<u64>,
 }
 
 /// The shared state of in-process members. Cheap to clone.
@@ -415,6 +416,20 @@ impl Coordinator for InProcessCoordinator {
             .runs
             .get(run_id)
             .and_then(|records| records.abort.clone()))
+    }
+
+    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError> {
+        Ok(self.hub.lock().slot_fired)
+    }
+
+    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        if state.slot_fired.is_some_and(|fired| fired >= slot) {
+            return Ok(false);
+        }
+        state.slot_fired = Some(slot);
+        Ok(true)
     }
 
     async fn purge_run(&self, run_id: &str) -> Result<(), PortError> {

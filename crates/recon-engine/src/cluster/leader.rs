@@ -247,6 +247,8 @@ impl ClusterMember {
         let Some(mut run) = self.coordinator.current_run().await? else {
             if let Some(request) = self.coordinator.pending_request().await? {
                 self.start_run(leadership, request).await?;
+            } else {
+                self.fire_schedule(leadership).await?;
             }
             return Ok(false);
         };
@@ -290,6 +292,35 @@ impl ClusterMember {
             Ok(result) => result,
             Err(_elapsed) => self.abort_for_max_pause(leadership, run).await,
         }
+    }
+
+    /// Requests a run if a slot of the schedule is due and no leader fired
+    /// it yet.
+    async fn fire_schedule(&self, leadership: &Leadership) -> Result<(), PortError> {
+        let Some(schedule) = &self.settings.schedule else {
+            return Ok(());
+        };
+        let last = self.coordinator.last_slot_fired().await?;
+        let Some(slot) = schedule.due_slot(now_ms(), last, self.started_ms) else {
+            return Ok(());
+        };
+        if !self.coordinator.mark_slot_fired(leadership, slot).await? {
+            return Ok(());
+        }
+        info!(schedule = %schedule, slot, "schedule slot due: requesting a run");
+        let request = RunRequest {
+            requested_by: format!("schedule {schedule} (slot {slot})"),
+            requested_unix_ms: now_ms(),
+            tenants: Vec::new(),
+            dry_run: false,
+            allow_mass_delete: false,
+            run_id: Some(RunRequest::new_run_id(
+                slot,
+                u32::try_from(slot % 1_000_003).unwrap_or(0),
+            )),
+        };
+        self.coordinator.request_run(&request).await?;
+        Ok(())
     }
 
     /// What is left of `max_pause` for `run`; `None` once it is exceeded.

@@ -47,6 +47,8 @@ pub struct ClusterSettings {
     /// in the history ([`Coordinator::purge_run`]); off to inspect runs
     /// afterwards (tests, debugging).
     pub purge_finished_runs: bool,
+    /// Request a run at each slot of this schedule (the leader fires it).
+    pub schedule: Option<super::Schedule>,
 }
 
 /// Counters of one member, for tests and the admin API.
@@ -70,6 +72,8 @@ pub struct ClusterMember {
     pub(super) metrics: ReconcileMetrics,
     /// The span of the run this member leads, while it leads one.
     pub(super) run_span: Mutex<Option<(String, Span)>>,
+    /// When this member started (Unix ms): a schedule fires no slot before.
+    pub(super) started_ms: u64,
     pause: Arc<PauseTracker>,
 }
 
@@ -107,6 +111,7 @@ impl ClusterMember {
             counters: Arc::new(MemberCounters::default()),
             metrics: ReconcileMetrics::default(),
             run_span: Mutex::new(None),
+            started_ms: now_ms(),
             pause: Arc::new(PauseTracker::new()),
         }
     }

@@ -8,6 +8,7 @@ mod leader;
 mod member;
 mod pause;
 mod port;
+mod schedule;
 mod status;
 mod trace;
 mod types;
@@ -16,6 +17,7 @@ pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, HISTORY_KEPT, Leadership};
+pub use schedule::Schedule;
 pub use status::{
     ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status, trace_id_of,
 };

@@ -166,6 +166,14 @@ pub trait Coordinator: Send + Sync {
     /// The abort asked for the run `run_id`, if any.
     async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError>;
 
+    /// The last schedule slot (Unix milliseconds) a leader fired, if any.
+    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError>;
+
+    /// Records `slot` as fired if it is later than the last slot fired;
+    /// `false` if it (or a later one) was fired already — by this or an
+    /// earlier leader. Leader-guarded: a slot fires once across failovers.
+    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError>;
+
     /// Deletes a finished run's keys, once its barrier is in the history
     /// (nothing otherwise), and trims the history to the last
     /// [`HISTORY_KEPT`] runs: finished runs leave no state behind but their

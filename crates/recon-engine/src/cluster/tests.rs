@@ -95,6 +95,7 @@ fn settings(max_pause: Duration) -> ClusterSettings {
         min_unit_rows: 20,
         template,
         purge_finished_runs: false,
+        schedule: None,
     }
 }
 

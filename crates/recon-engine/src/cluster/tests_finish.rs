@@ -44,6 +44,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
         min_unit_rows: 20,
         template,
         purge_finished_runs: false,
+        schedule: None,
     };
     let source = Arc::new(source);
     let cancel = CancellationToken::new();

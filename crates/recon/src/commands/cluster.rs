@@ -92,6 +92,7 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
         min_unit_rows: args.min_unit_rows,
         template,
         purge_finished_runs: true,
+        schedule: args.schedule.clone(),
     }
 }
 

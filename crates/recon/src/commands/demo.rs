@@ -309,6 +309,7 @@ fn demo_cluster_settings() -> ClusterSettings {
         min_unit_rows: 400,
         template,
         purge_finished_runs: true,
+        schedule: None,
     }
 }
 
