@@ -27,6 +27,7 @@ mod failover;
 mod fixture;
 mod follower;
 mod frozen;
+mod generation;
 mod history;
 mod observability;
 mod pause;

@@ -86,27 +86,28 @@ impl EtcdCoordinator {
         ))
     }
 
-    /// Records `slot` as the last schedule slot fired, if it is later than
-    /// the one recorded (compare-and-swap under the leader guard).
-    pub(crate) async fn write_slot_fired(
+    /// Advances the trigger mark `name` to `value` if it is higher
+    /// (compare-and-swap under the leader guard).
+    pub(crate) async fn write_trigger(
         &self,
         leadership: &Leadership,
-        slot: u64,
+        name: &str,
+        value: u64,
     ) -> Result<bool, PortError> {
-        let key = self.keys().slot_fired();
+        let key = self.keys().trigger(name);
         loop {
             let current = self.kv().get(&key).await?;
             let (fired, revision) = match &current {
                 Some(entry) => (Some(decode::<u64>(entry)?), entry.mod_revision()),
                 None => (None, 0),
             };
-            if fired.is_some_and(|fired| fired >= slot) {
+            if fired.is_some_and(|fired| fired >= value) {
                 return Ok(false);
             }
             let unchanged = Compare::mod_revision(key.clone(), CompareOp::Equal, revision);
-            let put = TxnOp::put(key.clone(), encode(&slot)?, None);
+            let put = TxnOp::put(key.clone(), encode(&value)?, None);
             match self
-                .guarded_txn("mark slot fired", leadership, vec![unchanged], vec![put])
+                .guarded_txn("advance trigger", leadership, vec![unchanged], vec![put])
                 .await?
             {
                 Guarded::Done => return Ok(true),

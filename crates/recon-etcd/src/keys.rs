@@ -76,9 +76,10 @@ impl Keys {
         format!("{}/plan-pages/", self.run(run_id))
     }
 
-    /// The last schedule slot a leader fired.
-    pub(crate) fn slot_fired(&self) -> String {
-        format!("{}/schedule/fired", self.root)
+    /// A trigger mark (the last schedule slot fired, the last source
+    /// generation seen).
+    pub(crate) fn trigger(&self, name: &str) -> String {
+        format!("{}/triggers/{}", self.root, escape(name))
     }
 
     /// The prefix of the run history: one copy of each barrier, keyed by

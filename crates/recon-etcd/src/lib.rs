@@ -25,6 +25,7 @@
 //! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
 //! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_engine::cluster::AbortRequest) | none | anyone (`request_abort`); the leader then writes an aborted barrier |
 //! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
+//! | `<prefix>/triggers/<name>` | a number: the last schedule slot fired (`schedule`), the last source generation seen (`generation`) | none | the leader, guarded compare-and-swap (`advance_trigger`) |
 //! | `<prefix>/history/<run>` | the same [`Barrier`](recon_engine::cluster::Barrier) (with its run summary), for `recent_barriers` | none | the leader, in the barrier's transaction |
 //!
 //! # Session, leadership, fencing

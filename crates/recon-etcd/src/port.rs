@@ -314,12 +314,17 @@ impl Coordinator for EtcdCoordinator {
         }
     }
 
-    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError> {
-        self.kv().get_json(&self.keys().slot_fired()).await
+    async fn trigger_mark(&self, name: &str) -> Result<Option<u64>, PortError> {
+        self.kv().get_json(&self.keys().trigger(name)).await
     }
 
-    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError> {
-        self.write_slot_fired(leadership, slot).await
+    async fn advance_trigger(
+        &self,
+        leadership: &Leadership,
+        name: &str,
+        value: u64,
+    ) -> Result<bool, PortError> {
+        self.write_trigger(leadership, name, value).await
     }
 
     async fn purge_run(&self, run_id: &str) -> Result<(), PortError> {

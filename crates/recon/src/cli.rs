@@ -626,6 +626,10 @@ pub struct ClusterArgs {
     /// once, whatever the failovers.
     #[arg(long, env = "RECON_SCHEDULE", value_parser = recon_engine::cluster::Schedule::parse)]
     pub schedule: Option<recon_engine::cluster::Schedule>,
+    /// Request a run when the Source API's generation grows (the monolith
+    /// was restored from a backup), looking this often, e.g. `30s`.
+    #[arg(long, env = "RECON_WATCH_GENERATION", value_parser = parse_positive_duration)]
+    pub watch_generation: Option<Duration>,
 }
 
 /// The benchmarks.

@@ -45,6 +45,8 @@ pub struct Settings {
     pub secrets: Option<Secrets>,
     /// `--schedule` of the replicas.
     pub schedule: Option<String>,
+    /// `--watch-generation` of the replicas.
+    pub watch_generation: Option<String>,
 }
 
 /// The credentials of a cluster started with [`Settings::secrets`].
@@ -68,6 +70,7 @@ impl Settings {
             otlp_endpoint: None,
             secrets: None,
             schedule: None,
+            watch_generation: None,
         }
     }
 }
@@ -257,6 +260,9 @@ impl Cluster {
         }
         if let Some(schedule) = &self.settings.schedule {
             arguments.extend(["--schedule", schedule.as_str()]);
+        }
+        if let Some(interval) = &self.settings.watch_generation {
+            arguments.extend(["--watch-generation", interval.as_str()]);
         }
         let log = self.logs.path().join(format!("{id}.log"));
         let service_name = format!("recon-{id}");

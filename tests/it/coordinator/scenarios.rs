@@ -655,34 +655,43 @@ pub(crate) async fn a_schedule_slot_fires_once_across_leaders(
 ) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;
-    ensure!(a.last_slot_fired().await?.is_none(), "nothing fired yet");
-    let first = lead(&a).await?;
-    ensure!(a.mark_slot_fired(&first, 100).await?, "slot 100 fires");
     ensure!(
-        !a.mark_slot_fired(&first, 100).await?,
+        a.trigger_mark("schedule").await?.is_none(),
+        "nothing fired yet"
+    );
+    let first = lead(&a).await?;
+    ensure!(
+        a.advance_trigger(&first, "schedule", 100).await?,
+        "slot 100 fires"
+    );
+    ensure!(
+        !a.advance_trigger(&first, "schedule", 100).await?,
         "slot 100 fires once"
     );
     ensure!(
-        !a.mark_slot_fired(&first, 90).await?,
+        !a.advance_trigger(&first, "schedule", 90).await?,
         "an older slot does not fire"
     );
     a.resign(&first).await?;
     let second = lead(&b).await?;
     ensure!(
-        !b.mark_slot_fired(&second, 100).await?,
+        !b.advance_trigger(&second, "schedule", 100).await?,
         "the next leader does not fire it again"
     );
-    ensure!(b.mark_slot_fired(&second, 200).await?, "slot 200 fires");
     ensure!(
-        a.last_slot_fired().await? == Some(200),
+        b.advance_trigger(&second, "schedule", 200).await?,
+        "slot 200 fires"
+    );
+    ensure!(
+        a.trigger_mark("schedule").await? == Some(200),
         "every member sees the last slot"
     );
     expect_stale(
-        "deposed mark_slot_fired",
-        a.mark_slot_fired(&first, 300).await,
+        "deposed advance_trigger",
+        a.advance_trigger(&first, "schedule", 300).await,
     )?;
     ensure!(
-        b.last_slot_fired().await? == Some(200),
+        b.trigger_mark("schedule").await? == Some(200),
         "a deposed leader fired nothing"
     );
     Ok(())

@@ -210,6 +210,7 @@ async fn cluster_run_with(
                 template,
                 purge_finished_runs: false,
                 schedule: None,
+                watch_generation: None,
             },
         ));
         let task = tokio::spawn(member.clone().run(shutdown.clone()));

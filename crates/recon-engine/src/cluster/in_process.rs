@@ -34,7 +34,7 @@ struct HubState {
     request: Option<RunRequest>,
     current: Option<RunState>,
     runs: BTreeMap<String, RunRecords>,
-    slot_fired: Option<u64>,
+    triggers: BTreeMap<String, u64>,
 }
 
 /// The shared state of in-process members. Cheap to clone.
@@ -418,17 +418,22 @@ impl Coordinator for InProcessCoordinator {
             .and_then(|records| records.abort.clone()))
     }
 
-    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError> {
-        Ok(self.hub.lock().slot_fired)
+    async fn trigger_mark(&self, name: &str) -> Result<Option<u64>, PortError> {
+        Ok(self.hub.lock().triggers.get(name).copied())
     }
 
-    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError> {
+    async fn advance_trigger(
+        &self,
+        leadership: &Leadership,
+        name: &str,
+        value: u64,
+    ) -> Result<bool, PortError> {
         let mut state = self.hub.lock();
         self.leading(&state, leadership)?;
-        if state.slot_fired.is_some_and(|fired| fired >= slot) {
+        if state.triggers.get(name).is_some_and(|mark| *mark >= value) {
             return Ok(false);
         }
-        state.slot_fired = Some(slot);
+        state.triggers.insert(name.to_owned(), value);
         Ok(true)
     }
 

@@ -21,6 +21,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, field, info, info_span, warn};
 
+/// The trigger mark of the schedule: the last slot fired.
+const SCHEDULE_TRIGGER: &str = "schedule";
+
+/// The trigger mark of the source's generation: the last one seen.
+const GENERATION_TRIGGER: &str = "generation";
+
 /// The longest wait between campaigns after leadership could not be used.
 const MAX_CAMPAIGN_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -249,6 +255,7 @@ impl ClusterMember {
                 self.start_run(leadership, request).await?;
             } else {
                 self.fire_schedule(leadership).await?;
+                self.watch_generation(leadership).await?;
             }
             return Ok(false);
         };
@@ -300,11 +307,15 @@ impl ClusterMember {
         let Some(schedule) = &self.settings.schedule else {
             return Ok(());
         };
-        let last = self.coordinator.last_slot_fired().await?;
+        let last = self.coordinator.trigger_mark(SCHEDULE_TRIGGER).await?;
         let Some(slot) = schedule.due_slot(now_ms(), last, self.started_ms) else {
             return Ok(());
         };
-        if !self.coordinator.mark_slot_fired(leadership, slot).await? {
+        if !self
+            .coordinator
+            .advance_trigger(leadership, SCHEDULE_TRIGGER, slot)
+            .await?
+        {
             return Ok(());
         }
         info!(schedule = %schedule, slot, "schedule slot due: requesting a run");
@@ -321,6 +332,64 @@ impl ClusterMember {
         };
         self.coordinator.request_run(&request).await?;
         Ok(())
+    }
+
+    /// Requests a run when the source's generation grew since the last one
+    /// seen (the monolith was restored from a backup); the first look only
+    /// records it. Looks at most once per `watch_generation` interval.
+    async fn watch_generation(&self, leadership: &Leadership) -> Result<(), PortError> {
+        let Some(interval) = self.settings.watch_generation else {
+            return Ok(());
+        };
+        {
+            let mut polled = lock(&self.generation_polled);
+            if polled.is_some_and(|at| at.elapsed() < interval) {
+                return Ok(());
+            }
+            *polled = Some(std::time::Instant::now());
+        }
+        let first = recon_core::ports::PageRequest {
+            tenant_id: String::new(),
+            kind: recon_core::Kind::Tenant,
+            after: None,
+            limit: 1,
+        };
+        let generation = self
+            .reconciler
+            .source
+            .fetch_page(&first)
+            .await?
+            .watermark
+            .generation;
+        let seen = self.coordinator.trigger_mark(GENERATION_TRIGGER).await?;
+        if !self
+            .coordinator
+            .advance_trigger(leadership, GENERATION_TRIGGER, generation)
+            .await?
+        {
+            return Ok(());
+        }
+        let Some(seen) = seen else {
+            info!(generation, "source generation recorded");
+            return Ok(());
+        };
+        warn!(
+            from = seen,
+            to = generation,
+            "the source's generation changed (a restore upstream): requesting a run"
+        );
+        let request = RunRequest {
+            requested_by: format!("source generation {seen} → {generation}"),
+            requested_unix_ms: now_ms(),
+            tenants: Vec::new(),
+            dry_run: false,
+            allow_mass_delete: false,
+            run_id: Some(RunRequest::new_run_id(
+                now_ms(),
+                u32::try_from(generation % 1_000_003).unwrap_or(0),
+            )),
+        };
+        self.coordinator.request_run(&request).await.map(|_| ())
     }
 
     /// What is left of `max_pause` for `run`; `None` once it is exceeded.

@@ -49,6 +49,9 @@ pub struct ClusterSettings {
     pub purge_finished_runs: bool,
     /// Request a run at each slot of this schedule (the leader fires it).
     pub schedule: Option<super::Schedule>,
+    /// Request a run when the source's generation grows (a restore
+    /// upstream), looking this often.
+    pub watch_generation: Option<Duration>,
 }
 
 /// Counters of one member, for tests and the admin API.
@@ -74,6 +77,8 @@ pub struct ClusterMember {
     pub(super) run_span: Mutex<Option<(String, Span)>>,
     /// When this member started (Unix ms): a schedule fires no slot before.
     pub(super) started_ms: u64,
+    /// When this member last looked at the source's generation.
+    pub(super) generation_polled: Mutex<Option<Instant>>,
     pause: Arc<PauseTracker>,
 }
 
@@ -112,6 +117,7 @@ impl ClusterMember {
             metrics: ReconcileMetrics::default(),
             run_span: Mutex::new(None),
             started_ms: now_ms(),
+            generation_polled: Mutex::new(None),
             pause: Arc::new(PauseTracker::new()),
         }
     }

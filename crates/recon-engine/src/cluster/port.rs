@@ -166,13 +166,20 @@ pub trait Coordinator: Send + Sync {
     /// The abort asked for the run `run_id`, if any.
     async fn abort_request(&self, run_id: &str) -> Result<Option<AbortRequest>, PortError>;
 
-    /// The last schedule slot (Unix milliseconds) a leader fired, if any.
-    async fn last_slot_fired(&self) -> Result<Option<u64>, PortError>;
+    /// The value of the trigger mark `name` (a schedule's last slot fired,
+    /// the last source generation seen), if set.
+    async fn trigger_mark(&self, name: &str) -> Result<Option<u64>, PortError>;
 
-    /// Records `slot` as fired if it is later than the last slot fired;
-    /// `false` if it (or a later one) was fired already — by this or an
-    /// earlier leader. Leader-guarded: a slot fires once across failovers.
-    async fn mark_slot_fired(&self, leadership: &Leadership, slot: u64) -> Result<bool, PortError>;
+    /// Advances the trigger mark `name` to `value` if it is higher than the
+    /// mark; `false` if the mark is there already — set by this or an
+    /// earlier leader. Leader-guarded: a trigger fires once across
+    /// failovers.
+    async fn advance_trigger(
+        &self,
+        leadership: &Leadership,
+        name: &str,
+        value: u64,
+    ) -> Result<bool, PortError>;
 
     /// Deletes a finished run's keys, once its barrier is in the history
     /// (nothing otherwise), and trims the history to the last

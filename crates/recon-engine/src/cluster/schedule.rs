@@ -2,7 +2,7 @@
 //! each slot of a cron expression (UTC, seconds optional), at most once per
 //! slot whatever the failovers — the last slot fired is kept in the
 //! coordinator and advanced with a compare-and-swap
-//! ([`Coordinator::mark_slot_fired`](super::Coordinator::mark_slot_fired)).
+//! ([`Coordinator::advance_trigger`](super::Coordinator::advance_trigger)).
 //! Slots missed while no leader ran are not made up, except the latest one.
 
 use chrono::{DateTime, TimeZone, Utc};

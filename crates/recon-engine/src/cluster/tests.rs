@@ -96,6 +96,7 @@ fn settings(max_pause: Duration) -> ClusterSettings {
         template,
         purge_finished_runs: false,
         schedule: None,
+        watch_generation: None,
     }
 }
 

@@ -45,6 +45,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
         template,
         purge_finished_runs: false,
         schedule: None,
+        watch_generation: None,
     };
     let source = Arc::new(source);
     let cancel = CancellationToken::new();

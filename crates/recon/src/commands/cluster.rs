@@ -93,6 +93,7 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
         template,
         purge_finished_runs: true,
         schedule: args.schedule.clone(),
+        watch_generation: args.watch_generation,
     }
 }
 

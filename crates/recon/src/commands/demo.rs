@@ -310,6 +310,7 @@ fn demo_cluster_settings() -> ClusterSettings {
         template,
         purge_finished_runs: true,
         schedule: None,
+        watch_generation: None,
     }
 }
 
