@@ -113,6 +113,25 @@ fn settings(endpoint: &str, member: &str, security: EtcdSecurity) -> EtcdSetting
     settings
 }
 
+/// Joins member `m1` with `security` and checks it is registered.
+async fn join(
+    endpoint: &str,
+    security: EtcdSecurity,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<EtcdCoordinator> {
+    let member =
+        EtcdCoordinator::connect(settings(endpoint, "m1", security), shutdown.clone()).await?;
+    let members = member
+        .members()
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message))?;
+    ensure!(
+        members.iter().any(|info| info.id == "m1"),
+        "not registered: {members:?}"
+    );
+    Ok(member)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_joins_an_etcd_that_requires_tls_and_client_certificates() -> anyhow::Result<()> {
     let ca = TestCa::new("recon test CA")?;
@@ -125,20 +144,9 @@ async fn a_member_joins_an_etcd_that_requires_tls_and_client_certificates() -> a
         credentials: None,
     };
     let shutdown = CancellationToken::new();
-    let member = EtcdCoordinator::connect(
-        settings(&etcd.endpoint(), "m1", secured.clone()),
-        shutdown.clone(),
-    )
-    .await
-    .context("join over TLS with a client certificate")?;
-    let members = member
-        .members()
+    join(&etcd.endpoint(), secured.clone(), &shutdown)
         .await
-        .map_err(|error| anyhow::anyhow!(error.message))?;
-    ensure!(
-        members.iter().any(|info| info.id == "m1"),
-        "not registered: {members:?}"
-    );
+        .context("join over TLS with a client certificate")?;
 
     let without_certificate = EtcdSecurity {
         client_identity: None,
@@ -196,20 +204,9 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
         credentials: Some(("recon".to_owned(), password.to_owned())),
         ..EtcdSecurity::default()
     };
-    let member = EtcdCoordinator::connect(
-        settings(&etcd.endpoint(), "m1", user("recon-pw")),
-        shutdown.clone(),
-    )
-    .await
-    .context("join as the recon user")?;
-    let members = member
-        .members()
+    join(&etcd.endpoint(), user("recon-pw"), &shutdown)
         .await
-        .map_err(|error| anyhow::anyhow!(error.message))?;
-    ensure!(
-        members.iter().any(|info| info.id == "m1"),
-        "not registered: {members:?}"
-    );
+        .context("join as the recon user")?;
 
     let refused = EtcdCoordinator::connect(
         settings(&etcd.endpoint(), "m2", user("wrong")),

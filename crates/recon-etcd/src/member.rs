@@ -206,15 +206,18 @@ async fn register(
 /// Runs one of `connect`'s requests under the deadline.
 /// Whether etcd refused this client (wrong or missing credentials, not
 /// allowed): retrying the same settings cannot succeed.
-fn is_refusal(error: &etcd_client::Error) -> bool {
+/// Decided by the gRPC code, never the message: etcd answers a failed login
+/// (the only request of `connect` when credentials are set) with
+/// `InvalidArgument`, a missing permission with `PermissionDenied`.
+fn is_refusal(operation: &str, error: &etcd_client::Error) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return false;
     };
-    matches!(
-        status.code(),
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-    ) || (status.code() == tonic::Code::InvalidArgument
-        && status.message().contains("authentication failed"))
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => true,
+        tonic::Code::InvalidArgument => operation == "connect",
+        _ => false,
+    }
 }
 
 pub(crate) async fn within<T>(
@@ -224,7 +227,7 @@ pub(crate) async fn within<T>(
 ) -> Result<T> {
     match tokio::time::timeout(deadline, request).await {
         Err(_elapsed) => Err(Error::Timeout(operation)),
-        Ok(Err(source)) if is_refusal(&source) => Err(Error::Refused {
+        Ok(Err(source)) if is_refusal(operation, &source) => Err(Error::Refused {
             operation,
             reason: source.to_string(),
         }),

@@ -9,7 +9,7 @@ use crate::keys::Collection;
 use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
 use recon_engine::cluster::{AbortRequest, Barrier, RunRequest, RunState};
 use std::time::Duration;
 
@@ -68,17 +68,9 @@ pub async fn run_progress(
             break;
         }
     }
-    let current = within(
-        REQUEST_DEADLINE,
-        "read current run",
-        kv.get(keys.current_run(), None),
-    )
-    .await?;
-    let current = match current.kvs().first() {
-        Some(entry) => Some(decode_json::<RunState>(entry.value(), "the current run")?),
-        None => None,
-    }
-    .filter(|run| run.run_id == run_id);
+    let current = read_current_run(&mut kv, &keys)
+        .await?
+        .filter(|run| run.run_id == run_id);
     let done_prefix = keys.collection(run_id, Collection::Done);
     let options = GetOptions::new().with_prefix().with_count_only();
     let done = within(
@@ -107,16 +99,9 @@ pub async fn request_abort(
     let client = connect(endpoints, security).await?;
     let keys = Keys::new(prefix);
     let mut kv = client.kv_client();
-    let current = within(
-        REQUEST_DEADLINE,
-        "read current run",
-        kv.get(keys.current_run(), None),
-    )
-    .await?;
-    let current = match current.kvs().first() {
-        Some(entry) => Some(decode_json::<RunState>(entry.value(), "the current run")?.run_id),
-        None => None,
-    };
+    let current = read_current_run(&mut kv, &keys)
+        .await?
+        .map(|run| run.run_id);
     let target = match (run_id, current) {
         (Some(wanted), Some(current)) if wanted == current => current,
         (None, Some(current)) => current,
@@ -180,19 +165,9 @@ pub async fn request_run(
             .await?
             .succeeded()
         {
-            let current = within(
-                deadline,
-                "read current run",
-                kv.get(keys.current_run(), None),
-            )
-            .await?;
-            let queued_behind = match current.kvs().first() {
-                Some(entry) => {
-                    let run: RunState = decode_json(entry.value(), "the current run")?;
-                    Some(run.run_id)
-                }
-                None => None,
-            };
+            let queued_behind = read_current_run(&mut kv, &keys)
+                .await?
+                .map(|run| run.run_id);
             return Ok(Requested {
                 pending,
                 merged,
@@ -204,6 +179,20 @@ pub async fn request_run(
         operation: "put request",
         reason: "the pending run request kept changing while it was merged".into(),
     })
+}
+
+/// The current run, if any.
+async fn read_current_run(kv: &mut KvClient, keys: &Keys) -> Result<Option<RunState>> {
+    let read = within(
+        REQUEST_DEADLINE,
+        "read current run",
+        kv.get(keys.current_run(), None),
+    )
+    .await?;
+    match read.kvs().first() {
+        Some(entry) => decode_json(entry.value(), "the current run").map(Some),
+        None => Ok(None),
+    }
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
