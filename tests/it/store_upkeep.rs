@@ -5,7 +5,10 @@
 //!   and a timeout was then taken for the event's fault);
 //! * the scheduled tombstone purge: tombstones older than the retention go,
 //!   younger ones and live rows stay, and replicas sharing the store purge
-//!   once per interval between them.
+//!   once per interval between them;
+//! * the run history: a record replaced by a later write of the same run,
+//!   listed newest first without its units, shown with them, trimmed to the
+//!   last `RUNS_KEPT`.
 
 use recon_core::ports::{EventSink, FailureKind};
 use recon_core::{Change, Deletion, EntityKey, Kind, Record, Row, User, UserStatus, Version};
@@ -186,4 +189,104 @@ async fn scheduled_purge_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_purge_on_sqlite() {
     scheduled_purge_removes_old_tombstones_once_per_interval(Backend::Sqlite).await;
+}
+
+fn run_record(run_id: &str, started_unix_ms: u64, units: usize) -> recon_core::RunRecord {
+    let units: Vec<recon_core::UnitReport> = (0..units)
+        .map(|index| {
+            let mut unit = recon_core::UnitReport::new(&format!("t{index}"), Kind::User);
+            unit.missing = 1;
+            unit.written = 1;
+            unit.unit = Some(format!("u{index:05}"));
+            unit.member = Some("m1".into());
+            unit
+        })
+        .collect();
+    let report = recon_core::RunReport {
+        epoch: 3,
+        dry_run: false,
+        status: recon_core::RunReport::status_of(&units),
+        abort_reason: None,
+        generation_floor: None,
+        seconds: 1.0,
+        peak_rss_bytes: None,
+        units,
+    };
+    recon_core::RunRecord {
+        run_id: run_id.to_owned(),
+        mode: recon_core::RunMode::Cluster,
+        leader: Some("m1".into()),
+        requested_by: "test".into(),
+        tenants: Vec::new(),
+        started_unix_ms,
+        ended_unix_ms: started_unix_ms + 1_000,
+        planned_units: 2,
+        aborted_by: None,
+        trace_id: None,
+        totals: recon_core::RunTotals::of(&report),
+        report,
+    }
+}
+
+async fn run_history_keeps_the_last_runs(backend: Backend) {
+    let database = TestDatabase::create(backend).await.expect("database");
+    let store = Store::connect(&database.url).await.expect("store");
+    store
+        .record_run(&run_record("r-1", 1_000, 2))
+        .await
+        .expect("record r-1");
+    // A leader that adopted the run ends it again: the record is replaced.
+    let mut again = run_record("r-1", 1_000, 3);
+    again.leader = Some("m2".into());
+    store.record_run(&again).await.expect("record r-1 again");
+    store
+        .record_run(&run_record("r-2", 2_000, 1))
+        .await
+        .expect("record r-2");
+    let listed = store.recent_runs(10).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|run| run.run_id.as_str()).collect();
+    assert_eq!(ids, ["r-2", "r-1"], "newest first, one record per run");
+    assert!(
+        listed.iter().all(|run| run.report.units.is_empty()),
+        "listings leave units out"
+    );
+    assert_eq!(
+        listed[1].totals.missing, 3,
+        "the totals stay in the listing"
+    );
+    let shown = store
+        .run_record("r-1")
+        .await
+        .expect("show")
+        .expect("r-1 kept");
+    assert_eq!(shown, again, "a record reads back as written");
+    assert_eq!(store.run_record("r-9").await.expect("show"), None);
+    // Beyond RUNS_KEPT the oldest go.
+    for index in 0..recon_core::history::RUNS_KEPT {
+        let run = run_record(&format!("s-{index:05}"), 10_000 + index as u64, 0);
+        store.record_run(&run).await.expect("record");
+    }
+    let all = store
+        .recent_runs(recon_core::history::RUNS_KEPT + 10)
+        .await
+        .expect("list");
+    assert_eq!(all.len(), recon_core::history::RUNS_KEPT);
+    assert!(
+        all.iter().all(|run| run.run_id.starts_with("s-")),
+        "the two oldest runs were trimmed"
+    );
+}
+
+mod run_history {
+    use recon_tests::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::run_history_keeps_the_last_runs(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::run_history_keeps_the_last_runs(Backend::Postgres).await;
+    }
 }

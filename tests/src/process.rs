@@ -91,6 +91,31 @@ impl ReconProcess {
         }
     }
 
+    /// Waits until the process exits on its own and returns its exit code
+    /// (`None` for a death by signal); fails with its log after `timeout`.
+    pub async fn wait_for_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Option<i32>> {
+        let Some(child) = self.child.as_mut() else {
+            anyhow::bail!("{} is not running", self.name);
+        };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => {
+                self.child = None;
+                Ok(status
+                    .with_context(|| format!("wait for {}", self.name))?
+                    .code())
+            }
+            Err(_elapsed) => anyhow::bail!(
+                "{} did not exit within {} s:\n{}",
+                self.name,
+                timeout.as_secs(),
+                self.log()
+            ),
+        }
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

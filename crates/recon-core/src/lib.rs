@@ -11,6 +11,7 @@ pub mod digest;
 pub mod domain;
 pub mod guard;
 pub mod hash;
+pub mod history;
 pub mod plan;
 pub mod ports;
 pub mod redact;
@@ -25,6 +26,7 @@ pub use domain::{
 };
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
+pub use history::{RunMode, RunRecord, RunTotals};
 pub use redact::redact_url;
 pub use report::{RunReport, RunStatus, TenantRemoval, UnitOutcome, UnitReport};
 pub use version::{ElectionClaim, FenceToken, GLOBAL_SCOPE, Version};

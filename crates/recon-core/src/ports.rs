@@ -287,6 +287,18 @@ pub trait ReplicaStore: Send + Sync {
         generation: u64,
     ) -> Result<(), PortError>;
 
+    /// Keeps a finished run in the run history (replacing a record of the
+    /// same run: a leader that adopted a run may end it again), and trims
+    /// the history to the last [`RUNS_KEPT`](crate::history::RUNS_KEPT)
+    /// runs. The default keeps no history and says so.
+    async fn record_run(&self, record: &crate::RunRecord) -> Result<(), PortError> {
+        let _ = record;
+        Err(PortError::new(
+            FailureKind::Permanent,
+            "this replica store keeps no run history",
+        ))
+    }
+
     /// The digests of the live rows of `kind` in `tenant_id` over
     /// consecutive ranges: the first after `after`, each up to its bound in
     /// `bounds` (inclusive; `None`: unbounded). Computed from the rows' data

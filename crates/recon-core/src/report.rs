@@ -106,6 +106,12 @@ pub struct UnitReport {
     pub seconds: f64,
     /// How it ended.
     pub outcome: UnitOutcome,
+    /// The plan unit this report belongs to, in a cluster run's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The member that did the unit, in a cluster run's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl UnitReport {
@@ -132,6 +138,8 @@ impl UnitReport {
             digest_requests: 0,
             seconds: 0.0,
             outcome: UnitOutcome::Done,
+            unit: None,
+            member: None,
         }
     }
 }

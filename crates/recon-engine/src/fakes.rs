@@ -219,6 +219,8 @@ pub struct FakeStore {
     pub fail_floors: std::sync::atomic::AtomicBool,
     /// Floor raises attempted.
     pub floor_attempts: AtomicU64,
+    /// The run history, in the order the runs were recorded.
+    pub runs: Mutex<Vec<recon_core::RunRecord>>,
 }
 
 impl FakeStore {
@@ -281,6 +283,13 @@ impl ReplicaStore for FakeStore {
             .filter(|key| range.contains(key))
             .count();
         Ok(count as u64)
+    }
+
+    async fn record_run(&self, record: &recon_core::RunRecord) -> Result<(), PortError> {
+        let mut runs = self.runs.lock().expect("lock");
+        runs.retain(|kept| kept.run_id != record.run_id);
+        runs.push(record.clone());
+        Ok(())
     }
 
     async fn apply_reconciliation(

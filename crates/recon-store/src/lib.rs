@@ -22,6 +22,7 @@
 mod apply;
 mod error;
 mod fence;
+mod history;
 mod ports;
 mod read;
 mod schema;

@@ -109,6 +109,10 @@ impl ReplicaStore for Store {
         }
     }
 
+    async fn record_run(&self, record: &recon_core::RunRecord) -> Result<(), PortError> {
+        Ok(Store::record_run(self, record).await?)
+    }
+
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,

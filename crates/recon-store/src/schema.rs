@@ -20,7 +20,9 @@
 //!   changed behind recon's back — so that a range's digest is an aggregate;
 //! * `epoch_claims(singleton, incarnation, election)`: the latest election
 //!   that acquired an epoch (one row), so an older one cannot acquire after
-//!   it.
+//!   it;
+//! * `reconcile_runs(run_id, started_ms, ended_ms, summary, units)`: the run
+//!   history, one JSON record per finished run (see `history.rs`).
 
 use recon_core::Kind;
 use sea_orm::DbBackend;
@@ -121,6 +123,7 @@ impl MigratorTrait for Migrator {
             Box::new(DeadLettersAndUpkeep),
             Box::new(EpochClaims),
             Box::new(DigestColumns),
+            Box::new(RunHistory),
         ]
     }
 
@@ -253,6 +256,42 @@ impl MigrationTrait for DigestColumns {
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
         }
+        Ok(())
+    }
+}
+
+/// The run history (`Store::record_run`).
+struct RunHistory;
+
+impl MigrationName for RunHistory {
+    fn name(&self) -> &str {
+        "m0005_reconcile_runs"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for RunHistory {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let id_type = match manager.get_database_backend() {
+            DbBackend::Postgres => "TEXT COLLATE \"C\" NOT NULL",
+            _ => "TEXT NOT NULL",
+        };
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared(&format!(
+                "CREATE TABLE IF NOT EXISTS reconcile_runs (\n  \
+                 run_id {id_type} PRIMARY KEY,\n  \
+                 started_ms BIGINT NOT NULL,\n  \
+                 ended_ms BIGINT NOT NULL,\n  \
+                 summary TEXT NOT NULL,\n  \
+                 units TEXT NOT NULL\n)"
+            ))
+            .await?;
+        connection
+            .execute_unprepared(
+                "CREATE INDEX IF NOT EXISTS reconcile_runs_started ON reconcile_runs (started_ms)",
+            )
+            .await?;
         Ok(())
     }
 }

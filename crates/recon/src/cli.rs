@@ -61,6 +61,10 @@ pub enum Command {
     /// etcd): it writes an aborted barrier with the reason, and every
     /// consumer resumes.
     Abort(AbortArgs),
+    /// The run history kept in the replica store: `recon runs list`,
+    /// `recon runs show <run>`.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// The configuration: `recon config print serve` shows every option of
     /// `serve` with its effective value and where it came from (default,
     /// file, environment, flag), secrets redacted.
@@ -94,6 +98,68 @@ pub struct AbortArgs {
     pub reason: String,
 }
 
+/// `recon runs …`: the finished runs the replica store keeps (cluster and
+/// single-instance runs alike; the last 1000).
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The last runs, newest first: status, figures, leader, reason.
+    List(RunsListArgs),
+    /// One run in full: who asked, who aborted, scope, epoch, trace, and
+    /// every unit's figures and guard decision (with the member that did it).
+    Show(RunsShowArgs),
+}
+
+/// Where the run history is: the replica store.
+#[derive(Debug, Args)]
+pub struct HistoryStoreArgs {
+    /// The replica store holding the history.
+    #[arg(
+        long,
+        env = "RECON_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "database_url_file"
+    )]
+    pub database_url: Option<String>,
+    /// A file holding the database URL (instead of `--database-url`).
+    #[arg(long, env = "RECON_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", env = "RECON_RUNS_OUTPUT")]
+    pub output: OutputFormat,
+}
+
+impl HistoryStoreArgs {
+    /// The replica database's URL, given or read from its file.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        secrets::require(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+            "--database-url",
+        )
+    }
+}
+
+/// Options of `recon runs list`.
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// The replica store and the output format.
+    #[command(flatten)]
+    pub store: HistoryStoreArgs,
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20, env = "RECON_RUNS_LIMIT")]
+    pub limit: usize,
+}
+
+/// Options of `recon runs show`.
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// The run's id (as `recon runs list` prints it).
+    pub run: String,
+    /// The replica store and the output format.
+    #[command(flatten)]
+    pub store: HistoryStoreArgs,
+}
+
 /// `recon config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -116,7 +182,7 @@ impl Command {
             Command::Bench(_) => "warn,sqlx::query=error",
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
-            Command::Config(_) | Command::Abort(_) => "warn",
+            Command::Config(_) | Command::Abort(_) | Command::Runs(_) => "warn",
         }
     }
 }

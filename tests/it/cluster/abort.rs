@@ -29,7 +29,10 @@ async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
         });
     }
     cluster.drift().await?;
-    let run = cluster.request_run().await?;
+    // Requested by an operator who waits for its outcome.
+    let seen = cluster.history.len();
+    let mut waiter = cluster.start_waiting_request("reconcile-wait", &["--allow-mass-delete"])?;
+    let run = cluster.history.wait_for_new_run(seen).await?;
     cluster
         .history
         .wait_for("units being done", Duration::from_secs(60), |changes| {
@@ -74,6 +77,37 @@ async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
         "{} (exit {code:?})",
         abort.log()
     );
+    let waited = waiter.wait_for_exit(Duration::from_secs(30)).await?;
+    ensure!(
+        waited == Some(4),
+        "--wait exited with {waited:?} after an aborted run:\n{}",
+        waiter.log()
+    );
+
+    // The store's history says who aborted, and keeps the units done before.
+    let record = cluster.runs_json(&["show", &run])?;
+    ensure!(
+        record["report"]["status"] == "aborted"
+            && record["aborted_by"]
+                .as_str()
+                .is_some_and(|by| by.starts_with("recon abort")),
+        "{record}"
+    );
+    let done_units = record["report"]["units"]
+        .as_array()
+        .map(|units| {
+            units
+                .iter()
+                .filter(|unit| unit["member"].is_string())
+                .count()
+        })
+        .unwrap_or(0);
+    // A unit may still finish between the leader's last read and its
+    // barrier: the history has at most what etcd saw.
+    ensure!(
+        done_units > 0 && done_units <= record_done_reports(cluster, &run),
+        "the history kept {done_units} unit reports of the aborted run: {record}"
+    );
 
     // Consumers resumed; the next run repairs what the aborted one left.
     for replica in &cluster.replicas {
@@ -85,4 +119,17 @@ async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
     cluster
         .wait_until_equal("after the run that followed the abort")
         .await
+}
+
+/// Reports in the done-records of `run`, as etcd saw them written (the
+/// last record of each unit).
+fn record_done_reports(cluster: &Cluster, run: &str) -> usize {
+    let last: std::collections::BTreeMap<String, usize> = cluster
+        .history
+        .changes()
+        .done_puts(run)
+        .into_iter()
+        .map(|(unit, record, _)| (unit, record.reports.len()))
+        .collect();
+    last.values().sum()
 }

@@ -533,6 +533,54 @@ impl Cluster {
         self.history.wait_for_new_run(seen).await
     }
 
+    /// Starts `recon reconcile --cluster --wait` for this cluster with
+    /// `extra` options (its log is `<name>.log`).
+    pub fn start_waiting_request(
+        &self,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<ReconProcess> {
+        let endpoints = self.etcd_endpoints();
+        let mut args = vec![
+            "reconcile",
+            "--cluster",
+            "--wait",
+            "--etcd-endpoints",
+            &endpoints,
+            "--service",
+            self.service(),
+        ];
+        args.extend_from_slice(extra);
+        ReconProcess::start(
+            name,
+            &args,
+            &[("RUST_LOG", "warn")],
+            self.logs().join(format!("{name}.log")),
+        )
+    }
+
+    /// `recon runs <args…> --output json` against the replica database:
+    /// its standard output, parsed.
+    pub fn runs_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let output = std::process::Command::new(recon_tests::recon_build::recon_binary()?)
+            .arg("runs")
+            .args(args)
+            .args(["--output", "json", "--database-url", &self.replica_db.url])
+            .output()
+            .context("run recon runs")?;
+        ensure!(
+            output.status.success(),
+            "recon runs {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "recon runs {args:?} printed no JSON: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
     /// The last lines of every process's log.
     pub fn log_tails(&self) -> String {
         let mut text = String::new();

@@ -13,7 +13,7 @@ use super::types::{
 use crate::metrics::run_outcome;
 use crate::options::Scope;
 use recon_core::ports::{FailureKind, PortError};
-use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
+use recon_core::{RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -278,7 +278,9 @@ impl ClusterMember {
         if let Some(abort) = self.coordinator.abort_request(&run.run_id).await? {
             let reason = format!("aborted by {}: {}", abort.requested_by, abort.reason);
             warn!(run = %run.run_id, reason = %reason, "operator abort: writing an aborted barrier");
-            return self.abort_run(leadership, run, reason).await;
+            return self
+                .abort_run(leadership, run, reason, Some(abort.requested_by))
+                .await;
         }
         let Some(remaining) = self.remaining_pause(run) else {
             return self.abort_for_max_pause(leadership, run).await;
@@ -413,19 +415,35 @@ impl ClusterMember {
             self.settings.max_pause.as_secs(),
             run.phase
         );
-        self.abort_run(leadership, run, reason).await
+        self.abort_run(leadership, run, reason, None).await
     }
 
-    /// Ends `run` with an aborted barrier saying `reason`; units done so far
-    /// stay, the rest is left to the next run.
+    /// Ends `run` with an aborted barrier saying `reason` (asked by
+    /// `aborted_by`, if an operator did); units done so far stay, and are in
+    /// its report, the rest is left to the next run.
     async fn abort_run(
         &self,
         leadership: &Leadership,
         run: &RunState,
         reason: String,
+        aborted_by: Option<String>,
     ) -> Result<bool, PortError> {
-        let summary = run_summary(run, 0, BTreeMap::new());
-        self.write_barrier(leadership, run, RunStatus::Aborted, Some(reason), summary)
+        // Best effort: the abort must not wait on reading what was done.
+        let (planned, units) = match self.coordinator.plan(&run.run_id).await {
+            Ok(Some(plan)) => {
+                let done = self.coordinator.done(&run.run_id).await.unwrap_or_default();
+                (plan.units.len(), units_of(&plan, &done))
+            }
+            _ => (0, Vec::new()),
+        };
+        let mut report = run_report(run, units);
+        report.status = RunStatus::Aborted;
+        report.abort_reason = Some(reason);
+        let ending = Ending {
+            planned_units: planned,
+            aborted_by,
+        };
+        self.write_barrier(leadership, run, &mut report, ending)
             .await?;
         Span::current().record("status", run_outcome(RunStatus::Aborted));
         self.metrics.record_aborted_run(run_seconds(run));
@@ -531,8 +549,8 @@ impl ClusterMember {
                 let reason = format!("tenant list: {}", tenant_list.describe());
                 let mut report = run_report(&run, vec![tenant_list]);
                 report.status = RunStatus::CompletedWithProblems;
-                let summary = run_summary(&run, 0, KindFigures::by_kind(&report.units));
-                self.write_barrier(leadership, &run, report.status, Some(reason), summary)
+                report.abort_reason = Some(reason);
+                self.write_barrier(leadership, &run, &mut report, Ending::default())
                     .await?;
                 self.metrics.record_run(&report, run_seconds(&run));
                 return Ok(true);
@@ -652,12 +670,7 @@ impl ClusterMember {
         plan: &Plan,
         done: &BTreeMap<String, DoneRecord>,
     ) -> Result<(), PortError> {
-        let mut units: Vec<UnitReport> = vec![plan.tenant_list.clone()];
-        units.extend(
-            done.values()
-                .flat_map(|record| record.reports.iter().cloned()),
-        );
-        let mut report = run_report(run, units);
+        let mut report = run_report(run, units_of(plan, done));
         // Floors raised (retried) or the reason why not; a restore seen by
         // any unit aborts the run instead.
         let cancel = leadership.lost.child_token();
@@ -675,16 +688,12 @@ impl ClusterMember {
                 "leadership lost while completing the run",
             ));
         }
-        let units = u64::try_from(plan.units.len()).unwrap_or(u64::MAX);
-        let summary = run_summary(run, units, KindFigures::by_kind(&report.units));
-        self.write_barrier(
-            leadership,
-            run,
-            report.status,
-            report.abort_reason.clone(),
-            summary,
-        )
-        .await?;
+        let ending = Ending {
+            planned_units: plan.units.len(),
+            aborted_by: None,
+        };
+        self.write_barrier(leadership, run, &mut report, ending)
+            .await?;
         report.seconds = run_seconds(run);
         info!(
             run = %run.run_id,
@@ -708,7 +717,9 @@ impl ClusterMember {
         Ok(())
     }
 
-    /// Closes the run in the store, then writes its barrier.
+    /// Closes the run in the store, writes its barrier (status and reason
+    /// from `report`), keeps the run in the store's history and purges its
+    /// keys.
     ///
     /// Closing acquires a fresh store epoch, which raises the global fence
     /// past the run's epoch: a follower frozen mid-unit that wakes up after
@@ -720,11 +731,11 @@ impl ClusterMember {
         &self,
         leadership: &Leadership,
         run: &RunState,
-        status: RunStatus,
-        reason: Option<String>,
-        mut summary: RunSummary,
+        report: &mut RunReport,
+        ending: Ending,
     ) -> Result<(), PortError> {
-        let mut reason = reason;
+        let status = report.status;
+        let mut reason = report.abort_reason.clone();
         let close = tokio::time::timeout(
             self.store_attempt_deadline(),
             self.reconciler
@@ -765,7 +776,13 @@ impl ClusterMember {
             }
         }
         info!(run = %run.run_id, ?status, reason = reason.as_deref().unwrap_or(""), "writing the barrier");
+        let mut summary = run_summary(
+            run,
+            u64::try_from(ending.planned_units).unwrap_or(u64::MAX),
+            KindFigures::by_kind(&report.units),
+        );
         summary.ended_unix_ms = now_ms();
+        report.abort_reason.clone_from(&reason);
         let barrier = Barrier {
             run_id: run.run_id.clone(),
             status,
@@ -777,9 +794,11 @@ impl ClusterMember {
         loop {
             match self.coordinator.put_barrier(leadership, &barrier).await {
                 Ok(()) => {
+                    let recorded = self.record_run(run, &barrier, report, ending).await;
                     // Best effort: a run left unpurged is purged by nobody
-                    // else, but holds no member back.
-                    let purge = self.settings.purge_finished_runs;
+                    // else, but holds no member back. Its keys stay until
+                    // its report is in the store's history.
+                    let purge = self.settings.purge_finished_runs && recorded;
                     if purge && let Err(error) = self.coordinator.purge_run(&run.run_id).await {
                         warn!(run = %run.run_id, error = %error, "could not purge the finished run's keys");
                     }
@@ -795,6 +814,79 @@ impl ClusterMember {
             }
         }
     }
+}
+
+impl ClusterMember {
+    /// Keeps the ended run in the store's history; `false` (logged) if the
+    /// store did not take it.
+    async fn record_run(
+        &self,
+        run: &RunState,
+        barrier: &Barrier,
+        report: &RunReport,
+        ending: Ending,
+    ) -> bool {
+        let ended_unix_ms = barrier
+            .summary
+            .as_ref()
+            .map_or_else(now_ms, |summary| summary.ended_unix_ms);
+        let mut report = report.clone();
+        report.seconds =
+            Duration::from_millis(ended_unix_ms.saturating_sub(run.started_unix_ms)).as_secs_f64();
+        let record = RunRecord {
+            run_id: run.run_id.clone(),
+            mode: RunMode::Cluster,
+            leader: Some(self.coordinator.member_id().to_owned()),
+            requested_by: run.request.requested_by.clone(),
+            tenants: run.request.tenants.clone(),
+            started_unix_ms: run.started_unix_ms,
+            ended_unix_ms,
+            planned_units: u64::try_from(ending.planned_units).unwrap_or(u64::MAX),
+            aborted_by: ending.aborted_by,
+            trace_id: run
+                .traceparent
+                .as_deref()
+                .and_then(recon_core::history::trace_id_of)
+                .map(str::to_owned),
+            totals: RunTotals::of(&report),
+            report,
+        };
+        let store = &self.reconciler.store;
+        match tokio::time::timeout(self.store_attempt_deadline(), store.record_run(&record)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                warn!(run = %run.run_id, error = %error, "could not keep the run in the store's history");
+                false
+            }
+            Err(_elapsed) => {
+                warn!(run = %run.run_id, "the store did not keep the run in its history in time");
+                false
+            }
+        }
+    }
+}
+
+/// What the history records of how a run ended, besides its report.
+#[derive(Debug, Default)]
+struct Ending {
+    /// Units in the run's plan.
+    planned_units: usize,
+    /// The operator who asked for the abort, if one did.
+    aborted_by: Option<String>,
+}
+
+/// The units of a run's report: the tenant list, then the reports of its
+/// done units, each naming its plan unit and the member that did it.
+fn units_of(plan: &Plan, done: &BTreeMap<String, DoneRecord>) -> Vec<UnitReport> {
+    let mut units = vec![plan.tenant_list.clone()];
+    for (unit, record) in done {
+        units.extend(record.reports.iter().map(|report| UnitReport {
+            unit: Some(unit.clone()),
+            member: Some(record.member.clone()),
+            ..report.clone()
+        }));
+    }
+    units
 }
 
 /// The report of `run` with these units, its status theirs.

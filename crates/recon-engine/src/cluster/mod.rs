@@ -18,9 +18,7 @@ pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, HISTORY_KEPT, Leadership};
 pub use schedule::Schedule;
-pub use status::{
-    ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status, trace_id_of,
-};
+pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
     RunPhase, RunRequest, RunState, RunSummary, UnitId, UnitPlan,

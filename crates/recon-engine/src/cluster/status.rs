@@ -76,13 +76,6 @@ pub struct ClusterStatus {
 /// How many finished runs the status shows.
 pub const RECENT_RUNS: usize = 10;
 
-/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
-pub fn trace_id_of(traceparent: &str) -> Option<&str> {
-    let trace_id = traceparent.split('-').nth(1)?;
-    let valid = trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit());
-    valid.then_some(trace_id)
-}
-
 /// Reads the cluster's state through any member's (or observer's)
 /// coordinator.
 pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStatus, PortError> {
@@ -134,7 +127,7 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
                 trace_id: run
                     .traceparent
                     .as_deref()
-                    .and_then(trace_id_of)
+                    .and_then(recon_core::history::trace_id_of)
                     .map(str::to_owned),
                 run_id: run.run_id,
                 phase: run.phase,

@@ -150,6 +150,25 @@ async fn run_id(coordinator: &InProcessCoordinator) -> String {
     }
 }
 
+/// Waits for the run's record in the store's history.
+async fn recorded_run(store: &FakeStore, run_id: &str) -> recon_core::RunRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = store
+            .runs
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|record| record.run_id == run_id)
+            .cloned();
+        if let Some(record) = found {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "run {run_id} not in the history");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn wait_for_plan(coordinator: &InProcessCoordinator, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while coordinator.plan(run_id).await.expect("plan").is_none() {
@@ -305,6 +324,26 @@ async fn a_new_leader_finishes_the_run_of_a_lost_one() {
         plan.units.len() as u64,
         "a unit was completed twice"
     );
+    let record = recorded_run(&store, &run).await;
+    assert_eq!(record.status(), RunStatus::Completed);
+    assert_eq!(record.planned_units, plan.units.len() as u64);
+    assert_eq!(record.requested_by, "test");
+    assert_eq!(
+        record.totals.missing,
+        truth.values().map(|rows| rows.len() as u64).sum::<u64>()
+    );
+    let attributed: std::collections::BTreeSet<&str> = record.report.units[1..]
+        .iter()
+        .map(|unit| {
+            assert!(unit.member.is_some(), "{unit:?} names no member");
+            unit.unit.as_deref().expect("a unit id")
+        })
+        .collect();
+    assert_eq!(
+        attributed.len(),
+        plan.units.len(),
+        "every planned unit is in the history"
+    );
     cancel.cancel();
     for member in members {
         member.task.await.expect("member");
@@ -347,6 +386,10 @@ async fn a_run_past_max_pause_is_aborted_and_consumers_resume() {
         store.snapshot().is_empty(),
         "an aborted run before the plan wrote rows"
     );
+    let record = recorded_run(&store, &run).await;
+    assert_eq!(record.status(), RunStatus::Aborted);
+    assert_eq!(record.report.abort_reason, barrier.reason);
+    assert_eq!(record.aborted_by, None);
     cancel.cancel();
     member.task.await.expect("member");
 }

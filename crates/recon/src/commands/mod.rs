@@ -9,6 +9,7 @@ mod membership;
 mod monolith;
 mod progress;
 mod reconcile;
+mod runs;
 mod seed;
 mod serve;
 mod status;
@@ -29,5 +30,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Config(command) => config::run(command),
         Command::Abort(args) => abort::run(args).await,
+        Command::Runs(command) => runs::run(command).await,
     }
 }

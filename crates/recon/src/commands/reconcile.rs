@@ -8,7 +8,7 @@ use crate::cli::{OutputFormat, ReconcileArgs, RunArgs, SourceArgs};
 use anyhow::Context;
 use async_trait::async_trait;
 use recon_core::ports::{ConsumerGate, FailureKind, PortError};
-use recon_core::{DeleteGuard, RunReport, RunStatus};
+use recon_core::{DeleteGuard, RunMode, RunRecord, RunReport, RunStatus, RunTotals};
 use recon_engine::cluster::RunRequest;
 use recon_engine::{ReconcileOptions, Reconciler, Scope};
 use recon_source::{HttpSource, SourceConfig};
@@ -33,7 +33,8 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         .await
         .context("acquire an epoch from the replica store")?;
     let source = http_source(&args.source)?;
-    let mut reconciler = Reconciler::new(Arc::new(source), Arc::new(store));
+    let store = Arc::new(store);
+    let mut reconciler = Reconciler::new(Arc::new(source), store.clone());
     if !args.replica_admin_urls.is_empty() {
         reconciler =
             reconciler.with_gate(Arc::new(AdminApiGate::new(args.replica_admin_urls.clone())));
@@ -43,12 +44,37 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         reconciler = reconciler.with_progress(bars.clone());
     }
     let options = options(&args.run, epoch);
+    let run_id = new_run_id();
+    let started_unix_ms = now_unix_ms();
     let mut report = reconciler.run(&options, &shutdown).await;
     if let Some(bars) = bars {
         bars.finish();
     }
     report.peak_rss_bytes = peak_rss_bytes();
     print_report(&report, args.run.output)?;
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        mode: RunMode::Single,
+        leader: None,
+        requested_by: format!("recon reconcile on {}", super::cluster::host_name()),
+        tenants: args.run.tenants.clone(),
+        started_unix_ms,
+        ended_unix_ms: now_unix_ms(),
+        planned_units: report.units.len().saturating_sub(1) as u64,
+        aborted_by: None,
+        trace_id: None,
+        totals: RunTotals::of(&report),
+        report: report.clone(),
+    };
+    // The report is printed whatever happens here; the history is a copy.
+    match store.record_run(&record).await {
+        Ok(()) => {
+            eprintln!("run {run_id}: kept in the store's history (`recon runs show {run_id}`)")
+        }
+        Err(error) => {
+            eprintln!("run {run_id}: could not be kept in the store's history: {error:#}")
+        }
+    }
     Ok(exit_code(&report))
 }
 

@@ -533,38 +533,58 @@ async fn abort_run(
     }
 }
 
-/// `GET /runs`: the last finished runs, newest first.
+/// `GET /runs`: the last finished runs from the store's history, newest
+/// first (without their units), and the run in progress if any.
 async fn recent_runs(State(state): State<AdminState>) -> Response {
-    let Some(coordinator) = state.coordinator.get() else {
-        return not_connected();
+    let finished = match state.store.recent_runs(RUNS_LISTED).await {
+        Ok(finished) => finished,
+        Err(error) => {
+            let reason = format!(
+                "read the run history: {}",
+                recon_core::ports::error_chain(&error)
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+        }
     };
-    match coordinator
-        .recent_barriers(recon_engine::cluster::RECENT_RUNS)
-        .await
-    {
-        Ok(runs) => Json(runs).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
-    }
+    // The run in progress is the cluster's; the history answers without it.
+    let current = match state.coordinator.get() {
+        Some(coordinator) => coordinator.current_run().await.ok().flatten(),
+        None => None,
+    };
+    Json(serde_json::json!({ "in_progress": current, "finished": finished })).into_response()
 }
 
-/// `GET /runs/{id}`: a run's barrier once finished, else its state while
-/// in progress (404 otherwise).
+/// How many finished runs `GET /runs` lists.
+const RUNS_LISTED: usize = 50;
+
+/// `GET /runs/{id}`: a finished run's record from the store's history (with
+/// every unit), else the run's state while in progress, else its barrier if
+/// the cluster still has it but the history does not (404 otherwise).
 async fn run_by_id(State(state): State<AdminState>, Path(run_id): Path<String>) -> Response {
+    match state.store.run_record(&run_id).await {
+        Ok(Some(record)) => return Json(serde_json::json!({ "finished": record })).into_response(),
+        Ok(None) => {}
+        Err(error) => {
+            let reason = format!(
+                "read the run history: {}",
+                recon_core::ports::error_chain(&error)
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+        }
+    }
     let Some(coordinator) = state.coordinator.get() else {
         return not_connected();
     };
-    let barrier = match coordinator.barrier(&run_id).await {
-        Ok(barrier) => barrier,
-        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
-    };
-    if let Some(barrier) = barrier {
-        return Json(serde_json::json!({ "finished": barrier })).into_response();
-    }
     match coordinator.current_run().await {
         Ok(Some(run)) if run.run_id == run_id => {
-            Json(serde_json::json!({ "in_progress": run })).into_response()
+            return Json(serde_json::json!({ "in_progress": run })).into_response();
         }
-        Ok(_) => (StatusCode::NOT_FOUND, format!("no run {run_id}")).into_response(),
+        Ok(_) => {}
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
+    }
+    match coordinator.barrier(&run_id).await {
+        Ok(Some(barrier)) => Json(serde_json::json!({ "barrier": barrier })).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no run {run_id}")).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     }
 }
