@@ -11,7 +11,8 @@ use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
 use recon_core::ports::{AppliedCounts, ConsumerGate, FailureKind, PortError, ReplicaStore};
 use recon_core::{
-    Change, Deletion, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version,
+    Change, Deletion, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, RunMode,
+    RunStatus, Version,
 };
 use recon_engine::ReconcileOptions;
 use recon_engine::cluster::{
@@ -55,6 +56,33 @@ async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::
     ensure!(
         fixture.differences().await == 0,
         "last standalone run left differences"
+    );
+
+    // The store's history kept all four, the first etcd's runs included
+    // although that etcd's state is gone: newest first, epochs descending.
+    let store = recon_store::Store::connect(&fixture.replica_db.url).await?;
+    let runs = store.recent_runs(10).await?;
+    let modes: Vec<RunMode> = runs.iter().map(|run| run.mode).collect();
+    ensure!(
+        modes
+            == [
+                RunMode::Single,
+                RunMode::Cluster,
+                RunMode::Cluster,
+                RunMode::Single
+            ],
+        "the history has {modes:?}"
+    );
+    ensure!(
+        runs.windows(2)
+            .all(|pair| pair[0].report.epoch > pair[1].report.epoch),
+        "epochs do not descend: {:?}",
+        runs.iter().map(|run| run.report.epoch).collect::<Vec<_>>()
+    );
+    ensure!(
+        runs.iter()
+            .all(|run| run.status() == RunStatus::Completed && run.totals.written > 0),
+        "{runs:?}"
     );
     Ok(())
 }
@@ -277,6 +305,10 @@ impl ReplicaStore for EpochsDuringRunsOnly {
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
         ReplicaStore::apply_reconciliation(&self.store, fence, watermark, changes).await
+    }
+
+    async fn record_run(&self, record: &recon_core::RunRecord) -> Result<(), PortError> {
+        ReplicaStore::record_run(&self.store, record).await
     }
 
     async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
