@@ -79,6 +79,7 @@ macro_rules! coordinator_suite {
             an_abort_request_is_kept_with_its_run,
             finished_runs_leave_only_their_history,
             a_schedule_slot_fires_once_across_leaders,
+            an_orphaned_run_is_ended_only_without_a_candidate,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

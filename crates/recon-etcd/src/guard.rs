@@ -86,6 +86,35 @@ impl EtcdCoordinator {
         ))
     }
 
+    /// Writes the aborted barrier of a run no leader will end: one
+    /// transaction comparing that the current run is still the one read
+    /// (its mod revision) and that no election key exists (a create
+    /// revision of 0 over the whole election prefix: etcd compares an empty
+    /// range with an absent key's zero values); `false` if either failed.
+    #[instrument(name = "coord.end_orphaned_run", skip_all, fields(run = %barrier.run_id))]
+    pub(crate) async fn write_orphan_barrier(&self, barrier: &Barrier) -> Result<bool, PortError> {
+        let current_key = self.keys().current_run();
+        let Some(entry) = self.kv().get(&current_key).await? else {
+            return Ok(false);
+        };
+        let run: RunState = decode(&entry)?;
+        if run.run_id != barrier.run_id {
+            return Ok(false);
+        }
+        let value = encode(barrier)?;
+        let unchanged =
+            Compare::mod_revision(current_key.clone(), CompareOp::Equal, entry.mod_revision());
+        let leaderless =
+            Compare::create_revision(self.keys().election_prefix(), CompareOp::Equal, 0)
+                .with_prefix();
+        let txn = Txn::new().when([unchanged, leaderless]).and_then([
+            TxnOp::put(self.keys().barrier(&barrier.run_id), value.clone(), None),
+            TxnOp::put(self.keys().history(&barrier.run_id), value, None),
+            TxnOp::delete(current_key, None),
+        ]);
+        Ok(self.kv().txn("end orphaned run", txn).await?.succeeded())
+    }
+
     /// Advances the trigger mark `name` to `value` if it is higher
     /// (compare-and-swap under the leader guard).
     pub(crate) async fn write_trigger(

@@ -306,6 +306,10 @@ impl Coordinator for EtcdCoordinator {
         self.write_barrier(leadership, barrier).await
     }
 
+    async fn end_orphaned_run(&self, barrier: &Barrier) -> Result<bool, PortError> {
+        self.write_orphan_barrier(barrier).await
+    }
+
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
         // The history keeps the barrier after the run's keys are purged.
         match self.kv().get_json(&self.keys().history(run_id)).await? {

@@ -9,6 +9,7 @@ use recon_core::Kind;
 use recon_engine::cluster::{Coordinator, Leadership, RunPhase, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -694,5 +695,59 @@ pub(crate) async fn a_schedule_slot_fires_once_across_leaders(
         b.trigger_mark("schedule").await? == Some(200),
         "a deposed leader fired nothing"
     );
+    Ok(())
+}
+
+/// A run no leader will end is ended by any member, but only while nobody
+/// campaigns and only if it is still the current run; a leader elected
+/// afterwards finds nothing to adopt.
+pub(crate) async fn an_orphaned_run_is_ended_only_without_a_candidate(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let leadership = lead(&a).await?;
+    let epoch = leadership.epoch;
+    a.put_run(&leadership, &run("r1", epoch)).await?;
+    ensure!(
+        !b.end_orphaned_run(&barrier("r1", epoch)).await?,
+        "a run with a leader was ended by another member"
+    );
+    ensure!(b.current_run().await?.is_some(), "the run stays current");
+    cluster.kill("a").await?;
+    within("the leader to be gone", async {
+        while b.leader().await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    ensure!(
+        !b.end_orphaned_run(&barrier("r0", epoch)).await?,
+        "another run's barrier ended the current run"
+    );
+    ensure!(
+        b.end_orphaned_run(&barrier("r1", epoch)).await?,
+        "the orphaned run was not ended"
+    );
+    ensure!(b.current_run().await?.is_none(), "the run is still current");
+    ensure!(
+        b.barrier("r1").await? == Some(barrier("r1", epoch)),
+        "the barrier is not there"
+    );
+    ensure!(
+        b.recent_barriers(5)
+            .await?
+            .iter()
+            .any(|kept| kept.run_id == "r1"),
+        "the history does not have it"
+    );
+    ensure!(
+        !b.end_orphaned_run(&barrier("r1", epoch)).await?,
+        "a run was ended twice"
+    );
+    let c = cluster.member("c").await?;
+    lead(&c).await?;
+    ensure!(c.current_run().await?.is_none(), "a new leader finds a run");
     Ok(())
 }

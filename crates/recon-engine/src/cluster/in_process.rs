@@ -390,6 +390,24 @@ impl Coordinator for InProcessCoordinator {
         Ok(())
     }
 
+    async fn end_orphaned_run(&self, barrier: &Barrier) -> Result<bool, PortError> {
+        let mut state = self.hub.lock();
+        let current = state
+            .current
+            .as_ref()
+            .is_some_and(|run| run.run_id == barrier.run_id);
+        if !current || state.leader.is_some() {
+            return Ok(false);
+        }
+        state
+            .runs
+            .entry(barrier.run_id.clone())
+            .or_default()
+            .barrier = Some(barrier.clone());
+        state.current = None;
+        Ok(true)
+    }
+
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError> {
         Ok(self
             .hub

@@ -193,7 +193,11 @@ impl ClusterMember {
     async fn follow_step(&self, stop: &CancellationToken) -> Result<(), PortError> {
         let current = self
             .pause
-            .step(self.coordinator.as_ref(), self.gate.as_ref())
+            .step(
+                self.coordinator.as_ref(),
+                self.gate.as_ref(),
+                self.settings.max_pause,
+            )
             .await?;
         if let Some(run) = current
             && run.phase == RunPhase::Working

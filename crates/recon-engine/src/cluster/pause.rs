@@ -7,9 +7,17 @@
 //! starts its consumer paused for that run (and must resume even if the run
 //! ends before its member first looks), and one whose cluster session is
 //! lost stays paused for the run it saw until it can see that run is over.
+//!
+//! No run stays open for ever without a leader: a run still current
+//! [`ORPHAN_GRACE`] past its `max_pause` while no member campaigns (every
+//! reconciler is gone, only pause-only members remain) is ended by whichever
+//! member sees it first, with an aborted barrier
+//! ([`Coordinator::end_orphaned_run`]), and every consumer resumes.
 
+use super::member::now_ms;
 use super::port::Coordinator;
-use super::types::RunState;
+use super::types::{Barrier, RunState, RunSummary};
+use recon_core::RunStatus;
 use recon_core::ports::{ConsumerGate, PortError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,11 +57,13 @@ impl PauseTracker {
 
     /// One look at the cluster: pauses and acknowledges for the current run,
     /// resumes once no run is current any more (the current run is cleared
-    /// only together with its barrier). Returns the current run.
+    /// only together with its barrier), and ends a run left without a
+    /// leader past `max_pause` + [`ORPHAN_GRACE`]. Returns the current run.
     pub(super) async fn step(
         &self,
         coordinator: &dyn Coordinator,
         gate: &dyn ConsumerGate,
+        max_pause: Duration,
     ) -> Result<Option<RunState>, PortError> {
         let paused_for = self.paused_for();
         match coordinator.current_run().await? {
@@ -66,6 +76,7 @@ impl PauseTracker {
                 if !acks.contains(coordinator.member_id()) {
                     coordinator.ack_pause(&run.run_id).await?;
                 }
+                end_if_orphaned(coordinator, &run, max_pause).await?;
                 Ok(Some(run))
             }
             None => {
@@ -85,6 +96,50 @@ impl PauseTracker {
     }
 }
 
+/// How long past `max_pause` a run may stay current without any member
+/// campaigning before a member ends it: a leader elected meanwhile aborts it
+/// itself at `max_pause`.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// Ends `run` with an aborted barrier if it is [`ORPHAN_GRACE`] past
+/// `max_pause` (by this member's clock) and nobody campaigns; `true` if
+/// this member ended it (consumers resume at the next step).
+async fn end_if_orphaned(
+    coordinator: &dyn Coordinator,
+    run: &RunState,
+    max_pause: Duration,
+) -> Result<bool, PortError> {
+    let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
+    if age < max_pause + ORPHAN_GRACE || coordinator.leader().await?.is_some() {
+        return Ok(false);
+    }
+    let reason = format!(
+        "no leader ended the run within max_pause of {}s (+{}s); ended by member {}, consumers resumed, run unfinished",
+        max_pause.as_secs(),
+        ORPHAN_GRACE.as_secs(),
+        coordinator.member_id()
+    );
+    let barrier = Barrier {
+        run_id: run.run_id.clone(),
+        status: RunStatus::Aborted,
+        reason: Some(reason),
+        epoch: run.epoch,
+        summary: Some(RunSummary {
+            request: run.request.clone(),
+            started_unix_ms: run.started_unix_ms,
+            ended_unix_ms: now_ms(),
+            units: 0,
+            by_kind: Default::default(),
+            traceparent: run.traceparent.clone(),
+        }),
+    };
+    let ended = coordinator.end_orphaned_run(&barrier).await?;
+    if ended {
+        warn!(run = %run.run_id, age_secs = age.as_secs(), "no leader for the run past max_pause: ended it with an aborted barrier");
+    }
+    Ok(ended)
+}
+
 /// A replica that cannot reconcile (no source configured) but consumes
 /// events: it pauses and acknowledges like every member, registered as
 /// [`MemberRole::PauseOnly`](super::MemberRole::PauseOnly), so that runs do
@@ -93,22 +148,26 @@ pub struct PauseOnlyMember {
     coordinator: Arc<dyn Coordinator>,
     gate: Arc<dyn ConsumerGate>,
     poll_interval: Duration,
+    max_pause: Duration,
     pause: Arc<PauseTracker>,
 }
 
 impl PauseOnlyMember {
-    /// A member pausing `gate`, polling every `poll_interval`; `pause` says
-    /// which run the consumer is already paused for.
+    /// A member pausing `gate`, polling every `poll_interval`, ending a run
+    /// left without a leader past `max_pause`; `pause` says which run the
+    /// consumer is already paused for.
     pub fn new(
         coordinator: Arc<dyn Coordinator>,
         gate: Arc<dyn ConsumerGate>,
         poll_interval: Duration,
+        max_pause: Duration,
         pause: Arc<PauseTracker>,
     ) -> Self {
         Self {
             coordinator,
             gate,
             poll_interval,
+            max_pause,
             pause,
         }
     }
@@ -119,7 +178,11 @@ impl PauseOnlyMember {
         while !cancel.is_cancelled() && !session.is_cancelled() {
             if let Err(error) = self
                 .pause
-                .step(self.coordinator.as_ref(), self.gate.as_ref())
+                .step(
+                    self.coordinator.as_ref(),
+                    self.gate.as_ref(),
+                    self.max_pause,
+                )
                 .await
             {
                 warn!(error = %error, "pause-only follower step failed, retrying");

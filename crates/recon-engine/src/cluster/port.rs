@@ -158,6 +158,15 @@ pub trait Coordinator: Send + Sync {
     /// A run's barrier, if written.
     async fn barrier(&self, run_id: &str) -> Result<Option<Barrier>, PortError>;
 
+    /// Ends a run that no leader will end: writes `barrier` (aborted, with
+    /// the reason) and clears the current run, in one step that succeeds
+    /// only while the run `barrier.run_id` is the current run **and no
+    /// member campaigns for leadership** (etcd: no election key exists).
+    /// `false` when either no longer holds; nothing is written then. Any
+    /// member may call it (not leader-guarded): a leader elected a moment
+    /// later finds no run to adopt.
+    async fn end_orphaned_run(&self, barrier: &Barrier) -> Result<bool, PortError>;
+
     /// Asks the leader to abort the run `run_id` (anyone may ask; the
     /// leader writes an aborted barrier at its next step). The request is
     /// kept with the run.

@@ -146,7 +146,13 @@ pub fn member(
         if args.etcd_endpoints.is_empty() {
             return Ok(None);
         }
-        let member = PauseOnlyMember::new(coordinator, gate, settings.poll_interval, pause);
+        let member = PauseOnlyMember::new(
+            coordinator,
+            gate,
+            settings.poll_interval,
+            settings.max_pause,
+            pause,
+        );
         return Ok(Some(Participant::PauseOnly(member)));
     };
     let mut config = SourceConfig::new(source_url);

@@ -81,6 +81,7 @@ async fn a_pause_only_member_acknowledges_and_is_handed_no_units() {
         Arc::new(pause_only.clone()),
         gate.clone(),
         Duration::from_millis(5),
+        Duration::from_secs(60),
         Arc::new(PauseTracker::new()),
     );
     let follower_task = {
@@ -175,4 +176,62 @@ async fn a_new_leader_blocked_raising_the_fence_still_aborts_the_run_at_max_paus
     for member in members {
         member.task.await.expect("member");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    // A leader started a run long ago and is gone: no reconciler is left.
+    let gone = hub.join("m1");
+    let leadership = gone
+        .campaign(&CancellationToken::new())
+        .await
+        .expect("campaign");
+    let max_pause = Duration::from_secs(60);
+    let old = super::super::member::now_ms() - (max_pause + ORPHAN_GRACE).as_millis() as u64 - 1;
+    let run = RunState {
+        run_id: "r-orphan".into(),
+        request: request(),
+        phase: RunPhase::Working,
+        epoch: 1,
+        started_unix_ms: old,
+        traceparent: None,
+    };
+    gone.put_run(&leadership, &run).await.expect("put run");
+    let pause_only = hub.join_as("p1", MemberRole::PauseOnly);
+    let gate = paused_gate();
+    let follower = PauseOnlyMember::new(
+        Arc::new(pause_only.clone()),
+        gate.clone(),
+        Duration::from_millis(5),
+        max_pause,
+        Arc::new(PauseTracker::paused_for_run("r-orphan")),
+    );
+    let follower_task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { follower.run(cancel).await })
+    };
+    // While the leader is there, nobody else ends the run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        gate.paused.load(Ordering::SeqCst),
+        "resumed under a live leader"
+    );
+    assert!(pause_only.current_run().await.expect("current").is_some());
+    hub.expel("m1");
+    wait_resumed(&gate, "the pause-only member of a leaderless run").await;
+    let barrier = pause_only
+        .barrier("r-orphan")
+        .await
+        .expect("barrier")
+        .expect("a barrier");
+    assert_eq!(barrier.status, RunStatus::Aborted);
+    let reason = barrier.reason.unwrap_or_default();
+    assert!(
+        reason.contains("no leader") && reason.contains("p1"),
+        "{reason}"
+    );
+    cancel.cancel();
+    follower_task.await.expect("follower");
 }
