@@ -23,7 +23,7 @@ pub use status::{
 };
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
-    RunPhase, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
+    Requested, RunPhase, RunProgress, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
 };
 
 #[cfg(test)]
