@@ -464,3 +464,60 @@ async fn a_non_member_requests_follows_and_aborts_a_run() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A server restart shorter than two thirds of the session timeout is a
+/// disconnection, not a lost session: the server keeps sessions in its data
+/// and the member reconnects to the same one. (A private server: the shared
+/// one is not restarted under other tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_within_the_session_keeps_it() -> anyhow::Result<()> {
+    let mut server = recon_tests::zookeeper::PrivateZooKeeper::start().await?;
+    let member = MemberInfo {
+        id: "a".to_owned(),
+        admin_url: None,
+        joined_unix_ms: 0,
+        role: MemberRole::Reconciler,
+    };
+    let mut settings = ZooKeeperSettings::new(server.servers(), "/recon/restart", member);
+    settings.session_timeout = Duration::from_secs(30);
+    let member = ZooKeeperCoordinator::connect(settings, CancellationToken::new()).await?;
+    let leadership = within("campaign", member.campaign(&CancellationToken::new())).await??;
+    member.ack_pause("r1").await?;
+    let restarted_at = Instant::now();
+    server.restart().await?;
+    let down_for = restarted_at.elapsed();
+    eprintln!("server restart took {down_for:?}");
+    ensure!(
+        down_for < member.session_timeout() * 2 / 3,
+        "the restart took {down_for:?}, too long for this test's session"
+    );
+    let written = within("a guarded write after the restart", async {
+        loop {
+            match member
+                .put_run(&leadership, &run("r1", leadership.epoch))
+                .await
+            {
+                Ok(()) => return anyhow::Ok(()),
+                Err(error) if error.kind == FailureKind::Transient => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => bail!("put_run after the restart: {error}"),
+            }
+        }
+    });
+    written.await??;
+    ensure!(
+        !member.session_lost().is_cancelled(),
+        "the session survived"
+    );
+    ensure!(!leadership.lost.is_cancelled(), "the leadership survived");
+    ensure!(
+        member.pause_acks("r1").await?.contains("a"),
+        "the ephemeral ack survived"
+    );
+    ensure!(
+        member.leader().await? == Some(("a".to_owned(), leadership.epoch)),
+        "still leads"
+    );
+    Ok(())
+}
