@@ -80,9 +80,23 @@ impl ZooKeeperCoordinator {
                     Ok((None, _)) => continue,
                     Err(error) => return Err(self.session().failure("watch predecessor", &error)),
                 };
+                // Its own node too: one deleted from outside while it waits
+                // would otherwise go unnoticed behind a long-lived leader.
+                let own_watched = self
+                    .session()
+                    .call("watch own election node", client.check_and_watch_stat(&own))
+                    .await?;
+                let own_watcher = match own_watched {
+                    Ok((Some(_), own_watcher)) => own_watcher,
+                    Ok((None, _)) => continue,
+                    Err(error) => {
+                        return Err(self.session().failure("watch own election node", &error));
+                    }
+                };
                 drop(client);
                 tokio::select! {
                     event = watcher.changed() => debug!(event = ?event.event_type, "predecessor changed"),
+                    event = own_watcher.changed() => debug!(event = ?event.event_type, "own election node changed"),
                     _ = cancel.cancelled() => {
                         self.withdraw(&own).await;
                         return Err(PortError::new(FailureKind::Transient, "campaign cancelled"));
