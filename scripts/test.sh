@@ -2,9 +2,10 @@
 # Runs recon's whole test suite against real services on loopback.
 #
 # Installs what is missing (Debian packages: postgresql, etcd-server,
-# etcd-client, protobuf-compiler, iptables, prometheus, chromium, libssl-dev,
-# python3-venv; the tansu broker from crates.io), starts a throw-away PostgreSQL cluster and
-# etcd member in a temporary directory, runs `cargo test --workspace`, and
+# etcd-client, zookeeperd, protobuf-compiler, iptables, prometheus, chromium,
+# libssl-dev, python3-venv; the tansu broker from crates.io), starts a
+# throw-away PostgreSQL cluster, etcd member and ZooKeeper server in a
+# temporary directory, runs `cargo test --workspace`, and
 # stops everything again, whatever the outcome. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh -p recon-core`).
 set -euo pipefail
@@ -13,6 +14,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_PORT="${RECON_TEST_PG_PORT:-54329}"
 ETCD_PORT="${RECON_TEST_ETCD_PORT:-23790}"
 ETCD_PEER_PORT="$((ETCD_PORT + 10))"
+ZOOKEEPER_PORT="${RECON_TEST_ZOOKEEPER_PORT:-21810}"
+# Debian's ZooKeeper classes (zookeeperd), run directly rather than as the
+# packaged service.
+ZOOKEEPER_CLASSPATH="/usr/share/java/*:/usr/share/zookeeper/*:/etc/zookeeper/conf"
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
@@ -25,6 +30,8 @@ install_missing_packages() {
   command -v protoc >/dev/null || missing+=(protobuf-compiler)
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v etcdctl >/dev/null || missing+=(etcd-client)
+  # The ZooKeeper coordinator is tested against a real server (Java 17).
+  [ -e /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || missing+=(zookeeperd)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   # recon-chaos partitions a replica with iptables rules on loopback ports.
   command -v iptables >/dev/null || missing+=(iptables)
@@ -73,6 +80,7 @@ cleanup() {
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK_DIR/pg" -m immediate stop >/dev/null 2>&1 || true
   fi
   if [ -n "${ETCD_PID:-}" ]; then kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; fi
+  if [ -n "${ZOOKEEPER_PID:-}" ]; then kill "$ZOOKEEPER_PID" 2>/dev/null || true; wait "$ZOOKEEPER_PID" 2>/dev/null || true; fi
   [ -n "$WORK_DIR" ] && rm -rf "$WORK_DIR"
   exit "$status"
 }
@@ -106,6 +114,35 @@ start_etcd() {
   log "etcd did not become healthy"; cat "$WORK_DIR/etcd.log" >&2; return 1
 }
 
+zookeeper_answers() {
+  # The four-letter word `ruok`: a serving server answers `imok`.
+  local answer
+  answer="$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf ruok >&3 && cat <&3' _ "$ZOOKEEPER_PORT" 2>/dev/null)" || return 1
+  [ "$answer" = imok ]
+}
+
+start_zookeeper() {
+  # One standalone server for the whole suite; short ticks so that tests can
+  # use sessions of a few seconds (the server allows 2-120 ticks: 1-60 s).
+  mkdir -p "$WORK_DIR/zookeeper/data"
+  printf '%s\n' "tickTime=500" "dataDir=$WORK_DIR/zookeeper/data" "clientPort=$ZOOKEEPER_PORT" \
+    "clientPortAddress=127.0.0.1" "admin.enableServer=false" "4lw.commands.whitelist=ruok,stat" \
+    "maxSessionTimeout=60000" >"$WORK_DIR/zookeeper/zoo.cfg"
+  java -cp "$ZOOKEEPER_CLASSPATH" -Dzookeeper.log.dir="$WORK_DIR/zookeeper" \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK_DIR/zookeeper/zoo.cfg" \
+    >"$WORK_DIR/zookeeper.log" 2>&1 &
+  ZOOKEEPER_PID=$!
+  export RECON_TEST_ZOOKEEPER="127.0.0.1:$ZOOKEEPER_PORT"
+  for _ in $(seq 1 300); do
+    if zookeeper_answers; then
+      log "ZooKeeper on 127.0.0.1:$ZOOKEEPER_PORT"
+      return
+    fi
+    sleep 0.1
+  done
+  log "ZooKeeper did not answer imok"; cat "$WORK_DIR/zookeeper.log" >&2; return 1
+}
+
 install_missing_packages
 install_tansu
 install_python_tools
@@ -113,6 +150,7 @@ WORK_DIR="$(mktemp -d /tmp/recon-test.XXXXXX)"
 chmod 755 "$WORK_DIR"
 start_postgres
 start_etcd
+start_zookeeper
 
 cd "$ROOT"
 # Multi-process tests start the real binary. They build it themselves too

@@ -1,12 +1,14 @@
 //! Conformance suite of the `Coordinator` port: every scenario is written
 //! once, generic over a [`Cluster`] factory, and instantiated for the
-//! in-process hub and for etcd (`RECON_TEST_ETCD_ENDPOINTS`, set by
-//! `scripts/test.sh`). etcd-only behaviour (the keep-alive, a frozen member,
-//! shutdown) is tested in `coordinator::etcd`.
+//! in-process hub, for etcd (`RECON_TEST_ETCD_ENDPOINTS`) and for ZooKeeper
+//! (`RECON_TEST_ZOOKEEPER`), both set by `scripts/test.sh`. Backend-only
+//! behaviour (the keep-alive, a frozen member, shutdown) is tested in
+//! `coordinator::etcd` and `coordinator::zookeeper`.
 
 mod etcd;
 mod fixtures;
 mod scenarios;
+mod zookeeper;
 
 use recon_engine::cluster::{Coordinator, InProcessHub};
 use std::sync::Arc;
@@ -97,3 +99,7 @@ macro_rules! coordinator_suite {
 
 coordinator_suite!(in_process, crate::coordinator::InProcessCluster::start);
 coordinator_suite!(etcd_suite, crate::coordinator::etcd::EtcdCluster::start);
+coordinator_suite!(
+    zookeeper_suite,
+    crate::coordinator::zookeeper::ZooKeeperCluster::start
+);

@@ -1,7 +1,7 @@
 //! Harness for recon's integration tests: throw-away databases on the real
 //! PostgreSQL that `scripts/test.sh` (and so CI) starts, a real broker
 //! ([`broker`]) and real `recon` processes ([`process`]) started by the
-//! tests themselves.
+//! tests themselves, and private ZooKeeper servers ([`zookeeper`]).
 //!
 //! Every test gets its own PostgreSQL database (`CREATE DATABASE` on the
 //! server named by `RECON_TEST_POSTGRES_URL`) or its own SQLite file, so tests
@@ -21,6 +21,7 @@ pub mod recon_build;
 pub mod tls;
 pub mod traced;
 pub mod wait;
+pub mod zookeeper;
 
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};

@@ -10,30 +10,9 @@ use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
-use recon_engine::cluster::{AbortRequest, Barrier, RunRequest, RunState};
+use recon_engine::cluster::{AbortRequest, RunRequest, RunState};
+pub use recon_engine::cluster::{Requested, RunProgress};
 use std::time::Duration;
-
-/// What [`request_run`] left pending.
-#[derive(Debug, Clone)]
-pub struct Requested {
-    /// The pending request, merged with any that was pending before.
-    pub pending: RunRequest,
-    /// Whether it was merged into an earlier pending request.
-    pub merged: bool,
-    /// The run in progress it waits behind, if any.
-    pub queued_behind: Option<String>,
-}
-
-/// Where a run stands, as read from etcd.
-#[derive(Debug, Clone, Default)]
-pub struct RunProgress {
-    /// The run's state while it is the current run.
-    pub current: Option<RunState>,
-    /// Units with a done-record so far.
-    pub units_done: usize,
-    /// The barrier, once the run is over.
-    pub barrier: Option<Barrier>,
-}
 
 /// A client of `endpoints` for one-off requests.
 async fn connect(endpoints: &[String], security: &EtcdSecurity) -> Result<Client> {

@@ -21,7 +21,7 @@ pub use schedule::Schedule;
 pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
-    RunPhase, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
+    Requested, RunPhase, RunProgress, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
 };
 
 #[cfg(test)]

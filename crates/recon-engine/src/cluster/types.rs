@@ -266,6 +266,30 @@ impl KindFigures {
     }
 }
 
+/// What a non-member's request for a run (`recon reconcile --cluster`,
+/// through a coordinator backend's `request_run`) left pending.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    /// The pending request, merged with any that was pending before.
+    pub pending: RunRequest,
+    /// Whether it was merged into an earlier pending request.
+    pub merged: bool,
+    /// The run in progress it waits behind, if any.
+    pub queued_behind: Option<String>,
+}
+
+/// Where a run stands, as a non-member reads it from the coordination
+/// state (`--wait`).
+#[derive(Debug, Clone, Default)]
+pub struct RunProgress {
+    /// The run's state while it is the current run.
+    pub current: Option<RunState>,
+    /// Units with a done-record so far.
+    pub units_done: usize,
+    /// The barrier, once the run is over.
+    pub barrier: Option<Barrier>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
