@@ -1,12 +1,14 @@
 //! Acceptance tests of "many replicas" (DESIGN §2) on real services: three
 //! `recon serve` processes sharing one PostgreSQL replica database, one
-//! consumer group on a real broker and one etcd service prefix, reconciling
-//! against a real `recon monolith` while it keeps changing.
+//! consumer group on a real broker and one etcd service prefix (or one
+//! ZooKeeper node: [`zookeeper`] runs the failover, zombie, follower, pause,
+//! max_pause, abort and orphaned-run scenarios there), reconciling against a
+//! real `recon monolith` while it keeps changing.
 //!
 //! What is checked, and how:
 //! * end state: `compare_databases`, plain SQL over both databases;
-//! * units: etcd's history of the service prefix, recorded by a watch of the
-//!   test's own ([`history`]) — every put of a done-record, so a unit
+//! * units: the coordinator's history of the service prefix, recorded by a
+//!   watch of the test's own ([`history`]) — every put of a done-record, so a unit
 //!   completed twice shows up even though the second put overwrites the
 //!   first key;
 //! * the pause: each replica's `recon_consumer_events_received_total`, which
@@ -14,8 +16,9 @@
 //! * leaders and epochs: `GET /cluster` of a surviving replica, and the
 //!   global fence in the replica database.
 //!
-//! Needs `RECON_TEST_POSTGRES_URL`, `RECON_TEST_ETCD_ENDPOINTS` and the
-//! `recon` binary (`scripts/test.sh` provides all three).
+//! Needs `RECON_TEST_POSTGRES_URL`, `RECON_TEST_ETCD_ENDPOINTS`,
+//! `RECON_TEST_ZOOKEEPER` and the `recon` binary (`scripts/test.sh`
+//! provides them all).
 
 mod abort;
 mod admin;
@@ -40,3 +43,4 @@ mod secrets;
 mod status_page;
 mod tracing;
 mod zombie;
+mod zookeeper;

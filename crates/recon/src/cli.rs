@@ -57,9 +57,9 @@ pub enum Command {
     /// The main job on embedded defaults: a monolith on SQLite, a generated
     /// workload, and what its Source API reports.
     Demo(DemoArgs),
-    /// Ask the replicas' leader to abort the run in progress (through
-    /// etcd): it writes an aborted barrier with the reason, and every
-    /// consumer resumes.
+    /// Ask the replicas' leader to abort the run in progress (through etcd
+    /// or ZooKeeper): it writes an aborted barrier with the reason, and
+    /// every consumer resumes.
     Abort(AbortArgs),
     /// The run history kept in the replica store: `recon runs list`,
     /// `recon runs show <run>`.
@@ -75,20 +75,9 @@ pub enum Command {
 /// Options of `recon abort`.
 #[derive(Debug, Args)]
 pub struct AbortArgs {
-    /// etcd endpoints of the cluster.
-    #[arg(
-        long,
-        env = "RECON_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub etcd_endpoints: Vec<String>,
-    /// TLS and authentication towards etcd.
+    /// The cluster's coordinator (etcd or ZooKeeper) and service.
     #[command(flatten)]
-    pub etcd_security: EtcdSecurityArgs,
-    /// Service name of the cluster: its etcd prefix is `/recon/<service>`.
-    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
-    pub service: String,
+    pub coordination: CoordinationArgs,
     /// The run to abort (refused if it is not the one in progress);
     /// default: the run in progress.
     #[arg(long, env = "RECON_ABORT_RUN")]
@@ -158,6 +147,37 @@ pub struct RunsShowArgs {
     /// The replica store and the output format.
     #[command(flatten)]
     pub store: HistoryStoreArgs,
+}
+
+/// Where a cluster's coordination state is: etcd or ZooKeeper, and the
+/// service's prefix in it.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinationArgs {
+    /// etcd endpoints (comma-separated).
+    #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// TLS and authentication towards etcd.
+    #[command(flatten)]
+    pub etcd_security: EtcdSecurityArgs,
+    /// ZooKeeper servers (`host:port,host:port`), instead of etcd.
+    #[arg(long, env = "RECON_ZOOKEEPER", conflicts_with = "etcd_endpoints")]
+    pub zookeeper: Option<String>,
+    /// Service name: its prefix (etcd key prefix, ZooKeeper node) is
+    /// `/recon/<service>`.
+    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
+    pub service: String,
+}
+
+impl CoordinationArgs {
+    /// Whether a coordinator is configured (etcd or ZooKeeper).
+    pub fn is_set(&self) -> bool {
+        !self.etcd_endpoints.is_empty() || self.zookeeper.is_some()
+    }
+
+    /// The service's prefix in the coordinator.
+    pub fn prefix(&self) -> String {
+        format!("/recon/{}", self.service)
+    }
 }
 
 /// `recon config …`.
@@ -639,20 +659,15 @@ pub struct ClusterArgs {
     /// A file holding the Source API token (instead of `--source-token`).
     #[arg(long, env = "RECON_SOURCE_TOKEN_FILE", conflicts_with = "source_token")]
     pub source_token_file: Option<PathBuf>,
-    /// etcd endpoints (comma-separated); without them the replica is a
-    /// single instance with the in-process coordinator.
-    #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
-    pub etcd_endpoints: Vec<String>,
-    /// TLS and authentication towards etcd.
+    /// The cluster's coordinator: etcd or ZooKeeper; with neither, the
+    /// replica is a single instance with the in-process coordinator.
     #[command(flatten)]
-    pub etcd_security: EtcdSecurityArgs,
-    /// Service name: the etcd key prefix is `/recon/<service>`.
-    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
-    pub service: String,
+    pub coordination: CoordinationArgs,
     /// This replica's member id (default: `<hostname>-<pid>`).
     #[arg(long, env = "RECON_MEMBER_ID")]
     pub member_id: Option<String>,
-    /// Lease TTL in seconds; keep-alives every third of it.
+    /// Lease TTL (etcd) or session timeout (ZooKeeper) in seconds: how
+    /// long a silent replica still counts as a member.
     #[arg(long, env = "RECON_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
     /// A run older than this is aborted and consumers resume.
@@ -939,23 +954,17 @@ impl ReconcileArgs {
 /// Options of `recon reconcile`.
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
-    /// Ask the replicas' cluster for a run (through etcd) instead of
-    /// reconciling from this process.
-    #[arg(long, requires = "etcd_endpoints", env = "RECON_CLUSTER")]
+    /// Ask the replicas' cluster for a run (through etcd or ZooKeeper)
+    /// instead of reconciling from this process.
+    #[arg(long, env = "RECON_CLUSTER")]
     pub cluster: bool,
     /// With `--cluster`: follow the run until its barrier and exit with its
     /// outcome (0 completed, 3 with problems, 4 aborted).
     #[arg(long, requires = "cluster", env = "RECON_WAIT")]
     pub wait: bool,
-    /// etcd endpoints of the cluster (with `--cluster`).
-    #[arg(long, env = "RECON_ETCD_ENDPOINTS", value_delimiter = ',')]
-    pub etcd_endpoints: Vec<String>,
-    /// TLS and authentication towards etcd (with `--cluster`).
+    /// The cluster's coordinator (with `--cluster`).
     #[command(flatten)]
-    pub etcd_security: EtcdSecurityArgs,
-    /// Service name of the cluster: its etcd prefix is `/recon/<service>`.
-    #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
-    pub service: String,
+    pub coordination: CoordinationArgs,
     /// The replica store to reconcile (without `--cluster`).
     #[arg(
         long,

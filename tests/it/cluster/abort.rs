@@ -20,7 +20,7 @@ async fn an_aborted_run_resumes_consumers_and_the_next_run_repairs_all() -> anyh
     cluster.finish(outcome)
 }
 
-async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
+pub(super) async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
     // Slow units, so that the abort lands while they run.
     for replica in &cluster.replicas {
         replica.proxy.set_fault(Fault::Delay {
@@ -43,13 +43,13 @@ async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
             (working && !changes.done_puts(&run).is_empty()).then_some(())
         })
         .await?;
-    let endpoints = cluster.etcd_endpoints();
+    let [flag, value] = cluster.coordination_args();
     let mut abort = ReconProcess::start(
         "abort",
         &[
             "abort",
-            "--etcd-endpoints",
-            &endpoints,
+            flag,
+            value,
             "--service",
             cluster.service(),
             "--run",

@@ -40,7 +40,7 @@ async fn a_killed_leader_is_replaced_by_a_higher_epoch_that_finishes_the_run() -
     cluster.finish(outcome)
 }
 
-async fn kill_the_leader_at_each_point(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn kill_the_leader_at_each_point(cluster: &mut Cluster) -> anyhow::Result<()> {
     let mut failovers = Vec::new();
     for (round, at) in [
         KillAt::Planning,

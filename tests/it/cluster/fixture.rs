@@ -47,6 +47,9 @@ pub struct Settings {
     pub schedule: Option<String>,
     /// `--watch-generation` of the replicas.
     pub watch_generation: Option<String>,
+    /// The replicas coordinate through ZooKeeper (the shared test server,
+    /// `RECON_TEST_ZOOKEEPER`) instead of etcd.
+    pub zookeeper: bool,
 }
 
 /// The credentials of a cluster started with [`Settings::secrets`].
@@ -71,7 +74,14 @@ impl Settings {
             secrets: None,
             schedule: None,
             watch_generation: None,
+            zookeeper: false,
         }
+    }
+
+    /// These settings with the replicas on ZooKeeper.
+    pub fn on_zookeeper(mut self) -> Self {
+        self.zookeeper = true;
+        self
     }
 }
 
@@ -108,8 +118,9 @@ pub struct Cluster {
     /// Every replica started, dead ones included.
     pub replicas: Vec<Replica>,
     monolith_url: String,
-    /// The etcd endpoints the replicas use (the proxy's, if any).
-    endpoints: Vec<String>,
+    /// How the replicas (and tools) reach the coordinator: `--etcd-endpoints
+    /// <the proxy's, if any>` or `--zookeeper <servers>`.
+    coordination: [String; 2],
     etcd_proxy: Option<FreezableProxy>,
     service: String,
     brokers: String,
@@ -123,7 +134,6 @@ impl Cluster {
     /// has one owner, and the replica equals the monolith through Kafka
     /// alone.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let endpoints = etcd_endpoints()?;
         let logs = tempfile::tempdir()?;
         let broker = Broker::start(Storage::Durable).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
@@ -151,15 +161,28 @@ impl Cluster {
         )?;
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
-        let history = History::start(&endpoints, &format!("/recon/{service}")).await?;
-        let etcd_proxy = if settings.etcd_proxy {
-            Some(FreezableProxy::start(first_address(&endpoints)?).await?)
+        let prefix = format!("/recon/{service}");
+        let (history, etcd_proxy, coordination) = if settings.zookeeper {
+            let servers = recon_tests::zookeeper::shared_server()?;
+            let history = History::start_zookeeper(&servers, &prefix).await?;
+            (history, None, ["--zookeeper".to_owned(), servers])
         } else {
-            None
-        };
-        let endpoints = match &etcd_proxy {
-            Some(proxy) => vec![proxy.url.clone()],
-            None => endpoints,
+            let endpoints = etcd_endpoints()?;
+            let history = History::start(&endpoints, &prefix).await?;
+            let etcd_proxy = if settings.etcd_proxy {
+                Some(FreezableProxy::start(first_address(&endpoints)?).await?)
+            } else {
+                None
+            };
+            let endpoints = match &etcd_proxy {
+                Some(proxy) => proxy.url.clone(),
+                None => endpoints.join(","),
+            };
+            (
+                history,
+                etcd_proxy,
+                ["--etcd-endpoints".to_owned(), endpoints],
+            )
         };
         let mut admin = Admin::new()?;
         admin.token = settings
@@ -175,7 +198,7 @@ impl Cluster {
             monolith_process,
             replicas: Vec::new(),
             monolith_url: format!("http://127.0.0.1:{monolith_port}"),
-            endpoints,
+            coordination,
             etcd_proxy,
             service,
             brokers,
@@ -218,7 +241,6 @@ impl Cluster {
         let port = free_port()?;
         let proxy = FaultySource::start(&self.monolith_url).await?;
         let admin_listen = format!("127.0.0.1:{port}");
-        let endpoints = self.endpoints.join(",");
         let ttl = LEASE_TTL_SECS.to_string();
         let max_pause = self.settings.max_pause_secs.to_string();
         let mut arguments = vec![
@@ -233,8 +255,8 @@ impl Cluster {
             &admin_listen,
             "--max-batch",
             "500",
-            "--etcd-endpoints",
-            &endpoints,
+            &self.coordination[0],
+            &self.coordination[1],
             "--service",
             &self.service,
             "--member-id",
@@ -316,9 +338,10 @@ impl Cluster {
         Ok(self.replicas.last().expect("just pushed"))
     }
 
-    /// The etcd endpoints the replicas use, comma-separated.
-    pub fn etcd_endpoints(&self) -> String {
-        self.endpoints.join(",")
+    /// The options naming the coordinator the replicas use:
+    /// `--etcd-endpoints <endpoints>` or `--zookeeper <servers>`.
+    pub fn coordination_args(&self) -> [&str; 2] {
+        [&self.coordination[0], &self.coordination[1]]
     }
 
     /// The service name: the replicas' etcd prefix is `/recon/<service>`.
@@ -540,13 +563,13 @@ impl Cluster {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<ReconProcess> {
-        let endpoints = self.etcd_endpoints();
+        let [flag, value] = self.coordination_args();
         let mut args = vec![
             "reconcile",
             "--cluster",
             "--wait",
-            "--etcd-endpoints",
-            &endpoints,
+            flag,
+            value,
             "--service",
             self.service(),
         ];

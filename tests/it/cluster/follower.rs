@@ -17,7 +17,7 @@ async fn a_follower_killed_mid_unit_has_its_unit_done_by_another_member() -> any
     cluster.finish(outcome)
 }
 
-async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
     let leader_port = cluster.replicas[0].port;
     let (leader, _) = cluster.leader_seen_by(leader_port).await?;
     let leader_port = cluster.replica(&leader)?.port;

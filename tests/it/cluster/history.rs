@@ -1,9 +1,16 @@
-//! Every change under one service's etcd prefix, as the test saw it through
-//! a watch of its own: which runs, plans, claims and done-records were
-//! written, by whom, in which order, and which leaders were elected with
-//! which epoch. Done-records are keyed by unit, so a second completion of a
-//! unit would *overwrite* the first in etcd; the watch still sees both puts,
-//! which is how the tests count completions exactly.
+//! Every change under one service's prefix in the coordinator (etcd, or
+//! ZooKeeper), as the test saw it through a watch of its own: which runs,
+//! plans, claims and done-records were written, by whom, in which order,
+//! and which leaders were elected with which epoch. Done-records are keyed
+//! by unit, so a second completion of a unit would *overwrite* the first;
+//! the watch still sees both puts, which is how the tests count completions
+//! exactly.
+//!
+//! On etcd the watch delivers every revision with its value. On ZooKeeper a
+//! persistent recursive watch delivers each change's path and zxid, and the
+//! recorder reads the node's value right away: two writes in quick
+//! succession may both be seen with the later value (never out of order).
+//! Keys are the same on both: the path below `<prefix>/`.
 
 use anyhow::{Context, bail};
 use etcd_client::{Client, EventType, WatchOptions};
@@ -13,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use zookeeper_client as zk;
 
 /// One put or delete under the prefix.
 #[derive(Debug, Clone)]
@@ -21,7 +29,8 @@ pub struct Change {
     pub seen_at: Instant,
     /// The key below `<prefix>/`.
     pub key: String,
-    /// The revision of the change.
+    /// The revision of the change (etcd's revision, ZooKeeper's zxid: both
+    /// grow with every write).
     pub revision: i64,
     /// The value put (empty for deletes).
     pub value: Vec<u8>,
@@ -35,11 +44,17 @@ impl Change {
     }
 }
 
+/// Where the recorder writes its sync markers.
+enum Writer {
+    Etcd(Client),
+    ZooKeeper(zk::Client),
+}
+
 /// The recorder; stops watching when dropped.
 pub struct History {
     changes: Arc<Mutex<Vec<Change>>>,
     seen: watch::Receiver<usize>,
-    client: Client,
+    writer: Writer,
     prefix: String,
     task: JoinHandle<()>,
 }
@@ -51,7 +66,8 @@ impl Drop for History {
 }
 
 impl History {
-    /// Starts watching `<prefix>/` (before anything is written there).
+    /// Starts watching `<prefix>/` on etcd (before anything is written
+    /// there).
     pub async fn start(endpoints: &[String], prefix: &str) -> anyhow::Result<Self> {
         let mut client = Client::connect(endpoints, None)
             .await
@@ -85,7 +101,71 @@ impl History {
         Ok(Self {
             changes,
             seen,
-            client,
+            writer: Writer::Etcd(client),
+            prefix: prefix.to_owned(),
+            task,
+        })
+    }
+
+    /// Starts watching the node `prefix` on ZooKeeper (created if missing,
+    /// before anything is written there).
+    pub async fn start_zookeeper(servers: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = zk::Client::connect(servers)
+            .await
+            .context("connect to the test ZooKeeper")?;
+        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let mut path = String::new();
+        for segment in prefix.trim_matches('/').split('/') {
+            path = format!("{path}/{segment}");
+            match client.create(&path, &[], &options).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(error) => return Err(error).with_context(|| format!("create {path}")),
+            }
+        }
+        let mut watcher = client
+            .watch(prefix, zk::AddWatchMode::PersistentRecursive)
+            .await
+            .context("watch the service node")?;
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let (count, seen) = watch::channel(0usize);
+        let recorded = changes.clone();
+        let key_prefix = format!("{prefix}/");
+        let reader = client.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = watcher.changed().await;
+                let Some(key) = event.path.strip_prefix(&key_prefix).map(str::to_owned) else {
+                    if event.session_state.is_terminated() {
+                        return;
+                    }
+                    continue;
+                };
+                let (value, deleted) = match event.event_type {
+                    zk::EventType::NodeDeleted => (Vec::new(), true),
+                    zk::EventType::NodeCreated | zk::EventType::NodeDataChanged => {
+                        match reader.get_data(&event.path).await {
+                            Ok((data, _)) => (data, false),
+                            // Gone again already: its delete event follows.
+                            Err(_) => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                let mut all = lock(&recorded);
+                all.push(Change {
+                    seen_at: Instant::now(),
+                    key,
+                    revision: event.zxid,
+                    value,
+                    deleted,
+                });
+                count.send_replace(all.len());
+            }
+        });
+        Ok(Self {
+            changes,
+            seen,
+            writer: Writer::ZooKeeper(client),
             prefix: prefix.to_owned(),
             task,
         })
@@ -102,13 +182,31 @@ impl History {
     pub async fn sync(&self) -> anyhow::Result<i64> {
         let marker = uuid::Uuid::new_v4().to_string();
         let key = format!("{}/test-sync", self.prefix);
-        let put = self
-            .client
-            .kv_client()
-            .put(key, marker.clone(), None)
-            .await
-            .context("put the sync marker")?;
-        let revision = put.header().map_or(0, |header| header.revision());
+        let revision = match &self.writer {
+            Writer::Etcd(client) => {
+                let put = client
+                    .kv_client()
+                    .put(key, marker.clone(), None)
+                    .await
+                    .context("put the sync marker")?;
+                put.header().map_or(0, |header| header.revision())
+            }
+            Writer::ZooKeeper(client) => {
+                let stat = match client.set_data(&key, marker.as_bytes(), None).await {
+                    Ok(stat) => stat,
+                    Err(zk::Error::NoNode) => {
+                        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                        client
+                            .create(&key, marker.as_bytes(), &options)
+                            .await
+                            .context("create the sync marker")?
+                            .0
+                    }
+                    Err(error) => return Err(error).context("set the sync marker"),
+                };
+                stat.mzxid
+            }
+        };
         self.wait_for("the sync marker", Duration::from_secs(10), |changes| {
             changes
                 .iter()

@@ -23,7 +23,7 @@ async fn a_replica_joining_during_the_pause_applies_nothing_before_the_barrier()
     cluster.finish(outcome)
 }
 
-async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Result<()> {
     // Slow units (2 s per users page) hold the run in its working phase
     // while the group rebalances; released once that was observed.
     hold_the_source(cluster, true);
@@ -138,7 +138,7 @@ async fn partitions_taken_away_during_the_pause_are_consumed_when_they_come_back
     cluster.finish(outcome)
 }
 
-async fn partitions_come_back(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn partitions_come_back(cluster: &mut Cluster) -> anyhow::Result<()> {
     hold_the_source(cluster, true);
     let run = cluster.request_run().await?;
     cluster
@@ -202,7 +202,7 @@ fn hold_the_source(cluster: &Cluster, hold: bool) {
 }
 
 /// `--max-pause-secs` of the replicas in the max_pause tests.
-const MAX_PAUSE_SECS: u64 = 5;
+pub(super) const MAX_PAUSE_SECS: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_whose_source_is_down_before_planning_is_aborted_at_max_pause() -> anyhow::Result<()>
@@ -214,7 +214,7 @@ async fn a_run_whose_source_is_down_before_planning_is_aborted_at_max_pause() ->
     cluster.finish(outcome)
 }
 
-async fn source_down_before_planning(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn source_down_before_planning(cluster: &mut Cluster) -> anyhow::Result<()> {
     cluster.monolith_process.kill().await?;
     let requested_at = Instant::now();
     let run = cluster.request_run().await?;

@@ -82,7 +82,7 @@ async fn pause_only_member(cluster: &mut Cluster) -> anyhow::Result<()> {
 }
 
 /// Short, so that a run left without any reconciler is ended soon.
-const ORPHAN_MAX_PAUSE_SECS: u64 = 6;
+pub(super) const ORPHAN_MAX_PAUSE_SECS: u64 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_whose_reconcilers_all_died_is_ended_by_the_pause_only_member() -> anyhow::Result<()>
@@ -94,7 +94,7 @@ async fn a_run_whose_reconcilers_all_died_is_ended_by_the_pause_only_member() ->
     cluster.finish(outcome)
 }
 
-async fn orphaned_run(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn orphaned_run(cluster: &mut Cluster) -> anyhow::Result<()> {
     let joined = cluster.add_pause_only_replica().await?;
     let (id, port) = (joined.id.clone(), joined.port);
     cluster.wait_for_members(4).await?;

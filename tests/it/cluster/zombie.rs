@@ -29,7 +29,7 @@ async fn a_frozen_leader_is_fenced_off_after_another_takes_over() -> anyhow::Res
     cluster.finish(outcome)
 }
 
-async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
+pub(super) async fn freeze_the_leader_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()> {
     let (zombie, election) = cluster.leader_seen_by(cluster.replicas[0].port).await?;
     let zombie_port = cluster.replica(&zombie)?.port;
     let survivor = cluster

@@ -1,5 +1,6 @@
 //! Wiring of cluster reconciliation for `recon serve` and `recon demo`: the
-//! coordinator (etcd, or the in-process one for a single instance) and the
+//! coordinator (etcd or ZooKeeper, or the in-process one for a single
+//! instance) and the
 //! member that takes part in runs (reconciling, or pause-only without a
 //! source).
 
@@ -16,6 +17,7 @@ use recon_engine::{ReconcileOptions, Reconciler};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
 use recon_source::{HttpSource, SourceConfig, SourceMetrics};
 use recon_store::Store;
+use recon_zookeeper::{ZooKeeperCoordinator, ZooKeeperSettings};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +40,8 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// The coordinator: etcd when endpoints are given (its background tasks on
-/// `tasks`), else a single in-process member.
+/// The coordinator: etcd or ZooKeeper when configured (their background
+/// tasks on `tasks`), else a single in-process member.
 pub async fn coordinator(
     args: &ClusterArgs,
     member: &str,
@@ -47,7 +49,8 @@ pub async fn coordinator(
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
-    if args.etcd_endpoints.is_empty() {
+    let coordination = &args.coordination;
+    if !coordination.is_set() {
         let hub = InProcessHub::new(1);
         return Ok(Arc::new(hub.join(member)));
     }
@@ -57,13 +60,22 @@ pub async fn coordinator(
         joined_unix_ms: now_unix_ms(),
         role: role(args),
     };
+    if let Some(servers) = &coordination.zookeeper {
+        let mut settings = ZooKeeperSettings::new(servers.clone(), coordination.prefix(), info);
+        settings.session_timeout = Duration::from_secs(args.lease_ttl_secs);
+        let coordinator =
+            ZooKeeperCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
+                .await
+                .context("join the cluster through ZooKeeper")?;
+        return Ok(Arc::new(coordinator));
+    }
     let mut settings = EtcdSettings::new(
-        args.etcd_endpoints.clone(),
-        format!("/recon/{}", args.service),
+        coordination.etcd_endpoints.clone(),
+        coordination.prefix(),
         info,
     );
     settings.lease_ttl_secs = i64::try_from(args.lease_ttl_secs).unwrap_or(i64::MAX);
-    settings.security = args.etcd_security.security()?;
+    settings.security = coordination.etcd_security.security()?;
     let coordinator = EtcdCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
         .await
         .context("join the cluster through etcd")?;
@@ -143,7 +155,7 @@ pub fn member(
 ) -> anyhow::Result<Option<Participant>> {
     let settings = settings(args);
     let Some(source_url) = &args.source_url else {
-        if args.etcd_endpoints.is_empty() {
+        if !args.coordination.is_set() {
             return Ok(None);
         }
         let member = PauseOnlyMember::new(

@@ -175,10 +175,14 @@ pub async fn connect_once(
     match coordinator(args, member_id, admin_url, shutdown, tasks).await {
         Ok(coordinator) => Ok(Some(coordinator)),
         Err(error) => {
-            let permanent = error
-                .chain()
-                .filter_map(|cause| cause.downcast_ref::<recon_etcd::Error>())
-                .any(recon_etcd::Error::is_permanent);
+            let permanent = error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<recon_etcd::Error>()
+                    .is_some_and(recon_etcd::Error::is_permanent)
+                    || cause
+                        .downcast_ref::<recon_zookeeper::Error>()
+                        .is_some_and(recon_zookeeper::Error::is_permanent)
+            });
             if permanent {
                 return Err(error);
             }

@@ -9,6 +9,7 @@ mod membership;
 mod monolith;
 mod progress;
 mod reconcile;
+mod remote;
 mod runs;
 mod seed;
 mod serve;

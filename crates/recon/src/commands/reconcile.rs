@@ -92,11 +92,9 @@ async fn request_cluster_run(
         allow_mass_delete: args.run.allow_mass_delete,
         run_id: Some(new_run_id()),
     };
-    let prefix = format!("/recon/{}", args.service);
-    let security = args.etcd_security.security()?;
-    let requested = recon_etcd::request_run(&args.etcd_endpoints, &security, &prefix, &request)
-        .await
-        .context("write the run request to etcd")?;
+    let remote = super::remote::Remote::of(&args.coordination)?;
+    let prefix = args.coordination.prefix();
+    let requested = remote.request_run(&prefix, &request).await?;
     let run_id = requested
         .pending
         .run_id
@@ -114,21 +112,20 @@ async fn request_cluster_run(
         println!("follow it with `recon status --admin-url <a replica>` or --wait");
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for_run(args, &security, &prefix, &run_id, shutdown).await
+    wait_for_run(&remote, &prefix, &run_id, shutdown).await
 }
 
 /// Follows `run_id` until its barrier, printing each change of phase or
 /// progress; exits with the run's outcome.
 async fn wait_for_run(
-    args: &ReconcileArgs,
-    security: &recon_etcd::EtcdSecurity,
+    remote: &super::remote::Remote,
     prefix: &str,
     run_id: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let mut shown = String::new();
     loop {
-        match recon_etcd::run_progress(&args.etcd_endpoints, security, prefix, run_id).await {
+        match remote.run_progress(prefix, run_id).await {
             Ok(progress) => {
                 if let Some(barrier) = progress.barrier {
                     let summary = barrier.summary.as_ref();

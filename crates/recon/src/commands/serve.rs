@@ -28,17 +28,18 @@
 //! admin port listens on loopback. Everything else is read-only and open.
 //!
 //! With `--source-url` the replica takes part in cluster reconciliation
-//! (etcd with `--etcd-endpoints`, else as a single in-process member);
-//! without it, on etcd, it registers as a pause-only member: it pauses and
+//! (etcd with `--etcd-endpoints`, ZooKeeper with `--zookeeper`, else as a
+//! single in-process member); without it, in a cluster, it registers as a
+//! pause-only member: it pauses and
 //! acknowledges with the others but is handed no units and never leads. A
 //! replica that starts while a run is in progress starts paused.
 //!
-//! Event consumption does not depend on etcd: the replica starts consuming
-//! when etcd is down, and a lost cluster session takes it out of
+//! Event consumption does not depend on the coordinator: the replica starts
+//! consuming when etcd (or ZooKeeper) is down, and a lost cluster session takes it out of
 //! reconciliation (see `membership`) while it goes on consuming — unless it
 //! is paused for a run it has not seen end — and reconnects with backoff.
 //! On shutdown the cluster tasks are awaited (within a deadline) so that
-//! the lease is revoked before the process exits.
+//! the lease is revoked (the session closed) before the process exits.
 //!
 //! Every replica also runs the tombstone purge (`--tombstone-retention`,
 //! default 7 days, which must exceed the change topic's retention) every
@@ -219,10 +220,10 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let admin_url = Some(advertised_admin_url(&args)?);
     let mutations = MutationPolicy::new(admin_token, args.admin_listen);
     let tasks = TaskTracker::new();
-    let on_etcd = !args.cluster.etcd_endpoints.is_empty();
-    // Consumption never waits for etcd: if it does not answer now, the
+    let clustered = args.cluster.coordination.is_set();
+    // Consumption never waits for the coordinator: if it does not answer now, the
     // replica consumes and keeps trying to join in the background.
-    let first = if on_etcd {
+    let first = if clustered {
         connect_once(
             &args.cluster,
             &member_id,
@@ -269,7 +270,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     // Joining while a run is in progress: apply nothing before it is over.
     // The member resumes the consumer when it sees the run over, even if
     // that happens before its first look (it is told which run it is).
-    let takes_part = on_etcd || args.cluster.source_url.is_some();
+    let takes_part = clustered || args.cluster.source_url.is_some();
     let pause = match run_in_progress {
         Some(run) if takes_part => {
             info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
@@ -288,7 +289,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .is_some()
         .then(|| telemetry.counters.clone());
     let slot = CoordinatorSlot::holding(first.clone());
-    if on_etcd {
+    if clustered {
         let membership = Membership {
             args: args.cluster.clone(),
             member_id: member_id.clone(),
@@ -589,9 +590,11 @@ async fn run_by_id(State(state): State<AdminState>, Path(run_id): Path<String>) 
     }
 }
 
-/// The answer while this replica is not in the cluster (etcd unreachable).
+/// The answer while this replica is not in the cluster (coordinator
+/// unreachable).
 fn not_connected() -> Response {
-    let reason = "not connected to the cluster (etcd unreachable); consuming on, reconnecting";
+    let reason =
+        "not connected to the cluster (coordinator unreachable); consuming on, reconnecting";
     (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
