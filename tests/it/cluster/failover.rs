@@ -57,7 +57,8 @@ pub(super) async fn kill_the_leader_at_each_point(cluster: &mut Cluster) -> anyh
     }
     for failover in &failovers {
         eprintln!(
-            "failover with the leader killed at {:?}: new leader visible after {} ms, run adopted after {} ms (lease TTL {} s)",
+            "failover on {} with the leader killed at {:?}: new leader visible after {} ms, run adopted after {} ms (lease TTL / session timeout {} s)",
+            cluster.coordinator_name(),
             failover.at,
             failover.new_leader.as_millis(),
             failover.adopted.as_millis(),

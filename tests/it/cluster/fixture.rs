@@ -338,6 +338,15 @@ impl Cluster {
         Ok(self.replicas.last().expect("just pushed"))
     }
 
+    /// The coordinator the replicas use, for messages.
+    pub fn coordinator_name(&self) -> &'static str {
+        if self.settings.zookeeper {
+            "ZooKeeper"
+        } else {
+            "etcd"
+        }
+    }
+
     /// The options naming the coordinator the replicas use:
     /// `--etcd-endpoints <endpoints>` or `--zookeeper <servers>`.
     pub fn coordination_args(&self) -> [&str; 2] {
