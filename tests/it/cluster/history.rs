@@ -46,7 +46,7 @@ impl Change {
 
 /// Where the recorder writes its sync markers.
 enum Writer {
-    Etcd(Client),
+    Etcd(Box<Client>),
     ZooKeeper(zk::Client),
 }
 
@@ -101,7 +101,7 @@ impl History {
         Ok(Self {
             changes,
             seen,
-            writer: Writer::Etcd(client),
+            writer: Writer::Etcd(Box::new(client)),
             prefix: prefix.to_owned(),
             task,
         })
