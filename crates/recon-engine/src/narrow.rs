@@ -74,10 +74,10 @@ pub(crate) struct Narrowed {
     pub generations: Option<(u64, u64)>,
 }
 
-/// Ranges of at most this many rows are walked rather than split: walking
-/// them costs about two page requests.
+/// Ranges of at most this many rows are walked rather than split: a
+/// quarter of a page, about what one more digest request costs to skip.
 fn leaf_rows(page_size: u32) -> u64 {
-    u64::from(page_size) * 2
+    (u64::from(page_size) / 4).max(1)
 }
 
 impl UnitContext<'_> {
@@ -91,11 +91,11 @@ impl UnitContext<'_> {
         // A whole kind was compared as a whole already (the tenant's first
         // look): it differs, so splitting is the first step.
         let whole = spec.range == KeyRange::all();
-        // A kind of a few pages is walked: splitting it costs about as much
-        // as reading it.
+        // A kind of one page is walked: splitting it costs about as much as
+        // reading it.
         if spec
             .source_rows
-            .is_some_and(|rows| rows <= leaf_rows(self.options.page_size) * 2)
+            .is_some_and(|rows| rows <= u64::from(self.options.page_size))
         {
             return Ok(None);
         }
@@ -188,7 +188,7 @@ impl UnitContext<'_> {
             level = next;
             buckets = self.options.digest_fanout.max(2);
         }
-        let (ranges, matched) = plan_walks(pieces, u64::from(self.options.page_size));
+        let (ranges, matched) = plan_walks(pieces, leaf_rows(self.options.page_size));
         narrowed.ranges = ranges;
         narrowed.matched = matched;
         self.progress

@@ -48,6 +48,13 @@ use std::time::Duration;
 /// waiting statement fails with a transient error and is retried, and the
 /// frozen session is ended by the server. SQLite waits up to `busy_timeout`
 /// for the database lock.
+///
+/// PostgreSQL sessions also run without parallel workers
+/// (`max_parallel_workers_per_gather = 0`): the store's statements are
+/// short and many run at once, and starting workers cost more than they
+/// saved — a tenant's digest statement (three index scans under a
+/// `UNION ALL`, which the planner made a parallel append) took 25–30 ms
+/// instead of 1–2 ms at W1, most of an unchanged replica's run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Longest wait for a row or table lock (PostgreSQL).
@@ -106,6 +113,7 @@ impl Store {
                 "idle_in_transaction_session_timeout",
                 millis(store_options.idle_in_transaction_timeout),
             ),
+            ("max_parallel_workers_per_gather", "0".to_owned()),
         ];
         options.map_sqlx_postgres_opts(move |postgres| postgres.options(session_settings.clone()));
         let busy_timeout = store_options.busy_timeout;
