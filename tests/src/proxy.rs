@@ -22,7 +22,14 @@ pub struct FreezableProxy {
 impl FreezableProxy {
     /// Listens on a free loopback port and forwards to `target`.
     pub async fn start(target: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0, target).await
+    }
+
+    /// Listens on loopback port `port` (0: any free one) and forwards to
+    /// `target` (e.g. a service that appears on a port a client was already
+    /// told about).
+    pub async fn start_on(port: u16, target: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .context("bind proxy")?;
         let address = listener.local_addr().context("proxy address")?;

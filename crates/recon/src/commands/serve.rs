@@ -202,9 +202,7 @@ fn advertised_admin_url(args: &ServeArgs) -> anyhow::Result<String> {
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let admin_token = args.admin_token()?;
-    let store = Store::connect_with(&args.database_url()?, args.store.options())
-        .await
-        .context("open the replica store")?;
+    let store = open_store(&args.database_url()?, args.store.options(), &shutdown).await?;
     let purge_task = tokio::spawn({
         let store = store.clone();
         let purge = args.tombstone_purge();
@@ -351,6 +349,45 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     admin_result.context("serve the admin API")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `recon serve` keeps trying to open its store at startup: a
+/// replica restarted while its database restarts (or starts with it) waits
+/// for it rather than exiting.
+const STORE_STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Opens the replica store, retrying transient failures (connection
+/// refused, the database starting up or restarting) with backoff for up to
+/// [`STORE_STARTUP_WAIT`], each logged with its cause; then, or on any
+/// other failure, the error.
+async fn open_store(
+    database_url: &str,
+    options: recon_store::StoreOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + STORE_STARTUP_WAIT;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let error = match Store::connect_with(database_url, options).await {
+            Ok(store) => return Ok(store),
+            Err(error) => error,
+        };
+        let retry = error.kind() == recon_store::ErrorKind::Transient
+            && tokio::time::Instant::now() + backoff < deadline;
+        if !retry {
+            return Err(error).context("open the replica store");
+        }
+        warn!(
+            error = %recon_core::ports::error_chain(&error),
+            retry_in_ms = backoff.as_millis() as u64,
+            "the replica store does not answer yet; retrying"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(error).context("open the replica store (shut down while waiting)"),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// `recon_build_info{version}`, always 1: which build a replica runs.
