@@ -3,7 +3,7 @@
 //! shutdown, unreadable values.
 
 use super::Cluster;
-use super::fixtures::{expect_stale, member_ids, plan, within};
+use super::fixtures::{expect_stale, member_ids, plan, until_gone, within};
 use anyhow::{Context, bail, ensure};
 use etcd_client::Client;
 use recon_core::ports::FailureKind;
@@ -161,24 +161,6 @@ impl Cluster for EtcdCluster {
         )
         .await
     }
-}
-
-/// Waits until `id` is no longer listed; returns how long that took.
-async fn until_gone(observer: &dyn Coordinator, id: &str) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    within(&format!("{id} to leave the members"), async {
-        loop {
-            if !member_ids(observer)
-                .await?
-                .iter()
-                .any(|member| member == id)
-            {
-                return anyhow::Ok(started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use recon_engine::cluster::{
     RunSummary, UnitPlan,
 };
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long anything that must happen may take.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
@@ -126,4 +126,22 @@ pub(crate) fn barrier(run_id: &str, epoch: u64) -> Barrier {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
         }),
     }
+}
+
+/// Waits until `id` is no longer listed; returns how long that took.
+pub(crate) async fn until_gone(observer: &dyn Coordinator, id: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    within(&format!("{id} to leave the members"), async {
+        loop {
+            if !member_ids(observer)
+                .await?
+                .iter()
+                .any(|member| member == id)
+            {
+                return anyhow::Ok(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await?
 }

@@ -4,7 +4,9 @@
 //! the non-member requests of the CLI.
 
 use super::Cluster;
-use super::fixtures::{done_record, expect_stale, member_ids, plan, request, run, within};
+use super::fixtures::{
+    done_record, expect_stale, member_ids, plan, request, run, until_gone, within,
+};
 use anyhow::{Context, bail, ensure};
 use recon_core::ports::FailureKind;
 use recon_engine::cluster::{AbortRequest, Coordinator, MemberInfo, MemberRole};
@@ -167,24 +169,6 @@ impl Cluster for ZooKeeperCluster {
         )
         .await
     }
-}
-
-/// Waits until `id` is no longer listed; returns how long that took.
-async fn until_gone(observer: &dyn Coordinator, id: &str) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    within(&format!("{id} to leave the members"), async {
-        loop {
-            if !member_ids(observer)
-                .await?
-                .iter()
-                .any(|member| member == id)
-            {
-                return anyhow::Ok(started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

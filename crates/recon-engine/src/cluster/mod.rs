@@ -10,6 +10,7 @@ mod pause;
 mod port;
 mod schedule;
 mod status;
+mod stored_plan;
 mod trace;
 mod types;
 
@@ -19,6 +20,7 @@ pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker};
 pub use port::{Coordinator, HISTORY_KEPT, Leadership};
 pub use schedule::Schedule;
 pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
+pub use stored_plan::{PLAN_PAGE_BYTES, PlanHeader, plan_pages};
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
     Requested, RunPhase, RunProgress, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
