@@ -145,6 +145,12 @@ pub(super) async fn orphaned_run(cluster: &mut Cluster) -> anyhow::Result<()> {
         || async { Ok(!cluster.admin.consumer(port).await?.paused) },
     )
     .await?;
+    // It kept the run in its store's history.
+    let record = cluster.runs_json(&["show", &run])?;
+    ensure!(
+        record["report"]["status"] == "aborted" && record["leader"] == id.as_str(),
+        "{record}"
+    );
     eprintln!(
         "run {run}: every reconciler killed; ended by {id} {:?} later",
         killed_at.elapsed()

@@ -197,6 +197,7 @@ impl ClusterMember {
                 self.coordinator.as_ref(),
                 self.gate.as_ref(),
                 self.settings.max_pause,
+                Some(self.reconciler.store.as_ref()),
             )
             .await?;
         if let Some(run) = current

@@ -12,13 +12,14 @@
 //! [`ORPHAN_GRACE`] past its `max_pause` while no member campaigns (every
 //! reconciler is gone, only pause-only members remain) is ended by whichever
 //! member sees it first, with an aborted barrier
-//! ([`Coordinator::end_orphaned_run`]), and every consumer resumes.
+//! ([`Coordinator::end_orphaned_run`]), kept in the store's run history
+//! when the member has a store; every consumer resumes.
 
 use super::member::now_ms;
 use super::port::Coordinator;
 use super::types::{Barrier, RunState, RunSummary};
-use recon_core::RunStatus;
-use recon_core::ports::{ConsumerGate, PortError};
+use recon_core::ports::{ConsumerGate, PortError, ReplicaStore};
+use recon_core::{RunMode, RunRecord, RunReport, RunStatus, RunTotals};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,7 @@ impl PauseTracker {
         coordinator: &dyn Coordinator,
         gate: &dyn ConsumerGate,
         max_pause: Duration,
+        history: Option<&dyn ReplicaStore>,
     ) -> Result<Option<RunState>, PortError> {
         let paused_for = self.paused_for();
         match coordinator.current_run().await? {
@@ -76,7 +78,7 @@ impl PauseTracker {
                 if !acks.contains(coordinator.member_id()) {
                     coordinator.ack_pause(&run.run_id).await?;
                 }
-                end_if_orphaned(coordinator, &run, max_pause).await?;
+                end_if_orphaned(coordinator, &run, max_pause, history).await?;
                 Ok(Some(run))
             }
             None => {
@@ -102,12 +104,14 @@ impl PauseTracker {
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
 /// Ends `run` with an aborted barrier if it is [`ORPHAN_GRACE`] past
-/// `max_pause` (by this member's clock) and nobody campaigns; `true` if
-/// this member ended it (consumers resume at the next step).
+/// `max_pause` (by this member's clock) and nobody campaigns, and keeps it
+/// in `history` (then purges its keys); `true` if this member ended it
+/// (consumers resume at the next step).
 async fn end_if_orphaned(
     coordinator: &dyn Coordinator,
     run: &RunState,
     max_pause: Duration,
+    history: Option<&dyn ReplicaStore>,
 ) -> Result<bool, PortError> {
     let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
     if age < max_pause + ORPHAN_GRACE || coordinator.leader().await?.is_some() {
@@ -133,11 +137,62 @@ async fn end_if_orphaned(
             traceparent: run.traceparent.clone(),
         }),
     };
-    let ended = coordinator.end_orphaned_run(&barrier).await?;
-    if ended {
-        warn!(run = %run.run_id, age_secs = age.as_secs(), "no leader for the run past max_pause: ended it with an aborted barrier");
+    if !coordinator.end_orphaned_run(&barrier).await? {
+        return Ok(false);
     }
-    Ok(ended)
+    warn!(run = %run.run_id, age_secs = age.as_secs(), "no leader for the run past max_pause: ended it with an aborted barrier");
+    if let Some(store) = history {
+        // Best effort, as the leader's: the keys stay unless it is kept.
+        let record = orphan_record(coordinator.member_id(), run, &barrier);
+        match store.record_run(&record).await {
+            Ok(()) => {
+                if let Err(error) = coordinator.purge_run(&run.run_id).await {
+                    warn!(run = %run.run_id, error = %error, "could not purge the ended run's keys");
+                }
+            }
+            Err(error) => {
+                warn!(run = %run.run_id, error = %error, "could not keep the ended run in the store's history");
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The history's record of a run `member` ended without a leader: no
+/// unit reports (the run's done-records stay with its keys until purged).
+fn orphan_record(member: &str, run: &RunState, barrier: &Barrier) -> RunRecord {
+    let report = RunReport {
+        epoch: run.epoch,
+        dry_run: run.request.dry_run,
+        status: RunStatus::Aborted,
+        abort_reason: barrier.reason.clone(),
+        generation_floor: None,
+        seconds: 0.0,
+        peak_rss_bytes: None,
+        units: Vec::new(),
+    };
+    let ended_unix_ms = barrier
+        .summary
+        .as_ref()
+        .map_or_else(now_ms, |summary| summary.ended_unix_ms);
+    RunRecord {
+        run_id: run.run_id.clone(),
+        mode: RunMode::Cluster,
+        leader: Some(member.to_owned()),
+        requested_by: run.request.requested_by.clone(),
+        tenants: run.request.tenants.clone(),
+        started_unix_ms: run.started_unix_ms,
+        ended_unix_ms,
+        planned_units: 0,
+        aborted_by: None,
+        trace_id: run
+            .traceparent
+            .as_deref()
+            .and_then(recon_core::history::trace_id_of)
+            .map(str::to_owned),
+        totals: RunTotals::of(&report),
+        report,
+    }
 }
 
 /// A replica that cannot reconcile (no source configured) but consumes
@@ -150,6 +205,7 @@ pub struct PauseOnlyMember {
     poll_interval: Duration,
     max_pause: Duration,
     pause: Arc<PauseTracker>,
+    history: Option<Arc<dyn ReplicaStore>>,
 }
 
 impl PauseOnlyMember {
@@ -169,7 +225,15 @@ impl PauseOnlyMember {
             poll_interval,
             max_pause,
             pause,
+            history: None,
         }
+    }
+
+    /// This member keeps a run it ends without a leader in `store`'s run
+    /// history (the replica's own store).
+    pub fn with_history(mut self, store: Arc<dyn ReplicaStore>) -> Self {
+        self.history = Some(store);
+        self
     }
 
     /// Follows runs until `cancel` fires or the member's session is lost.
@@ -182,6 +246,7 @@ impl PauseOnlyMember {
                     self.coordinator.as_ref(),
                     self.gate.as_ref(),
                     self.max_pause,
+                    self.history.as_deref(),
                 )
                 .await
             {

@@ -164,7 +164,8 @@ pub fn member(
             settings.poll_interval,
             settings.max_pause,
             pause,
-        );
+        )
+        .with_history(Arc::new(store.clone()));
         return Ok(Some(Participant::PauseOnly(member)));
     };
     let mut config = SourceConfig::new(source_url);
