@@ -226,7 +226,8 @@ pub struct RunSummary {
     pub ended_unix_ms: u64,
     /// Units of its plan (0 if it ended before planning).
     pub units: u64,
-    /// The report's figures by kind (empty for an aborted run).
+    /// The report's figures by kind (for an aborted run: of the units done
+    /// before the abort).
     pub by_kind: BTreeMap<Kind, KindFigures>,
     /// W3C `traceparent` of the run's root span, if traced.
     pub traceparent: Option<String>,
