@@ -210,7 +210,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     }
     // The operator asks for runs through a replica (as `POST /reconcile` does).
     let coordinator = handles[0].clone();
-    let report = cluster_run(&coordinator, request(Vec::new(), false)).await?;
+    let report = cluster_run(&coordinator, &store, request(Vec::new(), false)).await?;
     print!("{}", indent(&report.to_table_limited(12)));
     let during = writer.await.context("writer task")??;
     println!("   {during} changes were made during the run; they waited in Kafka");
@@ -232,14 +232,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             "   the delete guard withheld deleting tenants the source lost ({}); the operator checks them and re-runs with --allow-mass-delete:",
             report.abort_reason.as_deref().unwrap_or("")
         );
-        let second = cluster_run(&coordinator, request(Vec::new(), true)).await?;
+        let second = cluster_run(&coordinator, &store, request(Vec::new(), true)).await?;
         print!("{}", indent(&second.to_table_limited(12)));
     } else if !tripped.is_empty() {
         println!(
             "   the delete guard withheld deletions in {} tenant(s); the operator checks them and re-runs those with --allow-mass-delete:",
             tripped.len()
         );
-        let second = cluster_run(&coordinator, request(tripped, true)).await?;
+        let second = cluster_run(&coordinator, &store, request(tripped, true)).await?;
         print!("{}", indent(&second.to_table_limited(12)));
     }
 
@@ -325,58 +325,49 @@ fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
     }
 }
 
-/// Asks the cluster for a run, waits for its barrier, prints who did what,
-/// and returns the run's report assembled from the plan and done-records.
+/// Asks the cluster for a run, waits for its barrier, prints who did what
+/// and returns the run's report, both from the run's record in the store's
+/// history (the run's own keys are purged once it is kept there).
 async fn cluster_run(
     coordinator: &Arc<dyn Coordinator>,
+    store: &Store,
     request: RunRequest,
 ) -> anyhow::Result<RunReport> {
-    let started = Instant::now();
+    let run_id = request
+        .run_id
+        .clone()
+        .context("a demo request carries its run id")?;
     coordinator
         .request_run(&request)
         .await
         .map_err(|error| anyhow::anyhow!(error.message))?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut run_id = None;
     loop {
-        if run_id.is_none() {
-            run_id = coordinator
-                .current_run()
-                .await
-                .ok()
-                .flatten()
-                .map(|run| run.run_id);
-        }
-        if let Some(id) = &run_id
-            && let Ok(Some(barrier)) = coordinator.barrier(id).await
-        {
-            let plan = coordinator.plan(id).await.ok().flatten();
-            let done = coordinator.done(id).await.unwrap_or_default();
-            let mut per_member: BTreeMap<String, usize> = BTreeMap::new();
-            for record in done.values() {
-                *per_member.entry(record.member.clone()).or_default() += 1;
+        if let Some(record) = store.run_record(&run_id).await? {
+            let mut per_member: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for unit in &record.report.units {
+                if let (Some(member), Some(id)) = (&unit.member, &unit.unit) {
+                    per_member
+                        .entry(member.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
             }
+            let per_member: BTreeMap<String, usize> = per_member
+                .into_iter()
+                .map(|(member, units)| (member, units.len()))
+                .collect();
             println!(
-                "   run {id}: leader epoch {}, {} units, done by {per_member:?}, {:?}",
-                barrier.epoch,
-                plan.as_ref().map_or(0, |plan| plan.units.len()),
-                barrier.status
+                "   run {run_id}: leader {}, epoch {}, {} units, done by {per_member:?}, {:?}",
+                record.leader.as_deref().unwrap_or("?"),
+                record.report.epoch,
+                record.planned_units,
+                record.status()
             );
-            let mut units = plan.map(|plan| vec![plan.tenant_list]).unwrap_or_default();
-            units.extend(done.into_values().flat_map(|record| record.reports));
-            return Ok(RunReport {
-                epoch: barrier.epoch,
-                dry_run: request.dry_run,
-                status: barrier.status,
-                abort_reason: barrier.reason,
-                generation_floor: None,
-                seconds: started.elapsed().as_secs_f64(),
-                peak_rss_bytes: None,
-                units,
-            });
+            return Ok(record.report);
         }
         if Instant::now() > deadline {
-            bail!("the cluster run did not finish within 300 s");
+            bail!("the cluster run {run_id} did not finish within 300 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -432,5 +423,116 @@ async fn wait_for_equal(
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recon_core::{RunMode, RunRecord, RunTotals, UnitReport};
+    use recon_engine::cluster::{Barrier, InProcessHub, Plan, RunPhase, RunState, UnitPlan};
+
+    /// A leader that serves the first request by recording a run of two
+    /// units done by two members, then purging the run's keys (what every
+    /// leader does once the run is in the store's history).
+    async fn lead_one_run(coordinator: Arc<dyn Coordinator>, store: Store) -> anyhow::Result<()> {
+        let leadership = coordinator.campaign(&CancellationToken::new()).await?;
+        let request = loop {
+            if let Some(request) = coordinator.pending_request().await? {
+                break request;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let run_id = request.run_id.clone().context("a run id")?;
+        let run = RunState {
+            run_id: run_id.clone(),
+            request,
+            phase: RunPhase::Working,
+            epoch: 1,
+            started_unix_ms: 1,
+            traceparent: None,
+        };
+        coordinator.put_run(&leadership, &run).await?;
+        let unit = |id: &str| UnitPlan {
+            id: id.to_owned(),
+            tenant_id: "t".to_owned(),
+            kind: None,
+            after: None,
+            until: None,
+            weight: 1,
+        };
+        let plan = Plan {
+            run_id: run_id.clone(),
+            epoch: 1,
+            generation: 1,
+            tenant_list: UnitReport::new("", Kind::Tenant),
+            units: vec![unit("u0"), unit("u1")],
+        };
+        coordinator.put_plan(&leadership, &plan).await?;
+        let barrier = Barrier {
+            run_id: run_id.clone(),
+            status: RunStatus::Completed,
+            reason: None,
+            epoch: 1,
+            summary: None,
+        };
+        coordinator.put_barrier(&leadership, &barrier).await?;
+        let mut units = vec![UnitReport::new("", Kind::Tenant)];
+        for (id, member) in [("u0", "m1"), ("u1", "m2")] {
+            let mut report = UnitReport::new("t", Kind::User);
+            report.unit = Some(id.to_owned());
+            report.member = Some(member.to_owned());
+            report.missing = 1;
+            units.push(report);
+        }
+        let report = RunReport {
+            epoch: 1,
+            dry_run: false,
+            status: RunStatus::Completed,
+            abort_reason: None,
+            generation_floor: None,
+            seconds: 1.0,
+            peak_rss_bytes: None,
+            units,
+        };
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            mode: RunMode::Cluster,
+            leader: Some("m1".to_owned()),
+            requested_by: "test".to_owned(),
+            tenants: Vec::new(),
+            started_unix_ms: 1,
+            ended_unix_ms: 2,
+            planned_units: 2,
+            aborted_by: None,
+            trace_id: None,
+            totals: RunTotals::of(&report),
+            report,
+        };
+        store.record_run(&record).await?;
+        coordinator.purge_run(&run_id).await?;
+        Ok(())
+    }
+
+    /// The demo's cluster runs used to be reported from the run's plan and
+    /// done-records, read after the barrier: once finished runs' keys were
+    /// purged, the demo printed "0 units, done by {}" and an empty report.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_run_is_reported_from_the_store_after_its_keys_are_purged()
+    -> anyhow::Result<()> {
+        let path = std::env::temp_dir().join(format!("recon-demo-{}.db", rand::random::<u64>()));
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
+        let hub = InProcessHub::new(1);
+        let leader: Arc<dyn Coordinator> = Arc::new(hub.join("m1"));
+        let asker: Arc<dyn Coordinator> = Arc::new(hub.join("m2"));
+        let leading = tokio::spawn(lead_one_run(leader, store.clone()));
+        let report = cluster_run(&asker, &store, request(Vec::new(), false)).await;
+        leading.await??;
+        let _ = std::fs::remove_file(&path);
+        let report = report?;
+        assert_eq!(report.status, RunStatus::Completed);
+        assert_eq!(report.units.len(), 3, "{report:?}");
+        assert_eq!(report.total(|unit| unit.missing), 2);
+        Ok(())
     }
 }
