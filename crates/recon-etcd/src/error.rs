@@ -88,18 +88,5 @@ pub(crate) fn permanent(message: impl Into<String>) -> PortError {
     PortError::new(FailureKind::Permanent, message)
 }
 
-/// This member's session (lease) is gone.
-pub(crate) fn session_lost(member: &str) -> PortError {
-    PortError::new(
-        FailureKind::StaleEpoch,
-        format!("member {member} lost its session"),
-    )
-}
-
-/// A leader-guarded write whose epoch no longer leads.
-pub(crate) fn stale_epoch(epoch: u64) -> PortError {
-    PortError::new(
-        FailureKind::StaleEpoch,
-        format!("epoch {epoch} no longer leads"),
-    )
-}
+/// The refusals every backend answers alike.
+pub(crate) use recon_engine::cluster::{session_lost, stale_epoch};

@@ -10,7 +10,7 @@ use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
-use recon_engine::cluster::{AbortRequest, RunRequest, RunState};
+use recon_engine::cluster::{AbortRequest, RunRequest, RunState, abort_target};
 pub use recon_engine::cluster::{Requested, RunProgress};
 use std::time::Duration;
 
@@ -81,20 +81,10 @@ pub async fn request_abort(
     let current = read_current_run(&mut kv, &keys)
         .await?
         .map(|run| run.run_id);
-    let target = match (run_id, current) {
-        (Some(wanted), Some(current)) if wanted == current => current,
-        (None, Some(current)) => current,
-        (wanted, current) => {
-            return Err(Error::Unexpected {
-                operation: "request abort",
-                reason: format!(
-                    "run {} is not in progress (current: {})",
-                    wanted.unwrap_or("<any>"),
-                    current.as_deref().unwrap_or("none")
-                ),
-            });
-        }
-    };
+    let target = abort_target(run_id, current).map_err(|reason| Error::Unexpected {
+        operation: "request abort",
+        reason,
+    })?;
     let value = serde_json::to_vec(abort).map_err(|error| Error::Unexpected {
         operation: "encode the abort request",
         reason: error.to_string(),

@@ -9,7 +9,9 @@ use crate::error::{Error, Result, within};
 use crate::nodes::{Collection, Nodes};
 use crate::settings::{validate_prefix, validate_servers};
 use crate::zk::persistent;
-use recon_engine::cluster::{AbortRequest, Barrier, Requested, RunProgress, RunRequest, RunState};
+use recon_engine::cluster::{
+    AbortRequest, Barrier, Requested, RunProgress, RunRequest, RunState, abort_target,
+};
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -80,20 +82,10 @@ pub async fn request_abort(
     let current = read_json::<RunState>(&client, &nodes.current_run(), "read current run")
         .await?
         .map(|run| run.run_id);
-    let target = match (run_id, current) {
-        (Some(wanted), Some(current)) if wanted == current => current,
-        (None, Some(current)) => current,
-        (wanted, current) => {
-            return Err(Error::Unexpected {
-                operation: "request abort",
-                reason: format!(
-                    "run {} is not in progress (current: {})",
-                    wanted.unwrap_or("<any>"),
-                    current.as_deref().unwrap_or("none")
-                ),
-            });
-        }
-    };
+    let target = abort_target(run_id, current).map_err(|reason| Error::Unexpected {
+        operation: "request abort",
+        reason,
+    })?;
     let value = encode(abort, "encode the abort request")?;
     let path = nodes.abort(&target);
     let set = client.set_data(&path, &value, None);

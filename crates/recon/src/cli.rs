@@ -98,10 +98,10 @@ pub enum RunsCommand {
     Show(RunsShowArgs),
 }
 
-/// Where the run history is: the replica store.
+/// The service's replica database, required (`recon serve`, `recon runs`).
 #[derive(Debug, Args)]
-pub struct HistoryStoreArgs {
-    /// The replica store holding the history.
+pub struct ReplicaDatabaseArgs {
+    /// The service's replica database (`postgres://…` or `sqlite://path?mode=rwc`).
     #[arg(
         long,
         env = "RECON_DATABASE_URL",
@@ -112,20 +112,28 @@ pub struct HistoryStoreArgs {
     /// A file holding the database URL (instead of `--database-url`).
     #[arg(long, env = "RECON_DATABASE_URL_FILE", conflicts_with = "database_url")]
     pub database_url_file: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table", env = "RECON_RUNS_OUTPUT")]
-    pub output: OutputFormat,
 }
 
-impl HistoryStoreArgs {
+impl ReplicaDatabaseArgs {
     /// The replica database's URL, given or read from its file.
-    pub fn database_url(&self) -> anyhow::Result<String> {
+    pub fn url(&self) -> anyhow::Result<String> {
         secrets::require(
             self.database_url.as_deref(),
             self.database_url_file.as_deref(),
             "--database-url",
         )
     }
+}
+
+/// Where the run history is: the replica store.
+#[derive(Debug, Args)]
+pub struct HistoryStoreArgs {
+    /// The replica store holding the history.
+    #[command(flatten)]
+    pub database: ReplicaDatabaseArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", env = "RECON_RUNS_OUTPUT")]
+    pub output: OutputFormat,
 }
 
 /// Options of `recon runs list`.
@@ -415,17 +423,9 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// Options of `recon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The service's replica database (`postgres://…` or `sqlite://path?mode=rwc`).
-    #[arg(
-        long,
-        env = "RECON_DATABASE_URL",
-        hide_env_values = true,
-        required_unless_present = "database_url_file"
-    )]
-    pub database_url: Option<String>,
-    /// A file holding the database URL (instead of `--database-url`).
-    #[arg(long, env = "RECON_DATABASE_URL_FILE", conflicts_with = "database_url")]
-    pub database_url_file: Option<PathBuf>,
+    /// The service's replica database.
+    #[command(flatten)]
+    pub database: ReplicaDatabaseArgs,
     /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -489,15 +489,6 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The replica database's URL, given or read from its file.
-    pub fn database_url(&self) -> anyhow::Result<String> {
-        secrets::require(
-            self.database_url.as_deref(),
-            self.database_url_file.as_deref(),
-            "--database-url",
-        )
-    }
-
     /// The admin token, if any.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         secrets::resolve(

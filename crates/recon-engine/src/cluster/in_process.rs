@@ -119,10 +119,7 @@ pub struct InProcessCoordinator {
 impl InProcessCoordinator {
     fn alive(&self) -> Result<(), PortError> {
         if self.session.is_cancelled() {
-            return Err(PortError::new(
-                FailureKind::StaleEpoch,
-                format!("member {} lost its session", self.member),
-            ));
+            return Err(super::port::session_lost(&self.member));
         }
         Ok(())
     }
@@ -133,10 +130,7 @@ impl InProcessCoordinator {
             Some((leader, epoch, _)) if leader == &self.member && *epoch == leadership.epoch => {
                 Ok(())
             }
-            _ => Err(PortError::new(
-                FailureKind::StaleEpoch,
-                format!("epoch {} no longer leads", leadership.epoch),
-            )),
+            _ => Err(super::port::stale_epoch(leadership.epoch)),
         }
     }
 }

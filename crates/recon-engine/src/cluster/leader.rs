@@ -13,7 +13,7 @@ use super::types::{
 use crate::metrics::run_outcome;
 use crate::options::Scope;
 use recon_core::ports::{FailureKind, PortError};
-use recon_core::{RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome, UnitReport};
+use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -826,31 +826,13 @@ impl ClusterMember {
         report: &RunReport,
         ending: Ending,
     ) -> bool {
-        let ended_unix_ms = barrier
-            .summary
-            .as_ref()
-            .map_or_else(now_ms, |summary| summary.ended_unix_ms);
-        let mut report = report.clone();
-        report.seconds =
-            Duration::from_millis(ended_unix_ms.saturating_sub(run.started_unix_ms)).as_secs_f64();
-        let record = RunRecord {
-            run_id: run.run_id.clone(),
-            mode: RunMode::Cluster,
-            leader: Some(self.coordinator.member_id().to_owned()),
-            requested_by: run.request.requested_by.clone(),
-            tenants: run.request.tenants.clone(),
-            started_unix_ms: run.started_unix_ms,
-            ended_unix_ms,
-            planned_units: u64::try_from(ending.planned_units).unwrap_or(u64::MAX),
-            aborted_by: ending.aborted_by,
-            trace_id: run
-                .traceparent
-                .as_deref()
-                .and_then(recon_core::history::trace_id_of)
-                .map(str::to_owned),
-            totals: RunTotals::of(&report),
-            report,
-        };
+        let record = run.record(
+            self.coordinator.member_id(),
+            barrier,
+            u64::try_from(ending.planned_units).unwrap_or(u64::MAX),
+            ending.aborted_by,
+            report.clone(),
+        );
         let store = &self.reconciler.store;
         match tokio::time::timeout(self.store_attempt_deadline(), store.record_run(&record)).await {
             Ok(Ok(())) => true,

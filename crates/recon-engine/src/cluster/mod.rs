@@ -17,13 +17,14 @@ mod types;
 pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker};
-pub use port::{Coordinator, HISTORY_KEPT, Leadership};
+pub use port::{Coordinator, HISTORY_KEPT, Leadership, session_lost, stale_epoch};
 pub use schedule::Schedule;
 pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
 pub use stored_plan::{PLAN_PAGE_BYTES, PlanHeader, plan_pages};
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
     Requested, RunPhase, RunProgress, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
+    abort_target,
 };
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::member::now_ms;
 use super::port::Coordinator;
 use super::types::{Barrier, RunState, RunSummary};
 use recon_core::ports::{ConsumerGate, PortError, ReplicaStore};
-use recon_core::{RunMode, RunRecord, RunReport, RunStatus, RunTotals};
+use recon_core::{RunRecord, RunReport, RunStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -171,28 +171,7 @@ fn orphan_record(member: &str, run: &RunState, barrier: &Barrier) -> RunRecord {
         peak_rss_bytes: None,
         units: Vec::new(),
     };
-    let ended_unix_ms = barrier
-        .summary
-        .as_ref()
-        .map_or_else(now_ms, |summary| summary.ended_unix_ms);
-    RunRecord {
-        run_id: run.run_id.clone(),
-        mode: RunMode::Cluster,
-        leader: Some(member.to_owned()),
-        requested_by: run.request.requested_by.clone(),
-        tenants: run.request.tenants.clone(),
-        started_unix_ms: run.started_unix_ms,
-        ended_unix_ms,
-        planned_units: 0,
-        aborted_by: None,
-        trace_id: run
-            .traceparent
-            .as_deref()
-            .and_then(recon_core::history::trace_id_of)
-            .map(str::to_owned),
-        totals: RunTotals::of(&report),
-        report,
-    }
+    run.record(member, barrier, 0, None, report)
 }
 
 /// A replica that cannot reconcile (no source configured) but consumes

@@ -7,12 +7,31 @@ use super::types::{
 };
 use async_trait::async_trait;
 use recon_core::ElectionClaim;
-use recon_core::ports::PortError;
+use recon_core::ports::{FailureKind, PortError};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
 /// How many finished runs the coordinator keeps in its history.
 pub const HISTORY_KEPT: usize = 20;
+
+/// The refusal of any request of `member` once its session is gone (a lost
+/// lease, an expired ZooKeeper session, an expelled in-process member),
+/// the same on every backend.
+pub fn session_lost(member: &str) -> PortError {
+    PortError::new(
+        FailureKind::StaleEpoch,
+        format!("member {member} lost its session"),
+    )
+}
+
+/// The refusal of a leader-guarded write whose leadership (of `epoch`) is
+/// gone, the same on every backend.
+pub fn stale_epoch(epoch: u64) -> PortError {
+    PortError::new(
+        FailureKind::StaleEpoch,
+        format!("epoch {epoch} no longer leads"),
+    )
+}
 
 /// This member's leadership. `epoch` is the coordinator's token of the
 /// election (for etcd: the creation revision of its election key) that its

@@ -2,9 +2,13 @@
 //! run's state, its plan, done-records and the barrier. All serde, so that
 //! the etcd adapter stores them as JSON values.
 
-use recon_core::{EntityKey, InvalidInput, KeyRange, Kind, RunStatus, UnitReport};
+use recon_core::{
+    EntityKey, InvalidInput, KeyRange, Kind, RunMode, RunRecord, RunReport, RunStatus, RunTotals,
+    UnitReport,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A replica's id (unique per process start).
 pub type MemberId = String;
@@ -215,6 +219,59 @@ pub struct AbortRequest {
     pub requested_unix_ms: u64,
 }
 
+impl RunState {
+    /// The run history's record of this run, ended by `member` with
+    /// `barrier` (its end time is the barrier's) and `report` (whose
+    /// duration is set from the two).
+    pub fn record(
+        &self,
+        member: &str,
+        barrier: &Barrier,
+        planned_units: u64,
+        aborted_by: Option<String>,
+        mut report: RunReport,
+    ) -> RunRecord {
+        let ended_unix_ms = barrier
+            .summary
+            .as_ref()
+            .map_or(self.started_unix_ms, |summary| summary.ended_unix_ms);
+        report.seconds =
+            Duration::from_millis(ended_unix_ms.saturating_sub(self.started_unix_ms)).as_secs_f64();
+        RunRecord {
+            run_id: self.run_id.clone(),
+            mode: RunMode::Cluster,
+            leader: Some(member.to_owned()),
+            requested_by: self.request.requested_by.clone(),
+            tenants: self.request.tenants.clone(),
+            started_unix_ms: self.started_unix_ms,
+            ended_unix_ms,
+            planned_units,
+            aborted_by,
+            trace_id: self
+                .traceparent
+                .as_deref()
+                .and_then(recon_core::history::trace_id_of)
+                .map(str::to_owned),
+            totals: RunTotals::of(&report),
+            report,
+        }
+    }
+}
+
+/// The run an abort asked for `wanted` (any run when `None`) applies to,
+/// given the run in progress: that run, or why there is none to abort.
+pub fn abort_target(wanted: Option<&str>, current: Option<String>) -> Result<String, String> {
+    match (wanted, current) {
+        (Some(wanted), Some(current)) if wanted == current => Ok(current),
+        (None, Some(current)) => Ok(current),
+        (wanted, current) => Err(format!(
+            "run {} is not in progress (current: {})",
+            wanted.unwrap_or("<any>"),
+            current.as_deref().unwrap_or("none")
+        )),
+    }
+}
+
 /// A finished run in brief, kept with its barrier for the run history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -294,6 +351,21 @@ pub struct RunProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abort_applies_to_the_run_in_progress_only() {
+        let current = || Some("r2".to_owned());
+        assert_eq!(abort_target(None, current()), Ok("r2".to_owned()));
+        assert_eq!(abort_target(Some("r2"), current()), Ok("r2".to_owned()));
+        assert_eq!(
+            abort_target(Some("r1"), current()),
+            Err("run r1 is not in progress (current: r2)".to_owned())
+        );
+        assert_eq!(
+            abort_target(None, None),
+            Err("run <any> is not in progress (current: none)".to_owned())
+        );
+    }
 
     fn request(by: &str, tenants: &[&str], dry_run: bool, allow: bool) -> RunRequest {
         RunRequest {

@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-/// First pause between connection attempts; doubled after each failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// First pause between connection attempts (to the coordinator here, to the
+/// replica store at `recon serve` start-up); doubled after each failure.
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest pause between connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The coordinator of the current session, if connected; the admin API
 /// reads it for `GET /cluster` and `POST /reconcile`.

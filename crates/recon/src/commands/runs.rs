@@ -45,7 +45,7 @@ pub async fn run(command: RunsCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn open(args: &HistoryStoreArgs) -> anyhow::Result<Store> {
-    Store::connect(&args.database_url()?)
+    Store::connect(&args.database.url()?)
         .await
         .context("open the replica store")
 }

@@ -202,7 +202,7 @@ fn advertised_admin_url(args: &ServeArgs) -> anyhow::Result<String> {
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let admin_token = args.admin_token()?;
-    let store = open_store(&args.database_url()?, args.store.options(), &shutdown).await?;
+    let store = open_store(&args.database.url()?, args.store.options(), &shutdown).await?;
     let purge_task = tokio::spawn({
         let store = store.clone();
         let purge = args.tombstone_purge();
@@ -366,7 +366,7 @@ async fn open_store(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Store> {
     let deadline = tokio::time::Instant::now() + STORE_STARTUP_WAIT;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = super::membership::FIRST_BACKOFF;
     loop {
         let error = match Store::connect_with(database_url, options).await {
             Ok(store) => return Ok(store),
@@ -386,7 +386,7 @@ async fn open_store(
             _ = shutdown.cancelled() => return Err(error).context("open the replica store (shut down while waiting)"),
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(super::membership::MAX_BACKOFF);
     }
 }
 
@@ -586,7 +586,13 @@ async fn recent_runs(State(state): State<AdminState>) -> Response {
     };
     // The run in progress is the cluster's; the history answers without it.
     let current = match state.coordinator.get() {
-        Some(coordinator) => coordinator.current_run().await.ok().flatten(),
+        Some(coordinator) => match coordinator.current_run().await {
+            Ok(current) => current,
+            Err(error) => {
+                warn!(error = %error, "GET /runs: could not read the run in progress");
+                None
+            }
+        },
         None => None,
     };
     Json(serde_json::json!({ "in_progress": current, "finished": finished })).into_response()
