@@ -113,6 +113,7 @@ fn request(tenant_id: &str, kind: Kind, limit: u32) -> PageRequest {
         kind,
         after: None,
         limit,
+        within: Vec::new(),
     }
 }
 

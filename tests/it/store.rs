@@ -113,6 +113,8 @@ on_both_backends!(
     range_reads_are_key_ordered_bytewise,
     tenant_delete_tombstones_its_rows,
     purge_removes_old_tombstones_only,
+    reads_within_many_ranges_return_their_rows_only,
+    digests_of_many_ranges_equal_those_of_a_scan,
 );
 
 async fn tombstone_stops_an_older_create(backend: Backend) {
@@ -522,6 +524,144 @@ async fn range_reads_are_key_ordered_bytewise(backend: Backend) {
         read_all(&store, "t", Kind::Membership, after, 10).await,
         vec!["a:z", "a-:b"]
     );
+}
+
+/// 300 users and 300 memberships of tenant `t` (every tenth user a
+/// tombstone), and one user of another tenant.
+async fn many_rows(store: &Store) {
+    let mut batch = Vec::new();
+    for index in 0..300u64 {
+        let id = format!("u{index:03}");
+        batch.push(user("t", &id, "n", Version::new(1, index + 1)));
+        batch.push(membership(
+            "t",
+            &format!("g{}", index % 7),
+            &id,
+            Version::new(1, index + 1),
+        ));
+    }
+    batch.push(user("other", "u005", "n", Version::new(1, 1)));
+    store.apply_events(&batch).await.expect("seed");
+    let deletions: Vec<Change> = (0..300u64)
+        .step_by(10)
+        .map(|index| {
+            delete(
+                "t",
+                Kind::User,
+                EntityKey::id(format!("u{index:03}")),
+                Version::new(1, 400),
+            )
+        })
+        .collect();
+    store.apply_events(&deletions).await.expect("tombstones");
+}
+
+async fn reads_within_many_ranges_return_their_rows_only(backend: Backend) {
+    use recon_core::ports::ReplicaStore;
+    let (store, _db) = store(backend).await;
+    many_rows(&store).await;
+    // Every 20th user's next four: (u000, u004], (u020, u024], …; the last
+    // range open above.
+    let mut ranges: Vec<KeyRange> = (0..300u64)
+        .step_by(20)
+        .map(|index| KeyRange {
+            after: Some(EntityKey::id(format!("u{index:03}"))),
+            until: Some(EntityKey::id(format!("u{:03}", index + 4))),
+        })
+        .collect();
+    ranges.push(KeyRange {
+        after: Some(EntityKey::id("u297")),
+        until: None,
+    });
+    let expected: Vec<String> = (0..300u64)
+        .filter(|index| index % 10 != 0)
+        .map(|index| format!("u{index:03}"))
+        .filter(|id| {
+            ranges
+                .iter()
+                .any(|range| range.contains(&EntityKey::id(id.as_str())))
+        })
+        .collect();
+    let read = store
+        .read_rows("t", Kind::User, &ranges, 1_000)
+        .await
+        .expect("read within");
+    let keys: Vec<String> = read.iter().map(|row| row.key().to_string()).collect();
+    assert_eq!(keys, expected);
+    // A limit cuts the page in key order.
+    let first = store
+        .read_rows("t", Kind::User, &ranges, 5)
+        .await
+        .expect("read within");
+    let keys: Vec<String> = first.iter().map(|row| row.key().to_string()).collect();
+    assert_eq!(keys, expected[..5].to_vec());
+    // Memberships: pairs as bounds.
+    let ranges = [
+        KeyRange {
+            after: None,
+            until: Some(EntityKey::pair("g0", "u014")),
+        },
+        KeyRange {
+            after: Some(EntityKey::pair("g3", "u290")),
+            until: Some(EntityKey::pair("g4", "u004")),
+        },
+    ];
+    let read = store
+        .read_rows("t", Kind::Membership, &ranges, 1_000)
+        .await
+        .expect("read memberships within");
+    let keys: Vec<String> = read.iter().map(|row| row.key().to_string()).collect();
+    assert_eq!(
+        keys,
+        vec!["g0:u000", "g0:u007", "g0:u014", "g3:u297", "g4:u004"]
+    );
+}
+
+async fn digests_of_many_ranges_equal_those_of_a_scan(backend: Backend) {
+    use recon_core::ports::{ReplicaStore, digests_by_scan};
+    let (store, _db) = store(backend).await;
+    many_rows(&store).await;
+    for kind in [Kind::User, Kind::Membership] {
+        // 149 bounded ranges of two keys each after an open first, and an
+        // open last: PostgreSQL aggregates them in one statement.
+        let keys: Vec<EntityKey> = store
+            .read_rows("t", kind, &[KeyRange::all()], 1_000)
+            .await
+            .expect("keys")
+            .iter()
+            .map(recon_core::Row::key)
+            .collect();
+        let mut bounds: Vec<Option<EntityKey>> =
+            keys.iter().step_by(2).skip(1).cloned().map(Some).collect();
+        bounds.push(None);
+        assert!(bounds.len() > 100, "{} bounds", bounds.len());
+        let aggregated = store
+            .digest_ranges("t", kind, None, &bounds)
+            .await
+            .expect("digests");
+        let scanned = digests_by_scan(&store, "t", kind, None, &bounds)
+            .await
+            .expect("scan");
+        assert_eq!(aggregated, scanned, "{kind}");
+        let total: u64 = aggregated.iter().map(|digest| digest.count).sum();
+        assert_eq!(
+            total,
+            keys.len() as u64,
+            "{kind}: every live row in one range"
+        );
+        // Bounded above, starting after a key.
+        let after = keys[10].clone();
+        let bounds: Vec<Option<EntityKey>> =
+            keys[11..].iter().step_by(2).cloned().map(Some).collect();
+        let aggregated = store
+            .digest_ranges("t", kind, Some(&after), &bounds)
+            .await
+            .expect("digests");
+        let scanned = digests_by_scan(&store, "t", kind, Some(&after), &bounds)
+            .await
+            .expect("scan");
+        assert_eq!(aggregated, scanned, "{kind} after a key");
+    }
 }
 
 async fn read_all(

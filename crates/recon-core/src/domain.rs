@@ -194,10 +194,35 @@ impl KeyRange {
             && self.until.as_ref().is_none_or(|until| key <= until)
     }
 
+    /// The keys after `after` (all keys for `None`).
+    pub fn after(after: Option<EntityKey>) -> Self {
+        Self { after, until: None }
+    }
+
     /// Whether every key above `key` lies beyond the range's upper bound.
     pub fn ends_at_or_before(&self, key: &EntityKey) -> bool {
         self.until.as_ref().is_some_and(|until| key >= until)
     }
+}
+
+/// What is left of `ranges` (in key order, disjoint) after `cursor`: the
+/// ranges that end at or before it dropped, the first one left starting
+/// after it.
+pub fn ranges_after(ranges: &[KeyRange], cursor: Option<&EntityKey>) -> Vec<KeyRange> {
+    let Some(cursor) = cursor else {
+        return ranges.to_vec();
+    };
+    ranges
+        .iter()
+        .filter(|range| !range.ends_at_or_before(cursor))
+        .map(|range| KeyRange {
+            after: match &range.after {
+                Some(after) if after >= cursor => Some(after.clone()),
+                _ => Some(cursor.clone()),
+            },
+            until: range.until.clone(),
+        })
+        .collect()
 }
 
 /// A tenant.
@@ -400,6 +425,39 @@ impl Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_left_of_ranges_after_a_cursor() {
+        let range = |after: Option<&str>, until: Option<&str>| KeyRange {
+            after: after.map(EntityKey::id),
+            until: until.map(EntityKey::id),
+        };
+        let ranges = vec![
+            range(None, Some("c")),
+            range(Some("e"), Some("g")),
+            range(Some("k"), None),
+        ];
+        assert_eq!(ranges_after(&ranges, None), ranges);
+        // Inside the first: it starts at the cursor.
+        assert_eq!(
+            ranges_after(&ranges, Some(&EntityKey::id("b")))[0],
+            range(Some("b"), Some("c"))
+        );
+        // At the end of the first: it is gone.
+        assert_eq!(
+            ranges_after(&ranges, Some(&EntityKey::id("c"))),
+            ranges[1..].to_vec()
+        );
+        // Between two: the next keeps its own lower bound.
+        assert_eq!(
+            ranges_after(&ranges, Some(&EntityKey::id("d"))),
+            ranges[1..].to_vec()
+        );
+        assert_eq!(
+            ranges_after(&ranges, Some(&EntityKey::id("z"))),
+            vec![range(Some("z"), None)]
+        );
+    }
 
     #[test]
     fn keys_order_bytewise_then_by_secondary() {

@@ -123,7 +123,7 @@ pub trait ConsumerGate: Send + Sync {
 }
 
 /// What to read from a source: one page of one kind, in key order, after a
-/// key.
+/// key — optionally only within some key ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     /// The tenant; ignored for [`Kind::Tenant`] (the tenant list).
@@ -134,6 +134,11 @@ pub struct PageRequest {
     pub after: Option<EntityKey>,
     /// Most items wanted (1..=10000).
     pub limit: u32,
+    /// When not empty, only rows inside one of these ranges (in key order,
+    /// disjoint): many small ranges read in one request (DESIGN §4). At
+    /// most [`Source::page_ranges`] of them; empty for a source without
+    /// multi-range pages.
+    pub within: Vec<KeyRange>,
 }
 
 /// One page from the source, read in one snapshot.
@@ -232,18 +237,25 @@ pub trait Source: Send + Sync {
         let _ = tenant_id;
         Ok(None)
     }
+
+    /// Most ranges a page request may carry in [`PageRequest::within`]; 0
+    /// when the source has no multi-range pages (the default).
+    async fn page_ranges(&self) -> Result<u32, PortError> {
+        Ok(0)
+    }
 }
 
 /// The replica store, as reconciliation sees it.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync {
-    /// Up to `limit` live rows of `kind` in `tenant_id` with keys after
-    /// `after`, in key order (for tenants `tenant_id` is ignored).
+    /// Up to `limit` live rows of `kind` in `tenant_id` inside one of
+    /// `ranges` (in key order, disjoint, not empty), in key order (for
+    /// tenants `tenant_id` is ignored).
     async fn read_rows(
         &self,
         tenant_id: &str,
         kind: Kind,
-        after: Option<&EntityKey>,
+        ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<Row>, PortError>;
 
@@ -351,7 +363,7 @@ pub async fn digests_by_scan<S: ReplicaStore + ?Sized>(
     let mut cursor = after.cloned();
     'pages: while index < bounds.len() {
         let rows = store
-            .read_rows(tenant_id, kind, cursor.as_ref(), PAGE)
+            .read_rows(tenant_id, kind, &[KeyRange::after(cursor.clone())], PAGE)
             .await?;
         let complete = (rows.len() as u64) < PAGE;
         for row in rows {

@@ -47,6 +47,8 @@ pub struct FakeSource {
     pub live: Option<LiveChange>,
     /// Serve range digests (most buckets per request); `None`: none.
     pub digest_buckets: Option<u32>,
+    /// Most ranges a multi-range page request may carry (0: none).
+    pub page_ranges: u32,
     /// Digest requests served.
     pub digest_requests: AtomicU64,
 }
@@ -63,8 +65,15 @@ impl FakeSource {
             page_delay: std::time::Duration::ZERO,
             live: None,
             digest_buckets: None,
+            page_ranges: 0,
             digest_requests: AtomicU64::new(0),
         }
+    }
+
+    /// The same source, serving multi-range pages of up to `ranges` ranges.
+    pub fn with_page_ranges(mut self, ranges: u32) -> Self {
+        self.page_ranges = ranges;
+        self
     }
 
     /// The same source, serving digests of up to `buckets` ranges.
@@ -107,6 +116,9 @@ impl Source for FakeSource {
         let mut page: Vec<Row> = rows
             .iter()
             .filter(|(key, _)| request.after.as_ref().is_none_or(|after| *key > after))
+            .filter(|(key, _)| {
+                request.within.is_empty() || request.within.iter().any(|range| range.contains(key))
+            })
             .take(request.limit as usize + 1)
             .map(|(_, row)| row.clone())
             .collect();
@@ -165,6 +177,10 @@ impl Source for FakeSource {
             ranges,
             watermark: *self.watermark.lock().expect("lock"),
         }))
+    }
+
+    async fn page_ranges(&self) -> Result<u32, PortError> {
+        Ok(self.page_ranges)
     }
 
     async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
@@ -244,7 +260,7 @@ impl ReplicaStore for FakeStore {
         &self,
         tenant_id: &str,
         kind: Kind,
-        after: Option<&EntityKey>,
+        ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<Row>, PortError> {
         let tenant = if kind == Kind::Tenant {
@@ -258,7 +274,7 @@ impl ReplicaStore for FakeStore {
             .map(|keyed| {
                 keyed
                     .iter()
-                    .filter(|(key, _)| after.is_none_or(|after| *key > after))
+                    .filter(|(key, _)| ranges.iter().any(|range| range.contains(key)))
                     .take(limit as usize)
                     .map(|(_, row)| row.clone())
                     .collect()

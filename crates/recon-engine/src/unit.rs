@@ -247,7 +247,12 @@ impl UnitContext<'_> {
         keep_source_keys: bool,
     ) -> Result<Walked, UnitError> {
         let mut walked = Walked::default();
-        let ranges = match self.narrow(spec).await? {
+        let page_ranges = if spec.kind == Kind::Tenant {
+            0
+        } else {
+            self.source.page_ranges().await.map_err(UnitError::Source)?
+        };
+        let ranges = match self.narrow(spec, page_ranges).await? {
             Some(narrowed) => {
                 walked.digest_matched = narrowed.matched;
                 walked.digest_requests = narrowed.requests;
@@ -261,17 +266,18 @@ impl UnitContext<'_> {
             changes: Vec::with_capacity(self.options.write_batch),
         };
         let fence = self.fence(spec);
-        for (range, source_rows) in &ranges {
-            // A range known to be small is read in a page of its size, not
-            // a full page that runs past its end.
+        let groups = group_walks(&ranges, page_ranges, self.options.page_size);
+        for (group, source_rows) in &groups {
+            // Ranges known to be small are read in a page of their size,
+            // not a full page that runs past their end.
             let page_size = source_rows.map_or(self.options.page_size, |rows| {
                 u32::try_from(rows.saturating_add(1))
                     .unwrap_or(u32::MAX)
                     .clamp(1, self.options.page_size)
             });
-            self.walk_range(
+            self.walk_ranges(
                 spec,
-                range,
+                group,
                 page_size,
                 hold,
                 keep_source_keys,
@@ -286,6 +292,7 @@ impl UnitContext<'_> {
             compared = walked.compared,
             digest_matched = walked.digest_matched,
             ranges = ranges.len(),
+            walks = groups.len(),
             missing = walked.missing,
             changed = walked.changed,
             phantom = walked.phantom,
@@ -297,12 +304,13 @@ impl UnitContext<'_> {
         Ok(walked)
     }
 
-    /// Walks one key range of the unit into `walked`.
+    /// Walks key ranges of the unit (one, or several read together from a
+    /// source with multi-range pages) into `walked`.
     #[allow(clippy::too_many_arguments)]
-    async fn walk_range(
+    async fn walk_ranges(
         &self,
         spec: &UnitSpec,
-        range: &KeyRange,
+        ranges: &[KeyRange],
         page_size: u32,
         hold: u64,
         keep_source_keys: bool,
@@ -315,7 +323,7 @@ impl UnitContext<'_> {
             self.source.clone(),
             &spec.tenant_id,
             spec.kind,
-            range,
+            ranges,
             page_size,
             self.filter.clone(),
         );
@@ -323,7 +331,7 @@ impl UnitContext<'_> {
             self.store.clone(),
             &spec.tenant_id,
             spec.kind,
-            range,
+            ranges,
             options.replica_page_size,
             self.filter.clone(),
         );
@@ -482,6 +490,33 @@ impl UnitContext<'_> {
     }
 }
 
+/// The walks that read `ranges` (in key order, each with the source's rows
+/// in it if known): from a source with multi-range pages
+/// (`page_ranges` > 1), consecutive ranges whose rows together fit a page
+/// are read together, at most `page_ranges` of them; otherwise each range
+/// is a walk of its own. Each walk comes with its rows, if known.
+fn group_walks(
+    ranges: &[(KeyRange, Option<u64>)],
+    page_ranges: u32,
+    page_size: u32,
+) -> Vec<(Vec<KeyRange>, Option<u64>)> {
+    let most = page_ranges.max(1) as usize;
+    let mut groups: Vec<(Vec<KeyRange>, Option<u64>)> = Vec::new();
+    for (range, rows) in ranges {
+        if let Some((group, Some(group_rows))) = groups.last_mut()
+            && let Some(rows) = rows
+            && group.len() < most
+            && *group_rows + rows <= u64::from(page_size)
+        {
+            group.push(range.clone());
+            *group_rows += rows;
+            continue;
+        }
+        groups.push((vec![range.clone()], *rows));
+    }
+    groups
+}
+
 /// The watermark of the page the source's head came from (after the end,
 /// of the last page): the page that covers the key being classified.
 fn covering_watermark(source: &SourceWalk) -> Result<Version, UnitError> {
@@ -493,6 +528,45 @@ fn covering_watermark(source: &SourceWalk) -> Result<Version, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range(after: &str, until: &str) -> KeyRange {
+        KeyRange {
+            after: Some(EntityKey::id(after)),
+            until: Some(EntityKey::id(until)),
+        }
+    }
+
+    #[test]
+    fn ranges_are_read_together_while_their_rows_fit_a_page() {
+        let ranges = vec![
+            (range("a", "b"), Some(400)),
+            (range("c", "d"), Some(500)),
+            (range("e", "f"), Some(200)),
+            (range("g", "h"), None),
+            (range("i", "j"), Some(10)),
+            (range("k", "l"), Some(10)),
+            (range("m", "n"), Some(10)),
+        ];
+        let groups = group_walks(&ranges, 2, 1_000);
+        let shape: Vec<(usize, Option<u64>)> = groups
+            .iter()
+            .map(|(group, rows)| (group.len(), *rows))
+            .collect();
+        // 400 + 500 fit; 200 more would not; unknown rows walk alone; at
+        // most two ranges a request.
+        assert_eq!(
+            shape,
+            vec![
+                (2, Some(900)),
+                (1, Some(200)),
+                (1, None),
+                (2, Some(20)),
+                (1, Some(10))
+            ]
+        );
+        // A source without multi-range pages: one walk per range.
+        assert_eq!(group_walks(&ranges, 0, 1_000).len(), ranges.len());
+    }
 
     #[test]
     fn the_failure_kind_decides_the_outcome_not_the_message() {

@@ -5,7 +5,7 @@
 use crate::unit::UnitError;
 use recon_core::diff::Side;
 use recon_core::ports::{PageRequest, ReplicaStore, Source};
-use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, Row, Version};
+use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, Row, Version, ranges_after};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -40,11 +40,70 @@ impl Order {
     }
 }
 
-/// The source side: pages fetched on demand.
+/// Where a key lies relative to a walk's ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Inside one of them.
+    Inside,
+    /// Between two of them (or before the first).
+    Between,
+    /// After the last one.
+    Beyond,
+}
+
+/// A walk's key ranges (in key order, disjoint), located against keys that
+/// increase.
+struct Ranges {
+    list: Vec<KeyRange>,
+    /// The first range that does not end before the last key located.
+    next: usize,
+}
+
+impl Ranges {
+    fn new(list: &[KeyRange]) -> Self {
+        Self {
+            list: list.to_vec(),
+            next: 0,
+        }
+    }
+
+    /// Where `key` lies; keys must be located in increasing order.
+    fn locate(&mut self, key: &EntityKey) -> Place {
+        while self
+            .list
+            .get(self.next)
+            .is_some_and(|range| range.until.as_ref().is_some_and(|until| key > until))
+        {
+            self.next += 1;
+        }
+        match self.list.get(self.next) {
+            None => Place::Beyond,
+            Some(range) if range.contains(key) => Place::Inside,
+            Some(_) => Place::Between,
+        }
+    }
+
+    /// Whether no key after `key` lies in a range.
+    fn end_at_or_before(&self, key: &EntityKey) -> bool {
+        self.list
+            .last()
+            .is_none_or(|last| last.ends_at_or_before(key))
+    }
+
+    /// The ranges, or what is left of them after `cursor`.
+    fn after(&self, cursor: Option<&EntityKey>) -> Vec<KeyRange> {
+        ranges_after(&self.list[self.next.min(self.list.len())..], cursor)
+    }
+}
+
+/// The source side: pages fetched on demand, over one key range or —
+/// from a source with multi-range pages — several.
 pub(crate) struct SourceWalk {
     source: Arc<dyn Source>,
     request: PageRequest,
-    range: KeyRange,
+    ranges: Ranges,
+    /// Whether page requests carry the ranges (several ranges).
+    within: bool,
     filter: KeyFilter,
     buffer: VecDeque<Keyed>,
     order: Order,
@@ -59,23 +118,28 @@ pub(crate) struct SourceWalk {
 }
 
 impl SourceWalk {
+    /// A walk over `ranges` (in key order, disjoint, not empty); more than
+    /// one only for a source with multi-range pages.
     pub fn new(
         source: Arc<dyn Source>,
         tenant_id: &str,
         kind: Kind,
-        range: &KeyRange,
+        ranges: &[KeyRange],
         page_size: u32,
         filter: KeyFilter,
     ) -> Self {
+        let within = ranges.len() > 1;
         Self {
             source,
             request: PageRequest {
                 tenant_id: tenant_id.to_owned(),
                 kind,
-                after: range.after.clone(),
+                after: ranges.first().and_then(|range| range.after.clone()),
                 limit: page_size,
+                within: if within { ranges.to_vec() } else { Vec::new() },
             },
-            range: range.clone(),
+            ranges: Ranges::new(ranges),
+            within,
             filter,
             buffer: VecDeque::new(),
             order: Order {
@@ -129,10 +193,20 @@ impl SourceWalk {
         for row in page.rows {
             let keyed = Keyed::new(row);
             self.check_item(&keyed, requested_after.as_ref())?;
-            if !self.range.contains(&keyed.key) {
-                // Past the unit's upper bound: this walk is complete.
-                self.exhausted = true;
-                return Ok(());
+            match self.ranges.locate(&keyed.key) {
+                // Past the walk's upper bound: this walk is complete.
+                Place::Beyond => {
+                    self.exhausted = true;
+                    return Ok(());
+                }
+                Place::Between if self.within => {
+                    return Err(UnitError::BrokenPage(format!(
+                        "item {} lies outside every requested range",
+                        keyed.key
+                    )));
+                }
+                Place::Between => continue,
+                Place::Inside => {}
             }
             if self
                 .filter
@@ -143,7 +217,12 @@ impl SourceWalk {
             }
         }
         match page.next_after {
-            Some(next) if !self.range.ends_at_or_before(&next) => self.request.after = Some(next),
+            Some(next) if !self.ranges.end_at_or_before(&next) => {
+                if self.within {
+                    self.request.within = self.ranges.after(Some(&next));
+                }
+                self.request.after = Some(next);
+            }
             _ => self.exhausted = true,
         }
         Ok(())
@@ -204,12 +283,13 @@ fn check_page_shape(rows: &[Row], next_after: Option<&EntityKey>) -> Result<(), 
     }
 }
 
-/// The replica side: live rows read in key order, a page at a time.
+/// The replica side: live rows inside the walk's ranges read in key order,
+/// a page at a time.
 pub(crate) struct ReplicaWalk {
     store: Arc<dyn ReplicaStore>,
     tenant_id: String,
     kind: Kind,
-    range: KeyRange,
+    ranges: Ranges,
     filter: KeyFilter,
     page_size: u64,
     after: Option<EntityKey>,
@@ -221,11 +301,12 @@ pub(crate) struct ReplicaWalk {
 }
 
 impl ReplicaWalk {
+    /// A walk over `ranges` (in key order, disjoint, not empty).
     pub fn new(
         store: Arc<dyn ReplicaStore>,
         tenant_id: &str,
         kind: Kind,
-        range: &KeyRange,
+        ranges: &[KeyRange],
         page_size: u64,
         filter: KeyFilter,
     ) -> Self {
@@ -233,8 +314,8 @@ impl ReplicaWalk {
             store,
             tenant_id: tenant_id.to_owned(),
             kind,
-            after: range.after.clone(),
-            range: range.clone(),
+            after: None,
+            ranges: Ranges::new(ranges),
             filter,
             page_size,
             buffer: VecDeque::new(),
@@ -261,14 +342,14 @@ impl ReplicaWalk {
     }
 
     async fn fetch(&mut self) -> Result<(), UnitError> {
+        let ranges = self.ranges.after(self.after.as_ref());
+        if ranges.is_empty() {
+            self.exhausted = true;
+            return Ok(());
+        }
         let rows = self
             .store
-            .read_rows(
-                &self.tenant_id,
-                self.kind,
-                self.after.as_ref(),
-                self.page_size,
-            )
+            .read_rows(&self.tenant_id, self.kind, &ranges, self.page_size)
             .await
             .map_err(UnitError::Store)?;
         self.exhausted = (rows.len() as u64) < self.page_size;
@@ -276,9 +357,13 @@ impl ReplicaWalk {
             let keyed = Keyed::new(row);
             self.order.check(&keyed.key)?;
             self.after = Some(keyed.key.clone());
-            if !self.range.contains(&keyed.key) {
-                self.exhausted = true;
-                return Ok(());
+            match self.ranges.locate(&keyed.key) {
+                Place::Beyond => {
+                    self.exhausted = true;
+                    return Ok(());
+                }
+                Place::Between => continue,
+                Place::Inside => {}
             }
             if self
                 .filter

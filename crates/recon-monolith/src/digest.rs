@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use tracing::instrument;
 
 /// Most buckets one request may ask for.
-pub const MAX_BUCKETS: u32 = 256;
+pub const MAX_BUCKETS: u32 = 16_384;
 
 /// One range of a digest answer: after the previous range's `until` (or the
 /// request's `after`), up to and including `until`.

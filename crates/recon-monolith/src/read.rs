@@ -11,11 +11,11 @@ use crate::db::entities::{group, membership, tenant, user};
 use crate::db::{self, read_meta, rows};
 use crate::error::{DbResultExt, Error, Result};
 use crate::write::exists;
-use recon_core::{EntityKey, Kind, Row, Version};
+use recon_core::{EntityKey, KeyRange, Kind, Row, Version, ranges_after};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, Value,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 use serde::Serialize;
 use tracing::instrument;
@@ -24,6 +24,8 @@ use tracing::instrument;
 pub const DEFAULT_PAGE_LIMIT: u32 = 1000;
 /// Largest page size a request may ask for.
 pub const MAX_PAGE_LIMIT: u32 = 10_000;
+/// Most key ranges one multi-range page request may carry.
+pub const MAX_PAGE_RANGES: u32 = 256;
 
 /// One key-ordered page of rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +86,6 @@ impl Monolith {
 
     /// A page of a tenant's users, groups or memberships with keys greater
     /// than `after`. An unknown tenant is [`Error::NotFound`].
-    #[instrument(skip_all, name = "monolith.read_page", fields(tenant = %tenant_id, kind = %kind, limit))]
     pub async fn list_entities(
         &self,
         tenant_id: &str,
@@ -92,15 +93,38 @@ impl Monolith {
         after: Option<&EntityKey>,
         limit: u32,
     ) -> Result<Page> {
+        self.list_within(tenant_id, kind, after, limit, &[]).await
+    }
+
+    /// A page of a tenant's users, groups or memberships with keys greater
+    /// than `after` and inside one of `within` (in key order, disjoint; no
+    /// constraint when empty): many small ranges in one snapshot and one
+    /// statement. An unknown tenant is [`Error::NotFound`].
+    #[instrument(skip_all, name = "monolith.read_page", fields(tenant = %tenant_id, kind = %kind, limit, ranges = within.len()))]
+    pub async fn list_within(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<&EntityKey>,
+        limit: u32,
+        within: &[KeyRange],
+    ) -> Result<Page> {
         validate_limit(limit)?;
+        validate_ranges(within)?;
         let txn = db::begin_snapshot(&self.connection).await?;
         let watermark = read_meta(&txn).await?;
         require_tenant(&txn, tenant_id).await?;
         let fetch = u64::from(limit) + 1;
+        let within = ranges_after(within, after);
+        if within.len() > 1 && self.connection.get_database_backend() == DbBackend::Postgres {
+            let page_rows = page_of_ranges(&txn, tenant_id, kind, &within, fetch).await?;
+            return finish(txn, page_rows, watermark, limit).await;
+        }
+        let within = within.as_slice();
         let page_rows = match kind {
-            Kind::User => user_page(&txn, tenant_id, after, fetch).await?,
-            Kind::Group => group_page(&txn, tenant_id, after, fetch).await?,
-            Kind::Membership => membership_page(&txn, tenant_id, after, fetch).await?,
+            Kind::User => user_page(&txn, tenant_id, after, within, fetch).await?,
+            Kind::Group => group_page(&txn, tenant_id, after, within, fetch).await?,
+            Kind::Membership => membership_page(&txn, tenant_id, after, within, fetch).await?,
             Kind::Tenant => {
                 return Err(Error::BadRequest(
                     "tenants are not listed per tenant; use list_tenants".to_owned(),
@@ -250,14 +274,179 @@ async fn finish(
     })
 }
 
+/// Up to `fetch` rows of a tenant inside `within` (at least two ranges, in
+/// key order, disjoint), on PostgreSQL: one index range scan per range
+/// under a lateral join — an `OR` of the ranges made the planner scan the
+/// whole tenant with the ranges as a filter (330 ms for a page of 60 small
+/// ranges in a 67k-row tenant). Ids contain no control character, so each
+/// bound column travels as one text parameter joined by the unit
+/// separator; an open lower bound is `''` (before every id), an open last
+/// range is read on its own.
+async fn page_of_ranges(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+    kind: Kind,
+    within: &[KeyRange],
+    fetch: u64,
+) -> Result<Vec<Row>> {
+    let (table, columns): (&str, &[&str]) = match kind {
+        Kind::User => ("users", &["id"]),
+        Kind::Group => ("\"groups\"", &["id"]),
+        Kind::Membership => ("memberships", &["group_id", "user_id"]),
+        Kind::Tenant => {
+            return Err(Error::BadRequest(
+                "tenants are not listed per tenant; use list_tenants".to_owned(),
+            ));
+        }
+    };
+    let (bounded, open) = match within.split_last() {
+        Some((last, rest)) if last.until.is_none() => (rest, Some(last)),
+        _ => (within, None),
+    };
+    let component = |key: Option<&EntityKey>, index: usize| -> String {
+        key.map(|key| {
+            if index == 0 {
+                key.primary.clone()
+            } else {
+                key.secondary.clone().unwrap_or_default()
+            }
+        })
+        .unwrap_or_default()
+    };
+    let keys = columns.join(", ");
+    let limit = i64::try_from(fetch).unwrap_or(i64::MAX);
+    let mut values: Vec<Value> = vec![tenant_id.into(), limit.into()];
+    let mut arrays = Vec::new();
+    let mut names = Vec::new();
+    let mut lower = Vec::new();
+    let mut upper = Vec::new();
+    for (index, column) in columns.iter().enumerate() {
+        for bound in [0, 1] {
+            let joined: Vec<String> = bounded
+                .iter()
+                .map(|range| {
+                    let key = if bound == 0 {
+                        &range.after
+                    } else {
+                        &range.until
+                    };
+                    component(key.as_ref(), index)
+                })
+                .collect();
+            values.push(joined.join("\u{1f}").into());
+            arrays.push(format!("string_to_array(${}, chr(31))", values.len()));
+        }
+        names.push(format!("lo_{column}, hi_{column}"));
+        lower.push(format!("b.lo_{column} COLLATE \"C\""));
+        upper.push(format!("b.hi_{column} COLLATE \"C\""));
+    }
+    let mut parts = vec![format!(
+        "SELECT b.i, r.* FROM unnest({}) WITH ORDINALITY AS b({}, i) CROSS JOIN LATERAL \
+         (SELECT * FROM {table} WHERE tenant_id = $1 AND ({keys}) > ({}) AND ({keys}) <= ({}) \
+         ORDER BY {keys} LIMIT $2) r",
+        arrays.join(", "),
+        names.join(", "),
+        lower.join(", "),
+        upper.join(", ")
+    )];
+    if bounded.len() < 2 {
+        // `string_to_array('')` is empty, not one empty element: a single
+        // bounded range is read on its own too.
+        parts.clear();
+        if let Some(range) = bounded.first() {
+            parts.push(single_range(table, columns, range, 1, &mut values));
+        }
+    }
+    if let Some(range) = open {
+        parts.push(single_range(
+            table,
+            columns,
+            range,
+            bounded.len() + 1,
+            &mut values,
+        ));
+    }
+    let sql = format!(
+        "SELECT * FROM ({}) ranged ORDER BY i, {keys} LIMIT $2",
+        parts.join(" UNION ALL ")
+    );
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let action = "read a page within ranges";
+    let mut page_rows = Vec::new();
+    match kind {
+        Kind::User => {
+            for model in user::Entity::find()
+                .from_raw_sql(statement)
+                .all(txn)
+                .await
+                .during(action)?
+            {
+                page_rows.push(rows::user_row(model)?);
+            }
+        }
+        Kind::Group => {
+            for model in group::Entity::find()
+                .from_raw_sql(statement)
+                .all(txn)
+                .await
+                .during(action)?
+            {
+                page_rows.push(rows::group_row(model)?);
+            }
+        }
+        _ => {
+            for model in membership::Entity::find()
+                .from_raw_sql(statement)
+                .all(txn)
+                .await
+                .during(action)?
+            {
+                page_rows.push(rows::membership_row(model)?);
+            }
+        }
+    }
+    Ok(page_rows)
+}
+
+/// One range of [`page_of_ranges`] read on its own, as its `ordinal`-th.
+fn single_range(
+    table: &str,
+    columns: &[&str],
+    range: &KeyRange,
+    ordinal: usize,
+    values: &mut Vec<Value>,
+) -> String {
+    let keys = columns.join(", ");
+    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    for (bound, operator) in [(&range.after, ">"), (&range.until, "<=")] {
+        if let Some(key) = bound {
+            let parts = [Some(key.primary.clone()), key.secondary.clone()];
+            let mut placeholders = Vec::new();
+            for part in parts.into_iter().take(columns.len()) {
+                values.push(part.unwrap_or_default().into());
+                placeholders.push(format!("${}", values.len()));
+            }
+            conditions.push(format!("({keys}) {operator} ({})", placeholders.join(", ")));
+        }
+    }
+    format!(
+        "SELECT * FROM (SELECT {ordinal} AS i, r.* FROM {table} r WHERE {} ORDER BY {keys} LIMIT $2) part{ordinal}",
+        conditions.join(" AND ")
+    )
+}
+
 async fn user_page(
     txn: &DatabaseTransaction,
     tenant_id: &str,
     after: Option<&EntityKey>,
+    within: &[KeyRange],
     fetch: u64,
 ) -> Result<Vec<Row>> {
     let mut query = user::Entity::find()
         .filter(user::Column::TenantId.eq(tenant_id))
+        .filter(within_condition(within, |range| {
+            id_range(user::Column::Id, range)
+        }))
         .order_by_asc(user::Column::Id);
     if let Some(after) = after {
         query = query.filter(user::Column::Id.gt(after.primary.as_str()));
@@ -278,10 +467,14 @@ async fn group_page(
     txn: &DatabaseTransaction,
     tenant_id: &str,
     after: Option<&EntityKey>,
+    within: &[KeyRange],
     fetch: u64,
 ) -> Result<Vec<Row>> {
     let mut query = group::Entity::find()
         .filter(group::Column::TenantId.eq(tenant_id))
+        .filter(within_condition(within, |range| {
+            id_range(group::Column::Id, range)
+        }))
         .order_by_asc(group::Column::Id);
     if let Some(after) = after {
         query = query.filter(group::Column::Id.gt(after.primary.as_str()));
@@ -298,6 +491,90 @@ async fn group_page(
     Ok(page_rows)
 }
 
+/// Checks a multi-range request's ranges: at most [`MAX_PAGE_RANGES`], each
+/// not empty, in key order and disjoint.
+fn validate_ranges(within: &[KeyRange]) -> Result<()> {
+    if within.len() > MAX_PAGE_RANGES as usize {
+        return Err(Error::BadRequest(format!(
+            "`ranges` holds {} ranges, at most {MAX_PAGE_RANGES} allowed",
+            within.len()
+        )));
+    }
+    for (index, range) in within.iter().enumerate() {
+        if let (Some(after), Some(until)) = (&range.after, &range.until)
+            && until <= after
+        {
+            return Err(Error::BadRequest(format!(
+                "range {index} is empty: `until` {until} is not after `after` {after}"
+            )));
+        }
+        if let Some(next) = within.get(index + 1) {
+            let ordered = match (&range.until, &next.after) {
+                (Some(until), Some(after)) => until <= after,
+                _ => false,
+            };
+            if !ordered {
+                return Err(Error::BadRequest(format!(
+                    "range {} does not start at or after the end of range {index}: ranges must be in key order and disjoint",
+                    index + 1
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The condition "inside one of `within`" (always true when it is empty).
+fn within_condition(within: &[KeyRange], range: impl Fn(&KeyRange) -> Condition) -> Condition {
+    if within.is_empty() {
+        return Condition::all();
+    }
+    within
+        .iter()
+        .fold(Condition::any(), |any, each| any.add(range(each)))
+}
+
+/// `after < id <= until` over a single id column.
+fn id_range(column: impl ColumnTrait, range: &KeyRange) -> Condition {
+    let mut condition = Condition::all();
+    if let Some(after) = &range.after {
+        condition = condition.add(column.gt(after.primary.as_str()));
+    }
+    if let Some(until) = &range.until {
+        condition = condition.add(column.lte(until.primary.as_str()));
+    }
+    condition
+}
+
+/// `(tenant_id, group_id, user_id)`, compared as one tuple so that both
+/// backends seek the primary key index.
+fn membership_key_tuple() -> Expr {
+    Expr::tuple([
+        Expr::col(membership::Column::TenantId),
+        Expr::col(membership::Column::GroupId),
+        Expr::col(membership::Column::UserId),
+    ])
+}
+
+fn membership_key(tenant_id: &str, key: &EntityKey) -> Expr {
+    Expr::tuple([
+        Expr::val(tenant_id),
+        Expr::val(key.primary.as_str()),
+        Expr::val(key.secondary.clone().unwrap_or_default()),
+    ])
+}
+
+fn membership_range(tenant_id: &str, range: &KeyRange) -> Condition {
+    let mut condition = Condition::all();
+    if let Some(after) = &range.after {
+        condition = condition.add(membership_key_tuple().gt(membership_key(tenant_id, after)));
+    }
+    if let Some(until) = &range.until {
+        condition = condition.add(membership_key_tuple().lte(membership_key(tenant_id, until)));
+    }
+    condition
+}
+
 /// Memberships ordered by `(group_id, user_id)`; the cursor condition is a
 /// row comparison over the whole primary key so that both backends can seek
 /// the index instead of scanning the tenant from its start.
@@ -305,25 +582,18 @@ async fn membership_page(
     txn: &DatabaseTransaction,
     tenant_id: &str,
     after: Option<&EntityKey>,
+    within: &[KeyRange],
     fetch: u64,
 ) -> Result<Vec<Row>> {
     let mut query = membership::Entity::find()
         .filter(membership::Column::TenantId.eq(tenant_id))
+        .filter(within_condition(within, |range| {
+            membership_range(tenant_id, range)
+        }))
         .order_by_asc(membership::Column::GroupId)
         .order_by_asc(membership::Column::UserId);
     if let Some(after) = after {
-        let user_id = after.secondary.clone().unwrap_or_default();
-        let key_columns = Expr::tuple([
-            Expr::col(membership::Column::TenantId),
-            Expr::col(membership::Column::GroupId),
-            Expr::col(membership::Column::UserId),
-        ]);
-        let cursor = Expr::tuple([
-            Expr::val(tenant_id),
-            Expr::val(after.primary.as_str()),
-            Expr::val(user_id),
-        ]);
-        query = query.filter(key_columns.gt(cursor));
+        query = query.filter(membership_key_tuple().gt(membership_key(tenant_id, after)));
     }
     let models = query
         .limit(fetch)

@@ -135,6 +135,35 @@ impl HttpSource {
         }
     }
 
+    /// The URL and JSON body of a multi-range page request
+    /// (`POST /v1/tenants/{id}/pages/{kind}`).
+    fn page_within(&self, request: &PageRequest) -> (Url, Option<Vec<u8>>) {
+        let key = |key: &Option<recon_core::EntityKey>| key.as_ref().map(ToString::to_string);
+        let ranges: Vec<serde_json::Value> = request
+            .within
+            .iter()
+            .map(
+                |range| serde_json::json!({"after": key(&range.after), "until": key(&range.until)}),
+            )
+            .collect();
+        let body = serde_json::json!({
+            "after": key(&request.after),
+            "limit": request.limit,
+            "ranges": ranges,
+        });
+        let url = self.url(
+            &[
+                "v1",
+                "tenants",
+                &request.tenant_id,
+                "pages",
+                kind_segment(request.kind),
+            ],
+            &[],
+        );
+        (url, Some(body.to_string().into_bytes()))
+    }
+
     /// Reads one page (see [`Source::fetch_page`]).
     #[instrument(
         name = "source.fetch_page",
@@ -149,9 +178,15 @@ impl HttpSource {
         )
     )]
     pub async fn fetch(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
-        let url = self.page_url(request);
+        let (url, body) = if request.within.is_empty() || request.kind == Kind::Tenant {
+            (self.page_url(request), None)
+        } else {
+            self.page_within(request)
+        };
         let (outcome, attempts) = self
-            .with_retries(&url, |body| checked(&url, decode_page(request, &body)))
+            .with_retries(&url, body.as_deref(), |body| {
+                checked(&url, decode_page(request, &body))
+            })
             .await;
         outcome.map_err(|error| {
             let mut port_error = into_port_error(&error, attempts, self.token.as_deref());
@@ -168,7 +203,7 @@ impl HttpSource {
     pub async fn tenant_counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
         let url = self.url(&["v1", "tenants", tenant_id, "counts"], &[]);
         let (outcome, attempts) = self
-            .with_retries(&url, |body| {
+            .with_retries(&url, None, |body| {
                 let counts: CountsBody =
                     serde_json::from_slice(&body).map_err(|source| Error::MalformedJson {
                         url: redact_url(&url),
@@ -192,7 +227,7 @@ impl HttpSource {
             .get_or_try_init(|| async {
                 let url = self.url(&["v1", "capabilities"], &[]);
                 let (outcome, attempts) = self
-                    .with_retries(&url, |body| {
+                    .with_retries(&url, None, |body| {
                         serde_json::from_slice::<Capabilities>(&body).map_err(|source| {
                             Error::MalformedJson {
                                 url: redact_url(&url),
@@ -239,17 +274,20 @@ impl HttpSource {
             query.push(("until", until.to_string()));
         }
         query.push(("buckets", request.buckets.to_string()));
-        let kind = match request.kind {
-            Kind::User => "users",
-            Kind::Group => "groups",
-            _ => "memberships",
-        };
         let url = self.url(
-            &["v1", "tenants", &request.tenant_id, "digests", kind],
+            &[
+                "v1",
+                "tenants",
+                &request.tenant_id,
+                "digests",
+                kind_segment(request.kind),
+            ],
             &query,
         );
         let (outcome, attempts) = self
-            .with_retries(&url, |body| checked(&url, decode_digests(&request, &body)))
+            .with_retries(&url, None, |body| {
+                checked(&url, decode_digests(&request, &body))
+            })
             .await;
         outcome
             .map(Some)
@@ -268,27 +306,31 @@ impl HttpSource {
         }
         let url = self.url(&["v1", "tenants", tenant_id, "digests"], &[]);
         let (outcome, attempts) = self
-            .with_retries(&url, |body| checked(&url, decode_tenant_digests(&body)))
+            .with_retries(&url, None, |body| {
+                checked(&url, decode_tenant_digests(&body))
+            })
             .await;
         outcome
             .map(Some)
             .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
     }
 
-    /// Runs attempts of `GET url` until one succeeds, a permanent error
-    /// occurs, or the retries are used up; `decode` turns the body into the
-    /// answer (its errors are permanent, never retried). Returns the outcome
-    /// and the number of attempts made.
+    /// Runs attempts of `GET url` (`POST` with `json` as the body, when
+    /// given: a read whose parameters do not fit a URL) until one succeeds,
+    /// a permanent error occurs, or the retries are used up; `decode` turns
+    /// the body into the answer (its errors are permanent, never retried).
+    /// Returns the outcome and the number of attempts made.
     async fn with_retries<T>(
         &self,
         url: &Url,
+        json: Option<&[u8]>,
         decode: impl Fn(Vec<u8>) -> Result<T>,
     ) -> (Result<T>, u32) {
         let attempts = AtomicU32::new(0);
         let attempt = || async {
             let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             Span::current().record("attempt", number);
-            let body = self.attempt(url).await?;
+            let body = self.attempt(url, json).await?;
             decode(body)
         };
         let outcome = attempt
@@ -307,11 +349,18 @@ impl HttpSource {
     }
 
     /// One attempt: rate limit, send, check the status, read the body.
-    async fn attempt(&self, url: &Url) -> Result<Vec<u8>> {
+    async fn attempt(&self, url: &Url, json: Option<&[u8]>) -> Result<Vec<u8>> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        let mut request = self.client.get(url.clone());
+        let mut request = match json {
+            None => self.client.get(url.clone()),
+            Some(json) => self
+                .client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json.to_vec()),
+        };
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -351,6 +400,19 @@ impl Source for HttpSource {
 
     async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
         self.whole_tenant_digests(tenant_id).await
+    }
+
+    async fn page_ranges(&self) -> Result<u32, PortError> {
+        Ok(self.capabilities().await?.max_page_ranges)
+    }
+}
+
+/// The path segment of a tenant-scoped kind.
+fn kind_segment(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "users",
+        Kind::Group => "groups",
+        _ => "memberships",
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Capabilities {
     /// Most buckets one digest request may ask for.
     #[serde(default = "default_buckets")]
     pub max_digest_buckets: u32,
+    /// Most ranges one multi-range page request may carry (0: none).
+    #[serde(default)]
+    pub max_page_ranges: u32,
 }
 
 fn default_buckets() -> u32 {

@@ -48,6 +48,14 @@ pub enum PageViolation {
         /// The request's `after`.
         after: String,
     },
+    /// An item of a multi-range page outside every requested range.
+    #[error("item {index} (key {key}) lies outside every requested range")]
+    KeyOutsideRanges {
+        /// Position of the offending item.
+        index: usize,
+        /// Its key.
+        key: String,
+    },
     /// More items than the request's `limit`.
     #[error("page has {count} items, more than the requested limit {limit}")]
     TooManyItems {
@@ -122,8 +130,24 @@ fn rows_of(request: &PageRequest, raw: RawPage, bytes: u64) -> Result<SourcePage
 /// either `None` or the last item's key (never set on an empty page).
 pub fn check_page(request: &PageRequest, page: &SourcePage) -> Result<(), PageViolation> {
     let mut previous: Option<EntityKey> = None;
+    // Keys increase (checked below), so the ranges are passed in order.
+    let mut ranges = request.within.iter().peekable();
     for (index, row) in page.rows.iter().enumerate() {
         let key = row.key();
+        if !request.within.is_empty() {
+            while ranges
+                .peek()
+                .is_some_and(|range| range.until.as_ref().is_some_and(|until| key > *until))
+            {
+                ranges.next();
+            }
+            if !ranges.peek().is_some_and(|range| range.contains(&key)) {
+                return Err(PageViolation::KeyOutsideRanges {
+                    index,
+                    key: key.to_string(),
+                });
+            }
+        }
         if let Some(after) = &request.after
             && key <= *after
         {
@@ -178,6 +202,7 @@ mod tests {
             kind,
             after: after.map(|text| kind.parse_key(text).expect("key")),
             limit,
+            within: Vec::new(),
         }
     }
 
@@ -246,6 +271,32 @@ mod tests {
         for (request, body, expected) in cases {
             let text = violation(request, &body).to_string();
             assert!(text.contains(expected), "{text} should say {expected}");
+        }
+    }
+
+    #[test]
+    fn a_multi_range_page_holds_only_keys_inside_its_ranges() {
+        let mut within = request(Kind::Group, None, 10);
+        within.within = vec![
+            recon_core::KeyRange {
+                after: None,
+                until: Some(EntityKey::id("b")),
+            },
+            recon_core::KeyRange {
+                after: Some(EntityKey::id("d")),
+                until: Some(EntityKey::id("f")),
+            },
+        ];
+        let page = decode_page(&within, &groups(&["a", "b", "e", "f"], Value::Null))
+            .expect("json")
+            .expect("inside the ranges");
+        assert_eq!(page.rows.len(), 4);
+        for (ids, outside) in [(vec!["a", "c"], "key c"), (vec!["b", "g"], "key g")] {
+            let text = violation(&within, &groups(&ids, Value::Null)).to_string();
+            assert!(
+                text.contains(outside) && text.contains("outside every requested range"),
+                "{text}"
+            );
         }
     }
 

@@ -120,6 +120,7 @@ impl SourceWalk {
             kind: self.kind,
             after: self.cursor.clone(),
             limit,
+            within: Vec::new(),
         })
     }
 

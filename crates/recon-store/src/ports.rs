@@ -66,14 +66,10 @@ impl ReplicaStore for Store {
         &self,
         tenant_id: &str,
         kind: Kind,
-        after: Option<&EntityKey>,
+        ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<Row>, PortError> {
-        let range = KeyRange {
-            after: after.cloned(),
-            until: None,
-        };
-        let page = self.read_page(tenant_id, kind, &range, limit).await?;
+        let page = self.read_within(tenant_id, kind, ranges, limit).await?;
         Ok(page.into_iter().map(|stored| stored.row).collect())
     }
 

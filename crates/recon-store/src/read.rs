@@ -17,10 +17,9 @@ use tracing::instrument;
 pub type StoredRow = KeyedRow;
 
 impl Store {
-    /// Reads up to `limit` live rows of `kind` in `tenant_id` within `range`,
-    /// in key order. For tenants, `tenant_id` is ignored (tenants are not
-    /// inside a tenant).
-    #[instrument(name = "store.read_page", skip_all, fields(tenant = %tenant_id, kind = %kind, limit))]
+    /// Reads up to `limit` live rows of `kind` in `tenant_id` within
+    /// `range`, in key order. For tenants, `tenant_id` is ignored (tenants
+    /// are not inside a tenant).
     pub async fn read_page(
         &self,
         tenant_id: &str,
@@ -28,15 +27,118 @@ impl Store {
         range: &KeyRange,
         limit: u64,
     ) -> Result<Vec<StoredRow>> {
+        self.read_within(tenant_id, kind, std::slice::from_ref(range), limit)
+            .await
+    }
+
+    /// Reads up to `limit` live rows of `kind` in `tenant_id` inside one of
+    /// `ranges` (in key order, disjoint; one statement however many), in
+    /// key order.
+    #[instrument(name = "store.read_page", skip_all, fields(tenant = %tenant_id, kind = %kind, ranges = ranges.len(), limit))]
+    pub async fn read_within(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        ranges: &[KeyRange],
+        limit: u64,
+    ) -> Result<Vec<StoredRow>> {
         let table = table(kind);
+        if ranges.len() > 1 && self.backend() == DbBackend::Postgres && table.tenant_scoped {
+            return self.read_many(tenant_id, kind, ranges, limit).await;
+        }
         let mut binder = Binder::new(self.backend());
-        let conditions = live_in_range(&mut binder, table, Some(tenant_id), range);
+        let mut conditions = live_in_range(&mut binder, table, Some(tenant_id), &KeyRange::all());
+        if let [range] = ranges {
+            conditions.extend(key_conditions(&mut binder, table, range));
+        } else if !ranges.is_empty() {
+            let alternatives: Vec<String> = ranges
+                .iter()
+                .map(|range| {
+                    let parts = key_conditions(&mut binder, table, range);
+                    if parts.is_empty() {
+                        "TRUE".to_owned()
+                    } else {
+                        format!("({})", parts.join(" AND "))
+                    }
+                })
+                .collect();
+            conditions.push(format!("({})", alternatives.join(" OR ")));
+        }
         let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let sql = format!(
             "SELECT * FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
             table.name,
             conditions.join(" AND "),
             table.key_columns.join(", ")
+        );
+        let rows = self
+            .connection
+            .query_all_raw(binder.statement(sql))
+            .await
+            .map_err(database("read page"))?;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in rows {
+            page.push(KeyedRow::new(parse_row(table, kind, &row)?));
+        }
+        Ok(page)
+    }
+
+    /// [`Store::read_within`] for several ranges on PostgreSQL: one index
+    /// range scan per range under a lateral join (an `OR` of the ranges
+    /// made the planner scan the tenant with the ranges as a filter: 150 ms
+    /// for a page of leaves of a 67k-row tenant); an open last range is
+    /// read on its own.
+    async fn read_many(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        ranges: &[KeyRange],
+        limit: u64,
+    ) -> Result<Vec<StoredRow>> {
+        let table = table(kind);
+        let keys = table.key_columns.join(", ");
+        let (bounded, open) = match ranges.split_last() {
+            Some((last, rest)) if last.until.is_none() => (rest, Some(last)),
+            _ => (ranges, None),
+        };
+        let mut binder = Binder::new(self.backend());
+        let tenant = binder.bind(tenant_id.to_owned());
+        let deleted = binder.bind(false);
+        let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut parts = Vec::with_capacity(2);
+        match bounded {
+            [] => {}
+            [range] => {
+                let conditions = key_conditions(&mut binder, table, range);
+                parts.push(format!(
+                    "SELECT * FROM (SELECT 1 AS i, r.* FROM {} r WHERE deleted = {deleted} AND tenant_id = {tenant} \
+                     AND {} ORDER BY {keys} LIMIT {limit}) one",
+                    table.name,
+                    conditions.join(" AND ")
+                ));
+            }
+            _ => {
+                let bounds = BoundsJoin::new(&mut binder, table, bounded.iter());
+                parts.push(format!(
+                    "SELECT b.i, r.* FROM {} CROSS JOIN LATERAL (SELECT * FROM {} WHERE deleted = {deleted} \
+                     AND tenant_id = {tenant} AND {} ORDER BY {keys} LIMIT {limit}) r",
+                    bounds.from, table.name, bounds.condition
+                ));
+            }
+        }
+        if let Some(open) = open {
+            let conditions = key_conditions(&mut binder, table, open);
+            let ordinal = bounded.len() + 1;
+            parts.push(format!(
+                "SELECT * FROM (SELECT {ordinal} AS i, r.* FROM {} r WHERE deleted = {deleted} AND tenant_id = {tenant} \
+                 AND {} ORDER BY {keys} LIMIT {limit}) last",
+                table.name,
+                if conditions.is_empty() { "TRUE".to_owned() } else { conditions.join(" AND ") }
+            ));
+        }
+        let sql = format!(
+            "SELECT * FROM ({}) ranged ORDER BY i, {keys} LIMIT {limit}",
+            parts.join(" UNION ALL ")
         );
         let rows = self
             .connection
@@ -146,7 +248,78 @@ impl Store {
                 (kind, range)
             })
             .collect();
+        if parts.len() > 1 && self.backend() == DbBackend::Postgres && kind != Kind::Tenant {
+            return self.aggregate_many(tenant_id, kind, &parts).await.map(Some);
+        }
         self.aggregate(tenant_id, &parts).await
+    }
+
+    /// Count and element sums of many consecutive ranges of one kind of a
+    /// tenant (PostgreSQL), in one statement: each range is one index range
+    /// scan under a lateral join over the bounds ([`BoundsJoin`]); an open
+    /// last range (or a single bounded one) is a plain aggregate in the
+    /// same statement. A `UNION ALL` of one aggregate per range cost more
+    /// to plan than to run (4.5 s of a W1 run at 1% drift went to binding
+    /// such statements of up to 64 parts).
+    async fn aggregate_many(
+        &self,
+        tenant_id: &str,
+        kind: Kind,
+        parts: &[(Kind, KeyRange)],
+    ) -> Result<Vec<RangeDigest>> {
+        let table = table(kind);
+        let (bounded, open) = match parts.split_last() {
+            Some((last, rest)) if last.1.until.is_none() => (rest, Some(last)),
+            _ => (parts, None),
+        };
+        let mut binder = Binder::new(self.backend());
+        let tenant = binder.bind(tenant_id.to_owned());
+        let deleted = binder.bind(false);
+        let sums = "COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
+                    COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low";
+        let single = |binder: &mut Binder, ordinal: usize, range: &KeyRange| {
+            let mut conditions = vec![
+                format!("deleted = {deleted}"),
+                format!("tenant_id = {tenant}"),
+            ];
+            conditions.extend(key_conditions(binder, table, range));
+            format!(
+                "SELECT {ordinal} AS i, {sums} FROM {} WHERE {}",
+                table.name,
+                conditions.join(" AND ")
+            )
+        };
+        let mut selects = Vec::with_capacity(2);
+        match bounded {
+            [] => {}
+            [(_, range)] => selects.push(single(&mut binder, 1, range)),
+            _ => {
+                let bounds =
+                    BoundsJoin::new(&mut binder, table, bounded.iter().map(|(_, range)| range));
+                selects.push(format!(
+                    "SELECT b.i, a.n, a.high, a.low FROM {} CROSS JOIN LATERAL \
+                     (SELECT {sums} FROM {} WHERE deleted = {deleted} AND tenant_id = {tenant} AND {}) a",
+                    bounds.from, table.name, bounds.condition,
+                ));
+            }
+        }
+        if let Some((_, range)) = open {
+            selects.push(single(&mut binder, bounded.len() + 1, range));
+        }
+        let sql = format!("{} ORDER BY i", selects.join(" UNION ALL "));
+        let rows = self
+            .connection
+            .query_all_raw(binder.statement(sql))
+            .await
+            .map_err(database("aggregate digests"))?;
+        if rows.len() != parts.len() {
+            return Err(Error::InvalidData(format!(
+                "{} digests for {} ranges",
+                rows.len(),
+                parts.len()
+            )));
+        }
+        rows.iter().map(split_sums).collect()
     }
 
     /// A tenant's live users, groups and memberships, each whole, as
@@ -196,20 +369,7 @@ impl Store {
                 .await
                 .map_err(database("aggregate digests"))?;
             for row in rows {
-                let count: i64 = row
-                    .try_get("", "n")
-                    .map_err(database("aggregate digests"))?;
-                let high: i64 = row
-                    .try_get("", "high")
-                    .map_err(database("aggregate digests"))?;
-                let low: i64 = row
-                    .try_get("", "low")
-                    .map_err(database("aggregate digests"))?;
-                digests.push(RangeDigest::from_split_sums(
-                    sql::from_db(count, "count")?,
-                    high,
-                    low,
-                ));
+                digests.push(split_sums(&row)?);
             }
         }
         Ok(Some(digests))
@@ -241,6 +401,89 @@ impl Store {
         }
         Ok(purged)
     }
+}
+
+/// Many key ranges as a table `b(lo_…, hi_…, i)` to join laterally (one
+/// index range scan per range), for PostgreSQL: ids contain no control
+/// character, so each bound column travels as one text parameter joined by
+/// the unit separator. Every range must be bounded above; an open lower
+/// bound is `''`, which sorts before every id. At least two ranges
+/// (`string_to_array('')` is empty, not one empty element: a single range
+/// is read on its own).
+struct BoundsJoin {
+    /// `unnest(…) WITH ORDINALITY AS b(…, i)`.
+    from: String,
+    /// `(keys) > (b.lo…) AND (keys) <= (b.hi…)`.
+    condition: String,
+}
+
+impl BoundsJoin {
+    fn new<'a>(
+        binder: &mut Binder,
+        table: &Table,
+        ranges: impl Iterator<Item = &'a KeyRange> + Clone,
+    ) -> Self {
+        let columns = table.key_columns;
+        let component = |key: Option<&EntityKey>, index: usize| -> String {
+            key.map(|key| {
+                if index == 0 {
+                    key.primary.clone()
+                } else {
+                    key.secondary.clone().unwrap_or_default()
+                }
+            })
+            .unwrap_or_default()
+        };
+        let mut arrays = Vec::new();
+        let mut names = Vec::new();
+        let mut lower = Vec::new();
+        let mut upper = Vec::new();
+        for (index, column) in columns.iter().enumerate() {
+            let lows: Vec<String> = ranges
+                .clone()
+                .map(|range| component(range.after.as_ref(), index))
+                .collect();
+            let highs: Vec<String> = ranges
+                .clone()
+                .map(|range| component(range.until.as_ref(), index))
+                .collect();
+            for values in [lows, highs] {
+                arrays.push(format!(
+                    "string_to_array({}, chr(31))",
+                    binder.bind(values.join("\u{1f}"))
+                ));
+            }
+            names.push(format!("lo_{column}, hi_{column}"));
+            lower.push(format!("b.lo_{column} COLLATE \"C\""));
+            upper.push(format!("b.hi_{column} COLLATE \"C\""));
+        }
+        let keys = columns.join(", ");
+        BoundsJoin {
+            from: format!(
+                "unnest({}) WITH ORDINALITY AS b({}, i)",
+                arrays.join(", "),
+                names.join(", ")
+            ),
+            condition: format!(
+                "({keys}) > ({}) AND ({keys}) <= ({})",
+                lower.join(", "),
+                upper.join(", ")
+            ),
+        }
+    }
+}
+
+/// A digest from a row's `n`, `high` and `low` columns.
+fn split_sums(row: &QueryResult) -> Result<RangeDigest> {
+    let number = |column: &str| -> Result<i64> {
+        row.try_get("", column)
+            .map_err(database("aggregate digests"))
+    };
+    Ok(RangeDigest::from_split_sums(
+        sql::from_db(number("n")?, "count")?,
+        number("high")?,
+        number("low")?,
+    ))
 }
 
 fn key_values(key: &EntityKey) -> Vec<Value> {
@@ -315,7 +558,14 @@ fn live_in_range(
     {
         conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
     }
+    conditions.extend(key_conditions(binder, table, range));
+    conditions
+}
+
+/// The conditions that keep a table's keys within `range`.
+fn key_conditions(binder: &mut Binder, table: &Table, range: &KeyRange) -> Vec<String> {
     let key_tuple = format!("({})", table.key_columns.join(", "));
+    let mut conditions = Vec::with_capacity(2);
     if let Some(after) = &range.after {
         conditions.push(format!(
             "{key_tuple} > {}",

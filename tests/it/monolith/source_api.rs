@@ -155,6 +155,7 @@ const TENANTS: &str = "/v1/tenants";
 const DIGESTS: &str = "/v1/tenants/{tenant_id}/digests/{kind}";
 const TENANT_DIGESTS: &str = "/v1/tenants/{tenant_id}/digests";
 const CAPABILITIES: &str = "/v1/capabilities";
+const PAGES: &str = "/v1/tenants/{tenant_id}/pages/{kind}";
 
 fn concrete(template: &str, tenant_id: &str) -> String {
     template.replace("{tenant_id}", tenant_id)
@@ -297,7 +298,7 @@ async fn check_digests(
     contract.check(TENANT_DIGESTS, 404, &body)?;
     for query in [
         "buckets=0",
-        "buckets=257",
+        "buckets=16385",
         "buckets=x",
         "until=no-colon",
         "limit=5",
@@ -333,6 +334,133 @@ async fn check_digests(
         ensure!(status == 401, "{url} without a token: {status}");
         contract.check(template, 401, &body)?;
     }
+    Ok(())
+}
+
+/// Multi-range pages (`POST .../pages/{kind}`): only rows inside the
+/// ranges, cursor and limit as for GET, named errors for bad bodies.
+async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Result<()> {
+    let (_, capabilities) = server.get(CAPABILITIES).await?;
+    ensure!(
+        capabilities["max_page_ranges"] == json!(256),
+        "{capabilities}"
+    );
+    let post = |tenant: &str, kind: &str, body: Value| {
+        let path = PAGES.replace("{tenant_id}", tenant).replace("{kind}", kind);
+        async move {
+            into_json(
+                server
+                    .request(reqwest::Method::POST, &path)
+                    .json(&body)
+                    .send()
+                    .await?,
+            )
+            .await
+        }
+    };
+    // Users sorted: B, Z-1, a, ab, user-10, user-9, é.
+    let ranges = json!([{"until": "B"}, {"after": "Z-1", "until": "ab"}, {"after": "user-9"}]);
+    let (status, body) = post(TENANT, "users", json!({"ranges": ranges})).await?;
+    ensure!(status == 200, "{status} {body}");
+    contract.check(PAGES, 200, &body)?;
+    let keys: Vec<String> = body["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(item_key)
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(keys == ["B", "a", "ab", "é"], "{keys:?}");
+    // Page by page: two items, then the rest after the cursor.
+    let (_, first) = post(TENANT, "users", json!({"ranges": ranges, "limit": 2})).await?;
+    ensure!(first["next_after"] == json!("a"), "{first}");
+    let (_, rest) = post(
+        TENANT,
+        "users",
+        json!({"ranges": ranges, "limit": 2, "after": "a"}),
+    )
+    .await?;
+    let keys: Vec<String> = rest["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(item_key)
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(
+        keys == ["ab", "é"] && rest["next_after"].is_null(),
+        "{rest}"
+    );
+    let memberships = json!([{"until": "G:B"}, {"after": "g1:a", "until": "g2:B"}]);
+    let (status, body) = post(TENANT, "memberships", json!({"ranges": memberships})).await?;
+    ensure!(status == 200, "{status} {body}");
+    contract.check(PAGES, 200, &body)?;
+    let keys: Vec<String> = body["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .map(item_key)
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(keys == ["G:B", "g1:ab", "g2:B"], "{keys:?}");
+    let too_many: Vec<Value> = (0..257)
+        .map(|index| json!({"after": format!("k{index:03}"), "until": format!("k{index:03}x")}))
+        .collect();
+    for (body, named) in [
+        (json!({"ranges": []}), "ranges"),
+        (json!({"ranges": [{"after": "b", "until": "a"}]}), "range 0"),
+        (
+            json!({"ranges": [{"until": "b"}, {"after": "a", "until": "c"}]}),
+            "range 1",
+        ),
+        (
+            json!({"ranges": [{"until": "b"}, {"until": "c"}]}),
+            "range 1",
+        ),
+        (json!({"ranges": too_many}), "ranges"),
+        (json!({"ranges": [{}], "limit": 0}), "limit"),
+        (json!({"ranges": [{}], "offset": 3}), "offset"),
+    ] {
+        let (status, answer) = post(TENANT, "users", body.clone()).await?;
+        ensure!(status == 400, "{body}: {status} {answer}");
+        contract.check(PAGES, 400, &answer)?;
+        ensure!(
+            answer["error"].as_str().unwrap_or_default().contains(named),
+            "{body}: {answer}"
+        );
+    }
+    let (status, answer) = post(
+        TENANT,
+        "memberships",
+        json!({"ranges": [{"until": "no-colon"}]}),
+    )
+    .await?;
+    ensure!(
+        status == 400
+            && answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ranges[0].until"),
+        "{status} {answer}"
+    );
+    let (status, answer) = post("no-such-tenant", "users", json!({"ranges": [{}]})).await?;
+    ensure!(status == 404, "{status} {answer}");
+    contract.check(PAGES, 404, &answer)?;
+    let url = format!(
+        "{}{}",
+        server.base_url,
+        PAGES
+            .replace("{tenant_id}", TENANT)
+            .replace("{kind}", "users")
+    );
+    let (status, answer) = into_json(
+        server
+            .client
+            .post(&url)
+            .json(&json!({"ranges": [{}]}))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(status == 401, "{status}");
+    contract.check(PAGES, 401, &answer)?;
     Ok(())
 }
 
@@ -418,6 +546,7 @@ async fn source_api_matches_contract(backend: Backend) -> anyhow::Result<()> {
     check_pages(&server, &contract).await?;
     check_errors(&server, &contract).await?;
     check_digests(&server, &contract, backend).await?;
+    check_pages_within(&server, &contract).await?;
     let mut declared = contract.declared();
     if backend == Backend::Sqlite {
         // A monolith on SQLite offers no digests (it says so in its

@@ -102,6 +102,14 @@ pub async fn into_json(response: reqwest::Response) -> anyhow::Result<(u16, Valu
     Ok((status, body))
 }
 
+/// A path item's operation: its GET, else its POST.
+fn operation(item: &Value) -> &Value {
+    match item.get("get") {
+        Some(get) => get,
+        None => &item["post"],
+    }
+}
+
 /// The Source API contract, `proto/source-api.openapi.json`.
 pub struct Contract {
     document: Value,
@@ -129,7 +137,9 @@ impl Contract {
         })
     }
 
-    /// Every `(path template, status)` the document declares for GET.
+    /// Every `(path template, status)` the document declares (each path
+    /// has one operation: GET, or POST for a read whose parameters do not
+    /// fit a URL).
     pub fn declared(&self) -> BTreeSet<(String, u16)> {
         let mut declared = BTreeSet::new();
         let paths = self.document["paths"]
@@ -137,7 +147,7 @@ impl Contract {
             .cloned()
             .unwrap_or_default();
         for (path, item) in paths {
-            let responses = item["get"]["responses"]
+            let responses = operation(&item)["responses"]
                 .as_object()
                 .cloned()
                 .unwrap_or_default();
@@ -180,9 +190,9 @@ impl Contract {
     /// made self-contained: the document's components ride along so that
     /// `#/components/schemas/...` references resolve.
     pub fn response_schema(&self, path_template: &str, status: u16) -> anyhow::Result<Value> {
-        let responses = &self.document["paths"][path_template]["get"]["responses"];
+        let responses = &operation(&self.document["paths"][path_template])["responses"];
         let Some(response) = responses.get(status.to_string()) else {
-            bail!("the contract declares no {status} response for GET {path_template}");
+            bail!("the contract declares no {status} response for {path_template}");
         };
         let response = self.resolve(response)?;
         let schema = response["content"]["application/json"]["schema"].clone();

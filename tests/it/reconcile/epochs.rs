@@ -283,10 +283,10 @@ impl ReplicaStore for EpochsDuringRunsOnly {
         &self,
         tenant_id: &str,
         kind: Kind,
-        after: Option<&EntityKey>,
+        ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<Row>, PortError> {
-        self.store.read_rows(tenant_id, kind, after, limit).await
+        self.store.read_rows(tenant_id, kind, ranges, limit).await
     }
 
     async fn count_rows(

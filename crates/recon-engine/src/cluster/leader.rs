@@ -355,6 +355,7 @@ impl ClusterMember {
             kind: recon_core::Kind::Tenant,
             after: None,
             limit: 1,
+            within: Vec::new(),
         };
         let generation = self
             .reconciler

@@ -7,20 +7,22 @@
 //! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
 //!   (not under `.../users/`, where a user id `digests` would clash)
 //! * `GET /v1/tenants/{tenant_id}/digests` (each kind whole)
+//! * `POST /v1/tenants/{tenant_id}/pages/users|groups|memberships` (a page
+//!   within many key ranges, given in the JSON body)
 //! * `GET /v1/capabilities`
 //!
 //! Query parameters other than `after` and `limit` are refused (400), so a
 //! client's typo does not silently read the wrong thing.
 
 use super::wire::{
-    CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody, PageBody,
+    CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody, PageBody, PageWithinBody,
     TenantDigestsBody,
 };
-use super::{ApiError, ApiPath, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::error::Error;
-use crate::read::{Counts, DEFAULT_PAGE_LIMIT, Page, validate_limit};
+use crate::read::{Counts, DEFAULT_PAGE_LIMIT, MAX_PAGE_RANGES, Page, validate_limit};
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use recon_core::domain::validate_id;
 use recon_core::{EntityKey, KeyRange, Kind};
@@ -35,6 +37,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}/counts", get(counts))
         .route("/v1/tenants/{tenant_id}/digests", get(tenant_digests))
         .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
+        .route("/v1/tenants/{tenant_id}/pages/{kind}", post(page_within))
         .route("/v1/capabilities", get(capabilities))
 }
 
@@ -168,7 +171,81 @@ async fn capabilities(State(state): State<AppState>) -> Json<CapabilitiesBody> {
     Json(CapabilitiesBody {
         digests: state.monolith.offers_digests(),
         max_digest_buckets: crate::digest::MAX_BUCKETS,
+        max_page_ranges: MAX_PAGE_RANGES,
     })
+}
+
+/// The kind a `/digests/{kind}` or `/pages/{kind}` path names.
+fn tenant_scoped_kind(route: &str, kind: &str) -> Result<Kind, ApiError> {
+    match kind {
+        "users" => Ok(Kind::User),
+        "groups" => Ok(Kind::Group),
+        "memberships" => Ok(Kind::Membership),
+        other => Err(Error::NotFound(format!("route {route}/{other}")).into()),
+    }
+}
+
+/// The parsed body of a multi-range page request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageWithinParams {
+    /// The cursor.
+    pub after: Option<EntityKey>,
+    /// The page size.
+    pub limit: u32,
+    /// The ranges.
+    pub ranges: Vec<KeyRange>,
+}
+
+/// Parses a multi-range page request's body for `kind`; errors name the
+/// field (order and overlap of the ranges are checked by the read).
+pub fn parse_page_within(body: PageWithinBody, kind: Kind) -> Result<PageWithinParams, Error> {
+    let key = |field: String, text: Option<String>| -> Result<Option<EntityKey>, Error> {
+        text.map(|text| {
+            kind.parse_key(&text)
+                .map_err(|invalid| Error::BadRequest(format!("invalid `{field}`: {invalid}")))
+        })
+        .transpose()
+    };
+    let limit = body.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    validate_limit(limit)?;
+    let mut ranges = Vec::with_capacity(body.ranges.len());
+    for (index, range) in body.ranges.into_iter().enumerate() {
+        ranges.push(KeyRange {
+            after: key(format!("ranges[{index}].after"), range.after)?,
+            until: key(format!("ranges[{index}].until"), range.until)?,
+        });
+    }
+    if ranges.is_empty() {
+        return Err(Error::BadRequest(
+            "`ranges` is empty: give at least one range (or use GET for a plain page)".to_owned(),
+        ));
+    }
+    Ok(PageWithinParams {
+        after: key("after".to_owned(), body.after)?,
+        limit,
+        ranges,
+    })
+}
+
+async fn page_within(
+    State(state): State<AppState>,
+    ApiPath((tenant_id, kind)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PageWithinBody>,
+) -> Result<Json<PageBody>, ApiError> {
+    checked_tenant_id(&tenant_id)?;
+    let kind = tenant_scoped_kind("POST /v1/tenants/{id}/pages", &kind)?;
+    let params = parse_page_within(body, kind)?;
+    let page = state
+        .monolith
+        .list_within(
+            &tenant_id,
+            kind,
+            params.after.as_ref(),
+            params.limit,
+            &params.ranges,
+        )
+        .await?;
+    Ok(Json(page_body(page)))
 }
 
 /// The parsed parameters of a digest request.
@@ -252,16 +329,7 @@ async fn digests(
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<DigestsBody>, ApiError> {
     checked_tenant_id(&tenant_id)?;
-    let kind = match kind.as_str() {
-        "users" => Kind::User,
-        "groups" => Kind::Group,
-        "memberships" => Kind::Membership,
-        other => {
-            return Err(
-                Error::NotFound(format!("route GET /v1/tenants/{{id}}/digests/{other}")).into(),
-            );
-        }
-    };
+    let kind = tenant_scoped_kind("GET /v1/tenants/{id}/digests", &kind)?;
     let params = parse_digest_params(&pairs, kind)?;
     let digests = state
         .monolith

@@ -123,6 +123,37 @@ pub struct CapabilitiesBody {
     pub digests: bool,
     /// Most buckets one digest request may ask for.
     pub max_digest_buckets: u32,
+    /// Most ranges one `POST /v1/tenants/{id}/pages/{kind}` may carry (0:
+    /// the route is not served).
+    pub max_page_ranges: u32,
+}
+
+/// A key range of a multi-range page request: keys after `after` up to and
+/// including `until` (cursor forms; `null`: open).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeBody {
+    /// Exclusive lower bound.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Inclusive upper bound.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// `POST /v1/tenants/{id}/pages/{kind}` body: a page of the rows after
+/// `after` that lie inside one of `ranges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageWithinBody {
+    /// The cursor (exclusive), as for `GET`.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Page size (default 1000, at most 10000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The ranges, in key order and disjoint, at most `max_page_ranges`.
+    pub ranges: Vec<RangeBody>,
 }
 
 /// One range of a digest answer.

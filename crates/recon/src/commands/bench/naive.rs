@@ -132,6 +132,7 @@ impl Naive {
                 kind,
                 after: after.clone(),
                 limit: self.page_size,
+                within: Vec::new(),
             };
             let page = self
                 .source
