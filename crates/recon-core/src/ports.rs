@@ -212,6 +212,18 @@ pub struct TenantDigests {
     pub watermark: Version,
 }
 
+/// Every tenant's [`TenantDigests`], read in one snapshot: what a run
+/// compares first, so that its unchanged tenants cost nothing more. A
+/// tenant without rows of a kind has the empty digest there; a tenant
+/// without any row may be absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllTenantDigests {
+    /// Users, groups and memberships per tenant.
+    pub tenants: std::collections::HashMap<String, [RangeDigest; 3]>,
+    /// The source's version as of the snapshot.
+    pub watermark: Version,
+}
+
 /// The source of truth (the monolith's Source API).
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -242,6 +254,12 @@ pub trait Source: Send + Sync {
     /// when the source has no multi-range pages (the default).
     async fn page_ranges(&self) -> Result<u32, PortError> {
         Ok(0)
+    }
+
+    /// Every tenant's digests in one request, or `None` when the source
+    /// does not offer them (the default).
+    async fn all_tenant_digests(&self) -> Result<Option<AllTenantDigests>, PortError> {
+        Ok(None)
     }
 }
 
@@ -325,6 +343,15 @@ pub trait ReplicaStore: Send + Sync {
         bounds: &[Option<EntityKey>],
     ) -> Result<Vec<RangeDigest>, PortError> {
         digests_by_scan(self, tenant_id, kind, after, bounds).await
+    }
+
+    /// Every tenant's live users, groups and memberships as digests, read
+    /// at once (tenants without live rows may be absent), or `None` when
+    /// the store cannot aggregate them cheaply (the default).
+    async fn all_tenant_digests(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+        Ok(None)
     }
 
     /// The digests of a tenant's live users, groups and memberships, each

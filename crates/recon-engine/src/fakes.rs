@@ -49,6 +49,8 @@ pub struct FakeSource {
     pub digest_buckets: Option<u32>,
     /// Most ranges a multi-range page request may carry (0: none).
     pub page_ranges: u32,
+    /// Serve every tenant's digests at once (with `digest_buckets`).
+    pub all_tenant_digests: bool,
     /// Digest requests served.
     pub digest_requests: AtomicU64,
 }
@@ -66,8 +68,15 @@ impl FakeSource {
             live: None,
             digest_buckets: None,
             page_ranges: 0,
+            all_tenant_digests: false,
             digest_requests: AtomicU64::new(0),
         }
+    }
+
+    /// The same source, serving every tenant's digests at once.
+    pub fn with_all_tenant_digests(mut self) -> Self {
+        self.all_tenant_digests = true;
+        self
     }
 
     /// The same source, serving multi-range pages of up to `ranges` ranges.
@@ -183,6 +192,19 @@ impl Source for FakeSource {
         Ok(self.page_ranges)
     }
 
+    async fn all_tenant_digests(
+        &self,
+    ) -> Result<Option<recon_core::ports::AllTenantDigests>, PortError> {
+        if self.digest_buckets.is_none() || !self.all_tenant_digests {
+            return Ok(None);
+        }
+        self.digest_requests.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(recon_core::ports::AllTenantDigests {
+            tenants: all_digests_of(&self.rows.lock().expect("lock")),
+            watermark: *self.watermark.lock().expect("lock"),
+        }))
+    }
+
     async fn tenant_digests(&self, tenant_id: &str) -> Result<Option<TenantDigests>, PortError> {
         if self.digest_buckets.is_none() {
             return Ok(None);
@@ -254,8 +276,29 @@ impl FakeStore {
     }
 }
 
+/// Every tenant's digests of `rows` (tenants without rows absent).
+fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, [RangeDigest; 3]> {
+    let mut all: std::collections::HashMap<String, [RangeDigest; 3]> = Default::default();
+    for ((kind, tenant), keyed) in rows {
+        let Some(index) = Kind::TENANT_SCOPED.iter().position(|known| known == kind) else {
+            continue;
+        };
+        for row in keyed.values() {
+            all.entry(tenant.clone()).or_default()[index]
+                .add(record_element(&row.record, row.version));
+        }
+    }
+    all
+}
+
 #[async_trait]
 impl ReplicaStore for FakeStore {
+    async fn all_tenant_digests(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+        Ok(Some(all_digests_of(&self.rows.lock().expect("lock"))))
+    }
+
     async fn read_rows(
         &self,
         tenant_id: &str,

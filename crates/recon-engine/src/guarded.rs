@@ -13,11 +13,12 @@
 //!   phantom tenant is counted with its rows, per tenant and per run.
 
 use crate::unit::{UnitContext, UnitError, UnitSpec, Walked};
-use recon_core::ports::TenantDigests;
+use recon_core::ports::{AllTenantDigests, TenantDigests};
 use recon_core::{
     EntityKey, GuardDecision, KeyRange, Kind, RangeDigest, TenantRemoval, UnitOutcome, UnitReport,
     Version,
 };
+use std::collections::HashMap;
 use tracing::warn;
 
 /// A walked unit awaiting the guard's decision.
@@ -76,6 +77,7 @@ impl UnitContext<'_> {
             units.push((unit, kind_limit));
         }
         if look.source.is_some()
+            && self.all_digests.is_none()
             && let Some((first, _)) = units.first_mut()
         {
             // The tenant's digest request, counted once.
@@ -105,6 +107,9 @@ impl UnitContext<'_> {
     async fn first_look(&self, tenant_id: &str) -> Result<FirstLook, UnitError> {
         if self.cancel.is_cancelled() {
             return Err(UnitError::Cancelled);
+        }
+        if let Some(all) = self.all_digests {
+            return Ok(all.first_look(tenant_id));
         }
         let source = if self.options.digests && self.filter.is_none() {
             self.source
@@ -319,6 +324,35 @@ impl UnitContext<'_> {
             }
         }
         report.seconds += started.elapsed().as_secs_f64();
+    }
+}
+
+/// Every tenant's digests on both sides, read once at the start of a run
+/// (one pass over each table on each side instead of a request and a
+/// statement per tenant): a tenant missing from an answer has no rows
+/// there.
+#[derive(Debug)]
+pub(crate) struct AllDigests {
+    pub source: AllTenantDigests,
+    pub replica: HashMap<String, [RangeDigest; 3]>,
+}
+
+impl AllDigests {
+    fn first_look(&self, tenant_id: &str) -> FirstLook {
+        let replica = self.replica.get(tenant_id).copied().unwrap_or_default();
+        FirstLook {
+            replica_rows: replica.map(|digest| digest.count),
+            source: Some(TenantDigests {
+                kinds: self
+                    .source
+                    .tenants
+                    .get(tenant_id)
+                    .copied()
+                    .unwrap_or_default(),
+                watermark: self.source.watermark,
+            }),
+            replica,
+        }
     }
 }
 

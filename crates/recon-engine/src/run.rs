@@ -1,5 +1,6 @@
 //! A whole run: pause, tenant list, tenants, generation floor, resume.
 
+use crate::guarded::AllDigests;
 use crate::narrow::NarrowStats;
 use crate::options::{ReconcileOptions, Scope};
 use crate::progress::{NoProgress, Progress};
@@ -118,9 +119,13 @@ impl Reconciler {
         report.units.push(tenant_report);
         if tenant_list_done {
             self.progress.tenants_planned(tenant_ids.len() as u64);
+            let all_digests = self.all_digests(options).await;
+            let all_digests = all_digests.as_ref();
             let concurrency = options.concurrency.max(1);
             let results: Vec<Vec<UnitReport>> = futures::stream::iter(tenant_ids)
-                .map(|tenant_id| async move { self.tenant(&tenant_id, options, cancel).await })
+                .map(|tenant_id| async move {
+                    self.tenant(&tenant_id, options, cancel, all_digests).await
+                })
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
@@ -198,6 +203,7 @@ impl Reconciler {
         tenant_id: &str,
         options: &ReconcileOptions,
         cancel: &CancellationToken,
+        all_digests: Option<&AllDigests>,
     ) -> Vec<UnitReport> {
         let expected = if self.progress.wants_expected_rows() {
             self.source
@@ -209,7 +215,8 @@ impl Reconciler {
             None
         };
         self.progress.tenant_started(tenant_id, expected);
-        let context = self.context(options, cancel, None);
+        let mut context = self.context(options, cancel, None);
+        context.all_digests = all_digests;
         let units = context.whole_tenant(tenant_id).await;
         for unit in &units {
             self.progress.unit_finished(unit);
@@ -232,6 +239,36 @@ impl Reconciler {
             cancel,
             filter,
             narrowing: &self.narrowing,
+            all_digests: None,
+        }
+    }
+
+    /// Every tenant's digests on both sides, for a run over all tenants
+    /// with digests on — when both sides offer them cheaply; otherwise each
+    /// tenant's first look asks for its own (a failure here only costs
+    /// that).
+    async fn all_digests(&self, options: &ReconcileOptions) -> Option<AllDigests> {
+        if !options.digests || options.scope != Scope::AllTenants {
+            return None;
+        }
+        let (source, replica) = tokio::join!(
+            self.source.all_tenant_digests(),
+            self.store.all_tenant_digests()
+        );
+        match (source, replica) {
+            (Ok(Some(source)), Ok(Some(replica))) => {
+                info!(
+                    source_tenants = source.tenants.len(),
+                    replica_tenants = replica.len(),
+                    "every tenant's digests read at once"
+                );
+                Some(AllDigests { source, replica })
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                warn!(error = %error, "could not read every tenant's digests at once; each tenant asks for its own");
+                None
+            }
+            _ => None,
         }
     }
 

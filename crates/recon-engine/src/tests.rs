@@ -158,7 +158,7 @@ proptest! {
         let store = Arc::new(FakeStore::with(replica));
         // Three ranges per page and pages of four rows: walks are grouped,
         // split over pages, and pages end inside and between ranges.
-        let source = || FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(64).with_page_ranges(3);
+        let source = || FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(64).with_page_ranges(3).with_all_tenant_digests();
         let report = runtime().block_on(run(source(), &store, &options));
         prop_assert_eq!(report.status, RunStatus::Completed);
         let mut expected = truth.clone();
@@ -289,6 +289,61 @@ async fn multi_range_pages_read_only_the_differing_leaves_of_damage_spread_every
     );
     // The tenant's digests, then one request for the leaves.
     assert_eq!(users.digest_requests, 2, "{users:?}");
+}
+
+#[tokio::test]
+async fn every_tenant_is_compared_by_one_digest_request_for_all() {
+    let mut truth = big_tenant(300);
+    for id in ["t2", "t3"] {
+        insert(&mut truth, tenant(id, id, 1));
+        insert(&mut truth, user(id, "u1", "n", 1));
+        insert(&mut truth, group(id, "g1", 1));
+        insert(&mut truth, membership(id, "g1", "u1", 1));
+    }
+    let mut replica = truth.clone();
+    // t3's group renamed behind recon's back.
+    let mut renamed = group("t3", "g1", 1);
+    if let recon_core::Record::Group(group) = &mut renamed.record {
+        group.name = "renamed".into();
+    }
+    replica
+        .get_mut(&(Kind::Group, "t3".into()))
+        .expect("groups")
+        .insert(renamed.key(), renamed);
+    let store = Arc::new(FakeStore::with(replica));
+    let source = Arc::new(
+        FakeSource::new(truth.clone(), Version::new(2, 100))
+            .with_digests(16)
+            .with_all_tenant_digests(),
+    );
+    let reconciler = Reconciler::new(source.clone(), store.clone());
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    let mut expected = truth.clone();
+    expected.retain(|_, keyed| !keyed.is_empty());
+    assert_eq!(store.snapshot(), expected);
+    // One request compared every tenant; only t3's groups were walked.
+    assert_eq!(
+        source
+            .digest_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let walked: Vec<(&str, Kind)> = report
+        .units
+        .iter()
+        .filter(|unit| unit.kind != Kind::Tenant && unit.pages > 0)
+        .map(|unit| (unit.tenant.as_str(), unit.kind))
+        .collect();
+    assert_eq!(walked, vec![("t3", Kind::Group)]);
+    assert_eq!(
+        report
+            .units
+            .iter()
+            .find(|unit| unit.tenant == "t3" && unit.kind == Kind::Group)
+            .map(|unit| unit.changed),
+        Some(1)
+    );
 }
 
 #[tokio::test]

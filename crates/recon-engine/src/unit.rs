@@ -157,6 +157,9 @@ pub(crate) struct UnitContext<'a> {
     pub filter: KeyFilter,
     /// How narrowing with digests paid off lately (the reconciler's).
     pub narrowing: &'a crate::narrow::NarrowStats,
+    /// Every tenant's digests on both sides, when the run read them at
+    /// its start (then a tenant's first look asks nobody).
+    pub all_digests: Option<&'a crate::guarded::AllDigests>,
 }
 
 impl UnitContext<'_> {

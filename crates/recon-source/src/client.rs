@@ -7,7 +7,9 @@
 //! engine acts on. Retrying is safe: every request is a read.
 
 use crate::config::{SourceConfig, redact_url};
-use crate::digests::{Capabilities, decode_digests, decode_tenant_digests};
+use crate::digests::{
+    Capabilities, decode_all_tenant_digests, decode_digests, decode_tenant_digests,
+};
 use crate::error::{Error, Result, error_chain, into_port_error};
 use crate::metrics::SourceMetrics;
 use crate::validate::{PageViolation, decode_page};
@@ -17,8 +19,8 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
 use recon_core::ports::{
-    DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests, SourcePage,
-    TenantCounts, TenantDigests,
+    AllTenantDigests, DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests,
+    SourcePage, TenantCounts, TenantDigests,
 };
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
@@ -315,6 +317,24 @@ impl HttpSource {
             .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
     }
 
+    /// Reads every tenant's digests (see [`Source::all_tenant_digests`]);
+    /// `None` when the source does not offer them.
+    #[instrument(name = "source.all_tenant_digests", skip_all, fields(status = Empty, bytes = Empty, attempt = Empty))]
+    pub async fn every_tenant_digests(&self) -> Result<Option<AllTenantDigests>, PortError> {
+        if !self.capabilities().await?.all_tenant_digests {
+            return Ok(None);
+        }
+        let url = self.url(&["v1", "digests"], &[]);
+        let (outcome, attempts) = self
+            .with_retries(&url, None, |body| {
+                checked(&url, decode_all_tenant_digests(&body))
+            })
+            .await;
+        outcome
+            .map(Some)
+            .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))
+    }
+
     /// Runs attempts of `GET url` (`POST` with `json` as the body, when
     /// given: a read whose parameters do not fit a URL) until one succeeds,
     /// a permanent error occurs, or the retries are used up; `decode` turns
@@ -404,6 +424,10 @@ impl Source for HttpSource {
 
     async fn page_ranges(&self) -> Result<u32, PortError> {
         Ok(self.capabilities().await?.max_page_ranges)
+    }
+
+    async fn all_tenant_digests(&self) -> Result<Option<AllTenantDigests>, PortError> {
+        self.every_tenant_digests().await
     }
 }
 

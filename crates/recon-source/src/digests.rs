@@ -8,7 +8,9 @@
 //! that nobody compared.
 
 use crate::validate::PageViolation;
-use recon_core::ports::{DigestRange, DigestRequest, SourceDigests, TenantDigests};
+use recon_core::ports::{
+    AllTenantDigests, DigestRange, DigestRequest, SourceDigests, TenantDigests,
+};
 use recon_core::{RangeDigest, Version};
 use serde::Deserialize;
 
@@ -25,6 +27,9 @@ pub struct Capabilities {
     /// Most ranges one multi-range page request may carry (0: none).
     #[serde(default)]
     pub max_page_ranges: u32,
+    /// Every tenant's digests are served in one answer.
+    #[serde(default)]
+    pub all_tenant_digests: bool,
 }
 
 fn default_buckets() -> u32 {
@@ -58,6 +63,78 @@ struct RawTenantDigests {
     watermark: Version,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawTenantKinds {
+    id: String,
+    users: RawKindDigest,
+    groups: RawKindDigest,
+    memberships: RawKindDigest,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAllTenantDigests {
+    tenants: Vec<RawTenantKinds>,
+    watermark: Version,
+}
+
+/// The three kinds' digests of an answer, in [`recon_core::Kind::TENANT_SCOPED`]
+/// order; a sum that is not 16 hex digits is named.
+fn kinds(
+    users: &RawKindDigest,
+    groups: &RawKindDigest,
+    memberships: &RawKindDigest,
+) -> Result<[RangeDigest; 3], PageViolation> {
+    let mut kinds = [RangeDigest::default(); 3];
+    for (slot, (name, kind)) in kinds.iter_mut().zip([
+        ("users", users),
+        ("groups", groups),
+        ("memberships", memberships),
+    ]) {
+        let Some(sum) = parse_sum(&kind.digest) else {
+            return Err(PageViolation::InvalidDigests(format!(
+                "{name}: digest {:?} is not 16 hex digits",
+                kind.digest
+            )));
+        };
+        *slot = RangeDigest {
+            count: kind.count,
+            sum,
+        };
+    }
+    Ok(kinds)
+}
+
+/// Decodes every tenant's digests (`GET /v1/digests`): `Err` for malformed
+/// JSON, `Ok(Err)` for a bad sum or a tenant listed twice.
+pub fn decode_all_tenant_digests(
+    body: &[u8],
+) -> Result<Result<AllTenantDigests, PageViolation>, serde_json::Error> {
+    let raw: RawAllTenantDigests = serde_json::from_slice(body)?;
+    let mut tenants = std::collections::HashMap::with_capacity(raw.tenants.len());
+    for tenant in raw.tenants {
+        let digests = match kinds(&tenant.users, &tenant.groups, &tenant.memberships) {
+            Ok(digests) => digests,
+            Err(PageViolation::InvalidDigests(problem)) => {
+                return Ok(Err(PageViolation::InvalidDigests(format!(
+                    "tenant {:?}: {problem}",
+                    tenant.id
+                ))));
+            }
+            Err(other) => return Ok(Err(other)),
+        };
+        if tenants.insert(tenant.id.clone(), digests).is_some() {
+            return Ok(Err(PageViolation::InvalidDigests(format!(
+                "tenant {:?} is listed twice",
+                tenant.id
+            ))));
+        }
+    }
+    Ok(Ok(AllTenantDigests {
+        tenants,
+        watermark: raw.watermark,
+    }))
+}
+
 /// The sum of a digest answer: exactly 16 hex digits.
 fn parse_sum(text: &str) -> Option<u64> {
     (text.len() == 16)
@@ -71,27 +148,12 @@ pub fn decode_tenant_digests(
     body: &[u8],
 ) -> Result<Result<TenantDigests, PageViolation>, serde_json::Error> {
     let raw: RawTenantDigests = serde_json::from_slice(body)?;
-    let mut kinds = [RangeDigest::default(); 3];
-    for (slot, (name, kind)) in kinds.iter_mut().zip([
-        ("users", &raw.users),
-        ("groups", &raw.groups),
-        ("memberships", &raw.memberships),
-    ]) {
-        let Some(sum) = parse_sum(&kind.digest) else {
-            return Ok(Err(PageViolation::InvalidDigests(format!(
-                "{name}: digest {:?} is not 16 hex digits",
-                kind.digest
-            ))));
-        };
-        *slot = RangeDigest {
-            count: kind.count,
-            sum,
-        };
-    }
-    Ok(Ok(TenantDigests {
-        kinds,
-        watermark: raw.watermark,
-    }))
+    Ok(
+        kinds(&raw.users, &raw.groups, &raw.memberships).map(|kinds| TenantDigests {
+            kinds,
+            watermark: raw.watermark,
+        }),
+    )
 }
 
 /// Decodes a digest answer to `request`: `Err` for malformed JSON,

@@ -98,6 +98,12 @@ impl ReplicaStore for Store {
         }
     }
 
+    async fn all_tenant_digests(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+        Ok(self.aggregate_all_tenant_digests().await?)
+    }
+
     async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
         match self.aggregate_tenant_digests(tenant_id).await? {
             Some(digests) => Ok(digests),

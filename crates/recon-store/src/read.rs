@@ -322,6 +322,49 @@ impl Store {
         rows.iter().map(split_sums).collect()
     }
 
+    /// Every tenant's live users, groups and memberships as digests, in one
+    /// statement: one sequential pass over each table grouped by tenant
+    /// (PostgreSQL; `None` on SQLite). Tenants without live rows are absent.
+    #[instrument(name = "store.all_tenant_digests", skip_all)]
+    pub async fn aggregate_all_tenant_digests(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let per_tenant = |index: usize, kind: Kind| {
+            format!(
+                "SELECT {index} AS i, tenant_id, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
+                 COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low FROM {} WHERE NOT deleted GROUP BY tenant_id",
+                table(kind).name
+            )
+        };
+        let selects: Vec<String> = Kind::TENANT_SCOPED
+            .into_iter()
+            .enumerate()
+            .map(|(index, kind)| per_tenant(index, kind))
+            .collect();
+        let rows = self
+            .connection
+            .query_all_raw(sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                selects.join(" UNION ALL "),
+            ))
+            .await
+            .map_err(database("aggregate every tenant's digests"))?;
+        let mut tenants: std::collections::HashMap<String, [RangeDigest; 3]> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let index: i32 = row
+                .try_get("", "i")
+                .map_err(database("aggregate every tenant's digests"))?;
+            let tenant = text(&row, "tenant_id")?;
+            let slot = tenants.entry(tenant).or_default();
+            slot[usize::try_from(index).unwrap_or_default().min(2)] = split_sums(&row)?;
+        }
+        Ok(Some(tenants))
+    }
+
     /// A tenant's live users, groups and memberships, each whole, as
     /// digests in one statement (PostgreSQL; `None` on SQLite).
     #[instrument(name = "store.tenant_digests", skip_all, fields(tenant = %tenant_id))]

@@ -156,6 +156,7 @@ const DIGESTS: &str = "/v1/tenants/{tenant_id}/digests/{kind}";
 const TENANT_DIGESTS: &str = "/v1/tenants/{tenant_id}/digests";
 const CAPABILITIES: &str = "/v1/capabilities";
 const PAGES: &str = "/v1/tenants/{tenant_id}/pages/{kind}";
+const ALL_DIGESTS: &str = "/v1/digests";
 
 fn concrete(template: &str, tenant_id: &str) -> String {
     template.replace("{tenant_id}", tenant_id)
@@ -260,6 +261,44 @@ async fn check_digests(
             "{empty}"
         );
     }
+    let (status, all) = server.get(ALL_DIGESTS).await?;
+    if offered {
+        ensure!(status == 200, "every tenant's digests: {status} {all}");
+        contract.check(ALL_DIGESTS, 200, &all)?;
+        ensure!(
+            capabilities["all_tenant_digests"] == json!(true),
+            "{capabilities}"
+        );
+        let tenants = all["tenants"].as_array().context("tenants")?;
+        // Only tenant-a has rows.
+        ensure!(
+            tenants.len() == 1 && tenants[0]["id"] == json!(TENANT),
+            "{all}"
+        );
+        let (_, whole) = server.get(&concrete(TENANT_DIGESTS, TENANT)).await?;
+        for kind in ["users", "groups", "memberships"] {
+            ensure!(
+                tenants[0][kind] == whole[kind],
+                "{kind}: every tenant's digests agree with the tenant's own: {all} {whole}"
+            );
+        }
+    } else {
+        ensure!(
+            status == 404,
+            "every tenant's digests on {backend:?}: {status}"
+        );
+        contract.check(ALL_DIGESTS, 404, &all)?;
+        ensure!(
+            capabilities["all_tenant_digests"] == json!(false),
+            "{capabilities}"
+        );
+    }
+    let (status, body) = server.get(&format!("{ALL_DIGESTS}?limit=3")).await?;
+    ensure!(
+        status == 400 && body["error"].as_str().unwrap_or_default().contains("limit"),
+        "{status} {body}"
+    );
+    contract.check(ALL_DIGESTS, 400, &body)?;
     let (status, whole) = server.get(&concrete(TENANT_DIGESTS, TENANT)).await?;
     if offered {
         ensure!(status == 200, "tenant digests: {status} {whole}");
@@ -324,6 +363,7 @@ async fn check_digests(
         (DIGESTS, digests("users", TENANT, "")),
         (TENANT_DIGESTS, concrete(TENANT_DIGESTS, TENANT)),
         (CAPABILITIES, CAPABILITIES.to_owned()),
+        (ALL_DIGESTS, ALL_DIGESTS.to_owned()),
     ] {
         let response = server
             .client
@@ -553,6 +593,12 @@ async fn source_api_matches_contract(backend: Backend) -> anyhow::Result<()> {
         // capabilities): their 200 cannot be seen there.
         declared.remove(&(DIGESTS.to_owned(), 200));
         declared.remove(&(TENANT_DIGESTS.to_owned(), 200));
+        declared.remove(&(ALL_DIGESTS.to_owned(), 200));
+    }
+    if backend == Backend::Postgres {
+        // Every tenant's digests have no unknown tenant to miss: their 404
+        // is the answer of a monolith that offers no digests (SQLite).
+        declared.remove(&(ALL_DIGESTS.to_owned(), 404));
     }
     let covered = contract.covered();
     let missing: Vec<_> = declared.difference(&covered).collect();

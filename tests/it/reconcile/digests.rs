@@ -203,6 +203,11 @@ async fn an_unchanged_replica_is_checked_by_digests_without_reading_a_page() {
         .await;
     assert_eq!(second.status, RunStatus::Completed, "{second:?}");
     assert_eq!(tenant_pages(&second), 0, "no page read: {second:?}");
+    let per_tenant_requests: u64 = second.units.iter().map(|unit| unit.digest_requests).sum();
+    assert_eq!(
+        per_tenant_requests, 0,
+        "every tenant compared by the run's one request for all tenants' digests: {second:?}"
+    );
     let compared: u64 = first
         .units
         .iter()

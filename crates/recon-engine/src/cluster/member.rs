@@ -309,7 +309,7 @@ impl ClusterMember {
         let Some(kind) = unit.kind else {
             return self
                 .reconciler
-                .tenant(&unit.tenant_id, &options, &cancel)
+                .tenant(&unit.tenant_id, &options, &cancel, None)
                 .await;
         };
         let mut report = UnitReport::new(&unit.tenant_id, kind);

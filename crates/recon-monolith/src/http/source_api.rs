@@ -7,6 +7,7 @@
 //! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
 //!   (not under `.../users/`, where a user id `digests` would clash)
 //! * `GET /v1/tenants/{tenant_id}/digests` (each kind whole)
+//! * `GET /v1/digests` (every tenant's kinds whole)
 //! * `POST /v1/tenants/{tenant_id}/pages/users|groups|memberships` (a page
 //!   within many key ranges, given in the JSON body)
 //! * `GET /v1/capabilities`
@@ -15,8 +16,8 @@
 //! client's typo does not silently read the wrong thing.
 
 use super::wire::{
-    CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody, PageBody, PageWithinBody,
-    TenantDigestsBody,
+    AllTenantDigestsBody, CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody,
+    PageBody, PageWithinBody, TenantDigestsBody, TenantKindsBody,
 };
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::error::Error;
@@ -39,6 +40,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
         .route("/v1/tenants/{tenant_id}/pages/{kind}", post(page_within))
         .route("/v1/capabilities", get(capabilities))
+        .route("/v1/digests", get(all_tenant_digests))
 }
 
 /// The parsed `after` and `limit` parameters.
@@ -172,7 +174,41 @@ async fn capabilities(State(state): State<AppState>) -> Json<CapabilitiesBody> {
         digests: state.monolith.offers_digests(),
         max_digest_buckets: crate::digest::MAX_BUCKETS,
         max_page_ranges: MAX_PAGE_RANGES,
+        all_tenant_digests: state.monolith.offers_digests(),
     })
+}
+
+fn kind_digest(digest: recon_core::RangeDigest) -> KindDigestBody {
+    KindDigestBody {
+        count: digest.count,
+        digest: digest.sum_hex(),
+    }
+}
+
+async fn all_tenant_digests(
+    State(state): State<AppState>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<AllTenantDigestsBody>, ApiError> {
+    if let Some((name, _)) = pairs.first() {
+        return Err(Error::BadRequest(format!(
+            "unknown query parameter `{name}`; every tenant's digests take no parameters"
+        ))
+        .into());
+    }
+    let digests = state.monolith.all_tenant_digests().await?;
+    Ok(Json(AllTenantDigestsBody {
+        tenants: digests
+            .tenants
+            .into_iter()
+            .map(|(id, [users, groups, memberships])| TenantKindsBody {
+                id,
+                users: kind_digest(users),
+                groups: kind_digest(groups),
+                memberships: kind_digest(memberships),
+            })
+            .collect(),
+        watermark: digests.watermark,
+    }))
 }
 
 /// The kind a `/digests/{kind}` or `/pages/{kind}` path names.
@@ -310,15 +346,11 @@ async fn tenant_digests(
         .into());
     }
     let digests = state.monolith.tenant_digests(&tenant_id).await?;
-    let body = |digest: recon_core::RangeDigest| KindDigestBody {
-        count: digest.count,
-        digest: digest.sum_hex(),
-    };
     let [users, groups, memberships] = digests.kinds;
     Ok(Json(TenantDigestsBody {
-        users: body(users),
-        groups: body(groups),
-        memberships: body(memberships),
+        users: kind_digest(users),
+        groups: kind_digest(groups),
+        memberships: kind_digest(memberships),
         watermark: digests.watermark,
     }))
 }

@@ -126,6 +126,8 @@ pub struct CapabilitiesBody {
     /// Most ranges one `POST /v1/tenants/{id}/pages/{kind}` may carry (0:
     /// the route is not served).
     pub max_page_ranges: u32,
+    /// Whether `GET /v1/digests` (every tenant's digests) is served.
+    pub all_tenant_digests: bool,
 }
 
 /// A key range of a multi-range page request: keys after `after` up to and
@@ -197,6 +199,28 @@ pub struct TenantDigestsBody {
     pub groups: KindDigestBody,
     /// Its memberships.
     pub memberships: KindDigestBody,
+    /// The version of the last change committed in the snapshot.
+    pub watermark: Version,
+}
+
+/// One tenant of `GET /v1/digests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantKindsBody {
+    /// The tenant id.
+    pub id: String,
+    /// Its users.
+    pub users: KindDigestBody,
+    /// Its groups.
+    pub groups: KindDigestBody,
+    /// Its memberships.
+    pub memberships: KindDigestBody,
+}
+
+/// `GET /v1/digests` body: every tenant's kinds whole, in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllTenantDigestsBody {
+    /// Tenants that have rows, in id order.
+    pub tenants: Vec<TenantKindsBody>,
     /// The version of the last change committed in the snapshot.
     pub watermark: Version,
 }
