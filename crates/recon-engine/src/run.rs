@@ -120,6 +120,13 @@ impl Reconciler {
         if tenant_list_done {
             self.progress.tenants_planned(tenant_ids.len() as u64);
             let all_digests = self.all_digests(options).await;
+            if all_digests.is_some()
+                && let Some(tenant_unit) = report.units.last_mut()
+            {
+                // The one request for every tenant's digests, counted with
+                // the tenant list (no tenant unit made it).
+                tenant_unit.digest_requests += 1;
+            }
             let all_digests = all_digests.as_ref();
             let concurrency = options.concurrency.max(1);
             let results: Vec<Vec<UnitReport>> = futures::stream::iter(tenant_ids)

@@ -15,7 +15,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(InitialSchema), Box::new(DigestColumns)]
+        vec![
+            Box::new(InitialSchema),
+            Box::new(DigestColumns),
+            Box::new(DigestIndexes),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -181,6 +185,37 @@ impl MigrationTrait for DigestColumns {
         ];
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Covering indexes for range digests (PostgreSQL only): each data
+/// table's key with its digest element, so that splitting a tenant's rows
+/// into buckets is an index-only scan in key order — no heap access and no
+/// sort (the split of a 67k-row tenant into 4k buckets took 112 ms with a
+/// bitmap heap scan and a sort spilling to disk, 64 ms from the index).
+struct DigestIndexes;
+
+impl MigrationName for DigestIndexes {
+    fn name(&self) -> &str {
+        "m0003_digest_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DigestIndexes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let connection = manager.get_connection();
+        for statement in [
+            "CREATE INDEX IF NOT EXISTS users_digest ON users (tenant_id, id) INCLUDE (digest)",
+            "CREATE INDEX IF NOT EXISTS groups_digest ON \"groups\" (tenant_id, id) INCLUDE (digest)",
+            "CREATE INDEX IF NOT EXISTS memberships_digest ON memberships (tenant_id, group_id, user_id) INCLUDE (digest)",
+        ] {
+            connection.execute_unprepared(statement).await?;
         }
         Ok(())
     }
