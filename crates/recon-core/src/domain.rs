@@ -205,6 +205,32 @@ impl KeyRange {
     }
 }
 
+/// The lower and the upper bounds of `ranges`, column `part` of their keys
+/// (0: the id or group id, 1: the user id), each list joined by the unit
+/// separator (U+001F) — an open bound is empty. Ids contain no control
+/// character, so the joined text splits back exactly: this is how the
+/// adapters hand many ranges to SQL as two text parameters per key column.
+pub fn joined_bounds<'a>(
+    ranges: impl Iterator<Item = &'a KeyRange> + Clone,
+    part: usize,
+) -> [String; 2] {
+    let column = |key: &Option<EntityKey>| -> String {
+        match (key, part) {
+            (None, _) => String::new(),
+            (Some(key), 0) => key.primary.clone(),
+            (Some(key), _) => key.secondary.clone().unwrap_or_default(),
+        }
+    };
+    let join = |bound: fn(&KeyRange) -> &Option<EntityKey>| -> String {
+        ranges
+            .clone()
+            .map(|range| column(bound(range)))
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+    };
+    [join(|range| &range.after), join(|range| &range.until)]
+}
+
 /// What is left of `ranges` (in key order, disjoint) after `cursor`: the
 /// ranges that end at or before it dropped, the first one left starting
 /// after it.
@@ -425,6 +451,28 @@ impl Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_are_joined_per_key_column_with_open_ends_empty() {
+        let ranges = [
+            KeyRange {
+                after: None,
+                until: Some(EntityKey::pair("g1", "u1")),
+            },
+            KeyRange {
+                after: Some(EntityKey::pair("g2", "u2")),
+                until: None,
+            },
+        ];
+        assert_eq!(
+            joined_bounds(ranges.iter(), 0),
+            ["\u{1f}g2".to_owned(), "g1\u{1f}".to_owned()]
+        );
+        assert_eq!(
+            joined_bounds(ranges.iter(), 1),
+            ["\u{1f}u2".to_owned(), "u1\u{1f}".to_owned()]
+        );
+    }
 
     #[test]
     fn what_is_left_of_ranges_after_a_cursor() {

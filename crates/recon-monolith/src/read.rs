@@ -303,16 +303,6 @@ async fn page_of_ranges(
         Some((last, rest)) if last.until.is_none() => (rest, Some(last)),
         _ => (within, None),
     };
-    let component = |key: Option<&EntityKey>, index: usize| -> String {
-        key.map(|key| {
-            if index == 0 {
-                key.primary.clone()
-            } else {
-                key.secondary.clone().unwrap_or_default()
-            }
-        })
-        .unwrap_or_default()
-    };
     let keys = columns.join(", ");
     let limit = i64::try_from(fetch).unwrap_or(i64::MAX);
     let mut values: Vec<Value> = vec![tenant_id.into(), limit.into()];
@@ -321,19 +311,8 @@ async fn page_of_ranges(
     let mut lower = Vec::new();
     let mut upper = Vec::new();
     for (index, column) in columns.iter().enumerate() {
-        for bound in [0, 1] {
-            let joined: Vec<String> = bounded
-                .iter()
-                .map(|range| {
-                    let key = if bound == 0 {
-                        &range.after
-                    } else {
-                        &range.until
-                    };
-                    component(key.as_ref(), index)
-                })
-                .collect();
-            values.push(joined.join("\u{1f}").into());
+        for joined in recon_core::joined_bounds(bounded.iter(), index) {
+            values.push(joined.into());
             arrays.push(format!("string_to_array(${}, chr(31))", values.len()));
         }
         names.push(format!("lo_{column}, hi_{column}"));

@@ -71,16 +71,7 @@ impl Store {
             conditions.join(" AND "),
             table.key_columns.join(", ")
         );
-        let rows = self
-            .connection
-            .query_all_raw(binder.statement(sql))
-            .await
-            .map_err(database("read page"))?;
-        let mut page = Vec::with_capacity(rows.len());
-        for row in rows {
-            page.push(KeyedRow::new(parse_row(table, kind, &row)?));
-        }
-        Ok(page)
+        self.query_page(binder, sql, kind).await
     }
 
     /// [`Store::read_within`] for several ranges on PostgreSQL: one index
@@ -140,16 +131,19 @@ impl Store {
             "SELECT * FROM ({}) ranged ORDER BY i, {keys} LIMIT {limit}",
             parts.join(" UNION ALL ")
         );
+        self.query_page(binder, sql, kind).await
+    }
+
+    /// Runs a page's statement and parses its rows.
+    async fn query_page(&self, binder: Binder, sql: String, kind: Kind) -> Result<Vec<StoredRow>> {
         let rows = self
             .connection
             .query_all_raw(binder.statement(sql))
             .await
             .map_err(database("read page"))?;
-        let mut page = Vec::with_capacity(rows.len());
-        for row in rows {
-            page.push(KeyedRow::new(parse_row(table, kind, &row)?));
-        }
-        Ok(page)
+        rows.iter()
+            .map(|row| Ok(KeyedRow::new(parse_row(table(kind), kind, row)?)))
+            .collect()
     }
 
     /// Streams the live rows of `kind` in `tenant_id` within `range` in key
@@ -467,34 +461,13 @@ impl BoundsJoin {
         ranges: impl Iterator<Item = &'a KeyRange> + Clone,
     ) -> Self {
         let columns = table.key_columns;
-        let component = |key: Option<&EntityKey>, index: usize| -> String {
-            key.map(|key| {
-                if index == 0 {
-                    key.primary.clone()
-                } else {
-                    key.secondary.clone().unwrap_or_default()
-                }
-            })
-            .unwrap_or_default()
-        };
         let mut arrays = Vec::new();
         let mut names = Vec::new();
         let mut lower = Vec::new();
         let mut upper = Vec::new();
         for (index, column) in columns.iter().enumerate() {
-            let lows: Vec<String> = ranges
-                .clone()
-                .map(|range| component(range.after.as_ref(), index))
-                .collect();
-            let highs: Vec<String> = ranges
-                .clone()
-                .map(|range| component(range.until.as_ref(), index))
-                .collect();
-            for values in [lows, highs] {
-                arrays.push(format!(
-                    "string_to_array({}, chr(31))",
-                    binder.bind(values.join("\u{1f}"))
-                ));
+            for values in recon_core::joined_bounds(ranges.clone(), index) {
+                arrays.push(format!("string_to_array({}, chr(31))", binder.bind(values)));
             }
             names.push(format!("lo_{column}, hi_{column}"));
             lower.push(format!("b.lo_{column} COLLATE \"C\""));
