@@ -5,8 +5,8 @@ use crate::fakes::{FakeSource, FakeStore, Rows, insert};
 use crate::{ReconcileOptions, Reconciler, Scope};
 use proptest::prelude::*;
 use recon_core::{
-    GLOBAL_SCOPE, Group, GuardDecision, Kind, Membership, Record, Row, RunStatus, Tenant,
-    UnitOutcome, User, UserStatus, Version,
+    GLOBAL_SCOPE, Group, GuardDecision, Kind, Membership, Record, Row, RunReport, RunStatus,
+    Tenant, UnitOutcome, UnitReport, User, UserStatus, Version,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -187,6 +187,32 @@ proptest! {
     }
 }
 
+/// Runs `source` against `store` and checks that the run completed and
+/// left the replica equal to `truth`.
+async fn run_to_truth(
+    source: &Arc<FakeSource>,
+    store: &Arc<FakeStore>,
+    truth: &Rows,
+    options: &ReconcileOptions,
+) -> RunReport {
+    let reconciler = Reconciler::new(source.clone(), store.clone());
+    let report = reconciler.run(options, &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    let mut expected = truth.clone();
+    expected.retain(|_, keyed| !keyed.is_empty());
+    assert_eq!(store.snapshot(), expected);
+    report
+}
+
+/// The report's (first) unit of `kind`.
+fn unit_of(report: &RunReport, kind: Kind) -> &UnitReport {
+    report
+        .units
+        .iter()
+        .find(|unit| unit.kind == kind)
+        .expect("a unit of the kind")
+}
+
 fn big_tenant(users: u64) -> Rows {
     let mut rows = Rows::new();
     insert(&mut rows, tenant("t", "t", 1));
@@ -211,17 +237,8 @@ async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
     let mut options = options();
     options.page_size = 10;
     let source = Arc::new(FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(16));
-    let reconciler = Reconciler::new(source.clone(), store.clone());
-    let report = reconciler.run(&options, &CancellationToken::new()).await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    let mut expected = truth.clone();
-    expected.retain(|_, keyed| !keyed.is_empty());
-    assert_eq!(store.snapshot(), expected);
-    let users = report
-        .units
-        .iter()
-        .find(|unit| unit.kind == Kind::User)
-        .expect("user unit");
+    let report = run_to_truth(&source, &store, &truth, &options).await;
+    let users = unit_of(&report, Kind::User);
     assert_eq!((users.changed, users.missing, users.phantom), (1, 1, 1));
     assert!(
         users.digest_matched > 1_900,
@@ -267,17 +284,8 @@ async fn multi_range_pages_read_only_the_differing_leaves_of_damage_spread_every
             .with_digests(16_384)
             .with_page_ranges(256),
     );
-    let reconciler = Reconciler::new(source.clone(), store.clone());
-    let report = reconciler.run(&options, &CancellationToken::new()).await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    let mut expected = truth.clone();
-    expected.retain(|_, keyed| !keyed.is_empty());
-    assert_eq!(store.snapshot(), expected);
-    let users = report
-        .units
-        .iter()
-        .find(|unit| unit.kind == Kind::User)
-        .expect("user unit");
+    let report = run_to_truth(&source, &store, &truth, &options).await;
+    let users = unit_of(&report, Kind::User);
     assert_eq!((users.changed, users.missing, users.phantom), (14, 13, 13));
     assert!(
         users.compared <= 40 * 17,
@@ -316,12 +324,7 @@ async fn every_tenant_is_compared_by_one_digest_request_for_all() {
             .with_digests(16)
             .with_all_tenant_digests(),
     );
-    let reconciler = Reconciler::new(source.clone(), store.clone());
-    let report = reconciler.run(&options(), &CancellationToken::new()).await;
-    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
-    let mut expected = truth.clone();
-    expected.retain(|_, keyed| !keyed.is_empty());
-    assert_eq!(store.snapshot(), expected);
+    let report = run_to_truth(&source, &store, &truth, &options()).await;
     // One request compared every tenant; only t3's groups were walked.
     assert_eq!(
         source
@@ -360,11 +363,7 @@ async fn an_unchanged_tenant_costs_one_digest_request() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    let users = report
-        .units
-        .iter()
-        .find(|unit| unit.kind == Kind::User)
-        .expect("user unit");
+    let users = unit_of(&report, Kind::User);
     assert_eq!(
         (users.pages, users.digest_matched, users.compared),
         (0, 2_000, 0)
@@ -386,11 +385,7 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
         &options(),
     )
     .await;
-    let users = report
-        .units
-        .iter()
-        .find(|unit| unit.kind == Kind::User)
-        .expect("user unit");
+    let users = unit_of(&report, Kind::User);
     assert_eq!(users.guard, GuardDecision::Tripped);
     assert_eq!(users.outcome, UnitOutcome::GuardTripped);
     assert_eq!(users.skipped_by_guard, 50);
