@@ -254,7 +254,7 @@ impl Reconciler {
     /// with digests on — when both sides offer them cheaply; otherwise each
     /// tenant's first look asks for its own (a failure here only costs
     /// that).
-    async fn all_digests(&self, options: &ReconcileOptions) -> Option<AllDigests> {
+    pub(crate) async fn all_digests(&self, options: &ReconcileOptions) -> Option<AllDigests> {
         if !options.digests || options.scope != Scope::AllTenants {
             return None;
         }

@@ -19,6 +19,7 @@ use super::pause::PauseTracker;
 use super::port::Coordinator;
 use super::trace;
 use super::types::{DoneRecord, RunPhase, RunState, UnitPlan};
+use crate::guarded::AllDigests;
 use crate::metrics::ReconcileMetrics;
 use crate::options::{ReconcileOptions, Scope};
 use crate::run::Reconciler;
@@ -80,6 +81,9 @@ pub struct ClusterMember {
     /// When this member last looked at the source's generation.
     pub(super) generation_polled: Mutex<Option<Instant>>,
     pause: Arc<PauseTracker>,
+    /// Every tenant's digests for the run this member works on (its id),
+    /// read at its first whole-tenant unit of the run.
+    all_digests: tokio::sync::Mutex<Option<(String, Option<Arc<AllDigests>>)>>,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -119,6 +123,7 @@ impl ClusterMember {
             started_ms: now_ms(),
             generation_polled: Mutex::new(None),
             pause: Arc::new(PauseTracker::new()),
+            all_digests: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -298,6 +303,26 @@ impl ClusterMember {
         Ok(())
     }
 
+    /// Every tenant's digests for `run`, read once per run by this member
+    /// (at its first whole-tenant unit; later units of the run share them),
+    /// and whether they were read by this call.
+    async fn all_digests_of(
+        &self,
+        run: &RunState,
+        options: &ReconcileOptions,
+    ) -> (Option<Arc<AllDigests>>, bool) {
+        let mut cached = self.all_digests.lock().await;
+        if let Some((run_id, digests)) = cached.as_ref()
+            && *run_id == run.run_id
+        {
+            return (digests.clone(), false);
+        }
+        let digests = self.reconciler.all_digests(options).await.map(Arc::new);
+        *cached = Some((run.run_id.clone(), digests.clone()));
+        let read_now = digests.is_some();
+        (digests, read_now)
+    }
+
     async fn execute(
         &self,
         run: &RunState,
@@ -307,10 +332,17 @@ impl ClusterMember {
         let options = self.options(run);
         let cancel = stop.child_token();
         let Some(kind) = unit.kind else {
-            return self
+            let (all_digests, read_now) = self.all_digests_of(run, &options).await;
+            let mut reports = self
                 .reconciler
-                .tenant(&unit.tenant_id, &options, &cancel, None)
+                .tenant(&unit.tenant_id, &options, &cancel, all_digests.as_deref())
                 .await;
+            if read_now && let Some(first) = reports.first_mut() {
+                // The one request for every tenant's digests, counted with
+                // the unit that made it.
+                first.digest_requests += 1;
+            }
+            return reports;
         };
         let mut report = UnitReport::new(&unit.tenant_id, kind);
         let range = match unit.range() {

@@ -258,6 +258,64 @@ async fn three_members_share_the_units_and_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_compares_its_whole_tenants_with_one_request_per_run() {
+    let truth = world();
+    let source = Arc::new(
+        FakeSource::new(truth.clone(), Version::new(1, 999))
+            .with_digests(16)
+            .with_all_tenant_digests(),
+    );
+    // An unchanged replica: every whole tenant is equal.
+    let store = Arc::new(FakeStore::with(truth.clone()));
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let member = start(
+        &hub,
+        "m1",
+        &source,
+        &store,
+        Duration::from_secs(60),
+        &cancel,
+    );
+    member
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&member.coordinator).await;
+    assert_eq!(
+        barrier(&member.coordinator, &run).await.status,
+        RunStatus::Completed
+    );
+    let plan = member
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .expect("a plan");
+    let whole: Vec<&str> = plan
+        .units
+        .iter()
+        .filter(|unit| unit.kind.is_none())
+        .map(|unit| unit.tenant_id.as_str())
+        .collect();
+    assert!(whole.len() >= 3, "small tenants are whole units: {whole:?}");
+    let record = recorded_run(&store, &run).await;
+    let requests: u64 = record
+        .report
+        .units
+        .iter()
+        .filter(|unit| whole.contains(&unit.tenant.as_str()))
+        .map(|unit| unit.digest_requests)
+        .sum();
+    // One request for every tenant's digests, not one per whole tenant.
+    assert_eq!(requests, 1, "{:?}", record.report.units);
+    assert_eq!(store.snapshot(), truth);
+    cancel.cancel();
+    member.task.await.expect("member");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_finishes_the_run_of_a_lost_one() {
     let truth = world();
     // Slow pages keep units in flight long after the plan is written.
