@@ -238,8 +238,47 @@ impl Cluster {
 
     async fn start_replica(&mut self, with_source: bool) -> anyhow::Result<&Replica> {
         let id = format!("r{}", self.replicas.len() + 1);
-        let port = free_port()?;
         let proxy = FaultySource::start(&self.monolith_url).await?;
+        // A port free a moment ago can be taken by another test's server
+        // before the replica binds it: the port then answers for someone
+        // else and the replica exits at once. Start again on a fresh port.
+        let mut attempts = 0;
+        let (port, process) = loop {
+            attempts += 1;
+            // The log is appended to: look only at this attempt's lines.
+            let log_path = self.logs.path().join(format!("{id}.log"));
+            let logged_before = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
+            let (port, mut process) = self.spawn_replica(&id, &proxy, with_source).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let this_attempt = String::from_utf8_lossy(
+                log.get(usize::try_from(logged_before).unwrap_or(0)..)
+                    .unwrap_or_default(),
+            );
+            if attempts < 3 && process.exited() && this_attempt.contains("Address already in use") {
+                continue;
+            }
+            break (port, process);
+        };
+        self.replicas.push(Replica {
+            id,
+            port,
+            process,
+            proxy,
+            silent_since: None,
+            replaced: false,
+        });
+        Ok(self.replicas.last().expect("just pushed"))
+    }
+
+    /// Starts replica `id` on a fresh admin port and waits for the port.
+    async fn spawn_replica(
+        &self,
+        id: &str,
+        proxy: &FaultySource,
+        with_source: bool,
+    ) -> anyhow::Result<(u16, ReconProcess)> {
+        let port = free_port()?;
         let admin_listen = format!("127.0.0.1:{port}");
         let ttl = LEASE_TTL_SECS.to_string();
         let max_pause = self.settings.max_pause_secs.to_string();
@@ -323,19 +362,11 @@ impl Cluster {
                 ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ]);
         }
-        let process = ReconProcess::start(&id, &arguments, &environment, log)?;
+        let process = ReconProcess::start(id, &arguments, &environment, log)?;
         wait_for_port(port, Duration::from_secs(30))
             .await
             .with_context(|| format!("{id} did not open its admin port"))?;
-        self.replicas.push(Replica {
-            id,
-            port,
-            process,
-            proxy,
-            silent_since: None,
-            replaced: false,
-        });
-        Ok(self.replicas.last().expect("just pushed"))
+        Ok((port, process))
     }
 
     /// The coordinator the replicas use, for messages.
