@@ -306,34 +306,35 @@ async fn page_of_ranges(
     let keys = columns.join(", ");
     let limit = i64::try_from(fetch).unwrap_or(i64::MAX);
     let mut values: Vec<Value> = vec![tenant_id.into(), limit.into()];
-    let mut arrays = Vec::new();
-    let mut names = Vec::new();
-    let mut lower = Vec::new();
-    let mut upper = Vec::new();
-    for (index, column) in columns.iter().enumerate() {
-        for joined in recon_core::joined_bounds(bounded.iter(), index) {
-            values.push(joined.into());
-            arrays.push(format!("string_to_array(${}, chr(31))", values.len()));
-        }
-        names.push(format!("lo_{column}, hi_{column}"));
-        lower.push(format!("b.lo_{column} COLLATE \"C\""));
-        upper.push(format!("b.hi_{column} COLLATE \"C\""));
-    }
-    let mut parts = vec![format!(
-        "SELECT b.i, r.* FROM unnest({}) WITH ORDINALITY AS b({}, i) CROSS JOIN LATERAL \
-         (SELECT * FROM {table} WHERE tenant_id = $1 AND ({keys}) > ({}) AND ({keys}) <= ({}) \
-         ORDER BY {keys} LIMIT $2) r",
-        arrays.join(", "),
-        names.join(", "),
-        lower.join(", "),
-        upper.join(", ")
-    )];
-    if bounded.len() < 2 {
+    let mut parts = Vec::with_capacity(2);
+    match bounded {
+        [] => {}
         // `string_to_array('')` is empty, not one empty element: a single
-        // bounded range is read on its own too.
-        parts.clear();
-        if let Some(range) = bounded.first() {
-            parts.push(single_range(table, columns, range, 1, &mut values));
+        // bounded range is read on its own.
+        [range] => parts.push(single_range(table, columns, range, 1, &mut values)),
+        _ => {
+            let mut arrays = Vec::new();
+            let mut names = Vec::new();
+            let mut lower = Vec::new();
+            let mut upper = Vec::new();
+            for (index, column) in columns.iter().enumerate() {
+                for joined in recon_core::joined_bounds(bounded.iter(), index) {
+                    values.push(joined.into());
+                    arrays.push(format!("string_to_array(${}, chr(31))", values.len()));
+                }
+                names.push(format!("lo_{column}, hi_{column}"));
+                lower.push(format!("b.lo_{column} COLLATE \"C\""));
+                upper.push(format!("b.hi_{column} COLLATE \"C\""));
+            }
+            parts.push(format!(
+                "SELECT b.i, r.* FROM unnest({}) WITH ORDINALITY AS b({}, i) CROSS JOIN LATERAL \
+                 (SELECT * FROM {table} WHERE tenant_id = $1 AND ({keys}) > ({}) AND ({keys}) <= ({}) \
+                 ORDER BY {keys} LIMIT $2) r",
+                arrays.join(", "),
+                names.join(", "),
+                lower.join(", "),
+                upper.join(", ")
+            ));
         }
     }
     if let Some(range) = open {

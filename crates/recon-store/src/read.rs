@@ -96,18 +96,23 @@ impl Store {
         let tenant = binder.bind(tenant_id.to_owned());
         let deleted = binder.bind(false);
         let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let single = |binder: &mut Binder, ordinal: usize, range: &KeyRange| {
+            let mut conditions = vec![
+                format!("deleted = {deleted}"),
+                format!("tenant_id = {tenant}"),
+            ];
+            conditions.extend(key_conditions(binder, table, range));
+            format!(
+                "SELECT * FROM (SELECT {ordinal} AS i, r.* FROM {} r WHERE {} \
+                 ORDER BY {keys} LIMIT {limit}) part{ordinal}",
+                table.name,
+                conditions.join(" AND ")
+            )
+        };
         let mut parts = Vec::with_capacity(2);
         match bounded {
             [] => {}
-            [range] => {
-                let conditions = key_conditions(&mut binder, table, range);
-                parts.push(format!(
-                    "SELECT * FROM (SELECT 1 AS i, r.* FROM {} r WHERE deleted = {deleted} AND tenant_id = {tenant} \
-                     AND {} ORDER BY {keys} LIMIT {limit}) one",
-                    table.name,
-                    conditions.join(" AND ")
-                ));
-            }
+            [range] => parts.push(single(&mut binder, 1, range)),
             _ => {
                 let bounds = BoundsJoin::new(&mut binder, table, bounded.iter());
                 parts.push(format!(
@@ -118,14 +123,7 @@ impl Store {
             }
         }
         if let Some(open) = open {
-            let conditions = key_conditions(&mut binder, table, open);
-            let ordinal = bounded.len() + 1;
-            parts.push(format!(
-                "SELECT * FROM (SELECT {ordinal} AS i, r.* FROM {} r WHERE deleted = {deleted} AND tenant_id = {tenant} \
-                 AND {} ORDER BY {keys} LIMIT {limit}) last",
-                table.name,
-                if conditions.is_empty() { "TRUE".to_owned() } else { conditions.join(" AND ") }
-            ));
+            parts.push(single(&mut binder, bounded.len() + 1, open));
         }
         let sql = format!(
             "SELECT * FROM ({}) ranged ORDER BY i, {keys} LIMIT {limit}",
