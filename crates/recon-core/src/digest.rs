@@ -80,16 +80,35 @@ impl RangeDigest {
 /// SQL (PostgreSQL) that defines `recon_row_digest(generation, sequence,
 /// kind_tag, encoded_fields)` and its helper `recon_digest_field(text)`:
 /// [`element`] computed in the database. Idempotent (`CREATE OR REPLACE`).
+///
+/// Both are SQL functions over immutable built-ins only, so PostgreSQL
+/// inlines them into the generated column's expression: a function it does
+/// not inline costs a function call with its own executor per row (the
+/// first definition, with `convert_to`, which is only STABLE: 13.5 µs a
+/// user row; inlined: 3 µs). A field's UTF-8 bytes are `decode(…,
+/// 'escape')` of the text with its backslashes doubled — byte for byte the
+/// text in a UTF8 database; a database in another encoding keeps
+/// `convert_to(…, 'UTF8')` (same values, not inlined). Constants are built
+/// with `decode(…, 'hex')` and `E''` strings, which read the same whatever
+/// `standard_conforming_strings` says.
 pub const POSTGRES_FUNCTIONS: &str = r#"
-CREATE OR REPLACE FUNCTION recon_digest_field(field text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT int4send(octet_length(field)) || convert_to(field, 'UTF8') $$;
+DO $recon$ BEGIN
+IF current_setting('server_encoding') = 'UTF8' THEN
+  CREATE OR REPLACE FUNCTION recon_digest_field(field text) RETURNS bytea
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT int4send(octet_length(field)) || decode(replace(field, E'\\', E'\\\\'), 'escape') $$;
+ELSE
+  CREATE OR REPLACE FUNCTION recon_digest_field(field text) RETURNS bytea
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT int4send(octet_length(field)) || convert_to(field, 'UTF8') $$;
+END IF;
+END $recon$;
 CREATE OR REPLACE FUNCTION recon_row_digest(generation bigint, sequence bigint, tag integer, fields bytea)
 RETURNS bigint LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT ('x' || encode(substr(sha256(
-    convert_to('recon-digest-v1', 'UTF8') || '\x00'::bytea
-    || substr(sha256(convert_to('recon-row-v1', 'UTF8') || '\x00'::bytea || set_byte('\x00'::bytea, 0, tag) || fields), 1, 16)
-    || int8send(generation) || int8send(sequence)), 1, 8), 'hex'))::bit(64)::bigint $$
+    decode('7265636f6e2d6469676573742d763100', 'hex')
+    || substr(sha256(decode('7265636f6e2d726f772d763100', 'hex') || set_byte(decode('00', 'hex'), 0, tag) || fields), 1, 16)
+    || int8send(generation) || int8send(sequence)), 1, 8), 'hex'))::bit(64)::bigint $$;
 "#;
 
 /// The SQL expression (PostgreSQL, after [`POSTGRES_FUNCTIONS`]) of a

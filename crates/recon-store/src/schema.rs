@@ -124,6 +124,7 @@ impl MigratorTrait for Migrator {
             Box::new(EpochClaims),
             Box::new(DigestColumns),
             Box::new(RunHistory),
+            Box::new(InlinableDigestFunctions),
         ]
     }
 
@@ -292,6 +293,32 @@ impl MigrationTrait for RunHistory {
                 "CREATE INDEX IF NOT EXISTS reconcile_runs_started ON reconcile_runs (started_ms)",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// The digest functions redefined so that PostgreSQL inlines them into the
+/// generated columns (same values, no table rewrite; see
+/// [`recon_core::digest::POSTGRES_FUNCTIONS`]): computing a row's element
+/// took 13.5 µs a user row through the first definition's function calls,
+/// 3 µs inlined — paid by every row the store writes.
+struct InlinableDigestFunctions;
+
+impl MigrationName for InlinableDigestFunctions {
+    fn name(&self) -> &str {
+        "m0006_inlinable_digest_functions"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for InlinableDigestFunctions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use recon_core::{
     Group, KeyRange, Kind, Membership, RangeDigest, Record, RunReport, RunStatus, Tenant, User,
     UserStatus, Version,
 };
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 
 async fn query(connection: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
     connection
@@ -110,6 +110,87 @@ async fn postgres_computes_the_same_digest_element_as_recon() {
         rows[0].try_get::<i64>("", "d").expect("d"),
         record_element(&tenant, Version::new(1, 1))
     );
+}
+
+/// Fields with backslashes (which `decode(…, 'escape')` would read as
+/// escapes if they were not doubled), multi-byte UTF-8 and an empty name
+/// give PostgreSQL's element the bytes recon hashes — also in a session
+/// with `standard_conforming_strings` off.
+#[tokio::test]
+async fn postgres_encodes_backslashes_and_multibyte_fields_as_recon_does() {
+    let fixture = Fixture::new(small_spec(43)).await;
+    let monolith = Database::connect(&fixture.monolith_db.url)
+        .await
+        .expect("monolith");
+    for connection in [&monolith, fixture.store.connection()] {
+        for conforming in ["on", "off"] {
+            // One transaction: the setting and the statements on one session.
+            let session = connection.begin().await.expect("begin");
+            session
+                .execute_unprepared(&format!(
+                    "SET LOCAL standard_conforming_strings = {conforming}"
+                ))
+                .await
+                .expect("set");
+            for (id, name) in [
+                (r"t\1", r"a\b\\c \101 \x41 é 😀"),
+                ("t2", ""),
+                (r"\", "\u{7f}\u{80}ß"),
+            ] {
+                let tenant = Record::Tenant(Tenant {
+                    id: id.into(),
+                    name: name.into(),
+                });
+                let rows = session
+                    .query_all_raw(Statement::from_sql_and_values(
+                        session.get_database_backend(),
+                        "SELECT recon_row_digest(3, 9, 1, recon_digest_field($1) || recon_digest_field($2)) AS d",
+                        [id.into(), name.into()],
+                    ))
+                    .await
+                    .expect("element");
+                assert_eq!(
+                    rows[0].try_get::<i64>("", "d").expect("d"),
+                    record_element(&tenant, Version::new(3, 9)),
+                    "{id:?} {name:?}, standard_conforming_strings {conforming}"
+                );
+            }
+            session.rollback().await.expect("rollback");
+        }
+    }
+}
+
+/// The element functions are inlined into each generated column's
+/// expression (no function call per written row): the plan of the
+/// expression shows the built-ins it is made of, not the functions' names.
+#[tokio::test]
+async fn postgres_inlines_the_element_functions() {
+    let fixture = Fixture::new(small_spec(44)).await;
+    let monolith = Database::connect(&fixture.monolith_db.url)
+        .await
+        .expect("monolith");
+    for (connection, table) in [
+        (&monolith, "users"),
+        (fixture.store.connection(), "replica_users"),
+    ] {
+        let plan = query(
+            connection,
+            &format!(
+                "EXPLAIN (VERBOSE) SELECT {} FROM {table}",
+                recon_core::digest::postgres_element_expression(Kind::User)
+            ),
+        )
+        .await
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
+        .collect::<Vec<_>>()
+        .join("\n");
+        assert!(plan.contains("sha256"), "{plan}");
+        assert!(
+            !plan.contains("recon_row_digest") && !plan.contains("recon_digest_field"),
+            "{table}: {plan}"
+        );
+    }
 }
 
 #[tokio::test]

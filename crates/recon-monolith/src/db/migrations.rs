@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(InitialSchema),
             Box::new(DigestColumns),
             Box::new(DigestIndexes),
+            Box::new(InlinableDigestFunctions),
         ]
     }
 
@@ -216,6 +217,32 @@ impl MigrationTrait for DigestIndexes {
             "CREATE INDEX IF NOT EXISTS memberships_digest ON memberships (tenant_id, group_id, user_id) INCLUDE (digest)",
         ] {
             connection.execute_unprepared(statement).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The digest functions redefined so that PostgreSQL inlines them into the
+/// generated columns (same values, no table rewrite; see
+/// [`recon_core::digest::POSTGRES_FUNCTIONS`]): computing a row's element
+/// took 13.5 µs a user row through the first definition's function calls,
+/// 3 µs inlined — paid by every row the monolith writes.
+struct InlinableDigestFunctions;
+
+impl MigrationName for InlinableDigestFunctions {
+    fn name(&self) -> &str {
+        "m0004_inlinable_digest_functions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InlinableDigestFunctions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DbBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
+                .await?;
         }
         Ok(())
     }
