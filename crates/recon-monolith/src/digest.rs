@@ -139,9 +139,13 @@ impl Monolith {
                 conditions.join(" AND ")
             )
         } else {
+            // The bucket count is a parameter: one statement text (parsed
+            // and planned once per connection) whatever the count asked for.
+            values.push(i32::try_from(buckets).unwrap_or(i32::MAX).into());
+            let count = format!("${}", values.len());
             format!(
                 "SELECT {sums}, max({joined} COLLATE \"C\") AS last, bucket FROM \
-                 (SELECT {keys}, digest, ntile({buckets}) OVER (ORDER BY {keys}) AS bucket \
+                 (SELECT {keys}, digest, ntile({count}) OVER (ORDER BY {keys}) AS bucket \
                   FROM {table} WHERE {}) ranged GROUP BY bucket",
                 conditions.join(" AND ")
             )

@@ -102,9 +102,12 @@ impl Store {
                 format!("tenant_id = {tenant}"),
             ];
             conditions.extend(key_conditions(binder, table, range));
+            // The ordinal is a parameter: one statement text per shape,
+            // parsed once per connection, whatever the number of ranges.
+            let ordinal = binder.bind(i64::try_from(ordinal).unwrap_or(i64::MAX));
             format!(
-                "SELECT * FROM (SELECT {ordinal} AS i, r.* FROM {} r WHERE {} \
-                 ORDER BY {keys} LIMIT {limit}) part{ordinal}",
+                "SELECT * FROM (SELECT {ordinal}::BIGINT AS i, r.* FROM {} r WHERE {} \
+                 ORDER BY {keys} LIMIT {limit}) part",
                 table.name,
                 conditions.join(" AND ")
             )
@@ -275,8 +278,9 @@ impl Store {
                 format!("tenant_id = {tenant}"),
             ];
             conditions.extend(key_conditions(binder, table, range));
+            let ordinal = binder.bind(i64::try_from(ordinal).unwrap_or(i64::MAX));
             format!(
-                "SELECT {ordinal} AS i, {sums} FROM {} WHERE {}",
+                "SELECT {ordinal}::BIGINT AS i, {sums} FROM {} WHERE {}",
                 table.name,
                 conditions.join(" AND ")
             )
