@@ -739,6 +739,12 @@ pub struct ReconcileBenchArgs {
     /// users, 50k groups and 2M memberships); 0.1 is a tenth of it.
     #[arg(long, default_value_t = 1.0, value_parser = parse_scale, env = "RECON_BENCH_SCALE")]
     pub scale: f64,
+    /// Instead of the scale's tenants: ONE tenant of this many users (with
+    /// its groups and memberships in W1's proportions), to measure a big
+    /// tenant on its own — e.g. `--one-tenant 1000000 --drift 0` compares
+    /// the unchanged tenant's check with digests against its full scan.
+    #[arg(long, conflicts_with = "scale", value_parser = clap::value_parser!(u64).range(1..=10_000_000), env = "RECON_BENCH_ONE_TENANT")]
+    pub one_tenant: Option<u64>,
     /// Drift shares to measure (comma-separated): the share of the users,
     /// groups and memberships damaged, a third each changed, missing and
     /// phantom.

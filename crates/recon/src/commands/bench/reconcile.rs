@@ -49,7 +49,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     workload::check_urls(&args.monolith_database_url, &args.replica_database_url)?;
-    let spec = workload::spec_for_scale(args.scale, args.seed);
+    let spec = match args.one_tenant {
+        Some(users) => workload::spec_for_one_tenant(users, args.seed),
+        None => workload::spec_for_scale(args.scale, args.seed),
+    };
     let seeding = workload::ensure_seeded(&args.monolith_database_url, &spec).await?;
     eprintln!(
         "monolith: {} tenants, {} users, {} groups, {} memberships{}",

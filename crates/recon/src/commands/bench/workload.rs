@@ -76,6 +76,22 @@ pub fn spec_for_scale(scale: f64, seed: u64) -> SeedSpec {
     spec
 }
 
+/// The seed spec of one tenant of `users` users, with groups and
+/// memberships in the proportions of [`spec_for_scale`]: a Pareto mean six
+/// times the cap puts the one tenant at the cap.
+pub fn spec_for_one_tenant(users: u64, seed: u64) -> SeedSpec {
+    let users = usize::try_from(users).unwrap_or(usize::MAX);
+    SeedSpec {
+        seed,
+        tenants: 1,
+        max_users_per_tenant: users,
+        users_per_tenant_mean: users as f64 * 6.0,
+        users_per_group: 20.0,
+        groups_per_user_mean: 2.0,
+        ..SeedSpec::default()
+    }
+}
+
 /// Makes the monolith hold exactly `spec`'s workload: kept when it already
 /// does (same tenant count, user count and first and last tenant ids),
 /// otherwise the database's `public` schema is dropped and the workload
@@ -214,4 +230,27 @@ pub fn check_urls(monolith_url: &str, replica_url: &str) -> anyhow::Result<()> {
         bail!("the monolith and the replica need two different databases");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tenant_holds_exactly_the_users_asked_for() {
+        for users in [1, 1_000, 1_000_000] {
+            assert_eq!(
+                tenant_sizes(&spec_for_one_tenant(users, 42)),
+                vec![users as usize]
+            );
+        }
+    }
+
+    #[test]
+    fn scale_one_is_about_a_million_users_in_a_thousand_tenants() {
+        let sizes = tenant_sizes(&spec_for_scale(1.0, 42));
+        assert_eq!(sizes.len(), 1_000);
+        let users: usize = sizes.iter().sum();
+        assert!((990_000..=1_010_000).contains(&users), "{users}");
+    }
 }
