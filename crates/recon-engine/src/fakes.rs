@@ -259,7 +259,13 @@ pub struct FakeStore {
     pub floor_attempts: AtomicU64,
     /// The run history, in the order the runs were recorded.
     pub runs: Mutex<Vec<recon_core::RunRecord>>,
+    /// A reconciliation write waits until this says yes (and fails after
+    /// five seconds of no): what must have happened before it.
+    pub write_gate: Option<WriteGate>,
 }
+
+/// Whether a reconciliation write of `changes` may go ahead.
+pub type WriteGate = Box<dyn Fn(&[Change]) -> bool + Send + Sync>;
 
 impl FakeStore {
     pub fn with(rows: Rows) -> Self {
@@ -357,6 +363,18 @@ impl ReplicaStore for FakeStore {
         watermark: Version,
         changes: &[Change],
     ) -> Result<AppliedCounts, PortError> {
+        if let Some(gate) = &self.write_gate {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !gate(changes) {
+                if std::time::Instant::now() > deadline {
+                    return Err(PortError::new(
+                        FailureKind::Permanent,
+                        "the write gate stayed shut",
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
         let mut rows = self.rows.lock().expect("lock");
         let mut kept_newer = 0;
         for change in changes {

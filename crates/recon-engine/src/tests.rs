@@ -688,3 +688,32 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     assert_eq!(deletions[0].key, recon_core::EntityKey::id("u0001"));
     assert_eq!(deletions[0].version, Version::new(3, 77));
 }
+
+/// A walk asks the source for its next page as soon as the current one
+/// arrived: the source serves it while the current page is merged and
+/// written. The store lets the first users write through only once the
+/// second users page was asked for (requests: the tenant list, users page
+/// one, users page two); a walk that asked only when it needed the page
+/// would wait on that write for ever (the gate gives up after 5 s and the
+/// unit fails).
+#[tokio::test]
+async fn the_next_source_page_is_asked_for_while_the_current_one_is_written() {
+    let mut rows = Rows::new();
+    insert(&mut rows, tenant("a", "t", 1));
+    for index in 0..9 {
+        insert(&mut rows, user("a", &format!("u{index}"), "n", 1));
+    }
+    let source = Arc::new(FakeSource::new(rows.clone(), Version::new(1, 20)));
+    let asked = source.clone();
+    let store = Arc::new(FakeStore {
+        write_gate: Some(Box::new(move |changes| {
+            changes.iter().all(|change| change.kind() != Kind::User)
+                || asked.requests.load(std::sync::atomic::Ordering::SeqCst) >= 3
+        })),
+        ..FakeStore::default()
+    });
+    let reconciler = Reconciler::new(source, store.clone());
+    let report = reconciler.run(&options(), &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    assert_eq!(store.snapshot(), rows);
+}

@@ -4,10 +4,12 @@
 
 use crate::unit::UnitError;
 use recon_core::diff::Side;
-use recon_core::ports::{PageRequest, ReplicaStore, Source};
+use recon_core::ports::{FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage};
 use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, Row, Version, ranges_after};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// Both walks hold [`KeyedRow`]s.
 pub(crate) type Keyed = KeyedRow;
@@ -106,6 +108,10 @@ pub(crate) struct SourceWalk {
     within: bool,
     filter: KeyFilter,
     buffer: VecDeque<Keyed>,
+    /// The next page, requested as soon as the current one arrived, so
+    /// that the source serves it while the current one is merged and
+    /// written (aborted if the walk is dropped).
+    next: Option<AbortOnDropHandle<Result<SourcePage, PortError>>>,
     order: Order,
     exhausted: bool,
     watermark: Option<Version>,
@@ -142,6 +148,7 @@ impl SourceWalk {
             within,
             filter,
             buffer: VecDeque::new(),
+            next: None,
             order: Order {
                 side: Side::Source,
                 last: None,
@@ -174,13 +181,28 @@ impl SourceWalk {
         self.watermark
     }
 
+    /// Requests the page of `self.request` in a task of its own.
+    fn request_next(&mut self) {
+        let source = self.source.clone();
+        let request = self.request.clone();
+        let fetch = async move { source.fetch_page(&request).await };
+        self.next = Some(AbortOnDropHandle::new(tokio::spawn(
+            fetch.instrument(tracing::Span::current()),
+        )));
+    }
+
     async fn fetch(&mut self) -> Result<(), UnitError> {
         let requested_after = self.request.after.clone();
-        let page = self
-            .source
-            .fetch_page(&self.request)
-            .await
-            .map_err(UnitError::Source)?;
+        let fetched = match self.next.take() {
+            Some(next) => next.await.unwrap_or_else(|error| {
+                Err(PortError::new(
+                    FailureKind::Transient,
+                    format!("the page request's task ended: {error}"),
+                ))
+            }),
+            None => self.source.fetch_page(&self.request).await,
+        };
+        let page = fetched.map_err(UnitError::Source)?;
         self.pages += 1;
         self.bytes += page.bytes;
         self.watermark = Some(page.watermark);
@@ -222,6 +244,7 @@ impl SourceWalk {
                     self.request.within = self.ranges.after(Some(&next));
                 }
                 self.request.after = Some(next);
+                self.request_next();
             }
             _ => self.exhausted = true,
         }
