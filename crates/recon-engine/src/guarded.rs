@@ -63,6 +63,7 @@ impl UnitContext<'_> {
                 kind,
                 range: KeyRange::all(),
                 source_rows: look.source_rows(kind),
+                replica_rows: Some(kind_rows),
             };
             let kind_limit = guard.limit(kind_rows);
             if let Some(matched) = look.matched(kind) {
@@ -196,6 +197,7 @@ impl UnitContext<'_> {
             kind: Kind::Tenant,
             range: KeyRange::all(),
             source_rows: None,
+            replica_rows: None,
         };
         let mut unit = self.walk_unit(spec, hold, true).await;
         let tenants: Vec<String> = unit

@@ -132,6 +132,13 @@ impl UnitContext<'_> {
         if spec.source_rows.is_some_and(|rows| rows <= small) {
             return Ok(None);
         }
+        // Narrowing pays when it skips a quarter of the rows (`NarrowStats`)
+        // and can skip no more than the replica holds.
+        if let (Some(source), Some(replica)) = (spec.source_rows, spec.replica_rows)
+            && replica.saturating_mul(4) < source
+        {
+            return Ok(None);
+        }
         if whole && !self.narrowing.worth_trying() {
             return Ok(None);
         }

@@ -251,6 +251,28 @@ async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
     );
 }
 
+/// A full load into an empty replica: no range can match, so no kind is
+/// split into buckets (which costs a pass over the source's rows) — the
+/// only digest request is the tenant's first look.
+#[tokio::test]
+async fn a_kind_the_replica_holds_too_little_of_is_walked_without_splitting() {
+    let truth = big_tenant(2_000);
+    let store = Arc::new(FakeStore::default());
+    let mut options = options();
+    options.page_size = 10;
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(16));
+    let report = run_to_truth(&source, &store, &truth, &options).await;
+    let users = unit_of(&report, Kind::User);
+    assert_eq!(users.missing, 2_000);
+    assert_eq!(users.digest_requests, 1, "{users:?}");
+    assert_eq!(
+        source
+            .digest_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
 #[tokio::test]
 async fn multi_range_pages_read_only_the_differing_leaves_of_damage_spread_everywhere() {
     // 1% of 4,000 users damaged, evenly: every 100th changed, missing or

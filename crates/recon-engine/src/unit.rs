@@ -42,6 +42,12 @@ pub struct UnitSpec {
     /// The source's rows in the range, when a digest told (a small range
     /// is walked rather than narrowed).
     pub source_rows: Option<u64>,
+    /// The replica's live rows in the range, when counted: digests can
+    /// skip no more rows than the replica holds, so a range it holds less
+    /// than a quarter of the source's rows of is walked rather than
+    /// narrowed (a full load into an empty replica split every kind on
+    /// both sides for nothing).
+    pub replica_rows: Option<u64>,
 }
 
 /// Why a unit stopped.

@@ -361,6 +361,7 @@ impl ClusterMember {
                 until: range.until,
             },
             source_rows: None,
+            replica_rows: None,
         };
         vec![context.range_unit(&spec).await]
     }
