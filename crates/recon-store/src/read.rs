@@ -93,15 +93,9 @@ impl Store {
             _ => (ranges, None),
         };
         let mut binder = Binder::new(self.backend());
-        let tenant = binder.bind(tenant_id.to_owned());
-        let deleted = binder.bind(false);
         let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let single = |binder: &mut Binder, ordinal: usize, range: &KeyRange| {
-            let mut conditions = vec![
-                format!("deleted = {deleted}"),
-                format!("tenant_id = {tenant}"),
-            ];
-            conditions.extend(key_conditions(binder, table, range));
+            let conditions = live_in_range(binder, table, Some(tenant_id), range);
             // The ordinal is a parameter: one statement text per shape,
             // parsed once per connection, whatever the number of ranges.
             let ordinal = binder.bind(i64::try_from(ordinal).unwrap_or(i64::MAX));
@@ -117,6 +111,8 @@ impl Store {
             [] => {}
             [range] => parts.push(single(&mut binder, 1, range)),
             _ => {
+                let tenant = binder.bind(tenant_id.to_owned());
+                let deleted = binder.bind(false);
                 let bounds = BoundsJoin::new(&mut binder, table, bounded.iter());
                 parts.push(format!(
                     "SELECT b.i, r.* FROM {} CROSS JOIN LATERAL (SELECT * FROM {} WHERE deleted = {deleted} \
@@ -268,16 +264,10 @@ impl Store {
             _ => (parts, None),
         };
         let mut binder = Binder::new(self.backend());
-        let tenant = binder.bind(tenant_id.to_owned());
-        let deleted = binder.bind(false);
         let sums = "COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
                     COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low";
         let single = |binder: &mut Binder, ordinal: usize, range: &KeyRange| {
-            let mut conditions = vec![
-                format!("deleted = {deleted}"),
-                format!("tenant_id = {tenant}"),
-            ];
-            conditions.extend(key_conditions(binder, table, range));
+            let conditions = live_in_range(binder, table, Some(tenant_id), range);
             let ordinal = binder.bind(i64::try_from(ordinal).unwrap_or(i64::MAX));
             format!(
                 "SELECT {ordinal}::BIGINT AS i, {sums} FROM {} WHERE {}",
@@ -290,6 +280,8 @@ impl Store {
             [] => {}
             [(_, range)] => selects.push(single(&mut binder, 1, range)),
             _ => {
+                let tenant = binder.bind(tenant_id.to_owned());
+                let deleted = binder.bind(false);
                 let bounds =
                     BoundsJoin::new(&mut binder, table, bounded.iter().map(|(_, range)| range));
                 selects.push(format!(
