@@ -3,9 +3,10 @@
 #
 # Installs what is missing (Debian packages: postgresql, etcd-server,
 # etcd-client, zookeeperd, protobuf-compiler, iptables, prometheus, chromium,
-# libssl-dev, python3-venv; the tansu broker from crates.io), starts a
-# throw-away PostgreSQL cluster, etcd member and ZooKeeper server in a
-# temporary directory, runs `cargo test --workspace`, and
+# libssl-dev, python3-venv, a JDK and Maven; Apache Kafka's jars from Maven
+# Central through scripts/kafka.sh), starts a throw-away PostgreSQL cluster,
+# etcd member and ZooKeeper server in a temporary directory, runs
+# `cargo test --workspace` (the tests start their own Kafka brokers), and
 # stops everything again, whatever the outcome. Extra arguments go to
 # `cargo test` (e.g. `scripts/test.sh -p recon-core`).
 set -euo pipefail
@@ -32,6 +33,9 @@ install_missing_packages() {
   command -v etcdctl >/dev/null || missing+=(etcd-client)
   # The ZooKeeper coordinator is tested against a real server (Java 17).
   [ -e /usr/share/java/zookeeper.jar ] && command -v java >/dev/null || missing+=(zookeeperd)
+  # Apache Kafka runs on the JDK; Maven fetches its jars.
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   # recon-chaos partitions a replica with iptables rules on loopback ports.
   command -v iptables >/dev/null || missing+=(iptables)
@@ -51,12 +55,12 @@ install_missing_packages() {
   fi
 }
 
-install_tansu() {
-  # The Kafka-protocol broker for tests; ~15 minutes to build the first time.
-  if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
-    log "installing tansu 0.6.0 (first time only)"
-    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
-  fi
+install_kafka() {
+  # Apache Kafka's broker jars, fetched once into a cache folder; the tests
+  # start KRaft brokers from them (recon_tests::broker).
+  RECON_TEST_KAFKA_LIBS="$(bash "$ROOT/scripts/kafka.sh" libs)"
+  export RECON_TEST_KAFKA_LIBS
+  log "Apache Kafka jars in $RECON_TEST_KAFKA_LIBS"
 }
 
 install_python_tools() {
@@ -144,7 +148,7 @@ start_zookeeper() {
 }
 
 install_missing_packages
-install_tansu
+install_kafka
 install_python_tools
 WORK_DIR="$(mktemp -d /tmp/recon-test.XXXXXX)"
 chmod 755 "$WORK_DIR"

@@ -2,9 +2,8 @@
 //! a stored batch returns that batch's remaining records. The pause gate
 //! seeks back to the first record it did not apply, and a member that takes
 //! over a partition fetches from the committed offset; both usually land
-//! inside a batch. tansu 0.6's memory storage fails this (it skips to the
-//! next batch, `docs/broker-notes.md`), which is why every test runs the
-//! broker on [`Storage::Durable`].
+//! inside a batch. tansu 0.6's memory storage failed this (it skipped to
+//! the next batch, `docs/broker-notes.md`); Apache Kafka must not.
 
 use anyhow::{Context, bail, ensure};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -12,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use recon_kafka::KafkaConfig;
-use recon_tests::broker::{Broker, Storage};
+use recon_tests::broker::Broker;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "batches";
@@ -20,14 +19,14 @@ const BATCH: i64 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_from_inside_a_stored_batch_returns_the_rest_of_the_batch() -> anyhow::Result<()> {
-    fetch_from_inside_a_batch(Storage::Durable).await
+    fetch_from_inside_a_batch().await
 }
 
 /// Two batches of [`BATCH`] records (offsets 0–9 and 10–19); then a fetch
 /// from offset 5 (assignment) and one from 15 (seek) must return every
 /// record from there on.
-async fn fetch_from_inside_a_batch(storage: Storage) -> anyhow::Result<()> {
-    let broker = Broker::start(storage).await?;
+async fn fetch_from_inside_a_batch() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     recon_kafka::admin::ensure_topic(&kafka, 1).await?;
     let producer: FutureProducer = kafka

@@ -32,6 +32,7 @@ mod follower;
 mod frozen;
 mod generation;
 mod history;
+mod kafka_cluster;
 mod observability;
 mod pause;
 mod pause_only;

@@ -1,13 +1,13 @@
-//! The replica consumer on a real broker (tansu) and a real PostgreSQL:
-//! the pause gate across a rebalance, replays and out-of-order deliveries,
-//! and undecodable records.
+//! The replica consumer on a real broker (Apache Kafka) and a real
+//! PostgreSQL: the pause gate across a rebalance (eager and cooperative),
+//! replays and out-of-order deliveries, and undecodable records.
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use recon_core::ports::EventSink;
 use recon_core::{Change, Deletion, EntityKey, Kind, Record, Row, User, UserStatus, Version};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_store::{KeyRange, Store};
-use recon_tests::broker::{Broker, Storage};
+use recon_tests::broker::Broker;
 use recon_tests::{Backend, TestDatabase};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ pub(crate) struct Setup {
 }
 
 pub(crate) async fn setup() -> Setup {
-    let broker = Broker::start(Storage::Durable).await.expect("start broker");
+    let broker = Broker::start().await.expect("start broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("changes");
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await
@@ -183,7 +183,25 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_replicas_apply_nothing_across_a_rebalance_until_resumed() {
-    let setup = setup().await;
+    pause_across_a_rebalance(None).await;
+}
+
+/// With `cooperative-sticky` a rebalance hands over only the partitions
+/// that move, and each member keeps the others: the moved ones must be
+/// paused too, and every member must still show all it owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_replicas_apply_nothing_across_a_cooperative_rebalance_until_resumed() {
+    pause_across_a_rebalance(Some("cooperative-sticky")).await;
+}
+
+async fn pause_across_a_rebalance(strategy: Option<&str>) {
+    let mut setup = setup().await;
+    if let Some(strategy) = strategy {
+        setup.kafka.properties.insert(
+            "partition.assignment.strategy".to_owned(),
+            strategy.to_owned(),
+        );
+    }
     let first = Replica::start(&setup, "replicas", false);
     let second = Replica::start(&setup, "replicas", false);
     eventually(

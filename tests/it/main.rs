@@ -7,6 +7,7 @@ mod consumer_faults;
 mod coordinator;
 mod deploy;
 mod group_lag;
+mod kafka_security;
 mod monolith;
 mod pipeline;
 mod recon_binary;

@@ -11,20 +11,13 @@
 //! under `/recon/`, while a wrong password is refused as permanent — and a
 //! `recon serve` given it exits at startup saying so.
 //!
-//! Kafka: tansu 0.6 takes `--cert` but never serves TLS, so the broker sits
-//! behind a TLS-terminating proxy of the harness that it advertises; the
-//! relay's producer publishes over TLS with `security.protocol=SSL` and the
-//! test CA, a `recon serve` configured only through
-//! `RECON_KAFKA_PROPERTY_*` variables consumes every event over TLS, and a
-//! client trusting another CA delivers nothing.
+//! Kafka over TLS, SASL and ACLs: `kafka_security.rs`.
 
 use anyhow::{Context, ensure};
 use recon_core::ports::EventSink as _;
 use recon_engine::cluster::{Coordinator as _, MemberInfo, MemberRole};
 use recon_etcd::{EtcdCoordinator, EtcdSecurity, EtcdSettings};
-use recon_kafka::{ChangeProducer, KafkaConfig};
 use recon_store::Store;
-use recon_tests::broker::{Broker, Storage};
 use recon_tests::etcd::EtcdServer;
 use recon_tests::private_postgres::PrivatePostgres;
 use recon_tests::process::ReconProcess;
@@ -268,113 +261,5 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
         "a password in the log:\n{log}"
     );
     shutdown.cancel();
-    Ok(())
-}
-
-fn tls_kafka(bootstrap: &str, ca: &std::path::Path) -> KafkaConfig {
-    let mut config = KafkaConfig::new(bootstrap).with_topic("tls.changes");
-    config.properties.extend([
-        ("security.protocol".to_owned(), "SSL".to_owned()),
-        ("ssl.ca.location".to_owned(), ca.display().to_string()),
-    ]);
-    config
-}
-
-fn user_change(n: u64) -> Vec<u8> {
-    use recon_core::{Change, Record, Row, User, UserStatus, Version};
-    recon_proto::encode_change(&Change::Upsert(Row {
-        tenant_id: "tenant-tls".into(),
-        record: Record::User(User {
-            id: format!("u{n}"),
-            email: format!("u{n}@example.test"),
-            display_name: "over tls".into(),
-            status: UserStatus::Active,
-        }),
-        version: Version::new(1, n + 1),
-    }))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_clients_produce_and_consume_over_tls() -> anyhow::Result<()> {
-    let ca = TestCa::new("recon test CA")?;
-    let (_broker, terminator) = Broker::start_behind_tls(Storage::Durable, &ca).await?;
-    let kafka = tls_kafka(&terminator.bootstrap_servers(), &ca.certificate());
-    recon_kafka::admin::ensure_topic(&kafka, 2)
-        .await
-        .context("create the topic over TLS")?;
-    let producer = ChangeProducer::new(&kafka)?;
-    for n in 0..20 {
-        producer
-            .publish(
-                "tenant-tls",
-                &user_change(n),
-                rdkafka::message::OwnedHeaders::new(),
-            )
-            .await
-            .context("publish over TLS")?;
-    }
-
-    // A replica configured through variables only consumes all of it.
-    let logs = tempfile::tempdir()?;
-    let database = recon_tests::TestDatabase::sqlite()?;
-    let port = recon_tests::free_port()?;
-    let admin = format!("127.0.0.1:{port}");
-    let bootstrap = terminator.bootstrap_servers();
-    let ca_path = ca.certificate().display().to_string();
-    let mut replica = ReconProcess::start(
-        "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &bootstrap,
-            "--kafka-topic",
-            "tls.changes",
-            "--admin-listen",
-            &admin,
-        ],
-        &[
-            ("RUST_LOG", "info"),
-            ("RECON_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL"),
-            ("RECON_KAFKA_PROPERTY_SSL_CA_LOCATION", &ca_path),
-        ],
-        logs.path().join("replica.log"),
-    )?;
-    recon_tests::broker::wait_for_port(port, Duration::from_secs(30)).await?;
-    let metrics = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = reqwest::get(&metrics).await?.text().await?;
-        if recon_tests::process::metric_value(&text, "recon_consumer_events_written_total")? == 20 {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the replica did not apply the 20 events over TLS:\n{}",
-            replica.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    replica.terminate().await?;
-
-    // Trusting another CA, nothing is delivered.
-    let other = TestCa::new("another CA")?;
-    let mut untrusting = tls_kafka(&terminator.bootstrap_servers(), &other.certificate());
-    untrusting
-        .properties
-        .insert("message.timeout.ms".to_owned(), "5000".to_owned());
-    let producer = ChangeProducer::new(&untrusting)?;
-    let refused = producer
-        .publish(
-            "tenant-tls",
-            &user_change(99),
-            rdkafka::message::OwnedHeaders::new(),
-        )
-        .await;
-    ensure!(
-        refused.is_err(),
-        "a producer trusting another CA delivered a record"
-    );
     Ok(())
 }

@@ -8,13 +8,6 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A test CA; its files live as long as it does.
 pub struct TestCa {
@@ -83,59 +76,5 @@ impl TestCa {
         std::fs::write(&files.certificate, certificate.pem())?;
         std::fs::write(&files.key, key.serialize_pem())?;
         Ok(files)
-    }
-}
-
-/// Terminates TLS on a loopback port and forwards the plaintext to another
-/// (a test proxy in front of a service that cannot serve TLS itself).
-pub struct TlsTerminator {
-    /// The TLS port.
-    pub port: u16,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsTerminator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TlsTerminator {
-    /// Listens on `port` with a server certificate from `ca`, forwarding
-    /// each connection to `upstream` on 127.0.0.1.
-    pub async fn start(port: u16, upstream: u16, ca: &TestCa) -> anyhow::Result<Self> {
-        let files = ca.server("terminator")?;
-        let chain =
-            CertificateDer::pem_file_iter(&files.certificate)?.collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&files.key)?;
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("listen on 127.0.0.1:{port}"))?;
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut secured) = acceptor.accept(client).await else {
-                        return; // a client that failed the handshake
-                    };
-                    let Ok(mut plain) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut secured, &mut plain).await;
-                });
-            }
-        });
-        Ok(Self { port, task })
-    }
-
-    /// `127.0.0.1:<port>` for `bootstrap.servers`.
-    pub fn bootstrap_servers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
     }
 }

@@ -12,7 +12,7 @@ use crate::observe::Admin;
 use anyhow::{Context, bail};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, Storage, wait_for_port};
+use recon_tests::broker::{Broker, wait_for_port};
 use recon_tests::etcd::EtcdServer;
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::free_port;
@@ -126,7 +126,7 @@ impl World {
         let etcd_directory = logs.join("etcd");
         std::fs::create_dir_all(&etcd_directory).context("create etcd directory")?;
         let etcd = EtcdServer::start(etcd_directory).await?;
-        let broker = Broker::start(Storage::Durable).await?;
+        let broker = Broker::start().await?;
         let brokers = broker.bootstrap_servers();
         let monolith_port = free_port()?;
         let monolith_process = start_monolith(logs, &monolith_db, monolith_port, &brokers, TOPIC)?;
@@ -201,8 +201,6 @@ impl World {
             "100",
             "--source-url",
             source.base_url(),
-            // The supervisor restarts a replica under its own id.
-            "--static-membership",
         ];
         let log = self.logs.join(format!("{id}.log"));
         let process = ReconProcess::start(id, &arguments, &[("RUST_LOG", "info")], log)?;

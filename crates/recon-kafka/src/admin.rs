@@ -7,8 +7,12 @@ use rdkafka::error::RDKafkaErrorCode;
 use std::time::Duration;
 use tracing::info;
 
-/// Creates the configured topic with `partitions` partitions if it does not
-/// exist yet (an existing topic is left as it is).
+/// Asks the brokers for their `default.replication.factor` (KIP-464).
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+/// Creates the configured topic with `partitions` partitions and the
+/// brokers' `default.replication.factor` if it does not exist yet (an
+/// existing topic is left as it is).
 pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         config
@@ -18,7 +22,11 @@ pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> Result<()> {
                 client: "admin",
                 source,
             })?;
-    let topic = NewTopic::new(&config.topic, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(
+        &config.topic,
+        partitions,
+        TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics([&topic], &options)

@@ -23,6 +23,15 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// The brokers refused this client: authentication, TLS or an ACL
+    /// (permanent until the operator changes credentials or ACLs).
+    #[error("the Kafka brokers refused access to {subject}: {}", refusal.describe())]
+    Refused {
+        /// What was refused.
+        refusal: crate::access::Refusal,
+        /// The topic or group asked for.
+        subject: String,
+    },
     /// The operation did not finish in time.
     #[error("Kafka {0} timed out")]
     Timeout(String),

@@ -3,6 +3,8 @@
 //! * [`KafkaConfig`]: where the brokers are, the topic, extra client
 //!   properties (credentials among them, never logged);
 //! * [`admin::ensure_topic`]: creates the change topic if it is missing;
+//! * [`access::check_access`]: whether the brokers let this client in
+//!   (SASL, TLS, ACLs on the topic and the group);
 //! * [`GroupMonitor`]: the consumer group's lag on every partition,
 //!   whoever owns it;
 //! * `producer`: publishes change events with W3C trace context headers;
@@ -11,6 +13,7 @@
 //!   the database commit (or the dead letter's), holds and retries while the
 //!   store fails transiently, and can be paused through its pause gate.
 
+pub mod access;
 pub mod admin;
 mod config;
 pub mod consumer;

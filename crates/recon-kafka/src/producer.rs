@@ -5,10 +5,8 @@
 //! Ordering: librdkafka keeps the enqueue order of records per partition.
 //! The producer asks for `acks=all` and allows one request in flight per
 //! broker, so that librdkafka's own retries cannot reorder records within a
-//! partition (they may duplicate one, which consumers tolerate). The
-//! idempotent protocol is off by default (see `DEFAULT_SETTINGS` for why
-//! tansu cannot take it) and can be switched on through
-//! `KafkaConfig::properties`. A caller that needs "all or a prefix"
+//! partition, and with the idempotent protocol on by default (the broker
+//! drops a retried duplicate; `KafkaConfig::properties` can switch it off). A caller that needs "all or a prefix"
 //! semantics enqueues records in order with [`ChangeProducer::enqueue`] and
 //! awaits every returned [`PendingDelivery`]: a record that failed may be
 //! followed by later ones that went through.
@@ -49,11 +47,12 @@ const ENFORCED_SETTINGS: [(&str, &str); 3] = [
 
 /// Defaults that `KafkaConfig::properties` may override.
 const DEFAULT_SETTINGS: [(&str, &str); 4] = [
-    // Off by default: tansu 0.6 accepts idempotent producers, but its SQLite
-    // storage panics on the first produce after an epoch bump (which
-    // librdkafka does after a delivery timeout), and then refuses every
-    // produce until restarted. With a real Kafka cluster, set it to `true`.
-    ("enable.idempotence", "false"),
+    // The broker drops a retried batch it already has (no duplicates after
+    // a lost acknowledgement) and keeps the order (librdkafka's own
+    // retries cannot reorder records). Needs `IdempotentWrite` on the
+    // cluster where ACLs are enforced (Kafka 3.0+ grants it with `Write`
+    // on the topic).
+    ("enable.idempotence", "true"),
     // A record not acknowledged within this time fails, so that the caller
     // sees the outage (and retries) instead of waiting for 5 minutes.
     ("message.timeout.ms", "30000"),

@@ -432,15 +432,16 @@ pub struct ServeArgs {
     /// Consumer group shared by all replicas of the service.
     #[arg(long, env = "RECON_GROUP_ID", default_value = "recon-replica")]
     pub group_id: String,
-    /// Join the group with static membership (`group.instance.id` =
-    /// `--member-id`): a replica restarted under the same id within the
-    /// session timeout keeps its partitions, without a rebalance. Only for
-    /// stable member ids (a StatefulSet's pod names); a replica replaced
-    /// under a new id should leave gracefully (SIGTERM), since brokers may
-    /// hold a vanished static member's partitions (tansu 0.6 never expires
-    /// it; see docs/broker-notes.md).
-    #[arg(long, env = "RECON_STATIC_MEMBERSHIP", requires = "member_id")]
-    pub static_membership: bool,
+    /// Join the consumer group with dynamic membership even when
+    /// `--member-id` is given. By default a replica with a `--member-id`
+    /// joins with static membership (`group.instance.id` = the member id):
+    /// restarted under the same id within the session timeout, it gets its
+    /// partitions back without a rebalance; a static member that never
+    /// comes back is expired by the broker after the session timeout (10
+    /// s). Without `--member-id` (a generated, per-process id) membership is
+    /// dynamic.
+    #[arg(long, env = "RECON_DYNAMIC_MEMBERSHIP")]
+    pub dynamic_membership: bool,
     /// Most events applied in one transaction.
     #[arg(long, env = "RECON_MAX_BATCH", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_batch: u32,

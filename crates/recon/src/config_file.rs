@@ -171,7 +171,7 @@ mod tests {
             kafka-bootstrap-servers = "kafka:9092"
             page-size = 500
             etcd-endpoints = ["http://a:2379", "http://b:2379"]
-            static-membership = true
+            dynamic-membership = true
             member-id = "from-file"
             group-id = "from-file"
             "#,
@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(
             extra
                 .iter()
-                .filter(|arg| *arg == "--static-membership")
+                .filter(|arg| *arg == "--dynamic-membership")
                 .count(),
             1
         );

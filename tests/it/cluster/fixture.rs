@@ -9,7 +9,7 @@ use super::history::History;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, Storage, wait_for_port, wait_until_group_member_expired};
+use recon_tests::broker::{Broker, BrokerSecurity, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith_with};
 use recon_tests::proxy::FreezableProxy;
@@ -36,8 +36,12 @@ pub struct Settings {
     /// The replicas reach etcd through a proxy the test can freeze (an
     /// etcd outage for them only).
     pub etcd_proxy: bool,
-    /// The replicas join the consumer group with static membership.
-    pub static_membership: bool,
+    /// Kafka brokers (KRaft nodes): 1, or 3 for a cluster with replication
+    /// factor 3 and `min.insync.replicas` 2.
+    pub kafka_brokers: u32,
+    /// The replicas join the consumer group with dynamic membership (static,
+    /// `group.instance.id` = member id, is recon's default).
+    pub dynamic_membership: bool,
     /// Where the replicas export their spans (OTLP/gRPC), if anywhere.
     pub otlp_endpoint: Option<String>,
     /// Credentials everywhere (read from files): a password in the replica
@@ -69,7 +73,8 @@ impl Settings {
             seed,
             max_pause_secs: 120,
             etcd_proxy: false,
-            static_membership: false,
+            kafka_brokers: 1,
+            dynamic_membership: false,
             otlp_endpoint: None,
             secrets: None,
             schedule: None,
@@ -126,7 +131,8 @@ pub struct Cluster {
     brokers: String,
     settings: Settings,
     logs: tempfile::TempDir,
-    _broker: Broker,
+    /// The Kafka brokers.
+    pub broker: Broker,
 }
 
 impl Cluster {
@@ -135,7 +141,7 @@ impl Cluster {
     /// alone.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let logs = tempfile::tempdir()?;
-        let broker = Broker::start(Storage::Durable).await?;
+        let broker = Broker::start_nodes(settings.kafka_brokers, BrokerSecurity::default()).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
         let replica_db = TestDatabase::create(Backend::Postgres).await?;
         let monolith = Monolith::connect(&monolith_db.url).await?;
@@ -204,7 +210,7 @@ impl Cluster {
             brokers,
             settings,
             logs,
-            _broker: broker,
+            broker,
         };
         let started = async {
             for _ in 0..3 {
@@ -316,8 +322,8 @@ impl Cluster {
         if with_source {
             arguments.extend(["--source-url", proxy.base_url()]);
         }
-        if self.settings.static_membership {
-            arguments.push("--static-membership");
+        if self.settings.dynamic_membership {
+            arguments.push("--dynamic-membership");
         }
         if let Some(schedule) = &self.settings.schedule {
             arguments.extend(["--schedule", schedule.as_str()]);
@@ -446,24 +452,17 @@ impl Cluster {
 
     /// Starts a new replica for each one that died, as a supervisor would,
     /// and waits until the consumer group owns every partition again.
-    ///
-    /// Each new one is started once the broker has had time to expire the
-    /// dead member from the group: tansu 0.6.0 does not make the survivors
-    /// rejoin when it expires a member, so the partitions the dead member
-    /// held stay unowned until someone joins the group after the expiry.
+    /// The group coordinator expires the dead members after the session
+    /// timeout and rebalances on its own; the new ones join at once.
     pub async fn replace_dead(&mut self) -> anyhow::Result<()> {
-        let dead: Vec<Instant> = self
-            .replicas
-            .iter_mut()
-            .filter(|replica| !replica.replaced)
-            .filter_map(|replica| {
-                let since = replica.silent_since?;
+        let mut dead = 0;
+        for replica in &mut self.replicas {
+            if !replica.replaced && replica.silent_since.is_some() {
                 replica.replaced = true;
-                Some(since)
-            })
-            .collect();
-        for since in dead {
-            wait_until_group_member_expired(since).await;
+                dead += 1;
+            }
+        }
+        for _ in 0..dead {
             self.add_replica().await?;
         }
         let live = self.live_ports().len();

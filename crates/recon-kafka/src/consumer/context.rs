@@ -3,7 +3,9 @@
 
 use super::metrics::{ConsumerMetrics, PartitionLabels};
 use super::state::SharedState;
+use crate::access::Refusal;
 use rdkafka::Statistics;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -42,20 +44,33 @@ impl ClientContext for GateContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        note_error(&self.state, &error, reason);
+    }
+}
+
+/// Logs a client or poll error; a refusal (SASL, TLS, an ACL) is an error
+/// that `/readyz` shows until a record is consumed again, logged once.
+pub(crate) fn note_error(state: &SharedState, error: &KafkaError, reason: &str) {
+    let refusal = error.rdkafka_error_code().and_then(Refusal::from_code);
+    let Some(refusal) = refusal else {
         warn!(error = %error, reason, "kafka client error");
+        return;
+    };
+    if state.set_broker_refused(Some(refusal.describe().to_owned())) {
+        error!(error = %error, reason, refused = refusal.describe(), "the kafka brokers refused the consumer");
     }
 }
 
 impl ConsumerContext for GateContext {
+    /// With the eager protocols a rebalance revokes everything and assigns
+    /// the new set; with `cooperative-sticky` it revokes and assigns only
+    /// the partitions that move, and the member keeps consuming the others.
+    /// Either way the partitions handed over are the ones to pause, and the
+    /// consumer's whole assignment afterwards is what it owns.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let _span = info_span!("kafka.rebalance").entered();
         match rebalance {
             Rebalance::Assign(partitions) => {
-                let assigned: Vec<(String, i32)> = partitions
-                    .elements()
-                    .iter()
-                    .map(|element| (element.topic().to_owned(), element.partition()))
-                    .collect();
                 // A rebalance does not keep a pause: pause what we were just
                 // given while paused or while waiting for the store.
                 let paused = self.state.is_holding();
@@ -71,16 +86,37 @@ impl ConsumerContext for GateContext {
                 if let Err(error) = result {
                     error!(error = %error, paused, "could not set the pause state of newly assigned partitions");
                 }
-                info!(partitions = ?assigned, paused, "partitions assigned");
-                self.metrics.show_assignment(&assigned);
-                self.state.set_assignment(assigned);
+                info!(partitions = ?topic_partitions(partitions), paused, "partitions assigned");
+                self.show_assignment(consumer, partitions);
             }
             Rebalance::Revoke(partitions) => {
-                info!(partitions = partitions.count(), "partitions revoked");
-                self.metrics.show_assignment(&[]);
-                self.state.set_assignment(Vec::new());
+                info!(partitions = ?topic_partitions(partitions), "partitions revoked");
+                self.show_assignment(consumer, &TopicPartitionList::new());
             }
             Rebalance::Error(error) => warn!(error = %error, "rebalance error"),
         }
     }
+}
+
+impl GateContext {
+    /// Records the consumer's whole assignment after a rebalance (`fallback`
+    /// if librdkafka cannot say).
+    fn show_assignment(&self, consumer: &BaseConsumer<Self>, fallback: &TopicPartitionList) {
+        let assignment = match consumer.assignment() {
+            Ok(assignment) => topic_partitions(&assignment),
+            Err(error) => {
+                error!(error = %error, "could not read the assignment after a rebalance");
+                topic_partitions(fallback)
+            }
+        };
+        self.metrics.show_assignment(&assignment);
+        self.state.set_assignment(assignment);
+    }
+}
+
+fn topic_partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|element| (element.topic().to_owned(), element.partition()))
+        .collect()
 }

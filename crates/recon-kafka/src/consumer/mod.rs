@@ -323,16 +323,19 @@ impl ReplicaConsumer {
 
     fn poll_record(&mut self, timeout: Duration) -> Option<Record> {
         match self.consumer.poll(timeout)? {
-            Ok(message) => Some(Record {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                trace: message.headers().and_then(trace_context_from_headers),
-            }),
+            Ok(message) => {
+                self.state.set_broker_refused(None);
+                Some(Record {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    trace: message.headers().and_then(trace_context_from_headers),
+                })
+            }
             Err(error) => {
-                warn!(error = %error, "kafka poll error");
+                context::note_error(&self.state, &error, "kafka poll error");
                 None
             }
         }

@@ -34,6 +34,9 @@ pub struct ConsumerStatus {
     /// While the replica store fails to take a batch for a transient reason
     /// (consumption is held and the batch retried): the last error.
     pub store_unavailable: Option<String>,
+    /// What the brokers last refused this consumer (SASL, TLS, an ACL on
+    /// the topic or the group), until a record is consumed again.
+    pub broker_refused: Option<String>,
     /// Assigned partitions with their lag.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -50,6 +53,7 @@ pub(crate) struct SharedState {
     paused: AtomicBool,
     broker_up: AtomicBool,
     store_unavailable: Mutex<Option<String>>,
+    broker_refused: Mutex<Option<String>>,
     since: Mutex<PauseSince>,
     partitions: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -94,6 +98,18 @@ impl SharedState {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Records what the brokers refused (`None`: consuming again); returns
+    /// whether that changed.
+    pub fn set_broker_refused(&self, refused: Option<String>) -> bool {
+        let mut current = self
+            .broker_refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = *current != refused;
+        *current = refused;
+        changed
     }
 
     pub fn set_broker_up(&self, up: bool) {
@@ -142,6 +158,11 @@ impl SharedState {
             paused_for_secs: since.monotonic.map(|start| start.elapsed().as_secs_f64()),
             broker_up: self.broker_up.load(Ordering::SeqCst),
             store_unavailable: self.store_error(),
+            broker_refused: self
+                .broker_refused
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
             partitions: partitions
                 .iter()
                 .map(|((topic, partition), lag)| PartitionStatus {

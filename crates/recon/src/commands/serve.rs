@@ -214,6 +214,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         }
     });
     let kafka = kafka_config(&args.kafka)?;
+    check_kafka_access(&kafka, &args.group_id).await?;
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(advertised_admin_url(&args)?);
     let mutations = MutationPolicy::new(admin_token, args.admin_listen);
@@ -262,7 +263,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     .spawn(args.group_lag_interval, shutdown.child_token());
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
-    if args.static_membership {
+    if !args.dynamic_membership {
         settings.group_instance_id = args.cluster.member_id.clone();
     }
     // Joining while a run is in progress: apply nothing before it is over.
@@ -396,6 +397,33 @@ fn register_build_info(registry: &mut Registry) {
     registry.register("recon_build", "The running build of recon", info);
 }
 
+/// How long the start-up access check waits for the brokers.
+const KAFKA_ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops at start-up when the brokers refuse this replica (a wrong SASL
+/// password, an untrusted certificate, a missing ACL): the error names what
+/// was refused. Brokers that do not answer yet are no reason to stop:
+/// consumption does not depend on them being up now.
+async fn check_kafka_access(kafka: &KafkaConfig, group_id: &str) -> anyhow::Result<()> {
+    match recon_kafka::access::check_access(kafka, group_id, KAFKA_ACCESS_TIMEOUT).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            warn!(
+                timeout_secs = KAFKA_ACCESS_TIMEOUT.as_secs(),
+                "the kafka brokers did not answer the access check; consuming anyway"
+            );
+            Ok(())
+        }
+        Err(error @ recon_kafka::Error::Refused { .. }) => {
+            Err(error).context("check access to the Kafka brokers")
+        }
+        Err(error) => {
+            warn!(error = %error, "could not check access to the kafka brokers; consuming anyway");
+            Ok(())
+        }
+    }
+}
+
 /// The Kafka settings of a command line.
 pub fn kafka_config(args: &KafkaArgs) -> anyhow::Result<KafkaConfig> {
     let mut config = KafkaConfig::new(&args.bootstrap_servers).with_topic(&args.topic);
@@ -426,12 +454,16 @@ fn admin_router(state: AdminState) -> Router {
 async fn readiness(State(state): State<AdminState>) -> Response {
     let consumer = state.gate.status();
     let store = state.store.check_ready().await;
-    let ready = store.is_ok() && consumer.broker_up && consumer.store_unavailable.is_none();
+    let ready = store.is_ok()
+        && consumer.broker_up
+        && consumer.store_unavailable.is_none()
+        && consumer.broker_refused.is_none();
     let body = serde_json::json!({
         "ready": ready,
         "store": store.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|error| error.message.clone()),
         "broker_up": consumer.broker_up,
         "consumer_store_error": consumer.store_unavailable,
+        "broker_refused": consumer.broker_refused,
     });
     let status = if ready {
         StatusCode::OK
