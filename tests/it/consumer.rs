@@ -367,3 +367,77 @@ async fn undecodable_records_are_counted_and_skipped() {
     assert_eq!(replica.metrics.events_received.get(), 2);
     replica.stop().await;
 }
+
+/// A static member fenced by another client with its `group.instance.id`
+/// gets a fatal error from librdkafka and can neither fetch nor commit
+/// again (a broker failover can do the same to a member by itself: a join
+/// whose answer was lost). The replica consumer builds a new client, which
+/// takes the instance id back, and goes on consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_static_member_builds_a_new_client_and_goes_on() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let setup = setup().await;
+    let mut settings = ConsumerSettings::new("static-group");
+    settings.group_instance_id = Some("replica-1".to_owned());
+    let metrics = ConsumerMetrics::unregistered();
+    let sink: Arc<dyn EventSink> = Arc::new(setup.store.clone());
+    let (consumer, gate) =
+        ReplicaConsumer::new(&setup.kafka, settings, sink, metrics.clone()).expect("consumer");
+    let shutdown = CancellationToken::new();
+    let task = consumer.spawn(shutdown.clone());
+    let _shutdown_on_failure = shutdown.clone().drop_guard();
+    eventually(
+        "the replica owns partitions",
+        Duration::from_secs(60),
+        || async { !gate.status().partitions.is_empty() },
+    )
+    .await;
+
+    // Another client joins under the same instance id: the replica is fenced.
+    let intruder_config = setup
+        .kafka
+        .client_config()
+        .set("group.id", "static-group")
+        .set("group.instance.id", "replica-1")
+        .set("session.timeout.ms", "10000")
+        .clone();
+    let intruder_stop = CancellationToken::new();
+    // Stops the intruder's thread also when the test fails half-way (the
+    // runtime waits for blocking threads).
+    let _stop_on_failure = intruder_stop.clone().drop_guard();
+    let intruder = tokio::task::spawn_blocking({
+        let stop = intruder_stop.clone();
+        move || {
+            let intruder: BaseConsumer = intruder_config.create().expect("intruder");
+            intruder.subscribe(&["changes"]).expect("subscribe");
+            while !stop.is_cancelled() {
+                let _ = intruder.poll(Duration::from_millis(100));
+            }
+        }
+    });
+    eventually(
+        "the replica builds a new client after being fenced",
+        Duration::from_secs(60),
+        || async { metrics.consumer_rebuilds.get() >= 1 },
+    )
+    .await;
+    intruder_stop.cancel();
+    intruder.await.expect("intruder thread");
+
+    let producer = producer(&setup.kafka);
+    let tenants: Vec<String> = (0..4).map(|index| format!("fenced-{index}")).collect();
+    let changes: Vec<Change> = tenants
+        .iter()
+        .enumerate()
+        .map(|(index, tenant)| user(tenant, "u1", "after the fence", index as u64 + 1))
+        .collect();
+    produce_changes(&producer, "changes", &changes).await;
+    eventually(
+        "the events produced after the fence are applied",
+        Duration::from_secs(90),
+        || async { total_users(&setup.store, &tenants).await == changes.len() as u64 },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.expect("consumer thread");
+}

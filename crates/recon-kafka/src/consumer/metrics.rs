@@ -40,6 +40,9 @@ pub struct ConsumerMetrics {
     pub store_unavailable: Gauge,
     /// Retries of a batch after a transient store failure.
     pub store_retries: Counter,
+    /// Consumer clients built anew after a fatal error (a static member
+    /// fenced by another with its `group.instance.id`).
+    pub consumer_rebuilds: Counter,
     /// Records that arrived while paused and were left for after the resume.
     pub events_held_back: Counter,
     /// Time to apply and commit one batch.
@@ -119,6 +122,11 @@ impl ConsumerMetrics {
             metrics.store_retries.clone(),
         );
         sub.register(
+            "client_rebuilds",
+            "Consumer clients built anew after a fatal error (a static member fenced by another with its group.instance.id)",
+            metrics.consumer_rebuilds.clone(),
+        );
+        sub.register(
             "events_held_back",
             "Records that arrived while paused, re-read after the resume",
             metrics.events_held_back.clone(),
@@ -164,6 +172,7 @@ impl ConsumerMetrics {
             dead_letters: Counter::default(),
             store_unavailable: Gauge::default(),
             store_retries: Counter::default(),
+            consumer_rebuilds: Counter::default(),
             events_held_back: Counter::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             paused: Gauge::default(),

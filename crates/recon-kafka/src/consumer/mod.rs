@@ -86,6 +86,54 @@ impl ConsumerSettings {
     }
 }
 
+/// How long a consumer waits before it replaces a client lost to a fatal
+/// error.
+const FATAL_REBUILD_DELAY: Duration = Duration::from_secs(2);
+
+/// The group member's client, subscribed to the topic; its context pauses
+/// what is assigned while `state` holds consumption.
+fn create_consumer(
+    kafka: &KafkaConfig,
+    settings: &ConsumerSettings,
+    state: &Arc<SharedState>,
+    metrics: &ConsumerMetrics,
+) -> Result<BaseConsumer<GateContext>> {
+    let context = GateContext {
+        state: state.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut config = kafka.client_config();
+    // A `group.instance.id` given as a Kafka property wins.
+    if let Some(instance) = &settings.group_instance_id
+        && config.get("group.instance.id").is_none()
+    {
+        config.set("group.instance.id", instance);
+    }
+    let consumer: BaseConsumer<GateContext> = config
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        // Notice a topic created after we subscribed within seconds.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(context)
+        .map_err(|source| Error::Client {
+            client: "consumer",
+            source,
+        })?;
+    consumer
+        .subscribe(&[kafka.topic.as_str()])
+        .map_err(|source| Error::Operation {
+            operation: format!("subscribe to {}", kafka.topic),
+            source,
+        })?;
+    Ok(consumer)
+}
+
 /// One record taken off the topic.
 struct Record {
     topic: String,
@@ -100,6 +148,8 @@ struct Record {
 /// The replica consumer; [`ReplicaConsumer::spawn`] runs it.
 pub struct ReplicaConsumer {
     consumer: BaseConsumer<GateContext>,
+    /// To build the client again after a fatal error.
+    kafka: KafkaConfig,
     settings: ConsumerSettings,
     sink: Arc<dyn EventSink>,
     metrics: ConsumerMetrics,
@@ -128,39 +178,7 @@ impl ReplicaConsumer {
             state.set_paused(true);
             metrics.paused.set(1);
         }
-        let context = GateContext {
-            state: state.clone(),
-            metrics: metrics.clone(),
-        };
-        let mut config = kafka.client_config();
-        // A `group.instance.id` given as a Kafka property wins.
-        if let Some(instance) = &settings.group_instance_id
-            && config.get("group.instance.id").is_none()
-        {
-            config.set("group.instance.id", instance);
-        }
-        let consumer: BaseConsumer<GateContext> = config
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "1000")
-            // Notice a topic created after we subscribed within seconds.
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(context)
-            .map_err(|source| Error::Client {
-                client: "consumer",
-                source,
-            })?;
-        consumer
-            .subscribe(&[kafka.topic.as_str()])
-            .map_err(|source| Error::Operation {
-                operation: format!("subscribe to {}", kafka.topic),
-                source,
-            })?;
+        let consumer = create_consumer(kafka, &settings, &state, &metrics)?;
         let (sender, commands) = mpsc::unbounded_channel();
         let gate = PauseGate {
             commands: sender,
@@ -168,6 +186,7 @@ impl ReplicaConsumer {
         };
         let consumer = Self {
             consumer,
+            kafka: kafka.clone(),
             settings,
             sink,
             metrics,
@@ -191,6 +210,10 @@ impl ReplicaConsumer {
         info!(group = %self.settings.group_id, "consumer started");
         while !shutdown.is_cancelled() {
             self.account_pause();
+            if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                self.replace_fenced_client(code, &reason, shutdown);
+                continue;
+            }
             if self.pending.is_some() {
                 // Gate commands wait: a pause returns once this batch landed.
                 self.retry_pending(runtime);
@@ -215,6 +238,44 @@ impl ReplicaConsumer {
         self.commit_sync("shutdown");
         self.consumer.unsubscribe();
         info!("consumer stopped");
+    }
+
+    /// After a fatal error (librdkafka's only one for a consumer: a static
+    /// member fenced by another with its `group.instance.id`, which a
+    /// coordinator failover can also cause to a member by itself) the client
+    /// can neither fetch nor commit again: build a new one, which joins
+    /// under the same instance id and replaces the fenced registration.
+    /// What it had fetched but not committed is read again from the
+    /// committed offsets (applying twice is harmless); a pause carries over
+    /// (new assignments are paused while the gate is). Two replicas that
+    /// share a `--member-id` fence each other in turn: each rebuild waits
+    /// [`FATAL_REBUILD_DELAY`] and logs the reason.
+    fn replace_fenced_client(
+        &mut self,
+        code: rdkafka::error::RDKafkaErrorCode,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) {
+        error!(code = ?code, reason, "fatal kafka consumer error; building a new consumer (two replicas with one --member-id fence each other)");
+        self.metrics.consumer_rebuilds.inc();
+        self.pending = None;
+        self.rewind.clear();
+        self.state.set_store_unavailable(None);
+        self.metrics.store_unavailable.set(0);
+        let deadline = Instant::now() + FATAL_REBUILD_DELAY;
+        while !shutdown.is_cancelled() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match create_consumer(&self.kafka, &self.settings, &self.state, &self.metrics) {
+            Ok(consumer) => {
+                self.metrics.show_assignment(&[]);
+                self.state.set_assignment(Vec::new());
+                self.consumer = consumer;
+            }
+            Err(error) => {
+                error!(error = %error, "could not build a new kafka consumer; trying again")
+            }
+        }
     }
 
     /// Adds the time since the last call to `paused_seconds` if paused
