@@ -1,8 +1,9 @@
 //! The group-wide lag (`recon_kafka::GroupMonitor`) on a real broker: every
 //! partition is seen whoever owns it — with no member at all, the records
 //! nobody consumes show as lag, which no replica's own lag can show — and
-//! a replica shows the partitions it consumes (`recon_consumer_assigned`),
-//! from which Prometheus counts those nobody consumes.
+//! a replica shows the partitions it consumes (`recon_consumer_assigned`);
+//! the partitions no member is assigned come from the group coordinator
+//! (DescribeGroups).
 
 use crate::consumer::{Replica, eventually, produce_changes, producer, setup, user};
 use recon_kafka::consumer::PartitionLabels;
@@ -13,18 +14,23 @@ use std::time::Duration;
 
 const GROUP: &str = "lag-watch";
 
-/// Partitions and total lag, as the monitor sees them; `None` if the broker
-/// did not answer (a new client's first requests may fail while it
+/// Partitions, total lag and partitions no member is assigned, as the
+/// monitor sees them; `None` if the broker did not answer (a new client's first requests may fail while it
 /// connects: the replica's monitor simply tries again).
-async fn look(monitor: &Arc<GroupMonitor>) -> Option<(usize, i64)> {
+async fn look(monitor: &Arc<GroupMonitor>) -> Option<(usize, i64, usize)> {
     let monitor = monitor.clone();
-    let observed = tokio::task::spawn_blocking(move || monitor.observe())
-        .await
-        .expect("observer thread");
+    let observed = tokio::task::spawn_blocking(move || {
+        let partitions = monitor.observe()?;
+        let unowned = monitor.unowned_partitions(&partitions)?;
+        Ok::<_, recon_kafka::Error>((partitions, unowned))
+    })
+    .await
+    .expect("observer thread");
     match observed {
-        Ok(partitions) => Some((
+        Ok((partitions, unowned)) => Some((
             partitions.len(),
             partitions.iter().map(PartitionView::lag).sum(),
+            unowned,
         )),
         Err(error) => {
             eprintln!("observation failed: {error}");
@@ -33,8 +39,9 @@ async fn look(monitor: &Arc<GroupMonitor>) -> Option<(usize, i64)> {
     }
 }
 
-/// Waits until the monitor sees `expected` (partitions, total lag).
-async fn wait_to_see(monitor: &Arc<GroupMonitor>, what: &str, expected: (usize, i64)) {
+/// Waits until the monitor sees `expected` (partitions, total lag,
+/// partitions without an owner).
+async fn wait_to_see(monitor: &Arc<GroupMonitor>, what: &str, expected: (usize, i64, usize)) {
     eventually(what, Duration::from_secs(90), || {
         let monitor = monitor.clone();
         async move { look(&monitor).await == Some(expected) }
@@ -57,10 +64,15 @@ async fn lag_is_seen_for_every_partition_whoever_consumes_it() {
         Arc::new(GroupMonitor::new(&setup.kafka, GROUP, GroupMetrics::default()).expect("monitor"));
 
     // Nobody consumes yet: all 40 records are lag.
-    wait_to_see(&monitor, "4 partitions, 40 records of lag", (4, 40)).await;
+    wait_to_see(
+        &monitor,
+        "4 partitions, 40 records of lag, none owned",
+        (4, 40, 4),
+    )
+    .await;
 
     let replica = Replica::start(&setup, GROUP, false);
-    wait_to_see(&monitor, "the replica caught up", (4, 0)).await;
+    wait_to_see(&monitor, "the replica caught up, owning all", (4, 0, 0)).await;
     for partition in 0..4 {
         let labels = PartitionLabels {
             topic: setup.kafka.topic.clone(),
@@ -89,5 +101,5 @@ async fn lag_is_seen_for_every_partition_whoever_consumes_it() {
         );
     }
     produce_users(&setup.kafka, 40, 8).await;
-    wait_to_see(&monitor, "the new records show as lag", (4, 8)).await;
+    wait_to_see(&monitor, "the new records show as lag, nobody's", (4, 8, 4)).await;
 }

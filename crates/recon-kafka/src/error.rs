@@ -32,6 +32,9 @@ pub enum Error {
         /// The topic or group asked for.
         subject: String,
     },
+    /// The broker answered something recon cannot read.
+    #[error("malformed Kafka answer: {0}")]
+    Malformed(String),
     /// The operation did not finish in time.
     #[error("Kafka {0} timed out")]
     Timeout(String),

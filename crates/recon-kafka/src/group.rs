@@ -6,13 +6,12 @@
 //!
 //! Read with a client that carries the group id but never joins the group
 //! (no subscription): committed offsets (OffsetFetch) and watermarks
-//! (ListOffsets). Which partitions have an owner is not asked of the broker
-//! (DescribeGroups): each replica exports the partitions it really consumes
-//! (`recon_consumer_assigned`), and Prometheus counts the partitions nobody
-//! consumes (`deploy/prometheus/rules.yml`). A broker may report a dead
-//! static member as owner until it expires — tansu 0.6 never expires it —
-//! and tansu 0.6's sqlite storage fails DescribeGroups for a group with
-//! members (it drops the connection).
+//! (ListOffsets); which partitions no member is assigned, from the group
+//! coordinator's own view (DescribeGroups, each member's assignment in the
+//! consumer protocol's encoding). A dead or frozen member counts as owner
+//! until the coordinator expires it after the session timeout; each
+//! replica also exports the partitions it really consumes
+//! (`recon_consumer_assigned`).
 
 use crate::consumer::PartitionLabels;
 use crate::{Error, KafkaConfig, Result};
@@ -61,6 +60,8 @@ pub struct GroupMetrics {
     pub lag: Family<PartitionLabels, Gauge>,
     /// Partitions of the topic.
     pub partitions: Gauge,
+    /// Partitions of the topic that no group member is assigned.
+    pub unowned: Gauge,
     /// 1 when the last observation succeeded.
     pub up: Gauge,
 }
@@ -81,6 +82,11 @@ impl GroupMetrics {
             metrics.partitions.clone(),
         );
         group.register(
+            "unowned_partitions",
+            "Partitions of the change topic that no consumer group member is assigned, as the group coordinator sees it",
+            metrics.unowned.clone(),
+        );
+        group.register(
             "observed",
             "1 when the group could be observed on the last try",
             metrics.up.clone(),
@@ -88,7 +94,8 @@ impl GroupMetrics {
         metrics
     }
 
-    fn show(&self, topic: &str, partitions: &[PartitionView]) {
+    fn show(&self, topic: &str, partitions: &[PartitionView], unowned: usize) {
+        self.unowned.set(i64::try_from(unowned).unwrap_or(i64::MAX));
         for view in partitions {
             self.lag
                 .get_or_create(&PartitionLabels {
@@ -179,6 +186,46 @@ impl GroupMonitor {
         Ok(views)
     }
 
+    /// How many of `partitions` no member of the group is assigned, as the
+    /// group coordinator says (DescribeGroups; blocking).
+    pub fn unowned_partitions(&self, partitions: &[PartitionView]) -> Result<usize> {
+        let groups = self
+            .client
+            .fetch_group_list(Some(&self.group), REQUEST_TIMEOUT)
+            .map_err(|source| Error::Operation {
+                operation: format!("describe group {}", self.group),
+                source,
+            })?;
+        let mut owned = std::collections::BTreeSet::new();
+        for group in groups
+            .groups()
+            .iter()
+            .filter(|group| group.name() == self.group)
+        {
+            for member in group.members() {
+                let Some(bytes) = member.assignment() else {
+                    continue;
+                };
+                let assignment = decode_assignment(bytes).map_err(|problem| {
+                    Error::Malformed(format!(
+                        "assignment of member {} of group {}: {problem}",
+                        member.id(),
+                        self.group
+                    ))
+                })?;
+                for (topic, assigned) in assignment {
+                    if topic == self.topic {
+                        owned.extend(assigned);
+                    }
+                }
+            }
+        }
+        Ok(partitions
+            .iter()
+            .filter(|view| !owned.contains(&view.partition))
+            .count())
+    }
+
     /// Observes the group every `interval` on a blocking thread until
     /// `shutdown`, keeping the gauges; a failed observation sets
     /// `recon_group_observed` to 0 and keeps the last figures.
@@ -189,10 +236,14 @@ impl GroupMonitor {
     ) -> tokio::task::JoinHandle<()> {
         tokio::task::spawn_blocking(move || {
             while !shutdown.is_cancelled() {
-                match self.observe() {
-                    Ok(partitions) => {
-                        debug!(partitions = partitions.len(), "group observed");
-                        self.metrics.show(&self.topic, &partitions);
+                let observed = self.observe().and_then(|partitions| {
+                    let unowned = self.unowned_partitions(&partitions)?;
+                    Ok((partitions, unowned))
+                });
+                match observed {
+                    Ok((partitions, unowned)) => {
+                        debug!(partitions = partitions.len(), unowned, "group observed");
+                        self.metrics.show(&self.topic, &partitions, unowned);
                     }
                     Err(error) => {
                         self.metrics.up.set(0);
@@ -208,9 +259,86 @@ impl GroupMonitor {
     }
 }
 
+/// The topics and partitions of a member's assignment in the consumer
+/// protocol's encoding (`ConsumerProtocolAssignment`, any version: a
+/// version, then topics with their partitions; user data after them is
+/// not read).
+pub fn decode_assignment(bytes: &[u8]) -> Result<Vec<(String, Vec<i32>)>, &'static str> {
+    let mut reader = Reader(bytes);
+    let _version = reader.i16()?;
+    let topics = reader.count()?;
+    let mut assignment = Vec::new();
+    for _ in 0..topics {
+        let length = usize::try_from(reader.i16()?).map_err(|_| "negative topic name length")?;
+        let name = std::str::from_utf8(reader.take(length)?).map_err(|_| "topic name not UTF-8")?;
+        let count = reader.count()?;
+        let mut partitions = Vec::new();
+        for _ in 0..count {
+            partitions.push(reader.i32()?);
+        }
+        assignment.push((name.to_owned(), partitions));
+    }
+    Ok(assignment)
+}
+
+/// Big-endian reads off a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < length {
+            return Err("truncated");
+        }
+        let (head, rest) = self.0.split_at(length);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16, &'static str> {
+        let bytes = self.take(2)?;
+        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32, &'static str> {
+        let bytes = self.take(4)?;
+        Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// An array's length (-1, a null array, reads as empty).
+    fn count(&mut self) -> Result<usize, &'static str> {
+        let count = self.i32()?;
+        if count < -1 {
+            return Err("negative array length");
+        }
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assignment_is_read_in_the_consumer_protocol_encoding() {
+        // Version 1, two topics: "t" with partitions 0 and 3, "other" with
+        // none; then user data of two bytes.
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        bytes.extend([0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]);
+        bytes.extend([0, 5, b'o', b't', b'h', b'e', b'r', 0, 0, 0, 0]);
+        bytes.extend([0, 0, 0, 2, 9, 9]);
+        assert_eq!(
+            decode_assignment(&bytes),
+            Ok(vec![
+                ("t".to_owned(), vec![0, 3]),
+                ("other".to_owned(), vec![])
+            ])
+        );
+        assert_eq!(decode_assignment(&bytes[..9]), Err("truncated"));
+        assert_eq!(
+            decode_assignment(&[0, 0, 0xff, 0xff, 0xff, 0xfe]),
+            Err("negative array length")
+        );
+    }
 
     #[test]
     fn lag_counts_from_the_commit_or_the_oldest_retained_record() {
