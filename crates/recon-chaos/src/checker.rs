@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The invariants, by name (the figures count violations per name).
-pub const INVARIANTS: [&str; 5] = [
+pub const INVARIANTS: [&str; 6] = [
     "converged",
     "unit done once",
     "paused until barrier",
     "no write from a fenced epoch",
     "run ended within max_pause",
+    "partitions owned",
 ];
 
 /// One broken invariant.

@@ -70,8 +70,6 @@ pub struct Figures {
     pub failover_millis: Spread,
     /// From heal to the replica equal to the monolith.
     pub converge_millis: Spread,
-    /// Broker problems met, by kind (not recon's faults).
-    pub broker_events: BTreeMap<String, u64>,
     /// Replicas that exited without being killed.
     pub unexpected_exits: usize,
     /// Writes accepted, refused (404/409), failed.
@@ -128,9 +126,6 @@ impl Figures {
                 .violations
                 .entry(violation.invariant.into())
                 .or_default() += 1;
-        }
-        for (event, count) in &outcome.broker_events {
-            *self.broker_events.entry(event.clone()).or_default() += count;
         }
         self.leader_kills += outcome.leader_kills;
         self.partitions += outcome.partitions;
@@ -189,7 +184,6 @@ impl Figures {
             "heal → converged          {}",
             spread(&self.converge_millis)
         ));
-        lines.push(format!("broker events          {:?}", self.broker_events));
         lines.push(format!("unexpected exits       {}", self.unexpected_exits));
         lines.push(format!(
             "writes                 {} accepted, {} refused, {} failed",

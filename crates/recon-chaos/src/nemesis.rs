@@ -58,8 +58,6 @@ pub struct Outcome {
     pub failover_millis: Vec<u64>,
     /// Milliseconds from heal to converged.
     pub converge_millis: Option<u64>,
-    /// Broker problems met (orphaned partitions), by kind.
-    pub broker_events: BTreeMap<String, u64>,
     /// Replicas that exited without being killed.
     pub unexpected_exits: usize,
     /// Why the schedule could not run to its end, if it could not.
@@ -70,6 +68,11 @@ pub struct Outcome {
     /// samples, fenced transactions audited.
     pub evidence: [u64; 3],
 }
+
+/// How long a partition may stay without a consumer while every replica
+/// answers: the session timeout (10 s) for the coordinator to expire a
+/// member, and as long again for the rebalance.
+const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
 
 /// What the sampler and the nemesis share.
 #[derive(Default)]
@@ -95,6 +98,7 @@ enum Undo {
     ThawEtcd,
     Heal(String, Link),
     ClearSource(String),
+    StartBroker(usize),
 }
 
 struct Nemesis {
@@ -109,7 +113,9 @@ struct Nemesis {
     etcd_down: Vec<(Instant, Instant)>,
     etcd_stopped_at: Option<Instant>,
     kills: Vec<(Instant, String)>,
-    unowned_since: Option<Instant>,
+    /// Since when some partition has had no owner while every replica
+    /// answered, and whether that stretch was reported.
+    unowned_since: Option<(Instant, bool)>,
     last_fault: Option<&'static str>,
     firewall: Firewall,
 }
@@ -217,7 +223,7 @@ impl Nemesis {
                 !done
             });
             for undo in expired {
-                self.undo(undo)?;
+                self.undo(undo).await?;
             }
             self.world.supervise().await?;
             self.publish_answering();
@@ -233,33 +239,30 @@ impl Nemesis {
         lock(&self.shared).answering = self.world.answering();
     }
 
-    /// tansu 0.6 can leave a partition without a consumer when a member
-    /// comes back within the session timeout: when every replica answers
-    /// and a partition stayed unowned for 20 s, that is recorded as a
-    /// broker event and one replica is restarted to make the group
-    /// rebalance (production Kafka rebalances by itself).
+    /// Every partition has an owner whenever every replica answers: the
+    /// group coordinator expires a dead member after the session timeout
+    /// (10 s) and rebalances by itself. A partition left without a
+    /// consumer for longer than [`UNOWNED_LIMIT`] while every replica
+    /// answers is a violation (a consumer that lost its assignment, or a
+    /// rebalance that never finished), recorded once per stretch.
     async fn watch_ownership(&mut self) -> anyhow::Result<()> {
         let (owned, all_answered) = self.world.ownership().await;
         if !all_answered || owned.len() == PARTITIONS as usize {
             self.unowned_since = None;
             return Ok(());
         }
-        let since = *self.unowned_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > Duration::from_secs(20) {
+        let (since, reported) = self.unowned_since.get_or_insert((Instant::now(), false));
+        if !*reported && since.elapsed() > UNOWNED_LIMIT {
+            *reported = true;
+            let since = *since;
             let after = self.last_fault.unwrap_or("start");
-            *self
-                .outcome
-                .broker_events
-                .entry(format!(
-                    "partition left without consumer (last fault: {after})"
-                ))
-                .or_default() += 1;
-            let bounced = self.world.bounce_one().await?;
-            eprintln!(
-                "schedule {}: partitions owned {owned:?}; restarted {bounced} to rebalance",
-                self.seed
-            );
-            self.unowned_since = None;
+            self.outcome.violations.push(Violation {
+                invariant: "partitions owned",
+                detail: format!(
+                    "partitions owned {owned:?} of {PARTITIONS} for {:?} with every replica answering (last fault: {after})",
+                    since.elapsed()
+                ),
+            });
         }
         Ok(())
     }
@@ -357,7 +360,14 @@ impl Nemesis {
                 self.undo.push((after(millis), Undo::ThawEtcd));
             }
             Fault::RestartPostgres => self.world.postgres.restart_immediate().await?,
-            Fault::RestartBroker => self.world.broker.restart().await?,
+            Fault::KillBroker { node, millis } => {
+                if !self.world.broker.node_running(node) {
+                    self.skipped(&fault);
+                    return Ok(());
+                }
+                self.world.broker.kill_node(node).await?;
+                self.undo.push((after(millis), Undo::StartBroker(node)));
+            }
             Fault::Source {
                 fault: source_fault,
                 millis,
@@ -534,7 +544,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn undo(&mut self, undo: Undo) -> anyhow::Result<()> {
+    async fn undo(&mut self, undo: Undo) -> anyhow::Result<()> {
         match undo {
             Undo::Thaw(member) => self.world.freeze(&member, false)?,
             Undo::ThawEtcd => {
@@ -549,13 +559,14 @@ impl Nemesis {
                 .replica_mut(&member)?
                 .source
                 .set_fault(ProxyFault::None),
+            Undo::StartBroker(node) => self.world.broker.start_node(node).await?,
         }
         Ok(())
     }
 
     async fn heal(&mut self) -> anyhow::Result<()> {
         for (_, undo) in std::mem::take(&mut self.undo) {
-            self.undo(undo)?;
+            self.undo(undo).await?;
         }
         self.world.heal().await?;
         self.publish_answering();

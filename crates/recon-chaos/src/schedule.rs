@@ -76,8 +76,14 @@ pub enum Fault {
     },
     /// `pg_ctl restart -m immediate` of the server holding both databases.
     RestartPostgres,
-    /// SIGKILL the broker and start it again on the same storage.
-    RestartBroker,
+    /// SIGKILL one of the three Kafka brokers and start it again on the
+    /// same storage after `millis`.
+    KillBroker {
+        /// Which (0, 1 or 2).
+        node: usize,
+        /// How long it stays down.
+        millis: u64,
+    },
     /// A replica's Source API misbehaves for `millis`.
     Source {
         /// Whose.
@@ -132,7 +138,7 @@ impl Fault {
             Fault::RestartEtcd => "restart etcd",
             Fault::StopEtcd { .. } => "stop etcd > ttl",
             Fault::RestartPostgres => "restart postgres",
-            Fault::RestartBroker => "restart broker",
+            Fault::KillBroker { .. } => "kill broker",
             Fault::Source { .. } => "source api faults",
             Fault::PartitionEtcd { .. } => "partition from etcd",
             Fault::PartitionPostgres { .. } => "partition from postgres",
@@ -183,8 +189,9 @@ pub struct Shape {
 }
 
 /// Draws the schedule of `seed`: at least one leader kill at a chosen run
-/// phase, one plain leader kill, one partition, two run requests, one drift
-/// and `random_faults` more of any kind, at random moments; sorted by time.
+/// phase, one plain leader kill, one partition, two run requests, one
+/// drift, one broker kill and `random_faults` more of any kind, at random
+/// moments; sorted by time.
 pub fn draw(seed: u64, shape: &Shape) -> Vec<Step> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let length = u64::try_from(shape.length.as_millis()).unwrap_or(u64::MAX);
@@ -206,6 +213,7 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Step> {
         Fault::RequestRun,
         Fault::RequestRun,
         Fault::Drift,
+        kill_broker(&mut rng),
     ];
     for _ in 0..shape.random_faults {
         faults.push(random_fault(&mut rng, ttl, &phases));
@@ -240,6 +248,15 @@ fn partition(rng: &mut ChaCha8Rng, ttl: u64) -> Fault {
     }
 }
 
+/// One of the three brokers down for up to 15 s (sometimes restarted at
+/// once, sometimes past the brokers' session timeout of 9 s).
+fn kill_broker(rng: &mut ChaCha8Rng) -> Fault {
+    Fault::KillBroker {
+        node: rng.random_range(0..3),
+        millis: rng.random_range(0..15_000),
+    }
+}
+
 fn random_fault(rng: &mut ChaCha8Rng, ttl: u64, phases: &[RunPhase]) -> Fault {
     match rng.random_range(0..13) {
         0 => Fault::Kill {
@@ -257,7 +274,7 @@ fn random_fault(rng: &mut ChaCha8Rng, ttl: u64, phases: &[RunPhase]) -> Fault {
             millis: rng.random_range(ttl + 500..ttl * 2 + 1_000),
         },
         5 => Fault::RestartPostgres,
-        6 => Fault::RestartBroker,
+        6 => kill_broker(rng),
         7 => Fault::Source {
             target: random_target(rng),
             fault: match rng.random_range(0..3) {

@@ -1,6 +1,6 @@
 //! The services of one schedule, all real and all on loopback: a private
 //! PostgreSQL holding the monolith's and the replica's databases, an etcd
-//! and a broker of their own, `recon monolith` (Source API, write API,
+//! and three Kafka brokers of their own, `recon monolith` (Source API, write API,
 //! outbox relay), and three `recon serve` replicas.
 //!
 //! Each replica reaches etcd, PostgreSQL and the Source API through proxies
@@ -9,10 +9,10 @@
 //! killed replica after a short delay, as Kubernetes would.
 
 use crate::observe::Admin;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, wait_for_port};
+use recon_tests::broker::{Broker, BrokerSecurity, wait_for_port};
 use recon_tests::etcd::EtcdServer;
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::free_port;
@@ -81,7 +81,7 @@ pub struct World {
     pub monolith: Monolith,
     /// etcd.
     pub etcd: EtcdServer,
-    /// The broker.
+    /// Three Kafka brokers (replication factor 3, `min.insync.replicas` 2).
     pub broker: Broker,
     /// `recon monolith`.
     pub monolith_process: ReconProcess,
@@ -126,7 +126,7 @@ impl World {
         let etcd_directory = logs.join("etcd");
         std::fs::create_dir_all(&etcd_directory).context("create etcd directory")?;
         let etcd = EtcdServer::start(etcd_directory).await?;
-        let broker = Broker::start().await?;
+        let broker = Broker::start_nodes(3, BrokerSecurity::default()).await?;
         let brokers = broker.bootstrap_servers();
         let monolith_port = free_port()?;
         let monolith_process = start_monolith(logs, &monolith_db, monolith_port, &brokers, TOPIC)?;
@@ -346,18 +346,6 @@ impl World {
             owned,
             all_answered && self.answering().len() == self.replicas.len(),
         )
-    }
-
-    /// Restarts one replica (the first answering one) to make the group
-    /// rebalance.
-    pub async fn bounce_one(&mut self) -> anyhow::Result<String> {
-        let Some((id, _, _)) = self.answering().into_iter().next() else {
-            bail!("no replica answers");
-        };
-        let replica = self.replica_mut(&id)?;
-        replica.process.restart().await?;
-        replica.incarnation += 1;
-        Ok(id)
     }
 
     /// The admin client.
