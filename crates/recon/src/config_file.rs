@@ -180,14 +180,12 @@ mod tests {
             name == "RECON_GROUP_ID"
         })
         .expect("applies");
-        let options: Vec<&String> = extra
+        let options: Vec<String> = extra
             .iter()
             .filter(|arg| *arg != "--dynamic-membership")
+            .cloned()
             .collect();
-        let mut pairs: Vec<String> = options
-            .chunks(2)
-            .map(|pair| pair.iter().map(|arg| arg.as_str()).collect::<Vec<_>>().join(" "))
-            .collect();
+        let mut pairs: Vec<String> = options.chunks(2).map(|pair| pair.join(" ")).collect();
         pairs.sort();
         assert_eq!(
             extra
