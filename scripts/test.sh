@@ -164,7 +164,7 @@ cargo build --locked -p recon
 log "cargo test --workspace $*"
 OUTPUT="$WORK_DIR/cargo-test.log"
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$OUTPUT"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$OUTPUT"
 STATUS=${PIPESTATUS[0]}
 set -e
 # The nemesis, short (issue 9): a few schedules of random faults against
