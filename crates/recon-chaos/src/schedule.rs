@@ -313,7 +313,7 @@ mod tests {
     fn every_schedule_has_its_fixed_faults_in_time_order_within_the_length() {
         for seed in 0..200 {
             let steps = draw(seed, &shape());
-            assert_eq!(steps.len(), 6 + 8);
+            assert_eq!(steps.len(), 7 + 8);
             assert!(
                 steps
                     .windows(2)
@@ -334,6 +334,12 @@ mod tests {
                 .filter(|step| step.fault == Fault::RequestRun)
                 .count();
             assert!(requests >= 2);
+            assert!(
+                steps
+                    .iter()
+                    .any(|step| matches!(step.fault, Fault::KillBroker { node, .. } if node < 3)),
+                "seed {seed}: no broker kill"
+            );
         }
     }
 
