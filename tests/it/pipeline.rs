@@ -140,6 +140,9 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     broker.restart().await?;
     let changes = writer.await??;
     ensure!(changes > 0, "the random writer applied nothing");
+    // Changes made after the broker came back must reach the replica too.
+    let after_restart = seed::random_changes(&monolith, 25, 2_000).await?.applied;
+    ensure!(after_restart > 0, "nothing changed after the broker restart");
 
     let started = Instant::now();
     let mut last = None;
@@ -166,12 +169,14 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     let undecodable =
         replica_counter(admin_port, "recon_consumer_events_undecodable_total").await?;
     ensure!(undecodable == 0, "{undecodable} undecodable events");
-    let ready = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz")).await?;
-    ensure!(
-        ready.status().is_success(),
-        "replica not ready: {}",
-        ready.text().await?
-    );
+    // Ready again once its consumer has reconnected (librdkafka backs off
+    // up to 10 s between attempts while the broker was down).
+    wait_until("the replica to be ready", Duration::from_secs(60), || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz")).await?;
+        Ok(ready.status().is_success())
+    })
+    .await
+    .with_context(|| tail(&replica.log(), 40))?;
     assert!(seeded.users > 0);
 
     let replica_exit = replica.terminate().await?;
