@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use recon_kafka::KafkaConfig;
-use recon_tests::broker::Broker;
+use recon_tests::broker::KafkaCluster;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "batches";
@@ -26,7 +26,7 @@ async fn a_fetch_from_inside_a_stored_batch_returns_the_rest_of_the_batch() -> a
 /// from offset 5 (assignment) and one from 15 (seek) must return every
 /// record from there on.
 async fn fetch_from_inside_a_batch() -> anyhow::Result<()> {
-    let broker = Broker::start().await?;
+    let broker = KafkaCluster::start().await?;
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     recon_kafka::admin::ensure_topic(&kafka, 1).await?;
     let producer: FutureProducer = kafka

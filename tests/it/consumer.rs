@@ -7,7 +7,7 @@ use recon_core::ports::EventSink;
 use recon_core::{Change, Deletion, EntityKey, Kind, Record, Row, User, UserStatus, Version};
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, PauseGate, ReplicaConsumer};
 use recon_store::{KeyRange, Store};
-use recon_tests::broker::Broker;
+use recon_tests::broker::KafkaCluster;
 use recon_tests::{Backend, TestDatabase};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 const PARTITIONS: i32 = 4;
 
 pub(crate) struct Setup {
-    pub(crate) broker: Broker,
+    pub(crate) broker: KafkaCluster,
     pub(crate) kafka: KafkaConfig,
     pub(crate) store: Store,
     pub(crate) database: TestDatabase,
 }
 
 pub(crate) async fn setup() -> Setup {
-    let broker = Broker::start().await.expect("start broker");
+    let broker = KafkaCluster::start().await.expect("start broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("changes");
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use recon_core::{Kind, Record, Version};
 use recon_kafka::KafkaConfig;
 use recon_store::{KeyRange, Store};
-use recon_tests::broker::Broker;
+use recon_tests::broker::KafkaCluster;
 use recon_tests::private_postgres::PrivatePostgres;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use std::collections::{BTreeMap, BTreeSet};
@@ -262,7 +262,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
         .await
         .expect("create database");
     let store = Store::connect(&url).await.expect("store");
-    let broker = Broker::start().await.expect("broker");
+    let broker = KafkaCluster::start().await.expect("broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await

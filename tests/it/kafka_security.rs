@@ -13,7 +13,7 @@ use anyhow::{Context, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::verify::compare_databases;
-use recon_tests::broker::{Broker, BrokerSecurity, BrokerTls, wait_for_port};
+use recon_tests::broker::{BrokerSecurity, BrokerTls, KafkaCluster, wait_for_port};
 use recon_tests::process::{ReconProcess, metric_value, start_monolith_with};
 use recon_tests::tls::TestCa;
 use recon_tests::wait::wait_until;
@@ -38,7 +38,7 @@ fn property_variables(properties: &[(String, String)]) -> Vec<(String, String)> 
 
 /// Properties of a SCRAM user on the broker's secure listener.
 fn scram_properties(
-    broker: &Broker,
+    broker: &KafkaCluster,
     user: &str,
     password: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
@@ -55,7 +55,7 @@ fn start_replica(
     name: &str,
     database_url: &str,
     admin_port: u16,
-    broker: &Broker,
+    broker: &KafkaCluster,
     properties: &[(String, String)],
 ) -> anyhow::Result<ReconProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
@@ -91,7 +91,7 @@ fn start_replica(
 /// `properties`; returns the monolith's database and process.
 async fn start_relay(
     logs: &Path,
-    broker: &Broker,
+    broker: &KafkaCluster,
     properties: &[(String, String)],
 ) -> anyhow::Result<(TestDatabase, ReconProcess)> {
     let database = TestDatabase::create(Backend::Postgres).await?;
@@ -178,7 +178,7 @@ async fn replica_rows(database: &TestDatabase) -> anyhow::Result<i64> {
 async fn relay_replica_and_group_monitor_work_over_a_tls_listener() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
     let ca = TestCa::new("kafka test CA")?;
-    let broker = Broker::start_secure(BrokerSecurity {
+    let broker = KafkaCluster::start_secure(BrokerSecurity {
         tls: Some(BrokerTls::from_ca(&ca)?),
         ..BrokerSecurity::default()
     })
@@ -244,7 +244,7 @@ async fn scram_over_tls_takes_the_right_password_and_stops_a_replica_with_a_wron
 -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
     let ca = TestCa::new("kafka test CA")?;
-    let broker = Broker::start_secure(BrokerSecurity {
+    let broker = KafkaCluster::start_secure(BrokerSecurity {
         tls: Some(BrokerTls::from_ca(&ca)?),
         scram: true,
         authorizer: false,
@@ -298,7 +298,7 @@ async fn scram_over_tls_takes_the_right_password_and_stops_a_replica_with_a_wron
 async fn acls_stop_a_replica_that_may_not_read_the_topic_or_use_the_group() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
     let ca = TestCa::new("kafka test CA")?;
-    let broker = Broker::start_secure(BrokerSecurity {
+    let broker = KafkaCluster::start_secure(BrokerSecurity {
         tls: Some(BrokerTls::from_ca(&ca)?),
         scram: true,
         authorizer: true,
@@ -407,7 +407,7 @@ async fn acls_stop_a_replica_that_may_not_read_the_topic_or_use_the_group() -> a
 
 /// Partitions of the topic for which the group has a committed offset, as
 /// the harness (a super user on the plaintext listener) sees them.
-async fn committed_offsets(broker: &Broker) -> anyhow::Result<usize> {
+async fn committed_offsets(broker: &KafkaCluster) -> anyhow::Result<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let bootstrap = broker.bootstrap_servers();
     tokio::task::spawn_blocking(move || {

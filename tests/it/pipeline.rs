@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::verify::compare_databases;
-use recon_tests::broker::{Broker, wait_for_port};
+use recon_tests::broker::{KafkaCluster, wait_for_port};
 use recon_tests::process::{ReconProcess, metric_value, start_monolith};
 use recon_tests::wait::wait_until;
 use recon_tests::{Backend, TestDatabase, free_port};
@@ -59,7 +59,7 @@ async fn replica_counter(admin_port: u16, name: &str) -> anyhow::Result<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
-    let mut broker = Broker::start().await?;
+    let mut broker = KafkaCluster::start().await?;
     let brokers = broker.bootstrap_servers();
     let monolith_database = TestDatabase::create(Backend::Postgres).await?;
     let replica_database = TestDatabase::create(Backend::Postgres).await?;
@@ -142,7 +142,10 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     ensure!(changes > 0, "the random writer applied nothing");
     // Changes made after the broker came back must reach the replica too.
     let after_restart = seed::random_changes(&monolith, 25, 2_000).await?.applied;
-    ensure!(after_restart > 0, "nothing changed after the broker restart");
+    ensure!(
+        after_restart > 0,
+        "nothing changed after the broker restart"
+    );
 
     let started = Instant::now();
     let mut last = None;
@@ -171,10 +174,14 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     ensure!(undecodable == 0, "{undecodable} undecodable events");
     // Ready again once its consumer has reconnected (librdkafka backs off
     // up to 10 s between attempts while the broker was down).
-    wait_until("the replica to be ready", Duration::from_secs(60), || async {
-        let ready = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz")).await?;
-        Ok(ready.status().is_success())
-    })
+    wait_until(
+        "the replica to be ready",
+        Duration::from_secs(60),
+        || async {
+            let ready = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz")).await?;
+            Ok(ready.status().is_success())
+        },
+    )
     .await
     .with_context(|| tail(&replica.log(), 40))?;
     assert!(seeded.users > 0);

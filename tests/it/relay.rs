@@ -19,7 +19,7 @@ use recon_core::Version;
 use recon_monolith::relay::{ChangeProducer, KafkaConfig, Relay, RelayMetrics, RelaySettings};
 use recon_monolith::seed::{self, SeedSpec};
 use recon_monolith::{Monolith, OutboxEntry};
-use recon_tests::broker::Broker;
+use recon_tests::broker::KafkaCluster;
 use recon_tests::process::ReconProcess;
 use recon_tests::traced::traced;
 use recon_tests::{Backend, TestDatabase};
@@ -388,7 +388,7 @@ async fn relay_publishes_every_event_once_in_tenant_order() -> anyhow::Result<()
     init_logs();
     let started = Instant::now();
     let (monolith, _database) = monolith().await?;
-    let broker = Broker::start().await?;
+    let broker = KafkaCluster::start().await?;
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     seed::run(&monolith, &spec(11, 8, 20.0)).await?;
     let settings = RelaySettings {
@@ -423,7 +423,7 @@ async fn relay_process_killed_mid_backlog_loses_nothing() -> anyhow::Result<()> 
     init_logs();
     let started = Instant::now();
     let (monolith, database) = monolith().await?;
-    let broker = Broker::start().await?;
+    let broker = KafkaCluster::start().await?;
     seed::run(&monolith, &spec(12, 30, 150.0)).await?;
     let total = monolith.outbox_backlog().await?;
     let logs = tempfile::tempdir()?;
@@ -486,7 +486,7 @@ async fn relay_survives_a_broker_restart() -> anyhow::Result<()> {
     init_logs();
     let started = Instant::now();
     let (monolith, _database) = monolith().await?;
-    let mut broker = Broker::start().await?;
+    let mut broker = KafkaCluster::start().await?;
     let mut kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);
     // Fail records quickly while the broker is down, so that the relay's
     // own retry path runs (not only librdkafka's).

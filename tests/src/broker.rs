@@ -5,8 +5,8 @@
 //!
 //! A node's log directory survives [`KafkaCluster::restart`], so a test
 //! can kill a broker (SIGKILL), freeze it (SIGSTOP) or restart it and find
-//! its records and committed offsets again. [`Broker`] is one node;
-//! [`KafkaCluster`] is three (replication factor 3, `min.insync.replicas`
+//! its records and committed offsets again. A [`KafkaCluster`] is one
+//! node (most tests) or three (replication factor 3, `min.insync.replicas`
 //! 2). Every node has a plaintext listener (inter-broker traffic and the
 //! harness's own administration); [`BrokerSecurity`] adds a TLS or
 //! SASL/SCRAM-over-TLS listener and the `StandardAuthorizer`, the way an
@@ -44,18 +44,18 @@ const SECURE_LISTENER: &str = "SECURE";
 
 /// What the secure listener asks of clients. The plaintext listener is
 /// there in every case (inter-broker traffic, the harness's setup); clients
-/// under test connect to [`Broker::secure_bootstrap_servers`].
+/// under test connect to [`KafkaCluster::secure_bootstrap_servers`].
 #[derive(Debug, Clone, Default)]
 pub struct BrokerSecurity {
     /// A TLS listener with this server certificate (from the test CA whose
     /// certificate is `ca`).
     pub tls: Option<BrokerTls>,
     /// SASL/SCRAM-SHA-512 over that TLS listener (`SASL_SSL`); users are
-    /// added with [`Broker::add_scram_user`].
+    /// added with [`KafkaCluster::add_scram_user`].
     pub scram: bool,
     /// The `StandardAuthorizer`: nothing is allowed without an ACL, except
     /// to the super user the harness administers with (the plaintext
-    /// listener's `ANONYMOUS`). ACLs are added with [`Broker::add_acl`].
+    /// listener's `ANONYMOUS`). ACLs are added with [`KafkaCluster::add_acl`].
     pub authorizer: bool,
 }
 
@@ -154,9 +154,6 @@ pub struct KafkaCluster {
     security: BrokerSecurity,
 }
 
-/// A single-node cluster: the broker most tests use.
-pub type Broker = KafkaCluster;
-
 impl KafkaCluster {
     /// One plaintext node on free loopback ports, answering requests.
     pub async fn start() -> anyhow::Result<Self> {
@@ -168,9 +165,10 @@ impl KafkaCluster {
         Self::start_nodes(1, security).await
     }
 
-    /// `count` plaintext nodes forming one quorum, every one a broker and a
-    /// controller; topics default to `min(count, 3)` replicas and
-    /// `min.insync.replicas` one less (at least 1).
+    /// `count` nodes forming one quorum, every one a broker and a
+    /// controller, each with a secure listener as `security` says; topics
+    /// default to `min(count, 3)` replicas and `min.insync.replicas` one
+    /// less (at least 1).
     pub async fn start_nodes(count: u32, security: BrokerSecurity) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for id in 1..=count {

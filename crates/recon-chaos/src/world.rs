@@ -12,7 +12,7 @@ use crate::observe::Admin;
 use anyhow::Context;
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, BrokerSecurity, wait_for_port};
+use recon_tests::broker::{BrokerSecurity, KafkaCluster, wait_for_port};
 use recon_tests::etcd::EtcdServer;
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::free_port;
@@ -82,7 +82,7 @@ pub struct World {
     /// etcd.
     pub etcd: EtcdServer,
     /// Three Kafka brokers (replication factor 3, `min.insync.replicas` 2).
-    pub broker: Broker,
+    pub broker: KafkaCluster,
     /// `recon monolith`.
     pub monolith_process: ReconProcess,
     /// `http://127.0.0.1:<port>` of the monolith's APIs.
@@ -126,7 +126,7 @@ impl World {
         let etcd_directory = logs.join("etcd");
         std::fs::create_dir_all(&etcd_directory).context("create etcd directory")?;
         let etcd = EtcdServer::start(etcd_directory).await?;
-        let broker = Broker::start_nodes(3, BrokerSecurity::default()).await?;
+        let broker = KafkaCluster::start_nodes(3, BrokerSecurity::default()).await?;
         let brokers = broker.bootstrap_servers();
         let monolith_port = free_port()?;
         let monolith_process = start_monolith(logs, &monolith_db, monolith_port, &brokers, TOPIC)?;

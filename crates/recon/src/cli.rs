@@ -438,8 +438,10 @@ pub struct ServeArgs {
     /// restarted under the same id within the session timeout, it gets its
     /// partitions back without a rebalance; a static member that never
     /// comes back is expired by the broker after the session timeout (10
-    /// s). Without `--member-id` (a generated, per-process id) membership is
-    /// dynamic.
+    /// s), since a static member does not leave the group when it stops.
+    /// So use this where ids change with every replacement (a Kubernetes
+    /// Deployment's pod names). Without `--member-id` (a generated,
+    /// per-process id) membership is dynamic.
     #[arg(long, env = "RECON_DYNAMIC_MEMBERSHIP")]
     pub dynamic_membership: bool,
     /// Most events applied in one transaction.

@@ -9,7 +9,7 @@ use super::history::History;
 use anyhow::{Context, bail, ensure};
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
-use recon_tests::broker::{Broker, BrokerSecurity, wait_for_port};
+use recon_tests::broker::{BrokerSecurity, KafkaCluster, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith_with};
 use recon_tests::proxy::FreezableProxy;
@@ -132,7 +132,7 @@ pub struct Cluster {
     settings: Settings,
     logs: tempfile::TempDir,
     /// The Kafka brokers.
-    pub broker: Broker,
+    pub broker: KafkaCluster,
 }
 
 impl Cluster {
@@ -141,7 +141,8 @@ impl Cluster {
     /// alone.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let logs = tempfile::tempdir()?;
-        let broker = Broker::start_nodes(settings.kafka_brokers, BrokerSecurity::default()).await?;
+        let broker =
+            KafkaCluster::start_nodes(settings.kafka_brokers, BrokerSecurity::default()).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
         let replica_db = TestDatabase::create(Backend::Postgres).await?;
         let monolith = Monolith::connect(&monolith_db.url).await?;

@@ -11,7 +11,7 @@ use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, ReplicaConsume
 use recon_monolith::relay::{ChangeProducer, Relay, RelaySettings};
 use recon_monolith::seed;
 use recon_source::{HttpSource, SourceConfig};
-use recon_tests::broker::Broker;
+use recon_tests::broker::KafkaCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ async fn wait_until_published(fixture: &Fixture) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restore_lag_and_corruption_converge_with_changes_during_the_run() {
     let fixture = Fixture::new(small_spec(31)).await;
-    let broker = Broker::start().await.expect("broker");
+    let broker = KafkaCluster::start().await.expect("broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic("restore.changes");
     recon_kafka::admin::ensure_topic(&kafka, 4)
         .await
