@@ -49,8 +49,6 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPERTIES
-  # Warnings, and the broker's own start and stop lines.
-  cat >"$dir/log4j2.properties" <<LOG4J
 appender.stdout.type=Console
 appender.stdout.name=STDOUT
 appender.stdout.layout.type=PatternLayout
@@ -65,7 +63,7 @@ LOG4J
     cluster_id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
     java -cp "$LIBS/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >&2
   fi
-  exec java -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+  exec java -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$ROOT/tests/kafka/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties"
 }
 

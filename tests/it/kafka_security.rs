@@ -145,6 +145,41 @@ async fn metrics(admin_port: u16) -> anyhow::Result<String> {
     )
 }
 
+/// A replica with `properties` on a fresh database, once it equals the
+/// monolith (it goes on running).
+async fn converging_replica(
+    logs: &Path,
+    name: &str,
+    broker: &KafkaCluster,
+    properties: &[(String, String)],
+    monolith: &TestDatabase,
+    relay: &ReconProcess,
+) -> anyhow::Result<(ReconProcess, u16)> {
+    let database = TestDatabase::create(Backend::Postgres).await?;
+    let admin_port = free_port()?;
+    let replica = start_replica(logs, name, &database.url, admin_port, broker, properties)?;
+    wait_for_convergence(monolith, &database, &replica, relay).await?;
+    Ok((replica, admin_port))
+}
+
+/// A replica with `properties` on a fresh database, which must stop at
+/// startup having applied nothing; returns its log.
+async fn refused_replica(
+    logs: &Path,
+    name: &str,
+    broker: &KafkaCluster,
+    properties: &[(String, String)],
+) -> anyhow::Result<String> {
+    let database = TestDatabase::create(Backend::Postgres).await?;
+    let mut replica = start_replica(logs, name, &database.url, free_port()?, broker, properties)?;
+    let log = refused_at_startup(&mut replica).await?;
+    ensure!(
+        replica_rows(&database).await? == 0,
+        "{name} applied rows:\n{log}"
+    );
+    Ok(log)
+}
+
 /// Waits for a replica to exit at startup; returns its log.
 async fn refused_at_startup(replica: &mut ReconProcess) -> anyhow::Result<String> {
     let code = replica
@@ -185,17 +220,15 @@ async fn relay_replica_and_group_monitor_work_over_a_tls_listener() -> anyhow::R
     .await?;
     let properties = broker.secure_client_properties()?;
     let (monolith, relay) = start_relay(logs.path(), &broker, &properties).await?;
-    let replica_database = TestDatabase::create(Backend::Postgres).await?;
-    let admin_port = free_port()?;
-    let mut replica = start_replica(
+    let (mut replica, admin_port) = converging_replica(
         logs.path(),
         "replica",
-        &replica_database.url,
-        admin_port,
         &broker,
         &properties,
-    )?;
-    wait_for_convergence(&monolith, &replica_database, &replica, &relay).await?;
+        &monolith,
+        &relay,
+    )
+    .await?;
     // The group monitor reads the group over TLS too.
     wait_until(
         "the group monitor to observe the group",
@@ -218,23 +251,10 @@ async fn relay_replica_and_group_monitor_work_over_a_tls_listener() -> anyhow::R
             *value = other.certificate().display().to_string();
         }
     }
-    let other_database = TestDatabase::create(Backend::Postgres).await?;
-    let mut untrusting = start_replica(
-        logs.path(),
-        "untrusting",
-        &other_database.url,
-        free_port()?,
-        &broker,
-        &untrusting_properties,
-    )?;
-    let log = refused_at_startup(&mut untrusting).await?;
+    let log = refused_replica(logs.path(), "untrusting", &broker, &untrusting_properties).await?;
     ensure!(
         log.contains("TLS handshake failed"),
         "no clear TLS error:\n{log}"
-    );
-    ensure!(
-        replica_rows(&other_database).await? == 0,
-        "an untrusting replica applied rows"
     );
     Ok(())
 }
@@ -256,16 +276,7 @@ async fn scram_over_tls_takes_the_right_password_and_stops_a_replica_with_a_wron
     let (monolith, relay) = start_relay(logs.path(), &broker, &relay_properties).await?;
 
     let wrong = scram_properties(&broker, "replica", "not-the-password")?;
-    let wrong_database = TestDatabase::create(Backend::Postgres).await?;
-    let mut refused = start_replica(
-        logs.path(),
-        "wrong-password",
-        &wrong_database.url,
-        free_port()?,
-        &broker,
-        &wrong,
-    )?;
-    let log = refused_at_startup(&mut refused).await?;
+    let log = refused_replica(logs.path(), "wrong-password", &broker, &wrong).await?;
     ensure!(
         log.contains("SASL authentication failed"),
         "no clear SASL error:\n{log}"
@@ -276,16 +287,8 @@ async fn scram_over_tls_takes_the_right_password_and_stops_a_replica_with_a_wron
     );
 
     let right = scram_properties(&broker, "replica", "replica-secret-2")?;
-    let replica_database = TestDatabase::create(Backend::Postgres).await?;
-    let mut replica = start_replica(
-        logs.path(),
-        "replica",
-        &replica_database.url,
-        free_port()?,
-        &broker,
-        &right,
-    )?;
-    wait_for_convergence(&monolith, &replica_database, &replica, &relay).await?;
+    let (mut replica, _) =
+        converging_replica(logs.path(), "replica", &broker, &right, &monolith, &relay).await?;
     ensure!(
         !replica.log().contains("replica-secret-2"),
         "the password is in the log"
@@ -368,18 +371,8 @@ async fn acls_stop_a_replica_that_may_not_read_the_topic_or_use_the_group() -> a
         ("no-group", "not authorized to use the consumer group"),
     ] {
         let properties = scram_properties(&broker, user, &format!("{user}-pw"))?;
-        let database = TestDatabase::create(Backend::Postgres).await?;
-        let mut replica = start_replica(
-            logs.path(),
-            user,
-            &database.url,
-            free_port()?,
-            &broker,
-            &properties,
-        )?;
-        let log = refused_at_startup(&mut replica).await?;
+        let log = refused_replica(logs.path(), user, &broker, &properties).await?;
         ensure!(log.contains(expected), "{user}: no clear error:\n{log}");
-        ensure!(replica_rows(&database).await? == 0, "{user} applied rows");
     }
     ensure!(
         committed_offsets(&broker).await? == 0,
@@ -387,16 +380,8 @@ async fn acls_stop_a_replica_that_may_not_read_the_topic_or_use_the_group() -> a
     );
 
     let properties = scram_properties(&broker, "full", "full-pw")?;
-    let replica_database = TestDatabase::create(Backend::Postgres).await?;
-    let mut replica = start_replica(
-        logs.path(),
-        "full",
-        &replica_database.url,
-        free_port()?,
-        &broker,
-        &properties,
-    )?;
-    wait_for_convergence(&monolith, &replica_database, &replica, &relay).await?;
+    let (mut replica, _) =
+        converging_replica(logs.path(), "full", &broker, &properties, &monolith, &relay).await?;
     replica.terminate().await?;
     ensure!(
         committed_offsets(&broker).await? > 0,

@@ -671,20 +671,9 @@ fn default_libs() -> anyhow::Result<PathBuf> {
     Ok(cache.join(format!("recon-kafka/{KAFKA_VERSION}/libs")))
 }
 
-/// The broker's logging: warnings and its own start and stop lines, to
-/// `broker.log` through standard output.
-const LOG4J_PROPERTIES: &str = "\
-appender.stdout.type=Console
-appender.stdout.name=STDOUT
-appender.stdout.layout.type=PatternLayout
-appender.stdout.layout.pattern=[%d] %p %m (%c)%n
-rootLogger.level=WARN
-rootLogger.appenderRef.stdout.ref=STDOUT
-logger.server.name=kafka.server.KafkaRaftServer
-logger.server.level=INFO
-logger.kafka.name=kafka.Kafka
-logger.kafka.level=INFO
-";
+/// The broker's logging (also `scripts/kafka.sh run`'s): warnings and its
+/// own start and stop lines, to `broker.log` through standard output.
+const LOG4J_PROPERTIES: &str = include_str!("../kafka/log4j2.properties");
 
 /// `session.timeout.ms` of recon's consumers (set in recon-kafka's
 /// consumer).

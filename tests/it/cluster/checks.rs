@@ -7,7 +7,7 @@ use super::admin::Admin;
 use super::history::{Changes, History};
 use anyhow::{Context, ensure};
 use recon_core::RunStatus;
-use recon_engine::cluster::Barrier;
+use recon_engine::cluster::{Barrier, RunPhase};
 use recon_monolith::Monolith;
 use recon_monolith::seed;
 use std::collections::BTreeMap;
@@ -67,6 +67,20 @@ impl Writer {
         self.task.await.context("writer task")??;
         Ok(applied.load(Ordering::SeqCst))
     }
+}
+
+/// Waits until a run has left its pausing phase: every member acknowledged
+/// the pause (planning starts only then).
+pub async fn wait_until_paused(history: &History, run_id: &str) -> anyhow::Result<()> {
+    history
+        .wait_for("every member paused", Duration::from_secs(30), |changes| {
+            changes
+                .run_states(run_id)
+                .iter()
+                .any(|(_, state)| state.phase != RunPhase::Pausing)
+                .then_some(())
+        })
+        .await
 }
 
 /// Waits for a run's barrier.

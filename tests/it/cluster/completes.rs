@@ -3,11 +3,10 @@
 
 use super::checks::{
     PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
+    wait_until_paused,
 };
 use super::fixture::{Cluster, Settings};
-use super::history::Changes;
 use anyhow::ensure;
-use recon_engine::cluster::RunPhase;
 use recon_tests::faulty_source::Fault;
 use std::time::Duration;
 
@@ -37,17 +36,7 @@ async fn run_spreads_units(cluster: &Cluster) -> anyhow::Result<()> {
         .map(|replica| (replica.id.clone(), replica.port))
         .collect();
     let probe = PauseProbe::start(cluster.admin.clone(), &run, members.clone());
-    // Planning starts once every member has acknowledged the pause.
-    cluster
-        .history
-        .wait_for("every member paused", Duration::from_secs(30), |changes| {
-            changes
-                .run_states(&run)
-                .iter()
-                .any(|(_, state)| state.phase != RunPhase::Pausing)
-                .then_some(())
-        })
-        .await?;
+    wait_until_paused(&cluster.history, &run).await?;
     let written_before_pause = writer.applied();
     let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(90)).await?;
     let written_during_run = writer.applied() - written_before_pause;

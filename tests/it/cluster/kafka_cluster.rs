@@ -4,11 +4,9 @@
 //! run is in progress, and restarted later. No event may be lost, the
 //! consumers go on with two brokers, and the run completes.
 
-use super::checks::{Writer, ensure_completed, wait_for_barrier};
+use super::checks::{Writer, ensure_completed, wait_for_barrier, wait_until_paused};
 use super::fixture::{Cluster, Settings};
-use super::history::Changes;
 use anyhow::{Context, ensure};
-use recon_engine::cluster::RunPhase;
 use recon_tests::process::metric_value;
 use recon_tests::wait::wait_until;
 use std::time::Duration;
@@ -39,16 +37,7 @@ async fn kill_brokers(cluster: &mut Cluster) -> anyhow::Result<()> {
 
     // During a run: the second broker goes down once the members paused.
     let run = cluster.request_run().await?;
-    cluster
-        .history
-        .wait_for("every member paused", Duration::from_secs(30), |changes| {
-            changes
-                .run_states(&run)
-                .iter()
-                .any(|(_, state)| state.phase != RunPhase::Pausing)
-                .then_some(())
-        })
-        .await?;
+    wait_until_paused(&cluster.history, &run).await?;
     cluster.broker.kill_node(1).await?;
     let barrier = wait_for_barrier(&cluster.history, &run, Duration::from_secs(120)).await?;
     ensure_completed(&barrier)?;
