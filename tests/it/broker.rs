@@ -4,6 +4,9 @@
 //! over a partition fetches from the committed offset; both usually land
 //! inside a batch. tansu 0.6's memory storage failed this (it skipped to
 //! the next batch, `docs/broker-notes.md`); Apache Kafka must not.
+//!
+//! And the recipe of `docs/kafka.md` for a broker by hand
+//! (`scripts/kafka.sh run`) starts one that takes a topic.
 
 use anyhow::{Context, bail, ensure};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -111,4 +114,47 @@ fn read_until(consumer: &BaseConsumer, end: i64) -> anyhow::Result<Vec<i64>> {
         }
     }
     Ok(offsets)
+}
+
+/// `scripts/kafka.sh run DIR PORT` formats a directory and runs a broker
+/// that recon can create its topic on (the recipe `docs/kafka.md` gives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_by_hand_recipe_runs_a_broker() -> anyhow::Result<()> {
+    let directory = tempfile::tempdir()?;
+    // The script's controller listens on the port after the broker's.
+    let port = loop {
+        let port = recon_tests::free_port()?;
+        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh");
+    let log = std::fs::File::create(directory.path().join("kafka.log"))?;
+    let mut broker = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg("run")
+        .arg(directory.path().join("node"))
+        .arg(port.to_string())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("run scripts/kafka.sh")?;
+    let kafka = KafkaConfig::new(format!("127.0.0.1:{port}")).with_topic("by-hand");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        match recon_kafka::admin::ensure_topic(&kafka, 2).await {
+            Ok(()) => break Ok(()),
+            Err(error) if Instant::now() > deadline => break Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    broker.kill().await?;
+    let log = std::fs::read_to_string(directory.path().join("kafka.log"))?;
+    outcome.with_context(|| format!("the broker of scripts/kafka.sh run took no topic:\n{log}"))?;
+    ensure!(
+        log.contains("Kafka Server started"),
+        "the broker's start line is not in its log:\n{log}"
+    );
+    Ok(())
 }
