@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     length_secs: u64,
     /// Random faults per schedule besides the fixed ones (two leader
-    /// kills, a partition, two run requests, a drift).
+    /// kills, a partition, two run requests, a drift, a broker kill).
     #[arg(long, default_value_t = 6)]
     random_faults: usize,
     /// Writer clients.
