@@ -1,4 +1,4 @@
-//! The monolith's outbox relay on a real broker (tansu) and a real
+//! The monolith's outbox relay on a real broker (Apache Kafka) and a real
 //! PostgreSQL: every outbox event reaches the topic keyed by tenant, in
 //! tenant order, with a W3C `traceparent`; and nothing is lost or put out of
 //! order when the relay process is killed or the broker restarts mid-backlog.
@@ -118,9 +118,9 @@ fn is_valid_traceparent(value: &str) -> bool {
 /// Reads every record of `topic` from the beginning (no consumer group)
 /// until it has seen the high watermarks of every partition and every
 /// `expected` event, checking each record's key, payload and `traceparent`
-/// on the way. (tansu's in-memory storage reports too low watermarks, so
-/// watermarks alone are not trusted; the durable storage reports them
-/// right.)
+/// on the way (watermarks alone are not trusted: a broker that reported
+/// them too low, as tansu's in-memory storage did, would end the read
+/// early).
 fn read_topic(
     bootstrap_servers: &str,
     topic: &str,
