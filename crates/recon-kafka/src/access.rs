@@ -114,15 +114,16 @@ fn check_access_blocking(config: &KafkaConfig, group_id: &str, timeout: Duration
             source,
         })?;
     let refused = |consumer: &BaseConsumer<RefusalContext>, code: Option<RDKafkaErrorCode>| {
-        // Client errors reach the context only when the consumer is
-        // polled: serve the ones queued so far.
-        for _ in 0..ERROR_POLLS {
-            if consumer.poll(ERROR_POLL_WAIT).is_none() {
-                break;
+        code.and_then(Refusal::from_code).or_else(|| {
+            // Client errors reach the context only when the consumer is
+            // polled: serve the ones queued so far.
+            for _ in 0..ERROR_POLLS {
+                if consumer.poll(ERROR_POLL_WAIT).is_none() {
+                    break;
+                }
             }
-        }
-        code.and_then(Refusal::from_code)
-            .or_else(|| consumer.context().refused())
+            consumer.context().refused()
+        })
     };
     let metadata = match consumer.fetch_metadata(Some(&config.topic), timeout) {
         Ok(metadata) => metadata,

@@ -109,9 +109,19 @@ impl GateContext {
                 topic_partitions(fallback)
             }
         };
-        self.metrics.show_assignment(&assignment);
-        self.state.set_assignment(assignment);
+        record_assignment(&self.state, &self.metrics, assignment);
     }
+}
+
+/// Records `assignment` as the consumer's partitions, for `/consumer` and
+/// the `assigned` gauges.
+pub(crate) fn record_assignment(
+    state: &SharedState,
+    metrics: &ConsumerMetrics,
+    assignment: Vec<(String, i32)>,
+) {
+    metrics.show_assignment(&assignment);
+    state.set_assignment(assignment);
 }
 
 fn topic_partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {

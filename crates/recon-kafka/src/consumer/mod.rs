@@ -260,16 +260,14 @@ impl ReplicaConsumer {
         self.metrics.consumer_rebuilds.inc();
         self.pending = None;
         self.rewind.clear();
-        self.state.set_store_unavailable(None);
-        self.metrics.store_unavailable.set(0);
+        self.clear_store_unavailable();
         let deadline = Instant::now() + FATAL_REBUILD_DELAY;
         while !shutdown.is_cancelled() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         match create_consumer(&self.kafka, &self.settings, &self.state, &self.metrics) {
             Ok(consumer) => {
-                self.metrics.show_assignment(&[]);
-                self.state.set_assignment(Vec::new());
+                context::record_assignment(&self.state, &self.metrics, Vec::new());
                 self.consumer = consumer;
             }
             Err(error) => {
@@ -490,9 +488,14 @@ impl ReplicaConsumer {
         batch.backoff = (batch.backoff * 2).min(self.settings.max_retry_backoff);
     }
 
-    fn store_available_again(&mut self, batch: &PendingBatch) {
+    /// Says the store takes batches again (`/readyz`, the gauge).
+    fn clear_store_unavailable(&self) {
         self.state.set_store_unavailable(None);
         self.metrics.store_unavailable.set(0);
+    }
+
+    fn store_available_again(&mut self, batch: &PendingBatch) {
+        self.clear_store_unavailable();
         info!(
             failures = batch.failures,
             "replica store available again: the held batch landed, resuming consumption"
