@@ -76,10 +76,10 @@ pub enum Fault {
     },
     /// `pg_ctl restart -m immediate` of the server holding both databases.
     RestartPostgres,
-    /// SIGKILL one of the three Kafka brokers and start it again on the
-    /// same storage after `millis`.
+    /// SIGKILL one of the [`BROKERS`] and start it again on the same
+    /// storage after `millis`.
     KillBroker {
-        /// Which (0, 1 or 2).
+        /// Which (0-based).
         node: usize,
         /// How long it stays down.
         millis: u64,
@@ -248,11 +248,14 @@ fn partition(rng: &mut ChaCha8Rng, ttl: u64) -> Fault {
     }
 }
 
-/// One of the three brokers down for up to 15 s (sometimes restarted at
+/// Kafka brokers in a schedule's world.
+pub const BROKERS: usize = 3;
+
+/// One of the [`BROKERS`] down for up to 15 s (sometimes restarted at
 /// once, sometimes past the brokers' session timeout of 9 s).
 fn kill_broker(rng: &mut ChaCha8Rng) -> Fault {
     Fault::KillBroker {
-        node: rng.random_range(0..3),
+        node: rng.random_range(0..BROKERS),
         millis: rng.random_range(0..15_000),
     }
 }
@@ -335,9 +338,9 @@ mod tests {
                 .count();
             assert!(requests >= 2);
             assert!(
-                steps
-                    .iter()
-                    .any(|step| matches!(step.fault, Fault::KillBroker { node, .. } if node < 3)),
+                steps.iter().any(
+                    |step| matches!(step.fault, Fault::KillBroker { node, .. } if node < BROKERS)
+                ),
                 "seed {seed}: no broker kill"
             );
         }

@@ -9,6 +9,7 @@
 //! killed replica after a short delay, as Kubernetes would.
 
 use crate::observe::Admin;
+use crate::schedule::BROKERS;
 use anyhow::Context;
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
@@ -126,7 +127,7 @@ impl World {
         let etcd_directory = logs.join("etcd");
         std::fs::create_dir_all(&etcd_directory).context("create etcd directory")?;
         let etcd = EtcdServer::start(etcd_directory).await?;
-        let broker = KafkaCluster::start_nodes(3, BrokerSecurity::default()).await?;
+        let broker = KafkaCluster::start_nodes(BROKERS as u32, BrokerSecurity::default()).await?;
         let brokers = broker.bootstrap_servers();
         let monolith_port = free_port()?;
         let monolith_process = start_monolith(logs, &monolith_db, monolith_port, &brokers, TOPIC)?;
