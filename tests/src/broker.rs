@@ -4,7 +4,7 @@
 //! folder (`RECON_TEST_KAFKA_LIBS`).
 //!
 //! A node's log directory survives [`KafkaCluster::restart`], so a test
-//! can kill a broker (SIGKILL), freeze it (SIGSTOP) or restart it and find
+//! can kill a broker (SIGKILL) or restart it and find
 //! its records and committed offsets again. A [`KafkaCluster`] is one
 //! node (most tests) or three (replication factor 3, `min.insync.replicas`
 //! 2). Every node has a plaintext listener (inter-broker traffic and the
@@ -107,7 +107,7 @@ impl Node {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -137,14 +137,6 @@ impl Node {
             child.kill().await.context("kill broker")?;
         }
         Ok(())
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
-        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
-            bail!("broker {} is not running", self.id);
-        };
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
-        nix::sys::signal::kill(pid, signal).with_context(|| format!("signal broker {}", self.id))
     }
 }
 
@@ -192,7 +184,7 @@ impl KafkaCluster {
         let mut cluster = Self { nodes, security };
         let cluster_id = cluster.format().await?;
         for node in &mut cluster.nodes {
-            node.spawn().await?;
+            node.spawn()?;
         }
         tracing::info!(%cluster_id, nodes = count, "kafka cluster starting");
         cluster.wait_until_serving(count as usize).await?;
@@ -443,7 +435,7 @@ impl KafkaCluster {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
         for node in &mut self.nodes {
-            node.spawn().await?;
+            node.spawn()?;
         }
         self.wait_until_serving(self.nodes.len()).await
     }
@@ -456,19 +448,8 @@ impl KafkaCluster {
     /// Starts node `index` again after [`KafkaCluster::kill_node`]; returns
     /// once every node answers.
     pub async fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
-        self.node_mut(index)?.spawn().await?;
+        self.node_mut(index)?.spawn()?;
         self.wait_until_serving(self.nodes.len()).await
-    }
-
-    /// Freezes (`true`, SIGSTOP) or thaws (SIGCONT) node `index`.
-    pub fn freeze_node(&self, index: usize, frozen: bool) -> anyhow::Result<()> {
-        let node = self.nodes.get(index).context("no such broker")?;
-        let signal = if frozen {
-            nix::sys::signal::Signal::SIGSTOP
-        } else {
-            nix::sys::signal::Signal::SIGCONT
-        };
-        node.signal(signal)
     }
 
     /// Whether node `index` runs (was not killed).
