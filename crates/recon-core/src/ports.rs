@@ -309,6 +309,11 @@ pub trait ReplicaStore: Send + Sync {
     /// later election.
     async fn acquire_epoch(&self, claim: Option<ElectionClaim>) -> Result<u64, PortError>;
 
+    /// Hands out a coordinator incarnation above every incarnation, epoch
+    /// and claim the store has seen, without raising any fence (asking for
+    /// one disturbs no run).
+    async fn next_incarnation(&self) -> Result<u64, PortError>;
+
     /// Raises the generation floor of `scope` to `generation`, fenced.
     async fn raise_generation_floor(
         &self,

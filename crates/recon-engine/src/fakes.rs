@@ -253,6 +253,8 @@ pub struct FakeStore {
     pub fence_stuck: std::sync::atomic::AtomicBool,
     /// The last epoch handed out and the latest election that acquired one.
     pub epochs: Mutex<(u64, Option<ElectionClaim>)>,
+    /// The last coordinator incarnation handed out.
+    pub incarnations: AtomicU64,
     /// Every floor raise fails (transiently) while set.
     pub fail_floors: std::sync::atomic::AtomicBool,
     /// Floor raises attempted.
@@ -442,6 +444,15 @@ impl ReplicaStore for FakeStore {
         }
         epochs.0 += 1;
         Ok(epochs.0)
+    }
+
+    async fn next_incarnation(&self) -> Result<u64, PortError> {
+        let epochs = self.epochs.lock().expect("lock");
+        let claimed = epochs.1.map_or(0, |held| held.incarnation);
+        let last = self.incarnations.load(Ordering::SeqCst);
+        let next = last.max(epochs.0).max(claimed) + 1;
+        self.incarnations.store(next, Ordering::SeqCst);
+        Ok(next)
     }
 
     async fn raise_generation_floor(

@@ -679,6 +679,9 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
         ) -> Result<u64, recon_core::ports::PortError> {
             self.0.acquire_epoch(c).await
         }
+        async fn next_incarnation(&self) -> Result<u64, recon_core::ports::PortError> {
+            self.0.next_incarnation().await
+        }
         async fn raise_generation_floor(
             &self,
             f: &recon_core::FenceToken,

@@ -12,6 +12,10 @@ use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Entries per page when a prefix is listed: a page of done-records (about
+/// 1.3 KB each) stays far below the 4 MiB a gRPC answer may carry.
+const LIST_PAGE: i64 = 500;
+
 /// A handle for one member's requests. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Kv {
@@ -53,26 +57,64 @@ impl Kv {
         Ok(response.take_kvs().into_iter().next())
     }
 
-    /// Every entry under `prefix`, in key order.
+    /// Every entry under `prefix`, in key order, read in pages of
+    /// [`LIST_PAGE`] entries at one revision (a consistent snapshot however
+    /// many pages it takes).
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, PortError> {
-        let mut client = self.client.clone();
-        let options = GetOptions::new().with_prefix();
-        let mut response = self.call("list", client.get(prefix, Some(options))).await?;
-        Ok(response.take_kvs())
+        self.list_pages("list", prefix, GetOptions::new()).await
     }
 
-    /// The keys under `prefix`, in key order (no values).
+    /// The keys under `prefix`, in key order (no values), paged as
+    /// [`Kv::list`].
     pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, PortError> {
-        let mut client = self.client.clone();
-        let options = GetOptions::new().with_prefix().with_keys_only();
-        let mut response = self
-            .call("list keys", client.get(prefix, Some(options)))
+        let entries = self
+            .list_pages("list keys", prefix, GetOptions::new().with_keys_only())
             .await?;
-        Ok(response
-            .take_kvs()
+        Ok(entries
             .iter()
             .map(|entry| String::from_utf8_lossy(entry.key()).into_owned())
             .collect())
+    }
+
+    /// The entries under `prefix` read page by page with `options` (the
+    /// range, limit and revision are set here).
+    async fn list_pages(
+        &self,
+        operation: &str,
+        prefix: &str,
+        options: GetOptions,
+    ) -> Result<Vec<KeyValue>, PortError> {
+        let end = prefix_end(prefix);
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut entries = Vec::new();
+        loop {
+            let page_options = options
+                .clone()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE)
+                .with_revision(revision);
+            let mut client = self.client.clone();
+            let mut response = self
+                .call(operation, client.get(from.clone(), Some(page_options)))
+                .await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |header| header.revision());
+            }
+            let more = response.more();
+            let page = response.take_kvs();
+            let Some(last) = page.last() else {
+                break;
+            };
+            // The next page starts right after the last key read.
+            from = last.key().to_vec();
+            from.push(0);
+            entries.extend(page);
+            if !more {
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     /// The last `limit` entries under `prefix`, in descending key order.
@@ -142,6 +184,20 @@ impl Kv {
             None => Ok(None),
         }
     }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range
+/// end of a prefix).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff (or no prefix): to the end of the key space.
+    vec![0]
 }
 
 /// A value as JSON bytes.

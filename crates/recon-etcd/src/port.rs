@@ -43,6 +43,25 @@ impl EtcdCoordinator {
         Ok(entries)
     }
 
+    /// The ids of a run's collection (keys only, no values read).
+    async fn collection_ids(
+        &self,
+        run_id: &str,
+        collection: Collection,
+    ) -> Result<BTreeSet<String>, PortError> {
+        let prefix = self.keys().collection(run_id, collection);
+        let mut ids = BTreeSet::new();
+        for key in self.kv().list_keys(&prefix).await? {
+            let segment = key
+                .strip_prefix(&prefix)
+                .ok_or_else(|| permanent(format!("etcd key {key} is not under {prefix}")))?;
+            let id = unescape(segment)
+                .ok_or_else(|| permanent(format!("bad id segment {segment} under {prefix}")))?;
+            ids.insert(id);
+        }
+        Ok(ids)
+    }
+
     /// Creates the claim key under this member's lease if the unit is
     /// assigned to this member and nobody holds it.
     #[instrument(name = "coord.claim", skip_all, fields(member = %self.member(), run = %run_id, unit = %unit))]
@@ -184,6 +203,17 @@ impl Coordinator for EtcdCoordinator {
         Err(permanent("etcd incarnation vanished while it was set"))
     }
 
+    async fn renew_incarnation(
+        &self,
+        leadership: &Leadership,
+        incarnation: u64,
+    ) -> Result<(), PortError> {
+        let key = self.keys().incarnation();
+        let operations = vec![TxnOp::put(key, encode(&incarnation)?, None)];
+        self.guarded_write("renew incarnation", leadership, operations)
+            .await
+    }
+
     async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
         let key = self.keys().request();
         for _attempt in 0..REQUEST_ATTEMPTS {
@@ -296,6 +326,10 @@ impl Coordinator for EtcdCoordinator {
 
     async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {
         self.read_collection(run_id, Collection::Done).await
+    }
+
+    async fn done_units(&self, run_id: &str) -> Result<BTreeSet<UnitId>, PortError> {
+        self.collection_ids(run_id, Collection::Done).await
     }
 
     async fn put_barrier(

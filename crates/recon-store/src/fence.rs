@@ -242,6 +242,67 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Hands out a coordinator incarnation above every one handed out
+    /// before — and above every epoch and recorded claim, since
+    /// incarnations were once taken from the epochs — without raising any
+    /// fence: asking for one disturbs no run in progress.
+    #[instrument(name = "store.next_incarnation", skip_all)]
+    pub async fn next_incarnation(&self) -> Result<u64> {
+        let transaction = self.connection.begin().await.map_err(database("begin"))?;
+        let backend = transaction.get_database_backend();
+        // Writing first takes SQLite's write lock at once; on PostgreSQL the
+        // row lock serializes concurrent callers.
+        let ensure = Binder::new(backend).statement(
+            "INSERT INTO incarnations (singleton, last) VALUES (1, 0) \
+             ON CONFLICT (singleton) DO NOTHING"
+                .to_owned(),
+        );
+        transaction
+            .execute_raw(ensure)
+            .await
+            .map_err(database("next incarnation"))?;
+        let lock = if backend == DbBackend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let highest = Binder::new(backend).statement(format!(
+            "SELECT (SELECT last FROM incarnations WHERE singleton = 1{lock}) AS last, \
+             (SELECT MAX(epoch) FROM fences) AS epoch, \
+             (SELECT MAX(incarnation) FROM epoch_claims) AS claimed"
+        ));
+        let row = transaction
+            .query_one_raw(highest)
+            .await
+            .map_err(database("next incarnation"))?;
+        let mut above = 0;
+        if let Some(row) = row {
+            for column in ["last", "epoch", "claimed"] {
+                let value: Option<i64> = row
+                    .try_get("", column)
+                    .map_err(database("next incarnation"))?;
+                above = above.max(sql::from_db(value.unwrap_or(0), column)?);
+            }
+        }
+        let next = above.saturating_add(1);
+        let mut binder = Binder::new(backend);
+        let update = format!(
+            "UPDATE incarnations SET last = {} WHERE singleton = 1",
+            binder.bind(sql::to_db(next, "incarnation")?)
+        );
+        transaction
+            .execute_raw(binder.statement(update))
+            .await
+            .map_err(database("next incarnation"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(database("commit incarnation"))?;
+        Ok(next)
+    }
+}
+
 /// Records `claim` as the latest election, or fails if a later one holds.
 async fn record_claim(transaction: &DatabaseTransaction, claim: ElectionClaim) -> Result<()> {
     let backend = transaction.get_database_backend();

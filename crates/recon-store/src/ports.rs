@@ -135,6 +135,10 @@ impl ReplicaStore for Store {
         Ok(Store::acquire_epoch(self, claim).await?)
     }
 
+    async fn next_incarnation(&self) -> Result<u64, PortError> {
+        Ok(Store::next_incarnation(self).await?)
+    }
+
     async fn raise_generation_floor(
         &self,
         fence: &FenceToken,

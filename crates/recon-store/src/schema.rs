@@ -125,6 +125,7 @@ impl MigratorTrait for Migrator {
             Box::new(DigestColumns),
             Box::new(RunHistory),
             Box::new(InlinableDigestFunctions),
+            Box::new(Incarnations),
         ]
     }
 
@@ -319,6 +320,30 @@ impl MigrationTrait for InlinableDigestFunctions {
                 .execute_unprepared(recon_core::digest::POSTGRES_FUNCTIONS)
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// The last coordinator incarnation handed out (see
+/// [`crate::Store::next_incarnation`]).
+struct Incarnations;
+
+impl MigrationName for Incarnations {
+    fn name(&self) -> &str {
+        "m0007_incarnations"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for Incarnations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS incarnations (singleton INTEGER PRIMARY KEY, \
+                 last BIGINT NOT NULL)",
+            )
+            .await?;
         Ok(())
     }
 }

@@ -131,6 +131,19 @@ impl Coordinator for ZooKeeperCoordinator {
         }
     }
 
+    async fn renew_incarnation(
+        &self,
+        leadership: &Leadership,
+        incarnation: u64,
+    ) -> Result<(), PortError> {
+        let put = Op::Put {
+            path: self.nodes().incarnation(),
+            data: encode(&incarnation)?,
+        };
+        self.guarded_write("renew incarnation", leadership, vec![put])
+            .await
+    }
+
     async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
         Ok(self.merge_request(request).await?.0)
     }
@@ -203,6 +216,11 @@ impl Coordinator for ZooKeeperCoordinator {
 
     async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError> {
         self.read_collection(run_id, Collection::Done).await
+    }
+
+    async fn done_units(&self, run_id: &str) -> Result<BTreeSet<UnitId>, PortError> {
+        let ids = self.collection_ids(run_id, Collection::Done).await?;
+        Ok(ids.into_iter().collect())
     }
 
     async fn put_barrier(

@@ -92,12 +92,16 @@ impl EtcdCluster {
     }
 
     async fn direct_member(&self, id: &str) -> anyhow::Result<EtcdCoordinator> {
+        self.member_with_ttl(id, TEST_TTL_SECS).await
+    }
+
+    async fn member_with_ttl(&self, id: &str, ttl_secs: i64) -> anyhow::Result<EtcdCoordinator> {
         let member = self
             .connect(
                 id,
                 self.endpoints.clone(),
                 self.shutdown.child_token(),
-                TEST_TTL_SECS,
+                ttl_secs,
             )
             .await?;
         self.members_lock().insert(id.to_owned(), member.clone());
@@ -132,6 +136,11 @@ impl Drop for EtcdCluster {
 impl Cluster for EtcdCluster {
     async fn member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>> {
         Ok(Arc::new(self.direct_member(id).await?))
+    }
+
+    async fn patient_member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>> {
+        let ttl_secs = super::PATIENT_SESSION.as_secs() as i64;
+        Ok(Arc::new(self.member_with_ttl(id, ttl_secs).await?))
     }
 
     async fn stored_keys(&self) -> anyhow::Result<Option<usize>> {

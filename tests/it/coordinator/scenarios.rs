@@ -2,11 +2,13 @@
 
 use super::Cluster;
 use super::fixtures::{
-    QUIET, barrier, done_record, expect_stale, member_ids, plan, request, run, within,
+    QUIET, barrier, done_record, expect_stale, member_ids, plan, realistic_done_record, request,
+    run, within,
 };
 use anyhow::{Context, ensure};
+use futures::{StreamExt, TryStreamExt, stream};
 use recon_core::Kind;
-use recon_engine::cluster::{Coordinator, Leadership, RunPhase, UnitPlan};
+use recon_engine::cluster::{Coordinator, DoneRecord, Leadership, RunPhase, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,6 +366,60 @@ pub(crate) async fn a_plan_of_50000_units_round_trips(
     ensure!(
         b.plan("r1").await? == Some(small),
         "a re-written plan keeps units of the old one"
+    );
+    Ok(())
+}
+
+/// A run over 50,000 small tenants leaves 50,000 done-records of about
+/// 1.3 KB each (some 65 MB): read back whole, the way the leader reads them
+/// to finish the run — far beyond what one etcd answer may carry (4 MiB).
+pub(crate) async fn fifty_thousand_done_records_round_trip(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    const UNITS: usize = 50_000;
+    const IN_FLIGHT: usize = 64;
+    let a = cluster.patient_member("a").await?;
+    let b = cluster.patient_member("b").await?;
+    let leadership = lead(&a).await?;
+    let tenants: Vec<String> = (0..UNITS)
+        .map(|index| format!("tenant-{index:05}-{}", "x".repeat(24)))
+        .collect();
+    stream::iter(&tenants)
+        .map(|tenant| a.assign(&leadership, "r1", tenant, "b"))
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
+    let written: BTreeMap<String, DoneRecord> = tenants
+        .iter()
+        .map(|tenant| {
+            let record = realistic_done_record("b", leadership.epoch, tenant);
+            (tenant.clone(), record)
+        })
+        .collect();
+    stream::iter(&written)
+        .map(|(unit, record)| {
+            let b = b.clone();
+            async move {
+                ensure!(b.claim("r1", unit).await?, "b could not claim {unit}");
+                b.put_done("r1", unit, record).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>()
+        .await?;
+    let read = a.done("r1").await?;
+    ensure!(
+        read.len() == UNITS,
+        "{} of {UNITS} done-records read back",
+        read.len()
+    );
+    ensure!(read == written, "the done-records read back differ");
+    let units = a.done_units("r1").await?;
+    ensure!(
+        units.len() == UNITS && units.iter().eq(written.keys()),
+        "{} of {UNITS} done units listed",
+        units.len()
     );
     Ok(())
 }

@@ -73,13 +73,21 @@ impl ZooKeeperCluster {
     /// A member talking to the server through a proxy of its own (so that
     /// [`kill`](Cluster::kill) can keep it from reconnecting meanwhile).
     async fn direct_member(&self, id: &str) -> anyhow::Result<ZooKeeperCoordinator> {
+        self.member_with_timeout(id, TEST_SESSION_TIMEOUT).await
+    }
+
+    async fn member_with_timeout(
+        &self,
+        id: &str,
+        session_timeout: Duration,
+    ) -> anyhow::Result<ZooKeeperCoordinator> {
         let proxy = Arc::new(FreezableProxy::start(self.address()?).await?);
         let member = self
             .connect(
                 id,
                 &format!("127.0.0.1:{}", proxy.port),
                 self.shutdown.child_token(),
-                TEST_SESSION_TIMEOUT,
+                session_timeout,
             )
             .await?;
         self.members_lock()
@@ -126,6 +134,11 @@ impl Drop for ZooKeeperCluster {
 impl Cluster for ZooKeeperCluster {
     async fn member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>> {
         Ok(Arc::new(self.direct_member(id).await?))
+    }
+
+    async fn patient_member(&self, id: &str) -> anyhow::Result<Arc<dyn Coordinator>> {
+        let member = self.member_with_timeout(id, super::PATIENT_SESSION).await?;
+        Ok(Arc::new(member))
     }
 
     async fn stored_keys(&self) -> anyhow::Result<Option<usize>> {

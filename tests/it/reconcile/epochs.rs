@@ -16,7 +16,7 @@ use recon_core::{
 };
 use recon_engine::ReconcileOptions;
 use recon_engine::cluster::{
-    ClusterMember, ClusterSettings, MemberInfo, MemberRole, Plan, RunRequest,
+    ClusterMember, ClusterSettings, InProcessHub, MemberInfo, MemberRole, Plan, RunRequest,
 };
 use recon_engine::{Reconciler, cluster::Coordinator};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
@@ -24,6 +24,7 @@ use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use recon_tests::free_port;
 use recon_tests::process::recon_binary;
+use recon_zookeeper::{ZooKeeperCoordinator, ZooKeeperSettings};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -87,6 +88,74 @@ async fn standalone_then_cluster_then_wiped_etcd_runs_all_complete() -> anyhow::
     Ok(())
 }
 
+/// A store's claims come from every coordination state that led on it: a
+/// single instance's hub, an etcd cluster, the same etcd restored from a
+/// snapshot (its elections older than ones the store saw since), and
+/// ZooKeeper take turns on one PostgreSQL store, and every run completes.
+///
+/// Before, the store refused an epoch to any claim older than the latest
+/// it held, for good: after a single-instance run the etcd cluster's
+/// leaders were refused (its incarnation older) and campaigned without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_instance_etcd_restored_etcd_and_zookeeper_take_turns() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(63)).await;
+    let prefix = format!("/recon/turns-{}", uuid::Uuid::new_v4().simple());
+    let zookeeper = std::env::var("RECON_TEST_ZOOKEEPER")
+        .context("RECON_TEST_ZOOKEEPER (scripts/test.sh sets it)")?;
+    let etcd = FreshEtcd::start().await?;
+    let on_etcd = Coordination::Etcd {
+        endpoint: &etcd.endpoint,
+        prefix: &prefix,
+    };
+    let single = Coordination::InProcess;
+
+    damage(&fixture).await?;
+    cluster_run_with(&fixture, &single, "on a single instance", false).await?;
+    damage(&fixture).await?;
+    cluster_run_with(&fixture, &on_etcd, "on etcd", false).await?;
+    let snapshots = tempfile::tempdir()?;
+    let snapshot = snapshots.path().join("etcd.db");
+    etcd.save_snapshot(&snapshot).await?;
+
+    damage(&fixture).await?;
+    cluster_run_with(&fixture, &single, "on a second single instance", false).await?;
+    damage(&fixture).await?;
+    cluster_run_with(&fixture, &on_etcd, "on etcd after a single instance", false).await?;
+
+    drop(etcd);
+    let restored = FreshEtcd::restore(&snapshot).await?;
+    let on_restored = Coordination::Etcd {
+        endpoint: &restored.endpoint,
+        prefix: &prefix,
+    };
+    damage(&fixture).await?;
+    cluster_run_with(
+        &fixture,
+        &on_restored,
+        "on etcd restored from a snapshot",
+        false,
+    )
+    .await?;
+
+    let on_zookeeper = Coordination::ZooKeeper {
+        servers: &zookeeper,
+        prefix: &prefix,
+    };
+    damage(&fixture).await?;
+    cluster_run_with(&fixture, &on_zookeeper, "on ZooKeeper", false).await?;
+
+    let store = recon_store::Store::connect(&fixture.replica_db.url).await?;
+    let runs = store.recent_runs(10).await?;
+    ensure!(
+        runs.len() == 6
+            && runs
+                .iter()
+                .all(|run| run.status() == RunStatus::Completed && run.totals.written > 0),
+        "{runs:?}"
+    );
+    Ok(())
+}
+
 /// The run is closed in the store before its barrier is written: a write
 /// that still carries the run's epoch (a follower frozen mid-unit that wakes
 /// up after consumers resumed) is refused.
@@ -96,7 +165,11 @@ async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
     let prefix = format!("/recon/closed-{}", uuid::Uuid::new_v4().simple());
     let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
         .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
-    cluster_run_with(&fixture, &etcd, &prefix, "on an empty replica", true).await?;
+    let coordination = Coordination::Etcd {
+        endpoint: &etcd,
+        prefix: &prefix,
+    };
+    cluster_run_with(&fixture, &coordination, "on an empty replica", true).await?;
     let epoch = run_epoch(&etcd, &prefix).await?;
     let late = Change::Delete(Deletion {
         tenant_id: "late-tenant".into(),
@@ -168,6 +241,51 @@ async fn standalone_reconcile(fixture: &Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a run's two members coordinate.
+enum Coordination<'a> {
+    /// One in-process hub, as a single-instance `recon serve` has.
+    InProcess,
+    /// etcd at `endpoint`, under `prefix`.
+    Etcd { endpoint: &'a str, prefix: &'a str },
+    /// ZooKeeper at `servers`, under `prefix`.
+    ZooKeeper { servers: &'a str, prefix: &'a str },
+}
+
+impl Coordination<'_> {
+    /// The coordinators of members `ids`, ending with `shutdown`.
+    async fn connect(
+        &self,
+        ids: &[&str],
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Vec<Arc<dyn Coordinator>>> {
+        let hub = InProcessHub::new(1);
+        let mut coordinators: Vec<Arc<dyn Coordinator>> = Vec::new();
+        for id in ids {
+            let info = MemberInfo {
+                id: (*id).to_owned(),
+                admin_url: None,
+                joined_unix_ms: 0,
+                role: MemberRole::Reconciler,
+            };
+            coordinators.push(match self {
+                Self::InProcess => Arc::new(hub.join(id)),
+                Self::Etcd { endpoint, prefix } => {
+                    let mut settings =
+                        EtcdSettings::new(vec![(*endpoint).to_owned()], *prefix, info);
+                    settings.lease_ttl_secs = 3;
+                    Arc::new(EtcdCoordinator::connect(settings, shutdown.clone()).await?)
+                }
+                Self::ZooKeeper { servers, prefix } => {
+                    let mut settings = ZooKeeperSettings::new(*servers, *prefix, info);
+                    settings.session_timeout = Duration::from_secs(3);
+                    Arc::new(ZooKeeperCoordinator::connect(settings, shutdown.clone()).await?)
+                }
+            });
+        }
+        Ok(coordinators)
+    }
+}
+
 /// Two members on `endpoint` under `prefix`; one run requested; waits until
 /// its barrier is written and the replica equals the monolith.
 async fn cluster_run(
@@ -176,16 +294,17 @@ async fn cluster_run(
     prefix: &str,
     what: &str,
 ) -> anyhow::Result<()> {
-    cluster_run_with(fixture, endpoint, prefix, what, false).await
+    let coordination = Coordination::Etcd { endpoint, prefix };
+    cluster_run_with(fixture, &coordination, what, false).await
 }
 
-/// [`cluster_run`]; with `one_term`, the store refuses every leader an
-/// epoch once no run is current or pending, so that no leader elected after
-/// the barrier moves the fence (what it would do only milliseconds later).
+/// [`cluster_run`] on any `coordination`; with `one_term`, the store
+/// refuses every leader an epoch once no run is current or pending, so
+/// that no leader elected after the barrier moves the fence (what it would
+/// do only milliseconds later).
 async fn cluster_run_with(
     fixture: &Fixture,
-    endpoint: &str,
-    prefix: &str,
+    coordination: &Coordination<'_>,
     what: &str,
     one_term: bool,
 ) -> anyhow::Result<()> {
@@ -199,20 +318,10 @@ async fn cluster_run_with(
         run_id: None,
     };
     let mut members = Vec::new();
-    for id in ["e1", "e2"] {
-        let info = MemberInfo {
-            id: id.to_owned(),
-            admin_url: None,
-            joined_unix_ms: 0,
-            role: MemberRole::Reconciler,
-        };
-        let mut settings = EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
-        settings.lease_ttl_secs = 3;
-        let coordinator = EtcdCoordinator::connect(settings, shutdown.clone()).await?;
+    for coordinator_port in coordination.connect(&["e1", "e2"], &shutdown).await? {
         let mut config = SourceConfig::new(&fixture.source_url);
         config.request_timeout = Duration::from_secs(5);
         let source = HttpSource::new(&config)?;
-        let coordinator_port: Arc<dyn Coordinator> = Arc::new(coordinator.clone());
         if members.is_empty() {
             coordinator_port.request_run(&request).await?;
         }
@@ -242,13 +351,13 @@ async fn cluster_run_with(
             },
         ));
         let task = tokio::spawn(member.clone().run(shutdown.clone()));
-        members.push((coordinator, member, task));
+        members.push((member, task));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
         let led: u64 = members
             .iter()
-            .map(|(_, member, _)| member.counters().runs_led.load(Ordering::SeqCst))
+            .map(|(member, _)| member.counters().runs_led.load(Ordering::SeqCst))
             .sum();
         if led >= 1 {
             break Ok(());
@@ -259,7 +368,7 @@ async fn cluster_run_with(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     shutdown.cancel();
-    for (_, _, task) in members {
+    for (_, task) in members {
         task.await?;
     }
     outcome?;
@@ -328,6 +437,10 @@ impl ReplicaStore for EpochsDuringRunsOnly {
         ReplicaStore::acquire_epoch(&self.store, claim).await
     }
 
+    async fn next_incarnation(&self) -> Result<u64, PortError> {
+        ReplicaStore::next_incarnation(&self.store).await
+    }
+
     async fn raise_generation_floor(
         &self,
         fence: &FenceToken,
@@ -352,7 +465,7 @@ impl ConsumerGate for NoGate {
     }
 }
 
-/// A throw-away single-member etcd with an empty data directory.
+/// A throw-away single-member etcd.
 struct FreshEtcd {
     endpoint: String,
     child: tokio::process::Child,
@@ -360,12 +473,65 @@ struct FreshEtcd {
 }
 
 impl FreshEtcd {
+    /// An etcd with an empty data directory: revisions from 1.
     async fn start() -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
+        let peer = format!("http://127.0.0.1:{}", free_port()?);
+        Self::run(data, peer).await
+    }
+
+    /// An etcd restored from `snapshot` (`etcdctl snapshot restore`): its
+    /// keys and revisions as they were when the snapshot was saved.
+    async fn restore(snapshot: &std::path::Path) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let peer = format!("http://127.0.0.1:{}", free_port()?);
+        let output = tokio::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("snapshot")
+            .arg("restore")
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(data.path().join("etcd"))
+            .args([
+                "--name",
+                "rebuilt",
+                "--initial-cluster",
+                &format!("rebuilt={peer}"),
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .output()
+            .await
+            .context("run etcdctl snapshot restore")?;
+        ensure!(
+            output.status.success(),
+            "etcdctl snapshot restore failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self::run(data, peer).await
+    }
+
+    /// Saves a snapshot of this etcd's keys to `path`.
+    async fn save_snapshot(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let output = tokio::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint, "snapshot", "save"])
+            .arg(path)
+            .output()
+            .await
+            .context("run etcdctl snapshot save")?;
+        ensure!(
+            output.status.success(),
+            "etcdctl snapshot save failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Runs etcd on `data` (a member named `rebuilt` with peer URL `peer`)
+    /// and waits until it answers.
+    async fn run(data: tempfile::TempDir, peer: String) -> anyhow::Result<Self> {
+        let endpoint = format!("http://127.0.0.1:{}", free_port()?);
         let child = tokio::process::Command::new("etcd")
             .args([
                 "--name",

@@ -208,6 +208,17 @@ impl Coordinator for InProcessCoordinator {
         Ok(*self.hub.lock().incarnation.get_or_insert(proposed))
     }
 
+    async fn renew_incarnation(
+        &self,
+        leadership: &Leadership,
+        incarnation: u64,
+    ) -> Result<(), PortError> {
+        let mut state = self.hub.lock();
+        self.leading(&state, leadership)?;
+        state.incarnation = Some(incarnation);
+        Ok(())
+    }
+
     async fn request_run(&self, request: &RunRequest) -> Result<RunRequest, PortError> {
         let mut state = self.hub.lock();
         let pending = match state.request.take() {
@@ -359,6 +370,16 @@ impl Coordinator for InProcessCoordinator {
             .runs
             .get(run_id)
             .map(|records| records.done.clone())
+            .unwrap_or_default())
+    }
+
+    async fn done_units(&self, run_id: &str) -> Result<BTreeSet<UnitId>, PortError> {
+        Ok(self
+            .hub
+            .lock()
+            .runs
+            .get(run_id)
+            .map(|records| records.done.keys().cloned().collect())
             .unwrap_or_default())
     }
 

@@ -144,23 +144,47 @@ impl ClusterMember {
         true
     }
 
-    /// Gets this leadership's epoch from the store (DESIGN §2: epochs come
-    /// from the store, never from a clock), presenting its election so that
-    /// an older election can never acquire after a newer one. The first
-    /// leader of a coordination state (a new or rebuilt etcd) sets its
-    /// incarnation to a fresh store epoch first.
+    /// Gets this leadership's epoch from the store (epochs come from the
+    /// store, never from a clock), presenting its election so that an older
+    /// election can never acquire after a newer one. The first leader of a
+    /// coordination state (a new or rebuilt etcd) gives it a fresh
+    /// incarnation first.
+    ///
+    /// A refusal means the store gave epochs to a later claim: another
+    /// coordination state (a single instance, another etcd or ZooKeeper)
+    /// or a later election of this one before it was restored from a
+    /// snapshot. This state's current leader then renews its incarnation
+    /// (a leader-guarded write, which a deposed leader cannot make: a zombie
+    /// stays refused) and claims again, above every claim seen.
     async fn acquire_store_epoch(&self, leadership: &mut Leadership) -> Result<(), PortError> {
         let store = &self.reconciler.store;
         leadership.incarnation = match self.coordinator.incarnation().await? {
             Some(incarnation) => incarnation,
             None => {
-                let proposed = store.acquire_epoch(None).await?;
+                let proposed = store.next_incarnation().await?;
                 let incarnation = self.coordinator.init_incarnation(proposed).await?;
                 info!(incarnation, "coordination state incarnated");
                 incarnation
             }
         };
-        leadership.store_epoch = store.acquire_epoch(Some(leadership.claim())).await?;
+        match store.acquire_epoch(Some(leadership.claim())).await {
+            Ok(epoch) => leadership.store_epoch = epoch,
+            Err(refusal) if refusal.kind == FailureKind::StaleEpoch => {
+                let renewed = store.next_incarnation().await?;
+                self.coordinator
+                    .renew_incarnation(leadership, renewed)
+                    .await?;
+                warn!(
+                    refusal = %refusal,
+                    old = leadership.incarnation,
+                    renewed,
+                    "the store holds a later election; coordination state re-incarnated"
+                );
+                leadership.incarnation = renewed;
+                leadership.store_epoch = store.acquire_epoch(Some(leadership.claim())).await?;
+            }
+            Err(error) => return Err(error),
+        }
         Ok(())
     }
 
@@ -603,9 +627,12 @@ impl ClusterMember {
                 "working run without a plan",
             ));
         };
-        let done = self.coordinator.done(&run.run_id).await?;
-        if plan.units.iter().all(|unit| done.contains_key(&unit.id)) {
-            self.finish(leadership, run, &plan, &done).await?;
+        // Which units are done is all a step needs; the records themselves
+        // (about 1.3 KB a unit) are read once, to finish.
+        let done = self.coordinator.done_units(&run.run_id).await?;
+        if plan.units.iter().all(|unit| done.contains(&unit.id)) {
+            let records = self.coordinator.done(&run.run_id).await?;
+            self.finish(leadership, run, &plan, &records).await?;
             return Ok(true);
         }
         let live: BTreeSet<String> = self
@@ -618,7 +645,7 @@ impl ClusterMember {
             return Ok(false);
         }
         let assignments = self.coordinator.assignments(&run.run_id).await?;
-        let open = |unit: &&String| !done.contains_key(*unit);
+        let open = |unit: &&String| !done.contains(*unit);
         let assigned = assignments.keys().filter(open).count() as u64;
         let total = plan.units.len() as u64;
         let finished = done.len() as u64;
@@ -630,17 +657,13 @@ impl ClusterMember {
         let mut load: BTreeMap<String, usize> =
             live.iter().map(|member| (member.clone(), 0)).collect();
         for (unit, member) in &assignments {
-            if !done.contains_key(unit)
+            if !done.contains(unit)
                 && let Some(count) = load.get_mut(member)
             {
                 *count += 1;
             }
         }
-        for unit in plan
-            .units
-            .iter()
-            .filter(|unit| !done.contains_key(&unit.id))
-        {
+        for unit in plan.units.iter().filter(|unit| !done.contains(&unit.id)) {
             if assignments
                 .get(&unit.id)
                 .is_some_and(|member| live.contains(member))

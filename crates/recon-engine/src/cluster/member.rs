@@ -26,6 +26,7 @@ use crate::run::Reconciler;
 use crate::unit::UnitSpec;
 use recon_core::ports::{ConsumerGate, PortError};
 use recon_core::{KeyRange, UnitOutcome, UnitReport};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -216,7 +217,7 @@ impl ClusterMember {
     async fn work(&self, run: &RunState, stop: &CancellationToken) -> Result<(), PortError> {
         let me = self.coordinator.member_id().to_owned();
         let assignments = self.coordinator.assignments(&run.run_id).await?;
-        let mine: Vec<String> = assignments
+        let mine: BTreeSet<String> = assignments
             .into_iter()
             .filter(|(_, member)| *member == me)
             .map(|(unit, _)| unit)
@@ -227,11 +228,11 @@ impl ClusterMember {
         let Some(plan) = self.coordinator.plan(&run.run_id).await? else {
             return Ok(());
         };
-        let done = self.coordinator.done(&run.run_id).await?;
+        let done = self.coordinator.done_units(&run.run_id).await?;
         for unit in plan
             .units
             .iter()
-            .filter(|unit| mine.contains(&unit.id) && !done.contains_key(&unit.id))
+            .filter(|unit| mine.contains(&unit.id) && !done.contains(&unit.id))
         {
             if stop.is_cancelled() || !self.coordinator.claim(&run.run_id, &unit.id).await? {
                 continue;

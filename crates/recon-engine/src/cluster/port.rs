@@ -103,6 +103,17 @@ pub trait Coordinator: Send + Sync {
     /// `proposed` is discarded); returns the one that holds.
     async fn init_incarnation(&self, proposed: u64) -> Result<u64, PortError>;
 
+    /// Replaces the incarnation with `incarnation` (a fresh store epoch)
+    /// when the store has since handed epochs to another coordination state
+    /// (a single instance, another etcd or ZooKeeper, a restored snapshot).
+    /// Leader-guarded: only the current leader of this state can, so a
+    /// zombie of a replaced coordinator stays refused.
+    async fn renew_incarnation(
+        &self,
+        leadership: &Leadership,
+        incarnation: u64,
+    ) -> Result<(), PortError>;
+
     /// Asks for a run (any member or tool). There is at most one pending
     /// request: a later one is merged into it ([`RunRequest::merge`]), also
     /// while a run is in progress (it is the next run). Returns the pending
@@ -164,8 +175,13 @@ pub trait Coordinator: Send + Sync {
         record: &DoneRecord,
     ) -> Result<(), PortError>;
 
-    /// Done-records of a run.
+    /// Done-records of a run. Large in a run of many units (about 1.3 KB a
+    /// unit): read to end the run; steps that only ask which units are done
+    /// use [`Coordinator::done_units`].
     async fn done(&self, run_id: &str) -> Result<BTreeMap<UnitId, DoneRecord>, PortError>;
+
+    /// The units of a run that have a done-record (their ids only).
+    async fn done_units(&self, run_id: &str) -> Result<BTreeSet<UnitId>, PortError>;
 
     /// Writes the barrier and clears the current run. Leader-guarded.
     async fn put_barrier(

@@ -87,7 +87,7 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
             let plan = coordinator.plan(&run.run_id).await?;
             let assignments = coordinator.assignments(&run.run_id).await?;
             let claims = coordinator.claims(&run.run_id).await?;
-            let done = coordinator.done(&run.run_id).await?;
+            let done = coordinator.done_units(&run.run_id).await?;
             let acknowledged = coordinator
                 .pause_acks(&run.run_id)
                 .await?
@@ -98,8 +98,9 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
                 .unwrap_or_default()
                 .into_iter()
                 .map(|unit| {
-                    let (state, owner) = if let Some(record) = done.get(&unit.id) {
-                        (UnitState::Done, Some(record.member.clone()))
+                    // A done unit stays assigned to the member that did it.
+                    let (state, owner) = if done.contains(&unit.id) {
+                        (UnitState::Done, assignments.get(&unit.id).cloned())
                     } else if let Some(member) = claims.get(&unit.id) {
                         (UnitState::Claimed, Some(member.clone()))
                     } else if let Some(member) = assignments.get(&unit.id) {
