@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
 
+/// The owner of the pauses these tests hold (as a cluster run would).
+pub(crate) const RUN: &str = "run test";
+
 pub(crate) struct Setup {
     pub(crate) broker: KafkaCluster,
     pub(crate) kafka: KafkaConfig,
@@ -61,7 +64,7 @@ impl Replica {
         start_paused: bool,
     ) -> Self {
         let mut settings = ConsumerSettings::new(group);
-        settings.start_paused = start_paused;
+        settings.start_paused_by = start_paused.then(|| RUN.to_owned());
         let metrics = ConsumerMetrics::unregistered();
         let sink: Arc<dyn EventSink> = Arc::new(store.clone());
         let (consumer, gate) =
@@ -213,8 +216,8 @@ async fn pause_across_a_rebalance(strategy: Option<&str>) {
         },
     )
     .await;
-    first.gate.pause().await.expect("pause first");
-    second.gate.pause().await.expect("pause second");
+    first.gate.pause(RUN).await.expect("pause first");
+    second.gate.pause(RUN).await.expect("pause second");
 
     let tenants: Vec<String> = (0..8).map(|index| format!("tenant-{index}")).collect();
     let producer = producer(&setup.kafka);
@@ -275,7 +278,7 @@ async fn pause_across_a_rebalance(strategy: Option<&str>) {
     }
 
     for replica in [&first, &second, &third] {
-        replica.gate.resume().await.expect("resume");
+        replica.gate.resume(RUN).await.expect("resume");
     }
     eventually(
         "every event applied after resume",

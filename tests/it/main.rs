@@ -9,6 +9,7 @@ mod deploy;
 mod group_lag;
 mod kafka_security;
 mod monolith;
+mod pause_owners;
 mod pipeline;
 mod recon_binary;
 mod reconcile;

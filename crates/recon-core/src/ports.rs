@@ -112,14 +112,20 @@ pub trait EventSink: Send + Sync {
     async fn check_ready(&self) -> Result<(), PortError>;
 }
 
-/// Pauses and resumes a replica's event consumption (DESIGN §2: every
-/// consumer stays paused while a reconciliation runs).
+/// Pauses and resumes a replica's event consumption (every consumer stays
+/// paused while a reconciliation runs).
+///
+/// Pauses are held by owners (a cluster run, an operator through the admin
+/// API, a `recon reconcile` run): the consumer stays paused while any owner
+/// holds a pause, and one owner's resume never ends another's.
 #[async_trait]
 pub trait ConsumerGate: Send + Sync {
-    /// Stops applying events; returns once the batch in flight is committed.
-    async fn pause(&self) -> Result<(), PortError>;
-    /// Resumes applying events.
-    async fn resume(&self) -> Result<(), PortError>;
+    /// Holds a pause for `owner`; returns once the batch in flight is
+    /// committed. Pausing again for the same owner changes nothing.
+    async fn pause(&self, owner: &str) -> Result<(), PortError>;
+    /// Releases `owner`'s pause; events are applied again once no owner
+    /// holds one.
+    async fn resume(&self, owner: &str) -> Result<(), PortError>;
 }
 
 /// What to read from a source: one page of one kind, in key order, after a

@@ -22,7 +22,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub struct Reconciler {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) store: Arc<dyn ReplicaStore>,
-    gate: Option<Arc<dyn ConsumerGate>>,
+    /// The consumer paused around each run, and the owner its pause is
+    /// held under.
+    gate: Option<(Arc<dyn ConsumerGate>, String)>,
     progress: Arc<dyn Progress>,
     narrowing: Arc<NarrowStats>,
 }
@@ -39,9 +41,10 @@ impl Reconciler {
         }
     }
 
-    /// Pauses this consumer for the duration of each run.
-    pub fn with_gate(mut self, gate: Arc<dyn ConsumerGate>) -> Self {
-        self.gate = Some(gate);
+    /// Pauses this consumer for the duration of each run, holding the pause
+    /// as `owner` (another owner's pause is left alone).
+    pub fn with_gate(mut self, gate: Arc<dyn ConsumerGate>, owner: impl Into<String>) -> Self {
+        self.gate = Some((gate, owner.into()));
         self
     }
 
@@ -72,8 +75,8 @@ impl Reconciler {
             units: Vec::new(),
         };
         async {
-            if let Some(gate) = &self.gate
-                && let Err(error) = gate.pause().await
+            if let Some((gate, owner)) = &self.gate
+                && let Err(error) = gate.pause(owner).await
             {
                 report.status = RunStatus::Aborted;
                 report.abort_reason = Some(format!("could not pause the consumer: {error}"));
@@ -91,8 +94,8 @@ impl Reconciler {
             } else if cancel.is_cancelled() {
                 report.status = RunStatus::Cancelled;
             }
-            if let Some(gate) = &self.gate
-                && let Err(error) = gate.resume().await
+            if let Some((gate, owner)) = &self.gate
+                && let Err(error) = gate.resume(owner).await
             {
                 error!(error = %error, "could not resume the consumer after reconciliation");
             }

@@ -949,6 +949,15 @@ impl ReconcileArgs {
             "--database-url",
         )
     }
+
+    /// The replicas' admin token, given or read from its file.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        secrets::resolve(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            "--admin-token",
+        )
+    }
 }
 
 /// Options of `recon reconcile`.
@@ -990,6 +999,13 @@ pub struct ReconcileArgs {
         value_delimiter = ','
     )]
     pub replica_admin_urls: Vec<String>,
+    /// Bearer token of the replicas' admin API (`--replica-admin-url`), as
+    /// their `--admin-token`.
+    #[arg(long, env = "RECON_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token (instead of `--admin-token`).
+    #[arg(long, env = "RECON_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
     /// Run behaviour.
     #[command(flatten)]
     pub run: RunArgs,

@@ -156,6 +156,34 @@ async fn single_instance_etcd_restored_etcd_and_zookeeper_take_turns() -> anyhow
     Ok(())
 }
 
+/// A dry run writes nothing and so acquires nothing: a run in progress
+/// elsewhere (its epoch acquired before) still writes after an operator's
+/// `recon reconcile --dry-run`. Before, the dry run acquired the next epoch
+/// and the run's writes were refused by the fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dry_run_leaves_the_fence_of_a_run_in_progress() -> anyhow::Result<()> {
+    let fixture = Fixture::new(small_spec(64)).await;
+    let in_progress = fixture.store.acquire_epoch(None).await?;
+    damage(&fixture).await?;
+    standalone_reconcile_with(&fixture, &["--dry-run"]).await?;
+    ensure!(
+        fixture.differences().await > 0,
+        "the dry run repaired the replica"
+    );
+    let write = Change::Delete(Deletion {
+        tenant_id: "in-progress-tenant".into(),
+        kind: Kind::User,
+        key: EntityKey::id("in-progress-user"),
+        version: Version::new(1, 1),
+    });
+    let token = FenceToken::new("in-progress-tenant", in_progress);
+    let watermark = Version::new(1, 2);
+    ReplicaStore::apply_reconciliation(&fixture.store, &token, watermark, &[write])
+        .await
+        .context("the run in progress was fenced off by a dry run")?;
+    Ok(())
+}
+
 /// The run is closed in the store before its barrier is written: a write
 /// that still carries the run's epoch (a follower frozen mid-unit that wakes
 /// up after consumers resumed) is refused.
@@ -216,6 +244,11 @@ async fn damage(fixture: &Fixture) -> anyhow::Result<()> {
 
 /// `recon reconcile` as a user runs it.
 async fn standalone_reconcile(fixture: &Fixture) -> anyhow::Result<()> {
+    standalone_reconcile_with(fixture, &[]).await
+}
+
+/// [`standalone_reconcile`] with `extra` arguments.
+async fn standalone_reconcile_with(fixture: &Fixture, extra: &[&str]) -> anyhow::Result<()> {
     let output = tokio::process::Command::new(recon_binary()?)
         .args([
             "reconcile",
@@ -228,6 +261,7 @@ async fn standalone_reconcile(fixture: &Fixture) -> anyhow::Result<()> {
             "--page-size",
             "50",
         ])
+        .args(extra)
         .output()
         .await
         .context("run recon reconcile")?;
@@ -456,11 +490,11 @@ struct NoGate;
 
 #[async_trait]
 impl ConsumerGate for NoGate {
-    async fn pause(&self) -> Result<(), PortError> {
+    async fn pause(&self, _owner: &str) -> Result<(), PortError> {
         Ok(())
     }
 
-    async fn resume(&self) -> Result<(), PortError> {
+    async fn resume(&self, _owner: &str) -> Result<(), PortError> {
         Ok(())
     }
 }

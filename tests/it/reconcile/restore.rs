@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The owner of the reconciler's pause.
+const OWNER: &str = "restore test";
+
 async fn wait_until_equal(fixture: &Fixture, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -72,7 +75,8 @@ async fn restore_lag_and_corruption_converge_with_changes_during_the_run() {
         .expect("changes");
     wait_until_equal(&fixture, "replication after the backup").await;
     // The consumer lags: generation-1 changes pile up in Kafka…
-    gate.pause().await.expect("pause");
+    // Held as the run's owner: the run's resume ends the lag too.
+    gate.pause(OWNER).await.expect("pause");
     seed::random_changes(&fixture.monolith, 80, 2)
         .await
         .expect("changes");
@@ -100,8 +104,8 @@ async fn restore_lag_and_corruption_converge_with_changes_during_the_run() {
     };
     let source = HttpSource::new(&SourceConfig::new(&fixture.source_url)).expect("source");
     let gate_port: Arc<dyn ConsumerGate> = Arc::new(gate.clone());
-    let reconciler =
-        Reconciler::new(Arc::new(source), Arc::new(fixture.store.clone())).with_gate(gate_port);
+    let reconciler = Reconciler::new(Arc::new(source), Arc::new(fixture.store.clone()))
+        .with_gate(gate_port, OWNER);
     let mut options = test_options(10);
     // The guard is tested on its own; here the restore legitimately removes
     // a large share of some small tenants' rows.

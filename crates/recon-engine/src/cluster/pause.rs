@@ -71,7 +71,7 @@ impl PauseTracker {
         match coordinator.current_run().await? {
             Some(run) => {
                 if paused_for.as_deref() != Some(run.run_id.as_str()) {
-                    gate.pause().await?;
+                    gate.pause(&run_pause_owner(&run.run_id)).await?;
                     *self.lock() = Some(run.run_id.clone());
                 }
                 let acks = coordinator.pause_acks(&run.run_id).await?;
@@ -89,13 +89,20 @@ impl PauseTracker {
                     };
                     let status = status.unwrap_or_else(|| "no barrier found".to_owned());
                     info!(run = %run_id, status, "run over; resuming the consumer");
-                    gate.resume().await?;
+                    gate.resume(&run_pause_owner(&run_id)).await?;
                     *self.lock() = None;
                 }
                 Ok(None)
             }
         }
     }
+}
+
+/// The owner a cluster run's pause is held under
+/// ([`ConsumerGate`]): another owner (an operator, a `recon reconcile`)
+/// neither ends it nor is ended by it.
+pub fn run_pause_owner(run_id: &str) -> String {
+    format!("run {run_id}")
 }
 
 /// How long past `max_pause` a run may stay current without any member

@@ -24,12 +24,12 @@ pub(super) struct FakeGate {
 
 #[async_trait]
 impl ConsumerGate for FakeGate {
-    async fn pause(&self) -> Result<(), PortError> {
+    async fn pause(&self, _owner: &str) -> Result<(), PortError> {
         self.paused.store(true, Ordering::SeqCst);
         self.pauses.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    async fn resume(&self) -> Result<(), PortError> {
+    async fn resume(&self, _owner: &str) -> Result<(), PortError> {
         self.paused.store(false, Ordering::SeqCst);
         Ok(())
     }

@@ -17,8 +17,9 @@ pub(crate) enum GateCommand {
 /// [`PauseGate::pause`] returns once the batch that was in flight is applied,
 /// committed to the store and its offsets committed to Kafka; from then on no
 /// event is applied — including on partitions assigned later by a
-/// rebalance — until [`PauseGate::resume`]. The consumer keeps polling while
-/// paused, so it stays in its group.
+/// rebalance — until every owner that paused has resumed
+/// ([`ConsumerGate`]). The consumer keeps polling while paused, so it stays
+/// in its group.
 #[derive(Clone)]
 pub struct PauseGate {
     pub(crate) commands: mpsc::UnboundedSender<GateCommand>,
@@ -26,14 +27,28 @@ pub struct PauseGate {
 }
 
 impl PauseGate {
-    /// Pauses event application; see the type's docs.
-    pub async fn pause(&self) -> Result<(), PortError> {
-        self.request(GateCommand::Pause).await
+    /// Holds a pause for `owner`; see the type's docs.
+    pub async fn pause(&self, owner: &str) -> Result<(), PortError> {
+        let carried_out = {
+            let mut owners = self.state.owners();
+            owners.insert(owner.to_owned());
+            self.send(GateCommand::Pause)?
+        };
+        wait(carried_out).await
     }
 
-    /// Resumes event application.
-    pub async fn resume(&self) -> Result<(), PortError> {
-        self.request(GateCommand::Resume).await
+    /// Releases `owner`'s pause; consumption resumes once no owner holds
+    /// one.
+    pub async fn resume(&self, owner: &str) -> Result<(), PortError> {
+        let carried_out = {
+            let mut owners = self.state.owners();
+            owners.remove(owner);
+            if !owners.is_empty() {
+                return Ok(());
+            }
+            self.send(GateCommand::Resume)?
+        };
+        wait(carried_out).await
     }
 
     /// Whether event application is paused.
@@ -41,29 +56,37 @@ impl PauseGate {
         self.state.is_paused()
     }
 
-    /// Pause state, assignment and lag.
+    /// Pause state, its owners, assignment and lag.
     pub fn status(&self) -> ConsumerStatus {
         self.state.status()
     }
 
-    async fn request(
+    fn send(
         &self,
         command: fn(oneshot::Sender<()>) -> GateCommand,
-    ) -> Result<(), PortError> {
+    ) -> Result<oneshot::Receiver<()>, PortError> {
         let (done, carried_out) = oneshot::channel();
-        let stopped = || PortError::new(FailureKind::Permanent, "the consumer has stopped");
         self.commands.send(command(done)).map_err(|_| stopped())?;
-        carried_out.await.map_err(|_| stopped())
+        Ok(carried_out)
     }
+}
+
+/// Waits until the poll loop carried a command out.
+async fn wait(carried_out: oneshot::Receiver<()>) -> Result<(), PortError> {
+    carried_out.await.map_err(|_| stopped())
+}
+
+fn stopped() -> PortError {
+    PortError::new(FailureKind::Permanent, "the consumer has stopped")
 }
 
 #[async_trait]
 impl ConsumerGate for PauseGate {
-    async fn pause(&self) -> Result<(), PortError> {
-        PauseGate::pause(self).await
+    async fn pause(&self, owner: &str) -> Result<(), PortError> {
+        PauseGate::pause(self, owner).await
     }
 
-    async fn resume(&self) -> Result<(), PortError> {
-        PauseGate::resume(self).await
+    async fn resume(&self, owner: &str) -> Result<(), PortError> {
+        PauseGate::resume(self, owner).await
     }
 }

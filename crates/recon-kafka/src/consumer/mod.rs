@@ -62,9 +62,9 @@ pub struct ConsumerSettings {
     pub max_batch_wait: Duration,
     /// Longest wait between two retries of a failing batch.
     pub max_retry_backoff: Duration,
-    /// Start with the gate paused (a replica joining while a reconciliation
-    /// runs must not apply anything before the barrier).
-    pub start_paused: bool,
+    /// Start with the gate paused for this owner (a replica joining while a
+    /// reconciliation runs must not apply anything before the barrier).
+    pub start_paused_by: Option<String>,
     /// Static group membership (`group.instance.id`): a member that comes
     /// back under the same id within the session timeout gets its
     /// partitions back without a rebalance. Must be stable across restarts
@@ -80,7 +80,7 @@ impl ConsumerSettings {
             max_batch: 5_000,
             max_batch_wait: Duration::from_millis(20),
             max_retry_backoff: Duration::from_secs(5),
-            start_paused: false,
+            start_paused_by: None,
             group_instance_id: None,
         }
     }
@@ -174,7 +174,8 @@ impl ReplicaConsumer {
         metrics: ConsumerMetrics,
     ) -> Result<(Self, PauseGate)> {
         let state = Arc::new(SharedState::default());
-        if settings.start_paused {
+        if let Some(owner) = &settings.start_paused_by {
+            state.owners().insert(owner.clone());
             state.set_paused(true);
             metrics.paused.set(1);
         }

@@ -2,9 +2,9 @@
 //! and the [`PauseGate`](super::PauseGate) handles.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One assigned partition as last seen.
@@ -25,6 +25,9 @@ pub struct PartitionStatus {
 pub struct ConsumerStatus {
     /// Whether event application is paused.
     pub paused: bool,
+    /// Who holds a pause: `run <id>` for a cluster run, `admin` (or the
+    /// owner named) through the admin API, a `recon reconcile` run.
+    pub paused_by: Vec<String>,
     /// When the pause began (Unix milliseconds).
     pub paused_since_unix_ms: Option<u64>,
     /// How long the pause has lasted, in seconds.
@@ -56,11 +59,22 @@ pub(crate) struct SharedState {
     broker_refused: Mutex<Option<String>>,
     since: Mutex<PauseSince>,
     partitions: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Who holds a pause (see [`recon_core::ports::ConsumerGate`]).
+    owners: Mutex<BTreeSet<String>>,
 }
 
 impl SharedState {
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// The owners of the pause, locked: the gate changes them and sends
+    /// its command to the poll loop under this lock, so that commands
+    /// arrive in the order the owners changed.
+    pub fn owners(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -151,6 +165,7 @@ impl SharedState {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         ConsumerStatus {
             paused: self.is_paused(),
+            paused_by: self.owners().iter().cloned().collect(),
             paused_since_unix_ms: since
                 .wall
                 .and_then(|wall| wall.duration_since(UNIX_EPOCH).ok())

@@ -36,6 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The owner of the demo's own pause: consumers lagging behind the
+/// monolith until the cluster run is over.
+const LAGGING: &str = "demo: lagging consumers";
+
 const TOPIC: &str = "recon.changes";
 const REPLICAS: usize = 3;
 
@@ -131,7 +135,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         changed.applied
     );
     for gate in &gates {
-        gate.pause().await.context("pause a consumer")?;
+        gate.pause(LAGGING).await.context("pause a consumer")?;
     }
     let piled_up = seed::random_changes(&monolith, 200, args.workload.seed + 2)
         .await
@@ -211,6 +215,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     // The operator asks for runs through a replica (as `POST /reconcile` does).
     let coordinator = handles[0].clone();
     let report = cluster_run(&coordinator, &store, request(Vec::new(), false)).await?;
+    // The run held its own pause and ended it; the lag ends now too.
+    for gate in &gates {
+        gate.resume(LAGGING).await.context("resume a consumer")?;
+    }
     print!("{}", indent(&report.to_table_limited(12)));
     let during = writer.await.context("writer task")??;
     println!("   {during} changes were made during the run; they waited in Kafka");

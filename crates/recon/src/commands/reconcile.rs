@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
+/// The epoch a dry run reports: none was acquired (it writes nothing).
+const DRY_RUN_EPOCH: u64 = 0;
+
 pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     if args.cluster {
         return request_cluster_run(&args, &shutdown).await;
@@ -28,23 +31,29 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         .context("open the replica store")?;
     // The store hands out the epoch (never a clock): this run then fences
     // off any older one, and a cluster leader elected later gets a newer one.
-    let epoch = store
-        .acquire_epoch(None)
-        .await
-        .context("acquire an epoch from the replica store")?;
+    // A dry run writes nothing, so it takes no epoch: an operator's look
+    // must not fence off a run in progress elsewhere.
+    let epoch = if args.run.dry_run {
+        DRY_RUN_EPOCH
+    } else {
+        store
+            .acquire_epoch(None)
+            .await
+            .context("acquire an epoch from the replica store")?
+    };
     let source = http_source(&args.source)?;
     let store = Arc::new(store);
     let mut reconciler = Reconciler::new(Arc::new(source), store.clone());
+    let run_id = new_run_id();
     if !args.replica_admin_urls.is_empty() {
-        reconciler =
-            reconciler.with_gate(Arc::new(AdminApiGate::new(args.replica_admin_urls.clone())));
+        let gate = AdminApiGate::new(args.replica_admin_urls.clone(), args.admin_token()?);
+        reconciler = reconciler.with_gate(Arc::new(gate), format!("recon reconcile {run_id}"));
     }
     let bars = (!args.run.no_progress).then(|| Arc::new(Bars::new()));
     if let Some(bars) = &bars {
         reconciler = reconciler.with_progress(bars.clone());
     }
     let options = options(&args.run, epoch);
-    let run_id = new_run_id();
     let started_unix_ms = now_unix_ms();
     let mut report = reconciler.run(&options, &shutdown).await;
     if let Some(bars) = bars {
@@ -252,50 +261,91 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kilobytes * 1024)
 }
 
-/// Pauses replicas through `POST {admin}/consumer/pause` and `…/resume`.
+/// Pauses replicas through `POST {admin}/consumer/pause?owner=…` and
+/// `…/resume?owner=…`, with the admin token if one is given.
 struct AdminApiGate {
     client: reqwest::Client,
     admin_urls: Vec<String>,
+    token: Option<String>,
 }
 
 impl AdminApiGate {
-    fn new(admin_urls: Vec<String>) -> Self {
+    fn new(admin_urls: Vec<String>, token: Option<String>) -> Self {
         Self {
             client: reqwest::Client::new(),
             admin_urls,
+            token,
         }
     }
 
-    async fn post_all(&self, action: &str) -> Result<(), PortError> {
-        for url in &self.admin_urls {
-            let target = format!("{}/consumer/{action}", url.trim_end_matches('/'));
-            let response = self
-                .client
-                .post(&target)
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .map_err(|error| {
-                    PortError::new(FailureKind::Transient, format!("POST {target}: {error}"))
-                })?;
-            if !response.status().is_success() {
-                return Err(PortError::new(
-                    FailureKind::Permanent,
-                    format!("POST {target}: HTTP {}", response.status()),
-                ));
-            }
+    async fn post(&self, url: &str, action: &str, owner: &str) -> Result<(), PortError> {
+        let target = format!("{}/consumer/{action}", url.trim_end_matches('/'));
+        let mut request = self
+            .client
+            .post(&target)
+            .query(&[("owner", owner)])
+            .timeout(Duration::from_secs(120));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|error| {
+            PortError::new(FailureKind::Transient, format!("POST {target}: {error}"))
+        })?;
+        if !response.status().is_success() {
+            return Err(PortError::new(
+                FailureKind::Permanent,
+                format!("POST {target}: HTTP {}", response.status()),
+            ));
         }
         Ok(())
+    }
+
+    /// Resumes every replica in `urls`, whatever fails on the way; the
+    /// failures, if any, in one error.
+    async fn resume_each(&self, urls: &[String], owner: &str) -> Result<(), PortError> {
+        let mut failures = Vec::new();
+        for url in urls {
+            if let Err(error) = self.post(url, "resume", owner).await {
+                failures.push(error.message);
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(PortError::new(
+            FailureKind::Transient,
+            format!(
+                "{} of {} replicas not resumed: {}",
+                failures.len(),
+                urls.len(),
+                failures.join("; ")
+            ),
+        ))
     }
 }
 
 #[async_trait]
 impl ConsumerGate for AdminApiGate {
-    async fn pause(&self) -> Result<(), PortError> {
-        self.post_all("pause").await
+    /// Pauses every replica; if one fails, resumes those already paused
+    /// (a run that cannot start must leave nobody paused) and fails.
+    async fn pause(&self, owner: &str) -> Result<(), PortError> {
+        for (index, url) in self.admin_urls.iter().enumerate() {
+            if let Err(error) = self.post(url, "pause", owner).await {
+                let released = match self.resume_each(&self.admin_urls[..index], owner).await {
+                    Ok(()) => "the replicas paused before it were resumed".to_owned(),
+                    Err(resume) => resume.message,
+                };
+                return Err(PortError::new(
+                    error.kind,
+                    format!("{}; {released}", error.message),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    async fn resume(&self) -> Result<(), PortError> {
-        self.post_all("resume").await
+    /// Resumes every replica, going on past a failure.
+    async fn resume(&self, owner: &str) -> Result<(), PortError> {
+        self.resume_each(&self.admin_urls, owner).await
     }
 }

@@ -10,7 +10,10 @@
 //!   why not);
 //! * `GET /metrics` — Prometheus text format;
 //! * `GET /consumer` — pause state, assignment, lag per partition (JSON);
-//! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate;
+//! * `POST /consumer/pause`, `POST /consumer/resume` — the pause gate, held
+//!   per owner (`?owner=<name>`, default `admin`): consumption resumes once
+//!   every owner that paused has resumed, so an operator's resume never
+//!   ends a run's pause (`run <id>`) and a run's end never ends theirs;
 //! * `POST /reconcile` — asks the cluster for a run (body: optional JSON
 //!   `{"tenants": [...], "dry_run": bool, "allow_mass_delete": bool,
 //!   "confirm_mass_delete": bool}`, the override needing the confirmation); 202
@@ -53,7 +56,7 @@ use super::membership::{CoordinatorSlot, Membership, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
 use axum::extract::Request;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -62,7 +65,9 @@ use axum::{Json, Router};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recon_core::ports::EventSink;
-use recon_engine::cluster::{AbortRequest, MemberCounters, PauseTracker, RunRequest};
+use recon_engine::cluster::{
+    AbortRequest, MemberCounters, PauseTracker, RunRequest, run_pause_owner,
+};
 use recon_engine::metrics::ReconcileMetrics;
 use recon_kafka::{
     ConsumerMetrics, ConsumerSettings, GroupMetrics, GroupMonitor, KafkaConfig, PauseGate,
@@ -273,7 +278,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let pause = match run_in_progress {
         Some(run) if takes_part => {
             info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
-            settings.start_paused = true;
+            settings.start_paused_by = Some(run_pause_owner(&run.run_id));
             PauseTracker::paused_for_run(run.run_id)
         }
         _ => PauseTracker::new(),
@@ -492,15 +497,51 @@ async fn consumer_status(State(state): State<AdminState>) -> Response {
     Json(state.gate.status()).into_response()
 }
 
-async fn pause(State(state): State<AdminState>) -> Response {
-    match state.gate.pause().await {
+/// The owner a pause through the admin API is held under:
+/// `?owner=<name>`, or [`ADMIN_PAUSE_OWNER`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PauseOwner {
+    owner: Option<String>,
+}
+
+/// The owner of pauses asked through the admin API without `?owner=`.
+const ADMIN_PAUSE_OWNER: &str = "admin";
+
+/// Longest pause owner name accepted.
+const MAX_OWNER_LEN: usize = 200;
+
+impl PauseOwner {
+    fn name(self) -> Result<String, Response> {
+        match self.owner {
+            None => Ok(ADMIN_PAUSE_OWNER.to_owned()),
+            Some(owner) if owner.trim().is_empty() || owner.len() > MAX_OWNER_LEN => Err((
+                StatusCode::BAD_REQUEST,
+                format!("owner must be 1 to {MAX_OWNER_LEN} characters, not blank"),
+            )
+                .into_response()),
+            Some(owner) => Ok(owner),
+        }
+    }
+}
+
+async fn pause(State(state): State<AdminState>, Query(owner): Query<PauseOwner>) -> Response {
+    let owner = match owner.name() {
+        Ok(owner) => owner,
+        Err(refusal) => return refusal,
+    };
+    match state.gate.pause(&owner).await {
         Ok(()) => Json(state.gate.status()).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     }
 }
 
-async fn resume(State(state): State<AdminState>) -> Response {
-    match state.gate.resume().await {
+async fn resume(State(state): State<AdminState>, Query(owner): Query<PauseOwner>) -> Response {
+    let owner = match owner.name() {
+        Ok(owner) => owner,
+        Err(refusal) => return refusal,
+    };
+    match state.gate.resume(&owner).await {
         Ok(()) => Json(state.gate.status()).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.message).into_response(),
     }
