@@ -15,6 +15,7 @@
 //! Query parameters other than `after` and `limit` are refused (400), so a
 //! client's typo does not silently read the wrong thing.
 
+use super::integer::u32_of_text;
 use super::wire::{
     AllTenantDigestsBody, CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody,
     PageBody, PageWithinBody, TenantDigestsBody, TenantKindsBody,
@@ -82,7 +83,7 @@ pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageP
     };
     let limit = match limit {
         None => DEFAULT_PAGE_LIMIT,
-        Some(text) => text.parse::<u32>().map_err(|_| {
+        Some(text) => u32_of_text(text).ok_or_else(|| {
             Error::BadRequest(format!(
                 "query parameter `limit` must be an integer between 1 and {}, got {text:?}",
                 crate::read::MAX_PAGE_LIMIT
@@ -314,7 +315,7 @@ pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<Dig
         match name.as_str() {
             "after" => range.after = Some(key()?),
             "until" => range.until = Some(key()?),
-            "buckets" => buckets = Some(value.parse::<u32>().map_err(|_| {
+            "buckets" => buckets = Some(u32_of_text(value).ok_or_else(|| {
                 Error::BadRequest(format!(
                     "query parameter `buckets` must be an integer between 1 and {}, got {value:?}",
                     crate::digest::MAX_BUCKETS
@@ -418,6 +419,25 @@ mod tests {
         assert!(error.to_string().contains("more than once"));
         let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::Membership).expect("ok");
         assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        // JSON Schema's `integer` (the contract's type of `limit` and
+        // `buckets`) is any number with a zero fractional part.
+        for (text, limit) in [("1922.0", 1922), ("1.922e3", 1922), ("10000.00", 10_000)] {
+            let params =
+                parse_page_params(&pairs(&[("limit", text)]), Kind::User).expect("integral");
+            assert_eq!(params.limit, limit, "{text}");
+        }
+        for bad in ["1922.5", "1e5", "NaN", "inf", "-1.0"] {
+            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::User)
+                .expect_err("not an integer in range");
+            assert!(error.to_string().contains("`limit`"), "{error}");
+        }
+        let params = parse_digest_params(&pairs(&[("buckets", "16.0")]), Kind::User)
+            .expect("integral buckets");
+        assert_eq!(params.buckets, 16);
     }
 
     #[test]

@@ -151,8 +151,9 @@ pub struct PageWithinBody {
     /// The cursor (exclusive), as for `GET`.
     #[serde(default)]
     pub after: Option<String>,
-    /// Page size (default 1000, at most 10000).
-    #[serde(default)]
+    /// Page size (default 1000, at most 10000); any integral number, as
+    /// JSON Schema's `integer` (`1922.0` too).
+    #[serde(default, deserialize_with = "super::integer::optional_u32")]
     pub limit: Option<u32>,
     /// The ranges, in key order and disjoint, at most `max_page_ranges`.
     pub ranges: Vec<RangeBody>,
@@ -258,4 +259,26 @@ pub struct GroupBody {
 pub struct BackupBody {
     /// The new backup's id.
     pub backup_id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_request_limit_may_be_an_integral_float() {
+        let body: PageWithinBody =
+            serde_json::from_str(r#"{"ranges": [{}], "limit": 1922.0}"#).expect("1922.0");
+        assert_eq!(body.limit, Some(1922));
+        for (bad, expected) in [
+            ("1922.5", "an integer"),
+            ("-1", "an integer"),
+            ("5000000000", "an integer"),
+            ("\"5\"", "a JSON number"),
+        ] {
+            let text = format!(r#"{{"ranges": [{{}}], "limit": {bad}}}"#);
+            let error = serde_json::from_str::<PageWithinBody>(&text).expect_err(bad);
+            assert!(error.to_string().contains(expected), "{bad}: {error}");
+        }
+    }
 }
