@@ -312,6 +312,37 @@ async fn integral_numbers_are_integers_in_queries_and_bodies() -> anyhow::Result
     server.stop().await
 }
 
+/// A range of a multi-range page is a JSON object, as the contract says:
+/// an array (which serde's derived structs would read as the fields in
+/// order) is refused with a 400 naming the range, and so is a body that
+/// is an array.
+#[tokio::test]
+async fn a_range_given_as_an_array_is_refused() -> anyhow::Result<()> {
+    let server = server_with_a_user().await?;
+    let pages = "/v1/tenants/t1/pages/users";
+    for (body, needle) in [
+        (
+            r#"{"ranges": [[null, null]]}"#,
+            "ranges[0]: invalid type: sequence",
+        ),
+        (
+            r#"{"ranges": [{}, ["a", "b"]]}"#,
+            "ranges[1]: invalid type: sequence",
+        ),
+        (
+            r#"{"ranges": [[]]}"#,
+            "an object with optional `after` and `until`",
+        ),
+        (
+            r#"[null, null, [{}]]"#,
+            "expected a page request: an object",
+        ),
+    ] {
+        expect_error(&server, Method::POST, pages, Some(body), 400, needle).await?;
+    }
+    server.stop().await
+}
+
 /// Connects as a role that does not exist, with a password, to the real
 /// test server: the error must name the target without the password.
 #[tokio::test]
