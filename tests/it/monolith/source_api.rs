@@ -220,6 +220,16 @@ async fn check_digests(
     let (status, capabilities) = server.get(CAPABILITIES).await?;
     ensure!(status == 200, "capabilities: {status}");
     contract.check(CAPABILITIES, 200, &capabilities)?;
+    let (status, body) = server.get(&format!("{CAPABILITIES}?digests=1")).await?;
+    ensure!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`digests`"),
+        "capabilities with a parameter: {status} {body}"
+    );
+    contract.check(CAPABILITIES, 400, &body)?;
     let offered = backend == Backend::Postgres;
     ensure!(capabilities["digests"] == json!(offered), "{capabilities}");
     let digests = |kind: &str, tenant: &str, query: &str| {
@@ -480,6 +490,29 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
                 .contains("ranges[0].until"),
         "{status} {answer}"
     );
+    let query_url = format!(
+        "{}?limit=5",
+        PAGES
+            .replace("{tenant_id}", TENANT)
+            .replace("{kind}", "users")
+    );
+    let (status, answer) = into_json(
+        server
+            .request(reqwest::Method::POST, &query_url)
+            .json(&json!({"ranges": [{}]}))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(
+        status == 400
+            && answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`limit`"),
+        "a multi-range page with a query parameter: {status} {answer}"
+    );
+    contract.check(PAGES, 400, &answer)?;
     let (status, answer) = post("no-such-tenant", "users", json!({"ranges": [{}]})).await?;
     ensure!(status == 404, "{status} {answer}");
     contract.check(PAGES, 404, &answer)?;
