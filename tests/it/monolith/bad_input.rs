@@ -1,5 +1,5 @@
 //! Bad input gets a clear 4xx JSON error naming the problem, never a panic
-//! or a 5xx.
+//! or a 5xx; input the contract allows, however unusual, is not refused.
 
 use super::support::{Server, into_json};
 use anyhow::{Context, ensure};
@@ -243,6 +243,103 @@ async fn bad_requests_get_named_json_errors() -> anyhow::Result<()> {
     // Nothing above changed the data beyond the first tenant.
     let (rows, _) = server.monolith.snapshot_rows().await?;
     ensure!(rows.len() == 1, "bad requests must not write: {rows:?}");
+    server.stop().await
+}
+
+/// Starts a monolith on PostgreSQL (it serves every route) with tenant
+/// `t1` and one user.
+async fn server_with_a_user() -> anyhow::Result<Server> {
+    let server = Server::start(Backend::Postgres, None).await?;
+    let tenant = recon_core::Tenant {
+        id: "t1".to_owned(),
+        name: "T1".to_owned(),
+    };
+    server.monolith.put_tenant(&tenant).await?;
+    let user = recon_core::User {
+        id: "u1".to_owned(),
+        email: "u1@example.com".to_owned(),
+        display_name: "U1".to_owned(),
+        status: recon_core::UserStatus::Active,
+    };
+    server.monolith.put_user("t1", &user).await?;
+    Ok(server)
+}
+
+/// JSON Schema's `integer` (the contract's type of `limit` and `buckets`)
+/// is any number with a zero fractional part: `1922.0` is refused nowhere.
+#[tokio::test]
+async fn integral_numbers_are_integers_in_queries_and_bodies() -> anyhow::Result<()> {
+    let server = server_with_a_user().await?;
+    for path in [
+        "/v1/tenants?limit=1922.0",
+        "/v1/tenants/t1/users?limit=1922.0",
+        "/v1/tenants/t1/memberships?limit=1e3",
+        "/v1/tenants/t1/digests/users?buckets=2.0",
+    ] {
+        let (status, body) = server.get(path).await?;
+        ensure!(status == 200, "GET {path}: {status} {body}");
+    }
+    let (status, body) = into_json(
+        server
+            .request(Method::POST, "/v1/tenants/t1/pages/users")
+            .json(&json!({"ranges": [{}], "limit": 1922.0}))
+            .send()
+            .await?,
+    )
+    .await?;
+    ensure!(
+        status == 200 && body["items"][0]["id"] == json!("u1"),
+        "POST with limit 1922.0: {status} {body}"
+    );
+    expect_error(
+        &server,
+        Method::GET,
+        "/v1/tenants/t1/users?limit=1922.5",
+        None,
+        400,
+        "limit",
+    )
+    .await?;
+    expect_error(
+        &server,
+        Method::POST,
+        "/v1/tenants/t1/pages/users",
+        Some(r#"{"ranges": [{}], "limit": 1922.5}"#),
+        400,
+        "limit",
+    )
+    .await?;
+    server.stop().await
+}
+
+/// A range of a multi-range page is a JSON object, as the contract says:
+/// an array (which serde's derived structs would read as the fields in
+/// order) is refused with a 400 naming the range, and so is a body that
+/// is an array.
+#[tokio::test]
+async fn a_range_given_as_an_array_is_refused() -> anyhow::Result<()> {
+    let server = server_with_a_user().await?;
+    let pages = "/v1/tenants/t1/pages/users";
+    for (body, needle) in [
+        (
+            r#"{"ranges": [[null, null]]}"#,
+            "ranges[0]: invalid type: sequence",
+        ),
+        (
+            r#"{"ranges": [{}, ["a", "b"]]}"#,
+            "ranges[1]: invalid type: sequence",
+        ),
+        (
+            r#"{"ranges": [[]]}"#,
+            "an object with optional `after` and `until`",
+        ),
+        (
+            r#"[null, null, [{}]]"#,
+            "expected a page request: an object",
+        ),
+    ] {
+        expect_error(&server, Method::POST, pages, Some(body), 400, needle).await?;
+    }
     server.stop().await
 }
 

@@ -152,11 +152,22 @@ const GROUPS: &str = "/v1/tenants/{tenant_id}/groups";
 const MEMBERSHIPS: &str = "/v1/tenants/{tenant_id}/memberships";
 const COUNTS: &str = "/v1/tenants/{tenant_id}/counts";
 const TENANTS: &str = "/v1/tenants";
-const DIGESTS: &str = "/v1/tenants/{tenant_id}/digests/{kind}";
 const TENANT_DIGESTS: &str = "/v1/tenants/{tenant_id}/digests";
 const CAPABILITIES: &str = "/v1/capabilities";
-const PAGES: &str = "/v1/tenants/{tenant_id}/pages/{kind}";
 const ALL_DIGESTS: &str = "/v1/digests";
+/// The kinds of a tenant's rows, each with its own digests and multi-range
+/// pages (their cursors differ: ids, or `<group_id>:<user_id>`).
+const KINDS: [&str; 3] = ["users", "groups", "memberships"];
+
+/// The path template of a kind's range digests.
+fn digests_template(kind: &str) -> String {
+    format!("/v1/tenants/{{tenant_id}}/digests/{kind}")
+}
+
+/// The path template of a kind's multi-range pages.
+fn pages_template(kind: &str) -> String {
+    format!("/v1/tenants/{{tenant_id}}/pages/{kind}")
+}
 
 fn concrete(template: &str, tenant_id: &str) -> String {
     template.replace("{tenant_id}", tenant_id)
@@ -220,25 +231,31 @@ async fn check_digests(
     let (status, capabilities) = server.get(CAPABILITIES).await?;
     ensure!(status == 200, "capabilities: {status}");
     contract.check(CAPABILITIES, 200, &capabilities)?;
+    let (status, body) = server.get(&format!("{CAPABILITIES}?digests=1")).await?;
+    ensure!(
+        status == 400
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`digests`"),
+        "capabilities with a parameter: {status} {body}"
+    );
+    contract.check(CAPABILITIES, 400, &body)?;
     let offered = backend == Backend::Postgres;
     ensure!(capabilities["digests"] == json!(offered), "{capabilities}");
     let digests = |kind: &str, tenant: &str, query: &str| {
-        format!(
-            "{}?{query}",
-            DIGESTS
-                .replace("{tenant_id}", tenant)
-                .replace("{kind}", kind)
-        )
+        format!("{}?{query}", concrete(&digests_template(kind), tenant))
     };
     for (kind, rows) in [("users", 7), ("groups", 3), ("memberships", 12)] {
+        let template = digests_template(kind);
         let (status, body) = server.get(&digests(kind, TENANT, "buckets=3")).await?;
         if !offered {
             ensure!(status == 404, "digests on {backend:?}: {status} {body}");
-            contract.check(DIGESTS, 404, &body)?;
+            contract.check(&template, 404, &body)?;
             continue;
         }
         ensure!(status == 200, "{kind} digests: {status} {body}");
-        contract.check(DIGESTS, 200, &body)?;
+        contract.check(&template, 200, &body)?;
         let ranges = body["ranges"].as_array().context("ranges")?;
         ensure!(ranges.len() == 3, "{body}");
         let total: u64 = ranges
@@ -255,7 +272,7 @@ async fn check_digests(
         );
         let (status, empty) = server.get(&digests(kind, "tenant-b", "")).await?;
         ensure!(status == 200, "{status}");
-        contract.check(DIGESTS, 200, &empty)?;
+        contract.check(&template, 200, &empty)?;
         ensure!(
             empty["ranges"] == json!([{"until": null, "count": 0, "digest": "0000000000000000"}]),
             "{empty}"
@@ -335,36 +352,47 @@ async fn check_digests(
         .await?;
     ensure!(status == 404, "{status}");
     contract.check(TENANT_DIGESTS, 404, &body)?;
-    for query in [
-        "buckets=0",
-        "buckets=16385",
-        "buckets=x",
-        "until=no-colon",
-        "limit=5",
-        "after=a:1&after=b:2",
-    ] {
-        let url = digests("memberships", TENANT, query);
-        let (status, body) = server.get(&url).await?;
-        ensure!(status == 400, "GET {url}: {status}");
-        contract.check(DIGESTS, 400, &body)?;
-        let parameter = query.split('=').next().unwrap_or_default();
-        ensure!(
-            body["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(parameter),
-            "GET {url}: {body}"
-        );
+    for kind in KINDS {
+        let template = digests_template(kind);
+        let mut queries = vec![
+            "buckets=0",
+            "buckets=16385",
+            "buckets=x",
+            "buckets=2.5",
+            "limit=5",
+            "after=",
+            "until=a%01b",
+            "after=a:1&after=b:2",
+        ];
+        if kind == "memberships" {
+            queries.push("until=no-colon");
+        }
+        for query in queries {
+            let url = digests(kind, TENANT, query);
+            let (status, body) = server.get(&url).await?;
+            ensure!(status == 400, "GET {url}: {status}");
+            contract.check(&template, 400, &body)?;
+            let parameter = query.split('=').next().unwrap_or_default();
+            ensure!(
+                body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(parameter),
+                "GET {url}: {body}"
+            );
+        }
+        let (status, body) = server.get(&digests(kind, "no-such-tenant", "")).await?;
+        ensure!(status == 404, "{status}");
+        contract.check(&template, 404, &body)?;
     }
-    let (status, body) = server.get(&digests("users", "no-such-tenant", "")).await?;
-    ensure!(status == 404, "{status}");
-    contract.check(DIGESTS, 404, &body)?;
-    for (template, url) in [
-        (DIGESTS, digests("users", TENANT, "")),
-        (TENANT_DIGESTS, concrete(TENANT_DIGESTS, TENANT)),
-        (CAPABILITIES, CAPABILITIES.to_owned()),
-        (ALL_DIGESTS, ALL_DIGESTS.to_owned()),
-    ] {
+    let mut unauthorized: Vec<(String, String)> = KINDS
+        .iter()
+        .map(|kind| (digests_template(kind), digests(kind, TENANT, "")))
+        .collect();
+    for template in [TENANT_DIGESTS, CAPABILITIES, ALL_DIGESTS] {
+        unauthorized.push((template.to_owned(), concrete(template, TENANT)));
+    }
+    for (template, url) in unauthorized {
         let response = server
             .client
             .get(format!("{}{url}", server.base_url))
@@ -372,12 +400,12 @@ async fn check_digests(
             .await?;
         let (status, body) = into_json(response).await?;
         ensure!(status == 401, "{url} without a token: {status}");
-        contract.check(template, 401, &body)?;
+        contract.check(&template, 401, &body)?;
     }
     Ok(())
 }
 
-/// Multi-range pages (`POST .../pages/{kind}`): only rows inside the
+/// Multi-range pages (`POST .../pages/<kind>`): only rows inside the
 /// ranges, cursor and limit as for GET, named errors for bad bodies.
 async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Result<()> {
     let (_, capabilities) = server.get(CAPABILITIES).await?;
@@ -386,7 +414,7 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
         "{capabilities}"
     );
     let post = |tenant: &str, kind: &str, body: Value| {
-        let path = PAGES.replace("{tenant_id}", tenant).replace("{kind}", kind);
+        let path = concrete(&pages_template(kind), tenant);
         async move {
             into_json(
                 server
@@ -402,7 +430,7 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
     let ranges = json!([{"until": "B"}, {"after": "Z-1", "until": "ab"}, {"after": "user-9"}]);
     let (status, body) = post(TENANT, "users", json!({"ranges": ranges})).await?;
     ensure!(status == 200, "{status} {body}");
-    contract.check(PAGES, 200, &body)?;
+    contract.check(&pages_template("users"), 200, &body)?;
     let keys: Vec<String> = body["items"]
         .as_array()
         .context("items")?
@@ -432,7 +460,7 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
     let memberships = json!([{"until": "G:B"}, {"after": "g1:a", "until": "g2:B"}]);
     let (status, body) = post(TENANT, "memberships", json!({"ranges": memberships})).await?;
     ensure!(status == 200, "{status} {body}");
-    contract.check(PAGES, 200, &body)?;
+    contract.check(&pages_template("memberships"), 200, &body)?;
     let keys: Vec<String> = body["items"]
         .as_array()
         .context("items")?
@@ -460,7 +488,7 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
     ] {
         let (status, answer) = post(TENANT, "users", body.clone()).await?;
         ensure!(status == 400, "{body}: {status} {answer}");
-        contract.check(PAGES, 400, &answer)?;
+        contract.check(&pages_template("users"), 400, &answer)?;
         ensure!(
             answer["error"].as_str().unwrap_or_default().contains(named),
             "{body}: {answer}"
@@ -480,27 +508,58 @@ async fn check_pages_within(server: &Server, contract: &Contract) -> anyhow::Res
                 .contains("ranges[0].until"),
         "{status} {answer}"
     );
-    let (status, answer) = post("no-such-tenant", "users", json!({"ranges": [{}]})).await?;
-    ensure!(status == 404, "{status} {answer}");
-    contract.check(PAGES, 404, &answer)?;
-    let url = format!(
-        "{}{}",
-        server.base_url,
-        PAGES
-            .replace("{tenant_id}", TENANT)
-            .replace("{kind}", "users")
-    );
+    let query_url = format!("{}?limit=5", concrete(&pages_template("users"), TENANT));
     let (status, answer) = into_json(
         server
-            .client
-            .post(&url)
+            .request(reqwest::Method::POST, &query_url)
             .json(&json!({"ranges": [{}]}))
             .send()
             .await?,
     )
     .await?;
-    ensure!(status == 401, "{status}");
-    contract.check(PAGES, 401, &answer)?;
+    ensure!(
+        status == 400
+            && answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`limit`"),
+        "a multi-range page with a query parameter: {status} {answer}"
+    );
+    contract.check(&pages_template("users"), 400, &answer)?;
+    let (status, body) = post(TENANT, "groups", json!({"ranges": [{"after": "G"}]})).await?;
+    ensure!(
+        status == 200 && body["items"].as_array().map(Vec::len) == Some(2),
+        "groups after G: {status} {body}"
+    );
+    contract.check(&pages_template("groups"), 200, &body)?;
+    for kind in KINDS {
+        let template = pages_template(kind);
+        let (status, answer) = post(TENANT, kind, json!({"ranges": [{"after": ""}]})).await?;
+        ensure!(
+            status == 400
+                && answer["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("ranges[0].after"),
+            "{kind}: an empty cursor: {status} {answer}"
+        );
+        contract.check(&template, 400, &answer)?;
+        let (status, answer) = post("no-such-tenant", kind, json!({"ranges": [{}]})).await?;
+        ensure!(status == 404, "{kind}: {status} {answer}");
+        contract.check(&template, 404, &answer)?;
+        let url = format!("{}{}", server.base_url, concrete(&template, TENANT));
+        let (status, answer) = into_json(
+            server
+                .client
+                .post(&url)
+                .json(&json!({"ranges": [{}]}))
+                .send()
+                .await?,
+        )
+        .await?;
+        ensure!(status == 401, "{kind} without a token: {status}");
+        contract.check(&template, 401, &answer)?;
+    }
     Ok(())
 }
 
@@ -591,7 +650,9 @@ async fn source_api_matches_contract(backend: Backend) -> anyhow::Result<()> {
     if backend == Backend::Sqlite {
         // A monolith on SQLite offers no digests (it says so in its
         // capabilities): their 200 cannot be seen there.
-        declared.remove(&(DIGESTS.to_owned(), 200));
+        for kind in KINDS {
+            declared.remove(&(digests_template(kind), 200));
+        }
         declared.remove(&(TENANT_DIGESTS.to_owned(), 200));
         declared.remove(&(ALL_DIGESTS.to_owned(), 200));
     }
@@ -660,6 +721,67 @@ fn contract_rejects_broken_pages() -> anyhow::Result<()> {
             )
             .is_err(),
         "counts without memberships"
+    );
+    Ok(())
+}
+
+/// Every cursor the contract declares (`after` and `until`, as query
+/// parameters and in a multi-range page's body) refuses what the server
+/// refuses as a cursor: an empty one, a control character, one too long,
+/// and for memberships one without `:`. (The digests' `after` was any
+/// string: `after=` was valid by the contract and refused by the server.)
+#[test]
+fn contract_cursors_refuse_what_the_server_refuses() -> anyhow::Result<()> {
+    let contract = Contract::load()?;
+    let paths = contract.document()["paths"]
+        .as_object()
+        .context("the document has no paths")?;
+    let too_long = "x".repeat(201);
+    let mut checked = Vec::new();
+    for (template, item) in paths {
+        let mut refused = vec!["", "a\u{1}b", too_long.as_str()];
+        if template.ends_with("/memberships") {
+            refused.push("no-colon");
+        }
+        for operation in item.as_object().context("a path item")?.values() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let parameter = contract.resolve(parameter)?;
+                let name = parameter["name"].as_str().unwrap_or_default();
+                if !["after", "until"].contains(&name) {
+                    continue;
+                }
+                let validator = contract.validator(&parameter["schema"])?;
+                for text in &refused {
+                    ensure!(
+                        !validator.is_valid(&json!(text)),
+                        "{template}: the contract allows `{name}` {text:?}"
+                    );
+                }
+                checked.push(format!("{template} {name}"));
+            }
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
+            let schema = &contract.resolve(body)?["content"]["application/json"]["schema"];
+            let validator = contract.validator(schema)?;
+            for text in &refused {
+                for body in [
+                    json!({"after": text, "ranges": [{}]}),
+                    json!({"ranges": [{"after": text}]}),
+                    json!({"ranges": [{"until": text}]}),
+                ] {
+                    ensure!(
+                        !validator.is_valid(&body),
+                        "{template}: the contract allows the body {body}"
+                    );
+                }
+            }
+            checked.push(format!("{template} body"));
+        }
+    }
+    ensure!(
+        checked.len() >= 10,
+        "too few cursors in the contract: {checked:?}"
     );
     Ok(())
 }

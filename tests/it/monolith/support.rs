@@ -186,31 +186,36 @@ impl Contract {
             .with_context(|| format!("dangling $ref {reference}"))
     }
 
-    /// The JSON schema of the GET response `status` of `path_template`,
-    /// made self-contained: the document's components ride along so that
-    /// `#/components/schemas/...` references resolve.
-    pub fn response_schema(&self, path_template: &str, status: u16) -> anyhow::Result<Value> {
+    /// The JSON schema of the response `status` of `path_template`.
+    pub fn response_schema(&self, path_template: &str, status: u16) -> anyhow::Result<&Value> {
         let responses = &operation(&self.document["paths"][path_template])["responses"];
         let Some(response) = responses.get(status.to_string()) else {
             bail!("the contract declares no {status} response for {path_template}");
         };
         let response = self.resolve(response)?;
-        let schema = response["content"]["application/json"]["schema"].clone();
+        let schema = &response["content"]["application/json"]["schema"];
         if !schema.is_object() {
-            bail!("GET {path_template} {status} has no JSON schema");
+            bail!("{path_template} {status} has no JSON schema");
         }
-        let mut wrapper = schema;
+        Ok(schema)
+    }
+
+    /// A validator of `schema` (one of the document's schemas), made
+    /// self-contained: the document's components ride along so that
+    /// `#/components/schemas/...` references resolve.
+    pub fn validator(&self, schema: &Value) -> anyhow::Result<jsonschema::Validator> {
+        let mut wrapper = schema.clone();
         wrapper["$schema"] = Value::from("https://json-schema.org/draft/2020-12/schema");
         wrapper["components"] = self.document["components"].clone();
-        Ok(wrapper)
+        jsonschema::validator_for(&wrapper).map_err(|error| anyhow::anyhow!("{error}"))
     }
 
     /// Validates a real response against the contract.
     pub fn check(&self, path_template: &str, status: u16, body: &Value) -> anyhow::Result<()> {
         let schema = self.response_schema(path_template, status)?;
-        let validator = jsonschema::validator_for(&schema).map_err(|error| {
-            anyhow::anyhow!("invalid schema for {path_template} {status}: {error}")
-        })?;
+        let validator = self
+            .validator(schema)
+            .with_context(|| format!("invalid schema for {path_template} {status}"))?;
         let problems: Vec<String> = validator
             .iter_errors(body)
             .map(|error| format!("{} at {}", error, error.instance_path()))

@@ -5,6 +5,7 @@
 //! Every error is a JSON object `{"error": "<message naming the problem>"}`
 //! with a 4xx/5xx status; nothing a client sends can panic a handler.
 
+mod integer;
 pub mod source_api;
 pub mod wire;
 pub mod write_api;

@@ -12,9 +12,10 @@
 //!   within many key ranges, given in the JSON body)
 //! * `GET /v1/capabilities`
 //!
-//! Query parameters other than `after` and `limit` are refused (400), so a
-//! client's typo does not silently read the wrong thing.
+//! Query parameters a route does not take are refused (400), so a client's
+//! typo does not silently read the wrong thing.
 
+use super::integer::u32_of_text;
 use super::wire::{
     AllTenantDigestsBody, CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody,
     PageBody, PageWithinBody, TenantDigestsBody, TenantKindsBody,
@@ -82,7 +83,7 @@ pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageP
     };
     let limit = match limit {
         None => DEFAULT_PAGE_LIMIT,
-        Some(text) => text.parse::<u32>().map_err(|_| {
+        Some(text) => u32_of_text(text).ok_or_else(|| {
             Error::BadRequest(format!(
                 "query parameter `limit` must be an integer between 1 and {}, got {text:?}",
                 crate::read::MAX_PAGE_LIMIT
@@ -91,6 +92,17 @@ pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageP
     };
     validate_limit(limit)?;
     Ok(PageParams { after, limit })
+}
+
+/// Refuses any query parameter of a route that takes none (`what` says
+/// so in the error), as the contract promises for unknown parameters.
+fn no_query_parameters(pairs: &[(String, String)], what: &str) -> Result<(), Error> {
+    match pairs.first() {
+        Some((name, _)) => Err(Error::BadRequest(format!(
+            "unknown query parameter `{name}`; {what}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn page_body(page: Page) -> PageBody {
@@ -160,22 +172,21 @@ async fn counts(
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Counts>, ApiError> {
     checked_tenant_id(&tenant_id)?;
-    if let Some((name, _)) = pairs.first() {
-        return Err(Error::BadRequest(format!(
-            "unknown query parameter `{name}`; counts take no parameters"
-        ))
-        .into());
-    }
+    no_query_parameters(&pairs, "counts take no parameters")?;
     Ok(Json(state.monolith.counts(&tenant_id).await?))
 }
 
-async fn capabilities(State(state): State<AppState>) -> Json<CapabilitiesBody> {
-    Json(CapabilitiesBody {
+async fn capabilities(
+    State(state): State<AppState>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<CapabilitiesBody>, ApiError> {
+    no_query_parameters(&pairs, "capabilities take no parameters")?;
+    Ok(Json(CapabilitiesBody {
         digests: state.monolith.offers_digests(),
         max_digest_buckets: crate::digest::MAX_BUCKETS,
         max_page_ranges: MAX_PAGE_RANGES,
         all_tenant_digests: state.monolith.offers_digests(),
-    })
+    }))
 }
 
 fn kind_digest(digest: recon_core::RangeDigest) -> KindDigestBody {
@@ -189,12 +200,7 @@ async fn all_tenant_digests(
     State(state): State<AppState>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<AllTenantDigestsBody>, ApiError> {
-    if let Some((name, _)) = pairs.first() {
-        return Err(Error::BadRequest(format!(
-            "unknown query parameter `{name}`; every tenant's digests take no parameters"
-        ))
-        .into());
-    }
+    no_query_parameters(&pairs, "every tenant's digests take no parameters")?;
     let digests = state.monolith.all_tenant_digests().await?;
     Ok(Json(AllTenantDigestsBody {
         tenants: digests
@@ -266,10 +272,15 @@ pub fn parse_page_within(body: PageWithinBody, kind: Kind) -> Result<PageWithinP
 async fn page_within(
     State(state): State<AppState>,
     ApiPath((tenant_id, kind)): ApiPath<(String, String)>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
     ApiJson(body): ApiJson<PageWithinBody>,
 ) -> Result<Json<PageBody>, ApiError> {
     checked_tenant_id(&tenant_id)?;
     let kind = tenant_scoped_kind("POST /v1/tenants/{id}/pages", &kind)?;
+    no_query_parameters(
+        &pairs,
+        "a multi-range page takes its parameters in the body",
+    )?;
     let params = parse_page_within(body, kind)?;
     let page = state
         .monolith
@@ -314,7 +325,7 @@ pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<Dig
         match name.as_str() {
             "after" => range.after = Some(key()?),
             "until" => range.until = Some(key()?),
-            "buckets" => buckets = Some(value.parse::<u32>().map_err(|_| {
+            "buckets" => buckets = Some(u32_of_text(value).ok_or_else(|| {
                 Error::BadRequest(format!(
                     "query parameter `buckets` must be an integer between 1 and {}, got {value:?}",
                     crate::digest::MAX_BUCKETS
@@ -339,12 +350,7 @@ async fn tenant_digests(
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<TenantDigestsBody>, ApiError> {
     checked_tenant_id(&tenant_id)?;
-    if let Some((name, _)) = pairs.first() {
-        return Err(Error::BadRequest(format!(
-            "unknown query parameter `{name}`; a tenant's digests take no parameters"
-        ))
-        .into());
-    }
+    no_query_parameters(&pairs, "a tenant's digests take no parameters")?;
     let digests = state.monolith.tenant_digests(&tenant_id).await?;
     let [users, groups, memberships] = digests.kinds;
     Ok(Json(TenantDigestsBody {
@@ -418,6 +424,25 @@ mod tests {
         assert!(error.to_string().contains("more than once"));
         let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::Membership).expect("ok");
         assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
+    }
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        // JSON Schema's `integer` (the contract's type of `limit` and
+        // `buckets`) is any number with a zero fractional part.
+        for (text, limit) in [("1922.0", 1922), ("1.922e3", 1922), ("10000.00", 10_000)] {
+            let params =
+                parse_page_params(&pairs(&[("limit", text)]), Kind::User).expect("integral");
+            assert_eq!(params.limit, limit, "{text}");
+        }
+        for bad in ["1922.5", "1e5", "NaN", "inf", "-1.0"] {
+            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::User)
+                .expect_err("not an integer in range");
+            assert!(error.to_string().contains("`limit`"), "{error}");
+        }
+        let params = parse_digest_params(&pairs(&[("buckets", "16.0")]), Kind::User)
+            .expect("integral buckets");
+        assert_eq!(params.buckets, 16);
     }
 
     #[test]
