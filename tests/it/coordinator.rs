@@ -89,6 +89,7 @@ macro_rules! coordinator_suite {
             done_records_survive_the_member,
             done_records_need_the_assignment_and_the_claim,
             a_request_during_a_run_waits_for_the_next,
+            a_request_merged_while_its_run_starts_is_run_by_it,
             a_plan_of_50000_units_round_trips,
             fifty_thousand_done_records_round_trip,
             barrier_clears_only_its_own_current_run,

@@ -7,7 +7,7 @@ use crate::kv::{decode, encode};
 use crate::member::EtcdCoordinator;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use recon_core::ports::{FailureKind, PortError};
-use recon_engine::cluster::{Barrier, Leadership, RunState};
+use recon_engine::cluster::{Barrier, Leadership, RunRequest, RunState, merged_while_starting};
 use tracing::{debug, instrument};
 
 /// Writing the barrier re-reads the current run this often at most when it
@@ -43,6 +43,52 @@ impl EtcdCoordinator {
                 Err(stale_epoch(leadership.epoch))
             }
         }
+    }
+
+    /// Writes the current run and, in the same transaction, consumes the
+    /// pending request if it is the one the run was started from (a request
+    /// made meanwhile stays pending; one merged into this run's request
+    /// fails the write, see [`merged_while_starting`]).
+    #[instrument(name = "coord.put_run", skip_all, fields(run = %run.run_id, epoch = leadership.epoch))]
+    pub(crate) async fn write_run(
+        &self,
+        leadership: &Leadership,
+        run: &RunState,
+    ) -> Result<(), PortError> {
+        let value = encode(run)?;
+        let request_key = self.keys().request();
+        for _attempt in 0..BARRIER_ATTEMPTS {
+            let mut operations = vec![TxnOp::put(self.keys().current_run(), value.clone(), None)];
+            // The request as read must still stand when the run is written.
+            let unchanged = match self.kv().get(&request_key).await? {
+                Some(entry) => {
+                    let pending: RunRequest = decode(&entry)?;
+                    if pending == run.request {
+                        operations.push(TxnOp::delete(request_key.clone(), None));
+                    } else if pending.run_id.as_deref() == Some(run.run_id.as_str()) {
+                        return Err(merged_while_starting(&run.run_id));
+                    }
+                    Compare::mod_revision(
+                        request_key.clone(),
+                        CompareOp::Equal,
+                        entry.mod_revision(),
+                    )
+                }
+                None => Compare::create_revision(request_key.clone(), CompareOp::Equal, 0),
+            };
+            match self
+                .guarded_txn("put run", leadership, vec![unchanged], operations)
+                .await?
+            {
+                Guarded::Done => return Ok(()),
+                Guarded::Stale => return Err(stale_epoch(leadership.epoch)),
+                Guarded::Conflict => debug!("the pending request changed under the run, retrying"),
+            }
+        }
+        Err(PortError::new(
+            FailureKind::Transient,
+            "the pending request kept changing while the run was written",
+        ))
     }
 
     /// Writes the barrier and its copy in the run history and, in the same

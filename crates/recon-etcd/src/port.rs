@@ -251,21 +251,7 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
-        // The request is consumed only if it is still the one the run was
-        // started from; one made or merged meanwhile waits for the next run.
-        let request = self.keys().request();
-        let consume = Txn::new()
-            .when([Compare::value(
-                request.clone(),
-                CompareOp::Equal,
-                encode(&run.request)?,
-            )])
-            .and_then([TxnOp::delete(request, None)]);
-        let operations = vec![
-            TxnOp::put(self.keys().current_run(), encode(run)?, None),
-            TxnOp::txn(consume),
-        ];
-        self.guarded_write("put run", leadership, operations).await
+        self.write_run(leadership, run).await
     }
 
     async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {

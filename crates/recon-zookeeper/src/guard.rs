@@ -8,7 +8,7 @@ use crate::error::stale_epoch;
 use crate::member::ZooKeeperCoordinator;
 use crate::zk::{Op, Transacted, decode, encode};
 use recon_core::ports::{FailureKind, PortError};
-use recon_engine::cluster::{Barrier, Leadership, RunRequest, RunState};
+use recon_engine::cluster::{Barrier, Leadership, RunRequest, RunState, merged_while_starting};
 use tracing::{debug, instrument};
 
 /// Writing the barrier, a run or a trigger re-reads what it depends on this
@@ -93,6 +93,8 @@ impl ZooKeeperCoordinator {
                         path: request_path.clone(),
                         version: stat.version,
                     });
+                } else if pending.run_id.as_deref() == Some(run.run_id.as_str()) {
+                    return Err(merged_while_starting(&run.run_id));
                 }
             }
             match self.guarded_txn("put run", leadership, ops).await? {

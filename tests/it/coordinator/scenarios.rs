@@ -8,7 +8,7 @@ use super::fixtures::{
 use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt, stream};
 use recon_core::Kind;
-use recon_engine::cluster::{Coordinator, DoneRecord, Leadership, RunPhase, UnitPlan};
+use recon_engine::cluster::{Coordinator, DoneRecord, Leadership, RunPhase, RunRequest, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,6 +278,50 @@ pub(crate) async fn put_run_consumes_the_pending_request(
     ensure!(
         a.pending_request().await?.is_none(),
         "put_run consumed the request"
+    );
+    ensure!(a.current_run().await? == Some(started), "current run");
+    Ok(())
+}
+
+/// A request merged into the pending one while the leader starts a run from
+/// it carries the run's id: left pending, it would run again under that id
+/// (members reusing the first run's cached digests, `--wait` answered by
+/// the first barrier, unpurged keys making it "complete"). The run is
+/// written only with the merged request, which it then consumes.
+pub(crate) async fn a_request_merged_while_its_run_starts_is_run_by_it(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let a = cluster.member("a").await?;
+    let b = cluster.member("b").await?;
+    let mut first = request("operator");
+    first.run_id = Some(RunRequest::new_run_id(1_700_000_000_000, 1));
+    a.request_run(&first).await?;
+    let leadership = lead(&a).await?;
+    let read = a.pending_request().await?.context("no pending request")?;
+    let mut later = request("b");
+    later.tenants = vec!["t9".to_owned()];
+    later.run_id = Some(RunRequest::new_run_id(1_700_000_000_500, 2));
+    let merged = b.request_run(&later).await?;
+    let run_id = first.run_id.clone().context("run id")?;
+    ensure!(
+        merged.run_id.as_deref() == Some(run_id.as_str()),
+        "the merge keeps the pending request's id: {merged:?}"
+    );
+    let mut started = run(&run_id, leadership.epoch);
+    started.request = read;
+    ensure!(
+        a.put_run(&leadership, &started).await.is_err(),
+        "a run was started from its request as read before the merge"
+    );
+    ensure!(
+        a.current_run().await?.is_none(),
+        "the refused start wrote the run"
+    );
+    started.request = merged;
+    a.put_run(&leadership, &started).await?;
+    ensure!(
+        a.pending_request().await?.is_none(),
+        "the merged request stayed pending under the run's id"
     );
     ensure!(a.current_run().await? == Some(started), "current run");
     Ok(())

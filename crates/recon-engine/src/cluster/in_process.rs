@@ -2,7 +2,7 @@
 //! It is the single-instance default (one member, no etcd) and runs the
 //! demo's three replicas; tests expel members to simulate a lost lease.
 
-use super::port::{Coordinator, Leadership};
+use super::port::{Coordinator, Leadership, merged_while_starting};
 use super::types::{
     AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest,
     RunState, UnitId,
@@ -240,10 +240,14 @@ impl Coordinator for InProcessCoordinator {
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError> {
         let mut state = self.hub.lock();
         self.leading(&state, leadership)?;
-        state.current = Some(run.clone());
-        if state.request.as_ref() == Some(&run.request) {
-            state.request = None;
+        match &state.request {
+            Some(pending) if *pending == run.request => state.request = None,
+            Some(pending) if pending.run_id.as_deref() == Some(run.run_id.as_str()) => {
+                return Err(merged_while_starting(&run.run_id));
+            }
+            _ => {}
         }
+        state.current = Some(run.clone());
         state.runs.entry(run.run_id.clone()).or_default();
         Ok(())
     }

@@ -82,9 +82,18 @@ pub struct ClusterMember {
     /// When this member last looked at the source's generation.
     pub(super) generation_polled: Mutex<Option<Instant>>,
     pause: Arc<PauseTracker>,
-    /// Every tenant's digests for the run this member works on (its id),
-    /// read at its first whole-tenant unit of the run.
-    all_digests: tokio::sync::Mutex<Option<(String, Option<Arc<AllDigests>>)>>,
+    /// Every tenant's digests for the run this member works on, read at its
+    /// first whole-tenant unit of the run; keyed by the run's id, epoch and
+    /// start, so that a run reusing an id (or adopted by a new leader)
+    /// never compares against another run's digests.
+    all_digests: tokio::sync::Mutex<Option<(DigestKey, Option<Arc<AllDigests>>)>>,
+}
+
+/// What the member's digest cache is keyed by: a run's id, epoch and start.
+type DigestKey = (String, u64, u64);
+
+fn digest_key(run: &RunState) -> DigestKey {
+    (run.run_id.clone(), run.epoch, run.started_unix_ms)
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -312,14 +321,15 @@ impl ClusterMember {
         run: &RunState,
         options: &ReconcileOptions,
     ) -> (Option<Arc<AllDigests>>, bool) {
+        let key = digest_key(run);
         let mut cached = self.all_digests.lock().await;
-        if let Some((run_id, digests)) = cached.as_ref()
-            && *run_id == run.run_id
+        if let Some((cached_for, digests)) = cached.as_ref()
+            && *cached_for == key
         {
             return (digests.clone(), false);
         }
         let digests = self.reconciler.all_digests(options).await.map(Arc::new);
-        *cached = Some((run.run_id.clone(), digests.clone()));
+        *cached = Some((key, digests.clone()));
         let read_now = digests.is_some();
         (digests, read_now)
     }

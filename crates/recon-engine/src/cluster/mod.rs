@@ -17,7 +17,9 @@ mod types;
 pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker, run_pause_owner};
-pub use port::{Coordinator, HISTORY_KEPT, Leadership, session_lost, stale_epoch};
+pub use port::{
+    Coordinator, HISTORY_KEPT, Leadership, merged_while_starting, session_lost, stale_epoch,
+};
 pub use schedule::Schedule;
 pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
 pub use stored_plan::{PLAN_PAGE_BYTES, PlanHeader, plan_pages};

@@ -33,6 +33,18 @@ pub fn stale_epoch(epoch: u64) -> PortError {
     )
 }
 
+/// The refusal of `put_run` when a pending request carries the run's id but
+/// differs from the run's request: it was merged into while the run was
+/// being started. Nothing is written; the leader starts the run again from
+/// the merged request (left pending, it would run again under the same
+/// id). The same on every backend.
+pub fn merged_while_starting(run_id: &str) -> PortError {
+    PortError::new(
+        FailureKind::Transient,
+        format!("a request was merged into run {run_id} while it started; starting it again"),
+    )
+}
+
 /// This member's leadership. `epoch` is the coordinator's token of the
 /// election (for etcd: the creation revision of its election key) that its
 /// leader-guarded writes compare; `store_epoch` is the fencing epoch the
@@ -128,8 +140,9 @@ pub trait Coordinator: Send + Sync {
 
     /// Writes the current run, and deletes the pending request if it is
     /// still the one the run was started from (`run.request`): a request
-    /// made or merged meanwhile stays pending for the next run.
-    /// Leader-guarded.
+    /// made meanwhile stays pending for the next run; one merged into this
+    /// run's request meanwhile (it carries the run's id) fails the write
+    /// with [`merged_while_starting`] and nothing is written. Leader-guarded.
     async fn put_run(&self, leadership: &Leadership, run: &RunState) -> Result<(), PortError>;
 
     /// Writes a run's plan. Leader-guarded.
