@@ -53,6 +53,21 @@ pub fn validate_id(what: &'static str, id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Checks a tenant id: an entity id ([`validate_id`]) that is not
+/// [`GLOBAL_SCOPE`](crate::GLOBAL_SCOPE), which the store reserves for the
+/// fence and the generation floor of every tenant at once — a tenant of
+/// that id would raise every tenant's floor with its own.
+pub fn validate_tenant_id(id: &str) -> Result<(), InvalidInput> {
+    validate_id("tenant id", id)?;
+    if id == crate::GLOBAL_SCOPE {
+        return Err(InvalidInput::new(
+            "tenant id",
+            format!("{id:?} is reserved (the scope of every tenant's fence and generation floor)"),
+        ));
+    }
+    Ok(())
+}
+
 /// The four replicated entity kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

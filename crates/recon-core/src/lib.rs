@@ -22,7 +22,7 @@ pub use diff::{DiffEntry, DiffItem, KeyedRow, MergeDiff, merge_diff};
 pub use digest::RangeDigest;
 pub use domain::{
     Change, Deletion, EntityKey, Group, InvalidInput, KeyRange, Kind, Membership, Record, Row,
-    Tenant, User, UserStatus, joined_bounds, ranges_after,
+    Tenant, User, UserStatus, joined_bounds, ranges_after, validate_tenant_id,
 };
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;

@@ -68,7 +68,7 @@ impl Monolith {
     /// Creates or updates a tenant.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "tenant", tenant = %tenant.id))]
     pub async fn put_tenant(&self, tenant: &Tenant) -> Result<WriteOutcome> {
-        validate_id("tenant id", &tenant.id)?;
+        recon_core::validate_tenant_id(&tenant.id)?;
         validate_text("name", &tenant.name)?;
         let record = Record::Tenant(tenant.clone());
         self.upsert_one(&tenant.id, record).await
@@ -77,7 +77,7 @@ impl Monolith {
     /// Creates or updates a user of an existing tenant.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "user", tenant = %tenant_id))]
     pub async fn put_user(&self, tenant_id: &str, user: &User) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_id("user id", &user.id)?;
         validate_text("email", &user.email)?;
         validate_text("display_name", &user.display_name)?;
@@ -87,7 +87,7 @@ impl Monolith {
     /// Creates or updates a group of an existing tenant.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "group", tenant = %tenant_id))]
     pub async fn put_group(&self, tenant_id: &str, group: &Group) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_group_id(&group.id)?;
         validate_text("name", &group.name)?;
         self.upsert_one(tenant_id, Record::Group(group.clone()))
@@ -103,7 +103,7 @@ impl Monolith {
         tenant_id: &str,
         membership: &Membership,
     ) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_id("group id", &membership.group_id)?;
         validate_id("user id", &membership.user_id)?;
         self.upsert_one(tenant_id, Record::Membership(membership.clone()))
@@ -113,7 +113,7 @@ impl Monolith {
     /// Deletes a tenant with all its memberships, users and groups.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "tenant", tenant = %tenant_id))]
     pub async fn delete_tenant(&self, tenant_id: &str) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         self.delete_one(tenant_id, Kind::Tenant, EntityKey::id(tenant_id))
             .await
     }
@@ -121,7 +121,7 @@ impl Monolith {
     /// Deletes a user and its memberships.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "user", tenant = %tenant_id))]
     pub async fn delete_user(&self, tenant_id: &str, user_id: &str) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_id("user id", user_id)?;
         self.delete_one(tenant_id, Kind::User, EntityKey::id(user_id))
             .await
@@ -130,7 +130,7 @@ impl Monolith {
     /// Deletes a group and its memberships.
     #[instrument(skip_all, name = "monolith.write", fields(kind = "group", tenant = %tenant_id))]
     pub async fn delete_group(&self, tenant_id: &str, group_id: &str) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_id("group id", group_id)?;
         self.delete_one(tenant_id, Kind::Group, EntityKey::id(group_id))
             .await
@@ -144,7 +144,7 @@ impl Monolith {
         group_id: &str,
         user_id: &str,
     ) -> Result<WriteOutcome> {
-        validate_id("tenant id", tenant_id)?;
+        recon_core::validate_tenant_id(tenant_id)?;
         validate_id("group id", group_id)?;
         validate_id("user id", user_id)?;
         let key = EntityKey::pair(group_id, user_id);

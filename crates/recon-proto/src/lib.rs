@@ -132,7 +132,7 @@ fn delete_to_wire(deletion: &Deletion) -> WireChange {
 
 /// Maps and validates a wire event to a core change.
 pub fn from_wire(event: v1::ChangeEvent) -> Result<Change, DecodeError> {
-    recon_core::domain::validate_id("tenant id", &event.tenant_id)?;
+    recon_core::validate_tenant_id(&event.tenant_id)?;
     let version = event.version.ok_or_else(|| missing("version"))?;
     let version = Version::new(version.generation, version.sequence);
     let change = event.change.ok_or_else(|| missing("change"))?;
@@ -168,7 +168,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
     use recon_core::domain::validate_id;
     Ok(match change {
         WireChange::Tenant(tenant) => {
-            validate_id("tenant id", &tenant.id)?;
+            recon_core::validate_tenant_id(&tenant.id)?;
             let record = Record::Tenant(Tenant {
                 id: tenant.id,
                 name: tenant.name,
@@ -263,6 +263,26 @@ mod tests {
         assert!(error.to_string().contains("ChangeEvent"), "{error}");
         let empty = decode_change(&[]).expect_err("empty event has no tenant");
         assert!(empty.to_string().contains("tenant id"), "{empty}");
+    }
+
+    /// The tenant id `*` is the store's scope of every tenant: an event of
+    /// that tenant would raise every tenant's floor with its own.
+    #[test]
+    fn the_reserved_tenant_id_is_refused() {
+        let mut row = user_row();
+        row.tenant_id = "*".into();
+        let error = decode_change(&encode_change(&Change::Upsert(row))).expect_err("tenant *");
+        assert!(error.to_string().contains("reserved"), "{error}");
+        let tenant = Change::Upsert(Row {
+            tenant_id: "*".into(),
+            record: recon_core::Record::Tenant(recon_core::Tenant {
+                id: "*".into(),
+                name: "everyone".into(),
+            }),
+            version: Version::new(1, 1),
+        });
+        let error = decode_change(&encode_change(&tenant)).expect_err("tenant *");
+        assert!(error.to_string().contains("reserved"), "{error}");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
     let (row_tenant, record, version) = match kind {
         Kind::Tenant => {
             let item: NamedItem = serde_json::from_value(item).map_err(problem)?;
-            validate_id("tenant id", &item.id).map_err(invalid)?;
+            recon_core::validate_tenant_id(&item.id).map_err(invalid)?;
             let tenant = Tenant {
                 id: item.id.clone(),
                 name: item.name,

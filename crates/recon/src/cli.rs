@@ -399,6 +399,12 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 /// A share in `0..=1`, written as a fraction (`0.2`) or a percentage
 /// (`20%`); anything else is an error that says what is accepted (never
 /// clamped: a typo must not widen the delete guard).
+/// A tenant id as `--tenant` takes it: a valid id, not the reserved `*`.
+fn parse_tenant(text: &str) -> Result<String, String> {
+    recon_core::validate_tenant_id(text).map_err(|error| error.to_string())?;
+    Ok(text.to_owned())
+}
+
 fn parse_share(text: &str) -> Result<f64, String> {
     let trimmed = text.trim();
     let (number, scale) = match trimmed.strip_suffix('%') {
@@ -901,7 +907,7 @@ pub struct SourceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Only these tenants (repeatable); default: all.
-    #[arg(long = "tenant", env = "RECON_TENANTS", value_delimiter = ',')]
+    #[arg(long = "tenant", env = "RECON_TENANTS", value_delimiter = ',', value_parser = parse_tenant)]
     pub tenants: Vec<String>,
     /// Read and compare only; write nothing.
     #[arg(long, env = "RECON_DRY_RUN")]

@@ -343,6 +343,34 @@ async fn a_range_given_as_an_array_is_refused() -> anyhow::Result<()> {
     server.stop().await
 }
 
+/// The tenant id `*` is the replica store's scope of every tenant (its
+/// fence and generation floor): a tenant of that id would raise every
+/// tenant's floor with its own. The monolith refuses to create one and the
+/// Source API to serve one, naming why. Before, both took it.
+#[tokio::test]
+async fn the_reserved_tenant_id_is_refused() -> anyhow::Result<()> {
+    let server = Server::start(Backend::Postgres, None).await?;
+    let needle = "reserved";
+    expect_error(
+        &server,
+        Method::PUT,
+        "/v1/tenants/%2A",
+        Some(r#"{"name": "everyone"}"#),
+        400,
+        needle,
+    )
+    .await?;
+    for path in [
+        "/v1/tenants/%2A/users",
+        "/v1/tenants/%2A/groups",
+        "/v1/tenants/%2A/memberships",
+        "/v1/tenants/%2A/digests/users",
+    ] {
+        expect_error(&server, Method::GET, path, None, 400, needle).await?;
+    }
+    server.stop().await
+}
+
 /// Connects as a role that does not exist, with a password, to the real
 /// test server: the error must name the target without the password.
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::read::{Counts, DEFAULT_PAGE_LIMIT, MAX_PAGE_RANGES, Page, validate_li
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use recon_core::domain::validate_id;
+use recon_core::validate_tenant_id;
 use recon_core::{EntityKey, KeyRange, Kind};
 
 /// The read routes.
@@ -114,7 +114,7 @@ fn page_body(page: Page) -> PageBody {
 }
 
 fn checked_tenant_id(tenant_id: &str) -> Result<(), ApiError> {
-    validate_id("tenant id", tenant_id).map_err(ApiError::from)
+    validate_tenant_id(tenant_id).map_err(ApiError::from)
 }
 
 async fn list_tenants(

@@ -567,6 +567,13 @@ async fn request_reconcile(
         let refusal = "allow_mass_delete overrides the delete guard: send \"confirm_mass_delete\": true with it";
         return (StatusCode::BAD_REQUEST, refusal).into_response();
     }
+    if let Some(error) = body
+        .tenants
+        .iter()
+        .find_map(|tenant| recon_core::validate_tenant_id(tenant).err())
+    {
+        return (StatusCode::BAD_REQUEST, format!("tenants: {error}")).into_response();
+    }
     let Some(coordinator) = state.coordinator.get() else {
         return not_connected();
     };
