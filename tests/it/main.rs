@@ -16,6 +16,7 @@ mod reconcile;
 mod relay;
 mod replica_metrics;
 mod source_client;
+mod startup;
 mod store;
 mod store_upkeep;
 mod tls;

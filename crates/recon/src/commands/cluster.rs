@@ -82,12 +82,12 @@ pub async fn coordinator(
     Ok(Arc::new(coordinator))
 }
 
-/// What this replica does in a run: without a source it can only pause.
+/// What this replica does in a run: without a source (or one that cannot
+/// be built now) it can only pause, and the leader hands it no units.
 fn role(args: &ClusterArgs) -> MemberRole {
-    if args.source_url.is_some() {
-        MemberRole::Reconciler
-    } else {
-        MemberRole::PauseOnly
+    match source(args) {
+        Ok(Some(_)) => MemberRole::Reconciler,
+        _ => MemberRole::PauseOnly,
     }
 }
 
@@ -139,6 +139,44 @@ impl Participant {
     }
 }
 
+/// The Source API client of `--source-url` (`None` without one): its token
+/// read and its URL checked, each failure naming what is wrong. `recon
+/// serve` builds it once at startup so that a replica that could never
+/// reconcile stops there instead of joining runs it would hold up.
+pub fn source(args: &ClusterArgs) -> anyhow::Result<Option<HttpSource>> {
+    let Some(source_url) = &args.source_url else {
+        return Ok(None);
+    };
+    let mut config = SourceConfig::new(source_url);
+    config.bearer_token = args.source_token()?;
+    config.requests_per_second = args.source_requests_per_second;
+    config.request_timeout = args.source_timeout;
+    config.max_retries = args.source_retries;
+    let source = HttpSource::new(&config).context("configure the Source API client")?;
+    Ok(Some(source))
+}
+
+/// A member that pauses and acknowledges with the others but is handed no
+/// units and never leads.
+pub fn pause_only(
+    args: &ClusterArgs,
+    coordinator: Arc<dyn Coordinator>,
+    store: &Store,
+    gate: Arc<dyn ConsumerGate>,
+    pause: Arc<PauseTracker>,
+) -> Participant {
+    let settings = settings(args);
+    let member = PauseOnlyMember::new(
+        coordinator,
+        gate,
+        settings.poll_interval,
+        settings.max_pause,
+        pause,
+    )
+    .with_history(Arc::new(store.clone()));
+    Participant::PauseOnly(member)
+}
+
 /// The member that takes part in runs: a reconciling one if a source is
 /// configured, else a pause-only one when the cluster runs on etcd (other
 /// replicas may reconcile; this one's consumer must pause with theirs).
@@ -154,28 +192,13 @@ pub fn member(
     telemetry: MemberTelemetry,
 ) -> anyhow::Result<Option<Participant>> {
     let settings = settings(args);
-    let Some(source_url) = &args.source_url else {
+    let Some(source) = source(args)? else {
         if !args.coordination.is_set() {
             return Ok(None);
         }
-        let member = PauseOnlyMember::new(
-            coordinator,
-            gate,
-            settings.poll_interval,
-            settings.max_pause,
-            pause,
-        )
-        .with_history(Arc::new(store.clone()));
-        return Ok(Some(Participant::PauseOnly(member)));
+        return Ok(Some(pause_only(args, coordinator, store, gate, pause)));
     };
-    let mut config = SourceConfig::new(source_url);
-    config.bearer_token = args.source_token()?;
-    config.requests_per_second = args.source_requests_per_second;
-    config.request_timeout = args.source_timeout;
-    config.max_retries = args.source_retries;
-    let source = HttpSource::new(&config)
-        .context("configure the Source API client")?
-        .with_metrics(telemetry.source);
+    let source = source.with_metrics(telemetry.source);
     let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
     let member = ClusterMember::new(coordinator, reconciler, gate, settings)
         .with_pause_tracker(pause)

@@ -10,7 +10,7 @@
 //! consumer is paused for survives the reconnect ([`PauseTracker`]): a
 //! replica that saw a run start stays paused until it sees the run over.
 
-use super::cluster::{MemberTelemetry, coordinator, member};
+use super::cluster::{MemberTelemetry, coordinator, member, pause_only};
 use crate::cli::ClusterArgs;
 use recon_core::ports::ConsumerGate;
 use recon_engine::cluster::{Coordinator, PauseTracker};
@@ -146,7 +146,7 @@ impl Membership {
         let session = coordinator.session_lost();
         let participant = member(
             &self.args,
-            coordinator,
+            coordinator.clone(),
             &self.store,
             self.gate.clone(),
             self.pause.clone(),
@@ -155,9 +155,22 @@ impl Membership {
         match participant {
             Ok(Some(participant)) => participant.run(session.child_token()).await,
             Ok(None) => session.cancelled().await,
+            // The source was checked at startup; if it cannot be built now
+            // (its token file gone), this replica still pauses and
+            // acknowledges with the others rather than holding runs up.
             Err(error) => {
-                warn!(error = format!("{error:#}"), "cannot take part in runs");
-                session.cancelled().await;
+                error!(
+                    error = format!("{error:#}"),
+                    "cannot reconcile; taking part in runs as a pause-only member"
+                );
+                let participant = pause_only(
+                    &self.args,
+                    coordinator,
+                    &self.store,
+                    self.gate.clone(),
+                    self.pause.clone(),
+                );
+                participant.run(session.child_token()).await;
             }
         }
     }

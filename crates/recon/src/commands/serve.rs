@@ -218,6 +218,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
                 .await;
         }
     });
+    // A replica that could never reconcile (an unreadable token file, a bad
+    // source URL) stops here, before it joins runs it would hold up.
+    super::cluster::source(&args.cluster)?;
     let kafka = kafka_config(&args.kafka)?;
     check_kafka_access(&kafka, &args.group_id).await?;
     let member_id = super::cluster::member_id(&args.cluster);
