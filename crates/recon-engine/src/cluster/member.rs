@@ -89,6 +89,36 @@ pub struct ClusterMember {
     all_digests: tokio::sync::Mutex<Option<(DigestKey, Option<Arc<AllDigests>>)>>,
 }
 
+/// Cancels `stop` once the run `run_id` is no longer current (its barrier
+/// was written) or an abort of it was asked; ends when `stop` fires.
+async fn watch_run(
+    coordinator: Arc<dyn Coordinator>,
+    run_id: String,
+    poll_interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll_interval) => {}
+        }
+        let current = coordinator.current_run().await;
+        let over = match current {
+            Ok(Some(current)) if current.run_id == run_id => {
+                matches!(coordinator.abort_request(&run_id).await, Ok(Some(_)))
+            }
+            Ok(_) => true,
+            // Unknown: the unit's own deadline (max_pause) still holds.
+            Err(_) => false,
+        };
+        if over {
+            info!(run = %run_id, "run over or aborting; stopping its units");
+            stop.cancel();
+            return;
+        }
+    }
+}
+
 /// What the member's digest cache is keyed by: a run's id, epoch and start.
 type DigestKey = (String, u64, u64);
 
@@ -238,6 +268,17 @@ impl ClusterMember {
             return Ok(());
         };
         let done = self.coordinator.done_units(&run.run_id).await?;
+        // Units stop as soon as the run is over or an abort is asked: an
+        // aborted run's consumers resume at its barrier, and no unit of it
+        // may write after that.
+        let stop = &stop.child_token();
+        let _watching = stop.clone().drop_guard();
+        tokio::spawn(watch_run(
+            self.coordinator.clone(),
+            run.run_id.clone(),
+            self.settings.poll_interval,
+            stop.clone(),
+        ));
         for unit in plan
             .units
             .iter()

@@ -452,6 +452,60 @@ async fn a_run_past_max_pause_is_aborted_and_consumers_resume() {
     member.task.await.expect("member");
 }
 
+/// An abort stops the units still running: nothing of the aborted run is
+/// written after its barrier (consumers resume there). Before, a member
+/// went on with its unit — and claimed its next ones — until the run's
+/// deadline, writing long after the barrier. (A write in flight when the
+/// unit stops lands within milliseconds; the real store's fence refuses it
+/// once the leader closed the run, see `a_write_at_a_finished_runs_epoch_is_refused`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_stops_the_units_still_running() {
+    let mut source = FakeSource::new(world(), Version::new(1, 999));
+    source.page_delay = Duration::from_millis(100);
+    let source = Arc::new(source);
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let max_pause = Duration::from_secs(60);
+    let a = start(&hub, "a", &source, &store, max_pause, &cancel);
+    let b = start(&hub, "b", &source, &store, max_pause, &cancel);
+    a.coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&a.coordinator).await;
+    wait_for_plan(&a.coordinator, &run).await;
+    // The tenant list (4 rows) is written while planning; then units.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.writes.load(Ordering::SeqCst) <= 4 {
+        assert!(Instant::now() < deadline, "no unit wrote");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let abort = AbortRequest {
+        requested_by: "test".into(),
+        reason: "stop now".into(),
+        requested_unix_ms: 0,
+    };
+    b.coordinator
+        .request_abort(&run, &abort)
+        .await
+        .expect("abort");
+    let barrier = barrier(&a.coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Aborted, "{barrier:?}");
+    // The page a stopping unit was reading when it stopped may still land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_barrier = store.writes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst),
+        after_barrier,
+        "units of the aborted run went on writing after its barrier"
+    );
+    cancel.cancel();
+    a.task.await.expect("a");
+    b.task.await.expect("b");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_who_has_not_acknowledged() {
     let source = Arc::new(FakeSource::new(world(), Version::new(1, 999)));
