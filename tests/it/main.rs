@@ -5,6 +5,7 @@ mod cluster;
 mod consumer;
 mod consumer_faults;
 mod coordinator;
+mod cut_off;
 mod deploy;
 mod group_lag;
 mod kafka_security;

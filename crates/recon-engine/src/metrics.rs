@@ -84,6 +84,9 @@ pub struct ReconcileMetrics {
     pub epoch: Gauge,
     /// Leaderships this member won.
     pub leaderships: Counter,
+    /// Times this replica resumed its consumer at a run's deadline without
+    /// having seen the run end (cut off from the coordinator).
+    pub pause_deadline_resumes: Counter,
 }
 
 impl Default for ReconcileMetrics {
@@ -100,6 +103,7 @@ impl Default for ReconcileMetrics {
             is_leader: Gauge::default(),
             epoch: Gauge::default(),
             leaderships: Counter::default(),
+            pause_deadline_resumes: Counter::default(),
         }
     }
 }
@@ -183,6 +187,11 @@ impl ReconcileMetrics {
             "leaderships",
             "Leaderships this replica won",
             metrics.leaderships.clone(),
+        );
+        cluster.register(
+            "pause_deadline_resumes",
+            "Consumer resumed at a run's deadline without the run's end seen (cut off from the coordinator)",
+            metrics.pause_deadline_resumes.clone(),
         );
         metrics
     }

@@ -23,12 +23,20 @@ use recon_core::{RunRecord, RunReport, RunStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The run this replica's consumer is paused for, if any.
 #[derive(Debug, Default)]
 pub struct PauseTracker {
-    paused_for: Mutex<Option<String>>,
+    paused_for: Mutex<Option<PausedFor>>,
+}
+
+/// A run the consumer is paused for, and when it started (by the leader's
+/// clock, as the run state says).
+#[derive(Debug, Clone)]
+struct PausedFor {
+    run_id: String,
+    started_unix_ms: u64,
 }
 
 impl PauseTracker {
@@ -37,23 +45,62 @@ impl PauseTracker {
         Self::default()
     }
 
-    /// A consumer that starts paused because `run_id` was in progress when
-    /// the replica joined.
-    pub fn paused_for_run(run_id: impl Into<String>) -> Self {
+    /// A consumer that starts paused because the run `run_id` (started at
+    /// `started_unix_ms`) was in progress when the replica joined.
+    pub fn paused_for_run(run_id: impl Into<String>, started_unix_ms: u64) -> Self {
         Self {
-            paused_for: Mutex::new(Some(run_id.into())),
+            paused_for: Mutex::new(Some(PausedFor {
+                run_id: run_id.into(),
+                started_unix_ms,
+            })),
         }
     }
 
     /// The run the consumer is paused for.
     pub fn paused_for(&self) -> Option<String> {
-        self.lock().clone()
+        self.lock().as_ref().map(|paused| paused.run_id.clone())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<String>> {
+    fn lock(&self) -> MutexGuard<'_, Option<PausedFor>> {
         self.paused_for
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Resumes the consumer if the run it is paused for is past its
+    /// deadline — `max_pause` + [`ORPHAN_GRACE`] after its start — without
+    /// this replica having seen it end (cut off from the coordinator). That
+    /// is safe: the leader aborts the run at `max_pause` and no unit writes
+    /// after it. `true` if it resumed; the caller logs and counts it.
+    pub async fn resume_if_overdue(
+        &self,
+        gate: &dyn ConsumerGate,
+        max_pause: Duration,
+    ) -> Result<bool, PortError> {
+        let Some(paused) = self.lock().clone() else {
+            return Ok(false);
+        };
+        let deadline = paused.started_unix_ms.saturating_add(
+            u64::try_from((max_pause + ORPHAN_GRACE).as_millis()).unwrap_or(u64::MAX),
+        );
+        if now_ms() < deadline {
+            return Ok(false);
+        }
+        gate.resume(&run_pause_owner(&paused.run_id)).await?;
+        let mut current = self.lock();
+        if current
+            .as_ref()
+            .is_some_and(|now| now.run_id == paused.run_id)
+        {
+            *current = None;
+        }
+        error!(
+            run = %paused.run_id,
+            started_unix_ms = paused.started_unix_ms,
+            max_pause_secs = max_pause.as_secs(),
+            "the run's end was never seen (cut off from the coordinator) and its deadline passed; consumer resumed"
+        );
+        Ok(true)
     }
 
     /// One look at the cluster: pauses and acknowledges for the current run,
@@ -72,7 +119,10 @@ impl PauseTracker {
             Some(run) => {
                 if paused_for.as_deref() != Some(run.run_id.as_str()) {
                     gate.pause(&run_pause_owner(&run.run_id)).await?;
-                    *self.lock() = Some(run.run_id.clone());
+                    *self.lock() = Some(PausedFor {
+                        run_id: run.run_id.clone(),
+                        started_unix_ms: run.started_unix_ms,
+                    });
                 }
                 let acks = coordinator.pause_acks(&run.run_id).await?;
                 if !acks.contains(coordinator.member_id()) {

@@ -105,11 +105,28 @@ impl Membership {
                     "etcd refuses this replica; consuming on, retrying"
                 ),
             }
+            self.resume_if_overdue().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Out of the cluster, the consumer stays paused for the run it saw
+    /// start only until that run's deadline (see
+    /// [`PauseTracker::resume_if_overdue`]); counted.
+    async fn resume_if_overdue(&self) {
+        let max_pause = Duration::from_secs(self.args.max_pause_secs);
+        match self.pause.resume_if_overdue(&*self.gate, max_pause).await {
+            Ok(true) => {
+                self.telemetry.reconcile.pause_deadline_resumes.inc();
+            }
+            Ok(false) => {}
+            Err(error) => {
+                warn!(error = %error, "could not resume the consumer at the run's deadline")
+            }
         }
     }
 

@@ -282,7 +282,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         Some(run) if takes_part => {
             info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
             settings.start_paused_by = Some(run_pause_owner(&run.run_id));
-            PauseTracker::paused_for_run(run.run_id)
+            PauseTracker::paused_for_run(run.run_id, run.started_unix_ms)
         }
         _ => PauseTracker::new(),
     };

@@ -43,7 +43,10 @@ async fn a_member_started_paused_for_a_run_that_ended_before_it_looked_resumes()
     let run = run_id(&first.coordinator).await;
     // The replica read the current run at startup and started its consumer
     // paused for it; the run ends before its member first polls.
-    let tracker = Arc::new(PauseTracker::paused_for_run(run.clone()));
+    let tracker = Arc::new(PauseTracker::paused_for_run(
+        run.clone(),
+        crate::cluster::member::now_ms(),
+    ));
     barrier(&first.coordinator, &run).await;
     let late = hub.join("m2");
     let gate = paused_gate();
@@ -206,7 +209,10 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
         gate.clone(),
         Duration::from_millis(5),
         max_pause,
-        Arc::new(PauseTracker::paused_for_run("r-orphan")),
+        Arc::new(PauseTracker::paused_for_run(
+            "r-orphan",
+            run.started_unix_ms,
+        )),
     );
     let follower_task = {
         let cancel = cancel.clone();
