@@ -18,13 +18,14 @@
 //! (resigned, session closed or expired, deleted by an operator).
 
 use crate::error::{permanent, session_lost};
-use crate::member::{Lead, ZooKeeperCoordinator};
+use crate::member::{Lead, Shared, ZooKeeperCoordinator};
 use crate::nodes::{candidate_name_prefix, election_order};
 use crate::session::Session;
 use crate::zk::{Op, Transacted, decode, encode};
 use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{Barrier, Leadership, MemberId, RunState};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -55,6 +56,7 @@ impl ZooKeeperCoordinator {
         cancel: &CancellationToken,
     ) -> Result<Leadership, PortError> {
         self.wait_until_not_leading(cancel).await?;
+        let _standing = self.stand();
         loop {
             self.alive()?;
             let own = self.own_candidate().await?;
@@ -267,6 +269,7 @@ impl ZooKeeperCoordinator {
         if !election_order(&self.session().children(&election).await?).is_empty() {
             return Ok(false);
         }
+        let _standing = self.stand();
         let own = self.own_candidate().await?;
         let ended = self.end_orphaned_run_as(&own, barrier).await;
         self.withdraw(&own).await;
@@ -310,13 +313,97 @@ impl ZooKeeperCoordinator {
         }
     }
 
+    /// Deletes the candidate node `own`, retrying until ZooKeeper answers
+    /// or the session ends (the node goes with it): a candidate left behind
+    /// by a member that does not campaign stays first in the election and
+    /// no run ever starts again.
     async fn withdraw(&self, own: &str) {
         let delete = Op::Delete {
             path: own.to_owned(),
             version: -1,
         };
-        if let Err(error) = self.session().transact("withdraw", vec![delete]).await {
-            debug!(error = %error, "withdrawing the candidate node failed");
+        loop {
+            match self
+                .session()
+                .transact("withdraw", vec![delete.clone()])
+                .await
+            {
+                // Deleted, or already gone.
+                Ok(_) => return,
+                Err(_) if self.session().lost.is_cancelled() => return,
+                Err(error) => {
+                    warn!(error = %error, node = %own, "withdrawing the candidate node failed, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Holds this member as standing in the election (campaigning, or
+    /// ending an orphaned run) until the guard drops: the sweeper leaves
+    /// its candidate node alone meanwhile.
+    fn stand(&self) -> StandGuard {
+        self.shared.standing.fetch_add(1, Ordering::SeqCst);
+        StandGuard {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Deletes this session's candidate nodes while the member neither
+    /// stands in the election nor leads: one left by a create whose answer
+    /// was lost, or by a withdrawal that never got through.
+    pub(crate) async fn sweep_stale_candidates(&self) -> Result<(), PortError> {
+        let leads = self
+            .leading()
+            .as_ref()
+            .is_some_and(|lead| !lead.lost.is_cancelled());
+        if leads || self.shared.standing.load(Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
+        let election = self.nodes().election();
+        let own_prefix = candidate_name_prefix(self.session().id);
+        for name in self.session().children(&election).await? {
+            if name.starts_with(&own_prefix) && self.shared.standing.load(Ordering::SeqCst) == 0 {
+                let stale = format!("{election}/{name}");
+                warn!(node = %stale, "stale candidate node of this session; withdrawing it");
+                self.withdraw(&stale).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a member as standing in the election while it lives.
+struct StandGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for StandGuard {
+    fn drop(&mut self) {
+        self.shared.standing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often a member looks for stale candidate nodes of its session.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sweeps stale candidate nodes of the member's session (see
+/// [`ZooKeeperCoordinator::sweep_stale_candidates`]) until the session ends
+/// or the member is dropped.
+pub(crate) async fn sweep_until_session_ends(shared: Weak<Shared>) {
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let lost = shared.session.lost.clone();
+        let member = ZooKeeperCoordinator { shared };
+        if let Err(error) = member.sweep_stale_candidates().await {
+            debug!(error = %error, "looking for stale candidate nodes failed");
+        }
+        drop(member);
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::settings::ZooKeeperSettings;
 use crate::zk::{encode, ephemeral, persistent};
 use recon_core::ports::PortError;
 use recon_engine::cluster::MemberInfo;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -59,6 +60,9 @@ pub(crate) struct Shared {
     pub(crate) leading: Mutex<Option<Lead>>,
     /// Where the session's background tasks run.
     pub(crate) tasks: TaskTracker,
+    /// Campaigns and orphan-endings in progress: while there is one, this
+    /// session's candidate node is in use.
+    pub(crate) standing: AtomicUsize,
     _stop_on_drop: DropGuard,
 }
 
@@ -134,11 +138,16 @@ impl ZooKeeperCoordinator {
             info: settings.member,
             leading: Mutex::new(None),
             tasks,
+            standing: AtomicUsize::new(0),
             _stop_on_drop: stop.drop_guard(),
         };
-        Ok(Self {
-            shared: Arc::new(shared),
-        })
+        let shared = Arc::new(shared);
+        shared
+            .tasks
+            .spawn(crate::election::sweep_until_session_ends(Arc::downgrade(
+                &shared,
+            )));
+        Ok(Self { shared })
     }
 
     /// The id of this member's session (the owner of its ephemeral nodes).

@@ -326,6 +326,44 @@ async fn a_deleted_election_node_ends_the_leadership() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A candidate node of a member's session that the member does not know of
+/// — a create whose answer was lost, a withdrawal after ending an orphaned
+/// run that never got through — stays first in the election: no other
+/// member could ever lead, and no run would start again. The member sweeps
+/// it while it neither campaigns nor leads. Before, it stayed for the
+/// session's life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_candidate_node_of_a_member_is_swept() -> anyhow::Result<()> {
+    let cluster = ZooKeeperCluster::start().await?;
+    let stuck = cluster.direct_member("pause-only").await?;
+    // Named as the member's session names its candidates, first in line.
+    let stale = format!(
+        "{}/election/{:016x}-0000000000",
+        cluster.prefix,
+        stuck.session_id() as u64
+    );
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    cluster
+        .admin
+        .create(&stale, b"pause-only", &options)
+        .await?;
+    let reconciler = cluster.direct_member("reconciler").await?;
+    let leadership = within(
+        "the reconciler to lead past the stale candidate",
+        reconciler.campaign(&CancellationToken::new()),
+    )
+    .await??;
+    ensure!(
+        reconciler.leader().await? == Some(("reconciler".to_owned(), leadership.epoch)),
+        "the reconciler leads"
+    );
+    ensure!(
+        !cluster.election_nodes().await?.contains(&stale),
+        "the stale candidate is still there"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_the_session_and_removes_its_ephemerals() -> anyhow::Result<()> {
     let cluster = ZooKeeperCluster::start().await?;
