@@ -552,6 +552,15 @@ impl StoreArgs {
 /// A duration: whole seconds (`3600`) or a number with a unit: `ms`, `s`,
 /// `m`, `h`, `d` (`500ms`, `5s`, `7d`). Zero is refused.
 pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("the duration must be positive, got {text:?}"));
+    }
+    Ok(duration)
+}
+
+/// A duration like [`parse_positive_duration`]'s, zero allowed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|character: char| !character.is_ascii_digit())
@@ -572,9 +581,6 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if duration.is_zero() {
-        return Err(format!("the duration must be positive, got {text:?}"));
-    }
     Ok(duration)
 }
 
@@ -711,6 +717,12 @@ pub struct ClusterArgs {
     /// was restored from a backup), looking this often, e.g. `30s`.
     #[arg(long, env = "RECON_WATCH_GENERATION", value_parser = parse_positive_duration)]
     pub watch_generation: Option<Duration>,
+    /// Least time consumers run between two runs: a run requested during
+    /// one (or right after it) starts this long after its barrier at the
+    /// earliest, so back-to-back runs never pause consumers for longer than
+    /// `--max-pause-secs` at a stretch. `0s` turns it off.
+    #[arg(long, env = "RECON_MIN_CONSUMPTION_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub min_consumption_window: Duration,
 }
 
 /// The benchmarks.

@@ -382,6 +382,7 @@ async fn cluster_run_with(
                 purge_finished_runs: false,
                 schedule: None,
                 watch_generation: None,
+                min_consumption_window: Duration::ZERO,
             },
         ));
         let task = tokio::spawn(member.clone().run(shutdown.clone()));

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, error, field, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
 /// The trigger mark of the schedule: the last slot fired.
 const SCHEDULE_TRIGGER: &str = "schedule";
@@ -276,6 +276,9 @@ impl ClusterMember {
     async fn lead_step(&self, leadership: &Leadership) -> Result<bool, PortError> {
         let Some(mut run) = self.coordinator.current_run().await? else {
             if let Some(request) = self.coordinator.pending_request().await? {
+                if self.consuming_since_last_run().await? {
+                    return Ok(false);
+                }
                 self.start_run(leadership, request).await?;
             } else {
                 self.fire_schedule(leadership).await?;
@@ -473,6 +476,34 @@ impl ClusterMember {
         Span::current().record("status", run_outcome(RunStatus::Aborted));
         self.metrics.record_aborted_run(run_seconds(run));
         Ok(true)
+    }
+
+    /// Whether consumers are still in their window after the last run
+    /// (`min_consumption_window` after its barrier, by the barrier's
+    /// clock): a pending request waits until the window is over.
+    async fn consuming_since_last_run(&self) -> Result<bool, PortError> {
+        let window = self.settings.min_consumption_window;
+        if window.is_zero() {
+            return Ok(false);
+        }
+        let last = self.coordinator.recent_barriers(1).await?;
+        let Some(ended) = last
+            .first()
+            .and_then(|barrier| barrier.summary.as_ref())
+            .map(|summary| summary.ended_unix_ms)
+        else {
+            return Ok(false);
+        };
+        let open_until =
+            ended.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        let consuming = now_ms() < open_until;
+        if consuming {
+            debug!(
+                resume_in_ms = open_until - now_ms(),
+                "the next run waits for the consumption window"
+            );
+        }
+        Ok(consuming)
     }
 
     async fn start_run(

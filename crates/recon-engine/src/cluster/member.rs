@@ -54,6 +54,11 @@ pub struct ClusterSettings {
     /// Request a run when the source's generation grows (a restore
     /// upstream), looking this often.
     pub watch_generation: Option<Duration>,
+    /// How long consumers run between two runs at least: a request made
+    /// while a run is in progress (or right after it) starts only this long
+    /// after the last barrier, so that back-to-back runs never hold
+    /// consumers paused for longer than `max_pause` at a time.
+    pub min_consumption_window: Duration,
 }
 
 /// Counters of one member, for tests and the admin API.

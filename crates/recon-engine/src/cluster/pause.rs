@@ -123,6 +123,12 @@ impl PauseTracker {
                         run_id: run.run_id.clone(),
                         started_unix_ms: run.started_unix_ms,
                     });
+                    // A run that ended unseen (the next one already
+                    // current) releases its pause: the new run holds one.
+                    if let Some(ended) = paused_for {
+                        info!(run = %ended, next = %run.run_id, "run over; the next one holds the pause");
+                        gate.resume(&run_pause_owner(&ended)).await?;
+                    }
                 }
                 let acks = coordinator.pause_acks(&run.run_id).await?;
                 if !acks.contains(coordinator.member_id()) {

@@ -97,6 +97,7 @@ fn settings(max_pause: Duration) -> ClusterSettings {
         purge_finished_runs: false,
         schedule: None,
         watch_generation: None,
+        min_consumption_window: Duration::ZERO,
     }
 }
 
@@ -108,6 +109,17 @@ fn start(
     max_pause: Duration,
     cancel: &CancellationToken,
 ) -> Member {
+    start_with(hub, id, source, store, settings(max_pause), cancel)
+}
+
+fn start_with(
+    hub: &InProcessHub,
+    id: &str,
+    source: &Arc<FakeSource>,
+    store: &Arc<FakeStore>,
+    settings: ClusterSettings,
+    cancel: &CancellationToken,
+) -> Member {
     let coordinator = hub.join(id);
     let gate = Arc::new(FakeGate::default());
     let reconciler = Reconciler::new(source.clone(), store.clone());
@@ -115,7 +127,7 @@ fn start(
         Arc::new(coordinator.clone()),
         reconciler,
         gate.clone(),
-        settings(max_pause),
+        settings,
     ));
     let counters = member.counters();
     let task = tokio::spawn(member.run(cancel.clone()));
@@ -448,6 +460,62 @@ async fn a_run_past_max_pause_is_aborted_and_consumers_resume() {
     assert_eq!(record.status(), RunStatus::Aborted);
     assert_eq!(record.report.abort_reason, barrier.reason);
     assert_eq!(record.aborted_by, None);
+    cancel.cancel();
+    member.task.await.expect("member");
+}
+
+/// Back-to-back runs leave consumers a window between them: a run
+/// requested during the previous one starts `min_consumption_window` after
+/// its barrier, and the consumer is resumed meanwhile. Before, the next
+/// run started at the leader's next step and consumers stayed paused
+/// across both: the total pause was not bounded by `max_pause`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_runs_leave_consumers_a_window() {
+    let source = Arc::new(FakeSource::new(world(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let window = Duration::from_millis(1_500);
+    let mut settings = settings(Duration::from_secs(60));
+    settings.min_consumption_window = window;
+    let member = start_with(&hub, "m1", &source, &store, settings, &cancel);
+    member
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("first");
+    let first = run_id(&member.coordinator).await;
+    // The next run is asked while the first is in progress.
+    let mut next = request();
+    next.requested_by = "next".into();
+    member.coordinator.request_run(&next).await.expect("next");
+    let ended = barrier(&member.coordinator, &first)
+        .await
+        .summary
+        .expect("summary")
+        .ended_unix_ms;
+    let mut resumed_between = false;
+    let second = loop {
+        if !member.gate.paused.load(Ordering::SeqCst) {
+            resumed_between = true;
+        }
+        if let Some(run) = member.coordinator.current_run().await.expect("current")
+            && run.run_id != first
+        {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let gap = second.started_unix_ms.saturating_sub(ended);
+    assert!(
+        gap >= window.as_millis() as u64,
+        "the next run started {gap} ms after the barrier"
+    );
+    assert!(
+        resumed_between,
+        "the consumer stayed paused between the runs"
+    );
+    barrier(&member.coordinator, &second.run_id).await;
     cancel.cancel();
     member.task.await.expect("member");
 }

@@ -46,6 +46,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
         purge_finished_runs: false,
         schedule: None,
         watch_generation: None,
+        min_consumption_window: Duration::ZERO,
     };
     let source = Arc::new(source);
     let cancel = CancellationToken::new();

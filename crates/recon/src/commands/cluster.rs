@@ -106,6 +106,7 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
         purge_finished_runs: true,
         schedule: args.schedule.clone(),
         watch_generation: args.watch_generation,
+        min_consumption_window: args.min_consumption_window,
     }
 }
 

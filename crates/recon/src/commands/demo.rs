@@ -319,6 +319,7 @@ fn demo_cluster_settings() -> ClusterSettings {
         purge_finished_runs: true,
         schedule: None,
         watch_generation: None,
+        min_consumption_window: Duration::ZERO,
     }
 }
 
