@@ -299,11 +299,25 @@ impl Reconciler {
             return Ok(None);
         };
         let scopes = report.floor_scopes(options.scope == Scope::AllTenants, GLOBAL_SCOPE);
+        self.raise_floors_of(options, &scopes, generation, cancel)
+            .await
+    }
+
+    /// Raises the generation floor of each of `scopes` (tenants, or the
+    /// global scope) to `generation` under the run's epoch, retrying
+    /// transient failures; `None` when there is no scope.
+    pub(crate) async fn raise_floors_of(
+        &self,
+        options: &ReconcileOptions,
+        scopes: &[String],
+        generation: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<u64>, String> {
         if scopes.is_empty() {
             return Ok(None);
         }
         let context = self.context(options, cancel, None);
-        for scope in &scopes {
+        for scope in scopes {
             let fence = FenceToken::new(scope.clone(), options.epoch);
             let (result, _) = context
                 .retrying("raise the generation floor", || async {

@@ -391,22 +391,24 @@ impl ClusterMember {
             .await?
             .watermark
             .generation;
-        let seen = self.coordinator.trigger_mark(GENERATION_TRIGGER).await?;
-        if !self
-            .coordinator
-            .advance_trigger(leadership, GENERATION_TRIGGER, generation)
-            .await?
-        {
-            return Ok(());
-        }
-        let Some(seen) = seen else {
+        // The mark is the generation the replicas were last reconciled to
+        // (or first saw): it moves when a run covering a newer one ends
+        // (see `finish`), not when the run is asked for — a request that
+        // failed or a run that aborted is asked for again at the next look.
+        let Some(seen) = self.coordinator.trigger_mark(GENERATION_TRIGGER).await? else {
+            self.coordinator
+                .advance_trigger(leadership, GENERATION_TRIGGER, generation)
+                .await?;
             info!(generation, "source generation recorded");
             return Ok(());
         };
+        if generation <= seen {
+            return Ok(());
+        }
         warn!(
             from = seen,
             to = generation,
-            "the source's generation changed (a restore upstream): requesting a run"
+            "the source's generation is newer than the one last reconciled to (a restore upstream): requesting a run"
         );
         let request = RunRequest {
             requested_by: format!("source generation {seen} → {generation}"),
@@ -457,9 +459,13 @@ impl ClusterMember {
         aborted_by: Option<String>,
     ) -> Result<bool, PortError> {
         // Best effort: the abort must not wait on reading what was done.
+        let mut reason = reason;
         let (planned, units) = match self.coordinator.plan(&run.run_id).await {
             Ok(Some(plan)) => {
                 let done = self.coordinator.done(&run.run_id).await.unwrap_or_default();
+                if let Some(raised) = self.raise_floors_of_done_tenants(run, &plan, &done).await {
+                    reason.push_str(&raised);
+                }
                 (plan.units.len(), units_of(&plan, &done))
             }
             _ => (0, Vec::new()),
@@ -504,6 +510,50 @@ impl ClusterMember {
             );
         }
         Ok(consuming)
+    }
+
+    /// Raises the floors of the tenants an aborted run reconciled whole
+    /// (every planned unit done, at the plan's generation), before the run
+    /// is closed: old-generation events still in Kafka (a paused backlog,
+    /// outbox rows unpublished at a restore) must not overwrite what it
+    /// restored once consumers resume. Bounded; what was raised, as words
+    /// for the abort reason.
+    async fn raise_floors_of_done_tenants(
+        &self,
+        run: &RunState,
+        plan: &Plan,
+        done: &BTreeMap<String, DoneRecord>,
+    ) -> Option<String> {
+        if run.request.dry_run {
+            return None;
+        }
+        let tenants = fully_reconciled_tenants(plan, done);
+        if tenants.is_empty() {
+            return None;
+        }
+        let options = self.options(run);
+        let cancel = CancellationToken::new();
+        let raise = self
+            .reconciler
+            .raise_floors_of(&options, &tenants, plan.generation, &cancel);
+        match tokio::time::timeout(self.store_attempt_deadline(), raise).await {
+            Ok(Ok(_)) => {
+                info!(run = %run.run_id, tenants = tenants.len(), generation = plan.generation, "aborted run: floors raised for the tenants it reconciled whole");
+                Some(format!(
+                    "; generation floor {} raised for the {} tenants reconciled whole",
+                    plan.generation,
+                    tenants.len()
+                ))
+            }
+            Ok(Err(error)) => {
+                warn!(run = %run.run_id, error = %error, "aborted run: could not raise the floors of the tenants it reconciled");
+                None
+            }
+            Err(_elapsed) => {
+                warn!(run = %run.run_id, "aborted run: raising the floors of the tenants it reconciled took too long");
+                None
+            }
+        }
     }
 
     async fn start_run(
@@ -749,6 +799,8 @@ impl ClusterMember {
         };
         self.write_barrier(leadership, run, &mut report, ending)
             .await?;
+        self.mark_reconciled_generation(leadership, run, &report, plan.generation)
+            .await;
         report.seconds = run_seconds(run);
         info!(
             run = %run.run_id,
@@ -770,6 +822,35 @@ impl ClusterMember {
         }
         self.metrics.record_run(&report, report.seconds);
         Ok(())
+    }
+
+    /// Moves the generation trigger's mark to `generation` once a run over
+    /// every tenant ended (not aborted, not a dry run): the replicas are
+    /// reconciled to it, and the watch asks for no run until the source's
+    /// generation grows again. Best effort: a mark left behind asks for one
+    /// run too many, never one too few.
+    async fn mark_reconciled_generation(
+        &self,
+        leadership: &Leadership,
+        run: &RunState,
+        report: &RunReport,
+        generation: u64,
+    ) {
+        let covered = matches!(
+            report.status,
+            RunStatus::Completed | RunStatus::CompletedWithProblems
+        ) && run.request.tenants.is_empty()
+            && !run.request.dry_run;
+        if !covered {
+            return;
+        }
+        if let Err(error) = self
+            .coordinator
+            .advance_trigger(leadership, GENERATION_TRIGGER, generation)
+            .await
+        {
+            warn!(run = %run.run_id, error = %error, "could not record the generation the run reconciled to");
+        }
     }
 
     /// Closes the run in the store, writes its barrier (status and reason
@@ -914,6 +995,30 @@ struct Ending {
 
 /// The units of a run's report: the tenant list, then the reports of its
 /// done units, each naming its plan unit and the member that did it.
+/// The tenants of `plan` whose every planned unit has a done-record whose
+/// reports are all reconciled at the plan's generation (none saw a newer
+/// one: a restore during the run).
+fn fully_reconciled_tenants(plan: &Plan, done: &BTreeMap<String, DoneRecord>) -> Vec<String> {
+    let mut whole: BTreeMap<&str, bool> = BTreeMap::new();
+    for unit in &plan.units {
+        let reconciled = done.get(&unit.id).is_some_and(|record| {
+            record.reports.iter().all(|report| {
+                report.outcome.reconciled()
+                    && report
+                        .max_generation
+                        .is_none_or(|seen| seen <= plan.generation)
+            })
+        });
+        let entry = whole.entry(unit.tenant_id.as_str()).or_insert(true);
+        *entry &= reconciled;
+    }
+    whole
+        .into_iter()
+        .filter(|(_, reconciled)| *reconciled)
+        .map(|(tenant, _)| tenant.to_owned())
+        .collect()
+}
+
 fn units_of(plan: &Plan, done: &BTreeMap<String, DoneRecord>) -> Vec<UnitReport> {
     let mut units = vec![plan.tenant_list.clone()];
     for (unit, record) in done {

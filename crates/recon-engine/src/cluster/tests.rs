@@ -520,6 +520,164 @@ async fn back_to_back_runs_leave_consumers_a_window() {
     member.task.await.expect("member");
 }
 
+/// A restore upstream is asked for again when the run it triggered
+/// aborted: the generation trigger's mark moves when a run over every
+/// tenant ends, not when the run is asked for. Before, the mark moved
+/// first, so an aborted run (or a failed request) was never retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_triggered_run_that_aborted_is_asked_for_again() {
+    let source = Arc::new(FakeSource::new(world(), Version::new(1, 999)));
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let mut settings = settings(Duration::from_millis(500));
+    settings.watch_generation = Some(Duration::from_millis(20));
+    let member = start_with(&hub, "m1", &source, &store, settings, &cancel);
+    // A member that never acknowledges: the first triggered run aborts at
+    // max_pause.
+    let _silent = hub.join("silent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member
+        .coordinator
+        .trigger_mark("generation")
+        .await
+        .expect("mark")
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the generation was not recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    *source.watermark.lock().expect("lock") = Version::new(2, 1_000);
+    let first = run_id(&member.coordinator).await;
+    assert_eq!(
+        barrier(&member.coordinator, &first).await.status,
+        RunStatus::Aborted
+    );
+    hub.expel("silent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        if let Some(run) = member.coordinator.current_run().await.expect("current")
+            && run.run_id != first
+        {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restore was not asked for again after its run aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        second.request.requested_by.contains("→ 2"),
+        "{}",
+        second.request.requested_by
+    );
+    assert_eq!(
+        barrier(&member.coordinator, &second.run_id).await.status,
+        RunStatus::Completed
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member
+        .coordinator
+        .trigger_mark("generation")
+        .await
+        .expect("mark")
+        != Some(2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the mark did not move to 2 after the run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    member.task.await.expect("member");
+}
+
+/// An aborted run raises the generation floor of every tenant it
+/// reconciled whole (all its planned units done) — not of the tenant it
+/// left half done, and not the global one — so that old-generation events
+/// still waiting in Kafka cannot overwrite what it restored. Before, an
+/// aborted run raised no floor at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_run_raises_the_floors_of_the_tenants_it_finished() {
+    let mut source = FakeSource::new(world(), Version::new(1, 999));
+    source.page_delay = Duration::from_millis(100);
+    let source = Arc::new(source);
+    let store = Arc::new(FakeStore::default());
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let member = start(
+        &hub,
+        "m1",
+        &source,
+        &store,
+        Duration::from_secs(60),
+        &cancel,
+    );
+    member
+        .coordinator
+        .request_run(&request())
+        .await
+        .expect("request");
+    let run = run_id(&member.coordinator).await;
+    wait_for_plan(&member.coordinator, &run).await;
+    let plan = member
+        .coordinator
+        .plan(&run)
+        .await
+        .expect("plan")
+        .expect("a plan");
+    // Units go largest first: the big tenant is done while the small ones
+    // still wait.
+    let big: Vec<&UnitPlan> = plan
+        .units
+        .iter()
+        .filter(|unit| unit.tenant_id == "big")
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = member.coordinator.done_units(&run).await.expect("done");
+        if big.iter().all(|unit| done.contains(&unit.id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the big tenant was not done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let abort = AbortRequest {
+        requested_by: "test".into(),
+        reason: "stop now".into(),
+        requested_unix_ms: 0,
+    };
+    member
+        .coordinator
+        .request_abort(&run, &abort)
+        .await
+        .expect("abort");
+    let barrier = barrier(&member.coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Aborted, "{barrier:?}");
+    let done = member.coordinator.done_units(&run).await.expect("done");
+    let whole: std::collections::BTreeSet<&str> = ["big", "small-a", "small-b", "small-c"]
+        .into_iter()
+        .filter(|tenant| {
+            plan.units
+                .iter()
+                .filter(|unit| unit.tenant_id == *tenant)
+                .all(|unit| done.contains(&unit.id))
+        })
+        .collect();
+    assert!(
+        whole.len() < 4,
+        "every tenant was done before the abort; the test proves nothing"
+    );
+    let floors = store.floors.lock().expect("lock").clone();
+    let raised: std::collections::BTreeSet<&str> = floors.keys().map(String::as_str).collect();
+    assert_eq!(raised, whole, "floors raised: {floors:?}");
+    assert!(floors.values().all(|floor| *floor == 1), "{floors:?}");
+    cancel.cancel();
+    member.task.await.expect("member");
+}
+
 /// An abort stops the units still running: nothing of the aborted run is
 /// written after its barrier (consumers resume there). Before, a member
 /// went on with its unit — and claimed its next ones — until the run's
