@@ -630,6 +630,76 @@ async fn listed_tenants_leave_the_others_alone() {
     assert_eq!(store.floors.lock().expect("lock").get(GLOBAL_SCOPE), None);
 }
 
+/// A replica store that records every reconciliation write it takes.
+struct Recording(FakeStore, std::sync::Mutex<Vec<recon_core::Change>>);
+
+impl Recording {
+    fn deletions(&self) -> Vec<recon_core::Deletion> {
+        self.1
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|change| match change {
+                recon_core::Change::Delete(deletion) => Some(deletion.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl recon_core::ports::ReplicaStore for Recording {
+    async fn read_rows(
+        &self,
+        t: &str,
+        k: Kind,
+        a: &[recon_core::KeyRange],
+        l: u64,
+    ) -> Result<Vec<Row>, recon_core::ports::PortError> {
+        self.0.read_rows(t, k, a, l).await
+    }
+    async fn count_rows(
+        &self,
+        t: Option<&str>,
+        k: Kind,
+        r: &recon_core::KeyRange,
+    ) -> Result<u64, recon_core::ports::PortError> {
+        self.0.count_rows(t, k, r).await
+    }
+    async fn apply_reconciliation(
+        &self,
+        f: &recon_core::FenceToken,
+        w: Version,
+        c: &[recon_core::Change],
+    ) -> Result<recon_core::ports::AppliedCounts, recon_core::ports::PortError> {
+        self.1.lock().expect("lock").extend_from_slice(c);
+        self.0.apply_reconciliation(f, w, c).await
+    }
+    async fn raise_fence(
+        &self,
+        f: &recon_core::FenceToken,
+    ) -> Result<(), recon_core::ports::PortError> {
+        self.0.raise_fence(f).await
+    }
+    async fn acquire_epoch(
+        &self,
+        c: Option<recon_core::ElectionClaim>,
+    ) -> Result<u64, recon_core::ports::PortError> {
+        self.0.acquire_epoch(c).await
+    }
+    async fn next_incarnation(&self) -> Result<u64, recon_core::ports::PortError> {
+        self.0.next_incarnation().await
+    }
+    async fn raise_generation_floor(
+        &self,
+        f: &recon_core::FenceToken,
+        s: &str,
+        g: u64,
+    ) -> Result<(), recon_core::ports::PortError> {
+        self.0.raise_generation_floor(f, s, g).await
+    }
+}
+
 #[tokio::test]
 async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     // Checked through the store's writes: the deletion carries the watermark.
@@ -637,59 +707,6 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
         users.retain(|key, _| key.primary != "u0001");
-    }
-    struct Recording(FakeStore, std::sync::Mutex<Vec<recon_core::Change>>);
-    #[async_trait::async_trait]
-    impl recon_core::ports::ReplicaStore for Recording {
-        async fn read_rows(
-            &self,
-            t: &str,
-            k: Kind,
-            a: &[recon_core::KeyRange],
-            l: u64,
-        ) -> Result<Vec<Row>, recon_core::ports::PortError> {
-            self.0.read_rows(t, k, a, l).await
-        }
-        async fn count_rows(
-            &self,
-            t: Option<&str>,
-            k: Kind,
-            r: &recon_core::KeyRange,
-        ) -> Result<u64, recon_core::ports::PortError> {
-            self.0.count_rows(t, k, r).await
-        }
-        async fn apply_reconciliation(
-            &self,
-            f: &recon_core::FenceToken,
-            w: Version,
-            c: &[recon_core::Change],
-        ) -> Result<recon_core::ports::AppliedCounts, recon_core::ports::PortError> {
-            self.1.lock().expect("lock").extend_from_slice(c);
-            self.0.apply_reconciliation(f, w, c).await
-        }
-        async fn raise_fence(
-            &self,
-            f: &recon_core::FenceToken,
-        ) -> Result<(), recon_core::ports::PortError> {
-            self.0.raise_fence(f).await
-        }
-        async fn acquire_epoch(
-            &self,
-            c: Option<recon_core::ElectionClaim>,
-        ) -> Result<u64, recon_core::ports::PortError> {
-            self.0.acquire_epoch(c).await
-        }
-        async fn next_incarnation(&self) -> Result<u64, recon_core::ports::PortError> {
-            self.0.next_incarnation().await
-        }
-        async fn raise_generation_floor(
-            &self,
-            f: &recon_core::FenceToken,
-            s: &str,
-            g: u64,
-        ) -> Result<(), recon_core::ports::PortError> {
-            self.0.raise_generation_floor(f, s, g).await
-        }
     }
     let store = Arc::new(Recording(
         FakeStore::with(replica),
@@ -701,17 +718,53 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     );
     let report = reconciler.run(&options(), &CancellationToken::new()).await;
     assert_eq!(report.status, RunStatus::Completed);
-    let writes = store.1.lock().expect("lock");
-    let deletions: Vec<_> = writes
-        .iter()
-        .filter_map(|change| match change {
-            recon_core::Change::Delete(deletion) => Some(deletion.clone()),
-            _ => None,
-        })
-        .collect();
+    let deletions = store.deletions();
     assert_eq!(deletions.len(), 1);
     assert_eq!(deletions[0].key, recon_core::EntityKey::id("u0001"));
     assert_eq!(deletions[0].version, Version::new(3, 77));
+}
+
+/// A scoped run's tenant list drops the rows out of scope: a tenant gone
+/// from the source is tombstoned at the watermark of the page that covered
+/// its key, not of a later page the walk read past it. Before, it got the
+/// last page's watermark — above a re-creation made while the walk went
+/// on, whose events were then skipped, the tenant deleted with its rows.
+#[tokio::test]
+async fn a_scoped_phantom_is_tombstoned_at_the_watermark_of_its_covering_page() {
+    let mut truth = Rows::new();
+    for (index, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        insert(&mut truth, tenant(id, id, index as u64 + 1));
+    }
+    let mut replica = truth.clone();
+    // Gone from the source; its key lies in the first page, (…, b].
+    insert(&mut replica, tenant("a5", "a5", 9));
+    let mut source = FakeSource::new(truth, Version::new(1, 100));
+    // Every page is read at a newer watermark (a live monolith).
+    source.live = Some(Box::new(|_request, _rows, watermark| {
+        *watermark = Version::new(watermark.generation, watermark.sequence + 100);
+    }));
+    let store = Arc::new(Recording(
+        FakeStore::with(replica),
+        std::sync::Mutex::new(Vec::new()),
+    ));
+    let reconciler = Reconciler::new(Arc::new(source), store.clone());
+    let mut options = options();
+    options.page_size = 2;
+    options.scope = Scope::Tenants(vec!["a5".into()]);
+    options.delete_guard.override_allowed = true;
+    let report = reconciler.run(&options, &CancellationToken::new()).await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    let deletions = store.deletions();
+    let tenant_row = deletions
+        .iter()
+        .find(|deletion| deletion.kind == Kind::Tenant)
+        .expect("the vanished tenant tombstoned");
+    assert_eq!(tenant_row.key, recon_core::EntityKey::id("a5"));
+    assert_eq!(
+        tenant_row.version,
+        Version::new(1, 200),
+        "tombstoned at a later page's watermark"
+    );
 }
 
 /// A walk asks the source for its next page as soon as the current one

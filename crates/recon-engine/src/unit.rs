@@ -352,7 +352,17 @@ impl UnitContext<'_> {
             let step = classify(source.head().await?, replica.head().await?);
             let Some(step) = step else { break };
             walked.compared += 1;
-            let watermark = covering_watermark(&source)?;
+            // The key being classified: the replica's for a phantom, else
+            // the source's.
+            let key = match step {
+                Step::Phantom => replica.head().await?.map(|head| head.key.clone()),
+                _ => source.head().await?.map(|head| head.key.clone()),
+            };
+            let watermark = key
+                .and_then(|key| source.watermark_covering(&key))
+                .ok_or_else(|| {
+                    UnitError::BrokenPage("a key classified before any page covered it".into())
+                })?;
             match step {
                 Step::Missing | Step::Changed => {
                     if step == Step::Missing {
@@ -524,14 +534,6 @@ fn group_walks(
         groups.push((vec![range.clone()], *rows));
     }
     groups
-}
-
-/// The watermark of the page the source's head came from (after the end,
-/// of the last page): the page that covers the key being classified.
-fn covering_watermark(source: &SourceWalk) -> Result<Version, UnitError> {
-    source
-        .watermark()
-        .ok_or_else(|| UnitError::BrokenPage("a key classified before any page was read".into()))
 }
 
 #[cfg(test)]

@@ -114,7 +114,10 @@ pub(crate) struct SourceWalk {
     next: Option<AbortOnDropHandle<Result<SourcePage, PortError>>>,
     order: Order,
     exhausted: bool,
-    watermark: Option<Version>,
+    /// The pages read that may still cover keys to classify: the last key
+    /// each covers (its `next_after`; `None`: to the walk's end) and its
+    /// watermark, in key order.
+    covered: VecDeque<(Option<EntityKey>, Version)>,
     /// Lowest and highest generation of the pages' watermarks so far.
     pub generations: Option<(u64, u64)>,
     /// Pages read so far.
@@ -154,7 +157,7 @@ impl SourceWalk {
                 last: None,
             },
             exhausted: false,
-            watermark: None,
+            covered: VecDeque::new(),
             generations: None,
             pages: 0,
             bytes: 0,
@@ -174,11 +177,21 @@ impl SourceWalk {
         self.buffer.pop_front()
     }
 
-    /// The watermark of the page the current head came from — after the end,
-    /// of the last page. It is the version a phantom whose key this page
-    /// covers is tombstoned at.
-    pub fn watermark(&self) -> Option<Version> {
-        self.watermark
+    /// The watermark of the page whose range covers `key`: the version a
+    /// phantom of that key is tombstoned at, and the watermark a row of it
+    /// is written under. Keys are asked for in key order (pages before
+    /// `key` are forgotten); with a filter, the page that covered a key may
+    /// lie well before the head, whose rows were out of scope.
+    pub fn watermark_covering(&mut self, key: &EntityKey) -> Option<Version> {
+        while self.covered.len() > 1
+            && self
+                .covered
+                .front()
+                .is_some_and(|(until, _)| until.as_ref().is_some_and(|until| until < key))
+        {
+            self.covered.pop_front();
+        }
+        self.covered.front().map(|(_, watermark)| *watermark)
     }
 
     /// Requests the page of `self.request` in a task of its own.
@@ -205,7 +218,12 @@ impl SourceWalk {
         let page = fetched.map_err(UnitError::Source)?;
         self.pages += 1;
         self.bytes += page.bytes;
-        self.watermark = Some(page.watermark);
+        let continues = page
+            .next_after
+            .as_ref()
+            .filter(|next| !self.ranges.end_at_or_before(next))
+            .cloned();
+        self.covered.push_back((continues, page.watermark));
         widen(
             &mut self.generations,
             page.watermark.generation,

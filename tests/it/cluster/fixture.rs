@@ -319,6 +319,10 @@ impl Cluster {
             "100",
             "--group-lag-interval",
             "2s",
+            // Scenarios run runs back to back; the window itself is tested
+            // in the engine (`back_to_back_runs_leave_consumers_a_window`).
+            "--min-consumption-window",
+            "1s",
         ];
         if with_source {
             arguments.extend(["--source-url", proxy.base_url()]);
