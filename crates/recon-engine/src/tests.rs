@@ -602,6 +602,38 @@ async fn an_empty_tenant_list_trips_the_guard() {
     assert_eq!(store.snapshot(), replica);
 }
 
+/// A page's watermark is the newest change it reflects: a row above it
+/// breaks the Source API's contract (it would be written under a watermark
+/// that does not cover it) and fails the unit, writing nothing. Before,
+/// such rows were taken.
+#[tokio::test]
+async fn a_row_newer_than_its_pages_watermark_is_refused() {
+    let mut truth = Rows::new();
+    insert(&mut truth, tenant("a", "a", 1));
+    insert(&mut truth, user("a", "u", "from the future", 500));
+    let store = Arc::new(FakeStore::default());
+    let report = run(
+        FakeSource::new(truth, Version::new(1, 100)),
+        &store,
+        &options(),
+    )
+    .await;
+    let user_unit = report
+        .units
+        .iter()
+        .find(|unit| unit.kind == Kind::User)
+        .expect("the user unit");
+    assert!(
+        matches!(&user_unit.outcome, UnitOutcome::Failed(reason) if reason.contains("above its page's watermark")),
+        "{:?}",
+        user_unit.outcome
+    );
+    assert!(
+        !store.snapshot().contains_key(&(Kind::User, "a".into())),
+        "the row was written"
+    );
+}
+
 #[tokio::test]
 async fn listed_tenants_leave_the_others_alone() {
     let mut truth = Rows::new();

@@ -232,7 +232,7 @@ impl SourceWalk {
         check_page_shape(&page.rows, page.next_after.as_ref())?;
         for row in page.rows {
             let keyed = Keyed::new(row);
-            self.check_item(&keyed, requested_after.as_ref())?;
+            self.check_item(&keyed, requested_after.as_ref(), page.watermark)?;
             match self.ranges.locate(&keyed.key) {
                 // Past the walk's upper bound: this walk is complete.
                 Place::Beyond => {
@@ -273,8 +273,18 @@ impl SourceWalk {
         &mut self,
         keyed: &Keyed,
         requested_after: Option<&EntityKey>,
+        watermark: Version,
     ) -> Result<(), UnitError> {
         let kind = self.request.kind;
+        // The watermark is the newest change a page reflects: a row newer
+        // than its page would be written under a watermark that does not
+        // cover it (and tombstones of its page placed below it).
+        if keyed.row.version > watermark {
+            return Err(UnitError::BrokenPage(format!(
+                "item {} has version {} above its page's watermark {}",
+                keyed.key, keyed.row.version, watermark
+            )));
+        }
         if keyed.row.kind() != kind {
             return Err(UnitError::BrokenPage(format!(
                 "a {} item in a {kind} page",
