@@ -255,6 +255,8 @@ pub struct FakeStore {
     pub epochs: Mutex<(u64, Option<ElectionClaim>)>,
     /// The last coordinator incarnation handed out.
     pub incarnations: AtomicU64,
+    /// Fences raised through `raise_fence`, by scope.
+    pub fences: Mutex<BTreeMap<String, u64>>,
     /// Every floor raise fails (transiently) while set.
     pub fail_floors: std::sync::atomic::AtomicBool,
     /// Floor raises attempted.
@@ -421,10 +423,13 @@ impl ReplicaStore for FakeStore {
         })
     }
 
-    async fn raise_fence(&self, _fence: &FenceToken) -> Result<(), PortError> {
+    async fn raise_fence(&self, fence: &FenceToken) -> Result<(), PortError> {
         if self.fence_stuck.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        let mut fences = self.fences.lock().expect("lock");
+        let raised = fences.entry(fence.scope.clone()).or_default();
+        *raised = (*raised).max(fence.epoch);
         Ok(())
     }
 

@@ -18,8 +18,8 @@
 use super::member::now_ms;
 use super::port::Coordinator;
 use super::types::{Barrier, RunState, RunSummary};
-use recon_core::ports::{ConsumerGate, PortError, ReplicaStore};
-use recon_core::{RunRecord, RunReport, RunStatus};
+use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
+use recon_core::{FenceToken, GLOBAL_SCOPE, RunRecord, RunReport, RunStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +161,24 @@ pub fn run_pause_owner(run_id: &str) -> String {
     format!("run {run_id}")
 }
 
+/// Closes an orphaned run in the store before its barrier lets consumers
+/// go: the global fence is raised past the run's epoch (never lowered, and
+/// to no epoch anyone holds), so a write of the run's vanished leader or
+/// of a frozen follower is refused. A leader elected meanwhile holds a
+/// newer epoch already and is not disturbed. Best effort, as the leader's
+/// close of an aborted run.
+async fn close_in_store(store: &dyn ReplicaStore, run: &RunState) {
+    let past = FenceToken::new(GLOBAL_SCOPE, run.epoch.saturating_add(1));
+    match store.raise_fence(&past).await {
+        Ok(()) => info!(run = %run.run_id, fence = past.epoch, "orphaned run closed in the store"),
+        // A newer epoch holds the fence: closed already.
+        Err(error) if error.kind == FailureKind::StaleEpoch => {}
+        Err(error) => {
+            warn!(run = %run.run_id, error = %error, "could not close the orphaned run in the store")
+        }
+    }
+}
+
 /// How long past `max_pause` a run may stay current without any member
 /// campaigning before a member ends it: a leader elected meanwhile aborts it
 /// itself at `max_pause`.
@@ -200,6 +218,9 @@ async fn end_if_orphaned(
             traceparent: run.traceparent.clone(),
         }),
     };
+    if let Some(store) = history {
+        close_in_store(store, run).await;
+    }
     if !coordinator.end_orphaned_run(&barrier).await? {
         return Ok(false);
     }

@@ -204,6 +204,7 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
     gone.put_run(&leadership, &run).await.expect("put run");
     let pause_only = hub.join_as("p1", MemberRole::PauseOnly);
     let gate = paused_gate();
+    let store = Arc::new(crate::fakes::FakeStore::default());
     let follower = PauseOnlyMember::new(
         Arc::new(pause_only.clone()),
         gate.clone(),
@@ -213,7 +214,8 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
             "r-orphan",
             run.started_unix_ms,
         )),
-    );
+    )
+    .with_history(store.clone());
     let follower_task = {
         let cancel = cancel.clone();
         tokio::spawn(async move { follower.run(cancel).await })
@@ -237,6 +239,16 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
     assert!(
         reason.contains("no leader") && reason.contains("p1"),
         "{reason}"
+    );
+    // Closed in the store: the run's epoch (1) is fenced off.
+    assert_eq!(
+        store
+            .fences
+            .lock()
+            .expect("lock")
+            .get(recon_core::GLOBAL_SCOPE),
+        Some(&2),
+        "the orphaned run was not closed in the store"
     );
     cancel.cancel();
     follower_task.await.expect("follower");
