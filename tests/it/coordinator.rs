@@ -87,6 +87,7 @@ macro_rules! coordinator_suite {
             acks_of_a_killed_member_vanish,
             claims_are_exclusive_and_die_with_the_holder,
             done_records_survive_the_member,
+            a_claim_of_the_previous_session_is_not_taken_as_its_own,
             done_records_need_the_assignment_and_the_claim,
             a_request_during_a_run_waits_for_the_next,
             a_request_merged_while_its_run_starts_is_run_by_it,

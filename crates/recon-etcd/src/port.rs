@@ -87,8 +87,11 @@ impl EtcdCoordinator {
                 && let Some(entry) = read.kvs().first()
             {
                 let holder: MemberId = decode(entry)?;
-                // Held by this member: still ours only while assigned to us.
-                return Ok(holder == self.member() && self.still_assigned(run_id, unit).await?);
+                // Held by this member's session (a claim of the same member
+                // id's previous session is not ours: that process may still
+                // be working the unit): still ours only while assigned to us.
+                let ours = holder == self.member() && entry.lease() == self.lease_id();
+                return Ok(ours && self.still_assigned(run_id, unit).await?);
             }
         }
         Ok(false)

@@ -554,6 +554,29 @@ pub(crate) async fn claims_are_exclusive_and_die_with_the_holder(
     Ok(())
 }
 
+/// A member restarted under the same id (a new session) does not take the
+/// claims of its previous session as its own while that session lives: the
+/// old process may still be working the unit. Before, etcd compared only
+/// the member id.
+pub(crate) async fn a_claim_of_the_previous_session_is_not_taken_as_its_own(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let first = cluster.member("a").await?;
+    let leadership = lead(&first).await?;
+    first.assign(&leadership, "r1", "t1", "a").await?;
+    ensure!(first.claim("r1", "t1").await?, "the first session claims");
+    let again = cluster.member("a").await?;
+    ensure!(
+        !again.claim("r1", "t1").await?,
+        "the same member id's new session took the live session's claim"
+    );
+    ensure!(
+        first.claim("r1", "t1").await?,
+        "the first session still holds its claim"
+    );
+    Ok(())
+}
+
 pub(crate) async fn done_records_survive_the_member(cluster: &impl Cluster) -> anyhow::Result<()> {
     let a = cluster.member("a").await?;
     let b = cluster.member("b").await?;

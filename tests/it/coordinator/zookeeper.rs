@@ -31,6 +31,9 @@ pub(crate) struct ZooKeeperCluster {
     shutdown: CancellationToken,
     /// Members and the proxy each talks to the server through.
     members: Mutex<BTreeMap<String, (ZooKeeperCoordinator, Arc<FreezableProxy>)>>,
+    /// Proxies of earlier sessions of a member id joined again, kept so
+    /// that those sessions live on.
+    replaced: Mutex<Vec<Arc<FreezableProxy>>>,
 }
 
 impl ZooKeeperCluster {
@@ -45,6 +48,7 @@ impl ZooKeeperCluster {
             admin,
             shutdown: CancellationToken::new(),
             members: Mutex::new(BTreeMap::new()),
+            replaced: Mutex::new(Vec::new()),
         })
     }
 
@@ -90,8 +94,15 @@ impl ZooKeeperCluster {
                 session_timeout,
             )
             .await?;
-        self.members_lock()
+        let earlier = self
+            .members_lock()
             .insert(id.to_owned(), (member.clone(), proxy));
+        if let Some((_, earlier_proxy)) = earlier {
+            self.replaced
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(earlier_proxy);
+        }
         Ok(member)
     }
 

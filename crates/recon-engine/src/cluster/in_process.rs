@@ -19,7 +19,9 @@ struct RunRecords {
     plan: Option<Plan>,
     acks: BTreeSet<MemberId>,
     assignments: BTreeMap<UnitId, MemberId>,
-    claims: BTreeMap<UnitId, MemberId>,
+    /// The holder of each claim and its session (a member id joined again
+    /// is a new session, which does not hold the old one's claims).
+    claims: BTreeMap<UnitId, (MemberId, u64)>,
     done: BTreeMap<UnitId, DoneRecord>,
     barrier: Option<Barrier>,
     abort: Option<AbortRequest>,
@@ -35,6 +37,8 @@ struct HubState {
     current: Option<RunState>,
     runs: BTreeMap<String, RunRecords>,
     triggers: BTreeMap<String, u64>,
+    /// Sessions opened so far (each join opens one).
+    sessions: u64,
 }
 
 /// The shared state of in-process members. Cheap to clone.
@@ -71,13 +75,16 @@ impl InProcessHub {
             joined_unix_ms,
             role,
         };
-        self.lock()
-            .members
-            .insert(id.to_owned(), (info, session.clone()));
+        let mut state = self.lock();
+        state.members.insert(id.to_owned(), (info, session.clone()));
+        state.sessions += 1;
+        let session_serial = state.sessions;
+        drop(state);
         InProcessCoordinator {
             hub: self.clone(),
             member: id.to_owned(),
             session,
+            session_serial,
         }
     }
 
@@ -97,7 +104,7 @@ impl InProcessHub {
         }
         for records in state.runs.values_mut() {
             records.acks.remove(id);
-            records.claims.retain(|_, member| member != id);
+            records.claims.retain(|_, (member, _)| member != id);
         }
     }
 
@@ -114,6 +121,8 @@ pub struct InProcessCoordinator {
     hub: InProcessHub,
     member: MemberId,
     session: CancellationToken,
+    /// Which of the hub's sessions this is.
+    session_serial: u64,
 }
 
 impl InProcessCoordinator {
@@ -325,10 +334,11 @@ impl Coordinator for InProcessCoordinator {
         if records.assignments.get(unit) != Some(&self.member) {
             return Ok(false);
         }
+        let mine = (self.member.clone(), self.session_serial);
         match records.claims.get(unit) {
-            Some(holder) if holder != &self.member => Ok(false),
+            Some(holder) if *holder != mine => Ok(false),
             _ => {
-                records.claims.insert(unit.to_owned(), self.member.clone());
+                records.claims.insert(unit.to_owned(), mine);
                 Ok(true)
             }
         }
@@ -340,7 +350,12 @@ impl Coordinator for InProcessCoordinator {
             .lock()
             .runs
             .get(run_id)
-            .map(|records| records.claims.clone())
+            .map(|records| {
+                let holders = records.claims.iter();
+                holders
+                    .map(|(unit, (member, _))| (unit.clone(), member.clone()))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -353,8 +368,10 @@ impl Coordinator for InProcessCoordinator {
         self.alive()?;
         let mut state = self.hub.lock();
         let records = state.runs.entry(run_id.to_owned()).or_default();
-        let mine = Some(&self.member);
-        if records.assignments.get(unit) != mine || records.claims.get(unit) != mine {
+        let claimed = Some(&(self.member.clone(), self.session_serial));
+        if records.assignments.get(unit) != Some(&self.member)
+            || records.claims.get(unit) != claimed
+        {
             return Err(PortError::new(
                 FailureKind::StaleEpoch,
                 format!(
