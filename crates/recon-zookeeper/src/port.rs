@@ -263,6 +263,11 @@ impl Coordinator for ZooKeeperCoordinator {
     }
 
     async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError> {
+        // An ended run needs no abort, and its purged nodes must not be
+        // created again.
+        if self.run_ended(run_id).await? {
+            return Ok(());
+        }
         let path = self.nodes().abort(run_id);
         self.session()
             .put("request abort", &path, encode(abort)?)

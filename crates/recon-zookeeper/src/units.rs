@@ -66,10 +66,22 @@ impl ZooKeeperCoordinator {
     }
 
     /// Creates this member's ack as an ephemeral node of its session.
+    /// Nothing is written for a run that has ended (its barrier is in the
+    /// history): a late ack after the run's nodes were purged would create
+    /// their persistent parents again, left for ever.
     pub(crate) async fn write_ack(&self, run_id: &str) -> Result<(), PortError> {
+        if self.run_ended(run_id).await? {
+            return Ok(());
+        }
         let path = self.nodes().entry(run_id, Collection::Acks, self.member());
         let value = encode(&self.member())?;
         self.create_own_ephemeral("ack pause", &path, value).await
+    }
+
+    /// Whether the run `run_id` has ended: its barrier is in the history.
+    pub(crate) async fn run_ended(&self, run_id: &str) -> Result<bool, PortError> {
+        let history = self.nodes().history_entry(run_id);
+        Ok(self.session().stat(&history).await?.is_some())
     }
 
     /// Creates an ephemeral node of this session at `path`; one there of

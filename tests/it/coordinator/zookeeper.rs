@@ -5,7 +5,7 @@
 
 use super::Cluster;
 use super::fixtures::{
-    done_record, expect_stale, member_ids, plan, request, run, until_gone, within,
+    barrier, done_record, expect_stale, member_ids, plan, request, run, until_gone, within,
 };
 use anyhow::{Context, bail, ensure};
 use recon_core::ports::FailureKind;
@@ -371,6 +371,42 @@ async fn a_stale_candidate_node_of_a_member_is_swept() -> anyhow::Result<()> {
     ensure!(
         !cluster.election_nodes().await?.contains(&stale),
         "the stale candidate is still there"
+    );
+    Ok(())
+}
+
+/// A late ack or abort of a run that ended and whose nodes were purged
+/// writes nothing. Before, ZooKeeper created the run's persistent parents
+/// again (a member acknowledging late, an operator's abort racing the
+/// barrier), left for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_ack_or_abort_of_a_purged_run_creates_nothing() -> anyhow::Result<()> {
+    let cluster = ZooKeeperCluster::start().await?;
+    let member = cluster.direct_member("a").await?;
+    let leadership = within("campaign", member.campaign(&CancellationToken::new())).await??;
+    member
+        .put_run(&leadership, &run("r1", leadership.epoch))
+        .await?;
+    member.ack_pause("r1").await?;
+    member
+        .put_barrier(&leadership, &barrier("r1", leadership.epoch))
+        .await?;
+    member.purge_run("r1").await?;
+    let run_node = format!("{}/runs/r1", cluster.prefix);
+    ensure!(
+        cluster.admin.check_stat(&run_node).await?.is_none(),
+        "the purge left the run's node"
+    );
+    member.ack_pause("r1").await?;
+    let abort = AbortRequest {
+        requested_by: "operator".to_owned(),
+        reason: "too late".to_owned(),
+        requested_unix_ms: 0,
+    };
+    member.request_abort("r1", &abort).await?;
+    ensure!(
+        cluster.admin.check_stat(&run_node).await?.is_none(),
+        "a late ack or abort created the purged run's node again"
     );
     Ok(())
 }
