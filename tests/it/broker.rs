@@ -6,9 +6,12 @@
 //! the next batch, `docs/broker-notes.md`); Apache Kafka must not.
 //!
 //! And the recipe of `docs/kafka.md` for a broker by hand
-//! (`scripts/kafka.sh run`) starts one that takes a topic.
+//! (`scripts/kafka.sh run`) starts one that takes a topic; and a topic's
+//! retention is read as `recon serve` reads it at startup.
 
 use anyhow::{Context, bail, ensure};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -155,6 +158,49 @@ async fn the_by_hand_recipe_runs_a_broker() -> anyhow::Result<()> {
     ensure!(
         log.contains("Kafka Server started"),
         "the broker's start line is not in its log:\n{log}"
+    );
+    Ok(())
+}
+
+/// The change topic's retention is read from the broker: a compacted topic
+/// that keeps events for ever can replay, to a group that starts over,
+/// events older than purged tombstones (issue 23, item 15) — `recon serve`
+/// warns about it at startup; a topic of the broker's default retention
+/// (7 days, as tombstones by default) is no risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_retention_is_read_and_its_replay_risk_named() -> anyhow::Result<()> {
+    let broker = KafkaCluster::start().await?;
+    let week = Duration::from_secs(7 * 86_400);
+    let plain = KafkaConfig::new(broker.bootstrap_servers()).with_topic("plain");
+    recon_kafka::admin::ensure_topic(&plain, 1).await?;
+    let read = recon_kafka::admin::topic_retention(&plain).await?;
+    ensure!(
+        read.retention == Some(week) && !read.compacted,
+        "the default topic: {read:?}"
+    );
+    ensure!(read.replay_risk(week).is_none(), "{read:?}");
+
+    let kept = KafkaConfig::new(broker.bootstrap_servers()).with_topic("kept-for-ever");
+    let admin: AdminClient<DefaultClientContext> = kept.client_config().create()?;
+    let topic = NewTopic::new("kept-for-ever", 1, TopicReplication::Fixed(1))
+        .set("retention.ms", "-1")
+        .set("cleanup.policy", "compact");
+    admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await?
+        .into_iter()
+        .next()
+        .context("no answer")?
+        .map_err(|(name, code)| anyhow::anyhow!("create {name}: {code}"))?;
+    let read = recon_kafka::admin::topic_retention(&kept).await?;
+    ensure!(
+        read.retention.is_none() && read.compacted,
+        "the compacted topic: {read:?}"
+    );
+    let risk = read.replay_risk(week).context("no risk named")?;
+    ensure!(
+        risk.contains("compacted") && risk.contains("for ever"),
+        "{risk}"
     );
     Ok(())
 }

@@ -222,7 +222,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     // source URL) stops here, before it joins runs it would hold up.
     super::cluster::source(&args.cluster)?;
     let kafka = kafka_config(&args.kafka)?;
-    check_kafka_access(&kafka, &args.group_id).await?;
+    if check_kafka_access(&kafka, &args.group_id).await? {
+        check_topic_retention(&kafka, args.tombstone_retention).await;
+    }
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(advertised_admin_url(&args)?);
     let mutations = MutationPolicy::new(admin_token, args.admin_listen);
@@ -412,23 +414,40 @@ const KAFKA_ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// password, an untrusted certificate, a missing ACL): the error names what
 /// was refused. Brokers that do not answer yet are no reason to stop:
 /// consumption does not depend on them being up now.
-async fn check_kafka_access(kafka: &KafkaConfig, group_id: &str) -> anyhow::Result<()> {
+/// Checks that the brokers let this replica in; `true` if they answered.
+async fn check_kafka_access(kafka: &KafkaConfig, group_id: &str) -> anyhow::Result<bool> {
     match recon_kafka::access::check_access(kafka, group_id, KAFKA_ACCESS_TIMEOUT).await {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(true),
         Ok(false) => {
             warn!(
                 timeout_secs = KAFKA_ACCESS_TIMEOUT.as_secs(),
                 "the kafka brokers did not answer the access check; consuming anyway"
             );
-            Ok(())
+            Ok(false)
         }
         Err(error @ recon_kafka::Error::Refused { .. }) => {
             Err(error).context("check access to the Kafka brokers")
         }
         Err(error) => {
             warn!(error = %error, "could not check access to the kafka brokers; consuming anyway");
-            Ok(())
+            Ok(false)
         }
+    }
+}
+
+/// Warns when the change topic can replay, to a group that starts over,
+/// events older than the tombstones the store purges (kept
+/// `tombstones`): they would bring deleted rows back.
+async fn check_topic_retention(kafka: &KafkaConfig, tombstones: Duration) {
+    let read = recon_kafka::admin::topic_retention(kafka);
+    match tokio::time::timeout(KAFKA_ACCESS_TIMEOUT, read).await {
+        Ok(Ok(retention)) => {
+            if let Some(risk) = retention.replay_risk(tombstones) {
+                warn!(topic = %kafka.topic, "{risk}");
+            }
+        }
+        Ok(Err(error)) => warn!(error = %error, "could not read the change topic's retention"),
+        Err(_elapsed) => warn!("reading the change topic's retention took too long"),
     }
 }
 
