@@ -115,6 +115,7 @@ on_both_backends!(
     purge_removes_old_tombstones_only,
     reads_within_many_ranges_return_their_rows_only,
     digests_of_many_ranges_equal_those_of_a_scan,
+    orphan_scopes_are_tenants_with_live_rows_and_no_live_tenant_row,
 );
 
 async fn tombstone_stops_an_older_create(backend: Backend) {
@@ -330,6 +331,42 @@ async fn count_rows_counts_live_rows_in_a_range(backend: Backend) {
     assert_eq!(count(Some("a"), Kind::User, range).await, 1);
     assert_eq!(count(None, Kind::User, KeyRange::all()).await, 4);
     assert_eq!(count(None, Kind::Tenant, KeyRange::all()).await, 2);
+}
+
+async fn orphan_scopes_are_tenants_with_live_rows_and_no_live_tenant_row(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    store
+        .apply_events(&[
+            tenant("alive", Version::new(1, 1)),
+            user("alive", "u1", "n", Version::new(1, 1)),
+            // Rows whose tenant row never came.
+            user("never", "u1", "n", Version::new(1, 1)),
+            membership("never", "g1", "u1", Version::new(1, 1)),
+            // A tenant deleted, then a row of it written after the deletion.
+            tenant("deleted", Version::new(1, 1)),
+            delete(
+                "deleted",
+                Kind::Tenant,
+                EntityKey::id("deleted"),
+                Version::new(1, 2),
+            ),
+            user("deleted", "late", "n", Version::new(1, 3)),
+            // A tenant deleted with all its rows: no live row left.
+            tenant("empty", Version::new(1, 1)),
+            user("empty", "u1", "n", Version::new(1, 1)),
+            delete(
+                "empty",
+                Kind::Tenant,
+                EntityKey::id("empty"),
+                Version::new(1, 2),
+            ),
+        ])
+        .await
+        .expect("seed");
+    assert_eq!(
+        store.orphan_scopes().await.expect("orphan scopes"),
+        ["deleted", "never"]
+    );
 }
 
 async fn batched_apply_keeps_the_newest_of_duplicates(backend: Backend) {

@@ -283,6 +283,11 @@ pub trait ReplicaStore: Send + Sync {
         limit: u64,
     ) -> Result<Vec<Row>, PortError>;
 
+    /// The tenants that have live rows of a kind inside a tenant but no live
+    /// tenant row, in key order: a partial delete left them, and a run led
+    /// by the source's tenant list would never look at them.
+    async fn orphan_scopes(&self) -> Result<Vec<String>, PortError>;
+
     /// Live rows of `kind` within `range`: of one tenant, or of every
     /// tenant when `tenant_id` is `None` (ignored for [`Kind::Tenant`]).
     async fn count_rows(

@@ -354,6 +354,24 @@ impl ReplicaStore for FakeStore {
         Ok(count as u64)
     }
 
+    async fn orphan_scopes(&self) -> Result<Vec<String>, PortError> {
+        let rows = self.rows.lock().expect("lock");
+        let live_tenants: std::collections::BTreeSet<&str> = rows
+            .get(&(Kind::Tenant, String::new()))
+            .map(|tenants| tenants.keys().map(|key| key.primary.as_str()).collect())
+            .unwrap_or_default();
+        let orphans: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|((kind, tenant), keyed)| {
+                *kind != Kind::Tenant
+                    && !keyed.is_empty()
+                    && !live_tenants.contains(tenant.as_str())
+            })
+            .map(|((_, tenant), _)| tenant.clone())
+            .collect();
+        Ok(orphans.into_iter().collect())
+    }
+
     async fn record_run(&self, record: &recon_core::RunRecord) -> Result<(), PortError> {
         let mut runs = self.runs.lock().expect("lock");
         runs.retain(|kept| kept.run_id != record.run_id);

@@ -15,8 +15,8 @@
 use crate::unit::{UnitContext, UnitError, UnitSpec, Walked};
 use recon_core::ports::{AllTenantDigests, TenantDigests};
 use recon_core::{
-    EntityKey, GuardDecision, KeyRange, Kind, RangeDigest, TenantRemoval, UnitOutcome, UnitReport,
-    Version,
+    Deletion, EntityKey, GuardDecision, KeyRange, Kind, RangeDigest, TenantRemoval, UnitOutcome,
+    UnitReport, Version,
 };
 use std::collections::HashMap;
 use tracing::warn;
@@ -208,9 +208,15 @@ impl UnitContext<'_> {
             .into_iter()
             .map(|key: EntityKey| key.primary)
             .collect();
-        let Some(walked) = &unit.walked else {
+        let Some(walked) = unit.walked.as_mut() else {
             return (unit.report, tenants);
         };
+        if let Err(error) = self.hold_orphan_scopes(walked, &tenants, hold).await {
+            unit.report.outcome = error.outcome();
+            unit.walked = None;
+            return (unit.report, tenants);
+        }
+        walked.fill(&mut unit.report);
         let decision = if walked.overflowed() {
             GuardDecision::Tripped
         } else {
@@ -247,6 +253,46 @@ impl UnitContext<'_> {
         };
         self.settle(&mut unit, decision).await;
         (unit.report, tenants)
+    }
+
+    /// Holds, as vanished tenants, the store's tenants in scope that have
+    /// live rows inside them but no live tenant row and that the source
+    /// does not list (`listed`): a partial delete left their rows, which no
+    /// unit would ever look at since units come from the source's list. A
+    /// tombstone of the tenant (at the first page's watermark, which read
+    /// no such tenant) removes them, under the same guard as any vanished
+    /// tenant.
+    async fn hold_orphan_scopes(
+        &self,
+        walked: &mut Walked,
+        listed: &[String],
+        hold: u64,
+    ) -> Result<(), UnitError> {
+        let (found, _) = self
+            .retrying("list orphan scopes", || async {
+                self.store.orphan_scopes().await.map_err(UnitError::Store)
+            })
+            .await;
+        let Some(watermark) = walked.first_watermark else {
+            return Ok(());
+        };
+        for tenant in found? {
+            let key = EntityKey::id(&tenant);
+            let in_scope = self.filter.as_ref().is_none_or(|keep| keep.contains(&key));
+            if !in_scope || listed.contains(&tenant) {
+                continue;
+            }
+            walked.phantom += 1;
+            if (walked.held.len() as u64) < hold {
+                walked.held.push(Deletion {
+                    tenant_id: tenant,
+                    kind: Kind::Tenant,
+                    key,
+                    version: watermark,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Live rows of every kind in the whole store.

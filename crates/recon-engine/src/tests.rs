@@ -634,6 +634,63 @@ async fn a_row_newer_than_its_pages_watermark_is_refused() {
     );
 }
 
+/// Rows of a tenant whose tenant row is not live in the replica (a partial
+/// delete left them) and that the source does not list are examined as a
+/// vanished tenant's: deleted under the guard, named in the report. A
+/// scoped run leaves those of tenants out of its scope alone. Before, no
+/// unit ever looked at them (units come from the source's list): they
+/// stayed for ever.
+#[tokio::test]
+async fn rows_of_a_tenant_without_a_live_tenant_row_are_removed() {
+    let mut truth = Rows::new();
+    insert(&mut truth, tenant("a", "a", 1));
+    insert(&mut truth, user("a", "u", "kept", 2));
+    let mut replica = truth.clone();
+    for ghost in ["ghost", "other-ghost"] {
+        insert(&mut replica, user(ghost, "left-over", "n", 3));
+        insert(&mut replica, user(ghost, "left-over-2", "n", 4));
+    }
+    let store = Arc::new(FakeStore::with(replica));
+    let mut scoped = options();
+    scoped.scope = Scope::Tenants(vec!["a".into(), "ghost".into()]);
+    scoped.delete_guard.override_allowed = true;
+    let report = run(
+        FakeSource::new(truth.clone(), Version::new(1, 9)),
+        &store,
+        &scoped,
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    let rows = store.snapshot();
+    assert!(
+        !rows.contains_key(&(Kind::User, "ghost".into())),
+        "the rows of a tenant without a tenant row stayed: {rows:?}"
+    );
+    assert!(
+        rows.contains_key(&(Kind::User, "other-ghost".into())),
+        "a scoped run removed a tenant outside its scope"
+    );
+    let tenant_list = &report.units[0];
+    assert!(
+        tenant_list
+            .removed_tenants
+            .iter()
+            .any(|removal| removal.tenant == "ghost" && removal.users == 2),
+        "{:?}",
+        tenant_list.removed_tenants
+    );
+    let mut everything = options();
+    everything.delete_guard.override_allowed = true;
+    let report = run(
+        FakeSource::new(truth.clone(), Version::new(1, 9)),
+        &store,
+        &everything,
+    )
+    .await;
+    assert_eq!(report.status, RunStatus::Completed, "{report:?}");
+    assert_eq!(store.snapshot(), truth);
+}
+
 #[tokio::test]
 async fn listed_tenants_leave_the_others_alone() {
     let mut truth = Rows::new();
@@ -697,6 +754,9 @@ impl recon_core::ports::ReplicaStore for Recording {
         r: &recon_core::KeyRange,
     ) -> Result<u64, recon_core::ports::PortError> {
         self.0.count_rows(t, k, r).await
+    }
+    async fn orphan_scopes(&self) -> Result<Vec<String>, recon_core::ports::PortError> {
+        self.0.orphan_scopes().await
     }
     async fn apply_reconciliation(
         &self,

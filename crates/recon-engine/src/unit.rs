@@ -117,6 +117,8 @@ pub(crate) struct Walked {
     pub digest_matched: u64,
     pub digest_requests: u64,
     pub generations: Option<(u64, u64)>,
+    /// The watermark of the first source page read.
+    pub first_watermark: Option<Version>,
     /// The phantoms' tombstones, each at its covering page's watermark; at
     /// most the hold limit of them.
     pub held: Vec<Deletion>,
@@ -416,6 +418,7 @@ impl UnitContext<'_> {
         walked.replica_rows += replica.rows_seen;
         walked.pages += source.pages;
         walked.bytes += source.bytes;
+        walked.first_watermark = walked.first_watermark.or(source.first_watermark);
         if let Some((low, high)) = source.generations {
             widen(&mut walked.generations, low, high);
         }

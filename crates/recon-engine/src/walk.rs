@@ -120,6 +120,8 @@ pub(crate) struct SourceWalk {
     covered: VecDeque<(Option<EntityKey>, Version)>,
     /// Lowest and highest generation of the pages' watermarks so far.
     pub generations: Option<(u64, u64)>,
+    /// The watermark of the first page read.
+    pub first_watermark: Option<Version>,
     /// Pages read so far.
     pub pages: u64,
     /// Response bytes read so far.
@@ -159,6 +161,7 @@ impl SourceWalk {
             exhausted: false,
             covered: VecDeque::new(),
             generations: None,
+            first_watermark: None,
             pages: 0,
             bytes: 0,
         }
@@ -224,6 +227,7 @@ impl SourceWalk {
             .filter(|next| !self.ranges.end_at_or_before(next))
             .cloned();
         self.covered.push_back((continues, page.watermark));
+        self.first_watermark.get_or_insert(page.watermark);
         widen(
             &mut self.generations,
             page.watermark.generation,

@@ -82,6 +82,10 @@ impl ReplicaStore for Store {
         Ok(self.count_live_in(tenant_id, kind, range).await?)
     }
 
+    async fn orphan_scopes(&self) -> Result<Vec<String>, PortError> {
+        Ok(Store::orphan_scopes(self).await?)
+    }
+
     async fn digest_ranges(
         &self,
         tenant_id: &str,

@@ -214,6 +214,39 @@ impl Store {
         sql::from_db(count, "count")
     }
 
+    /// The tenants that have live rows of a kind inside a tenant but no live
+    /// tenant row (a partial delete left them; the source's tenant list
+    /// never leads to them), in key order.
+    #[instrument(name = "store.orphan_scopes", skip_all)]
+    pub async fn orphan_scopes(&self) -> Result<Vec<String>> {
+        let mut binder = Binder::new(self.backend());
+        let tenants = table(Kind::Tenant).name;
+        let selects: Vec<String> = Kind::TENANT_SCOPED
+            .into_iter()
+            .map(|kind| {
+                let rows = table(kind).name;
+                let live = binder.bind(false);
+                let live_tenant = binder.bind(false);
+                format!(
+                    "SELECT DISTINCT tenant_id FROM {rows} WHERE deleted = {live} AND NOT EXISTS \
+                     (SELECT 1 FROM {tenants} t WHERE t.id = {rows}.tenant_id AND t.deleted = {live_tenant})"
+                )
+            })
+            .collect();
+        let sql = format!("{} ORDER BY 1", selects.join(" UNION "));
+        let rows = self
+            .connection
+            .query_all_raw(binder.statement(sql))
+            .await
+            .map_err(database("list orphan scopes"))?;
+        rows.iter()
+            .map(|row| {
+                row.try_get_by_index::<String>(0)
+                    .map_err(database("list orphan scopes"))
+            })
+            .collect()
+    }
+
     /// The digests of the live rows of `kind` in `tenant_id` over the
     /// consecutive ranges after `after` up to each of `bounds` (see
     /// [`recon_core::ports::ReplicaStore::digest_ranges`]): on PostgreSQL an

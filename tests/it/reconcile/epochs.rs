@@ -442,6 +442,10 @@ impl ReplicaStore for EpochsDuringRunsOnly {
         self.store.count_rows(tenant_id, kind, range).await
     }
 
+    async fn orphan_scopes(&self) -> Result<Vec<String>, PortError> {
+        ReplicaStore::orphan_scopes(&self.store).await
+    }
+
     async fn apply_reconciliation(
         &self,
         fence: &FenceToken,
