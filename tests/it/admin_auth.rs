@@ -4,12 +4,10 @@
 //! that listens beyond loopback; overriding the delete guard over HTTP
 //! needs an explicit confirmation.
 
-use anyhow::{Context, ensure};
-use recon_tests::broker::wait_for_port;
-use recon_tests::process::ReconProcess;
-use recon_tests::{TestDatabase, free_port};
+use anyhow::ensure;
+use recon_tests::TestDatabase;
+use recon_tests::process::{LoneReplica, ReconProcess};
 use reqwest::StatusCode;
-use std::time::Duration;
 
 const TOKEN: &str = "admin-s3cret-for-tests";
 
@@ -18,29 +16,10 @@ async fn replica(
     environment: &[(&str, &str)],
 ) -> anyhow::Result<(ReconProcess, u16, TestDatabase, tempfile::TempDir)> {
     let logs = tempfile::tempdir()?;
-    let database = TestDatabase::sqlite()?;
-    // No broker listens there: the admin API works without one.
-    let brokers = format!("127.0.0.1:{}", free_port()?);
-    let port = free_port()?;
-    let listen = format!("{listen_ip}:{port}");
-    let process = ReconProcess::start(
-        "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &listen,
-        ],
-        environment,
-        logs.path().join("replica.log"),
-    )?;
-    wait_for_port(port, Duration::from_secs(30))
-        .await
-        .with_context(|| process.log())?;
-    Ok((process, port, database, logs))
+    let replica = LoneReplica::spawn("replica", listen_ip, &[], environment, logs.path())?
+        .serving()
+        .await?;
+    Ok((replica.process, replica.port, replica.database, logs))
 }
 
 async fn post(

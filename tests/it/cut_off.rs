@@ -8,10 +8,8 @@
 use anyhow::{Context, ensure};
 use recon_engine::cluster::{Coordinator, MemberInfo, MemberRole, RunPhase, RunRequest, RunState};
 use recon_etcd::{EtcdCoordinator, EtcdSettings};
-use recon_tests::broker::wait_for_port;
 use recon_tests::etcd::EtcdServer;
-use recon_tests::process::{ReconProcess, metric_value};
-use recon_tests::{TestDatabase, free_port};
+use recon_tests::process::{LoneReplica, metric_value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -69,36 +67,25 @@ async fn a_replica_cut_off_during_a_run_resumes_at_the_runs_deadline() -> anyhow
 
     // A pause-only replica sees the run and pauses for it.
     let logs = tempfile::tempdir()?;
-    let database = TestDatabase::sqlite()?;
-    let brokers = format!("127.0.0.1:{}", free_port()?);
-    let port = free_port()?;
-    let listen = format!("127.0.0.1:{port}");
+    let endpoint = etcd.endpoint();
     let max_pause = MAX_PAUSE_SECS.to_string();
-    let mut replica = ReconProcess::start(
-        "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &listen,
-            "--etcd-endpoints",
-            &etcd.endpoint(),
-            "--service",
-            &service,
-            "--lease-ttl-secs",
-            "3",
-            "--max-pause-secs",
-            &max_pause,
-        ],
-        &[],
-        logs.path().join("replica.log"),
-    )?;
-    wait_for_port(port, Duration::from_secs(30))
-        .await
-        .with_context(|| replica.log())?;
+    let arguments = [
+        "--etcd-endpoints",
+        endpoint.as_str(),
+        "--service",
+        &service,
+        "--lease-ttl-secs",
+        "3",
+        "--max-pause-secs",
+        &max_pause,
+    ];
+    let LoneReplica {
+        process: mut replica,
+        port,
+        ..
+    } = LoneReplica::spawn("replica", "127.0.0.1", &arguments, &[], logs.path())?
+        .serving()
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !paused(port).await? {
         ensure!(

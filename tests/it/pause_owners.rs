@@ -9,41 +9,20 @@
 //! left the ones before it paused for ever, and sent no token.
 
 use anyhow::{Context, ensure};
-use recon_tests::broker::wait_for_port;
-use recon_tests::process::{ReconProcess, recon_binary};
+use recon_tests::process::{LoneReplica, recon_binary};
 use recon_tests::{TestDatabase, free_port};
-use std::time::Duration;
 
 const TOKEN: &str = "pause-owners-s3cret";
 
-/// A replica (no broker: the gate works without one) and its admin port.
+/// A replica of its own (no broker: the gate works without one).
 async fn replica(
     name: &str,
     environment: &[(&str, &str)],
     logs: &std::path::Path,
-) -> anyhow::Result<(ReconProcess, u16, TestDatabase)> {
-    let database = TestDatabase::sqlite()?;
-    let brokers = format!("127.0.0.1:{}", free_port()?);
-    let port = free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let process = ReconProcess::start(
-        name,
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &listen,
-        ],
-        environment,
-        logs.join(format!("{name}.log")),
-    )?;
-    wait_for_port(port, Duration::from_secs(30))
+) -> anyhow::Result<LoneReplica> {
+    LoneReplica::spawn(name, "127.0.0.1", &[], environment, logs)?
+        .serving()
         .await
-        .with_context(|| process.log())?;
-    Ok((process, port, database))
 }
 
 /// `POST /consumer/{action}` as `owner` (none: the admin API's default).
@@ -73,7 +52,9 @@ async fn paused(port: u16) -> anyhow::Result<(bool, serde_json::Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_resume_leaves_a_runs_pause_standing() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
-    let (mut process, port, _database) = replica("replica", &[], logs.path()).await?;
+    let LoneReplica {
+        mut process, port, ..
+    } = replica("replica", &[], logs.path()).await?;
     post(port, "pause", Some("run r1")).await?;
     post(port, "pause", None).await?;
     post(port, "resume", None).await?;
@@ -97,13 +78,14 @@ async fn recon_reconcile_resumes_every_replica_it_paused_when_one_fails() -> any
     let token_file = directory.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
     let token_path = token_file.display().to_string();
-    let (mut open, open_port, _open_db) = replica("open", &[], logs.path()).await?;
-    let (mut protected, protected_port, _protected_db) = replica(
+    let mut open = replica("open", &[], logs.path()).await?;
+    let mut protected = replica(
         "protected",
         &[("RECON_ADMIN_TOKEN_FILE", &token_path)],
         logs.path(),
     )
     .await?;
+    let (open_port, protected_port) = (open.port, protected.port);
     let database = TestDatabase::sqlite()?;
     let nobody = format!("http://127.0.0.1:{}", free_port()?);
     let output = tokio::process::Command::new(recon_binary()?)
@@ -147,7 +129,7 @@ async fn recon_reconcile_resumes_every_replica_it_paused_when_one_fails() -> any
             "the {name} replica was left paused (owners {owners}): {printed}"
         );
     }
-    open.terminate().await?;
-    protected.terminate().await?;
+    open.process.terminate().await?;
+    protected.process.terminate().await?;
     Ok(())
 }

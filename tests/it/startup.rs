@@ -5,9 +5,7 @@
 //! `max_pause`.
 
 use anyhow::{Context, ensure};
-use recon_tests::TestDatabase;
-use recon_tests::free_port;
-use recon_tests::process::ReconProcess;
+use recon_tests::process::LoneReplica;
 use std::time::Duration;
 
 /// `recon serve` in an etcd cluster with `source` arguments; its exit code
@@ -16,27 +14,15 @@ async fn serve_with_source(source: &[&str]) -> anyhow::Result<(Option<i32>, Stri
     let etcd = std::env::var("RECON_TEST_ETCD_ENDPOINTS")
         .context("RECON_TEST_ETCD_ENDPOINTS (scripts/test.sh sets it)")?;
     let logs = tempfile::tempdir()?;
-    let database = TestDatabase::sqlite()?;
-    let brokers = format!("127.0.0.1:{}", free_port()?);
-    let listen = format!("127.0.0.1:{}", free_port()?);
     let service = format!("startup-{}", uuid::Uuid::new_v4().simple());
-    let mut args = vec![
-        "serve",
-        "--database-url",
-        &database.url,
-        "--kafka-bootstrap-servers",
-        &brokers,
-        "--admin-listen",
-        &listen,
-        "--etcd-endpoints",
-        &etcd,
-        "--service",
-        &service,
-    ];
+    let mut args = vec!["--etcd-endpoints", &etcd, "--service", &service];
     args.extend_from_slice(source);
-    let mut process = ReconProcess::start("replica", &args, &[], logs.path().join("replica.log"))?;
-    let code = process.wait_for_exit(Duration::from_secs(30)).await?;
-    Ok((code, process.log()))
+    let mut replica = LoneReplica::spawn("replica", "127.0.0.1", &args, &[], logs.path())?;
+    let code = replica
+        .process
+        .wait_for_exit(Duration::from_secs(30))
+        .await?;
+    Ok((code, replica.process.log()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

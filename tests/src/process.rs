@@ -8,6 +8,65 @@ use tokio::process::{Child, Command};
 
 pub use crate::recon_build::recon_binary;
 
+/// A replica (`recon serve`) of its own for tests of one process: a fresh
+/// SQLite database, brokers that never answer (its admin API and pause gate
+/// work without them) and its admin port on a free port.
+pub struct LoneReplica {
+    /// The process.
+    pub process: ReconProcess,
+    /// Its admin port.
+    pub port: u16,
+    /// Its database (dropped with it).
+    pub database: crate::TestDatabase,
+}
+
+impl LoneReplica {
+    /// Starts `recon serve` listening on `listen_ip`, with `extra`
+    /// arguments and environment, its log in `logs`; returns at once (see
+    /// [`LoneReplica::serving`]).
+    pub fn spawn(
+        name: &str,
+        listen_ip: &str,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+        logs: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let database = crate::TestDatabase::sqlite()?;
+        let brokers = format!("127.0.0.1:{}", crate::free_port()?);
+        let port = crate::free_port()?;
+        let listen = format!("{listen_ip}:{port}");
+        let mut arguments = vec![
+            "serve",
+            "--database-url",
+            &database.url,
+            "--kafka-bootstrap-servers",
+            &brokers,
+            "--admin-listen",
+            &listen,
+        ];
+        arguments.extend_from_slice(extra);
+        let process = ReconProcess::start(
+            name,
+            &arguments,
+            environment,
+            logs.join(format!("{name}.log")),
+        )?;
+        Ok(Self {
+            process,
+            port,
+            database,
+        })
+    }
+
+    /// Waits until its admin port answers.
+    pub async fn serving(self) -> anyhow::Result<Self> {
+        crate::broker::wait_for_port(self.port, std::time::Duration::from_secs(30))
+            .await
+            .with_context(|| self.process.log())?;
+        Ok(self)
+    }
+}
+
 /// A child `recon` process; killed when dropped.
 pub struct ReconProcess {
     /// A name for messages (e.g. `"replica-2"`).

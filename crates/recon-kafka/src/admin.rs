@@ -14,14 +14,7 @@ const BROKER_DEFAULT_REPLICATION: i32 = -1;
 /// brokers' `default.replication.factor` if it does not exist yet (an
 /// existing topic is left as it is).
 pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        config
-            .client_config()
-            .create()
-            .map_err(|source| Error::Client {
-                client: "admin",
-                source,
-            })?;
+    let admin = admin_client(config)?;
     let topic = NewTopic::new(
         &config.topic,
         partitions,
@@ -48,6 +41,17 @@ pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An admin client of `config`'s brokers.
+fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
+    config
+        .client_config()
+        .create()
+        .map_err(|source| Error::Client {
+            client: "admin",
+            source,
+        })
 }
 
 /// How long the change topic keeps events: what can be replayed to a
@@ -94,14 +98,7 @@ impl TopicRetention {
 
 /// Reads the configured topic's `retention.ms` and `cleanup.policy`.
 pub async fn topic_retention(config: &KafkaConfig) -> Result<TopicRetention> {
-    let admin: AdminClient<DefaultClientContext> =
-        config
-            .client_config()
-            .create()
-            .map_err(|source| Error::Client {
-                client: "admin",
-                source,
-            })?;
+    let admin = admin_client(config)?;
     let operation = || format!("describe the configuration of topic {}", config.topic);
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let topic = ResourceSpecifier::Topic(&config.topic);
