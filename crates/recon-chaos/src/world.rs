@@ -200,6 +200,10 @@ impl World {
             "100",
             "--poll-interval-ms",
             "100",
+            // Schedules ask for runs back to back; a short window keeps as
+            // many runs in a schedule as before it existed.
+            "--min-consumption-window",
+            "1s",
             "--source-url",
             source.base_url(),
         ];
