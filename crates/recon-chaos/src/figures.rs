@@ -1,7 +1,7 @@
 //! The figures of a chaos run: a table for people, JSON for tools.
 
 use crate::checker::INVARIANTS;
-use crate::nemesis::Outcome;
+use crate::outcome::Outcome;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -93,23 +93,22 @@ impl Figures {
         }
     }
 
-    /// Adds one schedule's outcome (`None` when it could not run to the
-    /// end: it counts as not converged).
+    /// Adds one schedule's outcome (one that could not run to its end
+    /// counts as not converged).
     pub fn add(
         &mut self,
         seed: u64,
         outcome: &Outcome,
-        finished: bool,
         failovers: &mut Vec<u64>,
         converges: &mut Vec<u64>,
     ) {
         self.schedules += 1;
-        if finished && outcome.violations.is_empty() {
+        if outcome.clean() {
             self.schedules_clean += 1;
         } else {
             self.failed_seeds.push(seed);
         }
-        if !finished && outcome.violations.is_empty() {
+        if outcome.error.is_some() && outcome.violations.is_empty() {
             *self.violations.entry("converged".into()).or_default() += 1;
         }
         for (fault, count) in &outcome.injected {

@@ -13,6 +13,7 @@ mod figures;
 mod nemesis;
 mod net;
 mod observe;
+mod outcome;
 mod schedule;
 mod workload;
 mod world;
@@ -95,12 +96,11 @@ async fn main() -> anyhow::Result<()> {
         };
         let schedule_started = Instant::now();
         let outcome = nemesis::run(seed, &options, logs.path()).await;
-        let finished = outcome.error.is_none();
         if let Some(error) = &outcome.error {
             eprintln!("schedule {seed}: did not finish: {error}");
         }
-        figures.add(seed, &outcome, finished, &mut failovers, &mut converges);
-        let clean = finished && outcome.violations.is_empty();
+        figures.add(seed, &outcome, &mut failovers, &mut converges);
+        let clean = outcome.clean();
         println!(
             "schedule {seed}: {} in {} s — {} faults, {} runs completed, {} aborted, {} violations",
             if clean { "clean" } else { "FAILED" },

@@ -5,14 +5,15 @@
 use crate::checker::{self, Violation};
 use crate::net::Firewall;
 use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
-use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Step, Target};
+use crate::outcome::Outcome;
+use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Target};
 use crate::workload::{self, Workload};
 use crate::world::{PARTITIONS, Timing, World};
 use anyhow::{Context, bail};
 use recon_monolith::verify::compare_databases;
 use recon_tests::faulty_source::Fault as ProxyFault;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,44 +30,6 @@ pub struct Options {
     pub timing: Timing,
     /// Writer clients.
     pub clients: u64,
-}
-
-/// What one schedule yields for the figures.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// The steps drawn.
-    pub steps: Vec<Step>,
-    /// Faults injected, by name (a step skipped for want of a target is
-    /// not counted).
-    pub injected: BTreeMap<String, u64>,
-    /// Steps skipped for want of a target (no leader answering, etcd
-    /// already stopped), by name.
-    pub skipped: BTreeMap<String, u64>,
-    /// Leader kills injected.
-    pub leader_kills: u64,
-    /// Partitions injected.
-    pub partitions: u64,
-    /// Leader kills at a run phase, by phase reached.
-    pub phases_hit: BTreeMap<String, u64>,
-    /// Broken invariants.
-    pub violations: Vec<Violation>,
-    /// Runs that completed.
-    pub runs_completed: usize,
-    /// Runs aborted (with reasons).
-    pub runs_aborted: Vec<String>,
-    /// Milliseconds from each leader kill to a new leader seen by a member.
-    pub failover_millis: Vec<u64>,
-    /// Milliseconds from heal to converged.
-    pub converge_millis: Option<u64>,
-    /// Replicas that exited without being killed.
-    pub unexpected_exits: usize,
-    /// Why the schedule could not run to its end, if it could not.
-    pub error: Option<String>,
-    /// Writes accepted / refused / failed.
-    pub writes: [u64; 3],
-    /// Evidence that the checks saw something: done-records, paused
-    /// samples, fenced transactions audited.
-    pub evidence: [u64; 3],
 }
 
 /// How long a partition may stay without a consumer while every replica
