@@ -5,7 +5,7 @@
 use crate::checker::{self, Violation};
 use crate::net::Firewall;
 use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
-use crate::outcome::Outcome;
+use crate::outcome::{Evidence, Outcome};
 use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Target};
 use crate::workload::{self, Workload};
 use crate::world::{PARTITIONS, Timing, World};
@@ -146,11 +146,9 @@ impl Nemesis {
             let due = start + Duration::from_millis(step.at_millis);
             self.idle_until(due).await?;
             if let Err(error) = self.inject(index, step.fault).await {
-                eprintln!(
-                    "schedule {}: step {index} ({}) failed: {error:#}",
-                    self.seed,
-                    step.fault.name()
-                );
+                let failed = format!("step {index} ({}): {error:#}", step.fault.name());
+                eprintln!("schedule {}: {failed}", self.seed);
+                self.outcome.failed_steps.push(failed);
             }
         }
         self.idle_until(start + options.length).await?;
@@ -654,11 +652,11 @@ impl Nemesis {
         }));
         self.outcome.runs_completed = ends.completed;
         self.outcome.runs_aborted = ends.aborted;
-        self.outcome.evidence = [
-            checker::done_records(&changes) as u64,
-            checker::paused_samples(&shared.samples) as u64,
-            audit.fenced_writes_checked,
-        ];
+        self.outcome.evidence = Evidence {
+            done_records: checker::done_records(&changes) as u64,
+            paused_samples: checker::paused_samples(&shared.samples) as u64,
+            fenced_writes: audit.fenced_writes_checked,
+        };
         self.outcome.failover_millis = failovers(&self.kills, &shared.leaders);
         self.outcome.unexpected_exits = self.world.unexpected_exits.len();
         Ok(())
