@@ -6,16 +6,17 @@
 //! checked in SQL ([`recon_monolith::verify`], [`crate::audit`]).
 
 use crate::observe::{Change, Sample};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The invariants, by name (the figures count violations per name).
-pub const INVARIANTS: [&str; 6] = [
+pub const INVARIANTS: [&str; 7] = [
     "converged",
     "unit done once",
     "paused until barrier",
     "no write from a fenced epoch",
     "run ended within max_pause",
+    "requested run started",
     "partitions owned",
 ];
 
@@ -194,6 +195,31 @@ pub fn runs_ended(
     (ends, violations)
 }
 
+/// Every run that an accepted run request named started (its id was seen
+/// in `run/current`). Checked once a final run completed: a request
+/// accepted earlier was served before it, or merged into its request.
+pub fn requested_runs_started(changes: &[Change], requested: &[String]) -> Vec<Violation> {
+    let started: BTreeSet<&str> = changes
+        .iter()
+        .filter(|change| !change.deleted && change.key == "run/current")
+        .filter_map(|change| change.value["run_id"].as_str())
+        .collect();
+    let missing: BTreeSet<&str> = requested
+        .iter()
+        .map(String::as_str)
+        .filter(|run| !started.contains(run))
+        .collect();
+    missing
+        .into_iter()
+        .map(|run| {
+            violation(
+                "requested run started",
+                format!("run {run} was requested, and the request accepted, but it never started"),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +361,28 @@ mod tests {
                 .iter()
                 .any(|found| found.detail.contains("run slow took"))
         );
+    }
+
+    #[test]
+    fn a_requested_run_that_never_started_is_a_violation() {
+        let now = Instant::now();
+        let changes = vec![
+            put(
+                now,
+                "run/current",
+                json!({"run_id": "r1", "phase": "pausing"}),
+            ),
+            put(
+                now,
+                "run/current",
+                json!({"run_id": "r1", "phase": "working"}),
+            ),
+            put(now, "runs/r1/barrier", json!({"status": "completed"})),
+        ];
+        let requested = ["r1".to_owned(), "r1".to_owned(), "r2".to_owned()];
+        let found = requested_runs_started(&changes, &requested);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].detail.contains("run r2 "), "{found:?}");
+        assert!(requested_runs_started(&changes, &requested[..2]).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use crate::outcome::{Evidence, Outcome};
 use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Target};
 use crate::workload::{self, Workload};
 use crate::world::{PARTITIONS, Timing, World};
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use recon_monolith::verify::compare_databases;
 use recon_tests::faulty_source::Fault as ProxyFault;
 use serde_json::json;
@@ -36,6 +36,13 @@ pub struct Options {
 /// answers: the session timeout (10 s) for the coordinator to expire a
 /// member, and as long again for the rebalance.
 const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
+
+/// How often the upkeep runs while the nemesis waits.
+const UPKEEP_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a run request is retried while no replica accepts it (etcd
+/// stopped or restarting).
+const REQUEST_PATIENCE: Duration = Duration::from_secs(15);
 
 /// What the sampler and the nemesis share.
 #[derive(Default)]
@@ -81,6 +88,8 @@ struct Nemesis {
     unowned_since: Option<(Instant, bool)>,
     last_fault: Option<&'static str>,
     firewall: Firewall,
+    /// The runs that answers to the nemesis' run requests named.
+    requested_runs: Vec<String>,
 }
 
 /// Runs schedule `seed`; logs go to `logs`.
@@ -110,6 +119,7 @@ pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
         unowned_since: None,
         last_fault: None,
         firewall: Firewall::probe(),
+        requested_runs: Vec::new(),
         world,
     };
     if let Err(error) = nemesis.schedule(options).await {
@@ -170,29 +180,60 @@ impl Nemesis {
         self.check(options).await
     }
 
-    /// Runs the supervisor and the ownership check until `due`, undoing
-    /// timed faults as they expire.
+    /// Runs the upkeep until `due`.
     async fn idle_until(&mut self, due: Instant) -> anyhow::Result<()> {
         loop {
             let now = Instant::now();
-            let mut expired = Vec::new();
-            self.undo.retain(|(at, undo)| {
-                let done = *at <= now;
-                if done {
-                    expired.push(undo.clone());
-                }
-                !done
-            });
-            for undo in expired {
-                self.undo(undo).await?;
-            }
-            self.world.supervise().await?;
-            self.publish_answering();
-            self.watch_ownership().await?;
+            self.upkeep().await?;
             if now >= due {
                 return Ok(());
             }
-            tokio::time::sleep((due - now).min(Duration::from_millis(200))).await;
+            tokio::time::sleep((due - now).min(UPKEEP_INTERVAL)).await;
+        }
+    }
+
+    /// What the nemesis keeps doing whatever it waits for: undo the timed
+    /// faults that expired, run the supervisor, check partition ownership.
+    async fn upkeep(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.undo.retain(|(at, undo)| {
+            let done = *at <= now;
+            if done {
+                expired.push(undo.clone());
+            }
+            !done
+        });
+        for undo in expired {
+            self.undo(undo).await?;
+        }
+        self.world.supervise().await?;
+        self.publish_answering();
+        self.watch_ownership().await
+    }
+
+    /// Waits until `found` finds something in etcd's history (looked at
+    /// every 20 ms), keeping the upkeep going; fails after `timeout`.
+    async fn wait_in_etcd<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&[Change]) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        let mut next_upkeep = Instant::now();
+        loop {
+            if let Some(value) = self.recorder.find(&mut found) {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting in etcd for {what}");
+            }
+            if Instant::now() >= next_upkeep {
+                self.upkeep().await?;
+                next_upkeep = Instant::now() + UPKEEP_INTERVAL;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -373,7 +414,7 @@ impl Nemesis {
                 self.undo.push((after(millis), Undo::Heal(member, link)));
             }
             Fault::RequestRun => {
-                self.request_run_patiently(Duration::from_secs(15)).await?;
+                self.request_run(REQUEST_PATIENCE).await?;
             }
             Fault::Drift => {
                 workload::drift(&self.world.replica_db, self.seed * 100 + index as u64).await?;
@@ -398,11 +439,10 @@ impl Nemesis {
     async fn kill_leader_in(&mut self, phase: RunPhase) -> anyhow::Result<bool> {
         let run = match current_run(&self.recorder.changes()) {
             Some(run) => run,
-            None => self.request_run().await?,
+            None => self.request_run(REQUEST_PATIENCE).await?,
         };
         let reached = self
-            .recorder
-            .wait_for("the run phase", Duration::from_secs(30), |changes| {
+            .wait_in_etcd("the run phase", Duration::from_secs(30), |changes| {
                 in_phase(changes, &run, phase).then_some(())
             })
             .await;
@@ -423,8 +463,7 @@ impl Nemesis {
             // a follower write the last done-record, then kill it.
             self.world.freeze(&leader, true)?;
             let all_done = self
-                .recorder
-                .wait_for("the last done-record", Duration::from_secs(15), |changes| {
+                .wait_in_etcd("the last done-record", Duration::from_secs(15), |changes| {
                     let progress = progress(changes, &run);
                     (progress.units > 0 && progress.done >= progress.units).then_some(())
                 })
@@ -448,13 +487,22 @@ impl Nemesis {
         Ok(true)
     }
 
-    /// [`Self::request_run`], retried for up to `patience` as an operator
-    /// would while etcd is unreachable (the supervisor keeps going).
-    async fn request_run_patiently(&mut self, patience: Duration) -> anyhow::Result<String> {
+    /// Asks an answering replica for a run, retrying for up to `patience`
+    /// as an operator would while etcd is unreachable (the upkeep keeps
+    /// going); the id of the run that will serve the request.
+    ///
+    /// That run may wait behind a run in progress (for as long as
+    /// `max_pause`), so the step does not wait for it to start: the
+    /// checker requires at the end that every run named this way started
+    /// ([`checker::requested_runs_started`]).
+    async fn request_run(&mut self, patience: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + patience;
         loop {
-            match self.request_run().await {
-                Ok(run) => return Ok(run),
+            match self.post_run_request().await {
+                Ok(run) => {
+                    self.requested_runs.push(run.clone());
+                    return Ok(run);
+                }
                 Err(error) if Instant::now() > deadline => return Err(error),
                 Err(_) => {
                     self.idle_until(Instant::now() + Duration::from_secs(1))
@@ -464,28 +512,24 @@ impl Nemesis {
         }
     }
 
-    /// Asks an answering replica for a run; the new run's id.
-    async fn request_run(&self) -> anyhow::Result<String> {
-        let before: BTreeSet<String> = run_ids(&self.recorder.changes());
+    /// `POST /reconcile` to the first answering replica that accepts it;
+    /// the run its answer names (a fresh id, or that of the pending
+    /// request it was merged into).
+    async fn post_run_request(&self) -> anyhow::Result<String> {
         let body = json!({ "allow_mass_delete": true, "confirm_mass_delete": true });
-        let mut last_error = None;
+        let mut last_error = anyhow!("no replica answers");
         for (_, _, port) in self.world.answering() {
             match self.admin.request_run(port, &body).await {
-                Ok(()) => {
-                    last_error = None;
-                    break;
+                Ok(answer) => {
+                    return answer["run_id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .with_context(|| format!("the answer names no run: {answer}"));
                 }
-                Err(error) => last_error = Some(error),
+                Err(error) => last_error = error,
             }
         }
-        if let Some(error) = last_error {
-            return Err(error);
-        }
-        self.recorder
-            .wait_for("a new run", Duration::from_secs(30), |changes| {
-                run_ids(changes).difference(&before).next().cloned()
-            })
-            .await
+        Err(last_error)
     }
 
     /// Cuts (or heals) one replica's link: with iptables where it works,
@@ -542,7 +586,7 @@ impl Nemesis {
             self.wait_barrier(&run, longest).await?;
         }
         for _ in 0..3 {
-            let run = self.request_run_patiently(Duration::from_secs(60)).await?;
+            let run = self.request_run(Duration::from_secs(60)).await?;
             let status = self.wait_barrier(&run, longest).await?;
             if status.starts_with("completed") {
                 return Ok(());
@@ -555,24 +599,16 @@ impl Nemesis {
         bail!("no final run completed in three tries")
     }
 
+    /// Waits for a run's barrier; its status.
     async fn wait_barrier(&mut self, run: &str, timeout: Duration) -> anyhow::Result<String> {
         let key = format!("runs/{run}/barrier");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(change) = self
-                .recorder
-                .changes()
+        self.wait_in_etcd(&format!("the barrier of {run}"), timeout, |changes| {
+            changes
                 .iter()
                 .find(|change| change.key == key && !change.deleted)
-            {
-                return Ok(change.value["status"].as_str().unwrap_or("?").to_owned());
-            }
-            if Instant::now() > deadline {
-                bail!("run {run} got no barrier within {timeout:?}");
-            }
-            self.idle_until(Instant::now() + Duration::from_millis(250))
-                .await?;
-        }
+                .map(|change| change.value["status"].as_str().unwrap_or("?").to_owned())
+        })
+        .await
     }
 
     /// Waits until the relay published everything and the replica equals
@@ -645,6 +681,10 @@ impl Nemesis {
             &self.etcd_down,
         );
         violations.extend(ended);
+        violations.extend(checker::requested_runs_started(
+            &changes,
+            &self.requested_runs,
+        ));
         let audit = crate::audit::check(&self.world.replica_db).await?;
         violations.extend(audit.violations.into_iter().map(|detail| Violation {
             invariant: "no write from a fenced epoch",
@@ -678,15 +718,6 @@ fn failovers(kills: &[(Instant, String)], leaders: &[LeaderSeen]) -> Vec<u64> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Ids of every run seen in `run/current`.
-fn run_ids(changes: &[Change]) -> BTreeSet<String> {
-    changes
-        .iter()
-        .filter(|change| change.key == "run/current" && !change.deleted)
-        .filter_map(|change| change.value["run_id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// The run in `run/current` that has no barrier yet.
