@@ -220,6 +220,55 @@ pub fn requested_runs_started(changes: &[Change], requested: &[String]) -> Vec<V
         .collect()
 }
 
+/// How long a partition may stay without a consumer while every replica
+/// answers: the session timeout (10 s) for the group coordinator to expire
+/// a member, and as long again for the rebalance.
+pub const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
+
+/// Every partition has an owner whenever every replica answers: Kafka's
+/// group coordinator expires a dead member after the session timeout and
+/// rebalances by itself. A partition left without a consumer for longer
+/// than [`UNOWNED_LIMIT`] while every replica answers (a consumer that lost
+/// its assignment, a rebalance that never finished) is a violation,
+/// recorded once per stretch; nothing is restarted to heal it.
+#[derive(Debug, Default)]
+pub struct OwnershipWatch {
+    /// Since when some partition has had no owner while every replica
+    /// answered, and whether that stretch was reported.
+    unowned_since: Option<(Instant, bool)>,
+}
+
+impl OwnershipWatch {
+    /// Takes one look: the partitions some replica owns, whether every
+    /// replica answered, how many partitions the topic has, the last fault
+    /// injected. A violation when this look ends a stretch's limit.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        owned: &[i64],
+        all_answered: bool,
+        partitions: i64,
+        last_fault: &str,
+    ) -> Option<Violation> {
+        if !all_answered || owned.len() == usize::try_from(partitions).unwrap_or(0) {
+            self.unowned_since = None;
+            return None;
+        }
+        let (since, reported) = self.unowned_since.get_or_insert((now, false));
+        let unowned_for = now.saturating_duration_since(*since);
+        if *reported || unowned_for <= UNOWNED_LIMIT {
+            return None;
+        }
+        *reported = true;
+        Some(violation(
+            "partitions owned",
+            format!(
+                "partitions owned {owned:?} of {partitions} for {unowned_for:?} with every replica answering (last fault: {last_fault})"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +433,44 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].detail.contains("run r2 "), "{found:?}");
         assert!(requested_runs_started(&changes, &requested[..2]).is_empty());
+    }
+
+    #[test]
+    fn a_partition_unowned_past_the_limit_with_every_replica_answering_is_one_violation() {
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut watch = OwnershipWatch::default();
+        assert_eq!(watch.observe(at(0), &[0, 1, 2, 3], true, 4, "start"), None);
+        assert_eq!(
+            watch.observe(at(1), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        assert_eq!(
+            watch.observe(at(20), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        let found = watch
+            .observe(at(22), &[0, 1, 2], true, 4, "kill leader")
+            .expect("unowned for 21 s");
+        assert_eq!(found.invariant, "partitions owned");
+        assert!(
+            found.detail.contains("[0, 1, 2] of 4") && found.detail.contains("kill leader"),
+            "{found:?}"
+        );
+        // Once per stretch.
+        assert_eq!(
+            watch.observe(at(40), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        // A replica that does not answer ends the stretch: its partitions
+        // are the group coordinator's to move, within the session timeout.
+        assert_eq!(watch.observe(at(41), &[0], false, 4, "freeze leader"), None);
+        assert_eq!(watch.observe(at(42), &[0], true, 4, "freeze leader"), None);
+        assert_eq!(watch.observe(at(60), &[0], true, 4, "freeze leader"), None);
+        assert!(
+            watch
+                .observe(at(63), &[0], true, 4, "freeze leader")
+                .is_some()
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! faults of the schedule, heal, let the last run complete and the backlog
 //! drain, then check.
 
-use crate::checker::{self, Violation};
+use crate::checker::{self, OwnershipWatch, Violation};
 use crate::net::Firewall;
 use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
 use crate::outcome::{Evidence, Outcome};
@@ -31,11 +31,6 @@ pub struct Options {
     /// Writer clients.
     pub clients: u64,
 }
-
-/// How long a partition may stay without a consumer while every replica
-/// answers: the session timeout (10 s) for the coordinator to expire a
-/// member, and as long again for the rebalance.
-const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
 
 /// How often the upkeep runs while the nemesis waits.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(200);
@@ -83,9 +78,8 @@ struct Nemesis {
     etcd_down: Vec<(Instant, Instant)>,
     etcd_stopped_at: Option<Instant>,
     kills: Vec<(Instant, String)>,
-    /// Since when some partition has had no owner while every replica
-    /// answered, and whether that stretch was reported.
-    unowned_since: Option<(Instant, bool)>,
+    /// Partitions without a consumer while every replica answers.
+    ownership: OwnershipWatch,
     last_fault: Option<&'static str>,
     firewall: Firewall,
     /// The runs that answers to the nemesis' run requests named.
@@ -116,7 +110,7 @@ pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
         etcd_down: Vec::new(),
         etcd_stopped_at: None,
         kills: Vec::new(),
-        unowned_since: None,
+        ownership: OwnershipWatch::default(),
         last_fault: None,
         firewall: Firewall::probe(),
         requested_runs: Vec::new(),
@@ -241,31 +235,14 @@ impl Nemesis {
         lock(&self.shared).answering = self.world.answering();
     }
 
-    /// Every partition has an owner whenever every replica answers: the
-    /// group coordinator expires a dead member after the session timeout
-    /// (10 s) and rebalances by itself. A partition left without a
-    /// consumer for longer than [`UNOWNED_LIMIT`] while every replica
-    /// answers is a violation (a consumer that lost its assignment, or a
-    /// rebalance that never finished), recorded once per stretch.
+    /// Whether every partition has an owner (see [`OwnershipWatch`]).
     async fn watch_ownership(&mut self) -> anyhow::Result<()> {
         let (owned, all_answered) = self.world.ownership().await;
-        if !all_answered || owned.len() == PARTITIONS as usize {
-            self.unowned_since = None;
-            return Ok(());
-        }
-        let (since, reported) = self.unowned_since.get_or_insert((Instant::now(), false));
-        if !*reported && since.elapsed() > UNOWNED_LIMIT {
-            *reported = true;
-            let since = *since;
-            let after = self.last_fault.unwrap_or("start");
-            self.outcome.violations.push(Violation {
-                invariant: "partitions owned",
-                detail: format!(
-                    "partitions owned {owned:?} of {PARTITIONS} for {:?} with every replica answering (last fault: {after})",
-                    since.elapsed()
-                ),
-            });
-        }
+        let after = self.last_fault.unwrap_or("start");
+        let observed =
+            self.ownership
+                .observe(Instant::now(), &owned, all_answered, PARTITIONS, after);
+        self.outcome.violations.extend(observed);
         Ok(())
     }
 
