@@ -6,7 +6,8 @@
 //! open for ever without a leader).
 
 use super::checks::{
-    PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
+    PauseProbe, Writer, ensure_completed, ensure_flat_across_the_pause, pause_windows,
+    units_done_once, wait_for_barrier,
 };
 use super::fixture::{Cluster, Settings, wait_until};
 use anyhow::ensure;
@@ -52,7 +53,8 @@ async fn pause_only_member(cluster: &mut Cluster) -> anyhow::Result<()> {
         took < Duration::from_secs(MAX_PAUSE_SECS),
         "the run took {took:?}, as long as max_pause"
     );
-    ensure_flat(&samples, std::slice::from_ref(&id), 1)?;
+    let windows = pause_windows(&cluster.history, &run, std::slice::from_ref(&id)).await?;
+    ensure_flat_across_the_pause(&samples, &windows)?;
 
     let assign_prefix = format!("runs/{run}/assign/");
     let assignees: Vec<String> = cluster
