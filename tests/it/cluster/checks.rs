@@ -124,7 +124,7 @@ pub struct Tally {
 /// second put of the same key), none for units outside the plan.
 pub async fn units_done_once(history: &History, run_id: &str) -> anyhow::Result<Tally> {
     history.sync().await?;
-    let changes = history.changes();
+    let changes = history.changes()?;
     let plan = changes
         .plan(run_id)
         .with_context(|| format!("{run_id} has no plan"))?;
@@ -277,7 +277,7 @@ pub async fn pause_windows(
     members: &[String],
 ) -> anyhow::Result<BTreeMap<String, PauseWindow>> {
     history.sync().await?;
-    let changes = history.changes();
+    let changes = history.changes()?;
     let (_, barrier) = changes
         .barrier(run_id)
         .with_context(|| format!("{run_id} has no barrier"))?;

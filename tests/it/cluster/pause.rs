@@ -85,7 +85,7 @@ pub(super) async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Resu
     .await?;
     cluster.history.sync().await?;
     ensure!(
-        cluster.history.changes().barrier(&run).is_none(),
+        cluster.history.changes()?.barrier(&run).is_none(),
         "the run ended before the rebalance and the writes; the pause was not tested"
     );
 
