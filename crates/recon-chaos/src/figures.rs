@@ -120,7 +120,8 @@ impl Figures {
             *self.faults.entry(fault.clone()).or_default() += count;
         }
         self.failed_injections += outcome.failed_steps.len() as u64;
-        self.schedules_without_evidence += u64::from(!outcome.evidence.missing().is_empty());
+        self.schedules_without_evidence +=
+            u64::from(outcome.error.is_none() && !outcome.evidence.missing().is_empty());
         for (fault, count) in &outcome.skipped {
             *self.skipped.entry(fault.clone()).or_default() += count;
         }

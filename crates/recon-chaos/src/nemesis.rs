@@ -35,6 +35,10 @@ pub struct Options {
 /// How often the upkeep runs while the nemesis waits.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often the ownership check runs while the nemesis waits for
+/// something in etcd (well within [`checker::UNOWNED_LIMIT`]).
+const OWNERSHIP_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a run request is retried while no replica accepts it (etcd
 /// stopped or restarting).
 const REQUEST_PATIENCE: Duration = Duration::from_secs(15);
@@ -174,11 +178,12 @@ impl Nemesis {
         self.check(options).await
     }
 
-    /// Runs the upkeep until `due`.
+    /// Runs the upkeep and the ownership check until `due`.
     async fn idle_until(&mut self, due: Instant) -> anyhow::Result<()> {
         loop {
             let now = Instant::now();
             self.upkeep().await?;
+            self.watch_ownership().await?;
             if now >= due {
                 return Ok(());
             }
@@ -187,7 +192,7 @@ impl Nemesis {
     }
 
     /// What the nemesis keeps doing whatever it waits for: undo the timed
-    /// faults that expired, run the supervisor, check partition ownership.
+    /// faults that expired, run the supervisor.
     async fn upkeep(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         let mut expired = Vec::new();
@@ -203,11 +208,13 @@ impl Nemesis {
         }
         self.world.supervise().await?;
         self.publish_answering();
-        self.watch_ownership().await
+        Ok(())
     }
 
     /// Waits until `found` finds something in etcd's history (looked at
-    /// every 20 ms), keeping the upkeep going; fails after `timeout`.
+    /// every 20 ms, so that a short run phase is seen), keeping the upkeep
+    /// going, and the ownership check (a request to every replica) every
+    /// [`OWNERSHIP_INTERVAL`]; fails after `timeout`.
     async fn wait_in_etcd<T>(
         &mut self,
         what: &str,
@@ -216,6 +223,7 @@ impl Nemesis {
     ) -> anyhow::Result<T> {
         let deadline = Instant::now() + timeout;
         let mut next_upkeep = Instant::now();
+        let mut next_ownership = Instant::now() + OWNERSHIP_INTERVAL;
         loop {
             if let Some(value) = self.recorder.find(&mut found) {
                 return Ok(value);
@@ -226,6 +234,10 @@ impl Nemesis {
             if Instant::now() >= next_upkeep {
                 self.upkeep().await?;
                 next_upkeep = Instant::now() + UPKEEP_INTERVAL;
+            }
+            if Instant::now() >= next_ownership {
+                self.watch_ownership().await?;
+                next_ownership = Instant::now() + OWNERSHIP_INTERVAL;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -91,11 +91,14 @@ impl Outcome {
     /// drew), or a check had nothing to check.
     pub fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
-        if let Some(error) = &self.error {
-            failures.push(format!("did not finish: {error}"));
-        }
         for step in &self.failed_steps {
             failures.push(format!("not injected: {step}"));
+        }
+        // The checks run at the end: a schedule that did not get there
+        // has no evidence to count.
+        if let Some(error) = &self.error {
+            failures.push(format!("did not finish: {error}"));
+            return failures;
         }
         for missing in self.evidence.missing() {
             failures.push(format!("nothing checked: {missing}"));
@@ -171,5 +174,18 @@ mod tests {
             assert!(!outcome.clean(), "{blind:?}");
             assert_eq!(outcome.failures().len(), 1, "{blind:?}");
         }
+    }
+
+    #[test]
+    fn a_schedule_that_did_not_finish_fails_for_that_alone() {
+        let outcome = Outcome {
+            error: Some("the services did not start".into()),
+            ..Outcome::default()
+        };
+        assert!(!outcome.clean());
+        assert_eq!(
+            outcome.failures(),
+            ["did not finish: the services did not start"]
+        );
     }
 }
