@@ -926,3 +926,65 @@ fn version_guard_any_permutation_sqlite() {
 fn version_guard_any_permutation_postgres() {
     version_guard_property(Backend::Postgres);
 }
+
+/// A reconciliation batch names its scope and epoch to triggers on the
+/// data tables (transaction-local settings, PostgreSQL only), which is how
+/// recon-chaos's fencing audit learns a write's epoch without relying on
+/// the fence; an event batch names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reconciliation_writes_name_their_epoch_to_data_triggers() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (store, _db) = store(Backend::Postgres).await;
+    let connection = store.connection();
+    for statement in [
+        "CREATE TABLE seen (id SERIAL PRIMARY KEY, scope TEXT, epoch TEXT)",
+        "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO seen (scope, epoch) VALUES (current_setting('recon.write_scope', true), \
+             current_setting('recon.write_epoch', true)); RETURN NULL; END $$",
+        "CREATE TRIGGER note AFTER INSERT OR UPDATE ON replica_users \
+           FOR EACH STATEMENT EXECUTE FUNCTION note()",
+    ] {
+        connection
+            .execute_unprepared(statement)
+            .await
+            .expect(statement);
+    }
+    store
+        .apply_reconciliation(
+            &FenceToken::new("t", 4),
+            Version::new(1, 100),
+            &[user("t", "u", "reconciled", Version::new(1, 1))],
+        )
+        .await
+        .expect("reconcile");
+    store
+        .apply_events(&[user("t", "u", "event", Version::new(1, 2))])
+        .await
+        .expect("event");
+    let rows = connection
+        .query_all_raw(Statement::from_string(
+            connection.get_database_backend(),
+            "SELECT coalesce(scope, '') AS scope, coalesce(epoch, '') AS epoch FROM seen ORDER BY id",
+        ))
+        .await
+        .expect("read what the trigger saw");
+    let mut seen: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get("", "scope").expect("scope"),
+                row.try_get("", "epoch").expect("epoch"),
+            )
+        })
+        .collect();
+    // `INSERT … ON CONFLICT DO UPDATE` fires the statement triggers of
+    // both INSERT and UPDATE.
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            ("t".to_owned(), "4".to_owned()),
+            (String::new(), String::new())
+        ]
+    );
+}

@@ -1,14 +1,21 @@
 //! The fencing audit: triggers of the checker's own in the replica
-//! database record, for every committed transaction, which epoch it
-//! presented to the fence table and whether it wrote data rows, and every
+//! database record, for every committed transaction, which epoch it wrote
+//! data rows under, which epoch it presented to the fence table, and every
 //! change of a fence row. With PostgreSQL's commit timestamps
 //! (`track_commit_timestamp`, set by the private cluster) that says whether
 //! any data write committed with an epoch older than a fence committed
-//! before it: a write accepted from a fenced epoch.
+//! before it (a write accepted from a fenced epoch), and whether any data
+//! write did not present its epoch to the fence at all.
+//!
+//! A write's epoch is learnt on the data tables' side: recon's store names
+//! a reconciliation batch's scope and epoch in transaction-local settings
+//! (`recon.write_scope`, `recon.write_epoch`) before it checks the fence,
+//! and the data triggers read them. Were the epoch learnt from the fence
+//! insert only, a write that skipped the fence would go unseen.
 //!
 //! Rolled-back transactions leave nothing (the audit rows roll back with
-//! them). Consumer writes (event form) present no epoch and are not
-//! audited. Nothing here is recon's code: the triggers are plain SQL.
+//! them). Consumer writes (event form) name no epoch and are not audited.
+//! Nothing here is recon's code: the triggers are plain SQL.
 
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -18,13 +25,18 @@ use std::time::{Duration, Instant};
 const INSTALL: [&str; 8] = [
     "CREATE TABLE chaos_epochs (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
     "CREATE TABLE chaos_fences (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
-    "CREATE TABLE chaos_writes (txid BIGINT NOT NULL, table_name TEXT NOT NULL)",
+    "CREATE TABLE chaos_writes (txid BIGINT NOT NULL, table_name TEXT NOT NULL, scope TEXT, epoch BIGINT)",
     "CREATE FUNCTION chaos_note_epoch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
        INSERT INTO chaos_epochs VALUES (txid_current(), NEW.scope, NEW.epoch); RETURN NEW; END $$",
     "CREATE FUNCTION chaos_note_fence() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
        INSERT INTO chaos_fences VALUES (txid_current(), NEW.scope, NEW.epoch); RETURN NULL; END $$",
+    // A setting never set in the session reads NULL, one set by an earlier
+    // transaction of the session reads ''.
     "CREATE FUNCTION chaos_note_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-       INSERT INTO chaos_writes VALUES (txid_current(), TG_TABLE_NAME); RETURN NULL; END $$",
+       INSERT INTO chaos_writes VALUES (txid_current(), TG_TABLE_NAME, \
+         nullif(current_setting('recon.write_scope', true), ''), \
+         nullif(current_setting('recon.write_epoch', true), '')::bigint); \
+       RETURN NULL; END $$",
     // Fires for the row an `INSERT … ON CONFLICT` proposes, also when the
     // conflict then changes nothing: the epoch the transaction presented.
     "CREATE TRIGGER chaos_epoch BEFORE INSERT ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_epoch()",
@@ -86,14 +98,16 @@ pub async fn install(replica_db: &str) -> anyhow::Result<()> {
 pub struct Findings {
     /// Committed transactions that wrote data under an epoch.
     pub fenced_writes_checked: u64,
-    /// Those that committed after a newer fence of their scope (or the
-    /// global one) had committed: one line each.
+    /// Those that did not present their epoch to the fence of their scope,
+    /// and those that committed after a newer fence of their scope (or
+    /// the global one) had committed: one line each.
     pub violations: Vec<String>,
 }
 
-/// Reads the audit: every data-writing transaction with an epoch whose
-/// commit came after the commit of a fence change, of its scope or the
-/// global one, to a newer epoch.
+/// Reads the audit: every data-writing transaction with an epoch that did
+/// not present that epoch to its scope's fence, or whose commit came after
+/// the commit of a fence change, of its scope or the global one, to a
+/// newer epoch.
 pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
     let connection = Database::connect(replica_db).await?;
     let backend = connection.get_database_backend();
@@ -101,18 +115,23 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
         |txid: &str| format!("pg_xact_commit_timestamp(({txid} % 4294967296)::text::xid)");
     let written = format!(
         "WITH written AS ( \
-           SELECT e.txid, e.scope, max(e.epoch) AS epoch, {at} AS committed_at \
-           FROM chaos_epochs e WHERE EXISTS (SELECT 1 FROM chaos_writes w WHERE w.txid = e.txid) \
-           GROUP BY e.txid, e.scope), \
-         fenced AS (SELECT f.txid, f.scope, f.epoch, {fence_at} AS committed_at FROM chaos_fences f) \
-         SELECT (SELECT count(*) FROM written) AS checked, \
-           coalesce((SELECT string_agg(w.txid || ' wrote ' || w.scope || ' at epoch ' || w.epoch || \
+           SELECT w.txid, w.scope, max(w.epoch) AS epoch, {at} AS committed_at \
+           FROM chaos_writes w WHERE w.epoch IS NOT NULL GROUP BY w.txid, w.scope), \
+         fenced AS (SELECT f.txid, f.scope, f.epoch, {fence_at} AS committed_at FROM chaos_fences f), \
+         unfenced AS (SELECT w.txid || ' wrote ' || w.scope || ' at epoch ' || w.epoch || \
+             ' committed ' || w.committed_at || ' without presenting it to the fence' AS line \
+           FROM written w WHERE NOT EXISTS (SELECT 1 FROM chaos_epochs e \
+             WHERE e.txid = w.txid AND e.scope = w.scope AND e.epoch = w.epoch)), \
+         late AS (SELECT w.txid || ' wrote ' || w.scope || ' at epoch ' || w.epoch || \
              ' committed ' || w.committed_at || ' after fence ' || f.scope || '=' || f.epoch || \
-             ' committed ' || f.committed_at, E'\\n') \
+             ' committed ' || f.committed_at AS line \
            FROM written w CROSS JOIN LATERAL (SELECT * FROM fenced f WHERE f.scope IN (w.scope, '*') \
              AND f.epoch > w.epoch AND f.committed_at < w.committed_at AND f.txid <> w.txid \
-             ORDER BY f.committed_at LIMIT 1) f), '') AS violations",
-        at = committed("e.txid"),
+             ORDER BY f.committed_at LIMIT 1) f) \
+         SELECT (SELECT count(*) FROM written) AS checked, \
+           coalesce((SELECT string_agg(line, E'\\n') FROM \
+             (SELECT line FROM unfenced UNION ALL SELECT line FROM late) lines), '') AS violations",
+        at = committed("w.txid"),
         fence_at = committed("f.txid"),
     );
     let row = connection
@@ -147,13 +166,25 @@ mod tests {
         "CREATE TABLE replica_memberships (id TEXT PRIMARY KEY)",
     ];
 
-    /// A reconciliation write as recon's store makes it: the fence raise
-    /// of its scope and the data, in one transaction.
+    /// A reconciliation write as recon's store makes it: the epoch named
+    /// in the transaction's settings, the fence raise of its scope and the
+    /// data, in one transaction.
     fn write_at(epoch: u64, name: &str) -> String {
         format!(
             "BEGIN; \
+             SELECT set_config('recon.write_scope', 't1', true), set_config('recon.write_epoch', '{epoch}', true); \
              INSERT INTO fences VALUES ('t1', {epoch}) ON CONFLICT (scope) DO UPDATE \
                SET epoch = excluded.epoch WHERE fences.epoch < excluded.epoch; \
+             INSERT INTO replica_tenants VALUES ('t1', '{name}') ON CONFLICT (id) DO UPDATE SET name = excluded.name; \
+             COMMIT"
+        )
+    }
+
+    /// The same write from a store whose apply path skipped the fence.
+    fn write_skipping_the_fence_at(epoch: u64, name: &str) -> String {
+        format!(
+            "BEGIN; \
+             SELECT set_config('recon.write_scope', 't1', true), set_config('recon.write_epoch', '{epoch}', true); \
              INSERT INTO replica_tenants VALUES ('t1', '{name}') ON CONFLICT (id) DO UPDATE SET name = excluded.name; \
              COMMIT"
         )
@@ -199,6 +230,49 @@ mod tests {
         );
         assert!(
             found.violations[0].contains("after fence *=3"),
+            "{:?}",
+            found.violations
+        );
+        connection.close().await.ok();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_data_write_that_skipped_the_fence_is_found() -> anyhow::Result<()> {
+        let postgres = PrivatePostgres::start().await?;
+        let url = postgres.create_database("audit").await?;
+        let connection = Database::connect(&url).await?;
+        for statement in TABLES {
+            connection.execute_unprepared(statement).await?;
+        }
+        install(&url).await?;
+        connection
+            .execute_unprepared(&write_at(2, "at epoch 2"))
+            .await?;
+        connection
+            .execute_unprepared("INSERT INTO fences VALUES ('*', 3)")
+            .await?;
+        // A zombie of epoch 2 whose store never looked at the fence.
+        connection
+            .execute_unprepared(&write_skipping_the_fence_at(2, "zombie"))
+            .await?;
+        let found = check(&url).await?;
+        assert_eq!(found.fenced_writes_checked, 2);
+        assert_eq!(found.violations.len(), 2, "{:?}", found.violations);
+        assert!(
+            found
+                .violations
+                .iter()
+                .any(|line| line.contains("wrote t1 at epoch 2")
+                    && line.ends_with("without presenting it to the fence")),
+            "{:?}",
+            found.violations
+        );
+        assert!(
+            found
+                .violations
+                .iter()
+                .any(|line| line.contains("after fence *=3")),
             "{:?}",
             found.violations
         );

@@ -6,16 +6,17 @@
 //! checked in SQL ([`recon_monolith::verify`], [`crate::audit`]).
 
 use crate::observe::{Change, Sample};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The invariants, by name (the figures count violations per name).
-pub const INVARIANTS: [&str; 6] = [
+pub const INVARIANTS: [&str; 7] = [
     "converged",
     "unit done once",
     "paused until barrier",
     "no write from a fenced epoch",
     "run ended within max_pause",
+    "requested run started",
     "partitions owned",
 ];
 
@@ -194,6 +195,80 @@ pub fn runs_ended(
     (ends, violations)
 }
 
+/// Every run that an accepted run request named started (its id was seen
+/// in `run/current`). Checked once a final run completed: a request
+/// accepted earlier was served before it, or merged into its request.
+pub fn requested_runs_started(changes: &[Change], requested: &[String]) -> Vec<Violation> {
+    let started: BTreeSet<&str> = changes
+        .iter()
+        .filter(|change| !change.deleted && change.key == "run/current")
+        .filter_map(|change| change.value["run_id"].as_str())
+        .collect();
+    let missing: BTreeSet<&str> = requested
+        .iter()
+        .map(String::as_str)
+        .filter(|run| !started.contains(run))
+        .collect();
+    missing
+        .into_iter()
+        .map(|run| {
+            violation(
+                "requested run started",
+                format!("run {run} was requested, and the request accepted, but it never started"),
+            )
+        })
+        .collect()
+}
+
+/// How long a partition may stay without a consumer while every replica
+/// answers: the session timeout (10 s) for the group coordinator to expire
+/// a member, and as long again for the rebalance.
+pub const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
+
+/// Every partition has an owner whenever every replica answers: Kafka's
+/// group coordinator expires a dead member after the session timeout and
+/// rebalances by itself. A partition left without a consumer for longer
+/// than [`UNOWNED_LIMIT`] while every replica answers (a consumer that lost
+/// its assignment, a rebalance that never finished) is a violation,
+/// recorded once per stretch; nothing is restarted to heal it.
+#[derive(Debug, Default)]
+pub struct OwnershipWatch {
+    /// Since when some partition has had no owner while every replica
+    /// answered, and whether that stretch was reported.
+    unowned_since: Option<(Instant, bool)>,
+}
+
+impl OwnershipWatch {
+    /// Takes one look: the partitions some replica owns, whether every
+    /// replica answered, how many partitions the topic has, the last fault
+    /// injected. A violation when this look ends a stretch's limit.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        owned: &[i64],
+        all_answered: bool,
+        partitions: i64,
+        last_fault: &str,
+    ) -> Option<Violation> {
+        if !all_answered || owned.len() == usize::try_from(partitions).unwrap_or(0) {
+            self.unowned_since = None;
+            return None;
+        }
+        let (since, reported) = self.unowned_since.get_or_insert((now, false));
+        let unowned_for = now.saturating_duration_since(*since);
+        if *reported || unowned_for <= UNOWNED_LIMIT {
+            return None;
+        }
+        *reported = true;
+        Some(violation(
+            "partitions owned",
+            format!(
+                "partitions owned {owned:?} of {partitions} for {unowned_for:?} with every replica answering (last fault: {last_fault})"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +409,68 @@ mod tests {
             !found
                 .iter()
                 .any(|found| found.detail.contains("run slow took"))
+        );
+    }
+
+    #[test]
+    fn a_requested_run_that_never_started_is_a_violation() {
+        let now = Instant::now();
+        let changes = vec![
+            put(
+                now,
+                "run/current",
+                json!({"run_id": "r1", "phase": "pausing"}),
+            ),
+            put(
+                now,
+                "run/current",
+                json!({"run_id": "r1", "phase": "working"}),
+            ),
+            put(now, "runs/r1/barrier", json!({"status": "completed"})),
+        ];
+        let requested = ["r1".to_owned(), "r1".to_owned(), "r2".to_owned()];
+        let found = requested_runs_started(&changes, &requested);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].detail.contains("run r2 "), "{found:?}");
+        assert!(requested_runs_started(&changes, &requested[..2]).is_empty());
+    }
+
+    #[test]
+    fn a_partition_unowned_past_the_limit_with_every_replica_answering_is_one_violation() {
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut watch = OwnershipWatch::default();
+        assert_eq!(watch.observe(at(0), &[0, 1, 2, 3], true, 4, "start"), None);
+        assert_eq!(
+            watch.observe(at(1), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        assert_eq!(
+            watch.observe(at(20), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        let found = watch
+            .observe(at(22), &[0, 1, 2], true, 4, "kill leader")
+            .expect("unowned for 21 s");
+        assert_eq!(found.invariant, "partitions owned");
+        assert!(
+            found.detail.contains("[0, 1, 2] of 4") && found.detail.contains("kill leader"),
+            "{found:?}"
+        );
+        // Once per stretch.
+        assert_eq!(
+            watch.observe(at(40), &[0, 1, 2], true, 4, "kill leader"),
+            None
+        );
+        // A replica that does not answer ends the stretch: its partitions
+        // are the group coordinator's to move, within the session timeout.
+        assert_eq!(watch.observe(at(41), &[0], false, 4, "freeze leader"), None);
+        assert_eq!(watch.observe(at(42), &[0], true, 4, "freeze leader"), None);
+        assert_eq!(watch.observe(at(60), &[0], true, 4, "freeze leader"), None);
+        assert!(
+            watch
+                .observe(at(63), &[0], true, 4, "freeze leader")
+                .is_some()
         );
     }
 }

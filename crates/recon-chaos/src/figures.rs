@@ -1,7 +1,7 @@
 //! The figures of a chaos run: a table for people, JSON for tools.
 
 use crate::checker::INVARIANTS;
-use crate::nemesis::Outcome;
+use crate::outcome::{Evidence, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -43,7 +43,8 @@ pub struct Figures {
     pub seed: u64,
     /// Schedules run.
     pub schedules: usize,
-    /// Schedules whose replica converged and that broke no invariant.
+    /// Schedules that ran to their end, injected every step, gave every
+    /// check something to check and broke no invariant.
     pub schedules_clean: usize,
     /// Seeds of the schedules that did not (replay with `--seed S --schedules 1`).
     pub failed_seeds: Vec<u64>,
@@ -51,6 +52,10 @@ pub struct Figures {
     pub faults: BTreeMap<String, u64>,
     /// Steps skipped for want of a target, by kind.
     pub skipped: BTreeMap<String, u64>,
+    /// Steps whose fault could not be injected (each fails its schedule).
+    pub failed_injections: u64,
+    /// Schedules in which a check had nothing to check (each fails).
+    pub schedules_without_evidence: u64,
     /// Leader kills injected.
     pub leader_kills: u64,
     /// Partitions (from etcd or PostgreSQL) injected.
@@ -74,8 +79,8 @@ pub struct Figures {
     pub unexpected_exits: usize,
     /// Writes accepted, refused (404/409), failed.
     pub writes: [u64; 3],
-    /// Done-records, paused samples and fenced transactions the checks saw.
-    pub evidence: [u64; 3],
+    /// What the checks saw.
+    pub evidence: Evidence,
     /// Wall time of the whole run, in seconds.
     pub seconds: u64,
 }
@@ -93,28 +98,30 @@ impl Figures {
         }
     }
 
-    /// Adds one schedule's outcome (`None` when it could not run to the
-    /// end: it counts as not converged).
+    /// Adds one schedule's outcome (one that could not run to its end
+    /// counts as not converged).
     pub fn add(
         &mut self,
         seed: u64,
         outcome: &Outcome,
-        finished: bool,
         failovers: &mut Vec<u64>,
         converges: &mut Vec<u64>,
     ) {
         self.schedules += 1;
-        if finished && outcome.violations.is_empty() {
+        if outcome.clean() {
             self.schedules_clean += 1;
         } else {
             self.failed_seeds.push(seed);
         }
-        if !finished && outcome.violations.is_empty() {
+        if outcome.error.is_some() && outcome.violations.is_empty() {
             *self.violations.entry("converged".into()).or_default() += 1;
         }
         for (fault, count) in &outcome.injected {
             *self.faults.entry(fault.clone()).or_default() += count;
         }
+        self.failed_injections += outcome.failed_steps.len() as u64;
+        self.schedules_without_evidence +=
+            u64::from(outcome.error.is_none() && !outcome.evidence.missing().is_empty());
         for (fault, count) in &outcome.skipped {
             *self.skipped.entry(fault.clone()).or_default() += count;
         }
@@ -134,8 +141,8 @@ impl Figures {
         self.unexpected_exits += outcome.unexpected_exits;
         for index in 0..3 {
             self.writes[index] += outcome.writes[index];
-            self.evidence[index] += outcome.evidence[index];
         }
+        self.evidence.add(outcome.evidence);
         failovers.extend(&outcome.failover_millis);
         converges.extend(outcome.converge_millis);
     }
@@ -165,6 +172,10 @@ impl Figures {
         if !self.skipped.is_empty() {
             lines.push(format!("skipped (no target)    {:?}", self.skipped));
         }
+        lines.push(format!(
+            "not injected           {} steps (each fails its schedule)",
+            self.failed_injections
+        ));
         lines.push("violations".into());
         for (invariant, count) in &self.violations {
             lines.push(format!("  {invariant:<28} {count}"));
@@ -191,8 +202,14 @@ impl Figures {
         ));
         lines.push(format!(
             "checked                {} done-records, {} paused samples, {} fenced transactions",
-            self.evidence[0], self.evidence[1], self.evidence[2]
+            self.evidence.done_records, self.evidence.paused_samples, self.evidence.fenced_writes
         ));
+        if self.schedules_without_evidence > 0 {
+            lines.push(format!(
+                "nothing checked        in {} schedules (each fails)",
+                self.schedules_without_evidence
+            ));
+        }
         if !self.failed_seeds.is_empty() {
             lines.push(format!("failed seeds           {:?}", self.failed_seeds));
         }

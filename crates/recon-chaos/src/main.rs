@@ -13,6 +13,7 @@ mod figures;
 mod nemesis;
 mod net;
 mod observe;
+mod outcome;
 mod schedule;
 mod workload;
 mod world;
@@ -95,17 +96,14 @@ async fn main() -> anyhow::Result<()> {
         };
         let schedule_started = Instant::now();
         let outcome = nemesis::run(seed, &options, logs.path()).await;
-        let finished = outcome.error.is_none();
-        if let Some(error) = &outcome.error {
-            eprintln!("schedule {seed}: did not finish: {error}");
-        }
-        figures.add(seed, &outcome, finished, &mut failovers, &mut converges);
-        let clean = finished && outcome.violations.is_empty();
+        figures.add(seed, &outcome, &mut failovers, &mut converges);
+        let clean = outcome.clean();
         println!(
-            "schedule {seed}: {} in {} s — {} faults, {} runs completed, {} aborted, {} violations",
+            "schedule {seed}: {} in {} s — {} faults, {} not injected, {} runs completed, {} aborted, {} violations",
             if clean { "clean" } else { "FAILED" },
             schedule_started.elapsed().as_secs(),
             outcome.injected.values().sum::<u64>(),
+            outcome.failed_steps.len(),
             outcome.runs_completed,
             outcome.runs_aborted.len(),
             outcome.violations.len()
@@ -118,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
                     "  violation [{}]: {}",
                     violation.invariant, violation.detail
                 );
+            }
+            for failure in outcome.failures() {
+                println!("  failed: {failure}");
             }
             println!("  replay: cargo run -p recon-chaos -- --seed {seed} --schedules 1");
             println!("  schedule: {}", serde_json::to_string(&outcome.steps)?);

@@ -2,17 +2,18 @@
 //! faults of the schedule, heal, let the last run complete and the backlog
 //! drain, then check.
 
-use crate::checker::{self, Violation};
+use crate::checker::{self, OwnershipWatch, Violation};
 use crate::net::Firewall;
 use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
-use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Step, Target};
+use crate::outcome::{Evidence, Outcome};
+use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Target};
 use crate::workload::{self, Workload};
 use crate::world::{PARTITIONS, Timing, World};
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use recon_monolith::verify::compare_databases;
 use recon_tests::faulty_source::Fault as ProxyFault;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,48 +32,16 @@ pub struct Options {
     pub clients: u64,
 }
 
-/// What one schedule yields for the figures.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// The steps drawn.
-    pub steps: Vec<Step>,
-    /// Faults injected, by name (a step skipped for want of a target is
-    /// not counted).
-    pub injected: BTreeMap<String, u64>,
-    /// Steps skipped for want of a target (no leader answering, etcd
-    /// already stopped), by name.
-    pub skipped: BTreeMap<String, u64>,
-    /// Leader kills injected.
-    pub leader_kills: u64,
-    /// Partitions injected.
-    pub partitions: u64,
-    /// Leader kills at a run phase, by phase reached.
-    pub phases_hit: BTreeMap<String, u64>,
-    /// Broken invariants.
-    pub violations: Vec<Violation>,
-    /// Runs that completed.
-    pub runs_completed: usize,
-    /// Runs aborted (with reasons).
-    pub runs_aborted: Vec<String>,
-    /// Milliseconds from each leader kill to a new leader seen by a member.
-    pub failover_millis: Vec<u64>,
-    /// Milliseconds from heal to converged.
-    pub converge_millis: Option<u64>,
-    /// Replicas that exited without being killed.
-    pub unexpected_exits: usize,
-    /// Why the schedule could not run to its end, if it could not.
-    pub error: Option<String>,
-    /// Writes accepted / refused / failed.
-    pub writes: [u64; 3],
-    /// Evidence that the checks saw something: done-records, paused
-    /// samples, fenced transactions audited.
-    pub evidence: [u64; 3],
-}
+/// How often the upkeep runs while the nemesis waits.
+const UPKEEP_INTERVAL: Duration = Duration::from_millis(200);
 
-/// How long a partition may stay without a consumer while every replica
-/// answers: the session timeout (10 s) for the coordinator to expire a
-/// member, and as long again for the rebalance.
-const UNOWNED_LIMIT: Duration = Duration::from_secs(20);
+/// How often the ownership check runs while the nemesis waits for
+/// something in etcd (well within [`checker::UNOWNED_LIMIT`]).
+const OWNERSHIP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a run request is retried while no replica accepts it (etcd
+/// stopped or restarting).
+const REQUEST_PATIENCE: Duration = Duration::from_secs(15);
 
 /// What the sampler and the nemesis share.
 #[derive(Default)]
@@ -113,11 +82,12 @@ struct Nemesis {
     etcd_down: Vec<(Instant, Instant)>,
     etcd_stopped_at: Option<Instant>,
     kills: Vec<(Instant, String)>,
-    /// Since when some partition has had no owner while every replica
-    /// answered, and whether that stretch was reported.
-    unowned_since: Option<(Instant, bool)>,
+    /// Partitions without a consumer while every replica answers.
+    ownership: OwnershipWatch,
     last_fault: Option<&'static str>,
     firewall: Firewall,
+    /// The runs that answers to the nemesis' run requests named.
+    requested_runs: Vec<String>,
 }
 
 /// Runs schedule `seed`; logs go to `logs`.
@@ -144,9 +114,10 @@ pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
         etcd_down: Vec::new(),
         etcd_stopped_at: None,
         kills: Vec::new(),
-        unowned_since: None,
+        ownership: OwnershipWatch::default(),
         last_fault: None,
         firewall: Firewall::probe(),
+        requested_runs: Vec::new(),
         world,
     };
     if let Err(error) = nemesis.schedule(options).await {
@@ -183,11 +154,9 @@ impl Nemesis {
             let due = start + Duration::from_millis(step.at_millis);
             self.idle_until(due).await?;
             if let Err(error) = self.inject(index, step.fault).await {
-                eprintln!(
-                    "schedule {}: step {index} ({}) failed: {error:#}",
-                    self.seed,
-                    step.fault.name()
-                );
+                let failed = format!("step {index} ({}): {error:#}", step.fault.name());
+                eprintln!("schedule {}: {failed}", self.seed);
+                self.outcome.failed_steps.push(failed);
             }
         }
         self.idle_until(start + options.length).await?;
@@ -209,29 +178,68 @@ impl Nemesis {
         self.check(options).await
     }
 
-    /// Runs the supervisor and the ownership check until `due`, undoing
-    /// timed faults as they expire.
+    /// Runs the upkeep and the ownership check until `due`.
     async fn idle_until(&mut self, due: Instant) -> anyhow::Result<()> {
         loop {
             let now = Instant::now();
-            let mut expired = Vec::new();
-            self.undo.retain(|(at, undo)| {
-                let done = *at <= now;
-                if done {
-                    expired.push(undo.clone());
-                }
-                !done
-            });
-            for undo in expired {
-                self.undo(undo).await?;
-            }
-            self.world.supervise().await?;
-            self.publish_answering();
+            self.upkeep().await?;
             self.watch_ownership().await?;
             if now >= due {
                 return Ok(());
             }
-            tokio::time::sleep((due - now).min(Duration::from_millis(200))).await;
+            tokio::time::sleep((due - now).min(UPKEEP_INTERVAL)).await;
+        }
+    }
+
+    /// What the nemesis keeps doing whatever it waits for: undo the timed
+    /// faults that expired, run the supervisor.
+    async fn upkeep(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.undo.retain(|(at, undo)| {
+            let done = *at <= now;
+            if done {
+                expired.push(undo.clone());
+            }
+            !done
+        });
+        for undo in expired {
+            self.undo(undo).await?;
+        }
+        self.world.supervise().await?;
+        self.publish_answering();
+        Ok(())
+    }
+
+    /// Waits until `found` finds something in etcd's history (looked at
+    /// every 20 ms, so that a short run phase is seen), keeping the upkeep
+    /// going, and the ownership check (a request to every replica) every
+    /// [`OWNERSHIP_INTERVAL`]; fails after `timeout`.
+    async fn wait_in_etcd<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&[Change]) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        let mut next_upkeep = Instant::now();
+        let mut next_ownership = Instant::now() + OWNERSHIP_INTERVAL;
+        loop {
+            if let Some(value) = self.recorder.find(&mut found) {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting in etcd for {what}");
+            }
+            if Instant::now() >= next_upkeep {
+                self.upkeep().await?;
+                next_upkeep = Instant::now() + UPKEEP_INTERVAL;
+            }
+            if Instant::now() >= next_ownership {
+                self.watch_ownership().await?;
+                next_ownership = Instant::now() + OWNERSHIP_INTERVAL;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -239,31 +247,14 @@ impl Nemesis {
         lock(&self.shared).answering = self.world.answering();
     }
 
-    /// Every partition has an owner whenever every replica answers: the
-    /// group coordinator expires a dead member after the session timeout
-    /// (10 s) and rebalances by itself. A partition left without a
-    /// consumer for longer than [`UNOWNED_LIMIT`] while every replica
-    /// answers is a violation (a consumer that lost its assignment, or a
-    /// rebalance that never finished), recorded once per stretch.
+    /// Whether every partition has an owner (see [`OwnershipWatch`]).
     async fn watch_ownership(&mut self) -> anyhow::Result<()> {
         let (owned, all_answered) = self.world.ownership().await;
-        if !all_answered || owned.len() == PARTITIONS as usize {
-            self.unowned_since = None;
-            return Ok(());
-        }
-        let (since, reported) = self.unowned_since.get_or_insert((Instant::now(), false));
-        if !*reported && since.elapsed() > UNOWNED_LIMIT {
-            *reported = true;
-            let since = *since;
-            let after = self.last_fault.unwrap_or("start");
-            self.outcome.violations.push(Violation {
-                invariant: "partitions owned",
-                detail: format!(
-                    "partitions owned {owned:?} of {PARTITIONS} for {:?} with every replica answering (last fault: {after})",
-                    since.elapsed()
-                ),
-            });
-        }
+        let after = self.last_fault.unwrap_or("start");
+        let observed =
+            self.ownership
+                .observe(Instant::now(), &owned, all_answered, PARTITIONS, after);
+        self.outcome.violations.extend(observed);
         Ok(())
     }
 
@@ -412,7 +403,7 @@ impl Nemesis {
                 self.undo.push((after(millis), Undo::Heal(member, link)));
             }
             Fault::RequestRun => {
-                self.request_run_patiently(Duration::from_secs(15)).await?;
+                self.request_run(REQUEST_PATIENCE).await?;
             }
             Fault::Drift => {
                 workload::drift(&self.world.replica_db, self.seed * 100 + index as u64).await?;
@@ -437,11 +428,10 @@ impl Nemesis {
     async fn kill_leader_in(&mut self, phase: RunPhase) -> anyhow::Result<bool> {
         let run = match current_run(&self.recorder.changes()) {
             Some(run) => run,
-            None => self.request_run().await?,
+            None => self.request_run(REQUEST_PATIENCE).await?,
         };
         let reached = self
-            .recorder
-            .wait_for("the run phase", Duration::from_secs(30), |changes| {
+            .wait_in_etcd("the run phase", Duration::from_secs(30), |changes| {
                 in_phase(changes, &run, phase).then_some(())
             })
             .await;
@@ -462,8 +452,7 @@ impl Nemesis {
             // a follower write the last done-record, then kill it.
             self.world.freeze(&leader, true)?;
             let all_done = self
-                .recorder
-                .wait_for("the last done-record", Duration::from_secs(15), |changes| {
+                .wait_in_etcd("the last done-record", Duration::from_secs(15), |changes| {
                     let progress = progress(changes, &run);
                     (progress.units > 0 && progress.done >= progress.units).then_some(())
                 })
@@ -487,13 +476,22 @@ impl Nemesis {
         Ok(true)
     }
 
-    /// [`Self::request_run`], retried for up to `patience` as an operator
-    /// would while etcd is unreachable (the supervisor keeps going).
-    async fn request_run_patiently(&mut self, patience: Duration) -> anyhow::Result<String> {
+    /// Asks an answering replica for a run, retrying for up to `patience`
+    /// as an operator would while etcd is unreachable (the upkeep keeps
+    /// going); the id of the run that will serve the request.
+    ///
+    /// That run may wait behind a run in progress (for as long as
+    /// `max_pause`), so the step does not wait for it to start: the
+    /// checker requires at the end that every run named this way started
+    /// ([`checker::requested_runs_started`]).
+    async fn request_run(&mut self, patience: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + patience;
         loop {
-            match self.request_run().await {
-                Ok(run) => return Ok(run),
+            match self.post_run_request().await {
+                Ok(run) => {
+                    self.requested_runs.push(run.clone());
+                    return Ok(run);
+                }
                 Err(error) if Instant::now() > deadline => return Err(error),
                 Err(_) => {
                     self.idle_until(Instant::now() + Duration::from_secs(1))
@@ -503,28 +501,24 @@ impl Nemesis {
         }
     }
 
-    /// Asks an answering replica for a run; the new run's id.
-    async fn request_run(&self) -> anyhow::Result<String> {
-        let before: BTreeSet<String> = run_ids(&self.recorder.changes());
+    /// `POST /reconcile` to the first answering replica that accepts it;
+    /// the run its answer names (a fresh id, or that of the pending
+    /// request it was merged into).
+    async fn post_run_request(&self) -> anyhow::Result<String> {
         let body = json!({ "allow_mass_delete": true, "confirm_mass_delete": true });
-        let mut last_error = None;
+        let mut last_error = anyhow!("no replica answers");
         for (_, _, port) in self.world.answering() {
             match self.admin.request_run(port, &body).await {
-                Ok(()) => {
-                    last_error = None;
-                    break;
+                Ok(answer) => {
+                    return answer["run_id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .with_context(|| format!("the answer names no run: {answer}"));
                 }
-                Err(error) => last_error = Some(error),
+                Err(error) => last_error = error,
             }
         }
-        if let Some(error) = last_error {
-            return Err(error);
-        }
-        self.recorder
-            .wait_for("a new run", Duration::from_secs(30), |changes| {
-                run_ids(changes).difference(&before).next().cloned()
-            })
-            .await
+        Err(last_error)
     }
 
     /// Cuts (or heals) one replica's link: with iptables where it works,
@@ -581,7 +575,7 @@ impl Nemesis {
             self.wait_barrier(&run, longest).await?;
         }
         for _ in 0..3 {
-            let run = self.request_run_patiently(Duration::from_secs(60)).await?;
+            let run = self.request_run(Duration::from_secs(60)).await?;
             let status = self.wait_barrier(&run, longest).await?;
             if status.starts_with("completed") {
                 return Ok(());
@@ -594,24 +588,16 @@ impl Nemesis {
         bail!("no final run completed in three tries")
     }
 
+    /// Waits for a run's barrier; its status.
     async fn wait_barrier(&mut self, run: &str, timeout: Duration) -> anyhow::Result<String> {
         let key = format!("runs/{run}/barrier");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(change) = self
-                .recorder
-                .changes()
+        self.wait_in_etcd(&format!("the barrier of {run}"), timeout, |changes| {
+            changes
                 .iter()
                 .find(|change| change.key == key && !change.deleted)
-            {
-                return Ok(change.value["status"].as_str().unwrap_or("?").to_owned());
-            }
-            if Instant::now() > deadline {
-                bail!("run {run} got no barrier within {timeout:?}");
-            }
-            self.idle_until(Instant::now() + Duration::from_millis(250))
-                .await?;
-        }
+                .map(|change| change.value["status"].as_str().unwrap_or("?").to_owned())
+        })
+        .await
     }
 
     /// Waits until the relay published everything and the replica equals
@@ -684,6 +670,10 @@ impl Nemesis {
             &self.etcd_down,
         );
         violations.extend(ended);
+        violations.extend(checker::requested_runs_started(
+            &changes,
+            &self.requested_runs,
+        ));
         let audit = crate::audit::check(&self.world.replica_db).await?;
         violations.extend(audit.violations.into_iter().map(|detail| Violation {
             invariant: "no write from a fenced epoch",
@@ -691,11 +681,11 @@ impl Nemesis {
         }));
         self.outcome.runs_completed = ends.completed;
         self.outcome.runs_aborted = ends.aborted;
-        self.outcome.evidence = [
-            checker::done_records(&changes) as u64,
-            checker::paused_samples(&shared.samples) as u64,
-            audit.fenced_writes_checked,
-        ];
+        self.outcome.evidence = Evidence {
+            done_records: checker::done_records(&changes) as u64,
+            paused_samples: checker::paused_samples(&shared.samples) as u64,
+            fenced_writes: audit.fenced_writes_checked,
+        };
         self.outcome.failover_millis = failovers(&self.kills, &shared.leaders);
         self.outcome.unexpected_exits = self.world.unexpected_exits.len();
         Ok(())
@@ -717,15 +707,6 @@ fn failovers(kills: &[(Instant, String)], leaders: &[LeaderSeen]) -> Vec<u64> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Ids of every run seen in `run/current`.
-fn run_ids(changes: &[Change]) -> BTreeSet<String> {
-    changes
-        .iter()
-        .filter(|change| change.key == "run/current" && !change.deleted)
-        .filter_map(|change| change.value["run_id"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// The run in `run/current` that has no barrier yet.

@@ -67,23 +67,9 @@ impl Recorder {
         lock(&self.changes).clone()
     }
 
-    /// Waits until `found` returns something, or fails after `timeout`.
-    pub async fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut found: impl FnMut(&[Change]) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = found(&lock(&self.changes)) {
-                return Ok(value);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting in etcd for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    /// What `found` finds in everything seen so far (without copying it).
+    pub fn find<T>(&self, found: impl FnOnce(&[Change]) -> Option<T>) -> Option<T> {
+        found(&lock(&self.changes))
     }
 }
 
@@ -190,8 +176,9 @@ impl Admin {
             .await?)
     }
 
-    /// `POST /reconcile` with `body`.
-    pub async fn request_run(&self, port: u16, body: &Value) -> anyhow::Result<()> {
+    /// `POST /reconcile` with `body`; the answer (the pending request,
+    /// with the `run_id` of the run that will serve it).
+    pub async fn request_run(&self, port: u16, body: &Value) -> anyhow::Result<Value> {
         let url = format!("http://127.0.0.1:{port}/reconcile");
         let response = self.http.post(&url).json(body).send().await?;
         if !response.status().is_success() {
@@ -201,7 +188,10 @@ impl Admin {
                 response.text().await.unwrap_or_default()
             );
         }
-        Ok(())
+        response
+            .json()
+            .await
+            .with_context(|| format!("parse the answer of POST {url}"))
     }
 }
 

@@ -17,6 +17,11 @@
 //!
 //! Applying a batch twice has no further effect in either form, so a batch
 //! interrupted half-way (the transaction rolls back) is safe to retry.
+//!
+//! On PostgreSQL a reconciliation batch first names its scope and epoch in
+//! transaction-local settings (`recon.write_scope`, `recon.write_epoch`),
+//! apart from the fence check, so that a trigger on a data table can tell
+//! which epoch wrote a row (recon-chaos's fencing audit reads them there).
 
 use crate::fence::{self, FenceToken};
 use crate::schema::{Table, table};
@@ -94,6 +99,7 @@ impl Store {
         let mut outcome = ApplyOutcome::default();
         let selected = match mode {
             WriteMode::Reconcile(token, _) => {
+                name_write_epoch(&transaction, token).await?;
                 fence::check_and_raise(&transaction, token).await?;
                 newest_per_entity(changes.iter())
             }
@@ -206,6 +212,26 @@ async fn take_write_lock(transaction: &DatabaseTransaction) -> Result<()> {
             .await
             .map_err(database("take write lock"))?;
     }
+    Ok(())
+}
+
+/// Names the batch's scope and epoch in settings local to its transaction
+/// (PostgreSQL only), for triggers on the data tables.
+async fn name_write_epoch(transaction: &DatabaseTransaction, token: &FenceToken) -> Result<()> {
+    let backend = transaction.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut binder = Binder::new(backend);
+    let settings = format!(
+        "SELECT set_config('recon.write_scope', {}, true), set_config('recon.write_epoch', {}, true)",
+        binder.bind(token.scope.clone()),
+        binder.bind(token.epoch.to_string())
+    );
+    transaction
+        .execute_raw(binder.statement(settings))
+        .await
+        .map_err(database("name the write's epoch"))?;
     Ok(())
 }
 

@@ -856,6 +856,10 @@ pub struct DrainArgs {
         env = "RECON_BENCH_DRAIN_WORKLOAD"
     )]
     pub workload: DrainWorkload,
+    /// Fail when no event was committed for this long (the group join
+    /// included): an event lost, or the consumer stuck.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), env = "RECON_BENCH_DRAIN_STALL_SECS")]
+    pub stall_secs: u64,
 }
 
 /// The backlog of `recon bench drain`.

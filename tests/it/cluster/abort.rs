@@ -105,7 +105,7 @@ pub(super) async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
     // A unit may still finish between the leader's last read and its
     // barrier: the history has at most what etcd saw.
     ensure!(
-        done_units > 0 && done_units <= record_done_reports(cluster, &run),
+        done_units > 0 && done_units <= record_done_reports(cluster, &run)?,
         "the history kept {done_units} unit reports of the aborted run: {record}"
     );
 
@@ -123,13 +123,13 @@ pub(super) async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
 
 /// Reports in the done-records of `run`, as etcd saw them written (the
 /// last record of each unit).
-fn record_done_reports(cluster: &Cluster, run: &str) -> usize {
+fn record_done_reports(cluster: &Cluster, run: &str) -> anyhow::Result<usize> {
     let last: std::collections::BTreeMap<String, usize> = cluster
         .history
-        .changes()
+        .changes()?
         .done_puts(run)
         .into_iter()
         .map(|(unit, record, _)| (unit, record.reports.len()))
         .collect();
-    last.values().sum()
+    Ok(last.values().sum())
 }

@@ -5,7 +5,7 @@
 
 use super::admin::Admin;
 use super::history::{Changes, History};
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use recon_core::RunStatus;
 use recon_engine::cluster::{Barrier, RunPhase};
 use recon_monolith::Monolith;
@@ -13,7 +13,7 @@ use recon_monolith::seed;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -124,7 +124,7 @@ pub struct Tally {
 /// second put of the same key), none for units outside the plan.
 pub async fn units_done_once(history: &History, run_id: &str) -> anyhow::Result<Tally> {
     history.sync().await?;
-    let changes = history.changes();
+    let changes = history.changes()?;
     let plan = changes
         .plan(run_id)
         .with_context(|| format!("{run_id} has no plan"))?;
@@ -158,12 +158,22 @@ pub async fn units_done_once(history: &History, run_id: &str) -> anyhow::Result<
     Ok(tally)
 }
 
-/// Samples every replica's applied-events counter while a run is current:
-/// a sample counts when the replica had acknowledged the pause before it
-/// was taken and the run was still current (no barrier yet) after.
+/// One reading of a replica's applied-events counter during a pause.
+#[derive(Debug, Clone, Copy)]
+pub struct PauseSample {
+    /// When the counter was read.
+    pub at: Instant,
+    /// Events applied so far by that replica's process.
+    pub applied: u64,
+}
+
+/// Samples every replica's applied-events counter while a run is current,
+/// all replicas at once, a round every 100 ms: a sample counts when the
+/// replica had acknowledged the pause before it was taken and the run was
+/// still current (no barrier yet) after.
 pub struct PauseProbe {
     stop: CancellationToken,
-    task: JoinHandle<BTreeMap<String, Vec<u64>>>,
+    task: JoinHandle<BTreeMap<String, Vec<PauseSample>>>,
 }
 
 impl PauseProbe {
@@ -173,10 +183,16 @@ impl PauseProbe {
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let mut samples: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                let mut samples: BTreeMap<String, Vec<PauseSample>> = BTreeMap::new();
                 while !stop.is_cancelled() {
-                    for (member, port) in &replicas {
-                        if let Ok(Some(value)) = sample(&admin, &run_id, member, *port).await {
+                    let round = futures::future::join_all(
+                        replicas
+                            .iter()
+                            .map(|(member, port)| sample(&admin, &run_id, member, *port)),
+                    )
+                    .await;
+                    for ((member, _), taken) in replicas.iter().zip(round) {
+                        if let Ok(Some(value)) = taken {
                             samples.entry(member.clone()).or_default().push(value);
                         }
                     }
@@ -189,7 +205,7 @@ impl PauseProbe {
     }
 
     /// Stops sampling; the samples per member.
-    pub async fn stop(self) -> anyhow::Result<BTreeMap<String, Vec<u64>>> {
+    pub async fn stop(self) -> anyhow::Result<BTreeMap<String, Vec<PauseSample>>> {
         self.stop.cancel();
         self.task.await.context("pause probe task")
     }
@@ -200,7 +216,7 @@ async fn sample(
     run_id: &str,
     member: &str,
     port: u16,
-) -> anyhow::Result<Option<u64>> {
+) -> anyhow::Result<Option<PauseSample>> {
     let before = admin.cluster(port).await?;
     let acknowledged =
         before.status.run.as_ref().is_some_and(|run| {
@@ -210,19 +226,26 @@ async fn sample(
         return Ok(None);
     }
     let applied = admin.events_applied(port).await?;
+    let at = Instant::now();
     let after = admin.cluster(port).await?;
-    Ok((after.run_id() == Some(run_id)).then_some(applied))
+    Ok((after.run_id() == Some(run_id)).then_some(PauseSample { at, applied }))
 }
 
 /// Fails unless every sampled replica's counter stayed flat, and each of
 /// `members` was sampled at least `min_samples` times.
 pub fn ensure_flat(
-    samples: &BTreeMap<String, Vec<u64>>,
+    samples: &BTreeMap<String, Vec<PauseSample>>,
     members: &[String],
     min_samples: usize,
 ) -> anyhow::Result<()> {
     for member in members {
-        let values = samples.get(member).map(Vec::as_slice).unwrap_or_default();
+        let values: Vec<u64> = samples
+            .get(member)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|sample| sample.applied)
+            .collect();
         ensure!(
             values.len() >= min_samples,
             "{member} was sampled only {} times during the pause",
@@ -231,6 +254,88 @@ pub fn ensure_flat(
         ensure!(
             values.iter().all(|value| *value == values[0]),
             "{member} applied events between its pause acknowledgement and the barrier: {values:?}"
+        );
+    }
+    Ok(())
+}
+
+/// When a member's pause began and ended, as etcd's history saw it: its
+/// acknowledgement of the run, and the run's barrier.
+#[derive(Debug, Clone, Copy)]
+pub struct PauseWindow {
+    /// The first put of the member's acknowledgement key.
+    pub acknowledged: Instant,
+    /// The barrier's put.
+    pub barrier: Instant,
+}
+
+/// The pause window of each of `members` in run `run_id` (its barrier
+/// written); fails if a member never acknowledged.
+pub async fn pause_windows(
+    history: &History,
+    run_id: &str,
+    members: &[String],
+) -> anyhow::Result<BTreeMap<String, PauseWindow>> {
+    history.sync().await?;
+    let changes = history.changes()?;
+    let (_, barrier) = changes
+        .barrier(run_id)
+        .with_context(|| format!("{run_id} has no barrier"))?;
+    let mut windows = BTreeMap::new();
+    for member in members {
+        let key = format!("runs/{run_id}/acks/{}", member.replace('/', "%2F"));
+        let acknowledged = changes
+            .iter()
+            .find(|change| change.key == key && !change.deleted)
+            .with_context(|| format!("{member} never acknowledged the pause of {run_id}"))?;
+        windows.insert(
+            member.clone(),
+            PauseWindow {
+                acknowledged: acknowledged.seen_at,
+                barrier: barrier.seen_at,
+            },
+        );
+    }
+    Ok(windows)
+}
+
+/// How much of a pause, at either end, may go unsampled: a few rounds of
+/// the probe.
+pub const SAMPLE_SLACK: Duration = Duration::from_secs(2);
+
+/// Fails unless each member's counter stayed flat over samples that span
+/// its pause. The counter only grows, so flat from the first sample to the
+/// last is flat in between; what is not sampled is the stretch before the
+/// first and after the last, so the first must come within
+/// [`SAMPLE_SLACK`] of the member's acknowledgement and the last within
+/// [`SAMPLE_SLACK`] of the barrier.
+pub fn ensure_flat_across_the_pause(
+    samples: &BTreeMap<String, Vec<PauseSample>>,
+    windows: &BTreeMap<String, PauseWindow>,
+) -> anyhow::Result<()> {
+    for (member, window) in windows {
+        let taken = samples.get(member).map(Vec::as_slice).unwrap_or_default();
+        let (Some(first), Some(last)) = (taken.first(), taken.last()) else {
+            bail!("{member} was not sampled during its pause");
+        };
+        let unseen_at_start = first.at.saturating_duration_since(window.acknowledged);
+        ensure!(
+            unseen_at_start <= SAMPLE_SLACK,
+            "{member}'s first sample came {unseen_at_start:?} after its pause acknowledgement \
+             ({} samples): the start of its pause went unseen",
+            taken.len()
+        );
+        let unseen_at_end = window.barrier.saturating_duration_since(last.at);
+        ensure!(
+            unseen_at_end <= SAMPLE_SLACK,
+            "{member}'s last sample came {unseen_at_end:?} before the barrier \
+             ({} samples): the end of its pause went unseen",
+            taken.len()
+        );
+        let applied: Vec<u64> = taken.iter().map(|sample| sample.applied).collect();
+        ensure!(
+            first.applied == last.applied,
+            "{member} applied events between its pause acknowledgement and the barrier: {applied:?}"
         );
     }
     Ok(())
@@ -270,4 +375,50 @@ pub fn check_counters(
         tally.units
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: Instant, from_secs: u64, to_secs: u64) -> PauseWindow {
+        PauseWindow {
+            acknowledged: start + Duration::from_secs(from_secs),
+            barrier: start + Duration::from_secs(to_secs),
+        }
+    }
+
+    fn samples_at(start: Instant, readings: &[(u64, u64)]) -> Vec<PauseSample> {
+        readings
+            .iter()
+            .map(|(millis, applied)| PauseSample {
+                at: start + Duration::from_millis(*millis),
+                applied: *applied,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pause_samples_must_span_the_pause_and_stay_flat() {
+        let start = Instant::now();
+        let windows = BTreeMap::from([("r1".to_owned(), window(start, 1, 11))]);
+        let check = |readings: &[(u64, u64)]| {
+            let samples = BTreeMap::from([("r1".to_owned(), samples_at(start, readings))]);
+            ensure_flat_across_the_pause(&samples, &windows)
+        };
+        // From just after the acknowledgement to just before the barrier.
+        check(&[(1_200, 7), (5_000, 7), (10_500, 7)]).expect("spans the pause");
+        // One sample, early in the pause: the rest of it went unseen.
+        let early = check(&[(1_200, 7)]).expect_err("one sample spans nothing");
+        assert!(early.to_string().contains("r1"), "{early}");
+        // Samples that begin late, or end early.
+        check(&[(5_000, 7), (10_500, 7)]).expect_err("starts late");
+        check(&[(1_200, 7), (5_000, 7)]).expect_err("ends early");
+        // Spanning, but the counter moved.
+        check(&[(1_200, 7), (5_000, 8), (10_500, 8)]).expect_err("applied during the pause");
+        // A member without samples at all.
+        let none =
+            ensure_flat_across_the_pause(&BTreeMap::new(), &windows).expect_err("no samples");
+        assert!(none.to_string().contains("r1"), "{none}");
+    }
 }

@@ -2,8 +2,8 @@
 //! monolith wrote during the run is applied after the barrier.
 
 use super::checks::{
-    PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
-    wait_until_paused,
+    PauseProbe, Writer, ensure_completed, ensure_flat_across_the_pause, pause_windows,
+    units_done_once, wait_for_barrier, wait_until_paused,
 };
 use super::fixture::{Cluster, Settings};
 use anyhow::ensure;
@@ -59,7 +59,8 @@ async fn run_spreads_units(cluster: &Cluster) -> anyhow::Result<()> {
         tally.done_by
     );
     let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
-    ensure_flat(&samples, &ids, 1)?;
+    let windows = pause_windows(&cluster.history, &run, &ids).await?;
+    ensure_flat_across_the_pause(&samples, &windows)?;
     ensure!(
         written_during_run > 0,
         "the monolith changed nothing while the consumers were paused"
@@ -68,7 +69,10 @@ async fn run_spreads_units(cluster: &Cluster) -> anyhow::Result<()> {
     cluster.wait_until_equal("after the run").await?;
     let mut applied_after = 0;
     for (member, port) in &members {
-        let last_paused = samples[member].last().copied().unwrap_or_default();
+        let last_paused = samples[member]
+            .last()
+            .map(|sample| sample.applied)
+            .unwrap_or_default();
         applied_after += cluster.admin.events_applied(*port).await? - last_paused;
     }
     eprintln!(

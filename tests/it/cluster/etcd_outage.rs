@@ -28,7 +28,7 @@ async fn etcd_outage(cluster: &mut Cluster) -> anyhow::Result<()> {
     // Everything written before the freeze, members' keys included.
     cluster.history.sync().await?;
     let before_freeze = cluster.history.len();
-    let members = registered_members(&cluster.history.changes());
+    let members = registered_members(&cluster.history.changes()?);
     ensure!(
         members.len() == cluster.live_ports().len(),
         "members registered before the outage: {members:?}"

@@ -234,7 +234,7 @@ async fn freeze_when_idle_then_kill(
             (done >= plan.units.len()).then_some(plan.units.len())
         })
         .await?;
-    let changes = cluster.history.changes();
+    let changes = cluster.history.changes()?;
     ensure!(
         changes.barrier(run).is_none(),
         "the barrier was written while the leader was frozen"

@@ -583,7 +583,7 @@ impl Cluster {
     pub fn run_epoch(&self, run: &str) -> anyhow::Result<u64> {
         use super::history::Changes as _;
         self.history
-            .changes()
+            .changes()?
             .run_states(run)
             .last()
             .map(|(_, state)| state.epoch)
@@ -703,7 +703,7 @@ fn spec(seed: u64) -> SeedSpec {
     }
 }
 
-fn etcd_endpoints() -> anyhow::Result<Vec<String>> {
+pub(super) fn etcd_endpoints() -> anyhow::Result<Vec<String>> {
     let value = std::env::var("RECON_TEST_ETCD_ENDPOINTS").unwrap_or_default();
     let endpoints: Vec<String> = value
         .split(',')

@@ -83,7 +83,7 @@ pub(super) async fn kill_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::R
     );
     let claimants: Vec<String> = cluster
         .history
-        .changes()
+        .changes()?
         .claim_puts(&run)
         .into_iter()
         .filter(|(claimed, _)| *claimed == unit)

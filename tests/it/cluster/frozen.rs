@@ -107,7 +107,7 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     cluster.history.sync().await?;
     let late_done: Vec<String> = cluster
         .history
-        .changes()
+        .changes()?
         .done_puts(&run)
         .into_iter()
         .filter(|(_, _, change)| change.revision > thawed_revision)
@@ -119,7 +119,7 @@ async fn freeze_a_follower_mid_unit(cluster: &mut Cluster) -> anyhow::Result<()>
     );
     let done = cluster
         .history
-        .changes()
+        .changes()?
         .done_puts(&run)
         .into_iter()
         .rev()

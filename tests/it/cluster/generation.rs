@@ -5,8 +5,8 @@
 
 use super::checks::{Writer, ensure_completed, wait_for_barrier};
 use super::fixture::{Cluster, Settings};
+use super::history::Changes as _;
 use anyhow::{Context, ensure};
-use recon_engine::cluster::RunState;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,13 +45,12 @@ async fn restore_triggers(cluster: &Cluster) -> anyhow::Result<()> {
     let restored = cluster.monolith.restore(backup).await?;
 
     let run = cluster.history.wait_for_new_run(seen).await?;
-    let state: RunState = cluster
+    let (_, state) = cluster
         .history
-        .changes()
-        .iter()
-        .filter(|change| change.key == "run/current" && !change.deleted)
-        .filter_map(|change| serde_json::from_slice::<RunState>(&change.value).ok())
-        .find(|state| state.run_id == run)
+        .changes()?
+        .run_states(&run)
+        .into_iter()
+        .next()
         .context("the run's state")?;
     ensure!(
         state

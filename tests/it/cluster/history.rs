@@ -11,10 +11,17 @@
 //! recorder reads the node's value right away: two writes in quick
 //! succession may both be seen with the later value (never out of order).
 //! Keys are the same on both: the path below `<prefix>/`.
+//!
+//! Values are decoded as they arrive, by key (`run/current`, a run's plan,
+//! plan pages, assignments, claims, done-records, barrier; see the layout
+//! in recon-etcd and recon-zookeeper). A value that does not decode is not
+//! dropped: it fails every later wait and every read of the history, so a
+//! change of the stored format fails the tests instead of thinning out
+//! what they check.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use etcd_client::{Client, EventType, WatchOptions};
-use recon_engine::cluster::{Barrier, DoneRecord, Plan, RunState, UnitPlan};
+use recon_engine::cluster::{Barrier, DoneRecord, Plan, PlanHeader, RunState, UnitPlan};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,11 +43,99 @@ pub struct Change {
     pub value: Vec<u8>,
     /// A delete (or a lease expiry).
     pub deleted: bool,
+    /// The value, decoded by its key.
+    pub entry: Entry,
 }
 
-impl Change {
-    fn decode<T: DeserializeOwned>(&self) -> Option<T> {
-        serde_json::from_slice(&self.value).ok()
+/// A value put under a key the tests read, decoded.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// `run/current`.
+    Run(Box<RunState>),
+    /// `runs/<run>/plan`: the plan without its units, and its pages.
+    Plan(Box<Plan>, usize),
+    /// `runs/<run>/plan-pages/<index>`.
+    PlanPage(Vec<UnitPlan>),
+    /// `runs/<run>/assign/<unit>`: the assignee.
+    Assignment(String),
+    /// `runs/<run>/claims/<unit>`: the claimant.
+    Claim(String),
+    /// `runs/<run>/done/<unit>`.
+    Done(Box<DoneRecord>),
+    /// `runs/<run>/barrier`.
+    Barrier(Box<Barrier>),
+    /// A delete, or a key the tests read raw.
+    Other,
+}
+
+impl Entry {
+    /// Decodes the value put under `key` (below the prefix); fails if a
+    /// key the tests read holds what the engine's types cannot read.
+    pub fn decode(key: &str, value: &[u8]) -> anyhow::Result<Entry> {
+        let segments: Vec<&str> = key.split('/').collect();
+        let entry = match segments.as_slice() {
+            ["run", "current"] => Entry::Run(parse(key, value)?),
+            ["runs", _, "plan"] => {
+                let header: PlanHeader = parse(key, value)?;
+                Entry::Plan(Box::new(header.plan), header.pages)
+            }
+            ["runs", _, "plan-pages", _] => Entry::PlanPage(parse(key, value)?),
+            ["runs", _, "assign", _] => Entry::Assignment(parse(key, value)?),
+            ["runs", _, "claims", _] => Entry::Claim(parse(key, value)?),
+            ["runs", _, "done", _] => Entry::Done(parse(key, value)?),
+            ["runs", _, "barrier"] => Entry::Barrier(parse(key, value)?),
+            _ => Entry::Other,
+        };
+        Ok(entry)
+    }
+}
+
+fn parse<T: DeserializeOwned>(key: &str, value: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(value).with_context(|| {
+        format!(
+            "the value of {key} does not decode as {}: {}",
+            std::any::type_name::<T>(),
+            String::from_utf8_lossy(value)
+        )
+    })
+}
+
+/// What the watch delivered so far, and what of it did not decode.
+#[derive(Default)]
+struct Recorded {
+    changes: Vec<Change>,
+    undecodable: Vec<String>,
+}
+
+impl Recorded {
+    /// Records one change, decoding its value.
+    fn push(&mut self, key: String, revision: i64, value: Vec<u8>, deleted: bool) {
+        let entry = if deleted {
+            Ok(Entry::Other)
+        } else {
+            Entry::decode(&key, &value)
+        };
+        match entry {
+            Ok(entry) => self.changes.push(Change {
+                seen_at: Instant::now(),
+                key,
+                revision,
+                value,
+                deleted,
+                entry,
+            }),
+            Err(error) => self.undecodable.push(format!("{error:#}")),
+        }
+    }
+
+    /// Fails if any value did not decode.
+    fn ensure_decoded(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.undecodable.is_empty(),
+            "the coordinator holds values the tests cannot read:\n{}",
+            self.undecodable.join("\n")
+        );
+        Ok(())
     }
 }
 
@@ -52,7 +147,7 @@ enum Writer {
 
 /// The recorder; stops watching when dropped.
 pub struct History {
-    changes: Arc<Mutex<Vec<Change>>>,
+    recorded: Arc<Mutex<Recorded>>,
     seen: watch::Receiver<usize>,
     writer: Writer,
     prefix: String,
@@ -77,29 +172,28 @@ impl History {
             .watch(format!("{prefix}/"), Some(options))
             .await
             .context("watch the service prefix")?;
-        let changes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
         let (count, seen) = watch::channel(0usize);
-        let recorded = changes.clone();
+        let recording = recorded.clone();
         let key_prefix = format!("{prefix}/");
         let task = tokio::spawn(async move {
             while let Ok(Some(response)) = stream.message().await {
-                let mut all = lock(&recorded);
+                let mut all = lock(&recording);
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key());
-                    all.push(Change {
-                        seen_at: Instant::now(),
-                        key: key.strip_prefix(&key_prefix).unwrap_or(&key).to_owned(),
-                        revision: kv.mod_revision(),
-                        value: kv.value().to_vec(),
-                        deleted: event.event_type() == EventType::Delete,
-                    });
+                    all.push(
+                        key.strip_prefix(&key_prefix).unwrap_or(&key).to_owned(),
+                        kv.mod_revision(),
+                        kv.value().to_vec(),
+                        event.event_type() == EventType::Delete,
+                    );
                 }
-                count.send_replace(all.len());
+                count.send_replace(all.changes.len() + all.undecodable.len());
             }
         });
         Ok(Self {
-            changes,
+            recorded,
             seen,
             writer: Writer::Etcd(Box::new(client)),
             prefix: prefix.to_owned(),
@@ -126,9 +220,9 @@ impl History {
             .watch(prefix, zk::AddWatchMode::PersistentRecursive)
             .await
             .context("watch the service node")?;
-        let changes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
         let (count, seen) = watch::channel(0usize);
-        let recorded = changes.clone();
+        let recording = recorded.clone();
         let key_prefix = format!("{prefix}/");
         let reader = client.clone();
         let task = tokio::spawn(async move {
@@ -151,19 +245,13 @@ impl History {
                     }
                     _ => continue,
                 };
-                let mut all = lock(&recorded);
-                all.push(Change {
-                    seen_at: Instant::now(),
-                    key,
-                    revision: event.zxid,
-                    value,
-                    deleted,
-                });
-                count.send_replace(all.len());
+                let mut all = lock(&recording);
+                all.push(key, event.zxid, value, deleted);
+                count.send_replace(all.changes.len() + all.undecodable.len());
             }
         });
         Ok(Self {
-            changes,
+            recorded,
             seen,
             writer: Writer::ZooKeeper(client),
             prefix: prefix.to_owned(),
@@ -171,9 +259,11 @@ impl History {
         })
     }
 
-    /// A copy of everything seen so far.
-    pub fn changes(&self) -> Vec<Change> {
-        lock(&self.changes).clone()
+    /// A copy of everything seen so far; fails if a value did not decode.
+    pub fn changes(&self) -> anyhow::Result<Vec<Change>> {
+        let recorded = lock(&self.recorded);
+        recorded.ensure_decoded()?;
+        Ok(recorded.changes.clone())
     }
 
     /// Waits until the watch has delivered everything written before this
@@ -216,7 +306,8 @@ impl History {
         .await
     }
 
-    /// Waits until `found` returns something for the changes seen so far.
+    /// Waits until `found` returns something for the changes seen so far;
+    /// fails as soon as a value did not decode.
     pub async fn wait_for<T>(
         &self,
         what: &str,
@@ -226,8 +317,12 @@ impl History {
         let deadline = Instant::now() + timeout;
         let mut seen = self.seen.clone();
         loop {
-            if let Some(value) = found(&lock(&self.changes)) {
-                return Ok(value);
+            {
+                let recorded = lock(&self.recorded);
+                recorded.ensure_decoded()?;
+                if let Some(value) = found(&recorded.changes) {
+                    return Ok(value);
+                }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -243,39 +338,53 @@ impl History {
         self.wait_for("a run to start", Duration::from_secs(20), |changes| {
             changes[after.min(changes.len())..]
                 .iter()
-                .filter(|change| change.key == "run/current" && !change.deleted)
-                .find_map(|change| change.decode::<RunState>())
-                .map(|run| run.run_id)
+                .find_map(|change| match &change.entry {
+                    Entry::Run(run) => Some(run.run_id.clone()),
+                    _ => None,
+                })
         })
         .await
     }
 
     /// How many changes were seen so far.
     pub fn len(&self) -> usize {
-        lock(&self.changes).len()
+        lock(&self.recorded).changes.len()
     }
 }
 
-/// Queries over recorded changes.
+/// Queries over recorded changes (decoded as they were recorded, so
+/// nothing is dropped here).
 pub trait Changes {
     /// The states `run/current` went through for `run_id`, in order.
     fn run_states(&self, run_id: &str) -> Vec<(Change, RunState)>;
-    /// The plan of a run.
+    /// The plan of a run (its latest header and the pages it names).
     fn plan(&self, run_id: &str) -> Option<Plan>;
     /// Every put of a done-record of a run: (unit, record, change).
     fn done_puts(&self, run_id: &str) -> Vec<(String, DoneRecord, Change)>;
     /// Every claim put of a run: (unit, member).
     fn claim_puts(&self, run_id: &str) -> Vec<(String, String)>;
+    /// Every assignment put of a run: (unit, member).
+    fn assignment_puts(&self, run_id: &str) -> Vec<(String, String)>;
     /// The barrier of a run.
     fn barrier(&self, run_id: &str) -> Option<(Barrier, Change)>;
+}
+
+/// The unit of `key` if it is `runs/<run_id>/<collection>/<unit>`.
+fn unit_of<'a>(key: &'a str, run_id: &str, collection: &str) -> Option<&'a str> {
+    key.strip_prefix("runs/")?
+        .strip_prefix(run_id)?
+        .strip_prefix('/')?
+        .strip_prefix(collection)?
+        .strip_prefix('/')
 }
 
 impl Changes for [Change] {
     fn run_states(&self, run_id: &str) -> Vec<(Change, RunState)> {
         self.iter()
-            .filter(|change| change.key == "run/current" && !change.deleted)
-            .filter_map(|change| Some((change.clone(), change.decode::<RunState>()?)))
-            .filter(|(_, run)| run.run_id == run_id)
+            .filter_map(|change| match &change.entry {
+                Entry::Run(run) if run.run_id == run_id => Some((change.clone(), (**run).clone())),
+                _ => None,
+            })
             .collect()
     }
 
@@ -287,34 +396,54 @@ impl Changes for [Change] {
                 .rev()
                 .find(|change| change.key == key && !change.deleted)
         };
-        let header: serde_json::Value = latest(&format!("runs/{run_id}/plan"))?.decode()?;
-        let mut plan: Plan = serde_json::from_value(header.get("plan")?.clone()).ok()?;
-        let pages = header.get("pages")?.as_u64()?;
-        for index in 0..pages {
-            let page = latest(&format!("runs/{run_id}/plan-pages/{index:06}"))?;
-            plan.units.extend(page.decode::<Vec<UnitPlan>>()?);
+        let Entry::Plan(plan, pages) = &latest(&format!("runs/{run_id}/plan"))?.entry else {
+            return None;
+        };
+        let mut plan = (**plan).clone();
+        for index in 0..*pages {
+            let Entry::PlanPage(units) =
+                &latest(&format!("runs/{run_id}/plan-pages/{index:06}"))?.entry
+            else {
+                return None;
+            };
+            plan.units.extend(units.iter().cloned());
         }
         Some(plan)
     }
 
     fn done_puts(&self, run_id: &str) -> Vec<(String, DoneRecord, Change)> {
-        let prefix = format!("runs/{run_id}/done/");
         self.iter()
-            .filter(|change| !change.deleted)
-            .filter_map(|change| {
-                let unit = change.key.strip_prefix(&prefix)?;
-                Some((unit.to_owned(), change.decode()?, change.clone()))
+            .filter_map(|change| match &change.entry {
+                Entry::Done(record) => Some((
+                    unit_of(&change.key, run_id, "done")?.to_owned(),
+                    (**record).clone(),
+                    change.clone(),
+                )),
+                _ => None,
             })
             .collect()
     }
 
     fn claim_puts(&self, run_id: &str) -> Vec<(String, String)> {
-        let prefix = format!("runs/{run_id}/claims/");
         self.iter()
-            .filter(|change| !change.deleted)
-            .filter_map(|change| {
-                let unit = change.key.strip_prefix(&prefix)?;
-                Some((unit.to_owned(), change.decode()?))
+            .filter_map(|change| match &change.entry {
+                Entry::Claim(member) => Some((
+                    unit_of(&change.key, run_id, "claims")?.to_owned(),
+                    member.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assignment_puts(&self, run_id: &str) -> Vec<(String, String)> {
+        self.iter()
+            .filter_map(|change| match &change.entry {
+                Entry::Assignment(member) => Some((
+                    unit_of(&change.key, run_id, "assign")?.to_owned(),
+                    member.clone(),
+                )),
+                _ => None,
             })
             .collect()
     }
@@ -322,13 +451,76 @@ impl Changes for [Change] {
     fn barrier(&self, run_id: &str) -> Option<(Barrier, Change)> {
         let key = format!("runs/{run_id}/barrier");
         self.iter()
-            .find(|change| change.key == key && !change.deleted)
-            .and_then(|change| Some((change.decode()?, change.clone())))
+            .filter(|change| change.key == key)
+            .find_map(|change| match &change.entry {
+                Entry::Barrier(barrier) => Some(((**barrier).clone(), change.clone())),
+                _ => None,
+            })
     }
 }
 
-fn lock(changes: &Mutex<Vec<Change>>) -> MutexGuard<'_, Vec<Change>> {
-    changes
+fn lock(recorded: &Mutex<Recorded>) -> MutexGuard<'_, Recorded> {
+    recorded
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_the_tests_read_must_decode_and_others_are_kept_raw() {
+        for key in [
+            "run/current",
+            "runs/r1/plan",
+            "runs/r1/plan-pages/000000",
+            "runs/r1/assign/u1",
+            "runs/r1/claims/u1",
+            "runs/r1/done/u1",
+            "runs/r1/barrier",
+        ] {
+            let error = Entry::decode(key, b"{not json").expect_err(key);
+            assert!(format!("{error:#}").contains(key), "{error:#}");
+        }
+        assert!(matches!(
+            Entry::decode("runs/r1/claims/u1", b"\"r2\"").expect("a member id"),
+            Entry::Claim(member) if member == "r2"
+        ));
+        // Raw values, and ZooKeeper's parent nodes (no value of their own).
+        for key in [
+            "members/r1",
+            "election/694d8b2f",
+            "test-sync",
+            "run",
+            "runs/r1",
+            "runs/r1/done",
+            "runs/r1/acks/r1",
+        ] {
+            assert!(matches!(
+                Entry::decode(key, b"raw").expect(key),
+                Entry::Other
+            ));
+        }
+    }
+
+    /// A done-record the engine's types cannot read fails the recorder's
+    /// next wait (here: `sync`), instead of being dropped from the queries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_value_that_does_not_decode_fails_the_recorder() -> anyhow::Result<()> {
+        let endpoints = super::super::fixture::etcd_endpoints()?;
+        let prefix = format!("/recon/history-{}", uuid::Uuid::new_v4().simple());
+        let history = History::start(&endpoints, &prefix).await?;
+        let mut client = Client::connect(&endpoints, None).await?;
+        client
+            .put(format!("{prefix}/runs/r1/done/u1"), "{\"member\": 7", None)
+            .await?;
+        let error = history
+            .sync()
+            .await
+            .expect_err("a done-record that does not decode was recorded as if nothing happened");
+        let message = format!("{error:#}");
+        assert!(message.contains("runs/r1/done/u1"), "{message}");
+        Ok(())
+    }
 }

@@ -116,7 +116,7 @@ async fn dashboards_and_alerts(cluster: &Cluster, rules: &Path) -> anyhow::Resul
 
     // The run's report is its plan's tenant list and its done-records.
     cluster.history.sync().await?;
-    let changes = cluster.history.changes();
+    let changes = cluster.history.changes()?;
     let plan = changes.plan(&run).context("the run has no plan")?;
     let mut units: Vec<UnitReport> = vec![plan.tenant_list];
     for (_, record, _) in changes.done_puts(&run) {

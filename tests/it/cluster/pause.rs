@@ -85,7 +85,7 @@ pub(super) async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Resu
     .await?;
     cluster.history.sync().await?;
     ensure!(
-        cluster.history.changes().barrier(&run).is_none(),
+        cluster.history.changes()?.barrier(&run).is_none(),
         "the run ended before the rebalance and the writes; the pause was not tested"
     );
 
@@ -106,7 +106,9 @@ pub(super) async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Resu
     ensure_flat(&samples, &ids, 3)?;
     ensure_flat(&late_samples, std::slice::from_ref(&joined_id), 2)?;
     ensure!(
-        late_samples[&joined_id].iter().all(|applied| *applied == 0),
+        late_samples[&joined_id]
+            .iter()
+            .all(|sample| sample.applied == 0),
         "the replica that joined during the pause applied events before the barrier: {:?}",
         late_samples[&joined_id]
     );
@@ -122,7 +124,8 @@ pub(super) async fn join_during_the_pause(cluster: &mut Cluster) -> anyhow::Resu
         let during = samples
             .get(member)
             .or(late_samples.get(member))
-            .and_then(|values| values.last().copied())
+            .and_then(|values| values.last())
+            .map(|sample| sample.applied)
             .unwrap_or_default();
         applied_after += cluster.admin.events_applied(*port).await? - during;
     }

@@ -6,9 +6,11 @@
 //! open for ever without a leader).
 
 use super::checks::{
-    PauseProbe, Writer, ensure_completed, ensure_flat, units_done_once, wait_for_barrier,
+    PauseProbe, Writer, ensure_completed, ensure_flat_across_the_pause, pause_windows,
+    units_done_once, wait_for_barrier,
 };
 use super::fixture::{Cluster, Settings, wait_until};
+use super::history::Changes as _;
 use anyhow::ensure;
 use recon_core::RunStatus;
 use recon_engine::cluster::ORPHAN_GRACE;
@@ -52,15 +54,15 @@ async fn pause_only_member(cluster: &mut Cluster) -> anyhow::Result<()> {
         took < Duration::from_secs(MAX_PAUSE_SECS),
         "the run took {took:?}, as long as max_pause"
     );
-    ensure_flat(&samples, std::slice::from_ref(&id), 1)?;
+    let windows = pause_windows(&cluster.history, &run, std::slice::from_ref(&id)).await?;
+    ensure_flat_across_the_pause(&samples, &windows)?;
 
-    let assign_prefix = format!("runs/{run}/assign/");
     let assignees: Vec<String> = cluster
         .history
-        .changes()
-        .iter()
-        .filter(|change| change.key.starts_with(&assign_prefix) && !change.deleted)
-        .filter_map(|change| serde_json::from_slice(&change.value).ok())
+        .changes()?
+        .assignment_puts(&run)
+        .into_iter()
+        .map(|(_, member)| member)
         .collect();
     ensure!(!assignees.is_empty(), "no unit was assigned");
     ensure!(

@@ -4,9 +4,8 @@
 //! slot is served twice.
 
 use super::fixture::{Cluster, Settings};
-use super::history::Changes as _;
+use super::history::{Changes as _, Entry};
 use anyhow::ensure;
-use recon_engine::cluster::RunState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -20,36 +19,41 @@ async fn runs_start_on_schedule_once_per_slot() -> anyhow::Result<()> {
 }
 
 /// Every run started by the schedule, by run id, with its request's origin.
-fn scheduled_runs(cluster: &Cluster) -> BTreeMap<String, String> {
-    cluster
+fn scheduled_runs(cluster: &Cluster) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(cluster
         .history
-        .changes()
+        .changes()?
         .iter()
-        .filter(|change| change.key == "run/current" && !change.deleted)
-        .filter_map(|change| serde_json::from_slice::<RunState>(&change.value).ok())
+        .filter_map(|change| match &change.entry {
+            Entry::Run(run) => Some(run),
+            _ => None,
+        })
         .filter(|run| run.request.requested_by.starts_with("schedule"))
-        .map(|run| (run.run_id, run.request.requested_by))
-        .collect()
+        .map(|run| (run.run_id.clone(), run.request.requested_by.clone()))
+        .collect())
 }
 
 async fn scheduled(cluster: &Cluster) -> anyhow::Result<()> {
-    let finished = |cluster: &Cluster| {
-        let changes = cluster.history.changes();
-        scheduled_runs(cluster)
+    let finished = |cluster: &Cluster| -> anyhow::Result<usize> {
+        let changes = cluster.history.changes()?;
+        Ok(scheduled_runs(cluster)?
             .keys()
             .filter(|run| changes.barrier(run).is_some())
-            .count()
+            .count())
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while finished(cluster) < 3 {
+    loop {
+        let done = finished(cluster)?;
+        if done >= 3 {
+            break;
+        }
         ensure!(
             tokio::time::Instant::now() < deadline,
-            "only {} scheduled runs finished in 60 s",
-            finished(cluster)
+            "only {done} scheduled runs finished in 60 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let runs = scheduled_runs(cluster);
+    let runs = scheduled_runs(cluster)?;
     let mut slots: BTreeMap<&str, &str> = BTreeMap::new();
     for (run, origin) in &runs {
         if let Some(earlier) = slots.insert(origin.as_str(), run.as_str()) {

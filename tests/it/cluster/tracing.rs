@@ -38,7 +38,7 @@ async fn one_trace(cluster: &Cluster, receiver: &OtlpReceiver) -> anyhow::Result
     cluster.history.sync().await?;
     let done: BTreeMap<String, String> = cluster
         .history
-        .changes()
+        .changes()?
         .done_puts(&run)
         .into_iter()
         .map(|(unit, record, _)| (unit, record.member))

@@ -199,7 +199,7 @@ async fn ensure_nothing_landed_in_etcd(
     thawed_revision: i64,
 ) -> anyhow::Result<()> {
     cluster.history.sync().await?;
-    let changes = cluster.history.changes();
+    let changes = cluster.history.changes()?;
     let quoted = serde_json::to_string(zombie)?;
     for change in changes
         .iter()

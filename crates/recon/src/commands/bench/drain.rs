@@ -8,6 +8,10 @@
 //! printed twice: from the consumer's start (group join included) and from
 //! the first committed batch (steady state). The store's durability
 //! settings are printed with the figures.
+//!
+//! The wait has a deadline: it fails when no event was committed for
+//! `--stall-secs` (a lost event would otherwise hang it for ever) or when
+//! the consumer stopped.
 
 use crate::cli::{DrainArgs, DrainWorkload};
 use anyhow::{Context, bail, ensure};
@@ -19,7 +23,8 @@ use recon_store::Store;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Produces the backlog, drains it, checks it landed, prints the figures.
@@ -72,25 +77,20 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
             + metrics.events_skipped_stale.get()
             + metrics.events_skipped_below_floor.get()
     };
-    let mut first_commit: Option<(Instant, u64)> = None;
-    let mut last_report = Instant::now();
-    while committed() < args.events {
-        if shutdown.is_cancelled() {
-            bail!("interrupted");
-        }
-        let done = committed();
-        if first_commit.is_none() && done > 0 {
-            first_commit = Some((Instant::now(), done));
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("… {done} events committed");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let finished = Instant::now();
+    let waited = wait_until_committed(
+        committed,
+        args.events,
+        Duration::from_secs(args.stall_secs),
+        || task.is_finished(),
+        &shutdown,
+    )
+    .await;
     consumer_shutdown.cancel();
     task.await.context("consumer thread")?;
+    let Drained {
+        first_commit,
+        finished,
+    } = waited?;
 
     let expected = expected_live_rows(args.workload, args.events);
     let live = live_rows(&store, run_id).await?;
@@ -118,6 +118,62 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
         metrics.events_skipped_stale.get()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// When the first batch and the last were committed.
+#[derive(Debug)]
+struct Drained {
+    /// The first commit seen, and the events committed by then.
+    first_commit: Option<(Instant, u64)>,
+    /// When `target` events were committed.
+    finished: Instant,
+}
+
+/// Waits until `committed()` reaches `target`. Fails when it did not move
+/// for `stall` (from the start: the group join counts), when the consumer
+/// stopped before, or on shutdown.
+async fn wait_until_committed(
+    committed: impl Fn() -> u64,
+    target: u64,
+    stall: Duration,
+    consumer_stopped: impl Fn() -> bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Drained> {
+    let mut first_commit: Option<(Instant, u64)> = None;
+    let mut last_report = Instant::now();
+    let (mut last_count, mut last_progress) = (0, Instant::now());
+    loop {
+        let done = committed();
+        if done >= target {
+            return Ok(Drained {
+                first_commit,
+                finished: Instant::now(),
+            });
+        }
+        if shutdown.is_cancelled() {
+            bail!("interrupted");
+        }
+        ensure!(
+            !consumer_stopped(),
+            "the consumer stopped with {done} of {target} events committed"
+        );
+        if done != last_count {
+            (last_count, last_progress) = (done, Instant::now());
+        }
+        ensure!(
+            last_progress.elapsed() < stall,
+            "no event committed for {stall:?}, {done} of {target} committed: events were lost \
+             or the consumer is stuck"
+        );
+        if first_commit.is_none() && done > 0 {
+            first_commit = Some((Instant::now(), done));
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("… {done} events committed");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// PostgreSQL's `fsync` and `synchronous_commit`, or SQLite's journal mode.
@@ -296,5 +352,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Short, so the test takes a fraction of a second.
+    const STALL: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_drain_that_stops_short_of_the_backlog_fails_after_the_stall_deadline() {
+        let committed = AtomicU64::new(0);
+        let shutdown = CancellationToken::new();
+        // Commits 99 events, then nothing: one event was lost.
+        let counting = || committed.fetch_add(1, Ordering::SeqCst).min(99);
+        let waited = tokio::time::timeout(
+            STALL * 20,
+            wait_until_committed(counting, 100, STALL, || false, &shutdown),
+        )
+        .await
+        .expect("the wait has a deadline of its own");
+        let error = waited.expect_err("99 of 100 events");
+        assert!(error.to_string().contains("99 of 100 committed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_drain_fails_when_its_consumer_stops_and_ends_when_everything_is_committed() {
+        let shutdown = CancellationToken::new();
+        let stopped = tokio::time::timeout(
+            STALL / 2,
+            wait_until_committed(|| 3, 100, STALL * 100, || true, &shutdown),
+        )
+        .await
+        .expect("a stopped consumer ends the wait at once")
+        .expect_err("the consumer stopped");
+        assert!(
+            stopped.to_string().contains("consumer stopped"),
+            "{stopped}"
+        );
+        let committed = AtomicU64::new(0);
+        let drained = wait_until_committed(
+            || committed.fetch_add(10, Ordering::SeqCst),
+            100,
+            STALL,
+            || false,
+            &shutdown,
+        )
+        .await
+        .expect("every event committed");
+        assert_eq!(drained.first_commit.map(|(_, done)| done), Some(10));
     }
 }
