@@ -534,14 +534,13 @@ const ADMIN_PAUSE_OWNER: &str = "admin";
 const MAX_OWNER_LEN: usize = 200;
 
 impl PauseOwner {
-    fn name(self) -> Result<String, Response> {
+    /// The owner named, or why the name is refused.
+    fn name(self) -> Result<String, String> {
         match self.owner {
             None => Ok(ADMIN_PAUSE_OWNER.to_owned()),
-            Some(owner) if owner.trim().is_empty() || owner.len() > MAX_OWNER_LEN => Err((
-                StatusCode::BAD_REQUEST,
-                format!("owner must be 1 to {MAX_OWNER_LEN} characters, not blank"),
-            )
-                .into_response()),
+            Some(owner) if owner.trim().is_empty() || owner.len() > MAX_OWNER_LEN => Err(format!(
+                "owner must be 1 to {MAX_OWNER_LEN} characters, not blank"
+            )),
             Some(owner) => Ok(owner),
         }
     }
@@ -550,7 +549,7 @@ impl PauseOwner {
 async fn pause(State(state): State<AdminState>, Query(owner): Query<PauseOwner>) -> Response {
     let owner = match owner.name() {
         Ok(owner) => owner,
-        Err(refusal) => return refusal,
+        Err(refusal) => return (StatusCode::BAD_REQUEST, refusal).into_response(),
     };
     match state.gate.pause(&owner).await {
         Ok(()) => Json(state.gate.status()).into_response(),
@@ -561,7 +560,7 @@ async fn pause(State(state): State<AdminState>, Query(owner): Query<PauseOwner>)
 async fn resume(State(state): State<AdminState>, Query(owner): Query<PauseOwner>) -> Response {
     let owner = match owner.name() {
         Ok(owner) => owner,
-        Err(refusal) => return refusal,
+        Err(refusal) => return (StatusCode::BAD_REQUEST, refusal).into_response(),
     };
     match state.gate.resume(&owner).await {
         Ok(()) => Json(state.gate.status()).into_response(),
