@@ -226,7 +226,32 @@ pub fn draw(seed: u64, shape: &Shape) -> Vec<Step> {
         })
         .collect();
     steps.sort_by_key(|step| step.at_millis);
+    one_broker_down_at_a_time(steps)
+}
+
+/// How long a restarted broker is given to rejoin (its controller to catch
+/// up, its replicas to return to the ISR) before another may be killed.
+const BROKER_REJOIN_MILLIS: u64 = 5_000;
+
+/// Drops the broker kills that would take a broker down while another is
+/// down or rejoining: three KRaft nodes (each a controller) lose their
+/// quorum with two down, and the topic (min.insync.replicas 2) refuses
+/// writes — a world no replica could run in, not a fault of recon's (seed
+/// 30 of seed 1 drew all three down at once; the brokers never came back).
+/// Leaves the random draws as they were, so other schedules stay the same.
+fn one_broker_down_at_a_time(steps: Vec<Step>) -> Vec<Step> {
+    let mut all_up_at = 0;
     steps
+        .into_iter()
+        .filter(|step| match step.fault {
+            Fault::KillBroker { .. } if step.at_millis < all_up_at => false,
+            Fault::KillBroker { millis, .. } => {
+                all_up_at = step.at_millis + millis + BROKER_REJOIN_MILLIS;
+                true
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 fn random_target(rng: &mut ChaCha8Rng) -> Target {
@@ -316,7 +341,8 @@ mod tests {
     fn every_schedule_has_its_fixed_faults_in_time_order_within_the_length() {
         for seed in 0..200 {
             let steps = draw(seed, &shape());
-            assert_eq!(steps.len(), 7 + 8);
+            // Broker kills overlapping another broker's downtime are dropped.
+            assert!((7..=7 + 8).contains(&steps.len()), "{} steps", steps.len());
             assert!(
                 steps
                     .windows(2)
@@ -343,6 +369,23 @@ mod tests {
                 ),
                 "seed {seed}: no broker kill"
             );
+        }
+    }
+
+    #[test]
+    fn one_broker_at_most_is_down_or_rejoining_at_a_time() {
+        for seed in 0..500 {
+            let mut all_up_at = 0;
+            for step in draw(seed, &shape()) {
+                if let Fault::KillBroker { millis, .. } = step.fault {
+                    assert!(
+                        step.at_millis >= all_up_at,
+                        "seed {seed}: a broker killed at {} ms while another is down until {all_up_at} ms",
+                        step.at_millis
+                    );
+                    all_up_at = step.at_millis + millis + BROKER_REJOIN_MILLIS;
+                }
+            }
         }
     }
 
