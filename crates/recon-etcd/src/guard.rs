@@ -10,9 +10,10 @@ use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{Barrier, Leadership, RunRequest, RunState, merged_while_starting};
 use tracing::{debug, instrument};
 
-/// Writing the barrier re-reads the current run this often at most when it
-/// changes under the write.
-const BARRIER_ATTEMPTS: usize = 5;
+/// Writing the barrier or the run re-reads what the write depends on (the
+/// current run, the pending request) this often at most when it changes
+/// under the write.
+const GUARDED_ATTEMPTS: usize = 5;
 
 /// What a guarded transaction found.
 enum Guarded {
@@ -57,7 +58,7 @@ impl EtcdCoordinator {
     ) -> Result<(), PortError> {
         let value = encode(run)?;
         let request_key = self.keys().request();
-        for _attempt in 0..BARRIER_ATTEMPTS {
+        for _attempt in 0..GUARDED_ATTEMPTS {
             let mut operations = vec![TxnOp::put(self.keys().current_run(), value.clone(), None)];
             // The request as read must still stand when the run is written.
             let unchanged = match self.kv().get(&request_key).await? {
@@ -101,7 +102,7 @@ impl EtcdCoordinator {
     ) -> Result<(), PortError> {
         let value = encode(barrier)?;
         let current_key = self.keys().current_run();
-        for _attempt in 0..BARRIER_ATTEMPTS {
+        for _attempt in 0..GUARDED_ATTEMPTS {
             let current = self.kv().get(&current_key).await?;
             let barrier_put = TxnOp::put(self.keys().barrier(&barrier.run_id), value.clone(), None);
             let history_put = TxnOp::put(self.keys().history(&barrier.run_id), value.clone(), None);

@@ -17,6 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
+/// The member or unit id a collection key's last segment names (escaped
+/// in the key).
+fn collection_id(segment: &str, prefix: &str) -> Result<String, PortError> {
+    unescape(segment).ok_or_else(|| permanent(format!("bad id segment {segment} under {prefix}")))
+}
+
 /// Keys deleted per transaction when the history is trimmed (etcd refuses
 /// transactions of more than 128 operations by default).
 const HISTORY_TRIM_BATCH: usize = 64;
@@ -35,9 +41,7 @@ impl EtcdCoordinator {
         let prefix = self.keys().collection(run_id, collection);
         let mut entries = BTreeMap::new();
         for entry in self.kv().list(&prefix).await? {
-            let segment = key_suffix(&entry, &prefix)?;
-            let id = unescape(segment)
-                .ok_or_else(|| permanent(format!("bad id segment {segment} under {prefix}")))?;
+            let id = collection_id(key_suffix(&entry, &prefix)?, &prefix)?;
             entries.insert(id, decode(&entry)?);
         }
         Ok(entries)
@@ -55,9 +59,7 @@ impl EtcdCoordinator {
             let segment = key
                 .strip_prefix(&prefix)
                 .ok_or_else(|| permanent(format!("etcd key {key} is not under {prefix}")))?;
-            let id = unescape(segment)
-                .ok_or_else(|| permanent(format!("bad id segment {segment} under {prefix}")))?;
-            ids.insert(id);
+            ids.insert(collection_id(segment, &prefix)?);
         }
         Ok(ids)
     }

@@ -80,10 +80,7 @@ impl PauseTracker {
         let Some(paused) = self.lock().clone() else {
             return Ok(false);
         };
-        let deadline = paused.started_unix_ms.saturating_add(
-            u64::try_from((max_pause + ORPHAN_GRACE).as_millis()).unwrap_or(u64::MAX),
-        );
-        if now_ms() < deadline {
+        if !past_run_deadline(paused.started_unix_ms, max_pause) {
             return Ok(false);
         }
         gate.resume(&run_pause_owner(&paused.run_id)).await?;
@@ -184,6 +181,14 @@ async fn close_in_store(store: &dyn ReplicaStore, run: &RunState) {
 /// itself at `max_pause`.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
+/// Whether a run started at `started_unix_ms` is past its deadline,
+/// `max_pause` + [`ORPHAN_GRACE`] after its start (by this member's clock):
+/// no leader may still hold it then, and no unit writes for it.
+fn past_run_deadline(started_unix_ms: u64, max_pause: Duration) -> bool {
+    let age = Duration::from_millis(now_ms().saturating_sub(started_unix_ms));
+    age >= max_pause + ORPHAN_GRACE
+}
+
 /// Ends `run` with an aborted barrier if it is [`ORPHAN_GRACE`] past
 /// `max_pause` (by this member's clock) and nobody campaigns, and keeps it
 /// in `history` (then purges its keys); `true` if this member ended it
@@ -194,10 +199,10 @@ async fn end_if_orphaned(
     max_pause: Duration,
     history: Option<&dyn ReplicaStore>,
 ) -> Result<bool, PortError> {
-    let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
-    if age < max_pause + ORPHAN_GRACE || coordinator.leader().await?.is_some() {
+    if !past_run_deadline(run.started_unix_ms, max_pause) || coordinator.leader().await?.is_some() {
         return Ok(false);
     }
+    let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
     let reason = format!(
         "no leader ended the run within max_pause of {}s (+{}s); ended by member {}, consumers resumed, run unfinished",
         max_pause.as_secs(),
