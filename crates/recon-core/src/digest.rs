@@ -19,6 +19,7 @@
 //! element as a generated column (computed from the row's own columns, so a
 //! row changed behind the writer's back still changes its element).
 
+use crate::schema::{FieldDef, FieldType, KindDef, Schema};
 use crate::{Kind, Record, RowHash, Version};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -112,24 +113,64 @@ AS $$ SELECT ('x' || encode(substr(sha256(
 "#;
 
 /// The SQL expression (PostgreSQL, after [`POSTGRES_FUNCTIONS`]) of a
-/// `kind`'s element over its table's own columns: `id`, `name`, `email`,
-/// `display_name`, `status`, `group_id`, `user_id`, `generation`,
-/// `sequence` — the same names in the monolith's and the replica's tables.
+/// default-schema `kind`'s element over its table's own columns; see
+/// [`postgres_element_expression_of`].
 pub fn postgres_element_expression(kind: Kind) -> String {
-    let (tag, fields): (u8, &[&str]) = match kind {
-        Kind::Tenant => (1, &["id", "name"]),
-        Kind::User => (2, &["id", "email", "display_name", "status"]),
-        Kind::Group => (3, &["id", "name"]),
-        Kind::Membership => (4, &["group_id", "user_id"]),
-    };
-    let encoded: Vec<String> = fields
+    let schema = Schema::default_schema();
+    match schema.kind(kind.as_str()) {
+        Some(definition) => postgres_element_expression_of(definition),
+        None => unreachable!("the default schema declares every kind"),
+    }
+}
+
+/// The SQL expression (PostgreSQL, after [`POSTGRES_FUNCTIONS`]) of a
+/// declared kind's element over its table's own columns: its key columns,
+/// its data columns (named as its fields, of the types
+/// `docs/schema.md` gives them), `generation` and `sequence` — the same
+/// names in the monolith's and the replica's tables. It is the encoding of
+/// [`crate::schema::encode_row`], field by field, built from immutable
+/// expressions only, so that PostgreSQL inlines it into a generated column.
+pub fn postgres_element_expression_of(kind: &KindDef) -> String {
+    let mut encoded: Vec<String> = kind
+        .key
         .iter()
-        .map(|field| format!("recon_digest_field({field})"))
+        .map(|column| format!("recon_digest_field({column})"))
         .collect();
+    encoded.extend(kind.fields.iter().map(postgres_field_encoding));
+    if encoded.is_empty() {
+        encoded.push("''::bytea".to_owned());
+    }
     format!(
-        "recon_row_digest(generation, sequence, {tag}, {})",
+        "recon_row_digest(generation, sequence, {}, {})",
+        kind.tag,
         encoded.join(" || ")
     )
+}
+
+/// One data field's canonical encoding in SQL (NULL encodes as ff ff ff
+/// ff: every part below is NULL for a NULL column, so `coalesce` supplies
+/// the mark).
+fn postgres_field_encoding(field: &FieldDef) -> String {
+    let column = &field.name;
+    let value = match field.field_type {
+        FieldType::Text { .. } | FieldType::Enum { .. } | FieldType::Json => {
+            format!("recon_digest_field({column})")
+        }
+        FieldType::Integer => format!("decode('00000008', 'hex') || int8send({column})"),
+        FieldType::Boolean => format!(
+            "decode('00000001', 'hex') || CASE {column} WHEN true THEN decode('01', 'hex') \
+             WHEN false THEN decode('00', 'hex') END"
+        ),
+        FieldType::Timestamp => format!(
+            "decode('00000008', 'hex') || int8send((extract(epoch FROM ({column} - \
+             timestamptz '1970-01-01 00:00:00+00')) * 1000000)::bigint)"
+        ),
+    };
+    if field.nullable {
+        format!("coalesce({value}, decode('ffffffff', 'hex'))")
+    } else {
+        value
+    }
 }
 
 /// The statements (PostgreSQL) that give each `(table, kind)` its

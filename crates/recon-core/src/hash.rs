@@ -24,7 +24,6 @@
 
 use crate::Record;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
@@ -36,39 +35,37 @@ const DOMAIN_PREFIX: &[u8] = b"recon-row-v1\0";
 pub struct RowHash([u8; 16]);
 
 impl RowHash {
-    /// Computes the canonical hash of a record (encoding v1, see module docs).
+    /// Computes the canonical hash of a record of the default schema
+    /// (encoding v1, see module docs and [`crate::schema::encode_row`]).
     pub fn of(record: &Record) -> Self {
-        let mut hasher = Sha256::new();
-        hasher.update(DOMAIN_PREFIX);
-        match record {
-            Record::Tenant(tenant) => {
-                hasher.update([1]);
-                write_fields(&mut hasher, &[&tenant.id, &tenant.name]);
-            }
-            Record::User(user) => {
-                hasher.update([2]);
-                write_fields(
-                    &mut hasher,
-                    &[
-                        &user.id,
-                        &user.email,
-                        &user.display_name,
-                        user.status.as_str(),
-                    ],
-                );
-            }
-            Record::Group(group) => {
-                hasher.update([3]);
-                write_fields(&mut hasher, &[&group.id, &group.name]);
-            }
+        let (tag, fields): (u8, [&str; 4]) = match record {
+            Record::Tenant(tenant) => (1, [&tenant.id, &tenant.name, "", ""]),
+            Record::User(user) => (
+                2,
+                [
+                    &user.id,
+                    &user.email,
+                    &user.display_name,
+                    user.status.as_str(),
+                ],
+            ),
+            Record::Group(group) => (3, [&group.id, &group.name, "", ""]),
             Record::Membership(membership) => {
-                hasher.update([4]);
-                write_fields(&mut hasher, &[&membership.group_id, &membership.user_id]);
+                (4, [&membership.group_id, &membership.user_id, "", ""])
             }
+        };
+        let used = if tag == 2 { 4 } else { 2 };
+        let mut encoding = Vec::with_capacity(64);
+        encoding.extend_from_slice(DOMAIN_PREFIX);
+        encoding.push(tag);
+        for field in &fields[..used] {
+            crate::schema::encode_text(field, &mut encoding);
         }
-        let digest = hasher.finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
+        crate::schema::row_hash_of_encoding(&encoding)
+    }
+
+    /// A hash from its 16 bytes.
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
     }
 
@@ -80,14 +77,6 @@ impl RowHash {
     /// 32 lowercase hex digits, the stored form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
-    }
-}
-
-fn write_fields(hasher: &mut Sha256, fields: &[&str]) {
-    for field in fields {
-        let length = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        hasher.update(length.to_be_bytes());
-        hasher.update(field.as_bytes());
     }
 }
 

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod ports;
 pub mod redact;
 pub mod report;
+pub mod schema;
 pub mod version;
 
 pub use diff::{DiffEntry, DiffItem, KeyedRow, MergeDiff, merge_diff};
