@@ -19,9 +19,11 @@
 //! at once ([`SchemaErrors`]).
 
 mod parse;
+mod row;
 mod value;
 
 pub use parse::{SchemaError, SchemaErrors};
+pub use row::{DeclaredChange, DeclaredRow, InvalidRow};
 pub use value::{FieldValue, InvalidValue, canonical_json, encode_row, row_hash_of_values};
 pub(crate) use value::{encode_text, row_hash_of_encoding};
 

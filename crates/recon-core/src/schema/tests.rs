@@ -373,36 +373,90 @@ fn default_record() -> impl Strategy<Value = Record> {
     ]
 }
 
-/// The default schema's key and field values of a record.
-fn declared_form(record: &Record) -> (Vec<&str>, Vec<FieldValue>) {
-    let text = |value: &str| FieldValue::Text(value.to_owned());
-    match record {
-        Record::Tenant(tenant) => (vec![tenant.id.as_str()], vec![text(&tenant.name)]),
-        Record::User(user) => (
-            vec![user.id.as_str()],
-            vec![
-                text(&user.email),
-                text(&user.display_name),
-                text(user.status.as_str()),
-            ],
-        ),
-        Record::Group(group) => (vec![group.id.as_str()], vec![text(&group.name)]),
-        Record::Membership(membership) => (
-            vec![membership.group_id.as_str(), membership.user_id.as_str()],
-            Vec::new(),
-        ),
-    }
-}
-
 proptest! {
     #[test]
     fn the_declared_encoding_of_the_default_schema_is_todays_hash(record in default_record()) {
         let schema = Schema::default_schema();
         let kind = schema.kind(record.kind().as_str()).expect("declared");
-        let (key, values) = declared_form(&record);
+        let (key, values) = row::declared_parts(&record);
+        let key: Vec<&str> = key.iter().map(String::as_str).collect();
         for (field, value) in kind.fields.iter().zip(&values) {
             prop_assert!(field.check(value).is_ok());
         }
         prop_assert_eq!(row_hash_of_values(kind, &key, &values), record.row_hash());
     }
+}
+
+proptest! {
+    #[test]
+    fn default_changes_round_trip_through_their_declared_form(
+        record in default_record(),
+        delete in any::<bool>(),
+        generation in 0u64..5,
+        sequence in any::<u64>(),
+    ) {
+        let tenant_id = "tenant-1".to_owned();
+        let version = Version::new(generation, sequence);
+        let change = if delete {
+            crate::Change::Delete(crate::Deletion {
+                tenant_id,
+                kind: record.kind(),
+                key: record.key(),
+                version,
+            })
+        } else {
+            crate::Change::Upsert(crate::Row { tenant_id, record, version })
+        };
+        let declared = DeclaredChange::of_change(&change);
+        let valid_ids = declared.row().key.iter().all(|part| !part.is_empty());
+        prop_assume!(valid_ids && (declared.row().kind != "tenant" || declared.row().key[0] == "tenant-1"));
+        prop_assert_eq!(declared.to_change().expect("valid"), change);
+    }
+}
+
+#[test]
+fn a_declared_row_that_does_not_fit_is_refused_with_the_reason() {
+    let schema = catalog();
+    let row = |kind: &str, key: &[&str], values: Vec<FieldValue>| DeclaredRow {
+        kind: kind.to_owned(),
+        scope: "shop-1".to_owned(),
+        key: key.iter().map(|part| (*part).to_owned()).collect(),
+        values,
+        version: Version::new(1, 1),
+    };
+    let refused =
+        |row: DeclaredRow, data: bool| row.check(&schema, data).expect_err("refused").to_string();
+    assert_eq!(
+        refused(row("widget", &["a"], vec![]), true),
+        "unknown kind \"widget\""
+    );
+    assert_eq!(
+        refused(row("variant", &["a"], vec![]), false),
+        "kind \"variant\": the key has 1 values, the schema declares 2"
+    );
+    assert_eq!(
+        refused(row("tag", &[""], vec![]), false),
+        "kind \"tag\": invalid key field: must not be empty"
+    );
+    assert_eq!(
+        refused(
+            row(
+                "variant",
+                &["a", "b"],
+                vec![FieldValue::Text("L".into()), FieldValue::Null]
+            ),
+            true
+        ),
+        "kind \"variant\": field \"stock\": is null, and the field is not nullable"
+    );
+    assert_eq!(
+        refused(
+            row("shop", &["shop-2"], vec![FieldValue::Text("S".into())]),
+            true
+        ),
+        "a shop row's scope \"shop-1\" is not its own key \"shop-2\""
+    );
+    row("variant", &["a", "b"], vec![])
+        .check(&schema, false)
+        .expect("a deletion carries no data");
 }
