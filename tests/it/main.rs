@@ -16,6 +16,7 @@ mod recon_binary;
 mod reconcile;
 mod relay;
 mod replica_metrics;
+mod schema;
 mod source_client;
 mod startup;
 mod store;

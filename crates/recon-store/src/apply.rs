@@ -24,8 +24,8 @@
 //! which epoch wrote a row (recon-chaos's fencing audit reads them there).
 
 use crate::fence::{self, FenceToken};
-use crate::schema::{Table, table};
 use crate::sql::{self, Binder};
+use crate::tables::{Table, table};
 use crate::{Error, Result, Store, error::database};
 use recon_core::{Change, Kind, Record, Version};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait, Value};
@@ -278,7 +278,7 @@ async fn write_chunk(
         tuples.push(binder.bind_tuple(row_values(table, change, deleted_at_ms)?));
     }
     let mut columns = table.primary_key();
-    columns.extend_from_slice(table.data_columns);
+    columns.extend(table.data_columns.iter().map(String::as_str));
     columns.extend_from_slice(&[
         "generation",
         "sequence",
@@ -342,7 +342,7 @@ fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<
             values.push(Value::BigInt(None));
         }
         Change::Delete(deletion) => {
-            values.extend(sql::tombstone_data_values(table.data_columns.len()));
+            values.extend((0..table.data_columns.len()).map(|index| table.placeholder(index)));
             values.extend(sql::version_values(deletion.version)?);
             values.push(String::new().into());
             values.push(true.into());

@@ -27,6 +27,7 @@ mod ports;
 mod read;
 mod schema;
 mod sql;
+mod tables;
 mod upkeep;
 
 pub use apply::{ApplyOutcome, WriteMode};
@@ -34,6 +35,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fence::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
 pub use read::StoredRow;
 pub use recon_core::KeyRange;
+pub use tables::schema_ddl;
 pub use upkeep::TombstonePurge;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};

@@ -1,7 +1,7 @@
 //! Key-ordered reads of live rows, for the diff, and tombstone upkeep.
 
-use crate::schema::{Table, table};
 use crate::sql::{self, Binder};
+use crate::tables::{Table, table};
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
 use recon_core::{
@@ -220,11 +220,11 @@ impl Store {
     #[instrument(name = "store.orphan_scopes", skip_all)]
     pub async fn orphan_scopes(&self) -> Result<Vec<String>> {
         let mut binder = Binder::new(self.backend());
-        let tenants = table(Kind::Tenant).name;
+        let tenants = &table(Kind::Tenant).name;
         let selects: Vec<String> = Kind::TENANT_SCOPED
             .into_iter()
             .map(|kind| {
-                let rows = table(kind).name;
+                let rows = &table(kind).name;
                 let live = binder.bind(false);
                 let live_tenant = binder.bind(false);
                 format!(
@@ -487,7 +487,7 @@ impl BoundsJoin {
         table: &Table,
         ranges: impl Iterator<Item = &'a KeyRange> + Clone,
     ) -> Self {
-        let columns = table.key_columns;
+        let columns = &table.key_columns;
         let mut arrays = Vec::new();
         let mut names = Vec::new();
         let mut lower = Vec::new();

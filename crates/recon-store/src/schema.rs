@@ -24,94 +24,10 @@
 //! * `reconcile_runs(run_id, started_ms, ended_ms, summary, units)`: the run
 //!   history, one JSON record per finished run (see `history.rs`).
 
+use crate::tables::table;
 use recon_core::Kind;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
-
-/// Layout of one kind's table.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Table {
-    /// Table name.
-    pub name: &'static str,
-    /// `true` when rows live inside a tenant (`tenant_id` column).
-    pub tenant_scoped: bool,
-    /// Columns of the entity key, in key order.
-    pub key_columns: &'static [&'static str],
-    /// Data columns, in the order [`crate::sql::data_values`] yields them.
-    pub data_columns: &'static [&'static str],
-}
-
-const TENANTS: Table = Table {
-    name: "replica_tenants",
-    tenant_scoped: false,
-    key_columns: &["id"],
-    data_columns: &["name"],
-};
-const USERS: Table = Table {
-    name: "replica_users",
-    tenant_scoped: true,
-    key_columns: &["id"],
-    data_columns: &["email", "display_name", "status"],
-};
-const GROUPS: Table = Table {
-    name: "replica_groups",
-    tenant_scoped: true,
-    key_columns: &["id"],
-    data_columns: &["name"],
-};
-const MEMBERSHIPS: Table = Table {
-    name: "replica_memberships",
-    tenant_scoped: true,
-    key_columns: &["group_id", "user_id"],
-    data_columns: &[],
-};
-
-/// The table of a kind.
-pub(crate) fn table(kind: Kind) -> &'static Table {
-    match kind {
-        Kind::Tenant => &TENANTS,
-        Kind::User => &USERS,
-        Kind::Group => &GROUPS,
-        Kind::Membership => &MEMBERSHIPS,
-    }
-}
-
-impl Table {
-    /// Primary-key columns: `tenant_id` (if scoped) then the key columns.
-    pub fn primary_key(&self) -> Vec<&'static str> {
-        let mut columns = Vec::with_capacity(3);
-        if self.tenant_scoped {
-            columns.push("tenant_id");
-        }
-        columns.extend_from_slice(self.key_columns);
-        columns
-    }
-
-    fn create_sql(&self, backend: DbBackend) -> String {
-        let id_type = match backend {
-            DbBackend::Postgres => "TEXT COLLATE \"C\" NOT NULL",
-            _ => "TEXT NOT NULL",
-        };
-        let mut columns = Vec::new();
-        for column in self.primary_key() {
-            columns.push(format!("{column} {id_type}"));
-        }
-        for column in self.data_columns {
-            columns.push(format!("{column} TEXT NOT NULL"));
-        }
-        columns.push("generation BIGINT NOT NULL".to_owned());
-        columns.push("sequence BIGINT NOT NULL".to_owned());
-        columns.push("row_hash TEXT NOT NULL".to_owned());
-        columns.push("deleted BOOLEAN NOT NULL".to_owned());
-        columns.push("deleted_at_ms BIGINT".to_owned());
-        columns.push(format!("PRIMARY KEY ({})", self.primary_key().join(", ")));
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
-            self.name,
-            columns.join(",\n  ")
-        )
-    }
-}
 
 /// Migrations of the replica store.
 pub(crate) struct Migrator;
@@ -254,7 +170,7 @@ impl MigrationTrait for DigestColumns {
             return Ok(());
         }
         let connection = manager.get_connection();
-        let tables = Kind::TENANT_SCOPED.map(|kind| (table(kind).name, kind));
+        let tables = Kind::TENANT_SCOPED.map(|kind| (table(kind).name.as_str(), kind));
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
         }

@@ -1,7 +1,7 @@
 //! Small helpers to build backend-neutral SQL with bound values.
 
 use crate::{Error, Result};
-use recon_core::{Record, UserStatus, Version};
+use recon_core::{Record, Version};
 use sea_orm::{DbBackend, Statement, Value};
 
 /// Accumulates bound values and renders placeholders in the backend's
@@ -72,18 +72,4 @@ pub(crate) fn data_values(record: &Record) -> Vec<Value> {
         Record::Group(group) => vec![group.name.clone().into()],
         Record::Membership(_) => Vec::new(),
     }
-}
-
-/// Placeholder data of a tombstone row (its data is gone).
-pub(crate) fn tombstone_data_values(columns: usize) -> Vec<Value> {
-    // Users need a valid status so that a tombstone parses like any row.
-    (0..columns)
-        .map(|index| {
-            if columns == 3 && index == 2 {
-                UserStatus::Active.as_str().into()
-            } else {
-                String::new().into()
-            }
-        })
-        .collect()
 }

@@ -70,6 +70,48 @@ pub enum Command {
     /// file, environment, flag), secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The declared data model: `recon schema check|print|ddl`.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+}
+
+/// `recon schema …`: the schema file that declares the replicated kinds
+/// (`docs/schema.md`).
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Validates a schema file and names every problem (exit code 1 if
+    /// any).
+    Check(SchemaFileArgs),
+    /// Prints each kind in apply order with its table, key and typed
+    /// fields.
+    Print(SchemaFileArgs),
+    /// Prints the SQL that creates the schema's replica tables.
+    Ddl {
+        /// The schema file.
+        #[command(flatten)]
+        schema: SchemaFileArgs,
+        /// The database the statements are for.
+        #[arg(long, value_enum, default_value = "postgres")]
+        backend: DdlBackend,
+    },
+}
+
+/// Which schema file to read.
+#[derive(Debug, Args)]
+pub struct SchemaFileArgs {
+    /// The schema file (TOML); default: the built-in default schema
+    /// (`proto/schemas/tenants-users-groups.toml`).
+    #[arg(long = "schema", env = "RECON_SCHEMA")]
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// The database `recon schema ddl` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DdlBackend {
+    /// PostgreSQL (typed columns, generated digest columns).
+    Postgres,
+    /// SQLite (the embedded default).
+    Sqlite,
 }
 
 /// Options of `recon abort`.
@@ -210,7 +252,9 @@ impl Command {
             Command::Bench(_) => "warn,sqlx::query=error",
             // The demo's report already says what went wrong.
             Command::Demo(_) => "error",
-            Command::Config(_) | Command::Abort(_) | Command::Runs(_) => "warn",
+            Command::Config(_) | Command::Abort(_) | Command::Runs(_) | Command::Schema(_) => {
+                "warn"
+            }
         }
     }
 }

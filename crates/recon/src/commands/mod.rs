@@ -11,6 +11,7 @@ mod progress;
 mod reconcile;
 mod remote;
 mod runs;
+mod schema;
 mod seed;
 mod serve;
 mod status;
@@ -32,5 +33,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Config(command) => config::run(command),
         Command::Abort(args) => abort::run(args).await,
         Command::Runs(command) => runs::run(command).await,
+        Command::Schema(command) => schema::run(command),
     }
 }

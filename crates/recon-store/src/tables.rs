@@ -1,0 +1,233 @@
+//! The replica tables of a declared schema and their DDL.
+//!
+//! One table per kind: the scope column (`<scope>_id`, scoped kinds only)
+//! and the key columns (text ids that sort byte-wise: `COLLATE "C"` on
+//! PostgreSQL, SQLite's default collation already is), the data columns
+//! with the types below, then recon's own columns: `generation`,
+//! `sequence`, `row_hash`, `deleted`, `deleted_at_ms` (and, on PostgreSQL,
+//! the generated `digest` of scoped kinds, see [`recon_core::digest`]).
+//!
+//! | field type | PostgreSQL    | SQLite                         |
+//! |------------|---------------|--------------------------------|
+//! | text, enum | `TEXT`        | `TEXT`                         |
+//! | integer    | `BIGINT`      | `BIGINT`                       |
+//! | boolean    | `BOOLEAN`     | `BOOLEAN`                      |
+//! | timestamp  | `TIMESTAMPTZ` | `BIGINT` (µs since the epoch)  |
+//! | json       | `TEXT` (canonical form) | `TEXT` (canonical form) |
+//!
+//! A column is `NOT NULL` unless its field is nullable. A tombstone keeps
+//! its key; its data columns hold placeholders ([`Table::placeholder`]).
+
+use recon_core::Kind;
+use recon_core::schema::{FieldDef, FieldType, KindDef, Schema};
+use sea_orm::DbBackend;
+use std::sync::LazyLock;
+
+/// Layout of one kind's table.
+#[derive(Debug, Clone)]
+pub(crate) struct Table {
+    /// Table name.
+    pub name: String,
+    /// `true` when rows live inside a scope value (the scope column).
+    pub tenant_scoped: bool,
+    /// The scope column's name (`tenant_id`).
+    pub scope_column: String,
+    /// Columns of the entity key, in key order.
+    pub key_columns: Vec<String>,
+    /// Data columns, in declaration order.
+    pub data_columns: Vec<String>,
+    /// The data columns' fields.
+    pub fields: Vec<FieldDef>,
+}
+
+/// The default schema's tables, in the default schema's file order.
+static DEFAULT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| {
+    let schema = Schema::default_schema();
+    schema
+        .kinds()
+        .iter()
+        .map(|kind| Table::of(schema, kind))
+        .collect()
+});
+
+/// The table of a default-schema kind.
+pub(crate) fn table(kind: Kind) -> &'static Table {
+    let index = match kind {
+        Kind::Tenant => 0,
+        Kind::User => 1,
+        Kind::Group => 2,
+        Kind::Membership => 3,
+    };
+    &DEFAULT_TABLES[index]
+}
+
+impl Table {
+    /// The table of a declared kind.
+    pub fn of(schema: &Schema, kind: &KindDef) -> Self {
+        Self {
+            name: kind.table.clone(),
+            tenant_scoped: kind.scoped,
+            scope_column: schema.scope_column(),
+            key_columns: kind.key.clone(),
+            data_columns: kind.fields.iter().map(|field| field.name.clone()).collect(),
+            fields: kind.fields.clone(),
+        }
+    }
+
+    /// Primary-key columns: the scope column (if scoped) then the key
+    /// columns.
+    pub fn primary_key(&self) -> Vec<&str> {
+        let mut columns = Vec::with_capacity(self.key_columns.len() + 1);
+        if self.tenant_scoped {
+            columns.push(self.scope_column.as_str());
+        }
+        columns.extend(self.key_columns.iter().map(String::as_str));
+        columns
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for this table.
+    pub fn create_sql(&self, backend: DbBackend) -> String {
+        let id_type = match backend {
+            DbBackend::Postgres => "TEXT COLLATE \"C\" NOT NULL",
+            _ => "TEXT NOT NULL",
+        };
+        let mut columns = Vec::new();
+        for column in self.primary_key() {
+            columns.push(format!("{column} {id_type}"));
+        }
+        for field in &self.fields {
+            let not_null = if field.nullable { "" } else { " NOT NULL" };
+            let column_type = column_type(&field.field_type, backend);
+            columns.push(format!("{} {column_type}{not_null}", field.name));
+        }
+        columns.push("generation BIGINT NOT NULL".to_owned());
+        columns.push("sequence BIGINT NOT NULL".to_owned());
+        columns.push("row_hash TEXT NOT NULL".to_owned());
+        columns.push("deleted BOOLEAN NOT NULL".to_owned());
+        columns.push("deleted_at_ms BIGINT".to_owned());
+        columns.push(format!("PRIMARY KEY ({})", self.primary_key().join(", ")));
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+            self.name,
+            columns.join(",\n  ")
+        )
+    }
+
+    /// What a tombstone stores in data column `index`: NULL where the field
+    /// allows it, else a value of the field's type (an enum's first value,
+    /// so that a tombstone reads back like any row).
+    pub fn placeholder(&self, index: usize) -> sea_orm::Value {
+        let Some(field) = self.fields.get(index) else {
+            return String::new().into();
+        };
+        if field.nullable {
+            return sea_orm::Value::String(None);
+        }
+        match &field.field_type {
+            FieldType::Text { .. } => String::new().into(),
+            FieldType::Enum { values } => values.first().cloned().unwrap_or_default().into(),
+            FieldType::Json => "null".to_owned().into(),
+            FieldType::Integer => 0i64.into(),
+            FieldType::Boolean => false.into(),
+            FieldType::Timestamp => 0i64.into(),
+        }
+    }
+}
+
+fn column_type(field_type: &FieldType, backend: DbBackend) -> &'static str {
+    match (field_type, backend) {
+        (FieldType::Text { .. } | FieldType::Enum { .. } | FieldType::Json, _) => "TEXT",
+        (FieldType::Integer, _) => "BIGINT",
+        (FieldType::Boolean, _) => "BOOLEAN",
+        (FieldType::Timestamp, DbBackend::Postgres) => "TIMESTAMPTZ",
+        (FieldType::Timestamp, _) => "BIGINT",
+    }
+}
+
+/// The statements that create a schema's replica tables on `backend`, in
+/// apply order: each kind's table, then (PostgreSQL) the digest functions
+/// and the generated digest column of every scoped kind. Idempotent. The
+/// store's own bookkeeping tables (fences, floors, runs) are
+/// `recon store migrate`'s.
+pub fn schema_ddl(schema: &Schema, backend: DbBackend) -> Vec<String> {
+    let mut statements: Vec<String> = schema
+        .apply_order()
+        .map(|kind| Table::of(schema, kind).create_sql(backend))
+        .collect();
+    if backend == DbBackend::Postgres {
+        statements.push(recon_core::digest::POSTGRES_FUNCTIONS.to_owned());
+        statements.extend(schema.apply_order().filter(|kind| kind.scoped).map(|kind| {
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS digest BIGINT GENERATED ALWAYS AS ({}) STORED",
+                kind.table,
+                recon_core::digest::postgres_element_expression_of(kind)
+            )
+        }));
+    }
+    statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_tables_are_the_tables_of_every_existing_store() {
+        // The statement m0001 ran before schemas were declared, for users.
+        assert_eq!(
+            table(Kind::User).create_sql(DbBackend::Postgres),
+            "CREATE TABLE IF NOT EXISTS replica_users (\n  \
+             tenant_id TEXT COLLATE \"C\" NOT NULL,\n  \
+             id TEXT COLLATE \"C\" NOT NULL,\n  \
+             email TEXT NOT NULL,\n  \
+             display_name TEXT NOT NULL,\n  \
+             status TEXT NOT NULL,\n  \
+             generation BIGINT NOT NULL,\n  \
+             sequence BIGINT NOT NULL,\n  \
+             row_hash TEXT NOT NULL,\n  \
+             deleted BOOLEAN NOT NULL,\n  \
+             deleted_at_ms BIGINT,\n  \
+             PRIMARY KEY (tenant_id, id)\n)"
+        );
+        assert_eq!(
+            table(Kind::Membership).primary_key(),
+            ["tenant_id", "group_id", "user_id"]
+        );
+        assert_eq!(table(Kind::Tenant).primary_key(), ["id"]);
+        // A user tombstone's status reads back as a valid status.
+        assert_eq!(
+            table(Kind::User).placeholder(2),
+            sea_orm::Value::from("active")
+        );
+    }
+
+    #[test]
+    fn a_declared_schema_gets_typed_columns() {
+        let schema = Schema::parse(include_str!("../../../proto/schemas/catalog.toml"))
+            .expect("the catalog schema is valid");
+        let statements = schema_ddl(&schema, DbBackend::Postgres);
+        let products = &statements[1];
+        assert!(
+            products.starts_with("CREATE TABLE IF NOT EXISTS catalog_products"),
+            "{products}"
+        );
+        for column in [
+            "shop_id TEXT COLLATE \"C\" NOT NULL",
+            "price_cents BIGINT NOT NULL",
+            "active BOOLEAN NOT NULL",
+            "attributes TEXT,",
+            "released_at TIMESTAMPTZ,",
+            "PRIMARY KEY (shop_id, sku)",
+        ] {
+            assert!(
+                products.contains(column),
+                "{column} missing from {products}"
+            );
+        }
+        let sqlite = schema_ddl(&schema, DbBackend::Sqlite);
+        assert_eq!(sqlite.len(), 5);
+        assert!(sqlite[1].contains("released_at BIGINT,"));
+        // Five tables, the functions, four digest columns (not the scope's).
+        assert_eq!(statements.len(), 10);
+    }
+}
