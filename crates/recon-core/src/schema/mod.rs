@@ -18,6 +18,7 @@
 //! `docs/schema.md`; [`Schema::parse`] reports every problem of a bad file
 //! at once ([`SchemaErrors`]).
 
+pub mod evolution;
 mod parse;
 mod row;
 mod value;

@@ -460,3 +460,127 @@ fn a_declared_row_that_does_not_fit_is_refused_with_the_reason() {
         .check(&schema, false)
         .expect("a deletion carries no data");
 }
+
+mod evolution {
+    use super::*;
+    use crate::schema::evolution::{SchemaChange, compare};
+
+    fn with(text: &str, from: &str, to: &str) -> Schema {
+        let changed = text.replacen(from, to, 1);
+        assert_ne!(changed, text, "{from:?} not found");
+        Schema::parse(&changed).expect("valid")
+    }
+
+    fn refusals(old: &Schema, new: &Schema) -> Vec<String> {
+        compare(old, new)
+            .expect_err("refused")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_kind_and_a_nullable_field_added_at_the_end_are_taken() {
+        let old = catalog();
+        let new = with(
+            CATALOG_TOML,
+            "    { name = \"stock\", type = \"integer\" },\n",
+            "    { name = \"stock\", type = \"integer\" },\n    { name = \"weight_grams\", type = \"integer\", nullable = true },\n",
+        );
+        let text = format!(
+            "{CATALOG_TOML}\n[[kind]]\nname = \"review\"\nplural = \"reviews\"\ntable = \"catalog_reviews\"\nkey = [\"id\"]\n"
+        );
+        let newer = Schema::parse(&text).expect("valid");
+        assert_eq!(compare(&old, &old), Ok(Vec::new()));
+        let changes = compare(&old, &new).expect("taken");
+        assert!(
+            matches!(&changes[..], [SchemaChange::AddField { kind, field, .. }] if kind == "variant" && field.name == "weight_grams"),
+            "{changes:?}"
+        );
+        let changes = compare(&old, &newer).expect("taken");
+        assert!(
+            matches!(&changes[..], [SchemaChange::AddKind(kind)] if kind.name == "review" && kind.tag == 6),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn widening_is_taken_narrowing_is_refused() {
+        let old = catalog();
+        let wider = with(
+            CATALOG_TOML,
+            "values = [\"draft\", \"listed\", \"retired\"]",
+            "values = [\"draft\", \"listed\", \"retired\", \"archived\"]",
+        );
+        assert_eq!(compare(&old, &wider), Ok(Vec::new()));
+        let longer = with(CATALOG_TOML, "max_length = 200", "max_length = 300");
+        assert_eq!(compare(&old, &longer), Ok(Vec::new()));
+        let shorter = with(CATALOG_TOML, "max_length = 200", "max_length = 100");
+        assert_eq!(
+            refusals(&old, &shorter),
+            [
+                "kind \"product\", field \"title\": max_length lowered from 200 to 100: keep the old field and add a new nullable field at the end of the kind's fields"
+            ]
+        );
+        let fewer = with(
+            CATALOG_TOML,
+            "\"draft\", \"listed\", \"retired\"",
+            "\"draft\", \"listed\"",
+        );
+        assert!(refusals(&old, &fewer)[0].contains("enum values removed: retired"));
+    }
+
+    #[test]
+    fn every_incompatible_change_is_named() {
+        let old = catalog();
+        let retyped = with(
+            CATALOG_TOML,
+            "name = \"price_cents\", type = \"integer\"",
+            "name = \"price_cents\", type = \"text\"",
+        );
+        assert!(
+            refusals(&old, &retyped)[0]
+                .contains("field \"price_cents\": type changed from integer to text")
+        );
+        let rekeyed = with(
+            CATALOG_TOML,
+            "key = [\"sku\", \"variant_id\"]",
+            "key = [\"variant_id\"]",
+        );
+        assert!(
+            refusals(&old, &rekeyed)[0]
+                .contains("kind \"variant\": key changed from (sku, variant_id) to (variant_id)")
+        );
+        let removed = with(
+            CATALOG_TOML,
+            "    { name = \"label\", type = \"text\" },\n",
+            "",
+        );
+        assert!(refusals(&old, &removed)[0].contains("field \"label\" removed, renamed or moved"));
+        let required = with(
+            CATALOG_TOML,
+            "    { name = \"stock\", type = \"integer\" },\n",
+            "    { name = \"stock\", type = \"integer\" },\n    { name = \"weight\", type = \"integer\" },\n",
+        );
+        assert!(refusals(&old, &required)[0].contains("new field \"weight\" is not nullable"));
+        let nullable = with(
+            CATALOG_TOML,
+            "{ name = \"label\", type = \"text\" }",
+            "{ name = \"label\", type = \"text\", nullable = true }",
+        );
+        assert!(refusals(&old, &nullable)[0].contains("nullable changed from false to true"));
+        let default = Schema::default_schema();
+        let found = refusals(default, &old);
+        assert!(
+            found[0].contains("the scope kind changed from \"tenant\" to \"shop\""),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|refusal| refusal.contains("kind \"tenant\" removed or renamed")),
+            "{found:?}"
+        );
+    }
+}
