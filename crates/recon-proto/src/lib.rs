@@ -78,7 +78,7 @@ pub enum DecodeError {
     },
     /// A declared upsert without a field that is not nullable.
     #[error(
-        "kind {kind:?}: field {field:?} is missing and not nullable: the producer's schema is behind this consumer's"
+        "kind {kind:?}: field {field:?} is missing, and this consumer's schema declares it not nullable: the producer's schema does not declare it"
     )]
     MissingField {
         /// The event's kind.
