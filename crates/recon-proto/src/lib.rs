@@ -1,15 +1,36 @@
 //! The change events on Kafka, generated from `proto/recon/events/v1`, and
-//! their mapping to the core domain's [`Change`].
+//! their mapping to the core domain: the default schema's typed [`Change`]
+//! and the [`DeclaredChange`] of any declared schema.
+//!
+//! A `ChangeEvent` carries its change in one of two forms: a typed variant
+//! per default-schema kind (tenant, user, group, membership; what the outbox
+//! relay writes today) or the schema-generic `declared` variant, whose data
+//! fields travel by name (see `docs/events.md`). Both decoders read both
+//! forms:
+//!
+//! * [`decode_change`] decodes into the default schema's [`Change`]; a typed
+//!   event takes the direct path, a declared one is read against
+//!   [`Schema::default_schema`].
+//! * [`decode_declared`] decodes into a `DeclaredChange` of the
+//!   consumer's schema; a typed event is accepted when that schema declares
+//!   the event's kind as the default schema does (same scope kind, key and
+//!   fields), e.g. the default schema extended with kinds of its own.
 //!
 //! Decoding validates what the wire cannot: a known operation, a non-empty
-//! tenant, well-formed ids. An event that fails is reported with a
-//! [`DecodeError`] naming the problem; the consumer counts and skips it.
+//! tenant, well-formed ids, a row that fits the schema. An event that fails
+//! is reported with a [`DecodeError`] naming the problem; the consumer
+//! dead-letters it (a content error, not a transient one).
+//!
+//! [`DeclaredChange`]: recon_core::schema::DeclaredChange
+
+mod declared;
+mod typed;
+
+pub use declared::{declared_from_wire, declared_to_wire, decode_declared, encode_declared};
 
 use prost::Message;
-use recon_core::{
-    Change, Deletion, Group, InvalidInput, Kind, Membership, Record, Row, Tenant, User, UserStatus,
-    Version,
-};
+use recon_core::schema::{InvalidRow, Schema};
+use recon_core::{Change, InvalidInput, Version};
 
 /// Generated protobuf types of `recon.events.v1`.
 #[allow(missing_docs, clippy::all)]
@@ -36,6 +57,66 @@ pub enum DecodeError {
     /// An id is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
+    /// A declared event of a kind the consumer's schema does not declare.
+    #[error(
+        "kind {kind:?} is not declared in this consumer's schema: the consumer's schema is behind the producer's, or is another schema"
+    )]
+    UnknownKind {
+        /// The event's kind.
+        kind: String,
+    },
+    /// A declared event with a data field the consumer's schema does not
+    /// declare.
+    #[error(
+        "kind {kind:?}: field {field:?} is not declared in this consumer's schema: the consumer's schema is behind the producer's"
+    )]
+    UnknownField {
+        /// The event's kind.
+        kind: String,
+        /// The undeclared field.
+        field: String,
+    },
+    /// A declared upsert without a field that is not nullable.
+    #[error(
+        "kind {kind:?}: field {field:?} is missing, and this consumer's schema declares it not nullable: the producer's schema does not declare it"
+    )]
+    MissingField {
+        /// The event's kind.
+        kind: String,
+        /// The missing field.
+        field: String,
+    },
+    /// A declared event that names a field twice.
+    #[error("kind {kind:?}: field {field:?} appears more than once")]
+    DuplicateField {
+        /// The event's kind.
+        kind: String,
+        /// The repeated field.
+        field: String,
+    },
+    /// A declared field without a value this consumer knows: none set, or
+    /// a value type added to the format after the consumer was built.
+    #[error(
+        "kind {kind:?}: field {field:?} has no value of a type this consumer knows (null, text, integer, boolean, timestamp, json)"
+    )]
+    NoValue {
+        /// The event's kind.
+        kind: String,
+        /// The field.
+        field: String,
+    },
+    /// A typed event whose kind the consumer's schema does not declare as
+    /// the default schema does.
+    #[error(
+        "a typed {kind} event needs this consumer's schema to declare kind {kind:?} as the default schema does (scope kind tenant, same key and fields)"
+    )]
+    TypedKind {
+        /// The event's kind.
+        kind: &'static str,
+    },
+    /// The row does not fit the consumer's schema.
+    #[error(transparent)]
+    Row(#[from] InvalidRow),
 }
 
 fn missing(field: &'static str) -> DecodeError {
@@ -45,181 +126,70 @@ fn missing(field: &'static str) -> DecodeError {
     }
 }
 
-/// Encodes a change as a `ChangeEvent`.
+fn unspecified_operation() -> DecodeError {
+    DecodeError::Field {
+        field: "operation",
+        problem: "unspecified",
+    }
+}
+
+/// Encodes a change as a `ChangeEvent` with a typed variant.
 pub fn encode_change(change: &Change) -> Vec<u8> {
     to_wire(change).encode_to_vec()
 }
 
-/// Decodes and validates a `ChangeEvent`.
+/// Decodes and validates a `ChangeEvent` of either form into a change of
+/// the default schema.
 pub fn decode_change(bytes: &[u8]) -> Result<Change, DecodeError> {
     from_wire(v1::ChangeEvent::decode(bytes)?)
 }
 
-/// Maps a core change to its wire form.
+/// Maps a core change to its wire form (a typed variant).
 pub fn to_wire(change: &Change) -> v1::ChangeEvent {
     let version = change.version();
-    let wire_change = match change {
-        Change::Upsert(row) => upsert_to_wire(&row.record),
-        Change::Delete(deletion) => delete_to_wire(deletion),
-    };
     v1::ChangeEvent {
         tenant_id: change.tenant_id().to_owned(),
-        version: Some(v1::Version {
-            generation: version.generation,
-            sequence: version.sequence,
-        }),
-        change: Some(wire_change),
+        version: Some(version_to_wire(version)),
+        change: Some(typed::change_to_wire(change)),
     }
 }
 
-fn upsert_to_wire(record: &Record) -> WireChange {
-    let operation = v1::Operation::Upsert as i32;
-    match record {
-        Record::Tenant(tenant) => WireChange::Tenant(v1::TenantChange {
-            operation,
-            id: tenant.id.clone(),
-            name: tenant.name.clone(),
-        }),
-        Record::User(user) => WireChange::User(v1::UserChange {
-            operation,
-            id: user.id.clone(),
-            email: user.email.clone(),
-            display_name: user.display_name.clone(),
-            status: match user.status {
-                UserStatus::Active => v1::UserStatus::Active as i32,
-                UserStatus::Disabled => v1::UserStatus::Disabled as i32,
-            },
-        }),
-        Record::Group(group) => WireChange::Group(v1::GroupChange {
-            operation,
-            id: group.id.clone(),
-            name: group.name.clone(),
-        }),
-        Record::Membership(membership) => WireChange::Membership(v1::MembershipChange {
-            operation,
-            group_id: membership.group_id.clone(),
-            user_id: membership.user_id.clone(),
-        }),
-    }
-}
-
-fn delete_to_wire(deletion: &Deletion) -> WireChange {
-    let operation = v1::Operation::Delete as i32;
-    let id = deletion.key.primary.clone();
-    match deletion.kind {
-        Kind::Tenant => WireChange::Tenant(v1::TenantChange {
-            operation,
-            id,
-            ..Default::default()
-        }),
-        Kind::User => WireChange::User(v1::UserChange {
-            operation,
-            id,
-            ..Default::default()
-        }),
-        Kind::Group => WireChange::Group(v1::GroupChange {
-            operation,
-            id,
-            ..Default::default()
-        }),
-        Kind::Membership => WireChange::Membership(v1::MembershipChange {
-            operation,
-            group_id: id,
-            user_id: deletion.key.secondary.clone().unwrap_or_default(),
-        }),
-    }
-}
-
-/// Maps and validates a wire event to a core change.
+/// Maps and validates a wire event of either form to a change of the
+/// default schema.
 pub fn from_wire(event: v1::ChangeEvent) -> Result<Change, DecodeError> {
+    let (tenant_id, version, change) = event_parts(event)?;
+    match change {
+        WireChange::Declared(declared) => {
+            let schema = Schema::default_schema();
+            let declared = declared::change_from_wire(tenant_id, version, declared, schema)?;
+            Ok(declared.to_change()?)
+        }
+        typed => typed::change_from_wire(tenant_id, version, typed),
+    }
+}
+
+/// The parts every event has: the scope value (validated), the version and
+/// the change.
+fn event_parts(event: v1::ChangeEvent) -> Result<(String, Version, WireChange), DecodeError> {
     recon_core::validate_tenant_id(&event.tenant_id)?;
     let version = event.version.ok_or_else(|| missing("version"))?;
     let version = Version::new(version.generation, version.sequence);
     let change = event.change.ok_or_else(|| missing("change"))?;
-    let (operation, record) = record_from_wire(change)?;
-    let tenant_id = event.tenant_id;
-    match operation {
-        v1::Operation::Upsert => Ok(Change::Upsert(Row {
-            tenant_id,
-            record,
-            version,
-        })),
-        v1::Operation::Delete => Ok(Change::Delete(Deletion {
-            tenant_id,
-            kind: record.kind(),
-            key: record.key(),
-            version,
-        })),
-        v1::Operation::Unspecified => Err(DecodeError::Field {
-            field: "operation",
-            problem: "unspecified",
-        }),
+    Ok((event.tenant_id, version, change))
+}
+
+/// The wire form of a version.
+fn version_to_wire(version: Version) -> v1::Version {
+    v1::Version {
+        generation: version.generation,
+        sequence: version.sequence,
     }
-}
-
-fn operation_of(value: i32) -> Result<v1::Operation, DecodeError> {
-    v1::Operation::try_from(value).map_err(|_| DecodeError::Field {
-        field: "operation",
-        problem: "an unknown value",
-    })
-}
-
-fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), DecodeError> {
-    use recon_core::domain::validate_id;
-    Ok(match change {
-        WireChange::Tenant(tenant) => {
-            recon_core::validate_tenant_id(&tenant.id)?;
-            let record = Record::Tenant(Tenant {
-                id: tenant.id,
-                name: tenant.name,
-            });
-            (operation_of(tenant.operation)?, record)
-        }
-        WireChange::User(user) => {
-            validate_id("user id", &user.id)?;
-            let operation = operation_of(user.operation)?;
-            let status = match v1::UserStatus::try_from(user.status) {
-                Ok(v1::UserStatus::Disabled) => UserStatus::Disabled,
-                Ok(v1::UserStatus::Active) => UserStatus::Active,
-                _ if operation == v1::Operation::Delete => UserStatus::Active,
-                _ => {
-                    return Err(DecodeError::Field {
-                        field: "user.status",
-                        problem: "unspecified or unknown",
-                    });
-                }
-            };
-            let record = Record::User(User {
-                id: user.id,
-                email: user.email,
-                display_name: user.display_name,
-                status,
-            });
-            (operation, record)
-        }
-        WireChange::Group(group) => {
-            validate_id("group id", &group.id)?;
-            let record = Record::Group(Group {
-                id: group.id,
-                name: group.name,
-            });
-            (operation_of(group.operation)?, record)
-        }
-        WireChange::Membership(membership) => {
-            validate_id("group id", &membership.group_id)?;
-            validate_id("user id", &membership.user_id)?;
-            let record = Record::Membership(Membership {
-                group_id: membership.group_id,
-                user_id: membership.user_id,
-            });
-            (operation_of(membership.operation)?, record)
-        }
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use recon_core::{Deletion, Kind, Record, Row, User, UserStatus};
 
     fn user_row() -> Row {
         Row {
@@ -359,3 +329,6 @@ mod tests {
         assert!(error.to_string().contains("operation"));
     }
 }
+
+#[cfg(test)]
+mod declared_tests;
