@@ -25,7 +25,10 @@ mod value;
 
 pub use parse::{SchemaError, SchemaErrors};
 pub use row::{DeclaredChange, DeclaredRow, InvalidRow};
-pub use value::{FieldValue, InvalidValue, canonical_json, encode_row, row_hash_of_values};
+pub use value::{
+    FieldValue, InvalidValue, canonical_json, canonical_json_value, encode_row, format_timestamp,
+    parse_timestamp, row_hash_of_values,
+};
 pub(crate) use value::{encode_text, row_hash_of_encoding};
 
 use std::fmt;

@@ -72,6 +72,19 @@ pub enum InvalidRow {
         #[source]
         source: InvalidValue,
     },
+    /// A key part other than the last holds `:`, which joins a composite
+    /// key's parts in its cursor form.
+    #[error(
+        "kind {kind:?}: key field {field:?} value {value:?} contains `:`, which the cursor form forbids"
+    )]
+    CursorSeparator {
+        /// The kind.
+        kind: String,
+        /// The key field.
+        field: String,
+        /// The value.
+        value: String,
+    },
     /// A scope row whose scope is not its own key.
     #[error("a {kind} row's scope {scope:?} is not its own key {key:?}")]
     ScopeRow {
@@ -99,8 +112,17 @@ impl DeclaredRow {
         };
         crate::validate_tenant_id(&self.scope).map_err(key_error)?;
         arity(&kind.name, "the key", self.key.len(), kind.key.len())?;
-        for part in &self.key {
+        for (index, part) in self.key.iter().enumerate() {
             validate_id("key field", part).map_err(key_error)?;
+            // A composite key's cursor joins its parts with `:`; only the
+            // last part may hold one.
+            if index + 1 < self.key.len() && part.contains(':') {
+                return Err(InvalidRow::CursorSeparator {
+                    kind: kind.name.clone(),
+                    field: kind.key[index].clone(),
+                    value: part.clone(),
+                });
+            }
         }
         if !kind.scoped && self.key.first() != Some(&self.scope) {
             return Err(InvalidRow::ScopeRow {

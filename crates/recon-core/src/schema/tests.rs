@@ -408,7 +408,9 @@ proptest! {
             crate::Change::Upsert(crate::Row { tenant_id, record, version })
         };
         let declared = DeclaredChange::of_change(&change);
-        let valid_ids = declared.row().key.iter().all(|part| !part.is_empty());
+        let key = &declared.row().key;
+        let valid_ids = key.iter().all(|part| !part.is_empty())
+            && key[..key.len() - 1].iter().all(|part| !part.contains(':'));
         prop_assume!(valid_ids && (declared.row().kind != "tenant" || declared.row().key[0] == "tenant-1"));
         prop_assert_eq!(declared.to_change().expect("valid"), change);
     }
@@ -583,4 +585,28 @@ mod evolution {
             "{found:?}"
         );
     }
+}
+
+#[test]
+fn timestamps_read_and_print_in_utc_with_milliseconds() {
+    let micros = parse_timestamp("2026-12-07T07:31:03.123+01:00").expect("rfc 3339");
+    assert_eq!(micros, 1_796_625_063_123_000);
+    assert_eq!(
+        format_timestamp(micros).as_deref(),
+        Some("2026-12-07T06:31:03.123Z")
+    );
+    assert_eq!(
+        format_timestamp(-315_619_199_999_999).as_deref(),
+        Some("1960-01-01T00:00:00.000001Z")
+    );
+    assert!(
+        parse_timestamp("2026-12-07")
+            .expect_err("no time")
+            .contains("RFC 3339")
+    );
+    assert!(
+        parse_timestamp("2026-12-07T06:31:03.123456789Z")
+            .expect_err("ns")
+            .contains("finer")
+    );
 }

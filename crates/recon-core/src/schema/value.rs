@@ -180,9 +180,39 @@ pub(crate) fn row_hash_of_encoding(encoding: &[u8]) -> RowHash {
 pub fn canonical_json(text: &str) -> Result<String, String> {
     let document: serde_json::Value =
         serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))?;
-    let mut out = String::with_capacity(text.len());
-    write_canonical(&document, &mut out);
-    Ok(out)
+    Ok(canonical_json_value(&document))
+}
+
+/// The canonical text of a parsed JSON document (see [`canonical_json`]).
+pub fn canonical_json_value(document: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_canonical(document, &mut out);
+    out
+}
+
+/// A timestamp's text form in pages and APIs: RFC 3339 in UTC with
+/// milliseconds (`2026-12-07T06:31:03.123Z`), or microseconds when the value
+/// has them (a replica's drifted value). `None` outside the years chrono
+/// represents.
+pub fn format_timestamp(micros: i64) -> Option<String> {
+    let instant = chrono::DateTime::from_timestamp_micros(micros)?;
+    let precision = if micros % 1000 == 0 {
+        chrono::SecondsFormat::Millis
+    } else {
+        chrono::SecondsFormat::Micros
+    };
+    Some(instant.to_rfc3339_opts(precision, true))
+}
+
+/// Parses a timestamp's text form: RFC 3339 with any offset, at most
+/// microsecond precision; the value in microseconds since the epoch, UTC.
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let instant = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|error| format!("{text:?} is not an RFC 3339 timestamp: {error}"))?;
+    if instant.timestamp_subsec_nanos() % 1000 != 0 {
+        return Err(format!("{text:?} is finer than a microsecond"));
+    }
+    Ok(instant.timestamp_micros())
 }
 
 fn write_canonical(value: &serde_json::Value, out: &mut String) {
