@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+pub mod declared;
 pub mod digests;
 pub mod error;
 pub mod metrics;
