@@ -108,7 +108,7 @@ fn integer(value: &Value) -> Option<i64> {
     }
     let float = number.as_f64()?;
     // Within ±2^63 and whole: exactly representable as an i64.
-    let in_range = float >= -9_223_372_036_854_775_808.0 && float < 9_223_372_036_854_775_808.0;
+    let in_range = (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&float);
     (in_range && float.fract() == 0.0).then_some(float as i64)
 }
 
