@@ -226,3 +226,76 @@ async fn the_ddl_recon_schema_prints_creates_the_tables_on_postgres() {
     let digest_columns: i64 = tables.try_get("", "n").expect("count");
     assert_eq!(digest_columns, 4, "every scoped kind has a digest column");
 }
+
+#[tokio::test]
+async fn an_added_kind_and_field_evolve_a_postgres_store_and_its_digests() {
+    let old = Schema::parse(CATALOG).expect("the catalog schema is valid");
+    let evolved_text = CATALOG.replacen(
+        "    { name = \"stock\", type = \"integer\" },\n",
+        "    { name = \"stock\", type = \"integer\" },\n    { name = \"weight_grams\", type = \"integer\", nullable = true },\n",
+        1,
+    ) + "\n[[kind]]\nname = \"review\"\nplural = \"reviews\"\ntable = \"catalog_reviews\"\nkey = [\"id\"]\nreferences = [\"product\"]\nfield = [{ name = \"stars\", type = \"integer\" }]\n";
+    let new = Schema::parse(&evolved_text).expect("the evolved schema is valid");
+    let changes = recon_core::schema::evolution::compare(&old, &new).expect("taken");
+    let database = TestDatabase::create(Backend::Postgres)
+        .await
+        .expect("test database");
+    let connection = Database::connect(&database.url).await.expect("connect");
+    let run = |statements: Vec<String>| {
+        let connection = connection.clone();
+        async move {
+            for statement in statements {
+                connection
+                    .execute_unprepared(&statement)
+                    .await
+                    .unwrap_or_else(|error| panic!("{statement}: {error}"));
+            }
+        }
+    };
+    run(schema_ddl(&old, DbBackend::Postgres)).await;
+    connection
+        .execute_unprepared(
+            "INSERT INTO catalog_variants (shop_id, sku, variant_id, label, stock, generation, \
+             sequence, row_hash, deleted) VALUES ('shop-1', 'p', 'v', 'Blue', 4, 2, 9, '', false)",
+        )
+        .await
+        .expect("insert variant");
+    let digest = |connection: sea_orm::DatabaseConnection| async move {
+        let row = connection
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT digest FROM catalog_variants".to_owned(),
+            ))
+            .await
+            .expect("read digest")
+            .expect("one row");
+        row.try_get::<i64>("", "digest").expect("digest column")
+    };
+    let version = Version::new(2, 9);
+    let values = [FieldValue::Text("Blue".into()), FieldValue::Integer(4)];
+    let before = element(
+        &row_hash_of_values(old.kind("variant").expect("variant"), &["p", "v"], &values),
+        version,
+    );
+    assert_eq!(digest(connection.clone()).await, before);
+    run(recon_store::evolution_ddl(
+        &new,
+        &changes,
+        DbBackend::Postgres,
+    ))
+    .await;
+    let values = [values[0].clone(), values[1].clone(), FieldValue::Null];
+    let after = element(
+        &row_hash_of_values(new.kind("variant").expect("variant"), &["p", "v"], &values),
+        version,
+    );
+    assert_ne!(before, after, "the element encodes the new field");
+    assert_eq!(digest(connection.clone()).await, after);
+    connection
+        .execute_unprepared(
+            "INSERT INTO catalog_reviews (shop_id, id, stars, generation, sequence, row_hash, \
+             deleted) VALUES ('shop-1', 'r1', 5, 2, 10, '', false)",
+        )
+        .await
+        .expect("the new kind's table takes rows");
+}

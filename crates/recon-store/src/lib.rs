@@ -35,7 +35,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fence::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
 pub use read::StoredRow;
 pub use recon_core::KeyRange;
-pub use tables::schema_ddl;
+pub use tables::{evolution_ddl, schema_ddl};
 pub use upkeep::TombstonePurge;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};

@@ -19,6 +19,7 @@
 //! its key; its data columns hold placeholders ([`Table::placeholder`]).
 
 use recon_core::Kind;
+use recon_core::schema::evolution::SchemaChange;
 use recon_core::schema::{FieldDef, FieldType, KindDef, Schema};
 use sea_orm::DbBackend;
 use std::sync::LazyLock;
@@ -156,15 +157,67 @@ pub fn schema_ddl(schema: &Schema, backend: DbBackend) -> Vec<String> {
         .collect();
     if backend == DbBackend::Postgres {
         statements.push(recon_core::digest::POSTGRES_FUNCTIONS.to_owned());
-        statements.extend(schema.apply_order().filter(|kind| kind.scoped).map(|kind| {
-            format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS digest BIGINT GENERATED ALWAYS AS ({}) STORED",
-                kind.table,
-                recon_core::digest::postgres_element_expression_of(kind)
-            )
-        }));
+        statements.extend(
+            schema
+                .apply_order()
+                .filter(|kind| kind.scoped)
+                .map(add_digest_column),
+        );
     }
     statements
+}
+
+/// The statements that take a store from one schema to the next (`new`,
+/// after [`compare`](recon_core::schema::evolution::compare) accepted the
+/// `changes`): a new kind's table (and digest column), a new field's
+/// column; on PostgreSQL the digest column of a kind that gained a field
+/// is generated again from the new expression (one rewrite of that table:
+/// the reason migrations are `recon store migrate`'s, without the serving
+/// sessions' statement timeout).
+pub fn evolution_ddl(new: &Schema, changes: &[SchemaChange], backend: DbBackend) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut regenerate = Vec::new();
+    for change in changes {
+        match change {
+            SchemaChange::AddKind(kind) => {
+                statements.push(Table::of(new, kind).create_sql(backend));
+                if backend == DbBackend::Postgres && kind.scoped {
+                    statements.push(add_digest_column(kind));
+                }
+            }
+            SchemaChange::AddField { kind, table, field } => {
+                statements.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {}",
+                    field.name,
+                    column_type(&field.field_type, backend)
+                ));
+                if !regenerate.contains(kind) {
+                    regenerate.push(kind.clone());
+                }
+            }
+        }
+    }
+    if backend == DbBackend::Postgres {
+        for kind in regenerate.iter().filter_map(|name| new.kind(name)) {
+            if kind.scoped {
+                statements.push(format!(
+                    "ALTER TABLE {} DROP COLUMN IF EXISTS digest",
+                    kind.table
+                ));
+                statements.push(add_digest_column(kind));
+            }
+        }
+    }
+    statements
+}
+
+/// `ALTER TABLE … ADD COLUMN IF NOT EXISTS digest …` of a scoped kind.
+fn add_digest_column(kind: &KindDef) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS digest BIGINT GENERATED ALWAYS AS ({}) STORED",
+        kind.table,
+        recon_core::digest::postgres_element_expression_of(kind)
+    )
 }
 
 #[cfg(test)]
