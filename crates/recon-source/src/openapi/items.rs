@@ -83,7 +83,7 @@ fn item(kind: &KindApi) -> Value {
 
 /// A data field's JSON schema; a nullable field also accepts `null`,
 /// which stands for `NULL`.
-pub(super) fn field_schema(field: &FieldDef) -> Value {
+fn field_schema(field: &FieldDef) -> Value {
     let (json_type, mut schema) = match &field.field_type {
         FieldType::Text { max_length } => {
             let mut schema = json!({});
