@@ -12,6 +12,9 @@
 //! a walk that stops before the last page — [`SourceWalk`] checks across
 //! the pages of one (tenant, kind).
 //!
+//! [`openapi_document`] writes the Source API's contract for any declared
+//! schema; the checked-in documents are its output.
+//!
 //! Messages name the URL and the status or problem, never the token or a
 //! password in the base URL.
 
@@ -21,6 +24,7 @@ pub mod declared;
 pub mod digests;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod validate;
 pub mod walk;
 mod wire;
@@ -29,5 +33,6 @@ pub use client::HttpSource;
 pub use config::SourceConfig;
 pub use error::{Error, Result};
 pub use metrics::SourceMetrics;
+pub use openapi::openapi_document;
 pub use validate::{PageViolation, check_page};
 pub use walk::{SourceWalk, WalkSummary, WalkViolation};

@@ -50,6 +50,23 @@ pub const RESERVED_COLUMNS: [&str; 6] = [
     "digest",
 ];
 
+/// Plurals no kind may take: the Source API's own URL segments and the
+/// properties that sit beside the kinds' plurals in its answers
+/// (`/v1/capabilities`, `/v1/{scope}/{id}/counts`, `.../digests`,
+/// `.../pages/...`; `watermark` and `id` in counts and digests).
+pub const RESERVED_PLURALS: [&str; 6] = [
+    "capabilities",
+    "counts",
+    "digests",
+    "pages",
+    "id",
+    "watermark",
+];
+
+/// The property of a Source API item that holds the row's version, which
+/// no key or data field may take.
+pub const VERSION_PROPERTY: &str = "version";
+
 /// A validated schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {

@@ -1,7 +1,9 @@
 //! Reading a schema file: TOML into raw declarations, then one validation
 //! pass that collects every problem instead of stopping at the first.
 
-use super::{FieldDef, FieldType, KindDef, RESERVED_COLUMNS, Schema};
+use super::{
+    FieldDef, FieldType, KindDef, RESERVED_COLUMNS, RESERVED_PLURALS, Schema, VERSION_PROPERTY,
+};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -256,6 +258,16 @@ fn kind_def(
         true,
         errors,
     );
+    if RESERVED_PLURALS.contains(&raw.plural.as_str()) {
+        errors.push(SchemaError::InvalidName {
+            what: format!("plural of kind {:?}", raw.name),
+            name: raw.plural.clone(),
+            reason: format!(
+                "the Source API uses it (reserved: {})",
+                RESERVED_PLURALS.join(", ")
+            ),
+        });
+    }
     check_identifier(
         &format!("table of kind {:?}", raw.name),
         &raw.table,
@@ -275,6 +287,13 @@ fn kind_def(
         check_identifier(&what, name, false, errors);
         if !columns.insert(name.as_str()) {
             errors.push(duplicate(&what, name));
+        }
+        if name == VERSION_PROPERTY {
+            errors.push(SchemaError::InvalidName {
+                what: what.clone(),
+                name: name.clone(),
+                reason: "a Source API item carries the row's version under this name".to_owned(),
+            });
         }
         if RESERVED_COLUMNS.contains(&name.as_str()) || Some(name.as_str()) == scope_column {
             let mut reserved = RESERVED_COLUMNS.join(", ");

@@ -178,6 +178,22 @@ fn reserved_column_names_are_refused() {
 }
 
 #[test]
+fn names_the_source_api_uses_are_refused() {
+    let text = format!(
+        "{}[[kind]]\nname = \"count\"\nplural = \"counts\"\ntable = \"counts\"\nkey = [\"version\"]\n",
+        ONE_KIND.replace("plural = \"tenants\"", "plural = \"digests\"")
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "plural of kind \"tenant\" \"digests\" is not allowed: the Source API uses it (reserved: capabilities, counts, digests, pages, id, watermark)",
+            "plural of kind \"count\" \"counts\" is not allowed: the Source API uses it (reserved: capabilities, counts, digests, pages, id, watermark)",
+            "field of kind \"count\" \"version\" is not allowed: a Source API item carries the row's version under this name",
+        ]
+    );
+}
+
+#[test]
 fn a_cycle_is_named_kind_by_kind() {
     let kind = |name: &str, reference: &str| {
         format!(
