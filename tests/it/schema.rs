@@ -299,3 +299,21 @@ async fn an_added_kind_and_field_evolve_a_postgres_store_and_its_digests() {
         .await
         .expect("the new kind's table takes rows");
 }
+
+#[test]
+fn recon_schema_openapi_prints_the_checked_in_documents() {
+    let catalog = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/schemas/catalog.toml");
+    let (code, document) = recon_schema(&["openapi", "--schema", catalog]);
+    assert_eq!(code, Some(0), "{document}");
+    assert_eq!(
+        document,
+        include_str!("../../proto/schemas/catalog.openapi.json"),
+        "regenerate with recon schema openapi --schema proto/schemas/catalog.toml > proto/schemas/catalog.openapi.json"
+    );
+    let (code, document) = recon_schema(&["openapi"]);
+    assert_eq!(code, Some(0), "{document}");
+    let printed: serde_json::Value = serde_json::from_str(&document).expect("JSON");
+    let checked_in: serde_json::Value =
+        serde_json::from_str(include_str!("../../proto/source-api.openapi.json")).expect("JSON");
+    assert_eq!(printed, checked_in);
+}

@@ -70,7 +70,7 @@ pub enum Command {
     /// file, environment, flag), secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// The declared data model: `recon schema check|print|ddl`.
+    /// The declared data model: `recon schema check|print|openapi|ddl`.
     #[command(subcommand)]
     Schema(SchemaCommand),
 }
@@ -85,6 +85,9 @@ pub enum SchemaCommand {
     /// Prints each kind in apply order with its table, key and typed
     /// fields.
     Print(SchemaFileArgs),
+    /// Prints the Source API's OpenAPI document for the schema (the
+    /// checked-in `proto/source-api.openapi.json` is the default schema's).
+    Openapi(SchemaFileArgs),
     /// Prints the SQL that creates the schema's replica tables.
     Ddl {
         /// The schema file.

@@ -1,4 +1,5 @@
-//! `recon schema check|print|ddl`: reads a schema file and reports on it.
+//! `recon schema check|print|openapi|ddl`: reads a schema file and reports
+//! on it.
 
 use crate::cli::{DdlBackend, SchemaCommand, SchemaFileArgs};
 use anyhow::Context;
@@ -26,6 +27,11 @@ pub fn run(command: SchemaCommand) -> anyhow::Result<ExitCode> {
         },
         SchemaCommand::Print(file) => {
             print!("{}", load(&file)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SchemaCommand::Openapi(file) => {
+            let document = recon_source::openapi_document(&load(&file)?);
+            println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(ExitCode::SUCCESS)
         }
         SchemaCommand::Ddl { schema, backend } => {
