@@ -89,7 +89,7 @@ async fn live_user_ids(store: &Store) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for tenant in 0..8 {
         let rows = store
-            .read_page(&format!("t{tenant}"), Kind::User, &KeyRange::all(), 100_000)
+            .read_page(&format!("t{tenant}"), Kind::USER, &KeyRange::all(), 100_000)
             .await
             .expect("read users");
         for row in rows {

@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn the_expression_names_the_kinds_columns() {
         assert_eq!(
-            postgres_element_expression(Kind::Membership),
+            postgres_element_expression(Kind::MEMBERSHIP),
             "recon_row_digest(generation, sequence, 4, recon_digest_field(group_id) || recon_digest_field(user_id))"
         );
     }

@@ -7,8 +7,10 @@
 
 use crate::{RowHash, Version};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 /// Longest id accepted anywhere, in characters (Unicode scalar values).
 pub const MAX_ID_CHARS: usize = 200;
@@ -68,76 +70,85 @@ pub fn validate_tenant_id(id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// The four replicated entity kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A tenant; every other kind references one.
-    Tenant,
-    /// A user of a tenant.
-    User,
-    /// A group of a tenant.
-    Group,
-    /// A user's membership in a group, keyed by `(group_id, user_id)`.
-    Membership,
-}
+/// A replicated kind, by its singular name (`user`, `product`): cheap to
+/// copy, compare and print. Which kinds exist, and what their rows hold, is
+/// the [schema](crate::schema)'s; the constants name the default schema's
+/// kinds. Kinds order by name.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(&'static str);
 
 impl Kind {
-    /// All kinds in upsert order: tenants first, memberships last.
-    /// Deletions run in the reverse order.
-    pub const UPSERT_ORDER: [Kind; 4] = [Kind::Tenant, Kind::User, Kind::Group, Kind::Membership];
+    /// The default schema's tenant; every other kind of it lives in one.
+    pub const TENANT: Kind = Kind("tenant");
+    /// The default schema's user of a tenant.
+    pub const USER: Kind = Kind("user");
+    /// The default schema's group of a tenant.
+    pub const GROUP: Kind = Kind("group");
+    /// The default schema's membership of a user in a group, keyed by
+    /// `(group_id, user_id)`.
+    pub const MEMBERSHIP: Kind = Kind("membership");
 
-    /// The kinds that live inside a tenant.
-    pub const TENANT_SCOPED: [Kind; 3] = [Kind::User, Kind::Group, Kind::Membership];
+    /// The default schema's kinds in upsert order: tenants first,
+    /// memberships last. Deletions run in the reverse order.
+    pub const UPSERT_ORDER: [Kind; 4] = [Kind::TENANT, Kind::USER, Kind::GROUP, Kind::MEMBERSHIP];
 
-    /// Lowercase name, as used in URLs, reports and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tenant => "tenant",
-            Kind::User => "user",
-            Kind::Group => "group",
-            Kind::Membership => "membership",
+    /// The default schema's kinds that live inside a tenant.
+    pub const TENANT_SCOPED: [Kind; 3] = [Kind::USER, Kind::GROUP, Kind::MEMBERSHIP];
+
+    /// The kind named `name` (its singular name). Names are interned: each
+    /// distinct name is allocated once per process.
+    pub fn named(name: &str) -> Kind {
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        for known in Kind::UPSERT_ORDER {
+            if known.0 == name {
+                return known;
+            }
         }
+        let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(interned) = names.get(name) {
+            return Kind(interned);
+        }
+        let interned: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(interned);
+        Kind(interned)
     }
 
-    /// Parses an entity key of this kind from its cursor form (`id`, or
-    /// `group_id:user_id` for memberships).
+    /// The singular name, as used in reports, metrics and events.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// Parses an entity key of a default-schema kind from its cursor form
+    /// (`id`, or `group_id:user_id` for memberships); see
+    /// [`EntityKey::parse`] for any kind.
     pub fn parse_key(self, text: &str) -> Result<EntityKey, InvalidInput> {
-        match self {
-            Kind::Membership => {
-                let Some((group_id, user_id)) = text.split_once(':') else {
-                    return Err(InvalidInput::new(
-                        "membership cursor",
-                        format!("{text:?} is not of the form <group_id>:<user_id>"),
-                    ));
-                };
-                validate_id("group id", group_id)?;
-                validate_id("user id", user_id)?;
-                Ok(EntityKey::pair(group_id, user_id))
-            }
-            _ => {
-                validate_id("id", text)?;
-                Ok(EntityKey::id(text))
-            }
-        }
+        let parts = if self == Kind::MEMBERSHIP { 2 } else { 1 };
+        EntityKey::parse(text, parts, self.as_str())
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.0)
     }
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+        formatter.write_str(self.0)
     }
 }
 
 impl FromStr for Kind {
     type Err = InvalidInput;
 
+    /// A default-schema kind by its singular or plural name.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
-            "tenant" | "tenants" => Ok(Kind::Tenant),
-            "user" | "users" => Ok(Kind::User),
-            "group" | "groups" => Ok(Kind::Group),
-            "membership" | "memberships" => Ok(Kind::Membership),
+            "tenant" | "tenants" => Ok(Kind::TENANT),
+            "user" | "users" => Ok(Kind::USER),
+            "group" | "groups" => Ok(Kind::GROUP),
+            "membership" | "memberships" => Ok(Kind::MEMBERSHIP),
             other => Err(InvalidInput::new(
                 "kind",
                 format!("{other:?} is not one of tenant, user, group, membership"),
@@ -146,44 +157,86 @@ impl FromStr for Kind {
     }
 }
 
-/// Identity of an entity within its tenant and kind.
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Kind::named(&name))
+    }
+}
+
+/// Identity of an entity within its tenant and kind: the values of the
+/// kind's key fields, in key order.
 ///
-/// Ordered by `primary`, then `secondary`, each compared byte-wise — the
-/// order of the Source API's pages. Only memberships have a `secondary`
-/// (`primary` is the group id, `secondary` the user id).
+/// Ordered part by part, each compared byte-wise — the order of the
+/// Source API's pages. Its cursor form joins the parts with `:`; only the
+/// last part may hold one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntityKey {
-    /// The id (group id for memberships).
-    pub primary: String,
-    /// The user id of a membership; `None` for the other kinds.
-    pub secondary: Option<String>,
+    parts: Vec<String>,
 }
 
 impl EntityKey {
-    /// Key of a tenant, user or group.
+    /// A key of one part (a tenant, user or group).
     pub fn id(id: impl Into<String>) -> Self {
         Self {
-            primary: id.into(),
-            secondary: None,
+            parts: vec![id.into()],
         }
     }
 
-    /// Key of a membership.
-    pub fn pair(group_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+    /// A key of two parts (a membership: group id, user id).
+    pub fn pair(first: impl Into<String>, second: impl Into<String>) -> Self {
         Self {
-            primary: group_id.into(),
-            secondary: Some(user_id.into()),
+            parts: vec![first.into(), second.into()],
         }
+    }
+
+    /// A key of its parts, in key order.
+    pub fn from_parts(parts: Vec<String>) -> Self {
+        Self { parts }
+    }
+
+    /// The parts, in key order.
+    pub fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// The parts, owned.
+    pub fn into_parts(self) -> Vec<String> {
+        self.parts
+    }
+
+    /// The first part (a scope row's key is its scope value).
+    pub fn first(&self) -> &str {
+        self.parts.first().map_or("", String::as_str)
+    }
+
+    /// Parses a key of `parts` parts from its cursor form; `kind` names the
+    /// kind in errors. Each part must be a valid id ([`validate_id`]).
+    pub fn parse(text: &str, parts: usize, kind: &str) -> Result<EntityKey, InvalidInput> {
+        let split: Vec<&str> = text.splitn(parts.max(1), ':').collect();
+        if split.len() != parts.max(1) {
+            return Err(InvalidInput {
+                what: "cursor",
+                reason: format!("{kind} cursor {text:?} does not have {parts} parts joined by `:`"),
+            });
+        }
+        for part in &split {
+            validate_id("key part", part)?;
+        }
+        Ok(EntityKey::from_parts(split.into_iter().map(str::to_owned).collect()))
     }
 }
 
 impl fmt::Display for EntityKey {
-    /// The cursor form: `id`, or `group_id:user_id`.
+    /// The cursor form: the parts joined by `:`.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.secondary {
-            None => formatter.write_str(&self.primary),
-            Some(secondary) => write!(formatter, "{}:{secondary}", self.primary),
-        }
+        formatter.write_str(&self.parts.join(":"))
     }
 }
 
@@ -230,11 +283,10 @@ pub fn joined_bounds<'a>(
     part: usize,
 ) -> [String; 2] {
     let column = |key: &Option<EntityKey>| -> String {
-        match (key, part) {
-            (None, _) => String::new(),
-            (Some(key), 0) => key.primary.clone(),
-            (Some(key), _) => key.secondary.clone().unwrap_or_default(),
-        }
+        key.as_ref()
+            .and_then(|key| key.parts().get(part))
+            .cloned()
+            .unwrap_or_default()
     };
     let join = |bound: fn(&KeyRange) -> &Option<EntityKey>| -> String {
         ranges
@@ -358,10 +410,10 @@ impl Record {
     /// The record's kind.
     pub fn kind(&self) -> Kind {
         match self {
-            Record::Tenant(_) => Kind::Tenant,
-            Record::User(_) => Kind::User,
-            Record::Group(_) => Kind::Group,
-            Record::Membership(_) => Kind::Membership,
+            Record::Tenant(_) => Kind::TENANT,
+            Record::User(_) => Kind::USER,
+            Record::Group(_) => Kind::GROUP,
+            Record::Membership(_) => Kind::MEMBERSHIP,
         }
     }
 
@@ -532,26 +584,32 @@ mod tests {
 
     #[test]
     fn membership_cursor_round_trips() {
-        let key = Kind::Membership.parse_key("g-1:u-2").expect("valid cursor");
+        let key = Kind::MEMBERSHIP.parse_key("g-1:u-2").expect("valid cursor");
         assert_eq!(key, EntityKey::pair("g-1", "u-2"));
         assert_eq!(key.to_string(), "g-1:u-2");
     }
 
     #[test]
     fn bad_cursors_are_named() {
-        let error = Kind::Membership
+        let error = Kind::MEMBERSHIP
             .parse_key("no-colon")
             .expect_err("must fail");
-        assert_eq!(error.what, "membership cursor");
-        let error = Kind::User.parse_key("").expect_err("must fail");
+        assert_eq!(
+            error.to_string(),
+            "invalid cursor: membership cursor \"no-colon\" does not have 2 parts joined by `:`"
+        );
+        // Only the last part may hold the separator.
+        let key = EntityKey::parse("a:b:c", 2, "variant").expect("valid");
+        assert_eq!(key.parts(), ["a", "b:c"]);
+        let error = Kind::USER.parse_key("").expect_err("must fail");
         assert!(error.to_string().contains("must not be empty"));
-        let error = Kind::User
+        let error = Kind::USER
             .parse_key(&"x".repeat(300))
             .expect_err("must fail");
         assert!(error.to_string().contains("300 characters"));
         // Counted in characters, as JSON Schema's maxLength counts them.
-        assert!(Kind::User.parse_key(&"é".repeat(200)).is_ok());
-        assert!(Kind::User.parse_key(&"é".repeat(201)).is_err());
+        assert!(Kind::USER.parse_key(&"é".repeat(200)).is_ok());
+        assert!(Kind::USER.parse_key(&"é".repeat(201)).is_err());
         assert!("widgets".parse::<Kind>().is_err());
     }
 }

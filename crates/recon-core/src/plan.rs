@@ -33,10 +33,10 @@ impl TenantWeight {
 
     fn of(&self, kind: Kind) -> u64 {
         match kind {
-            Kind::User => self.users,
-            Kind::Group => self.groups,
-            Kind::Membership => self.memberships,
-            Kind::Tenant => 0,
+            Kind::USER => self.users,
+            Kind::GROUP => self.groups,
+            Kind::MEMBERSHIP => self.memberships,
+            _ => 0,
         }
     }
 }
@@ -117,7 +117,7 @@ fn boundaries(kind: Kind, parts: u64) -> Vec<EntityKey> {
             let bucket = index * 256 / parts;
             let id = format!("{:02x}ffffff-ffff-ffff-ffff-ffffffffffff", bucket - 1);
             match kind {
-                Kind::Membership => EntityKey::pair(id, "ffffffff-ffff-ffff-ffff-ffffffffffff"),
+                Kind::MEMBERSHIP => EntityKey::pair(id, "ffffffff-ffff-ffff-ffff-ffffffffffff"),
                 _ => EntityKey::id(id),
             }
         })
@@ -181,7 +181,7 @@ mod tests {
                 let of_kind: Vec<_> = units.iter().filter(|unit| unit.kind == Some(kind) || unit.kind.is_none()).collect();
                 for key in &keys {
                     let entity = match kind {
-                        Kind::Membership => EntityKey::pair(key.clone(), key.clone()),
+                        Kind::MEMBERSHIP => EntityKey::pair(key.clone(), key.clone()),
                         _ => EntityKey::id(key.clone()),
                     };
                     let holders = of_kind.iter().filter(|unit| range(unit).contains(&entity)).count();
@@ -193,7 +193,7 @@ mod tests {
         #[test]
         fn uuid_keys_spread_evenly(seed in any::<u64>()) {
             let units = plan_units(&[weight("t", 200_000)], 4, 1_000);
-            let user_units: Vec<_> = units.iter().filter(|unit| unit.kind == Some(Kind::User)).collect();
+            let user_units: Vec<_> = units.iter().filter(|unit| unit.kind == Some(Kind::USER)).collect();
             let mut counts = vec![0u64; user_units.len()];
             let mut state = seed | 1;
             for _ in 0..20_000 {

@@ -132,7 +132,7 @@ pub trait ConsumerGate: Send + Sync {
 /// key — optionally only within some key ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
-    /// The tenant; ignored for [`Kind::Tenant`] (the tenant list).
+    /// The tenant; ignored for [`Kind::TENANT`] (the tenant list).
     pub tenant_id: String,
     /// The kind to list.
     pub kind: Kind,
@@ -180,7 +180,7 @@ pub struct TenantCounts {
 pub struct DigestRequest {
     /// The tenant.
     pub tenant_id: String,
-    /// The kind (not [`Kind::Tenant`]).
+    /// The kind (not [`Kind::TENANT`]).
     pub kind: Kind,
     /// The range to cover.
     pub range: KeyRange,
@@ -289,7 +289,7 @@ pub trait ReplicaStore: Send + Sync {
     async fn orphan_scopes(&self) -> Result<Vec<String>, PortError>;
 
     /// Live rows of `kind` within `range`: of one tenant, or of every
-    /// tenant when `tenant_id` is `None` (ignored for [`Kind::Tenant`]).
+    /// tenant when `tenant_id` is `None` (ignored for [`Kind::TENANT`]).
     async fn count_rows(
         &self,
         tenant_id: Option<&str>,

@@ -245,11 +245,11 @@ impl RunReport {
         let tenant_list_done = self
             .units
             .iter()
-            .any(|unit| unit.kind == Kind::Tenant && unit.outcome.reconciled());
+            .any(|unit| unit.kind == Kind::TENANT && unit.outcome.reconciled());
         if !tenant_list_done {
             return Vec::new();
         }
-        let tenant_units = self.units.iter().filter(|unit| unit.kind != Kind::Tenant);
+        let tenant_units = self.units.iter().filter(|unit| unit.kind != Kind::TENANT);
         let failed: std::collections::BTreeSet<&str> = tenant_units
             .clone()
             .filter(|unit| !unit.outcome.reconciled())
@@ -411,14 +411,14 @@ mod tests {
 
     #[test]
     fn table_lists_problem_units_and_totals() {
-        let mut fixed = UnitReport::new("t1", Kind::User);
+        let mut fixed = UnitReport::new("t1", Kind::USER);
         fixed.compared = 10;
         fixed.missing = 2;
         fixed.written = 2;
-        let mut failed = UnitReport::new("t2", Kind::Group);
+        let mut failed = UnitReport::new("t2", Kind::GROUP);
         failed.outcome =
             UnitOutcome::Failed("HTTP 500 from http://source/v1/tenants/t2/groups".into());
-        let quiet = UnitReport::new("t3", Kind::Membership);
+        let quiet = UnitReport::new("t3", Kind::MEMBERSHIP);
         let units = vec![fixed, failed, quiet];
         let report = RunReport {
             epoch: 7,
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_says_so_and_counts_what_it_would_write() {
-        let mut unit = UnitReport::new("t1", Kind::User);
+        let mut unit = UnitReport::new("t1", Kind::USER);
         unit.compared = 10;
         unit.missing = 2;
         unit.changed = 1;
@@ -485,13 +485,13 @@ mod tests {
 
     #[test]
     fn a_failed_tenant_keeps_the_run_from_raising_its_floor() {
-        let list = UnitReport::new("", Kind::Tenant);
-        let good = UnitReport::new("a", Kind::User);
-        let mut tripped = UnitReport::new("b", Kind::User);
+        let list = UnitReport::new("", Kind::TENANT);
+        let good = UnitReport::new("a", Kind::USER);
+        let mut tripped = UnitReport::new("b", Kind::USER);
         tripped.outcome = UnitOutcome::GuardTripped;
-        let mut failed = UnitReport::new("c", Kind::Group);
+        let mut failed = UnitReport::new("c", Kind::GROUP);
         failed.outcome = UnitOutcome::Failed("source: timeout".into());
-        let c_users = UnitReport::new("c", Kind::User);
+        let c_users = UnitReport::new("c", Kind::USER);
         let all_good = report_of(vec![list.clone(), good.clone(), tripped.clone()]);
         assert_eq!(all_good.floor_scopes(true, "*"), vec!["*".to_owned()]);
         assert_eq!(
@@ -514,10 +514,10 @@ mod tests {
 
     #[test]
     fn a_page_of_another_generation_is_a_restore_during_the_run() {
-        let mut list = UnitReport::new("", Kind::Tenant);
+        let mut list = UnitReport::new("", Kind::TENANT);
         list.min_generation = Some(3);
         list.max_generation = Some(3);
-        let mut users = UnitReport::new("a", Kind::User);
+        let mut users = UnitReport::new("a", Kind::USER);
         users.min_generation = Some(3);
         users.max_generation = Some(4);
         let report = report_of(vec![list.clone()]);

@@ -174,13 +174,13 @@ impl UnitContext<'_> {
         let guard = self.options.delete_guard;
         let (counted, count_attempts) = self
             .retrying("count store tenants", || async {
-                self.count(None, Kind::Tenant, &KeyRange::all()).await
+                self.count(None, Kind::TENANT, &KeyRange::all()).await
             })
             .await;
         let tenant_rows = match counted {
             Ok(count) => count,
             Err(error) => {
-                let mut report = UnitReport::new("", Kind::Tenant);
+                let mut report = UnitReport::new("", Kind::TENANT);
                 report.outcome = error.outcome();
                 report.attempts = count_attempts;
                 return (report, Vec::new());
@@ -194,7 +194,7 @@ impl UnitContext<'_> {
         };
         let spec = UnitSpec {
             tenant_id: String::new(),
-            kind: Kind::Tenant,
+            kind: Kind::TENANT,
             range: KeyRange::all(),
             source_rows: None,
             replica_rows: None,
@@ -286,7 +286,7 @@ impl UnitContext<'_> {
             if (walked.held.len() as u64) < hold {
                 walked.held.push(Deletion {
                     tenant_id: tenant,
-                    kind: Kind::Tenant,
+                    kind: Kind::TENANT,
                     key,
                     version: watermark,
                 });

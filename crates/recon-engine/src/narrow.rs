@@ -113,7 +113,7 @@ impl UnitContext<'_> {
         spec: &UnitSpec,
         page_ranges: u32,
     ) -> Result<Option<Narrowed>, UnitError> {
-        if !self.options.digests || spec.kind == Kind::Tenant || self.filter.is_some() {
+        if !self.options.digests || spec.kind == Kind::TENANT || self.filter.is_some() {
             return Ok(None);
         }
         let page_size = self.options.page_size;

@@ -33,7 +33,7 @@ use tracing::{Instrument, info, info_span, warn};
 /// What a unit covers.
 #[derive(Debug, Clone)]
 pub struct UnitSpec {
-    /// The tenant (ignored for [`Kind::Tenant`]).
+    /// The tenant (ignored for [`Kind::TENANT`]).
     pub tenant_id: String,
     /// The kind.
     pub kind: Kind,
@@ -172,7 +172,7 @@ pub(crate) struct UnitContext<'a> {
 
 impl UnitContext<'_> {
     fn fence(&self, spec: &UnitSpec) -> FenceToken {
-        let scope = if spec.kind == Kind::Tenant {
+        let scope = if spec.kind == Kind::TENANT {
             "tenants"
         } else {
             spec.tenant_id.as_str()
@@ -258,7 +258,7 @@ impl UnitContext<'_> {
         keep_source_keys: bool,
     ) -> Result<Walked, UnitError> {
         let mut walked = Walked::default();
-        let page_ranges = if spec.kind == Kind::Tenant {
+        let page_ranges = if spec.kind == Kind::TENANT {
             0
         } else {
             self.source.page_ranges().await.map_err(UnitError::Source)?

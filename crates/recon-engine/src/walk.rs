@@ -295,7 +295,7 @@ impl SourceWalk {
                 keyed.row.kind()
             )));
         }
-        if kind != Kind::Tenant && keyed.row.tenant_id != self.request.tenant_id {
+        if kind != Kind::TENANT && keyed.row.tenant_id != self.request.tenant_id {
             return Err(UnitError::BrokenPage(format!(
                 "an item of tenant {:?} in a page of tenant {:?}",
                 keyed.row.tenant_id, self.request.tenant_id

@@ -50,10 +50,10 @@ pub struct TenantDigests {
 /// Table and key columns of a tenant-scoped kind.
 fn layout(kind: Kind) -> Result<(&'static str, &'static [&'static str])> {
     match kind {
-        Kind::User => Ok(("users", &["id"])),
-        Kind::Group => Ok(("\"groups\"", &["id"])),
-        Kind::Membership => Ok(("memberships", &["group_id", "user_id"])),
-        Kind::Tenant => Err(Error::BadRequest(
+        Kind::USER => Ok(("users", &["id"])),
+        Kind::GROUP => Ok(("\"groups\"", &["id"])),
+        Kind::MEMBERSHIP => Ok(("memberships", &["group_id", "user_id"])),
+        Kind::TENANT => Err(Error::BadRequest(
             "digests are per tenant: users, groups or memberships".to_owned(),
         )),
     }
@@ -84,7 +84,7 @@ fn parse_last(kind: Kind, parts: Vec<String>) -> Result<EntityKey> {
     let mut parts = parts.into_iter();
     let primary = parts.next().unwrap_or_default();
     Ok(match kind {
-        Kind::Membership => EntityKey::pair(primary, parts.next().unwrap_or_default()),
+        Kind::MEMBERSHIP => EntityKey::pair(primary, parts.next().unwrap_or_default()),
         _ => EntityKey::id(primary),
     })
 }

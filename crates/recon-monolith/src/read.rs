@@ -122,10 +122,10 @@ impl Monolith {
         }
         let within = within.as_slice();
         let page_rows = match kind {
-            Kind::User => user_page(&txn, tenant_id, after, within, fetch).await?,
-            Kind::Group => group_page(&txn, tenant_id, after, within, fetch).await?,
-            Kind::Membership => membership_page(&txn, tenant_id, after, within, fetch).await?,
-            Kind::Tenant => {
+            Kind::USER => user_page(&txn, tenant_id, after, within, fetch).await?,
+            Kind::GROUP => group_page(&txn, tenant_id, after, within, fetch).await?,
+            Kind::MEMBERSHIP => membership_page(&txn, tenant_id, after, within, fetch).await?,
+            Kind::TENANT => {
                 return Err(Error::BadRequest(
                     "tenants are not listed per tenant; use list_tenants".to_owned(),
                 ));
@@ -241,7 +241,7 @@ pub(crate) async fn require_tenant(
     if exists(
         connection,
         tenant_id,
-        Kind::Tenant,
+        Kind::TENANT,
         &EntityKey::id(tenant_id),
     )
     .await?
@@ -290,10 +290,10 @@ async fn page_of_ranges(
     fetch: u64,
 ) -> Result<Vec<Row>> {
     let (table, columns): (&str, &[&str]) = match kind {
-        Kind::User => ("users", &["id"]),
-        Kind::Group => ("\"groups\"", &["id"]),
-        Kind::Membership => ("memberships", &["group_id", "user_id"]),
-        Kind::Tenant => {
+        Kind::USER => ("users", &["id"]),
+        Kind::GROUP => ("\"groups\"", &["id"]),
+        Kind::MEMBERSHIP => ("memberships", &["group_id", "user_id"]),
+        Kind::TENANT => {
             return Err(Error::BadRequest(
                 "tenants are not listed per tenant; use list_tenants".to_owned(),
             ));
@@ -354,7 +354,7 @@ async fn page_of_ranges(
     let action = "read a page within ranges";
     let mut page_rows = Vec::new();
     match kind {
-        Kind::User => {
+        Kind::USER => {
             for model in user::Entity::find()
                 .from_raw_sql(statement)
                 .all(txn)
@@ -364,7 +364,7 @@ async fn page_of_ranges(
                 page_rows.push(rows::user_row(model)?);
             }
         }
-        Kind::Group => {
+        Kind::GROUP => {
             for model in group::Entity::find()
                 .from_raw_sql(statement)
                 .all(txn)

@@ -114,7 +114,7 @@ impl Monolith {
     #[instrument(skip_all, name = "monolith.write", fields(kind = "tenant", tenant = %tenant_id))]
     pub async fn delete_tenant(&self, tenant_id: &str) -> Result<WriteOutcome> {
         recon_core::validate_tenant_id(tenant_id)?;
-        self.delete_one(tenant_id, Kind::Tenant, EntityKey::id(tenant_id))
+        self.delete_one(tenant_id, Kind::TENANT, EntityKey::id(tenant_id))
             .await
     }
 
@@ -123,7 +123,7 @@ impl Monolith {
     pub async fn delete_user(&self, tenant_id: &str, user_id: &str) -> Result<WriteOutcome> {
         recon_core::validate_tenant_id(tenant_id)?;
         validate_id("user id", user_id)?;
-        self.delete_one(tenant_id, Kind::User, EntityKey::id(user_id))
+        self.delete_one(tenant_id, Kind::USER, EntityKey::id(user_id))
             .await
     }
 
@@ -132,7 +132,7 @@ impl Monolith {
     pub async fn delete_group(&self, tenant_id: &str, group_id: &str) -> Result<WriteOutcome> {
         recon_core::validate_tenant_id(tenant_id)?;
         validate_id("group id", group_id)?;
-        self.delete_one(tenant_id, Kind::Group, EntityKey::id(group_id))
+        self.delete_one(tenant_id, Kind::GROUP, EntityKey::id(group_id))
             .await
     }
 
@@ -148,7 +148,7 @@ impl Monolith {
         validate_id("group id", group_id)?;
         validate_id("user id", user_id)?;
         let key = EntityKey::pair(group_id, user_id);
-        self.delete_one(tenant_id, Kind::Membership, key).await
+        self.delete_one(tenant_id, Kind::MEMBERSHIP, key).await
     }
 
     async fn upsert_one(&self, tenant_id: &str, record: Record) -> Result<WriteOutcome> {
@@ -217,13 +217,13 @@ async fn check_references(
         return Ok(());
     }
     let tenant_key = EntityKey::id(tenant_id);
-    if !exists(txn, tenant_id, Kind::Tenant, &tenant_key).await? {
-        return Err(not_found(tenant_id, Kind::Tenant, &tenant_key));
+    if !exists(txn, tenant_id, Kind::TENANT, &tenant_key).await? {
+        return Err(not_found(tenant_id, Kind::TENANT, &tenant_key));
     }
     if let Record::Membership(membership) = record {
         for (kind, id) in [
-            (Kind::User, &membership.user_id),
-            (Kind::Group, &membership.group_id),
+            (Kind::USER, &membership.user_id),
+            (Kind::GROUP, &membership.group_id),
         ] {
             if !exists(txn, tenant_id, kind, &EntityKey::id(id.as_str())).await? {
                 return Err(Error::Conflict(format!(
@@ -237,7 +237,7 @@ async fn check_references(
 
 fn not_found(tenant_id: &str, kind: Kind, key: &EntityKey) -> Error {
     match kind {
-        Kind::Tenant => Error::NotFound(format!("tenant {tenant_id:?}")),
+        Kind::TENANT => Error::NotFound(format!("tenant {tenant_id:?}")),
         _ => Error::NotFound(format!(
             "{kind} {:?} in tenant {tenant_id:?}",
             key.to_string()
@@ -254,22 +254,22 @@ pub(crate) async fn exists(
 ) -> Result<bool> {
     let action = "check that an entity exists";
     let found = match kind {
-        Kind::Tenant => tenant::Entity::find_by_id(tenant_id.to_owned())
+        Kind::TENANT => tenant::Entity::find_by_id(tenant_id.to_owned())
             .one(connection)
             .await
             .during(action)?
             .is_some(),
-        Kind::User => user::Entity::find_by_id((tenant_id.to_owned(), key.primary.clone()))
+        Kind::USER => user::Entity::find_by_id((tenant_id.to_owned(), key.primary.clone()))
             .one(connection)
             .await
             .during(action)?
             .is_some(),
-        Kind::Group => group::Entity::find_by_id((tenant_id.to_owned(), key.primary.clone()))
+        Kind::GROUP => group::Entity::find_by_id((tenant_id.to_owned(), key.primary.clone()))
             .one(connection)
             .await
             .during(action)?
             .is_some(),
-        Kind::Membership => {
+        Kind::MEMBERSHIP => {
             let user_id = key.secondary.clone().unwrap_or_default();
             membership::Entity::find_by_id((tenant_id.to_owned(), key.primary.clone(), user_id))
                 .one(connection)
@@ -298,16 +298,16 @@ async fn cascade(
         .order_by_asc(membership::Column::GroupId)
         .order_by_asc(membership::Column::UserId);
     memberships = match kind {
-        Kind::Tenant => memberships,
-        Kind::User => memberships.filter(membership::Column::UserId.eq(key.primary.as_str())),
-        Kind::Group => memberships.filter(membership::Column::GroupId.eq(key.primary.as_str())),
-        Kind::Membership => return Ok(doomed),
+        Kind::TENANT => memberships,
+        Kind::USER => memberships.filter(membership::Column::UserId.eq(key.primary.as_str())),
+        Kind::GROUP => memberships.filter(membership::Column::GroupId.eq(key.primary.as_str())),
+        Kind::MEMBERSHIP => return Ok(doomed),
     };
     let pairs: Vec<(String, String)> = memberships.into_tuple().all(txn).await.during(action)?;
     for (group_id, user_id) in pairs {
-        doomed.push((Kind::Membership, EntityKey::pair(group_id, user_id)));
+        doomed.push((Kind::MEMBERSHIP, EntityKey::pair(group_id, user_id)));
     }
-    if kind == Kind::Tenant {
+    if kind == Kind::TENANT {
         let user_ids: Vec<String> = user::Entity::find()
             .select_only()
             .column(user::Column::Id)
@@ -320,7 +320,7 @@ async fn cascade(
         doomed.extend(
             user_ids
                 .into_iter()
-                .map(|id| (Kind::User, EntityKey::id(id))),
+                .map(|id| (Kind::USER, EntityKey::id(id))),
         );
         let group_ids: Vec<String> = group::Entity::find()
             .select_only()
@@ -334,7 +334,7 @@ async fn cascade(
         doomed.extend(
             group_ids
                 .into_iter()
-                .map(|id| (Kind::Group, EntityKey::id(id))),
+                .map(|id| (Kind::GROUP, EntityKey::id(id))),
         );
     }
     Ok(doomed)
@@ -351,29 +351,29 @@ async fn delete_rows(
     let memberships =
         membership::Entity::delete_many().filter(membership::Column::TenantId.eq(tenant_id));
     let memberships = match kind {
-        Kind::Tenant => memberships,
-        Kind::User => memberships.filter(membership::Column::UserId.eq(key.primary.as_str())),
-        Kind::Group => memberships.filter(membership::Column::GroupId.eq(key.primary.as_str())),
-        Kind::Membership => memberships
+        Kind::TENANT => memberships,
+        Kind::USER => memberships.filter(membership::Column::UserId.eq(key.primary.as_str())),
+        Kind::GROUP => memberships.filter(membership::Column::GroupId.eq(key.primary.as_str())),
+        Kind::MEMBERSHIP => memberships
             .filter(membership::Column::GroupId.eq(key.primary.as_str()))
             .filter(membership::Column::UserId.eq(key.secondary.as_deref().unwrap_or_default())),
     };
     memberships.exec(txn).await.during(action)?;
-    if matches!(kind, Kind::Tenant | Kind::User) {
+    if matches!(kind, Kind::TENANT | Kind::USER) {
         let mut users = user::Entity::delete_many().filter(user::Column::TenantId.eq(tenant_id));
-        if kind == Kind::User {
+        if kind == Kind::USER {
             users = users.filter(user::Column::Id.eq(key.primary.as_str()));
         }
         users.exec(txn).await.during(action)?;
     }
-    if matches!(kind, Kind::Tenant | Kind::Group) {
+    if matches!(kind, Kind::TENANT | Kind::GROUP) {
         let mut groups = group::Entity::delete_many().filter(group::Column::TenantId.eq(tenant_id));
-        if kind == Kind::Group {
+        if kind == Kind::GROUP {
             groups = groups.filter(group::Column::Id.eq(key.primary.as_str()));
         }
         groups.exec(txn).await.during(action)?;
     }
-    if kind == Kind::Tenant {
+    if kind == Kind::TENANT {
         tenant::Entity::delete_by_id(tenant_id.to_owned())
             .exec(txn)
             .await

@@ -329,10 +329,10 @@ fn typed_changes() -> Vec<Change> {
             group_id: "g1".into(),
             user_id: "u1".into(),
         })),
-        delete(Kind::Tenant, EntityKey::id("t1")),
-        delete(Kind::User, EntityKey::id("u1")),
-        delete(Kind::Group, EntityKey::id("g1")),
-        delete(Kind::Membership, EntityKey::pair("g1", "u1")),
+        delete(Kind::TENANT, EntityKey::id("t1")),
+        delete(Kind::USER, EntityKey::id("u1")),
+        delete(Kind::GROUP, EntityKey::id("g1")),
+        delete(Kind::MEMBERSHIP, EntityKey::pair("g1", "u1")),
     ]
 }
 

@@ -217,7 +217,7 @@ mod tests {
     fn membership_delete_round_trips() {
         let change = Change::Delete(Deletion {
             tenant_id: "t1".into(),
-            kind: Kind::Membership,
+            kind: Kind::MEMBERSHIP,
             key: recon_core::EntityKey::pair("g", "u"),
             version: Version::new(1, 3),
         });
@@ -265,13 +265,13 @@ mod tests {
             Change::Upsert(user_row()),
             Change::Delete(Deletion {
                 tenant_id: "t1".into(),
-                kind: Kind::Membership,
+                kind: Kind::MEMBERSHIP,
                 key: recon_core::EntityKey::pair("g", "u"),
                 version: Version::new(1, 3),
             }),
             Change::Delete(Deletion {
                 tenant_id: "t1".into(),
-                kind: Kind::Tenant,
+                kind: Kind::TENANT,
                 key: recon_core::EntityKey::id("t1"),
                 version: Version::new(3, 300),
             }),

@@ -77,22 +77,22 @@ fn delete_to_wire(deletion: &Deletion) -> WireChange {
     let operation = v1::Operation::Delete as i32;
     let id = deletion.key.primary.clone();
     match deletion.kind {
-        Kind::Tenant => WireChange::Tenant(v1::TenantChange {
+        Kind::TENANT => WireChange::Tenant(v1::TenantChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::User => WireChange::User(v1::UserChange {
+        Kind::USER => WireChange::User(v1::UserChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::Group => WireChange::Group(v1::GroupChange {
+        Kind::GROUP => WireChange::Group(v1::GroupChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::Membership => WireChange::Membership(v1::MembershipChange {
+        Kind::MEMBERSHIP => WireChange::Membership(v1::MembershipChange {
             operation,
             group_id: id,
             user_id: deletion.key.secondary.clone().unwrap_or_default(),

@@ -127,10 +127,10 @@ impl HttpSource {
         }
         query.push(("limit", request.limit.to_string()));
         match request.kind {
-            Kind::Tenant => self.url(&["v1", "tenants"], &query),
-            Kind::User => self.url(&["v1", "tenants", &request.tenant_id, "users"], &query),
-            Kind::Group => self.url(&["v1", "tenants", &request.tenant_id, "groups"], &query),
-            Kind::Membership => self.url(
+            Kind::TENANT => self.url(&["v1", "tenants"], &query),
+            Kind::USER => self.url(&["v1", "tenants", &request.tenant_id, "users"], &query),
+            Kind::GROUP => self.url(&["v1", "tenants", &request.tenant_id, "groups"], &query),
+            Kind::MEMBERSHIP => self.url(
                 &["v1", "tenants", &request.tenant_id, "memberships"],
                 &query,
             ),
@@ -180,7 +180,7 @@ impl HttpSource {
         )
     )]
     pub async fn fetch(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
-        let (url, body) = if request.within.is_empty() || request.kind == Kind::Tenant {
+        let (url, body) = if request.within.is_empty() || request.kind == Kind::TENANT {
             (self.page_url(request), None)
         } else {
             self.page_within(request)
@@ -192,7 +192,7 @@ impl HttpSource {
             .await;
         outcome.map_err(|error| {
             let mut port_error = into_port_error(&error, attempts, self.token.as_deref());
-            if request.kind == Kind::Tenant && port_error.kind == FailureKind::NotFound {
+            if request.kind == Kind::TENANT && port_error.kind == FailureKind::NotFound {
                 // The tenant list has no tenant to miss: a 404 is a wrong URL.
                 port_error.kind = FailureKind::Permanent;
             }
@@ -261,7 +261,7 @@ impl HttpSource {
         request: &DigestRequest,
     ) -> Result<Option<SourceDigests>, PortError> {
         let capabilities = self.capabilities().await?;
-        if !capabilities.digests || request.kind == Kind::Tenant {
+        if !capabilities.digests || request.kind == Kind::TENANT {
             return Ok(None);
         }
         let mut request = request.clone();
@@ -434,8 +434,8 @@ impl Source for HttpSource {
 /// The path segment of a tenant-scoped kind.
 fn kind_segment(kind: Kind) -> &'static str {
     match kind {
-        Kind::User => "users",
-        Kind::Group => "groups",
+        Kind::USER => "users",
+        Kind::GROUP => "groups",
         _ => "memberships",
     }
 }

@@ -238,7 +238,7 @@ mod tests {
     fn request(after: Option<&str>, until: Option<&str>) -> DigestRequest {
         DigestRequest {
             tenant_id: "t1".into(),
-            kind: Kind::User,
+            kind: Kind::USER,
             range: KeyRange {
                 after: after.map(EntityKey::id),
                 until: until.map(EntityKey::id),

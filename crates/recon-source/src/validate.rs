@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_page() {
-        let request = request(Kind::Group, Some("a"), 3);
+        let request = request(Kind::GROUP, Some("a"), 3);
         let body = groups(&["b", "c", "d"], json!("d"));
         let page = decode_page(&request, &body).expect("json").expect("valid");
         assert_eq!(page.rows.len(), 3);
@@ -236,8 +236,8 @@ mod tests {
 
     #[test]
     fn names_each_violation() {
-        let plain = request(Kind::Group, None, 10);
-        let after_b = request(Kind::Group, Some("b"), 10);
+        let plain = request(Kind::GROUP, None, 10);
+        let after_b = request(Kind::GROUP, Some("b"), 10);
         let cases = [
             (
                 &plain,
@@ -263,7 +263,7 @@ mod tests {
             (&plain, groups(&[], json!("z")), "no items but next_after"),
             (&plain, groups(&["a"], json!("")), "invalid next_after"),
             (
-                &request(Kind::Group, None, 1),
+                &request(Kind::GROUP, None, 1),
                 groups(&["a", "b"], json!("b")),
                 "more than the requested limit",
             ),
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_multi_range_page_holds_only_keys_inside_its_ranges() {
-        let mut within = request(Kind::Group, None, 10);
+        let mut within = request(Kind::GROUP, None, 10);
         within.within = vec![
             recon_core::KeyRange {
                 after: None,
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn membership_keys_order_by_group_then_user() {
-        let request = request(Kind::Membership, Some("g1:u9"), 10);
+        let request = request(Kind::MEMBERSHIP, Some("g1:u9"), 10);
         let item = |group: &str, user: &str| json!({"group_id": group, "user_id": user, "version": {"generation": 0, "sequence": 1}});
         let body = json!({"items": [item("g2", "u1"), item("g2", "u2")],
                           "watermark": {"generation": 0, "sequence": 1}, "next_after": "g2:u2"});
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_parse_error() {
-        let request = request(Kind::Group, None, 10);
+        let request = request(Kind::GROUP, None, 10);
         assert!(decode_page(&request, b"{\"items\": [").is_err());
         assert!(decode_page(&request, b"{\"items\": 5, \"watermark\": null}").is_err());
     }

@@ -133,7 +133,7 @@ impl Store {
         let landed = outcome.written;
         for change in selected.values() {
             if let Change::Delete(deletion) = change
-                && deletion.kind == Kind::Tenant
+                && deletion.kind == Kind::TENANT
             {
                 outcome.written += cascade_tenant_delete(
                     &transaction,
@@ -191,7 +191,7 @@ fn validate(change: &Change) -> Result<()> {
         )));
     }
     if let Change::Delete(deletion) = change
-        && deletion.kind == Kind::Tenant
+        && deletion.kind == Kind::TENANT
         && deletion.key.primary != deletion.tenant_id
     {
         return Err(Error::InvalidData(format!(

@@ -179,14 +179,14 @@ impl Store {
     }
 
     /// Counts live rows of `kind` in `tenant_id` (all tenants for
-    /// [`Kind::Tenant`]).
+    /// [`Kind::TENANT`]).
     pub async fn count_live(&self, tenant_id: &str, kind: Kind) -> Result<u64> {
         self.count_live_in(Some(tenant_id), kind, &KeyRange::all())
             .await
     }
 
     /// Counts live rows of `kind` within `range`: of `tenant_id`, or of every
-    /// tenant when it is `None` (ignored for [`Kind::Tenant`]).
+    /// tenant when it is `None` (ignored for [`Kind::TENANT`]).
     #[instrument(name = "store.count_rows", skip_all, fields(kind = %kind))]
     pub async fn count_live_in(
         &self,
@@ -220,7 +220,7 @@ impl Store {
     #[instrument(name = "store.orphan_scopes", skip_all)]
     pub async fn orphan_scopes(&self) -> Result<Vec<String>> {
         let mut binder = Binder::new(self.backend());
-        let tenants = &table(Kind::Tenant).name;
+        let tenants = &table(Kind::TENANT).name;
         let selects: Vec<String> = Kind::TENANT_SCOPED
             .into_iter()
             .map(|kind| {
@@ -272,7 +272,7 @@ impl Store {
                 (kind, range)
             })
             .collect();
-        if parts.len() > 1 && self.backend() == DbBackend::Postgres && kind != Kind::Tenant {
+        if parts.len() > 1 && self.backend() == DbBackend::Postgres && kind != Kind::TENANT {
             return self.aggregate_many(tenant_id, kind, &parts).await.map(Some);
         }
         self.aggregate(tenant_id, &parts).await
@@ -408,7 +408,7 @@ impl Store {
         parts: &[(Kind, KeyRange)],
     ) -> Result<Option<Vec<RangeDigest>>> {
         if self.backend() != DbBackend::Postgres
-            || parts.iter().any(|(kind, _)| *kind == Kind::Tenant)
+            || parts.iter().any(|(kind, _)| *kind == Kind::TENANT)
         {
             return Ok(None);
         }
@@ -553,11 +553,11 @@ fn parse_row(table: &Table, kind: Kind, row: &QueryResult) -> Result<Row> {
         sql::from_db(sequence, "sequence")?,
     );
     let record = match kind {
-        Kind::Tenant => Record::Tenant(Tenant {
+        Kind::TENANT => Record::Tenant(Tenant {
             id: text(row, "id")?,
             name: text(row, "name")?,
         }),
-        Kind::User => Record::User(User {
+        Kind::USER => Record::User(User {
             id: text(row, "id")?,
             email: text(row, "email")?,
             display_name: text(row, "display_name")?,
@@ -565,11 +565,11 @@ fn parse_row(table: &Table, kind: Kind, row: &QueryResult) -> Result<Row> {
                 .parse()
                 .map_err(|error: recon_core::InvalidInput| Error::InvalidData(error.to_string()))?,
         }),
-        Kind::Group => Record::Group(Group {
+        Kind::GROUP => Record::Group(Group {
             id: text(row, "id")?,
             name: text(row, "name")?,
         }),
-        Kind::Membership => Record::Membership(Membership {
+        Kind::MEMBERSHIP => Record::Membership(Membership {
             group_id: text(row, "group_id")?,
             user_id: text(row, "user_id")?,
         }),

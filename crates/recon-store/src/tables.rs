@@ -54,10 +54,10 @@ static DEFAULT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| {
 /// The table of a default-schema kind.
 pub(crate) fn table(kind: Kind) -> &'static Table {
     let index = match kind {
-        Kind::Tenant => 0,
-        Kind::User => 1,
-        Kind::Group => 2,
-        Kind::Membership => 3,
+        Kind::TENANT => 0,
+        Kind::USER => 1,
+        Kind::GROUP => 2,
+        Kind::MEMBERSHIP => 3,
     };
     &DEFAULT_TABLES[index]
 }
@@ -228,7 +228,7 @@ mod tests {
     fn the_default_tables_are_the_tables_of_every_existing_store() {
         // The statement m0001 ran before schemas were declared, for users.
         assert_eq!(
-            table(Kind::User).create_sql(DbBackend::Postgres),
+            table(Kind::USER).create_sql(DbBackend::Postgres),
             "CREATE TABLE IF NOT EXISTS replica_users (\n  \
              tenant_id TEXT COLLATE \"C\" NOT NULL,\n  \
              id TEXT COLLATE \"C\" NOT NULL,\n  \
@@ -243,13 +243,13 @@ mod tests {
              PRIMARY KEY (tenant_id, id)\n)"
         );
         assert_eq!(
-            table(Kind::Membership).primary_key(),
+            table(Kind::MEMBERSHIP).primary_key(),
             ["tenant_id", "group_id", "user_id"]
         );
-        assert_eq!(table(Kind::Tenant).primary_key(), ["id"]);
+        assert_eq!(table(Kind::TENANT).primary_key(), ["id"]);
         // A user tombstone's status reads back as a valid status.
         assert_eq!(
-            table(Kind::User).placeholder(2),
+            table(Kind::USER).placeholder(2),
             sea_orm::Value::from("active")
         );
     }

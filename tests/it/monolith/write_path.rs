@@ -180,8 +180,8 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         monolith,
         |v| {
             vec![
-                delete("t", Kind::Membership, EntityKey::pair("g", "u"), v),
-                delete("t", Kind::User, EntityKey::id("u"), next(v, 1)),
+                delete("t", Kind::MEMBERSHIP, EntityKey::pair("g", "u"), v),
+                delete("t", Kind::USER, EntityKey::id("u"), next(v, 1)),
             ]
         },
         monolith.delete_user("t", "u"),
@@ -217,17 +217,17 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         monolith,
         |v| {
             vec![
-                delete("t", Kind::Membership, EntityKey::pair("g", "u1"), v),
+                delete("t", Kind::MEMBERSHIP, EntityKey::pair("g", "u1"), v),
                 delete(
                     "t",
-                    Kind::Membership,
+                    Kind::MEMBERSHIP,
                     EntityKey::pair("g", "u2"),
                     next(v, 1),
                 ),
-                delete("t", Kind::User, EntityKey::id("u1"), next(v, 2)),
-                delete("t", Kind::User, EntityKey::id("u2"), next(v, 3)),
-                delete("t", Kind::Group, EntityKey::id("g"), next(v, 4)),
-                delete("t", Kind::Tenant, EntityKey::id("t"), next(v, 5)),
+                delete("t", Kind::USER, EntityKey::id("u1"), next(v, 2)),
+                delete("t", Kind::USER, EntityKey::id("u2"), next(v, 3)),
+                delete("t", Kind::GROUP, EntityKey::id("g"), next(v, 4)),
+                delete("t", Kind::TENANT, EntityKey::id("t"), next(v, 5)),
             ]
         },
         monolith.delete_tenant("t"),

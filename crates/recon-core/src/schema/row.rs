@@ -177,8 +177,7 @@ impl DeclaredChange {
                 })
             }
             Change::Delete(deletion) => {
-                let mut key = vec![deletion.key.primary.clone()];
-                key.extend(deletion.key.secondary.clone());
+                let key = deletion.key.parts().to_vec();
                 DeclaredChange::Delete(DeclaredRow {
                     kind: deletion.kind.as_str().to_owned(),
                     scope: deletion.tenant_id.clone(),
@@ -201,10 +200,7 @@ impl DeclaredChange {
             .parse()
             .map_err(|_| InvalidRow::UnknownKind(row.kind.clone()))?;
         if deletion {
-            let key = match row.key.as_slice() {
-                [primary, secondary] => EntityKey::pair(primary, secondary),
-                _ => EntityKey::id(row.key.join("")),
-            };
+            let key = EntityKey::from_parts(row.key.clone());
             return Ok(Change::Delete(Deletion {
                 tenant_id: row.scope.clone(),
                 kind,
@@ -218,11 +214,11 @@ impl DeclaredChange {
         };
         let id = || row.key[0].clone();
         let record = match kind {
-            crate::Kind::Tenant => Record::Tenant(Tenant {
+            crate::Kind::TENANT => Record::Tenant(Tenant {
                 id: id(),
                 name: text(0),
             }),
-            crate::Kind::User => Record::User(User {
+            crate::Kind::USER => Record::User(User {
                 id: id(),
                 email: text(0),
                 display_name: text(1),
@@ -232,14 +228,15 @@ impl DeclaredChange {
                     UserStatus::Disabled
                 },
             }),
-            crate::Kind::Group => Record::Group(Group {
+            crate::Kind::GROUP => Record::Group(Group {
                 id: id(),
                 name: text(0),
             }),
-            crate::Kind::Membership => Record::Membership(Membership {
+            crate::Kind::MEMBERSHIP => Record::Membership(Membership {
                 group_id: row.key[0].clone(),
                 user_id: row.key[1].clone(),
             }),
+            _ => return Err(InvalidRow::UnknownKind(row.kind.clone())),
         };
         Ok(Change::Upsert(Row {
             tenant_id: row.scope.clone(),

@@ -379,7 +379,7 @@ impl ClusterMember {
         }
         let first = recon_core::ports::PageRequest {
             tenant_id: String::new(),
-            kind: recon_core::Kind::Tenant,
+            kind: recon_core::Kind::TENANT,
             after: None,
             limit: 1,
             within: Vec::new(),

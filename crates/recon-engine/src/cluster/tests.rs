@@ -242,7 +242,7 @@ async fn three_members_share_the_units_and_converge() {
         .expect("plan")
         .expect("a plan");
     assert!(
-        plan.units.iter().any(|unit| unit.kind == Some(Kind::User)),
+        plan.units.iter().any(|unit| unit.kind == Some(Kind::USER)),
         "the big tenant was not split"
     );
     let completed: Vec<u64> = members

@@ -155,7 +155,7 @@ pub struct UnitPlan {
 impl UnitPlan {
     /// The unit's key range (the whole space for whole-tenant units).
     pub fn range(&self) -> Result<KeyRange, InvalidInput> {
-        let kind = self.kind.unwrap_or(Kind::User);
+        let kind = self.kind.unwrap_or(Kind::USER);
         let parse = |text: &Option<String>| -> Result<Option<EntityKey>, InvalidInput> {
             text.as_deref().map(|text| kind.parse_key(text)).transpose()
         };

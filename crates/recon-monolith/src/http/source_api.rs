@@ -121,7 +121,7 @@ async fn list_tenants(
     State(state): State<AppState>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<PageBody>, ApiError> {
-    let params = parse_page_params(&pairs, Kind::Tenant)?;
+    let params = parse_page_params(&pairs, Kind::TENANT)?;
     let after = params.after.as_ref().map(|key| key.primary.as_str());
     let page = state.monolith.list_tenants(after, params.limit).await?;
     Ok(Json(page_body(page)))
@@ -147,7 +147,7 @@ async fn list_users(
     ApiPath(tenant_id): ApiPath<String>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::User).await
+    list_of_kind(state, tenant_id, pairs, Kind::USER).await
 }
 
 async fn list_groups(
@@ -155,7 +155,7 @@ async fn list_groups(
     ApiPath(tenant_id): ApiPath<String>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::Group).await
+    list_of_kind(state, tenant_id, pairs, Kind::GROUP).await
 }
 
 async fn list_memberships(
@@ -163,7 +163,7 @@ async fn list_memberships(
     ApiPath(tenant_id): ApiPath<String>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::Membership).await
+    list_of_kind(state, tenant_id, pairs, Kind::MEMBERSHIP).await
 }
 
 async fn counts(
@@ -220,9 +220,9 @@ async fn all_tenant_digests(
 /// The kind a `/digests/{kind}` or `/pages/{kind}` path names.
 fn tenant_scoped_kind(route: &str, kind: &str) -> Result<Kind, ApiError> {
     match kind {
-        "users" => Ok(Kind::User),
-        "groups" => Ok(Kind::Group),
-        "memberships" => Ok(Kind::Membership),
+        "users" => Ok(Kind::USER),
+        "groups" => Ok(Kind::GROUP),
+        "memberships" => Ok(Kind::MEMBERSHIP),
         other => Err(Error::NotFound(format!("route {route}/{other}")).into()),
     }
 }
@@ -400,29 +400,29 @@ mod tests {
 
     #[test]
     fn defaults_and_bounds() {
-        let params = parse_page_params(&[], Kind::User).expect("defaults");
+        let params = parse_page_params(&[], Kind::USER).expect("defaults");
         assert_eq!(params.limit, DEFAULT_PAGE_LIMIT);
         assert_eq!(params.after, None);
         for bad in ["0", "10001", "abc", "-1", ""] {
-            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::User)
+            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::USER)
                 .expect_err("bad limit must fail");
             assert!(error.to_string().contains("`limit`"), "{error}");
         }
-        let params = parse_page_params(&pairs(&[("limit", "10000")]), Kind::User).expect("max");
+        let params = parse_page_params(&pairs(&[("limit", "10000")]), Kind::USER).expect("max");
         assert_eq!(params.limit, 10_000);
     }
 
     #[test]
     fn names_bad_parameters() {
-        let error = parse_page_params(&pairs(&[("offset", "5")]), Kind::User).expect_err("unknown");
+        let error = parse_page_params(&pairs(&[("offset", "5")]), Kind::USER).expect_err("unknown");
         assert!(error.to_string().contains("`offset`"));
-        let error = parse_page_params(&pairs(&[("after", "g1")]), Kind::Membership)
+        let error = parse_page_params(&pairs(&[("after", "g1")]), Kind::MEMBERSHIP)
             .expect_err("membership cursor needs a colon");
         assert!(error.to_string().contains("`after`"));
-        let error = parse_page_params(&pairs(&[("limit", "1"), ("limit", "2")]), Kind::User)
+        let error = parse_page_params(&pairs(&[("limit", "1"), ("limit", "2")]), Kind::USER)
             .expect_err("repeated");
         assert!(error.to_string().contains("more than once"));
-        let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::Membership).expect("ok");
+        let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::MEMBERSHIP).expect("ok");
         assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
     }
 
@@ -432,15 +432,15 @@ mod tests {
         // `buckets`) is any number with a zero fractional part.
         for (text, limit) in [("1922.0", 1922), ("1.922e3", 1922), ("10000.00", 10_000)] {
             let params =
-                parse_page_params(&pairs(&[("limit", text)]), Kind::User).expect("integral");
+                parse_page_params(&pairs(&[("limit", text)]), Kind::USER).expect("integral");
             assert_eq!(params.limit, limit, "{text}");
         }
         for bad in ["1922.5", "1e5", "NaN", "inf", "-1.0"] {
-            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::User)
+            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::USER)
                 .expect_err("not an integer in range");
             assert!(error.to_string().contains("`limit`"), "{error}");
         }
-        let params = parse_digest_params(&pairs(&[("buckets", "16.0")]), Kind::User)
+        let params = parse_digest_params(&pairs(&[("buckets", "16.0")]), Kind::USER)
             .expect("integral buckets");
         assert_eq!(params.buckets, 16);
     }
@@ -449,14 +449,14 @@ mod tests {
     fn digest_parameters_are_checked_by_name() {
         let params = parse_digest_params(
             &pairs(&[("after", "g:u"), ("until", "h:v"), ("buckets", "16")]),
-            Kind::Membership,
+            Kind::MEMBERSHIP,
         )
         .expect("ok");
         assert_eq!(params.range.after, Some(EntityKey::pair("g", "u")));
         assert_eq!(params.range.until, Some(EntityKey::pair("h", "v")));
         assert_eq!(params.buckets, 16);
         assert_eq!(
-            parse_digest_params(&[], Kind::User)
+            parse_digest_params(&[], Kind::USER)
                 .expect("defaults")
                 .buckets,
             1
@@ -470,7 +470,7 @@ mod tests {
                 "more than once",
             ),
         ] {
-            let error = parse_digest_params(&bad, Kind::Membership).expect_err("must fail");
+            let error = parse_digest_params(&bad, Kind::MEMBERSHIP).expect_err("must fail");
             assert!(error.to_string().contains(named), "{error}");
         }
     }

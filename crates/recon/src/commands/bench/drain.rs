@@ -274,7 +274,7 @@ fn backlog_event(
         Some(0) => Change::Upsert(user("Renamed User", created + index + 1)),
         _ => Change::Delete(Deletion {
             tenant_id: tenant.clone(),
-            kind: Kind::User,
+            kind: Kind::USER,
             key: EntityKey::id(format!("user-{key:09}")),
             version: Version::new(1, created + index + 1),
         }),
