@@ -14,6 +14,7 @@ mod runs;
 mod seed;
 mod serve;
 mod status;
+mod store;
 
 use crate::cli::Command;
 use std::process::ExitCode;
@@ -32,5 +33,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Config(command) => config::run(command),
         Command::Abort(args) => abort::run(args).await,
         Command::Runs(command) => runs::run(command).await,
+        Command::Store(command) => store::run(command, shutdown).await,
     }
 }
