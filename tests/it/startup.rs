@@ -17,7 +17,7 @@ async fn serve_with_source(source: &[&str]) -> anyhow::Result<(Option<i32>, Stri
     let service = format!("startup-{}", uuid::Uuid::new_v4().simple());
     let mut args = vec!["--etcd-endpoints", &etcd, "--service", &service];
     args.extend_from_slice(source);
-    let mut replica = LoneReplica::spawn("replica", "127.0.0.1", &args, &[], logs.path())?;
+    let mut replica = LoneReplica::spawn("replica", "127.0.0.1", &args, &[], logs.path()).await?;
     let code = replica
         .process
         .wait_for_exit(Duration::from_secs(30))
