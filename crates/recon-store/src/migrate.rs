@@ -132,7 +132,6 @@ async fn apply_pending(connection: &DatabaseConnection) -> Result<Vec<String>> {
                 migration: next.clone(),
                 source,
             })?;
-        info!(migration = %next, "migration applied");
         applied.push(next);
     }
 }
