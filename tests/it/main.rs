@@ -19,5 +19,6 @@ mod replica_metrics;
 mod source_client;
 mod startup;
 mod store;
+mod store_migrate;
 mod store_upkeep;
 mod tls;
