@@ -155,14 +155,13 @@ async fn a_store_migrated_by_a_newer_recon_is_refused_by_connect_and_migrate(bac
     for (what, error) in [
         (
             "connect",
-            Store::connect(&database.url).await.err().expect("accepted"),
+            Store::connect(&database.url).await.expect_err("accepted"),
         ),
         (
             "migrate",
             Store::migrate(&database.url, MigrationOptions::default())
                 .await
-                .err()
-                .expect("migrated"),
+                .expect_err("migrated"),
         ),
     ] {
         assert!(
