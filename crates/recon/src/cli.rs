@@ -800,8 +800,8 @@ pub struct ReconcileBenchArgs {
     #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
     pub monolith_database_url: String,
     /// PostgreSQL database of the replica store. The bench owns it: it
-    /// migrates it, empties the replica tables, damages them on purpose (drift) and
-    /// creates helper functions and views (`bench_*`) in it.
+    /// migrates it, empties the replica tables, damages them on purpose
+    /// (drift) and creates helper functions and views (`bench_*`) in it.
     #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
     pub replica_database_url: String,
     /// Workload size: 1.0 is W1 (1,000 heavy-tailed tenants, about 1M
