@@ -20,5 +20,6 @@ mod schema;
 mod source_client;
 mod startup;
 mod store;
+mod store_migrate;
 mod store_upkeep;
 mod tls;

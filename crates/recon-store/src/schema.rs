@@ -29,7 +29,11 @@ use recon_core::Kind;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
-/// Migrations of the replica store.
+/// The table recording the applied migrations (one row per migration name).
+pub(crate) const MIGRATION_TABLE: &str = "recon_store_migrations";
+
+/// Migrations of the replica store, in the order they apply. Applied by
+/// [`crate::Store::migrate`] only (see `migrate.rs`).
 pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -46,7 +50,7 @@ impl MigratorTrait for Migrator {
     }
 
     fn migration_table_name() -> DynIden {
-        "recon_store_migrations".into_iden()
+        MIGRATION_TABLE.into_iden()
     }
 }
 
