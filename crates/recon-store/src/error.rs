@@ -73,6 +73,28 @@ pub enum Error {
         /// The names of the unknown migrations.
         unknown: Vec<String>,
     },
+    /// The store holds an older schema than the one asked for, or none
+    /// yet.
+    #[error(
+        "the replica store's tables are behind the schema ({}); run `recon store migrate` with that schema",
+        .changes.join(", ")
+    )]
+    DataModelBehind {
+        /// What the store lacks.
+        changes: Vec<String>,
+    },
+    /// The store holds a newer schema than the one asked for.
+    #[error(
+        "the replica store holds a newer schema than this one ({}); run recon with the store's schema",
+        .changes.join(", ")
+    )]
+    DataModelAhead {
+        /// What the store has beyond the schema.
+        changes: Vec<String>,
+    },
+    /// The store holds a schema the one asked for cannot replace.
+    #[error("the replica store holds another schema: {0}")]
+    DataModelRefused(#[source] recon_core::schema::evolution::RefusedChanges),
     /// A statement failed.
     #[error("replica store {operation} failed")]
     Database {
@@ -113,9 +135,12 @@ impl Error {
             Error::StaleEpoch { .. } | Error::StaleElection { .. } => ErrorKind::StaleEpoch,
             // Retrying cannot change the data, nor the schema: only an
             // operator's `recon store migrate` (or another build) can.
-            Error::InvalidData(_) | Error::SchemaBehind { .. } | Error::SchemaAhead { .. } => {
-                ErrorKind::Permanent
-            }
+            Error::InvalidData(_)
+            | Error::SchemaBehind { .. }
+            | Error::SchemaAhead { .. }
+            | Error::DataModelBehind { .. }
+            | Error::DataModelAhead { .. }
+            | Error::DataModelRefused(_) => ErrorKind::Permanent,
             Error::Connect { .. } => ErrorKind::Transient,
             Error::Database { source, .. } | Error::Migrate { source, .. } => {
                 classify_db_error(source)

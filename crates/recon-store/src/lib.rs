@@ -24,6 +24,7 @@
 //! store whose schema does not match this build (see `migrate.rs`).
 
 mod apply;
+mod data_model;
 mod error;
 mod fence;
 mod history;
@@ -44,6 +45,7 @@ pub use recon_core::KeyRange;
 pub use tables::{evolution_ddl, schema_ddl};
 pub use upkeep::TombstonePurge;
 
+use recon_core::schema::Schema;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 use std::time::Duration;
 
@@ -133,6 +135,7 @@ impl Store {
         });
         let connection = open(database_url, options).await?;
         migrate::check(&connection).await?;
+        data_model::check(&connection, Schema::default_schema()).await?;
         Ok(Self { connection })
     }
 
@@ -144,7 +147,21 @@ impl Store {
     /// advisory lock for the whole migration, so that concurrent calls
     /// apply every migration once; see `migrate.rs` for what it promises.
     pub async fn migrate(database_url: &str, options: MigrationOptions) -> Result<Vec<String>> {
-        migrate::run(database_url, options).await
+        Self::migrate_to(database_url, options, Schema::default_schema()).await
+    }
+
+    /// [`Store::migrate`] to a declared schema: after recon's own
+    /// migrations, the store's kinds' tables are created for `data_model`
+    /// (a fresh store) or evolved to it from the schema the store holds —
+    /// only by the changes a running system can take (a kind or a nullable
+    /// field added); any other change is refused, named
+    /// ([`Error::DataModelRefused`]).
+    pub async fn migrate_to(
+        database_url: &str,
+        options: MigrationOptions,
+        data_model: &Schema,
+    ) -> Result<Vec<String>> {
+        migrate::run(database_url, options, data_model).await
     }
 
     /// The database backend in use.

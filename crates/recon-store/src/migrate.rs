@@ -39,6 +39,7 @@
 use crate::error::database;
 use crate::schema::{MIGRATION_TABLE, Migrator};
 use crate::{Error, Result};
+use recon_core::schema::Schema;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use sea_orm_migration::{MigratorTrait, SchemaManager};
 use std::time::Duration;
@@ -93,7 +94,11 @@ fn bound(timeout: Option<Duration>) -> String {
 }
 
 /// Applies every pending migration, one at a time, and returns their names.
-pub(crate) async fn run(database_url: &str, options: MigrationOptions) -> Result<Vec<String>> {
+pub(crate) async fn run(
+    database_url: &str,
+    options: MigrationOptions,
+    data_model: &Schema,
+) -> Result<Vec<String>> {
     let mut connect = crate::connect_options(
         database_url,
         options.postgres_settings(),
@@ -105,7 +110,14 @@ pub(crate) async fn run(database_url: &str, options: MigrationOptions) -> Result
         .idle_timeout(None)
         .max_lifetime(None);
     let connection = crate::open(database_url, connect).await?;
-    let outcome = apply_pending(&connection).await;
+    let mut outcome = apply_pending(&connection).await;
+    // Still under the lock (it goes with the session): the kinds' tables.
+    if let Ok(applied) = &mut outcome {
+        match crate::data_model::evolve(&connection, data_model).await {
+            Ok(done) => applied.extend(done.into_iter().map(|line| format!("tables: {line}"))),
+            Err(error) => outcome = Err(error),
+        }
+    }
     // Ending the session releases the advisory lock.
     let _ = connection.close().await;
     outcome

@@ -165,6 +165,11 @@ pub struct MigrateArgs {
     /// The replica store to migrate.
     #[command(flatten)]
     pub database: ReplicaDatabaseArgs,
+    /// The schema whose tables the store gets (created in a fresh store;
+    /// a store that holds an older schema takes the kinds and nullable
+    /// fields added since, anything else is refused).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
     /// Longest run of one migration statement (PostgreSQL
     /// `statement_timeout`), e.g. `30m`; `0`: no limit (a migration that
     /// rewrites a big table takes as long as it takes).

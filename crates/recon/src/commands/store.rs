@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(command: StoreCommand, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let StoreCommand::Migrate(args) = command;
     let database_url = args.database.url()?;
+    let schema = super::schema::load(&args.schema)?;
     // Cancelling drops the session: on PostgreSQL the migration in
     // progress rolls back, and the next `recon store migrate` resumes.
     let applied = tokio::select! {
-        applied = Store::migrate(&database_url, args.options()) => {
+        applied = Store::migrate_to(&database_url, args.options(), &schema) => {
             applied.context("migrate the replica store")?
         }
         _ = shutdown.cancelled() => {
