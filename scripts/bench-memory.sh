@@ -82,6 +82,7 @@ PY
 for USERS in "${SIZES[@]}"; do
   MONOLITH="sqlite://$WORK/monolith-$USERS.db?mode=rwc"
   REPLICA="sqlite://$WORK/replica-$USERS.db?mode=rwc"
+  "$RECON" store migrate --database-url "$REPLICA" >/dev/null
   # A Pareto mean of 6x the cap (tail index 1.2) puts the one tenant at the cap.
   "$RECON" seed --database-url "$MONOLITH" --tenants 1 \
     --users-per-tenant-mean "$((USERS * 6))" --max-users-per-tenant "$USERS" >/dev/null

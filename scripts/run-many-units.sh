@@ -55,6 +55,9 @@ SOURCE_PORT=$(free_port)
   >"$WORK/monolith.log" 2>&1 &
 PIDS+=($!)
 
+# The replicas refuse a store that is not migrated.
+"$RECON" store migrate --database-url "$REPLICA_URL" >"$WORK/migrate.log" 2>&1
+
 for member in r1 r2; do
   port=$(free_port)
   RUST_LOG=info "$RECON" serve --database-url "$REPLICA_URL" \

@@ -16,7 +16,8 @@ async fn replica(
     environment: &[(&str, &str)],
 ) -> anyhow::Result<(ReconProcess, u16, TestDatabase, tempfile::TempDir)> {
     let logs = tempfile::tempdir()?;
-    let replica = LoneReplica::spawn("replica", listen_ip, &[], environment, logs.path())?
+    let replica = LoneReplica::spawn("replica", listen_ip, &[], environment, logs.path())
+        .await?
         .serving()
         .await?;
     Ok((replica.process, replica.port, replica.database, logs))

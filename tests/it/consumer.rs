@@ -31,7 +31,7 @@ pub(crate) async fn setup() -> Setup {
     recon_kafka::admin::ensure_topic(&kafka, PARTITIONS)
         .await
         .expect("create topic");
-    let database = TestDatabase::create(Backend::Postgres)
+    let database = TestDatabase::replica_store(Backend::Postgres)
         .await
         .expect("database");
     let store = Store::connect(&database.url).await.expect("store");

@@ -261,6 +261,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
         .create_database("replica")
         .await
         .expect("create database");
+    recon_tests::migrate_store(&url).await.expect("migrate");
     let store = Store::connect(&url).await.expect("store");
     let broker = KafkaCluster::start().await.expect("broker");
     let kafka = KafkaConfig::new(broker.bootstrap_servers()).with_topic(TOPIC);

@@ -83,7 +83,8 @@ async fn a_replica_cut_off_during_a_run_resumes_at_the_runs_deadline() -> anyhow
         process: mut replica,
         port,
         ..
-    } = LoneReplica::spawn("replica", "127.0.0.1", &arguments, &[], logs.path())?
+    } = LoneReplica::spawn("replica", "127.0.0.1", &arguments, &[], logs.path())
+        .await?
         .serving()
         .await?;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -3,14 +3,17 @@
 //! validated against the Kubernetes schemas (`kubernetes-validate`, from
 //! PyPI, strict), and the objects are checked for what operators rely on:
 //! probes on the admin port, no secret in a ConfigMap, pinned images,
-//! consistent labels, non-root containers, a grace period covering a batch.
+//! consistent labels, non-root containers, a grace period covering a batch,
+//! `recon store migrate` before `recon serve` (replicas refuse a store that
+//! is behind).
 //! `scripts/test.sh` installs `kubernetes-validate` in a virtualenv and
 //! puts it on PATH; kubectl is on the machine (no cluster is needed).
 //!
 //! The compose stack, offline too (no Docker daemon here): validated
 //! against the compose specification (`check-jsonschema`), every service
 //! the README names is in it and nothing else, images are pinned, the files
-//! it mounts exist, and the replicas' admin token comes from a file.
+//! it mounts exist, the replicas' admin token comes from a file, and the
+//! replicas start once `recon store migrate` has succeeded on their store.
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
@@ -174,7 +177,9 @@ fn check(objects: &[Value], with_secrets: bool) -> anyhow::Result<()> {
             kind(object),
             name(object)
         );
-        for container in pod["containers"].as_array().into_iter().flatten() {
+        let containers = pod["containers"].as_array().into_iter().flatten();
+        let init_containers = pod["initContainers"].as_array().into_iter().flatten();
+        for container in containers.chain(init_containers) {
             let image = container["image"].as_str().unwrap_or_default();
             let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
             ensure!(
@@ -208,6 +213,7 @@ fn check(objects: &[Value], with_secrets: bool) -> anyhow::Result<()> {
         "the grace period does not cover a batch and the session's revocation"
     );
     let container = &pod["containers"][0];
+    check_migration_first(pod, container)?;
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         ensure!(
             container[probe]["httpGet"]["path"] == path,
@@ -260,6 +266,50 @@ fn check(objects: &[Value], with_secrets: bool) -> anyhow::Result<()> {
             "the Deployment refers to Secret {secret}, which is not made"
         );
     }
+    Ok(())
+}
+
+/// The replica pod's init container runs `recon store migrate` on the
+/// replica's database, from the replica's image, its URL from a mounted
+/// file.
+fn check_migration_first(pod: &Value, replica: &Value) -> anyhow::Result<()> {
+    let migrate = pod["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|container| container["args"] == serde_json::json!(["store", "migrate"]))
+        .context("no init container runs `recon store migrate` before `recon serve`")?;
+    ensure!(
+        migrate["image"] == replica["image"],
+        "the migration runs {} but the replica {}",
+        migrate["image"],
+        replica["image"]
+    );
+    let database_url_file = |container: &Value| {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|variable| variable["name"] == "RECON_DATABASE_URL_FILE")
+            .map(|variable| variable["value"].clone())
+    };
+    let file =
+        database_url_file(migrate).context("the migration has no RECON_DATABASE_URL_FILE")?;
+    ensure!(
+        Some(&file) == database_url_file(replica).as_ref(),
+        "the migration and the replica read different database URLs"
+    );
+    let file = file.as_str().unwrap_or_default();
+    let mounted = migrate["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|mount| mount["mountPath"].as_str())
+        .any(|path| file.starts_with(path));
+    ensure!(
+        mounted,
+        "the migration's database URL {file} is on no mounted volume"
+    );
     Ok(())
 }
 
@@ -353,6 +403,24 @@ fn the_compose_stack_validates_and_holds_what_the_readme_names() -> anyhow::Resu
         ensure!(
             environment["RECON_ADMIN_TOKEN"].is_null(),
             "{replica} has its admin token in a variable"
+        );
+    }
+    let migrate = &services["migrate"];
+    ensure!(
+        migrate["command"] == serde_json::json!(["store", "migrate"]),
+        "the migrate service runs {}",
+        migrate["command"]
+    );
+    for replica in ["replica-1", "replica-2", "replica-3"] {
+        ensure!(
+            services[replica]["depends_on"]["migrate"]["condition"]
+                == "service_completed_successfully",
+            "{replica} may start before the store is migrated"
+        );
+        ensure!(
+            services[replica]["environment"]["RECON_DATABASE_URL"]
+                == migrate["environment"]["RECON_DATABASE_URL"],
+            "{replica} and the migration use different stores"
         );
     }
     for secret in compose["secrets"].as_object().into_iter().flatten() {

@@ -155,7 +155,7 @@ async fn converging_replica(
     monolith: &TestDatabase,
     relay: &ReconProcess,
 ) -> anyhow::Result<(ReconProcess, u16)> {
-    let database = TestDatabase::create(Backend::Postgres).await?;
+    let database = TestDatabase::replica_store(Backend::Postgres).await?;
     let admin_port = free_port()?;
     let replica = start_replica(logs, name, &database.url, admin_port, broker, properties)?;
     wait_for_convergence(monolith, &database, &replica, relay).await?;
@@ -170,7 +170,7 @@ async fn refused_replica(
     broker: &KafkaCluster,
     properties: &[(String, String)],
 ) -> anyhow::Result<String> {
-    let database = TestDatabase::create(Backend::Postgres).await?;
+    let database = TestDatabase::replica_store(Backend::Postgres).await?;
     let mut replica = start_replica(logs, name, &database.url, free_port()?, broker, properties)?;
     let log = refused_at_startup(&mut replica).await?;
     ensure!(

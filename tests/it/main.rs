@@ -20,5 +20,7 @@ mod schema;
 mod source_client;
 mod startup;
 mod store;
+mod store_data_model;
+mod store_migrate;
 mod store_upkeep;
 mod tls;

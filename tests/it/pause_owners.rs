@@ -10,7 +10,7 @@
 
 use anyhow::{Context, ensure};
 use recon_tests::process::{LoneReplica, recon_binary};
-use recon_tests::{TestDatabase, free_port};
+use recon_tests::{Backend, TestDatabase, free_port};
 
 const TOKEN: &str = "pause-owners-s3cret";
 
@@ -20,7 +20,8 @@ async fn replica(
     environment: &[(&str, &str)],
     logs: &std::path::Path,
 ) -> anyhow::Result<LoneReplica> {
-    LoneReplica::spawn(name, "127.0.0.1", &[], environment, logs)?
+    LoneReplica::spawn(name, "127.0.0.1", &[], environment, logs)
+        .await?
         .serving()
         .await
 }
@@ -86,7 +87,7 @@ async fn recon_reconcile_resumes_every_replica_it_paused_when_one_fails() -> any
     )
     .await?;
     let (open_port, protected_port) = (open.port, protected.port);
-    let database = TestDatabase::sqlite()?;
+    let database = TestDatabase::replica_store(Backend::Sqlite).await?;
     let nobody = format!("http://127.0.0.1:{}", free_port()?);
     let output = tokio::process::Command::new(recon_binary()?)
         .args([

@@ -62,7 +62,7 @@ async fn replica_converges_through_replica_relay_and_broker_failures() -> anyhow
     let mut broker = KafkaCluster::start().await?;
     let brokers = broker.bootstrap_servers();
     let monolith_database = TestDatabase::create(Backend::Postgres).await?;
-    let replica_database = TestDatabase::create(Backend::Postgres).await?;
+    let replica_database = TestDatabase::replica_store(Backend::Postgres).await?;
     let monolith = Monolith::connect(&monolith_database.url).await?;
     let spec = SeedSpec {
         seed: 11,

@@ -5,10 +5,10 @@
 //! up yet.
 
 use anyhow::{Context, ensure};
-use recon_tests::TestDatabase;
 use recon_tests::broker::wait_for_port;
 use recon_tests::free_port;
 use recon_tests::process::{ReconProcess, metric_value};
+use recon_tests::{Backend, TestDatabase};
 use std::time::Duration;
 
 /// Every counter of `recon serve` that an integration test reads.
@@ -20,7 +20,7 @@ const COUNTERS_THE_TESTS_READ: [&str; 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_replica_exports_the_counters_the_tests_read_at_zero() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
-    let database = TestDatabase::sqlite()?;
+    let database = TestDatabase::replica_store(Backend::Sqlite).await?;
     // No broker listens there: nothing is consumed, so every counter is 0.
     let brokers = format!("127.0.0.1:{}", free_port()?);
     let admin_port = free_port()?;
@@ -72,7 +72,7 @@ async fn a_fresh_replica_exports_the_counters_the_tests_read_at_zero() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_before_its_database_waits_for_it() -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
-    let database = TestDatabase::postgres().await?;
+    let database = TestDatabase::replica_store(Backend::Postgres).await?;
     // The database is reached through a port nothing listens on yet.
     let (scheme_user, rest) = database
         .url

@@ -13,7 +13,9 @@ use recon_tests::{Backend, TestDatabase};
 use std::collections::BTreeSet;
 
 async fn store(backend: Backend) -> (Store, TestDatabase) {
-    let database = TestDatabase::create(backend).await.expect("test database");
+    let database = TestDatabase::replica_store(backend)
+        .await
+        .expect("test database");
     let store = Store::connect(&database.url).await.expect("connect store");
     (store, database)
 }

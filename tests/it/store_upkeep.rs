@@ -42,7 +42,7 @@ fn delete_user(id: &str, sequence: u64) -> Change {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_row_lock_fails_an_apply_within_the_lock_timeout_as_transient() {
-    let database = TestDatabase::create(Backend::Postgres)
+    let database = TestDatabase::replica_store(Backend::Postgres)
         .await
         .expect("database");
     // Default session settings: a 5 s lock timeout.
@@ -120,7 +120,9 @@ async fn tombstones(store: &Store) -> i64 {
 }
 
 async fn scheduled_purge_removes_old_tombstones_once_per_interval(backend: Backend) {
-    let database = TestDatabase::create(backend).await.expect("database");
+    let database = TestDatabase::replica_store(backend)
+        .await
+        .expect("database");
     let first = Store::connect(&database.url).await.expect("first replica");
     let second = Store::connect(&database.url).await.expect("second replica");
     EventSink::apply_events(
@@ -229,7 +231,9 @@ fn run_record(run_id: &str, started_unix_ms: u64, units: usize) -> recon_core::R
 }
 
 async fn run_history_keeps_the_last_runs(backend: Backend) {
-    let database = TestDatabase::create(backend).await.expect("database");
+    let database = TestDatabase::replica_store(backend)
+        .await
+        .expect("database");
     let store = Store::connect(&database.url).await.expect("store");
     store
         .record_run(&run_record("r-1", 1_000, 2))

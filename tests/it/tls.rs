@@ -46,6 +46,9 @@ async fn the_replica_store_connects_to_postgresql_over_verified_tls() -> anyhow:
         ca.certificate().display()
     );
 
+    recon_tests::migrate_store(&verified)
+        .await
+        .context("migrate the store over verified TLS")?;
     let store = Store::connect(&verified)
         .await
         .context("open the store over verified TLS")?;
@@ -217,7 +220,7 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
     let logs = tempfile::tempdir()?;
     let password_file = logs.path().join("etcd-password");
     std::fs::write(&password_file, "wrong\n")?;
-    let database = recon_tests::TestDatabase::sqlite()?;
+    let database = recon_tests::TestDatabase::replica_store(recon_tests::Backend::Sqlite).await?;
     let admin = format!("127.0.0.1:{}", recon_tests::free_port()?);
     let brokers = format!("127.0.0.1:{}", recon_tests::free_port()?);
     let endpoint = etcd.endpoint();

@@ -5,7 +5,10 @@
 //!
 //! Every test gets its own PostgreSQL database (`CREATE DATABASE` on the
 //! server named by `RECON_TEST_POSTGRES_URL`) or its own SQLite file, so tests
-//! run in parallel without seeing each other's rows. A missing service is a
+//! run in parallel without seeing each other's rows. A replica store is
+//! migrated explicitly, as a deployment's `recon store migrate` does
+//! ([`TestDatabase::replica_store`], [`migrate_store`]): connecting to it
+//! no longer migrates. A missing service is a
 //! test failure with a message saying how to start it, never a silent skip.
 
 pub mod broker;
@@ -56,6 +59,14 @@ impl TestDatabase {
         }
     }
 
+    /// A fresh database of the given backend holding an up-to-date replica
+    /// store (migrated by [`migrate_store`]).
+    pub async fn replica_store(backend: Backend) -> anyhow::Result<Self> {
+        let database = Self::create(backend).await?;
+        migrate_store(&database.url).await?;
+        Ok(database)
+    }
+
     /// A fresh SQLite database file in a temporary directory.
     pub fn sqlite() -> anyhow::Result<Self> {
         let directory = tempfile::tempdir().context("create temporary directory")?;
@@ -83,6 +94,14 @@ impl TestDatabase {
             _directory: None,
         })
     }
+}
+
+/// Brings the replica store at `url` up to date, as `recon store migrate`
+/// does; returns the migrations applied.
+pub async fn migrate_store(url: &str) -> anyhow::Result<Vec<String>> {
+    recon_store::Store::migrate(url, recon_store::MigrationOptions::default())
+        .await
+        .context("migrate the replica store")
 }
 
 /// The URL of the test PostgreSQL server, or an error saying how to get one.

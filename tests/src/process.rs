@@ -8,8 +8,8 @@ use tokio::process::{Child, Command};
 
 pub use crate::recon_build::recon_binary;
 
-/// A replica (`recon serve`) of its own for tests of one process: a fresh
-/// SQLite database, brokers that never answer (its admin API and pause gate
+/// A replica (`recon serve`) of its own for tests of one process: a fresh,
+/// migrated SQLite database, brokers that never answer (its admin API and pause gate
 /// work without them) and its admin port on a free port.
 pub struct LoneReplica {
     /// The process.
@@ -21,17 +21,17 @@ pub struct LoneReplica {
 }
 
 impl LoneReplica {
-    /// Starts `recon serve` listening on `listen_ip`, with `extra`
-    /// arguments and environment, its log in `logs`; returns at once (see
-    /// [`LoneReplica::serving`]).
-    pub fn spawn(
+    /// Starts `recon serve` on a migrated store, listening on `listen_ip`,
+    /// with `extra` arguments and environment, its log in `logs`; returns
+    /// once the process is started (see [`LoneReplica::serving`]).
+    pub async fn spawn(
         name: &str,
         listen_ip: &str,
         extra: &[&str],
         environment: &[(&str, &str)],
         logs: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let database = crate::TestDatabase::sqlite()?;
+        let database = crate::TestDatabase::replica_store(crate::Backend::Sqlite).await?;
         let brokers = format!("127.0.0.1:{}", crate::free_port()?);
         let port = crate::free_port()?;
         let listen = format!("{listen_ip}:{port}");

@@ -122,6 +122,8 @@ impl World {
         let postgres = PrivatePostgres::start().await?;
         let monolith_db = postgres.create_database("monolith").await?;
         let replica_db = postgres.create_database("replica").await?;
+        // As a deployment does: the store is migrated once, before replicas.
+        recon_tests::migrate_store(&replica_db).await?;
         let monolith = Monolith::connect(&monolith_db).await?;
         seed::run(&monolith, &spec(seed)).await?;
         let etcd_directory = logs.join("etcd");

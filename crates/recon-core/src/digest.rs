@@ -180,7 +180,7 @@ pub fn postgres_digest_columns(tables: &[(&str, Kind)]) -> Vec<String> {
     let mut statements = vec![POSTGRES_FUNCTIONS.to_owned()];
     statements.extend(tables.iter().map(|(table, kind)| {
         format!(
-            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS digest BIGINT \
+            "ALTER TABLE IF EXISTS {table} ADD COLUMN IF NOT EXISTS digest BIGINT \
              GENERATED ALWAYS AS ({}) STORED",
             postgres_element_expression(*kind)
         )

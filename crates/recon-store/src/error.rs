@@ -20,7 +20,8 @@ use sea_orm::{DbErr, RuntimeErr};
 pub enum ErrorKind {
     /// Retrying later may succeed (connection lost, lock timeout).
     Transient,
-    /// Retrying will not help: the data written is at fault.
+    /// Retrying will not help: the data written is at fault, or the store's
+    /// schema does not match this build.
     Permanent,
     /// The write was fenced off: a newer epoch owns the scope.
     StaleEpoch,
@@ -38,9 +39,62 @@ pub enum Error {
         #[source]
         source: DbErr,
     },
-    /// The schema migration failed.
-    #[error("migrate the replica store schema")]
-    Migrate(#[source] DbErr),
+    /// A schema migration failed (see [`crate::Store::migrate`]); on
+    /// PostgreSQL the store is left as it was before this migration.
+    #[error("apply migration {migration} to the replica store")]
+    Migrate {
+        /// The migration's name.
+        migration: String,
+        /// The driver's error.
+        #[source]
+        source: DbErr,
+    },
+    /// The store lacks migrations this build needs (an empty database lacks
+    /// them all): it was never migrated, or by an older recon. Nothing but
+    /// `recon store migrate` changes that.
+    #[error(
+        "the replica store's schema is not up to date: {} not applied ({}); run `recon store migrate` against this store (same --database-url) before starting recon",
+        count(missing.len()),
+        missing.join(", ")
+    )]
+    SchemaBehind {
+        /// The names of the missing migrations, in the order they apply.
+        missing: Vec<String>,
+    },
+    /// The store records migrations this build does not know: a newer recon
+    /// migrated it. This build refuses it rather than write rows the newer
+    /// schema may not expect.
+    #[error(
+        "the replica store was migrated by a newer recon: {} unknown to this version ({}); run a recon at least as new as the one that migrated it",
+        count(unknown.len()),
+        unknown.join(", ")
+    )]
+    SchemaAhead {
+        /// The names of the unknown migrations.
+        unknown: Vec<String>,
+    },
+    /// The store holds an older schema than the one asked for, or none
+    /// yet.
+    #[error(
+        "the replica store's tables are behind the schema ({}); run `recon store migrate` with that schema",
+        .changes.join(", ")
+    )]
+    DataModelBehind {
+        /// What the store lacks.
+        changes: Vec<String>,
+    },
+    /// The store holds a newer schema than the one asked for.
+    #[error(
+        "the replica store holds a newer schema than this one ({}); run recon with the store's schema",
+        .changes.join(", ")
+    )]
+    DataModelAhead {
+        /// What the store has beyond the schema.
+        changes: Vec<String>,
+    },
+    /// The store holds a schema the one asked for cannot replace.
+    #[error("the replica store holds another schema: {0}")]
+    DataModelRefused(#[source] recon_core::schema::evolution::RefusedChanges),
     /// A statement failed.
     #[error("replica store {operation} failed")]
     Database {
@@ -79,12 +133,27 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::StaleEpoch { .. } | Error::StaleElection { .. } => ErrorKind::StaleEpoch,
-            Error::InvalidData(_) => ErrorKind::Permanent,
-            // A migration that fails (e.g. on a read-only database) may
-            // succeed once the database is back.
-            Error::Migrate(_) | Error::Connect { .. } => ErrorKind::Transient,
-            Error::Database { source, .. } => classify_db_error(source),
+            // Retrying cannot change the data, nor the schema: only an
+            // operator's `recon store migrate` (or another build) can.
+            Error::InvalidData(_)
+            | Error::SchemaBehind { .. }
+            | Error::SchemaAhead { .. }
+            | Error::DataModelBehind { .. }
+            | Error::DataModelAhead { .. }
+            | Error::DataModelRefused(_) => ErrorKind::Permanent,
+            Error::Connect { .. } => ErrorKind::Transient,
+            Error::Database { source, .. } | Error::Migrate { source, .. } => {
+                classify_db_error(source)
+            }
         }
+    }
+}
+
+/// "1 migration" or "N migrations".
+fn count(migrations: usize) -> String {
+    match migrations {
+        1 => "1 migration".to_owned(),
+        many => format!("{many} migrations"),
     }
 }
 

@@ -18,11 +18,17 @@
 //! Deletions leave tombstone rows with their version; [`Store::read_page`]
 //! and [`Store::stream_range`] read live rows of one (tenant, kind, key
 //! range) in key order for the diff.
+//!
+//! The schema is brought up to date once per store by [`Store::migrate`]
+//! (`recon store migrate`), never by [`Store::connect`], which refuses a
+//! store whose schema does not match this build (see `migrate.rs`).
 
 mod apply;
+mod data_model;
 mod error;
 mod fence;
 mod history;
+mod migrate;
 mod ports;
 mod read;
 mod schema;
@@ -33,13 +39,14 @@ mod upkeep;
 pub use apply::{ApplyOutcome, WriteMode};
 pub use error::{Error, ErrorKind, Result};
 pub use fence::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
+pub use migrate::{MIGRATION_LOCK_KEY, MigrationOptions};
 pub use read::StoredRow;
 pub use recon_core::KeyRange;
 pub use tables::{evolution_ddl, schema_ddl};
 pub use upkeep::TombstonePurge;
 
+use recon_core::schema::Schema;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
-use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
 /// Session settings of a store's connections (DESIGN §6, bounded waits).
@@ -94,24 +101,22 @@ pub struct Store {
 
 impl Store {
     /// Connects to `database_url` (`postgres://…` or `sqlite://…`) with the
-    /// default [`StoreOptions`] and brings the schema up to date. The URL
-    /// never appears in errors or logs.
+    /// default [`StoreOptions`] and checks that the schema is the one this
+    /// build knows (see [`Store::connect_with`]). The URL never appears in
+    /// errors or logs.
     pub async fn connect(database_url: &str) -> Result<Self> {
         Self::connect_with(database_url, StoreOptions::default()).await
     }
 
-    /// Connects with the given session settings; see [`Store::connect`].
+    /// Connects with the given session settings and checks the schema.
+    ///
+    /// It never migrates: a store missing a migration this build knows (an
+    /// empty database included) fails with [`Error::SchemaBehind`], whose
+    /// message says to run `recon store migrate`; a store with a migration
+    /// this build does not know (migrated by a newer recon) fails with
+    /// [`Error::SchemaAhead`]. Both are permanent: retrying does not help.
     pub async fn connect_with(database_url: &str, store_options: StoreOptions) -> Result<Self> {
-        let mut options = ConnectOptions::new(database_url.to_owned());
-        options
-            .max_connections(if database_url.starts_with("sqlite") {
-                4
-            } else {
-                16
-            })
-            .connect_timeout(Duration::from_secs(10))
-            .sqlx_logging(false);
-        let session_settings = [
+        let session_settings = vec![
             ("lock_timeout", millis(store_options.lock_timeout)),
             ("statement_timeout", millis(store_options.statement_timeout)),
             (
@@ -121,17 +126,42 @@ impl Store {
             ("max_parallel_workers_per_gather", "0".to_owned()),
             ("jit", "off".to_owned()),
         ];
-        options.map_sqlx_postgres_opts(move |postgres| postgres.options(session_settings.clone()));
-        let busy_timeout = store_options.busy_timeout;
-        options.map_sqlx_sqlite_opts(move |sqlite| sqlite.busy_timeout(busy_timeout));
-        let connection = Database::connect(options)
-            .await
-            .map_err(|source| Error::Connect {
-                target: recon_core::redact_url(database_url),
-                source,
-            })?;
-        migrate(&connection).await?;
+        let mut options =
+            connect_options(database_url, session_settings, store_options.busy_timeout);
+        options.max_connections(if database_url.starts_with("sqlite") {
+            4
+        } else {
+            16
+        });
+        let connection = open(database_url, options).await?;
+        migrate::check(&connection).await?;
+        data_model::check(&connection, Schema::default_schema()).await?;
         Ok(Self { connection })
+    }
+
+    /// Brings the schema of the store at `database_url` up to date and
+    /// returns the names of the migrations it applied, in order (none when
+    /// the store already was up to date). The one way a store gets its
+    /// schema: `recon store migrate` calls it, and so do the demo and the
+    /// benchmarks for the stores they create. On PostgreSQL it holds an
+    /// advisory lock for the whole migration, so that concurrent calls
+    /// apply every migration once; see `migrate.rs` for what it promises.
+    pub async fn migrate(database_url: &str, options: MigrationOptions) -> Result<Vec<String>> {
+        Self::migrate_to(database_url, options, Schema::default_schema()).await
+    }
+
+    /// [`Store::migrate`] to a declared schema: after recon's own
+    /// migrations, the store's kinds' tables are created for `data_model`
+    /// (a fresh store) or evolved to it from the schema the store holds —
+    /// only by the changes a running system can take (a kind or a nullable
+    /// field added); any other change is refused, named
+    /// ([`Error::DataModelRefused`]).
+    pub async fn migrate_to(
+        database_url: &str,
+        options: MigrationOptions,
+        data_model: &Schema,
+    ) -> Result<Vec<String>> {
+        migrate::run(database_url, options, data_model).await
     }
 
     /// The database backend in use.
@@ -145,22 +175,32 @@ impl Store {
     }
 }
 
-/// Brings the schema up to date. Replicas sharing one store may start at
-/// the same moment and race on the migration table; the loser retries and
-/// finds the work done.
-async fn migrate(connection: &DatabaseConnection) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        match schema::Migrator::up(connection, None).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 10 => {
-                attempt += 1;
-                tracing::warn!(error = %error, attempt, "schema migration raced with another replica, retrying");
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            Err(error) => return Err(Error::Migrate(error)),
-        }
-    }
+/// Connection options shared by every pool on a store: a 10 s connect
+/// timeout, no statement logging, PostgreSQL sessions started with
+/// `postgres_settings`, SQLite waiting up to `busy_timeout` for the
+/// database lock. The caller sizes the pool.
+fn connect_options(
+    database_url: &str,
+    postgres_settings: Vec<(&'static str, String)>,
+    busy_timeout: Duration,
+) -> ConnectOptions {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options
+        .connect_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    options.map_sqlx_postgres_opts(move |postgres| postgres.options(postgres_settings.clone()));
+    options.map_sqlx_sqlite_opts(move |sqlite| sqlite.busy_timeout(busy_timeout));
+    options
+}
+
+/// Opens the pool; the error names the database without credentials.
+async fn open(database_url: &str, options: ConnectOptions) -> Result<DatabaseConnection> {
+    Database::connect(options)
+        .await
+        .map_err(|source| Error::Connect {
+            target: recon_core::redact_url(database_url),
+            source,
+        })
 }
 
 /// A duration as a PostgreSQL setting in milliseconds (at least 1: `0`

@@ -29,7 +29,11 @@ use recon_core::Kind;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
-/// Migrations of the replica store.
+/// The table recording the applied migrations (one row per migration name).
+pub(crate) const MIGRATION_TABLE: &str = "recon_store_migrations";
+
+/// Migrations of the replica store, in the order they apply. Applied by
+/// [`crate::Store::migrate`] only (see `migrate.rs`).
 pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -42,11 +46,12 @@ impl MigratorTrait for Migrator {
             Box::new(RunHistory),
             Box::new(InlinableDigestFunctions),
             Box::new(Incarnations),
+            Box::new(DataModelRecord),
         ]
     }
 
     fn migration_table_name() -> DynIden {
-        "recon_store_migrations".into_iden()
+        MIGRATION_TABLE.into_iden()
     }
 }
 
@@ -67,11 +72,9 @@ impl MigrationTrait for InitialSchema {
             DbBackend::Postgres => "TEXT COLLATE \"C\" NOT NULL",
             _ => "TEXT NOT NULL",
         };
-        for kind in Kind::UPSERT_ORDER {
-            connection
-                .execute_unprepared(&table(kind).create_sql(backend))
-                .await?;
-        }
+        // The kinds' tables are the declared schema's (`data_model.rs`):
+        // stores created before schemas were declared got the default
+        // schema's tables here.
         connection
             .execute_unprepared(&format!(
                 "CREATE TABLE IF NOT EXISTS fences (scope {id_type} PRIMARY KEY, epoch BIGINT NOT NULL)"
@@ -260,6 +263,49 @@ impl MigrationTrait for Incarnations {
                  last BIGINT NOT NULL)",
             )
             .await?;
+        Ok(())
+    }
+}
+
+/// The declared schema a store holds (see `data_model.rs`): one row with
+/// the schema file's text. A store created before schemas were declared
+/// holds the default schema's tables, and is recorded as holding it.
+struct DataModelRecord;
+
+impl MigrationName for DataModelRecord {
+    fn name(&self) -> &str {
+        "m0008_data_model"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for DataModelRecord {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS recon_data_model (singleton INTEGER PRIMARY KEY, \
+                 schema_toml TEXT NOT NULL)",
+            )
+            .await?;
+        if manager.has_table(table(Kind::Tenant).name.as_str()).await? {
+            let backend = manager.get_database_backend();
+            let placeholder = if backend == DbBackend::Postgres {
+                "$1"
+            } else {
+                "?"
+            };
+            connection
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    backend,
+                    format!(
+                        "INSERT INTO recon_data_model (singleton, schema_toml) \
+                         VALUES (1, {placeholder}) ON CONFLICT (singleton) DO NOTHING"
+                    ),
+                    [recon_core::schema::DEFAULT_SCHEMA_TOML.into()],
+                ))
+                .await?;
+        }
         Ok(())
     }
 }

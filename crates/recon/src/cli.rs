@@ -4,7 +4,7 @@
 use crate::secrets;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use recon_store::{StoreOptions, TombstonePurge};
+use recon_store::{MigrationOptions, StoreOptions, TombstonePurge};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +65,10 @@ pub enum Command {
     /// `recon runs show <run>`.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// The replica store's schema: `recon store migrate` brings it up to
+    /// date, once per store, before the replicas start.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The configuration: `recon config print serve` shows every option of
     /// `serve` with its effective value and where it came from (default,
     /// file, environment, flag), secrets redacted.
@@ -143,7 +147,54 @@ pub enum RunsCommand {
     Show(RunsShowArgs),
 }
 
-/// The service's replica database, required (`recon serve`, `recon runs`).
+/// `recon store …`: the replica store itself.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Bring the replica store's schema up to date and print the migrations
+    /// applied (or "store is up to date"). Run it before starting or
+    /// upgrading the replicas: they refuse a store that is behind. On
+    /// PostgreSQL it holds an advisory lock for the whole migration (a
+    /// second `recon store migrate` waits, then finds nothing to do) and
+    /// runs without the replicas' session timeouts.
+    Migrate(MigrateArgs),
+}
+
+/// Options of `recon store migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The replica store to migrate.
+    #[command(flatten)]
+    pub database: ReplicaDatabaseArgs,
+    /// The schema whose tables the store gets (created in a fresh store;
+    /// a store that holds an older schema takes the kinds and nullable
+    /// fields added since, anything else is refused).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
+    /// Longest run of one migration statement (PostgreSQL
+    /// `statement_timeout`), e.g. `30m`; `0`: no limit (a migration that
+    /// rewrites a big table takes as long as it takes).
+    #[arg(long, env = "RECON_MIGRATION_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub migration_statement_timeout: Duration,
+    /// Longest wait for a table lock (PostgreSQL `lock_timeout`), e.g.
+    /// `10s` when migrating while replicas run, so that a migration does
+    /// not queue their statements behind it for long; `0`: wait.
+    #[arg(long, env = "RECON_MIGRATION_LOCK_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub migration_lock_timeout: Duration,
+}
+
+impl MigrateArgs {
+    /// The migration's session settings (`0`: no bound).
+    pub fn options(&self) -> MigrationOptions {
+        let bound = |timeout: Duration| (!timeout.is_zero()).then_some(timeout);
+        MigrationOptions {
+            statement_timeout: bound(self.migration_statement_timeout),
+            lock_timeout: bound(self.migration_lock_timeout),
+        }
+    }
+}
+
+/// The service's replica database, required (`recon serve`, `recon runs`,
+/// `recon store migrate`).
 #[derive(Debug, Args)]
 pub struct ReplicaDatabaseArgs {
     /// The service's replica database (`postgres://…` or `sqlite://path?mode=rwc`).
@@ -258,6 +309,8 @@ impl Command {
             Command::Config(_) | Command::Abort(_) | Command::Runs(_) | Command::Schema(_) => {
                 "warn"
             }
+            // Which migration runs, and a wait for another one's lock.
+            Command::Store(_) => "info,sea_orm_migration=warn,sqlx=warn",
         }
     }
 }
@@ -799,8 +852,8 @@ pub struct ReconcileBenchArgs {
     #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
     pub monolith_database_url: String,
     /// PostgreSQL database of the replica store. The bench owns it: it
-    /// empties the replica tables, damages them on purpose (drift) and
-    /// creates helper functions and views (`bench_*`) in it.
+    /// migrates it, empties the replica tables, damages them on purpose
+    /// (drift) and creates helper functions and views (`bench_*`) in it.
     #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
     pub replica_database_url: String,
     /// Workload size: 1.0 is W1 (1,000 heavy-tailed tenants, about 1M
@@ -871,7 +924,7 @@ pub struct NaiveArgs {
 /// Options of `recon bench drain`.
 #[derive(Debug, Args)]
 pub struct DrainArgs {
-    /// The replica database to drain into.
+    /// The replica database to drain into (the bench migrates it).
     #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Kafka bootstrap servers.

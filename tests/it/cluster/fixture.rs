@@ -144,7 +144,7 @@ impl Cluster {
         let broker =
             KafkaCluster::start_nodes(settings.kafka_brokers, BrokerSecurity::default()).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
-        let replica_db = TestDatabase::create(Backend::Postgres).await?;
+        let replica_db = TestDatabase::replica_store(Backend::Postgres).await?;
         let monolith = Monolith::connect(&monolith_db.url).await?;
         seed::run(&monolith, &spec(settings.seed)).await?;
         let monolith_port = free_port()?;

@@ -38,7 +38,7 @@ impl Fixture {
         let monolith_db = TestDatabase::create(Backend::Postgres)
             .await
             .expect("monolith database");
-        let replica_db = TestDatabase::create(Backend::Postgres)
+        let replica_db = TestDatabase::replica_store(Backend::Postgres)
             .await
             .expect("replica database");
         let monolith = Monolith::connect(&monolith_db.url).await.expect("monolith");

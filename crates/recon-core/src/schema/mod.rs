@@ -73,6 +73,7 @@ pub struct Schema {
     kinds: Vec<KindDef>,
     scope: usize,
     apply_order: Vec<usize>,
+    text: String,
 }
 
 /// One declared kind.
@@ -173,6 +174,11 @@ impl Schema {
             Schema::parse(DEFAULT_SCHEMA_TOML).expect("the embedded default schema is valid")
         });
         &DEFAULT
+    }
+
+    /// The file's text, as parsed (what a store records it holds).
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The kinds in file order.

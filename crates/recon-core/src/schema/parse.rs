@@ -222,6 +222,7 @@ pub(super) fn parse(text: &str) -> Result<Schema, SchemaErrors> {
             kinds,
             scope,
             apply_order,
+            text: text.to_owned(),
         }),
         _ => Err(SchemaErrors(errors)),
     }

@@ -28,7 +28,7 @@ use recon_monolith::relay::{ChangeProducer, Relay, RelaySettings};
 use recon_monolith::verify::{Differences, compare_databases};
 use recon_monolith::{Monolith, seed};
 use recon_source::{HttpSource, SourceConfig};
-use recon_store::Store;
+use recon_store::{MigrationOptions, Store};
 use sea_orm::ConnectionTrait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -98,6 +98,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let relay_task = tokio::spawn(
         Relay::new(monolith.clone(), producer, RelaySettings::default()).run(tasks.clone()),
     );
+    // The demo's store is its own, so it migrates it (a deployment runs
+    // `recon store migrate` before the replicas start).
+    Store::migrate(&replica_url, MigrationOptions::default())
+        .await
+        .context("migrate the replica store")?;
     let store = Store::connect(&replica_url)
         .await
         .context("open the replica store")?;
@@ -530,7 +535,9 @@ mod tests {
     async fn a_cluster_run_is_reported_from_the_store_after_its_keys_are_purged()
     -> anyhow::Result<()> {
         let path = std::env::temp_dir().join(format!("recon-demo-{}.db", rand::random::<u64>()));
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Store::migrate(&url, MigrationOptions::default()).await?;
+        let store = Store::connect(&url).await?;
         let hub = InProcessHub::new(1);
         let leader: Arc<dyn Coordinator> = Arc::new(hub.join("m1"));
         let asker: Arc<dyn Coordinator> = Arc::new(hub.join("m2"));

@@ -15,6 +15,7 @@ mod schema;
 mod seed;
 mod serve;
 mod status;
+mod store;
 
 use crate::cli::Command;
 use std::process::ExitCode;
@@ -34,5 +35,6 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Abort(args) => abort::run(args).await,
         Command::Runs(command) => runs::run(command).await,
         Command::Schema(command) => schema::run(command),
+        Command::Store(command) => store::run(command, shutdown).await,
     }
 }

@@ -370,7 +370,8 @@ const STORE_STARTUP_WAIT: Duration = Duration::from_secs(60);
 /// Opens the replica store, retrying transient failures (connection
 /// refused, the database starting up or restarting) with backoff for up to
 /// [`STORE_STARTUP_WAIT`], each logged with its cause; then, or on any
-/// other failure, the error.
+/// other failure, the error — at once for a store whose schema is not up
+/// to date (its message says to run `recon store migrate`).
 async fn open_store(
     database_url: &str,
     options: recon_store::StoreOptions,

@@ -19,7 +19,7 @@ use rdkafka::message::OwnedHeaders;
 use recon_core::{Change, Deletion, EntityKey, Kind, Record, Row, User, UserStatus, Version};
 use recon_kafka::producer::ChangeProducer;
 use recon_kafka::{ConsumerMetrics, ConsumerSettings, KafkaConfig, ReplicaConsumer};
-use recon_store::Store;
+use recon_store::{MigrationOptions, Store};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +38,10 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
     recon_kafka::admin::ensure_topic(&kafka, args.partitions)
         .await
         .context("create the benchmark topic")?;
+    // The bench drains into a store of its own: it migrates it.
+    Store::migrate(&args.database_url, MigrationOptions::default())
+        .await
+        .context("migrate the store")?;
     let store = Store::connect(&args.database_url)
         .await
         .context("open the store")?;

@@ -24,7 +24,7 @@ use super::table::{BenchReport, Measurement, Setup};
 use super::workload::{self, count, text};
 use crate::cli::ReconcileBenchArgs;
 use anyhow::{Context, bail};
-use recon_store::Store;
+use recon_store::{MigrationOptions, Store};
 use sea_orm::{Database, DatabaseConnection};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -65,10 +65,12 @@ pub async fn run(
             .map(|seconds| format!(" (seeded in {seconds:.1} s)"))
             .unwrap_or_else(|| " (already seeded)".to_owned())
     );
-    // The store creates its tables; the bench then works on them in SQL.
-    Store::connect(&args.replica_database_url)
+    // The bench owns the replica store: it migrates it (its children,
+    // `recon reconcile` and the naive baseline, only open it), then works on
+    // its tables in SQL.
+    Store::migrate(&args.replica_database_url, MigrationOptions::default())
         .await
-        .context("open the replica store")?;
+        .context("migrate the replica store")?;
     let replica = Database::connect(&args.replica_database_url)
         .await
         .context("connect to the replica database")?;
