@@ -358,7 +358,7 @@ impl ReplicaStore for FakeStore {
         let rows = self.rows.lock().expect("lock");
         let live_tenants: std::collections::BTreeSet<&str> = rows
             .get(&(Kind::TENANT, String::new()))
-            .map(|tenants| tenants.keys().map(|key| key.primary.as_str()).collect())
+            .map(|tenants| tenants.keys().map(|key| key.first()).collect())
             .unwrap_or_default();
         let orphans: std::collections::BTreeSet<String> = rows
             .iter()

@@ -206,7 +206,7 @@ impl UnitContext<'_> {
             .map(|walked| std::mem::take(&mut walked.source_keys))
             .unwrap_or_default()
             .into_iter()
-            .map(|key: EntityKey| key.primary)
+            .map(|key: EntityKey| key.first().to_owned())
             .collect();
         let Some(walked) = unit.walked.as_mut() else {
             return (unit.report, tenants);

@@ -398,7 +398,7 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
     let replica = big_tenant(100);
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
-        users.retain(|key, _| key.primary.ends_with(['0', '2', '4', '6', '8']));
+        users.retain(|key, _| key.first().ends_with(['0', '2', '4', '6', '8']));
     }
     let store = Arc::new(FakeStore::with(replica));
     let report = run(
@@ -492,7 +492,7 @@ fn a_big_tenant_losing_one_user() -> (Rows, Rows) {
     let replica = big_tenant(20);
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
-        users.retain(|key, _| key.primary != "u0019");
+        users.retain(|key, _| key.first() != "u0019");
     }
     (replica, truth)
 }
@@ -798,7 +798,7 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     let replica = big_tenant(3);
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
-        users.retain(|key, _| key.primary != "u0001");
+        users.retain(|key, _| key.first() != "u0001");
     }
     let store = Arc::new(Recording(
         FakeStore::with(replica),

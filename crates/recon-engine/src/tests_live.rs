@@ -29,7 +29,7 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
     let replica = users(30);
     let mut truth = replica.clone();
     if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
-        users.retain(|key, _| key.primary.as_str() >= "u0005");
+        users.retain(|key, _| key.first() >= "u0005");
     }
     let deleted = Arc::new(AtomicU64::new(0));
     let mut source = FakeSource::new(truth, Version::new(1, 100));
@@ -40,7 +40,7 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
         }
         let next = 10 + counter.fetch_add(1, Ordering::SeqCst);
         if let Some(users) = rows.get_mut(&(Kind::USER, "t".into())) {
-            users.retain(|key, _| key.primary != format!("u{next:04}"));
+            users.retain(|key, _| key.first() != format!("u{next:04}"));
         }
         watermark.sequence += 1;
     }));

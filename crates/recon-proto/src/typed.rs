@@ -75,7 +75,7 @@ fn upsert_to_wire(record: &Record) -> WireChange {
 
 fn delete_to_wire(deletion: &Deletion) -> WireChange {
     let operation = v1::Operation::Delete as i32;
-    let id = deletion.key.primary.clone();
+    let id = deletion.key.first().to_owned();
     match deletion.kind {
         Kind::TENANT => WireChange::Tenant(v1::TenantChange {
             operation,
@@ -95,7 +95,15 @@ fn delete_to_wire(deletion: &Deletion) -> WireChange {
         Kind::MEMBERSHIP => WireChange::Membership(v1::MembershipChange {
             operation,
             group_id: id,
-            user_id: deletion.key.secondary.clone().unwrap_or_default(),
+            user_id: deletion.key.parts().get(1).cloned().unwrap_or_default(),
+        }),
+        // Any other kind's deletion is a declared change: its kind and key,
+        // no fields.
+        other => WireChange::Declared(v1::DeclaredChange {
+            operation,
+            kind: other.as_str().to_owned(),
+            key: deletion.key.parts().to_vec(),
+            fields: Vec::new(),
         }),
     }
 }

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
+use recon_core::schema::Schema;
 use recon_core::ports::{
     AllTenantDigests, DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests,
     SourcePage, TenantCounts, TenantDigests,
@@ -48,6 +49,7 @@ pub struct HttpSource {
     max_body_bytes: u64,
     capabilities: Arc<tokio::sync::OnceCell<Capabilities>>,
     metrics: SourceMetrics,
+    schema: &'static Schema,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -92,6 +94,9 @@ impl HttpSource {
             max_body_bytes: config.max_body_bytes,
             capabilities: Arc::default(),
             metrics: SourceMetrics::default(),
+            // The engine runs the default schema (docs/schema.md says where
+            // the roll-out stands).
+            schema: Schema::default_schema(),
         })
     }
 
@@ -126,15 +131,19 @@ impl HttpSource {
             query.push(("after", after.to_string()));
         }
         query.push(("limit", request.limit.to_string()));
-        match request.kind {
-            Kind::TENANT => self.url(&["v1", "tenants"], &query),
-            Kind::USER => self.url(&["v1", "tenants", &request.tenant_id, "users"], &query),
-            Kind::GROUP => self.url(&["v1", "tenants", &request.tenant_id, "groups"], &query),
-            Kind::MEMBERSHIP => self.url(
-                &["v1", "tenants", &request.tenant_id, "memberships"],
-                &query,
-            ),
+        let scope = self.schema.scope();
+        if request.kind.as_str() == scope.name {
+            return self.url(&["v1", &scope.plural], &query);
         }
+        let segments = ["v1", &scope.plural, &request.tenant_id, self.plural(request.kind)];
+        self.url(&segments, &query)
+    }
+
+    /// A kind's URL segment: its plural in the schema.
+    fn plural(&self, kind: Kind) -> &str {
+        self.schema
+            .kind(kind.as_str())
+            .map_or(kind.as_str(), |declared| declared.plural.as_str())
     }
 
     /// The URL and JSON body of a multi-range page request
@@ -159,7 +168,7 @@ impl HttpSource {
                 "tenants",
                 &request.tenant_id,
                 "pages",
-                kind_segment(request.kind),
+                self.plural(request.kind),
             ],
             &[],
         );
@@ -282,7 +291,7 @@ impl HttpSource {
                 "tenants",
                 &request.tenant_id,
                 "digests",
-                kind_segment(request.kind),
+                self.plural(request.kind),
             ],
             &query,
         );
@@ -431,14 +440,6 @@ impl Source for HttpSource {
     }
 }
 
-/// The path segment of a tenant-scoped kind.
-fn kind_segment(kind: Kind) -> &'static str {
-    match kind {
-        Kind::USER => "users",
-        Kind::GROUP => "groups",
-        _ => "memberships",
-    }
-}
 
 /// A decoded answer, or the error naming `url`: malformed JSON, or an
 /// answer that breaks the contract.

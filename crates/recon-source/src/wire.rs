@@ -122,6 +122,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 item.version,
             )
         }
+        other => return Err(format!("kind {other} is not a kind of the default schema")),
     };
     Ok(Row {
         tenant_id: row_tenant,

@@ -126,7 +126,7 @@ impl Store {
                 .collect();
             for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
                 outcome.written +=
-                    write_chunk(&transaction, table(kind), chunk, guard, deleted_at_ms).await?;
+                    write_chunk(&transaction, table(kind)?, chunk, guard, deleted_at_ms).await?;
             }
         }
         // Changes that landed; the cascades below write other rows.
@@ -192,11 +192,11 @@ fn validate(change: &Change) -> Result<()> {
     }
     if let Change::Delete(deletion) = change
         && deletion.kind == Kind::TENANT
-        && deletion.key.primary != deletion.tenant_id
+        && deletion.key.first() != deletion.tenant_id
     {
         return Err(Error::InvalidData(format!(
             "tenant deletion {:?} filed under tenant {:?}",
-            deletion.key.primary, deletion.tenant_id
+            deletion.key.first(), deletion.tenant_id
         )));
     }
     Ok(())
@@ -329,10 +329,7 @@ fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<
     if table.tenant_scoped {
         values.push(change.tenant_id().to_owned().into());
     }
-    values.push(key.primary.clone().into());
-    if let Some(secondary) = &key.secondary {
-        values.push(secondary.clone().into());
-    }
+    values.extend(key.parts().iter().map(|part| Value::from(part.clone())));
     match change {
         Change::Upsert(row) => {
             values.extend(sql::data_values(&row.record));
@@ -387,7 +384,7 @@ async fn cascade_tenant_delete(
             binder.bind(bound_generation),
             binder.bind(bound_sequence)
         ));
-        let sql = format!("UPDATE {} SET {set} WHERE {condition}", table(*kind).name);
+        let sql = format!("UPDATE {} SET {set} WHERE {condition}", table(*kind)?.name);
         let result = transaction
             .execute_raw(binder.statement(sql))
             .await

@@ -1,7 +1,7 @@
 //! Key-ordered reads of live rows, for the diff, and tombstone upkeep.
 
 use crate::sql::{self, Binder};
-use crate::tables::{Table, table};
+use crate::tables::{Table, not_declared, table};
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
 use recon_core::{
@@ -42,7 +42,7 @@ impl Store {
         ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<StoredRow>> {
-        let table = table(kind);
+        let table = table(kind)?;
         if ranges.len() > 1 && self.backend() == DbBackend::Postgres && table.tenant_scoped {
             return self.read_many(tenant_id, kind, ranges, limit).await;
         }
@@ -86,7 +86,7 @@ impl Store {
         ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<StoredRow>> {
-        let table = table(kind);
+        let table = table(kind)?;
         let keys = table.key_columns.join(", ");
         let (bounded, open) = match ranges.split_last() {
             Some((last, rest)) if last.until.is_none() => (rest, Some(last)),
@@ -139,7 +139,7 @@ impl Store {
             .await
             .map_err(database("read page"))?;
         rows.iter()
-            .map(|row| Ok(KeyedRow::new(parse_row(table(kind), kind, row)?)))
+            .map(|row| Ok(KeyedRow::new(parse_row(table(kind)?, kind, row)?)))
             .collect()
     }
 
@@ -194,7 +194,7 @@ impl Store {
         kind: Kind,
         range: &KeyRange,
     ) -> Result<u64> {
-        let table = table(kind);
+        let table = table(kind)?;
         let mut binder = Binder::new(self.backend());
         let conditions = live_in_range(&mut binder, table, tenant_id, range);
         let sql = format!(
@@ -220,19 +220,19 @@ impl Store {
     #[instrument(name = "store.orphan_scopes", skip_all)]
     pub async fn orphan_scopes(&self) -> Result<Vec<String>> {
         let mut binder = Binder::new(self.backend());
-        let tenants = &table(Kind::TENANT).name;
+        let tenants = &table(Kind::TENANT)?.name;
         let selects: Vec<String> = Kind::TENANT_SCOPED
             .into_iter()
             .map(|kind| {
-                let rows = &table(kind).name;
+                let rows = &table(kind)?.name;
                 let live = binder.bind(false);
                 let live_tenant = binder.bind(false);
-                format!(
+                Ok(format!(
                     "SELECT DISTINCT tenant_id FROM {rows} WHERE deleted = {live} AND NOT EXISTS \
                      (SELECT 1 FROM {tenants} t WHERE t.id = {rows}.tenant_id AND t.deleted = {live_tenant})"
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let sql = format!("{} ORDER BY 1", selects.join(" UNION "));
         let rows = self
             .connection
@@ -291,7 +291,7 @@ impl Store {
         kind: Kind,
         parts: &[(Kind, KeyRange)],
     ) -> Result<Vec<RangeDigest>> {
-        let table = table(kind);
+        let table = table(kind)?;
         let (bounded, open) = match parts.split_last() {
             Some((last, rest)) if last.1.until.is_none() => (rest, Some(last)),
             _ => (parts, None),
@@ -353,18 +353,18 @@ impl Store {
         if self.backend() != DbBackend::Postgres {
             return Ok(None);
         }
-        let per_tenant = |index: usize, kind: Kind| {
-            format!(
+        let per_tenant = |index: usize, kind: Kind| -> Result<String> {
+            Ok(format!(
                 "SELECT {index} AS i, tenant_id, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
                  COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low FROM {} WHERE NOT deleted GROUP BY tenant_id",
-                table(kind).name
-            )
+                table(kind)?.name
+            ))
         };
         let selects: Vec<String> = Kind::TENANT_SCOPED
             .into_iter()
             .enumerate()
             .map(|(index, kind)| per_tenant(index, kind))
-            .collect();
+            .collect::<Result<_>>()?;
         let rows = self
             .connection
             .query_all_raw(sea_orm::Statement::from_string(
@@ -417,7 +417,7 @@ impl Store {
             let mut binder = Binder::new(self.backend());
             let mut selects = Vec::with_capacity(chunk.len());
             for (index, (kind, range)) in chunk.iter().enumerate() {
-                let table = table(*kind);
+                let table = table(*kind)?;
                 let conditions = live_in_range(&mut binder, table, Some(tenant_id), range);
                 selects.push(format!(
                     "SELECT {index} AS i, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
@@ -452,7 +452,7 @@ impl Store {
             let mut binder = Binder::new(self.backend());
             let sql = format!(
                 "DELETE FROM {} WHERE deleted = {} AND deleted_at_ms < {}",
-                table(kind).name,
+                table(kind)?.name,
                 binder.bind(true),
                 binder.bind(cutoff)
             );
@@ -530,11 +530,7 @@ fn split_sums(row: &QueryResult) -> Result<RangeDigest> {
 }
 
 fn key_values(key: &EntityKey) -> Vec<Value> {
-    let mut values: Vec<Value> = vec![key.primary.clone().into()];
-    if let Some(secondary) = &key.secondary {
-        values.push(secondary.clone().into());
-    }
-    values
+    key.parts().iter().map(|part| Value::from(part.clone())).collect()
 }
 
 fn text(row: &QueryResult, column: &str) -> Result<String> {
@@ -573,11 +569,12 @@ fn parse_row(table: &Table, kind: Kind, row: &QueryResult) -> Result<Row> {
             group_id: text(row, "group_id")?,
             user_id: text(row, "user_id")?,
         }),
+        other => return Err(not_declared(other)),
     };
     let tenant_id = if table.tenant_scoped {
         text(row, "tenant_id")?
     } else {
-        record.key().primary.clone()
+        record.key().first().to_owned()
     };
     Ok(Row {
         tenant_id,

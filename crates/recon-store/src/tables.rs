@@ -18,6 +18,7 @@
 //! A column is `NOT NULL` unless its field is nullable. A tombstone keeps
 //! its key; its data columns hold placeholders ([`Table::placeholder`]).
 
+use crate::{Error, Result};
 use recon_core::Kind;
 use recon_core::schema::evolution::SchemaChange;
 use recon_core::schema::{FieldDef, FieldType, KindDef, Schema};
@@ -27,6 +28,8 @@ use std::sync::LazyLock;
 /// Layout of one kind's table.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
+    /// The kind's name.
+    pub kind: String,
     /// Table name.
     pub name: String,
     /// `true` when rows live inside a scope value (the scope column).
@@ -52,20 +55,23 @@ static DEFAULT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| {
 });
 
 /// The table of a default-schema kind.
-pub(crate) fn table(kind: Kind) -> &'static Table {
-    let index = match kind {
-        Kind::TENANT => 0,
-        Kind::USER => 1,
-        Kind::GROUP => 2,
-        Kind::MEMBERSHIP => 3,
-    };
-    &DEFAULT_TABLES[index]
+pub(crate) fn table(kind: Kind) -> Result<&'static Table> {
+    DEFAULT_TABLES
+        .iter()
+        .find(|table| table.kind == kind.as_str())
+        .ok_or_else(|| not_declared(kind))
+}
+
+/// The refusal of a kind the store's schema does not declare.
+pub(crate) fn not_declared(kind: Kind) -> Error {
+    Error::InvalidData(format!("kind {kind} is not declared in the store's schema"))
 }
 
 impl Table {
     /// The table of a declared kind.
     pub fn of(schema: &Schema, kind: &KindDef) -> Self {
         Self {
+            kind: kind.name.clone(),
             name: kind.table.clone(),
             tenant_scoped: kind.scoped,
             scope_column: schema.scope_column(),
@@ -228,7 +234,7 @@ mod tests {
     fn the_default_tables_are_the_tables_of_every_existing_store() {
         // The statement m0001 ran before schemas were declared, for users.
         assert_eq!(
-            table(Kind::USER).create_sql(DbBackend::Postgres),
+            table(Kind::USER).expect("declared").create_sql(DbBackend::Postgres),
             "CREATE TABLE IF NOT EXISTS replica_users (\n  \
              tenant_id TEXT COLLATE \"C\" NOT NULL,\n  \
              id TEXT COLLATE \"C\" NOT NULL,\n  \
@@ -243,13 +249,13 @@ mod tests {
              PRIMARY KEY (tenant_id, id)\n)"
         );
         assert_eq!(
-            table(Kind::MEMBERSHIP).primary_key(),
+            table(Kind::MEMBERSHIP).expect("declared").primary_key(),
             ["tenant_id", "group_id", "user_id"]
         );
-        assert_eq!(table(Kind::TENANT).primary_key(), ["id"]);
+        assert_eq!(table(Kind::TENANT).expect("declared").primary_key(), ["id"]);
         // A user tombstone's status reads back as a valid status.
         assert_eq!(
-            table(Kind::USER).placeholder(2),
+            table(Kind::USER).expect("declared").placeholder(2),
             sea_orm::Value::from("active")
         );
     }
