@@ -18,9 +18,11 @@
 
 pub mod backup;
 pub mod db;
+pub mod ddl;
 pub mod digest;
 pub mod error;
 pub mod http;
+pub mod model;
 pub mod outbox;
 pub mod read;
 pub mod relay;
