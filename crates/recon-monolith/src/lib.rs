@@ -37,14 +37,18 @@ pub use read::{Counts, Page};
 pub use seed::{SeedSpec, SeedSummary};
 pub use write::WriteOutcome;
 
+use model::Model;
+use recon_core::schema::Schema;
 use sea_orm::{DatabaseConnection, DbBackend};
+use std::sync::Arc;
 use tracing::instrument;
 
-/// The monolith: a handle on its database. Cheap to clone (the connection
-/// pool is shared).
+/// The monolith: a handle on its database and the schema it serves. Cheap
+/// to clone (the connection pool and the model are shared).
 #[derive(Debug, Clone)]
 pub struct Monolith {
     connection: DatabaseConnection,
+    model: Arc<Model>,
 }
 
 impl Monolith {
@@ -57,8 +61,33 @@ impl Monolith {
     /// single connection. Errors name the URL without its password.
     #[instrument(skip_all, name = "monolith.connect")]
     pub async fn connect(database_url: &str) -> Result<Monolith> {
+        Monolith::connect_with_schema(database_url, Schema::default_schema().clone()).await
+    }
+
+    /// Connects to the database at `database_url` for `schema`: a new
+    /// database gets the schema's tables, one created for the same schema
+    /// is opened, one holding another schema is refused
+    /// ([`Error::SchemaMismatch`]); see [`db::schema_record`]. A schema the
+    /// monolith cannot serve is [`Error::Model`].
+    #[instrument(skip_all, name = "monolith.connect")]
+    pub async fn connect_with_schema(database_url: &str, schema: Schema) -> Result<Monolith> {
+        let model = Model::new(schema)?;
         let connection = db::connect(database_url).await?;
-        Ok(Monolith { connection })
+        db::schema_record::prepare(&connection, &model).await?;
+        Ok(Monolith {
+            connection,
+            model: Arc::new(model),
+        })
+    }
+
+    /// The schema the monolith serves.
+    pub fn schema(&self) -> &Schema {
+        self.model.schema()
+    }
+
+    /// The monolith's plan of its schema.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The underlying database connection (for tests and tools; the monolith
