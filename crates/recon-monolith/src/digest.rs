@@ -9,9 +9,9 @@
 //! SQLite does not offer digests (`GET /v1/capabilities` says so) and its
 //! clients walk every range.
 
+use crate::Monolith;
 use crate::db::read_meta;
 use crate::error::{DbResultExt, Error, Result};
-use crate::{Monolith, read::require_tenant};
 use recon_core::{EntityKey, KeyRange, Kind, RangeDigest, Version};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use tracing::instrument;
@@ -183,7 +183,7 @@ impl Monolith {
         });
         if empty {
             // No row in the range: say whether the tenant exists at all.
-            require_tenant(&self.connection, tenant_id).await?;
+            self.require_scope(&self.connection, tenant_id).await?;
         }
         let mut answer = Vec::with_capacity(rows.len().max(1));
         for row in rows {

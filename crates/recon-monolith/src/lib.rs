@@ -21,12 +21,15 @@ pub mod db;
 pub mod ddl;
 pub mod digest;
 pub mod error;
+mod events;
 pub mod http;
 pub mod model;
 pub mod outbox;
 pub mod read;
 pub mod relay;
+pub mod rows;
 pub mod seed;
+mod sql;
 pub mod verify;
 pub mod write;
 
@@ -49,6 +52,7 @@ use tracing::instrument;
 pub struct Monolith {
     connection: DatabaseConnection,
     model: Arc<Model>,
+    statements: Arc<[sql::KindSql]>,
 }
 
 impl Monolith {
@@ -74,9 +78,11 @@ impl Monolith {
         let model = Model::new(schema)?;
         let connection = db::connect(database_url).await?;
         db::schema_record::prepare(&connection, &model).await?;
+        let statements = sql::KindSql::of_model(&model, connection.get_database_backend());
         Ok(Monolith {
             connection,
             model: Arc::new(model),
+            statements: statements.into(),
         })
     }
 

@@ -2,68 +2,13 @@
 //! row-level statements shared by the write path, the seeder and the outbox.
 
 use super::entities::{group, membership, outbox, tenant, user};
-use super::{stored_version, version_columns};
+use super::version_columns;
 use crate::error::{DbResultExt, Error, Result};
-use recon_core::{Change, Group, Membership, Record, Row, Tenant, User, UserStatus};
-use sea_orm::sea_query::OnConflict;
+use recon_core::{Change, Group, Membership, Record, Row, Tenant, User};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 /// Rows per multi-row `INSERT` (well under both backends' bind limits).
 const INSERT_CHUNK: usize = 500;
-
-/// The row of a tenant model.
-pub(crate) fn tenant_row(model: tenant::Model) -> Result<Row> {
-    Ok(Row {
-        tenant_id: model.id.clone(),
-        version: stored_version(model.generation, model.sequence)?,
-        record: Record::Tenant(Tenant {
-            id: model.id,
-            name: model.name,
-        }),
-    })
-}
-
-/// The row of a user model.
-pub(crate) fn user_row(model: user::Model) -> Result<Row> {
-    let status: UserStatus = model
-        .status
-        .parse()
-        .map_err(|_| Error::Corrupt(format!("user {} has status {:?}", model.id, model.status)))?;
-    Ok(Row {
-        tenant_id: model.tenant_id,
-        version: stored_version(model.generation, model.sequence)?,
-        record: Record::User(User {
-            id: model.id,
-            email: model.email,
-            display_name: model.display_name,
-            status,
-        }),
-    })
-}
-
-/// The row of a group model.
-pub(crate) fn group_row(model: group::Model) -> Result<Row> {
-    Ok(Row {
-        tenant_id: model.tenant_id,
-        version: stored_version(model.generation, model.sequence)?,
-        record: Record::Group(Group {
-            id: model.id,
-            name: model.name,
-        }),
-    })
-}
-
-/// The row of a membership model.
-pub(crate) fn membership_row(model: membership::Model) -> Result<Row> {
-    Ok(Row {
-        tenant_id: model.tenant_id,
-        version: stored_version(model.generation, model.sequence)?,
-        record: Record::Membership(Membership {
-            group_id: model.group_id,
-            user_id: model.user_id,
-        }),
-    })
-}
 
 /// Rows of one kind, as active models ready for a multi-row insert.
 enum Batch {
@@ -116,75 +61,6 @@ fn active_membership(row: &Row, membership: &Membership) -> Result<membership::A
         generation: Set(generation),
         sequence: Set(sequence),
     })
-}
-
-/// Creates or replaces one row (data and version).
-pub(crate) async fn upsert(connection: &impl ConnectionTrait, row: &Row) -> Result<()> {
-    match &row.record {
-        Record::Tenant(tenant) => {
-            tenant::Entity::insert(active_tenant(row, tenant)?)
-                .on_conflict(
-                    OnConflict::column(tenant::Column::Id)
-                        .update_columns([
-                            tenant::Column::Name,
-                            tenant::Column::Generation,
-                            tenant::Column::Sequence,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(connection)
-                .await
-                .during("write a tenant")?;
-        }
-        Record::User(user) => {
-            user::Entity::insert(active_user(row, user)?)
-                .on_conflict(
-                    OnConflict::columns([user::Column::TenantId, user::Column::Id])
-                        .update_columns([
-                            user::Column::Email,
-                            user::Column::DisplayName,
-                            user::Column::Status,
-                            user::Column::Generation,
-                            user::Column::Sequence,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(connection)
-                .await
-                .during("write a user")?;
-        }
-        Record::Group(group) => {
-            group::Entity::insert(active_group(row, group)?)
-                .on_conflict(
-                    OnConflict::columns([group::Column::TenantId, group::Column::Id])
-                        .update_columns([
-                            group::Column::Name,
-                            group::Column::Generation,
-                            group::Column::Sequence,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(connection)
-                .await
-                .during("write a group")?;
-        }
-        Record::Membership(membership) => {
-            membership::Entity::insert(active_membership(row, membership)?)
-                .on_conflict(
-                    OnConflict::columns([
-                        membership::Column::TenantId,
-                        membership::Column::GroupId,
-                        membership::Column::UserId,
-                    ])
-                    .update_columns([membership::Column::Generation, membership::Column::Sequence])
-                    .to_owned(),
-                )
-                .exec_without_returning(connection)
-                .await
-                .during("write a membership")?;
-        }
-    }
-    Ok(())
 }
 
 /// Inserts new rows with multi-row `INSERT`s; a row that already exists is a
