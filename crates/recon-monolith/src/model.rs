@@ -145,6 +145,41 @@ impl KindPlan {
         format!("backup_{}", self.table)
     }
 
+    /// Parses a key from its cursor form: the key fields' values joined
+    /// by `:` (split at the first colons: only the last part may hold
+    /// one). The error says what is wrong.
+    pub fn parse_cursor(&self, text: &str) -> Result<Vec<String>, String> {
+        let width = self.def.key.len();
+        let parts: Vec<String> = if width == 1 {
+            vec![text.to_owned()]
+        } else {
+            text.splitn(width, ':').map(str::to_owned).collect()
+        };
+        if parts.len() != width {
+            let form: Vec<String> = self
+                .def
+                .key
+                .iter()
+                .map(|field| format!("<{field}>"))
+                .collect();
+            return Err(format!(
+                "invalid {} cursor: {text:?} is not of the form {}",
+                self.def.name,
+                form.join(":")
+            ));
+        }
+        for (position, part) in parts.iter().enumerate() {
+            let label = if width == 1 {
+                "id"
+            } else {
+                self.key_labels[position].as_str()
+            };
+            recon_core::domain::validate_id("id", part)
+                .map_err(|invalid| format!("invalid {label}: {}", invalid.reason))?;
+        }
+        Ok(parts)
+    }
+
     /// The primary key columns: the scope column (scoped kinds), then the
     /// key columns.
     pub fn primary_key(&self) -> Vec<&str> {
@@ -446,6 +481,26 @@ mod tests {
         assert_eq!(model.kind("user").expect("user").key_labels, ["user id"]);
         assert_eq!(membership.key_labels, ["group id", "user id"]);
         assert_eq!(model.scope().scope_column, "id");
+        assert_eq!(
+            membership.parse_cursor("g:u:1"),
+            Ok(vec!["g".to_owned(), "u:1".to_owned()])
+        );
+        assert_eq!(
+            membership.parse_cursor("g1"),
+            Err(
+                "invalid membership cursor: \"g1\" is not of the form <group_id>:<user_id>"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            membership.parse_cursor(":u"),
+            Err("invalid group id: must not be empty".to_owned())
+        );
+        let user = model.kind("user").expect("user");
+        assert_eq!(
+            user.parse_cursor(""),
+            Err("invalid id: must not be empty".to_owned())
+        );
         assert_eq!(model.kind("users").expect("user").scope_column, "tenant_id");
     }
 
