@@ -198,6 +198,7 @@ pub struct Model {
     schema: Schema,
     kinds: Vec<KindPlan>,
     deletion_order: Vec<usize>,
+    insertion_order: Vec<usize>,
     default: bool,
 }
 
@@ -233,10 +234,15 @@ impl Model {
         // for the default schema memberships, users, groups, tenants — the
         // order of a tenant's cascade before schemas were declared.
         deletion_order.sort_by_key(|index| (std::cmp::Reverse(kinds[*index].depth), *index));
+        let insertion_order = schema
+            .apply_order()
+            .filter_map(|def| kinds.iter().position(|kind| kind.def.name == def.name))
+            .collect();
         Ok(Model {
             schema,
             kinds,
             deletion_order,
+            insertion_order,
             default,
         })
     }
@@ -295,9 +301,10 @@ impl Model {
         &self.deletion_order
     }
 
-    /// Kind indexes in insertion order: parents before children.
+    /// Kind indexes in insertion order: the schema's apply order (parents
+    /// before children, file order among kinds free to go either way).
     pub fn insertion_order(&self) -> impl Iterator<Item = usize> + '_ {
-        self.deletion_order.iter().rev().copied()
+        self.insertion_order.iter().copied()
     }
 }
 
@@ -467,6 +474,11 @@ mod tests {
             .map(|index| model.kind_at(*index).name())
             .collect();
         assert_eq!(order, ["membership", "user", "group", "tenant"]);
+        let order: Vec<&str> = model
+            .insertion_order()
+            .map(|index| model.kind_at(index).name())
+            .collect();
+        assert_eq!(order, ["tenant", "user", "group", "membership"]);
         let membership = model.kind("memberships").expect("membership");
         assert_eq!(membership.references[0].kind, 2);
         assert_eq!(membership.references[0].key_positions, [0]);

@@ -104,6 +104,11 @@ impl Rows {
         self.versions.push(version);
     }
 
+    /// Sets row `index`'s version.
+    pub(crate) fn set_version(&mut self, index: usize, version: Version) {
+        self.versions[index] = version;
+    }
+
     /// Keeps the first `count` rows.
     pub fn truncate(&mut self, count: usize) {
         self.keys.truncate(count * self.key_width);

@@ -85,6 +85,9 @@ pub(crate) struct KindSql {
     pub exists: String,
     /// `DELETE` of one row by primary key (parameters `1..`).
     pub delete: String,
+    /// `INSERT INTO t (columns) VALUES ` (rows of [`row_placeholders`]
+    /// follow).
+    pub insert_prefix: String,
 }
 
 impl KindSql {
@@ -135,6 +138,7 @@ impl KindSql {
             upsert,
             exists,
             delete,
+            insert_prefix,
         }
     }
 

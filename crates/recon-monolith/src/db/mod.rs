@@ -4,7 +4,6 @@
 
 pub mod entities;
 pub mod migrations;
-pub(crate) mod rows;
 pub mod schema_record;
 
 use crate::error::{DbResultExt, Error, Result};

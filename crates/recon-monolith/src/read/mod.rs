@@ -343,6 +343,53 @@ impl Monolith {
         Ok((all, watermark))
     }
 
+    /// The first key (in key order) of `scope`'s rows of `kind` whose
+    /// first key parts equal `prefix` and whose next part is at or after
+    /// `from` (no bound when `None`), if any. For picking rows at random.
+    pub(crate) async fn first_key(
+        &self,
+        kind: &KindPlan,
+        scope: &str,
+        prefix: &[String],
+        from: Option<&str>,
+    ) -> Result<Option<Vec<String>>> {
+        let backend = self.backend();
+        let mut values: Vec<Value> = vec![scope.to_owned().into()];
+        let mut conditions = vec![format!("{} = {}", kind.scope_column, parameter(backend, 1))];
+        for (column, part) in kind.key().iter().zip(prefix) {
+            values.push(part.clone().into());
+            conditions.push(format!("{column} = {}", parameter(backend, values.len())));
+        }
+        if let (Some(from), Some(column)) = (from, kind.key().get(prefix.len())) {
+            values.push(from.to_owned().into());
+            conditions.push(format!("{column} >= {}", parameter(backend, values.len())));
+        }
+        let key_list = &self.statements[kind.index].key_list;
+        let statement = Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT {key_list} FROM {} WHERE {} ORDER BY {key_list} LIMIT 1",
+                kind.quoted_table(),
+                conditions.join(" AND ")
+            ),
+            values,
+        );
+        let action = "pick a row";
+        let Some(found) = self
+            .connection
+            .query_one_raw(statement)
+            .await
+            .during(action)?
+        else {
+            return Ok(None);
+        };
+        let mut key = Vec::with_capacity(kind.key().len());
+        for column in 0..kind.key().len() {
+            key.push(found.try_get_by_index(column).during(action)?);
+        }
+        Ok(Some(key))
+    }
+
     /// The scope row `scope` exists, or 404 (read in `connection`'s
     /// snapshot).
     pub(crate) async fn require_scope(
