@@ -5,11 +5,13 @@
 //! API value for value, NULL is not empty text, JSON is canonical,
 //! timestamps keep their milliseconds, composite cursors walk every page,
 //! digests equal recon's own computation from the pages' rows, backups
-//! restore under a new generation, the outbox holds declared events, and
-//! bad bodies are refused by field.
+//! restore under a new generation, the outbox holds declared events, bad
+//! bodies are refused by field, and the independent row check compares a
+//! catalog replica.
 
 mod digests;
 mod http;
+mod verify;
 
 use super::support::Server;
 use anyhow::{Context, ensure};
