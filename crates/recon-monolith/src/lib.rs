@@ -1,20 +1,30 @@
 //! The reference monolith: a small HTTP service over its own database that
-//! owns the truth recon replicates.
+//! owns the truth recon replicates, for any declared schema
+//! ([`recon_core::schema`]; the default schema's tenants, users, groups and
+//! memberships unless told otherwise).
 //!
 //! * [`Monolith`] connects to its database (PostgreSQL, or SQLite as the
-//!   embedded default) and runs its migrations;
-//! * the write path ([`Monolith::put_user`] and friends, and the HTTP write
-//!   routes) gives every change a [`Version`](recon_core::Version) from one
-//!   serialized counter and appends a protobuf change event to the
-//!   transactional [`outbox`] in the same transaction;
-//! * the read side is the Source API ([`Monolith::list_tenants`],
-//!   [`Monolith::list_entities`], [`Monolith::counts`]): keyset pages read in
-//!   one snapshot, each carrying its watermark; its contract is
-//!   `proto/source-api.openapi.json`;
+//!   embedded default) for a schema ([`Monolith::connect_with_schema`]),
+//!   resolves it once into a [`model`] and prepares its tables ([`ddl`],
+//!   [`db::schema_record`]);
+//! * the write path ([`Monolith::upsert`], [`Monolith::delete`], the
+//!   default schema's [`Monolith::put_user`] and friends, and the HTTP
+//!   write routes) gives every change a [`Version`](recon_core::Version)
+//!   from one serialized counter and appends a protobuf change event to the
+//!   transactional [`outbox`] in the same transaction — typed events for
+//!   the default schema, declared events for any other;
+//! * the read side is the Source API ([`Monolith::page`],
+//!   [`Monolith::scope_counts`], range [`digest`]s; typed views such as
+//!   [`Monolith::list_entities`] for the default schema): keyset pages read
+//!   in one snapshot, each carrying its watermark; its contract is
+//!   `proto/source-api.openapi.json`, its routes are built from the schema
+//!   ([`http`]);
 //! * operator actions reproduce the failures recon repairs: [`backup`]s and
 //!   restores that bump the generation and emit no events;
-//! * [`seed`] generates a deterministic, heavy-tailed workload and a stream
-//!   of random changes.
+//! * [`seed`] generates the default schema's deterministic, heavy-tailed
+//!   workload and a stream of random changes, and a random population of
+//!   any schema;
+//! * [`verify`] compares a replica's tables with the monolith's, row by row.
 
 pub mod backup;
 pub mod db;

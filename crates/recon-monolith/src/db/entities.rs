@@ -1,6 +1,6 @@
 //! sea-orm entities of the monolith's own tables: the meta counter, the
 //! outbox and the backups' directory. The data tables follow the schema and
-//! are read and written with the statements of [`crate::sql`]. Versions are
+//! are read and written with the statements of `crate::sql`. Versions are
 //! stored as two BIGINT columns.
 
 #![allow(missing_docs)]

@@ -9,7 +9,7 @@
 //! SHA-256 in SQL: a monolith on SQLite does not offer digests
 //! (`GET /v1/capabilities` says so) and its clients walk every range.
 //!
-//! [`typed`] is the default schema's view ([`Monolith::digests`] of a
+//! `typed` is the default schema's view ([`Monolith::digests`] of a
 //! [`recon_core::Kind`]).
 
 mod typed;

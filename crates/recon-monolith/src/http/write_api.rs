@@ -10,7 +10,7 @@
 //! * `POST /admin/backups/{backup_id}/restore` → `{"backup_id", "generation", "watermark"}`
 //!
 //! A `PUT` of a kind with data fields takes them as a JSON object (see
-//! [`super::json`]: unknown properties are refused, a nullable field left
+//! `super::json`: unknown properties are refused, a nullable field left
 //! out is NULL); a kind without data fields takes no body. Writes answer
 //! `{"version": {...}, "changes": n}`.
 

@@ -9,7 +9,7 @@
 //! by part, each byte-wise, with the scope column first so that both
 //! backends seek the primary key.
 //!
-//! [`typed`] is the default schema's typed API (`list_tenants`,
+//! `typed` is the default schema's typed API (`list_tenants`,
 //! `list_entities`, `counts`, `snapshot_rows`) over the same reads.
 
 mod ranges;

@@ -3,13 +3,13 @@
 //! Every operation is one transaction that locks the meta row, allocates
 //! one sequence number per change (so sequence order is commit order),
 //! writes the rows with version `(current generation, sequence)` and
-//! appends one outbox event per change ([`crate::events`]). A scoped row
+//! appends one outbox event per change (`crate::events`). A scoped row
 //! needs its scope row (404 otherwise) and the rows it references (409).
 //! Deletions cascade: deleting a scope row deletes every row inside it,
 //! deleting any other row the rows that reference it, each with its own
-//! event, children first ([`cascade`]).
+//! event, children first (`cascade`).
 //!
-//! [`typed`] is the default schema's typed API (`put_user` and friends)
+//! `typed` is the default schema's typed API (`put_user` and friends)
 //! over the same path.
 
 mod cascade;
@@ -97,7 +97,7 @@ impl Monolith {
     }
 
     /// Deletes the row of kind `kind_name` with key `key` in scope `scope`, and
-    /// everything it cascades to ([`cascade`]). A row that does not exist
+    /// everything it cascades to (`cascade`). A row that does not exist
     /// is [`Error::NotFound`].
     #[instrument(skip_all, name = "monolith.write", fields(kind = %kind_name, scope = %scope))]
     pub async fn delete(

@@ -58,7 +58,7 @@ impl Monolith {
 
     /// Adds a user to a group (or re-writes the membership with a new
     /// version). The user and the group must exist in the tenant
-    /// ([`Error::Conflict`] otherwise).
+    /// ([`crate::Error::Conflict`] otherwise).
     pub async fn put_membership(
         &self,
         tenant_id: &str,
