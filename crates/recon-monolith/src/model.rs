@@ -14,7 +14,8 @@
 //! key fields of `K`: each `ri` is matched to the key field of `K` named
 //! `<R>_<ri>` (`group_id` for a group's `id`), else `ri` itself (`sku`),
 //! else — when `R` has a single key field — `R`'s name (`tag`). A reference
-//! that cannot be matched is refused when the model is built.
+//! that cannot be matched is refused when the model is built; a reference
+//! to the scope kind is the scope column's.
 
 use recon_core::schema::{FieldDef, KindDef, Schema};
 use std::fmt;
@@ -331,6 +332,9 @@ fn resolve_references(schema: &Schema, def: &KindDef) -> Result<Vec<Reference>, 
             continue; // Schema::parse refuses unknown references.
         };
         let target = &schema.kinds()[target_index];
+        if !target.scoped {
+            continue; // The scope column carries it.
+        }
         let mut key_positions = Vec::with_capacity(target.key.len());
         for field in &target.key {
             let mut candidates = vec![format!("{}_{field}", target.name), field.clone()];
@@ -567,6 +571,12 @@ mod tests {
         );
         let error = Model::new(counts).expect_err("counts is a route");
         assert!(error.to_string().contains("route segment"), "{error}");
+        let scope_referenced = schema(
+            "[[kind]]\nname = \"item\"\nplural = \"items\"\ntable = \"t_i\"\nkey = [\"id\"]\n\
+             references = [\"shop\"]",
+        );
+        let model = Model::new(scope_referenced).expect("the scope column carries the shop");
+        assert!(model.kind("item").expect("item").references.is_empty());
         let unresolved = schema(
             "[[kind]]\nname = \"item\"\nplural = \"items\"\ntable = \"t_i\"\nkey = [\"id\"]\n\
              [[kind]]\nname = \"note\"\nplural = \"notes\"\ntable = \"t_n\"\nkey = [\"nid\"]\n\
