@@ -29,14 +29,6 @@ const RESERVED_TABLES: [&str; 5] = [
     "monolith_schema",
 ];
 
-/// Path segments the Source API uses under a scope value, which no scoped
-/// kind's plural may take.
-const RESERVED_SCOPED_PLURALS: [&str; 3] = ["counts", "digests", "pages"];
-
-/// Path segments the Source API uses under `/v1`, which the scope kind's
-/// plural may not take.
-const RESERVED_SCOPE_PLURALS: [&str; 2] = ["digests", "capabilities"];
-
 /// A schema the monolith cannot serve, with what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -50,16 +42,6 @@ pub enum ModelError {
         table: String,
         /// What clashes.
         problem: String,
-    },
-    /// A plural that would clash with a Source API route.
-    #[error(
-        "kind {kind:?}: plural {plural:?} is a Source API route segment; choose another plural"
-    )]
-    Route {
-        /// The kind.
-        kind: String,
-        /// The plural.
-        plural: String,
     },
     /// A reference no key field of the referencing kind can carry.
     #[error(
@@ -383,17 +365,6 @@ fn check_names(kinds: &[KindPlan]) -> Result<(), ModelError> {
         {
             return Err(clash(format!("is also kind {:?}'s", other.def.name)));
         }
-        let reserved: &[&str] = if kind.def.scoped {
-            &RESERVED_SCOPED_PLURALS
-        } else {
-            &RESERVED_SCOPE_PLURALS
-        };
-        if reserved.contains(&kind.def.plural.as_str()) {
-            return Err(ModelError::Route {
-                kind: kind.def.name.clone(),
-                plural: kind.def.plural.clone(),
-            });
-        }
     }
     Ok(())
 }
@@ -566,11 +537,6 @@ mod tests {
             error.to_string().contains("monolith's own tables"),
             "{error}"
         );
-        let counts = schema(
-            "[[kind]]\nname = \"count\"\nplural = \"counts\"\ntable = \"t_c\"\nkey = [\"id\"]",
-        );
-        let error = Model::new(counts).expect_err("counts is a route");
-        assert!(error.to_string().contains("route segment"), "{error}");
         let scope_referenced = schema(
             "[[kind]]\nname = \"item\"\nplural = \"items\"\ntable = \"t_i\"\nkey = [\"id\"]\n\
              references = [\"shop\"]",

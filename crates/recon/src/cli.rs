@@ -98,7 +98,12 @@ pub enum SchemaCommand {
         #[command(flatten)]
         schema: SchemaFileArgs,
         /// The database the statements are for.
-        #[arg(long, value_enum, default_value = "postgres")]
+        #[arg(
+            long,
+            env = "RECON_DDL_BACKEND",
+            value_enum,
+            default_value = "postgres"
+        )]
         backend: DdlBackend,
     },
 }

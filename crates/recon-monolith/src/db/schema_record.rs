@@ -15,7 +15,7 @@
 use crate::ddl;
 use crate::error::{DbResultExt, Error, Result};
 use crate::model::Model;
-use recon_core::schema::{FieldType, Schema};
+use recon_core::schema::Schema;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait, Value};
 use sea_orm_migration::{MigratorTrait, SchemaManager};
 
@@ -71,7 +71,7 @@ async fn create(connection: &DatabaseConnection, model: &Model) -> Result<()> {
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
         format!("INSERT INTO monolith_schema (id, schema) VALUES (1, {placeholder})"),
-        [Value::from(schema_text(model.schema()))],
+        [Value::from(model.schema().text().to_owned())],
     ))
     .await
     .during("record the monolith's schema")?;
@@ -110,69 +110,5 @@ fn mismatch(held: &Schema, requested: &Schema) -> Error {
     Error::SchemaMismatch {
         held: describe(held),
         requested: describe(requested),
-    }
-}
-
-/// A schema file's text for `schema`, which [`Schema::parse`] reads back
-/// as an equal schema (strings are written as JSON strings, which TOML's
-/// basic strings read the same).
-pub fn schema_text(schema: &Schema) -> String {
-    let quote = |text: &str| serde_json::Value::from(text).to_string();
-    let list = |items: &[String]| {
-        let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
-        format!("[{}]", quoted.join(", "))
-    };
-    let mut text = format!("scope = {}\n", quote(&schema.scope().name));
-    for kind in schema.kinds() {
-        text.push_str("\n[[kind]]\n");
-        text.push_str(&format!("name = {}\n", quote(&kind.name)));
-        text.push_str(&format!("plural = {}\n", quote(&kind.plural)));
-        text.push_str(&format!("table = {}\n", quote(&kind.table)));
-        text.push_str(&format!("key = {}\n", list(&kind.key)));
-        text.push_str(&format!("references = {}\n", list(&kind.references)));
-        text.push_str("field = [\n");
-        for field in &kind.fields {
-            let mut properties = vec![
-                format!("name = {}", quote(&field.name)),
-                format!("type = {}", quote(field.field_type.name())),
-            ];
-            if field.nullable {
-                properties.push("nullable = true".to_owned());
-            }
-            match &field.field_type {
-                FieldType::Text {
-                    max_length: Some(max),
-                } => properties.push(format!("max_length = {max}")),
-                FieldType::Enum { values } => properties.push(format!("values = {}", list(values))),
-                _ => {}
-            }
-            text.push_str(&format!("    {{ {} }},\n", properties.join(", ")));
-        }
-        text.push_str("]\n");
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recorded_schema_reads_back_equal() {
-        let catalog =
-            Schema::parse(include_str!("../../../../proto/schemas/catalog.toml")).expect("valid");
-        for schema in [&catalog, Schema::default_schema()] {
-            let text = schema_text(schema);
-            assert_eq!(&Schema::parse(&text).expect("parses"), schema, "{text}");
-        }
-        let quoted = Schema::parse(
-            "scope = \"s\"\n[[kind]]\nname = \"s\"\nplural = \"ss\"\ntable = \"t\"\n\
-             key = [\"id\"]\nfield = [{ name = \"e\", type = \"enum\", values = [\"a\\\"b\", \"c\\\\d\"] }]",
-        )
-        .expect("valid");
-        assert_eq!(
-            Schema::parse(&schema_text(&quoted)).expect("parses"),
-            quoted
-        );
     }
 }
