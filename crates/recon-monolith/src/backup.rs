@@ -1,7 +1,7 @@
 //! Operator actions that reproduce a database restore.
 //!
-//! A backup copies the data (tenants, users, groups, memberships) and the
-//! meta counter into the `backup_*` tables in one snapshot. A restore
+//! A backup copies the data (every kind of the schema) and the meta
+//! counter into the `backup_*` tables in one snapshot. A restore
 //! replaces the data with a backup's copy in one transaction: restored rows
 //! keep the versions they had, the sequence counter goes back to the
 //! backup's value (as a real database restore would), and the generation
@@ -14,6 +14,7 @@ use crate::Monolith;
 use crate::db::entities::{backup, meta};
 use crate::db::{self, lock_meta, read_meta, version_columns};
 use crate::error::{DbResultExt, Error, Result};
+use crate::model::KindPlan;
 use crate::outbox::now_ms;
 use recon_core::Version;
 use sea_orm::sea_query::Expr;
@@ -40,23 +41,12 @@ pub struct RestoreOutcome {
     pub watermark: Version,
 }
 
-/// The data tables with their columns, parents first (insert order).
-const DATA_TABLES: [(&str, &str); 4] = [
-    ("tenants", "id, name, generation, sequence"),
-    (
-        "users",
-        "tenant_id, id, email, display_name, status, generation, sequence",
-    ),
-    (r#""groups""#, "tenant_id, id, name, generation, sequence"),
-    (
-        "memberships",
-        "tenant_id, group_id, user_id, generation, sequence",
-    ),
-];
-
-/// The backup table of a data table.
-fn backup_table(table: &str) -> String {
-    format!("backup_{}", table.trim_matches('"'))
+/// The columns a backup copies of a kind's table.
+fn copied_columns(kind: &KindPlan) -> String {
+    let mut columns: Vec<&str> = kind.primary_key();
+    columns.extend(kind.fields().iter().map(|field| field.name.as_str()));
+    columns.extend(["generation", "sequence"]);
+    columns.join(", ")
 }
 
 impl Monolith {
@@ -91,10 +81,13 @@ impl Monolith {
         .await
         .during("record a backup")?;
         let backup_id = inserted.last_insert_id;
-        for (table, columns) in DATA_TABLES {
+        for index in self.model().insertion_order() {
+            let kind = self.model().kind_at(index);
+            let columns = copied_columns(kind);
             let statement = format!(
-                "INSERT INTO {backup} (backup_id, {columns}) SELECT {backup_id}, {columns} FROM {table}",
-                backup = backup_table(table),
+                "INSERT INTO {} (backup_id, {columns}) SELECT {backup_id}, {columns} FROM {}",
+                kind.backup_table(),
+                kind.quoted_table()
             );
             txn.execute_unprepared(&statement)
                 .await
@@ -131,15 +124,19 @@ impl Monolith {
             .generation
             .max(u64::try_from(highest_backup_generation.unwrap_or(0)).unwrap_or(0));
         let generation = highest_seen + 1;
-        for (table, _) in DATA_TABLES.iter().rev() {
-            txn.execute_unprepared(&format!("DELETE FROM {table}"))
+        for index in self.model().deletion_order() {
+            let kind = self.model().kind_at(*index);
+            txn.execute_unprepared(&format!("DELETE FROM {}", kind.quoted_table()))
                 .await
                 .during("clear a table for a restore")?;
         }
-        for (table, columns) in DATA_TABLES {
+        for index in self.model().insertion_order() {
+            let kind = self.model().kind_at(index);
+            let columns = copied_columns(kind);
             let statement = format!(
-                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {backup} WHERE backup_id = {backup_id}",
-                backup = backup_table(table),
+                "INSERT INTO {} ({columns}) SELECT {columns} FROM {} WHERE backup_id = {backup_id}",
+                kind.quoted_table(),
+                kind.backup_table()
             );
             txn.execute_unprepared(&statement)
                 .await

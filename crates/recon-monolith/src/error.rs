@@ -65,6 +65,20 @@ pub enum Error {
     /// Stored data breaks an invariant (e.g. a negative version).
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The database holds another schema than the monolith was started
+    /// with.
+    #[error(
+        "the database holds {held}, not {requested}: start the monolith with the schema it was created with, or on a new database"
+    )]
+    SchemaMismatch {
+        /// What the database holds.
+        held: String,
+        /// What was asked for.
+        requested: String,
+    },
+    /// A schema the monolith cannot serve.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
     /// Serving HTTP failed.
     #[error("cannot serve HTTP")]
     Serve(#[source] std::io::Error),
@@ -77,7 +91,8 @@ impl Error {
             Error::Invalid(_) | Error::BadRequest(_) => ErrorKind::BadRequest,
             Error::Unauthorized => ErrorKind::Unauthorized,
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Conflict(_) | Error::SchemaMismatch { .. } => ErrorKind::Conflict,
+            Error::Model(_) => ErrorKind::BadRequest,
             Error::Connect { .. } | Error::Database { .. } | Error::Serve(_) => {
                 ErrorKind::Transient
             }

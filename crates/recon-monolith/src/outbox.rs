@@ -8,11 +8,14 @@
 
 use crate::Monolith;
 use crate::db::entities::outbox;
-use crate::db::stored_version;
+use crate::db::{stored_version, version_columns};
 use crate::error::{DbResultExt, Result};
 use recon_core::Version;
+use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::instrument;
 
@@ -29,6 +32,44 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// When the row was marked published (Unix milliseconds), if it was.
     pub published_at_ms: Option<i64>,
+}
+
+/// An outbox row to append.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    /// The change's scope value (the Kafka record key).
+    pub scope: String,
+    /// The change's version.
+    pub version: Version,
+    /// The encoded change event ([`crate::events`]).
+    pub payload: Vec<u8>,
+}
+
+/// Rows per multi-row `INSERT` into the outbox.
+const APPEND_CHUNK: usize = 500;
+
+/// Appends one unpublished outbox row per event, in order.
+pub(crate) async fn append(connection: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<()> {
+    let mut models = Vec::with_capacity(events.len().min(APPEND_CHUNK));
+    let mut events = events.into_iter().peekable();
+    while let Some(event) = events.next() {
+        let (generation, sequence) = version_columns(event.version)?;
+        models.push(outbox::ActiveModel {
+            tenant_id: Set(event.scope),
+            generation: Set(generation),
+            sequence: Set(sequence),
+            payload: Set(event.payload),
+            published_at_ms: Set(None),
+            ..Default::default()
+        });
+        if models.len() == APPEND_CHUNK || events.peek().is_none() {
+            outbox::Entity::insert_many(std::mem::take(&mut models))
+                .exec_without_returning(connection)
+                .await
+                .during("append to the outbox")?;
+        }
+    }
+    Ok(())
 }
 
 impl Monolith {

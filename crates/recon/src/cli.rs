@@ -98,7 +98,12 @@ pub enum SchemaCommand {
         #[command(flatten)]
         schema: SchemaFileArgs,
         /// The database the statements are for.
-        #[arg(long, value_enum, default_value = "postgres")]
+        #[arg(
+            long,
+            env = "RECON_DDL_BACKEND",
+            value_enum,
+            default_value = "postgres"
+        )]
         backend: DdlBackend,
     },
 }
@@ -381,6 +386,9 @@ pub struct MonolithArgs {
     /// How often the relay polls a drained outbox, in milliseconds.
     #[arg(long, env = "RECON_RELAY_POLL_INTERVAL_MS", default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub relay_poll_interval_ms: u64,
+    /// The schema the monolith serves (its tables, routes and events).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
 }
 
 /// Workload shape shared by `seed` and `demo`.
@@ -417,6 +425,11 @@ pub struct SeedArgs {
     /// The workload.
     #[command(flatten)]
     pub workload: WorkloadArgs,
+    /// The monolith's schema; any other than the default gets a random
+    /// population of its kinds (scope values and mean sizes from the
+    /// workload).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
 }
 
 /// Options of `recon demo`.

@@ -2,6 +2,7 @@
 //! and the OpenAPI contract as a set of JSON-schema validators.
 
 use anyhow::{Context, bail};
+use recon_core::schema::Schema;
 use recon_monolith::Monolith;
 use recon_tests::{Backend, TestDatabase};
 use serde_json::Value;
@@ -31,8 +32,17 @@ pub struct Server {
 impl Server {
     /// Starts a monolith on a fresh database of `backend`.
     pub async fn start(backend: Backend, token: Option<&str>) -> anyhow::Result<Server> {
+        Server::start_with_schema(backend, token, Schema::default_schema().clone()).await
+    }
+
+    /// Starts a monolith of `schema` on a fresh database of `backend`.
+    pub async fn start_with_schema(
+        backend: Backend,
+        token: Option<&str>,
+        schema: Schema,
+    ) -> anyhow::Result<Server> {
         let database = TestDatabase::create(backend).await?;
-        let monolith = Monolith::connect(&database.url)
+        let monolith = Monolith::connect_with_schema(&database.url, schema)
             .await
             .context("connect the monolith")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -75,6 +85,11 @@ impl Server {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
+    }
+
+    /// The database's URL (for checks with plain SQL).
+    pub fn database_url(&self) -> &str {
+        &self._database.url
     }
 
     /// Stops serving and waits for the server task.

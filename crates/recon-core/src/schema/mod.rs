@@ -67,8 +67,9 @@ pub const RESERVED_PLURALS: [&str; 6] = [
 /// no key or data field may take.
 pub const VERSION_PROPERTY: &str = "version";
 
-/// A validated schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated schema. Two schemas are equal when they declare the same
+/// kinds alike, whatever their files' comments and layout.
+#[derive(Debug, Clone)]
 pub struct Schema {
     kinds: Vec<KindDef>,
     scope: usize,
@@ -211,6 +212,14 @@ impl Schema {
         format!("{}_id", self.scope().name)
     }
 }
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.kinds == other.kinds && self.scope == other.scope
+    }
+}
+
+impl Eq for Schema {}
 
 impl KindDef {
     /// The data field named `name`.

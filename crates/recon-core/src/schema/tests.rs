@@ -626,3 +626,15 @@ fn timestamps_read_and_print_in_utc_with_milliseconds() {
             .contains("finer")
     );
 }
+
+#[test]
+fn schemas_are_equal_whatever_their_layout() {
+    let relaid = format!(
+        "# the catalog, written again\n{}",
+        CATALOG_TOML.replace(" = ", "=")
+    );
+    let schema = Schema::parse(&relaid).expect("valid");
+    assert_eq!(schema, catalog());
+    assert_ne!(schema.text(), catalog().text());
+    assert_ne!(&schema, Schema::default_schema());
+}

@@ -4,6 +4,7 @@
 //! `TEXT COLLATE "C"` on PostgreSQL so that they sort byte-wise, like
 //! SQLite's default `BINARY` collation already does.
 
+use crate::ddl::{COMMON_TABLES, statements_of};
 use recon_core::Kind;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
@@ -37,13 +38,10 @@ impl MigrationName for InitialSchema {
     }
 }
 
-const INITIAL_SCHEMA: &str = r#"
-CREATE TABLE meta (
-    id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
-    generation BIGINT NOT NULL,
-    sequence BIGINT NOT NULL
-);
-INSERT INTO meta (id, generation, sequence) VALUES (1, 1, 0);
+/// The default schema's data tables as m0001 created them (after the
+/// common tables, [`crate::ddl::COMMON_TABLES`]); `crate::ddl` generates
+/// the same from the default schema.
+const DEFAULT_DATA_TABLES: &str = r#"
 CREATE TABLE tenants (
     id {ID} NOT NULL PRIMARY KEY,
     name TEXT NOT NULL,
@@ -79,21 +77,6 @@ CREATE TABLE memberships (
     FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id)
 );
 CREATE INDEX memberships_by_user ON memberships (tenant_id, user_id);
-CREATE TABLE outbox (
-    id {SERIAL},
-    tenant_id TEXT NOT NULL,
-    generation BIGINT NOT NULL,
-    sequence BIGINT NOT NULL,
-    payload {BYTES} NOT NULL,
-    published_at_ms BIGINT NULL
-);
-CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at_ms IS NULL;
-CREATE TABLE backups (
-    id {SERIAL},
-    created_at_ms BIGINT NOT NULL,
-    generation BIGINT NOT NULL,
-    sequence BIGINT NOT NULL
-);
 CREATE TABLE backup_tenants (
     backup_id BIGINT NOT NULL REFERENCES backups (id),
     id {ID} NOT NULL,
@@ -133,21 +116,12 @@ CREATE TABLE backup_memberships (
 )
 "#;
 
-/// The initial schema's statements for one backend.
-fn initial_schema_statements(backend: DbBackend) -> Vec<String> {
-    let (id_type, serial, bytes) = match backend {
-        DbBackend::Postgres => (r#"TEXT COLLATE "C""#, "BIGSERIAL PRIMARY KEY", "BYTEA"),
-        _ => ("TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
-    };
-    INITIAL_SCHEMA
-        .replace("{ID}", id_type)
-        .replace("{SERIAL}", serial)
-        .replace("{BYTES}", bytes)
-        .split(';')
-        .map(str::trim)
-        .filter(|statement| !statement.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// The initial schema's statements for one backend: the common tables,
+/// then the default schema's data tables.
+pub(crate) fn initial_schema_statements(backend: DbBackend) -> Vec<String> {
+    let mut statements = statements_of(COMMON_TABLES, backend);
+    statements.extend(statements_of(DEFAULT_DATA_TABLES, backend));
+    statements
 }
 
 #[async_trait::async_trait]
@@ -180,9 +154,9 @@ impl MigrationTrait for DigestColumns {
         }
         let connection = manager.get_connection();
         let tables = [
-            ("users", Kind::USER),
-            ("\"groups\"", Kind::GROUP),
-            ("memberships", Kind::MEMBERSHIP),
+            ("users", Kind::User),
+            ("\"groups\"", Kind::Group),
+            ("memberships", Kind::Membership),
         ];
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
@@ -204,6 +178,13 @@ impl MigrationName for DigestIndexes {
     }
 }
 
+/// The statements of m0003.
+pub(crate) const DIGEST_INDEXES: [&str; 3] = [
+    "CREATE INDEX IF NOT EXISTS users_digest ON users (tenant_id, id) INCLUDE (digest)",
+    "CREATE INDEX IF NOT EXISTS groups_digest ON \"groups\" (tenant_id, id) INCLUDE (digest)",
+    "CREATE INDEX IF NOT EXISTS memberships_digest ON memberships (tenant_id, group_id, user_id) INCLUDE (digest)",
+];
+
 #[async_trait::async_trait]
 impl MigrationTrait for DigestIndexes {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -211,11 +192,7 @@ impl MigrationTrait for DigestIndexes {
             return Ok(());
         }
         let connection = manager.get_connection();
-        for statement in [
-            "CREATE INDEX IF NOT EXISTS users_digest ON users (tenant_id, id) INCLUDE (digest)",
-            "CREATE INDEX IF NOT EXISTS groups_digest ON \"groups\" (tenant_id, id) INCLUDE (digest)",
-            "CREATE INDEX IF NOT EXISTS memberships_digest ON memberships (tenant_id, group_id, user_id) INCLUDE (digest)",
-        ] {
+        for statement in DIGEST_INDEXES {
             connection.execute_unprepared(statement).await?;
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 pub mod entities;
 pub mod migrations;
-pub(crate) mod rows;
+pub mod schema_record;
 
 use crate::error::{DbResultExt, Error, Result};
 use recon_core::Version;
@@ -16,7 +16,6 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, EntityTrait, IsolationLevel, QueryFilter,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 
 use entities::meta;
@@ -24,7 +23,8 @@ use entities::meta;
 /// How long a SQLite connection waits for a lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects to `database_url` and runs pending migrations.
+/// Connects to `database_url` (the tables are [`schema_record::prepare`]d
+/// next).
 ///
 /// A password in the URL is taken out of it and handed to the driver
 /// separately, so that the URL sea-orm records (in trace spans and parse
@@ -42,13 +42,9 @@ pub(crate) async fn connect(database_url: &str) -> Result<DatabaseConnection> {
             options.map_sqlx_postgres_opts(move |postgres| postgres.password(&password));
         }
     }
-    let connection = Database::connect(options)
+    Database::connect(options)
         .await
-        .map_err(|source| Error::Connect { target, source })?;
-    migrations::Migrator::up(&connection, None)
-        .await
-        .during("run the monolith's migrations")?;
-    Ok(connection)
+        .map_err(|source| Error::Connect { target, source })
 }
 
 /// Splits `scheme://user:password@host/...` into the URL without the

@@ -1,11 +1,13 @@
 //! The monolith's HTTP interface (axum): the Source API read side
 //! ([`source_api`]), the write routes and the operator routes
-//! ([`write_api`]), optional bearer-token auth, and JSON errors.
+//! ([`write_api`]) — both built from the schema the monolith serves —,
+//! optional bearer-token auth, and JSON errors.
 //!
 //! Every error is a JSON object `{"error": "<message naming the problem>"}`
 //! with a 4xx/5xx status; nothing a client sends can panic a handler.
 
 mod integer;
+mod json;
 pub mod source_api;
 pub mod wire;
 pub mod write_api;
@@ -105,6 +107,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A `200 OK` with `value` as its JSON body (what `axum::Json` does, for
+/// values serialized with the model at hand).
+pub(crate) fn json_response<T: serde::Serialize>(value: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|error| Error::Corrupt(format!("cannot serialize a response: {error}")))?;
+    let content_type = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    Ok((content_type, body).into_response())
+}
+
 /// `axum::Json` with JSON errors.
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -130,8 +144,8 @@ impl Monolith {
         };
         let router = Router::new()
             .route("/healthz", get(healthz))
-            .merge(source_api::routes())
-            .merge(write_api::routes())
+            .merge(source_api::routes(self.model()))
+            .merge(write_api::routes(self.model()))
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(state);

@@ -1,54 +1,72 @@
-//! The Source API read routes (contract: `proto/source-api.openapi.json`):
+//! The Source API read routes (contract: `proto/source-api.openapi.json`),
+//! built from the schema (`<scopes>` is the scope kind's plural, `{id}` a
+//! scope value, `<kind>` a scoped kind's plural):
 //!
-//! * `GET /v1/tenants?after=<id>&limit=<n>`
-//! * `GET /v1/tenants/{tenant_id}/users|groups?after=<id>&limit=<n>`
-//! * `GET /v1/tenants/{tenant_id}/memberships?after=<group_id>:<user_id>&limit=<n>`
-//! * `GET /v1/tenants/{tenant_id}/counts`
-//! * `GET /v1/tenants/{tenant_id}/digests/users|groups|memberships?after=&until=&buckets=`
-//!   (not under `.../users/`, where a user id `digests` would clash)
-//! * `GET /v1/tenants/{tenant_id}/digests` (each kind whole)
-//! * `GET /v1/digests` (every tenant's kinds whole)
-//! * `POST /v1/tenants/{tenant_id}/pages/users|groups|memberships` (a page
-//!   within many key ranges, given in the JSON body)
+//! * `GET /v1/<scopes>?after=<id>&limit=<n>`
+//! * `GET /v1/<scopes>/{id}/<kind>?after=<cursor>&limit=<n>` (a cursor is
+//!   the key's parts joined by `:`, e.g. `group_id:user_id`)
+//! * `GET /v1/<scopes>/{id}/counts`
+//! * `GET /v1/<scopes>/{id}/digests/<kind>?after=&until=&buckets=` (not
+//!   under `.../<kind>/`, where a key `digests` would clash)
+//! * `GET /v1/<scopes>/{id}/digests` (each kind whole)
+//! * `GET /v1/digests` (every scope value's kinds whole)
+//! * `POST /v1/<scopes>/{id}/pages/<kind>` (a page within many key ranges,
+//!   given in the JSON body)
 //! * `GET /v1/capabilities`
 //!
 //! Query parameters a route does not take are refused (400), so a client's
 //! typo does not silently read the wrong thing.
 
 use super::integer::u32_of_text;
-use super::wire::{
-    AllTenantDigestsBody, CapabilitiesBody, DigestRangeBody, DigestsBody, Item, KindDigestBody,
-    PageBody, PageWithinBody, TenantDigestsBody, TenantKindsBody,
-};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use super::json::{KindDigestJson, PageJson, PerKindJson};
+use super::wire::{CapabilitiesBody, DigestRangeBody, DigestsBody, PageWithinBody};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, json_response};
 use crate::error::Error;
-use crate::read::{Counts, DEFAULT_PAGE_LIMIT, MAX_PAGE_RANGES, Page, validate_limit};
+use crate::model::{KindPlan, Model};
+use crate::read::{DEFAULT_PAGE_LIMIT, MAX_PAGE_RANGES, validate_limit};
+use crate::rows::{KeySpan, cursor_of};
+use crate::write::check::check_scope;
 use axum::extract::State;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use recon_core::validate_tenant_id;
-use recon_core::{EntityKey, KeyRange, Kind};
+use serde::Serialize;
 
-/// The read routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", get(list_tenants))
-        .route("/v1/tenants/{tenant_id}/users", get(list_users))
-        .route("/v1/tenants/{tenant_id}/groups", get(list_groups))
-        .route("/v1/tenants/{tenant_id}/memberships", get(list_memberships))
-        .route("/v1/tenants/{tenant_id}/counts", get(counts))
-        .route("/v1/tenants/{tenant_id}/digests", get(tenant_digests))
-        .route("/v1/tenants/{tenant_id}/digests/{kind}", get(digests))
-        .route("/v1/tenants/{tenant_id}/pages/{kind}", post(page_within))
+type Pairs = Vec<(String, String)>;
+
+/// The read routes of `model`'s schema.
+pub(crate) fn routes(model: &Model) -> Router<AppState> {
+    let scopes = format!("/v1/{}", model.scope().def.plural);
+    let scope = format!("{scopes}/{{{}_id}}", model.scope().name());
+    let mut router = Router::new()
+        .route(&scopes, get(list_scope_rows))
+        .route(&format!("{scope}/counts"), get(counts))
+        .route(&format!("{scope}/digests"), get(scope_digests))
+        .route(&format!("{scope}/digests/{{kind}}"), get(digests))
+        .route(&format!("{scope}/pages/{{kind}}"), post(page_within))
         .route("/v1/capabilities", get(capabilities))
-        .route("/v1/digests", get(all_tenant_digests))
+        .route("/v1/digests", get(all_scope_digests));
+    for kind in model.scoped_kinds() {
+        let index = kind.index;
+        router = router.route(
+            &format!("{scope}/{}", kind.def.plural),
+            get(
+                move |State(state): State<AppState>,
+                      ApiPath(scope): ApiPath<String>,
+                      ApiQuery(pairs): ApiQuery<Pairs>| async move {
+                    list_scoped_rows(state, index, scope, pairs).await
+                },
+            ),
+        );
+    }
+    router
 }
 
 /// The parsed `after` and `limit` parameters.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PageParams {
     /// The key to start after, if any.
-    pub after: Option<EntityKey>,
+    pub after: Option<Vec<String>>,
     /// The page size.
     pub limit: u32,
 }
@@ -56,7 +74,7 @@ pub struct PageParams {
 /// Parses a page request's query parameters for `kind`. Errors name the
 /// parameter: unknown or repeated parameters, a malformed `after`, a `limit`
 /// that is not an integer in `1..=10000`.
-pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageParams, Error> {
+pub fn parse_page_params(pairs: &[(String, String)], kind: &KindPlan) -> Result<PageParams, Error> {
     let mut after = None;
     let mut limit = None;
     for (name, value) in pairs {
@@ -77,7 +95,7 @@ pub fn parse_page_params(pairs: &[(String, String)], kind: Kind) -> Result<PageP
     }
     let after = match after {
         None => None,
-        Some(text) => Some(kind.parse_key(text).map_err(|invalid| {
+        Some(text) => Some(kind.parse_cursor(text).map_err(|invalid| {
             Error::BadRequest(format!("invalid query parameter `after`: {invalid}"))
         })?),
     };
@@ -105,80 +123,67 @@ fn no_query_parameters(pairs: &[(String, String)], what: &str) -> Result<(), Err
     }
 }
 
-fn page_body(page: Page) -> PageBody {
-    PageBody {
-        items: page.rows.into_iter().map(Item::of).collect(),
-        watermark: page.watermark,
-        next_after: page.next_after.map(|key| key.to_string()),
-    }
-}
-
-fn checked_tenant_id(tenant_id: &str) -> Result<(), ApiError> {
-    validate_tenant_id(tenant_id).map_err(ApiError::from)
-}
-
-async fn list_tenants(
+async fn list_scope_rows(
     State(state): State<AppState>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<PageBody>, ApiError> {
-    let params = parse_page_params(&pairs, Kind::TENANT)?;
-    let after = params.after.as_ref().map(|key| key.primary.as_str());
-    let page = state.monolith.list_tenants(after, params.limit).await?;
-    Ok(Json(page_body(page)))
-}
-
-async fn list_of_kind(
-    state: AppState,
-    tenant_id: String,
-    pairs: Vec<(String, String)>,
-    kind: Kind,
-) -> Result<Json<PageBody>, ApiError> {
-    checked_tenant_id(&tenant_id)?;
+    ApiQuery(pairs): ApiQuery<Pairs>,
+) -> Result<Response, ApiError> {
+    let monolith = &state.monolith;
+    let kind = monolith.model().scope();
     let params = parse_page_params(&pairs, kind)?;
-    let page = state
-        .monolith
-        .list_entities(&tenant_id, kind, params.after.as_ref(), params.limit)
+    let page = monolith
+        .page(
+            kind.name(),
+            None,
+            params.after.as_deref(),
+            params.limit,
+            &[],
+        )
         .await?;
-    Ok(Json(page_body(page)))
+    json_response(&PageJson { kind, page: &page })
 }
 
-async fn list_users(
-    State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::USER).await
-}
-
-async fn list_groups(
-    State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::GROUP).await
-}
-
-async fn list_memberships(
-    State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<PageBody>, ApiError> {
-    list_of_kind(state, tenant_id, pairs, Kind::MEMBERSHIP).await
+async fn list_scoped_rows(
+    state: AppState,
+    index: usize,
+    scope: String,
+    pairs: Pairs,
+) -> Result<Response, ApiError> {
+    let monolith = &state.monolith;
+    check_scope(monolith.model(), &scope)?;
+    let kind = monolith.model().kind_at(index);
+    let params = parse_page_params(&pairs, kind)?;
+    let page = monolith
+        .page(
+            kind.name(),
+            Some(&scope),
+            params.after.as_deref(),
+            params.limit,
+            &[],
+        )
+        .await?;
+    json_response(&PageJson { kind, page: &page })
 }
 
 async fn counts(
     State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<Counts>, ApiError> {
-    checked_tenant_id(&tenant_id)?;
+    ApiPath(scope): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Pairs>,
+) -> Result<Response, ApiError> {
+    let monolith = &state.monolith;
+    check_scope(monolith.model(), &scope)?;
     no_query_parameters(&pairs, "counts take no parameters")?;
-    Ok(Json(state.monolith.counts(&tenant_id).await?))
+    let counts = monolith.scope_counts(&scope).await?;
+    json_response(&PerKindJson {
+        model: monolith.model(),
+        scope: None,
+        values: counts.counts,
+        watermark: Some(counts.watermark),
+    })
 }
 
 async fn capabilities(
     State(state): State<AppState>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+    ApiQuery(pairs): ApiQuery<Pairs>,
 ) -> Result<Json<CapabilitiesBody>, ApiError> {
     no_query_parameters(&pairs, "capabilities take no parameters")?;
     Ok(Json(CapabilitiesBody {
@@ -189,61 +194,84 @@ async fn capabilities(
     }))
 }
 
-fn kind_digest(digest: recon_core::RangeDigest) -> KindDigestBody {
-    KindDigestBody {
-        count: digest.count,
-        digest: digest.sum_hex(),
+/// `GET /v1/digests`: `{"<scopes>": [{"<scope key>": …, "<kind>": …}], "watermark"}`.
+struct AllDigestsJson<'a> {
+    model: &'a Model,
+    scopes: Vec<PerKindJson<'a, KindDigestJson>>,
+    watermark: recon_core::Version,
+}
+
+impl Serialize for AllDigestsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry(&self.model.scope().def.plural, &self.scopes)?;
+        map.serialize_entry("watermark", &self.watermark)?;
+        map.end()
     }
 }
 
-async fn all_tenant_digests(
+async fn all_scope_digests(
     State(state): State<AppState>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<AllTenantDigestsBody>, ApiError> {
-    no_query_parameters(&pairs, "every tenant's digests take no parameters")?;
-    let digests = state.monolith.all_tenant_digests().await?;
-    Ok(Json(AllTenantDigestsBody {
-        tenants: digests
-            .tenants
-            .into_iter()
-            .map(|(id, [users, groups, memberships])| TenantKindsBody {
-                id,
-                users: kind_digest(users),
-                groups: kind_digest(groups),
-                memberships: kind_digest(memberships),
-            })
-            .collect(),
+    ApiQuery(pairs): ApiQuery<Pairs>,
+) -> Result<Response, ApiError> {
+    no_query_parameters(&pairs, "every scope's digests take no parameters")?;
+    let model = state.monolith.model();
+    let digests = state.monolith.all_scope_digests().await?;
+    let scopes = digests
+        .scopes
+        .iter()
+        .map(|(scope, kinds)| PerKindJson {
+            model,
+            scope: Some(scope.as_str()),
+            values: kinds.iter().map(KindDigestJson::of).collect(),
+            watermark: None,
+        })
+        .collect();
+    json_response(&AllDigestsJson {
+        model,
+        scopes,
         watermark: digests.watermark,
-    }))
+    })
 }
 
-/// The kind a `/digests/{kind}` or `/pages/{kind}` path names.
-fn tenant_scoped_kind(route: &str, kind: &str) -> Result<Kind, ApiError> {
-    match kind {
-        "users" => Ok(Kind::USER),
-        "groups" => Ok(Kind::GROUP),
-        "memberships" => Ok(Kind::MEMBERSHIP),
-        other => Err(Error::NotFound(format!("route {route}/{other}")).into()),
-    }
+/// The scoped kind a `/digests/{kind}` or `/pages/{kind}` path names
+/// (`method` and `segment` name the route in the 404).
+fn scoped_kind<'a>(
+    model: &'a Model,
+    method: &str,
+    segment: &str,
+    plural: &str,
+) -> Result<&'a KindPlan, ApiError> {
+    model
+        .scoped_kinds()
+        .find(|kind| kind.def.plural == plural)
+        .ok_or_else(|| {
+            let scopes = &model.scope().def.plural;
+            Error::NotFound(format!(
+                "route {method} /v1/{scopes}/{{id}}/{segment}/{plural}"
+            ))
+            .into()
+        })
 }
 
 /// The parsed body of a multi-range page request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PageWithinParams {
     /// The cursor.
-    pub after: Option<EntityKey>,
+    pub after: Option<Vec<String>>,
     /// The page size.
     pub limit: u32,
     /// The ranges.
-    pub ranges: Vec<KeyRange>,
+    pub ranges: Vec<KeySpan>,
 }
 
 /// Parses a multi-range page request's body for `kind`; errors name the
 /// field (order and overlap of the ranges are checked by the read).
-pub fn parse_page_within(body: PageWithinBody, kind: Kind) -> Result<PageWithinParams, Error> {
-    let key = |field: String, text: Option<String>| -> Result<Option<EntityKey>, Error> {
+pub fn parse_page_within(body: PageWithinBody, kind: &KindPlan) -> Result<PageWithinParams, Error> {
+    let key = |field: String, text: Option<String>| -> Result<Option<Vec<String>>, Error> {
         text.map(|text| {
-            kind.parse_key(&text)
+            kind.parse_cursor(&text)
                 .map_err(|invalid| Error::BadRequest(format!("invalid `{field}`: {invalid}")))
         })
         .transpose()
@@ -252,7 +280,7 @@ pub fn parse_page_within(body: PageWithinBody, kind: Kind) -> Result<PageWithinP
     validate_limit(limit)?;
     let mut ranges = Vec::with_capacity(body.ranges.len());
     for (index, range) in body.ranges.into_iter().enumerate() {
-        ranges.push(KeyRange {
+        ranges.push(KeySpan {
             after: key(format!("ranges[{index}].after"), range.after)?,
             until: key(format!("ranges[{index}].until"), range.until)?,
         });
@@ -271,43 +299,46 @@ pub fn parse_page_within(body: PageWithinBody, kind: Kind) -> Result<PageWithinP
 
 async fn page_within(
     State(state): State<AppState>,
-    ApiPath((tenant_id, kind)): ApiPath<(String, String)>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+    ApiPath((scope, plural)): ApiPath<(String, String)>,
+    ApiQuery(pairs): ApiQuery<Pairs>,
     ApiJson(body): ApiJson<PageWithinBody>,
-) -> Result<Json<PageBody>, ApiError> {
-    checked_tenant_id(&tenant_id)?;
-    let kind = tenant_scoped_kind("POST /v1/tenants/{id}/pages", &kind)?;
+) -> Result<Response, ApiError> {
+    let monolith = &state.monolith;
+    check_scope(monolith.model(), &scope)?;
+    let kind = scoped_kind(monolith.model(), "POST", "pages", &plural)?;
     no_query_parameters(
         &pairs,
         "a multi-range page takes its parameters in the body",
     )?;
     let params = parse_page_within(body, kind)?;
-    let page = state
-        .monolith
-        .list_within(
-            &tenant_id,
-            kind,
-            params.after.as_ref(),
+    let page = monolith
+        .page(
+            kind.name(),
+            Some(&scope),
+            params.after.as_deref(),
             params.limit,
             &params.ranges,
         )
         .await?;
-    Ok(Json(page_body(page)))
+    json_response(&PageJson { kind, page: &page })
 }
 
 /// The parsed parameters of a digest request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DigestParams {
     /// The range to cover.
-    pub range: KeyRange,
+    pub span: KeySpan,
     /// Most ranges wanted.
     pub buckets: u32,
 }
 
 /// Parses a digest request's query parameters (`after`, `until`,
 /// `buckets`, each at most once) for `kind`; errors name the parameter.
-pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<DigestParams, Error> {
-    let mut range = KeyRange::all();
+pub fn parse_digest_params(
+    pairs: &[(String, String)],
+    kind: &KindPlan,
+) -> Result<DigestParams, Error> {
+    let mut span = KeySpan::all();
     let mut buckets = None;
     let mut seen = Vec::new();
     for (name, value) in pairs {
@@ -318,13 +349,13 @@ pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<Dig
         }
         seen.push(name.clone());
         let key = || {
-            kind.parse_key(value).map_err(|invalid| {
+            kind.parse_cursor(value).map_err(|invalid| {
                 Error::BadRequest(format!("invalid query parameter `{name}`: {invalid}"))
             })
         };
         match name.as_str() {
-            "after" => range.after = Some(key()?),
-            "until" => range.until = Some(key()?),
+            "after" => span.after = Some(key()?),
+            "until" => span.until = Some(key()?),
             "buckets" => buckets = Some(u32_of_text(value).ok_or_else(|| {
                 Error::BadRequest(format!(
                     "query parameter `buckets` must be an integer between 1 and {}, got {value:?}",
@@ -339,46 +370,46 @@ pub fn parse_digest_params(pairs: &[(String, String)], kind: Kind) -> Result<Dig
         }
     }
     Ok(DigestParams {
-        range,
+        span,
         buckets: buckets.unwrap_or(1),
     })
 }
 
-async fn tenant_digests(
+async fn scope_digests(
     State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<TenantDigestsBody>, ApiError> {
-    checked_tenant_id(&tenant_id)?;
-    no_query_parameters(&pairs, "a tenant's digests take no parameters")?;
-    let digests = state.monolith.tenant_digests(&tenant_id).await?;
-    let [users, groups, memberships] = digests.kinds;
-    Ok(Json(TenantDigestsBody {
-        users: kind_digest(users),
-        groups: kind_digest(groups),
-        memberships: kind_digest(memberships),
-        watermark: digests.watermark,
-    }))
+    ApiPath(scope): ApiPath<String>,
+    ApiQuery(pairs): ApiQuery<Pairs>,
+) -> Result<Response, ApiError> {
+    let monolith = &state.monolith;
+    check_scope(monolith.model(), &scope)?;
+    no_query_parameters(&pairs, "a scope's digests take no parameters")?;
+    let digests = monolith.scope_digests(&scope).await?;
+    json_response(&PerKindJson {
+        model: monolith.model(),
+        scope: None,
+        values: digests.kinds.iter().map(KindDigestJson::of).collect(),
+        watermark: Some(digests.watermark),
+    })
 }
 
 async fn digests(
     State(state): State<AppState>,
-    ApiPath((tenant_id, kind)): ApiPath<(String, String)>,
-    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+    ApiPath((scope, plural)): ApiPath<(String, String)>,
+    ApiQuery(pairs): ApiQuery<Pairs>,
 ) -> Result<Json<DigestsBody>, ApiError> {
-    checked_tenant_id(&tenant_id)?;
-    let kind = tenant_scoped_kind("GET /v1/tenants/{id}/digests", &kind)?;
+    let monolith = &state.monolith;
+    check_scope(monolith.model(), &scope)?;
+    let kind = scoped_kind(monolith.model(), "GET", "digests", &plural)?;
     let params = parse_digest_params(&pairs, kind)?;
-    let digests = state
-        .monolith
-        .digests(&tenant_id, kind, &params.range, params.buckets)
+    let digests = monolith
+        .span_digests(&scope, kind.name(), &params.span, params.buckets)
         .await?;
     Ok(Json(DigestsBody {
         ranges: digests
             .buckets
             .into_iter()
             .map(|bucket| DigestRangeBody {
-                until: bucket.until.map(|key| key.to_string()),
+                until: bucket.until.as_deref().map(cursor_of),
                 count: bucket.digest.count,
                 digest: bucket.digest.sum_hex(),
             })
@@ -388,90 +419,4 @@ async fn digests(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_and_bounds() {
-        let params = parse_page_params(&[], Kind::USER).expect("defaults");
-        assert_eq!(params.limit, DEFAULT_PAGE_LIMIT);
-        assert_eq!(params.after, None);
-        for bad in ["0", "10001", "abc", "-1", ""] {
-            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::USER)
-                .expect_err("bad limit must fail");
-            assert!(error.to_string().contains("`limit`"), "{error}");
-        }
-        let params = parse_page_params(&pairs(&[("limit", "10000")]), Kind::USER).expect("max");
-        assert_eq!(params.limit, 10_000);
-    }
-
-    #[test]
-    fn names_bad_parameters() {
-        let error = parse_page_params(&pairs(&[("offset", "5")]), Kind::USER).expect_err("unknown");
-        assert!(error.to_string().contains("`offset`"));
-        let error = parse_page_params(&pairs(&[("after", "g1")]), Kind::MEMBERSHIP)
-            .expect_err("membership cursor needs a colon");
-        assert!(error.to_string().contains("`after`"));
-        let error = parse_page_params(&pairs(&[("limit", "1"), ("limit", "2")]), Kind::USER)
-            .expect_err("repeated");
-        assert!(error.to_string().contains("more than once"));
-        let params = parse_page_params(&pairs(&[("after", "g:u")]), Kind::MEMBERSHIP).expect("ok");
-        assert_eq!(params.after, Some(EntityKey::pair("g", "u")));
-    }
-
-    #[test]
-    fn integral_numbers_are_integers() {
-        // JSON Schema's `integer` (the contract's type of `limit` and
-        // `buckets`) is any number with a zero fractional part.
-        for (text, limit) in [("1922.0", 1922), ("1.922e3", 1922), ("10000.00", 10_000)] {
-            let params =
-                parse_page_params(&pairs(&[("limit", text)]), Kind::USER).expect("integral");
-            assert_eq!(params.limit, limit, "{text}");
-        }
-        for bad in ["1922.5", "1e5", "NaN", "inf", "-1.0"] {
-            let error = parse_page_params(&pairs(&[("limit", bad)]), Kind::USER)
-                .expect_err("not an integer in range");
-            assert!(error.to_string().contains("`limit`"), "{error}");
-        }
-        let params = parse_digest_params(&pairs(&[("buckets", "16.0")]), Kind::USER)
-            .expect("integral buckets");
-        assert_eq!(params.buckets, 16);
-    }
-
-    #[test]
-    fn digest_parameters_are_checked_by_name() {
-        let params = parse_digest_params(
-            &pairs(&[("after", "g:u"), ("until", "h:v"), ("buckets", "16")]),
-            Kind::MEMBERSHIP,
-        )
-        .expect("ok");
-        assert_eq!(params.range.after, Some(EntityKey::pair("g", "u")));
-        assert_eq!(params.range.until, Some(EntityKey::pair("h", "v")));
-        assert_eq!(params.buckets, 16);
-        assert_eq!(
-            parse_digest_params(&[], Kind::USER)
-                .expect("defaults")
-                .buckets,
-            1
-        );
-        for (bad, named) in [
-            (pairs(&[("until", "g")]), "`until`"),
-            (pairs(&[("buckets", "x")]), "`buckets`"),
-            (pairs(&[("limit", "5")]), "`limit`"),
-            (
-                pairs(&[("after", "a:1"), ("after", "b:2")]),
-                "more than once",
-            ),
-        ] {
-            let error = parse_digest_params(&bad, Kind::MEMBERSHIP).expect_err("must fail");
-            assert!(error.to_string().contains(named), "{error}");
-        }
-    }
-}
+mod tests;

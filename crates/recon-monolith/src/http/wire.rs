@@ -2,7 +2,7 @@
 //! Source API contract (`proto/source-api.openapi.json`); clients must
 //! ignore fields they do not know.
 
-use recon_core::{Record, Row, UserStatus, Version};
+use recon_core::Version;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -14,109 +14,6 @@ use std::marker::PhantomData;
 pub struct ErrorBody {
     /// What went wrong, naming the offending parameter or field.
     pub error: String,
-}
-
-/// A tenant as listed by the Source API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantItem {
-    /// Tenant id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Version of the last change.
-    pub version: Version,
-}
-
-/// A user as listed by the Source API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserItem {
-    /// User id.
-    pub id: String,
-    /// E-mail address.
-    pub email: String,
-    /// Name shown to people.
-    pub display_name: String,
-    /// `active` or `disabled`.
-    pub status: UserStatus,
-    /// Version of the last change.
-    pub version: Version,
-}
-
-/// A group as listed by the Source API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupItem {
-    /// Group id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Version of the last change.
-    pub version: Version,
-}
-
-/// A membership as listed by the Source API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipItem {
-    /// The group.
-    pub group_id: String,
-    /// The member.
-    pub user_id: String,
-    /// Version of the last change.
-    pub version: Version,
-}
-
-/// One item of a page, of any kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Item {
-    /// A user (tried before a tenant: it has more required fields).
-    User(UserItem),
-    /// A tenant or a group (same shape).
-    Tenant(TenantItem),
-    /// A membership.
-    Membership(MembershipItem),
-}
-
-impl Item {
-    /// The item of a row.
-    pub fn of(row: Row) -> Item {
-        let version = row.version;
-        match row.record {
-            Record::Tenant(tenant) => Item::Tenant(TenantItem {
-                id: tenant.id,
-                name: tenant.name,
-                version,
-            }),
-            Record::User(user) => Item::User(UserItem {
-                id: user.id,
-                email: user.email,
-                display_name: user.display_name,
-                status: user.status,
-                version,
-            }),
-            Record::Group(group) => Item::Tenant(TenantItem {
-                id: group.id,
-                name: group.name,
-                version,
-            }),
-            Record::Membership(membership) => Item::Membership(MembershipItem {
-                group_id: membership.group_id,
-                user_id: membership.user_id,
-                version,
-            }),
-        }
-    }
-}
-
-/// One page of the Source API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageBody {
-    /// The items in strictly increasing key order.
-    pub items: Vec<Item>,
-    /// The version of the last change committed in the page's snapshot.
-    pub watermark: Version,
-    /// The cursor for the next page (`id`, or `group_id:user_id`); `null` on
-    /// the last page.
-    pub next_after: Option<String>,
 }
 
 /// `GET /v1/capabilities` body: what this Source API offers beyond pages
@@ -252,78 +149,6 @@ pub struct DigestsBody {
     pub ranges: Vec<DigestRangeBody>,
     /// The version of the last change committed in the snapshot.
     pub watermark: Version,
-}
-
-/// A range's count and digest (sum of elements, 16 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindDigestBody {
-    /// Rows.
-    pub count: u64,
-    /// Sum of the rows' digest elements modulo 2^64, 16 lowercase hex digits.
-    pub digest: String,
-}
-
-/// `GET /v1/tenants/{id}/digests` body: each kind whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantDigestsBody {
-    /// The tenant's users.
-    pub users: KindDigestBody,
-    /// Its groups.
-    pub groups: KindDigestBody,
-    /// Its memberships.
-    pub memberships: KindDigestBody,
-    /// The version of the last change committed in the snapshot.
-    pub watermark: Version,
-}
-
-/// One tenant of `GET /v1/digests`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantKindsBody {
-    /// The tenant id.
-    pub id: String,
-    /// Its users.
-    pub users: KindDigestBody,
-    /// Its groups.
-    pub groups: KindDigestBody,
-    /// Its memberships.
-    pub memberships: KindDigestBody,
-}
-
-/// `GET /v1/digests` body: every tenant's kinds whole, in one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllTenantDigestsBody {
-    /// Tenants that have rows, in id order.
-    pub tenants: Vec<TenantKindsBody>,
-    /// The version of the last change committed in the snapshot.
-    pub watermark: Version,
-}
-
-/// `PUT /v1/tenants/{id}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantBody {
-    /// Display name.
-    pub name: String,
-}
-
-/// `PUT /v1/tenants/{tenant_id}/users/{id}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserBody {
-    /// E-mail address.
-    pub email: String,
-    /// Name shown to people.
-    pub display_name: String,
-    /// `active` or `disabled`.
-    pub status: UserStatus,
-}
-
-/// `PUT /v1/tenants/{tenant_id}/groups/{id}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupBody {
-    /// Display name.
-    pub name: String,
 }
 
 /// Response of `POST /admin/backups`.

@@ -1,135 +1,130 @@
-//! The write routes and the operator routes.
+//! The write routes and the operator routes, built from the schema
+//! (`<scopes>` is the scope kind's plural, `<kind>` a scoped kind's):
 //!
-//! * `PUT|DELETE /v1/tenants/{id}` (`{"name"}`)
-//! * `PUT|DELETE /v1/tenants/{tenant_id}/users/{id}` (`{"email", "display_name", "status"}`)
-//! * `PUT|DELETE /v1/tenants/{tenant_id}/groups/{id}` (`{"name"}`)
-//! * `PUT|DELETE /v1/tenants/{tenant_id}/groups/{group_id}/members/{user_id}` (no body)
+//! * `PUT|DELETE /v1/<scopes>/{id}`
+//! * `PUT|DELETE /v1/<scopes>/{id}/<kind>/{key}` (a composite key's parts
+//!   as consecutive segments: `/v1/tenants/t1/memberships/g1/u1`)
+//! * default schema: `PUT|DELETE /v1/tenants/{tenant_id}/groups/{group_id}/members/{user_id}`
+//!   too (a membership, as before schemas were declared)
 //! * `POST /admin/backups` → `{"backup_id"}`
 //! * `POST /admin/backups/{backup_id}/restore` → `{"backup_id", "generation", "watermark"}`
 //!
-//! Writes answer `{"version": {...}, "changes": n}`. Bodies refuse unknown
-//! fields.
+//! A `PUT` of a kind with data fields takes them as a JSON object (see
+//! `super::json`: unknown properties are refused, a nullable field left
+//! out is NULL); a kind without data fields takes no body. Writes answer
+//! `{"version": {...}, "changes": n}`.
 
-use super::wire::{BackupBody, GroupBody, TenantBody, UserBody};
+use super::json::body_values;
+use super::wire::BackupBody;
 use super::{ApiError, ApiJson, ApiPath, AppState};
 use crate::backup::RestoreOutcome;
+use crate::model::Model;
 use crate::write::WriteOutcome;
 use axum::extract::State;
-use axum::routing::{post, put};
+use axum::routing::{MethodRouter, post, put};
 use axum::{Json, Router};
-use recon_core::{Group, Membership, Tenant, User};
+use serde_json::Value;
 
-/// The write and operator routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/tenants/{tenant_id}",
-            put(put_tenant).delete(delete_tenant),
-        )
-        .route(
-            "/v1/tenants/{tenant_id}/users/{user_id}",
-            put(put_user).delete(delete_user),
-        )
-        .route(
-            "/v1/tenants/{tenant_id}/groups/{group_id}",
-            put(put_group).delete(delete_group),
-        )
-        .route(
-            "/v1/tenants/{tenant_id}/groups/{group_id}/members/{user_id}",
-            put(put_membership).delete(delete_membership),
-        )
+type WriteResponse = Result<Json<WriteOutcome>, ApiError>;
+
+/// The write and operator routes of `model`'s schema.
+pub(crate) fn routes(model: &Model) -> Router<AppState> {
+    let scope = model.scope();
+    let scope_path = format!("/v1/{}/{{{}_id}}", scope.def.plural, scope.name());
+    let mut router = Router::new().route(&scope_path, row_routes(model, scope.index));
+    for kind in model.scoped_kinds() {
+        let key: Vec<String> = kind
+            .key()
+            .iter()
+            .map(|field| format!("{{{field}}}"))
+            .collect();
+        router = router.route(
+            &format!("{scope_path}/{}/{}", kind.def.plural, key.join("/")),
+            row_routes(model, kind.index),
+        );
+    }
+    if model.is_default()
+        && let (Some(group), Some(membership)) = (model.kind("group"), model.kind("membership"))
+    {
+        router = router.route(
+            &format!(
+                "{scope_path}/groups/{{{}}}/members/{{user_id}}",
+                group.key()[0]
+            ),
+            row_routes(model, membership.index),
+        );
+    }
+    router
         .route("/admin/backups", post(create_backup))
         .route("/admin/backups/{backup_id}/restore", post(restore_backup))
 }
 
-type WriteResponse = Result<Json<WriteOutcome>, ApiError>;
-
-async fn put_tenant(
-    State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-    ApiJson(body): ApiJson<TenantBody>,
-) -> WriteResponse {
-    let tenant = Tenant {
-        id: tenant_id,
-        name: body.name,
+/// `PUT` and `DELETE` of a row of kind `index`; the path holds the scope
+/// value, then (scoped kinds) the key's parts.
+fn row_routes(model: &Model, index: usize) -> MethodRouter<AppState> {
+    let delete = move |State(state): State<AppState>, ApiPath(parts): ApiPath<Vec<String>>| async move {
+        delete_row(state, index, parts).await
     };
-    Ok(Json(state.monolith.put_tenant(&tenant).await?))
+    if model.kind_at(index).fields().is_empty() {
+        put(
+            move |State(state): State<AppState>, ApiPath(parts): ApiPath<Vec<String>>| async move {
+                put_row(state, index, parts, None).await
+            },
+        )
+        .delete(delete)
+    } else {
+        put(
+            move |State(state): State<AppState>,
+                  ApiPath(parts): ApiPath<Vec<String>>,
+                  ApiJson(body): ApiJson<Value>| async move {
+                put_row(state, index, parts, Some(body)).await
+            },
+        )
+        .delete(delete)
+    }
 }
 
-async fn delete_tenant(
-    State(state): State<AppState>,
-    ApiPath(tenant_id): ApiPath<String>,
-) -> WriteResponse {
-    Ok(Json(state.monolith.delete_tenant(&tenant_id).await?))
-}
-
-async fn put_user(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<UserBody>,
-) -> WriteResponse {
-    let user = User {
-        id: user_id,
-        email: body.email,
-        display_name: body.display_name,
-        status: body.status,
+/// The scope value and the key of a row's path.
+fn address(model: &Model, index: usize, mut parts: Vec<String>) -> (String, Vec<String>) {
+    let scope = if parts.is_empty() {
+        String::new()
+    } else {
+        parts.remove(0)
     };
-    Ok(Json(state.monolith.put_user(&tenant_id, &user).await?))
-}
-
-async fn delete_user(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, user_id)): ApiPath<(String, String)>,
-) -> WriteResponse {
-    Ok(Json(
-        state.monolith.delete_user(&tenant_id, &user_id).await?,
-    ))
-}
-
-async fn put_group(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
-    ApiJson(body): ApiJson<GroupBody>,
-) -> WriteResponse {
-    let group = Group {
-        id: group_id,
-        name: body.name,
+    let key = if model.kind_at(index).scoped() {
+        parts
+    } else {
+        vec![scope.clone()]
     };
-    Ok(Json(state.monolith.put_group(&tenant_id, &group).await?))
+    (scope, key)
 }
 
-async fn delete_group(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, group_id)): ApiPath<(String, String)>,
+async fn put_row(
+    state: AppState,
+    index: usize,
+    parts: Vec<String>,
+    body: Option<Value>,
 ) -> WriteResponse {
-    Ok(Json(
-        state.monolith.delete_group(&tenant_id, &group_id).await?,
-    ))
-}
-
-async fn put_membership(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
-) -> WriteResponse {
-    let membership = Membership { group_id, user_id };
+    let model = state.monolith.model();
+    let kind = model.kind_at(index);
+    let values = match body {
+        Some(body) => body_values(kind, body)?,
+        None => Vec::new(),
+    };
+    let (scope, key) = address(model, index, parts);
     Ok(Json(
         state
             .monolith
-            .put_membership(&tenant_id, &membership)
+            .upsert(kind.name(), &scope, key, values)
             .await?,
     ))
 }
 
-async fn delete_membership(
-    State(state): State<AppState>,
-    ApiPath((tenant_id, group_id, user_id)): ApiPath<(String, String, String)>,
-) -> WriteResponse {
-    Ok(Json(
-        state
-            .monolith
-            .delete_membership(&tenant_id, &group_id, &user_id)
-            .await?,
-    ))
+async fn delete_row(state: AppState, index: usize, parts: Vec<String>) -> WriteResponse {
+    let model = state.monolith.model();
+    let kind = model.kind_at(index);
+    let (scope, key) = address(model, index, parts);
+    Ok(Json(state.monolith.delete(kind.name(), &scope, key).await?))
 }
 
 async fn create_backup(State(state): State<AppState>) -> Result<Json<BackupBody>, ApiError> {

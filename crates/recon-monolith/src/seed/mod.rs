@@ -1,6 +1,7 @@
 //! The workload generator: a deterministic, heavy-tailed population of
 //! tenants, users, groups and memberships, and a stream of random changes
-//! ([`random_changes`]).
+//! ([`random_changes`]) — the default schema's benchmark workload — and a
+//! random population of any declared schema ([`run_declared`]).
 //!
 //! Everything derives from [`SeedSpec::seed`]: tenant sizes come from a
 //! seeded ChaCha RNG (a Pareto distribution, so a few tenants are very large
@@ -11,16 +12,20 @@
 //! transactions, yet every row still gets its own sequence number (a block
 //! is allocated with one counter update) and its own outbox event.
 
+mod declared;
+mod insert;
 mod random;
 
+pub use declared::{DeclaredSeedSummary, run_declared};
 pub use random::{RandomChangesSummary, random_changes};
 
 use crate::Monolith;
-use crate::db::{self, allocate_sequences, rows};
-use crate::error::{DbResultExt, Error, Result};
+use crate::error::{Error, Result};
+use insert::NewRows;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recon_core::{Change, Group, Membership, Record, Row, Tenant, User, UserStatus, Version};
+use recon_core::schema::FieldValue;
+use recon_core::{Group, Membership, Tenant, User, UserStatus, Version};
 use serde::Serialize;
 use tracing::{info, instrument};
 use uuid::Uuid;
@@ -272,12 +277,12 @@ pub async fn run(monolith: &Monolith, spec: &SeedSpec) -> Result<SeedSummary> {
         pending_rows += data.row_count();
         pending.push(data);
         if pending_rows >= ROWS_PER_TRANSACTION {
-            insert_tenants(monolith, std::mem::take(&mut pending), pending_rows).await?;
+            insert_tenants(monolith, std::mem::take(&mut pending)).await?;
             pending_rows = 0;
         }
     }
     if !pending.is_empty() {
-        insert_tenants(monolith, pending, pending_rows).await?;
+        insert_tenants(monolith, pending).await?;
     }
     summary.watermark = monolith.watermark().await?;
     info!(
@@ -296,42 +301,53 @@ fn median(sizes: &[usize]) -> usize {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0)
 }
 
-/// Inserts whole tenants in one transaction: one block of sequence numbers,
-/// multi-row inserts, one outbox event per row.
-async fn insert_tenants(
-    monolith: &Monolith,
-    tenants: Vec<TenantData>,
-    row_count: usize,
-) -> Result<()> {
-    let txn = db::begin_write(monolith.connection()).await?;
-    let mut block = allocate_sequences(&txn, row_count as u64).await?;
-    let mut records = Vec::with_capacity(row_count);
+/// Inserts whole tenants in one transaction: one block of sequence
+/// numbers, multi-row inserts, one outbox event per row ([`insert`]).
+async fn insert_tenants(monolith: &Monolith, tenants: Vec<TenantData>) -> Result<()> {
+    let model = monolith.model();
+    let index = |name: &str| {
+        model.kind(name).map(|kind| kind.index).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "the {name} kind is not declared: the default workload is the default schema's"
+            ))
+        })
+    };
+    let (tenant, user, group, membership) = (
+        index("tenant")?,
+        index("user")?,
+        index("group")?,
+        index("membership")?,
+    );
+    let mut batch = NewRows::new(monolith);
     for data in tenants {
-        let tenant_id = data.tenant.id.clone();
-        records.push((tenant_id.clone(), Record::Tenant(data.tenant)));
-        let children = data
-            .users
-            .into_iter()
-            .map(Record::User)
-            .chain(data.groups.into_iter().map(Record::Group))
-            .chain(data.memberships.into_iter().map(Record::Membership));
-        records.extend(children.map(|record| (tenant_id.clone(), record)));
+        let scope = data.tenant.id;
+        batch.push(
+            tenant,
+            scope.clone(),
+            [scope.clone()],
+            [FieldValue::Text(data.tenant.name)],
+        );
+        for item in data.users {
+            let values = [
+                FieldValue::Text(item.email),
+                FieldValue::Text(item.display_name),
+                FieldValue::Text(item.status.as_str().to_owned()),
+            ];
+            batch.push(user, scope.clone(), [item.id], values);
+        }
+        for item in data.groups {
+            batch.push(
+                group,
+                scope.clone(),
+                [item.id],
+                [FieldValue::Text(item.name)],
+            );
+        }
+        for item in data.memberships {
+            batch.push(membership, scope.clone(), [item.group_id, item.user_id], []);
+        }
     }
-    // Parents before children across the whole batch; versions are handed
-    // out afterwards so that outbox order is sequence order.
-    records.sort_by_key(|(_, record)| record.kind());
-    let mut all_rows = Vec::with_capacity(records.len());
-    for (tenant_id, record) in records {
-        all_rows.push(Row {
-            tenant_id,
-            record,
-            version: block.next_version()?,
-        });
-    }
-    rows::insert_new(&txn, &all_rows).await?;
-    let changes: Vec<Change> = all_rows.into_iter().map(Change::Upsert).collect();
-    rows::append_outbox(&txn, &changes).await?;
-    txn.commit().await.during("commit a seeding batch")
+    insert::insert(monolith, batch).await
 }
 
 #[cfg(test)]

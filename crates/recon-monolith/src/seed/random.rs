@@ -4,13 +4,11 @@
 //! and the starting data.
 
 use crate::Monolith;
-use crate::db::entities::{group, membership, user};
-use crate::error::{DbResultExt, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::read::MAX_PAGE_LIMIT;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recon_core::{Group, Membership, Tenant, User, UserStatus, Version};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Serialize;
 use tracing::{debug, instrument};
 
@@ -257,66 +255,45 @@ impl Step<'_> {
             .map(drop)
     }
 
-    /// A random existing user: the first id at or after a random probe
-    /// (ids are UUIDs, so probes land uniformly), wrapping around.
-    async fn random_user(&mut self) -> Result<Option<String>> {
+    /// A random existing row of `kind_name` in the tenant: the first id at
+    /// or after a random probe (ids are UUIDs, so probes land uniformly),
+    /// wrapping around.
+    async fn random_id_of(&mut self, kind_name: &str) -> Result<Option<String>> {
         let probe = random_id(self.rng);
-        let connection = self.monolith.connection();
-        let action = "pick a random user";
-        let base = || user::Entity::find().filter(user::Column::TenantId.eq(self.tenant_id));
-        let at_probe = base()
-            .filter(user::Column::Id.gte(probe.as_str()))
-            .order_by_asc(user::Column::Id)
-            .one(connection)
-            .await
-            .during(action)?;
-        let found = match at_probe {
-            Some(model) => Some(model),
-            None => base()
-                .order_by_asc(user::Column::Id)
-                .one(connection)
-                .await
-                .during(action)?,
+        let kind = self.monolith.kind_named(kind_name)?;
+        let tenant = self.tenant_id;
+        let found = match self
+            .monolith
+            .first_key(kind, tenant, &[], Some(&probe))
+            .await?
+        {
+            Some(key) => Some(key),
+            None => self.monolith.first_key(kind, tenant, &[], None).await?,
         };
-        Ok(found.map(|model| model.id))
+        Ok(found.and_then(|key| key.into_iter().next()))
+    }
+
+    async fn random_user(&mut self) -> Result<Option<String>> {
+        self.random_id_of("user").await
     }
 
     async fn random_group(&mut self) -> Result<Option<String>> {
-        let probe = random_id(self.rng);
-        let connection = self.monolith.connection();
-        let action = "pick a random group";
-        let base = || group::Entity::find().filter(group::Column::TenantId.eq(self.tenant_id));
-        let at_probe = base()
-            .filter(group::Column::Id.gte(probe.as_str()))
-            .order_by_asc(group::Column::Id)
-            .one(connection)
-            .await
-            .during(action)?;
-        let found = match at_probe {
-            Some(model) => Some(model),
-            None => base()
-                .order_by_asc(group::Column::Id)
-                .one(connection)
-                .await
-                .during(action)?,
-        };
-        Ok(found.map(|model| model.id))
+        self.random_id_of("group").await
     }
 
+    /// The first membership (by user id) of a random group.
     async fn random_membership(&mut self) -> Result<Option<Membership>> {
         let Some(group_id) = self.random_group().await? else {
             return Ok(None);
         };
-        let found = membership::Entity::find()
-            .filter(membership::Column::TenantId.eq(self.tenant_id))
-            .filter(membership::Column::GroupId.eq(group_id.as_str()))
-            .order_by_asc(membership::Column::UserId)
-            .one(self.monolith.connection())
-            .await
-            .during("pick a random membership")?;
-        Ok(found.map(|model| Membership {
-            group_id: model.group_id,
-            user_id: model.user_id,
+        let kind = self.monolith.kind_named("membership")?;
+        let found = self
+            .monolith
+            .first_key(kind, self.tenant_id, &[group_id], None)
+            .await?;
+        Ok(found.and_then(|key| match <[String; 2]>::try_from(key) {
+            Ok([group_id, user_id]) => Some(Membership { group_id, user_id }),
+            Err(_) => None,
         }))
     }
 }

@@ -6,13 +6,19 @@ use recon_monolith::{Monolith, SeedSpec};
 use std::process::ExitCode;
 
 pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let monolith = Monolith::connect(&args.database_url)
+    let schema = super::schema::load(&args.schema)?;
+    let monolith = Monolith::connect_with_schema(&args.database_url, schema)
         .await
         .context("open the monolith database")?;
-    let summary = recon_monolith::seed::run(&monolith, &spec(&args.workload))
-        .await
-        .context("seed the workload")?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let spec = spec(&args.workload);
+    let printed = if monolith.model().is_default() {
+        let summary = recon_monolith::seed::run(&monolith, &spec).await;
+        serde_json::to_string_pretty(&summary.context("seed the workload")?)?
+    } else {
+        let summary = recon_monolith::seed::run_declared(&monolith, &spec).await;
+        serde_json::to_string_pretty(&summary.context("seed the schema's kinds")?)?
+    };
+    println!("{printed}");
     Ok(ExitCode::SUCCESS)
 }
 
