@@ -104,7 +104,9 @@ impl Kind {
                 return known;
             }
         }
-        let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(interned) = names.get(name) {
             return Kind(interned);
         }
@@ -229,7 +231,9 @@ impl EntityKey {
         for part in &split {
             validate_id("key part", part)?;
         }
-        Ok(EntityKey::from_parts(split.into_iter().map(str::to_owned).collect()))
+        Ok(EntityKey::from_parts(
+            split.into_iter().map(str::to_owned).collect(),
+        ))
     }
 }
 

@@ -18,11 +18,11 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use recon_core::Kind;
-use recon_core::schema::Schema;
 use recon_core::ports::{
     AllTenantDigests, DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests,
     SourcePage, TenantCounts, TenantDigests,
 };
+use recon_core::schema::Schema;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
 use std::num::NonZeroU32;
@@ -135,7 +135,12 @@ impl HttpSource {
         if request.kind.as_str() == scope.name {
             return self.url(&["v1", &scope.plural], &query);
         }
-        let segments = ["v1", &scope.plural, &request.tenant_id, self.plural(request.kind)];
+        let segments = [
+            "v1",
+            &scope.plural,
+            &request.tenant_id,
+            self.plural(request.kind),
+        ];
         self.url(&segments, &query)
     }
 
@@ -439,7 +444,6 @@ impl Source for HttpSource {
         self.every_tenant_digests().await
     }
 }
-
 
 /// A decoded answer, or the error naming `url`: malformed JSON, or an
 /// answer that breaks the contract.

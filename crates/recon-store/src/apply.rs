@@ -196,7 +196,8 @@ fn validate(change: &Change) -> Result<()> {
     {
         return Err(Error::InvalidData(format!(
             "tenant deletion {:?} filed under tenant {:?}",
-            deletion.key.first(), deletion.tenant_id
+            deletion.key.first(),
+            deletion.tenant_id
         )));
     }
     Ok(())

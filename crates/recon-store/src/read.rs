@@ -530,7 +530,10 @@ fn split_sums(row: &QueryResult) -> Result<RangeDigest> {
 }
 
 fn key_values(key: &EntityKey) -> Vec<Value> {
-    key.parts().iter().map(|part| Value::from(part.clone())).collect()
+    key.parts()
+        .iter()
+        .map(|part| Value::from(part.clone()))
+        .collect()
 }
 
 fn text(row: &QueryResult, column: &str) -> Result<String> {

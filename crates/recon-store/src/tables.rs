@@ -234,7 +234,9 @@ mod tests {
     fn the_default_tables_are_the_tables_of_every_existing_store() {
         // The statement m0001 ran before schemas were declared, for users.
         assert_eq!(
-            table(Kind::USER).expect("declared").create_sql(DbBackend::Postgres),
+            table(Kind::USER)
+                .expect("declared")
+                .create_sql(DbBackend::Postgres),
             "CREATE TABLE IF NOT EXISTS replica_users (\n  \
              tenant_id TEXT COLLATE \"C\" NOT NULL,\n  \
              id TEXT COLLATE \"C\" NOT NULL,\n  \

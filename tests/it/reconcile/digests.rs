@@ -42,7 +42,7 @@ async fn check_elements(connection: &DatabaseConnection, table: &str, kind: Kind
                 group_id: text("group_id"),
                 user_id: text("user_id"),
             }),
-            Kind::TENANT => unreachable!("tenants keep no digest"),
+            _ => unreachable!("tenants keep no digest"),
         };
         let version = Version::new(
             row.try_get::<i64>("", "generation").expect("generation") as u64,

@@ -28,7 +28,7 @@ async fn live_phantoms(fixture: &Fixture, tenant: &str) -> u64 {
         .await
         .expect("read");
     rows.iter()
-        .filter(|row| row.key.primary.contains("phantom-"))
+        .filter(|row| row.key.first().contains("phantom-"))
         .count() as u64
 }
 

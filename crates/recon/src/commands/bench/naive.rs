@@ -100,7 +100,7 @@ pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
     let replica_tenants = naive.live_keys("", Kind::TENANT).await?;
     for tenant in &replica_tenants {
         for kind in [Kind::MEMBERSHIP, Kind::GROUP, Kind::USER] {
-            naive.delete_absent(&tenant.primary, kind).await?;
+            naive.delete_absent(tenant.first(), kind).await?;
         }
     }
     naive.delete_absent("", Kind::TENANT).await?;
@@ -144,7 +144,7 @@ impl Naive {
             self.watermark = self.watermark.max(page.watermark);
             for row in page.rows {
                 let key = row.key();
-                ids.push(key.primary.clone());
+                ids.push(key.first().to_owned());
                 self.seen.insert((seen_tenant(kind, tenant_id), kind, key));
                 self.figures.fetched += 1;
                 let outcome = self
@@ -193,7 +193,7 @@ impl Naive {
             }
             let (_, _, key) = seen_key;
             let row_tenant = if kind == Kind::TENANT {
-                key.primary.clone()
+                key.first().to_owned()
             } else {
                 tenant_id.to_owned()
             };
