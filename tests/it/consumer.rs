@@ -115,7 +115,7 @@ pub(crate) async fn produce(producer: &FutureProducer, topic: &str, key: &str, p
 pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),
@@ -153,9 +153,9 @@ pub(crate) async fn users(store: &Store, tenant: &str) -> Vec<(String, String, V
         .await
         .expect("read");
     page.into_iter()
-        .map(|row| match row.row.record {
-            Record::User(user) => (user.id, user.display_name, row.row.version),
-            other => panic!("not a user: {other:?}"),
+        .map(|row| match row.row.record.as_user() {
+            Some(user) => (user.id, user.display_name, row.row.version),
+            None => panic!("not a user: {:?}", row.row.record),
         })
         .collect()
 }

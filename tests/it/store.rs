@@ -23,7 +23,7 @@ async fn store(backend: Backend) -> (Store, TestDatabase) {
 fn user(tenant: &str, id: &str, name: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),
@@ -45,7 +45,7 @@ fn delete(tenant: &str, kind: Kind, key: EntityKey, version: Version) -> Change 
 fn tenant(id: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: id.into(),
-        record: Record::Tenant(Tenant {
+        record: Record::from(Tenant {
             id: id.into(),
             name: format!("tenant {id}"),
         }),
@@ -56,7 +56,7 @@ fn tenant(id: &str, version: Version) -> Change {
 fn membership(tenant: &str, group: &str, user: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::Membership(Membership {
+        record: Record::from(Membership {
             group_id: group.into(),
             user_id: user.into(),
         }),
@@ -76,9 +76,9 @@ async fn live_user(store: &Store, tenant: &str, id: &str) -> Option<(String, Ver
         .expect("read");
     page.into_iter()
         .find(|row| row.key == EntityKey::id(id))
-        .map(|row| match row.row.record {
-            Record::User(user) => (user.display_name, row.row.version),
-            other => panic!("not a user: {other:?}"),
+        .map(|row| match row.row.record.as_user() {
+            Some(user) => (user.display_name, row.row.version),
+            None => panic!("not a user: {:?}", row.row.record),
         })
 }
 
@@ -727,7 +727,7 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
             user("t", "u", "n", Version::new(1, 2)),
             Change::Upsert(Row {
                 tenant_id: "t".into(),
-                record: Record::Group(Group {
+                record: Record::from(Group {
                     id: "g".into(),
                     name: "G".into(),
                 }),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 fn user(id: &str, name: &str, sequence: u64) -> Change {
     Change::Upsert(Row {
         tenant_id: "t".into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),

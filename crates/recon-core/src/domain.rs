@@ -5,6 +5,7 @@
 //! ordered byte-wise, which is the order of every key-ordered stream in recon
 //! (source pages, store range reads, the merge-diff).
 
+use crate::schema::{FieldValue, InvalidRow, KindDef, Schema};
 use crate::{RowHash, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -113,6 +114,11 @@ impl Kind {
         let interned: &'static str = Box::leak(name.to_owned().into_boxed_str());
         names.insert(interned);
         Kind(interned)
+    }
+
+    /// The kind of a declared definition.
+    pub fn of(definition: &'static KindDef) -> Kind {
+        Kind(definition.name.as_str())
     }
 
     /// The singular name, as used in reports, metrics and events.
@@ -397,45 +403,219 @@ pub struct Membership {
     pub user_id: String,
 }
 
-/// The data of one entity of any kind.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Record {
-    /// A tenant.
-    Tenant(Tenant),
-    /// A user.
-    User(User),
-    /// A group.
-    Group(Group),
-    /// A membership.
-    Membership(Membership),
+/// The data of one entity of a declared kind: its key and its data fields'
+/// values, held against the kind's definition in the schema.
+///
+/// Built through [`Record::new`] (checked against the kind) or, for the
+/// default schema, from its typed views ([`Tenant`], [`User`], [`Group`],
+/// [`Membership`]).
+#[derive(Clone)]
+pub struct Record {
+    definition: &'static KindDef,
+    key: EntityKey,
+    values: Vec<FieldValue>,
 }
 
 impl Record {
+    /// The record of `definition` with `key` and `values` (the data fields'
+    /// values in declaration order), checked against the definition: as
+    /// many key parts and values as declared, valid ids, every value fits
+    /// its field.
+    pub fn new(
+        definition: &'static KindDef,
+        key: EntityKey,
+        values: Vec<FieldValue>,
+    ) -> Result<Self, InvalidRow> {
+        definition.check_key(key.parts())?;
+        definition.check_values(&values)?;
+        Ok(Self::unchecked(definition, key, values))
+    }
+
+    /// The record of values already known to fit `definition` (read back
+    /// from a table made from it, or built from a typed view): the caller
+    /// vouches for them.
+    pub fn unchecked(
+        definition: &'static KindDef,
+        key: EntityKey,
+        values: Vec<FieldValue>,
+    ) -> Self {
+        Self {
+            definition,
+            key,
+            values,
+        }
+    }
+
     /// The record's kind.
     pub fn kind(&self) -> Kind {
-        match self {
-            Record::Tenant(_) => Kind::TENANT,
-            Record::User(_) => Kind::USER,
-            Record::Group(_) => Kind::GROUP,
-            Record::Membership(_) => Kind::MEMBERSHIP,
-        }
+        Kind::of(self.definition)
     }
 
-    /// The record's key within its tenant and kind.
+    /// The kind's definition.
+    pub fn definition(&self) -> &'static KindDef {
+        self.definition
+    }
+
+    /// The record's key within its scope and kind.
     pub fn key(&self) -> EntityKey {
-        match self {
-            Record::Tenant(tenant) => EntityKey::id(&tenant.id),
-            Record::User(user) => EntityKey::id(&user.id),
-            Record::Group(group) => EntityKey::id(&group.id),
-            Record::Membership(membership) => {
-                EntityKey::pair(&membership.group_id, &membership.user_id)
-            }
+        self.key.clone()
+    }
+
+    /// The record's key, borrowed.
+    pub fn key_ref(&self) -> &EntityKey {
+        &self.key
+    }
+
+    /// The data fields' values, in declaration order.
+    pub fn values(&self) -> &[FieldValue] {
+        &self.values
+    }
+
+    /// The value of the data field `name`, if the kind declares it.
+    pub fn value(&self, name: &str) -> Option<&FieldValue> {
+        let index = self
+            .definition
+            .fields
+            .iter()
+            .position(|field| field.name == name)?;
+        self.values.get(index)
+    }
+
+    /// The text of the data field `name`: empty when the kind does not
+    /// declare it or its value is not text (an enum's value is text).
+    pub fn text(&self, name: &str) -> &str {
+        match self.value(name) {
+            Some(FieldValue::Text(text)) => text,
+            _ => "",
         }
     }
 
-    /// The canonical hash of the record's data (see [`RowHash`]).
+    /// The canonical hash of the record's data (see [`RowHash`] and
+    /// [`crate::schema::encode_row`]).
     pub fn row_hash(&self) -> RowHash {
-        RowHash::of(self)
+        crate::schema::row_hash_of_values(self.definition, self.key.parts(), &self.values)
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.definition.tag == other.definition.tag
+            && self.definition.name == other.definition.name
+            && self.key == other.key
+            && self.values == other.values
+    }
+}
+
+impl Eq for Record {}
+
+impl std::hash::Hash for Record {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.definition.name.hash(state);
+        self.key.hash(state);
+        self.values.hash(state);
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Record")
+            .field("kind", &self.definition.name)
+            .field("key", &self.key)
+            .field("values", &self.values)
+            .finish()
+    }
+}
+
+/// The default schema's definition of `kind`.
+fn default_definition(kind: Kind) -> &'static KindDef {
+    Schema::default_schema()
+        .kind(kind.as_str())
+        .unwrap_or_else(|| unreachable!("the default schema declares {kind}"))
+}
+
+fn text(value: &str) -> FieldValue {
+    FieldValue::Text(value.to_owned())
+}
+
+impl From<Tenant> for Record {
+    fn from(tenant: Tenant) -> Self {
+        Record::unchecked(
+            default_definition(Kind::TENANT),
+            EntityKey::id(tenant.id),
+            vec![FieldValue::Text(tenant.name)],
+        )
+    }
+}
+
+impl From<User> for Record {
+    fn from(user: User) -> Self {
+        Record::unchecked(
+            default_definition(Kind::USER),
+            EntityKey::id(user.id),
+            vec![
+                FieldValue::Text(user.email),
+                FieldValue::Text(user.display_name),
+                text(user.status.as_str()),
+            ],
+        )
+    }
+}
+
+impl From<Group> for Record {
+    fn from(group: Group) -> Self {
+        Record::unchecked(
+            default_definition(Kind::GROUP),
+            EntityKey::id(group.id),
+            vec![FieldValue::Text(group.name)],
+        )
+    }
+}
+
+impl From<Membership> for Record {
+    fn from(membership: Membership) -> Self {
+        Record::unchecked(
+            default_definition(Kind::MEMBERSHIP),
+            EntityKey::pair(membership.group_id, membership.user_id),
+            Vec::new(),
+        )
+    }
+}
+
+impl Record {
+    /// The typed view of a default-schema tenant.
+    pub fn as_tenant(&self) -> Option<Tenant> {
+        (self.kind() == Kind::TENANT).then(|| Tenant {
+            id: self.key.first().to_owned(),
+            name: self.text("name").to_owned(),
+        })
+    }
+
+    /// The typed view of a default-schema user (an unknown status reads as
+    /// disabled).
+    pub fn as_user(&self) -> Option<User> {
+        (self.kind() == Kind::USER).then(|| User {
+            id: self.key.first().to_owned(),
+            email: self.text("email").to_owned(),
+            display_name: self.text("display_name").to_owned(),
+            status: self.text("status").parse().unwrap_or(UserStatus::Disabled),
+        })
+    }
+
+    /// The typed view of a default-schema group.
+    pub fn as_group(&self) -> Option<Group> {
+        (self.kind() == Kind::GROUP).then(|| Group {
+            id: self.key.first().to_owned(),
+            name: self.text("name").to_owned(),
+        })
+    }
+
+    /// The typed view of a default-schema membership.
+    pub fn as_membership(&self) -> Option<Membership> {
+        (self.kind() == Kind::MEMBERSHIP).then(|| Membership {
+            group_id: self.key.first().to_owned(),
+            user_id: self.key.parts().get(1).cloned().unwrap_or_default(),
+        })
     }
 }
 

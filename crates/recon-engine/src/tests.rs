@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: id.into(),
-        record: Record::Tenant(Tenant {
+        record: Record::from(Tenant {
             id: id.into(),
             name: name.into(),
         }),
@@ -25,7 +25,7 @@ pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
 pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@x"),
             display_name: name.into(),
@@ -38,7 +38,7 @@ pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
 pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::Group(Group {
+        record: Record::from(Group {
             id: id.into(),
             name: id.into(),
         }),
@@ -49,7 +49,7 @@ pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
 pub(crate) fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::Membership(Membership {
+        record: Record::from(Membership {
             group_id: group_id.into(),
             user_id: user_id.into(),
         }),
@@ -333,9 +333,10 @@ async fn every_tenant_is_compared_by_one_digest_request_for_all() {
     let mut replica = truth.clone();
     // t3's group renamed behind recon's back.
     let mut renamed = group("t3", "g1", 1);
-    if let recon_core::Record::Group(group) = &mut renamed.record {
-        group.name = "renamed".into();
-    }
+    renamed.record = recon_core::Record::from(recon_core::Group {
+        id: "g1".into(),
+        name: "renamed".into(),
+    });
     replica
         .get_mut(&(Kind::GROUP, "t3".into()))
         .expect("groups")
@@ -713,8 +714,15 @@ async fn listed_tenants_leave_the_others_alone() {
             .next()
             .map(|row| row.record.clone())
     };
-    assert!(matches!(name_of("a"), Some(Record::User(user)) if user.display_name == "fixed"));
-    assert!(matches!(name_of("b"), Some(Record::User(user)) if user.display_name == "broken"));
+    let display_name = |tenant: &str| name_of(tenant).and_then(|record| record.as_user());
+    assert_eq!(
+        display_name("a").map(|user| user.display_name),
+        Some("fixed".into())
+    );
+    assert_eq!(
+        display_name("b").map(|user| user.display_name),
+        Some("broken".into())
+    );
     assert_eq!(store.floors.lock().expect("lock").get("a"), Some(&1));
     assert_eq!(store.floors.lock().expect("lock").get(GLOBAL_SCOPE), None);
 }

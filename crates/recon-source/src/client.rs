@@ -201,7 +201,7 @@ impl HttpSource {
         };
         let (outcome, attempts) = self
             .with_retries(&url, body.as_deref(), |body| {
-                checked(&url, decode_page(request, &body))
+                checked(&url, decode_page(self.schema, request, &body))
             })
             .await;
         outcome.map_err(|error| {

@@ -200,7 +200,7 @@ mod tests {
             .iter()
             .map(|id| Row {
                 tenant_id: "t".to_owned(),
-                record: Record::Group(Group {
+                record: Record::from(Group {
                     id: (*id).to_owned(),
                     name: "n".to_owned(),
                 }),

@@ -79,7 +79,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 id: item.id.clone(),
                 name: item.name,
             };
-            (item.id, Record::Tenant(tenant), item.version)
+            (item.id, Record::from(tenant), item.version)
         }
         Kind::USER => {
             let item: UserItem = serde_json::from_value(item).map_err(problem)?;
@@ -91,7 +91,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 display_name: item.display_name,
                 status,
             };
-            (tenant_id.to_owned(), Record::User(user), item.version)
+            (tenant_id.to_owned(), Record::from(user), item.version)
         }
         Kind::GROUP => {
             let item: NamedItem = serde_json::from_value(item).map_err(problem)?;
@@ -100,7 +100,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 id: item.id,
                 name: item.name,
             };
-            (tenant_id.to_owned(), Record::Group(group), item.version)
+            (tenant_id.to_owned(), Record::from(group), item.version)
         }
         Kind::MEMBERSHIP => {
             let item: MembershipItem = serde_json::from_value(item).map_err(problem)?;
@@ -116,11 +116,7 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 group_id: item.group_id,
                 user_id: item.user_id,
             };
-            (
-                tenant_id.to_owned(),
-                Record::Membership(membership),
-                item.version,
-            )
+            (tenant_id.to_owned(), Record::from(membership), item.version)
         }
         other => return Err(format!("kind {other} is not a kind of the default schema")),
     };

@@ -109,7 +109,7 @@ pub enum SchemaCommand {
 }
 
 /// Which schema file to read.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SchemaFileArgs {
     /// The schema file (TOML); default: the built-in default schema
     /// (`proto/schemas/tenants-users-groups.toml`).
@@ -648,17 +648,23 @@ pub struct StoreArgs {
     /// Longest wait for the database lock (SQLite busy timeout).
     #[arg(long, env = "RECON_STORE_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub store_busy_timeout: Duration,
+    /// The declared schema of the replica store (its kinds, tables and
+    /// events).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
 }
 
 impl StoreArgs {
-    /// The store's connection options.
-    pub fn options(&self) -> StoreOptions {
-        StoreOptions {
+    /// The store's connection options; the error names a schema file that
+    /// cannot be read or is not valid.
+    pub fn options(&self) -> anyhow::Result<StoreOptions> {
+        Ok(StoreOptions {
             lock_timeout: self.store_lock_timeout,
             statement_timeout: self.store_statement_timeout,
             idle_in_transaction_timeout: self.store_idle_in_transaction_timeout,
             busy_timeout: self.store_busy_timeout,
-        }
+            data_model: crate::commands::schema::load_static(&self.schema)?,
+        })
     }
 }
 

@@ -119,7 +119,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     );
 
     let before = monolith.watermark().await?;
-    let record = Record::Tenant(tenant.clone());
+    let record = Record::from(tenant.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -129,7 +129,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::User(user.clone());
+    let record = Record::from(user.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -139,7 +139,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::Group(group.clone());
+    let record = Record::from(group.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -149,7 +149,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::Membership(membership.clone());
+    let record = Record::from(membership.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -164,7 +164,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         ..user.clone()
     };
     let before = monolith.watermark().await?;
-    let record = Record::User(renamed.clone());
+    let record = Record::from(renamed.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],

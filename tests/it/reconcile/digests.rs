@@ -28,17 +28,17 @@ async fn check_elements(connection: &DatabaseConnection, table: &str, kind: Kind
     for row in rows {
         let text = |column: &str| row.try_get::<String>("", column).expect(column);
         let record = match kind {
-            Kind::USER => Record::User(User {
+            Kind::USER => Record::from(User {
                 id: text("id"),
                 email: text("email"),
                 display_name: text("display_name"),
                 status: text("status").parse::<UserStatus>().expect("status"),
             }),
-            Kind::GROUP => Record::Group(Group {
+            Kind::GROUP => Record::from(Group {
                 id: text("id"),
                 name: text("name"),
             }),
-            Kind::MEMBERSHIP => Record::Membership(Membership {
+            Kind::MEMBERSHIP => Record::from(Membership {
                 group_id: text("group_id"),
                 user_id: text("user_id"),
             }),
@@ -102,7 +102,7 @@ async fn postgres_computes_the_same_digest_element_as_recon() {
         "SELECT recon_row_digest(1, 1, 1, recon_digest_field('t1') || recon_digest_field('Tenant One')) AS d",
     )
     .await;
-    let tenant = Record::Tenant(Tenant {
+    let tenant = Record::from(Tenant {
         id: "t1".into(),
         name: "Tenant One".into(),
     });
@@ -137,7 +137,7 @@ async fn postgres_encodes_backslashes_and_multibyte_fields_as_recon_does() {
                 ("t2", ""),
                 (r"\", "\u{7f}\u{80}ß"),
             ] {
-                let tenant = Record::Tenant(Tenant {
+                let tenant = Record::from(Tenant {
                     id: id.into(),
                     name: name.into(),
                 });

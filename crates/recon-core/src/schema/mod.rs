@@ -29,7 +29,6 @@ pub use value::{
     FieldValue, InvalidValue, canonical_json, canonical_json_value, encode_row, format_timestamp,
     parse_timestamp, row_hash_of_values,
 };
-pub(crate) use value::{encode_text, row_hash_of_encoding};
 
 use std::fmt;
 use std::sync::LazyLock;

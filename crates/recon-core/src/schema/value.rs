@@ -146,12 +146,12 @@ pub(crate) fn encode_text(text: &str, sink: &mut impl Extend<u8>) {
 /// The canonical encoding of a row of `kind` (module docs): `key` holds
 /// the key fields' values in key order, `values` the data fields' values in
 /// declaration order.
-pub fn encode_row(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> Vec<u8> {
+pub fn encode_row(kind: &KindDef, key: &[impl AsRef<str>], values: &[FieldValue]) -> Vec<u8> {
     let mut encoding = Vec::with_capacity(64);
     encoding.extend_from_slice(ROW_PREFIX);
     encoding.push(kind.tag);
     for part in key {
-        encode_text(part, &mut encoding);
+        encode_text(part.as_ref(), &mut encoding);
     }
     for value in values {
         value.encode_into(&mut encoding);
@@ -160,7 +160,11 @@ pub fn encode_row(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> Vec<u8
 }
 
 /// The row hash of a row of `kind` (see [`encode_row`]).
-pub fn row_hash_of_values(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> RowHash {
+pub fn row_hash_of_values(
+    kind: &KindDef,
+    key: &[impl AsRef<str>],
+    values: &[FieldValue],
+) -> RowHash {
     row_hash_of_encoding(&encode_row(kind, key, values))
 }
 

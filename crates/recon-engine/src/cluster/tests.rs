@@ -47,7 +47,7 @@ fn world() -> Rows {
             &mut rows,
             Row {
                 tenant_id: tenant.into(),
-                record: Record::Tenant(Tenant {
+                record: Record::from(Tenant {
                     id: tenant.into(),
                     name: tenant.into(),
                 }),
@@ -64,7 +64,7 @@ fn world() -> Rows {
                 &mut rows,
                 Row {
                     tenant_id: tenant.into(),
-                    record: Record::User(User {
+                    record: Record::from(User {
                         id,
                         email: "e@x".into(),
                         display_name: "n".into(),

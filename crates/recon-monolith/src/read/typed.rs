@@ -7,7 +7,7 @@
 use super::DeclaredPage;
 use crate::Monolith;
 use crate::error::{Error, Result};
-use recon_core::schema::{DeclaredChange, DeclaredRow};
+use recon_core::schema::{DeclaredChange, DeclaredRow, Schema};
 use recon_core::{Change, EntityKey, KeyRange, Kind, Row, Version};
 use serde::Serialize;
 
@@ -48,7 +48,7 @@ pub(crate) fn key_spans(ranges: &[KeyRange]) -> Vec<crate::rows::KeySpan> {
 
 /// The typed row of a declared row of the default schema.
 fn typed_row(row: DeclaredRow) -> Result<Row> {
-    match DeclaredChange::Upsert(row).to_change() {
+    match DeclaredChange::Upsert(row).to_change(Schema::default_schema()) {
         Ok(Change::Upsert(row)) => Ok(row),
         Ok(Change::Delete(_)) => Err(Error::Corrupt("an upsert became a deletion".to_owned())),
         Err(invalid) => Err(Error::Corrupt(format!(

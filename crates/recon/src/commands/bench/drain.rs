@@ -265,7 +265,7 @@ fn backlog_event(
     let tenant = format!("bench-{run_id}-tenant-{}", key % tenants.max(1));
     let user = |name: &str, sequence: u64| Row {
         tenant_id: tenant.clone(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: format!("user-{key:09}"),
             email: format!("user-{key}@bench.test"),
             display_name: format!("{name} {key}"),
