@@ -1,9 +1,11 @@
 //! A declared schema unlike the default one (`proto/schemas/catalog.toml`:
-//! shops, products with every field type, composite keys) replicated end
-//! to end as separate processes on loopback: a `recon monolith --schema`
-//! with its outbox relay, an Apache Kafka broker, a `recon serve --schema`
-//! replica. The replica must end equal to the monolith row by row, NULLs,
-//! JSON documents and timestamps included, deletions too.
+//! shops, products with every field type, composite keys) end to end as
+//! separate processes on loopback: a `recon monolith --schema` with its
+//! outbox relay, an Apache Kafka broker, a `recon serve --schema` replica.
+//! The replica must end equal to the monolith row by row, NULLs, JSON
+//! documents and timestamps included, deletions too; then drift made in
+//! SQL is repaired by `recon reconcile --schema` (digests on), and a shop
+//! that vanishes from the source behind recon's back trips the guard.
 
 use anyhow::{Context, ensure};
 use recon_core::schema::{FieldValue, Schema, canonical_json};
@@ -13,7 +15,9 @@ use recon_monolith::verify::compare_schema_databases;
 use recon_store::{MigrationOptions, Store};
 use recon_tests::broker::{KafkaCluster, wait_for_port};
 use recon_tests::process::{ReconProcess, metric_value, start_monolith_with};
+use recon_tests::recon_build::recon_binary;
 use recon_tests::{Backend, TestDatabase, free_port};
+use sea_orm::{ConnectionTrait, Database, Statement};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -227,5 +231,132 @@ async fn a_declared_schema_replicates_through_kafka_row_by_row() -> anyhow::Resu
     ensure!(undecodable == 0, "{undecodable} undecodable events");
     let exit = replica.terminate().await.context("stop the replica")?;
     ensure!(exit == Some(0), "replica exited with {exit:?} on SIGTERM");
+
+    drift_in_sql(&replica_database.url).await?;
+    let drifted =
+        compare_schema_databases(&schema, &monolith_database.url, &replica_database.url).await?;
+    ensure!(drifted.total >= 5, "the drift shows: {drifted:?}");
+    let source_url = format!("http://127.0.0.1:{monolith_port}");
+    let (code, output) = reconcile(&replica_database.url, &source_url, &schema_file).await?;
+    ensure!(
+        code == Some(0),
+        "recon reconcile exited with {code:?}:\n{output}"
+    );
+    let after =
+        compare_schema_databases(&schema, &monolith_database.url, &replica_database.url).await?;
+    ensure!(
+        after.is_empty(),
+        "the run left {} differences: {:#?} {:#?}\n{output}",
+        after.total,
+        after.only_in_monolith,
+        after.only_in_replica
+    );
+
+    // A shop gone from the source behind recon's back (no events): deleting
+    // it from the replica is more than the guard allows.
+    let vanished = vanish_a_shop(&monolith_database.url).await?;
+    let (code, output) = reconcile(&replica_database.url, &source_url, &schema_file).await?;
+    ensure!(
+        code == Some(3),
+        "the guard should have tripped ({code:?}):\n{output}"
+    );
+    ensure!(
+        output.contains(&format!("tenant {vanished} gone from the source")),
+        "the report names the vanished shop:\n{output}"
+    );
+    let kept = Database::connect(&replica_database.url)
+        .await?
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT COUNT(*) AS n FROM catalog_products WHERE shop_id = '{vanished}' AND NOT deleted"),
+        ))
+        .await?
+        .context("a count")?
+        .try_get::<i64>("", "n")?;
+    ensure!(kept > 0, "the guard kept the vanished shop's products");
     Ok(())
+}
+
+/// Drift the replica in SQL: NULL where the source has empty text, a JSON
+/// document with its keys reordered, a timestamp a microsecond off, a row
+/// deleted and a phantom.
+async fn drift_in_sql(replica_url: &str) -> anyhow::Result<()> {
+    let replica = Database::connect(replica_url).await?;
+    for statement in [
+        format!(
+            "UPDATE catalog_products SET subtitle = NULL WHERE shop_id = '{SHOP}' AND sku = 'p-null'"
+        ),
+        format!(
+            "UPDATE catalog_products SET attributes = '{{\"b\":1,\"a\":[true,null]}}' \
+             WHERE shop_id = '{SHOP}' AND sku = 'p-empty'"
+        ),
+        format!(
+            "UPDATE catalog_products SET released_at = released_at + interval '1 microsecond' \
+             WHERE shop_id = '{SHOP}' AND sku = 'p-empty'"
+        ),
+        format!("DELETE FROM catalog_variants WHERE shop_id = '{SHOP}' AND sku = 'p-empty'"),
+        format!(
+            "INSERT INTO catalog_tags (shop_id, name, generation, sequence, row_hash, deleted) \
+             VALUES ('{SHOP}', 'phantom', 0, 1, '', false)"
+        ),
+    ] {
+        let result = replica.execute_unprepared(&statement).await?;
+        ensure!(result.rows_affected() == 1, "{statement}: {result:?}");
+    }
+    Ok(())
+}
+
+/// Deletes the first seeded shop from the monolith's tables in SQL, its
+/// rows first (no outbox event: behind recon's back); returns its code.
+async fn vanish_a_shop(monolith_url: &str) -> anyhow::Result<String> {
+    let monolith = Database::connect(monolith_url).await?;
+    let code: String = monolith
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT s.code FROM shops s WHERE s.code <> '{SHOP}' \
+                 AND (SELECT COUNT(*) FROM products p WHERE p.shop_id = s.code) > 5 \
+                 ORDER BY s.code LIMIT 1"
+            ),
+        ))
+        .await?
+        .context("a seeded shop with products")?
+        .try_get("", "code")?;
+    for table in ["product_tags", "variants", "tags", "products"] {
+        monolith
+            .execute_unprepared(&format!("DELETE FROM {table} WHERE shop_id = '{code}'"))
+            .await?;
+    }
+    monolith
+        .execute_unprepared(&format!("DELETE FROM shops WHERE code = '{code}'"))
+        .await?;
+    Ok(code)
+}
+
+/// Runs `recon reconcile` for the catalog schema; its exit code and
+/// output.
+async fn reconcile(
+    replica_url: &str,
+    source_url: &str,
+    schema_file: &str,
+) -> anyhow::Result<(Option<i32>, String)> {
+    let output = tokio::process::Command::new(recon_binary()?)
+        .args([
+            "reconcile",
+            "--database-url",
+            replica_url,
+            "--source-url",
+            source_url,
+            "--no-progress",
+        ])
+        .env("RECON_SCHEMA", schema_file)
+        .output()
+        .await
+        .context("run recon reconcile")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.code(), text))
 }

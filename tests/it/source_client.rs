@@ -182,11 +182,7 @@ async fn full_walk_returns_exactly_the_monolith_rows() -> anyhow::Result<()> {
             let mut all = tenants.clone();
             for tenant in &tenants {
                 let counts = source.counts(&tenant.tenant_id).await?;
-                for (kind, count) in [
-                    (Kind::USER, counts.users),
-                    (Kind::GROUP, counts.groups),
-                    (Kind::MEMBERSHIP, counts.memberships),
-                ] {
+                for (kind, &count) in Kind::TENANT_SCOPED.into_iter().zip(&counts.counts) {
                     let rows = rows_of(walk(source, &tenant.tenant_id, kind, 7).await?);
                     ensure!(
                         rows.len() as u64 == count,

@@ -38,18 +38,32 @@ impl UnitOutcome {
 pub struct TenantRemoval {
     /// The tenant.
     pub tenant: String,
-    /// Its live users in the replica.
-    pub users: u64,
-    /// Its live groups.
-    pub groups: u64,
-    /// Its live memberships.
-    pub memberships: u64,
+    /// Its live rows in the replica per scoped kind, by the kind's plural
+    /// (`users`, `groups`, `memberships`: the fields of records written
+    /// before declared schemas).
+    #[serde(flatten)]
+    pub live: std::collections::BTreeMap<String, u64>,
 }
 
 impl TenantRemoval {
     /// Rows deleting the tenant removes, its own row included.
     pub fn rows(&self) -> u64 {
-        1 + self.users + self.groups + self.memberships
+        1 + self.live.values().sum::<u64>()
+    }
+
+    /// `1 groups, 3 users` (the kinds it has rows of, by plural), or
+    /// `no rows`.
+    pub fn describe_live(&self) -> String {
+        let parts: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(plural, count)| format!("{count} {plural}"))
+            .collect();
+        if parts.is_empty() {
+            return "no rows".to_owned();
+        }
+        parts.join(", ")
     }
 }
 
@@ -145,6 +159,12 @@ impl UnitReport {
 }
 
 impl UnitReport {
+    /// True for the unit of the scope list (the tenants), whose tenant is
+    /// empty.
+    pub fn is_scope_list(&self) -> bool {
+        self.tenant.is_empty()
+    }
+
     /// The outcome in words, with the tenants the source lost and their row
     /// counts (for barriers and logs).
     pub fn describe(&self) -> String {
@@ -152,8 +172,9 @@ impl UnitReport {
         for removal in &self.removed_tenants {
             let _ = write!(
                 text,
-                "; tenant {} gone from the source ({} users, {} groups, {} memberships)",
-                removal.tenant, removal.users, removal.groups, removal.memberships
+                "; tenant {} gone from the source ({})",
+                removal.tenant,
+                removal.describe_live()
             );
         }
         text
@@ -245,11 +266,11 @@ impl RunReport {
         let tenant_list_done = self
             .units
             .iter()
-            .any(|unit| unit.kind == Kind::TENANT && unit.outcome.reconciled());
+            .any(|unit| unit.is_scope_list() && unit.outcome.reconciled());
         if !tenant_list_done {
             return Vec::new();
         }
-        let tenant_units = self.units.iter().filter(|unit| unit.kind != Kind::TENANT);
+        let tenant_units = self.units.iter().filter(|unit| !unit.is_scope_list());
         let failed: std::collections::BTreeSet<&str> = tenant_units
             .clone()
             .filter(|unit| !unit.outcome.reconciled())
@@ -351,8 +372,9 @@ impl RunReport {
             for removal in &unit.removed_tenants {
                 let _ = writeln!(
                     out,
-                    "  tenant {} gone from the source: {} users, {} groups, {} memberships",
-                    removal.tenant, removal.users, removal.groups, removal.memberships
+                    "  tenant {} gone from the source: {}",
+                    removal.tenant,
+                    removal.describe_live()
                 );
             }
         }

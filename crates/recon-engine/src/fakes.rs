@@ -211,7 +211,7 @@ impl Source for FakeSource {
         }
         self.digest_requests.fetch_add(1, Ordering::SeqCst);
         let rows = self.rows.lock().expect("lock");
-        let mut kinds = [RangeDigest::default(); 3];
+        let mut kinds = vec![RangeDigest::default(); Kind::TENANT_SCOPED.len()];
         for (digest, kind) in kinds.iter_mut().zip(Kind::TENANT_SCOPED) {
             for row in rows
                 .get(&(kind, tenant_id.to_owned()))
@@ -234,9 +234,7 @@ impl Source for FakeSource {
                 .map_or(0, |rows| rows.len() as u64)
         };
         Ok(TenantCounts {
-            users: count(Kind::USER),
-            groups: count(Kind::GROUP),
-            memberships: count(Kind::MEMBERSHIP),
+            counts: Kind::TENANT_SCOPED.into_iter().map(count).collect(),
             watermark: *self.watermark.lock().expect("lock"),
         })
     }
@@ -287,14 +285,15 @@ impl FakeStore {
 }
 
 /// Every tenant's digests of `rows` (tenants without rows absent).
-fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, [RangeDigest; 3]> {
-    let mut all: std::collections::HashMap<String, [RangeDigest; 3]> = Default::default();
+fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, Vec<RangeDigest>> {
+    let mut all: std::collections::HashMap<String, Vec<RangeDigest>> = Default::default();
     for ((kind, tenant), keyed) in rows {
         let Some(index) = Kind::TENANT_SCOPED.iter().position(|known| known == kind) else {
             continue;
         };
         for row in keyed.values() {
-            all.entry(tenant.clone()).or_default()[index]
+            all.entry(tenant.clone())
+                .or_insert_with(|| vec![RangeDigest::default(); Kind::TENANT_SCOPED.len()])[index]
                 .add(record_element(&row.record, row.version));
         }
     }
@@ -305,7 +304,7 @@ fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, [RangeDigest
 impl ReplicaStore for FakeStore {
     async fn all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+    ) -> Result<Option<std::collections::HashMap<String, Vec<RangeDigest>>>, PortError> {
         Ok(Some(all_digests_of(&self.rows.lock().expect("lock"))))
     }
 

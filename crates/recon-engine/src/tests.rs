@@ -676,7 +676,7 @@ async fn rows_of_a_tenant_without_a_live_tenant_row_are_removed() {
         tenant_list
             .removed_tenants
             .iter()
-            .any(|removal| removal.tenant == "ghost" && removal.users == 2),
+            .any(|removal| removal.tenant == "ghost" && removal.live.get("users") == Some(&2)),
         "{:?}",
         tenant_list.removed_tenants
     );

@@ -28,15 +28,6 @@ fn required_nullable<'de, D: Deserializer<'de>>(
     Option::<String>::deserialize(deserializer)
 }
 
-/// The answer of `GET /v1/tenants/{id}/counts`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct CountsBody {
-    pub(crate) users: u64,
-    pub(crate) groups: u64,
-    pub(crate) memberships: u64,
-    pub(crate) watermark: Version,
-}
-
 /// The body of an error response.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {

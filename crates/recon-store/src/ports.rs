@@ -23,17 +23,6 @@ impl From<Error> for PortError {
     }
 }
 
-/// The engine's whole-scope comparison still knows the default schema's
-/// three scoped kinds only; another schema's store is refused there.
-fn scoped_three(digests: Vec<RangeDigest>) -> Result<[RangeDigest; 3], Error> {
-    let found = digests.len();
-    digests.try_into().map_err(|_| {
-        Error::InvalidData(format!(
-            "the engine compares 3 scoped kinds per scope; the store's schema has {found}"
-        ))
-    })
-}
-
 impl From<ApplyOutcome> for AppliedCounts {
     fn from(outcome: ApplyOutcome) -> Self {
         AppliedCounts {
@@ -115,20 +104,17 @@ impl ReplicaStore for Store {
 
     async fn all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
-        let Some(scopes) = self.aggregate_all_tenant_digests().await? else {
-            return Ok(None);
-        };
-        let mut three = std::collections::HashMap::with_capacity(scopes.len());
-        for (scope, digests) in scopes {
-            three.insert(scope, scoped_three(digests)?);
-        }
-        Ok(Some(three))
+    ) -> Result<Option<std::collections::HashMap<String, Vec<RangeDigest>>>, PortError> {
+        Ok(self.aggregate_all_tenant_digests().await?)
     }
 
-    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+    fn schema(&self) -> &'static recon_core::schema::Schema {
+        self.data_model()
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Vec<RangeDigest>, PortError> {
         match self.aggregate_tenant_digests(tenant_id).await? {
-            Some(digests) => Ok(scoped_three(digests)?),
+            Some(digests) => Ok(digests),
             None => tenant_digests_by_scan(self, tenant_id).await,
         }
     }

@@ -100,13 +100,10 @@ impl Tables {
         self.schema.apply_order().map(Kind::of)
     }
 
-    /// The tables of the kinds that live inside a scope, in apply order.
+    /// The tables of the kinds that live inside a scope, in the schema's
+    /// file order (the order of every per-kind list).
     pub fn scoped(&self) -> impl DoubleEndedIterator<Item = &Table> + '_ {
-        self.schema.apply_order().filter_map(move |definition| {
-            self.tables
-                .iter()
-                .find(|table| table.tenant_scoped && table.kind == definition.name)
-        })
+        self.tables.iter().filter(|table| table.tenant_scoped)
     }
 }
 

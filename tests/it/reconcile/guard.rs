@@ -61,9 +61,12 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
         list.removed_tenants,
         vec![TenantRemoval {
             tenant: "zz-lost".into(),
-            users: 1_000,
-            groups: 0,
-            memberships: 0,
+            live: [
+                ("groups".to_owned(), 0),
+                ("memberships".to_owned(), 0),
+                ("users".to_owned(), 1_000)
+            ]
+            .into(),
         }]
     );
     assert!(

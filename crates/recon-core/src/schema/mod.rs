@@ -205,6 +205,33 @@ impl Schema {
         self.apply_order.iter().map(|index| &self.kinds[*index])
     }
 
+    /// The kinds that live inside a scope value, in file order: the order
+    /// of every per-kind list (counts, whole-scope digests).
+    pub fn scoped(&self) -> impl Iterator<Item = &KindDef> {
+        self.kinds.iter().filter(|kind| kind.scoped)
+    }
+
+    /// The scope kind.
+    pub fn scope_kind(&'static self) -> crate::Kind {
+        crate::Kind::of(self.scope())
+    }
+
+    /// [`Schema::scoped`] as kinds.
+    pub fn scoped_kinds(&'static self) -> Vec<crate::Kind> {
+        self.scoped().map(crate::Kind::of).collect()
+    }
+
+    /// The plural of `kind` (its name for a kind not declared).
+    pub fn plural_of(&self, kind: crate::Kind) -> &str {
+        self.kind(kind.as_str())
+            .map_or(kind.as_str(), |kind| kind.plural.as_str())
+    }
+
+    /// How many key fields `kind` has (1 for a kind not declared).
+    pub fn key_parts(&self, kind: crate::Kind) -> usize {
+        self.kind(kind.as_str()).map_or(1, |kind| kind.key.len())
+    }
+
     /// The name of the column that holds a scoped row's scope value
     /// (`tenant_id` for the scope kind `tenant`).
     pub fn scope_column(&self) -> String {

@@ -41,7 +41,7 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
             .await
             .context("acquire an epoch from the replica store")?
     };
-    let source = http_source(&args.source)?;
+    let source = http_source(&args.source)?.with_schema(store.data_model());
     let store = Arc::new(store);
     let mut reconciler = Reconciler::new(Arc::new(source), store.clone());
     let run_id = new_run_id();
