@@ -914,6 +914,25 @@ pub struct ReconcileBenchArgs {
     /// Tenants reconciled at the same time (passed to `recon reconcile`).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), env = "RECON_BENCH_CONCURRENCY")]
     pub concurrency: u32,
+    /// Another build of recon (e.g. of an older commit) to measure side by
+    /// side: its full load and its runs with digests on the same damage,
+    /// into a replica store of its own (`--baseline-replica-database-url`),
+    /// after each of this build's; the ratio column then compares the two.
+    #[arg(
+        long,
+        requires = "baseline_replica_database_url",
+        env = "RECON_BENCH_BASELINE_BINARY"
+    )]
+    pub baseline_binary: Option<std::path::PathBuf>,
+    /// The baseline's replica store: an empty PostgreSQL database (the
+    /// baseline's own `recon reconcile` creates its tables, by its own
+    /// migrations).
+    #[arg(
+        long,
+        env = "RECON_BENCH_BASELINE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub baseline_replica_database_url: Option<String>,
 }
 
 /// A workload scale: a positive number up to 10.
