@@ -125,14 +125,6 @@ impl Kind {
     pub const fn as_str(self) -> &'static str {
         self.0
     }
-
-    /// Parses an entity key of a default-schema kind from its cursor form
-    /// (`id`, or `group_id:user_id` for memberships); see
-    /// [`EntityKey::parse`] for any kind.
-    pub fn parse_key(self, text: &str) -> Result<EntityKey, InvalidInput> {
-        let parts = if self == Kind::MEMBERSHIP { 2 } else { 1 };
-        EntityKey::parse(text, parts, self.as_str())
-    }
 }
 
 impl fmt::Debug for Kind {
@@ -768,16 +760,14 @@ mod tests {
 
     #[test]
     fn membership_cursor_round_trips() {
-        let key = Kind::MEMBERSHIP.parse_key("g-1:u-2").expect("valid cursor");
+        let key = EntityKey::parse("g-1:u-2", 2, "membership").expect("valid cursor");
         assert_eq!(key, EntityKey::pair("g-1", "u-2"));
         assert_eq!(key.to_string(), "g-1:u-2");
     }
 
     #[test]
     fn bad_cursors_are_named() {
-        let error = Kind::MEMBERSHIP
-            .parse_key("no-colon")
-            .expect_err("must fail");
+        let error = EntityKey::parse("no-colon", 2, "membership").expect_err("must fail");
         assert_eq!(
             error.to_string(),
             "invalid cursor: membership cursor \"no-colon\" does not have 2 parts joined by `:`"
@@ -785,15 +775,14 @@ mod tests {
         // Only the last part may hold the separator.
         let key = EntityKey::parse("a:b:c", 2, "variant").expect("valid");
         assert_eq!(key.parts(), ["a", "b:c"]);
-        let error = Kind::USER.parse_key("").expect_err("must fail");
+        let user = |text: &str| EntityKey::parse(text, 1, "user");
+        let error = user("").expect_err("must fail");
         assert!(error.to_string().contains("must not be empty"));
-        let error = Kind::USER
-            .parse_key(&"x".repeat(300))
-            .expect_err("must fail");
+        let error = user(&"x".repeat(300)).expect_err("must fail");
         assert!(error.to_string().contains("300 characters"));
         // Counted in characters, as JSON Schema's maxLength counts them.
-        assert!(Kind::USER.parse_key(&"é".repeat(200)).is_ok());
-        assert!(Kind::USER.parse_key(&"é".repeat(201)).is_err());
+        assert!(user(&"é".repeat(200)).is_ok());
+        assert!(user(&"é".repeat(201)).is_err());
         assert!("widgets".parse::<Kind>().is_err());
     }
 }

@@ -213,7 +213,14 @@ mod tests {
         PageRequest {
             tenant_id: "t1".to_owned(),
             kind,
-            after: after.map(|text| kind.parse_key(text).expect("key")),
+            after: after.map(|text| {
+                EntityKey::parse(
+                    text,
+                    Schema::default_schema().key_parts(kind),
+                    kind.as_str(),
+                )
+                .expect("key")
+            }),
             limit,
             within: Vec::new(),
         }
