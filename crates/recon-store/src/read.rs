@@ -410,15 +410,12 @@ impl Store {
         tenant_id: &str,
     ) -> Result<Option<Vec<RangeDigest>>> {
         let parts: Vec<(Kind, KeyRange)> = self
+            .data_model()
             .scoped_kinds()
+            .into_iter()
             .map(|kind| (kind, KeyRange::all()))
             .collect();
         self.aggregate(tenant_id, &parts).await
-    }
-
-    /// The kinds that live inside a scope, in apply order.
-    pub fn scoped_kinds(&self) -> impl Iterator<Item = Kind> + '_ {
-        self.tables.scoped().map(|table| Kind::named(&table.kind))
     }
 
     /// Count and element sums of each `(kind, range)` of a tenant, in

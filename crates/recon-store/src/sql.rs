@@ -2,7 +2,7 @@
 
 use crate::{Error, Result};
 use recon_core::Version;
-use recon_core::schema::{FieldDef, FieldType, FieldValue, format_timestamp};
+use recon_core::schema::{FieldDef, FieldType, FieldValue, SqlParameter};
 use sea_orm::{DbBackend, Statement, Value};
 
 /// Accumulates bound values and renders placeholders in the backend's
@@ -91,24 +91,13 @@ pub(crate) fn bind_value(
     value: &FieldValue,
     backend: DbBackend,
 ) -> Result<Value> {
-    let postgres = backend == DbBackend::Postgres;
-    Ok(match (&field.field_type, value) {
-        (FieldType::Integer, FieldValue::Null) => Value::BigInt(None),
-        (FieldType::Boolean, FieldValue::Null) => Value::Bool(None),
-        (FieldType::Timestamp, FieldValue::Null) if !postgres => Value::BigInt(None),
-        (_, FieldValue::Null) => Value::String(None),
-        (_, FieldValue::Text(text) | FieldValue::Json(text)) => text.clone().into(),
-        (_, FieldValue::Integer(number)) => (*number).into(),
-        (_, FieldValue::Boolean(flag)) => (*flag).into(),
-        (_, FieldValue::Timestamp(micros)) if postgres => format_timestamp(*micros)
-            .ok_or_else(|| {
-                Error::InvalidData(format!(
-                    "{}: timestamp {micros} µs is outside the years a database stores",
-                    field.name
-                ))
-            })?
-            .into(),
-        (_, FieldValue::Timestamp(micros)) => (*micros).into(),
+    let parameter = field
+        .sql_parameter(value, backend == DbBackend::Postgres)
+        .map_err(|invalid| Error::InvalidData(invalid.to_string()))?;
+    Ok(match parameter {
+        SqlParameter::Text(text) => text.into(),
+        SqlParameter::BigInt(number) => number.into(),
+        SqlParameter::Boolean(flag) => flag.into(),
     })
 }
 

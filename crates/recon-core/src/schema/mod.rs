@@ -26,8 +26,8 @@ mod value;
 pub use parse::{SchemaError, SchemaErrors};
 pub use row::{DeclaredChange, DeclaredRow, InvalidRow};
 pub use value::{
-    FieldValue, InvalidValue, canonical_json, canonical_json_value, encode_row, format_timestamp,
-    parse_timestamp, row_hash_of_values,
+    FieldValue, InvalidValue, SqlParameter, canonical_json, canonical_json_value, encode_row,
+    format_timestamp, parse_timestamp, row_hash_of_values,
 };
 
 use std::fmt;

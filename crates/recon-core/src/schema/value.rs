@@ -59,7 +59,54 @@ pub struct InvalidValue {
     pub reason: String,
 }
 
+/// How a field's value travels as an SQL parameter: in its column's type
+/// (a NULL typed too: PostgreSQL refuses a text NULL for a BIGINT column).
+/// A timestamp is RFC 3339 text on PostgreSQL, whose statements cast it
+/// (exact to the microsecond, where a float conversion is not), and
+/// microseconds on SQLite. Both the replica store and the reference
+/// monolith bind values this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlParameter {
+    /// Text (text, enum, JSON; a PostgreSQL timestamp).
+    Text(Option<String>),
+    /// A 64-bit integer (integer; a SQLite timestamp).
+    BigInt(Option<i64>),
+    /// A boolean.
+    Boolean(Option<bool>),
+}
+
 impl FieldDef {
+    /// `value` of this field as an SQL parameter (see [`SqlParameter`]);
+    /// refused only for a timestamp outside the years a database stores.
+    pub fn sql_parameter(
+        &self,
+        value: &FieldValue,
+        postgres: bool,
+    ) -> Result<SqlParameter, InvalidValue> {
+        Ok(match (&self.field_type, value) {
+            (FieldType::Integer, FieldValue::Null) => SqlParameter::BigInt(None),
+            (FieldType::Boolean, FieldValue::Null) => SqlParameter::Boolean(None),
+            (FieldType::Timestamp, FieldValue::Null) if !postgres => SqlParameter::BigInt(None),
+            (_, FieldValue::Null) => SqlParameter::Text(None),
+            (_, FieldValue::Text(text) | FieldValue::Json(text)) => {
+                SqlParameter::Text(Some(text.clone()))
+            }
+            (_, FieldValue::Integer(number)) => SqlParameter::BigInt(Some(*number)),
+            (_, FieldValue::Boolean(flag)) => SqlParameter::Boolean(Some(*flag)),
+            (_, FieldValue::Timestamp(micros)) if postgres => {
+                SqlParameter::Text(Some(format_timestamp(*micros).ok_or_else(|| {
+                    InvalidValue {
+                        field: self.name.clone(),
+                        reason: format!(
+                            "timestamp {micros} µs is outside the years a database stores"
+                        ),
+                    }
+                })?))
+            }
+            (_, FieldValue::Timestamp(micros)) => SqlParameter::BigInt(Some(*micros)),
+        })
+    }
+
     /// Checks that `value` fits this field: its type, its nullability, a
     /// text's length, an enum's values, a JSON text's canonical form.
     pub fn check(&self, value: &FieldValue) -> Result<(), InvalidValue> {
