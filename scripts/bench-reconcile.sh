@@ -7,6 +7,11 @@
 # is missing, builds the release binary and runs the bench; everything is
 # stopped and removed again whatever the outcome. Arguments go to the bench,
 # e.g. `scripts/bench-reconcile.sh --scale 0.1 --json /tmp/bench.json`.
+#
+# RECON_BENCH_BASELINE=<commit> also builds that commit (in a git worktree
+# and target directory of its own under ~/.cache/recon-bench-baseline, kept
+# for the next time) and measures it side by side (`--baseline-binary`,
+# with a replica database of its own).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,7 +62,7 @@ start_postgres() {
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK_DIR/pg" -w -l "$WORK_DIR/pg/log" \
     -o "-p $PG_PORT -k $WORK_DIR/pg -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=1GB -c max_wal_size=4GB" \
     start >/dev/null
-  for database in bench_monolith bench_replica; do
+  for database in bench_monolith bench_replica bench_baseline_replica; do
     runuser -u postgres -- "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
       -c "CREATE DATABASE $database" >/dev/null
   done
@@ -75,6 +80,19 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # Run a private copy: the bench starts children from its own executable, and
 # a build in a shared target directory must not swap it mid-run.
 cp "$TARGET_DIR/release/recon" "$WORK_DIR/recon"
+if [ -n "${RECON_BENCH_BASELINE:-}" ]; then
+  BASELINE_COMMIT="$(git -C "$ROOT" rev-parse --verify "${RECON_BENCH_BASELINE}^{commit}")"
+  BASELINE_DIR="${HOME}/.cache/recon-bench-baseline/$BASELINE_COMMIT"
+  if [ ! -d "$BASELINE_DIR/src" ]; then
+    mkdir -p "$BASELINE_DIR"
+    git -C "$ROOT" worktree add --detach "$BASELINE_DIR/src" "$BASELINE_COMMIT" >/dev/null
+  fi
+  log "building the baseline $BASELINE_COMMIT"
+  (cd "$BASELINE_DIR/src" && CARGO_TARGET_DIR="$BASELINE_DIR/target" cargo build --release --locked -p recon)
+  cp "$BASELINE_DIR/target/release/recon" "$WORK_DIR/recon-baseline"
+  export RECON_BENCH_BASELINE_BINARY="$WORK_DIR/recon-baseline"
+  export RECON_BENCH_BASELINE_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_baseline_replica"
+fi
 export RECON_MONOLITH_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_monolith"
 export RECON_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_replica"
 log "recon bench reconcile $*"

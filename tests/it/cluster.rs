@@ -22,6 +22,7 @@
 
 mod abort;
 mod admin;
+mod catalog;
 mod checks;
 mod completes;
 mod database;

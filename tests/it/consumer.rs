@@ -115,7 +115,7 @@ pub(crate) async fn produce(producer: &FutureProducer, topic: &str, key: &str, p
 pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),
@@ -128,7 +128,7 @@ pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Change 
 fn delete_user(tenant: &str, id: &str, sequence: u64) -> Change {
     Change::Delete(Deletion {
         tenant_id: tenant.into(),
-        kind: Kind::User,
+        kind: Kind::USER,
         key: EntityKey::id(id),
         version: Version::new(1, sequence),
     })
@@ -149,13 +149,13 @@ pub(crate) async fn produce_changes(producer: &FutureProducer, topic: &str, chan
 /// Live users of a tenant as (id, display name, version), in key order.
 pub(crate) async fn users(store: &Store, tenant: &str) -> Vec<(String, String, Version)> {
     let page = store
-        .read_page(tenant, Kind::User, &KeyRange::all(), 100_000)
+        .read_page(tenant, Kind::USER, &KeyRange::all(), 100_000)
         .await
         .expect("read");
     page.into_iter()
-        .map(|row| match row.row.record {
-            Record::User(user) => (user.id, user.display_name, row.row.version),
-            other => panic!("not a user: {other:?}"),
+        .map(|row| match row.row.record.as_user() {
+            Some(user) => (user.id, user.display_name, row.row.version),
+            None => panic!("not a user: {:?}", row.row.record),
         })
         .collect()
 }
@@ -163,7 +163,7 @@ pub(crate) async fn users(store: &Store, tenant: &str) -> Vec<(String, String, V
 async fn total_users(store: &Store, tenants: &[String]) -> u64 {
     let mut total = 0;
     for tenant in tenants {
-        total += store.count_live(tenant, Kind::User).await.expect("count");
+        total += store.count_live(tenant, Kind::USER).await.expect("count");
     }
     total
 }

@@ -14,7 +14,7 @@ use crate::consumer::{Replica, eventually, producer, setup, user};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use recon_core::{Kind, Record, Version};
+use recon_core::{Kind, Version};
 use recon_kafka::KafkaConfig;
 use recon_store::{KeyRange, Store};
 use recon_tests::broker::KafkaCluster;
@@ -89,11 +89,11 @@ async fn live_user_ids(store: &Store) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for tenant in 0..8 {
         let rows = store
-            .read_page(&format!("t{tenant}"), Kind::User, &KeyRange::all(), 100_000)
+            .read_page(&format!("t{tenant}"), Kind::USER, &KeyRange::all(), 100_000)
             .await
             .expect("read users");
         for row in rows {
-            if let Record::User(user) = row.row.record {
+            if let Some(user) = row.row.record.as_user() {
                 ids.insert(user.id);
             }
         }

@@ -1,6 +1,7 @@
 //! Integration tests against real services.
 mod admin_auth;
 mod broker;
+mod catalog_pipeline;
 mod cluster;
 mod consumer;
 mod consumer_faults;

@@ -75,7 +75,7 @@ impl Fixture {
     async fn largest_tenant(&self) -> anyhow::Result<(String, u64)> {
         let (rows, _) = self.monolith.snapshot_rows().await?;
         let mut best = (String::new(), 0);
-        for row in rows.iter().filter(|row| row.kind() == Kind::Tenant) {
+        for row in rows.iter().filter(|row| row.kind() == Kind::TENANT) {
             let users = self.monolith.counts(&row.tenant_id).await?.users;
             if users > best.1 {
                 best = (row.tenant_id.clone(), users);
@@ -178,15 +178,11 @@ async fn full_walk_returns_exactly_the_monolith_rows() -> anyhow::Result<()> {
         let (mut expected, _) = fixture.monolith.snapshot_rows().await?;
         expected.sort_by_key(sort_key);
         for source in [&direct, &proxied] {
-            let tenants = rows_of(walk(source, "", Kind::Tenant, 4).await?);
+            let tenants = rows_of(walk(source, "", Kind::TENANT, 4).await?);
             let mut all = tenants.clone();
             for tenant in &tenants {
                 let counts = source.counts(&tenant.tenant_id).await?;
-                for (kind, count) in [
-                    (Kind::User, counts.users),
-                    (Kind::Group, counts.groups),
-                    (Kind::Membership, counts.memberships),
-                ] {
+                for (kind, &count) in Kind::TENANT_SCOPED.into_iter().zip(&counts.counts) {
                     let rows = rows_of(walk(source, &tenant.tenant_id, kind, 7).await?);
                     ensure!(
                         rows.len() as u64 == count,
@@ -238,7 +234,7 @@ async fn unknown_tenant_is_not_found_and_wrong_token_is_permanent() -> anyhow::R
             fixture.client(|config| config.bearer_token = token.map(str::to_owned))?;
         fixture.proxy.reset_counts();
         let error = unauthorized
-            .fetch_page(&request("", Kind::Tenant, 10))
+            .fetch_page(&request("", Kind::TENANT, 10))
             .await
             .err()
             .context("a wrong token must fail")?;
@@ -327,7 +323,7 @@ fn most_in_any_window(arrivals: &[Instant], window: Duration) -> usize {
 
 /// One cheap request, for the rate-limit test.
 async fn one_request(source: &HttpSource) -> anyhow::Result<()> {
-    match source.fetch_page(&request("", Kind::Tenant, 1)).await {
+    match source.fetch_page(&request("", Kind::TENANT, 1)).await {
         Ok(_) => Ok(()),
         Err(error) => bail!("fetch a tenant page: {error}"),
     }

@@ -23,7 +23,7 @@ async fn store(backend: Backend) -> (Store, TestDatabase) {
 fn user(tenant: &str, id: &str, name: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),
@@ -45,7 +45,7 @@ fn delete(tenant: &str, kind: Kind, key: EntityKey, version: Version) -> Change 
 fn tenant(id: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: id.into(),
-        record: Record::Tenant(Tenant {
+        record: Record::from(Tenant {
             id: id.into(),
             name: format!("tenant {id}"),
         }),
@@ -56,7 +56,7 @@ fn tenant(id: &str, version: Version) -> Change {
 fn membership(tenant: &str, group: &str, user: &str, version: Version) -> Change {
     Change::Upsert(Row {
         tenant_id: tenant.into(),
-        record: Record::Membership(Membership {
+        record: Record::from(Membership {
             group_id: group.into(),
             user_id: user.into(),
         }),
@@ -71,14 +71,14 @@ async fn live_user(store: &Store, tenant: &str, id: &str) -> Option<(String, Ver
         until: Some(EntityKey::id(id)),
     };
     let page = store
-        .read_page(tenant, Kind::User, &range, 10_000)
+        .read_page(tenant, Kind::USER, &range, 10_000)
         .await
         .expect("read");
     page.into_iter()
         .find(|row| row.key == EntityKey::id(id))
-        .map(|row| match row.row.record {
-            Record::User(user) => (user.display_name, row.row.version),
-            other => panic!("not a user: {other:?}"),
+        .map(|row| match row.row.record.as_user() {
+            Some(user) => (user.display_name, row.row.version),
+            None => panic!("not a user: {:?}", row.row.record),
         })
 }
 
@@ -129,7 +129,7 @@ async fn tombstone_stops_an_older_create(backend: Backend) {
     store
         .apply_events(&[delete(
             "t",
-            Kind::User,
+            Kind::USER,
             EntityKey::id("u"),
             Version::new(1, 5),
         )])
@@ -225,7 +225,7 @@ async fn reconciliation_form_overwrites_a_newer_version(backend: Backend) {
             Version::new(2, 8),
             &[delete(
                 "t",
-                Kind::User,
+                Kind::USER,
                 EntityKey::id("u"),
                 Version::new(2, 8),
             )],
@@ -280,7 +280,7 @@ async fn reconciliation_form_keeps_a_row_newer_than_the_page(backend: Backend) {
         .apply_reconciliation(
             &fence,
             watermark,
-            &[delete("t", Kind::User, EntityKey::id("newer"), watermark)],
+            &[delete("t", Kind::USER, EntityKey::id("newer"), watermark)],
         )
         .await
         .expect("tombstone");
@@ -290,7 +290,7 @@ async fn reconciliation_form_keeps_a_row_newer_than_the_page(backend: Backend) {
         .apply_reconciliation(
             &FenceToken::new("c", 1),
             watermark,
-            &[delete("c", Kind::Tenant, EntityKey::id("c"), watermark)],
+            &[delete("c", Kind::TENANT, EntityKey::id("c"), watermark)],
         )
         .await
         .expect("tenant delete");
@@ -312,7 +312,7 @@ async fn count_rows_counts_live_rows_in_a_range(backend: Backend) {
             user("a", "u2", "n", Version::new(1, 1)),
             user("a", "u3", "n", Version::new(1, 1)),
             user("b", "u1", "n", Version::new(1, 1)),
-            delete("a", Kind::User, EntityKey::id("u4"), Version::new(1, 2)),
+            delete("a", Kind::USER, EntityKey::id("u4"), Version::new(1, 2)),
         ])
         .await
         .expect("seed");
@@ -329,10 +329,10 @@ async fn count_rows_counts_live_rows_in_a_range(backend: Backend) {
                 .expect("count")
         }
     };
-    assert_eq!(count(Some("a"), Kind::User, KeyRange::all()).await, 3);
-    assert_eq!(count(Some("a"), Kind::User, range).await, 1);
-    assert_eq!(count(None, Kind::User, KeyRange::all()).await, 4);
-    assert_eq!(count(None, Kind::Tenant, KeyRange::all()).await, 2);
+    assert_eq!(count(Some("a"), Kind::USER, KeyRange::all()).await, 3);
+    assert_eq!(count(Some("a"), Kind::USER, range).await, 1);
+    assert_eq!(count(None, Kind::USER, KeyRange::all()).await, 4);
+    assert_eq!(count(None, Kind::TENANT, KeyRange::all()).await, 2);
 }
 
 async fn orphan_scopes_are_tenants_with_live_rows_and_no_live_tenant_row(backend: Backend) {
@@ -348,7 +348,7 @@ async fn orphan_scopes_are_tenants_with_live_rows_and_no_live_tenant_row(backend
             tenant("deleted", Version::new(1, 1)),
             delete(
                 "deleted",
-                Kind::Tenant,
+                Kind::TENANT,
                 EntityKey::id("deleted"),
                 Version::new(1, 2),
             ),
@@ -358,7 +358,7 @@ async fn orphan_scopes_are_tenants_with_live_rows_and_no_live_tenant_row(backend
             user("empty", "u1", "n", Version::new(1, 1)),
             delete(
                 "empty",
-                Kind::Tenant,
+                Kind::TENANT,
                 EntityKey::id("empty"),
                 Version::new(1, 2),
             ),
@@ -387,7 +387,7 @@ async fn batched_apply_keeps_the_newest_of_duplicates(backend: Backend) {
     batch.push(user("t", "dup", "older", Version::new(1, 4_000)));
     batch.push(delete(
         "t",
-        Kind::User,
+        Kind::USER,
         EntityKey::id("gone"),
         Version::new(1, 6_000),
     ));
@@ -404,7 +404,7 @@ async fn batched_apply_keeps_the_newest_of_duplicates(backend: Backend) {
     );
     assert_eq!(outcome.skipped_stale, 2);
     assert_eq!(
-        store.count_live("t", Kind::User).await.expect("count"),
+        store.count_live("t", Kind::USER).await.expect("count"),
         1_201
     );
     assert_eq!(
@@ -498,7 +498,7 @@ async fn global_fence_covers_every_scope(backend: Backend) {
     assert_eq!(error.kind(), ErrorKind::StaleEpoch);
     assert_eq!(
         store
-            .count_live("never-touched-tenant", Kind::User)
+            .count_live("never-touched-tenant", Kind::USER)
             .await
             .expect("count"),
         0
@@ -530,14 +530,14 @@ async fn range_reads_are_key_ordered_bytewise(backend: Backend) {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let read: Vec<String> = read_all(&store, "t", Kind::User, KeyRange::all(), 3).await;
+    let read: Vec<String> = read_all(&store, "t", Kind::USER, KeyRange::all(), 3).await;
     assert_eq!(read, expected);
     // (after, until] bounds.
     let range = KeyRange {
         after: Some(EntityKey::id("B")),
         until: Some(EntityKey::id("a1")),
     };
-    let bounded = read_all(&store, "t", Kind::User, range.clone(), 2).await;
+    let bounded = read_all(&store, "t", Kind::USER, range.clone(), 2).await;
     let expected_bounded: Vec<String> = expected
         .iter()
         .filter(|id| range.contains(&EntityKey::id(id.as_str())))
@@ -553,14 +553,14 @@ async fn range_reads_are_key_ordered_bytewise(backend: Backend) {
         .map(|(g, u)| membership("t", g, u, Version::new(1, 1)))
         .collect();
     store.apply_events(&batch).await.expect("memberships");
-    let read = read_all(&store, "t", Kind::Membership, KeyRange::all(), 1).await;
+    let read = read_all(&store, "t", Kind::MEMBERSHIP, KeyRange::all(), 1).await;
     assert_eq!(read, vec!["a:b", "a:z", "a-:b"]);
     let after = KeyRange {
         after: Some(EntityKey::pair("a", "b")),
         until: None,
     };
     assert_eq!(
-        read_all(&store, "t", Kind::Membership, after, 10).await,
+        read_all(&store, "t", Kind::MEMBERSHIP, after, 10).await,
         vec!["a:z", "a-:b"]
     );
 }
@@ -586,7 +586,7 @@ async fn many_rows(store: &Store) {
         .map(|index| {
             delete(
                 "t",
-                Kind::User,
+                Kind::USER,
                 EntityKey::id(format!("u{index:03}")),
                 Version::new(1, 400),
             )
@@ -622,14 +622,14 @@ async fn reads_within_many_ranges_return_their_rows_only(backend: Backend) {
         })
         .collect();
     let read = store
-        .read_rows("t", Kind::User, &ranges, 1_000)
+        .read_rows("t", Kind::USER, &ranges, 1_000)
         .await
         .expect("read within");
     let keys: Vec<String> = read.iter().map(|row| row.key().to_string()).collect();
     assert_eq!(keys, expected);
     // A limit cuts the page in key order.
     let first = store
-        .read_rows("t", Kind::User, &ranges, 5)
+        .read_rows("t", Kind::USER, &ranges, 5)
         .await
         .expect("read within");
     let keys: Vec<String> = first.iter().map(|row| row.key().to_string()).collect();
@@ -646,7 +646,7 @@ async fn reads_within_many_ranges_return_their_rows_only(backend: Backend) {
         },
     ];
     let read = store
-        .read_rows("t", Kind::Membership, &ranges, 1_000)
+        .read_rows("t", Kind::MEMBERSHIP, &ranges, 1_000)
         .await
         .expect("read memberships within");
     let keys: Vec<String> = read.iter().map(|row| row.key().to_string()).collect();
@@ -660,7 +660,7 @@ async fn digests_of_many_ranges_equal_those_of_a_scan(backend: Backend) {
     use recon_core::ports::{ReplicaStore, digests_by_scan};
     let (store, _db) = store(backend).await;
     many_rows(&store).await;
-    for kind in [Kind::User, Kind::Membership] {
+    for kind in [Kind::USER, Kind::MEMBERSHIP] {
         // 149 bounded ranges of two keys each after an open first, and an
         // open last: PostgreSQL aggregates them in one statement.
         let keys: Vec<EntityKey> = store
@@ -727,7 +727,7 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
             user("t", "u", "n", Version::new(1, 2)),
             Change::Upsert(Row {
                 tenant_id: "t".into(),
-                record: Record::Group(Group {
+                record: Record::from(Group {
                     id: "g".into(),
                     name: "G".into(),
                 }),
@@ -748,31 +748,31 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
     store
         .apply_events(&[delete(
             "t",
-            Kind::Tenant,
+            Kind::TENANT,
             EntityKey::id("t"),
             Version::new(1, 10),
         )])
         .await
         .expect("delete tenant");
-    assert_eq!(store.count_live("t", Kind::Group).await.expect("count"), 0);
+    assert_eq!(store.count_live("t", Kind::GROUP).await.expect("count"), 0);
     assert_eq!(
         store
-            .count_live("t", Kind::Membership)
+            .count_live("t", Kind::MEMBERSHIP)
             .await
             .expect("count"),
         0
     );
     assert_eq!(
-        read_all(&store, "t", Kind::User, KeyRange::all(), 10).await,
+        read_all(&store, "t", Kind::USER, KeyRange::all(), 10).await,
         vec!["late"],
         "event form spares newer rows"
     );
     assert_eq!(
-        read_all(&store, "", Kind::Tenant, KeyRange::all(), 10).await,
+        read_all(&store, "", Kind::TENANT, KeyRange::all(), 10).await,
         vec!["keep"]
     );
     assert_eq!(
-        store.count_live("keep", Kind::User).await.expect("count"),
+        store.count_live("keep", Kind::USER).await.expect("count"),
         1
     );
     // The reconciliation form removes everything of a tenant the source lost
@@ -783,14 +783,14 @@ async fn tenant_delete_tombstones_its_rows(backend: Backend) {
             Version::new(1, 30),
             &[delete(
                 "t",
-                Kind::Tenant,
+                Kind::TENANT,
                 EntityKey::id("t"),
                 Version::new(1, 30),
             )],
         )
         .await
         .expect("reconcile delete");
-    assert_eq!(store.count_live("t", Kind::User).await.expect("count"), 0);
+    assert_eq!(store.count_live("t", Kind::USER).await.expect("count"), 0);
 }
 
 async fn purge_removes_old_tombstones_only(backend: Backend) {
@@ -798,7 +798,7 @@ async fn purge_removes_old_tombstones_only(backend: Backend) {
     store
         .apply_events(&[
             user("t", "live", "n", Version::new(1, 1)),
-            delete("t", Kind::User, EntityKey::id("dead"), Version::new(1, 2)),
+            delete("t", Kind::USER, EntityKey::id("dead"), Version::new(1, 2)),
         ])
         .await
         .expect("seed");
@@ -818,7 +818,7 @@ async fn purge_removes_old_tombstones_only(backend: Backend) {
             .expect("purge"),
         1
     );
-    assert_eq!(store.count_live("t", Kind::User).await.expect("count"), 1);
+    assert_eq!(store.count_live("t", Kind::USER).await.expect("count"), 1);
     // With the tombstone gone (after retention), the row may be created again.
     store
         .apply_events(&[user("t", "dead", "back", Version::new(1, 1))])
@@ -882,7 +882,7 @@ fn version_guard_property(backend: Backend) {
                 .map(|(sequence, is_delete)| {
                     let version = Version::new(1, *sequence);
                     if *is_delete {
-                        delete("t", Kind::User, EntityKey::id(&id), version)
+                        delete("t", Kind::USER, EntityKey::id(&id), version)
                     } else {
                         user("t", &id, &format!("name at {sequence}"), version)
                     }

@@ -357,7 +357,7 @@ async fn set_database_default(url: &str, setting: &str) -> anyhow::Result<()> {
 async fn a_table_rewrite_outlasting_a_short_statement_timeout_is_migrated() -> anyhow::Result<()> {
     const USERS: u32 = 50_000;
     let database = store_before_the_digest_columns(USERS).await?;
-    let rewrite = recon_core::digest::postgres_digest_columns(&[("replica_users", Kind::User)])
+    let rewrite = recon_core::digest::postgres_digest_columns(&[("replica_users", Kind::USER)])
         .pop()
         .context("no digest column statement")?;
     let bounded = plain(&database.url).await?;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 fn user(id: &str, name: &str, sequence: u64) -> Change {
     Change::Upsert(Row {
         tenant_id: "t".into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@example.test"),
             display_name: name.into(),
@@ -34,7 +34,7 @@ fn user(id: &str, name: &str, sequence: u64) -> Change {
 fn delete_user(id: &str, sequence: u64) -> Change {
     Change::Delete(Deletion {
         tenant_id: "t".into(),
-        kind: Kind::User,
+        kind: Kind::USER,
         key: EntityKey::id(id),
         version: Version::new(1, sequence),
     })
@@ -180,7 +180,7 @@ async fn scheduled_purge_removes_old_tombstones_once_per_interval(backend: Backe
     for task in tasks {
         task.await.expect("purge task");
     }
-    assert_eq!(first.count_live("t", Kind::User).await.expect("count"), 1);
+    assert_eq!(first.count_live("t", Kind::USER).await.expect("count"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +196,7 @@ async fn scheduled_purge_on_sqlite() {
 fn run_record(run_id: &str, started_unix_ms: u64, units: usize) -> recon_core::RunRecord {
     let units: Vec<recon_core::UnitReport> = (0..units)
         .map(|index| {
-            let mut unit = recon_core::UnitReport::new(&format!("t{index}"), Kind::User);
+            let mut unit = recon_core::UnitReport::new(&format!("t{index}"), Kind::USER);
             unit.missing = 1;
             unit.written = 1;
             unit.unit = Some(format!("u{index:05}"));

@@ -22,10 +22,11 @@ impl DiffItem for Item {
         self.version
     }
     fn diff_hash(&self) -> RowHash {
-        RowHash::of(&Record::Tenant(Tenant {
+        Record::from(Tenant {
             id: self.key.clone(),
             name: self.name.clone(),
-        }))
+        })
+        .row_hash()
     }
 }
 

@@ -195,7 +195,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn user(name: &str) -> Record {
-        Record::User(User {
+        Record::from(User {
             id: "u1".into(),
             email: "u1@example.test".into(),
             display_name: name.into(),
@@ -217,7 +217,7 @@ mod tests {
     fn the_element_is_pinned() {
         // Changing the definition breaks every stored digest: this value is
         // the contract with the Source API and the databases' SQL function.
-        let tenant = Record::Tenant(Tenant {
+        let tenant = Record::from(Tenant {
             id: "t1".into(),
             name: "Tenant One".into(),
         });
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn the_expression_names_the_kinds_columns() {
         assert_eq!(
-            postgres_element_expression(Kind::Membership),
+            postgres_element_expression(Kind::MEMBERSHIP),
             "recon_row_digest(generation, sequence, 4, recon_digest_field(group_id) || recon_digest_field(user_id))"
         );
     }

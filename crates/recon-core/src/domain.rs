@@ -5,10 +5,13 @@
 //! ordered byte-wise, which is the order of every key-ordered stream in recon
 //! (source pages, store range reads, the merge-diff).
 
+use crate::schema::{FieldValue, InvalidRow, KindDef, Schema};
 use crate::{RowHash, Version};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 /// Longest id accepted anywhere, in characters (Unicode scalar values).
 pub const MAX_ID_CHARS: usize = 200;
@@ -68,76 +71,84 @@ pub fn validate_tenant_id(id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// The four replicated entity kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A tenant; every other kind references one.
-    Tenant,
-    /// A user of a tenant.
-    User,
-    /// A group of a tenant.
-    Group,
-    /// A user's membership in a group, keyed by `(group_id, user_id)`.
-    Membership,
-}
+/// A replicated kind, by its singular name (`user`, `product`): cheap to
+/// copy, compare and print. Which kinds exist, and what their rows hold, is
+/// the [schema](crate::schema)'s; the constants name the default schema's
+/// kinds. Kinds order by name.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind(&'static str);
 
 impl Kind {
-    /// All kinds in upsert order: tenants first, memberships last.
-    /// Deletions run in the reverse order.
-    pub const UPSERT_ORDER: [Kind; 4] = [Kind::Tenant, Kind::User, Kind::Group, Kind::Membership];
+    /// The default schema's tenant; every other kind of it lives in one.
+    pub const TENANT: Kind = Kind("tenant");
+    /// The default schema's user of a tenant.
+    pub const USER: Kind = Kind("user");
+    /// The default schema's group of a tenant.
+    pub const GROUP: Kind = Kind("group");
+    /// The default schema's membership of a user in a group, keyed by
+    /// `(group_id, user_id)`.
+    pub const MEMBERSHIP: Kind = Kind("membership");
 
-    /// The kinds that live inside a tenant.
-    pub const TENANT_SCOPED: [Kind; 3] = [Kind::User, Kind::Group, Kind::Membership];
+    /// The default schema's kinds in upsert order: tenants first,
+    /// memberships last. Deletions run in the reverse order.
+    pub const UPSERT_ORDER: [Kind; 4] = [Kind::TENANT, Kind::USER, Kind::GROUP, Kind::MEMBERSHIP];
 
-    /// Lowercase name, as used in URLs, reports and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tenant => "tenant",
-            Kind::User => "user",
-            Kind::Group => "group",
-            Kind::Membership => "membership",
+    /// The default schema's kinds that live inside a tenant.
+    pub const TENANT_SCOPED: [Kind; 3] = [Kind::USER, Kind::GROUP, Kind::MEMBERSHIP];
+
+    /// The kind named `name` (its singular name). Names are interned: each
+    /// distinct name is allocated once per process.
+    pub fn named(name: &str) -> Kind {
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        for known in Kind::UPSERT_ORDER {
+            if known.0 == name {
+                return known;
+            }
         }
+        let mut names = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(interned) = names.get(name) {
+            return Kind(interned);
+        }
+        let interned: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(interned);
+        Kind(interned)
     }
 
-    /// Parses an entity key of this kind from its cursor form (`id`, or
-    /// `group_id:user_id` for memberships).
-    pub fn parse_key(self, text: &str) -> Result<EntityKey, InvalidInput> {
-        match self {
-            Kind::Membership => {
-                let Some((group_id, user_id)) = text.split_once(':') else {
-                    return Err(InvalidInput::new(
-                        "membership cursor",
-                        format!("{text:?} is not of the form <group_id>:<user_id>"),
-                    ));
-                };
-                validate_id("group id", group_id)?;
-                validate_id("user id", user_id)?;
-                Ok(EntityKey::pair(group_id, user_id))
-            }
-            _ => {
-                validate_id("id", text)?;
-                Ok(EntityKey::id(text))
-            }
-        }
+    /// The kind of a declared definition.
+    pub fn of(definition: &'static KindDef) -> Kind {
+        Kind(definition.name.as_str())
+    }
+
+    /// The singular name, as used in reports, metrics and events.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.0)
     }
 }
 
 impl fmt::Display for Kind {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+        formatter.write_str(self.0)
     }
 }
 
 impl FromStr for Kind {
     type Err = InvalidInput;
 
+    /// A default-schema kind by its singular or plural name.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
-            "tenant" | "tenants" => Ok(Kind::Tenant),
-            "user" | "users" => Ok(Kind::User),
-            "group" | "groups" => Ok(Kind::Group),
-            "membership" | "memberships" => Ok(Kind::Membership),
+            "tenant" | "tenants" => Ok(Kind::TENANT),
+            "user" | "users" => Ok(Kind::USER),
+            "group" | "groups" => Ok(Kind::GROUP),
+            "membership" | "memberships" => Ok(Kind::MEMBERSHIP),
             other => Err(InvalidInput::new(
                 "kind",
                 format!("{other:?} is not one of tenant, user, group, membership"),
@@ -146,44 +157,88 @@ impl FromStr for Kind {
     }
 }
 
-/// Identity of an entity within its tenant and kind.
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Kind::named(&name))
+    }
+}
+
+/// Identity of an entity within its tenant and kind: the values of the
+/// kind's key fields, in key order.
 ///
-/// Ordered by `primary`, then `secondary`, each compared byte-wise — the
-/// order of the Source API's pages. Only memberships have a `secondary`
-/// (`primary` is the group id, `secondary` the user id).
+/// Ordered part by part, each compared byte-wise — the order of the
+/// Source API's pages. Its cursor form joins the parts with `:`; only the
+/// last part may hold one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntityKey {
-    /// The id (group id for memberships).
-    pub primary: String,
-    /// The user id of a membership; `None` for the other kinds.
-    pub secondary: Option<String>,
+    parts: Vec<String>,
 }
 
 impl EntityKey {
-    /// Key of a tenant, user or group.
+    /// A key of one part (a tenant, user or group).
     pub fn id(id: impl Into<String>) -> Self {
         Self {
-            primary: id.into(),
-            secondary: None,
+            parts: vec![id.into()],
         }
     }
 
-    /// Key of a membership.
-    pub fn pair(group_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+    /// A key of two parts (a membership: group id, user id).
+    pub fn pair(first: impl Into<String>, second: impl Into<String>) -> Self {
         Self {
-            primary: group_id.into(),
-            secondary: Some(user_id.into()),
+            parts: vec![first.into(), second.into()],
         }
+    }
+
+    /// A key of its parts, in key order.
+    pub fn from_parts(parts: Vec<String>) -> Self {
+        Self { parts }
+    }
+
+    /// The parts, in key order.
+    pub fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// The parts, owned.
+    pub fn into_parts(self) -> Vec<String> {
+        self.parts
+    }
+
+    /// The first part (a scope row's key is its scope value).
+    pub fn first(&self) -> &str {
+        self.parts.first().map_or("", String::as_str)
+    }
+
+    /// Parses a key of `parts` parts from its cursor form; `kind` names the
+    /// kind in errors. Each part must be a valid id ([`validate_id`]).
+    pub fn parse(text: &str, parts: usize, kind: &str) -> Result<EntityKey, InvalidInput> {
+        let split: Vec<&str> = text.splitn(parts.max(1), ':').collect();
+        if split.len() != parts.max(1) {
+            return Err(InvalidInput {
+                what: "cursor",
+                reason: format!("{kind} cursor {text:?} does not have {parts} parts joined by `:`"),
+            });
+        }
+        for part in &split {
+            validate_id("key part", part)?;
+        }
+        Ok(EntityKey::from_parts(
+            split.into_iter().map(str::to_owned).collect(),
+        ))
     }
 }
 
 impl fmt::Display for EntityKey {
-    /// The cursor form: `id`, or `group_id:user_id`.
+    /// The cursor form: the parts joined by `:`.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.secondary {
-            None => formatter.write_str(&self.primary),
-            Some(secondary) => write!(formatter, "{}:{secondary}", self.primary),
-        }
+        formatter.write_str(&self.parts.join(":"))
     }
 }
 
@@ -230,11 +285,10 @@ pub fn joined_bounds<'a>(
     part: usize,
 ) -> [String; 2] {
     let column = |key: &Option<EntityKey>| -> String {
-        match (key, part) {
-            (None, _) => String::new(),
-            (Some(key), 0) => key.primary.clone(),
-            (Some(key), _) => key.secondary.clone().unwrap_or_default(),
-        }
+        key.as_ref()
+            .and_then(|key| key.parts().get(part))
+            .cloned()
+            .unwrap_or_default()
     };
     let join = |bound: fn(&KeyRange) -> &Option<EntityKey>| -> String {
         ranges
@@ -341,45 +395,219 @@ pub struct Membership {
     pub user_id: String,
 }
 
-/// The data of one entity of any kind.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Record {
-    /// A tenant.
-    Tenant(Tenant),
-    /// A user.
-    User(User),
-    /// A group.
-    Group(Group),
-    /// A membership.
-    Membership(Membership),
+/// The data of one entity of a declared kind: its key and its data fields'
+/// values, held against the kind's definition in the schema.
+///
+/// Built through [`Record::new`] (checked against the kind) or, for the
+/// default schema, from its typed views ([`Tenant`], [`User`], [`Group`],
+/// [`Membership`]).
+#[derive(Clone)]
+pub struct Record {
+    definition: &'static KindDef,
+    key: EntityKey,
+    values: Vec<FieldValue>,
 }
 
 impl Record {
+    /// The record of `definition` with `key` and `values` (the data fields'
+    /// values in declaration order), checked against the definition: as
+    /// many key parts and values as declared, valid ids, every value fits
+    /// its field.
+    pub fn new(
+        definition: &'static KindDef,
+        key: EntityKey,
+        values: Vec<FieldValue>,
+    ) -> Result<Self, InvalidRow> {
+        definition.check_key(key.parts())?;
+        definition.check_values(&values)?;
+        Ok(Self::unchecked(definition, key, values))
+    }
+
+    /// The record of values already known to fit `definition` (read back
+    /// from a table made from it, or built from a typed view): the caller
+    /// vouches for them.
+    pub fn unchecked(
+        definition: &'static KindDef,
+        key: EntityKey,
+        values: Vec<FieldValue>,
+    ) -> Self {
+        Self {
+            definition,
+            key,
+            values,
+        }
+    }
+
     /// The record's kind.
     pub fn kind(&self) -> Kind {
-        match self {
-            Record::Tenant(_) => Kind::Tenant,
-            Record::User(_) => Kind::User,
-            Record::Group(_) => Kind::Group,
-            Record::Membership(_) => Kind::Membership,
-        }
+        Kind::of(self.definition)
     }
 
-    /// The record's key within its tenant and kind.
+    /// The kind's definition.
+    pub fn definition(&self) -> &'static KindDef {
+        self.definition
+    }
+
+    /// The record's key within its scope and kind.
     pub fn key(&self) -> EntityKey {
-        match self {
-            Record::Tenant(tenant) => EntityKey::id(&tenant.id),
-            Record::User(user) => EntityKey::id(&user.id),
-            Record::Group(group) => EntityKey::id(&group.id),
-            Record::Membership(membership) => {
-                EntityKey::pair(&membership.group_id, &membership.user_id)
-            }
+        self.key.clone()
+    }
+
+    /// The record's key, borrowed.
+    pub fn key_ref(&self) -> &EntityKey {
+        &self.key
+    }
+
+    /// The data fields' values, in declaration order.
+    pub fn values(&self) -> &[FieldValue] {
+        &self.values
+    }
+
+    /// The value of the data field `name`, if the kind declares it.
+    pub fn value(&self, name: &str) -> Option<&FieldValue> {
+        let index = self
+            .definition
+            .fields
+            .iter()
+            .position(|field| field.name == name)?;
+        self.values.get(index)
+    }
+
+    /// The text of the data field `name`: empty when the kind does not
+    /// declare it or its value is not text (an enum's value is text).
+    pub fn text(&self, name: &str) -> &str {
+        match self.value(name) {
+            Some(FieldValue::Text(text)) => text,
+            _ => "",
         }
     }
 
-    /// The canonical hash of the record's data (see [`RowHash`]).
+    /// The canonical hash of the record's data (see [`RowHash`] and
+    /// [`crate::schema::encode_row`]).
     pub fn row_hash(&self) -> RowHash {
-        RowHash::of(self)
+        crate::schema::row_hash_of_values(self.definition, self.key.parts(), &self.values)
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.definition.tag == other.definition.tag
+            && self.definition.name == other.definition.name
+            && self.key == other.key
+            && self.values == other.values
+    }
+}
+
+impl Eq for Record {}
+
+impl std::hash::Hash for Record {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.definition.name.hash(state);
+        self.key.hash(state);
+        self.values.hash(state);
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Record")
+            .field("kind", &self.definition.name)
+            .field("key", &self.key)
+            .field("values", &self.values)
+            .finish()
+    }
+}
+
+/// The default schema's definition of `kind`.
+fn default_definition(kind: Kind) -> &'static KindDef {
+    Schema::default_schema()
+        .kind(kind.as_str())
+        .unwrap_or_else(|| unreachable!("the default schema declares {kind}"))
+}
+
+fn text(value: &str) -> FieldValue {
+    FieldValue::Text(value.to_owned())
+}
+
+impl From<Tenant> for Record {
+    fn from(tenant: Tenant) -> Self {
+        Record::unchecked(
+            default_definition(Kind::TENANT),
+            EntityKey::id(tenant.id),
+            vec![FieldValue::Text(tenant.name)],
+        )
+    }
+}
+
+impl From<User> for Record {
+    fn from(user: User) -> Self {
+        Record::unchecked(
+            default_definition(Kind::USER),
+            EntityKey::id(user.id),
+            vec![
+                FieldValue::Text(user.email),
+                FieldValue::Text(user.display_name),
+                text(user.status.as_str()),
+            ],
+        )
+    }
+}
+
+impl From<Group> for Record {
+    fn from(group: Group) -> Self {
+        Record::unchecked(
+            default_definition(Kind::GROUP),
+            EntityKey::id(group.id),
+            vec![FieldValue::Text(group.name)],
+        )
+    }
+}
+
+impl From<Membership> for Record {
+    fn from(membership: Membership) -> Self {
+        Record::unchecked(
+            default_definition(Kind::MEMBERSHIP),
+            EntityKey::pair(membership.group_id, membership.user_id),
+            Vec::new(),
+        )
+    }
+}
+
+impl Record {
+    /// The typed view of a default-schema tenant.
+    pub fn as_tenant(&self) -> Option<Tenant> {
+        (self.kind() == Kind::TENANT).then(|| Tenant {
+            id: self.key.first().to_owned(),
+            name: self.text("name").to_owned(),
+        })
+    }
+
+    /// The typed view of a default-schema user (an unknown status reads as
+    /// disabled).
+    pub fn as_user(&self) -> Option<User> {
+        (self.kind() == Kind::USER).then(|| User {
+            id: self.key.first().to_owned(),
+            email: self.text("email").to_owned(),
+            display_name: self.text("display_name").to_owned(),
+            status: self.text("status").parse().unwrap_or(UserStatus::Disabled),
+        })
+    }
+
+    /// The typed view of a default-schema group.
+    pub fn as_group(&self) -> Option<Group> {
+        (self.kind() == Kind::GROUP).then(|| Group {
+            id: self.key.first().to_owned(),
+            name: self.text("name").to_owned(),
+        })
+    }
+
+    /// The typed view of a default-schema membership.
+    pub fn as_membership(&self) -> Option<Membership> {
+        (self.kind() == Kind::MEMBERSHIP).then(|| Membership {
+            group_id: self.key.first().to_owned(),
+            user_id: self.key.parts().get(1).cloned().unwrap_or_default(),
+        })
     }
 }
 
@@ -532,26 +760,29 @@ mod tests {
 
     #[test]
     fn membership_cursor_round_trips() {
-        let key = Kind::Membership.parse_key("g-1:u-2").expect("valid cursor");
+        let key = EntityKey::parse("g-1:u-2", 2, "membership").expect("valid cursor");
         assert_eq!(key, EntityKey::pair("g-1", "u-2"));
         assert_eq!(key.to_string(), "g-1:u-2");
     }
 
     #[test]
     fn bad_cursors_are_named() {
-        let error = Kind::Membership
-            .parse_key("no-colon")
-            .expect_err("must fail");
-        assert_eq!(error.what, "membership cursor");
-        let error = Kind::User.parse_key("").expect_err("must fail");
+        let error = EntityKey::parse("no-colon", 2, "membership").expect_err("must fail");
+        assert_eq!(
+            error.to_string(),
+            "invalid cursor: membership cursor \"no-colon\" does not have 2 parts joined by `:`"
+        );
+        // Only the last part may hold the separator.
+        let key = EntityKey::parse("a:b:c", 2, "variant").expect("valid");
+        assert_eq!(key.parts(), ["a", "b:c"]);
+        let user = |text: &str| EntityKey::parse(text, 1, "user");
+        let error = user("").expect_err("must fail");
         assert!(error.to_string().contains("must not be empty"));
-        let error = Kind::User
-            .parse_key(&"x".repeat(300))
-            .expect_err("must fail");
+        let error = user(&"x".repeat(300)).expect_err("must fail");
         assert!(error.to_string().contains("300 characters"));
         // Counted in characters, as JSON Schema's maxLength counts them.
-        assert!(Kind::User.parse_key(&"é".repeat(200)).is_ok());
-        assert!(Kind::User.parse_key(&"é".repeat(201)).is_err());
+        assert!(user(&"é".repeat(200)).is_ok());
+        assert!(user(&"é".repeat(201)).is_err());
         assert!("widgets".parse::<Kind>().is_err());
     }
 }

@@ -149,9 +149,7 @@ mod tests {
     fn removal(tenant: &str, users: u64) -> TenantRemoval {
         TenantRemoval {
             tenant: tenant.into(),
-            users,
-            groups: 0,
-            memberships: 0,
+            live: [("users".to_owned(), users)].into(),
         }
     }
 

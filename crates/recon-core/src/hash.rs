@@ -22,12 +22,9 @@
 //! encoding means a new prefix (`recon-row-v2`) and a migration of stored
 //! hashes.
 
-use crate::Record;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-
-const DOMAIN_PREFIX: &[u8] = b"recon-row-v1\0";
 
 /// 128-bit canonical hash of a record's data.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,35 +32,6 @@ const DOMAIN_PREFIX: &[u8] = b"recon-row-v1\0";
 pub struct RowHash([u8; 16]);
 
 impl RowHash {
-    /// Computes the canonical hash of a record of the default schema
-    /// (encoding v1, see module docs and [`crate::schema::encode_row`]).
-    pub fn of(record: &Record) -> Self {
-        let (tag, fields): (u8, [&str; 4]) = match record {
-            Record::Tenant(tenant) => (1, [&tenant.id, &tenant.name, "", ""]),
-            Record::User(user) => (
-                2,
-                [
-                    &user.id,
-                    &user.email,
-                    &user.display_name,
-                    user.status.as_str(),
-                ],
-            ),
-            Record::Group(group) => (3, [&group.id, &group.name, "", ""]),
-            Record::Membership(membership) => {
-                (4, [&membership.group_id, &membership.user_id, "", ""])
-            }
-        };
-        let used = if tag == 2 { 4 } else { 2 };
-        let mut encoding = Vec::with_capacity(64);
-        encoding.extend_from_slice(DOMAIN_PREFIX);
-        encoding.push(tag);
-        for field in &fields[..used] {
-            crate::schema::encode_text(field, &mut encoding);
-        }
-        crate::schema::row_hash_of_encoding(&encoding)
-    }
-
     /// A hash from its 16 bytes.
     pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
@@ -124,12 +92,12 @@ impl TryFrom<String> for RowHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Membership, Tenant, User, UserStatus};
+    use crate::{Membership, Record, Tenant, User, UserStatus};
 
     #[test]
     fn known_vectors_never_change() {
         // Pinned: if this fails, stored hashes of every deployment go stale.
-        let tenant = Record::Tenant(Tenant {
+        let tenant = Record::from(Tenant {
             id: "t1".into(),
             name: "Acme".into(),
         });
@@ -143,11 +111,11 @@ mod tests {
 
     #[test]
     fn field_boundaries_matter() {
-        let left = Record::Membership(Membership {
+        let left = Record::from(Membership {
             group_id: "ab".into(),
             user_id: "c".into(),
         });
-        let right = Record::Membership(Membership {
+        let right = Record::from(Membership {
             group_id: "a".into(),
             user_id: "bc".into(),
         });
@@ -167,14 +135,14 @@ mod tests {
             ..user.clone()
         };
         assert_ne!(
-            Record::User(user).row_hash(),
-            Record::User(disabled).row_hash()
+            Record::from(user).row_hash(),
+            Record::from(disabled).row_hash()
         );
     }
 
     #[test]
     fn hex_round_trips() {
-        let hash = Record::Tenant(Tenant {
+        let hash = Record::from(Tenant {
             id: "x".into(),
             name: "y".into(),
         })

@@ -237,11 +237,11 @@ mod tests {
 
     #[test]
     fn totals_sum_the_units_and_count_problems() {
-        let mut a = UnitReport::new("t1", Kind::User);
+        let mut a = UnitReport::new("t1", Kind::USER);
         a.compared = 10;
         a.missing = 2;
         a.written = 2;
-        let mut b = UnitReport::new("t2", Kind::Group);
+        let mut b = UnitReport::new("t2", Kind::GROUP);
         b.compared = 5;
         b.phantom = 3;
         b.skipped_by_guard = 3;
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_totals_what_it_would_have_written() {
-        let mut unit = UnitReport::new("t1", Kind::User);
+        let mut unit = UnitReport::new("t1", Kind::USER);
         unit.missing = 4;
         unit.changed = 1;
         let record = record(vec![unit], true);

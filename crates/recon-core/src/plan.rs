@@ -17,27 +17,25 @@ use crate::{EntityKey, Kind};
 pub struct TenantWeight {
     /// The tenant.
     pub tenant_id: String,
-    /// Users.
-    pub users: u64,
-    /// Groups.
-    pub groups: u64,
-    /// Memberships.
-    pub memberships: u64,
+    /// Its rows per scoped kind.
+    pub kinds: Vec<KindWeight>,
+}
+
+/// The rows of one kind of a tenant at the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindWeight {
+    /// The kind.
+    pub kind: Kind,
+    /// How many key fields it has (a split's boundaries have as many).
+    pub key_parts: usize,
+    /// Its rows.
+    pub rows: u64,
 }
 
 impl TenantWeight {
     /// All rows of the tenant.
     pub fn total(&self) -> u64 {
-        self.users + self.groups + self.memberships
-    }
-
-    fn of(&self, kind: Kind) -> u64 {
-        match kind {
-            Kind::User => self.users,
-            Kind::Group => self.groups,
-            Kind::Membership => self.memberships,
-            Kind::Tenant => 0,
-        }
+        self.kinds.iter().map(|kind| kind.rows).sum()
     }
 }
 
@@ -86,10 +84,14 @@ pub fn plan_units(
             });
             continue;
         }
-        for kind in Kind::TENANT_SCOPED {
-            let rows = tenant.of(kind);
+        for &KindWeight {
+            kind,
+            key_parts,
+            rows,
+        } in &tenant.kinds
+        {
             let parts = rows.div_ceil(target).clamp(1, MAX_RANGES_PER_KIND);
-            let boundaries = boundaries(kind, parts);
+            let boundaries = boundaries(key_parts, parts);
             let mut after = None;
             for until in boundaries
                 .into_iter()
@@ -110,16 +112,22 @@ pub fn plan_units(
     units
 }
 
-/// `parts - 1` increasing boundary keys splitting `kind`'s key space.
-fn boundaries(kind: Kind, parts: u64) -> Vec<EntityKey> {
+/// `parts - 1` increasing boundary keys of `key_parts` parts splitting a
+/// kind's key space by its first key field (the others are the largest
+/// UUID).
+fn boundaries(key_parts: usize, parts: u64) -> Vec<EntityKey> {
     (1..parts)
         .map(|index| {
             let bucket = index * 256 / parts;
-            let id = format!("{:02x}ffffff-ffff-ffff-ffff-ffffffffffff", bucket - 1);
-            match kind {
-                Kind::Membership => EntityKey::pair(id, "ffffffff-ffff-ffff-ffff-ffffffffffff"),
-                _ => EntityKey::id(id),
-            }
+            let mut key = vec![format!(
+                "{:02x}ffffff-ffff-ffff-ffff-ffffffffffff",
+                bucket - 1
+            )];
+            key.resize(
+                key_parts.max(1),
+                "ffffffff-ffff-ffff-ffff-ffffffffffff".to_owned(),
+            );
+            EntityKey::from_parts(key)
         })
         .collect()
 }
@@ -131,11 +139,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn weight(id: &str, users: u64) -> TenantWeight {
+        let kind = |kind, key_parts, rows| KindWeight {
+            kind,
+            key_parts,
+            rows,
+        };
         TenantWeight {
             tenant_id: id.into(),
-            users,
-            groups: users / 10,
-            memberships: users * 2,
+            kinds: vec![
+                kind(Kind::USER, 1, users),
+                kind(Kind::GROUP, 1, users / 10),
+                kind(Kind::MEMBERSHIP, 2, users * 2),
+            ],
         }
     }
 
@@ -177,13 +192,10 @@ mod tests {
         #[test]
         fn ranges_partition_the_key_space(users in 1u64..200_000, members in 1usize..6, keys in prop::collection::vec("[0-9a-f~A-Z:-]{1,40}", 1..50)) {
             let units = plan_units(&[weight("t", users)], members, 100);
-            for kind in Kind::TENANT_SCOPED {
+            for KindWeight { kind, key_parts, .. } in weight("t", users).kinds {
                 let of_kind: Vec<_> = units.iter().filter(|unit| unit.kind == Some(kind) || unit.kind.is_none()).collect();
                 for key in &keys {
-                    let entity = match kind {
-                        Kind::Membership => EntityKey::pair(key.clone(), key.clone()),
-                        _ => EntityKey::id(key.clone()),
-                    };
+                    let entity = EntityKey::from_parts(vec![key.clone(); key_parts]);
                     let holders = of_kind.iter().filter(|unit| range(unit).contains(&entity)).count();
                     prop_assert_eq!(holders, 1, "key {:?} of {} is in {} units", key, kind, holders);
                 }
@@ -193,7 +205,7 @@ mod tests {
         #[test]
         fn uuid_keys_spread_evenly(seed in any::<u64>()) {
             let units = plan_units(&[weight("t", 200_000)], 4, 1_000);
-            let user_units: Vec<_> = units.iter().filter(|unit| unit.kind == Some(Kind::User)).collect();
+            let user_units: Vec<_> = units.iter().filter(|unit| unit.kind == Some(Kind::USER)).collect();
             let mut counts = vec![0u64; user_units.len()];
             let mut state = seed | 1;
             for _ in 0..20_000 {

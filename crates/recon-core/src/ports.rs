@@ -4,6 +4,7 @@
 
 pub use crate::digest::RangeDigest;
 use crate::digest::record_element;
+use crate::schema::Schema;
 use crate::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use async_trait::async_trait;
 
@@ -132,7 +133,7 @@ pub trait ConsumerGate: Send + Sync {
 /// key — optionally only within some key ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
-    /// The tenant; ignored for [`Kind::Tenant`] (the tenant list).
+    /// The tenant; ignored for [`Kind::TENANT`] (the tenant list).
     pub tenant_id: String,
     /// The kind to list.
     pub kind: Kind,
@@ -162,16 +163,20 @@ pub struct SourcePage {
 }
 
 /// A tenant's entity counts at the source, for planning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TenantCounts {
-    /// Users.
-    pub users: u64,
-    /// Groups.
-    pub groups: u64,
-    /// Memberships.
-    pub memberships: u64,
+    /// Rows per scoped kind, in the schema's file order
+    /// ([`Schema::scoped`](crate::schema::Schema::scoped)).
+    pub counts: Vec<u64>,
     /// The source's version as of the counts.
     pub watermark: Version,
+}
+
+impl TenantCounts {
+    /// All rows of the tenant.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 /// What digests to compute: one kind of one tenant over a key range, split
@@ -180,7 +185,7 @@ pub struct TenantCounts {
 pub struct DigestRequest {
     /// The tenant.
     pub tenant_id: String,
-    /// The kind (not [`Kind::Tenant`]).
+    /// The kind (not [`Kind::TENANT`]).
     pub kind: Kind,
     /// The range to cover.
     pub range: KeyRange,
@@ -208,12 +213,12 @@ pub struct SourceDigests {
     pub watermark: Version,
 }
 
-/// The digests of a tenant's users, groups and memberships, each over its
-/// whole key space, read in one snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The digests of a tenant's scoped kinds, each over its whole key space,
+/// read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantDigests {
-    /// In [`Kind::TENANT_SCOPED`] order: users, groups, memberships.
-    pub kinds: [RangeDigest; 3],
+    /// One per scoped kind, in the schema's file order.
+    pub kinds: Vec<RangeDigest>,
     /// The source's version as of the snapshot.
     pub watermark: Version,
 }
@@ -224,8 +229,8 @@ pub struct TenantDigests {
 /// without any row may be absent.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AllTenantDigests {
-    /// Users, groups and memberships per tenant.
-    pub tenants: std::collections::HashMap<String, [RangeDigest; 3]>,
+    /// One digest per scoped kind (file order) per tenant.
+    pub tenants: std::collections::HashMap<String, Vec<RangeDigest>>,
     /// The source's version as of the snapshot.
     pub watermark: Version,
 }
@@ -289,7 +294,7 @@ pub trait ReplicaStore: Send + Sync {
     async fn orphan_scopes(&self) -> Result<Vec<String>, PortError>;
 
     /// Live rows of `kind` within `range`: of one tenant, or of every
-    /// tenant when `tenant_id` is `None` (ignored for [`Kind::Tenant`]).
+    /// tenant when `tenant_id` is `None` (ignored for [`Kind::TENANT`]).
     async fn count_rows(
         &self,
         tenant_id: Option<&str>,
@@ -366,15 +371,20 @@ pub trait ReplicaStore: Send + Sync {
     /// the store cannot aggregate them cheaply (the default).
     async fn all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+    ) -> Result<Option<std::collections::HashMap<String, Vec<RangeDigest>>>, PortError> {
         Ok(None)
     }
 
-    /// The digests of a tenant's live users, groups and memberships, each
-    /// whole (in [`Kind::TENANT_SCOPED`] order); their counts are the
-    /// tenant's live rows per kind.
-    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+    /// The digests of a tenant's live rows of each scoped kind, each whole
+    /// (in the schema's file order); their counts are the tenant's live
+    /// rows per kind.
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Vec<RangeDigest>, PortError> {
         tenant_digests_by_scan(self, tenant_id).await
+    }
+
+    /// The declared schema the store holds (its kinds and their order).
+    fn schema(&self) -> &'static Schema {
+        Schema::default_schema()
     }
 }
 
@@ -383,10 +393,10 @@ pub trait ReplicaStore: Send + Sync {
 pub async fn tenant_digests_by_scan<S: ReplicaStore + ?Sized>(
     store: &S,
     tenant_id: &str,
-) -> Result<[RangeDigest; 3], PortError> {
-    let mut digests = [RangeDigest::default(); 3];
-    for (digest, kind) in digests.iter_mut().zip(Kind::TENANT_SCOPED) {
-        *digest = digests_by_scan(store, tenant_id, kind, None, &[None]).await?[0];
+) -> Result<Vec<RangeDigest>, PortError> {
+    let mut digests = Vec::new();
+    for kind in store.schema().scoped_kinds() {
+        digests.push(digests_by_scan(store, tenant_id, kind, None, &[None]).await?[0]);
     }
     Ok(digests)
 }

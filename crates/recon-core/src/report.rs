@@ -38,18 +38,32 @@ impl UnitOutcome {
 pub struct TenantRemoval {
     /// The tenant.
     pub tenant: String,
-    /// Its live users in the replica.
-    pub users: u64,
-    /// Its live groups.
-    pub groups: u64,
-    /// Its live memberships.
-    pub memberships: u64,
+    /// Its live rows in the replica per scoped kind, by the kind's plural
+    /// (`users`, `groups`, `memberships`: the fields of records written
+    /// before declared schemas).
+    #[serde(flatten)]
+    pub live: std::collections::BTreeMap<String, u64>,
 }
 
 impl TenantRemoval {
     /// Rows deleting the tenant removes, its own row included.
     pub fn rows(&self) -> u64 {
-        1 + self.users + self.groups + self.memberships
+        1 + self.live.values().sum::<u64>()
+    }
+
+    /// `1 groups, 3 users` (the kinds it has rows of, by plural), or
+    /// `no rows`.
+    pub fn describe_live(&self) -> String {
+        let parts: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(plural, count)| format!("{count} {plural}"))
+            .collect();
+        if parts.is_empty() {
+            return "no rows".to_owned();
+        }
+        parts.join(", ")
     }
 }
 
@@ -145,6 +159,12 @@ impl UnitReport {
 }
 
 impl UnitReport {
+    /// True for the unit of the scope list (the tenants), whose tenant is
+    /// empty.
+    pub fn is_scope_list(&self) -> bool {
+        self.tenant.is_empty()
+    }
+
     /// The outcome in words, with the tenants the source lost and their row
     /// counts (for barriers and logs).
     pub fn describe(&self) -> String {
@@ -152,8 +172,9 @@ impl UnitReport {
         for removal in &self.removed_tenants {
             let _ = write!(
                 text,
-                "; tenant {} gone from the source ({} users, {} groups, {} memberships)",
-                removal.tenant, removal.users, removal.groups, removal.memberships
+                "; tenant {} gone from the source ({})",
+                removal.tenant,
+                removal.describe_live()
             );
         }
         text
@@ -245,11 +266,11 @@ impl RunReport {
         let tenant_list_done = self
             .units
             .iter()
-            .any(|unit| unit.kind == Kind::Tenant && unit.outcome.reconciled());
+            .any(|unit| unit.is_scope_list() && unit.outcome.reconciled());
         if !tenant_list_done {
             return Vec::new();
         }
-        let tenant_units = self.units.iter().filter(|unit| unit.kind != Kind::Tenant);
+        let tenant_units = self.units.iter().filter(|unit| !unit.is_scope_list());
         let failed: std::collections::BTreeSet<&str> = tenant_units
             .clone()
             .filter(|unit| !unit.outcome.reconciled())
@@ -351,8 +372,9 @@ impl RunReport {
             for removal in &unit.removed_tenants {
                 let _ = writeln!(
                     out,
-                    "  tenant {} gone from the source: {} users, {} groups, {} memberships",
-                    removal.tenant, removal.users, removal.groups, removal.memberships
+                    "  tenant {} gone from the source: {}",
+                    removal.tenant,
+                    removal.describe_live()
                 );
             }
         }
@@ -411,14 +433,14 @@ mod tests {
 
     #[test]
     fn table_lists_problem_units_and_totals() {
-        let mut fixed = UnitReport::new("t1", Kind::User);
+        let mut fixed = UnitReport::new("t1", Kind::USER);
         fixed.compared = 10;
         fixed.missing = 2;
         fixed.written = 2;
-        let mut failed = UnitReport::new("t2", Kind::Group);
+        let mut failed = UnitReport::new("t2", Kind::GROUP);
         failed.outcome =
             UnitOutcome::Failed("HTTP 500 from http://source/v1/tenants/t2/groups".into());
-        let quiet = UnitReport::new("t3", Kind::Membership);
+        let quiet = UnitReport::new("t3", Kind::MEMBERSHIP);
         let units = vec![fixed, failed, quiet];
         let report = RunReport {
             epoch: 7,
@@ -442,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_says_so_and_counts_what_it_would_write() {
-        let mut unit = UnitReport::new("t1", Kind::User);
+        let mut unit = UnitReport::new("t1", Kind::USER);
         unit.compared = 10;
         unit.missing = 2;
         unit.changed = 1;
@@ -485,13 +507,13 @@ mod tests {
 
     #[test]
     fn a_failed_tenant_keeps_the_run_from_raising_its_floor() {
-        let list = UnitReport::new("", Kind::Tenant);
-        let good = UnitReport::new("a", Kind::User);
-        let mut tripped = UnitReport::new("b", Kind::User);
+        let list = UnitReport::new("", Kind::TENANT);
+        let good = UnitReport::new("a", Kind::USER);
+        let mut tripped = UnitReport::new("b", Kind::USER);
         tripped.outcome = UnitOutcome::GuardTripped;
-        let mut failed = UnitReport::new("c", Kind::Group);
+        let mut failed = UnitReport::new("c", Kind::GROUP);
         failed.outcome = UnitOutcome::Failed("source: timeout".into());
-        let c_users = UnitReport::new("c", Kind::User);
+        let c_users = UnitReport::new("c", Kind::USER);
         let all_good = report_of(vec![list.clone(), good.clone(), tripped.clone()]);
         assert_eq!(all_good.floor_scopes(true, "*"), vec!["*".to_owned()]);
         assert_eq!(
@@ -514,10 +536,10 @@ mod tests {
 
     #[test]
     fn a_page_of_another_generation_is_a_restore_during_the_run() {
-        let mut list = UnitReport::new("", Kind::Tenant);
+        let mut list = UnitReport::new("", Kind::TENANT);
         list.min_generation = Some(3);
         list.max_generation = Some(3);
-        let mut users = UnitReport::new("a", Kind::User);
+        let mut users = UnitReport::new("a", Kind::USER);
         users.min_generation = Some(3);
         users.max_generation = Some(4);
         let report = report_of(vec![list.clone()]);

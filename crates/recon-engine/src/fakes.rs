@@ -16,7 +16,7 @@ pub type Rows = BTreeMap<(Kind, String), BTreeMap<EntityKey, Row>>;
 
 /// Files a row where both fakes keep it.
 pub fn insert(rows: &mut Rows, row: Row) {
-    let tenant = if row.kind() == Kind::Tenant {
+    let tenant = if row.kind() == Kind::TENANT {
         String::new()
     } else {
         row.tenant_id.clone()
@@ -115,7 +115,7 @@ impl Source for FakeSource {
         if let Some(live) = &self.live {
             live(request, &mut all_rows, &mut watermark);
         }
-        let tenant = if request.kind == Kind::Tenant {
+        let tenant = if request.kind == Kind::TENANT {
             String::new()
         } else {
             request.tenant_id.clone()
@@ -211,7 +211,7 @@ impl Source for FakeSource {
         }
         self.digest_requests.fetch_add(1, Ordering::SeqCst);
         let rows = self.rows.lock().expect("lock");
-        let mut kinds = [RangeDigest::default(); 3];
+        let mut kinds = vec![RangeDigest::default(); Kind::TENANT_SCOPED.len()];
         for (digest, kind) in kinds.iter_mut().zip(Kind::TENANT_SCOPED) {
             for row in rows
                 .get(&(kind, tenant_id.to_owned()))
@@ -234,9 +234,7 @@ impl Source for FakeSource {
                 .map_or(0, |rows| rows.len() as u64)
         };
         Ok(TenantCounts {
-            users: count(Kind::User),
-            groups: count(Kind::Group),
-            memberships: count(Kind::Membership),
+            counts: Kind::TENANT_SCOPED.into_iter().map(count).collect(),
             watermark: *self.watermark.lock().expect("lock"),
         })
     }
@@ -287,14 +285,15 @@ impl FakeStore {
 }
 
 /// Every tenant's digests of `rows` (tenants without rows absent).
-fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, [RangeDigest; 3]> {
-    let mut all: std::collections::HashMap<String, [RangeDigest; 3]> = Default::default();
+fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, Vec<RangeDigest>> {
+    let mut all: std::collections::HashMap<String, Vec<RangeDigest>> = Default::default();
     for ((kind, tenant), keyed) in rows {
         let Some(index) = Kind::TENANT_SCOPED.iter().position(|known| known == kind) else {
             continue;
         };
         for row in keyed.values() {
-            all.entry(tenant.clone()).or_default()[index]
+            all.entry(tenant.clone())
+                .or_insert_with(|| vec![RangeDigest::default(); Kind::TENANT_SCOPED.len()])[index]
                 .add(record_element(&row.record, row.version));
         }
     }
@@ -305,7 +304,7 @@ fn all_digests_of(rows: &Rows) -> std::collections::HashMap<String, [RangeDigest
 impl ReplicaStore for FakeStore {
     async fn all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+    ) -> Result<Option<std::collections::HashMap<String, Vec<RangeDigest>>>, PortError> {
         Ok(Some(all_digests_of(&self.rows.lock().expect("lock"))))
     }
 
@@ -316,7 +315,7 @@ impl ReplicaStore for FakeStore {
         ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<Row>, PortError> {
-        let tenant = if kind == Kind::Tenant {
+        let tenant = if kind == Kind::TENANT {
             String::new()
         } else {
             tenant_id.to_owned()
@@ -346,7 +345,7 @@ impl ReplicaStore for FakeStore {
             .iter()
             .filter(|((of_kind, tenant), _)| {
                 *of_kind == kind
-                    && (kind == Kind::Tenant || tenant_id.is_none_or(|wanted| wanted == tenant))
+                    && (kind == Kind::TENANT || tenant_id.is_none_or(|wanted| wanted == tenant))
             })
             .flat_map(|(_, keyed)| keyed.keys())
             .filter(|key| range.contains(key))
@@ -357,13 +356,13 @@ impl ReplicaStore for FakeStore {
     async fn orphan_scopes(&self) -> Result<Vec<String>, PortError> {
         let rows = self.rows.lock().expect("lock");
         let live_tenants: std::collections::BTreeSet<&str> = rows
-            .get(&(Kind::Tenant, String::new()))
-            .map(|tenants| tenants.keys().map(|key| key.primary.as_str()).collect())
+            .get(&(Kind::TENANT, String::new()))
+            .map(|tenants| tenants.keys().map(|key| key.first()).collect())
             .unwrap_or_default();
         let orphans: std::collections::BTreeSet<String> = rows
             .iter()
             .filter(|((kind, tenant), keyed)| {
-                *kind != Kind::Tenant
+                *kind != Kind::TENANT
                     && !keyed.is_empty()
                     && !live_tenants.contains(tenant.as_str())
             })
@@ -400,7 +399,7 @@ impl ReplicaStore for FakeStore {
         let mut rows = self.rows.lock().expect("lock");
         let mut kept_newer = 0;
         for change in changes {
-            let tenant = if change.kind() == Kind::Tenant {
+            let tenant = if change.kind() == Kind::TENANT {
                 String::new()
             } else {
                 change.tenant_id().to_owned()
@@ -416,7 +415,7 @@ impl ReplicaStore for FakeStore {
             match change {
                 Change::Upsert(row) => insert(&mut rows, row.clone()),
                 Change::Delete(deletion) => {
-                    let tenant = if deletion.kind == Kind::Tenant {
+                    let tenant = if deletion.kind == Kind::TENANT {
                         String::new()
                     } else {
                         deletion.tenant_id.clone()
@@ -424,7 +423,7 @@ impl ReplicaStore for FakeStore {
                     if let Some(keyed) = rows.get_mut(&(deletion.kind, tenant)) {
                         keyed.remove(&deletion.key);
                     }
-                    if deletion.kind == Kind::Tenant {
+                    if deletion.kind == Kind::TENANT {
                         for kind in Kind::TENANT_SCOPED {
                             rows.remove(&(kind, deletion.tenant_id.clone()));
                         }

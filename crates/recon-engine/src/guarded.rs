@@ -41,7 +41,10 @@ impl UnitContext<'_> {
             Ok(look) => look,
             Err(error) => {
                 warn!(tenant = tenant_id, error = %error, "could not count the tenant's rows; nothing walked");
-                return Kind::TENANT_SCOPED
+                return self
+                    .store
+                    .schema()
+                    .scoped_kinds()
                     .into_iter()
                     .map(|kind| {
                         let mut report = UnitReport::new(tenant_id, kind);
@@ -52,12 +55,11 @@ impl UnitContext<'_> {
                     .collect();
             }
         };
-        let rows_per_kind = look.replica_rows;
-        let tenant_rows: u64 = rows_per_kind.iter().sum();
+        let tenant_rows: u64 = look.replica_rows.iter().sum();
         let tenant_limit = guard.limit(tenant_rows);
-        let mut units = Vec::with_capacity(3);
+        let mut units = Vec::with_capacity(look.kinds.len());
         let mut found = 0u64;
-        for (kind, kind_rows) in Kind::TENANT_SCOPED.into_iter().zip(rows_per_kind) {
+        for (&kind, &kind_rows) in look.kinds.iter().zip(&look.replica_rows) {
             let spec = UnitSpec {
                 tenant_id: tenant_id.to_owned(),
                 kind,
@@ -109,8 +111,9 @@ impl UnitContext<'_> {
         if self.cancel.is_cancelled() {
             return Err(UnitError::Cancelled);
         }
+        let kinds = self.store.schema().scoped_kinds();
         if let Some(all) = self.all_digests {
-            return Ok(all.first_look(tenant_id));
+            return Ok(all.first_look(tenant_id, kinds));
         }
         let source = if self.options.digests && self.filter.is_none() {
             self.source
@@ -121,10 +124,17 @@ impl UnitContext<'_> {
             None
         };
         let Some(source) = source else {
+            let replica_rows = self
+                .tenant_rows(tenant_id)
+                .await?
+                .into_iter()
+                .map(|(_, rows)| rows)
+                .collect();
             return Ok(FirstLook {
-                replica_rows: self.tenant_rows(tenant_id).await?,
+                kinds,
+                replica_rows,
                 source: None,
-                replica: [RangeDigest::default(); 3],
+                replica: Vec::new(),
             });
         };
         let replica = self
@@ -133,7 +143,8 @@ impl UnitContext<'_> {
             .await
             .map_err(UnitError::Store)?;
         Ok(FirstLook {
-            replica_rows: replica.map(|digest| digest.count),
+            kinds,
+            replica_rows: replica.iter().map(|digest| digest.count).collect(),
             source: Some(source),
             replica,
         })
@@ -149,7 +160,7 @@ impl UnitContext<'_> {
                 let unit = self
                     .count(Some(&spec.tenant_id), spec.kind, &spec.range)
                     .await?;
-                Ok((tenant.iter().sum::<u64>(), unit))
+                Ok((tenant.iter().map(|(_, rows)| rows).sum::<u64>(), unit))
             })
             .await;
         let (tenant_rows, unit_rows) = match counted {
@@ -174,13 +185,13 @@ impl UnitContext<'_> {
         let guard = self.options.delete_guard;
         let (counted, count_attempts) = self
             .retrying("count store tenants", || async {
-                self.count(None, Kind::Tenant, &KeyRange::all()).await
+                self.count(None, self.scope_kind(), &KeyRange::all()).await
             })
             .await;
         let tenant_rows = match counted {
             Ok(count) => count,
             Err(error) => {
-                let mut report = UnitReport::new("", Kind::Tenant);
+                let mut report = UnitReport::new("", self.scope_kind());
                 report.outcome = error.outcome();
                 report.attempts = count_attempts;
                 return (report, Vec::new());
@@ -194,7 +205,7 @@ impl UnitContext<'_> {
         };
         let spec = UnitSpec {
             tenant_id: String::new(),
-            kind: Kind::Tenant,
+            kind: self.scope_kind(),
             range: KeyRange::all(),
             source_rows: None,
             replica_rows: None,
@@ -206,7 +217,7 @@ impl UnitContext<'_> {
             .map(|walked| std::mem::take(&mut walked.source_keys))
             .unwrap_or_default()
             .into_iter()
-            .map(|key: EntityKey| key.primary)
+            .map(|key: EntityKey| key.first().to_owned())
             .collect();
         let Some(walked) = unit.walked.as_mut() else {
             return (unit.report, tenants);
@@ -286,7 +297,7 @@ impl UnitContext<'_> {
             if (walked.held.len() as u64) < hold {
                 walked.held.push(Deletion {
                     tenant_id: tenant,
-                    kind: Kind::Tenant,
+                    kind: self.scope_kind(),
                     key,
                     version: watermark,
                 });
@@ -298,7 +309,7 @@ impl UnitContext<'_> {
     /// Live rows of every kind in the whole store.
     async fn store_rows(&self) -> Result<u64, UnitError> {
         let mut rows = 0;
-        for kind in Kind::UPSERT_ORDER {
+        for kind in self.store.schema().kinds().iter().map(Kind::of) {
             rows += self.count(None, kind, &KeyRange::all()).await?;
         }
         Ok(rows)
@@ -311,12 +322,14 @@ impl UnitContext<'_> {
             let (counted, _) = self
                 .retrying("count tenant rows", || self.tenant_rows(tenant))
                 .await;
-            let [users, groups, memberships] = counted?;
+            let schema = self.store.schema();
+            let live = counted?
+                .into_iter()
+                .map(|(kind, rows)| (schema.plural_of(kind).to_owned(), rows))
+                .collect();
             removals.push(TenantRemoval {
                 tenant: tenant.clone(),
-                users,
-                groups,
-                memberships,
+                live,
             });
         }
         Ok(removals)
@@ -382,21 +395,23 @@ impl UnitContext<'_> {
 #[derive(Debug)]
 pub(crate) struct AllDigests {
     pub source: AllTenantDigests,
-    pub replica: HashMap<String, [RangeDigest; 3]>,
+    pub replica: HashMap<String, Vec<RangeDigest>>,
 }
 
 impl AllDigests {
-    fn first_look(&self, tenant_id: &str) -> FirstLook {
-        let replica = self.replica.get(tenant_id).copied().unwrap_or_default();
+    /// The first look at a tenant whose scoped kinds are `kinds`.
+    fn first_look(&self, tenant_id: &str, kinds: Vec<Kind>) -> FirstLook {
+        let empty = vec![RangeDigest::default(); kinds.len()];
+        let replica = self
+            .replica
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or_else(|| empty.clone());
         FirstLook {
-            replica_rows: replica.map(|digest| digest.count),
+            kinds,
+            replica_rows: replica.iter().map(|digest| digest.count).collect(),
             source: Some(TenantDigests {
-                kinds: self
-                    .source
-                    .tenants
-                    .get(tenant_id)
-                    .copied()
-                    .unwrap_or_default(),
+                kinds: self.source.tenants.get(tenant_id).cloned().unwrap_or(empty),
                 watermark: self.source.watermark,
             }),
             replica,
@@ -406,32 +421,31 @@ impl AllDigests {
 
 /// What [`UnitContext::first_look`] found.
 struct FirstLook {
-    /// Live replica rows per kind (users, groups, memberships).
-    replica_rows: [u64; 3],
+    /// The scoped kinds, in the schema's file order: the order of the
+    /// lists below.
+    kinds: Vec<Kind>,
+    /// Live replica rows per kind.
+    replica_rows: Vec<u64>,
     /// The source's digests of each kind, if it offers them.
     source: Option<TenantDigests>,
     /// The replica's, when the source's are known.
-    replica: [RangeDigest; 3],
+    replica: Vec<RangeDigest>,
 }
 
 impl FirstLook {
     /// The source's rows of `kind`, if its digests are known.
     fn source_rows(&self, kind: Kind) -> Option<u64> {
-        let index = Kind::TENANT_SCOPED
-            .iter()
-            .position(|known| *known == kind)?;
-        Some(self.source.as_ref()?.kinds[index].count)
+        let index = self.kinds.iter().position(|known| *known == kind)?;
+        Some(self.source.as_ref()?.kinds.get(index)?.count)
     }
 
     /// The source's digest of `kind` and the watermark it was read at, if
     /// it equals the replica's.
     fn matched(&self, kind: Kind) -> Option<(RangeDigest, Version)> {
-        let index = Kind::TENANT_SCOPED
-            .iter()
-            .position(|known| *known == kind)?;
+        let index = self.kinds.iter().position(|known| *known == kind)?;
         let source = self.source.as_ref()?;
-        (source.kinds[index] == self.replica[index])
-            .then_some((source.kinds[index], source.watermark))
+        let digest = *source.kinds.get(index)?;
+        (Some(&digest) == self.replica.get(index)).then_some((digest, source.watermark))
     }
 }
 

@@ -379,9 +379,9 @@ mod tests {
             seconds: 0.0,
             peak_rss_bytes: None,
             units: vec![
-                unit(Kind::User, 3, UnitOutcome::Done),
-                unit(Kind::User, 2, UnitOutcome::GuardTripped),
-                unit(Kind::Group, 1, UnitOutcome::Done),
+                unit(Kind::USER, 3, UnitOutcome::Done),
+                unit(Kind::USER, 2, UnitOutcome::GuardTripped),
+                unit(Kind::GROUP, 1, UnitOutcome::Done),
             ],
         };
         metrics.record_run(&report, 2.5);
@@ -403,8 +403,8 @@ mod tests {
         let metrics = ReconcileMetrics::default();
         metrics.record_unit(
             &[
-                unit(Kind::User, 0, UnitOutcome::Done),
-                unit(Kind::Group, 0, UnitOutcome::Fenced("newer epoch".into())),
+                unit(Kind::USER, 0, UnitOutcome::Done),
+                unit(Kind::GROUP, 0, UnitOutcome::Fenced("newer epoch".into())),
             ],
             0.1,
         );

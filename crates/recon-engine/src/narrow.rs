@@ -18,7 +18,7 @@
 use crate::unit::{UnitContext, UnitError, UnitSpec};
 use crate::walk::widen;
 use recon_core::ports::DigestRequest;
-use recon_core::{EntityKey, KeyRange, Kind};
+use recon_core::{EntityKey, KeyRange};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How narrowing paid off in a reconciler's recent units.
@@ -113,7 +113,7 @@ impl UnitContext<'_> {
         spec: &UnitSpec,
         page_ranges: u32,
     ) -> Result<Option<Narrowed>, UnitError> {
-        if !self.options.digests || spec.kind == Kind::Tenant || self.filter.is_some() {
+        if !self.options.digests || spec.kind == self.scope_kind() || self.filter.is_some() {
             return Ok(None);
         }
         let page_size = self.options.page_size;

@@ -220,7 +220,7 @@ impl Reconciler {
                 .counts(tenant_id)
                 .await
                 .ok()
-                .map(|counts| counts.users + counts.groups + counts.memberships)
+                .map(|counts| counts.total())
         } else {
             None
         };

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: id.into(),
-        record: Record::Tenant(Tenant {
+        record: Record::from(Tenant {
             id: id.into(),
             name: name.into(),
         }),
@@ -25,7 +25,7 @@ pub(crate) fn tenant(id: &str, name: &str, sequence: u64) -> Row {
 pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: id.into(),
             email: format!("{id}@x"),
             display_name: name.into(),
@@ -38,7 +38,7 @@ pub(crate) fn user(tenant: &str, id: &str, name: &str, sequence: u64) -> Row {
 pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::Group(Group {
+        record: Record::from(Group {
             id: id.into(),
             name: id.into(),
         }),
@@ -49,7 +49,7 @@ pub(crate) fn group(tenant: &str, id: &str, sequence: u64) -> Row {
 pub(crate) fn membership(tenant: &str, group_id: &str, user_id: &str, sequence: u64) -> Row {
     Row {
         tenant_id: tenant.into(),
-        record: Record::Membership(Membership {
+        record: Record::from(Membership {
             group_id: group_id.into(),
             user_id: user_id.into(),
         }),
@@ -146,7 +146,7 @@ proptest! {
         prop_assert_eq!(store.snapshot(), expected);
         let again = runtime().block_on(run(source(), &store, &options));
         prop_assert_eq!(again.total(|unit| unit.missing + unit.phantom + unit.changed), 0);
-        let tenant_scoped_pages: u64 = again.units.iter().filter(|unit| unit.kind != Kind::Tenant).map(|unit| unit.pages).sum();
+        let tenant_scoped_pages: u64 = again.units.iter().filter(|unit| unit.kind != Kind::TENANT).map(|unit| unit.pages).sum();
         prop_assert_eq!(tenant_scoped_pages, 0);
     }
 
@@ -226,7 +226,7 @@ fn big_tenant(users: u64) -> Rows {
 async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
     let truth = big_tenant(2_000);
     let mut replica = truth.clone();
-    let users = replica.get_mut(&(Kind::User, "t".into())).expect("users");
+    let users = replica.get_mut(&(Kind::USER, "t".into())).expect("users");
     // One changed row, one missing, one phantom — in three places.
     let changed = user("t", "u0100", "garbled", 1);
     users.insert(changed.key(), changed);
@@ -238,7 +238,7 @@ async fn digests_narrow_a_big_tenant_to_the_ranges_that_differ() {
     options.page_size = 10;
     let source = Arc::new(FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(16));
     let report = run_to_truth(&source, &store, &truth, &options).await;
-    let users = unit_of(&report, Kind::User);
+    let users = unit_of(&report, Kind::USER);
     assert_eq!((users.changed, users.missing, users.phantom), (1, 1, 1));
     assert!(
         users.digest_matched > 1_900,
@@ -262,7 +262,7 @@ async fn a_kind_the_replica_holds_too_little_of_is_walked_without_splitting() {
     options.page_size = 10;
     let source = Arc::new(FakeSource::new(truth.clone(), Version::new(2, 100)).with_digests(16));
     let report = run_to_truth(&source, &store, &truth, &options).await;
-    let users = unit_of(&report, Kind::User);
+    let users = unit_of(&report, Kind::USER);
     assert_eq!(users.missing, 2_000);
     assert_eq!(users.digest_requests, 1, "{users:?}");
     assert_eq!(
@@ -280,7 +280,7 @@ async fn multi_range_pages_read_only_the_differing_leaves_of_damage_spread_every
     // range worth skipping; leaves of 16 rows read 256 at a time do.
     let truth = big_tenant(4_000);
     let mut replica = truth.clone();
-    let users = replica.get_mut(&(Kind::User, "t".into())).expect("users");
+    let users = replica.get_mut(&(Kind::USER, "t".into())).expect("users");
     for index in (0..4_000).step_by(100) {
         match (index / 100) % 3 {
             0 => {
@@ -307,7 +307,7 @@ async fn multi_range_pages_read_only_the_differing_leaves_of_damage_spread_every
             .with_page_ranges(256),
     );
     let report = run_to_truth(&source, &store, &truth, &options).await;
-    let users = unit_of(&report, Kind::User);
+    let users = unit_of(&report, Kind::USER);
     assert_eq!((users.changed, users.missing, users.phantom), (14, 13, 13));
     assert!(
         users.compared <= 40 * 17,
@@ -333,11 +333,12 @@ async fn every_tenant_is_compared_by_one_digest_request_for_all() {
     let mut replica = truth.clone();
     // t3's group renamed behind recon's back.
     let mut renamed = group("t3", "g1", 1);
-    if let recon_core::Record::Group(group) = &mut renamed.record {
-        group.name = "renamed".into();
-    }
+    renamed.record = recon_core::Record::from(recon_core::Group {
+        id: "g1".into(),
+        name: "renamed".into(),
+    });
     replica
-        .get_mut(&(Kind::Group, "t3".into()))
+        .get_mut(&(Kind::GROUP, "t3".into()))
         .expect("groups")
         .insert(renamed.key(), renamed);
     let store = Arc::new(FakeStore::with(replica));
@@ -357,15 +358,15 @@ async fn every_tenant_is_compared_by_one_digest_request_for_all() {
     let walked: Vec<(&str, Kind)> = report
         .units
         .iter()
-        .filter(|unit| unit.kind != Kind::Tenant && unit.pages > 0)
+        .filter(|unit| unit.kind != Kind::TENANT && unit.pages > 0)
         .map(|unit| (unit.tenant.as_str(), unit.kind))
         .collect();
-    assert_eq!(walked, vec![("t3", Kind::Group)]);
+    assert_eq!(walked, vec![("t3", Kind::GROUP)]);
     assert_eq!(
         report
             .units
             .iter()
-            .find(|unit| unit.tenant == "t3" && unit.kind == Kind::Group)
+            .find(|unit| unit.tenant == "t3" && unit.kind == Kind::GROUP)
             .map(|unit| unit.changed),
         Some(1)
     );
@@ -385,7 +386,7 @@ async fn an_unchanged_tenant_costs_one_digest_request() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    let users = unit_of(&report, Kind::User);
+    let users = unit_of(&report, Kind::USER);
     assert_eq!(
         (users.pages, users.digest_matched, users.compared),
         (0, 2_000, 0)
@@ -397,8 +398,8 @@ async fn an_unchanged_tenant_costs_one_digest_request() {
 async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
     let replica = big_tenant(100);
     let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
-        users.retain(|key, _| key.primary.ends_with(['0', '2', '4', '6', '8']));
+    if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
+        users.retain(|key, _| key.first().ends_with(['0', '2', '4', '6', '8']));
     }
     let store = Arc::new(FakeStore::with(replica));
     let report = run(
@@ -407,12 +408,12 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
         &options(),
     )
     .await;
-    let users = unit_of(&report, Kind::User);
+    let users = unit_of(&report, Kind::USER);
     assert_eq!(users.guard, GuardDecision::Tripped);
     assert_eq!(users.outcome, UnitOutcome::GuardTripped);
     assert_eq!(users.skipped_by_guard, 50);
     assert_eq!(
-        store.snapshot()[&(Kind::User, "t".into())].len(),
+        store.snapshot()[&(Kind::USER, "t".into())].len(),
         100,
         "the guard let a deletion through"
     );
@@ -427,7 +428,7 @@ async fn losing_half_the_users_trips_the_guard_and_the_override_deletes() {
     allowed.delete_guard.override_allowed = true;
     let report = run(FakeSource::new(truth, Version::new(1, 9)), &store, &allowed).await;
     assert_eq!(report.status, RunStatus::Completed);
-    assert_eq!(store.snapshot()[&(Kind::User, "t".into())].len(), 50);
+    assert_eq!(store.snapshot()[&(Kind::USER, "t".into())].len(), 50);
     assert_eq!(
         store.floors.lock().expect("lock").get(GLOBAL_SCOPE),
         Some(&1)
@@ -446,7 +447,7 @@ async fn the_kinds_of_a_tenant_share_its_limit() {
         insert(&mut replica, membership("t", "g0", &format!("u{index}"), 1));
     }
     let mut truth = replica.clone();
-    for kind in [Kind::User, Kind::Group] {
+    for kind in [Kind::USER, Kind::GROUP] {
         if let Some(rows) = truth.get_mut(&(kind, "t".into())) {
             let gone: Vec<_> = rows.keys().take(4).cloned().collect();
             for key in gone {
@@ -473,8 +474,8 @@ async fn the_kinds_of_a_tenant_share_its_limit() {
     // Four of one kind alone are allowed.
     let mut only_users = replica.clone();
     only_users.insert(
-        (Kind::User, "t".into()),
-        truth[&(Kind::User, "t".into())].clone(),
+        (Kind::USER, "t".into()),
+        truth[&(Kind::USER, "t".into())].clone(),
     );
     let store = Arc::new(FakeStore::with(replica));
     let report = run(
@@ -491,8 +492,8 @@ async fn the_kinds_of_a_tenant_share_its_limit() {
 fn a_big_tenant_losing_one_user() -> (Rows, Rows) {
     let replica = big_tenant(20);
     let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
-        users.retain(|key, _| key.primary != "u0019");
+    if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
+        users.retain(|key, _| key.first() != "u0019");
     }
     (replica, truth)
 }
@@ -509,7 +510,7 @@ async fn a_failing_page_deletes_nothing() {
         source.fail_request = Some(failing);
         source.fail_persistently = true;
         let report = run(source, &store, &options()).await;
-        let users_left = store.snapshot()[&(Kind::User, "t".into())].len();
+        let users_left = store.snapshot()[&(Kind::USER, "t".into())].len();
         let users_unit_broken = failing <= 8;
         if users_unit_broken {
             assert_eq!(
@@ -563,7 +564,7 @@ async fn a_transient_failure_is_retried_within_the_run() {
                 .count(),
             1
         );
-        assert_eq!(store.snapshot()[&(Kind::User, "t".into())].len(), 19);
+        assert_eq!(store.snapshot()[&(Kind::USER, "t".into())].len(), 19);
         assert_eq!(
             store.floors.lock().expect("lock").get(GLOBAL_SCOPE),
             Some(&1)
@@ -578,7 +579,7 @@ async fn a_transient_failure_is_retried_within_the_run() {
     let users = report
         .units
         .iter()
-        .find(|unit| unit.kind == Kind::User)
+        .find(|unit| unit.kind == Kind::USER)
         .expect("users unit");
     assert!(matches!(&users.outcome, UnitOutcome::Failed(_)));
     assert_eq!(users.attempts, 1);
@@ -621,7 +622,7 @@ async fn a_row_newer_than_its_pages_watermark_is_refused() {
     let user_unit = report
         .units
         .iter()
-        .find(|unit| unit.kind == Kind::User)
+        .find(|unit| unit.kind == Kind::USER)
         .expect("the user unit");
     assert!(
         matches!(&user_unit.outcome, UnitOutcome::Failed(reason) if reason.contains("above its page's watermark")),
@@ -629,7 +630,7 @@ async fn a_row_newer_than_its_pages_watermark_is_refused() {
         user_unit.outcome
     );
     assert!(
-        !store.snapshot().contains_key(&(Kind::User, "a".into())),
+        !store.snapshot().contains_key(&(Kind::USER, "a".into())),
         "the row was written"
     );
 }
@@ -663,11 +664,11 @@ async fn rows_of_a_tenant_without_a_live_tenant_row_are_removed() {
     assert_eq!(report.status, RunStatus::Completed, "{report:?}");
     let rows = store.snapshot();
     assert!(
-        !rows.contains_key(&(Kind::User, "ghost".into())),
+        !rows.contains_key(&(Kind::USER, "ghost".into())),
         "the rows of a tenant without a tenant row stayed: {rows:?}"
     );
     assert!(
-        rows.contains_key(&(Kind::User, "other-ghost".into())),
+        rows.contains_key(&(Kind::USER, "other-ghost".into())),
         "a scoped run removed a tenant outside its scope"
     );
     let tenant_list = &report.units[0];
@@ -675,7 +676,7 @@ async fn rows_of_a_tenant_without_a_live_tenant_row_are_removed() {
         tenant_list
             .removed_tenants
             .iter()
-            .any(|removal| removal.tenant == "ghost" && removal.users == 2),
+            .any(|removal| removal.tenant == "ghost" && removal.live.get("users") == Some(&2)),
         "{:?}",
         tenant_list.removed_tenants
     );
@@ -708,13 +709,20 @@ async fn listed_tenants_leave_the_others_alone() {
     assert_eq!(report.status, RunStatus::Completed);
     let rows = store.snapshot();
     let name_of = |tenant: &str| {
-        rows[&(Kind::User, tenant.into())]
+        rows[&(Kind::USER, tenant.into())]
             .values()
             .next()
             .map(|row| row.record.clone())
     };
-    assert!(matches!(name_of("a"), Some(Record::User(user)) if user.display_name == "fixed"));
-    assert!(matches!(name_of("b"), Some(Record::User(user)) if user.display_name == "broken"));
+    let display_name = |tenant: &str| name_of(tenant).and_then(|record| record.as_user());
+    assert_eq!(
+        display_name("a").map(|user| user.display_name),
+        Some("fixed".into())
+    );
+    assert_eq!(
+        display_name("b").map(|user| user.display_name),
+        Some("broken".into())
+    );
     assert_eq!(store.floors.lock().expect("lock").get("a"), Some(&1));
     assert_eq!(store.floors.lock().expect("lock").get(GLOBAL_SCOPE), None);
 }
@@ -797,8 +805,8 @@ async fn phantoms_are_tombstoned_at_the_watermark_of_their_covering_page() {
     // Checked through the store's writes: the deletion carries the watermark.
     let replica = big_tenant(3);
     let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
-        users.retain(|key, _| key.primary != "u0001");
+    if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
+        users.retain(|key, _| key.first() != "u0001");
     }
     let store = Arc::new(Recording(
         FakeStore::with(replica),
@@ -849,7 +857,7 @@ async fn a_scoped_phantom_is_tombstoned_at_the_watermark_of_its_covering_page() 
     let deletions = store.deletions();
     let tenant_row = deletions
         .iter()
-        .find(|deletion| deletion.kind == Kind::Tenant)
+        .find(|deletion| deletion.kind == Kind::TENANT)
         .expect("the vanished tenant tombstoned");
     assert_eq!(tenant_row.key, recon_core::EntityKey::id("a5"));
     assert_eq!(
@@ -877,7 +885,7 @@ async fn the_next_source_page_is_asked_for_while_the_current_one_is_written() {
     let asked = source.clone();
     let store = Arc::new(FakeStore {
         write_gate: Some(Box::new(move |changes| {
-            changes.iter().all(|change| change.kind() != Kind::User)
+            changes.iter().all(|change| change.kind() != Kind::USER)
                 || asked.requests.load(std::sync::atomic::Ordering::SeqCst) >= 3
         })),
         ..FakeStore::default()

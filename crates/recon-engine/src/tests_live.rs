@@ -28,19 +28,19 @@ fn users(count: u64) -> Rows {
 async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_phantoms() {
     let replica = users(30);
     let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "t".into())) {
-        users.retain(|key, _| key.primary.as_str() >= "u0005");
+    if let Some(users) = truth.get_mut(&(Kind::USER, "t".into())) {
+        users.retain(|key, _| key.first() >= "u0005");
     }
     let deleted = Arc::new(AtomicU64::new(0));
     let mut source = FakeSource::new(truth, Version::new(1, 100));
     let counter = deleted.clone();
     source.live = Some(Box::new(move |request, rows, watermark| {
-        if request.kind != Kind::User || request.after.is_some() {
+        if request.kind != Kind::USER || request.after.is_some() {
             return;
         }
         let next = 10 + counter.fetch_add(1, Ordering::SeqCst);
-        if let Some(users) = rows.get_mut(&(Kind::User, "t".into())) {
-            users.retain(|key, _| key.primary != format!("u{next:04}"));
+        if let Some(users) = rows.get_mut(&(Kind::USER, "t".into())) {
+            users.retain(|key, _| key.first() != format!("u{next:04}"));
         }
         watermark.sequence += 1;
     }));
@@ -51,7 +51,7 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
     let users_unit = report
         .units
         .iter()
-        .find(|unit| unit.kind == Kind::User)
+        .find(|unit| unit.kind == Kind::USER)
         .expect("users unit");
     assert_eq!(
         users_unit.outcome,
@@ -63,10 +63,10 @@ async fn a_source_deleting_during_the_run_neither_trips_the_guard_nor_leaves_pha
     let mut expected = source.rows.lock().expect("lock").clone();
     expected.retain(|_, keyed| !keyed.is_empty());
     assert_eq!(
-        store.snapshot()[&(Kind::User, "t".into())]
+        store.snapshot()[&(Kind::USER, "t".into())]
             .keys()
             .collect::<Vec<_>>(),
-        expected[&(Kind::User, "t".into())]
+        expected[&(Kind::USER, "t".into())]
             .keys()
             .collect::<Vec<_>>(),
         "the replica's users differ from the source's after the run"
@@ -82,7 +82,7 @@ async fn a_restore_during_the_run_aborts_it_without_raising_the_floor() {
     let replica = users(10);
     let mut source = FakeSource::new(replica.clone(), Version::new(1, 100));
     source.live = Some(Box::new(|request, _rows, watermark| {
-        if request.kind == Kind::User && watermark.generation == 1 {
+        if request.kind == Kind::USER && watermark.generation == 1 {
             *watermark = Version::new(2, 50);
         }
     }));
@@ -130,7 +130,7 @@ async fn a_cancelled_run_is_cancelled_not_failed() {
     let mut source = FakeSource::new(replica.clone(), Version::new(1, 100));
     let trigger = cancel.clone();
     source.live = Some(Box::new(move |request, _rows, _watermark| {
-        if request.kind == Kind::User {
+        if request.kind == Kind::USER {
             trigger.cancel();
         }
     }));
@@ -141,7 +141,7 @@ async fn a_cancelled_run_is_cancelled_not_failed() {
     let users = report
         .units
         .iter()
-        .find(|unit| unit.kind == Kind::User)
+        .find(|unit| unit.kind == Kind::USER)
         .expect("users unit");
     assert_eq!(users.outcome, UnitOutcome::Cancelled);
     assert!(store.floors.lock().expect("lock").is_empty());

@@ -33,7 +33,7 @@ use tracing::{Instrument, info, info_span, warn};
 /// What a unit covers.
 #[derive(Debug, Clone)]
 pub struct UnitSpec {
-    /// The tenant (ignored for [`Kind::Tenant`]).
+    /// The tenant (ignored for [`Kind::TENANT`]).
     pub tenant_id: String,
     /// The kind.
     pub kind: Kind,
@@ -172,7 +172,7 @@ pub(crate) struct UnitContext<'a> {
 
 impl UnitContext<'_> {
     fn fence(&self, spec: &UnitSpec) -> FenceToken {
-        let scope = if spec.kind == Kind::Tenant {
+        let scope = if spec.kind == self.scope_kind() {
             "tenants"
         } else {
             spec.tenant_id.as_str()
@@ -228,11 +228,20 @@ impl UnitContext<'_> {
             .map_err(UnitError::Store)
     }
 
-    /// Live replica rows of a tenant, all kinds (its own row excluded).
-    pub async fn tenant_rows(&self, tenant_id: &str) -> Result<[u64; 3], UnitError> {
-        let mut rows = [0; 3];
-        for (index, kind) in Kind::TENANT_SCOPED.into_iter().enumerate() {
-            rows[index] = self.count(Some(tenant_id), kind, &KeyRange::all()).await?;
+    /// The scope kind of the store's schema (the tenant).
+    pub fn scope_kind(&self) -> Kind {
+        self.store.schema().scope_kind()
+    }
+
+    /// Live replica rows of a tenant per scoped kind, in the schema's file
+    /// order (its own row excluded).
+    pub async fn tenant_rows(&self, tenant_id: &str) -> Result<Vec<(Kind, u64)>, UnitError> {
+        let mut rows = Vec::new();
+        for kind in self.store.schema().scoped_kinds() {
+            rows.push((
+                kind,
+                self.count(Some(tenant_id), kind, &KeyRange::all()).await?,
+            ));
         }
         Ok(rows)
     }
@@ -258,7 +267,7 @@ impl UnitContext<'_> {
         keep_source_keys: bool,
     ) -> Result<Walked, UnitError> {
         let mut walked = Walked::default();
-        let page_ranges = if spec.kind == Kind::Tenant {
+        let page_ranges = if spec.kind == self.scope_kind() {
             0
         } else {
             self.source.page_ranges().await.map_err(UnitError::Source)?

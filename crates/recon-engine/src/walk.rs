@@ -295,7 +295,8 @@ impl SourceWalk {
                 keyed.row.kind()
             )));
         }
-        if kind != Kind::Tenant && keyed.row.tenant_id != self.request.tenant_id {
+        // The scope list (no tenant) holds each scope row under its own id.
+        if !self.request.tenant_id.is_empty() && keyed.row.tenant_id != self.request.tenant_id {
             return Err(UnitError::BrokenPage(format!(
                 "an item of tenant {:?} in a page of tenant {:?}",
                 keyed.row.tenant_id, self.request.tenant_id

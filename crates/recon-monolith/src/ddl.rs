@@ -296,9 +296,9 @@ mod tests {
         }
         // m0002's digest columns and m0003's covering indexes.
         let tables = [
-            ("users", recon_core::Kind::User),
-            ("\"groups\"", recon_core::Kind::Group),
-            ("memberships", recon_core::Kind::Membership),
+            ("users", recon_core::Kind::USER),
+            ("\"groups\"", recon_core::Kind::GROUP),
+            ("memberships", recon_core::Kind::MEMBERSHIP),
         ];
         let mut migrated: Vec<String> = recon_core::digest::postgres_digest_columns(&tables)
             .into_iter()

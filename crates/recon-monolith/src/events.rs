@@ -46,7 +46,9 @@ pub(crate) fn payload(
         Error::Corrupt(format!("cannot encode the change event: {error}"))
     };
     if model.is_default() {
-        let typed = change.to_change().map_err(refused)?;
+        let typed = change
+            .to_change(recon_core::schema::Schema::default_schema())
+            .map_err(refused)?;
         return Ok(recon_proto::encode_change(&typed));
     }
     recon_proto::encode_declared(&change, model.schema()).map_err(refused)

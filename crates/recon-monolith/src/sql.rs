@@ -12,7 +12,7 @@ use crate::db::stored_version;
 use crate::error::{DbResultExt, Error, Result};
 use crate::model::{KindPlan, Model};
 use crate::rows::Rows;
-use recon_core::schema::{FieldDef, FieldType, FieldValue, format_timestamp};
+use recon_core::schema::{FieldDef, FieldType, FieldValue, SqlParameter};
 use sea_orm::{DbBackend, QueryResult, Value};
 
 /// Parameter number `number` (from 1) in `backend`'s syntax.
@@ -223,24 +223,13 @@ pub(crate) fn bind_value(
     value: &FieldValue,
     backend: DbBackend,
 ) -> Result<Value> {
-    let postgres = backend == DbBackend::Postgres;
-    Ok(match (&field.field_type, value) {
-        (FieldType::Integer, FieldValue::Null) => Value::BigInt(None),
-        (FieldType::Boolean, FieldValue::Null) => Value::Bool(None),
-        (FieldType::Timestamp, FieldValue::Null) if !postgres => Value::BigInt(None),
-        (_, FieldValue::Null) => Value::String(None),
-        (_, FieldValue::Text(text) | FieldValue::Json(text)) => text.clone().into(),
-        (_, FieldValue::Integer(number)) => (*number).into(),
-        (_, FieldValue::Boolean(flag)) => (*flag).into(),
-        (_, FieldValue::Timestamp(micros)) if postgres => format_timestamp(*micros)
-            .ok_or_else(|| {
-                Error::BadRequest(format!(
-                    "{}: timestamp {micros} µs is outside the years a database stores",
-                    field.name
-                ))
-            })?
-            .into(),
-        (_, FieldValue::Timestamp(micros)) => (*micros).into(),
+    let parameter = field
+        .sql_parameter(value, backend == DbBackend::Postgres)
+        .map_err(|invalid| Error::BadRequest(invalid.to_string()))?;
+    Ok(match parameter {
+        SqlParameter::Text(text) => text.into(),
+        SqlParameter::BigInt(number) => number.into(),
+        SqlParameter::Boolean(flag) => flag.into(),
     })
 }
 

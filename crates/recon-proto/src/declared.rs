@@ -60,25 +60,41 @@ pub fn declared_to_wire(
     row.check(schema, operation == v1::Operation::Upsert)?;
     let kind = declared_kind(schema, &row.kind)
         .ok_or_else(|| InvalidRow::UnknownKind(row.kind.clone()))?;
+    Ok(v1::ChangeEvent {
+        tenant_id: row.scope.clone(),
+        version: Some(version_to_wire(row.version)),
+        change: Some(WireChange::Declared(declared_wire(
+            kind,
+            &row.key,
+            &row.values,
+            operation as i32,
+        ))),
+    })
+}
+
+/// The `declared` variant of a row of `kind`: its key and every data
+/// field by name in declaration order (NULL written explicitly).
+pub(crate) fn declared_wire(
+    kind: &KindDef,
+    key: &[String],
+    values: &[FieldValue],
+    operation: i32,
+) -> v1::DeclaredChange {
     let fields = kind
         .fields
         .iter()
-        .zip(&row.values)
+        .zip(values)
         .map(|(field, value)| v1::NamedValue {
             name: field.name.clone(),
             value: Some(value_to_wire(value)),
         })
         .collect();
-    Ok(v1::ChangeEvent {
-        tenant_id: row.scope.clone(),
-        version: Some(version_to_wire(row.version)),
-        change: Some(WireChange::Declared(v1::DeclaredChange {
-            operation: operation as i32,
-            kind: row.kind.clone(),
-            key: row.key.clone(),
-            fields,
-        })),
-    })
+    v1::DeclaredChange {
+        operation,
+        kind: kind.name.clone(),
+        key: key.to_vec(),
+        fields,
+    }
 }
 
 /// Maps a wire event of either form to a change of `schema`, checked

@@ -311,28 +311,28 @@ fn typed_changes() -> Vec<Change> {
         })
     };
     vec![
-        upsert(Record::Tenant(Tenant {
+        upsert(Record::from(Tenant {
             id: "t1".into(),
             name: "Tenant one".into(),
         })),
-        upsert(Record::User(User {
+        upsert(Record::from(User {
             id: "u1".into(),
             email: "a@b".into(),
             display_name: "".into(),
             status: UserStatus::Disabled,
         })),
-        upsert(Record::Group(Group {
+        upsert(Record::from(Group {
             id: "g1".into(),
             name: "Admins".into(),
         })),
-        upsert(Record::Membership(Membership {
+        upsert(Record::from(Membership {
             group_id: "g1".into(),
             user_id: "u1".into(),
         })),
-        delete(Kind::Tenant, EntityKey::id("t1")),
-        delete(Kind::User, EntityKey::id("u1")),
-        delete(Kind::Group, EntityKey::id("g1")),
-        delete(Kind::Membership, EntityKey::pair("g1", "u1")),
+        delete(Kind::TENANT, EntityKey::id("t1")),
+        delete(Kind::USER, EntityKey::id("u1")),
+        delete(Kind::GROUP, EntityKey::id("g1")),
+        delete(Kind::MEMBERSHIP, EntityKey::pair("g1", "u1")),
     ]
 }
 
@@ -394,7 +394,7 @@ fn a_typed_event_is_refused_by_a_schema_that_declares_its_kind_otherwise() {
 fn a_typed_tenant_event_of_another_tenant_is_refused_in_declared_form() {
     let bytes = encode_change(&Change::Upsert(Row {
         tenant_id: "t1".into(),
-        record: Record::Tenant(Tenant {
+        record: Record::from(Tenant {
             id: "t2".into(),
             name: "other".into(),
         }),
@@ -522,7 +522,7 @@ fn decode_speed() {
     measure("typed user, decode_declared(default)?.to_change()", &|| {
         decode_declared(black_box(&typed_bytes), schema)
             .ok()
-            .and_then(|declared| declared.to_change().ok())
+            .and_then(|declared| declared.to_change(schema).ok())
             .is_some()
     });
     measure("declared user, decode_change", &|| {

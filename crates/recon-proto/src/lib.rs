@@ -144,7 +144,18 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change, DecodeError> {
     from_wire(v1::ChangeEvent::decode(bytes)?)
 }
 
-/// Maps a core change to its wire form (a typed variant).
+/// Decodes and validates a `ChangeEvent` of either form into a change of
+/// `schema`: the default schema's typed variants are read directly, any
+/// other event through its declared form, held against `schema`.
+pub fn decode_change_in(bytes: &[u8], schema: &'static Schema) -> Result<Change, DecodeError> {
+    if std::ptr::eq(schema, Schema::default_schema()) {
+        return decode_change(bytes);
+    }
+    Ok(decode_declared(bytes, schema)?.to_change(schema)?)
+}
+
+/// Maps a core change to its wire form: a typed variant for the default
+/// schema's kinds, the declared variant for any other.
 pub fn to_wire(change: &Change) -> v1::ChangeEvent {
     let version = change.version();
     v1::ChangeEvent {
@@ -162,7 +173,7 @@ pub fn from_wire(event: v1::ChangeEvent) -> Result<Change, DecodeError> {
         WireChange::Declared(declared) => {
             let schema = Schema::default_schema();
             let declared = declared::change_from_wire(tenant_id, version, declared, schema)?;
-            Ok(declared.to_change()?)
+            Ok(declared.to_change(schema)?)
         }
         typed => typed::change_from_wire(tenant_id, version, typed),
     }
@@ -194,7 +205,7 @@ mod tests {
     fn user_row() -> Row {
         Row {
             tenant_id: "t1".into(),
-            record: Record::User(User {
+            record: Record::from(User {
                 id: "u1".into(),
                 email: "a@b".into(),
                 display_name: "A".into(),
@@ -217,7 +228,7 @@ mod tests {
     fn membership_delete_round_trips() {
         let change = Change::Delete(Deletion {
             tenant_id: "t1".into(),
-            kind: Kind::Membership,
+            kind: Kind::MEMBERSHIP,
             key: recon_core::EntityKey::pair("g", "u"),
             version: Version::new(1, 3),
         });
@@ -265,13 +276,13 @@ mod tests {
             Change::Upsert(user_row()),
             Change::Delete(Deletion {
                 tenant_id: "t1".into(),
-                kind: Kind::Membership,
+                kind: Kind::MEMBERSHIP,
                 key: recon_core::EntityKey::pair("g", "u"),
                 version: Version::new(1, 3),
             }),
             Change::Delete(Deletion {
                 tenant_id: "t1".into(),
-                kind: Kind::Tenant,
+                kind: Kind::TENANT,
                 key: recon_core::EntityKey::id("t1"),
                 version: Version::new(3, 300),
             }),
@@ -309,7 +320,7 @@ mod tests {
         assert!(error.to_string().contains("reserved"), "{error}");
         let tenant = Change::Upsert(Row {
             tenant_id: "*".into(),
-            record: recon_core::Record::Tenant(recon_core::Tenant {
+            record: recon_core::Record::from(recon_core::Tenant {
                 id: "*".into(),
                 name: "everyone".into(),
             }),

@@ -44,58 +44,79 @@ pub(crate) fn change_from_wire(
 
 fn upsert_to_wire(record: &Record) -> WireChange {
     let operation = v1::Operation::Upsert as i32;
-    match record {
-        Record::Tenant(tenant) => WireChange::Tenant(v1::TenantChange {
+    if let Some(tenant) = record.as_tenant() {
+        return WireChange::Tenant(v1::TenantChange {
             operation,
-            id: tenant.id.clone(),
-            name: tenant.name.clone(),
-        }),
-        Record::User(user) => WireChange::User(v1::UserChange {
+            id: tenant.id,
+            name: tenant.name,
+        });
+    }
+    if let Some(user) = record.as_user() {
+        return WireChange::User(v1::UserChange {
             operation,
-            id: user.id.clone(),
-            email: user.email.clone(),
-            display_name: user.display_name.clone(),
+            id: user.id,
+            email: user.email,
+            display_name: user.display_name,
             status: match user.status {
                 UserStatus::Active => v1::UserStatus::Active as i32,
                 UserStatus::Disabled => v1::UserStatus::Disabled as i32,
             },
-        }),
-        Record::Group(group) => WireChange::Group(v1::GroupChange {
-            operation,
-            id: group.id.clone(),
-            name: group.name.clone(),
-        }),
-        Record::Membership(membership) => WireChange::Membership(v1::MembershipChange {
-            operation,
-            group_id: membership.group_id.clone(),
-            user_id: membership.user_id.clone(),
-        }),
+        });
     }
+    if let Some(group) = record.as_group() {
+        return WireChange::Group(v1::GroupChange {
+            operation,
+            id: group.id,
+            name: group.name,
+        });
+    }
+    if let Some(membership) = record.as_membership() {
+        return WireChange::Membership(v1::MembershipChange {
+            operation,
+            group_id: membership.group_id,
+            user_id: membership.user_id,
+        });
+    }
+    // Any other kind's upsert is a declared change.
+    WireChange::Declared(crate::declared::declared_wire(
+        record.definition(),
+        record.key_ref().parts(),
+        record.values(),
+        operation,
+    ))
 }
 
 fn delete_to_wire(deletion: &Deletion) -> WireChange {
     let operation = v1::Operation::Delete as i32;
-    let id = deletion.key.primary.clone();
+    let id = deletion.key.first().to_owned();
     match deletion.kind {
-        Kind::Tenant => WireChange::Tenant(v1::TenantChange {
+        Kind::TENANT => WireChange::Tenant(v1::TenantChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::User => WireChange::User(v1::UserChange {
+        Kind::USER => WireChange::User(v1::UserChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::Group => WireChange::Group(v1::GroupChange {
+        Kind::GROUP => WireChange::Group(v1::GroupChange {
             operation,
             id,
             ..Default::default()
         }),
-        Kind::Membership => WireChange::Membership(v1::MembershipChange {
+        Kind::MEMBERSHIP => WireChange::Membership(v1::MembershipChange {
             operation,
             group_id: id,
-            user_id: deletion.key.secondary.clone().unwrap_or_default(),
+            user_id: deletion.key.parts().get(1).cloned().unwrap_or_default(),
+        }),
+        // Any other kind's deletion is a declared change: its kind and key,
+        // no fields.
+        other => WireChange::Declared(v1::DeclaredChange {
+            operation,
+            kind: other.as_str().to_owned(),
+            key: deletion.key.parts().to_vec(),
+            fields: Vec::new(),
         }),
     }
 }
@@ -112,7 +133,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
     Ok(match change {
         WireChange::Tenant(tenant) => {
             recon_core::validate_tenant_id(&tenant.id)?;
-            let record = Record::Tenant(Tenant {
+            let record = Record::from(Tenant {
                 id: tenant.id,
                 name: tenant.name,
             });
@@ -132,7 +153,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
                     });
                 }
             };
-            let record = Record::User(User {
+            let record = Record::from(User {
                 id: user.id,
                 email: user.email,
                 display_name: user.display_name,
@@ -142,7 +163,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
         }
         WireChange::Group(group) => {
             validate_id("group id", &group.id)?;
-            let record = Record::Group(Group {
+            let record = Record::from(Group {
                 id: group.id,
                 name: group.name,
             });
@@ -151,7 +172,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
         WireChange::Membership(membership) => {
             validate_id("group id", &membership.group_id)?;
             validate_id("user id", &membership.user_id)?;
-            let record = Record::Membership(Membership {
+            let record = Record::from(Membership {
                 group_id: membership.group_id,
                 user_id: membership.user_id,
             });

@@ -13,7 +13,7 @@ use crate::digests::{
 use crate::error::{Error, Result, error_chain, into_port_error};
 use crate::metrics::SourceMetrics;
 use crate::validate::{PageViolation, decode_page};
-use crate::wire::{CountsBody, ErrorBody};
+use crate::wire::ErrorBody;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -22,6 +22,7 @@ use recon_core::ports::{
     AllTenantDigests, DigestRequest, FailureKind, PageRequest, PortError, Source, SourceDigests,
     SourcePage, TenantCounts, TenantDigests,
 };
+use recon_core::schema::Schema;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, Url};
 use std::num::NonZeroU32;
@@ -48,6 +49,7 @@ pub struct HttpSource {
     max_body_bytes: u64,
     capabilities: Arc<tokio::sync::OnceCell<Capabilities>>,
     metrics: SourceMetrics,
+    schema: &'static Schema,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -92,7 +94,15 @@ impl HttpSource {
             max_body_bytes: config.max_body_bytes,
             capabilities: Arc::default(),
             metrics: SourceMetrics::default(),
+            schema: Schema::default_schema(),
         })
+    }
+
+    /// The same client for a source of `schema` (its paths, pages and
+    /// per-kind answers); the default schema unless told.
+    pub fn with_schema(mut self, schema: &'static Schema) -> Self {
+        self.schema = schema;
+        self
     }
 
     /// The same client, recording its attempts into `metrics` (those the
@@ -126,15 +136,24 @@ impl HttpSource {
             query.push(("after", after.to_string()));
         }
         query.push(("limit", request.limit.to_string()));
-        match request.kind {
-            Kind::Tenant => self.url(&["v1", "tenants"], &query),
-            Kind::User => self.url(&["v1", "tenants", &request.tenant_id, "users"], &query),
-            Kind::Group => self.url(&["v1", "tenants", &request.tenant_id, "groups"], &query),
-            Kind::Membership => self.url(
-                &["v1", "tenants", &request.tenant_id, "memberships"],
-                &query,
-            ),
+        let scope = self.schema.scope();
+        if request.kind.as_str() == scope.name {
+            return self.url(&["v1", &scope.plural], &query);
         }
+        let segments = [
+            "v1",
+            &scope.plural,
+            &request.tenant_id,
+            self.plural(request.kind),
+        ];
+        self.url(&segments, &query)
+    }
+
+    /// A kind's URL segment: its plural in the schema.
+    fn plural(&self, kind: Kind) -> &str {
+        self.schema
+            .kind(kind.as_str())
+            .map_or(kind.as_str(), |declared| declared.plural.as_str())
     }
 
     /// The URL and JSON body of a multi-range page request
@@ -156,10 +175,10 @@ impl HttpSource {
         let url = self.url(
             &[
                 "v1",
-                "tenants",
+                &self.schema.scope().plural,
                 &request.tenant_id,
                 "pages",
-                kind_segment(request.kind),
+                self.plural(request.kind),
             ],
             &[],
         );
@@ -180,19 +199,20 @@ impl HttpSource {
         )
     )]
     pub async fn fetch(&self, request: &PageRequest) -> Result<SourcePage, PortError> {
-        let (url, body) = if request.within.is_empty() || request.kind == Kind::Tenant {
+        let (url, body) = if request.within.is_empty() || request.kind == self.schema.scope_kind() {
             (self.page_url(request), None)
         } else {
             self.page_within(request)
         };
         let (outcome, attempts) = self
             .with_retries(&url, body.as_deref(), |body| {
-                checked(&url, decode_page(request, &body))
+                checked(&url, decode_page(self.schema, request, &body))
             })
             .await;
         outcome.map_err(|error| {
             let mut port_error = into_port_error(&error, attempts, self.token.as_deref());
-            if request.kind == Kind::Tenant && port_error.kind == FailureKind::NotFound {
+            if request.kind == self.schema.scope_kind() && port_error.kind == FailureKind::NotFound
+            {
                 // The tenant list has no tenant to miss: a 404 is a wrong URL.
                 port_error.kind = FailureKind::Permanent;
             }
@@ -203,19 +223,13 @@ impl HttpSource {
     /// Reads a tenant's counts (see [`Source::counts`]).
     #[instrument(name = "source.counts", skip_all, fields(tenant = %tenant_id, status = Empty, bytes = Empty, attempt = Empty))]
     pub async fn tenant_counts(&self, tenant_id: &str) -> Result<TenantCounts, PortError> {
-        let url = self.url(&["v1", "tenants", tenant_id, "counts"], &[]);
+        let scopes = &self.schema.scope().plural;
+        let url = self.url(&["v1", scopes, tenant_id, "counts"], &[]);
         let (outcome, attempts) = self
             .with_retries(&url, None, |body| {
-                let counts: CountsBody =
-                    serde_json::from_slice(&body).map_err(|source| Error::MalformedJson {
-                        url: redact_url(&url),
-                        source,
-                    })?;
-                Ok(TenantCounts {
-                    users: counts.users,
-                    groups: counts.groups,
-                    memberships: counts.memberships,
-                    watermark: counts.watermark,
+                counts_of(self.schema, &body).map_err(|source| Error::MalformedJson {
+                    url: redact_url(&url),
+                    source,
                 })
             })
             .await;
@@ -261,7 +275,7 @@ impl HttpSource {
         request: &DigestRequest,
     ) -> Result<Option<SourceDigests>, PortError> {
         let capabilities = self.capabilities().await?;
-        if !capabilities.digests || request.kind == Kind::Tenant {
+        if !capabilities.digests || request.kind == self.schema.scope_kind() {
             return Ok(None);
         }
         let mut request = request.clone();
@@ -279,16 +293,16 @@ impl HttpSource {
         let url = self.url(
             &[
                 "v1",
-                "tenants",
+                &self.schema.scope().plural,
                 &request.tenant_id,
                 "digests",
-                kind_segment(request.kind),
+                self.plural(request.kind),
             ],
             &query,
         );
         let (outcome, attempts) = self
             .with_retries(&url, None, |body| {
-                checked(&url, decode_digests(&request, &body))
+                checked(&url, decode_digests(self.schema, &request, &body))
             })
             .await;
         outcome
@@ -306,10 +320,11 @@ impl HttpSource {
         if !self.capabilities().await?.digests {
             return Ok(None);
         }
-        let url = self.url(&["v1", "tenants", tenant_id, "digests"], &[]);
+        let scopes = &self.schema.scope().plural;
+        let url = self.url(&["v1", scopes, tenant_id, "digests"], &[]);
         let (outcome, attempts) = self
             .with_retries(&url, None, |body| {
-                checked(&url, decode_tenant_digests(&body))
+                checked(&url, decode_tenant_digests(self.schema, &body))
             })
             .await;
         outcome
@@ -327,7 +342,7 @@ impl HttpSource {
         let url = self.url(&["v1", "digests"], &[]);
         let (outcome, attempts) = self
             .with_retries(&url, None, |body| {
-                checked(&url, decode_all_tenant_digests(&body))
+                checked(&url, decode_all_tenant_digests(self.schema, &body))
             })
             .await;
         outcome
@@ -431,15 +446,6 @@ impl Source for HttpSource {
     }
 }
 
-/// The path segment of a tenant-scoped kind.
-fn kind_segment(kind: Kind) -> &'static str {
-    match kind {
-        Kind::User => "users",
-        Kind::Group => "groups",
-        _ => "memberships",
-    }
-}
-
 /// A decoded answer, or the error naming `url`: malformed JSON, or an
 /// answer that breaks the contract.
 fn checked<T>(
@@ -457,6 +463,27 @@ fn checked<T>(
         }),
         Ok(Ok(answer)) => Ok(answer),
     }
+}
+
+/// A counts answer: each scoped kind's rows under its plural, and the
+/// watermark.
+fn counts_of(schema: &Schema, body: &[u8]) -> serde_json::Result<TenantCounts> {
+    use serde::de::Error as _;
+    let raw: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    let mut counts = Vec::new();
+    for kind in schema.scoped() {
+        let value = raw
+            .get(&kind.plural)
+            .ok_or_else(|| serde_json::Error::custom(format!("missing field `{}`", kind.plural)))?;
+        counts.push(serde_json::from_value(value.clone())?);
+    }
+    let watermark = raw
+        .get("watermark")
+        .ok_or_else(|| serde_json::Error::custom("missing field `watermark`"))?;
+    Ok(TenantCounts {
+        counts,
+        watermark: serde_json::from_value(watermark.clone())?,
+    })
 }
 
 /// The wait a 429 or 503 asked for with `Retry-After` (seconds), if any.

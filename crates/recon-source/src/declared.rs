@@ -13,11 +13,11 @@
 //! Unknown properties are ignored, as the contract asks of clients; the
 //! row is then checked against the schema ([`DeclaredRow::check`]).
 
-use recon_core::Version;
 use recon_core::schema::{
-    DeclaredRow, FieldDef, FieldType, FieldValue, KindDef, Schema, canonical_json_value,
-    parse_timestamp,
+    DeclaredChange, DeclaredRow, FieldDef, FieldType, FieldValue, KindDef, Schema,
+    canonical_json_value, parse_timestamp,
 };
+use recon_core::{Change, Kind, Row, Version};
 use serde_json::Value;
 
 /// Converts one item of a page of `kind` within `scope` (for the scope
@@ -67,6 +67,29 @@ pub fn declared_item(
     };
     row.check(schema, true).map_err(|error| error.to_string())?;
     Ok(row)
+}
+
+/// Converts one item of a page of `kind` within `scope` into a row of
+/// `schema`: the default schema's kinds through their typed items, any
+/// other through [`declared_item`]; the error names what is wrong.
+pub(crate) fn item_in(
+    schema: &'static Schema,
+    kind: Kind,
+    scope: &str,
+    item: Value,
+) -> Result<Row, String> {
+    if std::ptr::eq(schema, Schema::default_schema()) {
+        return crate::wire::item_to_row(kind, scope, item);
+    }
+    let definition = schema
+        .kind(kind.as_str())
+        .ok_or_else(|| format!("kind {kind} is not declared in the schema"))?;
+    let row = declared_item(schema, definition, scope, item)?;
+    match DeclaredChange::Upsert(row).to_change(schema) {
+        Ok(Change::Upsert(row)) => Ok(row),
+        Ok(Change::Delete(_)) => Err("an upsert became a deletion".to_owned()),
+        Err(invalid) => Err(invalid.to_string()),
+    }
 }
 
 fn field_value(field: &FieldDef, value: Option<Value>) -> Result<FieldValue, String> {

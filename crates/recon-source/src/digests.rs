@@ -11,8 +11,10 @@ use crate::validate::PageViolation;
 use recon_core::ports::{
     AllTenantDigests, DigestRange, DigestRequest, SourceDigests, TenantDigests,
 };
+use recon_core::schema::Schema;
 use recon_core::{RangeDigest, Version};
 use serde::Deserialize;
+use serde_json::Value;
 
 /// What a source offers beyond pages and counts; all `false` for a source
 /// that does not serve `GET /v1/capabilities`.
@@ -55,84 +57,78 @@ struct RawKindDigest {
     digest: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawTenantDigests {
-    users: RawKindDigest,
-    groups: RawKindDigest,
-    memberships: RawKindDigest,
-    watermark: Version,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawTenantKinds {
-    id: String,
-    users: RawKindDigest,
-    groups: RawKindDigest,
-    memberships: RawKindDigest,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawAllTenantDigests {
-    tenants: Vec<RawTenantKinds>,
-    watermark: Version,
-}
-
-/// The three kinds' digests of an answer, in [`recon_core::Kind::TENANT_SCOPED`]
-/// order; a sum that is not 16 hex digits is named.
+/// The scoped kinds' digests of an answer's object (each under its
+/// plural), in the schema's file order; a missing kind or a sum that is
+/// not 16 hex digits is named.
 fn kinds(
-    users: &RawKindDigest,
-    groups: &RawKindDigest,
-    memberships: &RawKindDigest,
-) -> Result<[RangeDigest; 3], PageViolation> {
-    let mut kinds = [RangeDigest::default(); 3];
-    for (slot, (name, kind)) in kinds.iter_mut().zip([
-        ("users", users),
-        ("groups", groups),
-        ("memberships", memberships),
-    ]) {
-        let Some(sum) = parse_sum(&kind.digest) else {
+    schema: &Schema,
+    object: &serde_json::Map<String, Value>,
+) -> Result<Vec<RangeDigest>, PageViolation> {
+    let mut kinds = Vec::new();
+    for kind in schema.scoped() {
+        let name = &kind.plural;
+        let Some(value) = object.get(name) else {
+            return Err(PageViolation::InvalidDigests(format!("{name}: missing")));
+        };
+        let raw: RawKindDigest = serde_json::from_value(value.clone())
+            .map_err(|error| PageViolation::InvalidDigests(format!("{name}: {error}")))?;
+        let Some(sum) = parse_sum(&raw.digest) else {
             return Err(PageViolation::InvalidDigests(format!(
                 "{name}: digest {:?} is not 16 hex digits",
-                kind.digest
+                raw.digest
             )));
         };
-        *slot = RangeDigest {
-            count: kind.count,
+        kinds.push(RangeDigest {
+            count: raw.count,
             sum,
-        };
+        });
     }
     Ok(kinds)
 }
 
-/// Decodes every tenant's digests (`GET /v1/digests`): `Err` for malformed
-/// JSON, `Ok(Err)` for a bad sum or a tenant listed twice.
+/// The answer's `watermark`.
+fn watermark(object: &serde_json::Map<String, Value>) -> Result<Version, serde_json::Error> {
+    serde_json::from_value(object.get("watermark").cloned().unwrap_or(Value::Null))
+}
+
+/// Decodes every tenant's digests (`GET /v1/digests`: the scope kind's
+/// plural lists objects with the scope's key field and each scoped kind's
+/// digest): `Err` for malformed JSON, `Ok(Err)` for a bad sum or a tenant
+/// listed twice.
 pub fn decode_all_tenant_digests(
+    schema: &Schema,
     body: &[u8],
 ) -> Result<Result<AllTenantDigests, PageViolation>, serde_json::Error> {
-    let raw: RawAllTenantDigests = serde_json::from_slice(body)?;
-    let mut tenants = std::collections::HashMap::with_capacity(raw.tenants.len());
-    for tenant in raw.tenants {
-        let digests = match kinds(&tenant.users, &tenant.groups, &tenant.memberships) {
+    let raw: serde_json::Map<String, Value> = serde_json::from_slice(body)?;
+    let watermark = watermark(&raw)?;
+    let scope = schema.scope();
+    let id_field = &scope.key[0];
+    let listed: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_value(raw.get(&scope.plural).cloned().unwrap_or(Value::Null))?;
+    let mut tenants = std::collections::HashMap::with_capacity(listed.len());
+    for tenant in listed {
+        let Some(Value::String(id)) = tenant.get(id_field) else {
+            return Ok(Err(PageViolation::InvalidDigests(format!(
+                "an entry of {} has no {id_field:?}",
+                scope.plural
+            ))));
+        };
+        let digests = match kinds(schema, &tenant) {
             Ok(digests) => digests,
             Err(PageViolation::InvalidDigests(problem)) => {
                 return Ok(Err(PageViolation::InvalidDigests(format!(
-                    "tenant {:?}: {problem}",
-                    tenant.id
+                    "tenant {id:?}: {problem}"
                 ))));
             }
             Err(other) => return Ok(Err(other)),
         };
-        if tenants.insert(tenant.id.clone(), digests).is_some() {
+        if tenants.insert(id.clone(), digests).is_some() {
             return Ok(Err(PageViolation::InvalidDigests(format!(
-                "tenant {:?} is listed twice",
-                tenant.id
+                "tenant {id:?} is listed twice"
             ))));
         }
     }
-    Ok(Ok(AllTenantDigests {
-        tenants,
-        watermark: raw.watermark,
-    }))
+    Ok(Ok(AllTenantDigests { tenants, watermark }))
 }
 
 /// The sum of a digest answer: exactly 16 hex digits.
@@ -143,30 +139,33 @@ fn parse_sum(text: &str) -> Option<u64> {
 }
 
 /// Decodes a tenant's digests (`GET /v1/tenants/{id}/digests`): `Err` for
-/// malformed JSON, `Ok(Err)` for a sum that is not 16 hex digits.
+/// malformed JSON, `Ok(Err)` for a missing kind or a sum that is not 16 hex
+/// digits.
 pub fn decode_tenant_digests(
+    schema: &Schema,
     body: &[u8],
 ) -> Result<Result<TenantDigests, PageViolation>, serde_json::Error> {
-    let raw: RawTenantDigests = serde_json::from_slice(body)?;
-    Ok(
-        kinds(&raw.users, &raw.groups, &raw.memberships).map(|kinds| TenantDigests {
-            kinds,
-            watermark: raw.watermark,
-        }),
-    )
+    let raw: serde_json::Map<String, Value> = serde_json::from_slice(body)?;
+    let watermark = watermark(&raw)?;
+    Ok(kinds(schema, &raw).map(|kinds| TenantDigests { kinds, watermark }))
 }
 
 /// Decodes a digest answer to `request`: `Err` for malformed JSON,
 /// `Ok(Err)` for an answer that breaks the contract.
 pub fn decode_digests(
+    schema: &Schema,
     request: &DigestRequest,
     body: &[u8],
 ) -> Result<Result<SourceDigests, PageViolation>, serde_json::Error> {
     let raw: RawDigests = serde_json::from_slice(body)?;
-    Ok(check(request, raw))
+    Ok(check(schema.key_parts(request.kind), request, raw))
 }
 
-fn check(request: &DigestRequest, raw: RawDigests) -> Result<SourceDigests, PageViolation> {
+fn check(
+    key_parts: usize,
+    request: &DigestRequest,
+    raw: RawDigests,
+) -> Result<SourceDigests, PageViolation> {
     let broken = |problem: String| PageViolation::InvalidDigests(problem);
     if raw.ranges.is_empty() {
         return Err(broken("no ranges".into()));
@@ -185,7 +184,7 @@ fn check(request: &DigestRequest, raw: RawDigests) -> Result<SourceDigests, Page
         let until = range
             .until
             .as_deref()
-            .map(|text| request.kind.parse_key(text))
+            .map(|text| recon_core::EntityKey::parse(text, key_parts, request.kind.as_str()))
             .transpose()
             .map_err(|invalid| broken(format!("range {index}: bad `until`: {invalid}")))?;
         if index == last_index {
@@ -238,7 +237,7 @@ mod tests {
     fn request(after: Option<&str>, until: Option<&str>) -> DigestRequest {
         DigestRequest {
             tenant_id: "t1".into(),
-            kind: Kind::User,
+            kind: Kind::USER,
             range: KeyRange {
                 after: after.map(EntityKey::id),
                 until: until.map(EntityKey::id),
@@ -250,7 +249,7 @@ mod tests {
     fn decode(request: &DigestRequest, ranges: &str) -> Result<SourceDigests, PageViolation> {
         let body =
             format!(r#"{{"ranges": {ranges}, "watermark": {{"generation": 1, "sequence": 9}}}}"#);
-        decode_digests(request, body.as_bytes()).expect("json")
+        decode_digests(Schema::default_schema(), request, body.as_bytes()).expect("json")
     }
 
     #[test]
@@ -273,7 +272,9 @@ mod tests {
             "groups": {"count": 0, "digest": "0000000000000000"},
             "memberships": {"count": 1, "digest": "ffffffffffffffff"},
             "watermark": {"generation": 2, "sequence": 5}}"#;
-        let digests = decode_tenant_digests(body).expect("json").expect("valid");
+        let digests = decode_tenant_digests(Schema::default_schema(), body)
+            .expect("json")
+            .expect("valid");
         assert_eq!(digests.kinds[0], RangeDigest { count: 2, sum: 255 });
         assert_eq!(digests.kinds[2].sum, u64::MAX);
         assert_eq!(digests.watermark, Version::new(2, 5));
@@ -281,7 +282,7 @@ mod tests {
             "groups": {"count": 0, "digest": "0000000000000000"},
             "memberships": {"count": 1, "digest": "0000000000000000"},
             "watermark": {"generation": 2, "sequence": 5}}"#;
-        let error = decode_tenant_digests(bad)
+        let error = decode_tenant_digests(Schema::default_schema(), bad)
             .expect("json")
             .expect_err("short sum");
         assert!(error.to_string().contains("users"), "{error}");

@@ -4,9 +4,11 @@
 //! never be read as "rows are gone": any violation here is a permanent
 //! error, and the caller stops instead of reconciling. Pure; no I/O.
 
-use crate::wire::{RawPage, item_to_row};
+use crate::declared::item_in;
+use crate::wire::RawPage;
 use recon_core::EntityKey;
 use recon_core::ports::{PageRequest, SourcePage};
+use recon_core::schema::Schema;
 
 /// A page that breaks the Source API contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,27 +93,38 @@ pub enum PageViolation {
 /// Decodes a page body for `request`: parses it, converts and validates
 /// every item, and checks the page as a whole ([`check_page`]).
 pub(crate) fn decode_page(
+    schema: &'static Schema,
     request: &PageRequest,
     body: &[u8],
 ) -> Result<Result<SourcePage, PageViolation>, serde_json::Error> {
     let raw: RawPage = serde_json::from_slice(body)?;
     let bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
-    Ok(rows_of(request, raw, bytes))
+    Ok(rows_of(schema, request, raw, bytes))
 }
 
-fn rows_of(request: &PageRequest, raw: RawPage, bytes: u64) -> Result<SourcePage, PageViolation> {
+fn rows_of(
+    schema: &'static Schema,
+    request: &PageRequest,
+    raw: RawPage,
+    bytes: u64,
+) -> Result<SourcePage, PageViolation> {
+    let key_parts = schema
+        .kind(request.kind.as_str())
+        .map_or(1, |kind| kind.key.len());
     let next_after = match raw.next_after {
         None => None,
-        Some(text) => Some(request.kind.parse_key(&text).map_err(|invalid| {
-            PageViolation::InvalidNextAfter {
-                next_after: text.clone(),
-                problem: invalid.to_string(),
-            }
-        })?),
+        Some(text) => Some(
+            EntityKey::parse(&text, key_parts, request.kind.as_str()).map_err(|invalid| {
+                PageViolation::InvalidNextAfter {
+                    next_after: text.clone(),
+                    problem: invalid.to_string(),
+                }
+            })?,
+        ),
     };
     let mut rows = Vec::with_capacity(raw.items.len());
     for (index, item) in raw.items.into_iter().enumerate() {
-        let row = item_to_row(request.kind, &request.tenant_id, item)
+        let row = item_in(schema, request.kind, &request.tenant_id, item)
             .map_err(|problem| PageViolation::InvalidItem { index, problem })?;
         rows.push(row);
     }
@@ -200,7 +213,14 @@ mod tests {
         PageRequest {
             tenant_id: "t1".to_owned(),
             kind,
-            after: after.map(|text| kind.parse_key(text).expect("key")),
+            after: after.map(|text| {
+                EntityKey::parse(
+                    text,
+                    Schema::default_schema().key_parts(kind),
+                    kind.as_str(),
+                )
+                .expect("key")
+            }),
             limit,
             within: Vec::new(),
         }
@@ -217,27 +237,34 @@ mod tests {
     }
 
     fn violation(request: &PageRequest, body: &[u8]) -> PageViolation {
-        decode_page(request, body)
+        decode_page(Schema::default_schema(), request, body)
             .expect("well-formed JSON")
             .expect_err("must be a violation")
     }
 
     #[test]
     fn accepts_a_valid_page() {
-        let request = request(Kind::Group, Some("a"), 3);
+        let request = request(Kind::GROUP, Some("a"), 3);
         let body = groups(&["b", "c", "d"], json!("d"));
-        let page = decode_page(&request, &body).expect("json").expect("valid");
+        let page = decode_page(Schema::default_schema(), &request, &body)
+            .expect("json")
+            .expect("valid");
         assert_eq!(page.rows.len(), 3);
         assert_eq!(page.next_after, Some(EntityKey::id("d")));
         assert_eq!(page.bytes, body.len() as u64);
-        let last = decode_page(&request, &groups(&[], Value::Null)).expect("json");
+        let last = decode_page(
+            Schema::default_schema(),
+            &request,
+            &groups(&[], Value::Null),
+        )
+        .expect("json");
         assert!(last.expect("empty last page").rows.is_empty());
     }
 
     #[test]
     fn names_each_violation() {
-        let plain = request(Kind::Group, None, 10);
-        let after_b = request(Kind::Group, Some("b"), 10);
+        let plain = request(Kind::GROUP, None, 10);
+        let after_b = request(Kind::GROUP, Some("b"), 10);
         let cases = [
             (
                 &plain,
@@ -263,7 +290,7 @@ mod tests {
             (&plain, groups(&[], json!("z")), "no items but next_after"),
             (&plain, groups(&["a"], json!("")), "invalid next_after"),
             (
-                &request(Kind::Group, None, 1),
+                &request(Kind::GROUP, None, 1),
                 groups(&["a", "b"], json!("b")),
                 "more than the requested limit",
             ),
@@ -276,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_multi_range_page_holds_only_keys_inside_its_ranges() {
-        let mut within = request(Kind::Group, None, 10);
+        let mut within = request(Kind::GROUP, None, 10);
         within.within = vec![
             recon_core::KeyRange {
                 after: None,
@@ -287,9 +314,13 @@ mod tests {
                 until: Some(EntityKey::id("f")),
             },
         ];
-        let page = decode_page(&within, &groups(&["a", "b", "e", "f"], Value::Null))
-            .expect("json")
-            .expect("inside the ranges");
+        let page = decode_page(
+            Schema::default_schema(),
+            &within,
+            &groups(&["a", "b", "e", "f"], Value::Null),
+        )
+        .expect("json")
+        .expect("inside the ranges");
         assert_eq!(page.rows.len(), 4);
         for (ids, outside) in [(vec!["a", "c"], "key c"), (vec!["b", "g"], "key g")] {
             let text = violation(&within, &groups(&ids, Value::Null)).to_string();
@@ -302,12 +333,14 @@ mod tests {
 
     #[test]
     fn membership_keys_order_by_group_then_user() {
-        let request = request(Kind::Membership, Some("g1:u9"), 10);
+        let request = request(Kind::MEMBERSHIP, Some("g1:u9"), 10);
         let item = |group: &str, user: &str| json!({"group_id": group, "user_id": user, "version": {"generation": 0, "sequence": 1}});
         let body = json!({"items": [item("g2", "u1"), item("g2", "u2")],
                           "watermark": {"generation": 0, "sequence": 1}, "next_after": "g2:u2"});
         let body = serde_json::to_vec(&body).expect("serialize");
-        let page = decode_page(&request, &body).expect("json").expect("valid");
+        let page = decode_page(Schema::default_schema(), &request, &body)
+            .expect("json")
+            .expect("valid");
         assert_eq!(page.next_after, Some(EntityKey::pair("g2", "u2")));
         let bad = json!({"items": [item("g1", "u1")],
                          "watermark": {"generation": 0, "sequence": 1}, "next_after": null});
@@ -317,8 +350,15 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_parse_error() {
-        let request = request(Kind::Group, None, 10);
-        assert!(decode_page(&request, b"{\"items\": [").is_err());
-        assert!(decode_page(&request, b"{\"items\": 5, \"watermark\": null}").is_err());
+        let request = request(Kind::GROUP, None, 10);
+        assert!(decode_page(Schema::default_schema(), &request, b"{\"items\": [").is_err());
+        assert!(
+            decode_page(
+                Schema::default_schema(),
+                &request,
+                b"{\"items\": 5, \"watermark\": null}"
+            )
+            .is_err()
+        );
     }
 }

@@ -200,7 +200,7 @@ mod tests {
             .iter()
             .map(|id| Row {
                 tenant_id: "t".to_owned(),
-                record: Record::Group(Group {
+                record: Record::from(Group {
                     id: (*id).to_owned(),
                     name: "n".to_owned(),
                 }),
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn walks_to_the_end() {
-        let mut walk = SourceWalk::new("t", Kind::Group);
+        let mut walk = SourceWalk::new("t", Kind::GROUP);
         assert_eq!(walk.next_request(2).and_then(|request| request.after), None);
         walk.accept(&page(&["a", "b"], Some("b"))).expect("first");
         let request = walk.next_request(2).expect("more to read");
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn refuses_a_duplicate_across_pages() {
-        let mut walk = SourceWalk::new("t", Kind::Group);
+        let mut walk = SourceWalk::new("t", Kind::GROUP);
         walk.accept(&page(&["a", "b"], Some("b"))).expect("first");
         let error = walk
             .accept(&page(&["b", "c"], None))
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn refuses_an_unfinished_walk_and_pages_after_the_end() {
-        let mut walk = SourceWalk::starting_after("t", Kind::Group, Some(EntityKey::id("m")));
+        let mut walk = SourceWalk::starting_after("t", Kind::GROUP, Some(EntityKey::id("m")));
         let error = walk
             .accept(&page(&["a"], None))
             .expect_err("below the range start");
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn refuses_a_cursor_that_does_not_advance() {
-        let mut walk = SourceWalk::new("t", Kind::Group);
+        let mut walk = SourceWalk::new("t", Kind::GROUP);
         let error = walk
             .accept(&page(&[], Some("a")))
             .expect_err("empty page, cursor set");

@@ -28,15 +28,6 @@ fn required_nullable<'de, D: Deserializer<'de>>(
     Option::<String>::deserialize(deserializer)
 }
 
-/// The answer of `GET /v1/tenants/{id}/counts`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct CountsBody {
-    pub(crate) users: u64,
-    pub(crate) groups: u64,
-    pub(crate) memberships: u64,
-    pub(crate) watermark: Version,
-}
-
 /// The body of an error response.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {
@@ -72,16 +63,16 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
     let problem = |error: serde_json::Error| error.to_string();
     let invalid = |error: recon_core::InvalidInput| error.to_string();
     let (row_tenant, record, version) = match kind {
-        Kind::Tenant => {
+        Kind::TENANT => {
             let item: NamedItem = serde_json::from_value(item).map_err(problem)?;
             recon_core::validate_tenant_id(&item.id).map_err(invalid)?;
             let tenant = Tenant {
                 id: item.id.clone(),
                 name: item.name,
             };
-            (item.id, Record::Tenant(tenant), item.version)
+            (item.id, Record::from(tenant), item.version)
         }
-        Kind::User => {
+        Kind::USER => {
             let item: UserItem = serde_json::from_value(item).map_err(problem)?;
             validate_id("user id", &item.id).map_err(invalid)?;
             let status: UserStatus = item.status.parse().map_err(invalid)?;
@@ -91,18 +82,18 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 display_name: item.display_name,
                 status,
             };
-            (tenant_id.to_owned(), Record::User(user), item.version)
+            (tenant_id.to_owned(), Record::from(user), item.version)
         }
-        Kind::Group => {
+        Kind::GROUP => {
             let item: NamedItem = serde_json::from_value(item).map_err(problem)?;
             validate_id("group id", &item.id).map_err(invalid)?;
             let group = Group {
                 id: item.id,
                 name: item.name,
             };
-            (tenant_id.to_owned(), Record::Group(group), item.version)
+            (tenant_id.to_owned(), Record::from(group), item.version)
         }
-        Kind::Membership => {
+        Kind::MEMBERSHIP => {
             let item: MembershipItem = serde_json::from_value(item).map_err(problem)?;
             validate_id("group id", &item.group_id).map_err(invalid)?;
             validate_id("user id", &item.user_id).map_err(invalid)?;
@@ -116,12 +107,9 @@ pub(crate) fn item_to_row(kind: Kind, tenant_id: &str, item: Value) -> Result<Ro
                 group_id: item.group_id,
                 user_id: item.user_id,
             };
-            (
-                tenant_id.to_owned(),
-                Record::Membership(membership),
-                item.version,
-            )
+            (tenant_id.to_owned(), Record::from(membership), item.version)
         }
+        other => return Err(format!("kind {other} is not a kind of the default schema")),
     };
     Ok(Row {
         tenant_id: row_tenant,
@@ -158,7 +146,7 @@ mod tests {
     fn items_become_rows_and_problems_are_named() {
         let version = json!({"generation": 0, "sequence": 7});
         let row = item_to_row(
-            Kind::User,
+            Kind::USER,
             "t1",
             json!({"id": "u1", "email": "e", "display_name": "d", "status": "disabled",
                    "version": version, "nickname": "ignored"}),
@@ -168,42 +156,42 @@ mod tests {
         assert_eq!(row.version, Version::new(0, 7));
         let cases = [
             (
-                Kind::User,
+                Kind::USER,
                 json!({"id": "u1", "display_name": "d", "status": "active", "version": version}),
                 "email",
             ),
             (
-                Kind::User,
+                Kind::USER,
                 json!({"id": "u1", "email": "e", "display_name": "d", "status": "gone", "version": version}),
                 "user status",
             ),
             (
-                Kind::Group,
+                Kind::GROUP,
                 json!({"id": 5, "name": "n", "version": version}),
                 "invalid type",
             ),
             (
-                Kind::Group,
+                Kind::GROUP,
                 json!({"id": "", "name": "n", "version": version}),
                 "group id",
             ),
-            (Kind::Tenant, json!({"id": "t", "name": "n"}), "version"),
+            (Kind::TENANT, json!({"id": "t", "name": "n"}), "version"),
             (
-                Kind::Membership,
+                Kind::MEMBERSHIP,
                 json!({"group_id": "g", "version": version}),
                 "user_id",
             ),
             (
-                Kind::Membership,
+                Kind::MEMBERSHIP,
                 json!({"group_id": "g:x", "user_id": "u", "version": version}),
                 "`:`",
             ),
             (
-                Kind::Membership,
+                Kind::MEMBERSHIP,
                 json!({"group_id": "g", "user_id": "u\n", "version": version}),
                 "user id",
             ),
-            (Kind::Tenant, json!("just a string"), "invalid type"),
+            (Kind::TENANT, json!("just a string"), "invalid type"),
         ];
         for (kind, item, expected) in cases {
             let error = item_to_row(kind, "t1", item.clone()).expect_err("must be refused");

@@ -25,9 +25,9 @@
 
 use crate::fence::{self, FenceToken};
 use crate::sql::{self, Binder};
-use crate::tables::{Table, table};
+use crate::tables::{Table, Tables};
 use crate::{Error, Result, Store, error::database};
-use recon_core::{Change, Kind, Record, Version};
+use recon_core::{Change, Kind, Version};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -92,7 +92,7 @@ impl Store {
     #[instrument(name = "store.apply_batch", skip_all, fields(changes = changes.len(), mode = mode.name()))]
     pub async fn apply(&self, changes: &[Change], mode: WriteMode<'_>) -> Result<ApplyOutcome> {
         for change in changes {
-            validate(change)?;
+            validate(&self.tables, change)?;
         }
         let transaction = self.connection.begin().await.map_err(database("begin"))?;
         take_write_lock(&transaction).await?;
@@ -118,7 +118,10 @@ impl Store {
             WriteMode::Reconcile(_, watermark) => VersionGuard::AtMost(watermark),
         };
         let deleted_at_ms = now_ms();
-        for kind in Kind::UPSERT_ORDER {
+        let scope = Kind::of(self.tables.schema().scope());
+        let backend = self.backend();
+        for kind in self.tables.upsert_order() {
+            let table = self.tables.table(kind)?;
             let of_kind: Vec<&Change> = selected
                 .values()
                 .copied()
@@ -126,17 +129,18 @@ impl Store {
                 .collect();
             for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
                 outcome.written +=
-                    write_chunk(&transaction, table(kind), chunk, guard, deleted_at_ms).await?;
+                    write_chunk(&transaction, table, backend, chunk, guard, deleted_at_ms).await?;
             }
         }
         // Changes that landed; the cascades below write other rows.
         let landed = outcome.written;
         for change in selected.values() {
             if let Change::Delete(deletion) = change
-                && deletion.kind == Kind::Tenant
+                && deletion.kind == scope
             {
                 outcome.written += cascade_tenant_delete(
                     &transaction,
+                    &self.tables,
                     &deletion.tenant_id,
                     deletion.version,
                     guard,
@@ -180,23 +184,28 @@ impl Store {
     }
 }
 
-fn validate(change: &Change) -> Result<()> {
-    if let Change::Upsert(row) = change
-        && let Record::Tenant(tenant) = &row.record
-        && tenant.id != row.tenant_id
-    {
-        return Err(Error::InvalidData(format!(
-            "tenant row {:?} filed under tenant {:?}",
-            tenant.id, row.tenant_id
-        )));
+/// Refuses a change the store cannot hold: a kind its schema does not
+/// declare, a record of another schema's definition of the kind, a scope
+/// row filed under another scope.
+fn validate(tables: &Tables, change: &Change) -> Result<()> {
+    let definition = tables.definition(change.kind())?;
+    let scope = tables.schema().scope();
+    if let Change::Upsert(row) = change {
+        let held = row.record.definition();
+        if !std::ptr::eq(held, definition) && held != definition {
+            return Err(Error::InvalidData(format!(
+                "a {} row of another schema than the store's",
+                definition.name
+            )));
+        }
     }
-    if let Change::Delete(deletion) = change
-        && deletion.kind == Kind::Tenant
-        && deletion.key.primary != deletion.tenant_id
-    {
+    if definition.name == scope.name && change.key().first() != change.tenant_id() {
         return Err(Error::InvalidData(format!(
-            "tenant deletion {:?} filed under tenant {:?}",
-            deletion.key.primary, deletion.tenant_id
+            "{} row {:?} filed under {} {:?}",
+            scope.name,
+            change.key().first(),
+            scope.name,
+            change.tenant_id()
         )));
     }
     Ok(())
@@ -265,6 +274,7 @@ enum VersionGuard {
 async fn write_chunk(
     transaction: &DatabaseTransaction,
     table: &Table,
+    backend: DbBackend,
     changes: &[&Change],
     version_guard: VersionGuard,
     deleted_at_ms: i64,
@@ -272,10 +282,18 @@ async fn write_chunk(
     if changes.is_empty() {
         return Ok(0);
     }
-    let mut binder = Binder::new(transaction.get_database_backend());
+    let mut binder = Binder::new(backend);
+    let mut casts: Vec<Option<&str>> = vec![None; table.primary_key().len()];
+    casts.extend(
+        table
+            .fields
+            .iter()
+            .map(|field| sql::column_cast(field, backend)),
+    );
     let mut tuples = Vec::with_capacity(changes.len());
     for change in changes {
-        tuples.push(binder.bind_tuple(row_values(table, change, deleted_at_ms)?));
+        let values = row_values(table, backend, change, deleted_at_ms)?;
+        tuples.push(binder.bind_tuple_cast(values, &casts));
     }
     let mut columns = table.primary_key();
     columns.extend(table.data_columns.iter().map(String::as_str));
@@ -323,26 +341,32 @@ async fn write_chunk(
 }
 
 /// Column values of one change, in the order of `write_chunk`'s columns.
-fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<Value>> {
+fn row_values(
+    table: &Table,
+    backend: DbBackend,
+    change: &Change,
+    deleted_at_ms: i64,
+) -> Result<Vec<Value>> {
     let key = change.key();
     let mut values: Vec<Value> = Vec::with_capacity(10);
     if table.tenant_scoped {
         values.push(change.tenant_id().to_owned().into());
     }
-    values.push(key.primary.clone().into());
-    if let Some(secondary) = &key.secondary {
-        values.push(secondary.clone().into());
-    }
+    values.extend(key.parts().iter().map(|part| Value::from(part.clone())));
     match change {
         Change::Upsert(row) => {
-            values.extend(sql::data_values(&row.record));
+            for (field, value) in table.fields.iter().zip(row.record.values()) {
+                values.push(sql::bind_value(field, value, backend)?);
+            }
             values.extend(sql::version_values(row.version)?);
             values.push(row.record.row_hash().to_hex().into());
             values.push(false.into());
             values.push(Value::BigInt(None));
         }
         Change::Delete(deletion) => {
-            values.extend((0..table.data_columns.len()).map(|index| table.placeholder(index)));
+            for (index, field) in table.fields.iter().enumerate() {
+                values.push(sql::bind_value(field, &table.placeholder(index), backend)?);
+            }
             values.extend(sql::version_values(deletion.version)?);
             values.push(String::new().into());
             values.push(true.into());
@@ -357,13 +381,14 @@ fn row_values(table: &Table, change: &Change, deleted_at_ms: i64) -> Result<Vec<
 /// rows not newer than the page's watermark).
 async fn cascade_tenant_delete(
     transaction: &DatabaseTransaction,
+    tables: &Tables,
     tenant_id: &str,
     version: Version,
     version_guard: VersionGuard,
     deleted_at_ms: i64,
 ) -> Result<u64> {
     let mut written = 0;
-    for kind in Kind::TENANT_SCOPED.iter().rev() {
+    for table in tables.scoped().rev() {
         let mut binder = Binder::new(transaction.get_database_backend());
         let [generation, sequence] = sql::version_values(version)?;
         let set = format!(
@@ -374,7 +399,8 @@ async fn cascade_tenant_delete(
             binder.bind(sequence.clone())
         );
         let mut condition = format!(
-            "tenant_id = {} AND deleted = {}",
+            "{} = {} AND deleted = {}",
+            table.scope_column,
             binder.bind(tenant_id),
             binder.bind(false)
         );
@@ -387,7 +413,7 @@ async fn cascade_tenant_delete(
             binder.bind(bound_generation),
             binder.bind(bound_sequence)
         ));
-        let sql = format!("UPDATE {} SET {set} WHERE {condition}", table(*kind).name);
+        let sql = format!("UPDATE {} SET {set} WHERE {condition}", table.name);
         let result = transaction
             .execute_raw(binder.statement(sql))
             .await

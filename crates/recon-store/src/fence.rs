@@ -149,7 +149,7 @@ impl Store {
         let transaction = self.connection.begin().await.map_err(database("begin"))?;
         let probe = Change::Delete(recon_core::Deletion {
             tenant_id: tenant_id.to_owned(),
-            kind: recon_core::Kind::Tenant,
+            kind: recon_core::Kind::TENANT,
             key: recon_core::EntityKey::id(tenant_id),
             version: recon_core::Version::ZERO,
         });

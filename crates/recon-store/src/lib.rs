@@ -47,7 +47,9 @@ pub use upkeep::TombstonePurge;
 
 use recon_core::schema::Schema;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use std::sync::Arc;
 use std::time::Duration;
+use tables::Tables;
 
 /// Session settings of a store's connections (DESIGN §6, bounded waits).
 ///
@@ -78,17 +80,21 @@ pub struct StoreOptions {
     pub idle_in_transaction_timeout: Duration,
     /// Longest wait for the database lock (SQLite).
     pub busy_timeout: Duration,
+    /// The declared schema the replica holds; connecting checks that the
+    /// store holds it too.
+    pub data_model: &'static Schema,
 }
 
 impl Default for StoreOptions {
     /// 5 s lock wait, 60 s per statement, 60 s idle in a transaction, 5 s
-    /// SQLite busy wait.
+    /// SQLite busy wait, the default schema.
     fn default() -> Self {
         Self {
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(60),
             idle_in_transaction_timeout: Duration::from_secs(60),
             busy_timeout: Duration::from_secs(5),
+            data_model: Schema::default_schema(),
         }
     }
 }
@@ -97,6 +103,7 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     connection: DatabaseConnection,
+    tables: Arc<Tables>,
 }
 
 impl Store {
@@ -135,8 +142,11 @@ impl Store {
         });
         let connection = open(database_url, options).await?;
         migrate::check(&connection).await?;
-        data_model::check(&connection, Schema::default_schema()).await?;
-        Ok(Self { connection })
+        data_model::check(&connection, store_options.data_model).await?;
+        Ok(Self {
+            connection,
+            tables: Arc::new(Tables::of(store_options.data_model)),
+        })
     }
 
     /// Brings the schema of the store at `database_url` up to date and
@@ -162,6 +172,11 @@ impl Store {
         data_model: &Schema,
     ) -> Result<Vec<String>> {
         migrate::run(database_url, options, data_model).await
+    }
+
+    /// The declared schema the store holds.
+    pub fn data_model(&self) -> &'static Schema {
+        self.tables.schema()
     }
 
     /// The database backend in use.

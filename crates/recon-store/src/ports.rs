@@ -104,11 +104,15 @@ impl ReplicaStore for Store {
 
     async fn all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>, PortError> {
+    ) -> Result<Option<std::collections::HashMap<String, Vec<RangeDigest>>>, PortError> {
         Ok(self.aggregate_all_tenant_digests().await?)
     }
 
-    async fn tenant_digests(&self, tenant_id: &str) -> Result<[RangeDigest; 3], PortError> {
+    fn schema(&self) -> &'static recon_core::schema::Schema {
+        self.data_model()
+    }
+
+    async fn tenant_digests(&self, tenant_id: &str) -> Result<Vec<RangeDigest>, PortError> {
         match self.aggregate_tenant_digests(tenant_id).await? {
             Some(digests) => Ok(digests),
             None => tenant_digests_by_scan(self, tenant_id).await,

@@ -1,14 +1,13 @@
 //! Key-ordered reads of live rows, for the diff, and tombstone upkeep.
 
 use crate::sql::{self, Binder};
-use crate::tables::{Table, table};
+use crate::tables::Table;
 use crate::{Error, Result, Store, error::database};
 use futures::Stream;
-use recon_core::{
-    EntityKey, Group, KeyRange, KeyedRow, Kind, Membership, RangeDigest, Record, Row, Tenant, User,
-    Version,
-};
+use recon_core::schema::{FieldType, FieldValue};
+use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, RangeDigest, Record, Row, Version};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::instrument;
 
@@ -42,7 +41,7 @@ impl Store {
         ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<StoredRow>> {
-        let table = table(kind);
+        let table = self.tables.table(kind)?;
         if ranges.len() > 1 && self.backend() == DbBackend::Postgres && table.tenant_scoped {
             return self.read_many(tenant_id, kind, ranges, limit).await;
         }
@@ -66,7 +65,8 @@ impl Store {
         }
         let limit = binder.bind(i64::try_from(limit).unwrap_or(i64::MAX));
         let sql = format!(
-            "SELECT * FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
+            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
+            table.selected_columns(self.backend(), ""),
             table.name,
             conditions.join(" AND "),
             table.key_columns.join(", ")
@@ -86,7 +86,7 @@ impl Store {
         ranges: &[KeyRange],
         limit: u64,
     ) -> Result<Vec<StoredRow>> {
-        let table = table(kind);
+        let table = self.tables.table(kind)?;
         let keys = table.key_columns.join(", ");
         let (bounded, open) = match ranges.split_last() {
             Some((last, rest)) if last.until.is_none() => (rest, Some(last)),
@@ -100,8 +100,9 @@ impl Store {
             // parsed once per connection, whatever the number of ranges.
             let ordinal = binder.bind(i64::try_from(ordinal).unwrap_or(i64::MAX));
             format!(
-                "SELECT * FROM (SELECT {ordinal}::BIGINT AS i, r.* FROM {} r WHERE {} \
+                "SELECT * FROM (SELECT {ordinal}::BIGINT AS i, {} FROM {} r WHERE {} \
                  ORDER BY {keys} LIMIT {limit}) part",
+                table.selected_columns(DbBackend::Postgres, "r."),
                 table.name,
                 conditions.join(" AND ")
             )
@@ -115,9 +116,13 @@ impl Store {
                 let deleted = binder.bind(false);
                 let bounds = BoundsJoin::new(&mut binder, table, bounded.iter());
                 parts.push(format!(
-                    "SELECT b.i, r.* FROM {} CROSS JOIN LATERAL (SELECT * FROM {} WHERE deleted = {deleted} \
-                     AND tenant_id = {tenant} AND {} ORDER BY {keys} LIMIT {limit}) r",
-                    bounds.from, table.name, bounds.condition
+                    "SELECT b.i, r.* FROM {} CROSS JOIN LATERAL (SELECT {} FROM {} WHERE deleted = {deleted} \
+                     AND {} = {tenant} AND {} ORDER BY {keys} LIMIT {limit}) r",
+                    bounds.from,
+                    table.selected_columns(DbBackend::Postgres, ""),
+                    table.name,
+                    table.scope_column,
+                    bounds.condition
                 ));
             }
         }
@@ -139,7 +144,7 @@ impl Store {
             .await
             .map_err(database("read page"))?;
         rows.iter()
-            .map(|row| Ok(KeyedRow::new(parse_row(table(kind), kind, row)?)))
+            .map(|row| Ok(KeyedRow::new(self.parse_row(kind, row)?)))
             .collect()
     }
 
@@ -179,14 +184,14 @@ impl Store {
     }
 
     /// Counts live rows of `kind` in `tenant_id` (all tenants for
-    /// [`Kind::Tenant`]).
+    /// [`Kind::TENANT`]).
     pub async fn count_live(&self, tenant_id: &str, kind: Kind) -> Result<u64> {
         self.count_live_in(Some(tenant_id), kind, &KeyRange::all())
             .await
     }
 
     /// Counts live rows of `kind` within `range`: of `tenant_id`, or of every
-    /// tenant when it is `None` (ignored for [`Kind::Tenant`]).
+    /// tenant when it is `None` (ignored for [`Kind::TENANT`]).
     #[instrument(name = "store.count_rows", skip_all, fields(kind = %kind))]
     pub async fn count_live_in(
         &self,
@@ -194,7 +199,7 @@ impl Store {
         kind: Kind,
         range: &KeyRange,
     ) -> Result<u64> {
-        let table = table(kind);
+        let table = self.tables.table(kind)?;
         let mut binder = Binder::new(self.backend());
         let conditions = live_in_range(&mut binder, table, tenant_id, range);
         let sql = format!(
@@ -220,16 +225,20 @@ impl Store {
     #[instrument(name = "store.orphan_scopes", skip_all)]
     pub async fn orphan_scopes(&self) -> Result<Vec<String>> {
         let mut binder = Binder::new(self.backend());
-        let tenants = &table(Kind::Tenant).name;
-        let selects: Vec<String> = Kind::TENANT_SCOPED
-            .into_iter()
-            .map(|kind| {
-                let rows = &table(kind).name;
+        let scope = self.tables.scope();
+        let selects: Vec<String> = self
+            .tables
+            .scoped()
+            .map(|table| {
                 let live = binder.bind(false);
-                let live_tenant = binder.bind(false);
+                let live_scope = binder.bind(false);
                 format!(
-                    "SELECT DISTINCT tenant_id FROM {rows} WHERE deleted = {live} AND NOT EXISTS \
-                     (SELECT 1 FROM {tenants} t WHERE t.id = {rows}.tenant_id AND t.deleted = {live_tenant})"
+                    "SELECT DISTINCT {column} FROM {rows} WHERE deleted = {live} AND NOT EXISTS \
+                     (SELECT 1 FROM {scopes} t WHERE t.{key} = {rows}.{column} AND t.deleted = {live_scope})",
+                    column = table.scope_column,
+                    rows = table.name,
+                    scopes = scope.name,
+                    key = scope.key_columns[0],
                 )
             })
             .collect();
@@ -272,7 +281,10 @@ impl Store {
                 (kind, range)
             })
             .collect();
-        if parts.len() > 1 && self.backend() == DbBackend::Postgres && kind != Kind::Tenant {
+        if parts.len() > 1
+            && self.backend() == DbBackend::Postgres
+            && self.tables.table(kind)?.tenant_scoped
+        {
             return self.aggregate_many(tenant_id, kind, &parts).await.map(Some);
         }
         self.aggregate(tenant_id, &parts).await
@@ -291,7 +303,7 @@ impl Store {
         kind: Kind,
         parts: &[(Kind, KeyRange)],
     ) -> Result<Vec<RangeDigest>> {
-        let table = table(kind);
+        let table = self.tables.table(kind)?;
         let (bounded, open) = match parts.split_last() {
             Some((last, rest)) if last.1.until.is_none() => (rest, Some(last)),
             _ => (parts, None),
@@ -319,8 +331,8 @@ impl Store {
                     BoundsJoin::new(&mut binder, table, bounded.iter().map(|(_, range)| range));
                 selects.push(format!(
                     "SELECT b.i, a.n, a.high, a.low FROM {} CROSS JOIN LATERAL \
-                     (SELECT {sums} FROM {} WHERE deleted = {deleted} AND tenant_id = {tenant} AND {}) a",
-                    bounds.from, table.name, bounds.condition,
+                     (SELECT {sums} FROM {} WHERE deleted = {deleted} AND {} = {tenant} AND {}) a",
+                    bounds.from, table.name, table.scope_column, bounds.condition,
                 ));
             }
         }
@@ -343,28 +355,31 @@ impl Store {
         rows.iter().map(split_sums).collect()
     }
 
-    /// Every tenant's live users, groups and memberships as digests, in one
-    /// statement: one sequential pass over each table grouped by tenant
-    /// (PostgreSQL; `None` on SQLite). Tenants without live rows are absent.
+    /// Every scope's live rows of each scoped kind (in apply order) as
+    /// digests, in one statement: one sequential pass over each table
+    /// grouped by scope (PostgreSQL; `None` on SQLite). Scopes without live
+    /// rows are absent.
     #[instrument(name = "store.all_tenant_digests", skip_all)]
     pub async fn aggregate_all_tenant_digests(
         &self,
-    ) -> Result<Option<std::collections::HashMap<String, [RangeDigest; 3]>>> {
+    ) -> Result<Option<HashMap<String, Vec<RangeDigest>>>> {
         if self.backend() != DbBackend::Postgres {
             return Ok(None);
         }
-        let per_tenant = |index: usize, kind: Kind| {
-            format!(
-                "SELECT {index} AS i, tenant_id, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
-                 COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low FROM {} WHERE NOT deleted GROUP BY tenant_id",
-                table(kind).name
-            )
-        };
-        let selects: Vec<String> = Kind::TENANT_SCOPED
-            .into_iter()
+        let selects: Vec<String> = self
+            .tables
+            .scoped()
             .enumerate()
-            .map(|(index, kind)| per_tenant(index, kind))
+            .map(|(index, table)| {
+                format!(
+                    "SELECT {index} AS i, {column} AS scope, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
+                     COALESCE(SUM(digest & 4294967295), 0)::BIGINT AS low FROM {} WHERE NOT deleted GROUP BY {column}",
+                    table.name,
+                    column = table.scope_column,
+                )
+            })
             .collect();
+        let kinds = selects.len();
         let rows = self
             .connection
             .query_all_raw(sea_orm::Statement::from_string(
@@ -373,31 +388,34 @@ impl Store {
             ))
             .await
             .map_err(database("aggregate every tenant's digests"))?;
-        let mut tenants: std::collections::HashMap<String, [RangeDigest; 3]> =
-            std::collections::HashMap::new();
+        let mut scopes: HashMap<String, Vec<RangeDigest>> = HashMap::new();
         for row in rows {
             let index: i32 = row
                 .try_get("", "i")
                 .map_err(database("aggregate every tenant's digests"))?;
-            let tenant = text(&row, "tenant_id")?;
-            let slot = tenants.entry(tenant).or_default();
-            slot[usize::try_from(index).unwrap_or_default().min(2)] = split_sums(&row)?;
+            let scope = text(&row, "scope")?;
+            let slot = scopes
+                .entry(scope)
+                .or_insert_with(|| vec![RangeDigest::default(); kinds]);
+            slot[usize::try_from(index).unwrap_or_default().min(kinds - 1)] = split_sums(&row)?;
         }
-        Ok(Some(tenants))
+        Ok(Some(scopes))
     }
 
-    /// A tenant's live users, groups and memberships, each whole, as
-    /// digests in one statement (PostgreSQL; `None` on SQLite).
+    /// A scope's live rows of each scoped kind (in apply order), each
+    /// whole, as digests in one statement (PostgreSQL; `None` on SQLite).
     #[instrument(name = "store.tenant_digests", skip_all, fields(tenant = %tenant_id))]
     pub async fn aggregate_tenant_digests(
         &self,
         tenant_id: &str,
-    ) -> Result<Option<[RangeDigest; 3]>> {
-        let parts = Kind::TENANT_SCOPED.map(|kind| (kind, KeyRange::all()));
-        Ok(self
-            .aggregate(tenant_id, &parts)
-            .await?
-            .map(|digests| [digests[0], digests[1], digests[2]]))
+    ) -> Result<Option<Vec<RangeDigest>>> {
+        let parts: Vec<(Kind, KeyRange)> = self
+            .data_model()
+            .scoped_kinds()
+            .into_iter()
+            .map(|kind| (kind, KeyRange::all()))
+            .collect();
+        self.aggregate(tenant_id, &parts).await
     }
 
     /// Count and element sums of each `(kind, range)` of a tenant, in
@@ -407,17 +425,20 @@ impl Store {
         tenant_id: &str,
         parts: &[(Kind, KeyRange)],
     ) -> Result<Option<Vec<RangeDigest>>> {
-        if self.backend() != DbBackend::Postgres
-            || parts.iter().any(|(kind, _)| *kind == Kind::Tenant)
-        {
+        if self.backend() != DbBackend::Postgres {
             return Ok(None);
+        }
+        for (kind, _) in parts {
+            if !self.tables.table(*kind)?.tenant_scoped {
+                return Ok(None);
+            }
         }
         let mut digests = Vec::with_capacity(parts.len());
         for chunk in parts.chunks(64) {
             let mut binder = Binder::new(self.backend());
             let mut selects = Vec::with_capacity(chunk.len());
             for (index, (kind, range)) in chunk.iter().enumerate() {
-                let table = table(*kind);
+                let table = self.tables.table(*kind)?;
                 let conditions = live_in_range(&mut binder, table, Some(tenant_id), range);
                 selects.push(format!(
                     "SELECT {index} AS i, COUNT(*) AS n, COALESCE(SUM(digest >> 32), 0)::BIGINT AS high, \
@@ -448,11 +469,11 @@ impl Store {
             .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let mut purged = 0;
-        for kind in Kind::UPSERT_ORDER {
+        for kind in self.tables.upsert_order() {
             let mut binder = Binder::new(self.backend());
             let sql = format!(
                 "DELETE FROM {} WHERE deleted = {} AND deleted_at_ms < {}",
-                table(kind).name,
+                self.tables.table(kind)?.name,
                 binder.bind(true),
                 binder.bind(cutoff)
             );
@@ -530,60 +551,76 @@ fn split_sums(row: &QueryResult) -> Result<RangeDigest> {
 }
 
 fn key_values(key: &EntityKey) -> Vec<Value> {
-    let mut values: Vec<Value> = vec![key.primary.clone().into()];
-    if let Some(secondary) = &key.secondary {
-        values.push(secondary.clone().into());
-    }
-    values
+    key.parts()
+        .iter()
+        .map(|part| Value::from(part.clone()))
+        .collect()
 }
 
 fn text(row: &QueryResult, column: &str) -> Result<String> {
     row.try_get("", column).map_err(database("decode row"))
 }
 
-fn parse_row(table: &Table, kind: Kind, row: &QueryResult) -> Result<Row> {
-    let generation: i64 = row
-        .try_get("", "generation")
-        .map_err(database("decode row"))?;
-    let sequence: i64 = row
-        .try_get("", "sequence")
-        .map_err(database("decode row"))?;
-    let version = Version::new(
-        sql::from_db(generation, "generation")?,
-        sql::from_db(sequence, "sequence")?,
-    );
-    let record = match kind {
-        Kind::Tenant => Record::Tenant(Tenant {
-            id: text(row, "id")?,
-            name: text(row, "name")?,
-        }),
-        Kind::User => Record::User(User {
-            id: text(row, "id")?,
-            email: text(row, "email")?,
-            display_name: text(row, "display_name")?,
-            status: text(row, "status")?
-                .parse()
-                .map_err(|error: recon_core::InvalidInput| Error::InvalidData(error.to_string()))?,
-        }),
-        Kind::Group => Record::Group(Group {
-            id: text(row, "id")?,
-            name: text(row, "name")?,
-        }),
-        Kind::Membership => Record::Membership(Membership {
-            group_id: text(row, "group_id")?,
-            user_id: text(row, "user_id")?,
-        }),
+impl Store {
+    /// A row of `kind` selected with [`Table::selected_columns`].
+    fn parse_row(&self, kind: Kind, row: &QueryResult) -> Result<Row> {
+        let table = self.tables.table(kind)?;
+        let definition = self.tables.definition(kind)?;
+        let number = |column: &str| -> Result<i64> {
+            row.try_get("", column).map_err(database("decode row"))
+        };
+        let version = Version::new(
+            sql::from_db(number("generation")?, "generation")?,
+            sql::from_db(number("sequence")?, "sequence")?,
+        );
+        let key = table
+            .key_columns
+            .iter()
+            .map(|column| text(row, column))
+            .collect::<Result<Vec<_>>>()?;
+        let mut values = Vec::with_capacity(table.fields.len());
+        for field in &table.fields {
+            values.push(read_value(&field.field_type, row, &field.name)?);
+        }
+        let key = EntityKey::from_parts(key);
+        let tenant_id = if table.tenant_scoped {
+            text(row, &table.scope_column)?
+        } else {
+            key.first().to_owned()
+        };
+        Ok(Row {
+            tenant_id,
+            record: Record::unchecked(definition, key, values),
+            version,
+        })
+    }
+}
+
+/// One data column's value (timestamps selected as microseconds).
+fn read_value(field_type: &FieldType, row: &QueryResult, column: &str) -> Result<FieldValue> {
+    let decode = database("decode row");
+    let value = match field_type {
+        FieldType::Text { .. } | FieldType::Enum { .. } => row
+            .try_get::<Option<String>>("", column)
+            .map_err(decode)?
+            .map(FieldValue::Text),
+        FieldType::Json => row
+            .try_get::<Option<String>>("", column)
+            .map_err(decode)?
+            .map(FieldValue::Json),
+        FieldType::Integer | FieldType::Timestamp => {
+            let number = row.try_get::<Option<i64>>("", column).map_err(decode)?;
+            match field_type {
+                FieldType::Integer => number.map(FieldValue::Integer),
+                _ => number.map(FieldValue::Timestamp),
+            }
+        }
+        FieldType::Boolean => row
+            .try_get::<Option<bool>>("", column)
+            .map_err(decode)?
+            .map(FieldValue::Boolean),
     };
-    let tenant_id = if table.tenant_scoped {
-        text(row, "tenant_id")?
-    } else {
-        record.key().primary.clone()
-    };
-    Ok(Row {
-        tenant_id,
-        record,
-        version,
-    })
+    Ok(value.unwrap_or(FieldValue::Null))
 }
 
 /// The conditions selecting the live rows of `table` in `range`: of
@@ -599,7 +636,11 @@ fn live_in_range(
     if table.tenant_scoped
         && let Some(tenant_id) = tenant_id
     {
-        conditions.push(format!("tenant_id = {}", binder.bind(tenant_id.to_owned())));
+        conditions.push(format!(
+            "{} = {}",
+            table.scope_column,
+            binder.bind(tenant_id.to_owned())
+        ));
     }
     conditions.extend(key_conditions(binder, table, range));
     conditions

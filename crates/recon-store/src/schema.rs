@@ -24,8 +24,8 @@
 //! * `reconcile_runs(run_id, started_ms, ended_ms, summary, units)`: the run
 //!   history, one JSON record per finished run (see `history.rs`).
 
-use crate::tables::table;
 use recon_core::Kind;
+use recon_core::schema::Schema;
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
@@ -173,7 +173,14 @@ impl MigrationTrait for DigestColumns {
             return Ok(());
         }
         let connection = manager.get_connection();
-        let tables = Kind::TENANT_SCOPED.map(|kind| (table(kind).name.as_str(), kind));
+        // The default schema's scoped tables: the only ones a store had
+        // when this migration was written.
+        let tables: Vec<(&str, Kind)> = Schema::default_schema()
+            .kinds()
+            .iter()
+            .filter(|kind| kind.scoped)
+            .map(|kind| (kind.table.as_str(), Kind::named(&kind.name)))
+            .collect();
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;
         }
@@ -288,7 +295,10 @@ impl MigrationTrait for DataModelRecord {
                  schema_toml TEXT NOT NULL)",
             )
             .await?;
-        if manager.has_table(table(Kind::Tenant).name.as_str()).await? {
+        if manager
+            .has_table(Schema::default_schema().scope().table.as_str())
+            .await?
+        {
             let backend = manager.get_database_backend();
             let placeholder = if backend == DbBackend::Postgres {
                 "$1"

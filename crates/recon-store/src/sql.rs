@@ -1,7 +1,8 @@
 //! Small helpers to build backend-neutral SQL with bound values.
 
 use crate::{Error, Result};
-use recon_core::{Record, Version};
+use recon_core::Version;
+use recon_core::schema::{FieldDef, FieldType, FieldValue, SqlParameter};
 use sea_orm::{DbBackend, Statement, Value};
 
 /// Accumulates bound values and renders placeholders in the backend's
@@ -31,7 +32,27 @@ impl Binder {
 
     /// Binds several values and returns `(p1, p2, …)`.
     pub fn bind_tuple(&mut self, values: impl IntoIterator<Item = Value>) -> String {
-        let placeholders: Vec<String> = values.into_iter().map(|value| self.bind(value)).collect();
+        self.bind_tuple_cast(values, &[])
+    }
+
+    /// [`Binder::bind_tuple`] with the `i`th placeholder cast to `casts[i]`
+    /// where one is given (`CAST(p AS type)`).
+    pub fn bind_tuple_cast(
+        &mut self,
+        values: impl IntoIterator<Item = Value>,
+        casts: &[Option<&str>],
+    ) -> String {
+        let placeholders: Vec<String> = values
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| {
+                let placeholder = self.bind(value);
+                match casts.get(index).copied().flatten() {
+                    Some(cast) => format!("CAST({placeholder} AS {cast})"),
+                    None => placeholder,
+                }
+            })
+            .collect();
         format!("({})", placeholders.join(", "))
     }
 
@@ -60,16 +81,29 @@ pub(crate) fn version_values(version: Version) -> Result<[Value; 2]> {
     ])
 }
 
-/// The data column values of a record, in the table's `data_columns` order.
-pub(crate) fn data_values(record: &Record) -> Vec<Value> {
-    match record {
-        Record::Tenant(tenant) => vec![tenant.name.clone().into()],
-        Record::User(user) => vec![
-            user.email.clone().into(),
-            user.display_name.clone().into(),
-            user.status.as_str().into(),
-        ],
-        Record::Group(group) => vec![group.name.clone().into()],
-        Record::Membership(_) => Vec::new(),
-    }
+/// A data value as a parameter of its column's type (a NULL typed too:
+/// PostgreSQL refuses a text NULL for a BIGINT column). A timestamp travels
+/// as RFC 3339 text on PostgreSQL (its placeholder is cast, see
+/// [`column_cast`]; exact to the microsecond) and as microseconds on
+/// SQLite.
+pub(crate) fn bind_value(
+    field: &FieldDef,
+    value: &FieldValue,
+    backend: DbBackend,
+) -> Result<Value> {
+    let parameter = field
+        .sql_parameter(value, backend == DbBackend::Postgres)
+        .map_err(|invalid| Error::InvalidData(invalid.to_string()))?;
+    Ok(match parameter {
+        SqlParameter::Text(text) => text.into(),
+        SqlParameter::BigInt(number) => number.into(),
+        SqlParameter::Boolean(flag) => flag.into(),
+    })
+}
+
+/// The cast a data column's placeholder needs (a timestamp's text on
+/// PostgreSQL), if any.
+pub(crate) fn column_cast(field: &FieldDef, backend: DbBackend) -> Option<&'static str> {
+    (field.field_type == FieldType::Timestamp && backend == DbBackend::Postgres)
+        .then_some("TIMESTAMPTZ")
 }

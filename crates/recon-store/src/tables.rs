@@ -18,15 +18,17 @@
 //! A column is `NOT NULL` unless its field is nullable. A tombstone keeps
 //! its key; its data columns hold placeholders ([`Table::placeholder`]).
 
+use crate::{Error, Result};
 use recon_core::Kind;
 use recon_core::schema::evolution::SchemaChange;
-use recon_core::schema::{FieldDef, FieldType, KindDef, Schema};
+use recon_core::schema::{FieldDef, FieldType, FieldValue, KindDef, Schema};
 use sea_orm::DbBackend;
-use std::sync::LazyLock;
 
 /// Layout of one kind's table.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
+    /// The kind's name.
+    pub kind: String,
     /// Table name.
     pub name: String,
     /// `true` when rows live inside a scope value (the scope column).
@@ -41,31 +43,80 @@ pub(crate) struct Table {
     pub fields: Vec<FieldDef>,
 }
 
-/// The default schema's tables, in the default schema's file order.
-static DEFAULT_TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| {
-    let schema = Schema::default_schema();
-    schema
-        .kinds()
-        .iter()
-        .map(|kind| Table::of(schema, kind))
-        .collect()
-});
+/// The tables of a store's declared schema.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    /// The schema they are made from.
+    schema: &'static Schema,
+    /// One per kind, in the schema's file order.
+    tables: Vec<Table>,
+}
 
-/// The table of a default-schema kind.
-pub(crate) fn table(kind: Kind) -> &'static Table {
-    let index = match kind {
-        Kind::Tenant => 0,
-        Kind::User => 1,
-        Kind::Group => 2,
-        Kind::Membership => 3,
-    };
-    &DEFAULT_TABLES[index]
+impl Tables {
+    /// The tables of `schema`.
+    pub fn of(schema: &'static Schema) -> Self {
+        Self {
+            schema,
+            tables: schema
+                .kinds()
+                .iter()
+                .map(|kind| Table::of(schema, kind))
+                .collect(),
+        }
+    }
+
+    /// The schema the tables are made from.
+    pub fn schema(&self) -> &'static Schema {
+        self.schema
+    }
+
+    /// The table of `kind`.
+    pub fn table(&self, kind: Kind) -> Result<&Table> {
+        self.tables
+            .iter()
+            .find(|table| table.kind == kind.as_str())
+            .ok_or_else(|| not_declared(kind))
+    }
+
+    /// The definition of `kind`.
+    pub fn definition(&self, kind: Kind) -> Result<&'static KindDef> {
+        self.schema
+            .kind(kind.as_str())
+            .filter(|definition| definition.name == kind.as_str())
+            .ok_or_else(|| not_declared(kind))
+    }
+
+    /// The scope kind's table.
+    pub fn scope(&self) -> &Table {
+        let scope = &self.schema.scope().name;
+        self.tables
+            .iter()
+            .find(|table| &table.kind == scope)
+            .unwrap_or(&self.tables[0])
+    }
+
+    /// The kinds in apply order: referenced kinds first.
+    pub fn upsert_order(&self) -> impl DoubleEndedIterator<Item = Kind> + '_ {
+        self.schema.apply_order().map(Kind::of)
+    }
+
+    /// The tables of the kinds that live inside a scope, in the schema's
+    /// file order (the order of every per-kind list).
+    pub fn scoped(&self) -> impl DoubleEndedIterator<Item = &Table> + '_ {
+        self.tables.iter().filter(|table| table.tenant_scoped)
+    }
+}
+
+/// The refusal of a kind the store's schema does not declare.
+pub(crate) fn not_declared(kind: Kind) -> Error {
+    Error::InvalidData(format!("kind {kind} is not declared in the store's schema"))
 }
 
 impl Table {
     /// The table of a declared kind.
     pub fn of(schema: &Schema, kind: &KindDef) -> Self {
         Self {
+            kind: kind.name.clone(),
             name: kind.table.clone(),
             tenant_scoped: kind.scoped,
             scope_column: schema.scope_column(),
@@ -117,21 +168,47 @@ impl Table {
     /// What a tombstone stores in data column `index`: NULL where the field
     /// allows it, else a value of the field's type (an enum's first value,
     /// so that a tombstone reads back like any row).
-    pub fn placeholder(&self, index: usize) -> sea_orm::Value {
+    pub fn placeholder(&self, index: usize) -> FieldValue {
         let Some(field) = self.fields.get(index) else {
-            return String::new().into();
+            return FieldValue::Null;
         };
         if field.nullable {
-            return sea_orm::Value::String(None);
+            return FieldValue::Null;
         }
         match &field.field_type {
-            FieldType::Text { .. } => String::new().into(),
-            FieldType::Enum { values } => values.first().cloned().unwrap_or_default().into(),
-            FieldType::Json => "null".to_owned().into(),
-            FieldType::Integer => 0i64.into(),
-            FieldType::Boolean => false.into(),
-            FieldType::Timestamp => 0i64.into(),
+            FieldType::Text { .. } => FieldValue::Text(String::new()),
+            FieldType::Enum { values } => {
+                FieldValue::Text(values.first().cloned().unwrap_or_default())
+            }
+            FieldType::Json => FieldValue::Json("null".to_owned()),
+            FieldType::Integer => FieldValue::Integer(0),
+            FieldType::Boolean => FieldValue::Boolean(false),
+            FieldType::Timestamp => FieldValue::Timestamp(0),
         }
+    }
+
+    /// A data column as it is selected: a PostgreSQL timestamp as its
+    /// microseconds since the epoch (read back as
+    /// [`FieldValue::Timestamp`]), under its own name.
+    pub fn selected_columns(&self, backend: DbBackend, prefix: &str) -> String {
+        let mut columns: Vec<String> = self
+            .primary_key()
+            .iter()
+            .map(|column| format!("{prefix}{column}"))
+            .collect();
+        for field in &self.fields {
+            let column = format!("{prefix}{}", field.name);
+            columns.push(match (&field.field_type, backend) {
+                (FieldType::Timestamp, DbBackend::Postgres) => format!(
+                    "(extract(epoch FROM ({column} - timestamptz '1970-01-01 00:00:00+00')) * 1000000)::bigint AS {}",
+                    field.name
+                ),
+                _ => column,
+            });
+        }
+        columns.push(format!("{prefix}generation"));
+        columns.push(format!("{prefix}sequence"));
+        columns.join(", ")
     }
 }
 
@@ -226,9 +303,13 @@ mod tests {
 
     #[test]
     fn the_default_tables_are_the_tables_of_every_existing_store() {
+        let tables = Tables::of(Schema::default_schema());
+        let table = |kind| tables.table(kind);
         // The statement m0001 ran before schemas were declared, for users.
         assert_eq!(
-            table(Kind::User).create_sql(DbBackend::Postgres),
+            table(Kind::USER)
+                .expect("declared")
+                .create_sql(DbBackend::Postgres),
             "CREATE TABLE IF NOT EXISTS replica_users (\n  \
              tenant_id TEXT COLLATE \"C\" NOT NULL,\n  \
              id TEXT COLLATE \"C\" NOT NULL,\n  \
@@ -243,14 +324,14 @@ mod tests {
              PRIMARY KEY (tenant_id, id)\n)"
         );
         assert_eq!(
-            table(Kind::Membership).primary_key(),
+            table(Kind::MEMBERSHIP).expect("declared").primary_key(),
             ["tenant_id", "group_id", "user_id"]
         );
-        assert_eq!(table(Kind::Tenant).primary_key(), ["id"]);
+        assert_eq!(table(Kind::TENANT).expect("declared").primary_key(), ["id"]);
         // A user tombstone's status reads back as a valid status.
         assert_eq!(
-            table(Kind::User).placeholder(2),
-            sea_orm::Value::from("active")
+            table(Kind::USER).expect("declared").placeholder(2),
+            FieldValue::Text("active".to_owned())
         );
     }
 

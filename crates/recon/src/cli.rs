@@ -109,7 +109,7 @@ pub enum SchemaCommand {
 }
 
 /// Which schema file to read.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SchemaFileArgs {
     /// The schema file (TOML); default: the built-in default schema
     /// (`proto/schemas/tenants-users-groups.toml`).
@@ -648,17 +648,23 @@ pub struct StoreArgs {
     /// Longest wait for the database lock (SQLite busy timeout).
     #[arg(long, env = "RECON_STORE_BUSY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub store_busy_timeout: Duration,
+    /// The declared schema of the replica store (its kinds, tables and
+    /// events).
+    #[command(flatten)]
+    pub schema: SchemaFileArgs,
 }
 
 impl StoreArgs {
-    /// The store's connection options.
-    pub fn options(&self) -> StoreOptions {
-        StoreOptions {
+    /// The store's connection options; the error names a schema file that
+    /// cannot be read or is not valid.
+    pub fn options(&self) -> anyhow::Result<StoreOptions> {
+        Ok(StoreOptions {
             lock_timeout: self.store_lock_timeout,
             statement_timeout: self.store_statement_timeout,
             idle_in_transaction_timeout: self.store_idle_in_transaction_timeout,
             busy_timeout: self.store_busy_timeout,
-        }
+            data_model: crate::commands::schema::load_static(&self.schema)?,
+        })
     }
 }
 
@@ -908,6 +914,25 @@ pub struct ReconcileBenchArgs {
     /// Tenants reconciled at the same time (passed to `recon reconcile`).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), env = "RECON_BENCH_CONCURRENCY")]
     pub concurrency: u32,
+    /// Another build of recon (e.g. of an older commit) to measure side by
+    /// side: its full load and its runs with digests on the same damage,
+    /// into a replica store of its own (`--baseline-replica-database-url`),
+    /// after each of this build's; the ratio column then compares the two.
+    #[arg(
+        long,
+        requires = "baseline_replica_database_url",
+        env = "RECON_BENCH_BASELINE_BINARY"
+    )]
+    pub baseline_binary: Option<std::path::PathBuf>,
+    /// The baseline's replica store: an empty PostgreSQL database (the
+    /// baseline's own `recon reconcile` creates its tables, by its own
+    /// migrations).
+    #[arg(
+        long,
+        env = "RECON_BENCH_BASELINE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub baseline_replica_database_url: Option<String>,
 }
 
 /// A workload scale: a positive number up to 10.

@@ -3,7 +3,7 @@
 
 use super::fixture::Cluster;
 use anyhow::{Context, bail, ensure};
-use recon_monolith::verify::compare_databases;
+use recon_monolith::verify::compare_schema_databases;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::{Duration, Instant};
 
@@ -71,12 +71,20 @@ impl Cluster {
                 "drift changed nothing: {statement}"
             );
         }
-        let differences = compare_databases(&self.monolith_db.url, &self.replica_db.url).await?;
+        let differences = self.differences().await?;
         ensure!(
             differences.total > 20,
             "the drift is too small to prove anything"
         );
         Ok(())
+    }
+
+    /// How the replica differs from the monolith, row by row.
+    pub async fn differences(&self) -> anyhow::Result<recon_monolith::verify::Differences> {
+        Ok(
+            compare_schema_databases(&self.schema, &self.monolith_db.url, &self.replica_db.url)
+                .await?,
+        )
     }
 
     /// Waits until the relay published everything and the replica equals
@@ -85,8 +93,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let backlog = self.monolith.outbox_backlog().await?;
-            let differences =
-                compare_databases(&self.monolith_db.url, &self.replica_db.url).await?;
+            let differences = self.differences().await?;
             if backlog == 0 && differences.is_empty() && differences.monolith_rows > 0 {
                 return Ok(());
             }

@@ -7,8 +7,10 @@
 use super::admin::{Admin, ClusterView};
 use super::history::History;
 use anyhow::{Context, bail, ensure};
+use recon_core::schema::Schema;
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
+use recon_store::{MigrationOptions, Store};
 use recon_tests::broker::{BrokerSecurity, KafkaCluster, wait_for_port};
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::process::{ReconProcess, start_monolith_with};
@@ -54,6 +56,9 @@ pub struct Settings {
     /// The replicas coordinate through ZooKeeper (the shared test server,
     /// `RECON_TEST_ZOOKEEPER`) instead of etcd.
     pub zookeeper: bool,
+    /// The declared schema of the monolith and the replicas (a file under
+    /// `proto/schemas/`); `None`: the default schema.
+    pub schema_file: Option<&'static str>,
 }
 
 /// The credentials of a cluster started with [`Settings::secrets`].
@@ -80,7 +85,26 @@ impl Settings {
             schedule: None,
             watch_generation: None,
             zookeeper: false,
+            schema_file: None,
         }
+    }
+
+    /// These settings with the monolith and the replicas on the schema of
+    /// `proto/schemas/<file>`.
+    pub fn with_schema(mut self, file: &'static str) -> Self {
+        self.schema_file = Some(file);
+        self
+    }
+
+    /// The path of the schema file, if one is set.
+    fn schema_path(&self) -> Option<String> {
+        self.schema_file.map(|file| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../proto/schemas")
+                .join(file)
+                .display()
+                .to_string()
+        })
     }
 
     /// These settings with the replicas on ZooKeeper.
@@ -118,6 +142,8 @@ pub struct Cluster {
     pub monolith_db: TestDatabase,
     /// The replica database all replicas share.
     pub replica_db: TestDatabase,
+    /// The schema of the monolith and the replicas.
+    pub schema: Schema,
     /// `recon monolith`: Source API and outbox relay.
     pub monolith_process: ReconProcess,
     /// Every replica started, dead ones included.
@@ -144,12 +170,24 @@ impl Cluster {
         let broker =
             KafkaCluster::start_nodes(settings.kafka_brokers, BrokerSecurity::default()).await?;
         let monolith_db = TestDatabase::create(Backend::Postgres).await?;
-        let replica_db = TestDatabase::replica_store(Backend::Postgres).await?;
-        let monolith = Monolith::connect(&monolith_db.url).await?;
-        seed::run(&monolith, &spec(settings.seed)).await?;
+        let replica_db = TestDatabase::create(Backend::Postgres).await?;
+        let schema = match settings.schema_path() {
+            Some(path) => Schema::parse(&std::fs::read_to_string(&path)?)?,
+            None => Schema::default_schema().clone(),
+        };
+        Store::migrate_to(&replica_db.url, MigrationOptions::default(), &schema).await?;
+        let monolith = Monolith::connect_with_schema(&monolith_db.url, schema.clone()).await?;
+        if settings.schema_file.is_some() {
+            seed::run_declared(&monolith, &spec(settings.seed)).await?;
+        } else {
+            seed::run(&monolith, &spec(settings.seed)).await?;
+        }
         let monolith_port = free_port()?;
         let brokers = broker.bootstrap_servers();
         let mut monolith_environment = Vec::new();
+        if let Some(path) = settings.schema_path() {
+            monolith_environment.push(("RECON_SCHEMA".to_owned(), path));
+        }
         if let Some(secrets) = &settings.secrets {
             let file = write_secret(logs.path(), "source-token", &secrets.source_token)?;
             monolith_environment.push(("RECON_MONOLITH_TOKEN_FILE".to_owned(), file));
@@ -202,6 +240,7 @@ impl Cluster {
             monolith,
             monolith_db,
             replica_db,
+            schema,
             monolith_process,
             replicas: Vec::new(),
             monolith_url: format!("http://127.0.0.1:{monolith_port}"),
@@ -338,7 +377,11 @@ impl Cluster {
         }
         let log = self.logs.path().join(format!("{id}.log"));
         let service_name = format!("recon-{id}");
+        let schema_path = self.settings.schema_path();
         let mut environment = vec![("RUST_LOG", "info")];
+        if let Some(path) = &schema_path {
+            environment.push(("RECON_SCHEMA", path.as_str()));
+        }
         let secret_files = match &self.settings.secrets {
             Some(secrets) => {
                 let url = with_password(&self.replica_db.url, &secrets.database_password)?;

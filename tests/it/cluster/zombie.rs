@@ -241,7 +241,7 @@ async fn a_write_at_the_zombie_epoch_is_rejected(
     let store = Store::connect(&cluster.replica_db.url).await?;
     let tombstone = Change::Delete(Deletion {
         tenant_id: tenant.to_owned(),
-        kind: Kind::User,
+        kind: Kind::USER,
         key: EntityKey::id(user),
         version: Version::new(u64::from(u32::MAX), 1),
     });

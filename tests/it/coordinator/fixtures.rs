@@ -72,7 +72,7 @@ pub(crate) fn plan(run_id: &str, epoch: u64) -> Plan {
         run_id: run_id.to_owned(),
         epoch,
         generation: 3,
-        tenant_list: UnitReport::new("", Kind::Tenant),
+        tenant_list: UnitReport::new("", Kind::TENANT),
         units: vec![
             UnitPlan {
                 id: "t1".to_owned(),
@@ -85,7 +85,7 @@ pub(crate) fn plan(run_id: &str, epoch: u64) -> Plan {
             UnitPlan {
                 id: "t2/users/2".to_owned(),
                 tenant_id: "t2".to_owned(),
-                kind: Some(Kind::User),
+                kind: Some(Kind::USER),
                 after: Some("u-0500".to_owned()),
                 until: None,
                 weight: 500,
@@ -95,7 +95,7 @@ pub(crate) fn plan(run_id: &str, epoch: u64) -> Plan {
 }
 
 pub(crate) fn done_record(member: &str, epoch: u64) -> DoneRecord {
-    let mut report = UnitReport::new("t1", Kind::User);
+    let mut report = UnitReport::new("t1", Kind::USER);
     report.compared = 42;
     report.missing = 2;
     DoneRecord {
@@ -158,7 +158,7 @@ pub(crate) fn barrier(run_id: &str, epoch: u64) -> Barrier {
             started_unix_ms: 1_000,
             ended_unix_ms: 2_000,
             units: 3,
-            by_kind: [(Kind::User, figures)].into(),
+            by_kind: [(Kind::USER, figures)].into(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
         }),
     }

@@ -389,7 +389,7 @@ pub(crate) async fn a_plan_of_50000_units_round_trips(
         .map(|index| UnitPlan {
             id: format!("u{index:05}"),
             tenant_id: format!("tenant-{index:05}-{}", "x".repeat(24)),
-            kind: Some(Kind::User),
+            kind: Some(Kind::USER),
             after: Some(format!("user-{index:08}")),
             until: Some(format!("user-{:08}", index + 1)),
             weight: 1_000 + index,

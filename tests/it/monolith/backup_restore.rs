@@ -4,7 +4,7 @@
 
 use super::support::{Server, TOKEN, into_json};
 use anyhow::{Context, ensure};
-use recon_core::{Group, Membership, Record, Row, Tenant, User, UserStatus, Version};
+use recon_core::{Group, Kind, Membership, Row, Tenant, User, UserStatus, Version};
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::Backend;
 use reqwest::Method;
@@ -17,7 +17,7 @@ async fn mutate(server: &Server, rows_before: &[Row]) -> anyhow::Result<()> {
     let monolith = &server.monolith;
     let tenant_id = rows_before
         .iter()
-        .find(|row| matches!(row.record, Record::Tenant(_)))
+        .find(|row| row.kind() == Kind::TENANT)
         .map(|row| row.tenant_id.clone())
         .context("a seeded tenant")?;
     // Create.
@@ -51,10 +51,8 @@ async fn mutate(server: &Server, rows_before: &[Row]) -> anyhow::Result<()> {
     // Update.
     let user = rows_before
         .iter()
-        .find_map(|row| match &row.record {
-            Record::User(user) if row.tenant_id == tenant_id => Some(user.clone()),
-            _ => None,
-        })
+        .filter(|row| row.tenant_id == tenant_id)
+        .find_map(|row| row.record.as_user())
         .context("a seeded user")?;
     monolith
         .put_user(
@@ -68,16 +66,14 @@ async fn mutate(server: &Server, rows_before: &[Row]) -> anyhow::Result<()> {
     // Delete (with cascades).
     let group = rows_before
         .iter()
-        .find_map(|row| match &row.record {
-            Record::Group(group) if row.tenant_id == tenant_id => Some(group.clone()),
-            _ => None,
-        })
+        .filter(|row| row.tenant_id == tenant_id)
+        .find_map(|row| row.record.as_group())
         .context("a seeded group")?;
     monolith.delete_group(&tenant_id, &group.id).await?;
     let other_tenant = rows_before
         .iter()
         .rev()
-        .find(|row| matches!(row.record, Record::Tenant(_)) && row.tenant_id != tenant_id)
+        .find(|row| row.kind() == Kind::TENANT && row.tenant_id != tenant_id)
         .context("a second tenant")?;
     monolith.delete_tenant(&other_tenant.tenant_id).await?;
     Ok(())

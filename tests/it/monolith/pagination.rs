@@ -273,9 +273,9 @@ async fn postgres_pages_are_bytewise_even_under_a_linguistic_collation() -> anyh
     let mut after: Option<recon_core::EntityKey> = None;
     for _ in 0..10 {
         let page = monolith
-            .list_entities(TENANT, recon_core::Kind::User, after.as_ref(), 2)
+            .list_entities(TENANT, recon_core::Kind::USER, after.as_ref(), 2)
             .await?;
-        seen.extend(page.rows.iter().map(|row| row.key().primary));
+        seen.extend(page.rows.iter().map(|row| row.key().first().to_owned()));
         match page.next_after {
             Some(next) => after = Some(next),
             None => break,

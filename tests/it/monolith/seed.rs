@@ -74,7 +74,7 @@ async fn same_seed_gives_the_same_data_on_both_backends() -> anyhow::Result<()> 
             sizes.push(postgres.monolith.counts(&row.tenant_id).await?.users);
         }
         match page.next_after {
-            Some(key) => after = Some(key.primary),
+            Some(key) => after = Some(key.first().to_owned()),
             None => break,
         }
     }

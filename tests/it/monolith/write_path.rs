@@ -119,7 +119,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     );
 
     let before = monolith.watermark().await?;
-    let record = Record::Tenant(tenant.clone());
+    let record = Record::from(tenant.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -129,7 +129,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::User(user.clone());
+    let record = Record::from(user.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -139,7 +139,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::Group(group.clone());
+    let record = Record::from(group.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -149,7 +149,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
     )
     .await?;
     let before = monolith.watermark().await?;
-    let record = Record::Membership(membership.clone());
+    let record = Record::from(membership.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -164,7 +164,7 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         ..user.clone()
     };
     let before = monolith.watermark().await?;
-    let record = Record::User(renamed.clone());
+    let record = Record::from(renamed.clone());
     last_id = check_write(
         monolith,
         |v| vec![upsert("t", record.clone(), v)],
@@ -180,8 +180,8 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         monolith,
         |v| {
             vec![
-                delete("t", Kind::Membership, EntityKey::pair("g", "u"), v),
-                delete("t", Kind::User, EntityKey::id("u"), next(v, 1)),
+                delete("t", Kind::MEMBERSHIP, EntityKey::pair("g", "u"), v),
+                delete("t", Kind::USER, EntityKey::id("u"), next(v, 1)),
             ]
         },
         monolith.delete_user("t", "u"),
@@ -217,17 +217,17 @@ async fn every_change_bumps_the_sequence_and_writes_one_event() -> anyhow::Resul
         monolith,
         |v| {
             vec![
-                delete("t", Kind::Membership, EntityKey::pair("g", "u1"), v),
+                delete("t", Kind::MEMBERSHIP, EntityKey::pair("g", "u1"), v),
                 delete(
                     "t",
-                    Kind::Membership,
+                    Kind::MEMBERSHIP,
                     EntityKey::pair("g", "u2"),
                     next(v, 1),
                 ),
-                delete("t", Kind::User, EntityKey::id("u1"), next(v, 2)),
-                delete("t", Kind::User, EntityKey::id("u2"), next(v, 3)),
-                delete("t", Kind::Group, EntityKey::id("g"), next(v, 4)),
-                delete("t", Kind::Tenant, EntityKey::id("t"), next(v, 5)),
+                delete("t", Kind::USER, EntityKey::id("u1"), next(v, 2)),
+                delete("t", Kind::USER, EntityKey::id("u2"), next(v, 3)),
+                delete("t", Kind::GROUP, EntityKey::id("g"), next(v, 4)),
+                delete("t", Kind::TENANT, EntityKey::id("t"), next(v, 5)),
             ]
         },
         monolith.delete_tenant("t"),

@@ -28,21 +28,21 @@ async fn check_elements(connection: &DatabaseConnection, table: &str, kind: Kind
     for row in rows {
         let text = |column: &str| row.try_get::<String>("", column).expect(column);
         let record = match kind {
-            Kind::User => Record::User(User {
+            Kind::USER => Record::from(User {
                 id: text("id"),
                 email: text("email"),
                 display_name: text("display_name"),
                 status: text("status").parse::<UserStatus>().expect("status"),
             }),
-            Kind::Group => Record::Group(Group {
+            Kind::GROUP => Record::from(Group {
                 id: text("id"),
                 name: text("name"),
             }),
-            Kind::Membership => Record::Membership(Membership {
+            Kind::MEMBERSHIP => Record::from(Membership {
                 group_id: text("group_id"),
                 user_id: text("user_id"),
             }),
-            Kind::Tenant => unreachable!("tenants keep no digest"),
+            _ => unreachable!("tenants keep no digest"),
         };
         let version = Version::new(
             row.try_get::<i64>("", "generation").expect("generation") as u64,
@@ -61,7 +61,7 @@ fn tenant_pages(report: &RunReport) -> u64 {
     report
         .units
         .iter()
-        .filter(|unit| unit.kind != Kind::Tenant)
+        .filter(|unit| unit.kind != Kind::TENANT)
         .map(|unit| unit.pages)
         .sum()
 }
@@ -82,16 +82,16 @@ async fn postgres_computes_the_same_digest_element_as_recon() {
         .expect("monolith");
     let replica = fixture.store.connection();
     for (table, kind) in [
-        ("users", Kind::User),
-        ("\"groups\"", Kind::Group),
-        ("memberships", Kind::Membership),
+        ("users", Kind::USER),
+        ("\"groups\"", Kind::GROUP),
+        ("memberships", Kind::MEMBERSHIP),
     ] {
         check_elements(&monolith, table, kind, "").await;
     }
     for (table, kind) in [
-        ("replica_users", Kind::User),
-        ("replica_groups", Kind::Group),
-        ("replica_memberships", Kind::Membership),
+        ("replica_users", Kind::USER),
+        ("replica_groups", Kind::GROUP),
+        ("replica_memberships", Kind::MEMBERSHIP),
     ] {
         check_elements(replica, table, kind, "WHERE NOT deleted").await;
     }
@@ -102,7 +102,7 @@ async fn postgres_computes_the_same_digest_element_as_recon() {
         "SELECT recon_row_digest(1, 1, 1, recon_digest_field('t1') || recon_digest_field('Tenant One')) AS d",
     )
     .await;
-    let tenant = Record::Tenant(Tenant {
+    let tenant = Record::from(Tenant {
         id: "t1".into(),
         name: "Tenant One".into(),
     });
@@ -137,7 +137,7 @@ async fn postgres_encodes_backslashes_and_multibyte_fields_as_recon_does() {
                 ("t2", ""),
                 (r"\", "\u{7f}\u{80}ß"),
             ] {
-                let tenant = Record::Tenant(Tenant {
+                let tenant = Record::from(Tenant {
                     id: id.into(),
                     name: name.into(),
                 });
@@ -177,7 +177,7 @@ async fn postgres_inlines_the_element_functions() {
             connection,
             &format!(
                 "EXPLAIN (VERBOSE) SELECT {} FROM {table}",
-                recon_core::digest::postgres_element_expression(Kind::User)
+                recon_core::digest::postgres_element_expression(Kind::USER)
             ),
         )
         .await
@@ -199,17 +199,17 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
     let (rows, _) = fixture.monolith.snapshot_rows().await.expect("rows");
     let tenant = rows
         .iter()
-        .filter(|row| row.kind() == Kind::User)
+        .filter(|row| row.kind() == Kind::USER)
         .map(|row| row.tenant_id.clone())
         .max_by_key(|tenant| {
             rows.iter()
-                .filter(|row| row.kind() == Kind::User && &row.tenant_id == tenant)
+                .filter(|row| row.kind() == Kind::USER && &row.tenant_id == tenant)
                 .count()
         })
         .expect("a tenant with users");
     let users: Vec<_> = rows
         .iter()
-        .filter(|row| row.kind() == Kind::User && row.tenant_id == tenant)
+        .filter(|row| row.kind() == Kind::USER && row.tenant_id == tenant)
         .collect();
     let mut expected = RangeDigest::default();
     for row in &users {
@@ -217,7 +217,7 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
     }
     let whole = fixture
         .monolith
-        .digests(&tenant, Kind::User, &KeyRange::all(), 1)
+        .digests(&tenant, Kind::USER, &KeyRange::all(), 1)
         .await
         .expect("one bucket");
     assert_eq!(whole.buckets.len(), 1);
@@ -226,7 +226,7 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
 
     let split = fixture
         .monolith
-        .digests(&tenant, Kind::User, &KeyRange::all(), 4)
+        .digests(&tenant, Kind::USER, &KeyRange::all(), 4)
         .await
         .expect("four buckets");
     assert_eq!(split.buckets.len(), 4.min(users.len()));
@@ -254,7 +254,7 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
     };
     let middle = fixture
         .monolith
-        .digests(&tenant, Kind::User, &range, 1)
+        .digests(&tenant, Kind::USER, &range, 1)
         .await
         .expect("sub-range");
     assert_eq!(
@@ -265,7 +265,7 @@ async fn the_monolith_splits_a_range_into_buckets_that_add_up() {
     assert_eq!(middle.buckets[0].until, Some(third));
     let missing = fixture
         .monolith
-        .digests("no-such-tenant", Kind::User, &KeyRange::all(), 1)
+        .digests("no-such-tenant", Kind::USER, &KeyRange::all(), 1)
         .await
         .expect_err("unknown tenant");
     assert!(missing.to_string().contains("no-such-tenant"), "{missing}");
@@ -289,16 +289,16 @@ async fn an_unchanged_replica_is_checked_by_digests_without_reading_a_page() {
     let per_tenant_requests: u64 = second
         .units
         .iter()
-        .filter(|unit| unit.kind != Kind::Tenant)
+        .filter(|unit| unit.kind != Kind::TENANT)
         .map(|unit| unit.digest_requests)
         .sum();
     assert_eq!(per_tenant_requests, 0, "{second:?}");
-    assert_eq!(second.units[0].kind, Kind::Tenant);
+    assert_eq!(second.units[0].kind, Kind::TENANT);
     assert_eq!(second.units[0].digest_requests, 1, "{second:?}");
     let compared: u64 = first
         .units
         .iter()
-        .filter(|unit| unit.kind != Kind::Tenant)
+        .filter(|unit| unit.kind != Kind::TENANT)
         .map(|unit| unit.compared)
         .sum();
     assert_eq!(matched(&second), compared, "every row matched by digest");

@@ -172,7 +172,7 @@ async fn a_dry_run_leaves_the_fence_of_a_run_in_progress() -> anyhow::Result<()>
     );
     let write = Change::Delete(Deletion {
         tenant_id: "in-progress-tenant".into(),
-        kind: Kind::User,
+        kind: Kind::USER,
         key: EntityKey::id("in-progress-user"),
         version: Version::new(1, 1),
     });
@@ -201,7 +201,7 @@ async fn a_write_at_a_finished_runs_epoch_is_refused() -> anyhow::Result<()> {
     let epoch = run_epoch(&etcd, &prefix).await?;
     let late = Change::Delete(Deletion {
         tenant_id: "late-tenant".into(),
-        kind: Kind::User,
+        kind: Kind::USER,
         key: EntityKey::id("late-user"),
         version: Version::new(u64::MAX / 2, 1),
     });

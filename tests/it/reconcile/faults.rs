@@ -10,7 +10,7 @@ use std::time::Duration;
 async fn largest_tenant(fixture: &Fixture) -> (String, u64) {
     let (rows, _) = fixture.monolith.snapshot_rows().await.expect("snapshot");
     let mut users: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for row in rows.iter().filter(|row| row.kind() == Kind::User) {
+    for row in rows.iter().filter(|row| row.kind() == Kind::USER) {
         *users.entry(row.tenant_id.clone()).or_default() += 1;
     }
     users
@@ -24,11 +24,11 @@ async fn live_phantoms(fixture: &Fixture, tenant: &str) -> u64 {
     let range = recon_core::KeyRange::all();
     let rows = fixture
         .store
-        .read_page(tenant, Kind::User, &range, 100_000)
+        .read_page(tenant, Kind::USER, &range, 100_000)
         .await
         .expect("read");
     rows.iter()
-        .filter(|row| row.key.primary.contains("phantom-"))
+        .filter(|row| row.key.first().contains("phantom-"))
         .count() as u64
 }
 
@@ -137,7 +137,7 @@ async fn source_faults_never_delete_and_are_reported() {
         assert_eq!(
             fixture
                 .store
-                .count_live("", Kind::Tenant)
+                .count_live("", Kind::TENANT)
                 .await
                 .expect("count"),
             12,
@@ -194,7 +194,7 @@ async fn losing_half_a_tenant_trips_the_guard_and_the_override_deletes() {
     let unit = guarded
         .units
         .iter()
-        .find(|unit| unit.kind == Kind::User)
+        .find(|unit| unit.kind == Kind::USER)
         .expect("users unit");
     assert_eq!(
         unit.outcome,
@@ -206,7 +206,7 @@ async fn losing_half_a_tenant_trips_the_guard_and_the_override_deletes() {
     assert_eq!(
         fixture
             .store
-            .count_live(&tenant, Kind::User)
+            .count_live(&tenant, Kind::USER)
             .await
             .expect("count"),
         users,
@@ -223,7 +223,7 @@ async fn losing_half_a_tenant_trips_the_guard_and_the_override_deletes() {
     );
     let left = fixture
         .store
-        .count_live(&tenant, Kind::User)
+        .count_live(&tenant, Kind::USER)
         .await
         .expect("count");
     assert_eq!(

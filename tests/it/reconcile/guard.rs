@@ -31,7 +31,7 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
     assert_eq!(first.status, RunStatus::Completed, "{}", first.to_table());
     let tenants = fixture
         .store
-        .count_live("", Kind::Tenant)
+        .count_live("", Kind::TENANT)
         .await
         .expect("count");
 
@@ -50,7 +50,7 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
         .reconcile_via(&fixture.source_url, &test_options(3))
         .await;
     let list = &guarded.units[0];
-    assert_eq!(list.kind, Kind::Tenant);
+    assert_eq!(list.kind, Kind::TENANT);
     assert_eq!(
         list.outcome,
         UnitOutcome::GuardTripped,
@@ -61,9 +61,12 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
         list.removed_tenants,
         vec![TenantRemoval {
             tenant: "zz-lost".into(),
-            users: 1_000,
-            groups: 0,
-            memberships: 0,
+            live: [
+                ("groups".to_owned(), 0),
+                ("memberships".to_owned(), 0),
+                ("users".to_owned(), 1_000)
+            ]
+            .into(),
         }]
     );
     assert!(
@@ -77,7 +80,7 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
     assert_eq!(
         fixture
             .store
-            .count_live("zz-lost", Kind::User)
+            .count_live("zz-lost", Kind::USER)
             .await
             .expect("count"),
         1_000,
@@ -86,7 +89,7 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
     assert_eq!(
         fixture
             .store
-            .count_live("", Kind::Tenant)
+            .count_live("", Kind::TENANT)
             .await
             .expect("count"),
         tenants + 1
@@ -105,7 +108,7 @@ async fn a_tenant_lost_from_the_list_with_a_thousand_users_trips_the_guard() {
     assert_eq!(
         fixture
             .store
-            .count_live("zz-lost", Kind::User)
+            .count_live("zz-lost", Kind::USER)
             .await
             .expect("count"),
         0

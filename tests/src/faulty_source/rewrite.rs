@@ -33,6 +33,15 @@ pub(super) fn rewrite_page(state: &ProxyState, action: Action, body: Bytes) -> B
         _ => items,
     };
     remember_last_item(state, &items);
+    // A page no fault rewrites goes on as the source wrote it (its cursor
+    // is of whatever schema the source serves).
+    let rewritten = matches!(
+        action,
+        Action::EmptyTenants | Action::Backwards | Action::Drop(_) | Action::Duplicate
+    );
+    if !rewritten {
+        return body;
+    }
     if action == Action::EmptyTenants || (has_next && items.is_empty()) {
         page["next_after"] = Value::Null;
     } else if has_next && let Some(last) = items.last() {

@@ -26,10 +26,9 @@ mod value;
 pub use parse::{SchemaError, SchemaErrors};
 pub use row::{DeclaredChange, DeclaredRow, InvalidRow};
 pub use value::{
-    FieldValue, InvalidValue, canonical_json, canonical_json_value, encode_row, format_timestamp,
-    parse_timestamp, row_hash_of_values,
+    FieldValue, InvalidValue, SqlParameter, canonical_json, canonical_json_value, encode_row,
+    format_timestamp, parse_timestamp, row_hash_of_values,
 };
-pub(crate) use value::{encode_text, row_hash_of_encoding};
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -204,6 +203,33 @@ impl Schema {
     /// kinds free to go in either order, file order decides.
     pub fn apply_order(&self) -> impl DoubleEndedIterator<Item = &KindDef> {
         self.apply_order.iter().map(|index| &self.kinds[*index])
+    }
+
+    /// The kinds that live inside a scope value, in file order: the order
+    /// of every per-kind list (counts, whole-scope digests).
+    pub fn scoped(&self) -> impl Iterator<Item = &KindDef> {
+        self.kinds.iter().filter(|kind| kind.scoped)
+    }
+
+    /// The scope kind.
+    pub fn scope_kind(&'static self) -> crate::Kind {
+        crate::Kind::of(self.scope())
+    }
+
+    /// [`Schema::scoped`] as kinds.
+    pub fn scoped_kinds(&'static self) -> Vec<crate::Kind> {
+        self.scoped().map(crate::Kind::of).collect()
+    }
+
+    /// The plural of `kind` (its name for a kind not declared).
+    pub fn plural_of(&self, kind: crate::Kind) -> &str {
+        self.kind(kind.as_str())
+            .map_or(kind.as_str(), |kind| kind.plural.as_str())
+    }
+
+    /// How many key fields `kind` has (1 for a kind not declared).
+    pub fn key_parts(&self, kind: crate::Kind) -> usize {
+        self.kind(kind.as_str()).map_or(1, |kind| kind.key.len())
     }
 
     /// The name of the column that holds a scoped row's scope value

@@ -1,16 +1,14 @@
-//! Rows and changes of any declared kind, and their bridge to the default
-//! schema's typed [`Record`]s.
+//! Rows and changes of any declared kind as carried before they are checked
+//! against a schema, and their bridge to checked [`Change`]s.
 //!
 //! A [`DeclaredRow`] is what an event or a page carries for a schema known
 //! only at run time: the kind's name, the scope value, the key fields'
 //! values in key order and the data fields' values in declaration order.
 //! [`DeclaredRow::check`] holds it against its [`Schema`].
 
-use super::{FieldValue, InvalidValue, Schema};
+use super::{FieldValue, InvalidValue, KindDef, Schema};
 use crate::domain::{InvalidInput, validate_id};
-use crate::{
-    Change, Deletion, EntityKey, Group, Membership, Record, Row, Tenant, User, UserStatus, Version,
-};
+use crate::{Change, Deletion, EntityKey, Kind, Record, Row, Version};
 
 /// One row of a declared kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,28 +100,12 @@ impl DeclaredRow {
     /// scope and every key field, one value per data field that fits it
     /// (`data` is false for a deletion, which carries no data values).
     pub fn check(&self, schema: &Schema, data: bool) -> Result<(), InvalidRow> {
-        let kind = schema
-            .kind(&self.kind)
-            .filter(|kind| kind.name == self.kind)
-            .ok_or_else(|| InvalidRow::UnknownKind(self.kind.clone()))?;
-        let key_error = |source| InvalidRow::Key {
+        let kind = self.definition(schema)?;
+        crate::validate_tenant_id(&self.scope).map_err(|source| InvalidRow::Key {
             kind: kind.name.clone(),
             source,
-        };
-        crate::validate_tenant_id(&self.scope).map_err(key_error)?;
-        arity(&kind.name, "the key", self.key.len(), kind.key.len())?;
-        for (index, part) in self.key.iter().enumerate() {
-            validate_id("key field", part).map_err(key_error)?;
-            // A composite key's cursor joins its parts with `:`; only the
-            // last part may hold one.
-            if index + 1 < self.key.len() && part.contains(':') {
-                return Err(InvalidRow::CursorSeparator {
-                    kind: kind.name.clone(),
-                    field: kind.key[index].clone(),
-                    value: part.clone(),
-                });
-            }
-        }
+        })?;
+        kind.check_key(&self.key)?;
         if !kind.scoped && self.key.first() != Some(&self.scope) {
             return Err(InvalidRow::ScopeRow {
                 kind: kind.name.clone(),
@@ -131,11 +113,51 @@ impl DeclaredRow {
                 key: self.key.join(":"),
             });
         }
-        let declared = if data { kind.fields.len() } else { 0 };
-        arity(&kind.name, "the data", self.values.len(), declared)?;
-        for (field, value) in kind.fields.iter().zip(&self.values) {
+        if data {
+            kind.check_values(&self.values)
+        } else {
+            arity(&kind.name, "the data", self.values.len(), 0)
+        }
+    }
+
+    /// The definition of the row's kind in `schema`.
+    fn definition<'a>(&self, schema: &'a Schema) -> Result<&'a KindDef, InvalidRow> {
+        schema
+            .kind(&self.kind)
+            .filter(|kind| kind.name == self.kind)
+            .ok_or_else(|| InvalidRow::UnknownKind(self.kind.clone()))
+    }
+}
+
+impl KindDef {
+    /// Checks a key of this kind: one valid id per key field; only the
+    /// last part may hold `:` (a composite key's cursor joins its parts
+    /// with it).
+    pub fn check_key(&self, key: &[String]) -> Result<(), InvalidRow> {
+        arity(&self.name, "the key", key.len(), self.key.len())?;
+        for (index, part) in key.iter().enumerate() {
+            validate_id("key field", part).map_err(|source| InvalidRow::Key {
+                kind: self.name.clone(),
+                source,
+            })?;
+            if index + 1 < key.len() && part.contains(':') {
+                return Err(InvalidRow::CursorSeparator {
+                    kind: self.name.clone(),
+                    field: self.key[index].clone(),
+                    value: part.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the data values of a row of this kind: one per data field, in
+    /// declaration order, each fitting its field.
+    pub fn check_values(&self, values: &[FieldValue]) -> Result<(), InvalidRow> {
+        arity(&self.name, "the data", values.len(), self.fields.len())?;
+        for (field, value) in self.fields.iter().zip(values) {
             field.check(value).map_err(|source| InvalidRow::Value {
-                kind: kind.name.clone(),
+                kind: self.name.clone(),
                 source,
             })?;
         }
@@ -163,109 +185,45 @@ impl DeclaredChange {
         }
     }
 
-    /// The declared form of a change of the default schema.
+    /// The declared form of a change.
     pub fn of_change(change: &Change) -> Self {
         match change {
-            Change::Upsert(row) => {
-                let (key, values) = declared_parts(&row.record);
-                DeclaredChange::Upsert(DeclaredRow {
-                    kind: row.kind().as_str().to_owned(),
-                    scope: row.tenant_id.clone(),
-                    key,
-                    values,
-                    version: row.version,
-                })
-            }
-            Change::Delete(deletion) => {
-                let mut key = vec![deletion.key.primary.clone()];
-                key.extend(deletion.key.secondary.clone());
-                DeclaredChange::Delete(DeclaredRow {
-                    kind: deletion.kind.as_str().to_owned(),
-                    scope: deletion.tenant_id.clone(),
-                    key,
-                    values: Vec::new(),
-                    version: deletion.version,
-                })
-            }
+            Change::Upsert(row) => DeclaredChange::Upsert(DeclaredRow {
+                kind: row.kind().as_str().to_owned(),
+                scope: row.tenant_id.clone(),
+                key: row.record.key_ref().parts().to_vec(),
+                values: row.record.values().to_vec(),
+                version: row.version,
+            }),
+            Change::Delete(deletion) => DeclaredChange::Delete(DeclaredRow {
+                kind: deletion.kind.as_str().to_owned(),
+                scope: deletion.tenant_id.clone(),
+                key: deletion.key.parts().to_vec(),
+                values: Vec::new(),
+                version: deletion.version,
+            }),
         }
     }
 
-    /// The default schema's typed change of a declared change, which is
-    /// checked against the default schema first.
-    pub fn to_change(&self) -> Result<Change, InvalidRow> {
+    /// The change of a declared change, checked against `schema` first.
+    pub fn to_change(self, schema: &'static Schema) -> Result<Change, InvalidRow> {
         let deletion = matches!(self, DeclaredChange::Delete(_));
-        let row = self.row();
-        row.check(Schema::default_schema(), !deletion)?;
-        let kind = row
-            .kind
-            .parse()
-            .map_err(|_| InvalidRow::UnknownKind(row.kind.clone()))?;
+        self.row().check(schema, !deletion)?;
+        let (DeclaredChange::Upsert(row) | DeclaredChange::Delete(row)) = self;
+        let definition = row.definition(schema)?;
+        let key = EntityKey::from_parts(row.key);
         if deletion {
-            let key = match row.key.as_slice() {
-                [primary, secondary] => EntityKey::pair(primary, secondary),
-                _ => EntityKey::id(row.key.join("")),
-            };
             return Ok(Change::Delete(Deletion {
-                tenant_id: row.scope.clone(),
-                kind,
+                tenant_id: row.scope,
+                kind: Kind::of(definition),
                 key,
                 version: row.version,
             }));
         }
-        let text = |index: usize| match &row.values[index] {
-            FieldValue::Text(text) => text.clone(),
-            _ => String::new(),
-        };
-        let id = || row.key[0].clone();
-        let record = match kind {
-            crate::Kind::Tenant => Record::Tenant(Tenant {
-                id: id(),
-                name: text(0),
-            }),
-            crate::Kind::User => Record::User(User {
-                id: id(),
-                email: text(0),
-                display_name: text(1),
-                status: if text(2) == UserStatus::Active.as_str() {
-                    UserStatus::Active
-                } else {
-                    UserStatus::Disabled
-                },
-            }),
-            crate::Kind::Group => Record::Group(Group {
-                id: id(),
-                name: text(0),
-            }),
-            crate::Kind::Membership => Record::Membership(Membership {
-                group_id: row.key[0].clone(),
-                user_id: row.key[1].clone(),
-            }),
-        };
         Ok(Change::Upsert(Row {
-            tenant_id: row.scope.clone(),
-            record,
+            tenant_id: row.scope,
+            record: Record::unchecked(definition, key, row.values),
             version: row.version,
         }))
-    }
-}
-
-/// The key and data values of a default-schema record, in declared order.
-pub(crate) fn declared_parts(record: &Record) -> (Vec<String>, Vec<FieldValue>) {
-    let text = |value: &str| FieldValue::Text(value.to_owned());
-    match record {
-        Record::Tenant(tenant) => (vec![tenant.id.clone()], vec![text(&tenant.name)]),
-        Record::User(user) => (
-            vec![user.id.clone()],
-            vec![
-                text(&user.email),
-                text(&user.display_name),
-                text(user.status.as_str()),
-            ],
-        ),
-        Record::Group(group) => (vec![group.id.clone()], vec![text(&group.name)]),
-        Record::Membership(membership) => (
-            vec![membership.group_id.clone(), membership.user_id.clone()],
-            Vec::new(),
-        ),
     }
 }

@@ -59,7 +59,54 @@ pub struct InvalidValue {
     pub reason: String,
 }
 
+/// How a field's value travels as an SQL parameter: in its column's type
+/// (a NULL typed too: PostgreSQL refuses a text NULL for a BIGINT column).
+/// A timestamp is RFC 3339 text on PostgreSQL, whose statements cast it
+/// (exact to the microsecond, where a float conversion is not), and
+/// microseconds on SQLite. Both the replica store and the reference
+/// monolith bind values this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlParameter {
+    /// Text (text, enum, JSON; a PostgreSQL timestamp).
+    Text(Option<String>),
+    /// A 64-bit integer (integer; a SQLite timestamp).
+    BigInt(Option<i64>),
+    /// A boolean.
+    Boolean(Option<bool>),
+}
+
 impl FieldDef {
+    /// `value` of this field as an SQL parameter (see [`SqlParameter`]);
+    /// refused only for a timestamp outside the years a database stores.
+    pub fn sql_parameter(
+        &self,
+        value: &FieldValue,
+        postgres: bool,
+    ) -> Result<SqlParameter, InvalidValue> {
+        Ok(match (&self.field_type, value) {
+            (FieldType::Integer, FieldValue::Null) => SqlParameter::BigInt(None),
+            (FieldType::Boolean, FieldValue::Null) => SqlParameter::Boolean(None),
+            (FieldType::Timestamp, FieldValue::Null) if !postgres => SqlParameter::BigInt(None),
+            (_, FieldValue::Null) => SqlParameter::Text(None),
+            (_, FieldValue::Text(text) | FieldValue::Json(text)) => {
+                SqlParameter::Text(Some(text.clone()))
+            }
+            (_, FieldValue::Integer(number)) => SqlParameter::BigInt(Some(*number)),
+            (_, FieldValue::Boolean(flag)) => SqlParameter::Boolean(Some(*flag)),
+            (_, FieldValue::Timestamp(micros)) if postgres => {
+                SqlParameter::Text(Some(format_timestamp(*micros).ok_or_else(|| {
+                    InvalidValue {
+                        field: self.name.clone(),
+                        reason: format!(
+                            "timestamp {micros} µs is outside the years a database stores"
+                        ),
+                    }
+                })?))
+            }
+            (_, FieldValue::Timestamp(micros)) => SqlParameter::BigInt(Some(*micros)),
+        })
+    }
+
     /// Checks that `value` fits this field: its type, its nullability, a
     /// text's length, an enum's values, a JSON text's canonical form.
     pub fn check(&self, value: &FieldValue) -> Result<(), InvalidValue> {
@@ -146,12 +193,12 @@ pub(crate) fn encode_text(text: &str, sink: &mut impl Extend<u8>) {
 /// The canonical encoding of a row of `kind` (module docs): `key` holds
 /// the key fields' values in key order, `values` the data fields' values in
 /// declaration order.
-pub fn encode_row(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> Vec<u8> {
+pub fn encode_row(kind: &KindDef, key: &[impl AsRef<str>], values: &[FieldValue]) -> Vec<u8> {
     let mut encoding = Vec::with_capacity(64);
     encoding.extend_from_slice(ROW_PREFIX);
     encoding.push(kind.tag);
     for part in key {
-        encode_text(part, &mut encoding);
+        encode_text(part.as_ref(), &mut encoding);
     }
     for value in values {
         value.encode_into(&mut encoding);
@@ -160,7 +207,11 @@ pub fn encode_row(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> Vec<u8
 }
 
 /// The row hash of a row of `kind` (see [`encode_row`]).
-pub fn row_hash_of_values(kind: &KindDef, key: &[&str], values: &[FieldValue]) -> RowHash {
+pub fn row_hash_of_values(
+    kind: &KindDef,
+    key: &[impl AsRef<str>],
+    values: &[FieldValue],
+) -> RowHash {
     row_hash_of_encoding(&encode_row(kind, key, values))
 }
 

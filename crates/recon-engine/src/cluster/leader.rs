@@ -379,7 +379,7 @@ impl ClusterMember {
         }
         let first = recon_core::ports::PageRequest {
             tenant_id: String::new(),
-            kind: recon_core::Kind::Tenant,
+            kind: self.reconciler.store.schema().scope_kind(),
             after: None,
             limit: 1,
             within: Vec::new(),
@@ -661,15 +661,20 @@ impl ClusterMember {
                 self.metrics.record_run(&report, run_seconds(&run));
                 return Ok(true);
             }
+            let schema = self.reconciler.store.schema();
             let mut weights = Vec::with_capacity(tenants.len());
             for tenant_id in tenants {
                 let counts = self.reconciler.source.counts(&tenant_id).await?;
-                weights.push(recon_core::plan::TenantWeight {
-                    tenant_id,
-                    users: counts.users,
-                    groups: counts.groups,
-                    memberships: counts.memberships,
-                });
+                let kinds = schema
+                    .scoped()
+                    .zip(&counts.counts)
+                    .map(|(kind, &rows)| recon_core::plan::KindWeight {
+                        kind: recon_core::Kind::of(kind),
+                        key_parts: kind.key.len(),
+                        rows,
+                    })
+                    .collect();
+                weights.push(recon_core::plan::TenantWeight { tenant_id, kinds });
             }
             let members = self.live_reconcilers().await?.len().max(1);
             let units =

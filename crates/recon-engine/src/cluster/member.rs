@@ -402,7 +402,8 @@ impl ClusterMember {
             return reports;
         };
         let mut report = UnitReport::new(&unit.tenant_id, kind);
-        let range = match unit.range() {
+        let key_parts = self.reconciler.store.schema().key_parts(kind);
+        let range = match unit.range(key_parts) {
             Ok(range) => range,
             Err(error) => {
                 report.outcome = UnitOutcome::Failed(format!("bad unit range: {error}"));

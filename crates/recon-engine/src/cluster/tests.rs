@@ -47,7 +47,7 @@ fn world() -> Rows {
             &mut rows,
             Row {
                 tenant_id: tenant.into(),
-                record: Record::Tenant(Tenant {
+                record: Record::from(Tenant {
                     id: tenant.into(),
                     name: tenant.into(),
                 }),
@@ -64,7 +64,7 @@ fn world() -> Rows {
                 &mut rows,
                 Row {
                     tenant_id: tenant.into(),
-                    record: Record::User(User {
+                    record: Record::from(User {
                         id,
                         email: "e@x".into(),
                         display_name: "n".into(),
@@ -242,7 +242,7 @@ async fn three_members_share_the_units_and_converge() {
         .expect("plan")
         .expect("a plan");
     assert!(
-        plan.units.iter().any(|unit| unit.kind == Some(Kind::User)),
+        plan.units.iter().any(|unit| unit.kind == Some(Kind::USER)),
         "the big tenant was not split"
     );
     let completed: Vec<u64> = members

@@ -101,7 +101,7 @@ async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) ->
 async fn a_restore_during_a_cluster_run_aborts_it_without_raising_the_floor() {
     let mut source = FakeSource::new(world(), Version::new(1, 100));
     source.live = Some(Box::new(|request, _rows, watermark| {
-        if request.kind == Kind::User && watermark.generation == 1 {
+        if request.kind == Kind::USER && watermark.generation == 1 {
             *watermark = Version::new(2, 50);
         }
     }));
@@ -156,7 +156,7 @@ async fn the_ranges_of_a_split_tenant_share_its_limit() {
     }
     // The source lost the five lowest user ids: all in the first range.
     let mut truth = replica.clone();
-    if let Some(users) = truth.get_mut(&(Kind::User, "big".into())) {
+    if let Some(users) = truth.get_mut(&(Kind::USER, "big".into())) {
         let lowest: Vec<_> = users.keys().take(5).cloned().collect();
         for key in lowest {
             users.remove(&key);
@@ -170,7 +170,7 @@ async fn the_ranges_of_a_split_tenant_share_its_limit() {
         "{barrier:?}"
     );
     assert_eq!(
-        store.snapshot()[&(Kind::User, "big".into())].len(),
+        store.snapshot()[&(Kind::USER, "big".into())].len(),
         240,
         "a range unit deleted more than its share of the tenant's limit"
     );

@@ -153,11 +153,14 @@ pub struct UnitPlan {
 }
 
 impl UnitPlan {
-    /// The unit's key range (the whole space for whole-tenant units).
-    pub fn range(&self) -> Result<KeyRange, InvalidInput> {
-        let kind = self.kind.unwrap_or(Kind::User);
+    /// The unit's key range (the whole space for whole-tenant units); its
+    /// kind's keys have `key_parts` parts.
+    pub fn range(&self, key_parts: usize) -> Result<KeyRange, InvalidInput> {
+        let kind = self.kind.map_or("unit", Kind::as_str);
         let parse = |text: &Option<String>| -> Result<Option<EntityKey>, InvalidInput> {
-            text.as_deref().map(|text| kind.parse_key(text)).transpose()
+            text.as_deref()
+                .map(|text| EntityKey::parse(text, key_parts, kind))
+                .transpose()
         };
         Ok(KeyRange {
             after: parse(&self.after)?,

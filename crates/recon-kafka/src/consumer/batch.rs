@@ -17,6 +17,7 @@
 use super::{Record, ReplicaConsumer};
 use recon_core::Change;
 use recon_core::ports::{AppliedCounts, DeadLetter, FailureKind, PortError};
+use recon_core::schema::Schema;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tracing::{error, warn};
@@ -51,12 +52,14 @@ pub(super) struct PendingBatch {
 }
 
 impl PendingBatch {
-    /// Decodes a batch.
-    pub fn new(records: Vec<Record>) -> Self {
+    /// Decodes a batch against `schema`.
+    pub fn new(records: Vec<Record>, schema: &'static Schema) -> Self {
         let decoded = records
             .iter()
             .map(|record| match record.payload.as_deref() {
-                Some(payload) => recon_proto::decode_change(payload).map_err(|e| e.to_string()),
+                Some(payload) => {
+                    recon_proto::decode_change_in(payload, schema).map_err(|e| e.to_string())
+                }
                 None => Err("record has no payload".to_owned()),
             })
             .collect();

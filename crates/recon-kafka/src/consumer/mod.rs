@@ -41,6 +41,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use recon_core::ports::{EventSink, PortError};
+use recon_core::schema::Schema;
 use state::SharedState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,6 +71,9 @@ pub struct ConsumerSettings {
     /// partitions back without a rebalance. Must be stable across restarts
     /// and unique in the group (a pod name, `--member-id`).
     pub group_instance_id: Option<String>,
+    /// The declared schema events are decoded against (the replica
+    /// store's).
+    pub data_model: &'static Schema,
 }
 
 impl ConsumerSettings {
@@ -82,6 +86,7 @@ impl ConsumerSettings {
             max_retry_backoff: Duration::from_secs(5),
             start_paused_by: None,
             group_instance_id: None,
+            data_model: Schema::default_schema(),
         }
     }
 }
@@ -419,7 +424,7 @@ impl ReplicaConsumer {
     /// Starts applying a batch; it stays pending while the store fails
     /// transiently.
     fn start_batch(&mut self, records: Vec<Record>, runtime: &Handle) {
-        let batch = PendingBatch::new(records);
+        let batch = PendingBatch::new(records, self.settings.data_model);
         self.metrics
             .events_received
             .inc_by(batch.decoded_events() as u64);

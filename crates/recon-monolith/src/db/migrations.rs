@@ -154,9 +154,9 @@ impl MigrationTrait for DigestColumns {
         }
         let connection = manager.get_connection();
         let tables = [
-            ("users", Kind::User),
-            ("\"groups\"", Kind::Group),
-            ("memberships", Kind::Membership),
+            ("users", Kind::USER),
+            ("\"groups\"", Kind::GROUP),
+            ("memberships", Kind::MEMBERSHIP),
         ];
         for statement in recon_core::digest::postgres_digest_columns(&tables) {
             connection.execute_unprepared(&statement).await?;

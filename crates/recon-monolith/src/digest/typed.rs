@@ -4,7 +4,6 @@
 use super::Digests;
 use crate::Monolith;
 use crate::error::{Error, Result};
-use crate::read::{entity_key, key_parts};
 use crate::rows::KeySpan;
 use recon_core::{EntityKey, KeyRange, Kind, RangeDigest};
 
@@ -29,14 +28,14 @@ impl Monolith {
         range: &KeyRange,
         buckets: u32,
     ) -> Result<Digests<Bucket>> {
-        if kind == Kind::Tenant {
+        if kind == Kind::TENANT {
             return Err(Error::BadRequest(
                 "digests are per tenant: users, groups or memberships".to_owned(),
             ));
         }
         let span = KeySpan {
-            after: range.after.as_ref().map(key_parts),
-            until: range.until.as_ref().map(key_parts),
+            after: range.after.as_ref().map(|key| key.parts().to_vec()),
+            until: range.until.as_ref().map(|key| key.parts().to_vec()),
         };
         let digests = self
             .span_digests(tenant_id, kind.as_str(), &span, buckets)
@@ -46,7 +45,7 @@ impl Monolith {
                 .buckets
                 .into_iter()
                 .map(|bucket| Bucket {
-                    until: bucket.until.as_deref().map(entity_key),
+                    until: bucket.until.map(EntityKey::from_parts),
                     digest: bucket.digest,
                 })
                 .collect(),

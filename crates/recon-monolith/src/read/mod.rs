@@ -16,7 +16,6 @@ mod ranges;
 mod typed;
 
 pub use typed::{Counts, Page};
-pub(crate) use typed::{entity_key, key_parts};
 
 use crate::Monolith;
 use crate::db::{self, read_meta};

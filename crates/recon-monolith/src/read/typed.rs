@@ -7,7 +7,7 @@
 use super::DeclaredPage;
 use crate::Monolith;
 use crate::error::{Error, Result};
-use recon_core::schema::{DeclaredChange, DeclaredRow};
+use recon_core::schema::{DeclaredChange, DeclaredRow, Schema};
 use recon_core::{Change, EntityKey, KeyRange, Kind, Row, Version};
 use serde::Serialize;
 
@@ -35,35 +35,20 @@ pub struct Counts {
     pub watermark: Version,
 }
 
-/// The key parts of a typed key.
-pub(crate) fn key_parts(key: &EntityKey) -> Vec<String> {
-    let mut parts = vec![key.primary.clone()];
-    parts.extend(key.secondary.clone());
-    parts
-}
-
-/// The typed key of key parts (two parts: a membership's pair).
-pub(crate) fn entity_key(parts: &[String]) -> EntityKey {
-    match parts {
-        [primary, secondary] => EntityKey::pair(primary.as_str(), secondary.as_str()),
-        _ => EntityKey::id(parts.concat()),
-    }
-}
-
 /// The typed ranges of typed key ranges.
 pub(crate) fn key_spans(ranges: &[KeyRange]) -> Vec<crate::rows::KeySpan> {
     ranges
         .iter()
         .map(|range| crate::rows::KeySpan {
-            after: range.after.as_ref().map(key_parts),
-            until: range.until.as_ref().map(key_parts),
+            after: range.after.as_ref().map(|key| key.parts().to_vec()),
+            until: range.until.as_ref().map(|key| key.parts().to_vec()),
         })
         .collect()
 }
 
 /// The typed row of a declared row of the default schema.
 fn typed_row(row: DeclaredRow) -> Result<Row> {
-    match DeclaredChange::Upsert(row).to_change() {
+    match DeclaredChange::Upsert(row).to_change(Schema::default_schema()) {
         Ok(Change::Upsert(row)) => Ok(row),
         Ok(Change::Delete(_)) => Err(Error::Corrupt("an upsert became a deletion".to_owned())),
         Err(invalid) => Err(Error::Corrupt(format!(
@@ -88,7 +73,7 @@ fn typed_page(monolith: &Monolith, page: DeclaredPage) -> Result<Page> {
     Ok(Page {
         rows,
         watermark: page.watermark,
-        next_after: page.next_after.as_deref().map(entity_key),
+        next_after: page.next_after.map(EntityKey::from_parts),
     })
 }
 
@@ -125,12 +110,12 @@ impl Monolith {
         limit: u32,
         within: &[KeyRange],
     ) -> Result<Page> {
-        if kind == Kind::Tenant {
+        if kind == Kind::TENANT {
             return Err(Error::BadRequest(
                 "tenants are not listed per tenant; use list_tenants".to_owned(),
             ));
         }
-        let after = after.map(key_parts);
+        let after = after.map(|key| key.parts().to_vec());
         let page = self
             .page(
                 kind.as_str(),

@@ -119,7 +119,7 @@ async fn all_tenant_ids(monolith: &Monolith) -> Result<Vec<String>> {
             .await?;
         ids.extend(page.rows.iter().map(|row| row.tenant_id.clone()));
         match page.next_after {
-            Some(key) => after = Some(key.primary),
+            Some(key) => after = key.into_parts().into_iter().next(),
             None => return Ok(ids),
         }
     }

@@ -6,53 +6,34 @@
 use super::WriteOutcome;
 use crate::Monolith;
 use crate::error::Result;
-use recon_core::schema::FieldValue;
 use recon_core::{Group, Membership, Record, Tenant, User};
-
-/// The kind, key and values of a default-schema record.
-pub(crate) fn record_parts(record: &Record) -> (&'static str, Vec<String>, Vec<FieldValue>) {
-    let text = |value: &str| FieldValue::Text(value.to_owned());
-    match record {
-        Record::Tenant(tenant) => ("tenant", vec![tenant.id.clone()], vec![text(&tenant.name)]),
-        Record::User(user) => (
-            "user",
-            vec![user.id.clone()],
-            vec![
-                text(&user.email),
-                text(&user.display_name),
-                text(user.status.as_str()),
-            ],
-        ),
-        Record::Group(group) => ("group", vec![group.id.clone()], vec![text(&group.name)]),
-        Record::Membership(membership) => (
-            "membership",
-            vec![membership.group_id.clone(), membership.user_id.clone()],
-            Vec::new(),
-        ),
-    }
-}
 
 impl Monolith {
     async fn put_record(&self, tenant_id: &str, record: &Record) -> Result<WriteOutcome> {
-        let (kind, key, values) = record_parts(record);
-        self.upsert(kind, tenant_id, key, values).await
+        self.upsert(
+            record.kind().as_str(),
+            tenant_id,
+            record.key_ref().parts().to_vec(),
+            record.values().to_vec(),
+        )
+        .await
     }
 
     /// Creates or updates a tenant.
     pub async fn put_tenant(&self, tenant: &Tenant) -> Result<WriteOutcome> {
-        self.put_record(&tenant.id, &Record::Tenant(tenant.clone()))
+        self.put_record(&tenant.id, &Record::from(tenant.clone()))
             .await
     }
 
     /// Creates or updates a user of an existing tenant.
     pub async fn put_user(&self, tenant_id: &str, user: &User) -> Result<WriteOutcome> {
-        self.put_record(tenant_id, &Record::User(user.clone()))
+        self.put_record(tenant_id, &Record::from(user.clone()))
             .await
     }
 
     /// Creates or updates a group of an existing tenant.
     pub async fn put_group(&self, tenant_id: &str, group: &Group) -> Result<WriteOutcome> {
-        self.put_record(tenant_id, &Record::Group(group.clone()))
+        self.put_record(tenant_id, &Record::from(group.clone()))
             .await
     }
 
@@ -64,7 +45,7 @@ impl Monolith {
         tenant_id: &str,
         membership: &Membership,
     ) -> Result<WriteOutcome> {
-        self.put_record(tenant_id, &Record::Membership(membership.clone()))
+        self.put_record(tenant_id, &Record::from(membership.clone()))
             .await
     }
 

@@ -199,7 +199,9 @@ pub fn member(
         }
         return Ok(Some(pause_only(args, coordinator, store, gate, pause)));
     };
-    let source = source.with_metrics(telemetry.source);
+    let source = source
+        .with_metrics(telemetry.source)
+        .with_schema(store.data_model());
     let reconciler = Reconciler::new(Arc::new(source), Arc::new(store.clone()));
     let member = ClusterMember::new(coordinator, reconciler, gate, settings)
         .with_pause_tracker(pause)

@@ -239,7 +239,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     // withheld the deletion of tenants the source no longer has, with all
     // their rows), and the run ended before planning.
     let tenant_list_withheld = report.status == RunStatus::CompletedWithProblems
-        && report.units.iter().all(|unit| unit.kind != Kind::Tenant);
+        && report.units.iter().all(|unit| unit.kind != Kind::TENANT);
     if tenant_list_withheld {
         println!(
             "   the delete guard withheld deleting tenants the source lost ({}); the operator checks them and re-runs with --allow-mass-delete:",
@@ -479,7 +479,7 @@ mod tests {
             run_id: run_id.clone(),
             epoch: 1,
             generation: 1,
-            tenant_list: UnitReport::new("", Kind::Tenant),
+            tenant_list: UnitReport::new("", Kind::TENANT),
             units: vec![unit("u0"), unit("u1")],
         };
         coordinator.put_plan(&leadership, &plan).await?;
@@ -491,9 +491,9 @@ mod tests {
             summary: None,
         };
         coordinator.put_barrier(&leadership, &barrier).await?;
-        let mut units = vec![UnitReport::new("", Kind::Tenant)];
+        let mut units = vec![UnitReport::new("", Kind::TENANT)];
         for (id, member) in [("u0", "m1"), ("u1", "m2")] {
-            let mut report = UnitReport::new("t", Kind::User);
+            let mut report = UnitReport::new("t", Kind::USER);
             report.unit = Some(id.to_owned());
             report.member = Some(member.to_owned());
             report.missing = 1;

@@ -11,7 +11,7 @@ mod progress;
 mod reconcile;
 mod remote;
 mod runs;
-mod schema;
+pub(crate) mod schema;
 mod seed;
 mod serve;
 mod status;

@@ -26,7 +26,7 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         return request_cluster_run(&args, &shutdown).await;
     }
     let database_url = args.database_url()?;
-    let store = Store::connect_with(&database_url, args.store.options())
+    let store = Store::connect_with(&database_url, args.store.options()?)
         .await
         .context("open the replica store")?;
     // The store hands out the epoch (never a clock): this run then fences
@@ -41,7 +41,7 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
             .await
             .context("acquire an epoch from the replica store")?
     };
-    let source = http_source(&args.source)?;
+    let source = http_source(&args.source)?.with_schema(store.data_model());
     let store = Arc::new(store);
     let mut reconciler = Reconciler::new(Arc::new(source), store.clone());
     let run_id = new_run_id();

@@ -52,6 +52,16 @@ pub fn load(file: &SchemaFileArgs) -> anyhow::Result<Schema> {
     read(file)?.with_context(|| format!("read schema {}", file.describe()))
 }
 
+/// The schema of `file` for the life of the process (a replica holds one):
+/// the built-in default schema when the file declares just that.
+pub fn load_static(file: &SchemaFileArgs) -> anyhow::Result<&'static Schema> {
+    let schema = load(file)?;
+    if schema == *Schema::default_schema() {
+        return Ok(Schema::default_schema());
+    }
+    Ok(Box::leak(Box::new(schema)))
+}
+
 /// The file's schema, or its problems; an unreadable file is an error.
 fn read(file: &SchemaFileArgs) -> anyhow::Result<Result<Schema, recon_core::schema::SchemaErrors>> {
     let Some(path) = &file.path else {

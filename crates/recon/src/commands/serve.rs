@@ -207,7 +207,7 @@ fn advertised_admin_url(args: &ServeArgs) -> anyhow::Result<String> {
 
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let admin_token = args.admin_token()?;
-    let store = open_store(&args.database.url()?, args.store.options(), &shutdown).await?;
+    let store = open_store(&args.database.url()?, args.store.options()?, &shutdown).await?;
     let purge_task = tokio::spawn({
         let store = store.clone();
         let purge = args.tombstone_purge();
@@ -273,6 +273,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     .spawn(args.group_lag_interval, shutdown.child_token());
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
+    settings.data_model = store.data_model();
     if !args.dynamic_membership {
         settings.group_instance_id = args.cluster.member_id.clone();
     }

@@ -91,13 +91,34 @@ fn current_exe() -> anyhow::Result<PathBuf> {
 }
 
 /// Whether this binary's `recon reconcile` has `--digests`.
-pub async fn reconcile_supports_digests() -> anyhow::Result<bool> {
-    let output = Command::new(current_exe()?)
+pub async fn reconcile_supports_digests(binary: Option<&Path>) -> anyhow::Result<bool> {
+    let binary = match binary {
+        Some(binary) => binary.to_owned(),
+        None => current_exe()?,
+    };
+    let output = Command::new(binary)
         .args(["reconcile", "--help"])
         .output()
         .await
         .context("run recon reconcile --help")?;
     Ok(String::from_utf8_lossy(&output.stdout).contains("--digests"))
+}
+
+/// Brings the replica store at `replica_url` up to `binary`'s schema with
+/// its `recon store migrate`; a build without that command migrates when
+/// it connects.
+pub async fn migrate_store(binary: &Path, replica_url: &str) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args(["store", "migrate"])
+        .env("RECON_DATABASE_URL", replica_url)
+        .output()
+        .await
+        .context("run recon store migrate")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || stderr.contains("unrecognized subcommand") {
+        return Ok(());
+    }
+    bail!("recon store migrate failed ({}): {stderr}", output.status)
 }
 
 /// What a measured child process left behind.
@@ -144,12 +165,18 @@ pub struct ReconcileRun<'a> {
     pub concurrency: u32,
     /// `--digests` value, if the binary has the flag.
     pub digests: Option<&'a str>,
+    /// The recon binary to run: this one unless given (a baseline build).
+    pub binary: Option<&'a Path>,
 }
 
 /// Runs `recon reconcile` once and turns its JSON report into a
 /// measurement (scenario, drift and variant are for the caller to fill).
 pub async fn reconcile(run: &ReconcileRun<'_>) -> anyhow::Result<Measurement> {
-    let mut command = Command::new(current_exe()?);
+    let binary = match run.binary {
+        Some(binary) => binary.to_owned(),
+        None => current_exe()?,
+    };
+    let mut command = Command::new(binary);
     command
         .args(["reconcile", "--source-url", run.source_url])
         .args(["--output", "json", "--no-progress", "--allow-mass-delete"])

@@ -265,7 +265,7 @@ fn backlog_event(
     let tenant = format!("bench-{run_id}-tenant-{}", key % tenants.max(1));
     let user = |name: &str, sequence: u64| Row {
         tenant_id: tenant.clone(),
-        record: Record::User(User {
+        record: Record::from(User {
             id: format!("user-{key:09}"),
             email: format!("user-{key}@bench.test"),
             display_name: format!("{name} {key}"),
@@ -278,7 +278,7 @@ fn backlog_event(
         Some(0) => Change::Upsert(user("Renamed User", created + index + 1)),
         _ => Change::Delete(Deletion {
             tenant_id: tenant.clone(),
-            kind: Kind::User,
+            kind: Kind::USER,
             key: EntityKey::id(format!("user-{key:09}")),
             version: Version::new(1, created + index + 1),
         }),

@@ -301,7 +301,7 @@ pub async fn check_row_hash(replica: &DatabaseConnection) -> anyhow::Result<()> 
         .await?;
     for row in users {
         let status: String = row.try_get("", "status")?;
-        let record = Record::User(User {
+        let record = Record::from(User {
             id: row.try_get("", "id")?,
             email: row.try_get("", "email")?,
             display_name: row.try_get("", "display_name")?,
@@ -316,7 +316,7 @@ pub async fn check_row_hash(replica: &DatabaseConnection) -> anyhow::Result<()> 
         ))
         .await?;
     for row in groups {
-        let record = Record::Group(Group {
+        let record = Record::from(Group {
             id: row.try_get("", "id")?,
             name: row.try_get("", "name")?,
         });

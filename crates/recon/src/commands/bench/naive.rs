@@ -91,19 +91,19 @@ pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
         watermark: Version::ZERO,
         figures: NaiveFigures::default(),
     };
-    let tenants = naive.upsert_all("", Kind::Tenant).await?;
+    let tenants = naive.upsert_all("", Kind::TENANT).await?;
     for tenant in &tenants {
-        for kind in [Kind::User, Kind::Group, Kind::Membership] {
+        for kind in [Kind::USER, Kind::GROUP, Kind::MEMBERSHIP] {
             naive.upsert_all(tenant, kind).await?;
         }
     }
-    let replica_tenants = naive.live_keys("", Kind::Tenant).await?;
+    let replica_tenants = naive.live_keys("", Kind::TENANT).await?;
     for tenant in &replica_tenants {
-        for kind in [Kind::Membership, Kind::Group, Kind::User] {
-            naive.delete_absent(&tenant.primary, kind).await?;
+        for kind in [Kind::MEMBERSHIP, Kind::GROUP, Kind::USER] {
+            naive.delete_absent(tenant.first(), kind).await?;
         }
     }
-    naive.delete_absent("", Kind::Tenant).await?;
+    naive.delete_absent("", Kind::TENANT).await?;
     naive.figures.seconds = started.elapsed().as_secs_f64();
     naive.figures.peak_rss_bytes = crate::commands::reconcile::peak_rss_bytes();
     println!("{}", serde_json::to_string_pretty(&naive.figures)?);
@@ -112,7 +112,7 @@ pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
 
 impl Naive {
     fn fence(&self, tenant_id: &str, kind: Kind) -> FenceToken {
-        let scope = if kind == Kind::Tenant {
+        let scope = if kind == Kind::TENANT {
             "tenants"
         } else {
             tenant_id
@@ -144,7 +144,7 @@ impl Naive {
             self.watermark = self.watermark.max(page.watermark);
             for row in page.rows {
                 let key = row.key();
-                ids.push(key.primary.clone());
+                ids.push(key.first().to_owned());
                 self.seen.insert((seen_tenant(kind, tenant_id), kind, key));
                 self.figures.fetched += 1;
                 let outcome = self
@@ -192,8 +192,8 @@ impl Naive {
                 continue;
             }
             let (_, _, key) = seen_key;
-            let row_tenant = if kind == Kind::Tenant {
-                key.primary.clone()
+            let row_tenant = if kind == Kind::TENANT {
+                key.first().to_owned()
             } else {
                 tenant_id.to_owned()
             };
@@ -214,7 +214,7 @@ impl Naive {
 }
 
 fn seen_tenant(kind: Kind, tenant_id: &str) -> String {
-    if kind == Kind::Tenant {
+    if kind == Kind::TENANT {
         String::new()
     } else {
         tenant_id.to_owned()

@@ -12,6 +12,11 @@
 //!    without; the naive baseline repairs it (on the shares of
 //!    `--naive-drift`).
 //!
+//! With `--baseline-binary`, another build (an older commit) does its own
+//! full load and, on each drift share, its run with digests on the same
+//! damage, into a replica store of its own, right after this build's: the
+//! two are measured side by side in one bench.
+//!
 //! Every run that writes is followed by the independent plain-SQL check
 //! [`recon_monolith::verify::compare_databases`]; a run that leaves the
 //! replica different from the monolith is printed loudly and makes the
@@ -33,14 +38,26 @@ use tokio_util::sync::CancellationToken;
 pub const DIGESTS_VARIANT: &str = "recon digests";
 /// recon with `--digests off` (or without the flag, where it lacks it).
 pub const NO_DIGESTS_VARIANT: &str = "recon no digests";
+/// The baseline build (`--baseline-binary`) with digests.
+pub const BASELINE_VARIANT: &str = "baseline digests";
 
 struct Bench<'a> {
     args: &'a ReconcileBenchArgs,
     replica: DatabaseConnection,
     source_url: String,
     digests_flag: bool,
+    /// The baseline build, its replica store and whether it has
+    /// `--digests`, when one is measured side by side.
+    baseline: Option<Baseline<'a>>,
     report: BenchReport,
     shutdown: CancellationToken,
+}
+
+/// Another build measured side by side, into its own replica store.
+struct Baseline<'a> {
+    binary: &'a std::path::Path,
+    replica_url: &'a str,
+    digests_flag: bool,
 }
 
 /// Runs the whole bench; exits with status 1 when a run did not converge.
@@ -81,11 +98,23 @@ pub async fn run(
         &log_dir.path().join("monolith.log"),
     )
     .await?;
+    let baseline = match (&args.baseline_binary, &args.baseline_replica_database_url) {
+        (Some(binary), Some(replica_url)) => {
+            workload::check_urls(&args.monolith_database_url, replica_url)?;
+            Some(Baseline {
+                binary,
+                replica_url,
+                digests_flag: children::reconcile_supports_digests(Some(binary)).await?,
+            })
+        }
+        _ => None,
+    };
     let mut bench = Bench {
         args: &args,
         replica,
         source_url: monolith.url.clone(),
-        digests_flag: children::reconcile_supports_digests().await?,
+        digests_flag: children::reconcile_supports_digests(None).await?,
+        baseline,
         report: BenchReport {
             setup: Setup::default(),
             seeding,
@@ -129,6 +158,17 @@ impl Bench<'_> {
             self.recon("full load", 0.0, None, NO_DIGESTS_VARIANT)
                 .await?;
         }
+        if let Some(baseline) = &self.baseline {
+            // A fresh database: the baseline's own migrations create its
+            // tables.
+            let replica_url = baseline.replica_url.to_owned();
+            children::migrate_store(baseline.binary, &replica_url).await?;
+            self.baseline_recon("full load", 0.0).await?;
+            let replica = Database::connect(&replica_url)
+                .await
+                .context("connect to the baseline's replica database")?;
+            drift::install_helpers(&replica).await?;
+        }
         if let Err(error) = drift::check_row_hash(&self.replica).await {
             eprintln!(
                 "!!! the drift's SQL row hash disagrees with recon's ({error:#}): digests may not see changed rows the way a replicator would leave them"
@@ -168,7 +208,38 @@ impl Bench<'_> {
             self.apply_drift(share).await?;
             self.naive(share).await?;
         }
+        if let Some(baseline) = &self.baseline {
+            self.check_cancelled()?;
+            let replica = Database::connect(baseline.replica_url)
+                .await
+                .context("connect to the baseline's replica database")?;
+            let counts = drift::apply(&replica, self.args.seed, share).await?;
+            eprintln!("baseline replica: {}", counts.describe());
+            self.baseline_recon("drift", share).await?;
+        }
         Ok(())
+    }
+
+    /// One run of the baseline build with digests (where it has them) on
+    /// its own replica store.
+    async fn baseline_recon(&mut self, scenario: &str, share: f64) -> anyhow::Result<()> {
+        let Some(baseline) = &self.baseline else {
+            return Ok(());
+        };
+        let run = ReconcileRun {
+            replica_url: baseline.replica_url,
+            source_url: &self.source_url,
+            page_size: self.args.page_size,
+            concurrency: self.args.concurrency,
+            digests: baseline.digests_flag.then_some("auto"),
+            binary: Some(baseline.binary),
+        };
+        let replica_url = baseline.replica_url.to_owned();
+        let mut measurement = children::reconcile(&run).await?;
+        measurement.scenario = scenario.into();
+        measurement.drift = share;
+        measurement.variant = BASELINE_VARIANT.into();
+        self.finish(measurement, &replica_url).await
     }
 
     async fn apply_drift(&mut self, share: f64) -> anyhow::Result<()> {
@@ -194,12 +265,14 @@ impl Bench<'_> {
             page_size: self.args.page_size,
             concurrency: self.args.concurrency,
             digests,
+            binary: None,
         };
         let mut measurement = children::reconcile(&run).await?;
         measurement.scenario = scenario.into();
         measurement.drift = share;
         measurement.variant = variant.into();
-        self.finish(measurement).await
+        let replica_url = self.args.replica_database_url.clone();
+        self.finish(measurement, &replica_url).await
     }
 
     async fn naive(&mut self, share: f64) -> anyhow::Result<()> {
@@ -212,7 +285,8 @@ impl Bench<'_> {
         measurement.scenario = "drift".into();
         measurement.drift = share;
         measurement.variant = "naive".into();
-        self.finish(measurement).await
+        let replica_url = self.args.replica_database_url.clone();
+        self.finish(measurement, &replica_url).await
     }
 
     async fn reladiff(&mut self, share: f64) {
@@ -239,11 +313,16 @@ impl Bench<'_> {
         self.report.measurements.push(measurement);
     }
 
-    /// Checks convergence after a run, prints and records it.
-    async fn finish(&mut self, mut measurement: Measurement) -> anyhow::Result<()> {
+    /// Checks convergence of the replica at `replica_url` after a run,
+    /// prints and records it.
+    async fn finish(
+        &mut self,
+        mut measurement: Measurement,
+        replica_url: &str,
+    ) -> anyhow::Result<()> {
         let differences = recon_monolith::verify::compare_databases(
             &self.args.monolith_database_url,
-            &self.args.replica_database_url,
+            replica_url,
         )
         .await
         .context("compare the replica with the monolith")?;
