@@ -139,24 +139,6 @@ impl fmt::Display for Kind {
     }
 }
 
-impl FromStr for Kind {
-    type Err = InvalidInput;
-
-    /// A default-schema kind by its singular or plural name.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "tenant" | "tenants" => Ok(Kind::TENANT),
-            "user" | "users" => Ok(Kind::USER),
-            "group" | "groups" => Ok(Kind::GROUP),
-            "membership" | "memberships" => Ok(Kind::MEMBERSHIP),
-            other => Err(InvalidInput::new(
-                "kind",
-                format!("{other:?} is not one of tenant, user, group, membership"),
-            )),
-        }
-    }
-}
-
 impl Serialize for Kind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.0)
@@ -783,6 +765,5 @@ mod tests {
         // Counted in characters, as JSON Schema's maxLength counts them.
         assert!(user(&"é".repeat(200)).is_ok());
         assert!(user(&"é".repeat(201)).is_err());
-        assert!("widgets".parse::<Kind>().is_err());
     }
 }
