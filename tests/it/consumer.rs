@@ -86,10 +86,26 @@ impl Replica {
 }
 
 impl Drop for Replica {
-    /// A failing test must not leave the consumer thread running: the
-    /// runtime waits for blocking threads when it shuts down.
+    /// Stops the consumer and, on a multi-threaded runtime, waits (a minute
+    /// at most) until it closed: a test that fails drops its broker right
+    /// after, and a consumer closing against a dead broker can block its
+    /// thread — and the runtime's shutdown — for good.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.task.is_finished()
+            || runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return;
+        }
+        let task = &mut self.task;
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                let _closed = tokio::time::timeout(Duration::from_secs(60), task).await;
+            });
+        });
     }
 }
 

@@ -274,7 +274,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
     // then cuts a statement in flight.
     let mut produced = produce_users(&producer, 0..3_000, Duration::ZERO).await;
     let replica = Replica::start_on(&kafka, &store, group, false);
-    eventually("a big batch is taken", Duration::from_secs(60), || async {
+    eventually("a big batch is taken", Duration::from_secs(180), || async {
         replica.metrics.events_received.get() >= 500
     })
     .await;
@@ -284,7 +284,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
     let written = replica.metrics.events_written.get();
     eventually(
         "writes resume after the restart",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async { replica.metrics.events_written.get() >= written + 100 },
     )
     .await;
@@ -296,7 +296,7 @@ async fn database_restart_while_events_flow_loses_nothing() {
         async move { produce_users(&producer, 3_000..3_300, Duration::from_millis(5)).await }
     });
     let received = replica.metrics.events_received.get();
-    eventually("events keep flowing", Duration::from_secs(60), || async {
+    eventually("events keep flowing", Duration::from_secs(180), || async {
         replica.metrics.events_received.get() >= received + 40
     })
     .await;
@@ -304,13 +304,13 @@ async fn database_restart_while_events_flow_loses_nothing() {
     produced.extend(flow.await.expect("producer task"));
     eventually(
         "every event lands after the restarts",
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || async { live_user_ids(&store).await == all_ids(&produced) },
     )
     .await;
     eventually(
         "the offsets reach the end",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || async { committed_offsets(&kafka, group).values().sum::<i64>() == 3_300 },
     )
     .await;

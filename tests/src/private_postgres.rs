@@ -122,9 +122,11 @@ impl PrivatePostgres {
     /// clean shutdown, as in a crash; returns once the server is back.
     pub async fn restart_immediate(&self) -> anyhow::Result<()> {
         let cluster = self.handle();
-        tokio::task::spawn_blocking(move || cluster.pg_ctl(&["restart", "-m", "immediate", "-w"]))
-            .await
-            .context("join the cluster restart")?
+        tokio::task::spawn_blocking(move || {
+            cluster.pg_ctl(&["restart", "-m", "immediate", "-w", "-t", "180"])
+        })
+        .await
+        .context("join the cluster restart")?
     }
 
     fn handle(&self) -> ClusterHandle {
