@@ -149,7 +149,7 @@ impl Store {
         let transaction = self.connection.begin().await.map_err(database("begin"))?;
         let probe = Change::Delete(recon_core::Deletion {
             tenant_id: tenant_id.to_owned(),
-            kind: recon_core::Kind::TENANT,
+            kind: recon_core::Kind::of(self.data_model().scope()),
             key: recon_core::EntityKey::id(tenant_id),
             version: recon_core::Version::ZERO,
         });
