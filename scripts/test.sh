@@ -168,7 +168,8 @@ cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$OUTPUT"
 STATUS=${PIPESTATUS[0]}
 set -e
 # The nemesis, short (issue 9): a few schedules of random faults against
-# three replicas, from a fixed seed. A filtered run (extra arguments) skips
+# three replicas, from a fixed seed, on the default schema, then one on the
+# catalog schema. A filtered run (extra arguments) skips
 # it unless RECON_CHAOS_SCHEDULES is set; the long run is in the README.
 CHAOS_STATUS=0
 CHAOS_SCHEDULES="${RECON_CHAOS_SCHEDULES:-$([ $# -eq 0 ] && echo 3 || echo 0)}"
@@ -179,6 +180,12 @@ if [ "$CHAOS_SCHEDULES" -gt 0 ]; then
   cargo run --locked -p recon-chaos -- --schedules "$CHAOS_SCHEDULES" --seed 1 --length-secs 30 \
     --logs "$WORK_DIR/chaos"
   CHAOS_STATUS=$?
+  # And one schedule of a schema very unlike the default one (issue 24).
+  log "recon-chaos --schema proto/schemas/catalog.toml --schedules 1 --seed 1"
+  cargo run --locked -p recon-chaos -- --schema "$ROOT/proto/schemas/catalog.toml" --schedules 1 \
+    --seed 1 --length-secs 30 --logs "$WORK_DIR/chaos-catalog"
+  CATALOG_STATUS=$?
+  [ "$CHAOS_STATUS" -ne 0 ] || CHAOS_STATUS=$CATALOG_STATUS
   set -e
   log "recon-chaos took $((SECONDS - CHAOS_STARTED)) s (exit $CHAOS_STATUS)"
 fi

@@ -99,7 +99,15 @@ impl TestDatabase {
 /// Brings the replica store at `url` up to date, as `recon store migrate`
 /// does; returns the migrations applied.
 pub async fn migrate_store(url: &str) -> anyhow::Result<Vec<String>> {
-    recon_store::Store::migrate(url, recon_store::MigrationOptions::default())
+    migrate_store_to(url, recon_core::schema::Schema::default_schema()).await
+}
+
+/// [`migrate_store`] to the tables of a declared schema.
+pub async fn migrate_store_to(
+    url: &str,
+    schema: &recon_core::schema::Schema,
+) -> anyhow::Result<Vec<String>> {
+    recon_store::Store::migrate_to(url, recon_store::MigrationOptions::default(), schema)
         .await
         .context("migrate the replica store")
 }

@@ -18,6 +18,7 @@
 //! Nothing here is recon's code: the triggers are plain SQL.
 
 use anyhow::Context;
+use recon_core::schema::Schema;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::{Duration, Instant};
 
@@ -43,23 +44,26 @@ const INSTALL: [&str; 8] = [
     "CREATE TRIGGER chaos_fence AFTER INSERT OR UPDATE ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_fence()",
 ];
 
-/// The data tables whose writes are audited.
-const DATA_TABLES: [&str; 4] = [
-    "replica_tenants",
-    "replica_users",
-    "replica_groups",
-    "replica_memberships",
-];
-
-/// Installs the audit once recon created its schema (waits up to 60 s).
-pub async fn install(replica_db: &str) -> anyhow::Result<()> {
+/// Installs the audit on the data tables of `schema` (every kind's table)
+/// once recon created them (waits up to 60 s).
+pub async fn install(replica_db: &str, schema: &Schema) -> anyhow::Result<()> {
     let connection = Database::connect(replica_db).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let tables: Vec<&str> = schema
+        .kinds()
+        .iter()
+        .map(|kind| kind.table.as_str())
+        .collect();
+    let created = std::iter::once("fences")
+        .chain(tables.iter().copied())
+        .map(|table| format!("to_regclass('{table}') IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     loop {
         let exists = connection
             .query_one_raw(Statement::from_string(
                 connection.get_database_backend(),
-                "SELECT to_regclass('fences') IS NOT NULL AND to_regclass('replica_memberships') IS NOT NULL AS ready",
+                format!("SELECT {created} AS ready"),
             ))
             .await?
             .map(|row| row.try_get::<bool>("", "ready"))
@@ -80,7 +84,7 @@ pub async fn install(replica_db: &str) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("install audit: {statement}"))?;
     }
-    for table in DATA_TABLES {
+    for table in tables {
         connection
             .execute_unprepared(&format!(
                 "CREATE TRIGGER chaos_write AFTER INSERT OR UPDATE OR DELETE ON {table} \
@@ -198,7 +202,7 @@ mod tests {
         for statement in TABLES {
             connection.execute_unprepared(statement).await?;
         }
-        install(&url).await?;
+        install(&url, Schema::default_schema()).await?;
         connection
             .execute_unprepared(&write_at(2, "at epoch 2"))
             .await?;
@@ -245,7 +249,7 @@ mod tests {
         for statement in TABLES {
             connection.execute_unprepared(statement).await?;
         }
-        install(&url).await?;
+        install(&url, Schema::default_schema()).await?;
         connection
             .execute_unprepared(&write_at(2, "at epoch 2"))
             .await?;

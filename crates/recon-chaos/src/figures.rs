@@ -41,6 +41,9 @@ impl Spread {
 pub struct Figures {
     /// First seed.
     pub seed: u64,
+    /// The data model: the scope kind of its schema and where the
+    /// schema came from (`tenant (default schema)`).
+    pub schema: String,
     /// Schedules run.
     pub schedules: usize,
     /// Schedules that ran to their end, injected every step, gave every
@@ -151,8 +154,8 @@ impl Figures {
     pub fn table(&self) -> String {
         let mut lines = vec![
             format!(
-                "schedules              {} run, {} clean (seed {})",
-                self.schedules, self.schedules_clean, self.seed
+                "schedules              {} run, {} clean (seed {}, schema {})",
+                self.schedules, self.schedules_clean, self.seed, self.schema
             ),
             format!(
                 "runs                   {} completed, {} aborted",
@@ -201,8 +204,11 @@ impl Figures {
             self.writes[0], self.writes[1], self.writes[2]
         ));
         lines.push(format!(
-            "checked                {} done-records, {} paused samples, {} fenced transactions",
-            self.evidence.done_records, self.evidence.paused_samples, self.evidence.fenced_writes
+            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted",
+            self.evidence.done_records,
+            self.evidence.paused_samples,
+            self.evidence.fenced_writes,
+            self.evidence.drifted_rows
         ));
         if self.schedules_without_evidence > 0 {
             lines.push(format!(

@@ -1,6 +1,7 @@
 //! `recon-chaos`: random fault schedules against a three-replica recon
-//! cluster on real services (PostgreSQL, etcd, a Kafka-protocol broker, the
-//! reference monolith), an independent checker, and figures.
+//! cluster on real services (PostgreSQL, etcd, three Apache Kafka brokers,
+//! the reference monolith), an independent checker, and figures. The data
+//! model is the default schema, or any declared one (`--schema`).
 //!
 //! Each schedule starts its own services on loopback, writes to the
 //! monolith all the time, injects the faults drawn from its seed, heals,
@@ -9,6 +10,7 @@
 
 mod audit;
 mod checker;
+mod drift;
 mod figures;
 mod nemesis;
 mod net;
@@ -21,7 +23,8 @@ mod world;
 use anyhow::Context;
 use clap::Parser;
 use figures::{Figures, Spread};
-use std::path::PathBuf;
+use recon_core::schema::Schema;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Random fault schedules against a three-replica recon cluster.
@@ -60,6 +63,34 @@ struct Args {
     /// Keep the logs of clean schedules too.
     #[arg(long)]
     keep_logs: bool,
+    /// A declared schema file (`proto/schemas/…`): the monolith, the
+    /// replicas, the workload, the drift and the checker all run its
+    /// kinds. Default: the default schema.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+}
+
+/// The data model of `--schema`, for the life of the process.
+fn data_model(file: Option<&Path>) -> anyhow::Result<world::DataModel> {
+    let Some(file) = file else {
+        return Ok(world::DataModel {
+            schema: Schema::default_schema(),
+            file: None,
+        });
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("read schema file {}", file.display()))?;
+    let schema = Schema::parse(&text)
+        .map_err(|errors| anyhow::anyhow!("schema file {}: {errors}", file.display()))?;
+    // The processes read the file from their own working directory.
+    let path = std::path::absolute(file)
+        .with_context(|| format!("resolve {}", file.display()))?
+        .display()
+        .to_string();
+    Ok(world::DataModel {
+        schema: Box::leak(Box::new(schema)),
+        file: Some(Box::leak(path.into_boxed_str())),
+    })
 }
 
 #[tokio::main]
@@ -74,9 +105,18 @@ async fn main() -> anyhow::Result<()> {
             restart_delay: Duration::from_secs(2),
         },
         clients: args.clients,
+        data_model: data_model(args.schema.as_deref())?,
     };
     let started = Instant::now();
     let mut figures = Figures::new(args.seed);
+    figures.schema = match &args.schema {
+        Some(file) => format!(
+            "{} ({})",
+            options.data_model.schema.scope().name,
+            file.display()
+        ),
+        None => "tenant (default schema)".to_owned(),
+    };
     figures.partitions_by = if net::Firewall::probe().available() {
         "iptables".into()
     } else {

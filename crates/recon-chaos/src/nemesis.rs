@@ -8,9 +8,9 @@ use crate::observe::{self, Admin, Change, LeaderSeen, Recorder, Sample, lock};
 use crate::outcome::{Evidence, Outcome};
 use crate::schedule::{self, Fault, RunPhase, Shape, SourceFault, Target};
 use crate::workload::{self, Workload};
-use crate::world::{PARTITIONS, Timing, World};
+use crate::world::{DataModel, PARTITIONS, Timing, World};
 use anyhow::{Context, anyhow, bail};
-use recon_monolith::verify::compare_databases;
+use recon_monolith::verify::compare_schema_databases;
 use recon_tests::faulty_source::Fault as ProxyFault;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -30,6 +30,8 @@ pub struct Options {
     pub timing: Timing,
     /// Writer clients.
     pub clients: u64,
+    /// The schema the world runs.
+    pub data_model: DataModel,
 }
 
 /// How often the upkeep runs while the nemesis waits.
@@ -92,7 +94,7 @@ struct Nemesis {
 
 /// Runs schedule `seed`; logs go to `logs`.
 pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
-    let world = match World::start(logs, seed, options.timing).await {
+    let world = match World::start(logs, seed, options.timing, options.data_model).await {
         Ok(world) => world,
         Err(error) => {
             return Outcome {
@@ -132,7 +134,7 @@ impl Nemesis {
         if let Some(detail) = self.wait_converged(Duration::from_secs(120)).await? {
             bail!("initial replication: {detail}");
         }
-        crate::audit::install(&self.world.replica_db).await?;
+        crate::audit::install(&self.world.replica_db, options.data_model.schema).await?;
         self.backup = workload::backup(&self.world.monolith_url).await?;
         let stop_sampling = CancellationToken::new();
         self.publish_answering();
@@ -141,8 +143,13 @@ impl Nemesis {
             self.shared.clone(),
             stop_sampling.clone(),
         ));
-        let workload =
-            Workload::start(&self.world.monolith_url, options.clients, self.seed).await?;
+        let workload = Workload::start(
+            &self.world.monolith_url,
+            Arc::new(self.world.monolith.model().clone()),
+            options.clients,
+            self.seed,
+        )
+        .await?;
         let shape = Shape {
             length: options.length,
             lease_ttl: Duration::from_secs(options.timing.lease_ttl_secs),
@@ -406,7 +413,12 @@ impl Nemesis {
                 self.request_run(REQUEST_PATIENCE).await?;
             }
             Fault::Drift => {
-                workload::drift(&self.world.replica_db, self.seed * 100 + index as u64).await?;
+                self.outcome.evidence.drifted_rows += crate::drift::drift(
+                    &self.world.replica_db,
+                    self.world.data_model.schema,
+                    self.seed * 100 + index as u64,
+                )
+                .await?;
             }
             Fault::Restore => workload::restore(&self.world.monolith_url, &self.backup).await?,
         }
@@ -609,8 +621,12 @@ impl Nemesis {
         let mut last_report = started;
         loop {
             let backlog = self.world.monolith.outbox_backlog().await;
-            let differences =
-                compare_databases(&self.world.monolith_db, &self.world.replica_db).await;
+            let differences = compare_schema_databases(
+                self.world.data_model.schema,
+                &self.world.monolith_db,
+                &self.world.replica_db,
+            )
+            .await;
             if let (Ok(0), Ok(differences)) = (&backlog, &differences)
                 && differences.is_empty()
                 && differences.monolith_rows > 0
@@ -685,6 +701,7 @@ impl Nemesis {
             done_records: checker::done_records(&changes) as u64,
             paused_samples: checker::paused_samples(&shared.samples) as u64,
             fenced_writes: audit.fenced_writes_checked,
+            drifted_rows: self.outcome.evidence.drifted_rows,
         };
         self.outcome.failover_millis = failovers(&self.kills, &shared.leaders);
         self.outcome.unexpected_exits = self.world.unexpected_exits.len();

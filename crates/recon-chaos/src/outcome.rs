@@ -58,6 +58,9 @@ pub struct Evidence {
     /// Committed transactions that wrote data under an epoch (the
     /// fencing audit).
     pub fenced_writes: u64,
+    /// Replica rows the drift faults changed, lost or made up (what the
+    /// "converged" check proves repaired).
+    pub drifted_rows: u64,
 }
 
 impl Evidence {
@@ -73,6 +76,9 @@ impl Evidence {
         if self.fenced_writes == 0 {
             missing.push("no fenced write audited");
         }
+        if self.drifted_rows == 0 {
+            missing.push("no replica row drifted");
+        }
         missing
     }
 
@@ -81,6 +87,7 @@ impl Evidence {
         self.done_records += other.done_records;
         self.paused_samples += other.paused_samples;
         self.fenced_writes += other.fenced_writes;
+        self.drifted_rows += other.drifted_rows;
     }
 }
 
@@ -125,6 +132,7 @@ mod tests {
                 done_records: 12,
                 paused_samples: 40,
                 fenced_writes: 9,
+                drifted_rows: 30,
             },
             runs_completed: 3,
             ..Outcome::default()
@@ -164,6 +172,10 @@ mod tests {
             },
             Evidence {
                 fenced_writes: 0,
+                ..clean().evidence
+            },
+            Evidence {
+                drifted_rows: 0,
                 ..clean().evidence
             },
         ] {

@@ -1,7 +1,8 @@
 //! The services of one schedule, all real and all on loopback: a private
 //! PostgreSQL holding the monolith's and the replica's databases, an etcd
 //! and three Kafka brokers of their own, `recon monolith` (Source API, write API,
-//! outbox relay), and three `recon serve` replicas.
+//! outbox relay), and three `recon serve` replicas, all of one declared
+//! schema (the default one unless `--schema` names another).
 //!
 //! Each replica reaches etcd, PostgreSQL and the Source API through proxies
 //! of its own, so the nemesis can cut one replica off (a partition) or make
@@ -11,6 +12,7 @@
 use crate::observe::Admin;
 use crate::schedule::BROKERS;
 use anyhow::Context;
+use recon_core::schema::Schema;
 use recon_monolith::Monolith;
 use recon_monolith::seed::{self, SeedSpec};
 use recon_tests::broker::{BrokerSecurity, KafkaCluster, wait_for_port};
@@ -18,7 +20,7 @@ use recon_tests::etcd::EtcdServer;
 use recon_tests::faulty_source::FaultySource;
 use recon_tests::free_port;
 use recon_tests::private_postgres::PrivatePostgres;
-use recon_tests::process::{ReconProcess, start_monolith};
+use recon_tests::process::{ReconProcess, start_monolith_with};
 use recon_tests::proxy::FreezableProxy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,26 @@ pub struct Timing {
     pub max_pause_secs: u64,
     /// How long the supervisor waits before restarting a killed replica.
     pub restart_delay: Duration,
+}
+
+/// The data model of every schedule: its schema and, unless it is the
+/// default one, the file the processes read it from (`RECON_SCHEMA`).
+#[derive(Debug, Clone, Copy)]
+pub struct DataModel {
+    /// The schema.
+    pub schema: &'static Schema,
+    /// Its file's path; `None` for the default schema.
+    pub file: Option<&'static str>,
+}
+
+impl DataModel {
+    /// The environment of a `recon` process of this data model, logging
+    /// at `info`.
+    fn environment(&self) -> Vec<(&'static str, &'static str)> {
+        let mut variables = vec![("RUST_LOG", "info")];
+        variables.extend(self.file.map(|file| ("RECON_SCHEMA", file)));
+        variables
+    }
 }
 
 /// One `recon serve` process and its links.
@@ -97,6 +119,8 @@ pub struct World {
     /// Replicas that exited without the nemesis killing them: (member, when).
     pub unexpected_exits: Vec<(String, Instant)>,
     timing: Timing,
+    /// The schema of every process.
+    pub data_model: DataModel,
     service: String,
     brokers: String,
     admin: Admin,
@@ -118,21 +142,38 @@ impl World {
     /// Starts every service and three replicas; returns once the replicas
     /// see each other and a leader, every partition has an owner, and the
     /// replica equals the monolith through Kafka alone.
-    pub async fn start(logs: &Path, seed: u64, timing: Timing) -> anyhow::Result<Self> {
+    pub async fn start(
+        logs: &Path,
+        seed: u64,
+        timing: Timing,
+        data_model: DataModel,
+    ) -> anyhow::Result<Self> {
         let postgres = PrivatePostgres::start().await?;
         let monolith_db = postgres.create_database("monolith").await?;
         let replica_db = postgres.create_database("replica").await?;
         // As a deployment does: the store is migrated once, before replicas.
-        recon_tests::migrate_store(&replica_db).await?;
-        let monolith = Monolith::connect(&monolith_db).await?;
-        seed::run(&monolith, &spec(seed)).await?;
+        recon_tests::migrate_store_to(&replica_db, data_model.schema).await?;
+        let monolith =
+            Monolith::connect_with_schema(&monolith_db, data_model.schema.clone()).await?;
+        if monolith.model().is_default() {
+            seed::run(&monolith, &spec(seed)).await?;
+        } else {
+            seed::run_declared(&monolith, &spec(seed)).await?;
+        }
         let etcd_directory = logs.join("etcd");
         std::fs::create_dir_all(&etcd_directory).context("create etcd directory")?;
         let etcd = EtcdServer::start(etcd_directory).await?;
         let broker = KafkaCluster::start_nodes(BROKERS as u32, BrokerSecurity::default()).await?;
         let brokers = broker.bootstrap_servers();
         let monolith_port = free_port()?;
-        let monolith_process = start_monolith(logs, &monolith_db, monolith_port, &brokers, TOPIC)?;
+        let monolith_process = start_monolith_with(
+            logs,
+            &monolith_db,
+            monolith_port,
+            &brokers,
+            TOPIC,
+            &data_model.environment(),
+        )?;
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = "chaos".to_owned();
         let mut world = Self {
@@ -149,6 +190,7 @@ impl World {
             logs: logs.to_owned(),
             unexpected_exits: Vec::new(),
             timing,
+            data_model,
             service,
             brokers,
             admin: Admin::new()?,
@@ -210,7 +252,8 @@ impl World {
             source.base_url(),
         ];
         let log = self.logs.join(format!("{id}.log"));
-        let process = ReconProcess::start(id, &arguments, &[("RUST_LOG", "info")], log)?;
+        let environment = self.data_model.environment();
+        let process = ReconProcess::start(id, &arguments, &environment, log)?;
         wait_for_port(port, Duration::from_secs(30))
             .await
             .with_context(|| format!("{id} did not open its admin port"))?;
