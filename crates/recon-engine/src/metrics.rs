@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use recon_core::schema::Schema;
 use recon_core::{Kind, RunReport, RunStatus, UnitOutcome, UnitReport};
 
 /// Labels of a per-kind series.
@@ -110,11 +111,12 @@ impl Default for ReconcileMetrics {
 
 impl ReconcileMetrics {
     /// Creates the metrics and registers them, every series of a known
-    /// label at 0 (a query or alert over them returns data before the first
-    /// run, and `increase()` sees the first one).
-    pub fn register(registry: &mut Registry) -> Self {
+    /// label at 0 — the kinds are those of `schema`, the replica's (a query
+    /// or alert over them returns data before the first run, and
+    /// `increase()` sees the first one).
+    pub fn register(registry: &mut Registry, schema: &'static Schema) -> Self {
         let metrics = Self::default();
-        metrics.create_known_series();
+        metrics.create_known_series(schema);
         let reconcile = registry.sub_registry_with_prefix("recon_reconcile");
         reconcile.register(
             "runs",
@@ -196,7 +198,7 @@ impl ReconcileMetrics {
         metrics
     }
 
-    fn create_known_series(&self) {
+    fn create_known_series(&self, schema: &'static Schema) {
         for status in [
             RunStatus::Completed,
             RunStatus::CompletedWithProblems,
@@ -209,8 +211,8 @@ impl ReconcileMetrics {
             let _ = self.units.get_or_create(&outcome(label));
         }
         let rows = &self.rows;
-        for known in Kind::UPSERT_ORDER {
-            let labels = kind(known);
+        for known in schema.apply_order() {
+            let labels = kind(Kind::of(known));
             for family in [
                 &rows.compared,
                 &rows.missing,
@@ -369,7 +371,7 @@ mod tests {
     #[test]
     fn a_run_is_exported_with_the_figures_of_its_report() {
         let mut registry = Registry::default();
-        let metrics = ReconcileMetrics::register(&mut registry);
+        let metrics = ReconcileMetrics::register(&mut registry, Schema::default_schema());
         let report = RunReport {
             epoch: 7,
             dry_run: false,
@@ -411,6 +413,24 @@ mod tests {
         assert_eq!(metrics.units.get_or_create(&outcome("fenced")).get(), 1);
         assert_eq!(metrics.units.get_or_create(&outcome("done")).get(), 0);
         assert_eq!(metrics.fence_rejections.get(), 1);
+    }
+
+    #[test]
+    fn the_kinds_of_the_replicas_schema_are_exported_before_any_run() {
+        let catalog = Schema::parse(include_str!("../../../proto/schemas/catalog.toml"))
+            .expect("the catalog schema parses");
+        let mut registry = Registry::default();
+        ReconcileMetrics::register(&mut registry, Box::leak(Box::new(catalog)));
+        let text = exported(&registry);
+        for kind in ["shop", "product", "variant", "tag", "product_tag"] {
+            assert!(
+                text.contains(&format!(
+                    "recon_reconcile_rows_compared_total{{kind=\"{kind}\"}} 0"
+                )),
+                "{kind}: {text}"
+            );
+        }
+        assert!(!text.contains("kind=\"user\""), "{text}");
     }
 
     #[test]

@@ -261,7 +261,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let metrics = ConsumerMetrics::register(&mut registry);
     let telemetry = MemberTelemetry {
         counters: Arc::default(),
-        reconcile: ReconcileMetrics::register(&mut registry),
+        reconcile: ReconcileMetrics::register(&mut registry, store.data_model()),
         source: SourceMetrics::register(&mut registry),
     };
     let group_monitor = GroupMonitor::new(
