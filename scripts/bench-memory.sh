@@ -97,8 +97,8 @@ db = sqlite3.connect(sys.argv[1])
 users = "SELECT rowid FROM replica_users WHERE NOT deleted"
 db.execute(f"UPDATE replica_users SET display_name = 'drift ' || display_name WHERE rowid IN ({users} AND rowid % 100 = 1)")
 db.execute(f"DELETE FROM replica_users WHERE rowid IN ({users} AND rowid % 100 = 2)")
-db.execute("INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) "
-           f"SELECT tenant_id, id || '-phantom', email, display_name, status, generation, sequence, row_hash, 0 FROM replica_users WHERE rowid IN ({users} AND rowid % 100 = 3)")
+db.execute("INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) "
+           f"SELECT tenant_id, id || '-phantom', email, display_name, status, generation, sequence, 0 FROM replica_users WHERE rowid IN ({users} AND rowid % 100 = 3)")
 db.execute("DELETE FROM replica_memberships WHERE rowid % 100 = 4")
 db.commit()
 PY

@@ -296,8 +296,8 @@ async fn drift_in_sql(replica_url: &str) -> anyhow::Result<()> {
         ),
         format!("DELETE FROM catalog_variants WHERE shop_id = '{SHOP}' AND sku = 'p-empty'"),
         format!(
-            "INSERT INTO catalog_tags (shop_id, name, generation, sequence, row_hash, deleted) \
-             VALUES ('{SHOP}', 'phantom', 0, 1, '', false)"
+            "INSERT INTO catalog_tags (shop_id, name, generation, sequence, deleted) \
+             VALUES ('{SHOP}', 'phantom', 0, 1, false)"
         ),
     ] {
         let result = replica.execute_unprepared(&statement).await?;

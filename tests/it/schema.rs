@@ -90,8 +90,8 @@ async fn postgres_digests_of_a_declared_schema_equal_recons_elements() {
         connection
             .execute_unprepared(&format!(
                 "INSERT INTO catalog_products (shop_id, sku, title, price_cents, active, \
-                 attributes, released_at, state, subtitle, generation, sequence, row_hash, \
-                 deleted) VALUES ('shop-1', '{sku}', {}, 3, 7, '', false)",
+                 attributes, released_at, state, subtitle, generation, sequence, \
+                 deleted) VALUES ('shop-1', '{sku}', {}, 3, 7, false)",
                 row.sql
             ))
             .await
@@ -115,7 +115,7 @@ async fn postgres_digests_of_a_declared_schema_equal_recons_elements() {
     connection
         .execute_unprepared(
             "INSERT INTO catalog_product_tags (shop_id, sku, tag, generation, sequence, \
-             row_hash, deleted) VALUES ('shop-1', 'p-full', 'sale', 3, 7, '', false)",
+             deleted) VALUES ('shop-1', 'p-full', 'sale', 3, 7, false)",
         )
         .await
         .expect("insert product tag");
@@ -256,7 +256,7 @@ async fn an_added_kind_and_field_evolve_a_postgres_store_and_its_digests() {
     connection
         .execute_unprepared(
             "INSERT INTO catalog_variants (shop_id, sku, variant_id, label, stock, generation, \
-             sequence, row_hash, deleted) VALUES ('shop-1', 'p', 'v', 'Blue', 4, 2, 9, '', false)",
+             sequence, deleted) VALUES ('shop-1', 'p', 'v', 'Blue', 4, 2, 9, false)",
         )
         .await
         .expect("insert variant");
@@ -293,8 +293,8 @@ async fn an_added_kind_and_field_evolve_a_postgres_store_and_its_digests() {
     assert_eq!(digest(connection.clone()).await, after);
     connection
         .execute_unprepared(
-            "INSERT INTO catalog_reviews (shop_id, id, stars, generation, sequence, row_hash, \
-             deleted) VALUES ('shop-1', 'r1', 5, 2, 10, '', false)",
+            "INSERT INTO catalog_reviews (shop_id, id, stars, generation, sequence, \
+             deleted) VALUES ('shop-1', 'r1', 5, 2, 10, false)",
         )
         .await
         .expect("the new kind's table takes rows");

@@ -48,14 +48,25 @@ async fn a_store_made_before_schemas_holds_the_default_schema(
     backend: Backend,
 ) -> anyhow::Result<()> {
     // What recon before declared schemas left: m0001–m0007 and the default
-    // schema's tables (byte for byte the DDL it ran), with a row.
+    // schema's tables, each with the `row_hash` column it wrote on every
+    // apply, with a row.
     let database = TestDatabase::replica_store(backend).await?;
     execute(&database.url, "DROP TABLE recon_data_model").await?;
     execute(
         &database.url,
-        "DELETE FROM recon_store_migrations WHERE version = 'm0008_data_model'",
+        "DELETE FROM recon_store_migrations WHERE version IN ('m0008_data_model', 'm0009_drop_row_hash')",
     )
     .await?;
+    for kind in Schema::default_schema().kinds() {
+        execute(
+            &database.url,
+            &format!(
+                "ALTER TABLE {} ADD COLUMN row_hash TEXT NOT NULL DEFAULT ''",
+                kind.table
+            ),
+        )
+        .await?;
+    }
     execute(
         &database.url,
         "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, \
@@ -63,10 +74,25 @@ async fn a_store_made_before_schemas_holds_the_default_schema(
          'h', false)",
     )
     .await?;
+    ensure!(
+        Store::connect(&database.url).await.is_err(),
+        "a replica refuses the store before it is migrated"
+    );
     let applied = migrate_store(&database.url).await?;
-    ensure!(applied == ["m0008_data_model"], "{applied:?}");
+    ensure!(
+        applied == ["m0008_data_model", "m0009_drop_row_hash"],
+        "{applied:?}"
+    );
     Store::connect(&database.url).await?;
     ensure!(one_number(&database.url, "SELECT count(*) FROM replica_users").await? == 1);
+    for kind in Schema::default_schema().kinds() {
+        let read = execute(
+            &database.url,
+            &format!("SELECT row_hash FROM {}", kind.table),
+        )
+        .await;
+        ensure!(read.is_err(), "{} still has row_hash", kind.table);
+    }
     Ok(())
 }
 
@@ -108,8 +134,8 @@ async fn added_kinds_and_fields_evolve_the_store_and_an_older_replica_refuses_it
     execute(
         &database.url,
         "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, \
-         sequence, row_hash, deleted) VALUES ('t1', 'u1', 'u1@example.test', 'U', 'active', 1, 1, \
-         'h', false)",
+         sequence, deleted) VALUES ('t1', 'u1', 'u1@example.test', 'U', 'active', 1, 1, \
+         false)",
     )
     .await?;
     let evolved = evolved_default();

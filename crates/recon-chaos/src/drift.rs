@@ -119,8 +119,8 @@ impl Rows {
         let last = kind.key.len();
         values[last] = format!("{} || '-phantom-{}'", values[last], self.salt);
         format!(
-            "INSERT INTO {table} ({columns}, generation, sequence, row_hash, deleted) \
-             SELECT {values}, 1, 1, '', FALSE FROM {table} WHERE ({key}) IN ({chosen}) \
+            "INSERT INTO {table} ({columns}, generation, sequence, deleted) \
+             SELECT {values}, 1, 1, FALSE FROM {table} WHERE ({key}) IN ({chosen}) \
              ON CONFLICT DO NOTHING",
             table = self.table,
             columns = columns.join(", "),

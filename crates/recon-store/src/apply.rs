@@ -297,13 +297,7 @@ async fn write_chunk(
     }
     let mut columns = table.primary_key();
     columns.extend(table.data_columns.iter().map(String::as_str));
-    columns.extend_from_slice(&[
-        "generation",
-        "sequence",
-        "row_hash",
-        "deleted",
-        "deleted_at_ms",
-    ]);
+    columns.extend_from_slice(&["generation", "sequence", "deleted", "deleted_at_ms"]);
     let key_columns = table.primary_key();
     let updates: Vec<String> = columns
         .iter()
@@ -359,7 +353,6 @@ fn row_values(
                 values.push(sql::bind_value(field, value, backend)?);
             }
             values.extend(sql::version_values(row.version)?);
-            values.push(row.record.row_hash().to_hex().into());
             values.push(false.into());
             values.push(Value::BigInt(None));
         }
@@ -368,7 +361,6 @@ fn row_values(
                 values.push(sql::bind_value(field, &table.placeholder(index), backend)?);
             }
             values.extend(sql::version_values(deletion.version)?);
-            values.push(String::new().into());
             values.push(true.into());
             values.push(deleted_at_ms.into());
         }
@@ -392,7 +384,7 @@ async fn cascade_tenant_delete(
         let mut binder = Binder::new(transaction.get_database_backend());
         let [generation, sequence] = sql::version_values(version)?;
         let set = format!(
-            "deleted = {}, deleted_at_ms = {}, generation = {}, sequence = {}, row_hash = ''",
+            "deleted = {}, deleted_at_ms = {}, generation = {}, sequence = {}",
             binder.bind(true),
             binder.bind(deleted_at_ms),
             binder.bind(generation.clone()),

@@ -1,8 +1,7 @@
 //! Schema of the replica store and its migrations.
 //!
 //! One table per kind. Every row carries its version (`generation`,
-//! `sequence`), the canonical hash of its data as written (`row_hash`), and a
-//! tombstone flag: a deleted entity keeps its row, with the deletion's
+//! `sequence`) and a tombstone flag: a deleted entity keeps its row, with the deletion's
 //! version, until [`crate::Store::purge_tombstones`] removes it after the
 //! retention window. Id columns sort byte-wise (`COLLATE "C"` on PostgreSQL;
 //! SQLite's default collation already is).
@@ -47,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(InlinableDigestFunctions),
             Box::new(Incarnations),
             Box::new(DataModelRecord),
+            Box::new(DropRowHash),
         ]
     }
 
@@ -315,6 +315,47 @@ impl MigrationTrait for DataModelRecord {
                     [recon_core::schema::DEFAULT_SCHEMA_TOML.into()],
                 ))
                 .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Drops the `row_hash` column every kind's table had: the hash of a row's
+/// data as written, computed (a SHA-256) on every apply and read by nothing.
+/// The digest element is the row's fingerprint. Metadata only on
+/// PostgreSQL; SQLite rewrites the table.
+struct DropRowHash;
+
+impl MigrationName for DropRowHash {
+    fn name(&self) -> &str {
+        "m0009_drop_row_hash"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for DropRowHash {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let connection = manager.get_connection();
+        // The tables of the schema the store holds (none yet: a fresh store
+        // gets its tables after the migrations, without the column).
+        let held = connection
+            .query_one_raw(sea_orm::Statement::from_string(
+                manager.get_database_backend(),
+                "SELECT schema_toml FROM recon_data_model WHERE singleton = 1",
+            ))
+            .await?;
+        let Some(row) = held else {
+            return Ok(());
+        };
+        let text: String = row.try_get("", "schema_toml")?;
+        let schema = Schema::parse(&text)
+            .map_err(|errors| DbErr::Migration(format!("the schema the store holds: {errors}")))?;
+        for kind in schema.kinds() {
+            if manager.has_column(&kind.table, "row_hash").await? {
+                connection
+                    .execute_unprepared(&format!("ALTER TABLE {} DROP COLUMN row_hash", kind.table))
+                    .await?;
+            }
         }
         Ok(())
     }

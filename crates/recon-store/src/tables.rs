@@ -4,7 +4,7 @@
 //! and the key columns (text ids that sort byte-wise: `COLLATE "C"` on
 //! PostgreSQL, SQLite's default collation already is), the data columns
 //! with the types below, then recon's own columns: `generation`,
-//! `sequence`, `row_hash`, `deleted`, `deleted_at_ms` (and, on PostgreSQL,
+//! `sequence`, `deleted`, `deleted_at_ms` (and, on PostgreSQL,
 //! the generated `digest` of scoped kinds, see [`recon_core::digest`]).
 //!
 //! | field type | PostgreSQL    | SQLite                         |
@@ -154,7 +154,6 @@ impl Table {
         }
         columns.push("generation BIGINT NOT NULL".to_owned());
         columns.push("sequence BIGINT NOT NULL".to_owned());
-        columns.push("row_hash TEXT NOT NULL".to_owned());
         columns.push("deleted BOOLEAN NOT NULL".to_owned());
         columns.push("deleted_at_ms BIGINT".to_owned());
         columns.push(format!("PRIMARY KEY ({})", self.primary_key().join(", ")));
@@ -318,7 +317,6 @@ mod tests {
              status TEXT NOT NULL,\n  \
              generation BIGINT NOT NULL,\n  \
              sequence BIGINT NOT NULL,\n  \
-             row_hash TEXT NOT NULL,\n  \
              deleted BOOLEAN NOT NULL,\n  \
              deleted_at_ms BIGINT,\n  \
              PRIMARY KEY (tenant_id, id)\n)"

@@ -33,8 +33,8 @@ async fn repairs_drift(cluster: &Cluster) -> anyhow::Result<()> {
          WHERE variant_id IN (SELECT variant_id FROM catalog_variants WHERE NOT deleted ORDER BY variant_id LIMIT 9)",
         "DELETE FROM catalog_product_tags WHERE tag IN \
          (SELECT tag FROM catalog_product_tags WHERE NOT deleted ORDER BY tag DESC LIMIT 6)",
-        "INSERT INTO catalog_tags (shop_id, name, generation, sequence, row_hash, deleted) \
-         SELECT shop_id, 'phantom-' || name, 1, 1, '', FALSE FROM catalog_tags WHERE NOT deleted LIMIT 3",
+        "INSERT INTO catalog_tags (shop_id, name, generation, sequence, deleted) \
+         SELECT shop_id, 'phantom-' || name, 1, 1, FALSE FROM catalog_tags WHERE NOT deleted LIMIT 3",
     ] {
         ensure!(
             cluster.replica_sql(statement).await? > 0,

@@ -60,8 +60,8 @@ impl Cluster {
              (SELECT id FROM replica_users WHERE NOT deleted ORDER BY id DESC LIMIT 6)",
             "DELETE FROM replica_users WHERE id IN \
              (SELECT id FROM replica_users WHERE NOT deleted ORDER BY email LIMIT 5)",
-            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) \
-             SELECT tenant_id, phantom.head || substr(CAST(gen_random_uuid() AS TEXT), 9), 'phantom@example.com', 'phantom', 'active', 1, 1, '', FALSE \
+            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) \
+             SELECT tenant_id, phantom.head || substr(CAST(gen_random_uuid() AS TEXT), 9), 'phantom@example.com', 'phantom', 'active', 1, 1, FALSE \
              FROM (SELECT tenant_id FROM replica_users WHERE NOT deleted GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1) AS biggest, \
              (VALUES ('00000000'), ('7fffffff'), ('ffffffff')) AS phantom(head)",
         ];

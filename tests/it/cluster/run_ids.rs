@@ -57,10 +57,10 @@ async fn run_ids(cluster: &Cluster) -> anyhow::Result<()> {
     // A run with problems exits with 3: a tenant only the replica has,
     // with more rows than the guard lets a run delete.
     let statements = [
-        "INSERT INTO replica_tenants (id, name, generation, sequence, row_hash, deleted) \
-         VALUES ('phantom-tenant', 'phantom', 1, 1, '', FALSE)",
-        "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) \
-         SELECT 'phantom-tenant', 'phantom-' || n, 'p@example.com', 'p', 'active', 1, 1, '', FALSE \
+        "INSERT INTO replica_tenants (id, name, generation, sequence, deleted) \
+         VALUES ('phantom-tenant', 'phantom', 1, 1, FALSE)",
+        "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) \
+         SELECT 'phantom-tenant', 'phantom-' || n, 'p@example.com', 'p', 'active', 1, 1, FALSE \
          FROM generate_series(1, 200) AS n",
     ];
     for statement in statements {

@@ -312,8 +312,8 @@ async fn drift_behind_recons_back_is_found_with_digests() {
         .reconcile_via(&fixture.source_url, &test_options(1))
         .await;
     assert_eq!(first.status, RunStatus::Completed, "{first:?}");
-    // Data changed in SQL (the stored row_hash is left stale on purpose),
-    // a version lowered, memberships deleted, phantom users added.
+    // Data changed in SQL, a version lowered, memberships deleted, phantom
+    // users added.
     let garbled = fixture
         .replica_sql(
             "UPDATE replica_users SET display_name = 'garbled' WHERE (tenant_id, id) IN \
@@ -334,8 +334,8 @@ async fn drift_behind_recons_back_is_found_with_digests() {
         .await;
     let phantoms = fixture
         .replica_sql(
-            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) \
-             SELECT tenant_id, id || '-phantom', email, display_name, status, generation, sequence, row_hash, false \
+            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) \
+             SELECT tenant_id, id || '-phantom', email, display_name, status, generation, sequence, false \
              FROM replica_users ORDER BY id DESC LIMIT 2",
         )
         .await;

@@ -45,9 +45,9 @@ async fn source_faults_never_delete_and_are_reported() {
     // after the UUIDs' hex digits only partly, so put one early too).
     let planted = fixture
         .replica_sql(&format!(
-            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) VALUES \
-             ('{tenant}', '0000-phantom-early', 'e@x', 'early', 'active', 1, 1, '', FALSE), \
-             ('{tenant}', 'phantom-late', 'l@x', 'late', 'active', 1, 1, '', FALSE)"
+            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) VALUES \
+             ('{tenant}', '0000-phantom-early', 'e@x', 'early', 'active', 1, 1, FALSE), \
+             ('{tenant}', 'phantom-late', 'l@x', 'late', 'active', 1, 1, FALSE)"
         ))
         .await;
     assert_eq!(planted, 2);

@@ -8,14 +8,14 @@ use recon_core::{Kind, RunStatus, TenantRemoval, UnitOutcome};
 async fn plant_tenant(fixture: &Fixture, tenant: &str, users: u32) {
     fixture
         .replica_sql(&format!(
-            "INSERT INTO replica_tenants (id, name, generation, sequence, row_hash, deleted) \
-             VALUES ('{tenant}', 'lost', 1, 1, '', FALSE)"
+            "INSERT INTO replica_tenants (id, name, generation, sequence, deleted) \
+             VALUES ('{tenant}', 'lost', 1, 1, FALSE)"
         ))
         .await;
     let planted = fixture
         .replica_sql(&format!(
-            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted) \
-             SELECT '{tenant}', 'u' || lpad(n::text, 5, '0'), 'u' || n || '@x', 'lost', 'active', 1, 1, '', FALSE \
+            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted) \
+             SELECT '{tenant}', 'u' || lpad(n::text, 5, '0'), 'u' || n || '@x', 'lost', 'active', 1, 1, FALSE \
              FROM generate_series(1, {users}) AS n"
         ))
         .await;

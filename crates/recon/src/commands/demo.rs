@@ -406,8 +406,8 @@ async fn corrupt(store: &Store) -> anyhow::Result<(u64, u64, u64)> {
         .rows_affected();
     let invented = connection
         .execute_unprepared(
-            "INSERT INTO replica_groups (tenant_id, id, name, generation, sequence, row_hash, deleted, deleted_at_ms) \
-             SELECT id, 'phantom-group-' || id, 'never existed', 1, 1, '', 0, NULL FROM replica_tenants WHERE NOT deleted AND rowid % 5 = 0",
+            "INSERT INTO replica_groups (tenant_id, id, name, generation, sequence, deleted, deleted_at_ms) \
+             SELECT id, 'phantom-group-' || id, 'never existed', 1, 1, 0, NULL FROM replica_tenants WHERE NOT deleted AND rowid % 5 = 0",
         )
         .await?
         .rows_affected();

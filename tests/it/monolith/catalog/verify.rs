@@ -51,7 +51,6 @@ async fn a_catalog_replica_is_compared_row_by_row_across_backends() -> anyhow::R
         for (column, value) in [
             ("generation", Value::from(row.version.generation as i64)),
             ("sequence", Value::from(row.version.sequence as i64)),
-            ("row_hash", Value::from("")),
             ("deleted", Value::from(false)),
         ] {
             columns.push(column.to_owned());

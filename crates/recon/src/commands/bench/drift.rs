@@ -15,14 +15,13 @@
 //!   group with the next user of the tenant), with the version of the row
 //!   it was copied from, which is below the source's watermark.
 //!
-//! The stored `row_hash` of every row written is the canonical hash of its
-//! new data (recon-core's encoding v1, computed by `bench_row_hash` in SQL),
-//! as a buggy replicator writing through the apply path would have left it.
+//! A replica store of a build from before `row_hash` was dropped (the
+//! baseline of a side-by-side bench) still has that column: the helpers
+//! give it a default, so the same statements damage both stores.
 
-use super::workload::{count, execute};
-use anyhow::{Context, bail};
-use recon_core::{Group, Record, User, UserStatus};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use super::workload::execute;
+use anyhow::Context;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
 
 /// Helper functions and views the drift and reladiff use, created (or
@@ -35,15 +34,13 @@ CREATE OR REPLACE FUNCTION bench_uuid(parts text) RETURNS text
   LANGUAGE sql IMMUTABLE AS
   $$ SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-'
             || substr(h, 17, 4) || '-' || substr(h, 21, 12) FROM md5(parts) AS h $$;
-CREATE OR REPLACE FUNCTION bench_field(value text) RETURNS bytea
-  LANGUAGE sql IMMUTABLE AS
-  $$ SELECT int4send(octet_length(value)) || convert_to(value, 'UTF8') $$;
-CREATE OR REPLACE FUNCTION bench_row_hash(tag integer, VARIADIC fields text[]) RETURNS text
-  LANGUAGE sql IMMUTABLE AS
-  $$ SELECT substr(encode(sha256(
-       convert_to('recon-row-v1', 'UTF8') || '\x00'::bytea || set_byte('\x00'::bytea, 0, tag)
-       || (SELECT string_agg(bench_field(field), ''::bytea ORDER BY position)
-             FROM unnest(fields) WITH ORDINALITY AS listed(field, position))), 'hex'), 1, 32) $$;
+DO $$ DECLARE listed text; BEGIN
+  FOREACH listed IN ARRAY ARRAY['replica_tenants', 'replica_users', 'replica_groups', 'replica_memberships'] LOOP
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = listed AND column_name = 'row_hash') THEN
+      EXECUTE format('ALTER TABLE %I ALTER COLUMN row_hash SET DEFAULT %L', listed, '');
+    END IF;
+  END LOOP;
+END $$;
 CREATE OR REPLACE VIEW bench_live_tenants AS
   SELECT id, name, generation, sequence FROM replica_tenants WHERE NOT deleted;
 CREATE OR REPLACE VIEW bench_live_users AS
@@ -200,8 +197,7 @@ impl Statements {
         let unit = self.unit("user", "id");
         format!(
             "UPDATE replica_users SET display_name = '~' || reverse(display_name), \
-             sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END, \
-             row_hash = bench_row_hash(2, id, email, '~' || reverse(display_name), status) \
+             sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END \
              WHERE NOT deleted AND {unit} < {third}",
             half = self.share / 6.0,
             third = self.share / 3.0
@@ -212,8 +208,7 @@ impl Statements {
         let unit = self.unit("group", "id");
         format!(
             "UPDATE replica_groups SET name = '~' || reverse(name), \
-             sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END, \
-             row_hash = bench_row_hash(3, id, '~' || reverse(name)) \
+             sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END \
              WHERE NOT deleted AND {unit} < {third}",
             half = self.share / 6.0,
             third = self.share / 3.0
@@ -239,15 +234,15 @@ impl Statements {
     fn phantom_users(&self) -> String {
         let condition = self.phantom_condition(&self.unit("user", "id"));
         format!(
-            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, row_hash, deleted, deleted_at_ms) \
+            "INSERT INTO replica_users (tenant_id, id, email, display_name, status, generation, sequence, deleted, deleted_at_ms) \
              SELECT tenant_id, phantom.new_id, phantom.new_email, display_name, status, generation, sequence, \
-                    bench_row_hash(2, phantom.new_id, phantom.new_email, display_name, status), false, NULL \
+                    false, NULL \
              FROM replica_users, LATERAL (SELECT bench_uuid('phantom/{seed}/user/' || tenant_id || '/' || id) AS new_id, \
                                                  'phantom.' || email AS new_email) AS phantom \
              WHERE {condition} \
              ON CONFLICT (tenant_id, id) DO UPDATE SET email = excluded.email, display_name = excluded.display_name, \
                status = excluded.status, generation = excluded.generation, sequence = excluded.sequence, \
-               row_hash = excluded.row_hash, deleted = false, deleted_at_ms = NULL",
+               deleted = false, deleted_at_ms = NULL",
             seed = self.seed
         )
     }
@@ -255,12 +250,12 @@ impl Statements {
     fn phantom_groups(&self) -> String {
         let condition = self.phantom_condition(&self.unit("group", "id"));
         format!(
-            "INSERT INTO replica_groups (tenant_id, id, name, generation, sequence, row_hash, deleted, deleted_at_ms) \
-             SELECT tenant_id, phantom.new_id, name, generation, sequence, bench_row_hash(3, phantom.new_id, name), false, NULL \
+            "INSERT INTO replica_groups (tenant_id, id, name, generation, sequence, deleted, deleted_at_ms) \
+             SELECT tenant_id, phantom.new_id, name, generation, sequence, false, NULL \
              FROM replica_groups, LATERAL (SELECT bench_uuid('phantom/{seed}/group/' || tenant_id || '/' || id) AS new_id) AS phantom \
              WHERE {condition} \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, generation = excluded.generation, \
-               sequence = excluded.sequence, row_hash = excluded.row_hash, deleted = false, deleted_at_ms = NULL",
+               sequence = excluded.sequence, deleted = false, deleted_at_ms = NULL",
             seed = self.seed
         )
     }
@@ -271,73 +266,18 @@ impl Statements {
         let condition =
             self.phantom_condition(&self.unit("membership", "group_id || '/' || user_id"));
         format!(
-            "INSERT INTO replica_memberships (tenant_id, group_id, user_id, generation, sequence, row_hash, deleted, deleted_at_ms) \
+            "INSERT INTO replica_memberships (tenant_id, group_id, user_id, generation, sequence, deleted, deleted_at_ms) \
              SELECT DISTINCT ON (source.tenant_id, source.group_id, next_user.id) \
                     source.tenant_id, source.group_id, next_user.id, source.generation, source.sequence, \
-                    bench_row_hash(4, source.group_id, next_user.id), false, NULL \
+                    false, NULL \
              FROM (SELECT * FROM replica_memberships WHERE {condition}) AS source \
              CROSS JOIN LATERAL (SELECT users.id FROM replica_users AS users \
                                  WHERE users.tenant_id = source.tenant_id AND users.id > source.user_id AND NOT users.deleted \
                                  ORDER BY users.id LIMIT 1) AS next_user \
              ORDER BY source.tenant_id, source.group_id, next_user.id, source.sequence \
              ON CONFLICT (tenant_id, group_id, user_id) DO UPDATE SET generation = excluded.generation, \
-               sequence = excluded.sequence, row_hash = excluded.row_hash, deleted = false, deleted_at_ms = NULL \
+               sequence = excluded.sequence, deleted = false, deleted_at_ms = NULL \
              WHERE replica_memberships.deleted"
         )
     }
-}
-
-/// Checks that the SQL `bench_row_hash` agrees with recon-core's canonical
-/// hash on a few real rows (otherwise digests would be judged on wrong
-/// hashes).
-pub async fn check_row_hash(replica: &DatabaseConnection) -> anyhow::Result<()> {
-    let backend = replica.get_database_backend();
-    let users = replica
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT id, email, display_name, status, bench_row_hash(2, id, email, display_name, status) AS hash \
-             FROM replica_users LIMIT 5",
-        ))
-        .await?;
-    for row in users {
-        let status: String = row.try_get("", "status")?;
-        let record = Record::from(User {
-            id: row.try_get("", "id")?,
-            email: row.try_get("", "email")?,
-            display_name: row.try_get("", "display_name")?,
-            status: status.parse::<UserStatus>().map_err(anyhow::Error::msg)?,
-        });
-        compare_hash(&record, row.try_get("", "hash")?)?;
-    }
-    let groups = replica
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT id, name, bench_row_hash(3, id, name) AS hash FROM replica_groups LIMIT 5",
-        ))
-        .await?;
-    for row in groups {
-        let record = Record::from(Group {
-            id: row.try_get("", "id")?,
-            name: row.try_get("", "name")?,
-        });
-        compare_hash(&record, row.try_get("", "hash")?)?;
-    }
-    let stored_mismatches = count(
-        replica,
-        "SELECT count(*) AS n FROM (SELECT * FROM replica_users WHERE NOT deleted LIMIT 1000) AS sample \
-         WHERE row_hash <> bench_row_hash(2, id, email, display_name, status)",
-    )
-    .await?;
-    if stored_mismatches > 0 {
-        bail!("bench_row_hash disagrees with {stored_mismatches} stored user hashes");
-    }
-    Ok(())
-}
-
-fn compare_hash(record: &Record, sql_hash: String) -> anyhow::Result<()> {
-    let canonical = record.row_hash().to_hex();
-    if canonical != sql_hash {
-        bail!("bench_row_hash gives {sql_hash} for {record:?}, recon-core {canonical}");
-    }
-    Ok(())
 }
