@@ -3,6 +3,7 @@ mod admin_auth;
 mod broker;
 mod catalog_pipeline;
 mod cluster;
+mod code_rules;
 mod consumer;
 mod consumer_faults;
 mod coordinator;

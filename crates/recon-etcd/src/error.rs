@@ -58,13 +58,12 @@ impl Error {
 /// Result of the etcd adapter's own operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Whether etcd says the lease a request used no longer exists.
+/// Whether etcd says the lease a request used no longer exists: the gRPC
+/// status `NotFound`, which etcd's KV and lease calls answer only for a
+/// missing lease (`ErrGRPCLeaseNotFound`; a missing key is an empty
+/// answer, not an error).
 pub(crate) fn is_lease_not_found(error: &etcd_client::Error) -> bool {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => status.message().contains("lease not found"),
-        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
-        _ => false,
-    }
+    matches!(error, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::NotFound)
 }
 
 /// An etcd or transport failure: worth retrying.
@@ -90,3 +89,25 @@ pub(crate) fn permanent(message: impl Into<String>) -> PortError {
 
 /// The refusals every backend answers alike.
 pub(crate) use recon_engine::cluster::{session_lost, stale_epoch};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_lease_is_known_by_its_status_code_not_its_text() {
+        let status = |status| etcd_client::Error::GRpcStatus(status);
+        assert!(is_lease_not_found(&status(tonic::Status::not_found(
+            "etcdserver: requested lease not found"
+        ))));
+        assert!(is_lease_not_found(&status(tonic::Status::not_found(
+            "reworded by a later etcd"
+        ))));
+        assert!(!is_lease_not_found(&status(tonic::Status::unavailable(
+            "lease not found? the member is down"
+        ))));
+        assert!(!is_lease_not_found(
+            &etcd_client::Error::LeaseKeepAliveError("lease not found".into())
+        ));
+    }
+}

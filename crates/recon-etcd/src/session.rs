@@ -76,6 +76,23 @@ impl KeepAlive {
         self.revoke().await;
     }
 
+    /// Whether a failed keep-alive means the lease is gone: etcd answered
+    /// `NotFound`, or the client refused the stream (it reports a first
+    /// answer without TTL only as text) and etcd says the lease has no
+    /// time left.
+    async fn lease_gone(&mut self, error: &etcd_client::Error) -> bool {
+        if crate::error::is_lease_not_found(error) {
+            return true;
+        }
+        if !matches!(error, etcd_client::Error::LeaseKeepAliveError(_)) {
+            return false;
+        }
+        matches!(
+            self.client.lease_time_to_live(self.lease_id, None).await,
+            Ok(answer) if answer.ttl() <= 0
+        )
+    }
+
     /// One renewal: on the open stream, or on a re-opened one. Retries
     /// re-opening until the caller's deadline drops it.
     async fn renew(&mut self, channel: &mut Channel) -> Result<i64, Lost> {
@@ -97,7 +114,7 @@ impl KeepAlive {
                     *channel = Some(opened);
                     return Ok(self.ttl.as_secs() as i64);
                 }
-                Err(error) if crate::error::is_lease_not_found(&error) => {
+                Err(error) if self.lease_gone(&error).await => {
                     return Err(Lost::Expired);
                 }
                 Err(error) => {

@@ -105,20 +105,33 @@ pub async fn reconcile_supports_digests(binary: Option<&Path>) -> anyhow::Result
 }
 
 /// Brings the replica store at `replica_url` up to `binary`'s schema with
-/// its `recon store migrate`; a build without that command migrates when
-/// it connects.
+/// its `recon store migrate`; a build without that command (its
+/// `store migrate --help` fails) migrates when it connects.
 pub async fn migrate_store(binary: &Path, replica_url: &str) -> anyhow::Result<()> {
+    let has_command = Command::new(binary)
+        .args(["store", "migrate", "--help"])
+        .output()
+        .await
+        .context("run recon store migrate --help")?
+        .status
+        .success();
+    if !has_command {
+        return Ok(());
+    }
     let output = Command::new(binary)
         .args(["store", "migrate"])
         .env("RECON_DATABASE_URL", replica_url)
         .output()
         .await
         .context("run recon store migrate")?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.success() || stderr.contains("unrecognized subcommand") {
+    if output.status.success() {
         return Ok(());
     }
-    bail!("recon store migrate failed ({}): {stderr}", output.status)
+    bail!(
+        "recon store migrate failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// What a measured child process left behind.
