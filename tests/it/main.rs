@@ -19,6 +19,7 @@ mod reconcile;
 mod relay;
 mod replica_metrics;
 mod schema;
+mod shutdown;
 mod source_client;
 mod startup;
 mod store;

@@ -11,8 +11,29 @@ mod telemetry;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// How long the runtime waits, once a command returned, for tasks it left
+/// running (a blocking Kafka or database call past the command's own
+/// shutdown deadline) before the process exits anyway.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: start the async runtime: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(run());
+    runtime.shutdown_timeout(EXIT_GRACE);
+    code
+}
+
+/// Parses the command line and runs the command.
+async fn run() -> std::process::ExitCode {
     let (args, _from_file) = match config_file::apply(std::env::args_os().collect()) {
         Ok(applied) => applied,
         Err(error) => {

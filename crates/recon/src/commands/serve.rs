@@ -41,8 +41,10 @@
 //! consuming when etcd (or ZooKeeper) is down, and a lost cluster session takes it out of
 //! reconciliation (see `membership`) while it goes on consuming — unless it
 //! is paused for a run it has not seen end — and reconnects with backoff.
-//! On shutdown the cluster tasks are awaited (within a deadline) so that
-//! the lease is revoked (the session closed) before the process exits.
+//! On shutdown every task is awaited, all within one deadline, so that the
+//! consumer commits and the lease is revoked (the session closed) before
+//! the process exits — and a task stuck on a dead service does not keep it
+//! from exiting.
 //!
 //! Every replica also runs the tombstone purge (`--tombstone-retention`,
 //! default 7 days, which must exceed the change topic's retention) every
@@ -88,8 +90,9 @@ use tracing::{info, warn};
 /// The status page: static HTML and script, rendering `/cluster`.
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
-/// How long shutdown waits for the cluster session's tasks (the keep-alive
-/// revokes the lease on its way out) and the member.
+/// How long shutdown waits for the replica's tasks: the consumer (its last
+/// commit), the tombstone purge, the group monitor, the cluster session's
+/// tasks (the keep-alive revokes the lease on its way out) and the member.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
@@ -343,21 +346,26 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let admin = axum::serve(listener, admin_router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let admin_result = admin.await;
-    // The admin API ends on shutdown only; make sure everything else does.
+    // The admin API ends on shutdown only; make sure everything else does,
+    // all under one deadline: a task stuck on a dead broker or database is
+    // left behind (the process exits; offsets stay as last committed, a
+    // lease not revoked expires on its own).
     shutdown.cancel();
     consumer_shutdown.cancel();
-    consumer_task.await.context("consumer thread")?;
-    purge_task.await.context("tombstone purge task")?;
-    group_monitor.await.context("consumer group monitor")?;
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
+    let stopped = async {
+        consumer_task.await.context("consumer thread")?;
+        purge_task.await.context("tombstone purge task")?;
+        group_monitor.await.context("consumer group monitor")?;
+        tasks.wait().await;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, stopped).await {
+        Ok(stopped) => stopped?,
+        Err(_elapsed) => warn!(
             deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
-            "cluster tasks did not end in time; the lease expires on its own"
-        );
+            "tasks did not end in time; exiting without them"
+        ),
     }
     admin_result.context("serve the admin API")?;
     Ok(ExitCode::SUCCESS)
