@@ -157,6 +157,16 @@ start_etcd
 start_zookeeper
 
 cd "$ROOT"
+# The team's own checks (a full run only): formatting, lints and the API
+# docs, warnings denied. They fail the run at once.
+if [ $# -eq 0 ]; then
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+  log "cargo doc --workspace --no-deps (warnings denied)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+fi
 # Multi-process tests start the real binary. They build it themselves too
 # (recon_tests::recon_build, a no-op when up to date); building it here first
 # keeps a compile out of the first such test's time and checks Cargo.lock.
@@ -167,6 +177,21 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$OUTPUT"
 STATUS=${PIPESTATUS[0]}
 set -e
+# Smoke runs of the main job and a benchmark (a full run only): the demo
+# on its embedded defaults, and `recon bench reconcile` at a tiny scale on
+# PostgreSQL (it exits non-zero when a replica did not converge).
+SMOKE_STATUS=0
+if [ $# -eq 0 ]; then
+  log "recon demo"
+  target/debug/recon demo || SMOKE_STATUS=$?
+  log "recon bench reconcile --scale 0.002"
+  for database in bench_monolith bench_replica; do
+    runuser -u postgres -- "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -qc "CREATE DATABASE $database"
+  done
+  target/debug/recon bench reconcile --scale 0.002 --drift 0,0.01 --skip-naive --skip-reladiff \
+    --monolith-database-url "postgres://postgres@127.0.0.1:$PG_PORT/bench_monolith" \
+    --replica-database-url "postgres://postgres@127.0.0.1:$PG_PORT/bench_replica" || SMOKE_STATUS=$?
+fi
 # The nemesis, short (issue 9): a few schedules of random faults against
 # three replicas, from a fixed seed, on the default schema, then one on the
 # catalog schema. A filtered run (extra arguments) skips
@@ -192,6 +217,10 @@ fi
 # One closing line over all test binaries (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$OUTPUT"
+if [ "$STATUS" -eq 0 ] && [ "$SMOKE_STATUS" -ne 0 ]; then
+  log "the demo or the bench smoke run failed (see above)"
+  STATUS=$SMOKE_STATUS
+fi
 if [ "$STATUS" -eq 0 ] && [ "$CHAOS_STATUS" -ne 0 ]; then
   log "recon-chaos found violations or did not converge (see above)"
   STATUS=$CHAOS_STATUS

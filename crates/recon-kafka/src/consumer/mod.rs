@@ -9,7 +9,7 @@
 //!
 //! Nothing is skipped without a trace (DESIGN §6): an undecodable record,
 //! and an event the store refuses for its *data*, is written to the store's
-//! dead-letter table before its offset is stored (see [`batch`]). Any other
+//! dead-letter table before its offset is stored (see the `batch` module). Any other
 //! failure is the store's, not the event's: the batch stays pending and is
 //! retried with backoff until it lands or the consumer is shut down. While
 //! it is pending the loop keeps polling (so the member stays in its group
