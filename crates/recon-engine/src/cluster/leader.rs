@@ -3,7 +3,7 @@
 //! assignee dies), finish with the floor and the barrier, resign.
 
 use super::backoff::Backoff;
-use super::member::{ClusterMember, now_ms};
+use super::member::{ClusterMember, now_unix_ms};
 use super::port::Leadership;
 use super::trace;
 use super::types::{
@@ -337,7 +337,7 @@ impl ClusterMember {
             return Ok(());
         };
         let last = self.coordinator.trigger_mark(SCHEDULE_TRIGGER).await?;
-        let Some(slot) = schedule.due_slot(now_ms(), last, self.started_ms) else {
+        let Some(slot) = schedule.due_slot(now_unix_ms(), last, self.started_ms) else {
             return Ok(());
         };
         if !self
@@ -350,7 +350,7 @@ impl ClusterMember {
         info!(schedule = %schedule, slot, "schedule slot due: requesting a run");
         let request = RunRequest {
             requested_by: format!("schedule {schedule} (slot {slot})"),
-            requested_unix_ms: now_ms(),
+            requested_unix_ms: now_unix_ms(),
             tenants: Vec::new(),
             dry_run: false,
             allow_mass_delete: false,
@@ -412,12 +412,12 @@ impl ClusterMember {
         );
         let request = RunRequest {
             requested_by: format!("source generation {seen} → {generation}"),
-            requested_unix_ms: now_ms(),
+            requested_unix_ms: now_unix_ms(),
             tenants: Vec::new(),
             dry_run: false,
             allow_mass_delete: false,
             run_id: Some(RunRequest::new_run_id(
-                now_ms(),
+                now_unix_ms(),
                 u32::try_from(generation % 1_000_003).unwrap_or(0),
             )),
         };
@@ -426,7 +426,7 @@ impl ClusterMember {
 
     /// What is left of `max_pause` for `run`; `None` once it is exceeded.
     pub(super) fn remaining_pause(&self, run: &RunState) -> Option<Duration> {
-        let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
+        let age = Duration::from_millis(now_unix_ms().saturating_sub(run.started_unix_ms));
         self.settings
             .max_pause
             .checked_sub(age)
@@ -502,10 +502,10 @@ impl ClusterMember {
         };
         let open_until =
             ended.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
-        let consuming = now_ms() < open_until;
+        let consuming = now_unix_ms() < open_until;
         if consuming {
             debug!(
-                resume_in_ms = open_until - now_ms(),
+                resume_in_ms = open_until - now_unix_ms(),
                 "the next run waits for the consumption window"
             );
         }
@@ -564,14 +564,14 @@ impl ClusterMember {
         let run_id = request
             .run_id
             .clone()
-            .unwrap_or_else(|| format!("run-{}-{}", now_ms(), leadership.store_epoch));
+            .unwrap_or_else(|| format!("run-{}-{}", now_unix_ms(), leadership.store_epoch));
         let span = run_span(&run_id, leadership.store_epoch, false);
         let run = RunState {
             run_id,
             request,
             phase: RunPhase::Pausing,
             epoch: leadership.store_epoch,
-            started_unix_ms: now_ms(),
+            started_unix_ms: now_unix_ms(),
             traceparent: trace::traceparent_of(&span),
         };
         info!(run = %run.run_id, "run started");
@@ -922,7 +922,7 @@ impl ClusterMember {
             u64::try_from(ending.planned_units).unwrap_or(u64::MAX),
             KindFigures::by_kind(&report.units),
         );
-        summary.ended_unix_ms = now_ms();
+        summary.ended_unix_ms = now_unix_ms();
         report.abort_reason.clone_from(&reason);
         let barrier = Barrier {
             run_id: run.run_id.clone(),
@@ -1069,7 +1069,7 @@ fn run_summary(
 
 /// Seconds since `run` started (by the clock of the member asking).
 fn run_seconds(run: &RunState) -> f64 {
-    Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
+    Duration::from_millis(now_unix_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
 }
 
 /// One figure of a unit's report.

@@ -131,7 +131,9 @@ fn digest_key(run: &RunState) -> DigestKey {
     (run.run_id.clone(), run.epoch, run.started_unix_ms)
 }
 
-pub(super) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, for timestamps (never for fencing:
+/// epochs come from the store).
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
@@ -165,7 +167,7 @@ impl ClusterMember {
             counters: Arc::new(MemberCounters::default()),
             metrics: ReconcileMetrics::default(),
             run_span: Mutex::new(None),
-            started_ms: now_ms(),
+            started_ms: now_unix_ms(),
             generation_polled: Mutex::new(None),
             pause: Arc::new(PauseTracker::new()),
             all_digests: tokio::sync::Mutex::new(None),

@@ -9,18 +9,20 @@ mod member;
 mod pause;
 mod port;
 mod schedule;
+mod slot;
 mod status;
 mod stored_plan;
 mod trace;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
-pub use member::{ClusterMember, ClusterSettings, MemberCounters};
+pub use member::{ClusterMember, ClusterSettings, MemberCounters, now_unix_ms};
 pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker, run_pause_owner};
 pub use port::{
     Coordinator, HISTORY_KEPT, Leadership, merged_while_starting, session_lost, stale_epoch,
 };
 pub use schedule::Schedule;
+pub use slot::CoordinatorSlot;
 pub use status::{ClusterStatus, RECENT_RUNS, RunView, UnitState, UnitView, cluster_status};
 pub use stored_plan::{PLAN_PAGE_BYTES, PlanHeader, plan_pages};
 pub use types::{

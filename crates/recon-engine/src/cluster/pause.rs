@@ -15,7 +15,7 @@
 //! ([`Coordinator::end_orphaned_run`]), kept in the store's run history
 //! when the member has a store; every consumer resumes.
 
-use super::member::now_ms;
+use super::member::now_unix_ms;
 use super::port::Coordinator;
 use super::types::{Barrier, RunState, RunSummary};
 use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
@@ -185,7 +185,7 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 /// `max_pause` + [`ORPHAN_GRACE`] after its start (by this member's clock):
 /// no leader may still hold it then, and no unit writes for it.
 fn past_run_deadline(started_unix_ms: u64, max_pause: Duration) -> bool {
-    let age = Duration::from_millis(now_ms().saturating_sub(started_unix_ms));
+    let age = Duration::from_millis(now_unix_ms().saturating_sub(started_unix_ms));
     age >= max_pause + ORPHAN_GRACE
 }
 
@@ -202,7 +202,7 @@ async fn end_if_orphaned(
     if !past_run_deadline(run.started_unix_ms, max_pause) || coordinator.leader().await?.is_some() {
         return Ok(false);
     }
-    let age = Duration::from_millis(now_ms().saturating_sub(run.started_unix_ms));
+    let age = Duration::from_millis(now_unix_ms().saturating_sub(run.started_unix_ms));
     let reason = format!(
         "no leader ended the run within max_pause of {}s (+{}s); ended by member {}, consumers resumed, run unfinished",
         max_pause.as_secs(),
@@ -217,7 +217,7 @@ async fn end_if_orphaned(
         summary: Some(RunSummary {
             request: run.request.clone(),
             started_unix_ms: run.started_unix_ms,
-            ended_unix_ms: now_ms(),
+            ended_unix_ms: now_unix_ms(),
             units: 0,
             by_kind: Default::default(),
             traceparent: run.traceparent.clone(),

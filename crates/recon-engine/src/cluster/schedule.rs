@@ -42,19 +42,24 @@ impl Schedule {
         })
     }
 
-    /// The slot (Unix milliseconds) to fire at `now_ms`: the latest slot
+    /// The slot (Unix milliseconds) to fire at `now_unix_ms`: the latest slot
     /// after `last_fired_ms` that is not in the future, if any. Without a
     /// slot fired yet, only a slot after `since_ms` (when the schedule was
     /// first seen) counts: a new schedule does not fire for the past.
-    pub fn due_slot(&self, now_ms: u64, last_fired_ms: Option<u64>, since_ms: u64) -> Option<u64> {
+    pub fn due_slot(
+        &self,
+        now_unix_ms: u64,
+        last_fired_ms: Option<u64>,
+        since_ms: u64,
+    ) -> Option<u64> {
         let after = last_fired_ms.unwrap_or(since_ms);
         let mut slot = self.next_after(after)?;
-        if slot > now_ms {
+        if slot > now_unix_ms {
             return None;
         }
         // Catch up to the latest due slot, not every missed one.
         while let Some(next) = self.next_after(slot) {
-            if next > now_ms {
+            if next > now_unix_ms {
                 break;
             }
             slot = next;

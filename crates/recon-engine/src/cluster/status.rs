@@ -119,12 +119,12 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
                     }
                 })
                 .collect();
-            let now_ms = SystemTime::now()
+            let now_unix_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|elapsed| elapsed.as_millis() as u64)
                 .unwrap_or(0);
             Some(RunView {
-                paused_for_secs: now_ms.saturating_sub(run.started_unix_ms) as f64 / 1000.0,
+                paused_for_secs: now_unix_ms.saturating_sub(run.started_unix_ms) as f64 / 1000.0,
                 trace_id: run
                     .traceparent
                     .as_deref()

@@ -10,7 +10,7 @@ pub async fn run(args: AbortArgs) -> anyhow::Result<ExitCode> {
     let abort = AbortRequest {
         requested_by: format!("recon abort on {}", super::cluster::host_name()),
         reason: args.reason.clone(),
-        requested_unix_ms: super::reconcile::now_unix_ms(),
+        requested_unix_ms: recon_engine::cluster::now_unix_ms(),
     };
     let run_id = remote
         .request_abort(&args.coordination.prefix(), args.run.as_deref(), &abort)

@@ -4,10 +4,10 @@
 //! member that takes part in runs (reconciling, or pause-only without a
 //! source).
 
-use super::reconcile::now_unix_ms;
 use crate::cli::ClusterArgs;
 use anyhow::Context;
 use recon_core::ports::ConsumerGate;
+use recon_engine::cluster::now_unix_ms;
 use recon_engine::cluster::{
     ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberCounters, MemberInfo,
     MemberRole, PauseOnlyMember, PauseTracker,

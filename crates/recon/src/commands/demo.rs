@@ -190,7 +190,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         })
     };
     let hub = InProcessHub::new(1);
-    let etcd_prefix = format!("/recon/demo-{}", super::reconcile::now_unix_ms());
+    let etcd_prefix = format!("/recon/demo-{}", recon_engine::cluster::now_unix_ms());
     match &args.etcd {
         Some(endpoint) => {
             println!("   coordinating through etcd at {endpoint} under {etcd_prefix}")
@@ -303,7 +303,7 @@ async fn etcd_member(
     let info = recon_engine::cluster::MemberInfo {
         id: member_id.to_owned(),
         admin_url: None,
-        joined_unix_ms: super::reconcile::now_unix_ms(),
+        joined_unix_ms: recon_engine::cluster::now_unix_ms(),
         role: recon_engine::cluster::MemberRole::Reconciler,
     };
     let settings = recon_etcd::EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
@@ -331,7 +331,7 @@ fn demo_cluster_settings() -> ClusterSettings {
 fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
     RunRequest {
         requested_by: "recon demo".into(),
-        requested_unix_ms: super::reconcile::now_unix_ms(),
+        requested_unix_ms: recon_engine::cluster::now_unix_ms(),
         tenants,
         dry_run: false,
         allow_mass_delete,

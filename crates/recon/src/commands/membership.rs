@@ -13,9 +13,9 @@
 use super::cluster::{MemberTelemetry, coordinator, member, pause_only};
 use crate::cli::ClusterArgs;
 use recon_core::ports::ConsumerGate;
-use recon_engine::cluster::{Coordinator, PauseTracker};
+use recon_engine::cluster::{Coordinator, CoordinatorSlot, PauseTracker};
 use recon_store::Store;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,37 +26,6 @@ use tracing::{error, info, warn};
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest pause between connection attempts.
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The coordinator of the current session, if connected; the admin API
-/// reads it for `GET /cluster` and `POST /reconcile`.
-#[derive(Clone, Default)]
-pub struct CoordinatorSlot {
-    current: Arc<RwLock<Option<Arc<dyn Coordinator>>>>,
-}
-
-impl CoordinatorSlot {
-    /// A slot holding `coordinator`.
-    pub fn holding(coordinator: Option<Arc<dyn Coordinator>>) -> Self {
-        Self {
-            current: Arc::new(RwLock::new(coordinator)),
-        }
-    }
-
-    /// The current session's coordinator; `None` while disconnected.
-    pub fn get(&self) -> Option<Arc<dyn Coordinator>> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    fn set(&self, coordinator: Option<Arc<dyn Coordinator>>) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = coordinator;
-    }
-}
 
 /// What a member needs besides its coordinator; shared by every session.
 pub struct Membership {

@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use recon_core::ports::{ConsumerGate, FailureKind, PortError};
 use recon_core::{DeleteGuard, RunMode, RunRecord, RunReport, RunStatus, RunTotals};
 use recon_engine::cluster::RunRequest;
+use recon_engine::cluster::now_unix_ms;
 use recon_engine::{ReconcileOptions, Reconciler, Scope};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The epoch a dry run reports: none was acquired (it writes nothing).
@@ -220,15 +221,6 @@ pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
 /// A fresh id for the run a new request asks for.
 pub fn new_run_id() -> String {
     RunRequest::new_run_id(now_unix_ms(), rand::random())
-}
-
-/// Milliseconds since the Unix epoch, for timestamps (never for fencing:
-/// epochs come from the store).
-pub fn now_unix_ms() -> u64 {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub fn print_report(report: &RunReport, format: OutputFormat) -> anyhow::Result<()> {
