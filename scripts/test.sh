@@ -158,7 +158,8 @@ start_zookeeper
 
 cd "$ROOT"
 # The team's own checks (a full run only): formatting, lints and the API
-# docs, warnings denied. They fail the run at once.
+# docs, warnings denied, and no import circle inside a crate. They fail the
+# run at once.
 if [ $# -eq 0 ]; then
   log "cargo fmt --check"
   cargo fmt --all -- --check
@@ -166,6 +167,9 @@ if [ $# -eq 0 ]; then
   cargo clippy --locked --workspace --all-targets -- -D warnings
   log "cargo doc --workspace --no-deps (warnings denied)"
   RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+  log "no import circles between the modules of a crate"
+  python3 scripts/module-cycles.py --self-test
+  python3 scripts/module-cycles.py
 fi
 # Multi-process tests start the real binary. They build it themselves too
 # (recon_tests::recon_build, a no-op when up to date); building it here first

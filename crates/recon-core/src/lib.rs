@@ -12,6 +12,7 @@ pub mod domain;
 pub mod guard;
 pub mod hash;
 pub mod history;
+pub mod id;
 pub mod plan;
 pub mod ports;
 pub mod redact;

@@ -22,14 +22,11 @@
 //! and [`ConsumerGate`](recon_core::ports::ConsumerGate) ports.
 
 pub mod cluster;
-mod guarded;
 pub mod metrics;
-mod narrow;
 mod options;
 mod progress;
 mod run;
 mod unit;
-mod walk;
 
 #[cfg(test)]
 mod fakes;

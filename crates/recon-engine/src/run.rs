@@ -1,11 +1,11 @@
 //! A whole run: pause, tenant list, tenants, generation floor, resume.
 
-use crate::guarded::AllDigests;
-use crate::narrow::NarrowStats;
 use crate::options::{ReconcileOptions, Scope};
 use crate::progress::{NoProgress, Progress};
+use crate::unit::guarded::AllDigests;
+use crate::unit::narrow::NarrowStats;
+use crate::unit::walk::KeyFilter;
 use crate::unit::{UnitContext, UnitError};
-use crate::walk::KeyFilter;
 use futures::StreamExt;
 use recon_core::ports::{ConsumerGate, ReplicaStore, Source};
 use recon_core::{

@@ -23,7 +23,7 @@
 //! ([`DecodeError::TypedKind`]) rather than read into a kind it only shares
 //! a name with.
 
-use crate::{DecodeError, WireChange, event_parts, typed, v1, version_to_wire};
+use crate::{DecodeError, WireChange, v1, version_to_wire};
 use prost::Message;
 use recon_core::Version;
 use recon_core::schema::{
@@ -38,12 +38,6 @@ use v1::named_value::Value as WireValue;
 /// of the same schema would refuse.
 pub fn encode_declared(change: &DeclaredChange, schema: &Schema) -> Result<Vec<u8>, InvalidRow> {
     Ok(declared_to_wire(change, schema)?.encode_to_vec())
-}
-
-/// Decodes a `ChangeEvent` of either form into a change of `schema`,
-/// checked against it (see the module docs for the rules).
-pub fn decode_declared(bytes: &[u8], schema: &Schema) -> Result<DeclaredChange, DecodeError> {
-    declared_from_wire(v1::ChangeEvent::decode(bytes)?, schema)
 }
 
 /// Maps a declared change, checked against `schema`, to its wire form:
@@ -97,27 +91,6 @@ pub(crate) fn declared_wire(
     }
 }
 
-/// Maps a wire event of either form to a change of `schema`, checked
-/// against it.
-pub fn declared_from_wire(
-    event: v1::ChangeEvent,
-    schema: &Schema,
-) -> Result<DeclaredChange, DecodeError> {
-    let (scope, version, change) = event_parts(event)?;
-    if let WireChange::Declared(declared) = change {
-        return change_from_wire(scope, version, declared, schema);
-    }
-    let typed_change = typed::change_from_wire(scope, version, change)?;
-    let kind_name = typed_change.kind().as_str();
-    if !declares_as_default(schema, kind_name) {
-        return Err(DecodeError::TypedKind { kind: kind_name });
-    }
-    let declared = DeclaredChange::of_change(&typed_change);
-    let data = matches!(declared, DeclaredChange::Upsert(_));
-    declared.row().check(schema, data)?;
-    Ok(declared)
-}
-
 /// The change a `declared` variant carries, in scope `scope` at `version`,
 /// checked against `schema`.
 pub(crate) fn change_from_wire(
@@ -129,7 +102,7 @@ pub(crate) fn change_from_wire(
     let Some(kind) = declared_kind(schema, &wire.kind) else {
         return Err(DecodeError::UnknownKind { kind: wire.kind });
     };
-    let deletion = match typed::operation_of(wire.operation)? {
+    let deletion = match crate::operation_of(wire.operation)? {
         v1::Operation::Upsert => false,
         v1::Operation::Delete => true,
         v1::Operation::Unspecified => return Err(crate::unspecified_operation()),
@@ -168,7 +141,7 @@ fn declared_kind<'schema>(schema: &'schema Schema, name: &str) -> Option<&'schem
 /// Whether `schema` declares the default schema's kind `name` as the
 /// default schema does, so that a typed event of that kind means the same
 /// row in it.
-fn declares_as_default(schema: &Schema, name: &str) -> bool {
+pub(crate) fn declares_as_default(schema: &Schema, name: &str) -> bool {
     let default = Schema::default_schema();
     if std::ptr::eq(schema, default) {
         return true;

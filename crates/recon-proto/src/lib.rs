@@ -26,10 +26,10 @@
 mod declared;
 mod typed;
 
-pub use declared::{declared_from_wire, declared_to_wire, decode_declared, encode_declared};
+pub use declared::{declared_to_wire, encode_declared};
 
 use prost::Message;
-use recon_core::schema::{InvalidRow, Schema};
+use recon_core::schema::{DeclaredChange, InvalidRow, Schema};
 use recon_core::{Change, InvalidInput, Version};
 
 /// Generated protobuf types of `recon.events.v1`.
@@ -124,6 +124,40 @@ fn missing(field: &'static str) -> DecodeError {
         field,
         problem: "missing",
     }
+}
+
+/// Decodes a `ChangeEvent` of either form into a change of `schema`,
+/// checked against it (see the `declared` module's docs for the rules).
+pub fn decode_declared(bytes: &[u8], schema: &Schema) -> Result<DeclaredChange, DecodeError> {
+    declared_from_wire(v1::ChangeEvent::decode(bytes)?, schema)
+}
+
+/// Maps a wire event of either form to a change of `schema`, checked
+/// against it.
+pub fn declared_from_wire(
+    event: v1::ChangeEvent,
+    schema: &Schema,
+) -> Result<DeclaredChange, DecodeError> {
+    let (scope, version, change) = event_parts(event)?;
+    if let WireChange::Declared(declared) = change {
+        return declared::change_from_wire(scope, version, declared, schema);
+    }
+    let typed_change = typed::change_from_wire(scope, version, change)?;
+    let kind_name = typed_change.kind().as_str();
+    if !declared::declares_as_default(schema, kind_name) {
+        return Err(DecodeError::TypedKind { kind: kind_name });
+    }
+    let declared = DeclaredChange::of_change(&typed_change);
+    let data = matches!(declared, DeclaredChange::Upsert(_));
+    declared.row().check(schema, data)?;
+    Ok(declared)
+}
+
+pub(crate) fn operation_of(value: i32) -> Result<v1::Operation, DecodeError> {
+    v1::Operation::try_from(value).map_err(|_| DecodeError::Field {
+        field: "operation",
+        problem: "an unknown value",
+    })
 }
 
 fn unspecified_operation() -> DecodeError {

@@ -121,13 +121,6 @@ fn delete_to_wire(deletion: &Deletion) -> WireChange {
     }
 }
 
-pub(crate) fn operation_of(value: i32) -> Result<v1::Operation, DecodeError> {
-    v1::Operation::try_from(value).map_err(|_| DecodeError::Field {
-        field: "operation",
-        problem: "an unknown value",
-    })
-}
-
 fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), DecodeError> {
     use recon_core::domain::validate_id;
     Ok(match change {
@@ -137,11 +130,11 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
                 id: tenant.id,
                 name: tenant.name,
             });
-            (operation_of(tenant.operation)?, record)
+            (crate::operation_of(tenant.operation)?, record)
         }
         WireChange::User(user) => {
             validate_id("user id", &user.id)?;
-            let operation = operation_of(user.operation)?;
+            let operation = crate::operation_of(user.operation)?;
             let status = match v1::UserStatus::try_from(user.status) {
                 Ok(v1::UserStatus::Disabled) => UserStatus::Disabled,
                 Ok(v1::UserStatus::Active) => UserStatus::Active,
@@ -167,7 +160,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
                 id: group.id,
                 name: group.name,
             });
-            (operation_of(group.operation)?, record)
+            (crate::operation_of(group.operation)?, record)
         }
         WireChange::Membership(membership) => {
             validate_id("group id", &membership.group_id)?;
@@ -176,7 +169,7 @@ fn record_from_wire(change: WireChange) -> Result<(v1::Operation, Record), Decod
                 group_id: membership.group_id,
                 user_id: membership.user_id,
             });
-            (operation_of(membership.operation)?, record)
+            (crate::operation_of(membership.operation)?, record)
         }
         WireChange::Declared(_) => {
             return Err(DecodeError::Field {

@@ -29,7 +29,7 @@ use crate::tables::{Table, Tables};
 use crate::{Error, Result, Store, error::database};
 use recon_core::{Change, Kind, Version};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::instrument;
 
@@ -420,21 +420,4 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Per-tenant floors read for one batch; see [`fence::floors_for`].
-#[derive(Debug, Default)]
-pub(crate) struct Floors {
-    /// Floor of the whole store (`*` scope).
-    pub global: u64,
-    /// Floors of individual tenants.
-    pub per_tenant: HashMap<String, u64>,
-}
-
-impl Floors {
-    /// The generation below which events of `tenant_id` are skipped.
-    pub fn floor_for(&self, tenant_id: &str) -> u64 {
-        let tenant_floor = self.per_tenant.get(tenant_id).copied().unwrap_or(0);
-        tenant_floor.max(self.global)
-    }
 }

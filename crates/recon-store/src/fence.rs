@@ -16,12 +16,11 @@
 //! through a coordinator presents its [`ElectionClaim`]; the latest claim is
 //! kept in `epoch_claims`, and an older one is refused.
 
-use crate::apply::Floors;
 use crate::sql::{self, Binder};
 use crate::{Error, Result, Store, error::database};
 use recon_core::Change;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use tracing::{info, instrument, warn};
 
 pub use recon_core::{ElectionClaim, FenceToken, GLOBAL_SCOPE};
@@ -344,4 +343,21 @@ async fn record_claim(transaction: &DatabaseTransaction, claim: ElectionClaim) -
         .await
         .map_err(database("record epoch claim"))?;
     Ok(())
+}
+
+/// Per-tenant floors read for one batch; see [`floors_for`].
+#[derive(Debug, Default)]
+pub(crate) struct Floors {
+    /// Floor of the whole store (`*` scope).
+    pub global: u64,
+    /// Floors of individual tenants.
+    pub per_tenant: HashMap<String, u64>,
+}
+
+impl Floors {
+    /// The generation below which events of `tenant_id` are skipped.
+    pub fn floor_for(&self, tenant_id: &str) -> u64 {
+        let tenant_floor = self.per_tenant.get(tenant_id).copied().unwrap_or(0);
+        tenant_floor.max(self.global)
+    }
 }

@@ -24,8 +24,8 @@ use crate::session::Session;
 use crate::zk::{Op, Transacted, decode, encode};
 use recon_core::ports::{FailureKind, PortError};
 use recon_engine::cluster::{Barrier, Leadership, MemberId, RunState};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -381,30 +381,6 @@ struct StandGuard {
 impl Drop for StandGuard {
     fn drop(&mut self) {
         self.shared.standing.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// How often a member looks for stale candidate nodes of its session.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Sweeps stale candidate nodes of the member's session (see
-/// [`ZooKeeperCoordinator::sweep_stale_candidates`]) until the session ends
-/// or the member is dropped.
-pub(crate) async fn sweep_until_session_ends(shared: Weak<Shared>) {
-    loop {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let lost = shared.session.lost.clone();
-        let member = ZooKeeperCoordinator { shared };
-        if let Err(error) = member.sweep_stale_candidates().await {
-            debug!(error = %error, "looking for stale candidate nodes failed");
-        }
-        drop(member);
-        tokio::select! {
-            _ = lost.cancelled() => return,
-            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
-        }
     }
 }
 

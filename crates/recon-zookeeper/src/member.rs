@@ -9,12 +9,12 @@ use crate::zk::{encode, ephemeral, persistent};
 use recon_core::ports::PortError;
 use recon_engine::cluster::MemberInfo;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument};
+use tracing::{debug, info, instrument};
 use zookeeper_client as zk;
 
 /// One member's handle on the service's coordination state in ZooKeeper.
@@ -144,9 +144,7 @@ impl ZooKeeperCoordinator {
         let shared = Arc::new(shared);
         shared
             .tasks
-            .spawn(crate::election::sweep_until_session_ends(Arc::downgrade(
-                &shared,
-            )));
+            .spawn(sweep_until_session_ends(Arc::downgrade(&shared)));
         Ok(Self { shared })
     }
 
@@ -275,4 +273,28 @@ async fn create_own_ephemeral(
         operation: "register member",
         reason: "the member node kept changing".to_owned(),
     })
+}
+
+/// How often a member looks for stale candidate nodes of its session.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sweeps stale candidate nodes of the member's session (see
+/// [`ZooKeeperCoordinator::sweep_stale_candidates`]) until the session ends
+/// or the member is dropped.
+async fn sweep_until_session_ends(shared: Weak<Shared>) {
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let lost = shared.session.lost.clone();
+        let member = ZooKeeperCoordinator { shared };
+        if let Err(error) = member.sweep_stale_candidates().await {
+            debug!(error = %error, "looking for stale candidate nodes failed");
+        }
+        drop(member);
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! [`DeclaredRow::check`] holds it against its [`Schema`].
 
 use super::{FieldValue, InvalidValue, KindDef, Schema};
-use crate::domain::{InvalidInput, validate_id};
+use crate::id::{InvalidInput, validate_id};
 use crate::{Change, Deletion, EntityKey, Kind, Record, Row, Version};
 
 /// One row of a declared kind.

@@ -3,12 +3,12 @@
 //! assignee dies), finish with the floor and the barrier, resign.
 
 use super::backoff::Backoff;
-use super::member::{ClusterMember, now_unix_ms};
+use super::member::ClusterMember;
 use super::port::Leadership;
-use super::trace;
+use super::trace::{self, REPORT_FIGURES};
 use super::types::{
     Barrier, DoneRecord, KindFigures, MemberRole, Plan, RunPhase, RunRequest, RunState, RunSummary,
-    UnitPlan,
+    UnitPlan, now_unix_ms,
 };
 use crate::metrics::run_outcome;
 use crate::options::Scope;
@@ -1071,20 +1071,6 @@ fn run_summary(
 fn run_seconds(run: &RunState) -> f64 {
     Duration::from_millis(now_unix_ms().saturating_sub(run.started_unix_ms)).as_secs_f64()
 }
-
-/// One figure of a unit's report.
-type Figure = fn(&UnitReport) -> u64;
-
-/// The figures a run's span and a unit's span carry, as span fields.
-pub(super) const REPORT_FIGURES: [(&str, Figure); 7] = [
-    ("compared", |unit| unit.compared),
-    ("missing", |unit| unit.missing),
-    ("phantom", |unit| unit.phantom),
-    ("changed", |unit| unit.changed),
-    ("written", |unit| unit.written),
-    ("withheld", |unit| unit.skipped_by_guard),
-    ("bytes", |unit| unit.bytes),
-];
 
 /// A `reconcile.run` span, a root (its parent, if any, is set from the run
 /// state by [`trace::join_run`]); the figures are recorded at its end.

@@ -14,22 +14,21 @@
 //! on from the state it finds; done units are never redone. A run older than
 //! `max_pause` is aborted with a barrier that says why.
 
-use super::leader::REPORT_FIGURES;
 use super::pause::PauseTracker;
 use super::port::Coordinator;
-use super::trace;
-use super::types::{DoneRecord, RunPhase, RunState, UnitPlan};
-use crate::guarded::AllDigests;
+use super::trace::{self, REPORT_FIGURES};
+use super::types::{DoneRecord, RunPhase, RunState, UnitPlan, now_unix_ms};
 use crate::metrics::ReconcileMetrics;
 use crate::options::{ReconcileOptions, Scope};
 use crate::run::Reconciler;
 use crate::unit::UnitSpec;
+use crate::unit::guarded::AllDigests;
 use recon_core::ports::{ConsumerGate, PortError};
 use recon_core::{KeyRange, UnitOutcome, UnitReport};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, field, info, info_span, warn};
 
@@ -129,15 +128,6 @@ type DigestKey = (String, u64, u64);
 
 fn digest_key(run: &RunState) -> DigestKey {
     (run.run_id.clone(), run.epoch, run.started_unix_ms)
-}
-
-/// Milliseconds since the Unix epoch, for timestamps (never for fencing:
-/// epochs come from the store).
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Records a finished unit's figures on its span.

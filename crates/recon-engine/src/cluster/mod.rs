@@ -16,7 +16,7 @@ mod trace;
 mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
-pub use member::{ClusterMember, ClusterSettings, MemberCounters, now_unix_ms};
+pub use member::{ClusterMember, ClusterSettings, MemberCounters};
 pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker, run_pause_owner};
 pub use port::{
     Coordinator, HISTORY_KEPT, Leadership, merged_while_starting, session_lost, stale_epoch,
@@ -28,7 +28,7 @@ pub use stored_plan::{PLAN_PAGE_BYTES, PlanHeader, plan_pages};
 pub use types::{
     AbortRequest, Barrier, DoneRecord, KindFigures, MemberId, MemberInfo, MemberRole, Plan,
     Requested, RunPhase, RunProgress, RunRequest, RunState, RunSummary, UnitId, UnitPlan,
-    abort_target,
+    abort_target, now_unix_ms,
 };
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 //! ([`Coordinator::end_orphaned_run`]), kept in the store's run history
 //! when the member has a store; every consumer resumes.
 
-use super::member::now_unix_ms;
 use super::port::Coordinator;
+use super::types::now_unix_ms;
 use super::types::{Barrier, RunState, RunSummary};
 use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
 use recon_core::{FenceToken, GLOBAL_SCOPE, RunRecord, RunReport, RunStatus};

@@ -2,11 +2,10 @@
 //! its epoch, the members, and the current run with its units by state.
 
 use super::port::Coordinator;
-use super::types::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest};
+use super::types::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest, now_unix_ms};
 use recon_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,12 +118,8 @@ pub async fn cluster_status(coordinator: &dyn Coordinator) -> Result<ClusterStat
                     }
                 })
                 .collect();
-            let now_unix_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|elapsed| elapsed.as_millis() as u64)
-                .unwrap_or(0);
             Some(RunView {
-                paused_for_secs: now_unix_ms.saturating_sub(run.started_unix_ms) as f64 / 1000.0,
+                paused_for_secs: now_unix_ms().saturating_sub(run.started_unix_ms) as f64 / 1000.0,
                 trace_id: run
                     .traceparent
                     .as_deref()

@@ -7,9 +7,24 @@
 
 use super::types::RunState;
 use opentelemetry::global;
+use recon_core::UnitReport;
 use std::collections::HashMap;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// One figure of a unit's report.
+type Figure = fn(&UnitReport) -> u64;
+
+/// The figures a run's span and a unit's span carry, as span fields.
+pub(super) const REPORT_FIGURES: [(&str, Figure); 7] = [
+    ("compared", |unit| unit.compared),
+    ("missing", |unit| unit.missing),
+    ("phantom", |unit| unit.phantom),
+    ("changed", |unit| unit.changed),
+    ("written", |unit| unit.written),
+    ("withheld", |unit| unit.skipped_by_guard),
+    ("bytes", |unit| unit.bytes),
+];
 
 /// The field of the W3C trace context this module carries.
 const TRACEPARENT: &str = "traceparent";

@@ -8,7 +8,7 @@ use recon_core::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A replica's id (unique per process start).
 pub type MemberId = String;
@@ -349,6 +349,15 @@ pub struct RunProgress {
     pub units_done: usize,
     /// The barrier, once the run is over.
     pub barrier: Option<Barrier>,
+}
+
+/// Milliseconds since the Unix epoch, for timestamps (never for fencing:
+/// epochs come from the store).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

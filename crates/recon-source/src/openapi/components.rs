@@ -3,14 +3,12 @@
 //! ids, errors, counts, capabilities, digests).
 
 use super::items;
-use super::names::{Api, Cursor, capitalize, fixed, schema_ref, with_article};
+use super::names::{
+    Api, Cursor, DEFAULT_LIMIT, MAX_LIMIT, capitalize, fixed, schema_ref, with_article,
+};
 use recon_core::domain::MAX_ID_CHARS;
 use serde_json::{Map, Value, json};
 
-/// Most rows one page may ask for.
-pub(super) const MAX_LIMIT: u32 = 10_000;
-/// The rows of a page that does not say how many.
-pub(super) const DEFAULT_LIMIT: u32 = 1_000;
 /// Most ranges one digest request may ask for.
 const MAX_BUCKETS: u32 = 16_384;
 

@@ -1,10 +1,9 @@
 //! Each kind's schemas: its item (key fields, typed data fields, version),
 //! its page, its cursor and its multi-range page request.
 
-use super::components::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::names::{
-    Api, CompositeCursor, Cursor, KindApi, capitalize, english_list, fixed, schema_ref,
-    with_article, words,
+    Api, CompositeCursor, Cursor, DEFAULT_LIMIT, KindApi, MAX_LIMIT, capitalize, english_list,
+    fixed, schema_ref, with_article, words,
 };
 use recon_core::domain::MAX_ID_CHARS;
 use recon_core::schema::{FieldDef, FieldType, VERSION_PROPERTY};

@@ -6,6 +6,11 @@ use recon_core::schema::{KindDef, Schema};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
+/// Most rows one page may ask for.
+pub(super) const MAX_LIMIT: u32 = 10_000;
+/// The rows of a page that does not say how many.
+pub(super) const DEFAULT_LIMIT: u32 = 1_000;
+
 /// Components whose names do not depend on the schema. They are claimed
 /// before any kind's, so a kind named like one of them gets another name.
 pub(super) mod fixed {

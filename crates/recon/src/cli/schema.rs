@@ -1,6 +1,8 @@
 //! `recon schema …`: the schema file that declares the replicated kinds.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use recon_core::schema::{Schema, SchemaErrors};
 
 /// `recon schema …`: the schema file that declares the replicated kinds
 /// (`docs/schema.md`).
@@ -47,4 +49,40 @@ pub enum DdlBackend {
     Postgres,
     /// SQLite (the embedded default).
     Sqlite,
+}
+
+impl SchemaFileArgs {
+    /// The file's schema, refused with every problem named.
+    pub fn load(&self) -> anyhow::Result<Schema> {
+        self.read()?
+            .with_context(|| format!("read schema {}", self.describe()))
+    }
+
+    /// The file's schema for the life of the process (a replica holds
+    /// one): the built-in default schema when the file declares just that.
+    pub fn load_static(&self) -> anyhow::Result<&'static Schema> {
+        let schema = self.load()?;
+        if schema == *Schema::default_schema() {
+            return Ok(Schema::default_schema());
+        }
+        Ok(Box::leak(Box::new(schema)))
+    }
+
+    /// The file's schema, or its problems; an unreadable file is an error.
+    pub fn read(&self) -> anyhow::Result<Result<Schema, SchemaErrors>> {
+        let Some(path) = &self.path else {
+            return Ok(Ok(Schema::default_schema().clone()));
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read schema file {}", path.display()))?;
+        Ok(Schema::parse(&text))
+    }
+
+    /// The file's path, or "the default schema".
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(path) => path.display().to_string(),
+            None => "the default schema".to_owned(),
+        }
+    }
 }

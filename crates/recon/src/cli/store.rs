@@ -158,7 +158,7 @@ impl StoreArgs {
             statement_timeout: self.store_statement_timeout,
             idle_in_transaction_timeout: self.store_idle_in_transaction_timeout,
             busy_timeout: self.store_busy_timeout,
-            data_model: crate::commands::schema::load_static(&self.schema)?,
+            data_model: self.schema.load_static()?,
         })
     }
 }

@@ -19,7 +19,7 @@ const RELAY_STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: MonolithArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let auth_token = args.auth_token()?;
-    let schema = super::schema::load(&args.schema)?;
+    let schema = args.schema.load()?;
     let monolith = Monolith::connect_with_schema(&args.database_url()?, schema)
         .await
         .context("open the monolith database")?;

@@ -6,7 +6,7 @@ use recon_monolith::{Monolith, SeedSpec};
 use std::process::ExitCode;
 
 pub async fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let schema = super::schema::load(&args.schema)?;
+    let schema = args.schema.load()?;
     let monolith = Monolith::connect_with_schema(&args.database_url, schema)
         .await
         .context("open the monolith database")?;

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(command: StoreCommand, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let StoreCommand::Migrate(args) = command;
     let database_url = args.database.url()?;
-    let schema = super::schema::load(&args.schema)?;
+    let schema = args.schema.load()?;
     // Cancelling drops the session: on PostgreSQL the migration in
     // progress rolls back, and the next `recon store migrate` resumes.
     let applied = tokio::select! {

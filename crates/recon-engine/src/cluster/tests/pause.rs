@@ -45,7 +45,7 @@ async fn a_member_started_paused_for_a_run_that_ended_before_it_looked_resumes()
     // paused for it; the run ends before its member first polls.
     let tracker = Arc::new(PauseTracker::paused_for_run(
         run.clone(),
-        crate::cluster::member::now_unix_ms(),
+        crate::cluster::now_unix_ms(),
     ));
     barrier(&first.coordinator, &run).await;
     let late = hub.join("m2");
@@ -193,7 +193,7 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
         .expect("campaign");
     let max_pause = Duration::from_secs(60);
     let old =
-        super::super::member::now_unix_ms() - (max_pause + ORPHAN_GRACE).as_millis() as u64 - 1;
+        super::super::types::now_unix_ms() - (max_pause + ORPHAN_GRACE).as_millis() as u64 - 1;
     let run = RunState {
         run_id: "r-orphan".into(),
         request: request(),

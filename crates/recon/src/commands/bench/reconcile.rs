@@ -25,7 +25,7 @@
 use super::children::{self, MonolithChild, ReconcileRun};
 use super::drift;
 use super::reladiff;
-use super::table::{BenchReport, Measurement, Setup};
+use super::table::{BenchReport, DIGESTS_VARIANT, Measurement, NO_DIGESTS_VARIANT, Setup};
 use super::workload::{self, count, text};
 use crate::cli::ReconcileBenchArgs;
 use anyhow::{Context, bail};
@@ -34,10 +34,6 @@ use sea_orm::{Database, DatabaseConnection};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// The variant every other run is compared with.
-pub const DIGESTS_VARIANT: &str = "recon digests";
-/// recon with `--digests off` (or without the flag, where it lacks it).
-pub const NO_DIGESTS_VARIANT: &str = "recon no digests";
 /// The baseline build (`--baseline-binary`) with digests.
 pub const BASELINE_VARIANT: &str = "baseline digests";
 

@@ -6,6 +6,11 @@ use super::workload::Seeding;
 use serde::Serialize;
 use std::fmt::Write as _;
 
+/// The variant every other run is compared with.
+pub const DIGESTS_VARIANT: &str = "recon digests";
+/// recon with `--digests off` (or without the flag, where it lacks it).
+pub const NO_DIGESTS_VARIANT: &str = "recon no digests";
+
 /// One measured run (or one that could not be made: `seconds` is `None`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
@@ -225,8 +230,7 @@ impl BenchReport {
                 })
                 .and_then(|other| other.seconds)
         };
-        of_variant(super::reconcile::DIGESTS_VARIANT)
-            .or_else(|| of_variant(super::reconcile::NO_DIGESTS_VARIANT))
+        of_variant(DIGESTS_VARIANT).or_else(|| of_variant(NO_DIGESTS_VARIANT))
     }
 }
 

@@ -12,7 +12,7 @@
 //! * the tenant list: a tenant's deletion cascades to all its rows, so every
 //!   phantom tenant is counted with its rows, per tenant and per run.
 
-use crate::unit::{UnitContext, UnitError, UnitSpec, Walked};
+use super::{UnitContext, UnitError, UnitSpec, Walked};
 use recon_core::ports::{AllTenantDigests, TenantDigests};
 use recon_core::{
     Deletion, EntityKey, GuardDecision, KeyRange, Kind, RangeDigest, TenantRemoval, UnitOutcome,

@@ -16,9 +16,12 @@
 //! converges to the same state, so transient failures are retried
 //! ([`UnitContext::retrying`]).
 
+pub(crate) mod guarded;
+pub(crate) mod narrow;
+pub(crate) mod walk;
+
 use crate::options::ReconcileOptions;
 use crate::progress::Progress;
-use crate::walk::{KeyFilter, ReplicaWalk, SourceWalk, widen};
 use recon_core::diff::{Side, Step, classify};
 use recon_core::ports::{FailureKind, PortError, ReplicaStore, Source};
 use recon_core::{
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
+use walk::{KeyFilter, ReplicaWalk, SourceWalk, widen};
 
 /// What a unit covers.
 #[derive(Debug, Clone)]
@@ -164,10 +168,10 @@ pub(crate) struct UnitContext<'a> {
     pub cancel: &'a CancellationToken,
     pub filter: KeyFilter,
     /// How narrowing with digests paid off lately (the reconciler's).
-    pub narrowing: &'a crate::narrow::NarrowStats,
+    pub narrowing: &'a narrow::NarrowStats,
     /// Every tenant's digests on both sides, when the run read them at
     /// its start (then a tenant's first look asks nobody).
-    pub all_digests: Option<&'a crate::guarded::AllDigests>,
+    pub all_digests: Option<&'a guarded::AllDigests>,
 }
 
 impl UnitContext<'_> {

@@ -2,7 +2,7 @@
 //! item of look-ahead each, with the checks that keep a broken stream from
 //! ever being read as "rows are gone".
 
-use crate::unit::UnitError;
+use super::UnitError;
 use recon_core::diff::Side;
 use recon_core::ports::{FailureKind, PageRequest, PortError, ReplicaStore, Source, SourcePage};
 use recon_core::{EntityKey, KeyRange, KeyedRow, Kind, Row, Version, ranges_after};

@@ -15,8 +15,8 @@
 //! A whole kind of a tenant was already compared as a whole by the
 //! tenant's first look (`guarded.rs`): narrowing it starts by splitting.
 
-use crate::unit::{UnitContext, UnitError, UnitSpec};
-use crate::walk::widen;
+use super::walk::widen;
+use super::{UnitContext, UnitError, UnitSpec};
 use recon_core::ports::DigestRequest;
 use recon_core::{EntityKey, KeyRange};
 use std::sync::atomic::{AtomicU64, Ordering};
