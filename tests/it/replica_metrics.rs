@@ -7,7 +7,7 @@
 use anyhow::{Context, ensure};
 use recon_tests::broker::wait_for_port;
 use recon_tests::free_port;
-use recon_tests::process::{ReconProcess, metric_value};
+use recon_tests::process::{metric_value, start_serve};
 use recon_tests::{Backend, TestDatabase};
 use std::time::Duration;
 
@@ -25,23 +25,14 @@ async fn a_fresh_replica_exports_the_counters_the_tests_read_at_zero() -> anyhow
     let brokers = format!("127.0.0.1:{}", free_port()?);
     let admin_port = free_port()?;
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut replica = ReconProcess::start(
+    let mut replica = start_serve(
         "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--kafka-topic",
-            "metrics.changes",
-            "--group-id",
-            "replicas",
-            "--admin-listen",
-            &admin,
-        ],
+        &database.url,
+        &brokers,
+        &admin,
+        &["--kafka-topic", "metrics.changes", "--group-id", "replicas"],
         &[("RUST_LOG", "info")],
-        logs.path().join("replica.log"),
+        logs.path(),
     )?;
     wait_for_port(admin_port, Duration::from_secs(30))
         .await
@@ -87,23 +78,14 @@ async fn a_replica_started_before_its_database_waits_for_it() -> anyhow::Result<
     let brokers = format!("127.0.0.1:{}", free_port()?);
     let admin_port = free_port()?;
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut replica = ReconProcess::start(
+    let mut replica = start_serve(
         "replica",
-        &[
-            "serve",
-            "--database-url",
-            &late_url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--kafka-topic",
-            "late.changes",
-            "--group-id",
-            "replicas",
-            "--admin-listen",
-            &admin,
-        ],
+        &late_url,
+        &brokers,
+        &admin,
+        &["--kafka-topic", "late.changes", "--group-id", "replicas"],
         &[("RUST_LOG", "info")],
-        logs.path().join("replica.log"),
+        logs.path(),
     )?;
     // Longer than the pool's own connect timeout (10 s), after which the
     // replica used to exit.

@@ -5,7 +5,7 @@
 //! runtime does not wait long for a blocking call left behind (issue 25,
 //! item 4). Here the broker accepts connections and never answers.
 
-use recon_tests::process::ReconProcess;
+use recon_tests::process::start_serve;
 use recon_tests::{Backend, TestDatabase, free_port};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -31,19 +31,14 @@ async fn a_replica_exits_within_its_deadline_when_kafka_never_answers() -> anyho
     let logs = tempfile::tempdir()?;
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let mut replica = ReconProcess::start(
+    let mut replica = start_serve(
         "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &listen,
-        ],
+        &database.url,
+        &brokers,
+        &listen,
+        &[],
         &[("RUST_LOG", "info")],
-        logs.path().join("replica.log"),
+        logs.path(),
     )?;
     recon_tests::broker::wait_for_port(port, Duration::from_secs(60)).await?;
     // Its consumer is running, and stuck on the broker.

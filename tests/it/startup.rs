@@ -9,7 +9,7 @@
 //! the store itself, inside its short session timeouts.
 
 use anyhow::{Context, ensure};
-use recon_tests::process::{LoneReplica, ReconProcess};
+use recon_tests::process::{LoneReplica, start_serve};
 use recon_tests::{TestDatabase, free_port};
 use sea_orm::{ConnectionTrait as _, Database, DbBackend, Statement};
 use std::time::Duration;
@@ -68,19 +68,14 @@ async fn a_replica_on_an_unmigrated_postgresql_store_stops_naming_recon_store_mi
     let database = TestDatabase::postgres().await?;
     let brokers = format!("127.0.0.1:{}", free_port()?);
     let admin = format!("127.0.0.1:{}", free_port()?);
-    let mut replica = ReconProcess::start(
+    let mut replica = start_serve(
         "replica",
-        &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &admin,
-        ],
+        &database.url,
+        &brokers,
+        &admin,
         &[],
-        logs.path().join("replica.log"),
+        &[],
+        logs.path(),
     )?;
     let code = replica.wait_for_exit(Duration::from_secs(30)).await?;
     let log = replica.log();

@@ -20,7 +20,7 @@ use recon_etcd::{EtcdCoordinator, EtcdSecurity, EtcdSettings};
 use recon_store::Store;
 use recon_tests::etcd::EtcdServer;
 use recon_tests::private_postgres::PrivatePostgres;
-use recon_tests::process::ReconProcess;
+use recon_tests::process::start_serve;
 use recon_tests::tls::TestCa;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::{Duration, Instant};
@@ -225,16 +225,12 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
     let brokers = format!("127.0.0.1:{}", recon_tests::free_port()?);
     let endpoint = etcd.endpoint();
     let password_path = password_file.display().to_string();
-    let mut replica = ReconProcess::start(
+    let mut replica = start_serve(
         "replica",
+        &database.url,
+        &brokers,
+        &admin,
         &[
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &admin,
             "--etcd-endpoints",
             &endpoint,
             "--etcd-user",
@@ -243,7 +239,7 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
             &password_path,
         ],
         &[("RUST_LOG", "warn")],
-        logs.path().join("replica.log"),
+        logs.path(),
     )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !replica.exited() {

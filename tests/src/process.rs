@@ -8,6 +8,36 @@ use tokio::process::{Child, Command};
 
 pub use crate::recon_build::recon_binary;
 
+/// Starts `recon serve` on the store at `database_url` with `brokers`, its
+/// admin API on `admin_listen`, `extra` arguments and `environment`, its
+/// log as `<name>.log` in `logs`.
+pub fn start_serve(
+    name: &str,
+    database_url: &str,
+    brokers: &str,
+    admin_listen: &str,
+    extra: &[&str],
+    environment: &[(&str, &str)],
+    logs: &std::path::Path,
+) -> anyhow::Result<ReconProcess> {
+    let mut arguments = vec![
+        "serve",
+        "--database-url",
+        database_url,
+        "--kafka-bootstrap-servers",
+        brokers,
+        "--admin-listen",
+        admin_listen,
+    ];
+    arguments.extend_from_slice(extra);
+    ReconProcess::start(
+        name,
+        &arguments,
+        environment,
+        logs.join(format!("{name}.log")),
+    )
+}
+
 /// A replica (`recon serve`) of its own for tests of one process: a fresh,
 /// migrated SQLite database, brokers that never answer (its admin API and pause gate
 /// work without them) and its admin port on a free port.
@@ -35,21 +65,14 @@ impl LoneReplica {
         let brokers = format!("127.0.0.1:{}", crate::free_port()?);
         let port = crate::free_port()?;
         let listen = format!("{listen_ip}:{port}");
-        let mut arguments = vec![
-            "serve",
-            "--database-url",
-            &database.url,
-            "--kafka-bootstrap-servers",
-            &brokers,
-            "--admin-listen",
-            &listen,
-        ];
-        arguments.extend_from_slice(extra);
-        let process = ReconProcess::start(
+        let process = start_serve(
             name,
-            &arguments,
+            &database.url,
+            &brokers,
+            &listen,
+            extra,
             environment,
-            logs.join(format!("{name}.log")),
+            logs,
         )?;
         Ok(Self {
             process,
