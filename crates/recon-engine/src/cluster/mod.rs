@@ -6,6 +6,7 @@ mod backoff;
 mod in_process;
 mod leader;
 mod member;
+mod membership;
 mod pause;
 mod port;
 mod schedule;
@@ -17,6 +18,7 @@ mod types;
 
 pub use in_process::{InProcessCoordinator, InProcessHub};
 pub use member::{ClusterMember, ClusterSettings, MemberCounters};
+pub use membership::{Membership, Participant, Sessions};
 pub use pause::{ORPHAN_GRACE, PauseOnlyMember, PauseTracker, run_pause_owner};
 pub use port::{
     Coordinator, HISTORY_KEPT, Leadership, merged_while_starting, session_lost, stale_epoch,

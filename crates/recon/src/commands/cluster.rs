@@ -7,10 +7,9 @@
 use crate::cli::ClusterArgs;
 use anyhow::Context;
 use recon_core::ports::ConsumerGate;
-use recon_engine::cluster::now_unix_ms;
 use recon_engine::cluster::{
     ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberCounters, MemberInfo,
-    MemberRole, PauseOnlyMember, PauseTracker,
+    MemberRole, Participant, PauseOnlyMember, PauseTracker, now_unix_ms,
 };
 use recon_engine::metrics::ReconcileMetrics;
 use recon_engine::{ReconcileOptions, Reconciler};
@@ -120,24 +119,6 @@ pub struct MemberTelemetry {
     pub reconcile: ReconcileMetrics,
     /// The Source API client's metrics the replica exports.
     pub source: SourceMetrics,
-}
-
-/// This replica's part in runs.
-pub enum Participant {
-    /// Pauses, acknowledges, may lead and reconciles units.
-    Reconciling(Arc<ClusterMember>),
-    /// Pauses and acknowledges only (no source configured).
-    PauseOnly(PauseOnlyMember),
-}
-
-impl Participant {
-    /// Takes part until `cancel` fires or the cluster session is lost.
-    pub async fn run(self, cancel: CancellationToken) {
-        match self {
-            Self::Reconciling(member) => member.run(cancel).await,
-            Self::PauseOnly(member) => member.run(cancel).await,
-        }
-    }
 }
 
 /// The Source API client of `--source-url` (`None` without one): its token

@@ -11,7 +11,7 @@
 //!
 //! Event consumption does not depend on the coordinator: the replica starts
 //! consuming when etcd (or ZooKeeper) is down, and a lost cluster session takes it out of
-//! reconciliation (see `membership`) while it goes on consuming — unless it
+//! reconciliation (see `recon_engine::cluster::Membership`) while it goes on consuming — unless it
 //! is paused for a run it has not seen end — and reconnects with backoff.
 //! On shutdown every task is awaited, all within one deadline, so that the
 //! consumer commits and the lease is revoked (the session closed) before
@@ -26,14 +26,13 @@
 //! with or without etcd.
 
 use super::cluster::MemberTelemetry;
-use super::membership::{Membership, connect_once};
+use super::membership::{ReplicaSessions, connect_once};
 use crate::cli::{KafkaArgs, ServeArgs};
 use anyhow::Context;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recon_admin::{AdminState, MutationPolicy};
-use recon_engine::cluster::CoordinatorSlot;
-use recon_engine::cluster::{PauseTracker, run_pause_owner};
+use recon_engine::cluster::{CoordinatorSlot, Membership, PauseTracker, run_pause_owner};
 use recon_engine::metrics::ReconcileMetrics;
 use recon_kafka::{
     ConsumerMetrics, ConsumerSettings, GroupMetrics, GroupMonitor, KafkaConfig, ReplicaConsumer,
@@ -166,6 +165,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         }
         _ => PauseTracker::new(),
     };
+    let pause = Arc::new(pause);
     let (consumer, gate) = ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics)
         .context("create the Kafka consumer")?;
     let consumer_shutdown = shutdown.child_token();
@@ -177,17 +177,25 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .then(|| telemetry.counters.clone());
     let slot = CoordinatorSlot::holding(first.clone());
     if clustered {
-        let membership = Membership {
+        let sessions = ReplicaSessions {
             args: args.cluster.clone(),
             member_id: member_id.clone(),
             admin_url,
             store: store.clone(),
             gate: Arc::new(gate.clone()),
-            pause: Arc::new(pause),
+            pause: pause.clone(),
             telemetry: telemetry.clone(),
-            slot: slot.clone(),
             tasks: tasks.clone(),
         };
+        let membership = Membership::new(
+            sessions,
+            member_id.clone(),
+            Arc::new(gate.clone()),
+            pause,
+            Duration::from_secs(args.cluster.max_pause_secs),
+            slot.clone(),
+            telemetry.reconcile.pause_deadline_resumes.clone(),
+        );
         tasks.spawn(membership.keep(first, shutdown.clone()));
     } else if let Some(coordinator) = first {
         let member = super::cluster::member(
@@ -195,7 +203,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
             coordinator,
             &store,
             Arc::new(gate.clone()),
-            Arc::new(pause),
+            pause,
             telemetry.clone(),
         )?;
         if let Some(member) = member {
@@ -250,6 +258,12 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
 /// for it rather than exiting.
 const STORE_STARTUP_WAIT: Duration = Duration::from_secs(60);
 
+/// First pause between attempts to open the store; doubled after each.
+const FIRST_STORE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Longest pause between attempts to open the store.
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Opens the replica store, retrying transient failures (connection
 /// refused, the database starting up or restarting) with backoff for up to
 /// [`STORE_STARTUP_WAIT`], each logged with its cause; then, or on any
@@ -261,7 +275,7 @@ async fn open_store(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Store> {
     let deadline = tokio::time::Instant::now() + STORE_STARTUP_WAIT;
-    let mut backoff = super::membership::FIRST_BACKOFF;
+    let mut backoff = FIRST_STORE_BACKOFF;
     loop {
         let error = match Store::connect_with(database_url, options).await {
             Ok(store) => return Ok(store),
@@ -281,7 +295,7 @@ async fn open_store(
             _ = shutdown.cancelled() => return Err(error).context("open the replica store (shut down while waiting)"),
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(super::membership::MAX_BACKOFF);
+        backoff = (backoff * 2).min(MAX_STORE_BACKOFF);
     }
 }
 
