@@ -1,18 +1,15 @@
 //! The subcommands. Each wires library crates together and reports back.
 
 mod abort;
-mod bench;
 mod cluster;
 mod config;
-mod demo;
+mod dev;
 mod membership;
-mod monolith;
 mod progress;
 mod reconcile;
 mod remote;
 mod runs;
 pub(crate) mod schema;
-mod seed;
 mod serve;
 mod status;
 mod store;
@@ -27,10 +24,10 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Serve(args) => serve::run(*args, shutdown).await,
         Command::Reconcile(args) => reconcile::run(*args, shutdown).await,
         Command::Status(args) => status::run(args).await,
-        Command::Monolith(args) => monolith::run(args, shutdown).await,
-        Command::Seed(args) => seed::run(args).await,
-        Command::Bench(command) => bench::run(command, shutdown).await,
-        Command::Demo(args) => demo::run(args, shutdown).await,
+        Command::Monolith(args) => dev::monolith::run(args, shutdown).await,
+        Command::Seed(args) => dev::seed::run(args).await,
+        Command::Bench(command) => dev::bench::run(command, shutdown).await,
+        Command::Demo(args) => dev::demo::run(args, shutdown).await,
         Command::Config(command) => config::run(command),
         Command::Abort(args) => abort::run(args).await,
         Command::Runs(command) => runs::run(command).await,

@@ -335,7 +335,7 @@ fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
         tenants,
         dry_run: false,
         allow_mass_delete,
-        run_id: Some(super::reconcile::new_run_id()),
+        run_id: Some(crate::commands::reconcile::new_run_id()),
     }
 }
 
