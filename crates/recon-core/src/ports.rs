@@ -20,6 +20,9 @@ pub enum FailureKind {
     /// The thing asked for does not exist (e.g. a tenant unknown to the
     /// source).
     NotFound,
+    /// The caller gave up on the call (its cancellation token fired:
+    /// shutdown, or the work it served ended); nothing failed.
+    Cancelled,
 }
 
 /// An adapter's failure, reduced to what a caller acts on plus a message.

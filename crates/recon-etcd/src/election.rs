@@ -40,7 +40,7 @@ impl EtcdCoordinator {
                 answer = campaign => answer,
                 _ = cancel.cancelled() => {
                     self.withdraw().await;
-                    return Err(PortError::new(FailureKind::Transient, "campaign cancelled"));
+                    return Err(PortError::new(FailureKind::Cancelled, "campaign cancelled"));
                 }
                 _ = self.shared.session.cancelled() => return Err(session_lost(self.member())),
             };
@@ -125,7 +125,7 @@ impl EtcdCoordinator {
         };
         tokio::select! {
             _ = lost.cancelled() => Ok(()),
-            _ = cancel.cancelled() => Err(PortError::new(FailureKind::Transient, "campaign cancelled")),
+            _ = cancel.cancelled() => Err(PortError::new(FailureKind::Cancelled, "campaign cancelled")),
         }
     }
 

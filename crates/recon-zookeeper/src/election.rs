@@ -101,7 +101,7 @@ impl ZooKeeperCoordinator {
                     event = own_watcher.changed() => debug!(event = ?event.event_type, "own election node changed"),
                     _ = cancel.cancelled() => {
                         self.withdraw(&own).await;
-                        return Err(PortError::new(FailureKind::Transient, "campaign cancelled"));
+                        return Err(PortError::new(FailureKind::Cancelled, "campaign cancelled"));
                     }
                     _ = self.session().lost.cancelled() => return Err(session_lost(self.member())),
                 }
@@ -222,7 +222,7 @@ impl ZooKeeperCoordinator {
         };
         tokio::select! {
             _ = lead.lost.cancelled() => Ok(()),
-            _ = cancel.cancelled() => Err(PortError::new(FailureKind::Transient, "campaign cancelled")),
+            _ = cancel.cancelled() => Err(PortError::new(FailureKind::Cancelled, "campaign cancelled")),
         }
     }
 

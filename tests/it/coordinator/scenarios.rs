@@ -8,6 +8,7 @@ use super::fixtures::{
 use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt, stream};
 use recon_core::Kind;
+use recon_core::ports::FailureKind;
 use recon_engine::cluster::{Coordinator, DoneRecord, Leadership, RunPhase, RunRequest, UnitPlan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -146,8 +147,8 @@ pub(crate) async fn cancelled_campaign_gives_up_without_leading(
     let outcome = within("the cancelled campaign to return", contender).await?;
     let outcome = outcome.context("campaign task")?;
     ensure!(
-        outcome.is_err(),
-        "a cancelled campaign returns an error, got {outcome:?}"
+        matches!(&outcome, Err(error) if error.kind == FailureKind::Cancelled),
+        "a cancelled campaign returns a Cancelled error, got {outcome:?}"
     );
     a.resign(&first).await?;
     ensure!(

@@ -183,7 +183,7 @@ impl Coordinator for InProcessCoordinator {
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => return Err(PortError::new(FailureKind::Transient, "campaign cancelled")),
+                _ = cancel.cancelled() => return Err(PortError::new(FailureKind::Cancelled, "campaign cancelled")),
                 _ = self.session.cancelled() => {}
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }

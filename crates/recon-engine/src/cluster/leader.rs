@@ -794,7 +794,7 @@ impl ClusterMember {
             .await;
         if report.status == RunStatus::Cancelled {
             return Err(PortError::new(
-                recon_core::ports::FailureKind::Transient,
+                FailureKind::StaleEpoch,
                 "leadership lost while completing the run",
             ));
         }
