@@ -161,6 +161,11 @@ cd "$ROOT"
 # docs, warnings denied, and no import circle inside a crate. They fail the
 # run at once.
 if [ $# -eq 0 ]; then
+  # rustfmt and clippy are rustup components a minimal toolchain lacks.
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "installing the rustfmt and clippy components"
+    rustup component add rustfmt clippy
+  fi
   log "cargo fmt --check"
   cargo fmt --all -- --check
   log "cargo clippy --workspace --all-targets -- -D warnings"
