@@ -5,13 +5,13 @@
 use super::port::{Coordinator, Leadership, merged_while_starting};
 use super::types::{
     AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest,
-    RunState, UnitId,
+    RunState, UnitId, now_unix_ms,
 };
 use async_trait::async_trait;
 use recon_core::ports::{FailureKind, PortError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -65,14 +65,10 @@ impl InProcessHub {
     /// Adds a member with `role` and returns its coordinator handle.
     pub fn join_as(&self, id: &str, role: MemberRole) -> InProcessCoordinator {
         let session = CancellationToken::new();
-        let joined_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0);
         let info = MemberInfo {
             id: id.to_owned(),
             admin_url: None,
-            joined_unix_ms,
+            joined_unix_ms: now_unix_ms(),
             role,
         };
         let mut state = self.lock();

@@ -32,6 +32,7 @@ use anyhow::Context;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recon_admin::{AdminState, MutationPolicy};
+use recon_core::ports::ConsumerGate;
 use recon_engine::cluster::{CoordinatorSlot, Membership, PauseTracker, run_pause_owner};
 use recon_engine::metrics::ReconcileMetrics;
 use recon_kafka::{
@@ -177,12 +178,13 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         .then(|| telemetry.counters.clone());
     let slot = CoordinatorSlot::holding(first.clone());
     if clustered {
+        let consumer_gate: Arc<dyn ConsumerGate> = Arc::new(gate.clone());
         let sessions = ReplicaSessions {
             args: args.cluster.clone(),
             member_id: member_id.clone(),
             admin_url,
             store: store.clone(),
-            gate: Arc::new(gate.clone()),
+            gate: consumer_gate.clone(),
             pause: pause.clone(),
             telemetry: telemetry.clone(),
             tasks: tasks.clone(),
@@ -190,7 +192,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         let membership = Membership::new(
             sessions,
             member_id.clone(),
-            Arc::new(gate.clone()),
+            consumer_gate,
             pause,
             Duration::from_secs(args.cluster.max_pause_secs),
             slot.clone(),
