@@ -7,7 +7,7 @@
 
 use anyhow::{Context, ensure};
 use recon_engine::cluster::{Coordinator, MemberInfo, MemberRole, RunPhase, RunRequest, RunState};
-use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_etcd::EtcdSettings;
 use recon_tests::etcd::EtcdServer;
 use recon_tests::process::{LoneReplica, metric_value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,7 +41,7 @@ async fn a_replica_cut_off_during_a_run_resumes_at_the_runs_deadline() -> anyhow
         joined_unix_ms: 0,
         role: MemberRole::Reconciler,
     };
-    let leader = EtcdCoordinator::connect(
+    let leader = recon_etcd::connect(
         EtcdSettings::new(vec![etcd.endpoint()], prefix.as_str(), info),
         shutdown.clone(),
     )

@@ -115,8 +115,7 @@ async fn join(
     security: EtcdSecurity,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<EtcdCoordinator> {
-    let member =
-        EtcdCoordinator::connect(settings(endpoint, "m1", security), shutdown.clone()).await?;
+    let member = recon_etcd::connect(settings(endpoint, "m1", security), shutdown.clone()).await?;
     let members = member
         .members()
         .await
@@ -148,7 +147,7 @@ async fn a_member_joins_an_etcd_that_requires_tls_and_client_certificates() -> a
         client_identity: None,
         ..secured.clone()
     };
-    let refused = EtcdCoordinator::connect(
+    let refused = recon_etcd::connect(
         settings(&etcd.endpoint(), "m2", without_certificate),
         shutdown.clone(),
     )
@@ -159,7 +158,7 @@ async fn a_member_joins_an_etcd_that_requires_tls_and_client_certificates() -> a
         ca_file: Some(other.certificate()),
         ..secured
     };
-    let refused = EtcdCoordinator::connect(
+    let refused = recon_etcd::connect(
         settings(&etcd.endpoint(), "m3", untrusting),
         shutdown.clone(),
     )
@@ -204,7 +203,7 @@ async fn etcd_authentication_admits_the_user_and_a_wrong_password_stops_a_replic
         .await
         .context("join as the recon user")?;
 
-    let refused = EtcdCoordinator::connect(
+    let refused = recon_etcd::connect(
         settings(&etcd.endpoint(), "m2", user("wrong")),
         shutdown.clone(),
     )

@@ -12,10 +12,10 @@
 //! lease expired or revoked) or changes hands.
 
 use crate::error::{permanent, session_lost};
-use crate::member::EtcdCoordinator;
+use crate::member::EtcdBackend;
 use etcd_client::{Client, Compare, CompareOp, EventType, KeyValue, Txn, TxnOp, WatchOptions};
+use recon_coord::{Leadership, MemberId};
 use recon_core::ports::{FailureKind, PortError};
-use recon_engine::cluster::{Leadership, MemberId};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -23,8 +23,8 @@ use tracing::{debug, info, instrument, warn};
 /// Pause before campaigning again, or re-watching after a broken watch.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-impl EtcdCoordinator {
-    /// Waits until this member leads (see [`Coordinator::campaign`](recon_engine::cluster::Coordinator::campaign)).
+impl EtcdBackend {
+    /// Waits until this member leads (see [`Coordinator::campaign`](recon_coord::Coordinator::campaign)).
     #[instrument(name = "coord.campaign", skip_all, fields(member = %self.member()))]
     pub(crate) async fn campaign_until_leading(
         &self,

@@ -3,7 +3,7 @@
 
 use recon_core::ports::{FailureKind, PortError};
 
-/// Why [`EtcdCoordinator::connect`](crate::EtcdCoordinator::connect) failed.
+/// Why [`EtcdBackend::connect`](crate::EtcdBackend::connect) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A setting is unusable.
@@ -88,7 +88,7 @@ pub(crate) fn permanent(message: impl Into<String>) -> PortError {
 }
 
 /// The refusals every backend answers alike.
-pub(crate) use recon_engine::cluster::{session_lost, stale_epoch};
+pub(crate) use recon_coord::session_lost;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,10 @@
-//! The key layout under a service's prefix (see the crate docs for the
-//! table). Ids become single key segments: `%` and `/` are escaped so that an
-//! id can never reach into another key's namespace.
+//! The protocol's keys (`recon_coord::protocol::keys`) as etcd keys under a
+//! service's prefix (see the crate docs for the table). Ids become single
+//! key segments: `%` and `/` are escaped so that an id can never reach into
+//! another key's namespace.
+
+use recon_coord::backend::Key;
+use recon_coord::protocol::Keys as ProtocolKeys;
 
 /// Builds every key of one service's coordination state.
 #[derive(Debug, Clone)]
@@ -21,12 +25,8 @@ impl Keys {
         &self.root
     }
 
-    pub(crate) fn members_prefix(&self) -> String {
-        format!("{}/members/", self.root)
-    }
-
     pub(crate) fn member(&self, member: &str) -> String {
-        format!("{}{}", self.members_prefix(), escape(member))
+        self.path(&ProtocolKeys::member(member))
     }
 
     /// The election's name for etcd's election API.
@@ -45,95 +45,20 @@ impl Keys {
         format!("{}{lease:x}", self.election_prefix())
     }
 
-    /// The incarnation of this etcd's coordination state (set once).
-    pub(crate) fn incarnation(&self) -> String {
-        format!("{}/incarnation", self.root)
-    }
-
-    pub(crate) fn request(&self) -> String {
-        format!("{}/request", self.root)
-    }
-
-    pub(crate) fn current_run(&self) -> String {
-        format!("{}/run/current", self.root)
-    }
-
-    fn run(&self, run_id: &str) -> String {
-        format!("{}/runs/{}", self.root, escape(run_id))
-    }
-
-    /// Every key of one run ends up under this prefix.
-    pub(crate) fn run_prefix(&self, run_id: &str) -> String {
-        format!("{}/", self.run(run_id))
-    }
-
-    pub(crate) fn plan(&self, run_id: &str) -> String {
-        format!("{}/plan", self.run(run_id))
-    }
-
-    /// The prefix of a plan's pages of units.
-    pub(crate) fn plan_pages(&self, run_id: &str) -> String {
-        format!("{}/plan-pages/", self.run(run_id))
-    }
-
-    /// A trigger mark (the last schedule slot fired, the last source
-    /// generation seen).
-    pub(crate) fn trigger(&self, name: &str) -> String {
-        format!("{}/triggers/{}", self.root, escape(name))
-    }
-
-    /// The prefix of the run history: one copy of each barrier, keyed by
-    /// run id (which orders by start time).
-    pub(crate) fn history_prefix(&self) -> String {
-        format!("{}/history/", self.root)
-    }
-
-    pub(crate) fn history(&self, run_id: &str) -> String {
-        format!("{}{}", self.history_prefix(), escape(run_id))
-    }
-
-    /// An operator's request to abort the run.
-    pub(crate) fn abort(&self, run_id: &str) -> String {
-        format!("{}/abort", self.run(run_id))
-    }
-
-    pub(crate) fn barrier(&self, run_id: &str) -> String {
-        format!("{}/barrier", self.run(run_id))
-    }
-
-    /// The prefix of one collection of a run: `acks`, `assign`, `claims` or
-    /// `done`.
-    pub(crate) fn collection(&self, run_id: &str, collection: Collection) -> String {
-        format!("{}/{}/", self.run(run_id), collection.segment())
-    }
-
-    /// One entry of a run's collection.
-    pub(crate) fn entry(&self, run_id: &str, collection: Collection, id: &str) -> String {
-        format!("{}{}", self.collection(run_id, collection), escape(id))
-    }
-}
-
-/// The per-run collections keyed by a member or a unit id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Collection {
-    /// Pause acknowledgements, keyed by member.
-    Acks,
-    /// Assignments, keyed by unit.
-    Assign,
-    /// Claims, keyed by unit.
-    Claims,
-    /// Done-records, keyed by unit.
-    Done,
-}
-
-impl Collection {
-    fn segment(self) -> &'static str {
-        match self {
-            Self::Acks => "acks",
-            Self::Assign => "assign",
-            Self::Claims => "claims",
-            Self::Done => "done",
+    /// The etcd key of a protocol key: its segments escaped, under the
+    /// prefix.
+    pub(crate) fn path(&self, key: &Key) -> String {
+        let mut path = self.root.clone();
+        for segment in key.segments() {
+            path.push('/');
+            path.push_str(&escape(segment));
         }
+        path
+    }
+
+    /// Every key directly under `key` starts with this.
+    pub(crate) fn children_prefix(&self, key: &Key) -> String {
+        format!("{}/", self.path(key))
     }
 }
 
@@ -166,6 +91,7 @@ pub(crate) fn unescape(segment: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use recon_coord::protocol::Collection;
 
     #[test]
     fn ids_with_slashes_and_percents_round_trip_as_one_segment() {
@@ -196,10 +122,16 @@ mod tests {
         assert_eq!(keys.member("m/1"), "/recon/users-svc/members/m%2F1");
         assert_eq!(keys.election_key(0x1a2b), "/recon/users-svc/election/1a2b");
         assert_eq!(
-            keys.entry("run-1", Collection::Claims, "t1"),
+            keys.path(&ProtocolKeys::entry("run-1", Collection::Claims, "t1")),
             "/recon/users-svc/runs/run-1/claims/t1"
         );
-        assert_eq!(keys.current_run(), "/recon/users-svc/run/current");
-        assert_eq!(keys.barrier("r"), "/recon/users-svc/runs/r/barrier");
+        assert_eq!(
+            keys.path(&ProtocolKeys::current_run()),
+            "/recon/users-svc/run/current"
+        );
+        assert_eq!(
+            keys.children_prefix(&ProtocolKeys::history_root()),
+            "/recon/users-svc/history/"
+        );
     }
 }

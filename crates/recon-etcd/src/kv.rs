@@ -1,13 +1,9 @@
 //! Requests to etcd with a deadline, errors mapped to port errors, and JSON
 //! values.
 
-use crate::error::{is_lease_not_found, permanent, session_lost, timed_out, transient};
-use etcd_client::{
-    Client, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnResponse,
-};
+use crate::error::{is_lease_not_found, session_lost, timed_out, transient};
+use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnResponse};
 use recon_core::ports::PortError;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -152,37 +148,10 @@ impl Kv {
         Ok((response.take_kvs().into_iter().next(), revision))
     }
 
-    /// Puts `value` as JSON, under `lease` if given.
-    pub(crate) async fn put_json<T: Serialize>(
-        &self,
-        operation: &str,
-        key: &str,
-        value: &T,
-        lease: Option<i64>,
-    ) -> Result<(), PortError> {
-        let bytes = encode(value)?;
-        let options = lease.map(|lease| PutOptions::new().with_lease(lease));
-        let mut client = self.client.clone();
-        self.call(operation, client.put(key, bytes, options))
-            .await?;
-        Ok(())
-    }
-
     /// Runs a transaction.
     pub(crate) async fn txn(&self, operation: &str, txn: Txn) -> Result<TxnResponse, PortError> {
         let mut client = self.client.clone();
         self.call(operation, client.txn(txn)).await
-    }
-
-    /// The key's value read as JSON, if the key exists.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, PortError> {
-        match self.get(key).await? {
-            Some(entry) => decode(&entry).map(Some),
-            None => Ok(None),
-        }
     }
 }
 
@@ -198,29 +167,4 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     }
     // Every byte was 0xff (or no prefix): to the end of the key space.
     vec![0]
-}
-
-/// A value as JSON bytes.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PortError> {
-    serde_json::to_vec(value).map_err(|error| permanent(format!("encode JSON value: {error}")))
-}
-
-/// An entry's value read as JSON.
-pub(crate) fn decode<T: DeserializeOwned>(entry: &KeyValue) -> Result<T, PortError> {
-    serde_json::from_slice(entry.value()).map_err(|error| {
-        permanent(format!(
-            "bad JSON at etcd key {}: {error}",
-            String::from_utf8_lossy(entry.key())
-        ))
-    })
-}
-
-/// An entry's key without `prefix`, as UTF-8.
-pub(crate) fn key_suffix<'entry>(
-    entry: &'entry KeyValue,
-    prefix: &str,
-) -> Result<&'entry str, PortError> {
-    let key = std::str::from_utf8(entry.key()).map_err(|_| permanent("etcd key is not UTF-8"))?;
-    key.strip_prefix(prefix)
-        .ok_or_else(|| permanent(format!("etcd key {key} is not under {prefix}")))
 }

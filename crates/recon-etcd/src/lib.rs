@@ -1,7 +1,8 @@
-//! etcd adapter of recon: [`EtcdCoordinator`] implements the cluster
-//! [`Coordinator`](recon_engine::cluster::Coordinator) port on etcd
-//! (DESIGN §2 and §4), with the same semantics as the in-process
-//! coordinator; one conformance suite runs against both.
+//! etcd adapter of recon: [`EtcdBackend`] provides the coordinator port's
+//! primitives ([`recon_coord::backend::Backend`]) on etcd, and
+//! [`EtcdCoordinator`] is the run protocol written once over them
+//! ([`recon_coord::protocol::Protocol`]); one conformance suite runs against
+//! every backend.
 //!
 //! # Key layout
 //!
@@ -12,28 +13,28 @@
 //!
 //! | key | value | lease | written by |
 //! |-----|-------|-------|------------|
-//! | `<prefix>/members/<member>` | [`MemberInfo`](recon_engine::cluster::MemberInfo) | the member's | the member, on [`connect`](EtcdCoordinator::connect) |
+//! | `<prefix>/members/<member>` | [`MemberInfo`](recon_coord::MemberInfo) | the member's | the member, on [`connect`](EtcdBackend::connect) |
 //! | `<prefix>/election/<lease hex>` | the member id, raw UTF-8 (etcd's election API) | the member's | etcd's `Campaign` for the member; its create revision is the **epoch**; the first created is the leader; deleted by `resign` |
 //! | `<prefix>/incarnation` | an epoch the store handed out (JSON number) | none | the first leader of this etcd (`init_incarnation`: create if absent); orders a rebuilt etcd's elections after the old one's |
-//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | none | anyone (`request_run`: merged into the pending one, compare-and-swap); deleted by `put_run` of a run started from it |
-//! | `<prefix>/run/current` | [`RunState`](recon_engine::cluster::RunState) | none | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
-//! | `<prefix>/runs/<run>/plan` | the [`Plan`](recon_engine::cluster::Plan) without its units, and its number of pages | none | the leader, guarded (`put_plan`), after every page |
+//! | `<prefix>/request` | [`RunRequest`](recon_coord::RunRequest) | none | anyone (`request_run`: merged into the pending one, compare-and-swap); deleted by `put_run` of a run started from it |
+//! | `<prefix>/run/current` | [`RunState`](recon_coord::RunState) | none | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
+//! | `<prefix>/runs/<run>/plan` | the [`Plan`](recon_coord::Plan) without its units, and its number of pages | none | the leader, guarded (`put_plan`), after every page |
 //! | `<prefix>/runs/<run>/plan-pages/<index>` | a JSON array of the plan's units (at most 256 KiB) | none | the leader, guarded (`put_plan`), one transaction per page |
 //! | `<prefix>/runs/<run>/acks/<member>` | the member id (JSON string) | the member's | the member (`ack_pause`) |
 //! | `<prefix>/runs/<run>/assign/<unit>` | the assignee's id (JSON string) | none | the leader, guarded (`assign`) |
 //! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | the claimant's | the claimant (`claim`: create if absent and the unit is assigned to it) |
-//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
-//! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_engine::cluster::AbortRequest) | none | anyone (`request_abort`); the leader then writes an aborted barrier |
-//! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | none | the leader, guarded (`put_barrier`) |
+//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_coord::DoneRecord) | none (outlives the member) | the member that did the unit (`put_done`: only while the unit is assigned to it and its claim, under its lease, stands) |
+//! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_coord::AbortRequest) | none | anyone (`request_abort`); the leader then writes an aborted barrier |
+//! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_coord::Barrier) | none | the leader, guarded (`put_barrier`) |
 //! | `<prefix>/triggers/<name>` | a number: the last schedule slot fired (`schedule`), the last source generation seen (`generation`) | none | the leader, guarded compare-and-swap (`advance_trigger`) |
-//! | `<prefix>/history/<run>` | the same [`Barrier`](recon_engine::cluster::Barrier) (with its run summary), for `recent_barriers` | none | the leader, in the barrier's transaction |
+//! | `<prefix>/history/<run>` | the same [`Barrier`](recon_coord::Barrier) (with its run summary), for `recent_barriers` | none | the leader, in the barrier's transaction |
 //!
 //! # Session, leadership, fencing
 //!
 //! * **Session**: a lease with `lease_ttl_secs`, renewed every third of the
 //!   TTL. A renewal that fails for two thirds of a TTL, or an answer that the
 //!   lease is gone, cancels
-//!   [`session_lost`](recon_engine::cluster::Coordinator::session_lost) at
+//!   [`session_lost`](recon_coord::Coordinator::session_lost) at
 //!   once — before etcd can expire the lease and let another member take
 //!   over. So does any request that etcd refuses because the lease is gone.
 //!   Then the lease is revoked (best effort). A lost session is final.
@@ -58,19 +59,17 @@
 //! `coord.guarded_write`, `coord.put_barrier`, `coord.claim`. No credentials
 //! are configured here, so none can be logged.
 
+mod backend;
 mod election;
 mod error;
-mod guard;
 mod keys;
 mod kv;
 mod member;
-mod plan;
-mod port;
 mod request;
 mod session;
 mod settings;
 
 pub use error::{Error, Result};
-pub use member::EtcdCoordinator;
+pub use member::{EtcdBackend, EtcdCoordinator, connect, connect_tracked};
 pub use request::{Requested, RunProgress, request_abort, request_run, run_progress};
 pub use settings::{EtcdSecurity, EtcdSettings};

@@ -1,14 +1,17 @@
-//! [`EtcdCoordinator`]: connecting, the lease, registration under
-//! `members/`, and what every port method shares.
+//! [`EtcdBackend`]: connecting, the lease, registration under
+//! `members/`, and what every primitive shares; [`connect`] makes the
+//! coordinator.
 
 use crate::error::{Error, Result, session_lost};
 use crate::keys::Keys;
-use crate::kv::{Kv, encode};
+use crate::kv::Kv;
 use crate::session::KeepAlive;
 use crate::settings::EtcdSettings;
 use etcd_client::{Client, PutOptions};
+use recon_coord::MemberInfo;
+use recon_coord::backend::encode;
+use recon_coord::protocol::Protocol;
 use recon_core::ports::PortError;
-use recon_engine::cluster::MemberInfo;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,22 +20,47 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument};
 
+/// The coordinator on etcd: the run protocol over [`EtcdBackend`].
+pub type EtcdCoordinator = Protocol<EtcdBackend>;
+
+/// Connects a member (see [`EtcdBackend::connect`]).
+pub async fn connect(
+    settings: EtcdSettings,
+    shutdown: CancellationToken,
+) -> Result<EtcdCoordinator> {
+    Ok(Protocol::new(
+        EtcdBackend::connect(settings, shutdown).await?,
+    ))
+}
+
+/// Connects a member whose background tasks run on `tasks` (see
+/// [`EtcdBackend::connect_tracked`]).
+pub async fn connect_tracked(
+    settings: EtcdSettings,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<EtcdCoordinator> {
+    Ok(Protocol::new(
+        EtcdBackend::connect_tracked(settings, shutdown, tasks).await?,
+    ))
+}
+
 /// One member's handle on the service's coordination state in etcd.
 ///
 /// Cheap to clone. When the `shutdown` token given to
 /// [`connect`](Self::connect) is cancelled, or the last clone is dropped,
-/// the session ends: [`session_lost`](recon_engine::cluster::Coordinator::session_lost)
+/// the session ends: [`session_lost`](recon_coord::Coordinator::session_lost)
 /// is cancelled and the lease revoked, so the member's lease-bound keys
 /// vanish at once. A lost session is final: connect again to rejoin.
 #[derive(Clone)]
-pub struct EtcdCoordinator {
+pub struct EtcdBackend {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for EtcdCoordinator {
+impl std::fmt::Debug for EtcdBackend {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("EtcdCoordinator")
+            .debug_struct("EtcdBackend")
             .field("member", &self.shared.info.id)
             .field("prefix", &self.shared.keys.root())
             .field("lease_id", &self.shared.lease_id)
@@ -54,7 +82,7 @@ pub(crate) struct Shared {
     _stop_on_drop: DropGuard,
 }
 
-impl EtcdCoordinator {
+impl EtcdBackend {
     /// Connects, grants this member's lease, keeps it alive on a timer and
     /// registers the member under `<prefix>/members/<id>`.
     ///

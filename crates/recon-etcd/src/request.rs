@@ -5,13 +5,13 @@
 //! by its id (`--wait`).
 
 use crate::error::{Error, Result};
-use crate::keys::Collection;
 use crate::keys::Keys;
 use crate::member::within;
 use crate::settings::EtcdSecurity;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
-use recon_engine::cluster::{AbortRequest, RunRequest, RunState, abort_target};
-pub use recon_engine::cluster::{Requested, RunProgress};
+use recon_coord::protocol::{Collection, Keys as ProtocolKeys};
+use recon_coord::{AbortRequest, RunRequest, RunState, abort_target};
+pub use recon_coord::{Requested, RunProgress};
 use std::time::Duration;
 
 /// A client of `endpoints` for one-off requests.
@@ -40,8 +40,13 @@ pub async fn run_progress(
     let mut kv = client.kv_client();
     // The history keeps the barrier once the run's own keys are purged.
     let mut barrier = None;
-    for key in [keys.history(run_id), keys.barrier(run_id)] {
-        let read = within(REQUEST_DEADLINE, "read barrier", kv.get(key, None)).await?;
+    for key in [ProtocolKeys::history(run_id), ProtocolKeys::barrier(run_id)] {
+        let read = within(
+            REQUEST_DEADLINE,
+            "read barrier",
+            kv.get(keys.path(&key), None),
+        )
+        .await?;
         if let Some(entry) = read.kvs().first() {
             barrier = Some(decode_json(entry.value(), "the run's barrier")?);
             break;
@@ -50,7 +55,7 @@ pub async fn run_progress(
     let current = read_current_run(&mut kv, &keys)
         .await?
         .filter(|run| run.run_id == run_id);
-    let done_prefix = keys.collection(run_id, Collection::Done);
+    let done_prefix = keys.children_prefix(&ProtocolKeys::collection(run_id, Collection::Done));
     let options = GetOptions::new().with_prefix().with_count_only();
     let done = within(
         REQUEST_DEADLINE,
@@ -92,7 +97,7 @@ pub async fn request_abort(
     within(
         REQUEST_DEADLINE,
         "put abort request",
-        kv.put(keys.abort(&target), value, None),
+        kv.put(keys.path(&ProtocolKeys::abort(&target)), value, None),
     )
     .await?;
     Ok(target)
@@ -108,7 +113,7 @@ pub async fn request_run(
     let deadline = REQUEST_DEADLINE;
     let client = connect(endpoints, security).await?;
     let keys = Keys::new(prefix);
-    let key = keys.request();
+    let key = keys.path(&ProtocolKeys::request());
     let mut kv = client.kv_client();
     for _attempt in 0..10 {
         let read = within(deadline, "read request", kv.get(key.clone(), None)).await?;
@@ -155,7 +160,7 @@ async fn read_current_run(kv: &mut KvClient, keys: &Keys) -> Result<Option<RunSt
     let read = within(
         REQUEST_DEADLINE,
         "read current run",
-        kv.get(keys.current_run(), None),
+        kv.get(keys.path(&ProtocolKeys::current_run()), None),
     )
     .await?;
     match read.kvs().first() {

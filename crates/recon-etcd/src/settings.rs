@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
-use recon_engine::cluster::MemberInfo;
+use recon_coord::MemberInfo;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,7 +67,7 @@ fn read(field: &'static str, path: &PathBuf) -> Result<Vec<u8>> {
     })
 }
 
-/// How an [`EtcdCoordinator`](crate::EtcdCoordinator) connects and registers.
+/// How an [`EtcdBackend`](crate::EtcdBackend) connects and registers.
 #[derive(Debug, Clone)]
 pub struct EtcdSettings {
     /// etcd client URLs, e.g. `http://127.0.0.1:2379`.

@@ -86,7 +86,7 @@ impl EtcdCluster {
             lease_ttl_secs,
             security: Default::default(),
         };
-        EtcdCoordinator::connect(settings, shutdown)
+        recon_etcd::connect(settings, shutdown)
             .await
             .with_context(|| format!("connect member {id} to etcd"))
     }
@@ -161,7 +161,7 @@ impl Cluster for EtcdCluster {
         let member = member.with_context(|| format!("no member {id} to kill"))?;
         self.admin
             .clone()
-            .lease_revoke(member.lease_id())
+            .lease_revoke(member.backend().lease_id())
             .await
             .with_context(|| format!("revoke {id}'s lease"))?;
         within(
@@ -197,7 +197,7 @@ async fn keep_alive_holds_the_member_across_several_ttls() -> anyhow::Result<()>
     let lease = cluster
         .admin
         .clone()
-        .lease_time_to_live(member.lease_id(), None)
+        .lease_time_to_live(member.backend().lease_id(), None)
         .await?;
     ensure!(
         lease.ttl() > 0,
@@ -321,7 +321,7 @@ async fn a_revoked_lease_is_noticed_within_a_third_of_the_ttl() -> anyhow::Resul
     cluster
         .admin
         .clone()
-        .lease_revoke(member.lease_id())
+        .lease_revoke(member.backend().lease_id())
         .await?;
     within("leadership to be lost", leadership.lost.cancelled()).await?;
     let leadership_lost_after = revoked_at.elapsed();
@@ -405,7 +405,7 @@ async fn connecting_to_nothing_fails_in_time() -> anyhow::Result<()> {
     let settings = EtcdSettings::new(vec![format!("http://127.0.0.1:{port}")], "/recon/x", member);
     let outcome = within(
         "connect to nothing",
-        EtcdCoordinator::connect(settings, shutdown),
+        recon_etcd::connect(settings, shutdown),
     )
     .await?;
     ensure!(outcome.is_err(), "connecting to a closed port fails");

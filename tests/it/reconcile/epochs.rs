@@ -19,7 +19,7 @@ use recon_engine::cluster::{
     ClusterMember, ClusterSettings, InProcessHub, MemberInfo, MemberRole, Plan, RunRequest,
 };
 use recon_engine::{Reconciler, cluster::Coordinator};
-use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_etcd::EtcdSettings;
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use recon_tests::free_port;
@@ -307,7 +307,7 @@ impl Coordination<'_> {
                     let mut settings =
                         EtcdSettings::new(vec![(*endpoint).to_owned()], *prefix, info);
                     settings.lease_ttl_secs = 3;
-                    Arc::new(EtcdCoordinator::connect(settings, shutdown.clone()).await?)
+                    Arc::new(recon_etcd::connect(settings, shutdown.clone()).await?)
                 }
                 Self::ZooKeeper { servers, prefix } => {
                     let mut settings = ZooKeeperSettings::new(*servers, *prefix, info);

@@ -2,12 +2,12 @@
 //! It is the single-instance default (one member, no etcd) and runs the
 //! demo's three replicas; tests expel members to simulate a lost lease.
 
-use super::port::{Coordinator, Leadership, merged_while_starting};
-use super::types::{
+use async_trait::async_trait;
+use recon_coord::{
     AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, MemberRole, Plan, RunRequest,
     RunState, UnitId, now_unix_ms,
 };
-use async_trait::async_trait;
+use recon_coord::{Coordinator, Leadership, merged_while_starting};
 use recon_core::ports::{FailureKind, PortError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -124,7 +124,7 @@ pub struct InProcessCoordinator {
 impl InProcessCoordinator {
     fn alive(&self) -> Result<(), PortError> {
         if self.session.is_cancelled() {
-            return Err(super::port::session_lost(&self.member));
+            return Err(recon_coord::session_lost(&self.member));
         }
         Ok(())
     }
@@ -135,7 +135,7 @@ impl InProcessCoordinator {
             Some((leader, epoch, _)) if leader == &self.member && *epoch == leadership.epoch => {
                 Ok(())
             }
-            _ => Err(super::port::stale_epoch(leadership.epoch)),
+            _ => Err(recon_coord::stale_epoch(leadership.epoch)),
         }
     }
 }
@@ -505,7 +505,7 @@ impl Coordinator for InProcessCoordinator {
             .filter(|(_, records)| records.barrier.is_some())
             .map(|(run_id, _)| run_id.clone())
             .collect();
-        let excess = finished.len().saturating_sub(super::port::HISTORY_KEPT);
+        let excess = finished.len().saturating_sub(recon_coord::HISTORY_KEPT);
         for run_id in finished.into_iter().take(excess) {
             state.runs.remove(&run_id);
         }

@@ -4,14 +4,14 @@
 
 use super::backoff::Backoff;
 use super::member::ClusterMember;
-use super::port::Leadership;
 use super::trace::{self, REPORT_FIGURES};
-use super::types::{
+use crate::metrics::run_outcome;
+use crate::options::Scope;
+use recon_coord::Leadership;
+use recon_coord::{
     Barrier, DoneRecord, KindFigures, MemberRole, Plan, RunPhase, RunRequest, RunState, RunSummary,
     UnitPlan, now_unix_ms,
 };
-use crate::metrics::run_outcome;
-use crate::options::Scope;
 use recon_core::ports::{FailureKind, PortError};
 use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet};

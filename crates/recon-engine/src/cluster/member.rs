@@ -15,14 +15,14 @@
 //! `max_pause` is aborted with a barrier that says why.
 
 use super::pause::PauseTracker;
-use super::port::Coordinator;
 use super::trace::{self, REPORT_FIGURES};
-use super::types::{DoneRecord, RunPhase, RunState, UnitPlan, now_unix_ms};
 use crate::metrics::ReconcileMetrics;
 use crate::options::{ReconcileOptions, Scope};
 use crate::run::Reconciler;
 use crate::unit::UnitSpec;
 use crate::unit::guarded::AllDigests;
+use recon_coord::Coordinator;
+use recon_coord::{DoneRecord, RunPhase, RunState, UnitPlan, now_unix_ms};
 use recon_core::ports::{ConsumerGate, PortError};
 use recon_core::{KeyRange, UnitOutcome, UnitReport};
 use std::collections::BTreeSet;

@@ -19,10 +19,10 @@
 use super::backoff::Backoff;
 use super::member::ClusterMember;
 use super::pause::{PauseOnlyMember, PauseTracker};
-use super::port::Coordinator;
 use super::slot::CoordinatorSlot;
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
+use recon_coord::Coordinator;
 use recon_core::ports::ConsumerGate;
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,9 +15,9 @@
 //! ([`Coordinator::end_orphaned_run`]), kept in the store's run history
 //! when the member has a store; every consumer resumes.
 
-use super::port::Coordinator;
-use super::types::now_unix_ms;
-use super::types::{Barrier, RunState, RunSummary};
+use recon_coord::Coordinator;
+use recon_coord::now_unix_ms;
+use recon_coord::{Barrier, RunState, RunSummary};
 use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
 use recon_core::{FenceToken, GLOBAL_SCOPE, RunRecord, RunReport, RunStatus};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,8 +1,8 @@
 //! What `recon status` and a replica's `GET /cluster` show: the leader and
 //! its epoch, the members, and the current run with its units by state.
 
-use super::port::Coordinator;
-use super::types::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest, now_unix_ms};
+use recon_coord::Coordinator;
+use recon_coord::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest, now_unix_ms};
 use recon_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

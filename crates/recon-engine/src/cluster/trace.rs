@@ -5,8 +5,8 @@
 //! context goes through the global propagator, so nothing travels when no
 //! OpenTelemetry propagator or layer is installed.
 
-use super::types::RunState;
 use opentelemetry::global;
+use recon_coord::RunState;
 use recon_core::UnitReport;
 use std::collections::HashMap;
 use tracing::Span;

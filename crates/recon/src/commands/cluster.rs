@@ -13,7 +13,7 @@ use recon_engine::cluster::{
 };
 use recon_engine::metrics::ReconcileMetrics;
 use recon_engine::{ReconcileOptions, Reconciler};
-use recon_etcd::{EtcdCoordinator, EtcdSettings};
+use recon_etcd::EtcdSettings;
 use recon_source::{HttpSource, SourceConfig, SourceMetrics};
 use recon_store::Store;
 use recon_zookeeper::{ZooKeeperCoordinator, ZooKeeperSettings};
@@ -75,7 +75,7 @@ pub async fn coordinator(
     );
     settings.lease_ttl_secs = i64::try_from(args.lease_ttl_secs).unwrap_or(i64::MAX);
     settings.security = coordination.etcd_security.security()?;
-    let coordinator = EtcdCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
+    let coordinator = recon_etcd::connect_tracked(settings, shutdown.clone(), tasks.clone())
         .await
         .context("join the cluster through etcd")?;
     Ok(Arc::new(coordinator))

@@ -307,7 +307,7 @@ async fn etcd_member(
         role: recon_engine::cluster::MemberRole::Reconciler,
     };
     let settings = recon_etcd::EtcdSettings::new(vec![endpoint.to_owned()], prefix, info);
-    let coordinator = recon_etcd::EtcdCoordinator::connect(settings, tasks.clone())
+    let coordinator = recon_etcd::connect(settings, tasks.clone())
         .await
         .context("join the demo cluster through etcd")?;
     Ok(Arc::new(coordinator))

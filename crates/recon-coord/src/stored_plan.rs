@@ -3,7 +3,7 @@
 //! the pages, each a JSON array of at most [`PLAN_PAGE_BYTES`], so that a
 //! plan of 50,000 units never makes one oversized value or transaction.
 
-use super::types::{Plan, UnitPlan};
+use crate::types::{Plan, UnitPlan};
 use serde::{Deserialize, Serialize};
 
 /// Largest JSON size of one page of units (etcd's default request limit is

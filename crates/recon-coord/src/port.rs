@@ -2,7 +2,7 @@
 //! state. Implemented in process (single instance, the embedded default)
 //! and on etcd.
 
-use super::types::{
+use crate::types::{
     AbortRequest, Barrier, DoneRecord, MemberId, MemberInfo, Plan, RunRequest, RunState, UnitId,
 };
 use async_trait::async_trait;
