@@ -1,12 +1,14 @@
 //! Conformance suite of the `Coordinator` port: every scenario is written
 //! once, generic over a [`Cluster`] factory, and instantiated for the
-//! in-process hub, for etcd (`RECON_TEST_ETCD_ENDPOINTS`) and for ZooKeeper
-//! (`RECON_TEST_ZOOKEEPER`), both set by `scripts/test.sh`. Backend-only
+//! in-process hub, for etcd (`RECON_TEST_ETCD_ENDPOINTS`), for ZooKeeper
+//! (`RECON_TEST_ZOOKEEPER`) and for PostgreSQL (`RECON_TEST_POSTGRES_URL`),
+//! all set by `scripts/test.sh`. Backend-only
 //! behaviour (the keep-alive, a frozen member, shutdown) is tested in
 //! `coordinator::etcd` and `coordinator::zookeeper`.
 
 mod etcd;
 mod fixtures;
+mod postgres;
 mod scenarios;
 mod zookeeper;
 
@@ -119,4 +121,8 @@ coordinator_suite!(etcd_suite, crate::coordinator::etcd::EtcdCluster::start);
 coordinator_suite!(
     zookeeper_suite,
     crate::coordinator::zookeeper::ZooKeeperCluster::start
+);
+coordinator_suite!(
+    postgres_suite,
+    crate::coordinator::postgres::PostgresCluster::start
 );

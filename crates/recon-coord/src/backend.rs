@@ -45,6 +45,33 @@ impl std::fmt::Display for Key {
     }
 }
 
+/// An id as one key segment of a path-like key syntax (etcd's,
+/// PostgreSQL's): `%` → `%25`, `/` → `%2F`.
+pub fn escape_segment(id: &str) -> String {
+    id.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The id of an escaped segment; `None` if it is not one [`escape_segment`] makes.
+pub fn unescape_segment(segment: &str) -> Option<String> {
+    let mut id = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(position) = rest.find('%') {
+        id.push_str(&rest[..position]);
+        let escaped = rest.get(position..position + 3)?;
+        match escaped {
+            "%25" => id.push('%'),
+            "%2F" => id.push('/'),
+            _ => return None,
+        }
+        rest = &rest[position + 3..];
+    }
+    if rest.contains('/') {
+        return None;
+    }
+    id.push_str(rest);
+    Some(id)
+}
+
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -86,6 +113,10 @@ pub enum Condition {
     Present(Key),
     /// The key exists and was last written at this version.
     Version(Key, u64),
+    /// The key exists and holds exactly these bytes.
+    Value(Key, Vec<u8>),
+    /// The key exists and is bound to this member's current session.
+    OwnSession(Key),
 }
 
 /// One write of a transaction.

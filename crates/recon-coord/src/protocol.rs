@@ -134,27 +134,31 @@ impl<B: Backend> Protocol<B> {
         }
     }
 
-    /// The assignment of `unit` if it names this member: its version.
-    async fn assigned_to_me(&self, run_id: &str, unit: &str) -> Result<Option<u64>, PortError> {
-        let key = Keys::entry(run_id, Collection::Assign, unit);
-        let Some(entry) = self.backend.get(&key).await? else {
-            return Ok(None);
-        };
-        let assignee: MemberId = entry.decode(&key)?;
-        Ok((assignee == self.backend.member_id()).then_some(entry.version))
+    /// The condition "`unit` is assigned to this member".
+    fn assigned_to_me(&self, run_id: &str, unit: &str) -> Result<Condition, PortError> {
+        Ok(Condition::Value(
+            Keys::entry(run_id, Collection::Assign, unit),
+            encode(&self.backend.member_id())?,
+        ))
     }
 
-    /// This session's claim of `unit`: its version.
-    async fn own_claim(&self, run_id: &str, unit: &str) -> Result<Option<u64>, PortError> {
+    async fn still_assigned(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
+        let assignee: Option<MemberId> = self
+            .read(&Keys::entry(run_id, Collection::Assign, unit))
+            .await?;
+        Ok(assignee.as_deref() == Some(self.backend.member_id()))
+    }
+
+    /// Whether this session holds the claim of `unit`. A claim of the same
+    /// member id's previous session is not ours: that process may still be
+    /// working the unit.
+    async fn own_claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
         let key = Keys::entry(run_id, Collection::Claims, unit);
         let Some(entry) = self.backend.get(&key).await? else {
-            return Ok(None);
+            return Ok(false);
         };
         let holder: MemberId = entry.decode(&key)?;
-        // A claim of the same member id's previous session is not ours:
-        // that process may still be working the unit.
-        let ours = holder == self.backend.member_id() && entry.own_session;
-        Ok(ours.then_some(entry.version))
+        Ok(holder == self.backend.member_id() && entry.own_session)
     }
 
     async fn run_ended(&self, run_id: &str) -> Result<bool, PortError> {
@@ -369,15 +373,9 @@ impl<B: Backend> Coordinator for Protocol<B> {
     #[instrument(name = "coord.claim", skip_all, fields(member = %self.backend.member_id(), run = %run_id, unit = %unit))]
     async fn claim(&self, run_id: &str, unit: &str) -> Result<bool, PortError> {
         self.alive()?;
-        let Some(assigned) = self.assigned_to_me(run_id, unit).await? else {
-            return Ok(false);
-        };
         let key = Keys::entry(run_id, Collection::Claims, unit);
         let txn = Txn::new(Guard::Session)
-            .when(Condition::Version(
-                Keys::entry(run_id, Collection::Assign, unit),
-                assigned,
-            ))
+            .when(self.assigned_to_me(run_id, unit)?)
             .when(Condition::Absent(key.clone()))
             .then(Write::Put {
                 key,
@@ -388,8 +386,7 @@ impl<B: Backend> Coordinator for Protocol<B> {
             return Ok(true);
         }
         // Already held by this session: still ours while assigned to us.
-        Ok(self.own_claim(run_id, unit).await?.is_some()
-            && self.assigned_to_me(run_id, unit).await?.is_some())
+        Ok(self.own_claim(run_id, unit).await? && self.still_assigned(run_id, unit).await?)
     }
 
     async fn claims(&self, run_id: &str) -> Result<BTreeMap<UnitId, MemberId>, PortError> {
@@ -413,21 +410,14 @@ impl<B: Backend> Coordinator for Protocol<B> {
             )
         };
         self.alive()?;
-        let (Some(assigned), Some(claimed)) = (
-            self.assigned_to_me(run_id, unit).await?,
-            self.own_claim(run_id, unit).await?,
-        ) else {
-            return Err(refused());
-        };
+        let claim = Keys::entry(run_id, Collection::Claims, unit);
         let txn = Txn::new(Guard::Session)
-            .when(Condition::Version(
-                Keys::entry(run_id, Collection::Assign, unit),
-                assigned,
+            .when(self.assigned_to_me(run_id, unit)?)
+            .when(Condition::Value(
+                claim.clone(),
+                encode(&self.backend.member_id())?,
             ))
-            .when(Condition::Version(
-                Keys::entry(run_id, Collection::Claims, unit),
-                claimed,
-            ))
+            .when(Condition::OwnSession(claim))
             .then(Write::put(
                 Keys::entry(run_id, Collection::Done, unit),
                 encode(record)?,

@@ -47,6 +47,12 @@ impl EtcdBackend {
                 CompareOp::Equal,
                 i64::try_from(*version).unwrap_or(i64::MAX),
             ),
+            Condition::Value(key, value) => {
+                Compare::value(self.keys().path(key), CompareOp::Equal, value.clone())
+            }
+            Condition::OwnSession(key) => {
+                Compare::lease(self.keys().path(key), CompareOp::Equal, self.lease_id())
+            }
         }
     }
 

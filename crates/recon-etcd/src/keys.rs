@@ -3,7 +3,9 @@
 //! key segments: `%` and `/` are escaped so that an id can never reach into
 //! another key's namespace.
 
-use recon_coord::backend::Key;
+pub(crate) use recon_coord::backend::{
+    Key, escape_segment as escape, unescape_segment as unescape,
+};
 use recon_coord::protocol::Keys as ProtocolKeys;
 
 /// Builds every key of one service's coordination state.
@@ -60,32 +62,6 @@ impl Keys {
     pub(crate) fn children_prefix(&self, key: &Key) -> String {
         format!("{}/", self.path(key))
     }
-}
-
-/// An id as one key segment: `%` → `%25`, `/` → `%2F`.
-pub(crate) fn escape(id: &str) -> String {
-    id.replace('%', "%25").replace('/', "%2F")
-}
-
-/// The id of an escaped segment; `None` if it is not one [`escape`] makes.
-pub(crate) fn unescape(segment: &str) -> Option<String> {
-    let mut id = String::with_capacity(segment.len());
-    let mut rest = segment;
-    while let Some(position) = rest.find('%') {
-        id.push_str(&rest[..position]);
-        let escaped = rest.get(position..position + 3)?;
-        match escaped {
-            "%25" => id.push('%'),
-            "%2F" => id.push('/'),
-            _ => return None,
-        }
-        rest = &rest[position + 3..];
-    }
-    if rest.contains('/') {
-        return None;
-    }
-    id.push_str(rest);
-    Some(id)
 }
 
 #[cfg(test)]
