@@ -20,6 +20,16 @@ pub enum Error {
     /// The database did not answer in time.
     #[error("PostgreSQL coordinator: {0} timed out")]
     Timeout(&'static str),
+    /// The member could not register.
+    #[error("PostgreSQL coordinator: register the member")]
+    Register(#[source] PortError),
+}
+
+impl Error {
+    /// Whether retrying with the same settings cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Invalid(_))
+    }
 }
 
 /// The result of connecting.

@@ -36,10 +36,10 @@
 mod backend;
 mod election;
 mod error;
-mod schema;
+pub mod schema;
 mod session;
 
 pub use error::{Error, Result};
 pub use session::{
-    PostgresBackend, PostgresCoordinator, PostgresSettings, connect, connect_tracked,
+    PostgresBackend, PostgresCoordinator, PostgresSettings, connect, connect_tool, connect_tracked,
 };

@@ -105,8 +105,10 @@ BEGIN
 END
 $$";
 
-/// Creates what is missing.
-pub(crate) async fn ensure(db: &DatabaseConnection) -> Result<()> {
+/// Creates the coordinator's tables and function where missing (every
+/// member does on connect; an operator may run it ahead with a role
+/// allowed to create them).
+pub async fn ensure(db: &DatabaseConnection) -> Result<()> {
     let database = |operation| move |source| Error::Database { operation, source };
     let txn = db.begin().await.map_err(database("begin schema"))?;
     txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))

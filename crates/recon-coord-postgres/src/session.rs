@@ -87,9 +87,23 @@ pub async fn connect_tracked(
     let coordinator = Protocol::new(backend);
     if let Err(error) = coordinator.join(&info).await {
         coordinator.backend().shared.session.cancel();
-        return Err(Error::Invalid(format!("register the member: {error}")));
+        return Err(Error::Register(error));
     }
     Ok(coordinator)
+}
+
+/// A session for a tool that is not a member (`recon reconcile
+/// --cluster`, `recon abort`): the protocol without registering, for
+/// [`recon_coord::remote`]. End it with `shutdown`, then wait for `tasks`
+/// to delete its session row.
+pub async fn connect_tool(
+    settings: PostgresSettings,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<PostgresCoordinator> {
+    Ok(Protocol::new(
+        PostgresBackend::connect(settings, shutdown, tasks).await?,
+    ))
 }
 
 /// One member's session on the service's coordination state in

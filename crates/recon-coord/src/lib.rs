@@ -14,6 +14,7 @@
 pub mod backend;
 mod port;
 pub mod protocol;
+pub mod remote;
 mod stored_plan;
 mod types;
 

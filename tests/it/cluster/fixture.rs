@@ -53,12 +53,22 @@ pub struct Settings {
     pub schedule: Option<String>,
     /// `--watch-generation` of the replicas.
     pub watch_generation: Option<String>,
-    /// The replicas coordinate through ZooKeeper (the shared test server,
-    /// `RECON_TEST_ZOOKEEPER`) instead of etcd.
-    pub zookeeper: bool,
+    /// What the replicas coordinate through.
+    pub coordinator: CoordinatorKind,
     /// The declared schema of the monolith and the replicas (a file under
     /// `proto/schemas/`); `None`: the default schema.
     pub schema_file: Option<&'static str>,
+}
+
+/// The coordinator of a test cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorKind {
+    /// The test etcd (`RECON_TEST_ETCD_ENDPOINTS`).
+    Etcd,
+    /// The shared test ZooKeeper (`RECON_TEST_ZOOKEEPER`).
+    ZooKeeper,
+    /// The replica database itself (`--postgres-coordinator`).
+    Postgres,
 }
 
 /// The credentials of a cluster started with [`Settings::secrets`].
@@ -84,7 +94,7 @@ impl Settings {
             secrets: None,
             schedule: None,
             watch_generation: None,
-            zookeeper: false,
+            coordinator: CoordinatorKind::Etcd,
             schema_file: None,
         }
     }
@@ -109,7 +119,14 @@ impl Settings {
 
     /// These settings with the replicas on ZooKeeper.
     pub fn on_zookeeper(mut self) -> Self {
-        self.zookeeper = true;
+        self.coordinator = CoordinatorKind::ZooKeeper;
+        self
+    }
+
+    /// These settings with the replicas coordinating through their own
+    /// PostgreSQL database.
+    pub fn on_postgres(mut self) -> Self {
+        self.coordinator = CoordinatorKind::Postgres;
         self
     }
 }
@@ -207,27 +224,35 @@ impl Cluster {
         wait_for_port(monolith_port, Duration::from_secs(30)).await?;
         let service = format!("cluster-{}", uuid::Uuid::new_v4().simple());
         let prefix = format!("/recon/{service}");
-        let (history, etcd_proxy, coordination) = if settings.zookeeper {
-            let servers = recon_tests::zookeeper::shared_server()?;
-            let history = History::start_zookeeper(&servers, &prefix).await?;
-            (history, None, ["--zookeeper".to_owned(), servers])
-        } else {
-            let endpoints = etcd_endpoints()?;
-            let history = History::start(&endpoints, &prefix).await?;
-            let etcd_proxy = if settings.etcd_proxy {
-                Some(FreezableProxy::start(first_address(&endpoints)?).await?)
-            } else {
-                None
-            };
-            let endpoints = match &etcd_proxy {
-                Some(proxy) => proxy.url.clone(),
-                None => endpoints.join(","),
-            };
-            (
-                history,
-                etcd_proxy,
-                ["--etcd-endpoints".to_owned(), endpoints],
-            )
+        let (history, etcd_proxy, coordination) = match settings.coordinator {
+            CoordinatorKind::ZooKeeper => {
+                let servers = recon_tests::zookeeper::shared_server()?;
+                let history = History::start_zookeeper(&servers, &prefix).await?;
+                (history, None, ["--zookeeper".to_owned(), servers])
+            }
+            CoordinatorKind::Postgres => {
+                let history = History::start_postgres(&replica_db.url, &prefix).await?;
+                let url = replica_db.url.clone();
+                (history, None, ["--postgres-coordinator".to_owned(), url])
+            }
+            CoordinatorKind::Etcd => {
+                let endpoints = etcd_endpoints()?;
+                let history = History::start(&endpoints, &prefix).await?;
+                let etcd_proxy = if settings.etcd_proxy {
+                    Some(FreezableProxy::start(first_address(&endpoints)?).await?)
+                } else {
+                    None
+                };
+                let endpoints = match &etcd_proxy {
+                    Some(proxy) => proxy.url.clone(),
+                    None => endpoints.join(","),
+                };
+                (
+                    history,
+                    etcd_proxy,
+                    ["--etcd-endpoints".to_owned(), endpoints],
+                )
+            }
         };
         let mut admin = Admin::new()?;
         admin.token = settings
@@ -425,15 +450,16 @@ impl Cluster {
 
     /// The coordinator the replicas use, for messages.
     pub fn coordinator_name(&self) -> &'static str {
-        if self.settings.zookeeper {
-            "ZooKeeper"
-        } else {
-            "etcd"
+        match self.settings.coordinator {
+            CoordinatorKind::Etcd => "etcd",
+            CoordinatorKind::ZooKeeper => "ZooKeeper",
+            CoordinatorKind::Postgres => "PostgreSQL",
         }
     }
 
     /// The options naming the coordinator the replicas use:
-    /// `--etcd-endpoints <endpoints>` or `--zookeeper <servers>`.
+    /// `--etcd-endpoints <endpoints>`, `--zookeeper <servers>` or
+    /// `--postgres-coordinator <url>`.
     pub fn coordination_args(&self) -> [&str; 2] {
         [&self.coordination[0], &self.coordination[1]]
     }

@@ -10,7 +10,10 @@
 //! persistent recursive watch delivers each change's path and zxid, and the
 //! recorder reads the node's value right away: two writes in quick
 //! succession may both be seen with the later value (never out of order).
-//! Keys are the same on both: the path below `<prefix>/`.
+//! On PostgreSQL a trigger of the test's own (not recon's) copies every
+//! change of the coordinator's rows into a log table that the recorder
+//! polls, values included. Keys are the same everywhere: the path below
+//! `<prefix>/`.
 //!
 //! Values are decoded as they arrive, by key (`run/current`, a run's plan,
 //! plan pages, assignments, claims, done-records, barrier; see the layout
@@ -22,6 +25,9 @@
 use anyhow::{Context, bail, ensure};
 use etcd_client::{Client, EventType, WatchOptions};
 use recon_engine::cluster::{Barrier, DoneRecord, Plan, PlanHeader, RunState, UnitPlan};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -143,7 +149,36 @@ impl Recorded {
 enum Writer {
     Etcd(Box<Client>),
     ZooKeeper(zk::Client),
+    Postgres(DatabaseConnection),
 }
+
+/// The test's log of the PostgreSQL coordinator's rows, and the trigger
+/// that fills it (created once per database, under an advisory lock).
+const POSTGRES_LOG: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS recon_test_coord_log (
+        seq bigserial PRIMARY KEY, prefix text NOT NULL, key text NOT NULL,
+        value bytea, version bigint, deleted boolean NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS recon_test_coord_log_prefix
+        ON recon_test_coord_log (prefix, seq)",
+    "CREATE OR REPLACE FUNCTION recon_test_coord_log_change() RETURNS trigger
+     LANGUAGE plpgsql AS $$
+     BEGIN
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO recon_test_coord_log (prefix, key, value, version, deleted)
+            VALUES (OLD.prefix, OLD.key, NULL, OLD.version, true);
+            RETURN OLD;
+        END IF;
+        INSERT INTO recon_test_coord_log (prefix, key, value, version, deleted)
+        VALUES (NEW.prefix, NEW.key, NEW.value, NEW.version, false);
+        RETURN NEW;
+     END $$",
+    "CREATE OR REPLACE TRIGGER recon_test_coord_log
+        AFTER INSERT OR UPDATE OR DELETE ON recon_coord_entries
+        FOR EACH ROW EXECUTE FUNCTION recon_test_coord_log_change()",
+];
+
+/// How often the PostgreSQL recorder polls its log.
+const POSTGRES_POLL: Duration = Duration::from_millis(50);
 
 /// The recorder; stops watching when dropped.
 pub struct History {
@@ -259,6 +294,70 @@ impl History {
         })
     }
 
+    /// Starts recording the PostgreSQL coordinator's rows of `prefix` in
+    /// the database at `url` (before anything is written there).
+    pub async fn start_postgres(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let db = Database::connect(url)
+            .await
+            .context("connect to the coordinator's database")?;
+        recon_coord_postgres::schema::ensure(&db).await?;
+        let txn = db.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7265636)")
+            .await?;
+        for statement in POSTGRES_LOG {
+            txn.execute_unprepared(statement)
+                .await
+                .context("create the test's coordinator log")?;
+        }
+        txn.commit().await?;
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let (count, seen) = watch::channel(0usize);
+        let recording = recorded.clone();
+        let reader = db.clone();
+        let log_prefix = prefix.to_owned();
+        let task = tokio::spawn(async move {
+            let mut last: i64 = 0;
+            loop {
+                tokio::time::sleep(POSTGRES_POLL).await;
+                let read = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT seq, key, value, version, deleted FROM recon_test_coord_log
+                     WHERE prefix = $1 AND seq > $2 ORDER BY seq",
+                    [log_prefix.clone().into(), last.into()],
+                );
+                let Ok(rows) = reader.query_all_raw(read).await else {
+                    continue;
+                };
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut all = lock(&recording);
+                for row in rows {
+                    let (Ok(seq), Ok(key), Ok(value), Ok(version), Ok(deleted)) = (
+                        row.try_get_by_index::<i64>(0),
+                        row.try_get_by_index::<String>(1),
+                        row.try_get_by_index::<Option<Vec<u8>>>(2),
+                        row.try_get_by_index::<i64>(3),
+                        row.try_get_by_index::<bool>(4),
+                    ) else {
+                        all.undecodable.push("an unreadable log row".to_owned());
+                        continue;
+                    };
+                    last = seq;
+                    all.push(key, version, value.unwrap_or_default(), deleted);
+                }
+                count.send_replace(all.changes.len() + all.undecodable.len());
+            }
+        });
+        Ok(Self {
+            recorded,
+            seen,
+            writer: Writer::Postgres(db),
+            prefix: prefix.to_owned(),
+            task,
+        })
+    }
+
     /// A copy of everything seen so far; fails if a value did not decode.
     pub fn changes(&self) -> anyhow::Result<Vec<Change>> {
         let recorded = lock(&self.recorded);
@@ -295,6 +394,27 @@ impl History {
                     Err(error) => return Err(error).context("set the sync marker"),
                 };
                 stat.mzxid
+            }
+            Writer::Postgres(db) => {
+                let put = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "INSERT INTO recon_coord_entries (prefix, key, value, version, created)
+                     SELECT $1, 'test-sync', $2, v, v
+                     FROM (SELECT nextval('recon_coord_revision') AS v) revision
+                     ON CONFLICT (prefix, key) DO UPDATE
+                        SET value = EXCLUDED.value, version = EXCLUDED.version
+                     RETURNING version",
+                    [
+                        self.prefix.clone().into(),
+                        marker.as_bytes().to_vec().into(),
+                    ],
+                );
+                let row = db
+                    .query_one_raw(put)
+                    .await
+                    .context("put the sync marker")?
+                    .context("the sync marker's version")?;
+                row.try_get_by_index::<i64>(0)?
             }
         };
         self.wait_for("the sync marker", Duration::from_secs(10), |changes| {

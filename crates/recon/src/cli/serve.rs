@@ -28,8 +28,8 @@ pub struct AbortArgs {
     pub reason: String,
 }
 
-/// Where a cluster's coordination state is: etcd or ZooKeeper, and the
-/// service's prefix in it.
+/// Where a cluster's coordination state is: etcd, ZooKeeper or
+/// PostgreSQL, and the service's prefix in it.
 #[derive(Debug, Clone, Args)]
 pub struct CoordinationArgs {
     /// etcd endpoints (comma-separated).
@@ -41,6 +41,14 @@ pub struct CoordinationArgs {
     /// ZooKeeper servers (`host:port,host:port`), instead of etcd.
     #[arg(long, env = "RECON_ZOOKEEPER", conflicts_with = "etcd_endpoints")]
     pub zookeeper: Option<String>,
+    /// A PostgreSQL database (`postgres://…`, typically the replica's own)
+    /// that coordinates the replicas, instead of etcd or ZooKeeper.
+    #[arg(
+        long,
+        env = "RECON_POSTGRES_COORDINATOR",
+        conflicts_with_all = ["etcd_endpoints", "zookeeper"]
+    )]
+    pub postgres_coordinator: Option<String>,
     /// Service name: its prefix (etcd key prefix, ZooKeeper node) is
     /// `/recon/<service>`.
     #[arg(long, env = "RECON_SERVICE", default_value = "replica")]
@@ -48,9 +56,12 @@ pub struct CoordinationArgs {
 }
 
 impl CoordinationArgs {
-    /// Whether a coordinator is configured (etcd or ZooKeeper).
+    /// Whether a coordinator is configured (etcd, ZooKeeper or
+    /// PostgreSQL).
     pub fn is_set(&self) -> bool {
-        !self.etcd_endpoints.is_empty() || self.zookeeper.is_some()
+        !self.etcd_endpoints.is_empty()
+            || self.zookeeper.is_some()
+            || self.postgres_coordinator.is_some()
     }
 
     /// The service's prefix in the coordinator.

@@ -1,11 +1,12 @@
 //! Wiring of cluster reconciliation for `recon serve` and `recon demo`: the
-//! coordinator (etcd or ZooKeeper, or the in-process one for a single
-//! instance) and the
+//! coordinator (etcd, ZooKeeper or PostgreSQL, or the in-process one for a
+//! single instance) and the
 //! member that takes part in runs (reconciling, or pause-only without a
 //! source).
 
 use crate::cli::ClusterArgs;
 use anyhow::Context;
+use recon_coord_postgres::PostgresSettings;
 use recon_core::ports::ConsumerGate;
 use recon_engine::cluster::{
     ClusterMember, ClusterSettings, Coordinator, InProcessHub, MemberCounters, MemberInfo,
@@ -39,8 +40,8 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// The coordinator: etcd or ZooKeeper when configured (their background
-/// tasks on `tasks`), else a single in-process member.
+/// The coordinator: etcd, ZooKeeper or PostgreSQL when configured (their
+/// background tasks on `tasks`), else a single in-process member.
 pub async fn coordinator(
     args: &ClusterArgs,
     member: &str,
@@ -59,6 +60,15 @@ pub async fn coordinator(
         joined_unix_ms: now_unix_ms(),
         role: role(args),
     };
+    if let Some(url) = &coordination.postgres_coordinator {
+        let mut settings = PostgresSettings::new(url.clone(), coordination.prefix(), info);
+        settings.session_ttl = Duration::from_secs(args.lease_ttl_secs);
+        let coordinator =
+            recon_coord_postgres::connect_tracked(settings, shutdown.clone(), tasks.clone())
+                .await
+                .context("join the cluster through PostgreSQL")?;
+        return Ok(Arc::new(coordinator));
+    }
     if let Some(servers) = &coordination.zookeeper {
         let mut settings = ZooKeeperSettings::new(servers.clone(), coordination.prefix(), info);
         settings.session_timeout = Duration::from_secs(args.lease_ttl_secs);

@@ -109,6 +109,9 @@ pub async fn connect_once(
                     || cause
                         .downcast_ref::<recon_zookeeper::Error>()
                         .is_some_and(recon_zookeeper::Error::is_permanent)
+                    || cause
+                        .downcast_ref::<recon_coord_postgres::Error>()
+                        .is_some_and(recon_coord_postgres::Error::is_permanent)
             });
             if permanent {
                 return Err(error);
