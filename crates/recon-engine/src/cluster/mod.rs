@@ -5,6 +5,7 @@
 mod backoff;
 mod in_process;
 mod leader;
+pub mod machine;
 mod member;
 mod membership;
 mod pause;

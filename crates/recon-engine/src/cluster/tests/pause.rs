@@ -192,7 +192,7 @@ async fn a_run_left_without_a_leader_is_ended_by_a_pause_only_member() {
         .await
         .expect("campaign");
     let max_pause = Duration::from_secs(60);
-    let old = super::recon_coord::now_unix_ms() - (max_pause + ORPHAN_GRACE).as_millis() as u64 - 1;
+    let old = recon_coord::now_unix_ms() - (max_pause + ORPHAN_GRACE).as_millis() as u64 - 1;
     let run = RunState {
         run_id: "r-orphan".into(),
         request: request(),
