@@ -3,6 +3,7 @@
 //! acknowledgements, units handed to followers, a completion barrier.
 
 mod backoff;
+mod driver;
 mod in_process;
 mod leader;
 pub mod machine;
