@@ -12,6 +12,7 @@
 //!   primitives and nothing else.
 
 pub mod backend;
+pub mod memory;
 mod port;
 pub mod protocol;
 pub mod remote;
