@@ -136,6 +136,8 @@ impl PostgresBackend {
                     "session_bound": session_bound,
                 }),
                 Write::Delete(key) => json!({"kind": "delete", "key": path(&key)}),
+                // The key itself never holds a value in the protocol's
+                // layout: only what is under it is deleted.
                 Write::DeleteTree(key) => {
                     let (start, end) = children_range(&key);
                     json!({"kind": "delete_tree", "start": start, "end": end})

@@ -134,7 +134,7 @@ pub enum Write {
     },
     /// Deletes the key if it exists.
     Delete(Key),
-    /// Deletes every key under this one (not the key itself). A backend
+    /// Deletes this key and every key under it. A backend
     /// that cannot do it in one transaction (ZooKeeper's request size)
     /// may do it in several once the guard and conditions held; the
     /// protocol only uses it for keys nobody writes any more.

@@ -119,9 +119,8 @@ impl HubState {
             }
             Write::DeleteTree(key) => {
                 let prefix = key.segments();
-                self.entries.retain(|segments, _| {
-                    !(segments.len() > prefix.len() && segments.starts_with(prefix))
-                });
+                self.entries
+                    .retain(|segments, _| !segments.starts_with(prefix));
             }
         }
     }

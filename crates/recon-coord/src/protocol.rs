@@ -478,6 +478,10 @@ impl<B: Backend> Coordinator for Protocol<B> {
     }
 
     async fn request_abort(&self, run_id: &str, abort: &AbortRequest) -> Result<(), PortError> {
+        // An abort of an ended run would outlive its purge.
+        if self.run_ended(run_id).await? {
+            return Ok(());
+        }
         let put = Write::put(Keys::abort(run_id), encode(abort)?);
         self.commit_or_stale("request abort", Txn::new(Guard::Session).then(put), None)
             .await

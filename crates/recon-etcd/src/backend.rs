@@ -67,6 +67,8 @@ impl EtcdBackend {
                 TxnOp::put(self.keys().path(&key), value, lease)
             }
             Write::Delete(key) => TxnOp::delete(self.keys().path(&key), None),
+            // The key itself never holds a value in the protocol's layout:
+            // only what is under it is deleted.
             Write::DeleteTree(key) => TxnOp::delete(
                 self.keys().children_prefix(&key),
                 Some(DeleteOptions::new().with_prefix()),

@@ -18,12 +18,12 @@
 //! (resigned, session closed or expired, deleted by an operator).
 
 use crate::error::{permanent, session_lost};
-use crate::member::{Lead, Shared, ZooKeeperCoordinator};
+use crate::member::{Lead, Shared, ZooKeeperBackend};
 use crate::nodes::{candidate_name_prefix, election_order};
 use crate::session::Session;
-use crate::zk::{Op, Transacted, decode, encode};
+use crate::zk::{Op, Transacted};
+use recon_coord::{Leadership, MemberId};
 use recon_core::ports::{FailureKind, PortError};
-use recon_engine::cluster::{Barrier, Leadership, MemberId, RunState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,8 +48,8 @@ enum Standing {
     Gone,
 }
 
-impl ZooKeeperCoordinator {
-    /// Waits until this member leads (see [`Coordinator::campaign`](recon_engine::cluster::Coordinator::campaign)).
+impl ZooKeeperBackend {
+    /// Waits until this member leads (see [`Coordinator::campaign`](recon_coord::Coordinator::campaign)).
     #[instrument(name = "coord.campaign", skip_all, fields(member = %self.member()))]
     pub(crate) async fn campaign_until_leading(
         &self,
@@ -249,10 +249,9 @@ impl ZooKeeperCoordinator {
         }
     }
 
-    /// Deletes this member's candidate node after a cancelled campaign, in
-    /// case it became first just before the cancellation arrived.
-    /// Ends a run no leader will end (see
-    /// [`Coordinator::end_orphaned_run`](recon_engine::cluster::Coordinator::end_orphaned_run)).
+    /// Runs `ops` only while no member campaigns for leadership (the
+    /// port's `Guard::NoCandidate`, to end an orphaned run); `None` if one
+    /// does. The multi's first operation is the standing check.
     ///
     /// A multi cannot check that a node has no children, so this member
     /// stands as a candidate for the moment of the write: with no other
@@ -260,57 +259,38 @@ impl ZooKeeperCoordinator {
     /// write is guarded like a leader's (a check of its own node). A
     /// candidate that comes later queues behind it and, once the node is
     /// withdrawn, leads and finds no run to adopt.
-    #[instrument(name = "coord.end_orphaned_run", skip_all, fields(run = %barrier.run_id))]
-    pub(crate) async fn end_orphaned_run_standing(
+    #[instrument(name = "coord.transact_standing", skip_all, fields(operation = %operation))]
+    pub(crate) async fn transact_standing(
         &self,
-        barrier: &Barrier,
-    ) -> Result<bool, PortError> {
+        operation: &'static str,
+        ops: Vec<Op>,
+    ) -> Result<Option<Transacted>, PortError> {
         let election = self.nodes().election();
         if !election_order(&self.session().children(&election).await?).is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let _standing = self.stand();
         let own = self.own_candidate().await?;
-        let ended = self.end_orphaned_run_as(&own, barrier).await;
+        let transacted = self.transact_as(&own, operation, ops).await;
         self.withdraw(&own).await;
-        ended
+        transacted
     }
 
-    async fn end_orphaned_run_as(&self, own: &str, barrier: &Barrier) -> Result<bool, PortError> {
+    async fn transact_as(
+        &self,
+        own: &str,
+        operation: &'static str,
+        ops: Vec<Op>,
+    ) -> Result<Option<Transacted>, PortError> {
         let Standing::Leads(_) = self.standing(own).await? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let current_path = self.nodes().current_run();
-        let Some((data, stat)) = self.session().get(&current_path).await? else {
-            return Ok(false);
-        };
-        let run: RunState = decode(&current_path, &data)?;
-        if run.run_id != barrier.run_id {
-            return Ok(false);
-        }
-        let value = encode(barrier)?;
-        let ops = vec![
-            Op::Check {
-                path: own.to_owned(),
-                version: 0,
-            },
-            Op::Delete {
-                path: current_path,
-                version: stat.version,
-            },
-            Op::Put {
-                path: self.nodes().barrier(&barrier.run_id),
-                data: value.clone(),
-            },
-            Op::Put {
-                path: self.nodes().history_entry(&barrier.run_id),
-                data: value,
-            },
-        ];
-        match self.session().transact("end orphaned run", ops).await? {
-            Transacted::Done => Ok(true),
-            Transacted::Failed { .. } => Ok(false),
-        }
+        let mut guarded = vec![Op::Check {
+            path: own.to_owned(),
+            version: 0,
+        }];
+        guarded.extend(ops);
+        self.session().transact(operation, guarded).await.map(Some)
     }
 
     /// Deletes the candidate node `own`, retrying until ZooKeeper answers

@@ -103,7 +103,7 @@ pub(crate) fn permanent(message: impl Into<String>) -> PortError {
 }
 
 /// The refusals every backend answers alike.
-pub(crate) use recon_engine::cluster::{session_lost, stale_epoch};
+pub(crate) use recon_coord::{session_lost, stale_epoch};
 
 /// Runs one request of `connect` or a non-member under `deadline`.
 pub(crate) async fn within<T>(

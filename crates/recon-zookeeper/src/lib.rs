@@ -1,5 +1,5 @@
-//! ZooKeeper adapter of recon: [`ZooKeeperCoordinator`] implements the
-//! cluster [`Coordinator`](recon_engine::cluster::Coordinator) port on
+//! ZooKeeper adapter of recon: [`ZooKeeperBackend`] implements the
+//! cluster [`Coordinator`](recon_coord::Coordinator) port on
 //! ZooKeeper (DESIGN §2 and §4), with the same semantics as the etcd and
 //! in-process coordinators; one conformance suite runs against all three.
 //!
@@ -17,21 +17,21 @@
 //!
 //! | node | value | kind | written by |
 //! |------|-------|------|------------|
-//! | `<prefix>/members/<member>` | [`MemberInfo`](recon_engine::cluster::MemberInfo) | ephemeral (the member's session) | the member, on [`connect`](ZooKeeperCoordinator::connect) |
+//! | `<prefix>/members/<member>` | [`MemberInfo`](recon_coord::MemberInfo) | ephemeral (the member's session) | the member, on [`connect`](ZooKeeperBackend::connect) |
 //! | `<prefix>/election/<session hex>-<sequence>` | the member id, raw UTF-8 | ephemeral sequential | `campaign`; the lowest sequence leads; its creation zxid is the **epoch**; deleted by `resign` |
 //! | `<prefix>/incarnation` | an epoch the store handed out (JSON number) | persistent | the first leader of this ensemble (`init_incarnation`: create if absent) |
-//! | `<prefix>/request` | [`RunRequest`](recon_engine::cluster::RunRequest) | persistent | anyone (`request_run`: merged into the pending one, versioned set or create); deleted by `put_run` of a run started from it |
-//! | `<prefix>/run/current` | [`RunState`](recon_engine::cluster::RunState) | persistent | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
-//! | `<prefix>/runs/<run>/plan` | the [`Plan`](recon_engine::cluster::Plan) without its units, and its number of pages | persistent | the leader, guarded (`put_plan`), after every page |
+//! | `<prefix>/request` | [`RunRequest`](recon_coord::RunRequest) | persistent | anyone (`request_run`: merged into the pending one, versioned set or create); deleted by `put_run` of a run started from it |
+//! | `<prefix>/run/current` | [`RunState`](recon_coord::RunState) | persistent | the leader, guarded (`put_run`); deleted by `put_barrier` of the same run |
+//! | `<prefix>/runs/<run>/plan` | the [`Plan`](recon_coord::Plan) without its units, and its number of pages | persistent | the leader, guarded (`put_plan`), after every page |
 //! | `<prefix>/runs/<run>/plan-pages/<index>` | a JSON array of the plan's units (at most 256 KiB) | persistent | the leader, guarded (`put_plan`), one transaction per page |
 //! | `<prefix>/runs/<run>/acks/<member>` | the member id (JSON string) | ephemeral (the member's session) | the member (`ack_pause`) |
 //! | `<prefix>/runs/<run>/assign/<unit>` | the assignee's id (JSON string) | persistent | the leader, guarded (`assign`) |
 //! | `<prefix>/runs/<run>/claims/<unit>` | the claimant's id (JSON string) | ephemeral (the claimant's session) | the claimant (`claim`: create, with a check of the assignment's version) |
-//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_engine::cluster::DoneRecord) | persistent (outlives the member) | the member that did the unit (`put_done`: with checks of the assignment's and its own claim's versions) |
-//! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_engine::cluster::AbortRequest) | persistent | anyone (`request_abort`); the leader then writes an aborted barrier |
-//! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_engine::cluster::Barrier) | persistent | the leader, guarded (`put_barrier`) |
+//! | `<prefix>/runs/<run>/done/<unit>` | [`DoneRecord`](recon_coord::DoneRecord) | persistent (outlives the member) | the member that did the unit (`put_done`: with checks of the assignment's and its own claim's versions) |
+//! | `<prefix>/runs/<run>/abort` | [`AbortRequest`](recon_coord::AbortRequest) | persistent | anyone (`request_abort`); the leader then writes an aborted barrier |
+//! | `<prefix>/runs/<run>/barrier` | [`Barrier`](recon_coord::Barrier) | persistent | the leader, guarded (`put_barrier`) |
 //! | `<prefix>/triggers/<name>` | a number: the last schedule slot fired, the last source generation seen | persistent | the leader, guarded compare-and-swap on the node's version (`advance_trigger`) |
-//! | `<prefix>/history/<run>` | the same [`Barrier`](recon_engine::cluster::Barrier), for `recent_barriers` | persistent | the leader, in the barrier's transaction |
+//! | `<prefix>/history/<run>` | the same [`Barrier`](recon_coord::Barrier), for `recent_barriers` | persistent | the leader, in the barrier's transaction |
 //!
 //! # Session, leadership, fencing
 //!
@@ -40,7 +40,7 @@
 //!   third of the timeout confirms it; when none succeeded two thirds of a
 //!   timeout after the last good one was sent, or the session expired or
 //!   was closed (by anyone), or a request is answered that way,
-//!   [`session_lost`](recon_engine::cluster::Coordinator::session_lost) is
+//!   [`session_lost`](recon_coord::Coordinator::session_lost) is
 //!   cancelled at once — before the server can expire the session and let
 //!   another member take over. Then the client is dropped, which closes the
 //!   session (ephemeral nodes vanish at once) or leaves it to expire. A
@@ -96,22 +96,18 @@
 //!   reconnecting would revive a member that was already told it lost its
 //!   session.
 
+mod backend;
 mod election;
 mod error;
-mod guard;
 mod member;
 mod nodes;
-mod plan;
-mod port;
-mod purge;
 mod request;
 mod session;
 mod settings;
-mod units;
 mod zk;
 
 pub use error::{Error, Result};
-pub use member::ZooKeeperCoordinator;
-pub use recon_engine::cluster::{Requested, RunProgress};
+pub use member::{ZooKeeperBackend, ZooKeeperCoordinator, connect, connect_tracked};
+pub use recon_coord::{Requested, RunProgress};
 pub use request::{request_abort, request_run, run_progress};
 pub use settings::ZooKeeperSettings;

@@ -1,4 +1,4 @@
-//! [`ZooKeeperCoordinator`]: connecting, the session, registration under
+//! [`ZooKeeperBackend`]: connecting, the session, registration under
 //! `members/`, and what every port method shares.
 
 use crate::error::{Error, Result, within};
@@ -6,8 +6,9 @@ use crate::nodes::{DIRECTORIES, Nodes};
 use crate::session::{KeepAlive, Session};
 use crate::settings::ZooKeeperSettings;
 use crate::zk::{encode, ephemeral, persistent};
+use recon_coord::MemberInfo;
+use recon_coord::protocol::Protocol;
 use recon_core::ports::PortError;
-use recon_engine::cluster::MemberInfo;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -17,22 +18,47 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument};
 use zookeeper_client as zk;
 
+/// The coordinator on ZooKeeper: the run protocol over [`ZooKeeperBackend`].
+pub type ZooKeeperCoordinator = Protocol<ZooKeeperBackend>;
+
+/// Connects a member (see [`ZooKeeperBackend::connect`]).
+pub async fn connect(
+    settings: ZooKeeperSettings,
+    shutdown: CancellationToken,
+) -> Result<ZooKeeperCoordinator> {
+    Ok(Protocol::new(
+        ZooKeeperBackend::connect(settings, shutdown).await?,
+    ))
+}
+
+/// Connects a member whose background tasks run on `tasks` (see
+/// [`ZooKeeperBackend::connect_tracked`]).
+pub async fn connect_tracked(
+    settings: ZooKeeperSettings,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<ZooKeeperCoordinator> {
+    Ok(Protocol::new(
+        ZooKeeperBackend::connect_tracked(settings, shutdown, tasks).await?,
+    ))
+}
+
 /// One member's handle on the service's coordination state in ZooKeeper.
 ///
 /// Cheap to clone. When the `shutdown` token given to
 /// [`connect`](Self::connect) is cancelled, or the last clone is dropped,
-/// the session ends: [`session_lost`](recon_engine::cluster::Coordinator::session_lost)
+/// the session ends: [`session_lost`](recon_coord::Coordinator::session_lost)
 /// is cancelled and the session closed, so the member's ephemeral nodes
 /// vanish at once. A lost session is final: connect again to rejoin.
 #[derive(Clone)]
-pub struct ZooKeeperCoordinator {
+pub struct ZooKeeperBackend {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for ZooKeeperCoordinator {
+impl std::fmt::Debug for ZooKeeperBackend {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("ZooKeeperCoordinator")
+            .debug_struct("ZooKeeperBackend")
             .field("member", &self.shared.info.id)
             .field("prefix", &self.shared.nodes.root())
             .field("session", &format_args!("{:#x}", self.shared.session.id))
@@ -66,7 +92,7 @@ pub(crate) struct Shared {
     _stop_on_drop: DropGuard,
 }
 
-impl ZooKeeperCoordinator {
+impl ZooKeeperBackend {
     /// Connects, opens this member's session, keeps it confirmed on a timer
     /// and registers the member as the ephemeral node
     /// `<prefix>/members/<id>`, creating the prefix's nodes if missing.
@@ -279,7 +305,7 @@ async fn create_own_ephemeral(
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sweeps stale candidate nodes of the member's session (see
-/// [`ZooKeeperCoordinator::sweep_stale_candidates`]) until the session ends
+/// [`ZooKeeperBackend::sweep_stale_candidates`]) until the session ends
 /// or the member is dropped.
 async fn sweep_until_session_ends(shared: Weak<Shared>) {
     loop {
@@ -287,7 +313,7 @@ async fn sweep_until_session_ends(shared: Weak<Shared>) {
             return;
         };
         let lost = shared.session.lost.clone();
-        let member = ZooKeeperCoordinator { shared };
+        let member = ZooKeeperBackend { shared };
         if let Err(error) = member.sweep_stale_candidates().await {
             debug!(error = %error, "looking for stale candidate nodes failed");
         }

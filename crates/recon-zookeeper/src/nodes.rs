@@ -7,6 +7,8 @@
 //! points ZooKeeper reserves — as `%XX` per UTF-8 byte. Escaping is
 //! canonical: a segment is only read back if escaping its id gives it again.
 
+use recon_coord::backend::Key;
+
 /// Builds every path of one service's coordination state.
 #[derive(Debug, Clone)]
 pub(crate) struct Nodes {
@@ -45,6 +47,16 @@ impl Nodes {
     }
 
     /// The election's parent node.
+    /// The node of a protocol key: its segments escaped, under the root.
+    pub(crate) fn path(&self, key: &Key) -> String {
+        let mut path = self.root.clone();
+        for segment in key.segments() {
+            path.push('/');
+            path.push_str(&escape(segment));
+        }
+        path
+    }
+
     pub(crate) fn election(&self) -> String {
         self.directory("election")
     }
@@ -54,94 +66,9 @@ impl Nodes {
     pub(crate) fn candidate_prefix(&self, session_id: i64) -> String {
         format!("{}/{}", self.election(), candidate_name_prefix(session_id))
     }
-
-    pub(crate) fn incarnation(&self) -> String {
-        self.directory("incarnation")
-    }
-
-    pub(crate) fn request(&self) -> String {
-        self.directory("request")
-    }
-
-    pub(crate) fn current_run(&self) -> String {
-        format!("{}/run/current", self.root)
-    }
-
-    /// The node every node of one run lives under.
-    pub(crate) fn run(&self, run_id: &str) -> String {
-        format!("{}/runs/{}", self.root, escape(run_id))
-    }
-
-    pub(crate) fn plan(&self, run_id: &str) -> String {
-        format!("{}/plan", self.run(run_id))
-    }
-
-    /// The parent of a plan's pages of units.
-    pub(crate) fn plan_pages(&self, run_id: &str) -> String {
-        format!("{}/plan-pages", self.run(run_id))
-    }
-
-    /// One page of a plan's units.
-    pub(crate) fn plan_page(&self, run_id: &str, index: usize) -> String {
-        format!("{}/{index:06}", self.plan_pages(run_id))
-    }
-
-    /// A trigger mark.
-    pub(crate) fn trigger(&self, name: &str) -> String {
-        format!("{}/triggers/{}", self.root, escape(name))
-    }
-
-    /// The run history: one copy of each barrier, named by run id.
-    pub(crate) fn history(&self) -> String {
-        self.directory("history")
-    }
-
-    pub(crate) fn history_entry(&self, run_id: &str) -> String {
-        format!("{}/{}", self.history(), escape(run_id))
-    }
-
-    pub(crate) fn abort(&self, run_id: &str) -> String {
-        format!("{}/abort", self.run(run_id))
-    }
-
-    pub(crate) fn barrier(&self, run_id: &str) -> String {
-        format!("{}/barrier", self.run(run_id))
-    }
-
-    /// The parent of one collection of a run.
-    pub(crate) fn collection(&self, run_id: &str, collection: Collection) -> String {
-        format!("{}/{}", self.run(run_id), collection.segment())
-    }
-
-    /// One entry of a run's collection.
-    pub(crate) fn entry(&self, run_id: &str, collection: Collection, id: &str) -> String {
-        format!("{}/{}", self.collection(run_id, collection), escape(id))
-    }
 }
 
 /// The per-run collections keyed by a member or a unit id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Collection {
-    /// Pause acknowledgements, keyed by member (ephemeral).
-    Acks,
-    /// Assignments, keyed by unit.
-    Assign,
-    /// Claims, keyed by unit (ephemeral).
-    Claims,
-    /// Done-records, keyed by unit.
-    Done,
-}
-
-impl Collection {
-    fn segment(self) -> &'static str {
-        match self {
-            Self::Acks => "acks",
-            Self::Assign => "assign",
-            Self::Claims => "claims",
-            Self::Done => "done",
-        }
-    }
-}
 
 /// The name a session's candidate node starts with: the session id in
 /// lowercase hex, then `-` (ZooKeeper appends the sequence). One session
@@ -220,6 +147,7 @@ pub(crate) fn unescape(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use recon_coord::protocol::{Collection, Keys};
 
     #[test]
     fn ids_round_trip_as_one_valid_node_name() {
@@ -266,13 +194,15 @@ mod tests {
             "/recon/users-svc/election/0000000000001a2b-"
         );
         assert_eq!(
-            nodes.entry("run-1", Collection::Claims, "t1"),
+            nodes.path(&Keys::entry("run-1", Collection::Claims, "t1")),
             "/recon/users-svc/runs/run-1/claims/t1"
         );
-        assert_eq!(nodes.current_run(), "/recon/users-svc/run/current");
-        assert_eq!(nodes.barrier("r"), "/recon/users-svc/runs/r/barrier");
         assert_eq!(
-            nodes.plan_page("r", 3),
+            nodes.path(&Keys::current_run()),
+            "/recon/users-svc/run/current"
+        );
+        assert_eq!(
+            nodes.path(&Keys::plan_page("r", 3)),
             "/recon/users-svc/runs/r/plan-pages/000003"
         );
     }

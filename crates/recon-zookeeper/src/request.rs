@@ -6,10 +6,11 @@
 //! abort one. Each call opens a short session of its own and closes it.
 
 use crate::error::{Error, Result, within};
-use crate::nodes::{Collection, Nodes};
+use crate::nodes::Nodes;
 use crate::settings::{validate_prefix, validate_servers};
 use crate::zk::persistent;
-use recon_engine::cluster::{
+use recon_coord::protocol::{Collection, Keys};
+use recon_coord::{
     AbortRequest, Barrier, Requested, RunProgress, RunRequest, RunState, abort_target,
 };
 use std::time::Duration;
@@ -38,16 +39,23 @@ pub async fn run_progress(servers: &str, prefix: &str, run_id: &str) -> Result<R
     let (client, nodes) = connect(servers, prefix).await?;
     // The history keeps the barrier once the run's own nodes are purged.
     let mut barrier = None;
-    for path in [nodes.history_entry(run_id), nodes.barrier(run_id)] {
+    for path in [
+        nodes.path(&Keys::history(run_id)),
+        nodes.path(&Keys::barrier(run_id)),
+    ] {
         if let Some(found) = read_json::<Barrier>(&client, &path, "read barrier").await? {
             barrier = Some(found);
             break;
         }
     }
-    let current = read_json::<RunState>(&client, &nodes.current_run(), "read current run")
-        .await?
-        .filter(|run| run.run_id == run_id);
-    let done = nodes.collection(run_id, Collection::Done);
+    let current = read_json::<RunState>(
+        &client,
+        &nodes.path(&Keys::current_run()),
+        "read current run",
+    )
+    .await?
+    .filter(|run| run.run_id == run_id);
+    let done = nodes.path(&Keys::collection(run_id, Collection::Done));
     let units_done = match within(
         REQUEST_DEADLINE,
         "count done units",
@@ -79,15 +87,19 @@ pub async fn request_abort(
     abort: &AbortRequest,
 ) -> Result<String> {
     let (client, nodes) = connect(servers, prefix).await?;
-    let current = read_json::<RunState>(&client, &nodes.current_run(), "read current run")
-        .await?
-        .map(|run| run.run_id);
+    let current = read_json::<RunState>(
+        &client,
+        &nodes.path(&Keys::current_run()),
+        "read current run",
+    )
+    .await?
+    .map(|run| run.run_id);
     let target = abort_target(run_id, current).map_err(|reason| Error::Unexpected {
         operation: "request abort",
         reason,
     })?;
     let value = encode(abort, "encode the abort request")?;
-    let path = nodes.abort(&target);
+    let path = nodes.path(&Keys::abort(&target));
     let set = client.set_data(&path, &value, None);
     match within(REQUEST_DEADLINE, "put abort request", set).await {
         Ok(_) => {}
@@ -95,7 +107,7 @@ pub async fn request_abort(
             source: zk::Error::NoNode,
             ..
         }) => {
-            let parent = nodes.run(&target);
+            let parent = nodes.path(&Keys::run(&target));
             within(
                 REQUEST_DEADLINE,
                 "create run node",
@@ -121,7 +133,7 @@ pub async fn request_abort(
 /// Merges `request` into `<prefix>/request`.
 pub async fn request_run(servers: &str, prefix: &str, request: &RunRequest) -> Result<Requested> {
     let (client, nodes) = connect(servers, prefix).await?;
-    let path = nodes.request();
+    let path = nodes.path(&Keys::request());
     within(
         REQUEST_DEADLINE,
         "create the prefix",
@@ -154,10 +166,13 @@ pub async fn request_run(servers: &str, prefix: &str, request: &RunRequest) -> R
         };
         match written {
             Ok((pending, merged)) => {
-                let queued_behind =
-                    read_json::<RunState>(&client, &nodes.current_run(), "read current run")
-                        .await?
-                        .map(|run| run.run_id);
+                let queued_behind = read_json::<RunState>(
+                    &client,
+                    &nodes.path(&Keys::current_run()),
+                    "read current run",
+                )
+                .await?
+                .map(|run| run.run_id);
                 return Ok(Requested {
                     pending,
                     merged,

@@ -2,10 +2,10 @@
 //! this member is.
 
 use crate::error::{Error, Result};
-use recon_engine::cluster::MemberInfo;
+use recon_coord::MemberInfo;
 use std::time::Duration;
 
-/// How a [`ZooKeeperCoordinator`](crate::ZooKeeperCoordinator) connects and
+/// How a [`ZooKeeperBackend`](crate::ZooKeeperBackend) connects and
 /// registers.
 #[derive(Debug, Clone)]
 pub struct ZooKeeperSettings {

@@ -11,7 +11,6 @@ use crate::error::{ends_session, permanent, port_error, session_lost, timed_out}
 use crate::session::Session;
 use recon_core::ports::PortError;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::future::Future;
 use zookeeper_client as zk;
 
@@ -124,17 +123,6 @@ impl Session {
         }
     }
 
-    /// The node's value read as JSON, if it exists.
-    pub(crate) async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<Option<T>, PortError> {
-        match self.get(path).await? {
-            Some((data, _)) => decode(path, &data).map(Some),
-            None => Ok(None),
-        }
-    }
-
     /// The node's stat, if it exists.
     pub(crate) async fn stat(&self, path: &str) -> Result<Option<zk::Stat>, PortError> {
         let client = self.alive()?;
@@ -212,23 +200,6 @@ impl Session {
         {
             Ok(()) => Ok(()),
             Err(error) => Err(self.failure("create parents", &error)),
-        }
-    }
-
-    /// Creates or overwrites the persistent node `path` with `data`.
-    pub(crate) async fn put(
-        &self,
-        operation: &str,
-        path: &str,
-        data: Vec<u8>,
-    ) -> Result<(), PortError> {
-        let put = Op::Put {
-            path: path.to_owned(),
-            data,
-        };
-        match self.transact(operation, vec![put]).await? {
-            Transacted::Done => Ok(()),
-            Transacted::Failed { error, .. } => Err(self.failure(operation, &error)),
         }
     }
 
@@ -329,10 +300,4 @@ fn add(writer: &mut zk::MultiWriter<'_>, op: &Op) -> Result<(), zk::Error> {
 /// A value as JSON bytes.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PortError> {
     serde_json::to_vec(value).map_err(|error| permanent(format!("encode JSON value: {error}")))
-}
-
-/// A node's value read as JSON.
-pub(crate) fn decode<T: DeserializeOwned>(path: &str, data: &[u8]) -> Result<T, PortError> {
-    serde_json::from_slice(data)
-        .map_err(|error| permanent(format!("bad JSON at ZooKeeper node {path}: {error}")))
 }

@@ -69,7 +69,7 @@ impl ZooKeeperCluster {
         };
         let mut settings = ZooKeeperSettings::new(servers, self.prefix.clone(), member);
         settings.session_timeout = session_timeout;
-        ZooKeeperCoordinator::connect(settings, shutdown)
+        recon_zookeeper::connect(settings, shutdown)
             .await
             .with_context(|| format!("connect member {id} to ZooKeeper"))
     }
@@ -168,6 +168,7 @@ impl Cluster for ZooKeeperCluster {
         let entry = self.members_lock().get(id).cloned();
         let (member, proxy) = entry.with_context(|| format!("no member {id} to kill"))?;
         let session = member
+            .backend()
             .session_info()
             .with_context(|| format!("{id}'s session already ended"))?;
         proxy.freeze();
@@ -203,7 +204,7 @@ async fn the_session_holds_the_member_across_several_timeouts() -> anyhow::Resul
     let leadership = within("campaign", member.campaign(&CancellationToken::new())).await??;
     // Time passing is the point: three session timeouts without a request
     // of ours.
-    tokio::time::sleep(3 * member.session_timeout()).await;
+    tokio::time::sleep(3 * member.backend().session_timeout()).await;
     ensure!(
         !member.session_lost().is_cancelled(),
         "the session survived"
@@ -351,7 +352,7 @@ async fn a_stale_candidate_node_of_a_member_is_swept() -> anyhow::Result<()> {
     let stale = format!(
         "{}/election/{:016x}-0000000000",
         cluster.prefix,
-        stuck.session_id() as u64
+        stuck.backend().session_id() as u64
     );
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     cluster
@@ -478,7 +479,7 @@ async fn connecting_to_nothing_fails_in_time() -> anyhow::Result<()> {
     let settings = ZooKeeperSettings::new(format!("127.0.0.1:{port}"), "/recon/x", member);
     let outcome = within(
         "connect to nothing",
-        ZooKeeperCoordinator::connect(settings, CancellationToken::new()),
+        recon_zookeeper::connect(settings, CancellationToken::new()),
     )
     .await?;
     ensure!(outcome.is_err(), "connecting to a closed port fails");
@@ -562,7 +563,7 @@ async fn a_server_restart_within_the_session_keeps_it() -> anyhow::Result<()> {
     };
     let mut settings = ZooKeeperSettings::new(server.servers(), "/recon/restart", member);
     settings.session_timeout = Duration::from_secs(30);
-    let member = ZooKeeperCoordinator::connect(settings, CancellationToken::new()).await?;
+    let member = recon_zookeeper::connect(settings, CancellationToken::new()).await?;
     let leadership = within("campaign", member.campaign(&CancellationToken::new())).await??;
     member.ack_pause("r1").await?;
     let restarted_at = Instant::now();
@@ -570,7 +571,7 @@ async fn a_server_restart_within_the_session_keeps_it() -> anyhow::Result<()> {
     let down_for = restarted_at.elapsed();
     eprintln!("server restart took {down_for:?}");
     ensure!(
-        down_for < member.session_timeout() * 2 / 3,
+        down_for < member.backend().session_timeout() * 2 / 3,
         "the restart took {down_for:?}, too long for this test's session"
     );
     // The client reconnects with its own backoff, and a JVM starting on a
@@ -578,7 +579,7 @@ async fn a_server_restart_within_the_session_keeps_it() -> anyhow::Result<()> {
     // gives it (the adapter declares a session lost after 2/3 of its
     // timeout without a good probe), not the general 10 s deadline, which
     // it once missed under the full suite.
-    let reconnect = member.session_timeout() * 2 / 3;
+    let reconnect = member.backend().session_timeout() * 2 / 3;
     let written = tokio::time::timeout(reconnect, async {
         loop {
             match member

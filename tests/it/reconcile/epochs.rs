@@ -24,7 +24,7 @@ use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use recon_tests::free_port;
 use recon_tests::process::recon_binary;
-use recon_zookeeper::{ZooKeeperCoordinator, ZooKeeperSettings};
+use recon_zookeeper::ZooKeeperSettings;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -312,7 +312,7 @@ impl Coordination<'_> {
                 Self::ZooKeeper { servers, prefix } => {
                     let mut settings = ZooKeeperSettings::new(*servers, *prefix, info);
                     settings.session_timeout = Duration::from_secs(3);
-                    Arc::new(ZooKeeperCoordinator::connect(settings, shutdown.clone()).await?)
+                    Arc::new(recon_zookeeper::connect(settings, shutdown.clone()).await?)
                 }
             });
         }

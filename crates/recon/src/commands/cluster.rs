@@ -17,7 +17,7 @@ use recon_engine::{ReconcileOptions, Reconciler};
 use recon_etcd::EtcdSettings;
 use recon_source::{HttpSource, SourceConfig, SourceMetrics};
 use recon_store::Store;
-use recon_zookeeper::{ZooKeeperCoordinator, ZooKeeperSettings};
+use recon_zookeeper::ZooKeeperSettings;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ pub async fn coordinator(
         let mut settings = ZooKeeperSettings::new(servers.clone(), coordination.prefix(), info);
         settings.session_timeout = Duration::from_secs(args.lease_ttl_secs);
         let coordinator =
-            ZooKeeperCoordinator::connect_tracked(settings, shutdown.clone(), tasks.clone())
+            recon_zookeeper::connect_tracked(settings, shutdown.clone(), tasks.clone())
                 .await
                 .context("join the cluster through ZooKeeper")?;
         return Ok(Arc::new(coordinator));
