@@ -101,6 +101,7 @@ macro_rules! coordinator_suite {
             finished_runs_leave_only_their_history,
             a_schedule_slot_fires_once_across_leaders,
             an_orphaned_run_is_ended_only_without_a_candidate,
+            a_tool_requests_follows_and_aborts_a_run,
         ]);
     };
     (@tests $implementation:ident, $start:path, [$($scenario:ident),* $(,)?]) => {

@@ -65,11 +65,9 @@ mod error;
 mod keys;
 mod kv;
 mod member;
-mod request;
 mod session;
 mod settings;
 
 pub use error::{Error, Result};
 pub use member::{EtcdBackend, EtcdCoordinator, connect, connect_tracked};
-pub use request::{Requested, RunProgress, request_abort, request_run, run_progress};
 pub use settings::{EtcdSecurity, EtcdSettings};

@@ -96,11 +96,30 @@ impl EtcdBackend {
     /// tasks (the keep-alive, which revokes the lease when the session
     /// ends, and leadership watches) on `tasks`, so that a caller shutting
     /// down can wait for them: once they are done the lease is revoked.
-    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
     pub async fn connect_tracked(
         settings: EtcdSettings,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+    ) -> Result<Self> {
+        Self::open(settings, shutdown, tasks, true).await
+    }
+
+    /// A session that registers no member: for a tool that is not one
+    /// (`recon reconcile --cluster`, `recon abort`).
+    pub async fn connect_tool(
+        settings: EtcdSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self> {
+        Self::open(settings, shutdown, tasks, false).await
+    }
+
+    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
+    async fn open(
+        settings: EtcdSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+        register_member: bool,
     ) -> Result<Self> {
         settings.validate()?;
         let request_timeout = settings.request_timeout();
@@ -138,10 +157,12 @@ impl EtcdBackend {
         tasks.spawn(keep_alive.run());
 
         let keys = Keys::new(&settings.prefix);
-        let registered = register(&client, &keys, &settings.member, lease_id, request_timeout);
-        if let Err(error) = registered.await {
-            stop.cancel();
-            return Err(error);
+        if register_member {
+            let registered = register(&client, &keys, &settings.member, lease_id, request_timeout);
+            if let Err(error) = registered.await {
+                stop.cancel();
+                return Err(error);
+            }
         }
         info!(
             lease = lease_id,

@@ -1,7 +1,8 @@
-//! ZooKeeper adapter of recon: [`ZooKeeperBackend`] implements the
-//! cluster [`Coordinator`](recon_coord::Coordinator) port on
-//! ZooKeeper (DESIGN §2 and §4), with the same semantics as the etcd and
-//! in-process coordinators; one conformance suite runs against all three.
+//! ZooKeeper adapter of recon: [`ZooKeeperBackend`] provides the
+//! coordinator port's primitives ([`recon_coord::backend::Backend`]) on
+//! ZooKeeper, and [`ZooKeeperCoordinator`] is the run protocol written once
+//! over them ([`recon_coord::protocol::Protocol`]); one conformance suite
+//! runs against every backend.
 //!
 //! # Node layout
 //!
@@ -101,13 +102,10 @@ mod election;
 mod error;
 mod member;
 mod nodes;
-mod request;
 mod session;
 mod settings;
 mod zk;
 
 pub use error::{Error, Result};
 pub use member::{ZooKeeperBackend, ZooKeeperCoordinator, connect, connect_tracked};
-pub use recon_coord::{Requested, RunProgress};
-pub use request::{request_abort, request_run, run_progress};
 pub use settings::ZooKeeperSettings;

@@ -107,11 +107,30 @@ impl ZooKeeperBackend {
     /// tasks (the keep-alive, which closes the session when it ends, and
     /// leadership watches) on `tasks`, so that a caller shutting down can
     /// wait for them.
-    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
     pub async fn connect_tracked(
         settings: ZooKeeperSettings,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+    ) -> Result<Self> {
+        Self::open(settings, shutdown, tasks, true).await
+    }
+
+    /// A session that registers no member: for a tool that is not one
+    /// (`recon reconcile --cluster`, `recon abort`).
+    pub async fn connect_tool(
+        settings: ZooKeeperSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self> {
+        Self::open(settings, shutdown, tasks, false).await
+    }
+
+    #[instrument(name = "coord.connect", skip_all, fields(member = %settings.member.id, prefix = %settings.prefix))]
+    async fn open(
+        settings: ZooKeeperSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+        register: bool,
     ) -> Result<Self> {
         settings.validate()?;
         let request_timeout = settings.request_timeout();
@@ -137,7 +156,7 @@ impl ZooKeeperBackend {
         let prepared = prepare(
             &client,
             &nodes,
-            &settings.member,
+            register.then_some(&settings.member),
             session.id,
             request_timeout,
         )
@@ -222,11 +241,11 @@ impl ZooKeeperBackend {
     }
 }
 
-/// Creates the prefix's nodes and registers the member.
+/// Creates the prefix's nodes and registers the member, if given.
 async fn prepare(
     client: &zk::Client,
     nodes: &Nodes,
-    member: &MemberInfo,
+    member: Option<&MemberInfo>,
     session_id: i64,
     request_timeout: Duration,
 ) -> Result<()> {
@@ -239,6 +258,9 @@ async fn prepare(
         )
         .await?;
     }
+    let Some(member) = member else {
+        return Ok(());
+    };
     let value = encode(member).map_err(|error| Error::Unexpected {
         operation: "register member",
         reason: error.message,

@@ -7,9 +7,12 @@ use super::fixtures::{
 };
 use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt, stream};
+use recon_coord::remote;
 use recon_core::Kind;
 use recon_core::ports::FailureKind;
-use recon_engine::cluster::{Coordinator, DoneRecord, Leadership, RunPhase, RunRequest, UnitPlan};
+use recon_engine::cluster::{
+    AbortRequest, Coordinator, DoneRecord, Leadership, RunPhase, RunRequest, UnitPlan,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -873,5 +876,70 @@ pub(crate) async fn an_orphaned_run_is_ended_only_without_a_candidate(
     let c = cluster.member("c").await?;
     lead(&c).await?;
     ensure!(c.current_run().await?.is_none(), "a new leader finds a run");
+    Ok(())
+}
+
+/// What `recon reconcile --cluster` and `recon abort` do through
+/// `recon_coord::remote`: request (merged into a pending request, queued
+/// behind a run), follow a run, ask for its abort.
+pub(crate) async fn a_tool_requests_follows_and_aborts_a_run(
+    cluster: &impl Cluster,
+) -> anyhow::Result<()> {
+    let tool = cluster.member("tool").await?;
+    let first = remote::request_run(tool.as_ref(), &request("operator")).await?;
+    ensure!(!first.merged && first.queued_behind.is_none(), "{first:?}");
+    let second = remote::request_run(tool.as_ref(), &request("cron")).await?;
+    let merged = request("operator").merge(request("cron"));
+    ensure!(second.merged && second.pending == merged, "{second:?}");
+
+    let leader = cluster.member("a").await?;
+    ensure!(
+        leader.pending_request().await? == Some(merged.clone()),
+        "members see the request"
+    );
+    let leadership = within("campaign", leader.campaign(&CancellationToken::new())).await??;
+    let mut started = run("r1", leadership.epoch);
+    started.request = merged;
+    leader.put_run(&leadership, &started).await?;
+    let queued = remote::request_run(tool.as_ref(), &request("late")).await?;
+    ensure!(
+        queued.queued_behind.as_deref() == Some("r1") && !queued.merged,
+        "{queued:?}"
+    );
+
+    leader.assign(&leadership, "r1", "t1", "a").await?;
+    ensure!(leader.claim("r1", "t1").await?, "claim");
+    leader
+        .put_done("r1", "t1", &done_record("a", leadership.epoch))
+        .await?;
+    let progress = remote::run_progress(tool.as_ref(), "r1").await?;
+    ensure!(
+        progress.current == Some(started.clone()) && progress.units_done == 1,
+        "{progress:?}"
+    );
+    ensure!(progress.barrier.is_none(), "no barrier yet");
+
+    let abort = AbortRequest {
+        requested_by: "operator".to_owned(),
+        reason: "wrong source".to_owned(),
+        requested_unix_ms: 5,
+    };
+    let refused = remote::request_abort(tool.as_ref(), Some("r0"), &abort).await;
+    ensure!(refused.is_err(), "a run not in progress cannot be aborted");
+    let aborted = remote::request_abort(tool.as_ref(), None, &abort).await?;
+    ensure!(aborted == "r1", "aborted {aborted}");
+    ensure!(
+        leader.abort_request("r1").await? == Some(abort),
+        "the leader sees the abort"
+    );
+
+    let barrier = barrier("r1", leadership.epoch);
+    leader.put_barrier(&leadership, &barrier).await?;
+    leader.purge_run("r1").await?;
+    let finished = remote::run_progress(tool.as_ref(), "r1").await?;
+    ensure!(
+        finished.barrier == Some(barrier) && finished.current.is_none(),
+        "the history answers once the run is purged: {finished:?}"
+    );
     Ok(())
 }

@@ -1,12 +1,9 @@
 //! The ZooKeeper side of the conformance suite ([`ZooKeeperCluster`]), and
 //! what only ZooKeeper has: the session probe over several timeouts, a
-//! frozen member, a deleted election node, shutdown, unreadable values and
-//! the non-member requests of the CLI.
+//! frozen member, a deleted election node, shutdown and unreadable values.
 
 use super::Cluster;
-use super::fixtures::{
-    barrier, done_record, expect_stale, member_ids, plan, request, run, until_gone, within,
-};
+use super::fixtures::{barrier, expect_stale, member_ids, plan, run, until_gone, within};
 use anyhow::{Context, bail, ensure};
 use recon_core::ports::FailureKind;
 use recon_engine::cluster::{AbortRequest, Coordinator, MemberInfo, MemberRole};
@@ -483,68 +480,6 @@ async fn connecting_to_nothing_fails_in_time() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(outcome.is_err(), "connecting to a closed port fails");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_member_requests_follows_and_aborts_a_run() -> anyhow::Result<()> {
-    let cluster = ZooKeeperCluster::start().await?;
-    let (servers, prefix) = (cluster.servers.clone(), cluster.prefix.clone());
-    let first = recon_zookeeper::request_run(&servers, &prefix, &request("operator")).await?;
-    ensure!(!first.merged && first.queued_behind.is_none(), "{first:?}");
-    let second = recon_zookeeper::request_run(&servers, &prefix, &request("cron")).await?;
-    let merged = request("operator").merge(request("cron"));
-    ensure!(second.merged && second.pending == merged, "{second:?}");
-
-    let leader = cluster.direct_member("a").await?;
-    ensure!(
-        leader.pending_request().await? == Some(merged.clone()),
-        "members see the request"
-    );
-    let leadership = within("campaign", leader.campaign(&CancellationToken::new())).await??;
-    let mut started = run("r1", leadership.epoch);
-    started.request = merged;
-    leader.put_run(&leadership, &started).await?;
-    let queued = recon_zookeeper::request_run(&servers, &prefix, &request("late")).await?;
-    ensure!(
-        queued.queued_behind.as_deref() == Some("r1") && !queued.merged,
-        "{queued:?}"
-    );
-
-    leader.assign(&leadership, "r1", "t1", "a").await?;
-    ensure!(leader.claim("r1", "t1").await?, "claim");
-    leader
-        .put_done("r1", "t1", &done_record("a", leadership.epoch))
-        .await?;
-    let progress = recon_zookeeper::run_progress(&servers, &prefix, "r1").await?;
-    ensure!(
-        progress.current == Some(started.clone()) && progress.units_done == 1,
-        "{progress:?}"
-    );
-    ensure!(progress.barrier.is_none(), "no barrier yet");
-
-    let abort = AbortRequest {
-        requested_by: "operator".to_owned(),
-        reason: "wrong source".to_owned(),
-        requested_unix_ms: 5,
-    };
-    let refused = recon_zookeeper::request_abort(&servers, &prefix, Some("r0"), &abort).await;
-    ensure!(refused.is_err(), "a run not in progress cannot be aborted");
-    let aborted = recon_zookeeper::request_abort(&servers, &prefix, None, &abort).await?;
-    ensure!(aborted == "r1", "aborted {aborted}");
-    ensure!(
-        leader.abort_request("r1").await? == Some(abort),
-        "the leader sees the abort"
-    );
-
-    let barrier = super::fixtures::barrier("r1", leadership.epoch);
-    leader.put_barrier(&leadership, &barrier).await?;
-    leader.purge_run("r1").await?;
-    let finished = recon_zookeeper::run_progress(&servers, &prefix, "r1").await?;
-    ensure!(
-        finished.barrier == Some(barrier) && finished.current.is_none(),
-        "the history answers once the run is purged: {finished:?}"
-    );
     Ok(())
 }
 

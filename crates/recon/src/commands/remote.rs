@@ -4,6 +4,7 @@
 
 use crate::cli::CoordinationArgs;
 use anyhow::Context;
+use recon_coord::protocol::Protocol;
 use recon_coord::remote;
 use recon_coord_postgres::PostgresSettings;
 use recon_core::ports::PortError;
@@ -11,6 +12,8 @@ use recon_engine::cluster::{
     AbortRequest, Coordinator, MemberInfo, MemberRole, Requested, RunProgress, RunRequest,
     now_unix_ms,
 };
+use recon_etcd::{EtcdBackend, EtcdSettings};
+use recon_zookeeper::{ZooKeeperBackend, ZooKeeperSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,10 +60,10 @@ impl Remote {
         }
     }
 
-    /// A session on the PostgreSQL coordinator for one tool call: `call`
-    /// runs with the protocol, then the session row is deleted.
-    async fn on_postgres<T>(
-        url: &str,
+    /// Runs `call` with the run protocol on a session of its own under
+    /// `prefix` (registered as no member), then ends the session.
+    async fn with_session<T>(
+        &self,
         prefix: &str,
         call: impl AsyncFnOnce(&dyn Coordinator) -> Result<T, PortError>,
     ) -> anyhow::Result<T> {
@@ -70,12 +73,31 @@ impl Remote {
             joined_unix_ms: now_unix_ms(),
             role: MemberRole::PauseOnly,
         };
-        let settings = PostgresSettings::new(url, prefix, member);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let coordinator =
-            recon_coord_postgres::connect_tool(settings, shutdown.clone(), tasks.clone()).await?;
-        let answer = call(&coordinator).await;
+        let session = (shutdown.clone(), tasks.clone());
+        let coordinator: Box<dyn Coordinator> = match self {
+            Self::Etcd {
+                endpoints,
+                security,
+            } => {
+                let mut settings = EtcdSettings::new(endpoints.clone(), prefix, member);
+                settings.security = security.clone();
+                let backend = EtcdBackend::connect_tool(settings, session.0, session.1).await?;
+                Box::new(Protocol::new(backend))
+            }
+            Self::ZooKeeper(servers) => {
+                let settings = ZooKeeperSettings::new(servers.clone(), prefix, member);
+                let backend =
+                    ZooKeeperBackend::connect_tool(settings, session.0, session.1).await?;
+                Box::new(Protocol::new(backend))
+            }
+            Self::Postgres(url) => {
+                let settings = PostgresSettings::new(url.clone(), prefix, member);
+                Box::new(recon_coord_postgres::connect_tool(settings, session.0, session.1).await?)
+            }
+        };
+        let answer = call(coordinator.as_ref()).await;
         drop(coordinator);
         shutdown.cancel();
         tasks.close();
@@ -89,46 +111,20 @@ impl Remote {
         prefix: &str,
         request: &RunRequest,
     ) -> anyhow::Result<Requested> {
-        let requested = match self {
-            Self::Etcd {
-                endpoints,
-                security,
-            } => recon_etcd::request_run(endpoints, security, prefix, request)
-                .await
-                .map_err(anyhow::Error::from),
-            Self::ZooKeeper(servers) => recon_zookeeper::request_run(servers, prefix, request)
-                .await
-                .map_err(anyhow::Error::from),
-            Self::Postgres(url) => {
-                Self::on_postgres(url, prefix, async |coordinator| {
-                    remote::request_run(coordinator, request).await
-                })
-                .await
-            }
-        };
-        requested.with_context(|| format!("write the run request to {}", self.name()))
+        self.with_session(prefix, async |coordinator| {
+            remote::request_run(coordinator, request).await
+        })
+        .await
+        .with_context(|| format!("write the run request to {}", self.name()))
     }
 
     /// Where the run `run_id` under `prefix` stands.
     pub async fn run_progress(&self, prefix: &str, run_id: &str) -> anyhow::Result<RunProgress> {
-        let progress = match self {
-            Self::Etcd {
-                endpoints,
-                security,
-            } => recon_etcd::run_progress(endpoints, security, prefix, run_id)
-                .await
-                .map_err(anyhow::Error::from),
-            Self::ZooKeeper(servers) => recon_zookeeper::run_progress(servers, prefix, run_id)
-                .await
-                .map_err(anyhow::Error::from),
-            Self::Postgres(url) => {
-                Self::on_postgres(url, prefix, async |coordinator| {
-                    remote::run_progress(coordinator, run_id).await
-                })
-                .await
-            }
-        };
-        progress.with_context(|| format!("read run {run_id} from {}", self.name()))
+        self.with_session(prefix, async |coordinator| {
+            remote::run_progress(coordinator, run_id).await
+        })
+        .await
+        .with_context(|| format!("read run {run_id} from {}", self.name()))
     }
 
     /// Asks the leader under `prefix` to abort the run in progress
@@ -139,25 +135,10 @@ impl Remote {
         run_id: Option<&str>,
         abort: &AbortRequest,
     ) -> anyhow::Result<String> {
-        let target = match self {
-            Self::Etcd {
-                endpoints,
-                security,
-            } => recon_etcd::request_abort(endpoints, security, prefix, run_id, abort)
-                .await
-                .map_err(anyhow::Error::from),
-            Self::ZooKeeper(servers) => {
-                recon_zookeeper::request_abort(servers, prefix, run_id, abort)
-                    .await
-                    .map_err(anyhow::Error::from)
-            }
-            Self::Postgres(url) => {
-                Self::on_postgres(url, prefix, async |coordinator| {
-                    remote::request_abort(coordinator, run_id, abort).await
-                })
-                .await
-            }
-        };
-        target.with_context(|| format!("ask {} for the abort", self.name()))
+        self.with_session(prefix, async |coordinator| {
+            remote::request_abort(coordinator, run_id, abort).await
+        })
+        .await
+        .with_context(|| format!("ask {} for the abort", self.name()))
     }
 }
