@@ -25,7 +25,10 @@ pub enum FailureKind {
     Cancelled,
 }
 
-/// An adapter's failure, reduced to what a caller acts on plus a message.
+/// An adapter's failure: what a caller acts on ([`FailureKind`], the one
+/// error kind every port and adapter uses), a message, and the adapter's
+/// own error as its source where there is one (for `source()` and
+/// downcasting).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct PortError {
@@ -33,6 +36,9 @@ pub struct PortError {
     pub kind: FailureKind,
     /// What failed, with its cause chain rendered (never credentials).
     pub message: String,
+    /// The adapter's error this one stands for, if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl PortError {
@@ -41,6 +47,20 @@ impl PortError {
         Self {
             kind,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure of the given kind standing for `source`: the message is
+    /// its cause chain, and `source` is kept.
+    pub fn with_source(
+        kind: FailureKind,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            message: error_chain(&source),
+            source: Some(Box::new(source)),
         }
     }
 }

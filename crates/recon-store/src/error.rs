@@ -15,17 +15,10 @@ use sea_orm::sqlx;
 use sea_orm::sqlx::error::DatabaseError;
 use sea_orm::{DbErr, RuntimeErr};
 
-/// What the caller can do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Retrying later may succeed (connection lost, lock timeout).
-    Transient,
-    /// Retrying will not help: the data written is at fault, or the store's
-    /// schema does not match this build.
-    Permanent,
-    /// The write was fenced off: a newer epoch owns the scope.
-    StaleEpoch,
-}
+/// What the caller can do about an error: the ports' one kind enum (the
+/// store's errors are transient, permanent — the data written is at fault,
+/// or the schema does not match this build — or fenced off).
+pub use recon_core::ports::FailureKind as ErrorKind;
 
 /// Errors of the replica store.
 #[derive(Debug, thiserror::Error)]
@@ -326,5 +319,25 @@ mod tests {
             Error::InvalidData("tenant row filed under another tenant".to_owned()).kind(),
             ErrorKind::Permanent
         );
+    }
+
+    #[test]
+    fn a_port_error_keeps_the_store_error_as_its_source() {
+        let error = Error::Database {
+            operation: "apply batch",
+            source: DbErr::Custom("the disk is full".to_owned()),
+        };
+        let port = recon_core::ports::PortError::from(error);
+        assert_eq!(port.kind, ErrorKind::Transient);
+        let source = std::error::Error::source(&port).expect("a source");
+        let store = source.downcast_ref::<Error>().expect("the store's error");
+        assert!(matches!(
+            store,
+            Error::Database {
+                operation: "apply batch",
+                ..
+            }
+        ));
+        assert_eq!(port.message, recon_core::ports::error_chain(store));
     }
 }

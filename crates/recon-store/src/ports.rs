@@ -1,6 +1,6 @@
 //! The store as the Kafka consumer's [`EventSink`].
 
-use crate::{ApplyOutcome, Error, ErrorKind, Store, WriteMode};
+use crate::{ApplyOutcome, Error, Store, WriteMode};
 use async_trait::async_trait;
 use recon_core::ports::{
     AppliedCounts, DeadLetter, EventSink, FailureKind, PortError, ReplicaStore, digests_by_scan,
@@ -13,13 +13,8 @@ use sea_orm::ConnectionTrait;
 
 impl From<Error> for PortError {
     fn from(error: Error) -> Self {
-        let kind = match error.kind() {
-            ErrorKind::Transient => FailureKind::Transient,
-            ErrorKind::Permanent => FailureKind::Permanent,
-            ErrorKind::StaleEpoch => FailureKind::StaleEpoch,
-        };
         // The store's errors never carry credentials.
-        PortError::new(kind, error_chain(&error))
+        PortError::with_source(error.kind(), error)
     }
 }
 
