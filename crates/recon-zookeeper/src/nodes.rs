@@ -68,8 +68,6 @@ impl Nodes {
     }
 }
 
-/// The per-run collections keyed by a member or a unit id.
-
 /// The name a session's candidate node starts with: the session id in
 /// lowercase hex, then `-` (ZooKeeper appends the sequence). One session
 /// has at most one candidate, and finds it again by this name after a
