@@ -257,6 +257,12 @@ pub struct FakeStore {
     pub fences: Mutex<BTreeMap<String, u64>>,
     /// Every floor raise fails (transiently) while set.
     pub fail_floors: std::sync::atomic::AtomicBool,
+    /// Once a floor was raised, the next epoch acquisition (closing the
+    /// run) waits this long first: a run that completes but cannot be
+    /// closed in time.
+    pub close_delay_after_floors: Mutex<Option<std::time::Duration>>,
+    /// The wait the next epoch acquisition makes, once armed.
+    pub armed_close_delay: Mutex<Option<std::time::Duration>>,
     /// Floor raises attempted.
     pub floor_attempts: AtomicU64,
     /// The run history, in the order the runs were recorded.
@@ -454,6 +460,10 @@ impl ReplicaStore for FakeStore {
         if self.fence_stuck.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        let delay = self.armed_close_delay.lock().expect("lock").take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut epochs = self.epochs.lock().expect("lock");
         if let Some(claim) = claim {
             if epochs.1.is_some_and(|held| held > claim) {
@@ -494,6 +504,9 @@ impl ReplicaStore for FakeStore {
             .lock()
             .expect("lock")
             .insert(scope.to_owned(), generation);
+        if let Some(delay) = self.close_delay_after_floors.lock().expect("lock").take() {
+            *self.armed_close_delay.lock().expect("lock") = Some(delay);
+        }
         Ok(())
     }
 }

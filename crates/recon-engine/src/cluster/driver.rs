@@ -133,6 +133,11 @@ impl ClusterMember {
             let Some(observation) = observed else {
                 continue;
             };
+            if observation == Observation::PauseExpired {
+                // An abort reports what was done so far, whatever report a
+                // completion had built before the pause ran out.
+                step.report = None;
+            }
             let next = machine.step(observation);
             if matches!(observation, Observation::AllPaused | Observation::Planned) {
                 break;

@@ -34,13 +34,23 @@ async fn one_run(source: FakeSource, store: &Arc<FakeStore>) -> Barrier {
 
 /// Runs one cluster run with `members` members and returns its barrier.
 async fn run_with(source: FakeSource, store: &Arc<FakeStore>, members: usize) -> Barrier {
+    run_within(source, store, members, Duration::from_secs(60)).await
+}
+
+/// [`run_with`] with this `max_pause`.
+async fn run_within(
+    source: FakeSource,
+    store: &Arc<FakeStore>,
+    members: usize,
+    max_pause: Duration,
+) -> Barrier {
     let hub = InProcessHub::new(10);
     let mut template = ReconcileOptions::new(0);
     template.retry_backoff = Duration::from_millis(1);
     template.page_size = 16;
     let settings = ClusterSettings {
         poll_interval: Duration::from_millis(5),
-        max_pause: Duration::from_secs(60),
+        max_pause,
         min_unit_rows: 20,
         template,
         purge_finished_runs: false,
@@ -174,4 +184,30 @@ async fn the_ranges_of_a_split_tenant_share_its_limit() {
         240,
         "a range unit deleted more than its share of the tenant's limit"
     );
+}
+
+/// A run whose units are all done and floors raised but whose closing in
+/// the store outlives `max_pause` is aborted, and its barrier and history
+/// carry the abort's report, not the completed report it had built.
+/// (Before, the machine-driven leader kept the completed report when
+/// max_pause expired while closing: a close that then succeeded wrote a
+/// barrier saying "completed" for a run the leader had ended as aborted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_run_that_cannot_be_closed_in_time_is_aborted() {
+    let source = FakeSource::new(world(), Version::new(1, 999));
+    // The units take two of the three seconds of max_pause (their writes
+    // wait), then closing the run waits longer than what is left.
+    let opened_at = Instant::now() + Duration::from_secs(2);
+    let store = Arc::new(FakeStore {
+        write_gate: Some(Box::new(move |_| Instant::now() >= opened_at)),
+        ..FakeStore::default()
+    });
+    *store.close_delay_after_floors.lock().expect("lock") = Some(Duration::from_secs(5));
+    let barrier = run_within(source, &store, 1, Duration::from_secs(3)).await;
+    assert_eq!(barrier.status, RunStatus::Aborted, "{barrier:?}");
+    let reason = barrier.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("max_pause"), "{reason}");
+    let runs = store.runs.lock().expect("lock").clone();
+    let record = runs.last().expect("the run is in the history");
+    assert_eq!(record.status(), RunStatus::Aborted);
 }
