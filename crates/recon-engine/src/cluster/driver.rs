@@ -44,6 +44,11 @@ struct Step<'a> {
     barrier: Option<Barrier>,
 }
 
+/// The error of a step that needs the plan of a run that has none.
+fn no_plan() -> PortError {
+    PortError::new(FailureKind::NotFound, "the run has no plan")
+}
+
 /// The machine's stage for a run stored at `phase`.
 fn stage_of(phase: RunPhase) -> RunStage {
     match phase {
@@ -382,14 +387,18 @@ impl ClusterMember {
     /// the reason why not — a restore seen by any unit makes it
     /// `Incomplete`.
     async fn complete(&self, step: &mut Step<'_>) -> Result<Observation, PortError> {
-        let (plan, done) = self.plan_and_done(step).await?;
-        let mut report = run_report(step.run, units_of(&plan, &done));
+        self.read_plan_and_done(step).await?;
+        let Some((plan, done)) = step.plan_and_done() else {
+            return Err(no_plan());
+        };
+        let mut report = run_report(step.run, units_of(plan, done));
+        let generation = plan.generation;
         let cancel = step.leadership.lost.child_token();
         self.reconciler
             .complete(
                 &self.options(step.run),
                 &mut report,
-                Some(plan.generation),
+                Some(generation),
                 &cancel,
             )
             .await;
@@ -407,22 +416,16 @@ impl ClusterMember {
         Ok(observation)
     }
 
-    /// The plan and the done-records, read once per step (empty when the
-    /// run has no plan yet).
-    async fn plan_and_done(
-        &self,
-        step: &mut Step<'_>,
-    ) -> Result<(Plan, BTreeMap<String, DoneRecord>), PortError> {
+    /// Reads the plan and the done-records into the step, once per step
+    /// (nothing when the run has no plan yet).
+    async fn read_plan_and_done(&self, step: &mut Step<'_>) -> Result<(), PortError> {
         if step.plan.is_none()
             && let Some(plan) = self.coordinator.plan(&step.run.run_id).await?
         {
             step.done = Some(self.coordinator.done(&step.run.run_id).await?);
             step.plan = Some(plan);
         }
-        match (&step.plan, &step.done) {
-            (Some(plan), Some(done)) => Ok((plan.clone(), done.clone())),
-            _ => Err(PortError::new(FailureKind::NotFound, "the run has no plan")),
-        }
+        Ok(())
     }
 
     /// Raises the floors of the tenants an aborted run reconciled whole
@@ -432,14 +435,18 @@ impl ClusterMember {
     /// restored once consumers resume. Best effort and bounded; what was
     /// raised is added to the abort reason.
     async fn raise_floors_of_done_tenants(&self, step: &mut Step<'_>) {
-        let Ok((plan, done)) = self.plan_and_done(step).await else {
+        if self.read_plan_and_done(step).await.is_err() {
+            return;
+        }
+        let Some((plan, done)) = step.plan_and_done() else {
             return;
         };
         let run = step.run;
         if run.request.dry_run {
             return;
         }
-        let tenants = fully_reconciled_tenants(&plan, &done);
+        let generation = plan.generation;
+        let tenants = fully_reconciled_tenants(plan, done);
         if tenants.is_empty() {
             return;
         }
@@ -447,13 +454,13 @@ impl ClusterMember {
         let cancel = CancellationToken::new();
         let raise = self
             .reconciler
-            .raise_floors_of(&options, &tenants, plan.generation, &cancel);
+            .raise_floors_of(&options, &tenants, generation, &cancel);
         match tokio::time::timeout(self.store_attempt_deadline(), raise).await {
             Ok(Ok(_)) => {
-                info!(run = %run.run_id, tenants = tenants.len(), generation = plan.generation, "aborted run: floors raised for the tenants it reconciled whole");
+                info!(run = %run.run_id, tenants = tenants.len(), generation = generation, "aborted run: floors raised for the tenants it reconciled whole");
                 let raised = format!(
                     "; generation floor {} raised for the {} tenants reconciled whole",
-                    plan.generation,
+                    generation,
                     tenants.len()
                 );
                 step.abort_reason.get_or_insert_default().push_str(&raised);
@@ -470,9 +477,10 @@ impl ClusterMember {
     /// The report of an aborted run: its units done so far (best effort:
     /// an abort must not wait on reading what was done).
     async fn aborted_report(&self, step: &mut Step<'_>) -> RunReport {
-        let units = match self.plan_and_done(step).await {
-            Ok((plan, done)) => units_of(&plan, &done),
-            Err(_) => Vec::new(),
+        let read = self.read_plan_and_done(step).await;
+        let units = match (read, step.plan_and_done()) {
+            (Ok(()), Some((plan, done))) => units_of(plan, done),
+            _ => Vec::new(),
         };
         let mut report = run_report(step.run, units);
         report.status = RunStatus::Aborted;
@@ -674,6 +682,11 @@ impl ClusterMember {
 }
 
 impl<'a> Step<'a> {
+    /// The plan and the done-records, once read.
+    fn plan_and_done(&self) -> Option<(&Plan, &BTreeMap<String, DoneRecord>)> {
+        self.plan.as_ref().zip(self.done.as_ref())
+    }
+
     fn new(leadership: &'a Leadership, run: &'a RunState) -> Self {
         Self {
             leadership,
