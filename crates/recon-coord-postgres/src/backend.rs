@@ -25,8 +25,7 @@ const LIVE: &str = "(session IS NULL OR EXISTS (
 
 /// A key as stored: its segments escaped and joined with `/`.
 pub(crate) fn path(key: &Key) -> String {
-    let segments: Vec<String> = key.segments().iter().map(|s| escape_segment(s)).collect();
-    segments.join("/")
+    key.path_under("", escape_segment)
 }
 
 /// The range `[start, end)` of the keys under `key` (`/` + 1 is `0`).

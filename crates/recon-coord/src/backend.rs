@@ -37,6 +37,20 @@ impl Key {
     pub fn segments(&self) -> &[String] {
         &self.0
     }
+
+    /// The key in a path-like syntax: under `root`, each segment escaped
+    /// by `escape` and preceded by `/` (with an empty `root`, the path has
+    /// no leading `/`).
+    pub fn path_under(&self, root: &str, escape: impl Fn(&str) -> String) -> String {
+        let mut path = root.to_owned();
+        for segment in &self.0 {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&escape(segment));
+        }
+        path
+    }
 }
 
 impl std::fmt::Display for Key {

@@ -81,13 +81,8 @@ impl<B: Backend> Protocol<B> {
         run_id: &str,
         collection: Collection,
     ) -> Result<BTreeMap<String, T>, PortError> {
-        let parent = Keys::collection(run_id, collection);
-        let mut entries = BTreeMap::new();
-        for (id, entry) in self.backend.children(&parent).await? {
-            let value = entry.decode(&parent.child(id.as_str()))?;
-            entries.insert(id, value);
-        }
-        Ok(entries)
+        self.read_children_values(&Keys::collection(run_id, collection))
+            .await
     }
 
     /// Commits `txn`; a failed guard or condition is `StaleEpoch` (of

@@ -50,12 +50,7 @@ impl Keys {
     /// The etcd key of a protocol key: its segments escaped, under the
     /// prefix.
     pub(crate) fn path(&self, key: &Key) -> String {
-        let mut path = self.root.clone();
-        for segment in key.segments() {
-            path.push('/');
-            path.push_str(&escape(segment));
-        }
-        path
+        key.path_under(&self.root, escape)
     }
 
     /// Every key directly under `key` starts with this.

@@ -49,12 +49,7 @@ impl Nodes {
     /// The election's parent node.
     /// The node of a protocol key: its segments escaped, under the root.
     pub(crate) fn path(&self, key: &Key) -> String {
-        let mut path = self.root.clone();
-        for segment in key.segments() {
-            path.push('/');
-            path.push_str(&escape(segment));
-        }
-        path
+        key.path_under(&self.root, escape)
     }
 
     pub(crate) fn election(&self) -> String {

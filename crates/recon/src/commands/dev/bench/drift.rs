@@ -133,10 +133,10 @@ pub async fn apply(
     let statements = Statements { seed, share };
     let script = [
         statements.delete("replica_users", "user", "id"),
-        statements.change_users(),
+        statements.change_named("replica_users", "user", "display_name"),
         statements.phantom_users(),
         statements.delete("replica_groups", "group", "id"),
-        statements.change_groups(),
+        statements.change_named("replica_groups", "group", "name"),
         statements.phantom_groups(),
         statements.delete(
             "replica_memberships",
@@ -193,21 +193,12 @@ impl Statements {
         format!("DELETE FROM {table} WHERE NOT deleted AND {unit} >= {low} AND {unit} < {high}")
     }
 
-    fn change_users(&self) -> String {
-        let unit = self.unit("user", "id");
+    /// Garbles `column` of a third of `table`'s share, and makes half of
+    /// those rows a version older too (both kinds of a changed row).
+    fn change_named(&self, table: &str, kind: &str, column: &str) -> String {
+        let unit = self.unit(kind, "id");
         format!(
-            "UPDATE replica_users SET display_name = '~' || reverse(display_name), \
-             sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END \
-             WHERE NOT deleted AND {unit} < {third}",
-            half = self.share / 6.0,
-            third = self.share / 3.0
-        )
-    }
-
-    fn change_groups(&self) -> String {
-        let unit = self.unit("group", "id");
-        format!(
-            "UPDATE replica_groups SET name = '~' || reverse(name), \
+            "UPDATE {table} SET {column} = '~' || reverse({column}), \
              sequence = CASE WHEN {unit} < {half} THEN sequence - 1 ELSE sequence END \
              WHERE NOT deleted AND {unit} < {third}",
             half = self.share / 6.0,
