@@ -5,7 +5,7 @@ property tests each fail against a deliberately broken transition").
 
     python3 scripts/machine-mutants.py
 
-Edits crates/recon-engine/src/cluster/machine.rs in place for each break
+Edits crates/recon-engine/src/machine.rs in place for each break
 and always restores it. Prints, per break, the tests that failed; exits 1
 if a break failed none.
 """
@@ -14,7 +14,7 @@ import pathlib
 import subprocess
 import sys
 
-MACHINE = pathlib.Path(__file__).resolve().parent.parent / "crates/recon-engine/src/cluster/machine.rs"
+MACHINE = pathlib.Path(__file__).resolve().parent.parent / "crates/recon-engine/src/machine.rs"
 
 # name: (the transition as written, the broken one)
 BREAKS = {
@@ -51,12 +51,12 @@ def main() -> int:
                 return 2
             MACHINE.write_text(original.replace(good, broken))
             run = subprocess.run(
-                ["cargo", "test", "-q", "-p", "recon-engine", "--lib", "cluster::machine"],
+                ["cargo", "test", "-q", "-p", "recon-engine", "--lib", "machine::"],
                 capture_output=True,
                 text=True,
             )
             failed = sorted(
-                {line.strip() for line in run.stdout.splitlines() if line.startswith("    cluster::machine")}
+                {line.strip() for line in run.stdout.splitlines() if line.startswith("    machine::")}
             )
             print(f"{name}: {len(failed)} failed")
             for test in failed:

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use recon_core::digest::record_element;
 use recon_core::ports::{
-    AppliedCounts, DigestRange, DigestRequest, FailureKind, PageRequest, PortError, RangeDigest,
-    ReplicaStore, Source, SourceDigests, SourcePage, TenantCounts, TenantDigests,
+    AppliedCounts, ConsumerGate, DigestRange, DigestRequest, FailureKind, PageRequest, PortError,
+    RangeDigest, ReplicaStore, Source, SourceDigests, SourcePage, TenantCounts, TenantDigests,
 };
 use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
@@ -507,6 +507,26 @@ impl ReplicaStore for FakeStore {
         if let Some(delay) = self.close_delay_after_floors.lock().expect("lock").take() {
             *self.armed_close_delay.lock().expect("lock") = Some(delay);
         }
+        Ok(())
+    }
+}
+
+/// A consumer gate that records its state.
+#[derive(Default)]
+pub struct FakeGate {
+    pub paused: std::sync::atomic::AtomicBool,
+    pub pauses: AtomicU64,
+}
+
+#[async_trait]
+impl ConsumerGate for FakeGate {
+    async fn pause(&self, _owner: &str) -> Result<(), PortError> {
+        self.paused.store(true, Ordering::SeqCst);
+        self.pauses.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn resume(&self, _owner: &str) -> Result<(), PortError> {
+        self.paused.store(false, Ordering::SeqCst);
         Ok(())
     }
 }

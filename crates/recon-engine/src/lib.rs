@@ -22,6 +22,7 @@
 //! and [`ConsumerGate`](recon_core::ports::ConsumerGate) ports.
 
 pub mod cluster;
+pub mod machine;
 pub mod metrics;
 mod options;
 mod progress;
@@ -37,5 +38,5 @@ mod tests_live;
 
 pub use options::{ReconcileOptions, Scope};
 pub use progress::{NoProgress, Progress};
-pub use run::Reconciler;
+pub use run::{Reconciler, RunHistory, peak_rss_bytes};
 pub use unit::{UnitError, UnitSpec};

@@ -1,4 +1,12 @@
-//! A whole run: pause, tenant list, tenants, generation floor, resume.
+//! A whole run: pause, tenant list, tenants, generation floor, resume —
+//! the run machine executed in one process (`single.rs`) — and the steps
+//! of a run that the cluster's members share with it (tenant list, a
+//! tenant, completion, floors).
+
+mod single;
+
+pub use single::RunHistory;
+use single::SingleRun;
 
 use crate::options::{ReconcileOptions, Scope};
 use crate::progress::{NoProgress, Progress};
@@ -6,11 +14,8 @@ use crate::unit::guarded::AllDigests;
 use crate::unit::narrow::NarrowStats;
 use crate::unit::walk::KeyFilter;
 use crate::unit::{UnitContext, UnitError};
-use futures::StreamExt;
-use recon_core::ports::{ConsumerGate, ReplicaStore, Source};
-use recon_core::{
-    EntityKey, FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport,
-};
+use recon_core::ports::{ConsumerGate, PortError, ReplicaStore, Source};
+use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,97 +59,44 @@ impl Reconciler {
         self
     }
 
-    /// Runs one reconciliation and reports what it did. Never panics on bad
+    /// Runs one reconciliation and reports what it did: the run machine
+    /// ([`crate::machine`]) executed in this process. Never panics on bad
     /// input and never returns early without resuming the consumer: every
     /// problem ends up in the report.
     pub async fn run(&self, options: &ReconcileOptions, cancel: &CancellationToken) -> RunReport {
+        self.execute(options, cancel, None).await.0
+    }
+
+    /// [`Self::run`], then keeps the run in the store's history as
+    /// `history` says; the report, and whether the history took it.
+    pub async fn run_with_history(
+        &self,
+        options: &ReconcileOptions,
+        cancel: &CancellationToken,
+        history: &RunHistory,
+    ) -> (RunReport, Result<(), PortError>) {
+        let (report, kept) = self.execute(options, cancel, Some(history)).await;
+        (report, kept.unwrap_or(Ok(())))
+    }
+
+    async fn execute(
+        &self,
+        options: &ReconcileOptions,
+        cancel: &CancellationToken,
+        history: Option<&RunHistory>,
+    ) -> (RunReport, Option<Result<(), PortError>>) {
         let started = Instant::now();
         let span = info_span!(
             "reconcile.run",
             epoch = options.epoch,
             dry_run = options.dry_run
         );
-        let mut report = RunReport {
-            epoch: options.epoch,
-            dry_run: options.dry_run,
-            status: RunStatus::Completed,
-            abort_reason: None,
-            generation_floor: None,
-            seconds: 0.0,
-            peak_rss_bytes: None,
-            units: Vec::new(),
-        };
-        async {
-            if let Some((gate, owner)) = &self.gate
-                && let Err(error) = gate.pause(owner).await
-            {
-                report.status = RunStatus::Aborted;
-                report.abort_reason = Some(format!("could not pause the consumer: {error}"));
-                return;
-            }
-            let run_cancel = cancel.child_token();
-            let outcome = tokio::time::timeout(options.max_pause, self.reconcile(options, &run_cancel, &mut report)).await;
-            if outcome.is_err() {
-                run_cancel.cancel();
-                report.status = RunStatus::Aborted;
-                report.abort_reason = Some(format!(
-                    "max_pause of {}s exceeded; consumers resumed, unfinished units left for the next run",
-                    options.max_pause.as_secs()
-                ));
-            } else if cancel.is_cancelled() {
-                report.status = RunStatus::Cancelled;
-            }
-            if let Some((gate, owner)) = &self.gate
-                && let Err(error) = gate.resume(owner).await
-            {
-                error!(error = %error, "could not resume the consumer after reconciliation");
-            }
-        }
-        .instrument(span)
-        .await;
+        let (mut report, kept) = SingleRun::new(self, options, cancel, history)
+            .execute()
+            .instrument(span)
+            .await;
         report.seconds = started.elapsed().as_secs_f64();
-        report
-    }
-
-    async fn reconcile(
-        &self,
-        options: &ReconcileOptions,
-        cancel: &CancellationToken,
-        report: &mut RunReport,
-    ) {
-        let tenant_filter: KeyFilter = match &options.scope {
-            Scope::AllTenants => None,
-            Scope::Tenants(ids) => Some(Arc::new(ids.iter().map(EntityKey::id).collect())),
-        };
-        let (tenant_report, tenant_ids, generation) =
-            self.tenant_list(options, cancel, tenant_filter).await;
-        let tenant_list_done = tenant_report.outcome == UnitOutcome::Done;
-        report.units.push(tenant_report);
-        if tenant_list_done {
-            self.progress.tenants_planned(tenant_ids.len() as u64);
-            let all_digests = self.all_digests(options).await;
-            if all_digests.is_some()
-                && let Some(tenant_unit) = report.units.last_mut()
-            {
-                // The one request for every tenant's digests, counted with
-                // the tenant list (no tenant unit made it).
-                tenant_unit.digest_requests += 1;
-            }
-            let all_digests = all_digests.as_ref();
-            let concurrency = options.concurrency.max(1);
-            let results: Vec<Vec<UnitReport>> = futures::stream::iter(tenant_ids)
-                .map(|tenant_id| async move {
-                    self.tenant(&tenant_id, options, cancel, all_digests).await
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-            let mut units: Vec<UnitReport> = results.into_iter().flatten().collect();
-            units
-                .sort_by(|left, right| (&left.tenant, left.kind).cmp(&(&right.tenant, right.kind)));
-            report.units.extend(units);
-        }
-        self.complete(options, report, generation, cancel).await;
+        (report, kept)
     }
 
     /// Completes a run whose units are all reported: its status, then —
@@ -337,3 +289,14 @@ impl Reconciler {
         Ok(Some(generation))
     }
 }
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
+#[cfg(test)]
+mod tests;

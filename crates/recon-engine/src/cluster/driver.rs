@@ -7,9 +7,9 @@
 
 use super::backoff::Backoff;
 use super::leader::GENERATION_TRIGGER;
-use super::machine::{AbortCause, Action, Ending, Observation, RunMachine, RunStage};
 use super::member::ClusterMember;
 use super::trace::REPORT_FIGURES;
+use crate::machine::{AbortCause, Action, Ending, Observation, RunMachine, RunStage};
 use crate::metrics::run_outcome;
 use crate::options::Scope;
 use recon_coord::{

@@ -188,7 +188,7 @@ impl<S: Sessions> Membership<S> {
 mod tests {
     use super::*;
     use crate::cluster::InProcessHub;
-    use crate::cluster::tests::FakeGate;
+    use crate::fakes::FakeGate;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Instant;
 

@@ -6,7 +6,6 @@ mod backoff;
 mod driver;
 mod in_process;
 mod leader;
-pub mod machine;
 mod member;
 mod membership;
 mod pause;

@@ -5,35 +5,14 @@
 use super::*;
 
 mod pause;
-use crate::fakes::{FakeSource, FakeStore, Rows, insert};
+use crate::fakes::{FakeGate, FakeSource, FakeStore, Rows, insert};
 use crate::{ReconcileOptions, Reconciler};
-use async_trait::async_trait;
-use recon_core::ports::{ConsumerGate, PortError};
+
 use recon_core::{Kind, Record, Row, RunStatus, Tenant, User, UserStatus, Version};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// A consumer gate that records its state (shared with `tests_finish`).
-#[derive(Default)]
-pub(super) struct FakeGate {
-    paused: AtomicBool,
-    pauses: AtomicU64,
-}
-
-#[async_trait]
-impl ConsumerGate for FakeGate {
-    async fn pause(&self, _owner: &str) -> Result<(), PortError> {
-        self.paused.store(true, Ordering::SeqCst);
-        self.pauses.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn resume(&self, _owner: &str) -> Result<(), PortError> {
-        self.paused.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 fn world() -> Rows {
     let mut rows = Rows::new();

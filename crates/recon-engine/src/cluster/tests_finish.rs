@@ -67,7 +67,7 @@ async fn run_within(
         let member = Arc::new(ClusterMember::new(
             Arc::new(coordinator.clone()),
             Reconciler::new(source.clone(), store.clone()),
-            Arc::new(super::tests::FakeGate::default()),
+            Arc::new(crate::fakes::FakeGate::default()),
             settings.clone(),
         ));
         tasks.push(tokio::spawn(member.run(cancel.clone())));

@@ -8,10 +8,10 @@ use crate::cli::{OutputFormat, ReconcileArgs, RunArgs, SourceArgs};
 use anyhow::Context;
 use async_trait::async_trait;
 use recon_core::ports::{ConsumerGate, FailureKind, PortError};
-use recon_core::{DeleteGuard, RunMode, RunRecord, RunReport, RunStatus, RunTotals};
+use recon_core::{DeleteGuard, RunReport, RunStatus};
 use recon_engine::cluster::RunRequest;
 use recon_engine::cluster::now_unix_ms;
-use recon_engine::{ReconcileOptions, Reconciler, Scope};
+use recon_engine::{ReconcileOptions, Reconciler, RunHistory, Scope};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
 use std::process::ExitCode;
@@ -55,34 +55,25 @@ pub async fn run(args: ReconcileArgs, shutdown: CancellationToken) -> anyhow::Re
         reconciler = reconciler.with_progress(bars.clone());
     }
     let options = options(&args.run, epoch);
-    let started_unix_ms = now_unix_ms();
-    let mut report = reconciler.run(&options, &shutdown).await;
+    let history = RunHistory {
+        run_id: run_id.clone(),
+        requested_by: format!("recon reconcile on {}", super::cluster::host_name()),
+        tenants: args.run.tenants.clone(),
+    };
+    let (report, kept) = reconciler
+        .run_with_history(&options, &shutdown, &history)
+        .await;
     if let Some(bars) = bars {
         bars.finish();
     }
-    report.peak_rss_bytes = peak_rss_bytes();
     print_report(&report, args.run.output)?;
-    let record = RunRecord {
-        run_id: run_id.clone(),
-        mode: RunMode::Single,
-        leader: None,
-        requested_by: format!("recon reconcile on {}", super::cluster::host_name()),
-        tenants: args.run.tenants.clone(),
-        started_unix_ms,
-        ended_unix_ms: now_unix_ms(),
-        planned_units: report.units.len().saturating_sub(1) as u64,
-        aborted_by: None,
-        trace_id: None,
-        totals: RunTotals::of(&report),
-        report: report.clone(),
-    };
-    // The report is printed whatever happens here; the history is a copy.
-    match store.record_run(&record).await {
+    // The report is printed whatever happened there; the history is a copy.
+    match kept {
         Ok(()) => {
             eprintln!("run {run_id}: kept in the store's history (`recon runs show {run_id}`)")
         }
         Err(error) => {
-            eprintln!("run {run_id}: could not be kept in the store's history: {error:#}")
+            eprintln!("run {run_id}: could not be kept in the store's history: {error}")
         }
     }
     Ok(exit_code(&report))
@@ -243,14 +234,6 @@ fn status_code(status: RunStatus) -> ExitCode {
         RunStatus::CompletedWithProblems => ExitCode::from(3),
         RunStatus::Aborted | RunStatus::Cancelled => ExitCode::from(4),
     }
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kilobytes * 1024)
 }
 
 /// Pauses replicas through `POST {admin}/consumer/pause?owner=…` and

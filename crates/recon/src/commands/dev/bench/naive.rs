@@ -105,7 +105,7 @@ pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
     }
     naive.delete_absent("", Kind::TENANT).await?;
     naive.figures.seconds = started.elapsed().as_secs_f64();
-    naive.figures.peak_rss_bytes = crate::commands::reconcile::peak_rss_bytes();
+    naive.figures.peak_rss_bytes = recon_engine::peak_rss_bytes();
     println!("{}", serde_json::to_string_pretty(&naive.figures)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,9 @@
-//! The run as one pure state machine: where a run is, what the leader
-//! observed, and what it must do next. No I/O and no clock: the leader
-//! (`leader.rs`) executes the actions and feeds back what they observed.
+//! The run as one pure state machine: where a run is, what its executor
+//! observed, and what it must do next. No I/O and no clock. Two executors
+//! run the actions and feed back what they observed: the cluster leader
+//! over a coordinator (`cluster/driver.rs`; `recon serve`, with one
+//! in-process member when no coordinator is configured) and a
+//! single-instance run in one process (`run/single.rs`; `recon reconcile`).
 //!
 //! ```text
 //!            Started           AllPaused           Planned
