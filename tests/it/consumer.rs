@@ -12,6 +12,7 @@ use recon_tests::{Backend, TestDatabase};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const PARTITIONS: i32 = 4;
 
@@ -70,7 +71,7 @@ impl Replica {
         let (consumer, gate) =
             ReplicaConsumer::new(kafka, settings, sink, metrics.clone()).expect("consumer");
         let shutdown = CancellationToken::new();
-        let task = consumer.spawn(shutdown.clone());
+        let task = consumer.spawn(&TaskTracker::new(), shutdown.clone());
         Self {
             gate,
             metrics,
@@ -414,7 +415,7 @@ async fn a_fenced_static_member_builds_a_new_client_and_goes_on() {
     let (consumer, gate) =
         ReplicaConsumer::new(&setup.kafka, settings, sink, metrics.clone()).expect("consumer");
     let shutdown = CancellationToken::new();
-    let task = consumer.spawn(shutdown.clone());
+    let task = consumer.spawn(&TaskTracker::new(), shutdown.clone());
     let _shutdown_on_failure = shutdown.clone().drop_guard();
     eventually(
         "the replica owns partitions",

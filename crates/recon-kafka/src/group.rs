@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 /// How long one broker request of an observation may take.
@@ -226,15 +227,16 @@ impl GroupMonitor {
             .count())
     }
 
-    /// Observes the group every `interval` on a blocking thread until
-    /// `shutdown`, keeping the gauges; a failed observation sets
+    /// Observes the group every `interval` on a blocking thread of `tasks`
+    /// until `shutdown`, keeping the gauges; a failed observation sets
     /// `recon_group_observed` to 0 and keeps the last figures.
     pub fn spawn(
         self,
+        tasks: &TaskTracker,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::task::spawn_blocking(move || {
+        tasks.spawn_blocking(move || {
             while !shutdown.is_cancelled() {
                 let observed = self.observe().and_then(|partitions| {
                     let unowned = self.unowned_partitions(&partitions)?;

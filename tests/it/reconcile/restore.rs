@@ -15,6 +15,7 @@ use recon_tests::broker::KafkaCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The owner of the reconciler's pause.
 const OWNER: &str = "restore test";
@@ -66,7 +67,7 @@ async fn restore_lag_and_corruption_converge_with_changes_during_the_run() {
         metrics.clone(),
     )
     .expect("consumer");
-    let consumer_task = consumer.spawn(tasks.clone());
+    let consumer_task = consumer.spawn(&TaskTracker::new(), tasks.clone());
     wait_until_equal(&fixture, "initial replication").await;
 
     let backup = fixture.monolith.backup().await.expect("backup");

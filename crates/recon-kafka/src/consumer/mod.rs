@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -205,11 +206,15 @@ impl ReplicaConsumer {
         Ok((consumer, gate))
     }
 
-    /// Runs the poll loop on a blocking thread until `shutdown` is cancelled,
-    /// then commits what was applied and leaves the group.
-    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Runs the poll loop on a blocking thread of `tasks` until `shutdown`
+    /// is cancelled, then commits what was applied and leaves the group.
+    pub fn spawn(
+        self,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let runtime = Handle::current();
-        tokio::task::spawn_blocking(move || self.run(&runtime, &shutdown))
+        tasks.spawn_blocking(move || self.run(&runtime, &shutdown))
     }
 
     fn run(mut self, runtime: &Handle, shutdown: &CancellationToken) {

@@ -85,7 +85,10 @@ fn advertised_admin_url(args: &ServeArgs) -> anyhow::Result<String> {
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let admin_token = args.admin_token()?;
     let store = open_store(&args.database.url()?, args.store.options()?, &shutdown).await?;
-    let purge_task = tokio::spawn({
+    // Every long-lived task is on one tracker: shutdown waits for them all
+    // under one deadline.
+    let tasks = TaskTracker::new();
+    tasks.spawn({
         let store = store.clone();
         let purge = args.tombstone_purge();
         let shutdown = shutdown.clone();
@@ -105,7 +108,6 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let member_id = super::cluster::member_id(&args.cluster);
     let admin_url = Some(advertised_admin_url(&args)?);
     let mutations = MutationPolicy::new(admin_token, args.admin_listen);
-    let tasks = TaskTracker::new();
     let clustered = args.cluster.coordination.is_set();
     // Consumption never waits for the coordinator: if it does not answer now, the
     // replica consumes and keeps trying to join in the background.
@@ -141,13 +143,13 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
         reconcile: ReconcileMetrics::register(&mut registry, store.data_model()),
         source: SourceMetrics::register(&mut registry),
     };
-    let group_monitor = GroupMonitor::new(
+    GroupMonitor::new(
         &kafka,
         &args.group_id,
         GroupMetrics::register(&mut registry),
     )
     .context("create the consumer group monitor")?
-    .spawn(args.group_lag_interval, shutdown.child_token());
+    .spawn(&tasks, args.group_lag_interval, shutdown.child_token());
     let mut settings = ConsumerSettings::new(&args.group_id);
     settings.max_batch = args.max_batch as usize;
     settings.data_model = store.data_model();
@@ -169,8 +171,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     let pause = Arc::new(pause);
     let (consumer, gate) = ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics)
         .context("create the Kafka consumer")?;
-    let consumer_shutdown = shutdown.child_token();
-    let consumer_task = consumer.spawn(consumer_shutdown.clone());
+    consumer.spawn(&tasks, shutdown.child_token());
     let counters = args
         .cluster
         .source_url
@@ -235,17 +236,9 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     // left behind (the process exits; offsets stay as last committed, a
     // lease not revoked expires on its own).
     shutdown.cancel();
-    consumer_shutdown.cancel();
     tasks.close();
-    let stopped = async {
-        consumer_task.await.context("consumer thread")?;
-        purge_task.await.context("tombstone purge task")?;
-        group_monitor.await.context("consumer group monitor")?;
-        tasks.wait().await;
-        anyhow::Ok(())
-    };
-    match tokio::time::timeout(SHUTDOWN_DEADLINE, stopped).await {
-        Ok(stopped) => stopped?,
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait()).await {
+        Ok(()) => {}
         Err(_elapsed) => warn!(
             deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
             "tasks did not end in time; exiting without them"

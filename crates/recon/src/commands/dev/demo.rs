@@ -35,6 +35,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The owner of the demo's own pause: consumers lagging behind the
 /// monolith until the cluster run is over.
@@ -117,7 +118,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             metrics.clone(),
         )
         .context("create a replica consumer")?;
-        consumer_tasks.push(consumer.spawn(tasks.clone()));
+        consumer_tasks.push(consumer.spawn(&TaskTracker::new(), tasks.clone()));
         gates.push(gate);
     }
     let caught_up = wait_for_equal(&monolith_url, &replica_url, Duration::from_secs(120)).await?;

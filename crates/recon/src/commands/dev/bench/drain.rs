@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Produces the backlog, drains it, checks it landed, prints the figures.
 pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -74,7 +75,7 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
         ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics.clone())?;
     let consumer_shutdown = shutdown.child_token();
     let started = Instant::now();
-    let task = consumer.spawn(consumer_shutdown.clone());
+    let task = consumer.spawn(&TaskTracker::new(), consumer_shutdown.clone());
     // Counted only after the batch's transaction returned.
     let committed = || {
         metrics.events_written.get()
