@@ -9,7 +9,7 @@ use recon_coord::backend::{
 };
 use recon_coord::protocol::ELECTION;
 use recon_coord::{Leadership, MemberId, session_lost};
-use recon_core::ports::PortError;
+use recon_core::ports::{FailureKind, PortError};
 use sea_orm::{ConnectionTrait, QueryResult};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,9 @@ pub(crate) const FIRST_CANDIDATE: &str = "SELECT value, key, created FROM recon_
 
 impl PostgresBackend {
     fn entry(&self, row: &QueryResult) -> Result<(String, Entry), PortError> {
-        let read = |error| permanent(format!("read a coordinator row: {error}"));
+        let read = |error: sea_orm::DbErr| {
+            PortError::with_source(FailureKind::Permanent, error).context("read a coordinator row")
+        };
         let key: String = row.try_get_by_index(0).map_err(read)?;
         let value: Vec<u8> = row.try_get_by_index(1).map_err(read)?;
         let version: i64 = row.try_get_by_index(2).map_err(read)?;
@@ -221,9 +223,10 @@ impl Backend for PostgresBackend {
             .call(operation, self.shared.db.query_one_raw(call))
             .await?
             .ok_or_else(|| permanent("recon_coord_commit answered nothing"))?;
-        let answer: String = row
-            .try_get_by_index(0)
-            .map_err(|error| permanent(format!("read the commit's answer: {error}")))?;
+        let answer: String = row.try_get_by_index(0).map_err(|error| {
+            PortError::with_source(FailureKind::Permanent, error)
+                .context("read the commit's answer")
+        })?;
         match answer.as_str() {
             "done" => Ok(Outcome::Done),
             "stale" => Ok(Outcome::Stale),

@@ -161,7 +161,9 @@ impl PostgresBackend {
 }
 
 fn candidate_of(row: &QueryResult) -> Result<(MemberId, String, u64), PortError> {
-    let read = |error| permanent(format!("read the election: {error}"));
+    let read = |error: sea_orm::DbErr| {
+        PortError::with_source(FailureKind::Permanent, error).context("read the election")
+    };
     let value: Vec<u8> = row.try_get_by_index(0).map_err(read)?;
     let key: String = row.try_get_by_index(1).map_err(read)?;
     let created: i64 = row.try_get_by_index(2).map_err(read)?;

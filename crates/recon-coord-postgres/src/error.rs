@@ -1,6 +1,6 @@
 //! Failures of connecting, and how database failures become port errors.
 
-use recon_core::ports::{FailureKind, PortError, error_chain};
+use recon_core::ports::{FailureKind, PortError};
 
 /// Why a member could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +37,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// A database failure of `operation` as a port error: transient (the next
 /// attempt may reach the server).
-pub(crate) fn transient(operation: &str, error: &sea_orm::DbErr) -> PortError {
-    PortError::new(
-        FailureKind::Transient,
-        format!("PostgreSQL coordinator {operation}: {}", error_chain(error)),
-    )
+/// The database's error is kept as the source.
+pub(crate) fn transient(operation: &str, error: sea_orm::DbErr) -> PortError {
+    PortError::with_source(FailureKind::Transient, error)
+        .context(format!("PostgreSQL coordinator {operation}"))
 }
 
 /// A request of `operation` that outlived its deadline.
@@ -50,4 +49,24 @@ pub(crate) fn timed_out(operation: &str) -> PortError {
         FailureKind::Transient,
         format!("PostgreSQL coordinator {operation} timed out"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_failure_keeps_the_database_error_as_its_source() {
+        let error = transient("renew the session", sea_orm::DbErr::Custom("gone".into()));
+        assert_eq!(error.kind, FailureKind::Transient);
+        assert!(
+            error
+                .message
+                .starts_with("PostgreSQL coordinator renew the session: "),
+            "{}",
+            error.message
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.downcast_ref::<sea_orm::DbErr>().is_some());
+    }
 }

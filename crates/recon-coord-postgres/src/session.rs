@@ -245,7 +245,7 @@ impl PostgresBackend {
     ) -> std::result::Result<T, PortError> {
         match tokio::time::timeout(self.shared.request_timeout, request).await {
             Err(_elapsed) => Err(timed_out(operation)),
-            Ok(Err(error)) => Err(transient(operation, &error)),
+            Ok(Err(error)) => Err(transient(operation, error)),
             Ok(Ok(value)) => Ok(value),
         }
     }

@@ -103,14 +103,18 @@ pub struct Entry {
 impl Entry {
     /// The value read as JSON; `key` names it in the error.
     pub fn decode<T: DeserializeOwned>(&self, key: &Key) -> Result<T, PortError> {
-        serde_json::from_slice(&self.value)
-            .map_err(|error| permanent(format!("bad JSON at coordinator key {key}: {error}")))
+        serde_json::from_slice(&self.value).map_err(|error| {
+            PortError::with_source(FailureKind::Permanent, error)
+                .context(format!("bad JSON at coordinator key {key}"))
+        })
     }
 }
 
 /// A value as JSON bytes.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PortError> {
-    serde_json::to_vec(value).map_err(|error| permanent(format!("encode JSON value: {error}")))
+    serde_json::to_vec(value).map_err(|error| {
+        PortError::with_source(FailureKind::Permanent, error).context("encode JSON value")
+    })
 }
 
 /// A failure retrying cannot fix (a bad value, a malformed key).

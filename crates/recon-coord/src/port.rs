@@ -19,7 +19,7 @@ pub const HISTORY_KEPT: usize = 20;
 /// the same on every backend.
 pub fn session_lost(member: &str) -> PortError {
     PortError::new(
-        FailureKind::StaleEpoch,
+        FailureKind::SessionLost,
         format!("member {member} lost its session"),
     )
 }
@@ -82,6 +82,10 @@ impl Leadership {
 /// Writes marked *leader-guarded* succeed only while `leadership` is still
 /// held (etcd: a transaction comparing the election key's revision) and fail
 /// with [`FailureKind::StaleEpoch`](recon_core::ports::FailureKind) otherwise.
+/// Every request of a member whose session is gone fails with
+/// [`FailureKind::SessionLost`](recon_core::ports::FailureKind); a caller
+/// asking whether it was refused for lost authority asks
+/// [`FailureKind::is_fenced_off`](recon_core::ports::FailureKind::is_fenced_off).
 /// Writes marked *session-bound* live as long as this member's session
 /// (etcd: its lease) and vanish when it dies.
 #[async_trait]

@@ -286,8 +286,9 @@ impl<B: Backend> Coordinator for Protocol<B> {
     }
 
     async fn put_plan(&self, leadership: &Leadership, plan: &Plan) -> Result<(), PortError> {
-        let pages = plan_pages(&plan.units)
-            .map_err(|error| permanent(format!("encode the plan's units: {error}")))?;
+        let pages = plan_pages(&plan.units).map_err(|error| {
+            PortError::with_source(FailureKind::Permanent, error).context("encode the plan's units")
+        })?;
         let parent = Keys::plan_pages(&plan.run_id);
         let count = pages.len();
         self.guarded(

@@ -23,6 +23,21 @@ pub enum FailureKind {
     /// The caller gave up on the call (its cancellation token fired:
     /// shutdown, or the work it served ended); nothing failed.
     Cancelled,
+    /// This member's coordinator session (etcd lease, ZooKeeper session,
+    /// PostgreSQL session row) is gone: it is no longer a member, and
+    /// whatever it led, claimed or acknowledged under that session is
+    /// void. It must join again.
+    SessionLost,
+}
+
+impl FailureKind {
+    /// Whether the caller no longer holds what it acted under — an epoch
+    /// ([`Self::StaleEpoch`]) or a session ([`Self::SessionLost`]): the
+    /// call was refused, nothing it asked for was written, and retrying
+    /// cannot succeed.
+    pub fn is_fenced_off(self) -> bool {
+        matches!(self, Self::StaleEpoch | Self::SessionLost)
+    }
 }
 
 /// An adapter's failure: what a caller acts on ([`FailureKind`], the one
@@ -62,6 +77,13 @@ impl PortError {
             message: error_chain(&source),
             source: Some(Box::new(source)),
         }
+    }
+
+    /// The same failure, its message prefixed with what was being done
+    /// (`"{what}: {message}"`); kind and source kept.
+    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
     }
 }
 

@@ -66,12 +66,11 @@ pub(crate) fn is_lease_not_found(error: &etcd_client::Error) -> bool {
     matches!(error, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::NotFound)
 }
 
-/// An etcd or transport failure: worth retrying.
-pub(crate) fn transient(operation: &str, error: &etcd_client::Error) -> PortError {
-    PortError::new(
-        FailureKind::Transient,
-        format!("etcd {operation} failed: {error}"),
-    )
+/// An etcd or transport failure: worth retrying (the client's error kept
+/// as the source).
+pub(crate) fn transient(operation: &str, error: etcd_client::Error) -> PortError {
+    PortError::with_source(FailureKind::Transient, error)
+        .context(format!("etcd {operation} failed"))
 }
 
 /// A request that did not answer within its deadline.
@@ -109,5 +108,21 @@ mod tests {
         assert!(!is_lease_not_found(
             &etcd_client::Error::LeaseKeepAliveError("lease not found".into())
         ));
+    }
+
+    #[test]
+    fn a_transient_failure_keeps_the_client_error_as_its_source() {
+        let error = transient(
+            "get",
+            etcd_client::Error::GRpcStatus(tonic::Status::unavailable("the member is down")),
+        );
+        assert_eq!(error.kind, FailureKind::Transient);
+        assert!(
+            error.message.starts_with("etcd get failed: "),
+            "{}",
+            error.message
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(source.downcast_ref::<etcd_client::Error>().is_some());
     }
 }

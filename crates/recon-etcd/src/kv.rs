@@ -36,14 +36,14 @@ impl Kv {
         }
     }
 
-    /// An etcd failure as a port error: `StaleEpoch` (and the session
+    /// An etcd failure as a port error: `SessionLost` (and the session
     /// cancelled) if etcd says the member's lease is gone, else `Transient`.
     pub(crate) fn map_error(&self, operation: &str, error: etcd_client::Error) -> PortError {
         if is_lease_not_found(&error) {
             self.session.cancel();
             return session_lost(&self.member);
         }
-        transient(operation, &error)
+        transient(operation, error)
     }
 
     /// The key's current entry, if any.

@@ -218,7 +218,7 @@ impl EtcdBackend {
         self.shared.keys.election_key(self.shared.lease_id)
     }
 
-    /// Fails with `StaleEpoch` once the session is lost.
+    /// Fails with `SessionLost` once the session is lost.
     pub(crate) fn alive(&self) -> Result<(), PortError> {
         if self.shared.session.is_cancelled() {
             return Err(session_lost(self.member()));

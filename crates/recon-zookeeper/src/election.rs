@@ -80,7 +80,7 @@ impl ZooKeeperBackend {
                 let watcher = match watched {
                     Ok((Some(_), watcher)) => watcher,
                     Ok((None, _)) => continue,
-                    Err(error) => return Err(self.session().failure("watch predecessor", &error)),
+                    Err(error) => return Err(self.session().failure("watch predecessor", error)),
                 };
                 // Its own node too: one deleted from outside while it waits
                 // would otherwise go unnoticed behind a long-lived leader.
@@ -92,7 +92,7 @@ impl ZooKeeperBackend {
                     Ok((Some(_), own_watcher)) => own_watcher,
                     Ok((None, _)) => continue,
                     Err(error) => {
-                        return Err(self.session().failure("watch own election node", &error));
+                        return Err(self.session().failure("watch own election node", error));
                     }
                 };
                 drop(client);
@@ -125,7 +125,7 @@ impl ZooKeeperBackend {
         let created = client.create(&path, self.member().as_bytes(), &options);
         match self.session().call("create election node", created).await? {
             Ok((_, sequence)) => Ok(format!("{path}{sequence}")),
-            Err(error) => Err(self.session().failure("create election node", &error)),
+            Err(error) => Err(self.session().failure("create election node", error)),
         }
     }
 

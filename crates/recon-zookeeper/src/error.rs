@@ -80,13 +80,14 @@ pub(crate) fn ends_session(error: &zk::Error) -> bool {
 
 /// A ZooKeeper failure that is not the session's end: `Permanent` when
 /// ZooKeeper refuses the request itself, else `Transient`.
-pub(crate) fn port_error(operation: &str, error: &zk::Error) -> PortError {
-    let kind = if is_refusal(error) {
+/// The client's error is kept as the source.
+pub(crate) fn port_error(operation: &str, error: zk::Error) -> PortError {
+    let kind = if is_refusal(&error) {
         FailureKind::Permanent
     } else {
         FailureKind::Transient
     };
-    PortError::new(kind, format!("ZooKeeper {operation} failed: {error}"))
+    PortError::with_source(kind, error).context(format!("ZooKeeper {operation} failed"))
 }
 
 /// A request that did not answer within its deadline.
@@ -115,5 +116,27 @@ pub(crate) async fn within<T>(
         Err(_elapsed) => Err(Error::Timeout(operation)),
         Ok(Err(source)) => Err(Error::ZooKeeper { operation, source }),
         Ok(Ok(value)) => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_client_error_as_its_source_and_is_classified_by_variant() {
+        let lost = port_error("get", zk::Error::ConnectionLoss);
+        assert_eq!(lost.kind, FailureKind::Transient);
+        assert!(
+            lost.message.starts_with("ZooKeeper get failed: "),
+            "{}",
+            lost.message
+        );
+        let source = std::error::Error::source(&lost).expect("a source");
+        assert!(source.downcast_ref::<zk::Error>().is_some());
+        assert_eq!(
+            port_error("get", zk::Error::NoAuth).kind,
+            FailureKind::Permanent
+        );
     }
 }

@@ -64,7 +64,7 @@
 //! deadline of half the session timeout, within 2–5 s) are `Transient`;
 //! values that are not the expected JSON, and refusals (no auth, bad ACL)
 //! are `Permanent`; a request answered "session expired" or "closed" is
-//! `StaleEpoch`. Spans: `coord.connect`, `coord.keepalive`,
+//! `SessionLost`. Spans: `coord.connect`, `coord.keepalive`,
 //! `coord.campaign`, `coord.leadership_watch`, `coord.resign`,
 //! `coord.guarded_write`, `coord.put_barrier`, `coord.claim`,
 //! `coord.put_done`. No credentials are configured here, so none can be

@@ -235,7 +235,7 @@ impl ZooKeeperBackend {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Fails with `StaleEpoch` once the session is lost.
+    /// Fails with `SessionLost` once the session is lost.
     pub(crate) fn alive(&self) -> Result<zk::Client, PortError> {
         self.session().alive()
     }

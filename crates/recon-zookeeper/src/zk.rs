@@ -3,13 +3,13 @@
 //!
 //! A request's outcome has two layers: the outer `Err` is what the caller
 //! cannot act on (timeout, connection loss: `Transient`; the session over:
-//! `StaleEpoch` and the session cancelled), the inner `Err` a ZooKeeper
+//! `SessionLost` and the session cancelled), the inner `Err` a ZooKeeper
 //! answer about the nodes (no node, exists, bad version, not empty) that
 //! the caller decides on.
 
 use crate::error::{ends_session, permanent, port_error, session_lost, timed_out};
 use crate::session::Session;
-use recon_core::ports::PortError;
+use recon_core::ports::{FailureKind, PortError};
 use serde::Serialize;
 use std::future::Future;
 use zookeeper_client as zk;
@@ -99,14 +99,14 @@ impl Session {
             Err(_elapsed) => Err(timed_out(operation)),
             Ok(Ok(value)) => Ok(Ok(value)),
             Ok(Err(error)) if about_nodes(&error) => Ok(Err(error)),
-            Ok(Err(error)) => Err(self.failure(operation, &error)),
+            Ok(Err(error)) => Err(self.failure(operation, error)),
         }
     }
 
     /// A failure of a request as a port error; a session that is over is
     /// lost here at once.
-    pub(crate) fn failure(&self, operation: &str, error: &zk::Error) -> PortError {
-        if ends_session(error) {
+    pub(crate) fn failure(&self, operation: &str, error: zk::Error) -> PortError {
+        if ends_session(&error) {
             self.end();
             return session_lost(&self.member);
         }
@@ -119,7 +119,7 @@ impl Session {
         match self.call("get", client.get_data(path)).await? {
             Ok(entry) => Ok(Some(entry)),
             Err(zk::Error::NoNode) => Ok(None),
-            Err(error) => Err(self.failure("get", &error)),
+            Err(error) => Err(self.failure("get", error)),
         }
     }
 
@@ -128,7 +128,7 @@ impl Session {
         let client = self.alive()?;
         match self.call("exists", client.check_stat(path)).await? {
             Ok(stat) => Ok(stat),
-            Err(error) => Err(self.failure("exists", &error)),
+            Err(error) => Err(self.failure("exists", error)),
         }
     }
 
@@ -144,7 +144,7 @@ impl Session {
                 Ok(names)
             }
             Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(self.failure("list children", &error)),
+            Err(error) => Err(self.failure("list children", error)),
         }
     }
 
@@ -161,11 +161,11 @@ impl Session {
             for path in batch {
                 reader
                     .add_get_data(path)
-                    .map_err(|error| port_error("read nodes", &error))?;
+                    .map_err(|error| port_error("read nodes", error))?;
             }
             let results = match self.call("read nodes", reader.commit()).await? {
                 Ok(results) => results,
-                Err(error) => return Err(self.failure("read nodes", &error)),
+                Err(error) => return Err(self.failure("read nodes", error)),
             };
             for result in results {
                 match result {
@@ -174,7 +174,7 @@ impl Session {
                         err: zk::Error::NoNode,
                     } => entries.push(None),
                     zk::MultiReadResult::Error { err } => {
-                        return Err(self.failure("read nodes", &err));
+                        return Err(self.failure("read nodes", err));
                     }
                     other => {
                         return Err(permanent(format!("unexpected multi-read answer {other:?}")));
@@ -199,7 +199,7 @@ impl Session {
             .await?
         {
             Ok(()) => Ok(()),
-            Err(error) => Err(self.failure("create parents", &error)),
+            Err(error) => Err(self.failure("create parents", error)),
         }
     }
 
@@ -216,7 +216,7 @@ impl Session {
             let client = self.alive()?;
             let mut writer = client.new_multi_writer();
             for op in &resolved {
-                add(&mut writer, op).map_err(|error| port_error(operation, &error))?;
+                add(&mut writer, op).map_err(|error| port_error(operation, error))?;
             }
             let (index, error) = match tokio::time::timeout(self.request_timeout, writer.commit())
                 .await
@@ -225,7 +225,7 @@ impl Session {
                 Ok(Ok(_results)) => return Ok(Transacted::Done),
                 Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => (index, source),
                 Ok(Err(zk::MultiWriteError::RequestFailed { source })) => {
-                    return Err(self.failure(operation, &source));
+                    return Err(self.failure(operation, source));
                 }
             };
             let retry_here = match (&ops[index], &resolved[index], &error) {
@@ -239,7 +239,7 @@ impl Session {
             };
             if !retry_here {
                 if !about_nodes(&error) {
-                    return Err(self.failure(operation, &error));
+                    return Err(self.failure(operation, error));
                 }
                 return Ok(Transacted::Failed { index, error });
             }
@@ -299,5 +299,7 @@ fn add(writer: &mut zk::MultiWriter<'_>, op: &Op) -> Result<(), zk::Error> {
 
 /// A value as JSON bytes.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, PortError> {
-    serde_json::to_vec(value).map_err(|error| permanent(format!("encode JSON value: {error}")))
+    serde_json::to_vec(value).map_err(|error| {
+        PortError::with_source(FailureKind::Permanent, error).context("encode JSON value")
+    })
 }

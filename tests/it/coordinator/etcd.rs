@@ -3,7 +3,7 @@
 //! shutdown, unreadable values.
 
 use super::Cluster;
-use super::fixtures::{expect_stale, member_ids, plan, until_gone, within};
+use super::fixtures::{expect_fenced_off, member_ids, plan, until_gone, within};
 use anyhow::{Context, bail, ensure};
 use etcd_client::Client;
 use recon_core::ports::FailureKind;
@@ -267,7 +267,7 @@ async fn a_frozen_member_stops_before_its_keys_expire() -> anyhow::Result<()> {
         next.epoch,
         leadership.epoch
     );
-    expect_stale(
+    expect_fenced_off(
         "frozen put_plan",
         frozen.put_plan(&leadership, &plan("r1", 1)).await,
     )?;

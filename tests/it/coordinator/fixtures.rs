@@ -23,19 +23,38 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> an
         .with_context(|| format!("timed out after {DEADLINE:?} waiting for {what}"))
 }
 
-/// Fails unless `result` is a `StaleEpoch` error.
-pub(crate) fn expect_stale<T: std::fmt::Debug>(
+/// Fails unless `result` was refused for lost authority: `StaleEpoch`
+/// (its leadership is gone) or `SessionLost` (its session is) — which of
+/// the two a request meets first depends on whether the member noticed its
+/// loss yet.
+pub(crate) fn expect_fenced_off<T: std::fmt::Debug>(
     what: &str,
     result: Result<T, PortError>,
 ) -> anyhow::Result<()> {
     match result {
-        Err(error) if error.kind == FailureKind::StaleEpoch => Ok(()),
+        Err(error) if error.kind.is_fenced_off() => Ok(()),
         Err(error) => bail!(
-            "{what}: expected StaleEpoch, got {:?}: {}",
+            "{what}: expected StaleEpoch or SessionLost, got {:?}: {}",
             error.kind,
             error
         ),
-        Ok(value) => bail!("{what}: expected StaleEpoch, but it succeeded with {value:?}"),
+        Ok(value) => bail!("{what}: expected a refusal, but it succeeded with {value:?}"),
+    }
+}
+
+/// Fails unless `result` is a `SessionLost` error.
+pub(crate) fn expect_session_lost<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, PortError>,
+) -> anyhow::Result<()> {
+    match result {
+        Err(error) if error.kind == FailureKind::SessionLost => Ok(()),
+        Err(error) => bail!(
+            "{what}: expected SessionLost, got {:?}: {}",
+            error.kind,
+            error
+        ),
+        Ok(value) => bail!("{what}: expected SessionLost, but it succeeded with {value:?}"),
     }
 }
 

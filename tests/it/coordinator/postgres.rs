@@ -4,7 +4,7 @@
 //! would.
 
 use super::Cluster;
-use super::fixtures::{expect_stale, within};
+use super::fixtures::{expect_fenced_off, within};
 use anyhow::{Context, ensure};
 use recon_coord_postgres::{PostgresCoordinator, PostgresSettings};
 use recon_engine::cluster::{Coordinator, MemberInfo, MemberRole};
@@ -145,7 +145,7 @@ async fn an_expired_session_is_refused_before_the_member_notices() -> anyhow::Re
         )
         .await?;
     ensure!(expired == 1, "a's session row was there");
-    expect_stale(
+    expect_fenced_off(
         "the expired leader's put_run",
         a.put_run(&leadership, &super::fixtures::run("r1", leadership.epoch))
             .await,

@@ -2,8 +2,8 @@
 
 use super::Cluster;
 use super::fixtures::{
-    QUIET, barrier, done_record, expect_stale, member_ids, plan, realistic_done_record, request,
-    run, within,
+    QUIET, barrier, done_record, expect_fenced_off, expect_session_lost, member_ids, plan,
+    realistic_done_record, request, run, within,
 };
 use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -175,16 +175,16 @@ pub(crate) async fn deposed_leader_writes_are_refused_and_change_nothing(
     b.assign(&new, "r2", "t1", "b").await?;
 
     // a's session is alive: only the epoch compare stands in its way.
-    expect_stale(
+    expect_fenced_off(
         "zombie put_run",
         a.put_run(&old, &run("zombie", old.epoch)).await,
     )?;
-    expect_stale(
+    expect_fenced_off(
         "zombie put_plan",
         a.put_plan(&old, &plan("r2", old.epoch)).await,
     )?;
-    expect_stale("zombie assign", a.assign(&old, "r2", "t1", "a").await)?;
-    expect_stale(
+    expect_fenced_off("zombie assign", a.assign(&old, "r2", "t1", "a").await)?;
+    expect_fenced_off(
         "zombie put_barrier",
         a.put_barrier(&old, &barrier("r2", old.epoch)).await,
     )?;
@@ -212,7 +212,7 @@ pub(crate) async fn deposed_leader_writes_are_refused_and_change_nothing(
         again.epoch,
         new.epoch
     );
-    expect_stale(
+    expect_fenced_off(
         "old epoch of the new leader",
         a.put_plan(&old, &plan("r3", old.epoch)).await,
     )?;
@@ -241,16 +241,16 @@ pub(crate) async fn killed_leader_and_member_writes_are_refused(
         leadership.lost.cancelled(),
     )
     .await?;
-    expect_stale(
+    expect_fenced_off(
         "killed leader put_run",
         a.put_run(&leadership, &run("r9", 1)).await,
     )?;
-    expect_stale(
+    expect_fenced_off(
         "killed leader put_barrier",
         a.put_barrier(&leadership, &barrier("r1", 1)).await,
     )?;
-    expect_stale("killed member ack_pause", a.ack_pause("r1").await)?;
-    expect_stale("killed member claim", a.claim("r1", "t1").await)?;
+    expect_session_lost("killed member ack_pause", a.ack_pause("r1").await)?;
+    expect_session_lost("killed member claim", a.claim("r1", "t1").await)?;
     ensure!(
         b.current_run().await? == Some(run("r1", leadership.epoch)),
         "run unchanged"
@@ -637,12 +637,12 @@ pub(crate) async fn done_records_need_the_assignment_and_the_claim(
     let b = cluster.member("b").await?;
     let leadership = lead(&a).await?;
     ensure!(!b.claim("r1", "t1").await?, "b claims an unassigned unit");
-    expect_stale(
+    expect_fenced_off(
         "done-record of an unassigned unit",
         b.put_done("r1", "t1", &done_record("b", 7)).await,
     )?;
     a.assign(&leadership, "r1", "t1", "b").await?;
-    expect_stale(
+    expect_fenced_off(
         "done-record without the claim",
         b.put_done("r1", "t1", &done_record("b", 7)).await,
     )?;
@@ -653,7 +653,7 @@ pub(crate) async fn done_records_need_the_assignment_and_the_claim(
         !b.claim("r1", "t1").await?,
         "b re-claims a unit handed away"
     );
-    expect_stale(
+    expect_fenced_off(
         "done-record of a unit handed away",
         b.put_done("r1", "t1", &done_record("b", 7)).await,
     )?;
@@ -814,7 +814,7 @@ pub(crate) async fn a_schedule_slot_fires_once_across_leaders(
         a.trigger_mark("schedule").await? == Some(200),
         "every member sees the last slot"
     );
-    expect_stale(
+    expect_fenced_off(
         "deposed advance_trigger",
         a.advance_trigger(&first, "schedule", 300).await,
     )?;

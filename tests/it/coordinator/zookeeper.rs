@@ -3,7 +3,9 @@
 //! frozen member, a deleted election node, shutdown and unreadable values.
 
 use super::Cluster;
-use super::fixtures::{barrier, expect_stale, member_ids, plan, run, until_gone, within};
+use super::fixtures::{
+    barrier, expect_fenced_off, expect_session_lost, member_ids, plan, run, until_gone, within,
+};
 use anyhow::{Context, bail, ensure};
 use recon_core::ports::FailureKind;
 use recon_engine::cluster::{AbortRequest, Coordinator, MemberInfo, MemberRole};
@@ -285,12 +287,12 @@ async fn a_frozen_member_stops_before_its_nodes_expire() -> anyhow::Result<()> {
         next.epoch,
         leadership.epoch
     );
-    expect_stale(
+    expect_fenced_off(
         "frozen put_plan",
         frozen.put_plan(&leadership, &plan("r1", 1)).await,
     )?;
     proxy.thaw();
-    expect_stale("thawed ack_pause", frozen.ack_pause("r2").await)?;
+    expect_session_lost("thawed ack_pause", frozen.ack_pause("r2").await)?;
     ensure!(
         observer.pause_acks("r2").await?.is_empty(),
         "a lost member stays lost after the network heals"
@@ -318,7 +320,7 @@ async fn a_deleted_election_node_ends_the_leadership() -> anyhow::Result<()> {
         !member.session_lost().is_cancelled(),
         "the session lives on"
     );
-    expect_stale(
+    expect_fenced_off(
         "put_run of the ended leadership",
         member
             .put_run(&leadership, &run("r1", leadership.epoch))

@@ -578,7 +578,7 @@ impl ClusterMember {
                 .await
             {
                 Ok(()) => break,
-                Err(error) if error.kind == FailureKind::StaleEpoch => return Err(error),
+                Err(error) if error.kind.is_fenced_off() => return Err(error),
                 Err(error) => {
                     warn!(error = %error, "barrier write failed, retrying");
                     if !backoff.wait(&step.leadership.lost).await {
