@@ -81,15 +81,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # a build in a shared target directory must not swap it mid-run.
 cp "$TARGET_DIR/release/recon" "$WORK_DIR/recon"
 if [ -n "${RECON_BENCH_BASELINE:-}" ]; then
-  BASELINE_COMMIT="$(git -C "$ROOT" rev-parse --verify "${RECON_BENCH_BASELINE}^{commit}")"
-  BASELINE_DIR="${HOME}/.cache/recon-bench-baseline/$BASELINE_COMMIT"
-  if [ ! -d "$BASELINE_DIR/src" ]; then
-    mkdir -p "$BASELINE_DIR"
-    git -C "$ROOT" worktree add --detach "$BASELINE_DIR/src" "$BASELINE_COMMIT" >/dev/null
-  fi
-  log "building the baseline $BASELINE_COMMIT"
-  (cd "$BASELINE_DIR/src" && CARGO_TARGET_DIR="$BASELINE_DIR/target" cargo build --release --locked -p recon)
-  cp "$BASELINE_DIR/target/release/recon" "$WORK_DIR/recon-baseline"
+  # shellcheck source=scripts/baseline.sh
+  . "$ROOT/scripts/baseline.sh"
+  build_baseline "$RECON_BENCH_BASELINE" "$WORK_DIR/recon-baseline"
   export RECON_BENCH_BASELINE_BINARY="$WORK_DIR/recon-baseline"
   export RECON_BENCH_BASELINE_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench_baseline_replica"
 fi
