@@ -90,6 +90,23 @@ pub enum RunStage {
     Deposed,
 }
 
+impl RunStage {
+    /// Whether a run at this stage can still be aborted (an operator's
+    /// abort, `max_pause`): before its barrier, including a completed run
+    /// that the store does not close in time. Every action at such a stage
+    /// is bounded by what is left of `max_pause`.
+    pub fn abortable(self) -> bool {
+        matches!(
+            self,
+            Self::Pausing
+                | Self::Planning
+                | Self::Working
+                | Self::Completing
+                | Self::Closing(Ending::Completed)
+        )
+    }
+}
+
 /// What the leader observed (the result of an action, or of a look at the
 /// coordinator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,12 +253,7 @@ fn transition(stage: RunStage, observation: Observation) -> RunStage {
         };
     }
     let abort = |cause| S::Closing(Ending::Aborted(cause));
-    // Before its barrier, a run can still be aborted; a completed run that
-    // the store does not close in time too.
-    let abortable = matches!(
-        stage,
-        S::Pausing | S::Planning | S::Working | S::Completing | S::Closing(Ending::Completed)
-    );
+    let abortable = stage.abortable();
     match (stage, observation) {
         (_, O::AbortRequested) if abortable => abort(AbortCause::Operator),
         (_, O::PauseExpired) if abortable => abort(AbortCause::PauseExpired),

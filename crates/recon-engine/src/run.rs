@@ -17,7 +17,7 @@ use crate::unit::{UnitContext, UnitError};
 use recon_core::ports::{ConsumerGate, PortError, ReplicaStore, Source};
 use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -253,6 +253,45 @@ impl Reconciler {
         let scopes = report.floor_scopes(options.scope == Scope::AllTenants, GLOBAL_SCOPE);
         self.raise_floors_of(options, &scopes, generation, cancel)
             .await
+    }
+
+    /// Raises the floors of `tenants`, which an aborted run reconciled
+    /// whole, to `generation` before its consumers resume: old-generation
+    /// events still in Kafka (a paused backlog, outbox rows unpublished at
+    /// a restore) must not overwrite what it restored. Best effort, within
+    /// `deadline`; what to add to the abort reason when raised.
+    pub(crate) async fn raise_floors_after_abort(
+        &self,
+        options: &ReconcileOptions,
+        tenants: &[String],
+        generation: u64,
+        deadline: Duration,
+    ) -> Option<String> {
+        if tenants.is_empty() {
+            return None;
+        }
+        let cancel = CancellationToken::new();
+        let raise = self.raise_floors_of(options, tenants, generation, &cancel);
+        match tokio::time::timeout(deadline, raise).await {
+            Ok(Ok(_)) => {
+                info!(
+                    tenants = tenants.len(),
+                    generation, "aborted run: floors raised for the tenants it reconciled whole"
+                );
+                Some(format!(
+                    "; generation floor {generation} raised for the {} tenants reconciled whole",
+                    tenants.len()
+                ))
+            }
+            Ok(Err(reason)) => {
+                warn!(reason = %reason, "aborted run: could not raise the floors of the tenants it reconciled");
+                None
+            }
+            Err(_elapsed) => {
+                warn!("aborted run: raising the floors of the tenants it reconciled took too long");
+                None
+            }
+        }
     }
 
     /// Raises the generation floor of each of `scopes` (tenants, or the

@@ -21,7 +21,6 @@ use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tracing::{Span, info, warn};
 
 /// The longest wait between attempts to write a barrier.
@@ -111,14 +110,7 @@ impl ClusterMember {
     ) -> Result<(), PortError> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
-            let bounded = matches!(
-                machine.stage(),
-                RunStage::Pausing
-                    | RunStage::Planning
-                    | RunStage::Working
-                    | RunStage::Completing
-                    | RunStage::Closing(Ending::Completed)
-            );
+            let bounded = machine.stage().abortable();
             let observed = match self.remaining_pause(step.run) {
                 Some(left) if bounded => {
                     match tokio::time::timeout(left, self.execute_action(step, action)).await {
@@ -451,26 +443,13 @@ impl ClusterMember {
             return;
         }
         let options = self.options(run);
-        let cancel = CancellationToken::new();
-        let raise = self
+        let deadline = self.store_attempt_deadline();
+        if let Some(raised) = self
             .reconciler
-            .raise_floors_of(&options, &tenants, generation, &cancel);
-        match tokio::time::timeout(self.store_attempt_deadline(), raise).await {
-            Ok(Ok(_)) => {
-                info!(run = %run.run_id, tenants = tenants.len(), generation = generation, "aborted run: floors raised for the tenants it reconciled whole");
-                let raised = format!(
-                    "; generation floor {} raised for the {} tenants reconciled whole",
-                    generation,
-                    tenants.len()
-                );
-                step.abort_reason.get_or_insert_default().push_str(&raised);
-            }
-            Ok(Err(error)) => {
-                warn!(run = %run.run_id, error = %error, "aborted run: could not raise the floors of the tenants it reconciled");
-            }
-            Err(_elapsed) => {
-                warn!(run = %run.run_id, "aborted run: raising the floors of the tenants it reconciled took too long");
-            }
+            .raise_floors_after_abort(&options, &tenants, generation, deadline)
+            .await
+        {
+            step.abort_reason.get_or_insert_default().push_str(&raised);
         }
     }
 

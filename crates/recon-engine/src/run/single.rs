@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::error;
 
 /// The longest an aborted run waits for the floors of the tenants it
 /// reconciled whole (the cluster leader's bound for one store attempt).
@@ -101,14 +101,7 @@ impl<'a> SingleRun<'a> {
         while let Some(action) = queue.pop_front() {
             // Before its barrier a run is bounded by max_pause, as in a
             // cluster: the consumer is paused.
-            let bounded = matches!(
-                machine.stage(),
-                RunStage::Pausing
-                    | RunStage::Planning
-                    | RunStage::Working
-                    | RunStage::Completing
-                    | RunStage::Closing(Ending::Completed)
-            );
+            let bounded = machine.stage().abortable();
             let observed = if bounded {
                 let left = self.deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, self.execute_action(action)).await {
@@ -164,12 +157,14 @@ impl<'a> SingleRun<'a> {
         let Some((gate, owner)) = &self.reconciler.gate else {
             return Observation::AllPaused;
         };
+        // Held from the moment it is asked for: a pause cut short by
+        // max_pause may have paused the consumer, and is resumed.
+        self.paused = true;
         match gate.pause(owner).await {
-            Ok(()) => {
-                self.paused = true;
-                Observation::AllPaused
-            }
+            Ok(()) => Observation::AllPaused,
             Err(error) => {
+                // The gate let go of what it had paused.
+                self.paused = false;
                 self.abort(format!("could not pause the consumer: {error}"));
                 Observation::AbortRequested
             }
@@ -261,34 +256,15 @@ impl<'a> SingleRun<'a> {
             return;
         }
         let tenants = self.report.floor_scopes(false, recon_core::GLOBAL_SCOPE);
-        if tenants.is_empty() {
-            return;
-        }
-        let cancel = CancellationToken::new();
-        let raise = self
+        if let Some(raised) = self
             .reconciler
-            .raise_floors_of(self.options, &tenants, generation, &cancel);
-        match tokio::time::timeout(FLOOR_DEADLINE, raise).await {
-            Ok(Ok(_)) => {
-                info!(
-                    tenants = tenants.len(),
-                    generation, "aborted run: floors raised for the tenants it reconciled whole"
-                );
-                let raised = format!(
-                    "; generation floor {generation} raised for the {} tenants reconciled whole",
-                    tenants.len()
-                );
-                self.report
-                    .abort_reason
-                    .get_or_insert_default()
-                    .push_str(&raised);
-            }
-            Ok(Err(reason)) => {
-                warn!(reason = %reason, "aborted run: could not raise the floors of the tenants it reconciled");
-            }
-            Err(_elapsed) => {
-                warn!("aborted run: raising the floors of the tenants it reconciled took too long");
-            }
+            .raise_floors_after_abort(self.options, &tenants, generation, FLOOR_DEADLINE)
+            .await
+        {
+            self.report
+                .abort_reason
+                .get_or_insert_default()
+                .push_str(&raised);
         }
     }
 
