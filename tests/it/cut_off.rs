@@ -57,6 +57,7 @@ async fn a_replica_cut_off_during_a_run_resumes_at_the_runs_deadline() -> anyhow
             dry_run: false,
             allow_mass_delete: false,
             run_id: None,
+            pause: recon_core::PausePolicy::Always,
         },
         phase: RunPhase::Pausing,
         epoch: leadership.epoch,

@@ -224,6 +224,7 @@ fn run_record(run_id: &str, started_unix_ms: u64, units: usize) -> recon_core::R
         ended_unix_ms: started_unix_ms + 1_000,
         planned_units: 2,
         aborted_by: None,
+        pause: recon_core::PausePolicy::Always,
         trace_id: None,
         totals: recon_core::RunTotals::of(&report),
         report,

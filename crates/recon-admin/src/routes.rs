@@ -8,6 +8,7 @@ use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use recon_core::PausePolicy;
 use recon_core::ports::EventSink;
 use recon_engine::cluster::{AbortRequest, RunRequest, now_unix_ms};
 use serde::Deserialize;
@@ -138,6 +139,8 @@ struct ReconcileBody {
     /// Must be `true` with `allow_mass_delete`: overriding the delete guard
     /// over HTTP is never a default or a typo.
     confirm_mass_delete: bool,
+    /// `"always"` (the default) or `"never"`: whether consumers pause.
+    pause: PausePolicy,
 }
 
 async fn request_reconcile(
@@ -165,6 +168,7 @@ async fn request_reconcile(
         tenants: body.tenants,
         dry_run: body.dry_run,
         allow_mass_delete: body.allow_mass_delete,
+        pause: body.pause,
         run_id: Some(RunRequest::new_run_id(now_unix_ms(), rand::random())),
     };
     let pending = match coordinator.request_run(&request).await {

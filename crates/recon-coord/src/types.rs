@@ -3,8 +3,8 @@
 //! the etcd adapter stores them as JSON values.
 
 use recon_core::{
-    EntityKey, InvalidInput, KeyRange, Kind, RunMode, RunRecord, RunReport, RunStatus, RunTotals,
-    UnitReport,
+    EntityKey, InvalidInput, KeyRange, Kind, PausePolicy, RunMode, RunRecord, RunReport, RunStatus,
+    RunTotals, UnitReport,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,6 +56,10 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// Override the delete guard.
     pub allow_mass_delete: bool,
+    /// Whether the run pauses the consumers (requests of older versions:
+    /// it does).
+    #[serde(default, skip_serializing_if = "PausePolicy::is_always")]
+    pub pause: PausePolicy,
     /// The id the run serving this request gets, chosen by the first
     /// requester ([`RunRequest::new_run_id`]); a request merged into a
     /// pending one takes the pending one's id. Requests of older versions
@@ -74,7 +78,8 @@ impl RunRequest {
     /// One pending request that asks for what both ask for: the union of
     /// their tenants (all tenants if either asks for all); a dry run only if
     /// both are; the delete guard overridden only if both override it (an
-    /// override never reaches tenants whose requester did not ask for it).
+    /// override never reaches tenants whose requester did not ask for it);
+    /// consumers left running only if both ask for it.
     /// Keeps the earlier request time and run id and names both requesters.
     pub fn merge(self, later: RunRequest) -> RunRequest {
         let tenants = if self.tenants.is_empty() || later.tenants.is_empty() {
@@ -99,6 +104,7 @@ impl RunRequest {
             tenants,
             dry_run: self.dry_run && later.dry_run,
             allow_mass_delete: self.allow_mass_delete && later.allow_mass_delete,
+            pause: self.pause.merge(later.pause),
             run_id: self.run_id.or(later.run_id),
         }
     }
@@ -250,6 +256,7 @@ impl RunState {
             ended_unix_ms,
             planned_units,
             aborted_by,
+            pause: self.request.pause,
             trace_id: self
                 .traceparent
                 .as_deref()
@@ -387,6 +394,7 @@ mod tests {
             dry_run,
             allow_mass_delete: allow,
             run_id: None,
+            pause: recon_core::PausePolicy::Always,
         }
     }
 
@@ -403,6 +411,37 @@ mod tests {
         assert!(!merged.allow_mass_delete, "one did not override the guard");
         assert_eq!(merged.requested_by, "a, bb");
         assert_eq!(merged.requested_unix_ms, 1);
+    }
+
+    #[test]
+    fn a_merged_request_leaves_consumers_running_only_if_both_ask() {
+        let never = |by| RunRequest {
+            pause: PausePolicy::Never,
+            ..request(by, &[], false, false)
+        };
+        let always = request("b", &[], false, false);
+        assert_eq!(never("a").merge(never("b")).pause, PausePolicy::Never);
+        assert_eq!(never("a").merge(always.clone()).pause, PausePolicy::Always);
+        assert_eq!(always.merge(never("a")).pause, PausePolicy::Always);
+    }
+
+    #[test]
+    fn a_request_of_an_older_version_pauses_and_an_always_request_reads_the_same() {
+        let old: RunRequest = serde_json::from_str(
+            r#"{"requested_by":"a","requested_unix_ms":1,"tenants":[],"dry_run":false,"allow_mass_delete":false}"#,
+        )
+        .expect("an older request");
+        assert_eq!(old.pause, PausePolicy::Always);
+        let always = serde_json::to_string(&old).expect("encode");
+        assert!(!always.contains("pause"), "{always}");
+        let never = RunRequest {
+            pause: PausePolicy::Never,
+            ..old
+        };
+        let encoded = serde_json::to_string(&never).expect("encode");
+        assert!(encoded.contains(r#""pause":"never""#), "{encoded}");
+        let decoded: RunRequest = serde_json::from_str(&encoded).expect("decode");
+        assert_eq!(decoded, never);
     }
 
     #[test]

@@ -28,6 +28,67 @@ pub enum RunMode {
     Single,
 }
 
+/// Whether a run pauses the replicas' consumers from its start to its
+/// barrier (`always`, the default) or leaves them applying events while it
+/// reconciles (`never`): the version guards of the one apply path make the
+/// two equal once the stream has caught up (`docs/pause-free.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PausePolicy {
+    /// Every consumer pauses and acknowledges before planning, and resumes
+    /// at the barrier.
+    #[default]
+    Always,
+    /// No consumer pauses: replication goes on during the run.
+    Never,
+}
+
+impl PausePolicy {
+    /// Whether this is the default (`always`), which requests and records
+    /// of older versions mean.
+    pub fn is_always(&self) -> bool {
+        *self == Self::Always
+    }
+
+    /// The policy as written on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+
+    /// The policy of a run serving two merged requests: `never` only if
+    /// both asked for it (as careful as either).
+    pub fn merge(self, other: Self) -> Self {
+        if self == Self::Never && other == Self::Never {
+            Self::Never
+        } else {
+            Self::Always
+        }
+    }
+}
+
+impl std::fmt::Display for PausePolicy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PausePolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown pause policy {other:?} (expected always or never)"
+            )),
+        }
+    }
+}
+
 /// Sums of a run's unit figures, for listings that leave the units out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunTotals {
@@ -92,6 +153,10 @@ pub struct RunRecord {
     pub planned_units: u64,
     /// Who asked to abort it, if an operator did.
     pub aborted_by: Option<String>,
+    /// Whether it paused the consumers (records of older versions: it
+    /// did).
+    #[serde(default, skip_serializing_if = "PausePolicy::is_always")]
+    pub pause: PausePolicy,
     /// The trace id of the run's root span, if traced.
     pub trace_id: Option<String>,
     /// Sums of the units' figures.
@@ -186,6 +251,7 @@ impl RunRecord {
             self.tenants.join(", ")
         };
         let _ = writeln!(out, "scope:        {scope}");
+        let _ = writeln!(out, "pause:        {}", self.pause);
         let _ = writeln!(out, "epoch:        {}", self.report.epoch);
         let _ = writeln!(
             out,
@@ -229,6 +295,7 @@ mod tests {
             ended_unix_ms: 3_500,
             planned_units: 2,
             aborted_by: None,
+            pause: PausePolicy::Always,
             trace_id: None,
             totals: RunTotals::of(&report),
             report,

@@ -28,7 +28,7 @@ pub use domain::{
 };
 pub use guard::{DeleteGuard, GuardDecision};
 pub use hash::RowHash;
-pub use history::{RunMode, RunRecord, RunTotals};
+pub use history::{PausePolicy, RunMode, RunRecord, RunTotals};
 pub use redact::redact_url;
 pub use report::{RunReport, RunStatus, TenantRemoval, UnitOutcome, UnitReport};
 pub use version::{ElectionClaim, FenceToken, GLOBAL_SCOPE, Version};

@@ -8,8 +8,8 @@ use recon_core::ports::{
 };
 use recon_core::{Change, ElectionClaim, EntityKey, FenceToken, KeyRange, Kind, Row, Version};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Rows by (kind, tenant) then key; tenants are filed under tenant "".
 pub type Rows = BTreeMap<(Kind, String), BTreeMap<EntityKey, Row>>;
@@ -281,6 +281,38 @@ impl FakeStore {
             rows: Mutex::new(rows),
             ..Self::default()
         }
+    }
+
+    /// A store holding `rows` that counts the reconciliation writes made
+    /// while the floor of `scope` was not yet `generation`.
+    pub fn counting_writes_below_floor(
+        rows: Rows,
+        scope: &str,
+        generation: u64,
+    ) -> (Arc<Self>, Arc<AtomicU64>) {
+        let own: Arc<std::sync::OnceLock<std::sync::Weak<Self>>> = Arc::default();
+        let below = Arc::new(AtomicU64::new(0));
+        let scope = scope.to_owned();
+        let store = Arc::new(Self {
+            rows: Mutex::new(rows),
+            write_gate: Some(Box::new({
+                let own = own.clone();
+                let below = below.clone();
+                move |_changes| {
+                    let floor = own
+                        .get()
+                        .and_then(std::sync::Weak::upgrade)
+                        .and_then(|store| store.floors.lock().expect("lock").get(&scope).copied());
+                    if floor != Some(generation) {
+                        below.fetch_add(1, Ordering::SeqCst);
+                    }
+                    true
+                }
+            })),
+            ..Self::default()
+        });
+        let _ = own.set(Arc::downgrade(&store));
+        (store, below)
     }
 
     pub fn snapshot(&self) -> Rows {

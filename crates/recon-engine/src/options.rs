@@ -1,6 +1,6 @@
 //! Options of a reconciliation run.
 
-use recon_core::DeleteGuard;
+use recon_core::{DeleteGuard, PausePolicy};
 use std::time::Duration;
 
 /// Which tenants a run covers.
@@ -45,6 +45,8 @@ pub struct ReconcileOptions {
     /// Sub-ranges a differing range is split into when narrowing with
     /// digests.
     pub digest_fanout: u32,
+    /// Whether the consumers pause for the run.
+    pub pause: PausePolicy,
 }
 
 impl ReconcileOptions {
@@ -64,6 +66,7 @@ impl ReconcileOptions {
             retry_backoff: Duration::from_millis(500),
             digests: true,
             digest_fanout: 16,
+            pause: PausePolicy::Always,
         }
     }
 }

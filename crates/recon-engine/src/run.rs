@@ -14,7 +14,7 @@ use crate::unit::guarded::AllDigests;
 use crate::unit::narrow::NarrowStats;
 use crate::unit::walk::KeyFilter;
 use crate::unit::{UnitContext, UnitError};
-use recon_core::ports::{ConsumerGate, PortError, ReplicaStore, Source};
+use recon_core::ports::{ConsumerGate, PageRequest, PortError, ReplicaStore, Source};
 use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,6 +253,45 @@ impl Reconciler {
         let scopes = report.floor_scopes(options.scope == Scope::AllTenants, GLOBAL_SCOPE);
         self.raise_floors_of(options, &scopes, generation, cancel)
             .await
+    }
+
+    /// The source's generation now: the watermark of a one-row page of
+    /// scopes.
+    pub(crate) async fn source_generation(&self) -> Result<u64, PortError> {
+        let first = PageRequest {
+            tenant_id: String::new(),
+            kind: self.store.schema().scope_kind(),
+            after: None,
+            limit: 1,
+            within: Vec::new(),
+        };
+        Ok(self.source.fetch_page(&first).await?.watermark.generation)
+    }
+
+    /// Raises the generation floors of a run's scopes (the whole store, or
+    /// each of its tenants) to the source's generation before the run
+    /// writes anything, the tenant list included: what a run that leaves
+    /// consumers running does first (see `docs/pause-free.md`). Nothing
+    /// for a dry run.
+    pub(crate) async fn raise_floors_before_writing(
+        &self,
+        options: &ReconcileOptions,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        if options.dry_run {
+            return Ok(());
+        }
+        let generation = self
+            .source_generation()
+            .await
+            .map_err(|error| format!("could not read the source's generation: {error}"))?;
+        let scopes = match &options.scope {
+            Scope::AllTenants => vec![GLOBAL_SCOPE.to_owned()],
+            Scope::Tenants(tenants) => tenants.clone(),
+        };
+        self.raise_floors_of(options, &scopes, generation, cancel)
+            .await
+            .map(|_| ())
     }
 
     /// Raises the floors of `tenants`, which an aborted run reconciled

@@ -72,6 +72,7 @@ pub(crate) fn request(requested_by: &str) -> RunRequest {
         dry_run: false,
         allow_mass_delete: false,
         run_id: None,
+        pause: recon_core::PausePolicy::Always,
     }
 }
 

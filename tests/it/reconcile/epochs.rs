@@ -350,6 +350,7 @@ async fn cluster_run_with(
         dry_run: false,
         allow_mass_delete: true,
         run_id: None,
+        pause: recon_core::PausePolicy::Always,
     };
     let mut members = Vec::new();
     for coordinator_port in coordination.connect(&["e1", "e2"], &shutdown).await? {

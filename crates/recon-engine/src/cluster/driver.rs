@@ -17,7 +17,7 @@ use recon_coord::{
     UnitPlan, now_unix_ms,
 };
 use recon_core::ports::{FailureKind, PortError};
-use recon_core::{RunReport, RunStatus, UnitOutcome, UnitReport};
+use recon_core::{PausePolicy, RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,15 +221,17 @@ impl ClusterMember {
             .collect())
     }
 
-    /// `true` once every live member paused (the run then stored as
-    /// planning).
+    /// `true` once every live member paused — at once for a run that
+    /// leaves consumers running (the run then stored as planning).
     async fn check_acks(&self, step: &Step<'_>) -> Result<bool, PortError> {
-        let members = self.live_members().await?;
-        let acks = self.coordinator.pause_acks(&step.run.run_id).await?;
-        if members.is_empty() || !members.is_subset(&acks) {
-            return Ok(false);
+        if step.run.request.pause == PausePolicy::Always {
+            let members = self.live_members().await?;
+            let acks = self.coordinator.pause_acks(&step.run.run_id).await?;
+            if members.is_empty() || !members.is_subset(&acks) {
+                return Ok(false);
+            }
+            info!(run = %step.run.run_id, members = members.len(), "every live member paused");
         }
-        info!(run = %step.run.run_id, members = members.len(), "every live member paused");
         let mut run = step.run.clone();
         run.phase = RunPhase::Planning;
         self.coordinator.put_run(step.leadership, &run).await?;
@@ -243,6 +245,14 @@ impl ClusterMember {
         let run = step.run;
         if self.coordinator.plan(&run.run_id).await?.is_none() {
             let options = self.options(run);
+            if run.request.pause == PausePolicy::Never {
+                // Before anything is written, the tenant list included.
+                let cancel = step.leadership.lost.child_token();
+                self.reconciler
+                    .raise_floors_before_writing(&options, &cancel)
+                    .await
+                    .map_err(|reason| PortError::new(FailureKind::Transient, reason))?;
+            }
             let cancel = step.leadership.lost.child_token();
             let filter = match &options.scope {
                 Scope::AllTenants => None,
@@ -323,12 +333,16 @@ impl ClusterMember {
             step.plan = Some(plan);
             return Ok(true);
         }
-        let live: BTreeSet<String> = self
-            .live_reconcilers()
-            .await?
-            .intersection(&self.coordinator.pause_acks(&run.run_id).await?)
-            .cloned()
-            .collect();
+        // Units go to live members that paused for the run (any live one
+        // when it pauses nobody).
+        let reconcilers = self.live_reconcilers().await?;
+        let live: BTreeSet<String> = match run.request.pause {
+            PausePolicy::Always => reconcilers
+                .intersection(&self.coordinator.pause_acks(&run.run_id).await?)
+                .cloned()
+                .collect(),
+            PausePolicy::Never => reconcilers,
+        };
         if live.is_empty() {
             return Ok(false);
         }

@@ -315,6 +315,7 @@ impl ClusterMember {
             tenants: Vec::new(),
             dry_run: false,
             allow_mass_delete: false,
+            pause: self.settings.template.pause,
             run_id: Some(RunRequest::new_run_id(
                 slot,
                 u32::try_from(slot % 1_000_003).unwrap_or(0),
@@ -338,20 +339,7 @@ impl ClusterMember {
             }
             *polled = Some(std::time::Instant::now());
         }
-        let first = recon_core::ports::PageRequest {
-            tenant_id: String::new(),
-            kind: self.reconciler.store.schema().scope_kind(),
-            after: None,
-            limit: 1,
-            within: Vec::new(),
-        };
-        let generation = self
-            .reconciler
-            .source
-            .fetch_page(&first)
-            .await?
-            .watermark
-            .generation;
+        let generation = self.reconciler.source_generation().await?;
         // The mark is the generation the replicas were last reconciled to
         // (or first saw): it moves when a run covering a newer one ends
         // (see `finish`), not when the run is asked for — a request that
@@ -377,6 +365,7 @@ impl ClusterMember {
             tenants: Vec::new(),
             dry_run: false,
             allow_mass_delete: false,
+            pause: self.settings.template.pause,
             run_id: Some(RunRequest::new_run_id(
                 now_unix_ms(),
                 u32::try_from(generation % 1_000_003).unwrap_or(0),

@@ -210,6 +210,7 @@ impl ClusterMember {
         options.epoch = run.epoch;
         options.dry_run = run.request.dry_run;
         options.delete_guard.override_allowed = run.request.allow_mass_delete;
+        options.pause = run.request.pause;
         options.scope = if run.request.tenants.is_empty() {
             Scope::AllTenants
         } else {

@@ -19,7 +19,7 @@ use recon_coord::Coordinator;
 use recon_coord::now_unix_ms;
 use recon_coord::{Barrier, RunState, RunSummary};
 use recon_core::ports::{ConsumerGate, FailureKind, PortError, ReplicaStore};
-use recon_core::{FenceToken, GLOBAL_SCOPE, RunRecord, RunReport, RunStatus};
+use recon_core::{FenceToken, GLOBAL_SCOPE, PausePolicy, RunRecord, RunReport, RunStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -100,10 +100,12 @@ impl PauseTracker {
         Ok(true)
     }
 
-    /// One look at the cluster: pauses and acknowledges for the current run,
-    /// resumes once no run is current any more (the current run is cleared
-    /// only together with its barrier), and ends a run left without a
-    /// leader past `max_pause` + [`ORPHAN_GRACE`]. Returns the current run.
+    /// One look at the cluster: pauses and acknowledges for the current run
+    /// (unless it leaves consumers running: pause policy `never`),
+    /// resumes once no run holding a pause is current any more (the current
+    /// run is cleared only together with its barrier), and ends a run left
+    /// without a leader past `max_pause` + [`ORPHAN_GRACE`]. Returns the
+    /// current run.
     pub(super) async fn step(
         &self,
         coordinator: &dyn Coordinator,
@@ -113,6 +115,17 @@ impl PauseTracker {
     ) -> Result<Option<RunState>, PortError> {
         let paused_for = self.paused_for();
         match coordinator.current_run().await? {
+            Some(run) if run.request.pause == PausePolicy::Never => {
+                // Nothing to pause or acknowledge; a pause still held for
+                // a run that ended unseen is released.
+                if let Some(ended) = paused_for {
+                    info!(run = %ended, next = %run.run_id, "run over; the next one leaves consumers running");
+                    gate.resume(&run_pause_owner(&ended)).await?;
+                    *self.lock() = None;
+                }
+                end_if_orphaned(coordinator, &run, max_pause, history).await?;
+                Ok(Some(run))
+            }
             Some(run) => {
                 if paused_for.as_deref() != Some(run.run_id.as_str()) {
                     gate.pause(&run_pause_owner(&run.run_id)).await?;

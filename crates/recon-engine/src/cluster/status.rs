@@ -3,6 +3,7 @@
 
 use recon_coord::Coordinator;
 use recon_coord::{Barrier, KindFigures, MemberInfo, RunPhase, RunRequest, now_unix_ms};
+use recon_core::PausePolicy;
 use recon_core::ports::PortError;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -171,15 +172,22 @@ impl ClusterStatus {
             return out;
         };
         let count = |state: UnitState| run.units.iter().filter(|unit| unit.state == state).count();
-        let _ = writeln!(
-            out,
-            "run {}: phase {:?}, epoch {}, consumers paused for {:.0}s, acknowledged by {}",
-            run.run_id,
-            run.phase,
-            run.epoch,
-            run.paused_for_secs,
-            run.acknowledged.join(", ")
-        );
+        let _ = match run.request.pause {
+            PausePolicy::Always => writeln!(
+                out,
+                "run {}: phase {:?}, epoch {}, consumers paused for {:.0}s, acknowledged by {}",
+                run.run_id,
+                run.phase,
+                run.epoch,
+                run.paused_for_secs,
+                run.acknowledged.join(", ")
+            ),
+            PausePolicy::Never => writeln!(
+                out,
+                "run {}: phase {:?}, epoch {}, running for {:.0}s, consumers not paused (pause: never)",
+                run.run_id, run.phase, run.epoch, run.paused_for_secs
+            ),
+        };
         let _ = writeln!(
             out,
             "units: {} done, {} claimed, {} assigned, {} pending",

@@ -8,7 +8,7 @@ mod pause;
 use crate::fakes::{FakeGate, FakeSource, FakeStore, Rows, insert};
 use crate::{ReconcileOptions, Reconciler};
 
-use recon_core::{Kind, Record, Row, RunStatus, Tenant, User, UserStatus, Version};
+use recon_core::{Kind, PausePolicy, Record, Row, RunStatus, Tenant, User, UserStatus, Version};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -126,6 +126,7 @@ fn request() -> RunRequest {
         dry_run: false,
         allow_mass_delete: true,
         run_id: None,
+        pause: recon_core::PausePolicy::Always,
     }
 }
 
@@ -191,6 +192,57 @@ async fn resumed(members: &[&Member]) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A run whose pause policy is `never` leaves every consumer running: no
+/// member pauses or acknowledges, the units are still spread and done, the
+/// replica equals the source, the floor is raised before any unit writes
+/// (and again at completion), and the record says how the run ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_never_pauses_reconciles_with_every_consumer_running() {
+    let truth = world();
+    let source = Arc::new(FakeSource::new(truth.clone(), Version::new(1, 999)));
+    let (store, unguarded_writes) =
+        FakeStore::counting_writes_below_floor(Rows::new(), recon_core::GLOBAL_SCOPE, 1);
+    let hub = InProcessHub::new(10);
+    let cancel = CancellationToken::new();
+    let members: Vec<Member> = ["m1", "m2"]
+        .iter()
+        .map(|id| start(&hub, id, &source, &store, Duration::from_secs(60), &cancel))
+        .collect();
+    let mut never = request();
+    never.pause = PausePolicy::Never;
+    members[1]
+        .coordinator
+        .request_run(&never)
+        .await
+        .expect("request");
+    let run = run_id(&members[0].coordinator).await;
+    let barrier = barrier(&members[0].coordinator, &run).await;
+    assert_eq!(barrier.status, RunStatus::Completed);
+    assert_eq!(store.snapshot(), truth);
+    for member in &members {
+        assert_eq!(
+            member.gate.pauses.load(Ordering::SeqCst),
+            0,
+            "a consumer was paused"
+        );
+    }
+    let acks = members[0].coordinator.pause_acks(&run).await.expect("acks");
+    assert!(acks.is_empty(), "acknowledged: {acks:?}");
+    let completed: u64 = members
+        .iter()
+        .map(|member| member.counters.units_completed.load(Ordering::SeqCst))
+        .sum();
+    assert!(completed > 0, "no unit was done");
+    let record = recorded_run(&store, &run).await;
+    assert_eq!(record.pause, PausePolicy::Never);
+    assert_eq!(
+        unguarded_writes.load(Ordering::SeqCst),
+        0,
+        "a unit wrote before the floor was raised"
+    );
+    cancel.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,7 @@ async fn run_within(
             dry_run: false,
             allow_mass_delete: false,
             run_id: None,
+            pause: recon_core::PausePolicy::Always,
         })
         .await
         .expect("request");

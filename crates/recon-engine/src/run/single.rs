@@ -17,7 +17,9 @@ use crate::options::{ReconcileOptions, Scope};
 use crate::unit::walk::KeyFilter;
 use futures::StreamExt;
 use recon_core::ports::PortError;
-use recon_core::{EntityKey, RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome};
+use recon_core::{
+    EntityKey, PausePolicy, RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +159,12 @@ impl<'a> SingleRun<'a> {
         let Some((gate, owner)) = &self.reconciler.gate else {
             return Observation::AllPaused;
         };
+        if self.options.pause == PausePolicy::Never {
+            return Observation::AllPaused;
+        }
+        if self.options.pause == PausePolicy::Never {
+            return Observation::AllPaused;
+        }
         // Held from the moment it is asked for: a pause cut short by
         // max_pause may have paused the consumer, and is resumed.
         self.paused = true;
@@ -174,6 +182,18 @@ impl<'a> SingleRun<'a> {
     /// Reconciles the tenant list: the tenants to go into (in scope) and
     /// the source's generation; a tenant list that failed ends the run.
     async fn plan(&mut self) -> Observation {
+        if self.options.pause == PausePolicy::Never {
+            let raised = self
+                .reconciler
+                .raise_floors_before_writing(self.options, &self.run_cancel)
+                .await;
+            if let Err(reason) = raised {
+                self.abort(format!(
+                    "{reason}; a run that leaves the consumer running raises the floor before writing"
+                ));
+                return Observation::AbortRequested;
+            }
+        }
         let filter: KeyFilter = match &self.options.scope {
             Scope::AllTenants => None,
             Scope::Tenants(ids) => Some(Arc::new(ids.iter().map(EntityKey::id).collect())),
@@ -304,6 +324,7 @@ impl<'a> SingleRun<'a> {
             ended_unix_ms: recon_coord::now_unix_ms(),
             planned_units: self.report.units.len().saturating_sub(1) as u64,
             aborted_by: None,
+            pause: self.options.pause,
             trace_id: None,
             totals: RunTotals::of(&self.report),
             report: self.report.clone(),

@@ -4,7 +4,7 @@
 use crate::Reconciler;
 use crate::fakes::{FakeGate, FakeSource, FakeStore, Rows, insert};
 use crate::tests::{options, tenant, user};
-use recon_core::{GLOBAL_SCOPE, Kind, RunStatus, UnitOutcome, Version};
+use recon_core::{GLOBAL_SCOPE, Kind, PausePolicy, RunStatus, UnitOutcome, Version};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -70,4 +70,49 @@ async fn a_run_past_max_pause_raises_the_floors_of_the_tenants_it_reconciled_who
         "the consumer stayed paused"
     );
     assert_eq!(gate.pauses.load(Ordering::SeqCst), 1);
+}
+
+/// A run that leaves the consumer running raises the generation floor
+/// before its first write. After a restore (the source at generation 2, the
+/// replica still holding what generation 1 wrote), an event of generation 1
+/// still in Kafka would otherwise land after a unit repaired its row and
+/// bring back what the restore undid. The store's write gate looks at the
+/// floor at every reconciliation write.
+#[tokio::test]
+async fn a_run_that_never_pauses_raises_the_floor_before_its_first_write() {
+    let mut truth = Rows::new();
+    insert(&mut truth, tenant("t", "t", 1));
+    let mut replica = truth.clone();
+    for index in 0..5 {
+        let id = format!("u{index}");
+        let mut restored = user("t", &id, "restored", 1);
+        restored.version = Version::new(2, 10 + index);
+        insert(&mut truth, restored);
+        let mut undone = user("t", &id, "undone by the restore", 1);
+        undone.version = Version::new(1, 500 + index);
+        insert(&mut replica, undone);
+    }
+    let source = FakeSource::new(truth.clone(), Version::new(2, 100));
+    let (store, unguarded_writes) =
+        FakeStore::counting_writes_below_floor(replica, GLOBAL_SCOPE, 2);
+    let gate = Arc::new(FakeGate::default());
+    let reconciler =
+        Reconciler::new(Arc::new(source), store.clone()).with_gate(gate.clone(), "test");
+    let mut options = options();
+    options.pause = PausePolicy::Never;
+
+    let report = reconciler.run(&options, &CancellationToken::new()).await;
+
+    assert_eq!(report.status, RunStatus::Completed, "{}", report.to_table());
+    assert_eq!(
+        unguarded_writes.load(Ordering::SeqCst),
+        0,
+        "a unit wrote before the floor was raised"
+    );
+    assert_eq!(store.snapshot(), truth);
+    assert_eq!(
+        gate.pauses.load(Ordering::SeqCst),
+        0,
+        "the consumer was paused"
+    );
 }

@@ -89,6 +89,12 @@ pub struct RunArgs {
     /// Abort (and resume consumers) after this many seconds.
     #[arg(long, default_value_t = 1_800, env = "RECON_MAX_PAUSE_SECS")]
     pub max_pause_secs: u64,
+    /// `always`: the replicas' consumers pause from the run's start to its
+    /// barrier; `never`: they go on applying events while it reconciles
+    /// (the version guards make both end equal to the source,
+    /// docs/pause-free.md).
+    #[arg(long, default_value = "always", env = "RECON_PAUSE")]
+    pub pause: recon_core::PausePolicy,
     /// Range digests: `auto` skips key ranges whose digests are equal on
     /// both sides where the source offers digests; `off` compares every row
     /// (also finds a row changed behind recon's back on a store that does

@@ -355,6 +355,10 @@ pub struct ClusterArgs {
     /// was restored from a backup), looking this often, e.g. `30s`.
     #[arg(long, env = "RECON_WATCH_GENERATION", value_parser = parse_positive_duration)]
     pub watch_generation: Option<Duration>,
+    /// The pause policy of the runs this replica requests itself (its
+    /// schedule, its generation trigger): `always` or `never`.
+    #[arg(long, env = "RECON_RUN_PAUSE", default_value = "always")]
+    pub run_pause: recon_core::PausePolicy,
     /// Least time consumers run between two runs: a run requested during
     /// one (or right after it) starts this long after its barrier at the
     /// earliest, so back-to-back runs never pause consumers for longer than

@@ -107,6 +107,7 @@ pub fn settings(args: &ClusterArgs) -> ClusterSettings {
     template.digests = args.digests == crate::cli::DigestMode::Auto;
     template.concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
     template.delete_guard.max_share = args.max_delete_share;
+    template.pause = args.run_pause;
     ClusterSettings {
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         max_pause: Duration::from_secs(args.max_pause_secs),

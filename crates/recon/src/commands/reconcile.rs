@@ -91,6 +91,7 @@ async fn request_cluster_run(
         tenants: args.run.tenants.clone(),
         dry_run: args.run.dry_run,
         allow_mass_delete: args.run.allow_mass_delete,
+        pause: args.run.pause,
         run_id: Some(new_run_id()),
     };
     let remote = super::remote::Remote::of(&args.coordination)?;
@@ -206,6 +207,7 @@ pub fn options(run: &RunArgs, epoch: u64) -> ReconcileOptions {
     };
     options.max_pause = Duration::from_secs(run.max_pause_secs);
     options.digests = run.digests == crate::cli::DigestMode::Auto;
+    options.pause = run.pause;
     options
 }
 

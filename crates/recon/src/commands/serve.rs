@@ -161,7 +161,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result
     // that happens before its first look (it is told which run it is).
     let takes_part = clustered || args.cluster.source_url.is_some();
     let pause = match run_in_progress {
-        Some(run) if takes_part => {
+        Some(run) if takes_part && run.request.pause == recon_core::PausePolicy::Always => {
             info!(run = %run.run_id, "a run is in progress; the consumer starts paused");
             settings.start_paused_by = Some(run_pause_owner(&run.run_id));
             PauseTracker::paused_for_run(run.run_id, run.started_unix_ms)

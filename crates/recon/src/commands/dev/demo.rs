@@ -336,6 +336,7 @@ fn request(tenants: Vec<String>, allow_mass_delete: bool) -> RunRequest {
         tenants,
         dry_run: false,
         allow_mass_delete,
+        pause: recon_core::PausePolicy::Always,
         run_id: Some(crate::commands::reconcile::new_run_id()),
     }
 }
@@ -520,6 +521,7 @@ mod tests {
             ended_unix_ms: 2,
             planned_units: 2,
             aborted_by: None,
+            pause: recon_core::PausePolicy::Always,
             trace_id: None,
             totals: RunTotals::of(&report),
             report,
