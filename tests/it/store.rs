@@ -990,3 +990,5 @@ async fn postgres_reconciliation_writes_name_their_epoch_to_data_triggers() {
         ]
     );
 }
+
+mod interleavings;
