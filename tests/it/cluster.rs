@@ -35,6 +35,7 @@ mod frozen;
 mod generation;
 mod history;
 mod kafka_cluster;
+mod never;
 mod observability;
 mod pause;
 mod pause_only;
