@@ -204,11 +204,12 @@ impl Figures {
             self.writes[0], self.writes[1], self.writes[2]
         ));
         lines.push(format!(
-            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted",
+            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted, {} requests for runs that never pause",
             self.evidence.done_records,
             self.evidence.paused_samples,
             self.evidence.fenced_writes,
-            self.evidence.drifted_rows
+            self.evidence.drifted_rows,
+            self.evidence.never_paused_runs
         ));
         if self.schedules_without_evidence > 0 {
             lines.push(format!(

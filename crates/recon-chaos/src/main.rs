@@ -63,6 +63,12 @@ struct Args {
     /// Keep the logs of clean schedules too.
     #[arg(long)]
     keep_logs: bool,
+    /// Every other run the schedules' run-request steps ask for leaves the
+    /// consumers running (`"pause": "never"`) while the writers keep
+    /// writing; the final run and the runs whose leader is killed in a
+    /// phase pause them.
+    #[arg(long)]
+    pause_mix: bool,
     /// A declared schema file (`proto/schemas/…`): the monolith, the
     /// replicas, the workload, the drift and the checker all run its
     /// kinds. Default: the default schema.
@@ -106,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         },
         clients: args.clients,
         data_model: data_model(args.schema.as_deref())?,
+        pause_mix: args.pause_mix,
     };
     let started = Instant::now();
     let mut figures = Figures::new(args.seed);

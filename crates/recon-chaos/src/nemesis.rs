@@ -32,6 +32,26 @@ pub struct Options {
     pub clients: u64,
     /// The schema the world runs.
     pub data_model: DataModel,
+    /// Every other run the schedule's `RequestRun` steps ask for leaves
+    /// the consumers running (`"pause": "never"`) while the writers write.
+    pub pause_mix: bool,
+}
+
+/// Whether a run the nemesis asks for pauses the consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    Always,
+    Never,
+}
+
+impl Pause {
+    /// As the admin API takes it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
 }
 
 /// How often the upkeep runs while the nemesis waits.
@@ -90,6 +110,10 @@ struct Nemesis {
     firewall: Firewall,
     /// The runs that answers to the nemesis' run requests named.
     requested_runs: Vec<String>,
+    /// `RequestRun` steps taken (which of them leave consumers running).
+    run_steps: u64,
+    /// [`Options::pause_mix`].
+    pause_mix: bool,
 }
 
 /// Runs schedule `seed`; logs go to `logs`.
@@ -120,6 +144,8 @@ pub async fn run(seed: u64, options: &Options, logs: &Path) -> Outcome {
         last_fault: None,
         firewall: Firewall::probe(),
         requested_runs: Vec::new(),
+        run_steps: 0,
+        pause_mix: options.pause_mix,
         world,
     };
     if let Err(error) = nemesis.schedule(options).await {
@@ -410,7 +436,11 @@ impl Nemesis {
                 self.undo.push((after(millis), Undo::Heal(member, link)));
             }
             Fault::RequestRun => {
-                self.request_run(REQUEST_PATIENCE).await?;
+                let pause = self.mixed_pause();
+                self.request_run(REQUEST_PATIENCE, pause).await?;
+                if pause == Pause::Never {
+                    self.outcome.evidence.never_paused_runs += 1;
+                }
             }
             Fault::Drift => {
                 self.outcome.evidence.drifted_rows += crate::drift::drift(
@@ -440,7 +470,7 @@ impl Nemesis {
     async fn kill_leader_in(&mut self, phase: RunPhase) -> anyhow::Result<bool> {
         let run = match current_run(&self.recorder.changes()) {
             Some(run) => run,
-            None => self.request_run(REQUEST_PATIENCE).await?,
+            None => self.request_run(REQUEST_PATIENCE, Pause::Always).await?,
         };
         let reached = self
             .wait_in_etcd("the run phase", Duration::from_secs(30), |changes| {
@@ -488,6 +518,18 @@ impl Nemesis {
         Ok(true)
     }
 
+    /// The policy of the next `RequestRun` step: with the pause mix, every
+    /// other one leaves consumers running (which ones depends on the
+    /// seed); else all pause.
+    fn mixed_pause(&mut self) -> Pause {
+        self.run_steps += 1;
+        if self.pause_mix && (self.seed + self.run_steps).is_multiple_of(2) {
+            Pause::Never
+        } else {
+            Pause::Always
+        }
+    }
+
     /// Asks an answering replica for a run, retrying for up to `patience`
     /// as an operator would while etcd is unreachable (the upkeep keeps
     /// going); the id of the run that will serve the request.
@@ -496,10 +538,10 @@ impl Nemesis {
     /// `max_pause`), so the step does not wait for it to start: the
     /// checker requires at the end that every run named this way started
     /// ([`checker::requested_runs_started`]).
-    async fn request_run(&mut self, patience: Duration) -> anyhow::Result<String> {
+    async fn request_run(&mut self, patience: Duration, pause: Pause) -> anyhow::Result<String> {
         let deadline = Instant::now() + patience;
         loop {
-            match self.post_run_request().await {
+            match self.post_run_request(pause).await {
                 Ok(run) => {
                     self.requested_runs.push(run.clone());
                     return Ok(run);
@@ -516,8 +558,12 @@ impl Nemesis {
     /// `POST /reconcile` to the first answering replica that accepts it;
     /// the run its answer names (a fresh id, or that of the pending
     /// request it was merged into).
-    async fn post_run_request(&self) -> anyhow::Result<String> {
-        let body = json!({ "allow_mass_delete": true, "confirm_mass_delete": true });
+    async fn post_run_request(&self, pause: Pause) -> anyhow::Result<String> {
+        let body = json!({
+            "allow_mass_delete": true,
+            "confirm_mass_delete": true,
+            "pause": pause.as_str(),
+        });
         let mut last_error = anyhow!("no replica answers");
         for (_, _, port) in self.world.answering() {
             match self.admin.request_run(port, &body).await {
@@ -587,7 +633,9 @@ impl Nemesis {
             self.wait_barrier(&run, longest).await?;
         }
         for _ in 0..3 {
-            let run = self.request_run(Duration::from_secs(60)).await?;
+            let run = self
+                .request_run(Duration::from_secs(60), Pause::Always)
+                .await?;
             let status = self.wait_barrier(&run, longest).await?;
             if status.starts_with("completed") {
                 return Ok(());
@@ -700,6 +748,7 @@ impl Nemesis {
         self.outcome.evidence = Evidence {
             done_records: checker::done_records(&changes) as u64,
             paused_samples: checker::paused_samples(&shared.samples) as u64,
+            never_paused_runs: self.outcome.evidence.never_paused_runs,
             fenced_writes: audit.fenced_writes_checked,
             drifted_rows: self.outcome.evidence.drifted_rows,
         };

@@ -61,6 +61,9 @@ pub struct Evidence {
     /// Replica rows the drift faults changed, lost or made up (what the
     /// "converged" check proves repaired).
     pub drifted_rows: u64,
+    /// Run requests that asked for `"pause": "never"` (`--pause-mix`; a
+    /// request merged into a pending one that pauses pauses).
+    pub never_paused_runs: u64,
 }
 
 impl Evidence {
@@ -88,6 +91,7 @@ impl Evidence {
         self.paused_samples += other.paused_samples;
         self.fenced_writes += other.fenced_writes;
         self.drifted_rows += other.drifted_rows;
+        self.never_paused_runs += other.never_paused_runs;
     }
 }
 
@@ -133,6 +137,7 @@ mod tests {
                 paused_samples: 40,
                 fenced_writes: 9,
                 drifted_rows: 30,
+                never_paused_runs: 0,
             },
             runs_completed: 3,
             ..Outcome::default()
