@@ -15,6 +15,17 @@
 //!
 //! Rolled-back transactions leave nothing (the audit rows roll back with
 //! them). Consumer writes (event form) name no epoch and are not audited.
+//!
+//! The same install records every **version regression**: an update of a
+//! data row whose `(generation, sequence)` goes down, with the epoch it was
+//! written under (none: an event) and when. The only regression allowed is
+//! a reconciliation write after a restore of the monolith (the nemesis
+//! notes each restore here before it makes it): the restored source holds
+//! rows at versions below the lost future the replica had applied. An event
+//! that lowers a version, or a reconciliation write that does with no
+//! restore before it, breaks "no version regression" — whatever the run's
+//! pause policy.
+//!
 //! Nothing here is recon's code: the triggers are plain SQL.
 
 use anyhow::Context;
@@ -23,7 +34,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::{Duration, Instant};
 
 /// Statements that create the audit tables and triggers.
-const INSTALL: [&str; 8] = [
+const INSTALL: [&str; 11] = [
     "CREATE TABLE chaos_epochs (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
     "CREATE TABLE chaos_fences (txid BIGINT NOT NULL, scope TEXT NOT NULL, epoch BIGINT NOT NULL)",
     "CREATE TABLE chaos_writes (txid BIGINT NOT NULL, table_name TEXT NOT NULL, scope TEXT, epoch BIGINT)",
@@ -42,6 +53,15 @@ const INSTALL: [&str; 8] = [
     // conflict then changes nothing: the epoch the transaction presented.
     "CREATE TRIGGER chaos_epoch BEFORE INSERT ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_epoch()",
     "CREATE TRIGGER chaos_fence AFTER INSERT OR UPDATE ON fences FOR EACH ROW EXECUTE FUNCTION chaos_note_fence()",
+    "CREATE TABLE chaos_regressions (at TIMESTAMPTZ NOT NULL, table_name TEXT NOT NULL, row_text TEXT NOT NULL, \
+       old_generation NUMERIC NOT NULL, old_sequence NUMERIC NOT NULL, \
+       new_generation NUMERIC NOT NULL, new_sequence NUMERIC NOT NULL, epoch BIGINT)",
+    "CREATE TABLE chaos_restores (at TIMESTAMPTZ NOT NULL)",
+    "CREATE FUNCTION chaos_note_regression() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+       INSERT INTO chaos_regressions VALUES (clock_timestamp(), TG_TABLE_NAME, left(NEW::text, 200), \
+         OLD.generation, OLD.sequence, NEW.generation, NEW.sequence, \
+         nullif(current_setting('recon.write_epoch', true), '')::bigint); \
+       RETURN NULL; END $$",
 ];
 
 /// Installs the audit on the data tables of `schema` (every kind's table)
@@ -92,6 +112,14 @@ pub async fn install(replica_db: &str, schema: &Schema) -> anyhow::Result<()> {
             ))
             .await
             .with_context(|| format!("install audit on {table}"))?;
+        connection
+            .execute_unprepared(&format!(
+                "CREATE TRIGGER chaos_regression AFTER UPDATE ON {table} FOR EACH ROW \
+                 WHEN ((NEW.generation, NEW.sequence) < (OLD.generation, OLD.sequence)) \
+                 EXECUTE FUNCTION chaos_note_regression()"
+            ))
+            .await
+            .with_context(|| format!("install the version audit on {table}"))?;
     }
     connection.close().await.ok();
     Ok(())
@@ -156,6 +184,60 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
     })
 }
 
+/// Notes that the monolith is about to be restored from a backup (a
+/// reconciliation write may lower a version from now on).
+pub async fn note_restore(replica_db: &str) -> anyhow::Result<()> {
+    let connection = Database::connect(replica_db).await?;
+    connection
+        .execute_unprepared("INSERT INTO chaos_restores VALUES (clock_timestamp())")
+        .await
+        .context("note a restore")?;
+    connection.close().await.ok();
+    Ok(())
+}
+
+/// What the version audit found.
+#[derive(Debug, Default)]
+pub struct VersionFindings {
+    /// Versions lowered by a reconciliation write after a restore (allowed).
+    pub lowered_after_restores: u64,
+    /// Versions lowered otherwise: one line each.
+    pub violations: Vec<String>,
+}
+
+/// Reads the version audit: every lowered version must have been written
+/// by a reconciliation (under an epoch) after a restore was noted.
+pub async fn check_versions(replica_db: &str) -> anyhow::Result<VersionFindings> {
+    let connection = Database::connect(replica_db).await?;
+    let backend = connection.get_database_backend();
+    let query = "WITH judged AS ( \
+           SELECT r.*, r.epoch IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM chaos_restores s WHERE s.at < r.at) AS allowed \
+           FROM chaos_regressions r) \
+         SELECT (SELECT count(*) FROM judged WHERE allowed) AS allowed, \
+           coalesce((SELECT string_agg(table_name || ' row ' || row_text || ': (' || old_generation || ', ' \
+             || old_sequence || ') -> (' || new_generation || ', ' || new_sequence || ') by ' \
+             || coalesce('a reconciliation at epoch ' || epoch, 'an event') || ' at ' || at \
+             || CASE WHEN epoch IS NULL THEN '' ELSE ' with no restore before it' END, E'\\n' ORDER BY at) \
+             FROM judged WHERE NOT allowed), '') AS violations";
+    let row = connection
+        .query_one_raw(Statement::from_string(backend, query.to_owned()))
+        .await
+        .context("read the version audit")?
+        .context("the version audit returned no row")?;
+    connection.close().await.ok();
+    let allowed: i64 = row.try_get("", "allowed")?;
+    let violations: String = row.try_get("", "violations")?;
+    Ok(VersionFindings {
+        lowered_after_restores: u64::try_from(allowed).unwrap_or(0),
+        violations: violations
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,10 +246,11 @@ mod tests {
     /// The columns of recon's tables the audit touches (and a key).
     const TABLES: [&str; 5] = [
         "CREATE TABLE fences (scope TEXT PRIMARY KEY, epoch BIGINT NOT NULL)",
-        "CREATE TABLE replica_tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
-        "CREATE TABLE replica_users (id TEXT PRIMARY KEY)",
-        "CREATE TABLE replica_groups (id TEXT PRIMARY KEY)",
-        "CREATE TABLE replica_memberships (id TEXT PRIMARY KEY)",
+        "CREATE TABLE replica_tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, \
+           generation BIGINT NOT NULL DEFAULT 1, sequence BIGINT NOT NULL DEFAULT 1)",
+        "CREATE TABLE replica_users (id TEXT PRIMARY KEY, generation BIGINT NOT NULL, sequence BIGINT NOT NULL)",
+        "CREATE TABLE replica_groups (id TEXT PRIMARY KEY, generation BIGINT NOT NULL, sequence BIGINT NOT NULL)",
+        "CREATE TABLE replica_memberships (id TEXT PRIMARY KEY, generation BIGINT NOT NULL, sequence BIGINT NOT NULL)",
     ];
 
     /// A reconciliation write as recon's store makes it: the epoch named
@@ -280,6 +363,84 @@ mod tests {
             "{:?}",
             found.violations
         );
+        connection.close().await.ok();
+        Ok(())
+    }
+
+    /// A write of user `u` at `(generation, sequence)`: an event (no epoch)
+    /// or a reconciliation at `epoch`.
+    fn user_write(epoch: Option<u64>, generation: u64, sequence: u64) -> String {
+        let setting = epoch.map_or(String::new(), |epoch| {
+            format!("SELECT set_config('recon.write_epoch', '{epoch}', true); ")
+        });
+        format!(
+            "BEGIN; {setting}\
+             INSERT INTO replica_users VALUES ('u', {generation}, {sequence}) ON CONFLICT (id) DO UPDATE \
+               SET generation = excluded.generation, sequence = excluded.sequence; COMMIT"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lowered_version_is_found_unless_a_reconciliation_wrote_it_after_a_restore()
+    -> anyhow::Result<()> {
+        let postgres = PrivatePostgres::start().await?;
+        let url = postgres.create_database("versions").await?;
+        let connection = Database::connect(&url).await?;
+        for statement in TABLES {
+            connection.execute_unprepared(statement).await?;
+        }
+        install(&url, Schema::default_schema()).await?;
+        // Versions that only go up, by events and reconciliation alike.
+        for statement in [
+            user_write(None, 1, 5),
+            user_write(Some(2), 1, 9),
+            user_write(None, 1, 12),
+        ] {
+            connection.execute_unprepared(&statement).await?;
+        }
+        let clean = check_versions(&url).await?;
+        assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+        // An event that lowers a version (a broken newer-only guard).
+        connection
+            .execute_unprepared(&user_write(None, 1, 7))
+            .await?;
+        // A reconciliation that lowers one with no restore (a broken
+        // watermark guard).
+        connection
+            .execute_unprepared(&user_write(None, 1, 12))
+            .await?;
+        connection
+            .execute_unprepared(&user_write(Some(3), 1, 8))
+            .await?;
+        let found = check_versions(&url).await?;
+        assert_eq!(found.violations.len(), 2, "{:?}", found.violations);
+        assert!(
+            found.violations[0].contains("by an event"),
+            "{:?}",
+            found.violations
+        );
+        assert!(
+            found.violations[1].contains("reconciliation at epoch 3 ")
+                && found.violations[1].ends_with("with no restore before it"),
+            "{:?}",
+            found.violations
+        );
+        // After a restore, a reconciliation may lower it; an event still
+        // may not.
+        note_restore(&url).await?;
+        connection
+            .execute_unprepared(&user_write(None, 1, 500))
+            .await?;
+        connection
+            .execute_unprepared(&user_write(Some(4), 1, 50))
+            .await?;
+        let after = check_versions(&url).await?;
+        assert_eq!(after.lowered_after_restores, 1);
+        assert_eq!(after.violations.len(), 2, "{:?}", after.violations);
+        connection
+            .execute_unprepared(&user_write(None, 1, 40))
+            .await?;
+        assert_eq!(check_versions(&url).await?.violations.len(), 3);
         connection.close().await.ok();
         Ok(())
     }

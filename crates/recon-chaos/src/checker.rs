@@ -2,19 +2,21 @@
 //! service prefix, the replicas' samples): pure functions, so that each can
 //! be shown to fail on a history that breaks it.
 //!
-//! The end state (replica equals monolith) and the fencing audit are
-//! checked in SQL ([`recon_monolith::verify`], [`crate::audit`]).
+//! The end state (replica equals monolith), the fencing audit and the
+//! version audit are checked in SQL ([`recon_monolith::verify`],
+//! [`crate::audit`]).
 
 use crate::observe::{Change, Sample};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The invariants, by name (the figures count violations per name).
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     "converged",
     "unit done once",
     "paused until barrier",
     "no write from a fenced epoch",
+    "no version regression",
     "run ended within max_pause",
     "requested run started",
     "partitions owned",

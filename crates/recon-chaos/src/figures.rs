@@ -204,12 +204,13 @@ impl Figures {
             self.writes[0], self.writes[1], self.writes[2]
         ));
         lines.push(format!(
-            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted, {} requests for runs that never pause",
+            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted, {} requests for runs that never pause, {} versions lowered after restores",
             self.evidence.done_records,
             self.evidence.paused_samples,
             self.evidence.fenced_writes,
             self.evidence.drifted_rows,
-            self.evidence.never_paused_runs
+            self.evidence.never_paused_runs,
+            self.evidence.lowered_after_restores
         ));
         if self.schedules_without_evidence > 0 {
             lines.push(format!(

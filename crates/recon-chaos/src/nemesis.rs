@@ -450,7 +450,12 @@ impl Nemesis {
                 )
                 .await?;
             }
-            Fault::Restore => workload::restore(&self.world.monolith_url, &self.backup).await?,
+            Fault::Restore => {
+                // Noted first: from now on a reconciliation may lower a
+                // version ("no version regression").
+                crate::audit::note_restore(&self.world.replica_db).await?;
+                workload::restore(&self.world.monolith_url, &self.backup).await?;
+            }
         }
         self.count(&fault);
         Ok(())
@@ -743,12 +748,18 @@ impl Nemesis {
             invariant: "no write from a fenced epoch",
             detail,
         }));
+        let versions = crate::audit::check_versions(&self.world.replica_db).await?;
+        violations.extend(versions.violations.into_iter().map(|detail| Violation {
+            invariant: "no version regression",
+            detail,
+        }));
         self.outcome.runs_completed = ends.completed;
         self.outcome.runs_aborted = ends.aborted;
         self.outcome.evidence = Evidence {
             done_records: checker::done_records(&changes) as u64,
             paused_samples: checker::paused_samples(&shared.samples) as u64,
             never_paused_runs: self.outcome.evidence.never_paused_runs,
+            lowered_after_restores: versions.lowered_after_restores,
             fenced_writes: audit.fenced_writes_checked,
             drifted_rows: self.outcome.evidence.drifted_rows,
         };

@@ -64,6 +64,9 @@ pub struct Evidence {
     /// Run requests that asked for `"pause": "never"` (`--pause-mix`; a
     /// request merged into a pending one that pauses pauses).
     pub never_paused_runs: u64,
+    /// Versions a reconciliation lowered after a restore (the only
+    /// lowering "no version regression" allows).
+    pub lowered_after_restores: u64,
 }
 
 impl Evidence {
@@ -92,6 +95,7 @@ impl Evidence {
         self.fenced_writes += other.fenced_writes;
         self.drifted_rows += other.drifted_rows;
         self.never_paused_runs += other.never_paused_runs;
+        self.lowered_after_restores += other.lowered_after_restores;
     }
 }
 
@@ -138,6 +142,7 @@ mod tests {
                 fenced_writes: 9,
                 drifted_rows: 30,
                 never_paused_runs: 0,
+                lowered_after_restores: 0,
             },
             runs_completed: 3,
             ..Outcome::default()
