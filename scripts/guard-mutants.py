@@ -13,8 +13,10 @@ that failed; exits 1 if a break failed none.
 """
 
 import pathlib
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import mutants  # noqa: E402
 
 APPLY = pathlib.Path(__file__).resolve().parent.parent / "crates/recon-store/src/apply.rs"
 FILTER = "store::interleavings"
@@ -37,37 +39,12 @@ BREAKS = {
 
 
 def main() -> int:
-    original = APPLY.read_text()
-    survived = []
-    try:
-        for name, (good, broken) in BREAKS.items():
-            if good not in original:
-                print(f"{name}: guard not found, update this script", file=sys.stderr)
-                return 2
-            APPLY.write_text(original.replace(good, broken))
-            run = subprocess.run(
-                ["cargo", "test", "-q", "-p", "recon-tests", "--test", "integration", "--", FILTER],
-                capture_output=True,
-                text=True,
-            )
-            failed = sorted(
-                {
-                    line.split()[0]
-                    for line in run.stdout.splitlines()
-                    if line.startswith("    store::interleavings")
-                }
-            )
-            print(f"{name}: {len(failed)} failed")
-            for test in failed:
-                print(f"    {test}")
-            if not failed:
-                survived.append(name)
-    finally:
-        APPLY.write_text(original)
-    if survived:
-        print(f"breaks no test caught: {survived}", file=sys.stderr)
-        return 1
-    return 0
+    return mutants.run(
+        APPLY,
+        BREAKS,
+        ["cargo", "test", "-q", "-p", "recon-tests", "--test", "integration", "--", FILTER],
+        FILTER,
+    )
 
 
 if __name__ == "__main__":

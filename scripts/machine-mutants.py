@@ -11,8 +11,10 @@ if a break failed none.
 """
 
 import pathlib
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import mutants  # noqa: E402
 
 MACHINE = pathlib.Path(__file__).resolve().parent.parent / "crates/recon-engine/src/machine.rs"
 
@@ -42,33 +44,12 @@ BREAKS = {
 
 
 def main() -> int:
-    original = MACHINE.read_text()
-    survived = []
-    try:
-        for name, (good, broken) in BREAKS.items():
-            if good not in original:
-                print(f"{name}: transition not found, update this script", file=sys.stderr)
-                return 2
-            MACHINE.write_text(original.replace(good, broken))
-            run = subprocess.run(
-                ["cargo", "test", "-q", "-p", "recon-engine", "--lib", "machine::"],
-                capture_output=True,
-                text=True,
-            )
-            failed = sorted(
-                {line.strip() for line in run.stdout.splitlines() if line.startswith("    machine::")}
-            )
-            print(f"{name}: {len(failed)} failed")
-            for test in failed:
-                print(f"    {test}")
-            if not failed:
-                survived.append(name)
-    finally:
-        MACHINE.write_text(original)
-    if survived:
-        print(f"breaks no test caught: {survived}", file=sys.stderr)
-        return 1
-    return 0
+    return mutants.run(
+        MACHINE,
+        BREAKS,
+        ["cargo", "test", "-q", "-p", "recon-engine", "--lib", "machine::"],
+        "machine::",
+    )
 
 
 if __name__ == "__main__":

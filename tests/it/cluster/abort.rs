@@ -22,12 +22,7 @@ async fn an_aborted_run_resumes_consumers_and_the_next_run_repairs_all() -> anyh
 
 pub(super) async fn abort_then_repair(cluster: &Cluster) -> anyhow::Result<()> {
     // Slow units, so that the abort lands while they run.
-    for replica in &cluster.replicas {
-        replica.proxy.set_fault(Fault::Delay {
-            path_contains: "/tenants/".to_owned(),
-            delay: Duration::from_millis(300),
-        });
-    }
+    cluster.slow_tenant_pages(Duration::from_millis(300));
     cluster.drift().await?;
     // Requested by an operator who waits for its outcome.
     let seen = cluster.history.len();

@@ -7,7 +7,6 @@ use super::checks::{
 };
 use super::fixture::{Cluster, Settings};
 use anyhow::ensure;
-use recon_tests::faulty_source::Fault;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,12 +20,7 @@ async fn a_run_spreads_units_over_replicas_and_applies_events_after_the_barrier(
 async fn run_spreads_units(cluster: &Cluster) -> anyhow::Result<()> {
     // Units that take a moment (100 ms per users page), so that the
     // monolith changes while every consumer is paused.
-    for replica in &cluster.replicas {
-        replica.proxy.set_fault(Fault::Delay {
-            path_contains: "/tenants/".to_owned(),
-            delay: Duration::from_millis(100),
-        });
-    }
+    cluster.slow_tenant_pages(Duration::from_millis(100));
     cluster.drift().await?;
     let writer = Writer::start(cluster.monolith.clone(), 1);
     let run = cluster.request_run().await?;

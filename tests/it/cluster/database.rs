@@ -50,6 +50,20 @@ impl Cluster {
         Ok(epoch as u64)
     }
 
+    /// Every replica's tenant-scoped source pages take `delay`: units that
+    /// take a moment, so that something (an abort, the monolith's writes)
+    /// happens while they run.
+    pub fn slow_tenant_pages(&self, delay: Duration) {
+        for replica in &self.replicas {
+            replica
+                .proxy
+                .set_fault(recon_tests::faulty_source::Fault::Delay {
+                    path_contains: "/tenants/".to_owned(),
+                    delay,
+                });
+        }
+    }
+
     /// Drifts the replica behind the consumers' back: garbled names, lost
     /// memberships, lost users and phantom users in the biggest tenant.
     pub async fn drift(&self) -> anyhow::Result<()> {

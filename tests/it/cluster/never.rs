@@ -5,7 +5,6 @@
 use super::checks::{Writer, ensure_completed, wait_for_barrier};
 use super::fixture::{Cluster, Settings};
 use anyhow::ensure;
-use recon_tests::faulty_source::Fault;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -19,12 +18,7 @@ async fn a_run_that_never_pauses_applies_events_during_the_run_and_converges() -
 async fn never_pauses(cluster: &Cluster) -> anyhow::Result<()> {
     // Units that take a moment (100 ms per tenant page), so that the
     // monolith changes while they run.
-    for replica in &cluster.replicas {
-        replica.proxy.set_fault(Fault::Delay {
-            path_contains: "/tenants/".to_owned(),
-            delay: Duration::from_millis(100),
-        });
-    }
+    cluster.slow_tenant_pages(Duration::from_millis(100));
     cluster.drift().await?;
     let writer = Writer::start(cluster.monolith.clone(), 1);
     let ports = cluster.live_ports();

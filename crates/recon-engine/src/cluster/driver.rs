@@ -11,7 +11,6 @@ use super::member::ClusterMember;
 use super::trace::REPORT_FIGURES;
 use crate::machine::{AbortCause, Action, Ending, Observation, RunMachine, RunStage};
 use crate::metrics::run_outcome;
-use crate::options::Scope;
 use recon_coord::{
     Barrier, DoneRecord, KindFigures, Leadership, MemberRole, Plan, RunPhase, RunState, RunSummary,
     UnitPlan, now_unix_ms,
@@ -19,7 +18,6 @@ use recon_coord::{
 use recon_core::ports::{FailureKind, PortError};
 use recon_core::{PausePolicy, RunReport, RunStatus, UnitOutcome, UnitReport};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Span, info, warn};
 
@@ -254,12 +252,7 @@ impl ClusterMember {
                     .map_err(|reason| PortError::new(FailureKind::Transient, reason))?;
             }
             let cancel = step.leadership.lost.child_token();
-            let filter = match &options.scope {
-                Scope::AllTenants => None,
-                Scope::Tenants(ids) => Some(Arc::new(
-                    ids.iter().map(recon_core::EntityKey::id).collect(),
-                )),
-            };
+            let filter = options.scope.tenant_filter();
             let (tenant_list, tenants, generation) =
                 self.reconciler.tenant_list(&options, &cancel, filter).await;
             if tenant_list.outcome != UnitOutcome::Done {

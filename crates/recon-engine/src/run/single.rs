@@ -13,15 +13,11 @@
 
 use super::Reconciler;
 use crate::machine::{AbortCause, Action, Ending, Observation, RunMachine, RunStage};
-use crate::options::{ReconcileOptions, Scope};
-use crate::unit::walk::KeyFilter;
+use crate::options::ReconcileOptions;
 use futures::StreamExt;
 use recon_core::ports::PortError;
-use recon_core::{
-    EntityKey, PausePolicy, RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome,
-};
+use recon_core::{PausePolicy, RunMode, RunRecord, RunReport, RunStatus, RunTotals, UnitOutcome};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -152,16 +148,13 @@ impl<'a> SingleRun<'a> {
         }
     }
 
-    /// Pauses the consumer (if there is one to pause). A consumer that
-    /// cannot be paused aborts the run at once: in one process nobody else
-    /// will acknowledge.
+    /// Pauses the consumer (if there is one to pause, and the run's policy
+    /// pauses). A consumer that cannot be paused aborts the run at once: in
+    /// one process nobody else will acknowledge.
     async fn pause(&mut self) -> Observation {
         let Some((gate, owner)) = &self.reconciler.gate else {
             return Observation::AllPaused;
         };
-        if self.options.pause == PausePolicy::Never {
-            return Observation::AllPaused;
-        }
         if self.options.pause == PausePolicy::Never {
             return Observation::AllPaused;
         }
@@ -179,8 +172,10 @@ impl<'a> SingleRun<'a> {
         }
     }
 
-    /// Reconciles the tenant list: the tenants to go into (in scope) and
-    /// the source's generation; a tenant list that failed ends the run.
+    /// Reconciles the tenant list — after raising the floors, for a run
+    /// that leaves the consumer running —: the tenants to go into (in
+    /// scope) and the source's generation; a tenant list that failed ends
+    /// the run.
     async fn plan(&mut self) -> Observation {
         if self.options.pause == PausePolicy::Never {
             let raised = self
@@ -194,10 +189,7 @@ impl<'a> SingleRun<'a> {
                 return Observation::AbortRequested;
             }
         }
-        let filter: KeyFilter = match &self.options.scope {
-            Scope::AllTenants => None,
-            Scope::Tenants(ids) => Some(Arc::new(ids.iter().map(EntityKey::id).collect())),
-        };
+        let filter = self.options.scope.tenant_filter();
         let (tenant_list, tenants, generation) = self
             .reconciler
             .tenant_list(self.options, &self.run_cancel, filter)
