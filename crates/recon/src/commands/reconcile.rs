@@ -8,7 +8,7 @@ use crate::cli::{OutputFormat, ReconcileArgs, RunArgs, SourceArgs};
 use anyhow::Context;
 use async_trait::async_trait;
 use recon_core::ports::{ConsumerGate, FailureKind, PortError};
-use recon_core::{DeleteGuard, RunReport, RunStatus};
+use recon_core::{DeleteGuard, PausePolicy, RunReport, RunStatus};
 use recon_engine::cluster::RunRequest;
 use recon_engine::cluster::now_unix_ms;
 use recon_engine::{ReconcileOptions, Reconciler, RunHistory, Scope};
@@ -106,6 +106,11 @@ async fn request_cluster_run(
         println!("run {run_id}: merged into the pending request under {prefix}");
     } else {
         println!("run {run_id}: requested under {prefix}");
+    }
+    if request.pause == PausePolicy::Never && requested.pending.pause == PausePolicy::Always {
+        println!(
+            "note: the pending request it joined pauses the consumers (a merged run leaves them running only if every request asks for it)"
+        );
     }
     if let Some(run) = &requested.queued_behind {
         println!("queued: it starts when run {run} is finished");
