@@ -145,6 +145,12 @@ pub enum BenchCommand {
     /// without range digests, next to a naive reconciliation and reladiff's
     /// detection; every run is checked for convergence with plain SQL.
     Reconcile(ReconcileBenchArgs),
+    /// Replication lag while a run reconciles a drifted replica, with the
+    /// consumers paused for it and left running, side by side: each
+    /// change's lag from the monolith's commit to the replica's write,
+    /// p50/p99/max, and the run's duration (Apache Kafka, a `recon serve`
+    /// child, writes flowing through the monolith).
+    Lag(LagBenchArgs),
     /// The naive baseline of `bench reconcile` (run by it as a child
     /// process): upsert every source row and delete every replica row the
     /// source lacks, one statement at a time.
@@ -247,6 +253,44 @@ pub struct NaiveArgs {
     /// Items per Source API page.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_BENCH_PAGE_SIZE")]
     pub page_size: u32,
+}
+
+/// Options of `recon bench lag`.
+#[derive(Debug, Args)]
+pub struct LagBenchArgs {
+    /// PostgreSQL database of the reference monolith (owned by the bench,
+    /// as in `bench reconcile`; on the same server as the replica's: the
+    /// lag is read from one clock).
+    #[arg(long, env = "RECON_MONOLITH_DATABASE_URL", hide_env_values = true)]
+    pub monolith_database_url: String,
+    /// PostgreSQL database of the replica store (owned by the bench).
+    #[arg(long, env = "RECON_DATABASE_URL", hide_env_values = true)]
+    pub replica_database_url: String,
+    /// Kafka bootstrap servers (`host:port,…`); the bench makes a topic of
+    /// its own.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "RECON_KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    pub bootstrap_servers: String,
+    /// Workload size (1.0 = W1).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale, env = "RECON_BENCH_SCALE")]
+    pub scale: f64,
+    /// The share of the replica damaged before each run.
+    #[arg(long, default_value = "0.01", value_parser = parse_share, env = "RECON_BENCH_DRIFT")]
+    pub drift: f64,
+    /// Changes a second written through the monolith around each run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub writes_per_sec: u64,
+    /// Seed of the workload, the drift and the writes.
+    #[arg(long, default_value_t = 42, env = "RECON_BENCH_SEED")]
+    pub seed: u64,
+    /// Items per Source API page.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size: u32,
+    /// Tenants reconciled at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
 }
 
 /// Options of `recon bench drain`.

@@ -10,8 +10,8 @@ mod store;
 
 use clap::{Parser, Subcommand};
 pub use dev::{
-    BenchCommand, DemoArgs, DrainArgs, DrainWorkload, MonolithArgs, NaiveArgs, ReconcileBenchArgs,
-    SeedArgs, WorkloadArgs,
+    BenchCommand, DemoArgs, DrainArgs, DrainWorkload, LagBenchArgs, MonolithArgs, NaiveArgs,
+    ReconcileBenchArgs, SeedArgs, WorkloadArgs,
 };
 pub use reconcile::{DigestMode, OutputFormat, ReconcileArgs, RunArgs, SourceArgs, StatusArgs};
 pub use schema::{DdlBackend, SchemaCommand, SchemaFileArgs};

@@ -16,8 +16,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-/// How long the monolith may take to answer `/healthz`.
-const MONOLITH_START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a child (the monolith, a replica) may take to answer its
+/// health or readiness check.
+const CHILD_START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The reference monolith, running as a child process; killed when dropped.
 pub struct MonolithChild {
@@ -31,12 +32,30 @@ impl MonolithChild {
     /// relay) with its log in `log_path`, and waits until `/healthz`
     /// answers.
     pub async fn start(database_url: &str, log_path: &Path) -> anyhow::Result<MonolithChild> {
+        Self::start_with_relay(database_url, log_path, None).await
+    }
+
+    /// [`Self::start`], with the outbox relay publishing to `relay`'s
+    /// (bootstrap servers, topic) when given, polling every 20 ms.
+    pub async fn start_with_relay(
+        database_url: &str,
+        log_path: &Path,
+        relay: Option<(&str, &str)>,
+    ) -> anyhow::Result<MonolithChild> {
         let port = free_port()?;
         let log = std::fs::File::create(log_path).context("create the monolith's log file")?;
-        let child = Command::new(current_exe()?)
+        let mut command = Command::new(current_exe()?);
+        command
             .args(["monolith", "--listen", &format!("127.0.0.1:{port}")])
             .env("RECON_MONOLITH_DATABASE_URL", database_url)
-            .env_remove("RECON_KAFKA_BOOTSTRAP_SERVERS")
+            .env_remove("RECON_KAFKA_BOOTSTRAP_SERVERS");
+        if let Some((bootstrap_servers, topic)) = relay {
+            command
+                .args(["--kafka-bootstrap-servers", bootstrap_servers])
+                .args(["--kafka-topic", topic])
+                .args(["--relay-poll-interval-ms", "20"]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -53,7 +72,7 @@ impl MonolithChild {
 
     async fn wait_healthy(&mut self, log_path: &Path) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + MONOLITH_START_DEADLINE;
+        let deadline = Instant::now() + CHILD_START_DEADLINE;
         let health = format!("{}/healthz", self.url);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -70,7 +89,7 @@ impl MonolithChild {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the monolith did not answer {health} within {MONOLITH_START_DEADLINE:?}")
+        bail!("the monolith did not answer {health} within {CHILD_START_DEADLINE:?}")
     }
 
     /// Stops the monolith.
@@ -180,6 +199,8 @@ pub struct ReconcileRun<'a> {
     pub digests: Option<&'a str>,
     /// The recon binary to run: this one unless given (a baseline build).
     pub binary: Option<&'a Path>,
+    /// More arguments (e.g. `--replica-admin-url`, `--pause`).
+    pub extra: &'a [&'a str],
 }
 
 /// Runs `recon reconcile` once and turns its JSON report into a
@@ -199,6 +220,7 @@ pub async fn reconcile(run: &ReconcileRun<'_>) -> anyhow::Result<Measurement> {
     if let Some(digests) = run.digests {
         command.args(["--digests", digests]);
     }
+    command.args(run.extra);
     let finished = run_timed(command, "recon reconcile").await?;
     let report: Value = serde_json::from_str(&finished.stdout).with_context(|| {
         format!(
@@ -293,4 +315,68 @@ pub async fn naive(
         peak_rss_bytes: figures.peak_rss_bytes,
         ..Measurement::default()
     })
+}
+
+/// A replica (`recon serve`) consuming the change topic into the replica
+/// store, as a child process; killed when dropped.
+pub struct ReplicaChild {
+    child: Child,
+    /// Base URL of its admin API.
+    pub admin_url: String,
+}
+
+impl ReplicaChild {
+    /// Starts `recon serve` on `topic` of `bootstrap_servers` (consumer
+    /// group `group`) into `replica_url`, its admin API on a free loopback
+    /// port and its log in `log_path`, and waits until `/readyz` answers.
+    pub async fn start(
+        replica_url: &str,
+        bootstrap_servers: &str,
+        topic: &str,
+        group: &str,
+        log_path: &Path,
+    ) -> anyhow::Result<ReplicaChild> {
+        let port = free_port()?;
+        let log = std::fs::File::create(log_path).context("create the replica's log file")?;
+        let child = Command::new(current_exe()?)
+            .args(["serve", "--kafka-bootstrap-servers", bootstrap_servers])
+            .args(["--kafka-topic", topic, "--group-id", group])
+            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+            .env("RECON_DATABASE_URL", replica_url)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the replica")?;
+        let mut replica = ReplicaChild {
+            child,
+            admin_url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let ready = format!("{}/readyz", replica.admin_url);
+        let deadline = Instant::now() + CHILD_START_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = replica.child.try_wait()? {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                bail!("the replica exited at start-up ({status}):\n{log}");
+            }
+            let answer = client
+                .get(&ready)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                return Ok(replica);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the replica did not answer {ready} within {CHILD_START_DEADLINE:?}")
+    }
+
+    /// Stops the replica.
+    pub async fn stop(mut self) {
+        self.child.start_kill().ok();
+        self.child.wait().await.ok();
+    }
 }

@@ -2,11 +2,13 @@
 //!
 //! * `drain`: a replica consumer applying a Kafka backlog ([`drain`]);
 //! * `reconcile`: `recon reconcile` against the reference monolith, next to
-//!   a naive baseline and reladiff ([`reconcile`] and its helpers).
+//!   a naive baseline and reladiff ([`reconcile`] and its helpers);
+//! * `lag`: replication lag during a run, consumers paused or not ([`lag`]).
 
 mod children;
 mod drain;
 mod drift;
+mod lag;
 mod naive;
 mod reconcile;
 mod reladiff;
@@ -22,6 +24,7 @@ pub async fn run(command: BenchCommand, shutdown: CancellationToken) -> anyhow::
     match command {
         BenchCommand::Drain(args) => drain::run(args, shutdown).await,
         BenchCommand::Reconcile(args) => reconcile::run(args, shutdown).await,
+        BenchCommand::Lag(args) => lag::run(args, shutdown).await,
         BenchCommand::Naive(args) => naive::run(args).await,
     }
 }

@@ -224,6 +224,7 @@ impl Bench<'_> {
             concurrency: self.args.concurrency,
             digests: baseline.digests_flag.then_some("auto"),
             binary: Some(baseline.binary),
+            extra: &[],
         };
         let replica_url = baseline.replica_url.to_owned();
         let mut measurement = children::reconcile(&run).await?;
@@ -257,6 +258,7 @@ impl Bench<'_> {
             concurrency: self.args.concurrency,
             digests,
             binary: None,
+            extra: &[],
         };
         let mut measurement = children::reconcile(&run).await?;
         measurement.scenario = scenario.into();
