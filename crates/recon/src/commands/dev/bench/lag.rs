@@ -184,7 +184,7 @@ pub async fn run(args: LagBenchArgs, shutdown: CancellationToken) -> anyhow::Res
     );
     println!(
         "{:<7} {:>9} {:>8} {:>10} {:>9} {:>9} {:>9}",
-        "pause", "run (s)", "changes", "superseded", "p50 (ms)", "p99 (ms)", "max (ms)"
+        "pause", "run (s)", "events", "superseded", "p50 (ms)", "p99 (ms)", "max (ms)"
     );
     for row in &figures {
         println!(
