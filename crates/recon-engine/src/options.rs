@@ -12,18 +12,6 @@ pub enum Scope {
     Tenants(Vec<String>),
 }
 
-impl Scope {
-    /// Which tenant keys a walk of the tenant list keeps (`None`: all).
-    pub(crate) fn tenant_filter(&self) -> crate::unit::walk::KeyFilter {
-        match self {
-            Self::AllTenants => None,
-            Self::Tenants(ids) => Some(std::sync::Arc::new(
-                ids.iter().map(recon_core::EntityKey::id).collect(),
-            )),
-        }
-    }
-}
-
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {

@@ -252,7 +252,7 @@ impl ClusterMember {
                     .map_err(|reason| PortError::new(FailureKind::Transient, reason))?;
             }
             let cancel = step.leadership.lost.child_token();
-            let filter = options.scope.tenant_filter();
+            let filter = crate::unit::walk::tenant_filter(&options.scope);
             let (tenant_list, tenants, generation) =
                 self.reconciler.tenant_list(&options, &cancel, filter).await;
             if tenant_list.outcome != UnitOutcome::Done {

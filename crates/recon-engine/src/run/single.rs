@@ -189,7 +189,7 @@ impl<'a> SingleRun<'a> {
                 return Observation::AbortRequested;
             }
         }
-        let filter = self.options.scope.tenant_filter();
+        let filter = crate::unit::walk::tenant_filter(&self.options.scope);
         let (tenant_list, tenants, generation) = self
             .reconciler
             .tenant_list(self.options, &self.run_cancel, filter)
