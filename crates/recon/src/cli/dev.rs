@@ -280,16 +280,16 @@ pub struct LagBenchArgs {
     #[arg(long, default_value = "0.01", value_parser = parse_share, env = "RECON_BENCH_DRIFT")]
     pub drift: f64,
     /// Changes a second written through the monolith around each run.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000), env = "RECON_BENCH_WRITES_PER_SEC")]
     pub writes_per_sec: u64,
     /// Seed of the workload, the drift and the writes.
     #[arg(long, default_value_t = 42, env = "RECON_BENCH_SEED")]
     pub seed: u64,
     /// Items per Source API page.
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_BENCH_PAGE_SIZE")]
     pub page_size: u32,
     /// Tenants reconciled at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), env = "RECON_BENCH_CONCURRENCY")]
     pub concurrency: u32,
 }
 
