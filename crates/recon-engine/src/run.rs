@@ -15,7 +15,9 @@ use crate::unit::narrow::NarrowStats;
 use crate::unit::walk::KeyFilter;
 use crate::unit::{UnitContext, UnitError};
 use recon_core::ports::{ConsumerGate, PageRequest, PortError, ReplicaStore, Source};
-use recon_core::{FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport};
+use recon_core::{
+    EntityKey, FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -141,14 +143,17 @@ impl Reconciler {
     }
 
     /// Reconciles the tenant rows and returns their report, the tenants to
-    /// go into (what the source listed in that same walk, in scope) and the
-    /// source's generation as of the tenant list.
+    /// go into (what the source listed in that same walk, in the options'
+    /// scope) and the source's generation as of the tenant list.
     pub(crate) async fn tenant_list(
         &self,
         options: &ReconcileOptions,
         cancel: &CancellationToken,
-        filter: KeyFilter,
     ) -> (UnitReport, Vec<String>, Option<u64>) {
+        let filter: KeyFilter = match &options.scope {
+            Scope::AllTenants => None,
+            Scope::Tenants(ids) => Some(Arc::new(ids.iter().map(EntityKey::id).collect())),
+        };
         let context = self.context(options, cancel, filter);
         let (report, tenants) = context.tenant_list().await;
         if report.outcome != UnitOutcome::Done {

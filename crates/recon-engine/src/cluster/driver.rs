@@ -243,18 +243,16 @@ impl ClusterMember {
         let run = step.run;
         if self.coordinator.plan(&run.run_id).await?.is_none() {
             let options = self.options(run);
+            let cancel = step.leadership.lost.child_token();
             if run.request.pause == PausePolicy::Never {
                 // Before anything is written, the tenant list included.
-                let cancel = step.leadership.lost.child_token();
                 self.reconciler
                     .raise_floors_before_writing(&options, &cancel)
                     .await
                     .map_err(|reason| PortError::new(FailureKind::Transient, reason))?;
             }
-            let cancel = step.leadership.lost.child_token();
-            let filter = crate::unit::walk::tenant_filter(&options.scope);
             let (tenant_list, tenants, generation) =
-                self.reconciler.tenant_list(&options, &cancel, filter).await;
+                self.reconciler.tenant_list(&options, &cancel).await;
             if tenant_list.outcome != UnitOutcome::Done {
                 let reason = format!("tenant list: {}", tenant_list.describe());
                 let mut report = run_report(run, vec![tenant_list]);

@@ -189,10 +189,9 @@ impl<'a> SingleRun<'a> {
                 return Observation::AbortRequested;
             }
         }
-        let filter = crate::unit::walk::tenant_filter(&self.options.scope);
         let (tenant_list, tenants, generation) = self
             .reconciler
-            .tenant_list(self.options, &self.run_cancel, filter)
+            .tenant_list(self.options, &self.run_cancel)
             .await;
         let done = tenant_list.outcome == UnitOutcome::Done;
         self.report.units.push(tenant_list);

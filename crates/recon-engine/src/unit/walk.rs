@@ -18,16 +18,6 @@ pub(crate) type Keyed = KeyedRow;
 /// skipped); `None` keeps all.
 pub(crate) type KeyFilter = Option<Arc<BTreeSet<EntityKey>>>;
 
-/// Which tenant keys a walk of the tenant list keeps for `scope`.
-pub(crate) fn tenant_filter(scope: &crate::options::Scope) -> KeyFilter {
-    match scope {
-        crate::options::Scope::AllTenants => None,
-        crate::options::Scope::Tenants(ids) => {
-            Some(Arc::new(ids.iter().map(EntityKey::id).collect()))
-        }
-    }
-}
-
 /// Shared order bookkeeping of both walks.
 struct Order {
     side: Side,
