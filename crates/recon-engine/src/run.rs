@@ -19,7 +19,7 @@ use recon_core::{
     EntityKey, FenceToken, GLOBAL_SCOPE, RunReport, RunStatus, UnitOutcome, UnitReport,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -87,18 +87,15 @@ impl Reconciler {
         cancel: &CancellationToken,
         history: Option<&RunHistory>,
     ) -> (RunReport, Option<Result<(), PortError>>) {
-        let started = Instant::now();
         let span = info_span!(
             "reconcile.run",
             epoch = options.epoch,
             dry_run = options.dry_run
         );
-        let (mut report, kept) = SingleRun::new(self, options, cancel, history)
+        SingleRun::new(self, options, cancel, history)
             .execute()
             .instrument(span)
-            .await;
-        report.seconds = started.elapsed().as_secs_f64();
-        (report, kept)
+            .await
     }
 
     /// Completes a run whose units are all reported: its status, then —

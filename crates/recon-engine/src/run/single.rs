@@ -282,6 +282,7 @@ impl<'a> SingleRun<'a> {
     /// The barrier: the report settled, the consumer resumed.
     async fn end(&mut self, ending: Ending) {
         sort_tenant_units(&mut self.report);
+        self.report.seconds = self.started.elapsed().as_secs_f64();
         let expired = ending == Ending::Aborted(AbortCause::PauseExpired);
         if !expired && self.cancel.is_cancelled() {
             self.report.status = RunStatus::Cancelled;
@@ -304,7 +305,6 @@ impl<'a> SingleRun<'a> {
         // A run kept in the history is its process's work: the process's
         // peak is the run's.
         self.report.peak_rss_bytes = super::peak_rss_bytes();
-        self.report.seconds = self.started.elapsed().as_secs_f64();
         let record = RunRecord {
             run_id: history.run_id.clone(),
             mode: RunMode::Single,

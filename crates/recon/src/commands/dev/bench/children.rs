@@ -66,37 +66,46 @@ impl MonolithChild {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        monolith.wait_healthy(log_path).await?;
+        let health = format!("{}/healthz", monolith.url);
+        wait_answering(&mut monolith.child, "the monolith", &health, log_path).await?;
         Ok(monolith)
-    }
-
-    async fn wait_healthy(&mut self, log_path: &Path) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + CHILD_START_DEADLINE;
-        let health = format!("{}/healthz", self.url);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(log_path).unwrap_or_default();
-                bail!("the monolith exited at start-up ({status}):\n{log}");
-            }
-            let answer = client
-                .get(&health)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if answer.is_ok_and(|response| response.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the monolith did not answer {health} within {CHILD_START_DEADLINE:?}")
     }
 
     /// Stops the monolith.
     pub async fn stop(mut self) {
-        self.child.start_kill().ok();
-        self.child.wait().await.ok();
+        stop(&mut self.child).await;
     }
+}
+
+/// Waits until `url` answers with a success, failing with `log_path`'s
+/// content if `child` (`what`) exits first, or after
+/// [`CHILD_START_DEADLINE`].
+async fn wait_answering(
+    child: &mut Child,
+    what: &str,
+    url: &str,
+    log_path: &Path,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + CHILD_START_DEADLINE;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("{what} exited at start-up ({status}):\n{log}");
+        }
+        let answer = client.get(url).timeout(Duration::from_secs(2)).send().await;
+        if answer.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not answer {url} within {CHILD_START_DEADLINE:?}")
+}
+
+/// Kills `child` and reaps it.
+async fn stop(child: &mut Child) {
+    child.start_kill().ok();
+    child.wait().await.ok();
 }
 
 /// A port that was free a moment ago.
@@ -353,30 +362,13 @@ impl ReplicaChild {
             child,
             admin_url: format!("http://127.0.0.1:{port}"),
         };
-        let client = reqwest::Client::new();
         let ready = format!("{}/readyz", replica.admin_url);
-        let deadline = Instant::now() + CHILD_START_DEADLINE;
-        while Instant::now() < deadline {
-            if let Some(status) = replica.child.try_wait()? {
-                let log = std::fs::read_to_string(log_path).unwrap_or_default();
-                bail!("the replica exited at start-up ({status}):\n{log}");
-            }
-            let answer = client
-                .get(&ready)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if answer.is_ok_and(|response| response.status().is_success()) {
-                return Ok(replica);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the replica did not answer {ready} within {CHILD_START_DEADLINE:?}")
+        wait_answering(&mut replica.child, "the replica", &ready, log_path).await?;
+        Ok(replica)
     }
 
     /// Stops the replica.
     pub async fn stop(mut self) {
-        self.child.start_kill().ok();
-        self.child.wait().await.ok();
+        stop(&mut self.child).await;
     }
 }
