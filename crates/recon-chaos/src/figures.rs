@@ -204,13 +204,15 @@ impl Figures {
             self.writes[0], self.writes[1], self.writes[2]
         ));
         lines.push(format!(
-            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted, {} requests for runs that never pause, {} versions lowered after restores",
+            "checked                {} done-records, {} paused samples, {} fenced transactions, {} rows drifted, {} requests for runs that never pause, {} versions lowered after restores, {} reconciliation tombstones judged ({} stale from before a restore)",
             self.evidence.done_records,
             self.evidence.paused_samples,
             self.evidence.fenced_writes,
             self.evidence.drifted_rows,
             self.evidence.never_paused_runs,
-            self.evidence.lowered_after_restores
+            self.evidence.lowered_after_restores,
+            self.evidence.tombstones_judged,
+            self.evidence.stale_tombstones
         ));
         if self.schedules_without_evidence > 0 {
             lines.push(format!(

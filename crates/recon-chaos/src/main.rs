@@ -10,6 +10,7 @@
 
 mod audit;
 mod checker;
+mod deletions;
 mod drift;
 mod figures;
 mod nemesis;

@@ -161,6 +161,9 @@ impl Nemesis {
             bail!("initial replication: {detail}");
         }
         crate::audit::install(&self.world.replica_db, options.data_model.schema).await?;
+        let watched = crate::deletions::watched(self.world.monolith.model());
+        crate::deletions::install_source(&self.world.monolith_db, &watched).await?;
+        crate::deletions::install_replica(&self.world.replica_db, &watched).await?;
         self.backup = workload::backup(&self.world.monolith_url).await?;
         let stop_sampling = CancellationToken::new();
         self.publish_answering();
@@ -753,6 +756,12 @@ impl Nemesis {
             invariant: "no version regression",
             detail,
         }));
+        let deletions =
+            crate::deletions::check(&self.world.monolith_db, &self.world.replica_db).await?;
+        violations.extend(deletions.violations.into_iter().map(|detail| Violation {
+            invariant: "no version regression",
+            detail,
+        }));
         self.outcome.runs_completed = ends.completed;
         self.outcome.runs_aborted = ends.aborted;
         self.outcome.evidence = Evidence {
@@ -760,6 +769,8 @@ impl Nemesis {
             paused_samples: checker::paused_samples(&shared.samples) as u64,
             never_paused_runs: self.outcome.evidence.never_paused_runs,
             lowered_after_restores: versions.lowered_after_restores,
+            tombstones_judged: deletions.tombstones_checked,
+            stale_tombstones: deletions.before_restores,
             fenced_writes: audit.fenced_writes_checked,
             drifted_rows: self.outcome.evidence.drifted_rows,
         };

@@ -67,6 +67,11 @@ pub struct Evidence {
     /// Versions a reconciliation lowered after a restore (the only
     /// lowering "no version regression" allows).
     pub lowered_after_restores: u64,
+    /// Tombstones written by reconciliation, judged against the source's
+    /// history (the deletion half of "no version regression").
+    pub tombstones_judged: u64,
+    /// Of those, stale ones from pages read before a restore (allowed).
+    pub stale_tombstones: u64,
 }
 
 impl Evidence {
@@ -96,6 +101,8 @@ impl Evidence {
         self.drifted_rows += other.drifted_rows;
         self.never_paused_runs += other.never_paused_runs;
         self.lowered_after_restores += other.lowered_after_restores;
+        self.tombstones_judged += other.tombstones_judged;
+        self.stale_tombstones += other.stale_tombstones;
     }
 }
 
@@ -143,6 +150,8 @@ mod tests {
                 drifted_rows: 30,
                 never_paused_runs: 0,
                 lowered_after_restores: 0,
+                tombstones_judged: 0,
+                stale_tombstones: 0,
             },
             runs_completed: 3,
             ..Outcome::default()
