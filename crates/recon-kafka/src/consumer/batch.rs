@@ -3,7 +3,8 @@
 //! the next attempt continues where the failed one stopped.
 //!
 //! 1. Undecodable records are written to the dead-letter table.
-//! 2. The decoded events are applied in one transaction.
+//! 2. The decoded events are applied, one transaction per partition, the
+//!    partitions concurrently.
 //! 3. If the store refuses that batch for its data, the events are applied
 //!    one by one; each one refused for its data is written to the
 //!    dead-letter table (and counted) before moving on.
@@ -14,12 +15,14 @@
 //! dead letters keyed by offset), so a step repeated after a crash is
 //! harmless.
 
-use super::{Record, ReplicaConsumer};
+use super::{ConsumerMetrics, Record};
 use recon_core::Change;
-use recon_core::ports::{AppliedCounts, DeadLetter, FailureKind, PortError};
+use recon_core::ports::{AppliedCounts, DeadLetter, EventSink, FailureKind, PortError};
 use recon_core::schema::Schema;
+use futures::future::join_all;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::runtime::Handle;
 use tracing::{error, warn};
 
 /// Where a pending batch stands.
@@ -27,7 +30,7 @@ use tracing::{error, warn};
 enum Step {
     /// Write the undecodable records as dead letters.
     DeadLetterUndecodable,
-    /// Apply every decoded event in one transaction.
+    /// Apply every decoded event (one transaction per partition).
     WholeBatch,
     /// Apply the events one by one from this index of the batch.
     OneByOne { next: usize },
@@ -97,23 +100,27 @@ impl PendingBatch {
     }
 }
 
-impl ReplicaConsumer {
+/// What applies batches: the store and the counters. Cloned into the task
+/// that applies a batch while the poll loop takes the next one.
+#[derive(Clone)]
+pub(super) struct Applier {
+    pub sink: Arc<dyn EventSink>,
+    pub metrics: ConsumerMetrics,
+}
+
+impl Applier {
     /// Carries the batch's steps as far as they go. `Err` is a transient
     /// failure: the batch stays at the failed step.
-    pub(super) fn advance(
-        &self,
-        batch: &mut PendingBatch,
-        runtime: &Handle,
-    ) -> Result<(), PortError> {
+    pub async fn advance(&self, batch: &mut PendingBatch) -> Result<(), PortError> {
         loop {
             batch.step = match batch.step {
                 Step::DeadLetterUndecodable => {
-                    self.dead_letter_undecodable(batch, runtime)?;
+                    self.dead_letter_undecodable(batch).await?;
                     Step::WholeBatch
                 }
-                Step::WholeBatch => self.apply_whole(batch, runtime)?,
+                Step::WholeBatch => self.apply_whole(batch).await?,
                 Step::OneByOne { next } => {
-                    self.apply_one_by_one(batch, next, runtime)?;
+                    self.apply_one_by_one(batch, next).await?;
                     Step::Done
                 }
                 Step::Done => return Ok(()),
@@ -121,11 +128,7 @@ impl ReplicaConsumer {
         }
     }
 
-    fn dead_letter_undecodable(
-        &self,
-        batch: &PendingBatch,
-        runtime: &Handle,
-    ) -> Result<(), PortError> {
+    async fn dead_letter_undecodable(&self, batch: &PendingBatch) -> Result<(), PortError> {
         let mut letters = Vec::new();
         for (index, decoded) in batch.decoded.iter().enumerate() {
             if let Err(reason) = decoded {
@@ -135,7 +138,7 @@ impl ReplicaConsumer {
         if letters.is_empty() {
             return Ok(());
         }
-        runtime.block_on(self.sink.record_dead_letters(&letters))?;
+        self.sink.record_dead_letters(&letters).await?;
         for letter in &letters {
             warn!(topic = %letter.topic, partition = letter.partition, offset = letter.offset, reason = %letter.error, "undecodable record written to the dead-letter table");
         }
@@ -144,33 +147,51 @@ impl ReplicaConsumer {
         Ok(())
     }
 
-    fn apply_whole(&self, batch: &PendingBatch, runtime: &Handle) -> Result<Step, PortError> {
-        let changes: Vec<Change> = batch
-            .decoded
-            .iter()
-            .filter_map(|decoded| decoded.as_ref().ok().cloned())
-            .collect();
-        if changes.is_empty() {
-            return Ok(Step::Done);
-        }
-        match runtime.block_on(self.sink.apply_events(&changes)) {
-            Ok(counts) => {
-                self.record_applied(counts);
-                Ok(Step::Done)
-            }
-            Err(error) if error.kind == FailureKind::Transient => Err(error),
-            Err(error) => {
-                warn!(error = %error, events = changes.len(), "store refused a batch for its data, applying its events one by one");
-                Ok(Step::OneByOne { next: 0 })
+    /// Applies the decoded events, one transaction per partition, the
+    /// partitions concurrently: a scope's events share a partition (the
+    /// relay keys records by scope), so the transactions touch disjoint
+    /// rows, and the version guard would make their order irrelevant
+    /// anyway. A transient failure of any retries them all (applying twice
+    /// is harmless); a refusal for data goes one by one.
+    async fn apply_whole(&self, batch: &PendingBatch) -> Result<Step, PortError> {
+        let mut partitions: BTreeMap<i32, Vec<Change>> = BTreeMap::new();
+        for (record, decoded) in batch.records.iter().zip(&batch.decoded) {
+            if let Ok(change) = decoded {
+                partitions
+                    .entry(record.partition)
+                    .or_default()
+                    .push(change.clone());
             }
         }
+        let outcomes = join_all(
+            partitions
+                .values()
+                .map(|changes| self.sink.apply_events(changes)),
+        )
+        .await;
+        let mut refusal = None;
+        let mut transient = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(counts) => self.record_applied(counts),
+                Err(error) if error.kind == FailureKind::Transient => transient = Some(error),
+                Err(error) => refusal = Some(error),
+            }
+        }
+        if let Some(error) = transient {
+            return Err(error);
+        }
+        if let Some(error) = refusal {
+            warn!(error = %error, events = batch.decoded_events(), "store refused a batch for its data, applying its events one by one");
+            return Ok(Step::OneByOne { next: 0 });
+        }
+        Ok(Step::Done)
     }
 
-    fn apply_one_by_one(
+    async fn apply_one_by_one(
         &self,
         batch: &mut PendingBatch,
         first: usize,
-        runtime: &Handle,
     ) -> Result<(), PortError> {
         for index in first..batch.records.len() {
             // Resume here if this event fails transiently.
@@ -178,13 +199,14 @@ impl ReplicaConsumer {
             let Ok(change) = &batch.decoded[index] else {
                 continue; // dead-lettered already
             };
-            match runtime.block_on(self.sink.apply_events(std::slice::from_ref(change))) {
+            match self.sink.apply_events(std::slice::from_ref(change)).await {
                 Ok(counts) => self.record_applied(counts),
                 Err(error) if error.kind == FailureKind::Transient => return Err(error),
                 Err(refusal) => {
                     let letter = batch.dead_letter(index, refusal.message.clone());
-                    runtime
-                        .block_on(self.sink.record_dead_letters(std::slice::from_ref(&letter)))?;
+                    self.sink
+                        .record_dead_letters(std::slice::from_ref(&letter))
+                        .await?;
                     self.metrics.events_rejected.inc();
                     self.metrics.dead_letters.inc();
                     error!(error = %refusal, topic = %letter.topic, partition = letter.partition, offset = letter.offset, tenant = change.tenant_id(), kind = %change.kind(), key = %change.key(), "store refused an event for its data; written to the dead-letter table");

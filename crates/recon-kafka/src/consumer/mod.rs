@@ -4,7 +4,10 @@
 //! batches, decodes them, applies them through the [`EventSink`] and only
 //! then stores their offsets (at-least-once: a crash between the database
 //! commit and the offset commit replays the batch, which the version guard
-//! makes harmless). Offsets are committed every second and synchronously on
+//! makes harmless). The next batch is taken off the topic and
+//! decoded while the previous one is applied on the runtime; one batch is
+//! in flight at a time, so batches land in the order they were taken, and
+//! a pause, a failure or a shutdown waits for it first. Offsets are committed every second and synchronously on
 //! pause and on shutdown.
 //!
 //! Nothing is skipped without a trace (DESIGN §6): an undecodable record,
@@ -33,7 +36,7 @@ pub use state::{ConsumerStatus, PartitionStatus};
 
 use crate::producer::trace_context_from_headers;
 use crate::{Error, KafkaConfig, Result};
-use batch::PendingBatch;
+use batch::{Applier, PendingBatch};
 use context::GateContext;
 use gate::GateCommand;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
@@ -50,7 +53,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Tuning of the replica consumer.
@@ -58,7 +61,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub struct ConsumerSettings {
     /// Consumer group id (all replicas of a service share it).
     pub group_id: String,
-    /// Most events applied in one batch (one transaction).
+    /// Most events applied in one batch (one transaction per partition).
     pub max_batch: usize,
     /// How long to wait for a batch to fill once its first event arrived.
     pub max_batch_wait: Duration,
@@ -140,6 +143,10 @@ fn create_consumer(
     Ok(consumer)
 }
 
+/// A batch's apply running on the runtime: the batch comes back with the
+/// outcome.
+type InFlight = tokio::task::JoinHandle<(PendingBatch, std::result::Result<(), PortError>)>;
+
 /// One record taken off the topic.
 struct Record {
     topic: String,
@@ -157,7 +164,8 @@ pub struct ReplicaConsumer {
     /// To build the client again after a fatal error.
     kafka: KafkaConfig,
     settings: ConsumerSettings,
-    sink: Arc<dyn EventSink>,
+    /// Applies batches (the store and the counters).
+    applier: Applier,
     metrics: ConsumerMetrics,
     state: Arc<SharedState>,
     commands: mpsc::UnboundedReceiver<GateCommand>,
@@ -166,6 +174,10 @@ pub struct ReplicaConsumer {
     rewind: BTreeMap<(String, i32), i64>,
     /// The batch being applied while the store fails transiently.
     pending: Option<PendingBatch>,
+    /// The batch being applied on the runtime while the loop takes and
+    /// decodes the next one; it lands before the next one starts, so
+    /// batches apply in order.
+    in_flight: Option<InFlight>,
     /// Up to when paused time was added to `paused_seconds`.
     pause_clock: Instant,
 }
@@ -195,12 +207,16 @@ impl ReplicaConsumer {
             consumer,
             kafka: kafka.clone(),
             settings,
-            sink,
+            applier: Applier {
+                sink,
+                metrics: metrics.clone(),
+            },
             metrics,
             state,
             commands,
             rewind: BTreeMap::new(),
             pending: None,
+            in_flight: None,
             pause_clock: Instant::now(),
         };
         Ok((consumer, gate))
@@ -222,6 +238,7 @@ impl ReplicaConsumer {
         while !shutdown.is_cancelled() {
             self.account_pause();
             if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                self.finish_in_flight(runtime);
                 self.replace_fenced_client(code, &reason, shutdown);
                 continue;
             }
@@ -230,17 +247,25 @@ impl ReplicaConsumer {
                 self.retry_pending(runtime);
                 continue;
             }
+            // Taken and decoded while the previous batch is applied.
+            let records = self.next_batch();
+            let batch = (!records.is_empty())
+                .then(|| PendingBatch::new(records, self.settings.data_model));
+            self.finish_in_flight(runtime);
+            // Gate commands wait for the previous batch too.
             self.handle_commands();
-            let batch = self.next_batch();
-            if batch.is_empty() {
+            let Some(batch) = batch else {
                 continue;
-            }
-            if self.state.is_paused() {
-                self.hold_back(&batch);
+            };
+            if self.pending.is_some() || self.state.is_paused() {
+                // The previous batch failed (it is retried first), or a
+                // pause: this one waits.
+                self.hold_back(&batch.records);
                 continue;
             }
             self.start_batch(batch, runtime);
         }
+        self.finish_in_flight(runtime);
         if self.pending.is_some() {
             warn!(
                 "shutting down with a batch not yet applied; it is replayed from the last committed offset"
@@ -426,14 +451,33 @@ impl ReplicaConsumer {
         }
     }
 
-    /// Starts applying a batch; it stays pending while the store fails
-    /// transiently.
-    fn start_batch(&mut self, records: Vec<Record>, runtime: &Handle) {
-        let batch = PendingBatch::new(records, self.settings.data_model);
+    /// Starts applying a batch on the runtime ([`Self::finish_in_flight`]
+    /// waits for it); it stays pending while the store fails transiently.
+    fn start_batch(&mut self, mut batch: PendingBatch, runtime: &Handle) {
         self.metrics
             .events_received
             .inc_by(batch.decoded_events() as u64);
-        self.attempt(batch, runtime);
+        let applier = self.applier.clone();
+        let span = batch_span(&batch);
+        let applying = async move {
+            let result = applier.advance(&mut batch).await;
+            (batch, result)
+        };
+        self.in_flight = Some(runtime.spawn(applying.instrument(span)));
+    }
+
+    /// Waits for the batch in flight, if any, and settles it.
+    fn finish_in_flight(&mut self, runtime: &Handle) {
+        let Some(applying) = self.in_flight.take() else {
+            return;
+        };
+        match runtime.block_on(applying) {
+            Ok((batch, result)) => self.settle(batch, result),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only when the runtime shuts down: nothing had its offset
+            // stored, the next owner replays it.
+            Err(error) => warn!(error = %error, "a batch's apply was cancelled"),
+        }
     }
 
     /// While a batch is pending: polls (so the member stays in its group),
@@ -459,10 +503,15 @@ impl ReplicaConsumer {
 
     /// Carries a batch as far as it goes; stores its offsets when done.
     fn attempt(&mut self, mut batch: PendingBatch, runtime: &Handle) {
-        let span = info_span!("consumer.batch", records = batch.records.len());
-        continue_producer_traces(&span, &batch.records);
-        let _entered = span.enter();
-        match self.advance(&mut batch, runtime) {
+        let span = batch_span(&batch);
+        let result = runtime.block_on(self.applier.advance(&mut batch).instrument(span));
+        self.settle(batch, result);
+    }
+
+    /// Stores a batch's offsets once it landed; keeps it pending (and
+    /// holds consumption) when it failed transiently.
+    fn settle(&mut self, mut batch: PendingBatch, result: std::result::Result<(), PortError>) {
+        match result {
             Ok(()) => {
                 self.store_offsets(&batch.records);
                 self.metrics
@@ -548,6 +597,13 @@ impl ReplicaConsumer {
             Err(error) => warn!(error = %error, reason, "could not commit offsets"),
         }
     }
+}
+
+/// The span of a batch's apply, continuing its producers' traces.
+fn batch_span(batch: &PendingBatch) -> tracing::Span {
+    let span = info_span!("consumer.batch", records = batch.records.len());
+    continue_producer_traces(&span, &batch.records);
+    span
 }
 
 /// Most producer traces a batch span links to besides its parent.
