@@ -1,7 +1,10 @@
 # Sourced by the bench scripts: `build_baseline <commit> <copy-to>` builds
-# the release binary of another commit, in a git worktree and target
-# directory of its own under ~/.cache/recon-bench-baseline (kept for the
-# next time), and copies it to <copy-to>. Expects ROOT and log().
+# the release binary of another commit, in a git worktree of its own under
+# ~/.cache/recon-bench-baseline (kept for the next time), and copies it to
+# <copy-to>. It shares the checkout's target directory: the dependencies
+# are built once for both, and the workspace's crates of the two checkouts
+# are told apart by their paths. Call it after the checkout's own build
+# and copy (the binary's path is shared). Expects ROOT and log().
 
 build_baseline() {
   local commit dir
@@ -12,6 +15,7 @@ build_baseline() {
     git -C "$ROOT" worktree add --detach "$dir/src" "$commit" >/dev/null
   fi
   log "building the baseline $commit"
-  (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p recon)
-  cp "$dir/target/release/recon" "$2"
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  (cd "$dir/src" && CARGO_TARGET_DIR="$target" cargo build --release --locked -p recon)
+  cp "$target/release/recon" "$2"
 }

@@ -16,10 +16,10 @@
 //! harmless.
 
 use super::{ConsumerMetrics, Record};
+use futures::future::join_all;
 use recon_core::Change;
 use recon_core::ports::{AppliedCounts, DeadLetter, EventSink, FailureKind, PortError};
 use recon_core::schema::Schema;
-use futures::future::join_all;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -249,8 +249,8 @@ impl ReplicaConsumer {
             }
             // Taken and decoded while the previous batch is applied.
             let records = self.next_batch();
-            let batch = (!records.is_empty())
-                .then(|| PendingBatch::new(records, self.settings.data_model));
+            let batch =
+                (!records.is_empty()).then(|| PendingBatch::new(records, self.settings.data_model));
             self.finish_in_flight(runtime);
             // Gate commands wait for the previous batch too.
             self.handle_commands();

@@ -156,6 +156,12 @@ pub enum BenchCommand {
     /// source lacks, one statement at a time.
     #[command(hide = true)]
     Naive(NaiveArgs),
+    /// The compare-then-write baseline of `bench reconcile` (run by it as
+    /// a child process): fetch each page, compare it with the replica's
+    /// rows of its key span, write only the rows that differ, a batch per
+    /// page.
+    #[command(hide = true)]
+    Compare(NaiveArgs),
 }
 
 /// Options of `recon bench reconcile`.
@@ -197,6 +203,11 @@ pub struct ReconcileBenchArgs {
     /// 4 ms a row on a durable PostgreSQL.
     #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01", value_parser = parse_share, env = "RECON_BENCH_NAIVE_DRIFT")]
     pub naive_drift: Vec<f64>,
+    /// Skip the compare-then-write baseline (fetch each page, compare it
+    /// with the replica, write what differs), which runs on every drift
+    /// share.
+    #[arg(long, env = "RECON_BENCH_SKIP_COMPARE")]
+    pub skip_compare: bool,
     /// Skip reladiff's detection.
     #[arg(long, env = "RECON_BENCH_SKIP_RELADIFF")]
     pub skip_reladiff: bool,
@@ -204,7 +215,7 @@ pub struct ReconcileBenchArgs {
     #[arg(long, env = "RECON_BENCH_JSON")]
     pub json: Option<std::path::PathBuf>,
     /// Items per Source API page (passed to `recon reconcile` and used by
-    /// the naive baseline).
+    /// the baselines).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "RECON_BENCH_PAGE_SIZE")]
     pub page_size: u32,
     /// Tenants reconciled at the same time (passed to `recon reconcile`).
@@ -241,7 +252,7 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Options of the hidden `recon bench naive`.
+/// Options of the hidden `recon bench naive` and `recon bench compare`.
 #[derive(Debug, Args)]
 pub struct NaiveArgs {
     /// The replica store to reconcile.

@@ -292,36 +292,67 @@ fn measurement_of_report(report: &Value, seconds: f64) -> Measurement {
     }
 }
 
-/// Runs the naive baseline (`recon bench naive`) once.
-pub async fn naive(
+/// A baseline algorithm of `bench reconcile`, run as a hidden subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineAlgorithm {
+    /// The seed's naive algorithm (`recon bench naive`).
+    Naive,
+    /// Compare each page, write what differs (`recon bench compare`).
+    CompareThenWrite,
+}
+
+impl BaselineAlgorithm {
+    /// Its subcommand of `recon bench`.
+    fn subcommand(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::CompareThenWrite => "compare",
+        }
+    }
+
+    /// Its variant in the bench's table.
+    pub fn variant(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::CompareThenWrite => "compare-then-write",
+        }
+    }
+}
+
+/// Runs a baseline algorithm once.
+pub async fn baseline(
+    algorithm: BaselineAlgorithm,
     replica_url: &str,
     source_url: &str,
     page_size: u32,
 ) -> anyhow::Result<Measurement> {
     let mut command = Command::new(current_exe()?);
     command
-        .args(["bench", "naive", "--source-url", source_url])
+        .args(["bench", algorithm.subcommand(), "--source-url", source_url])
         .args(["--page-size", &page_size.to_string()])
         .env("RECON_DATABASE_URL", replica_url);
-    let finished = run_timed(command, "the naive baseline").await?;
+    let what = format!("the {} baseline", algorithm.variant());
+    let finished = run_timed(command, &what).await?;
     if !finished.success {
-        bail!(
-            "the naive baseline failed ({}):\n{}",
-            finished.status,
-            finished.stderr
-        );
+        bail!("{what} failed ({}):\n{}", finished.status, finished.stderr);
     }
     let figures: NaiveFigures =
-        serde_json::from_str(&finished.stdout).context("read the naive baseline's figures")?;
+        serde_json::from_str(&finished.stdout).with_context(|| format!("read {what}'s figures"))?;
+    // The naive algorithm compares nothing: it writes every row it fetched.
+    let compared = match algorithm {
+        BaselineAlgorithm::Naive => figures.fetched,
+        BaselineAlgorithm::CompareThenWrite => figures.fetched + figures.replica_rows,
+    };
     Ok(Measurement {
         seconds: Some(finished.seconds),
-        rows_compared: Some(figures.fetched),
+        rows_compared: Some(compared),
         rows_transferred: Some(figures.fetched),
         differences: None,
         written: Some(figures.written + figures.deleted),
         bytes: Some(figures.bytes),
         requests: Some(figures.pages),
         peak_rss_bytes: figures.peak_rss_bytes,
+        variant: algorithm.variant().to_owned(),
         ..Measurement::default()
     })
 }

@@ -2,10 +2,12 @@
 //!
 //! * `drain`: a replica consumer applying a Kafka backlog ([`drain`]);
 //! * `reconcile`: `recon reconcile` against the reference monolith, next to
-//!   a naive baseline and reladiff ([`reconcile`] and its helpers);
+//!   a naive baseline, a compare-then-write baseline and reladiff
+//!   ([`reconcile`] and its helpers);
 //! * `lag`: replication lag during a run, consumers paused or not ([`lag`]).
 
 mod children;
+mod compare;
 mod drain;
 mod drift;
 mod lag;
@@ -26,5 +28,6 @@ pub async fn run(command: BenchCommand, shutdown: CancellationToken) -> anyhow::
         BenchCommand::Reconcile(args) => reconcile::run(args, shutdown).await,
         BenchCommand::Lag(args) => lag::run(args, shutdown).await,
         BenchCommand::Naive(args) => naive::run(args).await,
+        BenchCommand::Compare(args) => compare::run(args).await,
     }
 }

@@ -59,10 +59,50 @@ pub struct NaiveFigures {
 /// A source key: the tenant (empty for tenant rows), the kind and the key.
 type SourceKey = (String, Kind, EntityKey);
 
+/// The replica store, an epoch of it and the Source API client: what both
+/// baselines open first.
+pub struct Opened {
+    /// The replica store.
+    pub store: Store,
+    /// An epoch acquired from it (fences the baseline's writes).
+    pub epoch: u64,
+    /// The Source API client.
+    pub source: HttpSource,
+}
+
+impl Opened {
+    /// Opens the store and the source of `args` and acquires an epoch.
+    pub async fn open(args: &NaiveArgs) -> anyhow::Result<Self> {
+        let store = Store::connect(&args.database_url)
+            .await
+            .context("open the replica store")?;
+        let epoch = store
+            .acquire_epoch(None)
+            .await
+            .context("acquire an epoch from the replica store")?;
+        let source = HttpSource::new(&SourceConfig::new(&args.source_url))
+            .context("configure the Source API client")?;
+        Ok(Self {
+            store,
+            epoch,
+            source,
+        })
+    }
+}
+
+/// The fence of a write of `kind` rows of `tenant_id` (the tenant list
+/// has a scope of its own).
+pub fn fence(epoch: u64, tenant_id: &str, kind: Kind) -> FenceToken {
+    let scope = if kind == Kind::TENANT {
+        "tenants"
+    } else {
+        tenant_id
+    };
+    FenceToken::new(scope, epoch)
+}
+
 struct Naive {
-    source: HttpSource,
-    store: Store,
-    epoch: u64,
+    opened: Opened,
     page_size: u32,
     seen: HashSet<SourceKey>,
     watermark: Version,
@@ -73,19 +113,8 @@ struct Naive {
 /// prints its [`NaiveFigures`] as JSON.
 pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let store = Store::connect(&args.database_url)
-        .await
-        .context("open the replica store")?;
-    let epoch = store
-        .acquire_epoch(None)
-        .await
-        .context("acquire an epoch from the replica store")?;
-    let source = HttpSource::new(&SourceConfig::new(&args.source_url))
-        .context("configure the Source API client")?;
     let mut naive = Naive {
-        source,
-        store,
-        epoch,
+        opened: Opened::open(&args).await?,
         page_size: args.page_size,
         seen: HashSet::new(),
         watermark: Version::ZERO,
@@ -112,12 +141,7 @@ pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
 
 impl Naive {
     fn fence(&self, tenant_id: &str, kind: Kind) -> FenceToken {
-        let scope = if kind == Kind::TENANT {
-            "tenants"
-        } else {
-            tenant_id
-        };
-        FenceToken::new(scope, self.epoch)
+        fence(self.opened.epoch, tenant_id, kind)
     }
 
     /// Fetches every page of one kind and upserts each row on its own.
@@ -135,6 +159,7 @@ impl Naive {
                 within: Vec::new(),
             };
             let page = self
+                .opened
                 .source
                 .fetch(&request)
                 .await
@@ -148,6 +173,7 @@ impl Naive {
                 self.seen.insert((seen_tenant(kind, tenant_id), kind, key));
                 self.figures.fetched += 1;
                 let outcome = self
+                    .opened
                     .store
                     .apply_reconciliation(&fence, page.watermark, &[Change::Upsert(row)])
                     .await
@@ -167,6 +193,7 @@ impl Naive {
         let mut range = KeyRange::all();
         loop {
             let page = self
+                .opened
                 .store
                 .read_page(tenant_id, kind, &range, READ_PAGE_ROWS)
                 .await
@@ -203,7 +230,8 @@ impl Naive {
                 key,
                 version: self.watermark,
             });
-            self.store
+            self.opened
+                .store
                 .apply_reconciliation(&fence, self.watermark, &[deletion])
                 .await
                 .context("delete a replica row the source lacks")?;

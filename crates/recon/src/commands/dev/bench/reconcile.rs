@@ -9,8 +9,8 @@
 //! 3. For each drift share: the same deterministic drift is applied before
 //!    each run ([`super::drift`]); reladiff detects it; `recon reconcile`
 //!    repairs it with digests and, after the drift is applied again,
-//!    without; the naive baseline repairs it (on the shares of
-//!    `--naive-drift`).
+//!    without; the compare-then-write baseline repairs it, and the naive
+//!    baseline (on the shares of `--naive-drift`).
 //!
 //! With `--baseline-binary`, another build (an older commit) does its own
 //! full load and, on each drift share, its run with digests on the same
@@ -22,7 +22,7 @@
 //! replica different from the monolith is printed loudly and makes the
 //! bench exit with status 1.
 
-use super::children::{self, MonolithChild, ReconcileRun};
+use super::children::{self, BaselineAlgorithm, MonolithChild, ReconcileRun};
 use super::drift;
 use super::reladiff;
 use super::table::{BenchReport, DIGESTS_VARIANT, Measurement, NO_DIGESTS_VARIANT, Setup};
@@ -194,10 +194,17 @@ impl Bench<'_> {
             });
             self.recon("drift", share, None, NO_DIGESTS_VARIANT).await?;
         }
+        if !self.args.skip_compare {
+            self.check_cancelled()?;
+            self.apply_drift(share).await?;
+            self.baseline_algorithm(BaselineAlgorithm::CompareThenWrite, share)
+                .await?;
+        }
         if !self.args.skip_naive && self.args.naive_drift.contains(&share) {
             self.check_cancelled()?;
             self.apply_drift(share).await?;
-            self.naive(share).await?;
+            self.baseline_algorithm(BaselineAlgorithm::Naive, share)
+                .await?;
         }
         if let Some(baseline) = &self.baseline {
             self.check_cancelled()?;
@@ -268,8 +275,14 @@ impl Bench<'_> {
         self.finish(measurement, &replica_url).await
     }
 
-    async fn naive(&mut self, share: f64) -> anyhow::Result<()> {
-        let mut measurement = children::naive(
+    /// One run of a baseline algorithm on the drift just applied.
+    async fn baseline_algorithm(
+        &mut self,
+        algorithm: BaselineAlgorithm,
+        share: f64,
+    ) -> anyhow::Result<()> {
+        let mut measurement = children::baseline(
+            algorithm,
             &self.args.replica_database_url,
             &self.source_url,
             self.args.page_size,
@@ -277,7 +290,6 @@ impl Bench<'_> {
         .await?;
         measurement.scenario = "drift".into();
         measurement.drift = share;
-        measurement.variant = "naive".into();
         let replica_url = self.args.replica_database_url.clone();
         self.finish(measurement, &replica_url).await
     }

@@ -19,12 +19,13 @@ pub struct Measurement {
     /// The drift share (0 for the full load).
     pub drift: f64,
     /// `recon digests`, `recon no digests`, `recon` (no `--digests` flag
-    /// in this build), `naive`, `reladiff detect`.
+    /// in this build), `compare-then-write`, `naive`, `reladiff detect`.
     pub variant: String,
     /// Wall time, child process spawn to exit.
     pub seconds: Option<f64>,
     /// Rows compared (recon: keys of both sides, rows of ranges with equal
-    /// digests included; naive: source rows fetched and upserted; reladiff:
+    /// digests included; compare-then-write: source rows fetched and
+    /// replica rows read; naive: source rows fetched and upserted; reladiff:
     /// rows of the monolith's tables).
     pub rows_compared: Option<u64>,
     /// Rows sent by the Source API (reladiff: rows it downloaded from the

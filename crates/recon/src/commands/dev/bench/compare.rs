@@ -1,0 +1,158 @@
+//! The compare-then-write baseline of `recon bench reconcile`, run as the
+//! hidden subcommand `recon bench compare` in a child process (measured
+//! like recon's own runs).
+//!
+//! What a competent team would write in a day to make a replica equal to
+//! its source, next to the seed's [naive](super::naive) algorithm: it
+//! fetches every page of the tenant list and of each tenant's kinds, reads
+//! the replica's rows of the key span the page covers, compares them row
+//! by row (data and version), and writes only what differs — the missing
+//! or different rows as upserts and the rows the page's span lacks as
+//! deletions — in one batch per page, through the store's reconciliation
+//! form (fenced, authoritative up to the page's watermark). No digests, no
+//! narrowing, one page at a time. A tenant the source lacks is deleted with
+//! its rows (the store cascades a tenant's deletion).
+
+use super::naive::{NaiveFigures, Opened, fence};
+use crate::cli::NaiveArgs;
+use anyhow::Context;
+use recon_core::ports::PageRequest;
+use recon_core::{Change, Deletion, EntityKey, KeyRange, Kind, Row};
+use recon_store::StoredRow;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Rows read from the replica per query.
+const READ_PAGE_ROWS: u64 = 1_000;
+
+/// Runs the baseline against the source and store of `args` and prints its
+/// [`NaiveFigures`] as JSON.
+pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut compare = Compare {
+        opened: Opened::open(&args).await?,
+        page_size: args.page_size,
+        figures: NaiveFigures::default(),
+    };
+    let tenants = compare.kind("", Kind::TENANT).await?;
+    for tenant in &tenants {
+        for kind in [Kind::USER, Kind::GROUP, Kind::MEMBERSHIP] {
+            compare.kind(tenant, kind).await?;
+        }
+    }
+    compare.figures.seconds = started.elapsed().as_secs_f64();
+    compare.figures.peak_rss_bytes = recon_engine::peak_rss_bytes();
+    println!("{}", serde_json::to_string_pretty(&compare.figures)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Compare {
+    opened: Opened,
+    page_size: u32,
+    figures: NaiveFigures,
+}
+
+impl Compare {
+    /// Makes one kind of one tenant (or the tenant list) equal to the
+    /// source, page by page. Returns the source's primary ids (the tenant
+    /// ids, for the tenant list).
+    async fn kind(&mut self, tenant_id: &str, kind: Kind) -> anyhow::Result<Vec<String>> {
+        let fence = fence(self.opened.epoch, tenant_id, kind);
+        let mut ids = Vec::new();
+        let mut after: Option<EntityKey> = None;
+        loop {
+            let request = PageRequest {
+                tenant_id: tenant_id.to_owned(),
+                kind,
+                after: after.clone(),
+                limit: self.page_size,
+                within: Vec::new(),
+            };
+            let page = self
+                .opened
+                .source
+                .fetch(&request)
+                .await
+                .with_context(|| format!("fetch a {kind} page of tenant {tenant_id:?}"))?;
+            self.figures.pages += 1;
+            self.figures.bytes += page.bytes;
+            self.figures.fetched += page.rows.len() as u64;
+            // The page covers the keys after `after` up to its last row, or
+            // to the end when it is the last page.
+            let span = KeyRange {
+                after: after.clone(),
+                until: page
+                    .next_after
+                    .as_ref()
+                    .and_then(|_| page.rows.last().map(Row::key)),
+            };
+            let stored = self.replica_rows(tenant_id, kind, span).await?;
+            let mut changes = Vec::new();
+            let mut source_keys = BTreeMap::new();
+            for row in page.rows {
+                let key = row.key();
+                ids.push(key.first().to_owned());
+                let same = stored.get(&key).is_some_and(|held| {
+                    held.row.version == row.version && held.row.record == row.record
+                });
+                source_keys.insert(key, ());
+                if !same {
+                    changes.push(Change::Upsert(row));
+                }
+            }
+            let mut deleted = 0;
+            for (key, held) in stored {
+                if !source_keys.contains_key(&key) {
+                    changes.push(Change::Delete(Deletion {
+                        tenant_id: held.row.tenant_id,
+                        kind,
+                        key,
+                        version: page.watermark,
+                    }));
+                    deleted += 1;
+                }
+            }
+            if !changes.is_empty() {
+                let outcome = self
+                    .opened
+                    .store
+                    .apply_reconciliation(&fence, page.watermark, &changes)
+                    .await
+                    .context("write the rows that differ")?;
+                self.figures.written += outcome.written;
+                self.figures.deleted += deleted;
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    /// The replica's live rows of one kind within `span`, by key.
+    async fn replica_rows(
+        &mut self,
+        tenant_id: &str,
+        kind: Kind,
+        mut span: KeyRange,
+    ) -> anyhow::Result<BTreeMap<EntityKey, StoredRow>> {
+        let mut rows = BTreeMap::new();
+        loop {
+            let page = self
+                .opened
+                .store
+                .read_page(tenant_id, kind, &span, READ_PAGE_ROWS)
+                .await
+                .context("read replica rows")?;
+            self.figures.replica_rows += page.len() as u64;
+            let exhausted = (page.len() as u64) < READ_PAGE_ROWS;
+            let last = page.last().map(|stored| stored.key.clone());
+            rows.extend(page.into_iter().map(|stored| (stored.key.clone(), stored)));
+            match last {
+                Some(last) if !exhausted => span.after = Some(last),
+                _ => return Ok(rows),
+            }
+        }
+    }
+}
