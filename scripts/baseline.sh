@@ -2,9 +2,9 @@
 # the release binary of another commit, in a git worktree of its own under
 # ~/.cache/recon-bench-baseline (kept for the next time), and copies it to
 # <copy-to>. It shares the checkout's target directory: the dependencies
-# are built once for both, and the workspace's crates of the two checkouts
-# are told apart by their paths. Call it after the checkout's own build
-# and copy (the binary's path is shared). Expects ROOT and log().
+# are built once for both (cargo names the two checkouts' own crates
+# alike, so those are built again for each). Call it after the checkout's
+# own build and copy (the binary's path is shared). Expects ROOT and log().
 
 build_baseline() {
   local commit dir

@@ -13,6 +13,7 @@
 //! `--stall-secs` (a lost event would otherwise hang it for ever) or when
 //! the consumer stopped.
 
+use super::cpu::CpuSample;
 use crate::cli::{DrainArgs, DrainWorkload};
 use anyhow::{Context, bail, ensure};
 use rdkafka::message::OwnedHeaders;
@@ -75,6 +76,7 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
         ReplicaConsumer::new(&kafka, settings, Arc::new(store.clone()), metrics.clone())?;
     let consumer_shutdown = shutdown.child_token();
     let started = Instant::now();
+    let cpu_before = CpuSample::take();
     let task = consumer.spawn(&TaskTracker::new(), consumer_shutdown.clone());
     // Counted only after the batch's transaction returned.
     let committed = || {
@@ -90,6 +92,7 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
         &shutdown,
     )
     .await;
+    let cpu = CpuSample::take().since(&cpu_before);
     consumer_shutdown.cancel();
     task.await.context("consumer thread")?;
     let Drained {
@@ -117,6 +120,16 @@ pub async fn run(args: DrainArgs, shutdown: CancellationToken) -> anyhow::Result
             (args.events - done) as f64 / steady.max(f64::EPSILON)
         );
     }
+    let cpu: Vec<String> = cpu
+        .iter()
+        .map(|(group, seconds)| {
+            format!(
+                "{group} {seconds:.1} s ({:.1} µs/event)",
+                seconds * 1e6 / args.events as f64
+            )
+        })
+        .collect();
+    println!("cpu during the drain: {}", cpu.join(", "));
     println!(
         "checked: {live} live rows in the store as expected; {} written, {} skipped as stale",
         metrics.events_written.get(),

@@ -8,6 +8,7 @@
 
 mod children;
 mod compare;
+mod cpu;
 mod drain;
 mod drift;
 mod lag;
