@@ -103,7 +103,44 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Text that a multi-row write must carry as it is (PostgreSQL's writes
+/// travel as array literals): quotes, backslashes, braces, commas, the word
+/// NULL, empty text, spaces at the ends, non-ASCII.
+async fn awkward_text_round_trips_through_a_batch(backend: Backend) {
+    let (store, _database) = store(backend).await;
+    let names = [
+        r#"a "quoted" name"#,
+        r"back\slash\",
+        "{braces},commas",
+        "NULL",
+        "",
+        "  spaced  ",
+        "ünïcødé ✓",
+    ];
+    let changes: Vec<Change> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            user(
+                "t1",
+                &format!("u{index}"),
+                name,
+                Version::new(1, index as u64 + 1),
+            )
+        })
+        .collect();
+    let outcome = store.apply_events(&changes).await.expect("apply");
+    assert_eq!(outcome.written, names.len() as u64);
+    for (index, name) in names.iter().enumerate() {
+        let (stored, _) = live_user(&store, "t1", &format!("u{index}"))
+            .await
+            .expect("the user was written");
+        assert_eq!(stored, *name);
+    }
+}
+
 on_both_backends!(
+    awkward_text_round_trips_through_a_batch,
     tombstone_stops_an_older_create,
     events_below_the_generation_floor_are_skipped,
     reconciliation_form_overwrites_a_newer_version,
