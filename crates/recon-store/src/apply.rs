@@ -4,8 +4,7 @@
 //! entity (the newest version wins), grouped by kind in upsert order
 //! (tenants first), and each group becomes one multi-row
 //! `INSERT … ON CONFLICT DO UPDATE` in which upserts and tombstones travel
-//! together (on PostgreSQL its rows come from `unnest` over one array per
-//! column, see [`sql::unnest_rows`]; on SQLite from a `VALUES` list). The two [`WriteMode`]s differ only in the guard:
+//! together. The two [`WriteMode`]s differ only in the guard:
 //!
 //! * event form: `DO UPDATE … WHERE (stored version) < (incoming version)`,
 //!   and changes below the generation floor are dropped before writing;
@@ -291,23 +290,14 @@ async fn write_chunk(
             .iter()
             .map(|field| sql::column_cast(field, backend)),
     );
-    let rows = changes
-        .iter()
-        .map(|change| row_values(table, backend, change, deleted_at_ms))
-        .collect::<Result<Vec<_>>>()?;
+    let mut tuples = Vec::with_capacity(changes.len());
+    for change in changes {
+        let values = row_values(table, backend, change, deleted_at_ms)?;
+        tuples.push(binder.bind_tuple_cast(values, &casts));
+    }
     let mut columns = table.primary_key();
     columns.extend(table.data_columns.iter().map(String::as_str));
     columns.extend_from_slice(&["generation", "sequence", "deleted", "deleted_at_ms"]);
-    let source = match backend {
-        DbBackend::Postgres => sql::unnest_rows(&mut binder, &columns, rows, &casts)?,
-        _ => {
-            let tuples: Vec<String> = rows
-                .into_iter()
-                .map(|values| binder.bind_tuple_cast(values, &casts))
-                .collect();
-            format!("VALUES {}", tuples.join(", "))
-        }
-    };
     let key_columns = table.primary_key();
     let updates: Vec<String> = columns
         .iter()
@@ -330,9 +320,10 @@ async fn write_chunk(
         }
     };
     let sql = format!(
-        "INSERT INTO {} ({}) {source} ON CONFLICT ({}) DO UPDATE SET {}{guard}",
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}{guard}",
         table.name,
         columns.join(", "),
+        tuples.join(", "),
         key_columns.join(", "),
         updates.join(", ")
     );
