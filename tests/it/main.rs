@@ -9,6 +9,7 @@ mod consumer_faults;
 mod coordinator;
 mod cut_off;
 mod deploy;
+mod docs;
 mod group_lag;
 mod kafka_security;
 mod monolith;
