@@ -102,6 +102,9 @@ pub enum Fault {
     },
     /// Answer everything with 503, as a source that is down.
     Stopped,
+    /// `GET /v1/capabilities` names this digest definition instead of the
+    /// upstream's: a source whose digests follow another definition.
+    DigestDefinition(String),
 }
 
 impl Fault {
@@ -114,7 +117,9 @@ impl Fault {
             | Fault::KeysBackwards { path_contains, .. }
             | Fault::DuplicateKeyAcrossPages { path_contains, .. }
             | Fault::DropItems { path_contains, .. } => Some(path_contains),
-            Fault::None | Fault::EmptyTenantList | Fault::Stopped => None,
+            Fault::None | Fault::EmptyTenantList | Fault::Stopped | Fault::DigestDefinition(_) => {
+                None
+            }
         }
     }
 }
@@ -151,6 +156,7 @@ enum Action {
     Duplicate,
     Drop(f64),
     EmptyTenants,
+    Definition,
 }
 
 /// A running fault-injecting proxy; stops when dropped.
@@ -290,6 +296,13 @@ fn decide(plan: &mut Plan, path: &str, path_and_query: &str) -> Action {
     if matches!(plan.fault, Fault::Stopped) {
         return Action::Stopped;
     }
+    if matches!(plan.fault, Fault::DigestDefinition(_)) {
+        return if path == "/v1/capabilities" {
+            Action::Definition
+        } else {
+            Action::Forward
+        };
+    }
     if matches!(plan.fault, Fault::EmptyTenantList) {
         return if path == "/v1/tenants" {
             Action::EmptyTenants
@@ -341,7 +354,13 @@ async fn proxy(State(state): State<Arc<ProxyState>>, request: Request) -> Respon
         Err(error) => return error_response(StatusCode::BAD_GATEWAY, &format!("{error:#}")),
     };
     let is_page = status == StatusCode::OK && path != "/healthz" && !path.ends_with("/counts");
-    let body = if is_page {
+    let body = if action == Action::Definition {
+        let definition = match &lock(&state.plan).fault {
+            Fault::DigestDefinition(definition) => definition.clone(),
+            _ => String::new(),
+        };
+        rewrite::rename_digest_definition(body, &definition)
+    } else if is_page {
         rewrite::rewrite_page(&state, action, body)
     } else {
         body

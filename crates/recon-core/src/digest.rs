@@ -24,6 +24,14 @@ use crate::{Kind, Record, RowHash, Version};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+/// The name of this definition of the element (above). A Source API
+/// names the definition its digests follow (`digest_definition` of
+/// `GET /v1/capabilities`); digests of another definition are never
+/// compared with recon's. A new definition gets a new name.
+pub const DEFINITION: &str = "recon-digest-v1";
+
+/// What the element's hash starts with: the definition's name and a zero
+/// byte.
 const ELEMENT_PREFIX: &[u8] = b"recon-digest-v1\0";
 
 /// The element of a row with data hash `hash` at `version`.
@@ -190,6 +198,15 @@ pub fn postgres_digest_columns(tables: &[(&str, Kind)]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_element_hash_starts_with_the_definition_name() {
+        assert_eq!(
+            &ELEMENT_PREFIX[..ELEMENT_PREFIX.len() - 1],
+            DEFINITION.as_bytes()
+        );
+        assert_eq!(ELEMENT_PREFIX.last(), Some(&0));
+    }
+
     use super::*;
     use crate::{Tenant, User, UserStatus};
     use proptest::prelude::*;

@@ -252,14 +252,22 @@ impl HttpSource {
                         })
                     })
                     .await;
-                match outcome {
-                    Err(Error::Status { status: 404, .. }) => Ok(Capabilities::default()),
+                let capabilities = match outcome {
+                    Err(Error::Status { status: 404, .. }) => Capabilities::default(),
                     outcome => outcome
-                        .map_err(|error| into_port_error(&error, attempts, self.token.as_deref())),
+                        .map_err(|error| into_port_error(&error, attempts, self.token.as_deref()))?,
+                };
+                if capabilities.digests && !capabilities.comparable_digests() {
+                    warn!(
+                        source = capabilities.definition(),
+                        recon = recon_core::digest::DEFINITION,
+                        "the source's digests follow another definition than recon's: they are not used (every range is compared row by row)"
+                    );
                 }
+                Ok(capabilities)
             })
             .await
-            .copied()
+            .cloned()
     }
 
     /// Reads range digests (see [`Source::digests`]); `None` when the
@@ -275,7 +283,7 @@ impl HttpSource {
         request: &DigestRequest,
     ) -> Result<Option<SourceDigests>, PortError> {
         let capabilities = self.capabilities().await?;
-        if !capabilities.digests || request.kind == self.schema.scope_kind() {
+        if !capabilities.comparable_digests() || request.kind == self.schema.scope_kind() {
             return Ok(None);
         }
         let mut request = request.clone();
@@ -317,7 +325,7 @@ impl HttpSource {
         &self,
         tenant_id: &str,
     ) -> Result<Option<TenantDigests>, PortError> {
-        if !self.capabilities().await?.digests {
+        if !self.capabilities().await?.comparable_digests() {
             return Ok(None);
         }
         let scopes = &self.schema.scope().plural;
@@ -336,7 +344,8 @@ impl HttpSource {
     /// `None` when the source does not offer them.
     #[instrument(name = "source.all_tenant_digests", skip_all, fields(status = Empty, bytes = Empty, attempt = Empty))]
     pub async fn every_tenant_digests(&self) -> Result<Option<AllTenantDigests>, PortError> {
-        if !self.capabilities().await?.all_tenant_digests {
+        let capabilities = self.capabilities().await?;
+        if !capabilities.comparable_digests() || !capabilities.all_tenant_digests {
             return Ok(None);
         }
         let url = self.url(&["v1", "digests"], &[]);

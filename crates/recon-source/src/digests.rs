@@ -18,11 +18,15 @@ use serde_json::Value;
 
 /// What a source offers beyond pages and counts; all `false` for a source
 /// that does not serve `GET /v1/capabilities`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Capabilities {
     /// Range digests are served.
     #[serde(default)]
     pub digests: bool,
+    /// The definition the digests follow (`recon-digest-v1`); a source
+    /// that names none predates the field and follows the first one.
+    #[serde(default)]
+    pub digest_definition: Option<String>,
     /// Most buckets one digest request may ask for.
     #[serde(default = "default_buckets")]
     pub max_digest_buckets: u32,
@@ -36,6 +40,22 @@ pub struct Capabilities {
 
 fn default_buckets() -> u32 {
     1
+}
+
+impl Capabilities {
+    /// Whether the source's digests can be compared with recon's: it
+    /// serves them, under recon's definition
+    /// ([`recon_core::digest::DEFINITION`]).
+    pub fn comparable_digests(&self) -> bool {
+        self.digests && self.definition() == recon_core::digest::DEFINITION
+    }
+
+    /// The definition the source's digests follow.
+    pub fn definition(&self) -> &str {
+        self.digest_definition
+            .as_deref()
+            .unwrap_or(recon_core::digest::DEFINITION)
+    }
 }
 
 #[derive(Debug, Deserialize)]

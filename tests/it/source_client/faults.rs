@@ -263,3 +263,56 @@ async fn lost_rows_and_tenants_read_as_valid_smaller_pages() -> anyhow::Result<(
     ensure!(tenants[0].watermark.sequence > 0, "with the real watermark");
     Ok(())
 }
+
+/// Digests are compared only under recon's own definition: a source that
+/// names another one (a newer monolith, a third-party implementation) is
+/// read row by row — its digests could differ from recon's for equal
+/// rows, or agree for different ones.
+#[tokio::test]
+async fn digests_of_another_definition_are_never_used() -> anyhow::Result<()> {
+    let fixture = Fixture::start(Backend::Postgres).await?;
+    let (tenant, _) = fixture.largest_tenant().await?;
+    let request = recon_core::ports::DigestRequest {
+        tenant_id: tenant.clone(),
+        kind: Kind::USER,
+        range: recon_core::KeyRange::all(),
+        buckets: 4,
+    };
+    let ours = fixture.client(|_| {})?;
+    let capabilities = ours.capabilities().await?;
+    ensure!(
+        capabilities.digest_definition.as_deref() == Some(recon_core::digest::DEFINITION),
+        "the monolith names its definition: {capabilities:?}"
+    );
+    ensure!(
+        ours.range_digests(&request).await?.is_some(),
+        "digests of our definition are used"
+    );
+    ensure!(ours.whole_tenant_digests(&tenant).await?.is_some());
+    fixture
+        .proxy
+        .set_fault(Fault::DigestDefinition("recon-digest-v2".into()));
+    let other = fixture.client(|_| {})?;
+    ensure!(
+        other.capabilities().await?.digests,
+        "the source still offers digests"
+    );
+    ensure!(
+        other.range_digests(&request).await?.is_none(),
+        "range digests of another definition were used"
+    );
+    ensure!(
+        other.whole_tenant_digests(&tenant).await?.is_none(),
+        "tenant digests of another definition were used"
+    );
+    ensure!(
+        other.every_tenant_digests().await?.is_none(),
+        "all-tenant digests of another definition were used"
+    );
+    ensure!(
+        fixture.proxy.requests("/digests") == 2,
+        "no digest request after the other definition was seen: {}",
+        fixture.proxy.requests("/digests")
+    );
+    Ok(())
+}

@@ -7,6 +7,15 @@ use axum::body::Bytes;
 use serde_json::Value;
 
 /// Applies the page-rewriting faults to a successful page body.
+/// A capabilities body naming `definition` as its digests' definition.
+pub(super) fn rename_digest_definition(body: Bytes, definition: &str) -> Bytes {
+    let Ok(mut capabilities) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    capabilities["digest_definition"] = Value::String(definition.to_owned());
+    Bytes::from(capabilities.to_string())
+}
+
 pub(super) fn rewrite_page(state: &ProxyState, action: Action, body: Bytes) -> Bytes {
     if action == Action::Malformed {
         return body.slice(..body.len() / 2);

@@ -188,6 +188,7 @@ async fn capabilities(
     no_query_parameters(&pairs, "capabilities take no parameters")?;
     Ok(Json(CapabilitiesBody {
         digests: state.monolith.offers_digests(),
+        digest_definition: recon_core::digest::DEFINITION.to_owned(),
         max_digest_buckets: crate::digest::MAX_BUCKETS,
         max_page_ranges: MAX_PAGE_RANGES,
         all_tenant_digests: state.monolith.offers_digests(),

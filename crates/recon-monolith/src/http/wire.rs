@@ -22,6 +22,8 @@ pub struct ErrorBody {
 pub struct CapabilitiesBody {
     /// Whether `GET /v1/tenants/{id}/digests/{kind}` is served.
     pub digests: bool,
+    /// The definition the digests follow ([`recon_core::digest::DEFINITION`]).
+    pub digest_definition: String,
     /// Most buckets one digest request may ask for.
     pub max_digest_buckets: u32,
     /// Most ranges one `POST /v1/tenants/{id}/pages/{kind}` may carry (0:

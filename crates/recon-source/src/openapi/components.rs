@@ -279,6 +279,11 @@ fn capabilities(api: &Api) -> Value {
                     aside("and")
                 ),
             },
+            "digest_definition": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The definition the digests follow: recon-digest-v1 (see the digest schemas). A client compares digests only of its own definition and compares rows otherwise; a source that names none follows recon-digest-v1.",
+            },
             "max_digest_buckets": {
                 "type": "integer",
                 "minimum": 1,
