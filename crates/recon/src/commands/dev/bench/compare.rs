@@ -16,7 +16,6 @@
 use super::naive::{NaiveFigures, Opened, fence};
 use crate::cli::NaiveArgs;
 use anyhow::Context;
-use recon_core::ports::PageRequest;
 use recon_core::{Change, Deletion, EntityKey, KeyRange, Kind, Row};
 use recon_store::StoredRow;
 use std::collections::BTreeMap;
@@ -62,21 +61,16 @@ impl Compare {
         let mut ids = Vec::new();
         let mut after: Option<EntityKey> = None;
         loop {
-            let request = PageRequest {
-                tenant_id: tenant_id.to_owned(),
-                kind,
-                after: after.clone(),
-                limit: self.page_size,
-                within: Vec::new(),
-            };
             let page = self
                 .opened
-                .source
-                .fetch(&request)
-                .await
-                .with_context(|| format!("fetch a {kind} page of tenant {tenant_id:?}"))?;
-            self.figures.pages += 1;
-            self.figures.bytes += page.bytes;
+                .fetch_page(
+                    &mut self.figures,
+                    tenant_id,
+                    kind,
+                    after.clone(),
+                    self.page_size,
+                )
+                .await?;
             self.figures.fetched += page.rows.len() as u64;
             // The page covers the keys after `after` up to its last row, or
             // to the end when it is the last page.

@@ -23,7 +23,7 @@
 
 use crate::cli::NaiveArgs;
 use anyhow::Context;
-use recon_core::ports::PageRequest;
+use recon_core::ports::{PageRequest, SourcePage};
 use recon_core::{Change, Deletion, EntityKey, FenceToken, KeyRange, Kind, Version};
 use recon_source::{HttpSource, SourceConfig};
 use recon_store::Store;
@@ -88,6 +88,33 @@ impl Opened {
             source,
         })
     }
+
+    /// Fetches one source page of `kind` of `tenant_id` after `after` and
+    /// counts it in `figures` (pages and bytes).
+    pub async fn fetch_page(
+        &self,
+        figures: &mut NaiveFigures,
+        tenant_id: &str,
+        kind: Kind,
+        after: Option<EntityKey>,
+        limit: u32,
+    ) -> anyhow::Result<SourcePage> {
+        let request = PageRequest {
+            tenant_id: tenant_id.to_owned(),
+            kind,
+            after,
+            limit,
+            within: Vec::new(),
+        };
+        let page = self
+            .source
+            .fetch(&request)
+            .await
+            .with_context(|| format!("fetch a {kind} page of tenant {tenant_id:?}"))?;
+        figures.pages += 1;
+        figures.bytes += page.bytes;
+        Ok(page)
+    }
 }
 
 /// The fence of a write of `kind` rows of `tenant_id` (the tenant list
@@ -151,21 +178,16 @@ impl Naive {
         let mut ids = Vec::new();
         let mut after: Option<EntityKey> = None;
         loop {
-            let request = PageRequest {
-                tenant_id: tenant_id.to_owned(),
-                kind,
-                after: after.clone(),
-                limit: self.page_size,
-                within: Vec::new(),
-            };
             let page = self
                 .opened
-                .source
-                .fetch(&request)
-                .await
-                .with_context(|| format!("fetch a {kind} page of tenant {tenant_id:?}"))?;
-            self.figures.pages += 1;
-            self.figures.bytes += page.bytes;
+                .fetch_page(
+                    &mut self.figures,
+                    tenant_id,
+                    kind,
+                    after.clone(),
+                    self.page_size,
+                )
+                .await?;
             self.watermark = self.watermark.max(page.watermark);
             for row in page.rows {
                 let key = row.key();
