@@ -4,11 +4,11 @@
 //! batches, decodes them, applies them through the [`EventSink`] and only
 //! then stores their offsets (at-least-once: a crash between the database
 //! commit and the offset commit replays the batch, which the version guard
-//! makes harmless). The next batch is taken off the topic and
-//! decoded while the previous one is applied on the runtime; one batch is
-//! in flight at a time, so batches land in the order they were taken, and
-//! a pause, a failure or a shutdown waits for it first. Offsets are committed every second and synchronously on
-//! pause and on shutdown.
+//! makes harmless). The next batch is taken off the topic and decoded
+//! while the previous one is applied on the runtime; one batch is in
+//! flight at a time, so batches land in the order they were taken, and a
+//! pause, a failure or a shutdown waits for it first. Offsets are
+//! committed every second and synchronously on pause and on shutdown.
 //!
 //! Nothing is skipped without a trace (DESIGN §6): an undecodable record,
 //! and an event the store refuses for its *data*, is written to the store's
