@@ -81,31 +81,28 @@ impl Compare {
                     .as_ref()
                     .and_then(|_| page.rows.last().map(Row::key)),
             };
-            let stored = self.replica_rows(tenant_id, kind, span).await?;
+            // What is left of the replica's rows once the page's are taken
+            // out is what the source lacks.
+            let mut stored = self.replica_rows(tenant_id, kind, span).await?;
             let mut changes = Vec::new();
-            let mut source_keys = BTreeMap::new();
             for row in page.rows {
                 let key = row.key();
                 ids.push(key.first().to_owned());
-                let same = stored.get(&key).is_some_and(|held| {
+                let same = stored.remove(&key).is_some_and(|held| {
                     held.row.version == row.version && held.row.record == row.record
                 });
-                source_keys.insert(key, ());
                 if !same {
                     changes.push(Change::Upsert(row));
                 }
             }
-            let mut deleted = 0;
+            let deleted = stored.len() as u64;
             for (key, held) in stored {
-                if !source_keys.contains_key(&key) {
-                    changes.push(Change::Delete(Deletion {
-                        tenant_id: held.row.tenant_id,
-                        kind,
-                        key,
-                        version: page.watermark,
-                    }));
-                    deleted += 1;
-                }
+                changes.push(Change::Delete(Deletion {
+                    tenant_id: held.row.tenant_id,
+                    kind,
+                    key,
+                    version: page.watermark,
+                }));
             }
             if !changes.is_empty() {
                 let outcome = self
