@@ -22,9 +22,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Rows read from the replica per query.
-const READ_PAGE_ROWS: u64 = 1_000;
-
 /// Runs the baseline against the source and store of `args` and prints its
 /// [`NaiveFigures`] as JSON.
 pub async fn run(args: NaiveArgs) -> anyhow::Result<ExitCode> {
@@ -83,7 +80,13 @@ impl Compare {
             };
             // What is left of the replica's rows once the page's are taken
             // out is what the source lacks.
-            let mut stored = self.replica_rows(tenant_id, kind, span).await?;
+            let mut stored: BTreeMap<EntityKey, StoredRow> = self
+                .opened
+                .replica_rows(&mut self.figures, tenant_id, kind, span)
+                .await?
+                .into_iter()
+                .map(|stored| (stored.key.clone(), stored))
+                .collect();
             let mut changes = Vec::new();
             for row in page.rows {
                 let key = row.key();
@@ -117,32 +120,6 @@ impl Compare {
             match page.next_after {
                 Some(next) => after = Some(next),
                 None => return Ok(ids),
-            }
-        }
-    }
-
-    /// The replica's live rows of one kind within `span`, by key.
-    async fn replica_rows(
-        &mut self,
-        tenant_id: &str,
-        kind: Kind,
-        mut span: KeyRange,
-    ) -> anyhow::Result<BTreeMap<EntityKey, StoredRow>> {
-        let mut rows = BTreeMap::new();
-        loop {
-            let page = self
-                .opened
-                .store
-                .read_page(tenant_id, kind, &span, READ_PAGE_ROWS)
-                .await
-                .context("read replica rows")?;
-            self.figures.replica_rows += page.len() as u64;
-            let exhausted = (page.len() as u64) < READ_PAGE_ROWS;
-            let last = page.last().map(|stored| stored.key.clone());
-            rows.extend(page.into_iter().map(|stored| (stored.key.clone(), stored)));
-            match last {
-                Some(last) if !exhausted => span.after = Some(last),
-                _ => return Ok(rows),
             }
         }
     }

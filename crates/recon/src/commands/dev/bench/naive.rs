@@ -26,13 +26,13 @@ use anyhow::Context;
 use recon_core::ports::{PageRequest, SourcePage};
 use recon_core::{Change, Deletion, EntityKey, FenceToken, KeyRange, Kind, Version};
 use recon_source::{HttpSource, SourceConfig};
-use recon_store::Store;
+use recon_store::{Store, StoredRow};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// Rows read from the replica per query in the delete pass.
+/// Rows read from the replica per query.
 const READ_PAGE_ROWS: u64 = 1_000;
 
 /// What the baseline did; printed as JSON on stdout.
@@ -114,6 +114,33 @@ impl Opened {
         figures.pages += 1;
         figures.bytes += page.bytes;
         Ok(page)
+    }
+
+    /// The replica's live rows of `kind` of `tenant_id` within `span`, in
+    /// key order, read a page at a time and counted in `figures`.
+    pub async fn replica_rows(
+        &self,
+        figures: &mut NaiveFigures,
+        tenant_id: &str,
+        kind: Kind,
+        mut span: KeyRange,
+    ) -> anyhow::Result<Vec<StoredRow>> {
+        let mut rows = Vec::new();
+        loop {
+            let page = self
+                .store
+                .read_page(tenant_id, kind, &span, READ_PAGE_ROWS)
+                .await
+                .context("read replica rows")?;
+            figures.replica_rows += page.len() as u64;
+            let exhausted = (page.len() as u64) < READ_PAGE_ROWS;
+            let last = page.last().map(|stored| stored.key.clone());
+            rows.extend(page);
+            match last {
+                Some(last) if !exhausted => span.after = Some(last),
+                _ => return Ok(rows),
+            }
+        }
     }
 }
 
@@ -211,25 +238,11 @@ impl Naive {
 
     /// Every live key of one kind in the replica, in key order.
     async fn live_keys(&mut self, tenant_id: &str, kind: Kind) -> anyhow::Result<Vec<EntityKey>> {
-        let mut keys = Vec::new();
-        let mut range = KeyRange::all();
-        loop {
-            let page = self
-                .opened
-                .store
-                .read_page(tenant_id, kind, &range, READ_PAGE_ROWS)
-                .await
-                .context("read replica rows")?;
-            let exhausted = (page.len() as u64) < READ_PAGE_ROWS;
-            for stored in &page {
-                keys.push(stored.key.clone());
-            }
-            self.figures.replica_rows += page.len() as u64;
-            match page.last() {
-                Some(last) if !exhausted => range.after = Some(last.key.clone()),
-                _ => return Ok(keys),
-            }
-        }
+        let rows = self
+            .opened
+            .replica_rows(&mut self.figures, tenant_id, kind, KeyRange::all())
+            .await?;
+        Ok(rows.into_iter().map(|stored| stored.key).collect())
     }
 
     /// Deletes, one statement each, the live rows the source did not list.
