@@ -143,8 +143,6 @@ pub struct Findings {
 pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
     let connection = Database::connect(replica_db).await?;
     let backend = connection.get_database_backend();
-    let committed =
-        |txid: &str| format!("pg_xact_commit_timestamp(({txid} % 4294967296)::text::xid)");
     let written = format!(
         "WITH written AS ( \
            SELECT w.txid, w.scope, max(w.epoch) AS epoch, {at} AS committed_at \
@@ -163,8 +161,8 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
          SELECT (SELECT count(*) FROM written) AS checked, \
            coalesce((SELECT string_agg(line, E'\\n') FROM \
              (SELECT line FROM unfenced UNION ALL SELECT line FROM late) lines), '') AS violations",
-        at = committed("w.txid"),
-        fence_at = committed("f.txid"),
+        at = commit_time("w.txid"),
+        fence_at = commit_time("f.txid"),
     );
     let row = connection
         .query_one_raw(Statement::from_string(backend, written))
@@ -187,11 +185,25 @@ pub async fn check(replica_db: &str) -> anyhow::Result<Findings> {
 /// Notes that the monolith is about to be restored from a backup (a
 /// reconciliation write may lower a version from now on).
 pub async fn note_restore(replica_db: &str) -> anyhow::Result<()> {
-    let connection = Database::connect(replica_db).await?;
-    connection
-        .execute_unprepared("INSERT INTO chaos_restores VALUES (clock_timestamp())")
-        .await
-        .context("note a restore")?;
+    execute(
+        replica_db,
+        "INSERT INTO chaos_restores VALUES (clock_timestamp())",
+    )
+    .await
+    .context("note a restore")
+}
+
+/// The SQL expression of the commit time of the transaction whose 64-bit
+/// id (`txid_current()`) the expression `txid` gives (needs
+/// `track_commit_timestamp`).
+pub fn commit_time(txid: &str) -> String {
+    format!("pg_xact_commit_timestamp(({txid} % 4294967296)::text::xid)")
+}
+
+/// Runs `script` (one or more statements) on the database at `url`.
+pub async fn execute(url: &str, script: &str) -> anyhow::Result<()> {
+    let connection = Database::connect(url).await?;
+    connection.execute_unprepared(script).await?;
     connection.close().await.ok();
     Ok(())
 }

@@ -29,6 +29,7 @@
 //! run that the restore calls for writes the restored row back (its
 //! watermark is of the new generation, above the tombstone).
 
+use crate::audit::{commit_time, execute};
 use anyhow::Context;
 use recon_monolith::model::Model;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
@@ -73,7 +74,8 @@ fn key_of(row: &str, columns: &[String]) -> String {
 /// The commit time of transaction `txid` in microseconds since the epoch.
 fn committed_at(txid: &str) -> String {
     format!(
-        "(extract(epoch FROM pg_xact_commit_timestamp(({txid} % 4294967296)::text::xid)) * 1000000)::bigint"
+        "(extract(epoch FROM {}) * 1000000)::bigint",
+        commit_time(txid)
     )
 }
 
@@ -148,13 +150,6 @@ pub async fn install_replica(replica_db: &str, kinds: &[Watched]) -> anyhow::Res
     execute(replica_db, &script)
         .await
         .context("install the deletion audit on the replica")
-}
-
-async fn execute(url: &str, script: &str) -> anyhow::Result<()> {
-    let connection = Database::connect(url).await?;
-    connection.execute_unprepared(script).await?;
-    connection.close().await.ok();
-    Ok(())
 }
 
 /// A version as both sides store it.
